@@ -1,0 +1,182 @@
+//! The binaries' layer: one module per `pk-*` binary, each with its clap
+//! arguments and a `run` function, and [`main`], the one place that parses
+//! arguments, prints errors and maps results to exit codes.
+//!
+//! Output goes through [`Out`], which writes each line with a single
+//! write(2) and keeps no buffer: nothing is pending when a command forks, so
+//! a child never prints its parent's lines twice, and lines from many
+//! processes sharing one pipe never interleave mid-line.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::exit;
+
+pub mod fork;
+
+/// Run a binary: parse `A` from the command line, call `run`, and turn the
+/// result into an exit code.
+///
+/// - `--help`/`--version` print to stdout and exit 0; any other argument
+///   error prints one line, `pk-NAME: <what is wrong> (see --help)`, exit 2.
+/// - An `Err` prints one line, `pk-NAME: <call>(<what>): <reason>`, and
+///   exits with the error's code from [`crate::exit`].
+/// - A closed stdout (`pk-NAME | head -1`) ends the command quietly with
+///   141, the code a shell shows for a tool killed by SIGPIPE.
+/// - A panic prints one line and exits 101; it is always a bug.
+pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
+    let name = A::command().get_name().to_string();
+    install_panic_hook(name.clone());
+    let args = match A::try_parse() {
+        Ok(args) => args,
+        Err(e) => return ExitCode::from(report_clap(&name, &e)),
+    };
+    let mut out = Out::stdout();
+    match run(args, &mut out) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if Out::is_closed_stdout(&e) => ExitCode::from(exit::signal_code(libc::SIGPIPE)),
+        Err(e) => {
+            eprintln_one(&name, &e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
+    let line = format!("{name}: {msg}\n");
+    let _ = io::stderr().write_all(line.as_bytes());
+}
+
+fn report_clap(name: &str, e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = io::stdout().write_all(e.render().to_string().as_bytes());
+        return exit::OK;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = io::stderr().write_all(e.render().to_string().as_bytes());
+        return exit::USAGE;
+    }
+    eprintln_one(
+        name,
+        &format_args!("{} (see --help)", one_line(&e.render().to_string())),
+    );
+    exit::USAGE
+}
+
+/// The first line of a clap message, without its `error: ` prefix.
+fn one_line(msg: &str) -> &str {
+    let first = msg
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    first.strip_prefix("error: ").unwrap_or(first).trim_end()
+}
+
+fn install_panic_hook(name: String) {
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln_one(
+            &name,
+            &format_args!("internal error (a bug, please report it): {msg}{at}"),
+        );
+    }));
+}
+
+/// Unbuffered line output on stdout: each line is one write(2).
+#[derive(Debug, Default)]
+pub struct Out {
+    line: String,
+    quiet: bool,
+}
+
+impl Out {
+    /// Output on fd 1.
+    pub fn stdout() -> Self {
+        Out::default()
+    }
+
+    /// Drop [`Out::note`] lines, keep [`Out::line`] lines (for `--quiet`).
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+    }
+
+    /// Write one result line: formatted, a newline added, one write(2).
+    /// EINTR and short writes are retried; a closed stdout is an error that
+    /// [`main`] turns into a quiet exit.
+    pub fn line(&mut self, args: fmt::Arguments<'_>) -> Result<()> {
+        self.line.clear();
+        fmt::write(&mut self.line, args).expect("formatting into a String cannot fail");
+        self.line.push('\n');
+        write_all_stdout(self.line.as_bytes())
+    }
+
+    /// Write one narrative line: like [`Out::line`], but dropped in quiet mode.
+    pub fn note(&mut self, args: fmt::Arguments<'_>) -> Result<()> {
+        if self.quiet { Ok(()) } else { self.line(args) }
+    }
+
+    /// Write raw bytes to stdout as they are.
+    pub fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        write_all_stdout(bytes)
+    }
+
+    /// Whether `e` is the error a write to a closed stdout produces.
+    pub fn is_closed_stdout(e: &Error) -> bool {
+        e.errno() == Some(Errno::EPIPE) && e.call() == "write" && e.what() == "stdout"
+    }
+}
+
+fn write_all_stdout(mut buf: &[u8]) -> Result<()> {
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("write", "stdout", e)),
+        }
+    }
+    Ok(())
+}
+
+/// `outln!(out, "...", args)`: one result line through [`Out::line`].
+#[macro_export]
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => { $out.line(format_args!($($arg)*)) };
+}
+
+/// `note!(out, "...", args)`: one narrative line through [`Out::note`].
+#[macro_export]
+macro_rules! note {
+    ($out:expr, $($arg:tt)*) => { $out.note(format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_messages_become_one_line() {
+        let msg = "error: invalid value 'abc' for '--children <N>': invalid digit\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(msg),
+            "invalid value 'abc' for '--children <N>': invalid digit"
+        );
+    }
+}

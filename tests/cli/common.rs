@@ -1,0 +1,230 @@
+//! Helpers shared by every binary's tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Output, Stdio};
+use std::sync::Once;
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+/// The default limit on any command a test runs: a hang fails the test.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path of a `pk-*` binary built by cargo for this test run.
+pub fn bin(name: &str) -> PathBuf {
+    assert_cmd::cargo::cargo_bin(name)
+}
+
+/// An assert_cmd Command for `pk-<name>` with the default timeout and no stdin.
+pub fn pk(name: &str) -> Command {
+    become_subreaper();
+    let mut cmd = Command::new(bin(&format!("pk-{name}")));
+    cmd.timeout(TIMEOUT);
+    cmd
+}
+
+/// A std Command for `pk-<name>`, for tests that read output as it comes.
+pub fn pk_std(name: &str) -> std::process::Command {
+    become_subreaper();
+    let mut cmd = std::process::Command::new(bin(&format!("pk-{name}")));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A bash command with the built binaries first on PATH, as a user's script
+/// would run them.
+pub fn bash(script: &str) -> Command {
+    become_subreaper();
+    let dir = bin("pk-fork").parent().expect("binary dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(script).env("PATH", path).timeout(TIMEOUT);
+    cmd
+}
+
+/// Make this test process the subreaper of everything it starts: a
+/// grandchild that a `pk-*` binary fails to reap is re-parented to us
+/// instead of to init, so [`leftovers`] can see it.
+pub fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER"));
+}
+
+/// The pids among `pids` that still exist as children of this test process
+/// (orphans a binary left behind). Zombies among them are reaped here so the
+/// test process stays clean.
+pub fn leftovers(pids: &[i32]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut left = Vec::new();
+    for &pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the last ')' : state ppid ...
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        let mut f = rest.split_whitespace();
+        let _state = f.next();
+        let ppid: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == me {
+            left.push(pid);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+    }
+    left
+}
+
+/// Assert that the process was ended by exactly `sig`.
+#[track_caller]
+pub fn assert_signal(status: &std::process::ExitStatus, sig: i32) {
+    assert_eq!(
+        status.signal(),
+        Some(sig),
+        "expected death by signal {sig}, got {status:?}"
+    );
+}
+
+/// Assert a usage error: exit 2, exactly one line on stderr that names the
+/// binary, nothing on stdout.
+#[track_caller]
+pub fn assert_usage(out: &Output, name: &str) {
+    assert_one_line_error(out, name, 2);
+}
+
+/// Assert exit `code`, exactly one line on stderr that starts with
+/// `pk-<name>: `, and no panic.
+#[track_caller]
+pub fn assert_one_line_error(out: &Output, name: &str, code: i32) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "status {:?}, stderr: {err}",
+        out.status
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "want one line on stderr, got: {err:?}"
+    );
+    assert!(err.starts_with(&format!("pk-{name}: ")), "stderr: {err:?}");
+    assert!(!err.contains("panicked"), "stderr: {err:?}");
+}
+
+/// stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// A running binary whose stdout is read line by line with a deadline. It is
+/// killed and reaped on drop, so a failing test leaves nothing behind.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    /// Start `cmd` with stdout piped.
+    pub fn start(mut cmd: std::process::Command, own_group: bool) -> Running {
+        if own_group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Read lines until one satisfies `pred`; panics after [`TIMEOUT`].
+    /// Returns every line read, the matching one last.
+    pub fn wait_for(&mut self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = pred(&line);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no matching line ({e:?}); saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Wait for the process to end, with the default timeout.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not end within {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid that follows `prefix` at the start of a line: `pid_after("child 42 exited", "child ")` is 42.
+pub fn pid_after(line: &str, prefix: &str) -> Option<i32> {
+    line.strip_prefix(prefix)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether this test process runs as root (CI does).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Command-line words that run the rest as the unprivileged user `nobody`
+/// when we are root (setpriv), and as ourselves otherwise.
+pub fn as_nobody() -> Vec<String> {
+    if is_root() {
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        Vec::new()
+    }
+}

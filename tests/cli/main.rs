@@ -1,0 +1,4 @@
+//! The one integration-test binary: a module per `pk-*` binary.
+
+mod common;
+mod fork;
