@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork
+DEMOS   := fork process
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -35,3 +35,7 @@ run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
+
+run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode, daemon
+	@echo '== pk-process: multiprocessing.Process, and a daemon dying with its parent'
+	$(RELEASE)/pk-process

@@ -67,7 +67,7 @@ pub fn kill(pid: Pid, sig: Signal) -> Result<()> {
 /// action, unblock it, and raise it. Returns only if the signal's default
 /// action does not end the process (SIGCHLD, SIGWINCH, a stop signal …).
 pub fn die_of(sig: Signal) -> Result<()> {
-    crate::sys::proc::restore_default(sig).map_err(|e| Error::sys("sigaction", sig.as_str(), e))?;
+    restore_default(sig)?;
     signal::raise(sig).map_err(|e| Error::sys("raise", sig.as_str(), e))
 }
 
@@ -142,4 +142,254 @@ impl Drop for Child {
             let _ = waitpid(self.pid);
         }
     }
+}
+
+/// Wait until `pidfd`'s process has ended or `timeout` has passed; true when
+/// it has ended. EINTR is retried with the time that is left.
+fn pidfd_wait(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let wait = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so a sub-millisecond remainder still waits.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+        match poll(&mut fds, wait) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", "pidfd", e)),
+        }
+    }
+}
+
+static PROCESS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// How to start a [`Process`]: its name and whether it is a daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+}
+
+impl Builder {
+    /// A builder with the default name (`Process-N`) and daemon off.
+    pub fn new() -> Self {
+        Builder::default()
+    }
+
+    /// The process's name; also set as its kernel name (first 15 bytes,
+    /// shown by `ps` and in /proc/PID/comm).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon dies when its parent dies, even by SIGKILL
+    /// (PR_SET_PDEATHSIG), and is killed, not waited for, when its
+    /// [`Process`] is dropped. A plain process is waited for on drop, as
+    /// Python joins non-daemon children at exit.
+    #[must_use]
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Fork a child that runs `f` and exits with the code `f` returns (a
+    /// panic in `f` exits 1, as an exception does in Python).
+    ///
+    /// For a daemon, the death signal is armed in the child and then the
+    /// parent's pid is checked again: if the parent died between fork and
+    /// prctl, the signal would never come, so the child exits at once.
+    ///
+    /// PR_SET_PDEATHSIG fires when the *thread* that forked ends, not the
+    /// whole parent process: start daemons from a thread that lives as long
+    /// as they should.
+    ///
+    /// # Safety
+    ///
+    /// As for [`fork`]: the caller is single-threaded, or `f` makes only
+    /// async-signal-safe calls.
+    pub unsafe fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
+        let name = self.name.unwrap_or_else(|| {
+            format!(
+                "Process-{}",
+                PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+        let parent = getpid();
+        // SAFETY: forwarded to our caller, see this function's contract.
+        match unsafe { fork() }.map_err(|e| Error::sys("fork", &name, e))? {
+            Fork::Child => {
+                let orphaned = || {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent
+                };
+                if self.daemon && orphaned() {
+                    _exit(1);
+                }
+                if let Ok(comm) = std::ffi::CString::new(
+                    name.as_bytes()
+                        .iter()
+                        .copied()
+                        .take(15)
+                        .collect::<Vec<u8>>(),
+                ) {
+                    let _ = nix::sys::prctl::set_name(&comm);
+                }
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(1);
+                _exit(code)
+            }
+            Fork::Parent(pid) => {
+                // A pidfd makes signals and timed joins immune to pid reuse.
+                // Kernels before 5.3 lack it; then we fall back to the pid.
+                let pidfd = crate::sys::proc::pidfd_open(pid).ok();
+                Ok(Process {
+                    name,
+                    pid,
+                    daemon: self.daemon,
+                    pidfd,
+                    status: None,
+                })
+            }
+        }
+    }
+}
+
+/// A child process running a closure: Python's `multiprocessing.Process`.
+///
+/// ```no_run
+/// use posixkit::process::Builder;
+/// // SAFETY: single-threaded program.
+/// let mut p = unsafe { Builder::new().name("Worker").start(|| 3) }.unwrap();
+/// let status = p.join(None).unwrap().unwrap();
+/// assert_eq!(p.exitcode(), Some(3));
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    pid: Pid,
+    daemon: bool,
+    pidfd: Option<std::os::fd::OwnedFd>,
+    status: Option<Status>,
+}
+
+impl Process {
+    /// The name given at start (default `Process-N`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Whether it dies with its parent.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
+    /// ended, as Python's `is_alive` does.
+    pub fn is_alive(&mut self) -> Result<bool> {
+        if self.status.is_none() {
+            self.status = try_waitpid(self.pid)?;
+        }
+        Ok(self.status.is_none())
+    }
+
+    /// Wait for the child to end, at most `timeout` (forever with `None`),
+    /// and reap it. `Ok(None)` when the timeout passed first. The wait is a
+    /// poll(2) on a pidfd, so it never reaps any other child.
+    pub fn join(&mut self, timeout: Option<std::time::Duration>) -> Result<Option<Status>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        if let (Some(fd), Some(_)) = (&self.pidfd, timeout) {
+            use std::os::fd::AsFd;
+            if !pidfd_wait(fd.as_fd(), timeout)? {
+                return Ok(None);
+            }
+        } else if let Some(t) = timeout {
+            // No pidfd: poll WNOHANG with a short sleep until the deadline.
+            let deadline = std::time::Instant::now() + t;
+            while self.is_alive()? {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            return Ok(self.status);
+        }
+        self.status = Some(waitpid(self.pid)?);
+        Ok(self.status)
+    }
+
+    /// Python's `exitcode`: `None` while running (or not yet joined), N after
+    /// `exit(N)`, -N after death by signal N.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.status.map(|s| s.exitcode())
+    }
+
+    /// The decoded status once reaped.
+    pub fn status(&self) -> Option<Status> {
+        self.status
+    }
+
+    /// Send SIGTERM (Python's `terminate`). Does nothing once reaped.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Send SIGKILL (Python's `kill`). Does nothing once reaped.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Send `sig` through the pidfd (immune to pid reuse), or kill(2) where
+    /// pidfds are missing. Does nothing once the child has been reaped.
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match &self.pidfd {
+            Some(fd) => {
+                use std::os::fd::AsFd;
+                crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig)
+                    .map_err(|e| Error::sys("pidfd_send_signal", self.pid, e))
+            }
+            None => kill(self.pid, sig),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            if self.daemon {
+                let _ = self.kill();
+            }
+            let _ = self.join(None);
+        }
+    }
+}
+
+/// Put `sig` back to its default action and unblock it.
+pub fn restore_default(sig: Signal) -> Result<()> {
+    crate::sys::proc::restore_default(sig).map_err(|e| Error::sys("sigaction", sig.as_str(), e))
+}
+
+/// Ignore `sig` (SIG_IGN) in this process.
+pub fn ignore(sig: Signal) -> Result<()> {
+    crate::sys::proc::ignore(sig).map_err(|e| Error::sys("sigaction", sig.as_str(), e))
 }
