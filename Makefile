@@ -4,7 +4,7 @@ RELEASE := target/release
 DEMOS   := fork process
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
+.PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ fmt: ## format the code in place
 
 doc: ## build the API documentation (target/doc/posixkit/index.html)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps --document-private-items
+
+bench: build ## time every primitive: posixkit, Python and (if present) the C limit, one table
+	bash scripts/bench.sh
+
+bench-quick: build ## a smoke run of make bench, under a minute (figures not to quote)
+	bash scripts/bench.sh --quick
 
 run: build ## build, then run every primitive's demo in turn
 	@for m in $(DEMOS); do $(MAKE) --no-print-directory run-$$m || exit $$?; done

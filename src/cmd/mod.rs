@@ -18,6 +18,7 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::exit;
 
+pub mod bench;
 pub mod fork;
 pub mod process;
 

@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per `pk-*` binary.
 
+mod bench;
 mod common;
 mod fork;
 mod process;

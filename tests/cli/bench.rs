@@ -1,0 +1,87 @@
+//! pk-bench: the harness runs and its --json parses. No timing assertions.
+
+use crate::common::*;
+
+/// The value of `"key":<number>` in a one-line JSON object.
+fn number(json: &str, key: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    json[at + key.len() + 3..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn quick_json_run_of_one_cheap_figure_parses() {
+    let out = pk("bench")
+        .args(["--quick", "--only", "fork_wait_us", "--json", "--reps", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let l = lines[0];
+    assert!(
+        l.starts_with("{\"figure\":\"fork_wait_us\",\"unit\":\"us\",") && l.ends_with('}'),
+        "{l}"
+    );
+    let (median, min, max) = (number(l, "median"), number(l, "min"), number(l, "max"));
+    assert!(min > 0.0 && min <= median && median <= max, "{l}");
+    assert_eq!(number(l, "reps"), 2.0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("running fork_wait_us ..."),
+        "progress on stderr"
+    );
+}
+
+#[test]
+fn text_output_names_figure_unit_and_spread() {
+    let out = pk("bench")
+        .args(["--quick", "--only", "process_start_join_us", "--reps", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("process_start_join_us ")
+            && text.contains(" us (min ")
+            && text.ends_with(", 1 reps)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn list_names_every_figure() {
+    let text = stdout(&pk("bench").arg("--list").output().unwrap());
+    assert!(text.lines().any(|l| l == "fork_wait_us us"), "{text}");
+    let help = stdout(&pk("bench").arg("--help").output().unwrap());
+    for line in text.lines() {
+        let name = line.split(' ').next().unwrap();
+        assert!(help.contains(name), "--help lacks figure {name}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_one_line_usage_error() {
+    let table: &[&[&str]] = &[
+        &["--only", "nope"],
+        &["--reps", "0"],
+        &["--reps", "100"],
+        &["--reps", "x"],
+        &["--bogus"],
+    ];
+    for args in table {
+        let out = pk("bench").args(*args).output().unwrap();
+        assert_usage(&out, "bench");
+    }
+}
