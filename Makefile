@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process
+DEMOS   := fork process pool
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -45,3 +45,9 @@ run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode, daemon
 	@echo '== pk-process: multiprocessing.Process, and a daemon dying with its parent'
 	$(RELEASE)/pk-process
+
+run-pool: build ## pk-pool: Pool apply_async, map, close/join, a dead worker replaced
+	@echo '== pk-pool: multiprocessing.Pool on pre-forked workers'
+	$(RELEASE)/pk-pool demo --workers 4 --tasks 10
+	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
+	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --kill-a-worker

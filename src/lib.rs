@@ -9,9 +9,10 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped |
+//! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; EINTR-retrying read/write |
+//! | [`pool`] | pre-forked worker pool: registered tasks, `apply_async`/`get(timeout)`, chunked `map`, close/join/terminate; dead workers reported and replaced |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
@@ -33,6 +34,7 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod pipe;
+pub mod pool;
 pub mod process;
 pub mod status;
 mod sys;

@@ -57,6 +57,33 @@ def process_start_join(scale):
     return us_per(t0, n)
 
 
+def _square(x):
+    return x * x
+
+
+@figure("pool_map10k_warm_us", "us")
+def pool_map10k_warm(scale):
+    maps = max(1, int(20 * scale))
+    items = list(range(10000))
+    with CTX.Pool(2) as pool:
+        pool.map(_square, items, chunksize=1250)
+        t0 = time.perf_counter_ns()
+        for _ in range(maps):
+            r = pool.map(_square, items, chunksize=1250)
+        assert r[9999] == 9999 * 9999
+        return us_per(t0, maps)
+
+
+@figure("pool_apply_async_rtt_us", "us")
+def pool_apply_async_rtt(scale):
+    n = max(1, int(2000 * scale))
+    with CTX.Pool(2) as pool:
+        t0 = time.perf_counter_ns()
+        for i in range(n):
+            assert pool.apply_async(_square, (i,)).get() == i * i
+        return us_per(t0, n)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])

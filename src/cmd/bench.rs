@@ -24,6 +24,8 @@ Progress lines (`running <figure> ...`) go to stderr.
 Figures (unit; lower is better unless marked higher):
   fork_wait_us              fork + _exit(code) + waitpid + WEXITSTATUS, per child
   process_start_join_us     Process start (fork, pidfd) + join + exitcode, per child
+  pool_map10k_warm_us       Pool of 2, map(square) over 10 000 ints in chunks of 1 250, pool already up
+  pool_apply_async_rtt_us   Pool of 2, one apply_async(square) + get, round trip
 
 --quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
 
@@ -74,17 +76,15 @@ struct Figure {
     sample: Sample,
 }
 
+const fn fig(name: &'static str, unit: &'static str, sample: Sample) -> Figure {
+    Figure { name, unit, sample }
+}
+
 const FIGURES: &[Figure] = &[
-    Figure {
-        name: "fork_wait_us",
-        unit: "us",
-        sample: fork_wait,
-    },
-    Figure {
-        name: "process_start_join_us",
-        unit: "us",
-        sample: process_start_join,
-    },
+    fig("fork_wait_us", "us", fork_wait),
+    fig("process_start_join_us", "us", process_start_join),
+    fig("pool_map10k_warm_us", "us", pool_map10k_warm),
+    fig("pool_apply_async_rtt_us", "us", pool_apply_async_rtt),
 ];
 
 /// Run the benchmarks.
@@ -202,4 +202,50 @@ fn check(ok: bool, figure: &str, why: &str) -> Result<()> {
     } else {
         Err(Error::data("check", figure, why).with_code(exit::OS_ERR))
     }
+}
+
+fn bench_pool() -> Result<crate::pool::Pool> {
+    // SAFETY: pk-bench is single-threaded; the pool forks only from this thread.
+    unsafe { crate::pool::Pool::new(2, crate::cmd::pool::registry()) }
+}
+
+/// map(square) of 10 000 items in chunks of 1 250 on a warm pool of 2, per map.
+fn pool_map10k_warm(scale: Scale) -> Result<f64> {
+    let maps = scale.n(200);
+    let args: Vec<[u8; 8]> = (0..10_000i64).map(i64::to_le_bytes).collect();
+    let mut pool = bench_pool()?;
+    pool.map("square", args.iter().map(|a| &a[..]), 1250)?; // warm the workers
+    let t0 = Instant::now();
+    for _ in 0..maps {
+        let r = pool.map("square", args.iter().map(|a| &a[..]), 1250)?;
+        check(
+            r.get(9999) == Ok(&(9999i64 * 9999).to_le_bytes()[..]),
+            "pool_map10k_warm",
+            "wrong result",
+        )?;
+    }
+    let t = us_per(t0, maps);
+    pool.close();
+    pool.join()?;
+    Ok(t)
+}
+
+/// apply_async(square) + get on a warm pool of 2, per round trip.
+fn pool_apply_async_rtt(scale: Scale) -> Result<f64> {
+    let n = scale.n(20_000);
+    let mut pool = bench_pool()?;
+    let t0 = Instant::now();
+    for i in 0..n as i64 {
+        let h = pool.apply_async("square", &i.to_le_bytes())?;
+        let r = pool.get(&h, None)?.expect("no timeout");
+        check(
+            r.as_deref() == Ok(&(i * i).to_le_bytes()[..]),
+            "pool_apply_async_rtt",
+            "wrong result",
+        )?;
+    }
+    let t = us_per(t0, n);
+    pool.close();
+    pool.join()?;
+    Ok(t)
 }

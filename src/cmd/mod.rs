@@ -20,6 +20,7 @@ use crate::exit;
 
 pub mod bench;
 pub mod fork;
+pub mod pool;
 pub mod process;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
@@ -62,7 +63,7 @@ fn report_clap(name: &str, e: &clap::Error) -> u8 {
         return exit::OK;
     }
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        let _ = io::stderr().write_all(e.render().to_string().as_bytes());
+        eprintln_one(name, &"a subcommand is required (see --help)");
         return exit::USAGE;
     }
     eprintln_one(

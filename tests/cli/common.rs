@@ -20,19 +20,20 @@ pub fn bin(name: &str) -> PathBuf {
     assert_cmd::cargo::cargo_bin(name)
 }
 
-/// An assert_cmd Command for `pk-<name>` with the default timeout and no stdin.
+/// An assert_cmd Command for `pk-<name>` with the default timeout, run in
+/// its own process group (see [`leftovers`]).
 pub fn pk(name: &str) -> Command {
-    become_subreaper();
-    let mut cmd = Command::new(bin(&format!("pk-{name}")));
+    let mut cmd = Command::from_std(pk_std(name));
     cmd.timeout(TIMEOUT);
     cmd
 }
 
-/// A std Command for `pk-<name>`, for tests that read output as it comes.
+/// A std Command for `pk-<name>` in its own process group with stdin from
+/// /dev/null, for tests that read output as it comes.
 pub fn pk_std(name: &str) -> std::process::Command {
     become_subreaper();
     let mut cmd = std::process::Command::new(bin(&format!("pk-{name}")));
-    cmd.stdin(Stdio::null());
+    cmd.stdin(Stdio::null()).process_group(0);
     cmd
 }
 
@@ -46,8 +47,14 @@ pub fn bash(script: &str) -> Command {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c").arg(script).env("PATH", path).timeout(TIMEOUT);
+    let mut std_cmd = std::process::Command::new("bash");
+    std_cmd
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .process_group(0);
+    let mut cmd = Command::from_std(std_cmd);
+    cmd.timeout(TIMEOUT);
     cmd
 }
 
@@ -59,9 +66,15 @@ pub fn become_subreaper() {
     ONCE.call_once(|| nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER"));
 }
 
-/// The pids among `pids` that still exist as children of this test process
-/// (orphans a binary left behind). Zombies among them are reaped here so the
-/// test process stays clean.
+/// The pids among `pids` that still exist as orphans re-parented to this
+/// test process: processes a binary forked and left behind. They are killed
+/// and reaped here so the test process stays clean.
+///
+/// Every command a test starts runs in its own process group, so a direct
+/// child of this process leads its group (pgrp == pid), while a forked
+/// descendant of a binary is in the binary's group (pgrp != pid). That
+/// tells an orphan from an unrelated test's child that happens to reuse one
+/// of the pids, so this never touches another test's process.
 pub fn leftovers(pids: &[i32]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut left = Vec::new();
@@ -69,12 +82,13 @@ pub fn leftovers(pids: &[i32]) -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the last ')' : state ppid ...
+        // Fields after the last ')' : state ppid pgrp ...
         let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
         let mut f = rest.split_whitespace();
         let _state = f.next();
         let ppid: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == me {
+        let pgrp: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == me && pgrp != pid {
             left.push(pid);
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),

@@ -3,4 +3,5 @@
 mod bench;
 mod common;
 mod fork;
+mod pool;
 mod process;
