@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork
+DEMOS   := fork coro
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -35,3 +35,11 @@ run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
+
+run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thread)
+	@echo '== pk-coro: ask/answer, timing, a lock-free ticket rush, a blocking call'
+	$(RELEASE)/pk-coro ask-answer --rounds 3
+	$(RELEASE)/pk-coro timing --scale 0.2
+	$(RELEASE)/pk-coro tickets --tasks 10 --stock 3 --random-delay
+	$(RELEASE)/pk-coro tickets --tasks 5 --stock 3 --yield-between
+	$(RELEASE)/pk-coro blocking --scale 0.1

@@ -14,6 +14,7 @@
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
+//! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
 //!
@@ -28,6 +29,7 @@
 //!   returning into the parent's code.
 
 pub mod cmd;
+pub mod coro;
 pub mod duration;
 pub mod error;
 pub mod exit;

@@ -18,6 +18,7 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::exit;
 
+pub mod coro;
 pub mod fork;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the

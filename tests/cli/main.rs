@@ -1,4 +1,5 @@
 //! The one integration-test binary: a module per `pk-*` binary.
 
 mod common;
+mod coro;
 mod fork;
