@@ -15,6 +15,7 @@
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
 //! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
+//! | [`manager`] | master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, [`manager::Server`], [`manager::Worker`] |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
 //!
@@ -33,6 +34,7 @@ pub mod coro;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub mod manager;
 pub mod process;
 pub mod status;
 mod sys;

@@ -20,6 +20,7 @@ use crate::exit;
 
 pub mod coro;
 pub mod fork;
+pub mod manager;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.
