@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork coro
+DEMOS   := fork coro manager
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -43,3 +43,7 @@ run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thre
 	$(RELEASE)/pk-coro tickets --tasks 10 --stock 3 --random-delay
 	$(RELEASE)/pk-coro tickets --tasks 5 --stock 3 --yield-between
 	$(RELEASE)/pk-coro blocking --scale 0.1
+
+run-manager: build ## pk-manager: a master and two workers over TCP with an auth key
+	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, then two workers'
+	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A master and two workers on loopback, as the managers lesson runs them on
 # three machines: start the server on port 0, read the address it prints,
-# start two workers, wait for all three.
+# try a wrong key, start two workers, wait for all three.
 # Usage: scripts/manager-demo.sh [TASKS]   (pk-manager on PATH, or built in target/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +21,10 @@ if ! IFS= read -r -t 10 first <&3; then
 fi
 echo "$first"
 addr=${first#listening on }
+
+rc=0
+pk-manager work --connect "$addr" --authkey "not-$key" || rc=$?
+echo "a worker with a wrong key: exit $rc"
 
 pk-manager work --connect "$addr" --authkey "$key" --task-delay 20ms &
 a=$!

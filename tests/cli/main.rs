@@ -3,3 +3,4 @@
 mod common;
 mod coro;
 mod fork;
+mod manager;
