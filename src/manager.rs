@@ -16,11 +16,16 @@
 //!
 //! The server opens with [`Msg::Challenge`]: 32 bytes from getrandom(2).
 //! The worker answers with [`Msg::Response`]: HMAC-SHA256 over
-//! `"pk-manager auth v1\0" || nonce`, keyed with the auth key. The server
-//! compares tags in constant time (`Mac::verify_slice`) and answers
-//! [`Msg::Welcome`] or [`Msg::Denied`]; a denied connection is closed and
-//! never sees a task. The key itself never crosses the wire; the nonce is
-//! fresh per connection, so a recorded response cannot be replayed.
+//! `"pk-manager worker v1\0" || nonce`, keyed with the auth key, and a
+//! nonce of its own. The server compares tags in constant time
+//! (`Mac::verify_slice`) and answers [`Msg::Denied`], or [`Msg::Welcome`]
+//! with its own tag over the worker's nonce (context `"pk-manager server
+//! v1\0"`), which the worker checks the same way: both sides prove they know
+//! the key, so a worker never computes tasks for a server that does not.
+//! A denied connection is closed and never sees a task. The key itself
+//! never crosses the wire; nonces are fresh per connection, so a recorded
+//! answer cannot be replayed, and the two contexts differ, so one side's
+//! answer cannot be reflected back as the other's.
 //!
 //! ## Tasks
 //!
@@ -68,7 +73,24 @@ pub const NONCE_LEN: usize = 32;
 /// The HMAC-SHA256 tag size, in bytes.
 pub const TAG_LEN: usize = 32;
 
-const AUTH_CONTEXT: &[u8] = b"pk-manager auth v1\0";
+/// Whose proof a tag is: the worker's answer to the server's nonce, or the
+/// server's answer to the worker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The worker proves it knows the key.
+    Worker,
+    /// The server proves it knows the key.
+    Server,
+}
+
+impl Side {
+    fn context(self) -> &'static [u8] {
+        match self {
+            Side::Worker => b"pk-manager worker v1\0",
+            Side::Server => b"pk-manager server v1\0",
+        }
+    }
+}
 
 /// One task: compute `n * n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,15 +113,21 @@ impl Task {
 pub enum Msg {
     /// Server → worker: prove you know the key.
     Challenge([u8; NONCE_LEN]),
-    /// Worker → server: the worker's pid (for the logs) and its tag.
+    /// Worker → server: the worker's pid (for the logs), its tag, and its
+    /// own challenge for the server.
     Response {
         /// The worker's process id.
         pid: u32,
-        /// HMAC-SHA256 of the challenge.
+        /// HMAC-SHA256 of the server's challenge ([`Side::Worker`]).
+        tag: [u8; TAG_LEN],
+        /// The worker's challenge.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Server → worker: authenticated; the server's own proof.
+    Welcome {
+        /// HMAC-SHA256 of the worker's challenge ([`Side::Server`]).
         tag: [u8; TAG_LEN],
     },
-    /// Server → worker: authenticated.
-    Welcome,
     /// Server → worker: wrong key; the connection closes.
     Denied,
     /// Worker → server: give me a task.
@@ -126,12 +154,16 @@ impl Msg {
                 b.push(1);
                 b.extend_from_slice(nonce);
             }
-            Msg::Response { pid, tag } => {
+            Msg::Response { pid, tag, nonce } => {
                 b.push(2);
                 b.extend_from_slice(&pid.to_be_bytes());
                 b.extend_from_slice(tag);
+                b.extend_from_slice(nonce);
             }
-            Msg::Welcome => b.push(3),
+            Msg::Welcome { tag } => {
+                b.push(3);
+                b.extend_from_slice(tag);
+            }
             Msg::Denied => b.push(4),
             Msg::Get => b.push(5),
             Msg::Task(t) => {
@@ -158,11 +190,14 @@ impl Msg {
             |i: usize| -> u64 { u64::from_be_bytes(rest[i..i + 8].try_into().expect("8 bytes")) };
         Some(match (kind, rest.len()) {
             (1, NONCE_LEN) => Msg::Challenge(rest.try_into().ok()?),
-            (2, 36) => Msg::Response {
+            (2, 68) => Msg::Response {
                 pid: u32_at(0),
-                tag: rest[4..].try_into().ok()?,
+                tag: rest[4..36].try_into().ok()?,
+                nonce: rest[36..].try_into().ok()?,
             },
-            (3, 0) => Msg::Welcome,
+            (3, TAG_LEN) => Msg::Welcome {
+                tag: rest.try_into().ok()?,
+            },
             (4, 0) => Msg::Denied,
             (5, 0) => Msg::Get,
             (6, 12) => Msg::Task(Task {
@@ -182,7 +217,7 @@ impl Msg {
         match self {
             Msg::Challenge(_) => "challenge",
             Msg::Response { .. } => "response",
-            Msg::Welcome => "welcome",
+            Msg::Welcome { .. } => "welcome",
             Msg::Denied => "denied",
             Msg::Get => "get",
             Msg::Task(_) => "task",
@@ -261,23 +296,23 @@ pub fn nonce() -> Result<[u8; NONCE_LEN]> {
     Ok(b)
 }
 
-fn mac(key: &[u8], nonce: &[u8; NONCE_LEN]) -> Hmac<Sha256> {
+fn mac(key: &[u8], side: Side, nonce: &[u8; NONCE_LEN]) -> Hmac<Sha256> {
     let mut m =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
-    m.update(AUTH_CONTEXT);
+    m.update(side.context());
     m.update(nonce);
     m
 }
 
-/// The tag a worker holding `key` sends for `nonce`.
-pub fn auth_tag(key: &[u8], nonce: &[u8; NONCE_LEN]) -> [u8; TAG_LEN] {
-    mac(key, nonce).finalize().into_bytes().into()
+/// The tag that `side`, holding `key`, sends for the other side's `nonce`.
+pub fn auth_tag(key: &[u8], side: Side, nonce: &[u8; NONCE_LEN]) -> [u8; TAG_LEN] {
+    mac(key, side, nonce).finalize().into_bytes().into()
 }
 
-/// Whether `tag` is the right tag for `nonce` under `key`, compared in
+/// Whether `tag` is `side`'s right tag for `nonce` under `key`, compared in
 /// constant time.
-pub fn verify(key: &[u8], nonce: &[u8; NONCE_LEN], tag: &[u8]) -> bool {
-    mac(key, nonce).verify_slice(tag).is_ok()
+pub fn verify(key: &[u8], side: Side, nonce: &[u8; NONCE_LEN], tag: &[u8]) -> bool {
+    mac(key, side, nonce).verify_slice(tag).is_ok()
 }
 
 /// Check an auth key given by the user: 1 to [`MAX_KEY`] bytes.
@@ -605,11 +640,11 @@ fn converse(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> Result<
         .map_err(|e| Error::io("setsockopt", &who, &e))?;
     let challenge = nonce()?;
     write_frame(stream, &who, &Msg::Challenge(challenge))?;
-    let (pid, tag) = match read_frame(stream, &who)? {
-        Msg::Response { pid, tag } => (pid, tag),
+    let (pid, tag, theirs) = match read_frame(stream, &who)? {
+        Msg::Response { pid, tag, nonce } => (pid, tag, nonce),
         other => return Err(unexpected(&who, &other, "a response")),
     };
-    if !verify(&shared.key, &challenge, &tag) {
+    if !verify(&shared.key, Side::Worker, &challenge, &tag) {
         conn.peer.pid = Some(pid);
         let _ = write_frame(stream, &who, &Msg::Denied);
         return Ok(Finish::Refused);
@@ -618,7 +653,8 @@ fn converse(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> Result<
     stream
         .set_read_timeout(None)
         .map_err(|e| Error::io("setsockopt", &who, &e))?;
-    write_frame(stream, &who, &Msg::Welcome)?;
+    let proof = auth_tag(&shared.key, Side::Server, &theirs);
+    write_frame(stream, &who, &Msg::Welcome { tag: proof })?;
     {
         let mut st = shared.lock();
         st.workers += 1;
@@ -721,10 +757,27 @@ impl Worker {
             Msg::Challenge(n) => n,
             other => return Err(unexpected(&server, &other, "a challenge")),
         };
-        let tag = auth_tag(key, &challenge);
-        write_frame(&mut stream, &server, &Msg::Response { pid, tag })?;
+        let tag = auth_tag(key, Side::Worker, &challenge);
+        let mine = nonce()?;
+        write_frame(
+            &mut stream,
+            &server,
+            &Msg::Response {
+                pid,
+                tag,
+                nonce: mine,
+            },
+        )?;
         match read_frame(&mut stream, &server)? {
-            Msg::Welcome => {}
+            Msg::Welcome { tag } if verify(key, Side::Server, &mine, &tag) => {}
+            Msg::Welcome { .. } => {
+                return Err(Error::data(
+                    "auth",
+                    &server,
+                    "the server did not prove it knows the authkey",
+                )
+                .with_code(exit::NO_PERM));
+            }
             Msg::Denied => {
                 return Err(
                     Error::data("auth", &server, "the server refused the authkey")
@@ -771,8 +824,9 @@ mod tests {
             Msg::Response {
                 pid: 42,
                 tag: [9; TAG_LEN],
+                nonce: [8; NONCE_LEN],
             },
-            Msg::Welcome,
+            Msg::Welcome { tag: [6; TAG_LEN] },
             Msg::Denied,
             Msg::Get,
             Msg::Task(Task { id: 3, n: 3 }),
@@ -807,10 +861,12 @@ mod tests {
     #[test]
     fn tags_verify_only_with_the_key_and_nonce() {
         let n = nonce().unwrap();
-        let tag = auth_tag(b"secret", &n);
-        assert!(verify(b"secret", &n, &tag));
-        assert!(!verify(b"Secret", &n, &tag));
-        assert!(!verify(b"secret", &nonce().unwrap(), &tag));
-        assert!(!verify(b"secret", &n, &tag[..31]));
+        let tag = auth_tag(b"secret", Side::Worker, &n);
+        assert!(verify(b"secret", Side::Worker, &n, &tag));
+        assert!(!verify(b"Secret", Side::Worker, &n, &tag));
+        assert!(!verify(b"secret", Side::Worker, &nonce().unwrap(), &tag));
+        assert!(!verify(b"secret", Side::Worker, &n, &tag[..31]));
+        // A worker's answer cannot be reflected as the server's proof.
+        assert!(!verify(b"secret", Side::Server, &n, &tag));
     }
 }

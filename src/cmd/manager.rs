@@ -21,7 +21,8 @@ tasks until the server says every result is in. See `serve --help` and
 
 Protocol: 4-byte big-endian length frames of at most 4096 bytes; the
 server's challenge is 32 bytes from getrandom(2), the worker answers with
-HMAC-SHA256 of it under the key (compared in constant time). A garbage or
+HMAC-SHA256 of it under the key (compared in constant time) and a challenge
+of its own, which the server answers the same way: both prove the key. A garbage or
 oversized frame closes only that connection. A worker that dies with a task
 has the task handed to another worker; each result is recorded once.
 
@@ -60,7 +61,8 @@ Exit status: 0 when the server said every result is in; 2 for a bad flag;
 65 when the server sent something that is not the protocol; 66 when the
 host name does not resolve; 71 when connecting fails or the connection
 drops; 1 when connecting or the handshake times out; 77 when the server
-refused the authkey (no task is ever received then).";
+refused the authkey, or did not prove it knows the key (no task is ever
+received then).";
 
 /// A master/worker task queue over TCP with an auth key.
 #[derive(Debug, Parser)]

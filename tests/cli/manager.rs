@@ -200,8 +200,8 @@ fn garbage_clients_are_closed_and_the_server_keeps_serving() {
     send_and_expect_close(&addr, &[0, 0, 0, 3, 99, 1, 2]);
     send_and_expect_close(&addr, &[0, 0, 0, 0]);
     // A response with a made-up tag is a refused key, not a crash.
-    let mut forged = vec![0, 0, 0, 37, 2, 0, 0, 0, 1];
-    forged.extend_from_slice(&[0xab; 32]);
+    let mut forged = vec![0, 0, 0, 69, 2, 0, 0, 0, 1];
+    forged.extend_from_slice(&[0xab; 64]);
     send_and_expect_close(&addr, &forged);
     // Connect and hang up at once.
     drop(TcpStream::connect(&addr).unwrap());
@@ -277,6 +277,38 @@ fn a_worker_killed_mid_task_has_its_task_reassigned() {
         results.values().all(|(_, pid)| *pid != doomed_pid),
         "{results:?}"
     );
+}
+
+#[test]
+fn a_server_that_does_not_know_the_key_gets_no_work_done() {
+    // A fake server: a challenge, then a welcome with a made-up proof.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut challenge = vec![0, 0, 0, 33, 1];
+        challenge.extend_from_slice(&[7; 32]);
+        s.write_all(&challenge).unwrap();
+        let mut response = [0u8; 4 + 69];
+        s.read_exact(&mut response).unwrap();
+        assert_eq!(&response[..5], &[0, 0, 0, 69, 2]);
+        let mut welcome = vec![0, 0, 0, 33, 3];
+        welcome.extend_from_slice(&[0; 32]);
+        s.write_all(&welcome).unwrap();
+        // The worker must hang up without asking for a task.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    let out = worker(&addr, KEY, &[]);
+    assert_one_line_error(&out, "manager", 77);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not prove it knows the authkey"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(fake.join().unwrap().is_empty(), "the worker asked for work");
 }
 
 #[test]
