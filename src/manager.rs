@@ -385,7 +385,8 @@ struct State {
     total: usize,
     open: usize,
     workers: usize,
-    seen_workers: usize,
+    /// Workers that have asked for a task at least once.
+    askers: usize,
 }
 
 #[derive(Debug)]
@@ -414,15 +415,20 @@ impl Shared {
     }
 
     /// The next task, waiting while the queue is empty but tasks are out
-    /// with other workers (or fewer than `min_workers` have arrived);
-    /// `None` once every result is in.
-    fn take(&self) -> Option<Task> {
+    /// with other workers (or fewer than `min_workers` workers have asked
+    /// yet); `None` once every result is in. `first` marks a worker's first
+    /// request.
+    fn take(&self, first: bool) -> Option<Task> {
         let mut st = self.lock();
+        if first {
+            st.askers += 1;
+            self.changed.notify_all();
+        }
         loop {
             if Self::done(&st) {
                 return None;
             }
-            if st.seen_workers >= self.min_workers {
+            if st.askers >= self.min_workers {
                 if let Some(t) = st.pending.pop_front() {
                     return Some(t);
                 }
@@ -441,8 +447,9 @@ pub struct Server {
 
 impl Server {
     /// Bind `addr` and queue tasks 1..=`tasks` (task `i` computes `i * i`).
-    /// No task is handed out before `min_workers` workers have
-    /// authenticated, so that many share the work.
+    /// No task is handed out before `min_workers` workers are waiting for
+    /// one, so that many share the work (each gets at least one task when
+    /// there are enough).
     pub fn bind(
         addr: SocketAddr,
         key: &[u8],
@@ -463,7 +470,7 @@ impl Server {
             total: tasks as usize,
             open: 0,
             workers: 0,
-            seen_workers: 0,
+            askers: 0,
         };
         let shared = Arc::new(Shared {
             key: key.to_vec(),
@@ -592,6 +599,7 @@ struct Conn {
     peer: Peer,
     authed: bool,
     holding: Option<Task>,
+    asked: bool,
 }
 
 fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: Peer) {
@@ -599,6 +607,7 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: Peer) {
         peer,
         authed: false,
         holding: None,
+        asked: false,
     };
     let outcome = converse(shared, &mut stream, &mut conn);
     let _ = stream.shutdown(Shutdown::Both);
@@ -658,7 +667,6 @@ fn converse(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> Result<
     {
         let mut st = shared.lock();
         st.workers += 1;
-        st.seen_workers += 1;
         conn.authed = true;
     }
     shared.changed.notify_all();
@@ -666,17 +674,20 @@ fn converse(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> Result<
 
     loop {
         match read_frame(stream, &who)? {
-            Msg::Get if conn.holding.is_none() => match shared.take() {
-                Some(task) => {
-                    conn.holding = Some(task);
-                    shared.emit(Event::Assigned(conn.peer.clone(), task));
-                    write_frame(stream, &who, &Msg::Task(task))?;
+            Msg::Get if conn.holding.is_none() => {
+                let first = !std::mem::replace(&mut conn.asked, true);
+                match shared.take(first) {
+                    Some(task) => {
+                        conn.holding = Some(task);
+                        shared.emit(Event::Assigned(conn.peer.clone(), task));
+                        write_frame(stream, &who, &Msg::Task(task))?;
+                    }
+                    None => {
+                        write_frame(stream, &who, &Msg::Done)?;
+                        return Ok(Finish::Left);
+                    }
                 }
-                None => {
-                    write_frame(stream, &who, &Msg::Done)?;
-                    return Ok(Finish::Left);
-                }
-            },
+            }
             Msg::Result { id, value } => {
                 let task = match conn.holding {
                     Some(t) if t.id == id => t,

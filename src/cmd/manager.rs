@@ -89,7 +89,7 @@ pub enum Role {
         #[arg(short = 'n', long, value_name = "N", default_value_t = 10,
               value_parser = clap::value_parser!(u32).range(1..=100_000))]
         tasks: u32,
-        /// Hand out no task before W workers have authenticated (1-128).
+        /// Hand out no task before W workers are waiting for one (1-128).
         #[arg(short = 'w', long, value_name = "W", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..=128))]
         min_workers: u32,

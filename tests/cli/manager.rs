@@ -113,7 +113,8 @@ fn two_workers_share_the_tasks() {
         assert!(stdout(w).contains(": authenticated with 127.0.0.1:"));
         assert!(stdout(w).contains(": no more tasks, "));
     }
-    // --min-workers 2: both were waiting when the first task went out.
+    // --min-workers 2: both were waiting when the first task went out,
+    // so each got one, however the two were scheduled.
     let (ia, ib) = (done_ids(&a), done_ids(&b));
     assert!(!ia.is_empty() && !ib.is_empty(), "{ia:?} {ib:?}");
     let mut all: Vec<u32> = ia.iter().chain(&ib).copied().collect();
