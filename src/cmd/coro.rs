@@ -34,7 +34,10 @@ const ASK_HELP: &str = "\
 Output (strictly alternating, one pair per round):
   asker: question <i>
   answerer: answer <i>
-  threads=1";
+  threads=1
+
+Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
+cannot start.";
 
 const TIMING_HELP: &str = "\
 Output, twice: first `sequential` (await say(1, hello), then await say(2,
@@ -50,7 +53,10 @@ units, the longer of the two):
   concurrent: elapsed <secs>s = <x> units (2 planned)
   threads=1
 In the concurrent run both `say(...): sleeping` lines come before `hello`:
-both tasks wait at the same time.";
+both tasks wait at the same time.
+
+Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
+cannot start.";
 
 const TICKETS_HELP: &str = "\
 Output (one line per buyer task, in the order they ran):
@@ -61,7 +67,10 @@ Output (one line per buyer task, in the order they ran):
 Without a lock exactly min(stock, tasks) tickets are sold: a task is never
 interrupted between the check and the sale, because no await lies between
 them. --yield-between puts an await there, and every buyer that checked
-before anyone bought buys too: the stock is oversold (left goes negative).";
+before anyone bought buys too: the stock is oversold (left goes negative).
+
+Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
+cannot start.";
 
 const BLOCKING_HELP: &str = "\
 Output, three times: `blocked` (the sleeper calls std::thread::sleep on the
@@ -75,7 +84,10 @@ spawn_blocking, which runs the sleep on a pool thread):
   threads=1           (blocked, fix 1)
   threads=2 during spawn_blocking (the runtime thread + one pool thread)
 When blocked, `sleeper: woke` comes before every tick: no task ran while
-the only thread slept, and every tick is late.";
+the only thread slept, and every tick is late.
+
+Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
+cannot start.";
 
 /// Cooperative tasks on one OS thread: generators, asyncio, gevent.
 #[derive(Debug, Parser)]
