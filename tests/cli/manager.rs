@@ -281,6 +281,54 @@ fn a_worker_killed_mid_task_has_its_task_reassigned() {
 }
 
 #[test]
+fn garbage_from_an_authenticated_worker_closes_it_and_requeues_its_task() {
+    use posixkit::manager::{self, Msg, Side};
+    let (mut server, addr) = serve(&["--tasks", "2"]);
+    // A hand-made worker: authenticate, take a task, then send garbage.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let Msg::Challenge(challenge) = manager::read_frame(&mut s, "server").unwrap() else {
+        panic!("no challenge")
+    };
+    let tag = manager::auth_tag(KEY.as_bytes(), Side::Worker, &challenge);
+    let response = Msg::Response {
+        pid: 7,
+        tag,
+        nonce: [1; 32],
+    };
+    manager::write_frame(&mut s, "server", &response).unwrap();
+    assert!(matches!(
+        manager::read_frame(&mut s, "server").unwrap(),
+        Msg::Welcome { .. }
+    ));
+    manager::write_frame(&mut s, "server", &Msg::Get).unwrap();
+    let Msg::Task(task) = manager::read_frame(&mut s, "server").unwrap() else {
+        panic!("no task")
+    };
+    assert_eq!(task.id, 1);
+    s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0])
+        .unwrap();
+    let seen = server.wait_for(|l| l.starts_with("closed "));
+    assert!(
+        seen.last().unwrap().contains("not a pk-manager message"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("requeued task 1: ") && l.contains("(pid 7)")),
+        "{seen:#?}"
+    );
+
+    let good = worker(&addr, KEY, &[]);
+    assert_eq!(good.status.code(), Some(0));
+    let mut ids = done_ids(&good);
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2]);
+    let (_, results) = finish(&mut server, 2);
+    assert_all_results(&results, 2);
+}
+
+#[test]
 fn a_server_that_does_not_know_the_key_gets_no_work_done() {
     // A fake server: a challenge, then a welcome with a made-up proof.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
