@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool
+DEMOS   := fork process pool coro manager
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -51,3 +51,13 @@ run-pool: build ## pk-pool: Pool apply_async, map, close/join, a dead worker rep
 	$(RELEASE)/pk-pool demo --workers 4 --tasks 10
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
 	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --kill-a-worker
+run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thread)
+	@echo '== pk-coro: ask/answer, timing, a lock-free ticket rush, a blocking call'
+	$(RELEASE)/pk-coro ask-answer --rounds 3
+	$(RELEASE)/pk-coro timing --scale 0.2
+	$(RELEASE)/pk-coro tickets --tasks 10 --stock 3 --random-delay
+	$(RELEASE)/pk-coro tickets --tasks 5 --stock 3 --yield-between
+	$(RELEASE)/pk-coro blocking --scale 0.1
+run-manager: build ## pk-manager: a master and two workers over TCP with an auth key
+	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, then two workers'
+	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6

@@ -16,6 +16,8 @@
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
+//! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
+//! | [`manager`] | master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, [`manager::Server`], [`manager::Worker`] |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
 //!
@@ -30,9 +32,11 @@
 //!   returning into the parent's code.
 
 pub mod cmd;
+pub mod coro;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub mod manager;
 pub mod pipe;
 pub mod pool;
 pub mod process;

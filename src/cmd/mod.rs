@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::exit;
 
 pub mod bench;
+pub mod coro;
 pub mod fork;
+pub mod manager;
 pub mod pool;
 pub mod process;
 

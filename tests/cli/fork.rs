@@ -389,7 +389,11 @@ fn strace_shows_one_fork_and_one_wait4_per_child() {
     let forks: Vec<&str> = trace
         .lines()
         .filter(|l| l.contains("clone") || l.contains("fork("))
-        .filter(|l| l.rsplit("= ").next().is_some_and(|r| r.parse::<i32>().is_ok()))
+        .filter(|l| {
+            l.rsplit("= ")
+                .next()
+                .is_some_and(|r| r.parse::<i32>().is_ok())
+        })
         .collect();
     assert_eq!(forks.len(), 3, "{trace}");
     assert!(

@@ -2,6 +2,8 @@
 
 mod bench;
 mod common;
+mod coro;
 mod fork;
+mod manager;
 mod pool;
 mod process;

@@ -1,0 +1,286 @@
+//! pk-coro: cooperative tasks on one OS thread (tokio current-thread).
+
+use crate::common::*;
+
+fn run_ok(args: &[&str]) -> String {
+    let out = pk("coro").args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{out:?}");
+    stdout(&out)
+}
+
+/// The index of the first line that starts with `prefix`.
+#[track_caller]
+fn pos(lines: &[&str], prefix: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in {lines:#?}"))
+}
+
+/// The `<x>` of `... = <x> units ...`.
+fn units(line: &str) -> f64 {
+    let after = line.split(" = ").nth(1).expect("= <x> units");
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn ask_answer_strictly_alternates_on_one_thread() {
+    let text = run_ok(&["ask-answer", "--rounds", "4"]);
+    let mut want = String::new();
+    for i in 1..=4 {
+        want += &format!("asker: question {i}\nanswerer: answer {i}\n");
+    }
+    want += "threads=1\n";
+    assert_eq!(text, want);
+}
+
+#[test]
+fn timing_shows_the_sequential_and_concurrent_schedules() {
+    let text = run_ok(&["timing", "--scale", "0.02"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let conc = pos(&lines, "== concurrent");
+    let (seq, conc) = lines.split_at(conc);
+
+    // Sequential: the second say starts only after the first printed hello.
+    for l in [seq, conc] {
+        let started = pos(l, "started at ");
+        let hello = pos(l, "hello at +");
+        let world = pos(l, "world at +");
+        let finished = pos(l, "finished at ");
+        assert!(
+            started < hello && hello < world && world < finished,
+            "{text}"
+        );
+    }
+    assert!(
+        pos(seq, "hello at") < pos(seq, "say(2, world): sleeping"),
+        "{text}"
+    );
+    // Concurrent: both tasks reach their await before either wakes.
+    assert!(
+        pos(conc, "say(1, hello): sleeping") < pos(conc, "hello at"),
+        "{text}"
+    );
+    assert!(
+        pos(conc, "say(2, world): sleeping") < pos(conc, "hello at"),
+        "{text}"
+    );
+    // Both elapsed figures are printed; a timer never fires early, so they
+    // are at least the planned units (printed rounded to 0.1).
+    let s = units(seq[pos(seq, "sequential: elapsed ")]);
+    let c = units(conc[pos(conc, "concurrent: elapsed ")]);
+    assert!(s >= 2.9 && c >= 1.9, "{text}");
+    assert_eq!(lines.last(), Some(&"threads=1"), "{text}");
+}
+
+#[test]
+fn timing_concurrent_is_shorter_with_a_generous_scale() {
+    // 0.5 s per unit: the concurrent run would have to be delayed by a whole
+    // 0.5 s on top of its 1 s to look as slow as the sequential 1.5 s.
+    let text = run_ok(&["timing", "--scale", "0.5"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let s = units(lines[pos(&lines, "sequential: elapsed ")]);
+    let c = units(lines[pos(&lines, "concurrent: elapsed ")]);
+    assert!(c < s, "{text}");
+}
+
+#[test]
+fn tickets_sell_exactly_the_stock_without_a_lock() {
+    for extra in [&[][..], &["--random-delay", "--max-delay", "20ms"][..]] {
+        let mut args = vec!["tickets", "--tasks", "10", "--stock", "3"];
+        args.extend_from_slice(extra);
+        let text = run_ok(&args);
+        let bought: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(": bought a ticket, "))
+            .collect();
+        assert_eq!(bought.len(), 3, "{text}");
+        let mut left: Vec<&str> = bought
+            .iter()
+            .map(|l| l.rsplit(", ").next().unwrap())
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, ["0 left", "1 left", "2 left"], "{text}");
+        assert_eq!(text.matches(": sold out\n").count(), 7, "{text}");
+        let mut buyers: Vec<i32> = text
+            .lines()
+            .filter_map(|l| pid_after(l, "buyer "))
+            .collect();
+        buyers.sort_unstable();
+        assert_eq!(buyers, (1..=10).collect::<Vec<_>>(), "{text}");
+        assert!(
+            text.ends_with("bought=3 sold_out=7 left=0\nthreads=1\n"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_await_between_check_and_sale_oversells() {
+    let text = run_ok(&[
+        "tickets",
+        "--tasks",
+        "10",
+        "--stock",
+        "3",
+        "--yield-between",
+    ]);
+    assert!(
+        text.ends_with("bought=10 sold_out=0 left=-7\nthreads=1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn more_stock_than_buyers_and_no_stock() {
+    let text = run_ok(&["tickets", "--tasks", "2", "--stock", "5"]);
+    assert!(
+        text.ends_with("bought=2 sold_out=0 left=3\nthreads=1\n"),
+        "{text}"
+    );
+    let text = run_ok(&["tickets", "--tasks", "2", "--stock", "0"]);
+    assert!(
+        text.ends_with("bought=0 sold_out=2 left=0\nthreads=1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_blocking_call_stalls_every_task_and_the_fixes_do_not() {
+    let text = run_ok(&["blocking", "--scale", "0.1", "--block", "5"]);
+    let lines: Vec<&str> = text.lines().collect();
+    let fix1 = pos(&lines, "== fix 1");
+    let fix2 = pos(&lines, "== fix 2");
+    let blocked = &lines[..fix1];
+    let await_fix = &lines[fix1..fix2];
+    let pool_fix = &lines[fix2..];
+
+    // Blocked: no tick can run while the only thread sleeps, whatever the load.
+    assert!(
+        pos(blocked, "sleeper: woke") < pos(blocked, "ticker: tick 1 "),
+        "{text}"
+    );
+    assert_eq!(
+        blocked
+            .iter()
+            .filter(|l| l.starts_with("ticker: tick "))
+            .count(),
+        5
+    );
+    assert_eq!(blocked.last(), Some(&"threads=1"), "{text}");
+    // Fixed: the first tick (due after 1 unit) runs while the sleeper waits
+    // its 5 units.
+    for fixed in [await_fix, pool_fix] {
+        assert!(
+            pos(fixed, "ticker: tick 1 ") < pos(fixed, "sleeper: woke"),
+            "{text}"
+        );
+    }
+    assert_eq!(await_fix.last(), Some(&"threads=1"), "{text}");
+    assert!(text.contains("threads=2 during spawn_blocking"), "{text}");
+}
+
+#[test]
+fn help_documents_every_demo_and_line() {
+    let out = pk("coro").arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in [
+        "ask-answer",
+        "timing",
+        "tickets",
+        "blocking",
+        "threads=1",
+        "Exit status",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+    for (demo, needles) in [
+        (
+            "ask-answer",
+            &["--rounds", "asker: question", "answerer: answer"][..],
+        ),
+        (
+            "timing",
+            &[
+                "--scale",
+                "started at",
+                "hello at",
+                "finished at",
+                "elapsed",
+            ][..],
+        ),
+        (
+            "tickets",
+            &[
+                "--tasks",
+                "--stock",
+                "--random-delay",
+                "--max-delay",
+                "--yield-between",
+                "bought a ticket",
+                "sold out",
+                "bought=",
+            ][..],
+        ),
+        (
+            "blocking",
+            &[
+                "--scale",
+                "--block",
+                "ticker: tick",
+                "sleeper: woke",
+                "threads=2",
+            ][..],
+        ),
+    ] {
+        let out = pk("coro").args([demo, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = stdout(&out);
+        for needle in needles.iter().chain(&["Exit status", "threads="]) {
+            assert!(text.contains(needle), "{demo} --help lacks {needle}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    for args in [
+        &["nonsense"][..],
+        &["ask-answer", "--rounds", "0"],
+        &["ask-answer", "--rounds", "x"],
+        &["timing", "--scale", "0"],
+        &["timing", "--scale", "-1"],
+        &["timing", "--scale", "nan"],
+        &["timing", "--scale", "11"],
+        &["tickets", "--tasks", "0"],
+        &["tickets", "--stock", "-1"],
+        &["tickets", "--max-delay", "11s"],
+        &["tickets", "--max-delay", "soon"],
+        &["blocking", "--block", "0"],
+        &["blocking", "--block", "101"],
+    ] {
+        let out = pk("coro").args(args).output().unwrap();
+        assert_usage(&out, "coro");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let out = bash("pk-coro ask-answer --rounds 1000 | head -1")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "asker: question 1\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
