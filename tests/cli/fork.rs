@@ -279,7 +279,9 @@ fn fork_failure_is_exit_71_and_forked_children_are_reaped() {
 
 #[test]
 fn closed_stdout_exits_quietly() {
-    let out = bash("set -o pipefail; pk-fork -n 20 | head -1; echo status=$?")
+    // 1000 children print about 135 KB, more than a pipe holds (64 KiB), so
+    // pk-fork is still writing when head exits: the write must hit EPIPE.
+    let out = bash("set -o pipefail; pk-fork -n 1000 | head -1; echo status=$?")
         .output()
         .unwrap();
     let text = stdout(&out);
