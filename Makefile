@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork
+DEMOS   := fork shm
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -35,3 +35,10 @@ run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
+
+run-shm: build ## pk-shm: Array('c', b'Hello') and a shared counter across fork
+	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'
+	$(RELEASE)/pk-shm bytes --text Hello
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic

@@ -14,6 +14,9 @@
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
+//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, atomic views; named create/open/unlink |
+//! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
+//! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
 //!
@@ -32,6 +35,9 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod process;
+pub mod queue;
+pub mod sem;
+pub mod shm;
 pub mod status;
 mod sys;
 
