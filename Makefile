@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork shm
+DEMOS   := fork shm sem
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -42,3 +42,10 @@ run-shm: build ## pk-shm: Array('c', b'Hello') and a shared counter across fork
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic
+
+run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a named semaphore around commands
+	@echo '== pk-sem: at most 3 of 5 workers at once; then 4 commands, 2 at a time'
+	$(RELEASE)/pk-sem demo --workers 5 --value 3 --hold 200ms --timeline
+	for i in 1 2 3 4; do $(RELEASE)/pk-sem run --name /pk-make-demo --value 2 -- sh -c "echo job $$i running; sleep 0.2" & done; wait
+	$(RELEASE)/pk-sem status --name /pk-make-demo
+	$(RELEASE)/pk-sem unlink --name /pk-make-demo

@@ -169,3 +169,42 @@ pub fn unlink(name: &CStr) -> Result<(), Errno> {
 
 /// SEM_VALUE_MAX on Linux.
 pub const VALUE_MAX: u32 = i32::MAX as u32;
+
+/// The last signal caught by [`interrupt_on`]'s handler (0: none yet).
+static CAUGHT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn record_signal(sig: libc::c_int) {
+    // An atomic store is async-signal-safe.
+    CAUGHT.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Catch each of `sigs` with a handler that only records it (see
+/// [`take_caught`]) and that is installed *without* SA_RESTART, so a
+/// blocking sem_wait, sem_clockwait or waitpid returns EINTR and the caller
+/// can decide what the signal means. (signal-hook always sets SA_RESTART,
+/// under which Linux restarts those waits and the signal goes unnoticed.)
+pub fn interrupt_on(sigs: &[nix::sys::signal::Signal]) -> Result<(), Errno> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(record_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for &sig in sigs {
+        // SAFETY: the handler only stores into a static atomic, which is
+        // async-signal-safe and touches no lock, allocation or other state.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
+/// The signal recorded by [`interrupt_on`]'s handler since the last call,
+/// cleared; 0 when none.
+pub fn take_caught() -> i32 {
+    CAUGHT.swap(0, std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The signal recorded so far, left in place; 0 when none.
+pub fn peek_caught() -> i32 {
+    CAUGHT.load(std::sync::atomic::Ordering::SeqCst)
+}

@@ -2,4 +2,5 @@
 
 mod common;
 mod fork;
+mod sem;
 mod shm;
