@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork shm sem
+DEMOS   := fork shm sem queue
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -49,3 +49,9 @@ run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a named semaphore around 
 	for i in 1 2 3 4; do $(RELEASE)/pk-sem run --name /pk-make-demo --value 2 -- sh -c "echo job $$i running; sleep 0.2" & done; wait
 	$(RELEASE)/pk-sem status --name /pk-make-demo
 	$(RELEASE)/pk-sem unlink --name /pk-make-demo
+
+run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers
+	@echo '== pk-queue: full/empty/qsize, then 2 producers and 1 consumer'
+	$(RELEASE)/pk-queue basics
+	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
+	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet

@@ -82,7 +82,12 @@ pub enum Waited {
 
 /// The one wait loop: EINTR retried against the same deadline unless
 /// `stop()` says otherwise.
-fn wait_on(sem: &Sem, what: &str, deadline: Deadline, stop: &dyn Fn() -> bool) -> Result<Waited> {
+pub(crate) fn wait_on(
+    sem: &Sem,
+    what: &str,
+    deadline: Deadline,
+    stop: &dyn Fn() -> bool,
+) -> Result<Waited> {
     loop {
         let (call, r) = match deadline {
             Deadline::Never => ("sem_wait", sem.wait()),
@@ -99,7 +104,7 @@ fn wait_on(sem: &Sem, what: &str, deadline: Deadline, stop: &dyn Fn() -> bool) -
     }
 }
 
-fn never() -> bool {
+pub(crate) fn never() -> bool {
     false
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::exit;
 
 pub mod fork;
+pub mod queue;
 pub mod sem;
 pub mod shm;
 

@@ -114,7 +114,6 @@ impl Mapping {
         unsafe { &*p }
     }
 
-    #[allow(dead_code)] // for the queue, next
     /// Copy `src` into the mapping at byte offset `off`. The caller makes
     /// sure nobody else writes or reads those bytes meanwhile (a lock).
     pub fn write_bytes(&self, off: usize, src: &[u8]) {
@@ -130,7 +129,6 @@ impl Mapping {
         }
     }
 
-    #[allow(dead_code)] // for the queue, next
     /// Copy `dst.len()` bytes out of the mapping from byte offset `off`.
     pub fn read_bytes(&self, off: usize, dst: &mut [u8]) {
         if dst.is_empty() {

@@ -2,5 +2,6 @@
 
 mod common;
 mod fork;
+mod queue;
 mod sem;
 mod shm;
