@@ -179,9 +179,11 @@ macro_rules! sem_methods {
         /// [`wait_timeout`](Self::wait_timeout), then a guard; `None` when
         /// the time ran out.
         pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemGuard<'_>>> {
+            // `then`, not `then_some`: an eagerly built guard would post
+            // on drop even when the wait failed.
             Ok(self
                 .wait_timeout(timeout)?
-                .then_some(SemGuard { sem: &self.sem }))
+                .then(|| SemGuard { sem: &self.sem }))
         }
 
         /// A guard for a count already taken (with `wait_or_stop`, say).
@@ -314,4 +316,83 @@ impl NamedSemaphore {
     }
 
     sem_methods!();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn unique() -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "/pk-unit-sem-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn counts_try_wait_timeout_and_guard() {
+        let s = Semaphore::new(2).unwrap();
+        assert_eq!(s.value().unwrap(), 2);
+        {
+            let _a = s.acquire().unwrap();
+            let _b = s.acquire().unwrap();
+            assert_eq!(s.value().unwrap(), 0);
+            assert!(!s.try_wait().unwrap());
+            assert!(!s.wait_timeout(Duration::from_millis(20)).unwrap());
+            assert!(s.acquire_timeout(Duration::ZERO).unwrap().is_none());
+        }
+        assert_eq!(s.value().unwrap(), 2, "guards posted back");
+        assert!(s.try_wait().unwrap());
+        s.post().unwrap();
+        assert!(Semaphore::new(VALUE_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn a_post_from_another_thread_ends_a_timed_wait() {
+        let s = std::sync::Arc::new(Semaphore::new(0).unwrap());
+        let t = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || s.post().unwrap())
+        };
+        assert!(s.wait_timeout(Duration::from_secs(30)).unwrap());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn named_create_open_reset_unlink() {
+        let name = unique();
+        let file = format!("/dev/shm/sem.{}", &name[1..]);
+        let a = NamedSemaphore::create(&name, 3).unwrap();
+        assert!(std::path::Path::new(&file).exists());
+        assert_eq!(
+            NamedSemaphore::create(&name, 3).unwrap_err().errno(),
+            Some(Errno::EEXIST)
+        );
+        let (b, created) = NamedSemaphore::open_or_create(&name, 9).unwrap();
+        assert!(!created, "an existing semaphore keeps its value");
+        assert!(a.try_wait().unwrap());
+        assert!(a.try_wait().unwrap());
+        assert_eq!(b.value().unwrap(), 1, "the same semaphore");
+        assert_eq!(b.reset(3).unwrap(), 1);
+        assert_eq!(a.value().unwrap(), 3);
+        assert_eq!(b.reset(1).unwrap(), 3);
+        assert_eq!(a.value().unwrap(), 1);
+        NamedSemaphore::unlink(&name).unwrap();
+        assert!(!std::path::Path::new(&file).exists());
+        assert_eq!(a.value().unwrap(), 1, "still usable after unlink");
+        assert_eq!(
+            NamedSemaphore::open(&name).unwrap_err().exit_code(),
+            crate::exit::NO_INPUT
+        );
+        for bad in ["jobs", "/a/b", "/"] {
+            assert_eq!(
+                NamedSemaphore::open(bad).unwrap_err().exit_code(),
+                crate::exit::USAGE
+            );
+        }
+    }
 }

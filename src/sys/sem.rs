@@ -16,7 +16,7 @@ use crate::sys::shm::Mapping;
 /// Invariant (kept by every holder in this crate): the memory stays mapped
 /// for as long as the `Sem` is used — [`crate::sem::Semaphore`] and
 /// [`crate::queue::Queue`] hold the `Mapping` next to it, and
-/// [`crate::sem::NamedSemaphore`] calls [`Sem::close`] only on drop.
+/// [`crate::sem::NamedSemaphore`] holds an [`OpenSem`], closed only on drop.
 #[derive(Debug)]
 pub struct Sem(NonNull<libc::sem_t>);
 

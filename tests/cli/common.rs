@@ -305,3 +305,17 @@ impl ShmCheck {
         assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     }
 }
+
+impl Drop for ShmCheck {
+    /// A test that fails half-way still removes its own named objects, so
+    /// one failure does not leave /dev/shm entries behind for good.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.names {
+                let base = n.trim_start_matches('/');
+                let _ = std::fs::remove_file(format!("/dev/shm/{base}"));
+                let _ = std::fs::remove_file(format!("/dev/shm/sem.{base}"));
+            }
+        }
+    }
+}
