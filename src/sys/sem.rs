@@ -178,7 +178,7 @@ extern "C" fn record_signal(sig: libc::c_int) {
     CAUGHT.store(sig, std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Catch each of `sigs` with a handler that only records it (see
+/// Catch each of `sigs` that is not ignored with a handler that only records it (see
 /// [`take_caught`]) and that is installed *without* SA_RESTART, so a
 /// blocking sem_wait, sem_clockwait or waitpid returns EINTR and the caller
 /// can decide what the signal means. (signal-hook always sets SA_RESTART,
@@ -193,7 +193,14 @@ pub fn interrupt_on(sigs: &[nix::sys::signal::Signal]) -> Result<(), Errno> {
     for &sig in sigs {
         // SAFETY: the handler only stores into a static atomic, which is
         // async-signal-safe and touches no lock, allocation or other state.
-        unsafe { sigaction(sig, &action) }?;
+        let old = unsafe { sigaction(sig, &action) }?;
+        if old.handler() == SigHandler::SigIgn {
+            // Ignored by whoever started us (`cmd &` in a script ignores
+            // SIGINT and SIGQUIT): keep it ignored, so the command inherits
+            // that across exec as it would without us.
+            // SAFETY: restoring SIG_IGN installs no handler at all.
+            unsafe { sigaction(sig, &old) }?;
+        }
     }
     Ok(())
 }

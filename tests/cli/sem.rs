@@ -490,3 +490,22 @@ fn measure_semaphore_pingpong() {
     samples.sort_by(f64::total_cmp);
     println!("sem_pingpong_us {:.2} (median of 5)", samples[2]);
 }
+
+#[test]
+fn run_keeps_signals_its_starter_ignored() {
+    // `cmd &` in a script ignores SIGINT; the command must inherit that,
+    // as it would without pk-sem in between.
+    let mut check = ShmCheck::start();
+    let name = check.name("ign");
+    let out = bash(&format!(
+        "trap '' INT; pk-sem run --name {name} -- sh -c 'grep SigIgn /proc/$$/status'; \
+         pk-sem unlink --name {name} >/dev/null"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let mask = u64::from_str_radix(text.trim().rsplit('\t').next().unwrap(), 16).unwrap();
+    assert_ne!(mask & (1 << (libc::SIGINT - 1)), 0, "{text}");
+    check.finish();
+}
