@@ -70,6 +70,17 @@ Examples:
   pk-sem run --name /jobs --value 3 --timeout 0 -- make -s || echo busy
   pk-sem status --name /jobs";
 
+const RUN_AFTER_HELP: &str = "\
+Exit status: CMD's own (its code, or 128+N when signal N killed it; 127 not
+found, 126 not executable); 1, or -E N, when --timeout ran out; 128+N when
+signal N ended the wait before a slot was taken; 2 for a bad flag or name.
+
+TERM, INT, HUP and QUIT are passed on to CMD; the slot is posted back when
+CMD ends. A pk-sem killed with SIGKILL never posts its slot back: the value
+stays one lower until, with no holder running, you run
+  pk-sem reset --name /jobs --value 3
+or `pk-sem unlink --name /jobs` (the next run creates it afresh).";
+
 /// POSIX semaphores: a worker demo and a semaphore for shell commands.
 #[derive(Debug, Parser)]
 #[command(name = "pk-sem", version, after_help = AFTER_HELP)]
@@ -85,6 +96,7 @@ pub enum Cmd {
     Demo(Demo),
     /// Take a slot of the named semaphore (creating it with --value), run
     /// CMD, post the slot back, exit with CMD's status.
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(Run),
     /// Print the named semaphore's value.
     Status {

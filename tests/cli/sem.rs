@@ -435,7 +435,15 @@ fn help_documents_flags_output_and_the_killed_holder() {
     }
     let out = pk("sem").args(["run", "--help"]).output().unwrap();
     let text = stdout(&out);
-    for needle in ["--name", "--value", "--timeout", "--conflict-exit-code"] {
+    for needle in [
+        "--name",
+        "--value",
+        "--timeout",
+        "--conflict-exit-code",
+        "SIGKILL",
+        "pk-sem reset --name /jobs --value 3",
+        "Exit status",
+    ] {
         assert!(text.contains(needle), "run --help lacks {needle}");
     }
     let out = pk("sem").args(["demo", "--help"]).output().unwrap();
