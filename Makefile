@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool coro manager
+DEMOS   := fork process pool coro manager shm sem queue
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -61,3 +61,20 @@ run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thre
 run-manager: build ## pk-manager: a master and two workers over TCP with an auth key
 	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, then two workers'
 	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6
+run-shm: build ## pk-shm: Array('c', b'Hello') and a shared counter across fork
+	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'
+	$(RELEASE)/pk-shm bytes --text Hello
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic
+run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a named semaphore around commands
+	@echo '== pk-sem: at most 3 of 5 workers at once; then 4 commands, 2 at a time'
+	$(RELEASE)/pk-sem demo --workers 5 --value 3 --hold 200ms --timeline
+	for i in 1 2 3 4; do $(RELEASE)/pk-sem run --name /pk-make-demo --value 2 -- sh -c "echo job $$i running; sleep 0.2" & done; wait
+	$(RELEASE)/pk-sem status --name /pk-make-demo
+	$(RELEASE)/pk-sem unlink --name /pk-make-demo
+run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers
+	@echo '== pk-queue: full/empty/qsize, then 2 producers and 1 consumer'
+	$(RELEASE)/pk-queue basics
+	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
+	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet

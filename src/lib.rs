@@ -18,6 +18,9 @@
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
 //! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
 //! | [`manager`] | master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, [`manager::Server`], [`manager::Worker`] |
+//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, atomic views; named create/open/unlink |
+//! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
+//! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
 //!
@@ -40,6 +43,9 @@ pub mod manager;
 pub mod pipe;
 pub mod pool;
 pub mod process;
+pub mod queue;
+pub mod sem;
+pub mod shm;
 pub mod status;
 mod sys;
 

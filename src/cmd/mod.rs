@@ -24,6 +24,9 @@ pub mod fork;
 pub mod manager;
 pub mod pool;
 pub mod process;
+pub mod queue;
+pub mod sem;
+pub mod shm;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.

@@ -3,3 +3,5 @@
 //! holds. Everything above this module is safe Rust.
 
 pub mod proc;
+pub mod sem;
+pub mod shm;

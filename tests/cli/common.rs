@@ -242,3 +242,94 @@ pub fn as_nobody() -> Vec<String> {
         Vec::new()
     }
 }
+
+/// A POSIX IPC name no other test (or test run) uses: `/pk-t<pid>-<tag>-<n>`.
+pub fn unique_name(tag: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "/pk-t{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The posixkit-looking entries of /dev/shm (`pk-…`, `sem.pk-…`,
+/// `posixkit…`): what a test checks before and after it runs. Other
+/// programs' entries are ignored, since they come and go on their own.
+pub fn dev_shm_pk() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.starts_with("pk-") || n.starts_with("sem.pk-") || n.contains("posixkit")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks that a test leaves no /dev/shm object behind: every posixkit
+/// entry present at the end must have been there at the start, and the
+/// test's own `names` must all be gone (as `/dev/shm/<name>` and as
+/// `/dev/shm/sem.<name>`).
+pub struct ShmCheck {
+    before: std::collections::BTreeSet<String>,
+    names: Vec<String>,
+}
+
+impl ShmCheck {
+    /// Snapshot /dev/shm now.
+    pub fn start() -> ShmCheck {
+        ShmCheck {
+            before: dev_shm_pk(),
+            names: Vec::new(),
+        }
+    }
+
+    /// A fresh unique name that [`ShmCheck::finish`] will check for.
+    pub fn name(&mut self, tag: &str) -> String {
+        let n = unique_name(tag);
+        self.names.push(n.clone());
+        n
+    }
+
+    /// Assert nothing was left behind.
+    #[track_caller]
+    pub fn finish(self) {
+        for n in &self.names {
+            let base = n.trim_start_matches('/');
+            for path in [format!("/dev/shm/{base}"), format!("/dev/shm/sem.{base}")] {
+                assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+            }
+        }
+        // Only entries of this test process's own names can be blamed on
+        // this test: other tests run in parallel.
+        let mine = format!("pk-t{}-", std::process::id());
+        let left: Vec<String> = dev_shm_pk()
+            .difference(&self.before)
+            .filter(|n| {
+                self.names
+                    .iter()
+                    .any(|m| n.ends_with(m.trim_start_matches('/')))
+                    || (!n.contains(&mine) && n.contains("posixkit"))
+            })
+            .cloned()
+            .collect();
+        assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+    }
+}
+
+impl Drop for ShmCheck {
+    /// A test that fails half-way still removes its own named objects, so
+    /// one failure does not leave /dev/shm entries behind for good.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.names {
+                let base = n.trim_start_matches('/');
+                let _ = std::fs::remove_file(format!("/dev/shm/{base}"));
+                let _ = std::fs::remove_file(format!("/dev/shm/sem.{base}"));
+            }
+        }
+    }
+}

@@ -7,3 +7,6 @@ mod fork;
 mod manager;
 mod pool;
 mod process;
+mod queue;
+mod sem;
+mod shm;

@@ -1,0 +1,398 @@
+//! POSIX counting semaphores: `multiprocessing.Semaphore(3)` done the POSIX
+//! way.
+//!
+//! - [`Semaphore`]: unnamed and process-shared — `sem_init(pshared=1)` on a
+//!   `sem_t` inside a MAP_SHARED memfd page, so a forked child shares it.
+//!   The `sem_t` never moves: it lives in the mapping, and moving the Rust
+//!   value moves only the handle.
+//! - [`NamedSemaphore`]: `sem_open`/`sem_close`/`sem_unlink`, for
+//!   independent processes (it lives as `/dev/shm/sem.<name>`, mode 0600).
+//!
+//! Both have [`wait`](Semaphore::wait), [`try_wait`](Semaphore::try_wait),
+//! [`wait_timeout`](Semaphore::wait_timeout) (a CLOCK_MONOTONIC deadline
+//! via `sem_clockwait`, so a wall-clock step does not move it),
+//! [`post`](Semaphore::post), [`value`](Semaphore::value), and
+//! [`acquire`](Semaphore::acquire), an RAII guard that posts on drop.
+//! EINTR is retried inside every wait, against the same deadline.
+//!
+//! A process that dies while holding a count (SIGKILL) never gives it
+//! back: the kernel does not track semaphore owners. The count stays low
+//! until someone posts it back ([`NamedSemaphore::reset`]) or the semaphore
+//! is unlinked and created anew.
+//!
+//! ```no_run
+//! use posixkit::sem::Semaphore;
+//! let sem = Semaphore::new(3).unwrap();
+//! {
+//!     let _slot = sem.acquire().unwrap(); // value 2 while held
+//! } // posted back here
+//! assert_eq!(sem.value().unwrap(), 3);
+//! ```
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::time::TimeSpec;
+use nix::time::{ClockId, clock_gettime};
+
+use crate::error::{Error, Result};
+use crate::shm::{anon_shared, valid_name};
+use crate::sys::sem::{self as raw, OpenSem, Sem};
+use crate::sys::shm::Mapping;
+
+/// SEM_VALUE_MAX: the largest value a semaphore can hold on Linux.
+pub const VALUE_MAX: u32 = raw::VALUE_MAX;
+
+/// A point on CLOCK_MONOTONIC after which a wait gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Wait as long as it takes.
+    Never,
+    /// Do not block at all (try_wait).
+    Now,
+    /// Give up at this CLOCK_MONOTONIC time.
+    At(TimeSpec),
+}
+
+impl Deadline {
+    /// `timeout` from now: `None` waits forever, zero does not block.
+    pub fn after(timeout: Option<Duration>) -> Result<Deadline> {
+        Ok(match timeout {
+            None => Deadline::Never,
+            Some(d) if d.is_zero() => Deadline::Now,
+            Some(d) => {
+                let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+                    .map_err(|e| Error::sys("clock_gettime", "CLOCK_MONOTONIC", e))?;
+                Deadline::At(now + TimeSpec::from_duration(d))
+            }
+        })
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The count was taken.
+    Acquired,
+    /// The deadline passed (or, for [`Deadline::Now`], the value was 0).
+    TimedOut,
+    /// A signal interrupted the wait and `stop` said to give up.
+    Stopped,
+}
+
+/// The one wait loop: EINTR retried against the same deadline unless
+/// `stop()` says otherwise.
+pub(crate) fn wait_on(
+    sem: &Sem,
+    what: &str,
+    deadline: Deadline,
+    stop: &dyn Fn() -> bool,
+) -> Result<Waited> {
+    loop {
+        let (call, r) = match deadline {
+            Deadline::Never => ("sem_wait", sem.wait()),
+            Deadline::Now => ("sem_trywait", sem.try_wait()),
+            Deadline::At(t) => ("sem_clockwait", sem.wait_until(t)),
+        };
+        match r {
+            Ok(()) => return Ok(Waited::Acquired),
+            Err(Errno::EAGAIN | Errno::ETIMEDOUT) => return Ok(Waited::TimedOut),
+            Err(Errno::EINTR) if stop() => return Ok(Waited::Stopped),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(call, what, e)),
+        }
+    }
+}
+
+pub(crate) fn never() -> bool {
+    false
+}
+
+/// A held count: posted back when dropped. From [`Semaphore::acquire`] or
+/// [`NamedSemaphore::acquire`].
+#[derive(Debug)]
+#[must_use = "the count is released as soon as the guard is dropped"]
+pub struct SemGuard<'a> {
+    sem: &'a Sem,
+}
+
+impl Drop for SemGuard<'_> {
+    fn drop(&mut self) {
+        // EOVERFLOW is impossible: we took this count ourselves.
+        let _ = self.sem.post();
+    }
+}
+
+macro_rules! sem_methods {
+    () => {
+        /// Take one count, blocking while the value is 0. EINTR is retried.
+        pub fn wait(&self) -> Result<()> {
+            wait_on(&self.sem, self.what(), Deadline::Never, &never).map(drop)
+        }
+
+        /// Take one count if the value is above 0; `false` (without
+        /// blocking) when it is 0.
+        pub fn try_wait(&self) -> Result<bool> {
+            Ok(wait_on(&self.sem, self.what(), Deadline::Now, &never)? == Waited::Acquired)
+        }
+
+        /// Take one count, waiting at most `timeout` (measured on
+        /// CLOCK_MONOTONIC); `false` when it ran out. Zero does not block.
+        /// EINTR is retried against the same deadline.
+        pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+            let d = Deadline::after(Some(timeout))?;
+            Ok(wait_on(&self.sem, self.what(), d, &never)? == Waited::Acquired)
+        }
+
+        /// Take one count before `deadline`. On EINTR, `stop()` decides:
+        /// `true` gives up with [`Waited::Stopped`], `false` waits on. (A
+        /// signal that lands just before the wait starts is only seen after
+        /// the wait ends; the caller checks its flag again then.)
+        pub fn wait_or_stop(&self, deadline: Deadline, stop: &dyn Fn() -> bool) -> Result<Waited> {
+            wait_on(&self.sem, self.what(), deadline, stop)
+        }
+
+        /// Give one count back (sem_post). Fails with EOVERFLOW at
+        /// [`VALUE_MAX`].
+        pub fn post(&self) -> Result<()> {
+            self.sem
+                .post()
+                .map_err(|e| Error::sys("sem_post", self.what(), e))
+        }
+
+        /// The current value (sem_getvalue): free counts; 0 while any
+        /// process waits.
+        pub fn value(&self) -> Result<u32> {
+            let v = self
+                .sem
+                .value()
+                .map_err(|e| Error::sys("sem_getvalue", self.what(), e))?;
+            Ok(u32::try_from(v).unwrap_or(0))
+        }
+
+        /// [`wait`](Self::wait), then a guard that posts on drop.
+        pub fn acquire(&self) -> Result<SemGuard<'_>> {
+            self.wait()?;
+            Ok(SemGuard { sem: &self.sem })
+        }
+
+        /// [`wait_timeout`](Self::wait_timeout), then a guard; `None` when
+        /// the time ran out.
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemGuard<'_>>> {
+            // `then`, not `then_some`: an eagerly built guard would post
+            // on drop even when the wait failed.
+            Ok(self
+                .wait_timeout(timeout)?
+                .then(|| SemGuard { sem: &self.sem }))
+        }
+
+        /// A guard for a count already taken (with `wait_or_stop`, say).
+        pub fn guard_taken(&self) -> SemGuard<'_> {
+            SemGuard { sem: &self.sem }
+        }
+    };
+}
+
+fn check_value(value: u32) -> Result<()> {
+    if value > VALUE_MAX {
+        return Err(Error::usage(
+            "value",
+            format!("{value} is above SEM_VALUE_MAX ({VALUE_MAX})"),
+        ));
+    }
+    Ok(())
+}
+
+/// An unnamed, process-shared semaphore in its own MAP_SHARED memfd page:
+/// create it, then fork; parent and children share the count.
+///
+/// Dropping it unmaps the page but does not call `sem_destroy` (a no-op on
+/// Linux, and undefined while another process still waits).
+#[derive(Debug)]
+pub struct Semaphore {
+    sem: Sem,
+    // Declared after `sem`, which points into it: unmapped last.
+    _map: Mapping,
+}
+
+impl Semaphore {
+    /// A semaphore with initial `value` (0 to [`VALUE_MAX`]).
+    pub fn new(value: u32) -> Result<Semaphore> {
+        check_value(value)?;
+        let map = anon_shared(std::mem::size_of::<libc::sem_t>())?;
+        let sem = Sem::init(&map, 0, value).map_err(|e| Error::sys("sem_init", value, e))?;
+        Ok(Semaphore { sem, _map: map })
+    }
+
+    fn what(&self) -> &str {
+        "semaphore"
+    }
+
+    sem_methods!();
+}
+
+/// A named semaphore (`sem_open`), shared by any process that opens the
+/// same name. Closed on drop; the name stays until [`NamedSemaphore::unlink`].
+#[derive(Debug)]
+pub struct NamedSemaphore {
+    sem: OpenSem,
+    name: String,
+}
+
+impl NamedSemaphore {
+    /// Create `name` with `value`, mode 0600; EEXIST if it exists.
+    pub fn create(name: &str, value: u32) -> Result<NamedSemaphore> {
+        check_value(value)?;
+        let c = valid_name(name)?;
+        let sem = Sem::open(&c, Some((0o600, value)), true)
+            .map_err(|e| Error::sys("sem_open", name, e))?;
+        Ok(NamedSemaphore {
+            sem,
+            name: name.to_string(),
+        })
+    }
+
+    /// Open the existing semaphore `name` (ENOENT, exit 66, if missing).
+    pub fn open(name: &str) -> Result<NamedSemaphore> {
+        let c = valid_name(name)?;
+        let sem = Sem::open(&c, None, false).map_err(|e| Error::sys("sem_open", name, e))?;
+        Ok(NamedSemaphore {
+            sem,
+            name: name.to_string(),
+        })
+    }
+
+    /// Open `name`, creating it with `value` (mode 0600) if it does not
+    /// exist; `true` when this call created it. An existing semaphore keeps
+    /// its current value.
+    pub fn open_or_create(name: &str, value: u32) -> Result<(NamedSemaphore, bool)> {
+        loop {
+            match Self::create(name, value) {
+                Ok(s) => return Ok((s, true)),
+                Err(e) if e.errno() == Some(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            match Self::open(name) {
+                Ok(s) => return Ok((s, false)),
+                // Unlinked between our two calls: try creating again.
+                Err(e) if e.errno() == Some(Errno::ENOENT) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Remove `name`; processes that have it open keep using it.
+    pub fn unlink(name: &str) -> Result<()> {
+        let c = valid_name(name)?;
+        raw::unlink(&c).map_err(|e| Error::sys("sem_unlink", name, e))
+    }
+
+    /// The name it was opened with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn what(&self) -> &str {
+        &self.name
+    }
+
+    /// Bring the value to `value` by posting or taking counts; returns the
+    /// value before. The recovery after a holder died without posting
+    /// (SIGKILL). Only correct while nobody holds a count: a running holder
+    /// would post its count back later and push the value above `value`.
+    pub fn reset(&self, value: u32) -> Result<u32> {
+        check_value(value)?;
+        let before = self.value()?;
+        loop {
+            let now = self.value()?;
+            if now < value {
+                self.post()?;
+            } else if now > value {
+                self.try_wait()?;
+            } else {
+                return Ok(before);
+            }
+        }
+    }
+
+    sem_methods!();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn unique() -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "/pk-unit-sem-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn counts_try_wait_timeout_and_guard() {
+        let s = Semaphore::new(2).unwrap();
+        assert_eq!(s.value().unwrap(), 2);
+        {
+            let _a = s.acquire().unwrap();
+            let _b = s.acquire().unwrap();
+            assert_eq!(s.value().unwrap(), 0);
+            assert!(!s.try_wait().unwrap());
+            assert!(!s.wait_timeout(Duration::from_millis(20)).unwrap());
+            assert!(s.acquire_timeout(Duration::ZERO).unwrap().is_none());
+        }
+        assert_eq!(s.value().unwrap(), 2, "guards posted back");
+        assert!(s.try_wait().unwrap());
+        s.post().unwrap();
+        assert!(Semaphore::new(VALUE_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn a_post_from_another_thread_ends_a_timed_wait() {
+        let s = std::sync::Arc::new(Semaphore::new(0).unwrap());
+        let t = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || s.post().unwrap())
+        };
+        assert!(s.wait_timeout(Duration::from_secs(30)).unwrap());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn named_create_open_reset_unlink() {
+        let name = unique();
+        let file = format!("/dev/shm/sem.{}", &name[1..]);
+        let a = NamedSemaphore::create(&name, 3).unwrap();
+        assert!(std::path::Path::new(&file).exists());
+        assert_eq!(
+            NamedSemaphore::create(&name, 3).unwrap_err().errno(),
+            Some(Errno::EEXIST)
+        );
+        let (b, created) = NamedSemaphore::open_or_create(&name, 9).unwrap();
+        assert!(!created, "an existing semaphore keeps its value");
+        assert!(a.try_wait().unwrap());
+        assert!(a.try_wait().unwrap());
+        assert_eq!(b.value().unwrap(), 1, "the same semaphore");
+        assert_eq!(b.reset(3).unwrap(), 1);
+        assert_eq!(a.value().unwrap(), 3);
+        assert_eq!(b.reset(1).unwrap(), 3);
+        assert_eq!(a.value().unwrap(), 1);
+        NamedSemaphore::unlink(&name).unwrap();
+        assert!(!std::path::Path::new(&file).exists());
+        assert_eq!(a.value().unwrap(), 1, "still usable after unlink");
+        assert_eq!(
+            NamedSemaphore::open(&name).unwrap_err().exit_code(),
+            crate::exit::NO_INPUT
+        );
+        for bad in ["jobs", "/a/b", "/"] {
+            assert_eq!(
+                NamedSemaphore::open(bad).unwrap_err().exit_code(),
+                crate::exit::USAGE
+            );
+        }
+    }
+}

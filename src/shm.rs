@@ -1,0 +1,398 @@
+//! Shared memory that a forked child really shares: `Array('c', b'Hello')`
+//! and `Value('i', 0)` done the POSIX way.
+//!
+//! The memory is a memfd (or a named `shm_open` object) mapped with
+//! `mmap(MAP_SHARED)` through memmap2's `MmapMut::map_mut`. memmap2's
+//! `map_anon()` is MAP_PRIVATE — after fork each process would get its own
+//! copy on first write — so it is never used here.
+//!
+//! ```no_run
+//! use posixkit::process::{self, Fork};
+//! use posixkit::shm::SharedArray;
+//! let arr = SharedArray::from_slice(b"Hello").unwrap();
+//! // SAFETY: single-threaded; the child ends with _exit.
+//! match unsafe { process::fork() }.unwrap() {
+//!     Fork::Child => { arr.set(0, b'h'); process::_exit(0) }
+//!     Fork::Parent(pid) => {
+//!         process::waitpid(pid).unwrap();
+//!         assert_eq!(arr.to_vec(), b"hello");
+//!     }
+//! }
+//! ```
+//!
+//! Elements are read and written by value ([`SharedArray::get`],
+//! [`SharedArray::set`]) with volatile copies; integer cells also have
+//! atomic views ([`SharedArray::atomic`]) for counters that several
+//! processes update at once. No `&T` or `&mut [T]` into the shared bytes is
+//! ever handed out, since another process may change them at any moment.
+//!
+//! Named memory ([`SharedArray::create`], [`SharedArray::open`],
+//! [`unlink`]) lives in `/dev/shm/<name>` with mode 0600 until unlinked, so
+//! independent processes can share it.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::atomic;
+
+use nix::fcntl::OFlag;
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::stat::Mode;
+
+use crate::error::{Context, Error, Result};
+use crate::sys::shm::{Mapping, map_shared};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Plain old data that may live in shared memory: integers and floats,
+/// for which every bit pattern (including all zeroes) is a valid value.
+/// Sealed: implemented by posixkit for exactly those types.
+pub trait Pod: sealed::Sealed + Copy + Send + Sync + 'static {}
+
+/// An atomic integer type ([`atomic::AtomicU64`] …) that can be viewed in
+/// shared memory. Sealed.
+pub trait AtomicCell: sealed::Sealed + Send + Sync + 'static {}
+
+/// A [`Pod`] integer with an atomic counterpart of the same size and
+/// alignment (`u64` ↔ `AtomicU64`).
+pub trait AtomicInt: Pod {
+    /// The atomic type with the same layout.
+    type Atomic: AtomicCell;
+}
+
+macro_rules! pod {
+    ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl Pod for $t {} )* };
+}
+pod!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64);
+
+macro_rules! atomic_int {
+    ($($t:ty => $a:ty),*) => { $(
+        impl sealed::Sealed for $a {}
+        impl AtomicCell for $a {}
+        impl AtomicInt for $t { type Atomic = $a; }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )* };
+}
+atomic_int!(
+    u8 => atomic::AtomicU8, i8 => atomic::AtomicI8,
+    u16 => atomic::AtomicU16, i16 => atomic::AtomicI16,
+    u32 => atomic::AtomicU32, i32 => atomic::AtomicI32,
+    u64 => atomic::AtomicU64, i64 => atomic::AtomicI64,
+    usize => atomic::AtomicUsize, isize => atomic::AtomicIsize
+);
+
+/// The longest name after the leading slash: Linux keeps semaphores as
+/// `/dev/shm/sem.<name>`, so NAME_MAX (255) minus 4.
+pub const NAME_MAX: usize = 251;
+
+/// Check a POSIX IPC object name: `/name`, one leading slash and no other,
+/// 1 to [`NAME_MAX`] bytes after it, no NUL, not `.` or `..`. Returns the
+/// reason when it is refused.
+pub fn check_name(name: &str) -> std::result::Result<CString, String> {
+    let Some(rest) = name.strip_prefix('/') else {
+        return Err(format!("'{name}' must start with '/' (like /jobs)"));
+    };
+    if rest.is_empty() || rest == "." || rest == ".." {
+        return Err(format!("'{name}' needs a name after the '/' (like /jobs)"));
+    }
+    if rest.contains('/') {
+        return Err(format!(
+            "'{name}' may hold only its leading '/' (like /jobs)"
+        ));
+    }
+    if rest.len() > NAME_MAX {
+        return Err(format!(
+            "a name of {} bytes is longer than the limit of {NAME_MAX} after the '/'",
+            rest.len()
+        ));
+    }
+    CString::new(name).map_err(|_| "a name may not contain a NUL byte".to_string())
+}
+
+/// [`check_name`] as a posixkit error (exit 2, naming the object).
+pub(crate) fn valid_name(name: &str) -> Result<CString> {
+    check_name(name).map_err(|why| Error::usage("name", why))
+}
+
+/// A fresh anonymous memfd of `len` bytes (zero-filled), close-on-exec.
+fn memfd(len: usize) -> Result<File> {
+    let fd: OwnedFd =
+        memfd_create(c"posixkit-shm", MFdFlags::MFD_CLOEXEC).ctx("memfd_create", "posixkit-shm")?;
+    let file = File::from(fd);
+    file.set_len(len as u64)
+        .ctx("ftruncate", format_args!("memfd of {len} bytes"))?;
+    Ok(file)
+}
+
+/// A zero-filled MAP_SHARED mapping of `len` bytes (at least 1) backed by a
+/// memfd. The fd is closed once mapped; the mapping keeps the memory alive,
+/// and a forked child inherits it.
+pub(crate) fn anon_shared(len: usize) -> Result<Mapping> {
+    let len = len.max(1);
+    let file = memfd(len)?;
+    let map = map_shared(&file).ctx("mmap", format_args!("memfd of {len} bytes"))?;
+    Ok(Mapping::new(map))
+}
+
+fn bytes_for<T>(len: usize) -> Result<usize> {
+    len.checked_mul(std::mem::size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| Error::usage("len", format!("{len} elements do not fit in memory")))
+}
+
+/// An array of `T` in memory shared with forked children (or, when named,
+/// with any process that opens the name).
+#[derive(Debug)]
+pub struct SharedArray<T: Pod> {
+    map: Mapping,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> SharedArray<T> {
+    /// `len` zeroed elements in a fresh memfd mapped MAP_SHARED.
+    pub fn new(len: usize) -> Result<Self> {
+        let map = anon_shared(bytes_for::<T>(len)?)?;
+        Ok(SharedArray {
+            map,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// A shared copy of `items`.
+    pub fn from_slice(items: &[T]) -> Result<Self> {
+        let a = Self::new(items.len())?;
+        a.copy_from_slice(items);
+        Ok(a)
+    }
+
+    /// Create the named object `name` (`/name`), mode 0600, holding `len`
+    /// zeroed elements. Fails with EEXIST if it exists: names are claimed,
+    /// never silently reused. It stays in `/dev/shm` until [`unlink`].
+    pub fn create(name: &str, len: usize) -> Result<Self> {
+        let cname = valid_name(name)?;
+        let bytes = bytes_for::<T>(len)?.max(1);
+        let fd = nix::sys::mman::shm_open(
+            cname.as_c_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .ctx("shm_open", name)?;
+        let file = File::from(fd);
+        if let Err(e) = file.set_len(bytes as u64) {
+            let _ = nix::sys::mman::shm_unlink(cname.as_c_str());
+            return Err(Error::io("ftruncate", name, &e));
+        }
+        let map = map_shared(&file).ctx("mmap", name)?;
+        Ok(SharedArray {
+            map: Mapping::new(map),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// Open the existing named object `name`; its length is its size in
+    /// bytes divided by the size of `T`.
+    pub fn open(name: &str) -> Result<Self> {
+        let cname = valid_name(name)?;
+        let fd = nix::sys::mman::shm_open(cname.as_c_str(), OFlag::O_RDWR, Mode::empty())
+            .ctx("shm_open", name)?;
+        let file = File::from(fd);
+        let size = file.metadata().ctx("fstat", name)?.len();
+        let len = usize::try_from(size).unwrap_or(0) / std::mem::size_of::<T>();
+        if len == 0 {
+            return Err(Error::data(
+                "shm_open",
+                name,
+                format!("{size} bytes hold no {}", std::any::type_name::<T>()),
+            ));
+        }
+        let map = map_shared(&file).ctx("mmap", name)?;
+        Ok(SharedArray {
+            map: Mapping::new(map),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn off(&self, i: usize) -> usize {
+        assert!(
+            i < self.len,
+            "index {i} out of range for a shared array of {}",
+            self.len
+        );
+        i * std::mem::size_of::<T>()
+    }
+
+    /// Element `i`, copied out.
+    ///
+    /// # Panics
+    /// If `i >= len()`, as slice indexing does.
+    pub fn get(&self, i: usize) -> T {
+        self.map.read(self.off(i))
+    }
+
+    /// Store `v` as element `i`; every process sharing the memory sees it.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, v: T) {
+        self.map.write(self.off(i), v)
+    }
+
+    /// All elements, copied out.
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len).map(|i| self.get(i)).collect()
+    }
+
+    /// Overwrite the first `items.len()` elements.
+    ///
+    /// # Panics
+    /// If `items` is longer than the array.
+    pub fn copy_from_slice(&self, items: &[T]) {
+        for (i, &v) in items.iter().enumerate() {
+            self.set(i, v);
+        }
+    }
+}
+
+impl<T: AtomicInt> SharedArray<T> {
+    /// Element `i` as an atomic (`&AtomicU64` for a `SharedArray<u64>`):
+    /// `fetch_add` from many processes at once loses no update.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn atomic(&self, i: usize) -> &T::Atomic {
+        self.map.atomic(self.off(i))
+    }
+}
+
+/// Remove the named shared memory object `name` from `/dev/shm`. Processes
+/// that have it mapped keep their mapping.
+pub fn unlink(name: &str) -> Result<()> {
+    let cname = valid_name(name)?;
+    nix::sys::mman::shm_unlink(cname.as_c_str()).ctx("shm_unlink", name)
+}
+
+/// One `T` in shared memory: `multiprocessing.Value` without its lock (use
+/// [`crate::sem::Semaphore`] as the lock, or the atomic view).
+#[derive(Debug)]
+pub struct SharedValue<T: Pod> {
+    cell: SharedArray<T>,
+}
+
+impl<T: Pod> SharedValue<T> {
+    /// A shared cell holding `v`.
+    pub fn new(v: T) -> Result<Self> {
+        let cell = SharedArray::new(1)?;
+        cell.set(0, v);
+        Ok(SharedValue { cell })
+    }
+
+    /// Create the named cell `name` (mode 0600), holding zero.
+    pub fn create(name: &str) -> Result<Self> {
+        Ok(SharedValue {
+            cell: SharedArray::create(name, 1)?,
+        })
+    }
+
+    /// Open the named cell `name`.
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(SharedValue {
+            cell: SharedArray::open(name)?,
+        })
+    }
+
+    /// The value, copied out.
+    pub fn get(&self) -> T {
+        self.cell.get(0)
+    }
+
+    /// Store `v`.
+    pub fn set(&self, v: T) {
+        self.cell.set(0, v)
+    }
+}
+
+impl<T: AtomicInt> SharedValue<T> {
+    /// The cell as an atomic.
+    pub fn atomic(&self) -> &T::Atomic {
+        self.cell.atomic(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn unique(tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "/pk-unit-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn in_dev_shm(name: &str) -> bool {
+        std::path::Path::new("/dev/shm").join(&name[1..]).exists()
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("/jobs").is_ok());
+        for bad in ["jobs", "/a/b", "/", "", "/.", "/..", "//x", "/a\0b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name(&format!("/{}", "x".repeat(251))).is_ok());
+        assert!(check_name(&format!("/{}", "x".repeat(252))).is_err());
+    }
+
+    #[test]
+    fn named_memory_is_created_0600_opened_and_unlinked() {
+        use std::os::unix::fs::PermissionsExt;
+        let name = unique("shm");
+        let a = SharedArray::<u32>::create(&name, 4).unwrap();
+        assert!(in_dev_shm(&name));
+        let mode = std::fs::metadata(format!("/dev/shm{name}"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        a.set(3, 42);
+        let b = SharedArray::<u32>::open(&name).unwrap();
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.get(3), 42);
+        assert_eq!(
+            SharedArray::<u32>::create(&name, 4).unwrap_err().errno(),
+            Some(nix::errno::Errno::EEXIST)
+        );
+        unlink(&name).unwrap();
+        assert!(!in_dev_shm(&name));
+        assert_eq!(b.get(3), 42, "a mapping outlives its name");
+        assert_eq!(
+            SharedArray::<u32>::open(&name).unwrap_err().exit_code(),
+            crate::exit::NO_INPUT
+        );
+        assert_eq!(unlink("nope").unwrap_err().exit_code(), crate::exit::USAGE);
+    }
+}
