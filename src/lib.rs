@@ -13,6 +13,7 @@
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
+//! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
 //! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
@@ -34,5 +35,6 @@ pub mod exit;
 pub mod process;
 pub mod status;
 mod sys;
+pub mod ticket;
 
 pub use error::{Error, Result};
