@@ -196,9 +196,15 @@ impl TicketFile {
     /// reset an existing one to `count` under the exclusive lock, keeping
     /// its mode. Whatever the file held before need not parse.
     pub fn init(path: impl AsRef<Path>, count: u64) -> Result<Self> {
-        let file = Self::open_with(path.as_ref(), Access::Create)?;
+        let file = Self::create(path)?;
         file.set(count)?;
         Ok(file)
+    }
+
+    /// Open a ticket file read-write, creating it empty (mode 0600 less the
+    /// umask) if it does not exist; [`set`](Self::set) gives it a count.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), Access::Create)
     }
 
     fn open_with(path: &Path, access: Access) -> Result<Self> {
