@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork
+DEMOS   := fork ticket
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc run $(addprefix run-,$(DEMOS))
@@ -35,3 +35,13 @@ run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
+
+run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with flock(2)
+	@echo '== pk-ticket: without a lock the shop oversells (--no-lock --yield)'
+	$(RELEASE)/pk-ticket init target/product 3
+	$(RELEASE)/pk-ticket rush target/product --buyers 10 --no-lock --yield
+	@echo '== pk-ticket: with flock(2) exactly the stock is sold'
+	$(RELEASE)/pk-ticket init target/product 3
+	$(RELEASE)/pk-ticket rush target/product --buyers 10 --yield
+	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$?"
+	bash scripts/ticket-rush.sh 100 37
