@@ -647,3 +647,77 @@ fn help_documents_commands_flags_and_output_lines() {
         }
     }
 }
+
+/// Not a test: one buyer process of the benchmark below. It opens the file,
+/// says `ready`, waits for stdin to close, then buys until sold out.
+#[test]
+#[ignore = "a benchmark helper, run by bench_four_processes_buy_100k_tickets"]
+fn bench_buyer() {
+    use posixkit::ticket::{Sale, TicketFile};
+    use std::io::Read;
+    let Ok(path) = std::env::var("PK_TICKET_BENCH_FILE") else {
+        return;
+    };
+    let shop = TicketFile::open(&path).unwrap();
+    println!("ready");
+    let mut sink = Vec::new();
+    std::io::stdin().read_to_end(&mut sink).unwrap();
+    let mut bought = 0u64;
+    while let Sale::Bought(_) = shop.buy().unwrap() {
+        bought += 1;
+    }
+    println!("bought {bought}");
+}
+
+/// The performance figure, not a test (no timing is asserted):
+/// `cargo test --release --test cli ticket::bench_four -- --ignored --nocapture`
+/// prints `ticket_pk_flock_K4_per_s <median of 5 runs>`: 4 processes (this
+/// test binary re-run as `bench_buyer`) buying 100 000 tickets from one
+/// file, the work of `ticket_flock_K4_per_s` in ../shared/bench/c/filelock.c.
+#[test]
+#[ignore = "a benchmark: run it in release mode with --ignored --nocapture"]
+fn bench_four_processes_buy_100k_tickets() {
+    use std::io::{BufRead, BufReader};
+    const TICKETS: u64 = 100_000;
+    const BUYERS: usize = 4;
+    const RUNS: usize = 5;
+    let exe = std::env::current_exe().unwrap();
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        let (_dir, path) = shop(&format!("{TICKETS}\n"));
+        let mut buyers: Vec<_> = (0..BUYERS)
+            .map(|_| {
+                let mut child = std::process::Command::new(&exe)
+                    .args(["--ignored", "--exact", "ticket::bench_buyer"])
+                    .args(["--nocapture", "--test-threads=1", "-q"])
+                    .env("PK_TICKET_BENCH_FILE", &path)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                assert!(lines.any(|l| l.unwrap() == "ready"));
+                (child, lines)
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        for (child, _) in &mut buyers {
+            drop(child.stdin.take());
+        }
+        let mut sum = 0u64;
+        for (child, lines) in &mut buyers {
+            let line = lines
+                .find_map(|l| l.unwrap().strip_prefix("bought ").map(String::from))
+                .unwrap();
+            sum += line.parse::<u64>().unwrap();
+            assert!(child.wait().unwrap().success());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(sum, TICKETS);
+        assert_eq!(read(&path), "0\n");
+        rates.push(TICKETS as f64 / secs);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("runs (tickets/s): {rates:.0?}");
+    println!("ticket_pk_flock_K4_per_s {:.0}", rates[RUNS / 2]);
+}
