@@ -573,9 +573,11 @@ fn bad_flags_are_one_line_usage_errors() {
 
 #[test]
 fn closed_stdout_ends_a_rush_quietly_and_reaps_every_buyer() {
-    let (_dir, path) = shop("3\n");
+    // 20 sales of 10ms each under the lock: head has long exited when the
+    // buyer lines come.
+    let (_dir, path) = shop("20\n");
     let out = bash(&format!(
-        "set -o pipefail; pk-ticket rush '{}' --buyers 20 | head -1; echo status=$?",
+        "set -o pipefail; pk-ticket rush '{}' --buyers 20 --yield | head -1; echo status=$?",
         path.display()
     ))
     .output()
@@ -720,4 +722,78 @@ fn bench_four_processes_buy_100k_tickets() {
     rates.sort_by(f64::total_cmp);
     println!("runs (tickets/s): {rates:.0?}");
     println!("ticket_pk_flock_K4_per_s {:.0}", rates[RUNS / 2]);
+}
+
+/// The system calls `pk-ticket <args> FILE` makes on FILE, from its open on,
+/// as strace prints them; `None` when strace is not installed.
+fn trace_sale(path: &Path, args: &[&str]) -> Option<Vec<String>> {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace");
+    let out = assert_cmd::Command::new("strace")
+        .args(["-qq", "-e", "signal=none", "-e"])
+        .arg("trace=openat,flock,pread64,pwrite64,ftruncate,fdatasync,fsync,rename,renameat2")
+        .arg("-o")
+        .arg(&log)
+        .arg(bin("pk-ticket"))
+        .arg(args[0])
+        .arg(path)
+        .args(&args[1..])
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let trace = read(&log);
+    let quoted = format!("\"{}\"", path.display());
+    let from = trace.lines().position(|l| l.contains(&quoted))?;
+    Some(
+        trace
+            .lines()
+            .skip(from)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect(),
+    )
+}
+
+#[test]
+fn strace_shows_a_sale_is_flock_pread_one_pwrite_unlock() {
+    let (_dir, path) = shop("9\n");
+    let Some(calls) = trace_sale(&path, &["buy"]) else {
+        eprintln!("skipped: strace is not installed");
+        return;
+    };
+    let fd = calls[0].rsplit(' ').next().unwrap().to_string();
+    assert!(
+        calls[0].contains("O_RDWR|O_NONBLOCK|O_NOFOLLOW|O_CLOEXEC"),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[1..].to_vec(),
+        [
+            format!("flock({fd}, LOCK_EX) = 0"),
+            format!("pread64({fd}, \"9\\n\", 64, 0) = 2"),
+            format!("pwrite64({fd}, \"8\\n\", 2, 0) = 2"),
+            format!("flock({fd}, LOCK_UN) = 0"),
+        ]
+    );
+
+    // Shorter text: padded to the old length in the one pwrite, then
+    // truncated; --durable syncs before the lock is released.
+    std::fs::write(&path, "10\n").unwrap();
+    let calls = trace_sale(&path, &["buy", "--durable"]).unwrap();
+    let fd = calls[0].rsplit(' ').next().unwrap().to_string();
+    assert_eq!(
+        calls[1..].to_vec(),
+        [
+            format!("flock({fd}, LOCK_EX) = 0"),
+            format!("pread64({fd}, \"10\\n\", 64, 0) = 3"),
+            format!("pwrite64({fd}, \"9\\n \", 3, 0) = 3"),
+            format!("ftruncate({fd}, 2) = 0"),
+            format!("fdatasync({fd}) = 0"),
+            format!("flock({fd}, LOCK_UN) = 0"),
+        ]
+    );
 }
