@@ -797,3 +797,38 @@ fn strace_shows_a_sale_is_flock_pread_one_pwrite_unlock() {
         ]
     );
 }
+
+#[test]
+fn fork_failure_is_71_and_every_forked_buyer_is_reaped() {
+    // As in pk-fork's test: drop to nobody (root ignores RLIMIT_NPROC) and
+    // allow 3 processes, so some of the 10 forks fail.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("product");
+    std::fs::write(&path, "10\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut words = as_nobody();
+    words.extend(["prlimit".into(), "--nproc=3".into()]);
+    words.push(bin("pk-ticket").display().to_string());
+    words.extend([
+        "rush".into(),
+        path.display().to_string(),
+        "-b".into(),
+        "10".into(),
+    ]);
+    let out = assert_cmd::Command::new(&words[0])
+        .args(&words[1..])
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "ticket", 71);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fork(buyer "), "{err}");
+    let text = stdout(&out);
+    let pids = rush_pids(&text);
+    assert!(pids.len() < 10, "{text}");
+    assert!(leftovers(&pids).is_empty());
+    // The buyers that were forked bought normally; the file still parses.
+    let left = parse_count(read(&path).as_bytes()).unwrap();
+    assert_eq!(left, 10 - rush_tickets(&text).len() as u64, "{text}");
+}
