@@ -56,9 +56,11 @@
 //! never longer than the old one; a sale writes it with a **single
 //! pwrite(2) at offset 0, padded with spaces to the old length** (`10\n`
 //! becomes `9\n `), then, only when the text got shorter, ftruncate(2)s the
-//! padding away. The write is at most 64 bytes inside the file's first
-//! page, and Linux copies a write into the page cache page by page, checking
-//! for a fatal signal only between pages: a buyer SIGKILLed at any instant
+//! padding away. The write starts at offset 0 and is at most
+//! [`MAX_FILE_LEN`] bytes (a few, in practice), so it stays inside the
+//! file's first page, and Linux copies a buffered write into the page cache
+//! page by page, checking for a fatal signal only between pages
+//! (`generic_perform_write`): a buyer SIGKILLed at any instant
 //! leaves the old count or the new one, and a kill between the pwrite and
 //! the ftruncate leaves `9\n `, which still parses as 9 (the next sale
 //! trims it). No ticket is sold twice, because the number is only reported
