@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool coro manager shm sem queue
+DEMOS   := fork process pool coro manager shm sem queue ticket
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -78,3 +78,12 @@ run-queue: build ## pk-queue: a bounded queue in shared memory, producers and co
 	$(RELEASE)/pk-queue basics
 	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
 	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet
+run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with flock(2)
+	@echo '== pk-ticket: without a lock the shop oversells (--no-lock --yield)'
+	$(RELEASE)/pk-ticket init target/product 3
+	$(RELEASE)/pk-ticket rush target/product --buyers 10 --no-lock --yield
+	@echo '== pk-ticket: with flock(2) exactly the stock is sold'
+	$(RELEASE)/pk-ticket init target/product 3
+	$(RELEASE)/pk-ticket rush target/product --buyers 10 --yield
+	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$?"
+	bash scripts/ticket-rush.sh 100 37

@@ -15,6 +15,7 @@
 //! | [`pool`] | pre-forked worker pool: registered tasks, `apply_async`/`get(timeout)`, chunked `map`, close/join/terminate; dead workers reported and replaced |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
+//! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
 //! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
 //! | [`manager`] | master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, [`manager::Server`], [`manager::Worker`] |
@@ -48,5 +49,6 @@ pub mod sem;
 pub mod shm;
 pub mod status;
 mod sys;
+pub mod ticket;
 
 pub use error::{Error, Result};

@@ -27,6 +27,7 @@ pub mod process;
 pub mod queue;
 pub mod sem;
 pub mod shm;
+pub mod ticket;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.
@@ -78,13 +79,25 @@ fn report_clap(name: &str, e: &clap::Error) -> u8 {
     exit::USAGE
 }
 
-/// The first line of a clap message, without its `error: ` prefix.
-fn one_line(msg: &str) -> &str {
-    let first = msg
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    first.strip_prefix("error: ").unwrap_or(first).trim_end()
+/// A clap message as one line, without its `error: ` prefix. A first
+/// line that ends in `:` ("the following required arguments were not
+/// provided:") is joined with the indented lines that follow it.
+fn one_line(msg: &str) -> String {
+    let mut lines = msg.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .trim_end()
+        .to_string();
+    if line.ends_with(':') {
+        let rest: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' ') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        line = format!("{} {}", line, rest.join(", "));
+    }
+    line
 }
 
 fn install_panic_hook(name: String) {
@@ -180,10 +193,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_arguments_are_named() {
+        let msg = "error: the following required arguments were not provided:\n  <FILE>\n  <N>\n\nUsage: pk-ticket init <FILE> <N>\n";
+        assert_eq!(
+            one_line(msg),
+            "the following required arguments were not provided: <FILE>, <N>"
+        );
+    }
+
+    #[test]
     fn clap_messages_become_one_line() {
         let msg = "error: invalid value 'abc' for '--children <N>': invalid digit\n\nFor more information, try '--help'.\n";
         assert_eq!(
-            one_line(msg),
+            one_line(msg).as_str(),
             "invalid value 'abc' for '--children <N>': invalid digit"
         );
     }

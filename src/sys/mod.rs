@@ -2,6 +2,7 @@
 //! does not wrap safely, each block with a `// SAFETY:` comment saying why it
 //! holds. Everything above this module is safe Rust.
 
+pub mod flock;
 pub mod proc;
 pub mod sem;
 pub mod shm;

@@ -33,8 +33,46 @@ pub fn pk(name: &str) -> Command {
 pub fn pk_std(name: &str) -> std::process::Command {
     become_subreaper();
     let mut cmd = std::process::Command::new(bin(&format!("pk-{name}")));
-    cmd.stdin(Stdio::null()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .process_group(0)
+        .env(TAG, new_tag());
     cmd
+}
+
+/// The environment variable that marks every process a test starts, and
+/// everything those processes fork or exec, with a tag of that test.
+const TAG: &str = "PK_TEST_TAG";
+
+thread_local! {
+    /// The tags of the commands started by the test running on this thread
+    /// (the test harness runs each test on its own thread).
+    static TAGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A new tag, remembered as one of this test's.
+pub fn new_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    TAGS.with(|t| t.borrow_mut().push(tag.clone()));
+    tag
+}
+
+/// Whether `pid` carries a tag of a command this test started.
+fn started_by_this_test(pid: i32) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    TAGS.with(|tags| {
+        let tags = tags.borrow();
+        env.split(|&b| b == 0).any(|kv| {
+            kv.strip_prefix(format!("{TAG}=").as_bytes())
+                .is_some_and(|v| tags.iter().any(|t| t.as_bytes() == v))
+        })
+    })
 }
 
 /// A bash command with the built binaries first on PATH, as a user's script
@@ -52,6 +90,7 @@ pub fn bash(script: &str) -> Command {
         .arg("-c")
         .arg(script)
         .env("PATH", path)
+        .env(TAG, new_tag())
         .process_group(0);
     let mut cmd = Command::from_std(std_cmd);
     cmd.timeout(TIMEOUT);
@@ -70,11 +109,12 @@ pub fn become_subreaper() {
 /// test process: processes a binary forked and left behind. They are killed
 /// and reaped here so the test process stays clean.
 ///
-/// Every command a test starts runs in its own process group, so a direct
-/// child of this process leads its group (pgrp == pid), while a forked
-/// descendant of a binary is in the binary's group (pgrp != pid). That
-/// tells an orphan from an unrelated test's child that happens to reuse one
-/// of the pids, so this never touches another test's process.
+/// Every command a test starts runs in its own process group and carries a
+/// tag of its test in its environment, which everything it forks inherits.
+/// An orphan is a process that is our child, not a group leader (so not a
+/// command we started directly) and tagged by this test: another test's
+/// process that happens to reuse one of the pids is never counted, or
+/// touched.
 pub fn leftovers(pids: &[i32]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut left = Vec::new();
@@ -88,7 +128,7 @@ pub fn leftovers(pids: &[i32]) -> Vec<i32> {
         let _state = f.next();
         let ppid: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         let pgrp: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == me && pgrp != pid {
+        if ppid == me && pgrp != pid && started_by_this_test(pid) {
             left.push(pid);
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -332,4 +372,31 @@ impl Drop for ShmCheck {
             }
         }
     }
+}
+
+/// An assert_cmd Command for any program (`words[0]`) with arguments, set up
+/// like [`pk`]: own process group, this test's tag, the default timeout.
+pub fn command(words: &[String]) -> Command {
+    become_subreaper();
+    let mut std_cmd = std::process::Command::new(&words[0]);
+    std_cmd
+        .args(&words[1..])
+        .process_group(0)
+        .env(TAG, new_tag());
+    let mut cmd = Command::from_std(std_cmd);
+    cmd.timeout(TIMEOUT);
+    cmd
+}
+
+#[test]
+fn leftovers_finds_a_real_orphan() {
+    // bash starts a sleep in the background and exits: the sleep is
+    // re-parented to this test process, which must notice it.
+    let out = bash("sleep 30 >/dev/null 2>&1 & echo $!").output().unwrap();
+    let pid: i32 = stdout(&out).trim().parse().unwrap();
+    assert_eq!(leftovers(&[pid]), vec![pid]);
+    assert!(
+        leftovers(&[pid]).is_empty(),
+        "killed and reaped by the first call"
+    );
 }

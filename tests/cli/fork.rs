@@ -1,7 +1,7 @@
 //! pk-fork: fork, getpid/getppid, _exit, waitpid, copy-on-write.
 
 use std::collections::HashSet;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 
 use crate::common::*;
 
@@ -260,12 +260,7 @@ fn fork_failure_is_exit_71_and_forked_children_are_reaped() {
         "10".into(),
         "-q".into(),
     ]);
-    let mut cmd = std::process::Command::new(&words[0]);
-    cmd.args(&words[1..]).process_group(0);
-    let out = assert_cmd::Command::from_std(cmd)
-        .timeout(TIMEOUT)
-        .output()
-        .unwrap();
+    let out = command(&words).output().unwrap();
     assert_one_line_error(&out, "fork", 71);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

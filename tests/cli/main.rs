@@ -10,3 +10,4 @@ mod process;
 mod queue;
 mod sem;
 mod shm;
+mod ticket;

@@ -1,0 +1,459 @@
+//! `pk-ticket`: the file-locked ticket purchase. `init`, `buy` and `show`
+//! for shell scripts; `rush`, the lesson: N forked buyers racing for the
+//! tickets in one file, with flock(2) or (`--no-lock`) without it.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+
+use crate::cmd::Out;
+use crate::duration::DurationArg;
+use crate::error::{Error, Result};
+use crate::process::{self, Child, Fork};
+use crate::ticket::{self, Sale, TicketFile, Wait};
+use crate::{exit, note, outln};
+
+/// What `--yield` adds between the read and the write: a sched_yield and
+/// this sleep. Long enough that buyers released together all read before
+/// any of them writes, even on a loaded machine.
+const YIELD_PAUSE: Duration = Duration::from_millis(10);
+
+const AFTER_HELP: &str = "\
+A ticket file is plain text holding one decimal count (`echo 10 > product`
+makes one, `cat product` reads it). Every purchase takes an exclusive
+flock(2) lock, so a script's `flock product -c '...'` excludes pk-ticket
+buyers and they exclude it. A sale is one same-length pwrite: a buyer
+killed at any instant leaves the old count or the new one. Ticket numbers
+are the count each buyer found: with 10 tickets buyers get 10, 9, ... 1.
+
+Exit status: 0 done; 1 sold out, or the lock was busy (--no-wait) or stayed
+busy (--timeout); 2 bad flag or value; 65 the file is not a ticket count, or
+is a directory, FIFO or symbolic link; 66 the file does not exist; 71 a
+system call failed; 77 permission denied. Run `pk-ticket <command> --help`
+for each command's flags and output lines.
+
+Examples:
+  pk-ticket init product 10
+  pk-ticket buy product              # bought ticket 10 (9 left)
+  pk-ticket buy product --no-wait || echo 'no ticket'
+  pk-ticket rush product --buyers 10 --no-lock --yield
+  pk-ticket show product             # 9";
+
+const INIT_HELP: &str = "\
+Output:
+  <file>: <N> tickets
+Exit status: 0 done; 2 bad N; 65 FILE is a directory, FIFO or symbolic link;
+71 a system call failed; 77 permission denied.";
+
+const BUY_HELP: &str = "\
+Output (one line):
+  bought ticket <T> (<L> left)      exit 0
+  sold out                          exit 1
+  busy: <file> is locked            exit 1 or -E (with --no-wait)
+  timed out after <D>: <file> is locked   exit 1 or -E (with --timeout)
+Exit status: as above; 2 bad flag; 65 the file is not a ticket count (it is
+left unchanged); 66 no such file; 71 a system call failed; 77 permission
+denied.
+
+Examples:
+  if pk-ticket buy product; then echo 'got one'; fi
+  pk-ticket buy product --timeout 2s -E 75";
+
+const RUSH_HELP: &str = "\
+Output:
+  rush: <N> buyers, <S> tickets in <file>, <with flock(2)|without a lock>
+  buyer <i> (pid <p>): bought ticket <T>     (one line per buyer, as they finish)
+  buyer <i> (pid <p>): sold out
+  buyer <i> (pid <p>): killed by signal <N> (<NAME>)   (a buyer killed from outside)
+  summary: stock <S>, sold <n>, left <L>, oversold <O>
+  duplicates: ticket <T> x<k>, ...          (only when a ticket was sold twice)
+  <one sentence on what happened>
+oversold = sold + left - stock: tickets handed out, or still on offer,
+beyond the stock. With the lock it is always 0. With --quiet only the
+summary and duplicates lines are printed.
+
+Every buyer opens the file itself (its own open file description, so the
+flock locks exclude each other), then all are released together through a
+pipe the parent closes once every buyer is forked.
+
+Exit status: 0 when the rush ran (oversold or not); 2 bad flag; 65/66/77 as
+for buy; 71 a fork or another system call failed (every buyer forked is
+still reaped).";
+
+/// Sell tickets from a plain-text count file, locked with flock(2).
+#[derive(Debug, Parser)]
+#[command(name = "pk-ticket", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create FILE holding N tickets (mode 0600), or reset it to N under the lock.
+    #[command(after_help = INIT_HELP)]
+    Init {
+        /// The ticket file.
+        file: PathBuf,
+        /// How many tickets (decimal digits, 0 to 18446744073709551615).
+        #[arg(value_name = "N", value_parser = parse_count_arg)]
+        count: u64,
+        /// fdatasync the file after writing it.
+        #[arg(long)]
+        durable: bool,
+    },
+    /// Buy one ticket: for shell scripts.
+    #[command(after_help = BUY_HELP)]
+    Buy(BuyArgs),
+    /// The lesson: fork N buyers that race for the tickets.
+    #[command(after_help = RUSH_HELP)]
+    Rush(RushArgs),
+    /// Print the count (read under a shared lock, checked like a purchase).
+    #[command(after_help = "Output: <count>\nExit status: 0; 65/66/77 as for buy.")]
+    Show {
+        /// The ticket file.
+        file: PathBuf,
+    },
+}
+
+/// `pk-ticket buy`.
+#[derive(Debug, ClapArgs)]
+pub struct BuyArgs {
+    /// The ticket file.
+    pub file: PathBuf,
+    /// Give up after waiting this long for the lock (2, 1.5s, 250ms).
+    #[arg(long, value_name = "DURATION", conflicts_with = "no_wait")]
+    pub timeout: Option<DurationArg>,
+    /// Give up at once if another process holds the lock.
+    #[arg(short = 'n', long)]
+    pub no_wait: bool,
+    /// Exit with N (0-255) instead of 1 when the lock was busy or timed out.
+    #[arg(short = 'E', long, value_name = "N", default_value_t = exit::DECLINED)]
+    pub conflict_exit_code: u8,
+    /// fdatasync after the sale, before reporting it (survives power loss; slower).
+    #[arg(long)]
+    pub durable: bool,
+    /// sched_yield and sleep 10ms between reading and writing the count, with
+    /// the lock held: a wider critical section for crash and race tests.
+    #[arg(long = "yield")]
+    pub yield_: bool,
+}
+
+/// `pk-ticket rush`.
+#[derive(Debug, ClapArgs)]
+pub struct RushArgs {
+    /// The ticket file.
+    pub file: PathBuf,
+    /// How many buyer processes to fork (1-4096).
+    #[arg(short = 'b', long, value_name = "N", required = true,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub buyers: u32,
+    /// Buy without the lock: read, then write, unprotected (the race).
+    #[arg(long)]
+    pub no_lock: bool,
+    /// sched_yield and sleep 10ms between each buyer's read and write, so
+    /// the race without the lock shows every time.
+    #[arg(long = "yield")]
+    pub yield_: bool,
+    /// fdatasync after every sale.
+    #[arg(long)]
+    pub durable: bool,
+    /// Print only the summary lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// A count on the command line, as strict as in a file.
+fn parse_count_arg(s: &str) -> std::result::Result<u64, String> {
+    ticket::parse_count(s.as_bytes()).map_err(|_| {
+        format!(
+            "'{s}' is not a ticket count (decimal digits, 0 to {})",
+            u64::MAX
+        )
+    })
+}
+
+/// Run `pk-ticket`.
+pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    match args.command {
+        Command::Init {
+            file,
+            count,
+            durable,
+        } => {
+            let mut shop = TicketFile::create(&file)?;
+            shop.set_durable(durable);
+            shop.set(count)?;
+            outln!(out, "{}: {} tickets", file.display(), count)?;
+            Ok(exit::OK)
+        }
+        Command::Buy(b) => buy(b, out),
+        Command::Rush(r) => rush(r, out),
+        Command::Show { file } => {
+            let shop = TicketFile::open_read_only(&file)?;
+            outln!(out, "{}", shop.count()?)?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn pause(yield_: bool) -> impl FnMut() {
+    move || {
+        if yield_ {
+            std::thread::yield_now();
+            std::thread::sleep(YIELD_PAUSE);
+        }
+    }
+}
+
+fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
+    let mut shop = TicketFile::open(&args.file)?;
+    shop.set_durable(args.durable);
+    let wait = match (args.no_wait, args.timeout) {
+        (true, _) => Wait::NoWait,
+        (false, Some(d)) => Wait::Timeout(d.0),
+        (false, None) => Wait::Block,
+    };
+    match shop.buy_paused(wait, &mut pause(args.yield_))? {
+        Some(Sale::Bought(t)) => {
+            outln!(out, "bought ticket {} ({} left)", t.number, t.left)?;
+            Ok(exit::OK)
+        }
+        Some(Sale::SoldOut) => {
+            outln!(out, "sold out")?;
+            Ok(exit::DECLINED)
+        }
+        None => {
+            match args.timeout {
+                Some(d) if !args.no_wait => outln!(
+                    out,
+                    "timed out after {d}: {} is locked",
+                    args.file.display()
+                )?,
+                _ => outln!(out, "busy: {} is locked", args.file.display())?,
+            }
+            Ok(args.conflict_exit_code)
+        }
+    }
+}
+
+/// What one buyer reported through the results pipe.
+#[derive(Debug)]
+enum Report {
+    Bought(u64),
+    SoldOut,
+    Failed(u8, String),
+}
+
+fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
+    let shop = TicketFile::open(&args.file)?;
+    let stock = shop.count()?;
+    let n = args.buyers;
+    note!(
+        out,
+        "rush: {n} buyers, {stock} tickets in {}, {}",
+        args.file.display(),
+        if args.no_lock {
+            "without a lock"
+        } else {
+            "with flock(2)"
+        }
+    )?;
+
+    // The start barrier: buyers block reading it until every buyer is
+    // forked and the parent closes the write end. The results pipe carries
+    // one short record per buyer (atomic: shorter than PIPE_BUF).
+    let (barrier_r, barrier_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", "barrier", e))?;
+    let (results_r, results_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", "results", e))?;
+    let mut barrier_w = Some(barrier_w);
+    let mut results_r = Some(results_r);
+
+    let mut buyers: Vec<(u32, Child)> = Vec::with_capacity(n as usize);
+    let mut fork_error = None;
+    for i in 1..=n {
+        // SAFETY: pk-ticket is single-threaded, and the child never returns
+        // from buyer_main: it ends with _exit.
+        match unsafe { process::fork() } {
+            Ok(Fork::Child) => {
+                drop(barrier_w.take());
+                drop(results_r.take());
+                buyer_main(i, &args, barrier_r, results_w)
+            }
+            Ok(Fork::Parent(pid)) => buyers.push((i, Child::new(pid))),
+            Err(e) => {
+                fork_error = Some(Error::sys("fork", format!("buyer {i} of {n}"), e));
+                break;
+            }
+        }
+    }
+    // Go.
+    drop(barrier_w);
+    drop(barrier_r);
+    drop(results_w);
+
+    let mut reports: BTreeMap<u32, Report> = BTreeMap::new();
+    let mut pending = Vec::new();
+    if let Some(r) = results_r.take() {
+        let mut buf = [0u8; 4096];
+        loop {
+            let got = match nix::unistd::read(&r, &mut buf) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("read", "results pipe", e)),
+            };
+            pending.extend_from_slice(&buf[..got]);
+            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                if let Some((i, pid, report)) = parse_record(&line) {
+                    match &report {
+                        Report::Bought(t) => {
+                            note!(out, "buyer {i} (pid {pid}): bought ticket {t}")?
+                        }
+                        Report::SoldOut => note!(out, "buyer {i} (pid {pid}): sold out")?,
+                        Report::Failed(..) => {}
+                    }
+                    reports.insert(i, report);
+                }
+            }
+        }
+    }
+
+    let mut first_error = None;
+    for (i, child) in &mut buyers {
+        let status = child.wait()?;
+        match reports.get(i) {
+            None => note!(out, "buyer {i} (pid {}): {status}", child.pid())?,
+            Some(Report::Failed(code, msg)) if first_error.is_none() => {
+                first_error = Some(
+                    Error::data("buyer", format!("{i}, pid {}", child.pid()), msg.clone())
+                        .with_code(*code),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(e) = fork_error.or(first_error) {
+        return Err(e);
+    }
+
+    let left = shop.count()?;
+    let mut times: BTreeMap<u64, u32> = BTreeMap::new();
+    for r in reports.values() {
+        if let Report::Bought(t) = r {
+            *times.entry(*t).or_default() += 1;
+        }
+    }
+    let sold: u64 = times.values().map(|&k| u64::from(k)).sum();
+    let oversold = sold.saturating_add(left).saturating_sub(stock);
+    outln!(
+        out,
+        "summary: stock {stock}, sold {sold}, left {left}, oversold {oversold}"
+    )?;
+    let dups: Vec<String> = times
+        .iter()
+        .rev()
+        .filter(|(_, k)| **k > 1)
+        .map(|(t, k)| format!("ticket {t} x{k}"))
+        .collect();
+    if !dups.is_empty() {
+        outln!(out, "duplicates: {}", dups.join(", "))?;
+    }
+    if oversold > 0 {
+        note!(
+            out,
+            "oversold by {oversold}: buyers read the same count before any of them wrote it back"
+        )?;
+    } else if args.no_lock {
+        note!(
+            out,
+            "no oversell this time, but nothing prevented it (try --yield)"
+        )?;
+    } else {
+        note!(
+            out,
+            "exact: the lock made each read-decrement-write one step"
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+/// `<i> <pid> B <ticket>`, `<i> <pid> S`, `<i> <pid> E <code> <message>`.
+fn parse_record(line: &[u8]) -> Option<(u32, i32, Report)> {
+    let text = std::str::from_utf8(line).ok()?.trim_end_matches('\n');
+    let mut f = text.splitn(4, ' ');
+    let i = f.next()?.parse().ok()?;
+    let pid = f.next()?.parse().ok()?;
+    let report = match f.next()? {
+        "B" => Report::Bought(f.next()?.parse().ok()?),
+        "S" => Report::SoldOut,
+        "E" => {
+            let rest = f.next()?;
+            let (code, msg) = rest.split_once(' ')?;
+            Report::Failed(code.parse().ok()?, msg.to_string())
+        }
+        _ => return None,
+    };
+    Some((i, pid, report))
+}
+
+/// One buyer: open the file, wait at the barrier, buy once, report. Never
+/// returns.
+fn buyer_main(i: u32, args: &RushArgs, barrier: OwnedFd, results: OwnedFd) -> ! {
+    let me = process::getpid();
+    let (record, code) = match buyer(args, barrier) {
+        Ok(Sale::Bought(t)) => (format!("{i} {me} B {}\n", t.number), exit::OK),
+        Ok(Sale::SoldOut) => (format!("{i} {me} S\n"), exit::OK),
+        Err(e) => {
+            let mut msg = e.to_string().replace('\n', " ");
+            msg.truncate(1000);
+            (
+                format!("{i} {me} E {} {msg}\n", e.exit_code()),
+                e.exit_code(),
+            )
+        }
+    };
+    let mut buf = record.as_bytes();
+    while !buf.is_empty() {
+        match nix::unistd::write(results.as_fd(), buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    process::_exit(i32::from(code))
+}
+
+fn buyer(args: &RushArgs, barrier: OwnedFd) -> Result<Sale> {
+    // Its own open: its own open file description, so its own flock lock.
+    let mut shop = TicketFile::open(&args.file)?;
+    shop.set_durable(args.durable);
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&barrier, &mut byte) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read", "barrier", e)),
+        }
+    }
+    let mut pause = pause(args.yield_);
+    if args.no_lock {
+        return shop.buy_unlocked(&mut pause);
+    }
+    match shop.buy_paused(Wait::Block, &mut pause)? {
+        Some(sale) => Ok(sale),
+        // Wait::Block only returns once it holds the lock.
+        None => Err(Error::sys("flock", shop.name(), Errno::EWOULDBLOCK)),
+    }
+}
