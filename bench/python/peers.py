@@ -84,6 +84,101 @@ def pool_apply_async_rtt(scale):
         return us_per(t0, n)
 
 
+def _pong(ping, pong, n):
+    for _ in range(n):
+        ping.acquire()
+        pong.release()
+
+
+@figure("sem_pingpong_us", "us")
+def sem_pingpong(scale):
+    n = max(1, int(20000 * scale))
+    ping, pong = CTX.Semaphore(0), CTX.Semaphore(0)
+    p = CTX.Process(target=_pong, args=(ping, pong, n))
+    p.start()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        ping.release()
+        pong.acquire()
+    t = us_per(t0, n)
+    p.join()
+    return t
+
+
+def _add(value, per):
+    for _ in range(per):
+        with value.get_lock():
+            value.value += 1
+
+
+@figure("shm_semlock_2p_ns_per_op", "ns")
+def shm_semlock_2p(scale):
+    per = max(1, int(100000 * scale))
+    value = CTX.Value("q", 0)
+    procs = [CTX.Process(target=_add, args=(value, per)) for _ in range(2)]
+    t0 = time.perf_counter_ns()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert value.value == 2 * per
+    return (time.perf_counter_ns() - t0) / (2 * per)
+
+
+def _produce(q, n):
+    for i in range(n):
+        q.put(i.to_bytes(8, "little") + bytes(8))
+
+
+@figure("queue_msgs_per_s", "msgs/s")
+def queue_msgs(scale):
+    n = max(1, int(100000 * scale))
+    q = CTX.Queue(1024)
+    p = CTX.Process(target=_produce, args=(q, n))
+    p.start()
+    t0 = time.perf_counter_ns()
+    for i in range(n):
+        assert q.get()[:8] == i.to_bytes(8, "little")
+    rate = n / ((time.perf_counter_ns() - t0) / 1e9)
+    p.join()
+    return rate
+
+
+def _buy(path):
+    import fcntl
+    with open(path, "r+") as f:
+        while True:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            count = int(f.read())
+            if count > 0:
+                f.seek(0)
+                f.write(str(count - 1).ljust(len(str(count))))
+                f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
+            if count == 0:
+                return
+
+
+@figure("ticket_flock_K4_per_s", "tickets/s")
+def ticket_flock_k4(scale):
+    import tempfile
+    total = max(1, int(20000 * scale))
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "product")
+        with open(path, "w") as f:
+            f.write(f"{total}\n")
+        procs = [CTX.Process(target=_buy, args=(path,)) for _ in range(4)]
+        t0 = time.perf_counter_ns()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        with open(path) as f:
+            assert int(f.read()) == 0
+        return total / ((time.perf_counter_ns() - t0) / 1e9)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])

@@ -26,6 +26,13 @@ Figures (unit; lower is better unless marked higher):
   process_start_join_us     Process start (fork, pidfd) + join + exitcode, per child
   pool_map10k_warm_us       Pool of 2, map(square) over 10 000 ints in chunks of 1 250, pool already up
   pool_apply_async_rtt_us   Pool of 2, one apply_async(square) + get, round trip
+  sem_pingpong_us           two processes, two pshared semaphores, post/wait round trip
+  shm_atomic_2p_ns_per_op   two processes adding 1 to one SharedValue<u64> with fetch_add
+  shm_semlock_2p_ns_per_op  the same under a pshared Semaphore(1) used as a lock
+  queue_msgs_per_s          Queue of 1024 slots, one producer and one consumer process,
+                            16-byte messages (higher is better)
+  ticket_flock_K4_per_s     four processes buying 100 000 tickets from one flock-locked
+                            ticket file (higher is better)
 
 --quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
 
@@ -85,6 +92,11 @@ const FIGURES: &[Figure] = &[
     fig("process_start_join_us", "us", process_start_join),
     fig("pool_map10k_warm_us", "us", pool_map10k_warm),
     fig("pool_apply_async_rtt_us", "us", pool_apply_async_rtt),
+    fig("sem_pingpong_us", "us", sem_pingpong),
+    fig("shm_atomic_2p_ns_per_op", "ns", shm_atomic_2p),
+    fig("shm_semlock_2p_ns_per_op", "ns", shm_semlock_2p),
+    fig("queue_msgs_per_s", "msgs/s", queue_msgs),
+    fig("ticket_flock_K4_per_s", "tickets/s", ticket_flock_k4),
 ];
 
 /// Run the benchmarks.
@@ -248,4 +260,169 @@ fn pool_apply_async_rtt(scale: Scale) -> Result<f64> {
     pool.close();
     pool.join()?;
     Ok(t)
+}
+
+/// Start a child process running `f`, released when the parent posts `gate`.
+fn child(gate: &crate::sem::Semaphore, f: impl FnOnce() -> i32) -> Result<crate::process::Process> {
+    // SAFETY: pk-bench is single-threaded, and the child only runs `f` and
+    // returns its code (Builder::start then calls _exit).
+    unsafe {
+        Builder::new().name("bench").start(|| match gate.wait() {
+            Ok(()) => f(),
+            Err(_) => 1,
+        })
+    }
+}
+
+/// Release `children` from `gate`, time them to the end, check they succeeded.
+fn run_children(
+    gate: &crate::sem::Semaphore,
+    mut children: Vec<crate::process::Process>,
+    figure: &str,
+) -> Result<f64> {
+    let t0 = Instant::now();
+    for _ in &children {
+        gate.post()?;
+    }
+    for c in &mut children {
+        c.join(None)?;
+        check(c.exitcode() == Some(0), figure, "a worker process failed")?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Round trip through two process-shared semaphores: post a, wait b.
+fn sem_pingpong(scale: Scale) -> Result<f64> {
+    use crate::sem::Semaphore;
+    let n = scale.n(100_000);
+    let (ping, pong, gate) = (Semaphore::new(0)?, Semaphore::new(0)?, Semaphore::new(0)?);
+    let mut c = child(&gate, || {
+        for _ in 0..n {
+            if ping.wait().is_err() || pong.post().is_err() {
+                return 1;
+            }
+        }
+        0
+    })?;
+    gate.post()?;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        ping.post()?;
+        pong.wait()?;
+    }
+    let t = us_per(t0, n);
+    c.join(None)?;
+    check(
+        c.exitcode() == Some(0),
+        "sem_pingpong",
+        "the partner failed",
+    )?;
+    Ok(t)
+}
+
+fn counter_2p(scale: Scale, figure: &str, locked: bool) -> Result<f64> {
+    use crate::sem::Semaphore;
+    use crate::shm::SharedValue;
+    use std::sync::atomic::Ordering;
+    let per = scale.n(2_000_000);
+    let value = SharedValue::<u64>::new(0)?;
+    let (lock, gate) = (Semaphore::new(1)?, Semaphore::new(0)?);
+    let add = || -> i32 {
+        for _ in 0..per {
+            if locked {
+                let Ok(_held) = lock.acquire() else { return 1 };
+                value.set(value.get() + 1);
+            } else {
+                value.atomic().fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        0
+    };
+    let children = vec![child(&gate, add)?, child(&gate, add)?];
+    let secs = run_children(&gate, children, figure)?;
+    check(value.get() == 2 * per, figure, "lost updates")?;
+    Ok(secs * 1e9 / (2 * per) as f64)
+}
+
+/// Two processes, fetch_add on one shared u64.
+fn shm_atomic_2p(scale: Scale) -> Result<f64> {
+    counter_2p(scale, "shm_atomic_2p", false)
+}
+
+/// Two processes, a read-modify-write under a Semaphore(1) lock.
+fn shm_semlock_2p(scale: Scale) -> Result<f64> {
+    counter_2p(scale, "shm_semlock_2p", true)
+}
+
+/// One producer process and one consumer (this one), 16-byte messages.
+fn queue_msgs(scale: Scale) -> Result<f64> {
+    let n = scale.n(1_000_000);
+    let q = crate::queue::Queue::new(1024, 16)?;
+    let gate = crate::sem::Semaphore::new(0)?;
+    let mut producer = child(&gate, || {
+        for i in 0..n {
+            let mut msg = [0u8; 16];
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            if q.put(&msg).is_err() {
+                return 1;
+            }
+        }
+        0
+    })?;
+    let mut buf = Vec::with_capacity(16);
+    gate.post()?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        q.get_into(&mut buf)?;
+        check(
+            buf.get(..8) == Some(&i.to_le_bytes()[..]),
+            "queue_msgs",
+            "out of order",
+        )?;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    producer.join(None)?;
+    check(
+        producer.exitcode() == Some(0),
+        "queue_msgs",
+        "the producer failed",
+    )?;
+    Ok(rate)
+}
+
+/// Four processes buy 100 000 tickets from one file; tickets per second.
+fn ticket_flock_k4(scale: Scale) -> Result<f64> {
+    use crate::ticket::{Sale, TicketFile};
+    let total = scale.n(100_000);
+    let dir = std::env::temp_dir().join(format!("pk-bench-{}", process::getpid()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), &e))?;
+    let path = dir.join("product");
+    let result = (|| {
+        TicketFile::init(&path, total)?;
+        let gate = crate::sem::Semaphore::new(0)?;
+        let buyer = || -> i32 {
+            let Ok(file) = TicketFile::open(&path) else {
+                return 1;
+            };
+            loop {
+                match file.buy() {
+                    Ok(Sale::Bought(_)) => {}
+                    Ok(Sale::SoldOut) => return 0,
+                    Err(_) => return 1,
+                }
+            }
+        };
+        let children = (0..4)
+            .map(|_| child(&gate, buyer))
+            .collect::<Result<Vec<_>>>()?;
+        let secs = run_children(&gate, children, "ticket_flock_K4")?;
+        check(
+            TicketFile::open_read_only(&path)?.count()? == 0,
+            "ticket_flock_K4",
+            "tickets left",
+        )?;
+        Ok(total as f64 / secs)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
