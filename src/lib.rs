@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
+//! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
@@ -34,5 +35,6 @@ pub mod exit;
 pub mod process;
 pub mod status;
 mod sys;
+pub mod thread;
 
 pub use error::{Error, Result};
