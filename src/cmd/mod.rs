@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::exit;
 
 pub mod fork;
+pub mod lock;
+pub mod threads;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.
