@@ -18,7 +18,9 @@ use nix::errno::Errno;
 use crate::error::{Error, Result};
 use crate::exit;
 
+pub mod event;
 pub mod fork;
+pub mod local;
 pub mod lock;
 pub mod threads;
 
