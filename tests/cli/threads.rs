@@ -198,3 +198,77 @@ fn help_documents_flags_and_output_lines() {
         }
     }
 }
+
+/// Timings, not a test: `cargo test --release --test cli perf_ -- --ignored --nocapture`.
+/// Prints `<figure> <value>` lines like the C baselines in ../shared/bench/c/threads.c.
+#[test]
+#[ignore]
+fn perf_thread_create_join_and_mutex_contention() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let reps = 7;
+    let n = 20_000;
+    for _ in 0..1000 {
+        posixkit::thread::spawn("warm", || ())
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+    let create_join = median(
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    posixkit::thread::spawn("t", || ()).unwrap().join().unwrap();
+                }
+                t0.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+            })
+            .collect(),
+    );
+    println!("thread_create_join_us {create_join:.2}");
+    let std_create_join = median(
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    std::thread::spawn(|| ()).join().unwrap();
+                }
+                t0.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+            })
+            .collect(),
+    );
+    println!("std_thread_create_join_us {std_create_join:.2}");
+
+    let total: i64 = 10_000_000;
+    let mutex_ns = median(
+        (0..reps)
+            .map(|_| {
+                let counter = Arc::new(Mutex::new(0i64));
+                let t0 = Instant::now();
+                let threads: Vec<_> = (0..2)
+                    .map(|i| {
+                        let c = Arc::clone(&counter);
+                        posixkit::thread::spawn(format!("inc-{i}"), move || {
+                            for _ in 0..total / 2 {
+                                *c.lock().unwrap() += 1;
+                            }
+                        })
+                        .unwrap()
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                let ns = t0.elapsed().as_secs_f64() * 1e9 / total as f64;
+                assert_eq!(*counter.lock().unwrap(), total);
+                ns
+            })
+            .collect(),
+    );
+    println!("thread_mutex_2t_ns_per_op {mutex_ns:.2}");
+}
