@@ -2,13 +2,14 @@
 //! student's name in the same thread-local slot, and each reads back only
 //! its own.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
 
 use crate::cmd::Out;
 use crate::error::{Error, Result};
-use crate::thread::{self, local};
+use crate::thread::{self, Event, local};
 use crate::{exit, note, outln};
 
 const AFTER_HELP: &str = "\
@@ -57,21 +58,27 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         ));
     }
     out.set_quiet(args.quiet);
-    let all_stored = Arc::new(Barrier::new(args.names.len()));
+    // Every thread stores its value, then waits until all have stored theirs
+    // before it reads: proof that they share no slot.
+    let left = Arc::new(AtomicUsize::new(args.names.len()));
+    let all_stored = Arc::new(Event::new());
     let mut threads = Vec::new();
     for (letter, name) in ('A'..='Z').zip(args.names) {
-        let all_stored = Arc::clone(&all_stored);
+        let (left, stored) = (Arc::clone(&left), Arc::clone(&all_stored));
         let started = thread::spawn(format!("Thread-{letter}"), move || -> Result<()> {
             local::set(name);
-            all_stored.wait();
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                stored.set();
+            }
+            stored.wait();
             process_student(&mut Out::stdout())
         });
         match started {
             Ok(t) => threads.push(t),
-            // Threads already started wait at the barrier for ever; they are
-            // daemons in effect: the process ends with this error.
             Err(e) => {
-                threads.into_iter().for_each(std::mem::forget);
+                // Let the threads already started finish, so that dropping
+                // (joining) them cannot hang.
+                all_stored.set();
                 return Err(e);
             }
         }
