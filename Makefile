@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool coro manager shm sem queue ticket
+DEMOS   := fork process pool coro manager shm sem queue ticket threads lock event local
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -87,3 +87,24 @@ run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with 
 	$(RELEASE)/pk-ticket rush target/product --buyers 10 --yield
 	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$?"
 	bash scripts/ticket-rush.sh 100 37
+run-threads: build ## pk-threads: a named thread and join; daemon vs joined threads
+	@echo '== pk-threads: LoopThread counts while main joins; a daemon is cut off, a joined thread waited for'
+	$(RELEASE)/pk-threads loop
+	$(RELEASE)/pk-threads daemon --daemon --work 2s
+	$(RELEASE)/pk-threads daemon --no-daemon --work 500ms
+run-lock: build ## pk-lock: the balance race, ten buyers for three tickets, a==b
+	@echo '== pk-lock: the balance keeps 0 only with the lock; exactly 3 tickets sold'
+	$(RELEASE)/pk-lock balance
+	$(RELEASE)/pk-lock balance --no-lock --yield
+	$(RELEASE)/pk-lock tickets --threads 10 --stock 3
+	$(RELEASE)/pk-lock tickets --threads 10 --stock 3 --no-lock --yield --quiet
+	$(RELEASE)/pk-lock invariant --seconds 0.5
+	$(RELEASE)/pk-lock invariant --seconds 0.5 --no-lock --yield --show 3
+run-event: build ## pk-event: one thread waits for another's password on an Event
+	@echo '== pk-event: the waiter prints only after the set; then a wait that times out (exit 1)'
+	$(RELEASE)/pk-event --delay 500ms
+	$(RELEASE)/pk-event --timeout 300ms --no-set || echo "exit status $$?"
+run-local: build ## pk-local: a thread-local keeps Alice and Bob apart
+	@echo '== pk-local: one thread-local slot, each thread sees its own name'
+	$(RELEASE)/pk-local
+	$(RELEASE)/pk-local --names Ann,Ben,Cy

@@ -13,6 +13,7 @@
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; EINTR-retrying read/write |
 //! | [`pool`] | pre-forked worker pool: registered tasks, `apply_async`/`get(timeout)`, chunked `map`, close/join/terminate; dead workers reported and replaced |
+//! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
@@ -49,6 +50,7 @@ pub mod sem;
 pub mod shm;
 pub mod status;
 mod sys;
+pub mod thread;
 pub mod ticket;
 
 pub use error::{Error, Result};

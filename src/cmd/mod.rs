@@ -20,13 +20,17 @@ use crate::exit;
 
 pub mod bench;
 pub mod coro;
+pub mod event;
 pub mod fork;
+pub mod local;
+pub mod lock;
 pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod sem;
 pub mod shm;
+pub mod threads;
 pub mod ticket;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the

@@ -3,11 +3,15 @@
 mod bench;
 mod common;
 mod coro;
+mod event;
 mod fork;
+mod local;
+mod lock;
 mod manager;
 mod pool;
 mod process;
 mod queue;
 mod sem;
 mod shm;
+mod threads;
 mod ticket;

@@ -1,0 +1,228 @@
+//! `pk-threads`: the threading lesson. A named thread counts while the main
+//! thread waits in join; a daemon thread is cut off when the main thread
+//! ends, while a joined (non-daemon) thread is waited for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::Out;
+use crate::duration::DurationArg;
+use crate::error::Result;
+use crate::thread::{self, Event};
+use crate::{exit, outln};
+
+const LOOP_NAME: &str = "LoopThread";
+const LOOP_COUNT: u32 = 5;
+
+const AFTER_HELP: &str = "\
+Output of `loop` (always in this order):
+  thread MainThread is running...
+  thread <NAME> is running...
+  thread <NAME> >>> 1          (one line per count, 1..=N)
+  thread <NAME> ended.
+  thread MainThread ended.     (printed after join returns)
+
+Output of `daemon` (always in this order):
+  thread MainThread is running...
+  thread <NAME> started, daemon=True|False
+  thread <NAME> is_alive=True                        (before join)
+  thread MainThread ended.                           (the end of main's own work)
+  exit: daemon thread <NAME> is not waited for, is_alive=True     (--daemon)
+  exit: waiting for thread <NAME> (not a daemon)                  (--no-daemon)
+  thread <NAME> ended after <DUR> of work                         (--no-daemon only)
+  exit: thread <NAME> joined, is_alive=False                      (--no-daemon)
+The worker starts its --work only after `thread MainThread ended.` is
+printed. A daemon is not waited for: the process exits and its `ended`
+line never appears (unless --work is so short that it finishes before the
+process has exited). A non-daemon thread is joined before the process
+exits, as Python does, so its `ended` line always appears.
+
+Exit status: 0 when the demo ran; 2 for a bad flag; 71 when a thread cannot
+be started.
+
+Examples:
+  pk-threads loop --interval 1s
+  pk-threads daemon --daemon --work 2s      # the worker's end never shows
+  pk-threads daemon --no-daemon --work 2s   # main waits 2s for it";
+
+/// Named threads, join, is_alive, and daemon vs joined (non-daemon) threads:
+/// Python's threading.Thread.
+#[derive(Debug, Parser)]
+#[command(name = "pk-threads", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// The demo to run (default: loop).
+    #[command(subcommand)]
+    pub demo: Option<Demo>,
+}
+
+/// The demos.
+#[derive(Debug, Subcommand)]
+pub enum Demo {
+    /// A named thread counts to N while the main thread waits in join.
+    Loop(LoopArgs),
+    /// A worker thread outlives main's work: cut off as a daemon, waited
+    /// for as a joined thread.
+    Daemon(DaemonArgs),
+}
+
+/// `pk-threads loop`.
+#[derive(Debug, clap::Args)]
+pub struct LoopArgs {
+    /// The counting thread's name.
+    #[arg(long, value_name = "NAME", default_value = LOOP_NAME, value_parser = thread_name)]
+    pub name: String,
+
+    /// Count from 1 to N (1-1000000).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = LOOP_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+
+    /// Sleep this long after each count (0, 1s, 250ms).
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub interval: DurationArg,
+}
+
+/// `pk-threads daemon`.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Start the worker as a daemon: not waited for when main ends (default).
+    #[arg(long, overrides_with = "no_daemon")]
+    pub daemon: bool,
+
+    /// Start the worker as a joined (non-daemon) thread: waited for before exit.
+    #[arg(long, overrides_with = "daemon")]
+    pub no_daemon: bool,
+
+    /// How long the worker works after the main thread has ended.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub work: DurationArg,
+
+    /// The worker thread's name.
+    #[arg(long, value_name = "NAME", default_value = "Worker", value_parser = thread_name)]
+    pub name: String,
+}
+
+/// A thread name from the command line: 1-64 characters, no control characters.
+pub fn thread_name(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() || s.chars().count() > 64 {
+        return Err("a thread name has 1 to 64 characters".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a thread name has no control characters".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Run the threads lesson.
+pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    match args.demo {
+        None => run_loop(
+            LoopArgs {
+                name: LOOP_NAME.into(),
+                count: LOOP_COUNT,
+                interval: DurationArg(Duration::from_millis(100)),
+            },
+            out,
+        ),
+        Some(Demo::Loop(a)) => run_loop(a, out),
+        Some(Demo::Daemon(a)) => run_daemon(a, out),
+    }
+}
+
+fn run_loop(args: LoopArgs, out: &mut Out) -> Result<u8> {
+    let me = thread::current_name();
+    outln!(out, "thread {me} is running...")?;
+    let LoopArgs {
+        name,
+        count,
+        interval,
+    } = args;
+    let t = thread::spawn(name, move || -> Result<()> {
+        let mut out = Out::stdout();
+        let me = thread::current_name();
+        outln!(out, "thread {me} is running...")?;
+        for n in 1..=count {
+            outln!(out, "thread {me} >>> {n}")?;
+            std::thread::sleep(interval.0);
+        }
+        outln!(out, "thread {me} ended.")
+    })?;
+    t.join()??;
+    outln!(out, "thread {me} ended.")?;
+    Ok(exit::OK)
+}
+
+fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
+    let daemon = !args.no_daemon;
+    let me = thread::current_name();
+    outln!(out, "thread {me} is running...")?;
+
+    let started = Arc::new(Event::new());
+    let main_ended = Arc::new(Event::new());
+    let work = args.work;
+    let worker = {
+        let started = Arc::clone(&started);
+        let main_ended = Arc::clone(&main_ended);
+        move || -> Result<()> {
+            let mut out = Out::stdout();
+            let me = thread::current_name();
+            outln!(out, "thread {me} started, daemon={}", py_bool(daemon))?;
+            started.set();
+            // The work begins only after main's last line, so what follows
+            // shows whether the process waits for this thread.
+            main_ended.wait();
+            std::thread::sleep(work.0);
+            outln!(out, "thread {me} ended after {work} of work")
+        }
+    };
+    let mut t = if daemon {
+        thread::spawn_daemon(args.name, worker)?
+    } else {
+        thread::spawn(args.name, worker)?
+    };
+    started.wait();
+    outln!(
+        out,
+        "thread {} is_alive={}",
+        t.name(),
+        py_bool(t.is_alive())
+    )?;
+    outln!(out, "thread {me} ended.")?;
+
+    // What Python does at exit, spelled out.
+    if daemon {
+        outln!(
+            out,
+            "exit: daemon thread {} is not waited for, is_alive={}",
+            t.name(),
+            py_bool(t.is_alive())
+        )?;
+        main_ended.set();
+        // Dropping a daemon's handle detaches it; returning ends the process.
+        return Ok(exit::OK);
+    }
+    outln!(out, "exit: waiting for thread {} (not a daemon)", t.name())?;
+    main_ended.set();
+    // join_timeout rather than join, so the handle stays ours and is_alive
+    // can be shown after the join.
+    let result = loop {
+        if let Some(result) = t.join_timeout(Duration::from_secs(3600))? {
+            break result;
+        }
+    };
+    result?;
+    outln!(
+        out,
+        "exit: thread {} joined, is_alive={}",
+        t.name(),
+        py_bool(t.is_alive())
+    )?;
+    Ok(exit::OK)
+}
+
+/// Python's spelling of a bool, as the lesson prints it.
+pub fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}

@@ -1,0 +1,439 @@
+//! Threads the way Python's `threading` module teaches them, on
+//! `std::thread`: named threads, the current thread's name (the main thread
+//! is `MainThread`), `is_alive`, join with a timeout, daemon and joined
+//! threads, a stop flag, [`Event`] and thread-local values.
+//!
+//! No `unsafe` here: threads share nothing but `Arc`s, atomics and mutexes.
+//!
+//! ## Daemon and joined threads: Python's exit rule, made explicit
+//!
+//! Python waits for every non-daemon thread before the interpreter exits,
+//! and kills daemon threads wherever they are. A Rust process ends as soon
+//! as `main` returns, whatever its threads are doing. A [`Thread`] carries
+//! the difference:
+//!
+//! - a joined (non-daemon) thread, from [`spawn`], is waited for: by
+//!   [`Thread::join`], or at the latest when its handle is dropped (drop
+//!   joins, as C++'s `std::jthread` does). Keep the handle in `main` and the
+//!   process ends only after the thread has finished: Python's rule.
+//! - a daemon thread, from [`spawn_daemon`], is never waited for: dropping
+//!   its handle detaches it, and when `main` returns the process exits and
+//!   the thread ends wherever it is, its later work never done.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::exit;
+
+/// The name [`current_name`] gives the main thread, as Python does.
+pub const MAIN_THREAD: &str = "MainThread";
+
+/// Whether the calling thread is the process's main thread (its thread id
+/// is the process id).
+pub fn is_main_thread() -> bool {
+    nix::unistd::gettid() == nix::unistd::getpid()
+}
+
+/// The calling thread's name, Python's `threading.current_thread().name`:
+/// `MainThread` for the main thread, the name given to [`spawn`] for ours,
+/// and `Thread-<tid>` for an unnamed thread.
+pub fn current_name() -> String {
+    if is_main_thread() {
+        return MAIN_THREAD.to_string();
+    }
+    match std::thread::current().name() {
+        Some(name) => name.to_string(),
+        None => format!("Thread-{}", nix::unistd::gettid()),
+    }
+}
+
+/// A running (or finished) thread with a name: Python's `threading.Thread`
+/// after `start()`. See the [module documentation](self) for what dropping
+/// it does.
+pub struct Thread<T> {
+    name: String,
+    daemon: bool,
+    done: Arc<Event>,
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T> fmt::Debug for Thread<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Thread")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("alive", &self.is_alive())
+            .field("joined", &self.handle.is_none())
+            .finish()
+    }
+}
+
+/// Start a joined (non-daemon) thread called `name` running `f`: Python's
+/// `Thread(target=f, name=name).start()`. The thread is waited for by
+/// [`Thread::join`] or when the handle is dropped.
+///
+/// Errors: `pthread_create(<name>)` when the system cannot start a thread
+/// (EAGAIN: too many threads, exit 71); a name with a NUL byte is a usage
+/// error.
+pub fn spawn<F, T>(name: impl Into<String>, f: F) -> Result<Thread<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    start(name.into(), false, f)
+}
+
+/// Start a daemon thread called `name` running `f`: Python's
+/// `Thread(target=f, name=name, daemon=True).start()`. Never waited for on
+/// drop; the process may end while it runs. Errors as for [`spawn`].
+pub fn spawn_daemon<F, T>(name: impl Into<String>, f: F) -> Result<Thread<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    start(name.into(), true, f)
+}
+
+/// Sets the event when dropped: at the end of the thread's function,
+/// whether it returned or panicked.
+struct SetOnDrop(Arc<Event>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+fn start<F, T>(name: String, daemon: bool, f: F) -> Result<Thread<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if name.contains('\0') {
+        return Err(Error::usage("thread name", "must not contain a NUL byte"));
+    }
+    let done = Arc::new(Event::new());
+    let guard = SetOnDrop(Arc::clone(&done));
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
+        .map_err(|e| Error::io("pthread_create", &name, &e))?;
+    Ok(Thread {
+        name,
+        daemon,
+        done,
+        handle: Some(handle),
+    })
+}
+
+impl<T> Thread<T> {
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a daemon thread (not waited for).
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Python's `is_alive()`: true until the thread's function has returned
+    /// (or panicked).
+    pub fn is_alive(&self) -> bool {
+        !self.done.is_set()
+    }
+
+    /// Wait for the thread to finish and return its function's value:
+    /// Python's `join()`. Errors: `join(<name>)` with exit 101 when the
+    /// thread panicked (a bug; the panic was already reported), or when the
+    /// thread was already joined by [`Thread::join_timeout`].
+    pub fn join(mut self) -> Result<T> {
+        self.join_handle()
+    }
+
+    /// Python's `join(timeout)`: wait at most `timeout` for the thread to
+    /// finish. `Ok(Some(value))` when it did (the thread is now joined),
+    /// `Ok(None)` when it is still running; it can be joined again later.
+    /// Spurious wakeups are absorbed; the wait is measured on the monotonic
+    /// clock. Errors as for [`Thread::join`].
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<T>> {
+        if !self.done.wait_timeout(timeout) {
+            return Ok(None);
+        }
+        self.join_handle().map(Some)
+    }
+
+    fn join_handle(&mut self) -> Result<T> {
+        let handle = self.handle.take().ok_or_else(|| {
+            Error::io(
+                "join",
+                &self.name,
+                &std::io::Error::other("the thread was already joined"),
+            )
+        })?;
+        handle.join().map_err(|_| {
+            Error::io(
+                "join",
+                &self.name,
+                &std::io::Error::other("the thread panicked"),
+            )
+            .with_code(exit::PANIC)
+        })
+    }
+}
+
+impl<T> Drop for Thread<T> {
+    /// A joined thread is waited for here; a daemon is left to run.
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            if !self.daemon {
+                // A panic in the thread was already reported by the hook.
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// `threading.Event`: a flag that threads wait on, on a `Mutex<bool>` and a
+/// `Condvar`. `set` wakes every waiter; the flag stays set until `clear`.
+#[derive(Debug, Default)]
+pub struct Event {
+    flag: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Event {
+    /// A new event, not set.
+    pub fn new() -> Self {
+        Event::default()
+    }
+
+    // Nothing panics while holding the lock, and a bool cannot be left half
+    // written, so a poisoned lock still holds a valid flag.
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.flag.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Set the flag and wake every thread waiting for it.
+    pub fn set(&self) {
+        *self.lock() = true;
+        self.cond.notify_all();
+    }
+
+    /// Reset the flag; later waits block until the next [`Event::set`].
+    pub fn clear(&self) {
+        *self.lock() = false;
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Block until the flag is set. Spurious wakeups are absorbed.
+    pub fn wait(&self) {
+        let mut set = self.lock();
+        while !*set {
+            set = self.cond.wait(set).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Block until the flag is set or `timeout` has passed on the monotonic
+    /// clock; return the flag (false: timed out). Python's `wait(timeout)`.
+    /// Spurious wakeups are absorbed: the wait resumes for the time left. A
+    /// timeout too large for the clock waits without limit.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            self.wait();
+            return true;
+        };
+        let mut set = self.lock();
+        while !*set {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            set = self
+                .cond
+                .wait_timeout(set, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+/// A flag one thread raises to ask others to stop: each worker checks
+/// [`StopFlag::is_stopped`] between steps. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// A new flag, not raised.
+    pub fn new() -> Self {
+        StopFlag::default()
+    }
+
+    /// Ask every holder to stop. Release ordering: what this thread wrote
+    /// before is visible to a thread that sees the flag.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`StopFlag::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Thread-local values, Python's `local = threading.local()` with one
+/// attribute: each thread sees only what it stored itself.
+pub mod local {
+    use super::LOCAL;
+
+    /// Store `value` in the calling thread's slot (`local.student = value`).
+    pub fn set(value: impl Into<String>) {
+        let value = value.into();
+        LOCAL.with(|slot| *slot.borrow_mut() = Some(value));
+    }
+
+    /// The calling thread's value, `None` when this thread stored nothing.
+    pub fn get() -> Option<String> {
+        LOCAL.with(|slot| slot.borrow().clone())
+    }
+
+    /// Empty the calling thread's slot.
+    pub fn clear() {
+        LOCAL.with(|slot| *slot.borrow_mut() = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn main_thread_is_named_main_thread_only_in_main() {
+        // The test harness runs tests on spawned threads.
+        let name = spawn("Worker-7", current_name).unwrap().join().unwrap();
+        assert_eq!(name, "Worker-7");
+    }
+
+    #[test]
+    fn join_timeout_returns_none_while_running_then_the_value() {
+        let go = Arc::new(Event::new());
+        let g = Arc::clone(&go);
+        let mut t = spawn("Blocked", move || {
+            g.wait();
+            42
+        })
+        .unwrap();
+        assert!(t.is_alive());
+        assert_eq!(t.join_timeout(Duration::from_millis(1)).unwrap(), None);
+        assert!(t.is_alive());
+        go.set();
+        assert_eq!(t.join_timeout(Duration::from_secs(60)).unwrap(), Some(42));
+        assert!(!t.is_alive());
+        assert!(t.join().is_err(), "already joined");
+    }
+
+    #[test]
+    fn a_panicking_thread_is_an_error_not_a_panic() {
+        let t = spawn("Boom", || -> u8 { panic!("boom") }).unwrap();
+        let e = t.join().unwrap_err();
+        assert_eq!(e.exit_code(), exit::PANIC);
+        assert!(e.to_string().starts_with("join(Boom): "), "{e}");
+    }
+
+    #[test]
+    fn dropping_a_joined_thread_waits_for_it() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = Arc::clone(&ran);
+        let t = spawn("Slow", move || {
+            std::thread::sleep(Duration::from_millis(20));
+            r.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+        drop(t);
+        assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn dropping_a_daemon_does_not_wait() {
+        let go = Arc::new(Event::new());
+        let g = Arc::clone(&go);
+        let t = spawn_daemon("Daemon", move || g.wait()).unwrap();
+        assert!(t.is_daemon());
+        drop(t); // would hang here if drop joined
+        go.set();
+    }
+
+    #[test]
+    fn nul_in_a_name_is_refused() {
+        assert!(spawn("a\0b", || ()).is_err());
+    }
+
+    #[test]
+    fn event_set_clear_wait() {
+        let e = Event::new();
+        assert!(!e.is_set());
+        assert!(!e.wait_timeout(Duration::from_millis(1)));
+        assert!(!e.wait_timeout(Duration::ZERO));
+        e.set();
+        assert!(e.is_set());
+        assert!(e.wait_timeout(Duration::ZERO));
+        e.wait();
+        e.clear();
+        assert!(!e.is_set());
+        // A timeout beyond the clock's range waits for the flag.
+        e.set();
+        assert!(e.wait_timeout(Duration::MAX));
+    }
+
+    #[test]
+    fn event_wakes_a_waiting_thread() {
+        let e = Arc::new(Event::new());
+        let e2 = Arc::clone(&e);
+        let t = spawn("Waiter", move || e2.wait_timeout(Duration::from_secs(60))).unwrap();
+        e.set();
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn stop_flag_is_shared_by_clones() {
+        let s = StopFlag::new();
+        let s2 = s.clone();
+        assert!(!s2.is_stopped());
+        s.stop();
+        assert!(s2.is_stopped());
+    }
+
+    #[test]
+    fn locals_are_per_thread() {
+        local::set("Alice");
+        let other = spawn("Other", || {
+            let before = local::get();
+            local::set("Bob");
+            (before, local::get())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(other, (None, Some("Bob".to_string())));
+        assert_eq!(local::get().as_deref(), Some("Alice"));
+        local::clear();
+        assert_eq!(local::get(), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! pk-threads: named threads, join, is_alive, daemon vs joined threads.
+
+use crate::common::*;
+
+fn lines(out: &std::process::Output) -> Vec<String> {
+    stdout(out).lines().map(String::from).collect()
+}
+
+#[test]
+fn loop_counts_to_five_while_main_waits_in_join() {
+    for args in [&["loop", "--interval", "0"][..], &[][..]] {
+        let out = pk("threads").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(out.stderr.is_empty());
+        assert_eq!(
+            lines(&out),
+            [
+                "thread MainThread is running...",
+                "thread LoopThread is running...",
+                "thread LoopThread >>> 1",
+                "thread LoopThread >>> 2",
+                "thread LoopThread >>> 3",
+                "thread LoopThread >>> 4",
+                "thread LoopThread >>> 5",
+                "thread LoopThread ended.",
+                "thread MainThread ended.",
+            ],
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn loop_takes_a_name_and_a_count() {
+    let out = pk("threads")
+        .args(["loop", "--name", "Counter", "-n", "3", "--interval", "1ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out),
+        [
+            "thread MainThread is running...",
+            "thread Counter is running...",
+            "thread Counter >>> 1",
+            "thread Counter >>> 2",
+            "thread Counter >>> 3",
+            "thread Counter ended.",
+            "thread MainThread ended.",
+        ]
+    );
+}
+
+const HEAD: [&str; 4] = [
+    "thread MainThread is running...",
+    "",
+    "thread Worker is_alive=True",
+    "thread MainThread ended.",
+];
+
+#[test]
+fn a_daemon_is_cut_off_when_main_ends() {
+    // The worker starts its 30s of work only after main's last line; the
+    // process must end long before, and the worker's end never shows.
+    for args in [
+        &["daemon", "--work", "30s"][..],
+        &["daemon", "--no-daemon", "--daemon", "--work", "30s"][..],
+    ] {
+        let out = pk("threads").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let mut want: Vec<&str> = HEAD.to_vec();
+        want[1] = "thread Worker started, daemon=True";
+        want.push("exit: daemon thread Worker is not waited for, is_alive=True");
+        assert_eq!(lines(&out), want, "{args:?}");
+        assert!(out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn a_joined_thread_is_waited_for_before_exit() {
+    let out = pk("threads")
+        .args(["daemon", "--no-daemon", "--work", "50ms", "--name", "Slow"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out),
+        [
+            "thread MainThread is running...",
+            "thread Slow started, daemon=False",
+            "thread Slow is_alive=True",
+            "thread MainThread ended.",
+            "exit: waiting for thread Slow (not a daemon)",
+            "thread Slow ended after 50ms of work",
+            "exit: thread Slow joined, is_alive=False",
+        ]
+    );
+}
+
+#[test]
+fn strace_shows_threads_not_processes() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace");
+    let out = assert_cmd::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=clone,clone3,fork,vfork", "-o"])
+        .arg(&log)
+        .arg(bin("pk-threads"))
+        .args(["loop", "--interval", "0"])
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let clones: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("clone") || l.contains("fork("))
+        .collect();
+    assert_eq!(clones.len(), 1, "{trace}");
+    assert!(
+        clones[0].contains("CLONE_VM") && clones[0].contains("CLONE_THREAD"),
+        "{trace}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_one_line_usage_error() {
+    let table: &[&[&str]] = &[
+        &["loop", "--count", "0"],
+        &["loop", "--count", "-1"],
+        &["loop", "--count", "1000001"],
+        &["loop", "--count", "x"],
+        &["loop", "--interval", "soon"],
+        &["loop", "--interval", "-1"],
+        &["loop", "--name", ""],
+        &["loop", "--name", "a\tb"],
+        &["loop", "--name", &"x".repeat(65)],
+        &["daemon", "--work", "2d"],
+        &["daemon", "--work"],
+        &["daemon", "--bogus"],
+        &["nope"],
+        &["--bogus"],
+        &["loop", "extra"],
+    ];
+    for args in table {
+        let out = pk("threads").args(*args).output().unwrap();
+        assert_usage(&out, "threads");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    let out =
+        bash("set -o pipefail; pk-threads loop -n 100000 --interval 0 | head -1; echo status=$?")
+            .output()
+            .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "thread MainThread is running...\nstatus=141\n"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_documents_flags_and_output_lines() {
+    let out = pk("threads").arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in [
+        "loop",
+        "daemon",
+        ">>> 1",
+        "is_alive=",
+        "exit: ",
+        "Exit status",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+    for sub in ["loop", "daemon"] {
+        let text = stdout(&pk("threads").args([sub, "--help"]).output().unwrap());
+        for needle in match sub {
+            "loop" => &["--name", "--count", "--interval"][..],
+            _ => &["--daemon", "--no-daemon", "--work", "--name"][..],
+        } {
+            assert!(text.contains(needle), "{sub} --help lacks {needle}");
+        }
+    }
+}
+
+/// Timings, not a test: `cargo test --release --test cli perf_ -- --ignored --nocapture`.
+/// Prints `<figure> <value>` lines like the C baselines in ../shared/bench/c/threads.c.
+#[test]
+#[ignore]
+fn perf_thread_create_join_and_mutex_contention() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let reps = 7;
+    let n = 20_000;
+    for _ in 0..1000 {
+        posixkit::thread::spawn("warm", || ())
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+    let create_join = median(
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    posixkit::thread::spawn("t", || ()).unwrap().join().unwrap();
+                }
+                t0.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+            })
+            .collect(),
+    );
+    println!("thread_create_join_us {create_join:.2}");
+    let std_create_join = median(
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    std::thread::spawn(|| ()).join().unwrap();
+                }
+                t0.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+            })
+            .collect(),
+    );
+    println!("std_thread_create_join_us {std_create_join:.2}");
+
+    let total: i64 = 10_000_000;
+    let mutex_ns = median(
+        (0..reps)
+            .map(|_| {
+                let counter = Arc::new(Mutex::new(0i64));
+                let t0 = Instant::now();
+                let threads: Vec<_> = (0..2)
+                    .map(|i| {
+                        let c = Arc::clone(&counter);
+                        posixkit::thread::spawn(format!("inc-{i}"), move || {
+                            for _ in 0..total / 2 {
+                                *c.lock().unwrap() += 1;
+                            }
+                        })
+                        .unwrap()
+                    })
+                    .collect();
+                for t in threads {
+                    t.join().unwrap();
+                }
+                let ns = t0.elapsed().as_secs_f64() * 1e9 / total as f64;
+                assert_eq!(*counter.lock().unwrap(), total);
+                ns
+            })
+            .collect(),
+    );
+    println!("thread_mutex_2t_ns_per_op {mutex_ns:.2}");
+}
