@@ -179,6 +179,40 @@ def ticket_flock_k4(scale):
         return total / ((time.perf_counter_ns() - t0) / 1e9)
 
 
+@figure("thread_create_join_us", "us")
+def thread_create_join(scale):
+    import threading
+    n = max(1, int(5000 * scale))
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        t = threading.Thread(target=lambda: None, name="bench")
+        t.start()
+        t.join()
+    return us_per(t0, n)
+
+
+@figure("thread_mutex_2t_ns_per_op", "ns")
+def thread_mutex_2t(scale):
+    import threading
+    per = max(1, int(200000 * scale))
+    lock = threading.Lock()
+    box = [0]
+
+    def add():
+        for _ in range(per):
+            with lock:
+                box[0] += 1
+
+    ts = [threading.Thread(target=add) for _ in range(2)]
+    t0 = time.perf_counter_ns()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert box[0] == 2 * per
+    return (time.perf_counter_ns() - t0) / (2 * per)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])

@@ -33,6 +33,8 @@ Figures (unit; lower is better unless marked higher):
                             16-byte messages (higher is better)
   ticket_flock_K4_per_s     four processes buying 100 000 tickets from one flock-locked
                             ticket file (higher is better)
+  thread_create_join_us     thread::spawn (a named thread) + join, per thread
+  thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
 
 --quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
 
@@ -97,6 +99,8 @@ const FIGURES: &[Figure] = &[
     fig("shm_semlock_2p_ns_per_op", "ns", shm_semlock_2p),
     fig("queue_msgs_per_s", "msgs/s", queue_msgs),
     fig("ticket_flock_K4_per_s", "tickets/s", ticket_flock_k4),
+    fig("thread_create_join_us", "us", thread_create_join),
+    fig("thread_mutex_2t_ns_per_op", "ns", thread_mutex_2t),
 ];
 
 /// Run the benchmarks.
@@ -425,4 +429,42 @@ fn ticket_flock_k4(scale: Scale) -> Result<f64> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// A named thread started and joined, per thread.
+fn thread_create_join(scale: Scale) -> Result<f64> {
+    let n = scale.n(20_000);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let got = crate::thread::spawn("bench", move || i)?.join()?;
+        check(got == i, "thread_create_join", "wrong result")?;
+    }
+    Ok(us_per(t0, n))
+}
+
+/// Two threads incrementing one counter under a Mutex, per increment.
+fn thread_mutex_2t(scale: Scale) -> Result<f64> {
+    use std::sync::{Arc, Mutex};
+    let per = scale.n(5_000_000);
+    let counter = Arc::new(Mutex::new(0u64));
+    let t0 = Instant::now();
+    let threads = (0..2)
+        .map(|_| {
+            let c = Arc::clone(&counter);
+            crate::thread::spawn("bench", move || {
+                for _ in 0..per {
+                    *c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for t in threads {
+        t.join()?;
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64;
+    let total = *counter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
+    Ok(ns)
 }

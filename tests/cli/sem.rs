@@ -453,52 +453,6 @@ fn help_documents_flags_output_and_the_killed_holder() {
     }
 }
 
-/// Not a test: the semaphore ping-pong figure, two processes taking turns
-/// through two unnamed process-shared semaphores (the C baseline is
-/// `sem_pingpong_us` in ../shared/bench/c/sem.c). Run with
-/// `cargo test --release --test cli -- --ignored --nocapture pingpong`.
-#[test]
-#[ignore = "a measurement, not a test"]
-fn measure_semaphore_pingpong() {
-    use posixkit::process::{self, Fork};
-    use posixkit::sem::Semaphore;
-    let rounds: u32 = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let mut samples = Vec::new();
-    for _ in 0..5 {
-        let (ping, pong) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
-        // SAFETY: the child only waits, posts and calls _exit: no lock, no
-        // allocation, so the test harness's other threads cannot matter.
-        match unsafe { process::fork() }.unwrap() {
-            Fork::Child => {
-                for _ in 0..rounds + 1000 {
-                    if ping.wait().is_err() || pong.post().is_err() {
-                        process::_exit(1);
-                    }
-                }
-                process::_exit(0)
-            }
-            Fork::Parent(pid) => {
-                for _ in 0..1000 {
-                    ping.post().unwrap();
-                    pong.wait().unwrap();
-                }
-                let t = std::time::Instant::now();
-                for _ in 0..rounds {
-                    ping.post().unwrap();
-                    pong.wait().unwrap();
-                }
-                samples.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds));
-                assert!(process::waitpid(pid).unwrap().success());
-            }
-        }
-    }
-    samples.sort_by(f64::total_cmp);
-    println!("sem_pingpong_us {:.2} (median of 5)", samples[2]);
-}
-
 #[test]
 fn run_keeps_signals_its_starter_ignored() {
     // `cmd &` in a script ignores SIGINT; the command must inherit that,
