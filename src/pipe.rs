@@ -1,0 +1,399 @@
+//! Pipes and socket pairs as owned file descriptors, with length-prefixed
+//! frames on top.
+//!
+//! ```no_run
+//! use posixkit::pipe;
+//! let (reader, writer) = pipe::pipe().unwrap();
+//! writer.send(b"hello").unwrap();
+//! drop(writer); // the last write end closed: the reader sees end of file
+//! assert_eq!(reader.recv().unwrap(), Some(b"hello".to_vec()));
+//! assert_eq!(reader.recv().unwrap(), None);
+//! ```
+//!
+//! - [`pipe`] is pipe2(2) with `O_CLOEXEC`: a one-way [`Reader`] and
+//!   [`Writer`]. Python's `Pipe(False)`.
+//! - [`duplex`] is socketpair(2) (`AF_UNIX`, `SOCK_STREAM`, `SOCK_CLOEXEC`):
+//!   two [`Duplex`] ends that both send and receive. Python's `Pipe()`.
+//! - A frame is a 4-byte little-endian length followed by that many bytes.
+//!   A frame of at most [`PIPE_BUF`] bytes in all (a payload of at most
+//!   [`MAX_ATOMIC_PAYLOAD`]) goes out in one write(2), which POSIX makes
+//!   atomic on a pipe: many writers sharing one pipe never interleave such
+//!   frames. Larger frames are written in pieces and need one writer at a time.
+//! - Every read and write retries EINTR and continues after a short count.
+//!   End of file before a frame starts is a clean `Ok(None)`; end of file
+//!   inside a frame is an error (exit code 65, bad data).
+//! - Receiving reads exactly one frame and nothing after it (no read-ahead
+//!   buffer), so processes that share a read end and take turns under a
+//!   lock each get whole frames.
+//!
+//! Every descriptor is `O_CLOEXEC`: a program started with exec does not
+//! inherit it. A forked child does, so each side closes (drops) the ends it
+//! does not use, or the reader never sees end of file.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+
+use crate::error::{Error, Result};
+
+/// The largest write a pipe performs atomically (POSIX `PIPE_BUF`; 4096 on Linux).
+pub const PIPE_BUF: usize = libc::PIPE_BUF;
+
+/// Bytes of the length prefix in front of every frame.
+pub const HEADER: usize = 4;
+
+/// The largest payload whose frame fits in [`PIPE_BUF`] and so is written
+/// with one atomic write(2).
+pub const MAX_ATOMIC_PAYLOAD: usize = PIPE_BUF - HEADER;
+
+/// The largest payload [`send`] and [`recv`] accept (1 GiB): a length above
+/// this in a received header means the stream is corrupt.
+pub const MAX_FRAME: usize = 1 << 30;
+
+/// A new pipe (pipe2(2) with `O_CLOEXEC`): bytes written to the [`Writer`]
+/// come out of the [`Reader`].
+pub fn pipe() -> Result<(Reader, Writer)> {
+    let (r, w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", "O_CLOEXEC", e))?;
+    Ok((Reader(r), Writer(w)))
+}
+
+/// A connected pair of stream sockets (socketpair(2), `AF_UNIX`,
+/// `SOCK_STREAM`, `SOCK_CLOEXEC`): what one end sends, the other receives,
+/// in both directions.
+pub fn duplex() -> Result<(Duplex, Duplex)> {
+    let (a, b) = nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("socketpair", "AF_UNIX, SOCK_STREAM", e))?;
+    Ok((Duplex(a), Duplex(b)))
+}
+
+// ---------------------------------------------------------------------------
+// Raw reads and writes on any descriptor.
+
+/// read(2) once into `buf`, retrying EINTR. `Ok(0)` is end of file (or an
+/// empty `buf`).
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// write(2) once from `buf`, retrying EINTR; may write fewer bytes than asked.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    loop {
+        match nix::unistd::write(fd, buf) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Write all of `buf`, retrying EINTR and continuing after short writes.
+pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match write(fd, buf)? {
+            0 => return Err(Errno::EIO),
+            n => buf = &buf[n..],
+        }
+    }
+    Ok(())
+}
+
+/// Fill `buf` completely, retrying EINTR and continuing after short reads.
+/// Returns how many bytes were read: `buf.len()`, or less at end of file.
+pub fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match read(fd, &mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+// ---------------------------------------------------------------------------
+// Frames.
+
+/// Send `payload` as one frame on `fd`. A frame of at most [`PIPE_BUF`]
+/// bytes in all is written with a single write(2); a longer one with
+/// writev(2) and then write(2) until done. EINTR is retried.
+///
+/// Fails with `EMSGSIZE` for a payload over [`MAX_FRAME`].
+pub fn send(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
+    if payload.len() > MAX_FRAME {
+        return Err(Errno::EMSGSIZE);
+    }
+    let len = u32::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
+    let header = len.to_le_bytes();
+    if payload.len() <= MAX_ATOMIC_PAYLOAD {
+        let mut frame = [0u8; PIPE_BUF];
+        frame[..HEADER].copy_from_slice(&header);
+        frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
+        return write_all(fd, &frame[..HEADER + payload.len()]);
+    }
+    let total = HEADER + payload.len();
+    let mut done = loop {
+        match nix::sys::uio::writev(fd, &[IoSlice::new(&header), IoSlice::new(payload)]) {
+            Err(Errno::EINTR) => continue,
+            r => break r?,
+        }
+    };
+    if done < HEADER {
+        write_all(fd, &header[done..])?;
+        done = HEADER;
+    }
+    if done < total {
+        write_all(fd, &payload[done - HEADER..])?;
+    }
+    Ok(())
+}
+
+/// Why [`recv_into`] failed: a system call, or a stream that is not frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvError {
+    /// read(2) failed.
+    Sys(Errno),
+    /// End of file inside a frame, or a length over [`MAX_FRAME`].
+    Torn(String),
+}
+
+/// Receive one frame from `fd` into `buf` (replacing its contents).
+/// `Ok(false)` is a clean end of file before the frame's first byte.
+/// EINTR is retried and short reads continued.
+pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<bool, RecvError> {
+    let mut header = [0u8; HEADER];
+    let got = read_full(fd, &mut header).map_err(RecvError::Sys)?;
+    if got == 0 {
+        return Ok(false);
+    }
+    if got < HEADER {
+        return Err(RecvError::Torn(format!(
+            "end of file inside a frame header ({got} of {HEADER} bytes)"
+        )));
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(RecvError::Torn(format!(
+            "frame length {len} is over the limit of {MAX_FRAME} bytes"
+        )));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    let got = read_full(fd, buf).map_err(RecvError::Sys)?;
+    if got < len {
+        buf.truncate(got);
+        return Err(RecvError::Torn(format!(
+            "end of file inside a frame ({got} of {len} bytes)"
+        )));
+    }
+    Ok(true)
+}
+
+/// Receive one frame: `Ok(None)` at a clean end of file. See [`recv_into`].
+pub fn recv(fd: BorrowedFd<'_>) -> std::result::Result<Option<Vec<u8>>, RecvError> {
+    let mut buf = Vec::new();
+    Ok(recv_into(fd, &mut buf)?.then_some(buf))
+}
+
+fn recv_error(what: &'static str, e: RecvError) -> Error {
+    match e {
+        RecvError::Sys(errno) => Error::sys("read", what, errno),
+        RecvError::Torn(why) => Error::data("recv", what, why),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The typed ends.
+
+macro_rules! fd_type {
+    ($name:ident) => {
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+        impl AsRawFd for $name {
+            fn as_raw_fd(&self) -> RawFd {
+                self.0.as_raw_fd()
+            }
+        }
+        impl From<OwnedFd> for $name {
+            fn from(fd: OwnedFd) -> Self {
+                $name(fd)
+            }
+        }
+        impl From<$name> for OwnedFd {
+            fn from(end: $name) -> OwnedFd {
+                end.0
+            }
+        }
+        impl IntoRawFd for $name {
+            fn into_raw_fd(self) -> RawFd {
+                self.0.into_raw_fd()
+            }
+        }
+    };
+}
+
+macro_rules! read_methods {
+    ($what:literal) => {
+        /// read(2) once, retrying EINTR; `Ok(0)` is end of file.
+        pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+            read(self.as_fd(), buf).map_err(|e| Error::sys("read", $what, e))
+        }
+
+        /// Read until `buf` is full or end of file; returns the count.
+        pub fn read_full(&self, buf: &mut [u8]) -> Result<usize> {
+            read_full(self.as_fd(), buf).map_err(|e| Error::sys("read", $what, e))
+        }
+
+        /// Receive one frame; `Ok(None)` at a clean end of file. A frame cut
+        /// short by end of file is an [`Error::data`] (exit 65).
+        pub fn recv(&self) -> Result<Option<Vec<u8>>> {
+            recv(self.as_fd()).map_err(|e| recv_error($what, e))
+        }
+
+        /// Receive one frame into `buf`, reusing its allocation; `Ok(false)`
+        /// at a clean end of file.
+        pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<bool> {
+            recv_into(self.as_fd(), buf).map_err(|e| recv_error($what, e))
+        }
+    };
+}
+
+macro_rules! write_methods {
+    ($what:literal) => {
+        /// write(2) once, retrying EINTR; may write fewer bytes than asked.
+        pub fn write(&self, buf: &[u8]) -> Result<usize> {
+            write(self.as_fd(), buf).map_err(|e| Error::sys("write", $what, e))
+        }
+
+        /// Write all of `buf`, retrying EINTR and short writes.
+        pub fn write_all(&self, buf: &[u8]) -> Result<()> {
+            write_all(self.as_fd(), buf).map_err(|e| Error::sys("write", $what, e))
+        }
+
+        /// Send `payload` as one frame (one write(2) when the frame fits in
+        /// [`PIPE_BUF`]). A reader that has gone gives EPIPE, or kills the
+        /// process with SIGPIPE where SIGPIPE is not ignored.
+        pub fn send(&self, payload: &[u8]) -> Result<()> {
+            send(self.as_fd(), payload).map_err(|e| Error::sys("write", $what, e))
+        }
+    };
+}
+
+/// The read end of a pipe. Dropping it closes the descriptor.
+#[derive(Debug)]
+pub struct Reader(OwnedFd);
+fd_type!(Reader);
+
+impl Reader {
+    read_methods!("pipe");
+}
+
+/// The write end of a pipe. Dropping it closes the descriptor; once every
+/// copy of the write end is closed, the reader sees end of file.
+#[derive(Debug)]
+pub struct Writer(OwnedFd);
+fd_type!(Writer);
+
+impl Writer {
+    write_methods!("pipe");
+}
+
+/// One end of a socket pair: it both sends and receives.
+#[derive(Debug)]
+pub struct Duplex(OwnedFd);
+fd_type!(Duplex);
+
+impl Duplex {
+    read_methods!("socket");
+    write_methods!("socket");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_eof_is_none() {
+        let (r, w) = pipe().unwrap();
+        w.send(b"").unwrap();
+        w.send(b"abc").unwrap();
+        drop(w);
+        assert_eq!(r.recv().unwrap(), Some(Vec::new()));
+        assert_eq!(r.recv().unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(r.recv().unwrap(), None);
+        assert_eq!(r.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_frame_of_pipe_buf_is_one_write() {
+        let (r, w) = pipe().unwrap();
+        let payload = vec![7u8; MAX_ATOMIC_PAYLOAD];
+        w.send(&payload).unwrap();
+        let mut raw = vec![0u8; PIPE_BUF + 1];
+        // One read sees the whole frame at once: it was one write.
+        assert_eq!(r.read(&mut raw).unwrap(), PIPE_BUF);
+        assert_eq!(&raw[..HEADER], &(MAX_ATOMIC_PAYLOAD as u32).to_le_bytes());
+    }
+
+    #[test]
+    fn large_frames_cross_a_full_pipe() {
+        let (a, b) = duplex().unwrap();
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let t = std::thread::spawn(move || {
+            a.send(&big).unwrap();
+            big
+        });
+        let got = b.recv().unwrap().unwrap();
+        assert_eq!(got, t.join().unwrap());
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_bad_data() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&10u32.to_le_bytes()).unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        let e = r.recv().unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::DATA);
+        assert_eq!(
+            e.to_string(),
+            "recv(pipe): end of file inside a frame (3 of 10 bytes)"
+        );
+        let (r, w) = pipe().unwrap();
+        w.write_all(&[1, 0]).unwrap();
+        drop(w);
+        assert!(r.recv().unwrap_err().to_string().contains("header (2 of 4"));
+    }
+
+    #[test]
+    fn a_huge_length_is_refused() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        assert!(r.recv().unwrap_err().to_string().contains("over the limit"));
+    }
+
+    #[test]
+    fn descriptors_are_close_on_exec() {
+        let (r, w) = pipe().unwrap();
+        let (a, _b) = duplex().unwrap();
+        for fd in [r.as_fd(), w.as_fd(), a.as_fd()] {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        }
+    }
+}
