@@ -12,6 +12,7 @@
 //! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; EINTR-retrying read/write |
+//! | [`spawn`] | fork + dup2 + exec (PATH searched before fork, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe → 126/127 |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
 //! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
@@ -34,6 +35,7 @@ pub mod error;
 pub mod exit;
 pub mod pipe;
 pub mod process;
+pub mod spawn;
 pub mod status;
 mod sys;
 

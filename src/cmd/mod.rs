@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::exit;
 
 pub mod fork;
+pub mod pipe;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.

@@ -3,3 +3,4 @@
 //! holds. Everything above this module is safe Rust.
 
 pub mod proc;
+pub mod spawn;
