@@ -20,6 +20,7 @@ use crate::exit;
 
 pub mod fork;
 pub mod pipe;
+pub mod spawn;
 
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.

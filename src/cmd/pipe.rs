@@ -62,7 +62,7 @@ Examples:
 /// Pipes between processes: many writers to one reader, two-way socket
 /// pairs, and SIGPIPE.
 #[derive(Debug, Parser)]
-#[command(name = "pk-pipe", version, after_help = AFTER_HELP)]
+#[command(name = "pk-pipe", version, after_help = AFTER_HELP, arg_required_else_help = false)]
 pub struct Args {
     #[command(subcommand)]
     pub demo: Demo,
