@@ -415,4 +415,52 @@ mod tests {
             "execvp(/nonexistent/prog): No such file or directory"
         );
     }
+
+    #[test]
+    fn one_mib_of_input_comes_back_through_cat() {
+        let data: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let out = Spawn::new(["cat"])
+            .unwrap()
+            .input(data.clone())
+            .capture(true)
+            .run()
+            .unwrap();
+        assert!(out.stdout == data);
+        assert!(out.stderr.is_empty());
+    }
+
+    #[test]
+    fn stdin_from_a_descriptor() {
+        let (r, w) = pipe::pipe().unwrap();
+        w.write_all(b"from a pipe fd").unwrap();
+        drop(w);
+        let out = Spawn::new(["cat"])
+            .unwrap()
+            .stdin(Stdin::Fd(r.into()))
+            .capture(true)
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, b"from a pipe fd");
+    }
+
+    #[test]
+    fn the_child_starts_with_an_empty_signal_mask() {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+        // fork copies the calling thread's mask; the child must clear it.
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGUSR1);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+        let out = Spawn::new(["grep", "^SigBlk:", "/proc/self/status"])
+            .unwrap()
+            .capture(true)
+            .run();
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
+        assert_eq!(
+            String::from_utf8(out.unwrap().stdout).unwrap(),
+            "SigBlk:\t0000000000000000\n"
+        );
+    }
 }

@@ -64,11 +64,7 @@ pub struct Args {
     pub quiet: bool,
 
     /// The command and its arguments; CMD is looked up in PATH unless it contains a '/'.
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
     pub cmd: Vec<OsString>,
 }
 

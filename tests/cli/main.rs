@@ -2,3 +2,5 @@
 
 mod common;
 mod fork;
+mod pipe;
+mod spawn;
