@@ -333,11 +333,14 @@ fn strace_shows_only_safe_calls_between_fork_and_exec() {
         String::from_utf8_lossy(&out.stderr)
     );
     let trace = std::fs::read_to_string(&log).unwrap();
-    // The child's pid is the return value of the parent's clone.
+    // pk-spawn is single-threaded: the first pid other than its own that
+    // shows up in the trace is the forked child.
+    let pid_of = |l: &str| l.split_whitespace().next()?.parse::<i32>().ok();
+    let parent = trace.lines().next().and_then(pid_of).expect("a trace");
     let child = trace
         .lines()
-        .find(|l| l.contains("clone") && !l.contains("CLONE_VM"))
-        .and_then(|l| l.rsplit("= ").next()?.trim().parse::<i32>().ok())
+        .filter_map(pid_of)
+        .find(|&p| p != parent)
         .expect("a fork in the trace");
     let calls: Vec<&str> = trace
         .lines()
