@@ -292,3 +292,138 @@ fn help_documents_subcommands_flags_and_output() {
     let text = stdout(&pk("pipe").args(["sigpipe", "--help"]).output().unwrap());
     assert!(text.contains("--ignore"));
 }
+
+/// Not a test: `cargo test --release --test cli -- --ignored --nocapture
+/// bench_pipe` prints the 1-byte round trip and the 64 KiB-write bandwidth
+/// through posixkit::pipe, to set beside /work/shared/bench/c/pipe.c.
+#[test]
+#[ignore = "a measurement, run by hand in release mode"]
+fn bench_pipe_round_trip_and_bandwidth() {
+    use posixkit::pipe;
+    use posixkit::process::{self, Child, Fork};
+    use std::os::fd::AsFd;
+    use std::time::Instant;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let reps = 5;
+    let n = 100_000;
+
+    // Round trip: two pipes, the child echoes. `framed` uses send/recv
+    // (length prefix: one write, two reads per message), else raw read/write.
+    let rtt = |framed: bool| -> f64 {
+        let (a_r, a_w) = pipe::pipe().unwrap();
+        let (b_r, b_w) = pipe::pipe().unwrap();
+        // SAFETY: the child only makes read/write system calls on its own
+        // descriptors (no allocation, no locks) and ends with _exit.
+        let mut child = match unsafe { process::fork() }.unwrap() {
+            Fork::Child => {
+                let mut c = [0u8; 1];
+                let mut frame = Vec::with_capacity(16);
+                loop {
+                    let ok = if framed {
+                        matches!(a_r.recv_into(&mut frame), Ok(true)) && b_w.send(&frame).is_ok()
+                    } else {
+                        matches!(pipe::read(a_r.as_fd(), &mut c), Ok(1))
+                            && matches!(pipe::write(b_w.as_fd(), &c), Ok(1))
+                    };
+                    if !ok {
+                        process::_exit(0);
+                    }
+                }
+            }
+            Fork::Parent(pid) => Child::new(pid),
+        };
+        drop((a_r, b_w));
+        let mut c = [b'x'; 1];
+        let mut frame = Vec::with_capacity(16);
+        let mut once = || {
+            if framed {
+                a_w.send(&c).unwrap();
+                assert!(b_r.recv_into(&mut frame).unwrap());
+            } else {
+                assert_eq!(pipe::write(a_w.as_fd(), &c).unwrap(), 1);
+                assert_eq!(pipe::read(b_r.as_fd(), &mut c).unwrap(), 1);
+            }
+        };
+        for _ in 0..1000 {
+            once();
+        }
+        let t0 = Instant::now();
+        for _ in 0..n {
+            once();
+        }
+        let us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        drop((a_w, b_r));
+        child.wait().unwrap();
+        us
+    };
+
+    // Bandwidth: 1 GiB one way, 64 KiB writes and reads (raw), or 64 KiB
+    // payload frames (framed).
+    const CHUNK: usize = 64 * 1024;
+    const TOTAL: usize = 1 << 30;
+    let bw = |framed: bool| -> f64 {
+        let (r, w) = pipe::pipe().unwrap();
+        let buf = vec![b'y'; CHUNK];
+        // SAFETY: as above; the buffer is allocated before the fork.
+        let mut child = match unsafe { process::fork() }.unwrap() {
+            Fork::Child => {
+                drop(r);
+                let mut done = 0;
+                while done < TOTAL {
+                    let ok = if framed {
+                        w.send(&buf).is_ok()
+                    } else {
+                        w.write_all(&buf).is_ok()
+                    };
+                    if !ok {
+                        process::_exit(1);
+                    }
+                    done += CHUNK;
+                }
+                process::_exit(0);
+            }
+            Fork::Parent(pid) => Child::new(pid),
+        };
+        drop(w);
+        let mut got = 0;
+        let mut rbuf = vec![0u8; CHUNK];
+        let t0 = Instant::now();
+        if framed {
+            while r.recv_into(&mut rbuf).unwrap() {
+                got += rbuf.len();
+            }
+        } else {
+            loop {
+                match r.read(&mut rbuf).unwrap() {
+                    0 => break,
+                    k => got += k,
+                }
+            }
+        }
+        let s = t0.elapsed().as_secs_f64();
+        assert_eq!(got, TOTAL);
+        assert!(child.wait().unwrap().success());
+        TOTAL as f64 / s / 1e9
+    };
+
+    println!(
+        "pipe_rtt_us {:.2}",
+        median((0..reps).map(|_| rtt(false)).collect())
+    );
+    println!(
+        "pipe_rtt_framed_us {:.2}",
+        median((0..reps).map(|_| rtt(true)).collect())
+    );
+    println!(
+        "pipe_bw_GBps {:.2}",
+        median((0..reps).map(|_| bw(false)).collect())
+    );
+    println!(
+        "pipe_bw_framed_GBps {:.2}",
+        median((0..reps).map(|_| bw(true)).collect())
+    );
+}
