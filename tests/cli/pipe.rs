@@ -320,6 +320,9 @@ fn bench_pipe_round_trip_and_bandwidth() {
         // descriptors (no allocation, no locks) and ends with _exit.
         let mut child = match unsafe { process::fork() }.unwrap() {
             Fork::Child => {
+                // Our copies of the parent's ends would keep a_r from ever
+                // seeing end of file.
+                drop((a_w, b_r));
                 let mut c = [0u8; 1];
                 let mut frame = Vec::with_capacity(16);
                 loop {
