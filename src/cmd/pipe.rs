@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
 use crate::error::{Error, Result};
-use crate::pipe::{self, Duplex, PIPE_BUF, Reader, Writer};
+use crate::pipe::{self, Duplex, FrameReader, PIPE_BUF, Reader, Writer};
 use crate::process::{self, Child, Fork};
 use crate::status::Status;
 use crate::{exit, note, outln};
@@ -180,19 +180,21 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
 
     let mut next_seq = vec![0u32; a.writers as usize];
     let (mut frames, mut torn) = (0u64, 0u64);
-    let mut buf = Vec::with_capacity(payload_len);
     let mut expect = vec![0u8; payload_len];
+    // The parent is the only reader: a buffered reader takes many frames
+    // per read(2).
+    let mut incoming = FrameReader::new(reader);
     loop {
-        match reader.recv_into(&mut buf) {
-            Ok(true) => {}
-            Ok(false) => break,
+        let buf = match incoming.recv() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
             Err(e) if e.exit_code() == exit::DATA => {
                 torn += 1;
                 note!(out, "frame cut short at end of file: {e}")?;
                 break;
             }
             Err(e) => return Err(e),
-        }
+        };
         frames += 1;
         let stamp = |at: usize| {
             buf.get(at..at + 4)
@@ -201,7 +203,7 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
         let (w, seq) = (stamp(0).unwrap_or(u32::MAX), stamp(4).unwrap_or(u32::MAX));
         let whole = buf.len() == payload_len && (w as usize) < children.len() && {
             make_payload(&mut expect, w, seq);
-            seq == next_seq[w as usize] && buf == expect
+            seq == next_seq[w as usize] && buf == &expect[..]
         };
         let who = children
             .get(w as usize)
@@ -219,7 +221,7 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
             if whole { "whole" } else { "TORN" }
         )?;
     }
-    drop(reader);
+    drop(incoming);
 
     let mut failed = false;
     for child in &mut children {
@@ -273,17 +275,17 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
         a.rounds,
         child.pid()
     )?;
-    let mut reply = Vec::new();
+    let mut replies = FrameReader::new(&parent_end);
     for r in 1..=a.rounds {
         parent_end.send(format!("ping {r}").as_bytes())?;
-        if !parent_end.recv_into(&mut reply)? {
+        let Some(reply) = replies.recv()? else {
             return Err(Error::data(
                 "recv",
                 "socket",
                 format!("end of file before 'pong {r}'"),
             ));
-        }
-        let text = String::from_utf8_lossy(&reply);
+        };
+        let text = String::from_utf8_lossy(reply);
         note!(out, "parent {me} got '{text}'")?;
         if text != format!("pong {r}") {
             return Err(Error::data(
@@ -294,6 +296,7 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
         }
     }
     // Closing our end is the child's end of file.
+    drop(replies);
     drop(parent_end);
     let status = child.wait()?;
     outln!(out, "child {} {}", child.pid(), status)?;
@@ -309,17 +312,17 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
 fn duplex_child(parent_end: Duplex, end: Duplex, out: &mut Out) -> ! {
     drop(parent_end);
     let me = process::getpid();
-    let mut msg = Vec::new();
+    let mut incoming = FrameReader::new(&end);
     loop {
-        match end.recv_into(&mut msg) {
-            Ok(true) => {}
-            Ok(false) => {
+        let msg = match incoming.recv() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
                 let _ = note!(out, "child {me} got end of file");
                 process::_exit(0);
             }
             Err(_) => process::_exit(i32::from(exit::OS_ERR)),
-        }
-        let text = String::from_utf8_lossy(&msg).into_owned();
+        };
+        let text = String::from_utf8_lossy(msg).into_owned();
         let _ = note!(out, "child {me} got '{text}'");
         let reply = text.replacen("ping", "pong", 1);
         if end.send(reply.as_bytes()).is_err() {

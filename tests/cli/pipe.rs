@@ -311,26 +311,37 @@ fn bench_pipe_round_trip_and_bandwidth() {
     let reps = 5;
     let n = 100_000;
 
-    // Round trip: two pipes, the child echoes. `framed` uses send/recv
-    // (length prefix: one write, two reads per message), else raw read/write.
-    let rtt = |framed: bool| -> f64 {
+    // Round trip: two pipes, the child echoes. Mode 0: raw read/write of
+    // one byte. Mode 1: 1-byte frames with send and Reader::recv_into (one
+    // write, two reads: length, then payload). Mode 2: send and a
+    // FrameReader (one write, one read).
+    let rtt = |mode: u8| -> f64 {
         let (a_r, a_w) = pipe::pipe().unwrap();
         let (b_r, b_w) = pipe::pipe().unwrap();
-        // SAFETY: the child only makes read/write system calls on its own
-        // descriptors (no allocation, no locks) and ends with _exit.
+        // Everything the child uses is allocated before the fork: the test
+        // harness has other threads, so the child must not malloc.
+        let mut frame = Vec::with_capacity(16);
+        let mut frames = pipe::FrameReader::new(&a_r);
+        // SAFETY: the child only makes read/write system calls on
+        // descriptors and buffers that exist before the fork (no allocation,
+        // no locks) and ends with _exit.
         let mut child = match unsafe { process::fork() }.unwrap() {
             Fork::Child => {
                 // Our copies of the parent's ends would keep a_r from ever
                 // seeing end of file.
                 drop((a_w, b_r));
                 let mut c = [0u8; 1];
-                let mut frame = Vec::with_capacity(16);
                 loop {
-                    let ok = if framed {
-                        matches!(a_r.recv_into(&mut frame), Ok(true)) && b_w.send(&frame).is_ok()
-                    } else {
-                        matches!(pipe::read(a_r.as_fd(), &mut c), Ok(1))
-                            && matches!(pipe::write(b_w.as_fd(), &c), Ok(1))
+                    let ok = match mode {
+                        0 => {
+                            matches!(pipe::read(a_r.as_fd(), &mut c), Ok(1))
+                                && matches!(pipe::write(b_w.as_fd(), &c), Ok(1))
+                        }
+                        1 => {
+                            matches!(a_r.recv_into(&mut frame), Ok(true))
+                                && b_w.send(&frame).is_ok()
+                        }
+                        _ => matches!(frames.recv(), Ok(Some(f)) if b_w.send(f).is_ok()),
                     };
                     if !ok {
                         process::_exit(0);
@@ -339,16 +350,22 @@ fn bench_pipe_round_trip_and_bandwidth() {
             }
             Fork::Parent(pid) => Child::new(pid),
         };
+        drop(frames);
         drop((a_r, b_w));
         let mut c = [b'x'; 1];
-        let mut frame = Vec::with_capacity(16);
-        let mut once = || {
-            if framed {
-                a_w.send(&c).unwrap();
-                assert!(b_r.recv_into(&mut frame).unwrap());
-            } else {
+        let mut frames = pipe::FrameReader::new(&b_r);
+        let mut once = || match mode {
+            0 => {
                 assert_eq!(pipe::write(a_w.as_fd(), &c).unwrap(), 1);
                 assert_eq!(pipe::read(b_r.as_fd(), &mut c).unwrap(), 1);
+            }
+            1 => {
+                a_w.send(&c).unwrap();
+                assert!(b_r.recv_into(&mut frame).unwrap());
+            }
+            _ => {
+                a_w.send(&c).unwrap();
+                assert_eq!(frames.recv().unwrap().unwrap().len(), 1);
             }
         };
         for _ in 0..1000 {
@@ -359,6 +376,7 @@ fn bench_pipe_round_trip_and_bandwidth() {
             once();
         }
         let us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+        drop(frames);
         drop((a_w, b_r));
         child.wait().unwrap();
         us
@@ -396,8 +414,9 @@ fn bench_pipe_round_trip_and_bandwidth() {
         let mut rbuf = vec![0u8; CHUNK];
         let t0 = Instant::now();
         if framed {
-            while r.recv_into(&mut rbuf).unwrap() {
-                got += rbuf.len();
+            let mut frames = pipe::FrameReader::new(&r);
+            while let Some(f) = frames.recv().unwrap() {
+                got += f.len();
             }
         } else {
             loop {
@@ -413,14 +432,15 @@ fn bench_pipe_round_trip_and_bandwidth() {
         TOTAL as f64 / s / 1e9
     };
 
+    let rtts: Vec<Vec<f64>> = (0..3)
+        .map(|m| (0..reps).map(|_| rtt(m)).collect())
+        .collect();
+    println!("pipe_rtt_us {:.2}", median(rtts[0].clone()));
     println!(
-        "pipe_rtt_us {:.2}",
-        median((0..reps).map(|_| rtt(false)).collect())
+        "pipe_rtt_framed_unbuffered_us {:.2}",
+        median(rtts[1].clone())
     );
-    println!(
-        "pipe_rtt_framed_us {:.2}",
-        median((0..reps).map(|_| rtt(true)).collect())
-    );
+    println!("pipe_rtt_framed_us {:.2}", median(rtts[2].clone()));
     println!(
         "pipe_bw_GBps {:.2}",
         median((0..reps).map(|_| bw(false)).collect())
