@@ -370,3 +370,17 @@ fn strace_shows_only_safe_calls_between_fork_and_exec() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn closed_stdin_and_stderr_do_not_confuse_the_redirections() {
+    // With 0 and 2 closed, pipe2 hands out those numbers; the sources are
+    // moved above 2 before any dup2.
+    let out = bash("pk-spawn -c --input abc -- sh -c 'cat; echo err >&2' 0<&- 2>&-")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "stdout: abc\nstderr: err\ncaptured stdout=3 bytes, stderr=4 bytes\nexit status 0\n"
+    );
+}
