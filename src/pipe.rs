@@ -408,15 +408,19 @@ impl<E: AsFd> FrameReader<E> {
                     return Ok(Some(&self.buf[at..at + len]));
                 }
             }
-            // Make room: move the partial frame to the front, grow if the
-            // frame is bigger than the buffer.
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.filled, 0);
-                self.filled = have;
-                self.start = 0;
+            if have == 0 {
+                (self.start, self.filled) = (0, 0);
             }
-            if self.buf.len() < need {
-                self.buf.resize(need, 0);
+            if self.start + need > self.buf.len() {
+                // The frame would run past the buffer's end: move its
+                // first bytes to the front, and grow the buffer to hold a
+                // few frames of this size so that this copy stays rare.
+                self.buf.copy_within(self.start..self.filled, 0);
+                (self.start, self.filled) = (0, have);
+                if self.buf.len() < need {
+                    let room = if need <= 1 << 20 { 4 * need } else { need };
+                    self.buf.resize(room, 0);
+                }
             }
             let n = read(self.end.as_fd(), &mut self.buf[self.filled..])
                 .map_err(|e| Error::sys("read", "pipe", e))?;
