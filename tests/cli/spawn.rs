@@ -306,15 +306,16 @@ fn help_documents_flags_output_and_statuses() {
     }
 }
 
-#[test]
-fn strace_shows_only_safe_calls_between_fork_and_exec() {
+/// Run pk-spawn with `args` under `strace -f`: the exit code, the trace,
+/// pk-spawn's pid and its child's. `None` where strace is not installed.
+fn strace_spawn(args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
     if std::process::Command::new("strace")
         .arg("-V")
         .output()
         .is_err()
     {
         eprintln!("skipped: strace is not installed");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("trace");
@@ -322,16 +323,10 @@ fn strace_shows_only_safe_calls_between_fork_and_exec() {
         .args(["-f", "-qq", "-o"])
         .arg(&log)
         .arg(bin("pk-spawn"))
-        .args(["-q", "--capture", "--input", "x", "--", "cat"])
+        .args(args)
         .timeout(TIMEOUT)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let trace = std::fs::read_to_string(&log).unwrap();
     // pk-spawn is single-threaded: the first pid other than its own that
     // shows up in the trace is the forked child.
@@ -342,6 +337,40 @@ fn strace_shows_only_safe_calls_between_fork_and_exec() {
         .filter_map(pid_of)
         .find(|&p| p != parent)
         .expect("a fork in the trace");
+    Some((out.status.code(), trace, parent, child))
+}
+
+/// Whether the trace shows `parent` reaping exactly `child`.
+fn reaps(trace: &str, parent: i32, child: i32) -> bool {
+    trace
+        .lines()
+        .any(|l| l.starts_with(&format!("{parent} ")) && l.contains(&format!("wait4({child},")))
+        && !trace.contains("wait4(-1")
+}
+
+#[test]
+fn strace_a_failed_exec_is_still_reaped() {
+    let Some((code, trace, parent, child)) = strace_spawn(&["no-such-command-here"]) else {
+        return;
+    };
+    assert_eq!(code, Some(127));
+    assert!(reaps(&trace, parent, child), "{trace}");
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.starts_with(&format!("{child} ")) && l.contains("exit_group(127)")),
+        "{trace}"
+    );
+}
+
+#[test]
+fn strace_shows_only_safe_calls_between_fork_and_exec() {
+    let Some((code, trace, parent, child)) =
+        strace_spawn(&["-q", "--capture", "--input", "x", "--", "cat"])
+    else {
+        return;
+    };
+    assert_eq!(code, Some(0));
     let calls: Vec<&str> = trace
         .lines()
         .filter(|l| l.starts_with(&format!("{child} ")))
@@ -365,6 +394,10 @@ fn strace_shows_only_safe_calls_between_fork_and_exec() {
             "{call} between fork and exec: {calls:?}"
         );
     }
+    assert!(
+        reaps(&trace, parent, child),
+        "the parent reaps exactly its child: {trace}"
+    );
     assert!(
         calls.contains(&"rt_sigprocmask") && calls.contains(&"rt_sigaction"),
         "{calls:?}"
