@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
-//! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; EINTR-retrying read/write |
+//! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; [`pipe::FrameReader`] for a sole reader; EINTR-retrying read/write |
 //! | [`spawn`] | fork + dup2 + exec (PATH searched before fork, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe → 126/127 |
 //! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
 //! | [`exit`] | the exit-code table every binary follows |
