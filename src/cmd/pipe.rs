@@ -216,7 +216,8 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
         note!(
             out,
             "frame from writer {} ({who}): seq={seq} bytes={} {}",
-            w + 1,
+            // A torn frame's stamp can be anything, u32::MAX included.
+            u64::from(w) + 1,
             buf.len() + pipe::HEADER,
             if whole { "whole" } else { "TORN" }
         )?;
