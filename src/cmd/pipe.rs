@@ -153,6 +153,29 @@ fn make_payload(buf: &mut [u8], w: u32, seq: u32) {
     }
 }
 
+/// Check one received fan-in payload: its writer and sequence number (as
+/// stamped, `u32::MAX` where missing), and whether it is whole: the right
+/// length, a known writer, that writer's next sequence number, and every
+/// byte as the writer made it. `expect` is scratch space of `payload_len`.
+fn check_frame(
+    buf: &[u8],
+    payload_len: usize,
+    next_seq: &[u32],
+    expect: &mut [u8],
+) -> (u32, u32, bool) {
+    let stamp = |at: usize| {
+        buf.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(u32::MAX, u32::from_le_bytes)
+    };
+    let (w, seq) = (stamp(0), stamp(4));
+    let whole = buf.len() == payload_len && next_seq.get(w as usize) == Some(&seq) && {
+        make_payload(expect, w, seq);
+        buf == &expect[..]
+    };
+    (w, seq, whole)
+}
+
 fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
     let payload_len = a.size as usize - pipe::HEADER;
     let me = process::getpid();
@@ -196,15 +219,7 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
             Err(e) => return Err(e),
         };
         frames += 1;
-        let stamp = |at: usize| {
-            buf.get(at..at + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-        };
-        let (w, seq) = (stamp(0).unwrap_or(u32::MAX), stamp(4).unwrap_or(u32::MAX));
-        let whole = buf.len() == payload_len && (w as usize) < children.len() && {
-            make_payload(&mut expect, w, seq);
-            seq == next_seq[w as usize] && buf == &expect[..]
-        };
+        let (w, seq, whole) = check_frame(buf, payload_len, &next_seq, &mut expect);
         let who = children
             .get(w as usize)
             .map_or_else(|| "unknown".to_string(), |c| format!("child {}", c.pid()));
@@ -407,5 +422,35 @@ fn sigpipe_writer(reader: Reader, writer: &Writer, ignore: bool, out: &mut Out) 
             }
             Err(_) => process::_exit(i32::from(exit::OS_ERR)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_frames_pass_and_torn_ones_do_not() {
+        let len = 100;
+        let mut scratch = vec![0u8; len];
+        let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+        make_payload(&mut a, 0, 0);
+        make_payload(&mut b, 1, 0);
+        let next = [0u32, 0];
+        assert_eq!(check_frame(&a, len, &next, &mut scratch), (0, 0, true));
+        assert_eq!(check_frame(&b, len, &next, &mut scratch), (1, 0, true));
+        // Half of one frame and half of another: torn.
+        let mixed: Vec<u8> = a[..50].iter().chain(&b[50..]).copied().collect();
+        assert!(!check_frame(&mixed, len, &next, &mut scratch).2);
+        // A repeat, a skipped frame, a short one, an unknown writer.
+        assert!(!check_frame(&a, len, &[1, 0], &mut scratch).2);
+        assert!(!check_frame(&a[..60], len, &next, &mut scratch).2);
+        assert_eq!(
+            check_frame(&a[..3], len, &next, &mut scratch),
+            (u32::MAX, u32::MAX, false)
+        );
+        let mut c = vec![0u8; len];
+        make_payload(&mut c, 7, 0);
+        assert!(!check_frame(&c, len, &next, &mut scratch).2);
     }
 }
