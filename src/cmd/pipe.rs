@@ -32,6 +32,7 @@ Output of fan-in:
   parent <pid>: <N> writers x <M> frames of <B> bytes into one pipe
   frame from writer <i> (child <pid>): seq=<k> bytes=<B> whole
   frame from writer <i> (child <pid>): seq=<k> bytes=<n> TORN
+  frame cut short at end of file: <reason>          (counted as torn)
   child <pid> exited, status=<K>
   frames=<total> torn=<T>                    (the summary; kept by --quiet)
 Output of duplex:
