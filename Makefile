@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool coro manager shm sem queue ticket threads lock event local
+DEMOS   := fork process pool coro manager shm sem queue ticket threads lock event local pipe spawn
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
@@ -108,3 +108,17 @@ run-local: build ## pk-local: a thread-local keeps Alice and Bob apart
 	@echo '== pk-local: one thread-local slot, each thread sees its own name'
 	$(RELEASE)/pk-local
 	$(RELEASE)/pk-local --names Ann,Ben,Cy
+run-pipe: build ## pk-pipe: many writers one pipe, socketpair duplex, SIGPIPE
+	@echo '== pk-pipe: 5 writers into one pipe, then ping-pong, then a reader that leaves'
+	$(RELEASE)/pk-pipe fan-in
+	$(RELEASE)/pk-pipe fan-in --writers 16 --messages 10000 --size 4096 --quiet
+	$(RELEASE)/pk-pipe duplex --rounds 3
+	$(RELEASE)/pk-pipe sigpipe
+	$(RELEASE)/pk-pipe sigpipe --ignore
+run-spawn: build ## pk-spawn: fork + dup2 + exec, stdin bytes, captured output, status
+	@echo '== pk-spawn: call, communicate(input), statuses 126/127/128+N'
+	$(RELEASE)/pk-spawn -- echo hello from a child
+	$(RELEASE)/pk-spawn --input 'hello' --capture -- sh -c 'tr a-z A-Z; echo to stderr >&2'
+	$(RELEASE)/pk-spawn -- sh -c 'exit 3' || echo "pk-spawn exited $$?"
+	$(RELEASE)/pk-spawn -- no-such-command || echo "pk-spawn exited $$?"
+	bash scripts/spawn-status.sh

@@ -137,6 +137,14 @@ pub fn send(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
     }
     let len = u32::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
     let header = len.to_le_bytes();
+    // Small frames are the common case (and the latency case): build them
+    // in a small buffer rather than zeroing a whole PIPE_BUF one.
+    if payload.len() <= SMALL - HEADER {
+        let mut frame = [0u8; SMALL];
+        frame[..HEADER].copy_from_slice(&header);
+        frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
+        return write_all(fd, &frame[..HEADER + payload.len()]);
+    }
     if payload.len() <= MAX_ATOMIC_PAYLOAD {
         let mut frame = [0u8; PIPE_BUF];
         frame[..HEADER].copy_from_slice(&header);
@@ -159,6 +167,9 @@ pub fn send(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// The stack buffer for small frames.
+const SMALL: usize = 128;
 
 /// Why [`recv_into`] failed: a system call, or a stream that is not frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +334,120 @@ impl Duplex {
     write_methods!("socket");
 }
 
+/// A buffered frame reader for a stream with exactly one reader: it reads
+/// as much as the pipe holds and hands out frames from its buffer, so a
+/// small frame costs one read(2) instead of two (length, then payload).
+///
+/// Use it only where no other process or thread reads the same end: bytes
+/// it has read ahead belong to it. Where readers share an end (under a
+/// lock), use [`Reader::recv`], which never reads past its frame.
+///
+/// ```no_run
+/// use posixkit::pipe::{self, FrameReader};
+/// let (r, w) = pipe::pipe().unwrap();
+/// w.send(b"one").unwrap();
+/// w.send(b"two").unwrap();
+/// drop(w);
+/// let mut frames = FrameReader::new(r);
+/// while let Some(frame) = frames.recv().unwrap() {
+///     println!("{}", String::from_utf8_lossy(frame));
+/// }
+/// ```
+#[derive(Debug)]
+pub struct FrameReader<E> {
+    end: E,
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl<E: AsFd> FrameReader<E> {
+    /// Read frames from `end` (a [`Reader`], a [`Duplex`], or a reference
+    /// to one) through a 64 KiB buffer that grows for larger frames.
+    pub fn new(end: E) -> Self {
+        FrameReader {
+            end,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// The end it reads from.
+    pub fn get_ref(&self) -> &E {
+        &self.end
+    }
+
+    /// Give back the end; frames already read ahead are dropped.
+    pub fn into_inner(self) -> E {
+        self.end
+    }
+
+    /// The next frame, `Ok(None)` at a clean end of file. EINTR is retried;
+    /// end of file inside a frame is an [`Error::data`] (exit 65).
+    pub fn recv(&mut self) -> Result<Option<&[u8]>> {
+        loop {
+            let have = self.filled - self.start;
+            let mut need = HEADER;
+            if have >= HEADER {
+                let mut h = [0u8; HEADER];
+                h.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
+                let len = u32::from_le_bytes(h) as usize;
+                if len > MAX_FRAME {
+                    return Err(recv_error(
+                        "pipe",
+                        RecvError::Torn(format!(
+                            "frame length {len} is over the limit of {MAX_FRAME} bytes"
+                        )),
+                    ));
+                }
+                need = HEADER + len;
+                if have >= need {
+                    let at = self.start + HEADER;
+                    self.start += need;
+                    return Ok(Some(&self.buf[at..at + len]));
+                }
+            }
+            if have == 0 {
+                (self.start, self.filled) = (0, 0);
+            }
+            if self.start + need > self.buf.len() {
+                // The frame would run past the buffer's end: move its
+                // first bytes to the front, and grow the buffer to hold a
+                // few frames of this size so that this copy stays rare.
+                self.buf.copy_within(self.start..self.filled, 0);
+                (self.start, self.filled) = (0, have);
+                if self.buf.len() < need {
+                    let room = if need <= 1 << 20 { 4 * need } else { need };
+                    self.buf.resize(room, 0);
+                }
+            }
+            let n = read(self.end.as_fd(), &mut self.buf[self.filled..])
+                .map_err(|e| Error::sys("read", "pipe", e))?;
+            if n == 0 {
+                return match have {
+                    0 => Ok(None),
+                    _ if have < HEADER => Err(recv_error(
+                        "pipe",
+                        RecvError::Torn(format!(
+                            "end of file inside a frame header ({have} of {HEADER} bytes)"
+                        )),
+                    )),
+                    _ => Err(recv_error(
+                        "pipe",
+                        RecvError::Torn(format!(
+                            "end of file inside a frame ({} of {} bytes)",
+                            have - HEADER,
+                            need - HEADER
+                        )),
+                    )),
+                };
+            }
+            self.filled += n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +520,43 @@ mod tests {
             let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
             assert_ne!(flags & libc::FD_CLOEXEC, 0);
         }
+    }
+
+    #[test]
+    fn frame_reader_hands_out_frames_of_any_size() {
+        let (a, b) = duplex().unwrap();
+        let sizes = [0usize, 1, 5, 4092, 70_000, 3, 200_000, 0];
+        let t = std::thread::spawn(move || {
+            for (i, &n) in sizes.iter().enumerate() {
+                a.send(&vec![i as u8; n]).unwrap();
+            }
+        });
+        let mut r = FrameReader::new(&b);
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(
+                r.recv().unwrap().unwrap(),
+                &vec![i as u8; n][..],
+                "frame {i}"
+            );
+        }
+        t.join().unwrap();
+        assert_eq!(r.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn frame_reader_reports_a_cut_frame() {
+        let (r, w) = pipe().unwrap();
+        w.send(b"whole").unwrap();
+        w.write_all(&9u32.to_le_bytes()).unwrap();
+        w.write_all(b"half").unwrap();
+        drop(w);
+        let mut fr = FrameReader::new(r);
+        assert_eq!(fr.recv().unwrap(), Some(&b"whole"[..]));
+        let e = fr.recv().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "recv(pipe): end of file inside a frame (4 of 9 bytes)"
+        );
+        assert_eq!(e.exit_code(), crate::exit::DATA);
     }
 }

@@ -25,11 +25,13 @@ pub mod fork;
 pub mod local;
 pub mod lock;
 pub mod manager;
+pub mod pipe;
 pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod sem;
 pub mod shm;
+pub mod spawn;
 pub mod threads;
 pub mod ticket;
 

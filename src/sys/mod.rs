@@ -6,3 +6,4 @@ pub mod flock;
 pub mod proc;
 pub mod sem;
 pub mod shm;
+pub mod spawn;

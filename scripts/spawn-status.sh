@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Use pk-spawn's passed-through status the way a shell script would: in `case`.
+# Usage: scripts/spawn-status.sh   (pk-spawn on PATH, or built in target/)
+set -u
+here=$(cd "$(dirname "$0")/.." && pwd)
+command -v pk-spawn >/dev/null || PATH="$here/target/release:$here/target/debug:$PATH"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'not a program\n' >"$tmp/data.txt"   # exists, but has no x bit
+
+run() {
+  label=$1
+  shift
+  # pk-spawn prints one line on stderr when the exec fails; keep it out of
+  # the report, which is about the status alone.
+  pk-spawn --quiet -- "$@" >/dev/null 2>&1
+  rc=$?
+  case $rc in
+    0)   what="ok" ;;
+    126) what="found but not executable" ;;
+    127) what="command not found" ;;
+    12[89] | 1[3-9][0-9] | 2[0-9][0-9])
+         what="killed by signal $(( rc - 128 )) (SIG$(kill -l $(( rc - 128 ))))" ;;
+    *)   what="failed with $rc" ;;
+  esac
+  echo "$label -> \$?=$rc: $what"
+}
+
+run "true" true
+run "sh -c 'exit 3'" sh -c 'exit 3'
+run "sh -c 'kill -TERM \$\$'" sh -c 'kill -TERM $$'
+run "no-such-command-here" no-such-command-here
+run "data.txt (no x bit)" "$tmp/data.txt"

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    posixkit::cmd::main(posixkit::cmd::spawn::run)
+}
