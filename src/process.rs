@@ -228,6 +228,16 @@ impl Builder {
             )
         });
         let parent = getpid();
+        // Everything the child needs is built here, before fork: an
+        // allocation in the child would copy the allocator's pages (a
+        // copy-on-write fault each), which costs more than the fork itself.
+        let comm = std::ffi::CString::new(
+            name.bytes()
+                .take(15)
+                .filter(|&b| b != 0)
+                .collect::<Vec<u8>>(),
+        )
+        .ok();
         // SAFETY: forwarded to our caller, see this function's contract.
         match unsafe { fork() }.map_err(|e| Error::sys("fork", &name, e))? {
             Fork::Child => {
@@ -237,14 +247,8 @@ impl Builder {
                 if self.daemon && orphaned() {
                     _exit(1);
                 }
-                if let Ok(comm) = std::ffi::CString::new(
-                    name.as_bytes()
-                        .iter()
-                        .copied()
-                        .take(15)
-                        .collect::<Vec<u8>>(),
-                ) {
-                    let _ = nix::sys::prctl::set_name(&comm);
+                if let Some(comm) = &comm {
+                    let _ = nix::sys::prctl::set_name(comm);
                 }
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(1);
                 _exit(code)
