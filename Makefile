@@ -51,6 +51,7 @@ run-pool: build ## pk-pool: Pool apply_async, map, close/join, a dead worker rep
 	$(RELEASE)/pk-pool demo --workers 4 --tasks 10
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
 	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --kill-a-worker
+	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -- echo exec got {}
 run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thread)
 	@echo '== pk-coro: ask/answer, timing, a lock-free ticket rush, a blocking call'
 	$(RELEASE)/pk-coro ask-answer --rounds 3

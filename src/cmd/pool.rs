@@ -25,6 +25,14 @@ pk-pool map --range 100 -c 10 --kill-worker-at 35     ->  items 30-39 `error` (t
   A failed item prints as `error` in the list and one `pk-pool: task square[<i>]
   failed: <why>` line on stderr (an i64 overflow, for example).
 
+pk-pool exec [-j N] -- CMD ARGS...   (reads stdin; CMD's own output passes through)
+  printf '%s\n' a b c | pk-pool exec -j 2 -- echo item {}
+  Commands get /dev/null as stdin. Exit status: 0 when every command
+  succeeded, else the status of the first failing line in input order
+  (N, 126/127 when CMD cannot run, 128+N for a signal), with one
+  `pk-pool: ...` line on stderr per failure; 65 when a line holds a NUL byte
+  (nothing is run then).
+
 Exit status: 0 when the demo ran or every task succeeded; 1 when a map task
 failed; 2 for a bad flag or value; 71 when a system call fails.";
 
@@ -40,6 +48,17 @@ pub struct Args {
 /// pk-pool's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// For each line of stdin, run CMD with `{}` replaced by the line (or the
+    /// line appended when no argument holds `{}`), on N pre-forked workers,
+    /// like `xargs -P N -I {}`.
+    Exec {
+        /// Worker processes, so commands running at once (1-1024; default: the CPU count).
+        #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: Option<u32>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
     /// apply_async of N tasks on a pool, results in task order, then close + join.
     Demo {
         /// Worker processes (1-1024).
@@ -112,6 +131,7 @@ pub fn registry() -> Registry {
         .register("crash", crash)
         .register("square", square)
         .register("square_or_die", square_or_die)
+        .register("exec", exec_task)
 }
 
 fn new_pool(workers: u32) -> Result<Pool> {
@@ -122,6 +142,7 @@ fn new_pool(workers: u32) -> Result<Pool> {
 /// Run pk-pool.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.command {
+        Command::Exec { jobs, command } => exec(jobs, &command),
         Command::Demo {
             workers,
             tasks,
@@ -243,4 +264,115 @@ fn map(
     } else {
         exit::DECLINED
     })
+}
+
+/// The `exec` task: run the NUL-separated argv with /dev/null as stdin and
+/// the worker's stdout/stderr; the result is one byte, the shell status.
+fn exec_task(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let argv = arg.split(|&b| b == 0).map(std::ffi::OsStr::from_bytes);
+    let code = match run_one(argv) {
+        Ok(status) => status.shell_code(),
+        Err(e) => {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("pk-pool: {e}\n").as_bytes(),
+            );
+            e.exit_code()
+        }
+    };
+    out.push(code);
+    Ok(())
+}
+
+fn run_one<'a>(argv: impl Iterator<Item = &'a std::ffi::OsStr>) -> Result<crate::status::Status> {
+    let devnull =
+        std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", &e))?;
+    let spawn = crate::spawn::Spawn::new(argv)?.stdin(crate::spawn::Stdin::Fd(devnull.into()));
+    Ok(spawn.run()?.status)
+}
+
+/// The argv for one input line: `{}` replaced in every argument, or the line
+/// appended when no argument holds `{}`; NUL-separated for the task.
+fn command_for(command: &[std::ffi::OsString], line: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let has_slot = command
+        .iter()
+        .any(|a| a.as_bytes().windows(2).any(|w| w == b"{}"));
+    let mut argv: Vec<Vec<u8>> = command
+        .iter()
+        .map(|a| {
+            let a = a.as_bytes();
+            let mut out = Vec::with_capacity(a.len());
+            let mut i = 0;
+            while i < a.len() {
+                if a[i..].starts_with(b"{}") {
+                    out.extend_from_slice(line);
+                    i += 2;
+                } else {
+                    out.push(a[i]);
+                    i += 1;
+                }
+            }
+            out
+        })
+        .collect();
+    if !has_slot {
+        argv.push(line.to_vec());
+    }
+    argv.join(&0u8)
+}
+
+fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    if command.iter().any(|a| a.as_bytes().contains(&0)) {
+        return Err(Error::usage("CMD", "an argument contains a NUL byte"));
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| Error::io("read", "stdin", &e))?;
+    let lines: Vec<&[u8]> = input
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(n) = lines.iter().position(|l| l.contains(&0)) {
+        return Err(Error::data(
+            "read",
+            "stdin",
+            format!("line {} contains a NUL byte", n + 1),
+        ));
+    }
+    if lines.is_empty() {
+        return Ok(exit::OK);
+    }
+    let jobs =
+        jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
+    let args: Vec<Vec<u8>> = lines.iter().map(|l| command_for(command, l)).collect();
+    let mut pool = new_pool(jobs.min(lines.len() as u32))?;
+    let results = pool.map("exec", args.iter().map(Vec::as_slice), 1)?;
+    pool.close();
+    pool.join()?;
+    let mut first_failure = None;
+    for r in results.iter() {
+        let code = match r {
+            Ok(&[code]) => code,
+            Ok(_) => exit::OS_ERR,
+            Err(e) => {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("pk-pool: {e}\n").as_bytes(),
+                );
+                match e {
+                    TaskError::WorkerDied { status, .. } => status.shell_code(),
+                    _ => exit::OS_ERR,
+                }
+            }
+        };
+        if code != 0 && first_failure.is_none() {
+            first_failure = Some(code);
+        }
+    }
+    Ok(first_failure.unwrap_or(exit::OK))
 }

@@ -215,3 +215,140 @@ fn help_documents_the_output() {
         assert!(text.contains(needle), "--help lacks {needle}");
     }
 }
+
+#[test]
+fn exec_runs_the_command_once_per_line() {
+    let out = pk("pool")
+        .args(["exec", "-j", "2", "--", "echo", "item", "{}"])
+        .write_stdin("a\nb\n\nc\n")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["item a", "item b", "item c"],
+        "empty lines are skipped"
+    );
+    let out = pk("pool")
+        .args(["exec", "-j", "1", "--", "echo", "last:"])
+        .write_stdin("x y\n")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "last: x y\n",
+        "without {{}} the whole line is one appended argument"
+    );
+}
+
+#[test]
+fn exec_never_runs_more_than_j_commands_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo start >> {0}; sleep 0.02; echo end >> {0}",
+        log.display()
+    );
+    let input: String = (0..12).map(|i| format!("{i}\n")).collect();
+    let out = pk("pool")
+        .args(["exec", "-j", "3", "--", "sh", "-c", &script])
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (mut running, mut most, mut starts) = (0, 0, 0);
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        if line == "start" {
+            running += 1;
+            starts += 1;
+            most = most.max(running);
+        } else {
+            running -= 1;
+        }
+    }
+    assert_eq!(starts, 12);
+    assert!((1..=3).contains(&most), "at most 3 at once, saw {most}");
+}
+
+#[test]
+fn exec_exits_with_the_first_failing_status_in_input_order() {
+    let out = pk("pool")
+        .args(["exec", "-j", "3", "--", "sh", "-c", "exit {}"])
+        .write_stdin("0\n5\n3\n0\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let out = pk("pool")
+        .args(["exec", "--", "sh", "-c", "kill -9 $$"])
+        .write_stdin("x\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(137), "128 + SIGKILL");
+    let out = pk("pool")
+        .args(["exec", "--", "pk-no-such-command"])
+        .write_stdin("x\n")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "pool", 127);
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not a program").unwrap();
+    let out = pk("pool")
+        .arg("exec")
+        .arg("--")
+        .arg(&plain)
+        .write_stdin("x\n")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "pool", 126);
+    let out = pk("pool")
+        .args(["exec", "--", "echo"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "no input, nothing to run");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn exec_commands_get_dev_null_as_stdin() {
+    let out = pk("pool")
+        .args(["exec", "--", "sh", "-c", "cat; echo done {}"])
+        .write_stdin("1\n2\n")
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["done 1", "done 2"],
+        "cat read nothing of pk-pool's input"
+    );
+}
+
+#[test]
+fn exec_bad_input() {
+    let out = pk("pool")
+        .args(["exec", "--", "echo"])
+        .write_stdin("a\0b\n")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "pool", 65);
+    assert!(out.stdout.is_empty(), "nothing runs when a line is bad");
+    for args in [
+        &["exec"][..],
+        &["exec", "-j", "0", "--", "echo"],
+        &["exec", "-j", "1025", "--", "echo"],
+        &["exec", "echo"],
+    ] {
+        let out = pk("pool").args(args).write_stdin("x\n").output().unwrap();
+        assert_usage(&out, "pool");
+    }
+}
