@@ -15,6 +15,7 @@ C_PEER = {
     "process_start_join_us": "fork_wait_us",
     "pipe_rtt_us": "pipe_rtt_us",
     "pipe_bw_GBps": "pipe_bw_GBps",
+    "pipe_rtt_framed_us": "pipe_rtt_us",
     "sem_pingpong_us": "sem_pingpong_us",
     "flock_lock_unlock_ns": "flock_lock_unlock_ns",
     "ticket_flock_K4_per_s": "ticket_flock_K4_per_s",

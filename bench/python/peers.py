@@ -213,6 +213,84 @@ def thread_mutex_2t(scale):
     return (time.perf_counter_ns() - t0) / (2 * per)
 
 
+def _echo(conn, n):
+    # The forked child holds a copy of the parent's end as well, so it
+    # would never see EOF: echo exactly n messages.
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes())
+
+
+@figure("pipe_rtt_framed_us", "us")
+def pipe_rtt_framed(scale):
+    n = max(1, int(20000 * scale))
+    a, b = CTX.Pipe()
+    p = CTX.Process(target=_echo, args=(b, n))
+    p.start()
+    b.close()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        a.send_bytes(b"x")
+        assert a.recv_bytes() == b"x"
+    t = us_per(t0, n)
+    a.close()
+    p.join()
+    return t
+
+
+@figure("pipe_rtt_us", "us")
+def pipe_rtt(scale):
+    n = max(1, int(20000 * scale))
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(a_w)
+        os.close(b_r)
+        while True:
+            c = os.read(a_r, 1)
+            if not c:
+                os._exit(0)
+            os.write(b_w, c)
+    os.close(a_r)
+    os.close(b_w)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        os.write(a_w, b"x")
+        assert os.read(b_r, 1) == b"x"
+    t = us_per(t0, n)
+    os.close(a_w)
+    os.close(b_r)
+    os.waitpid(pid, 0)
+    return t
+
+
+@figure("pipe_bw_GBps", "GB/s")
+def pipe_bw(scale):
+    chunk = 64 * 1024
+    total = max(chunk, int((256 << 20) * scale)) // chunk * chunk
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        buf = b"y" * chunk
+        for _ in range(total // chunk):
+            os.write(w, buf)
+        os._exit(0)
+    os.close(w)
+    got = 0
+    t0 = time.perf_counter_ns()
+    while True:
+        b = os.read(r, chunk)
+        if not b:
+            break
+        got += len(b)
+    s = (time.perf_counter_ns() - t0) / 1e9
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == total
+    return got / s / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])

@@ -33,6 +33,9 @@ Figures (unit; lower is better unless marked higher):
                             16-byte messages (higher is better)
   ticket_flock_K4_per_s     four processes buying 100 000 tickets from one flock-locked
                             ticket file (higher is better)
+  pipe_rtt_us               1 byte there and back over two pipes (pipe::read/write)
+  pipe_rtt_framed_us        the same as 1-byte frames: send + FrameReader::recv
+  pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
 
@@ -99,6 +102,9 @@ const FIGURES: &[Figure] = &[
     fig("shm_semlock_2p_ns_per_op", "ns", shm_semlock_2p),
     fig("queue_msgs_per_s", "msgs/s", queue_msgs),
     fig("ticket_flock_K4_per_s", "tickets/s", ticket_flock_k4),
+    fig("pipe_rtt_us", "us", pipe_rtt),
+    fig("pipe_rtt_framed_us", "us", pipe_rtt_framed),
+    fig("pipe_bw_GBps", "GB/s", pipe_bw),
     fig("thread_create_join_us", "us", thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread_mutex_2t),
 ];
@@ -467,4 +473,103 @@ fn thread_mutex_2t(scale: Scale) -> Result<f64> {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
     Ok(ns)
+}
+
+/// Round trip of one byte through two pipes, raw or framed, per trip.
+fn pipe_round_trip(scale: Scale, framed: bool) -> Result<f64> {
+    use crate::pipe::{self, FrameReader};
+    use std::os::fd::AsFd;
+    let n = scale.n(100_000);
+    let (a_r, a_w) = pipe::pipe()?;
+    let (b_r, b_w) = pipe::pipe()?;
+    let gate = crate::sem::Semaphore::new(0)?;
+    // The echo child holds copies of the parent's ends too, so it would
+    // never see end of file: it echoes exactly n bytes instead.
+    let mut echo = child(&gate, || {
+        let mut frames = FrameReader::new(&a_r);
+        let mut c = [0u8; 1];
+        for _ in 0..n {
+            let ok = if framed {
+                matches!(frames.recv(), Ok(Some(f)) if b_w.send(f).is_ok())
+            } else {
+                matches!(pipe::read(a_r.as_fd(), &mut c), Ok(1))
+                    && matches!(pipe::write(b_w.as_fd(), &c), Ok(1))
+            };
+            if !ok {
+                return 1;
+            }
+        }
+        0
+    })?;
+    drop((a_r, b_w));
+    gate.post()?;
+    let mut frames = FrameReader::new(&b_r);
+    let mut c = [b'x'; 1];
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if framed {
+            a_w.send(&c)?;
+            check(
+                frames.recv()?.is_some_and(|f| f == b"x"),
+                "pipe_rtt",
+                "lost the byte",
+            )?;
+        } else {
+            a_w.write_all(&c)?;
+            check(b_r.read(&mut c)? == 1, "pipe_rtt", "lost the byte")?;
+        }
+    }
+    let t = us_per(t0, n);
+    drop(frames);
+    echo.join(None)?;
+    check(
+        echo.exitcode() == Some(0),
+        "pipe_rtt",
+        "the echo child failed",
+    )?;
+    Ok(t)
+}
+
+fn pipe_rtt(scale: Scale) -> Result<f64> {
+    pipe_round_trip(scale, false)
+}
+
+fn pipe_rtt_framed(scale: Scale) -> Result<f64> {
+    pipe_round_trip(scale, true)
+}
+
+/// 1 GiB one way through a pipe in 64 KiB writes; GB per second.
+fn pipe_bw(scale: Scale) -> Result<f64> {
+    const CHUNK: usize = 64 * 1024;
+    let total = scale.n(1 << 30) as usize / CHUNK * CHUNK;
+    let (r, w) = crate::pipe::pipe()?;
+    let buf = vec![b'y'; CHUNK];
+    let gate = crate::sem::Semaphore::new(0)?;
+    let mut writer = child(&gate, || {
+        for _ in 0..total / CHUNK {
+            if w.write_all(&buf).is_err() {
+                return 1;
+            }
+        }
+        0
+    })?;
+    drop(w);
+    let mut rbuf = vec![0u8; CHUNK];
+    gate.post()?;
+    let t0 = Instant::now();
+    let mut got = 0;
+    loop {
+        match r.read(&mut rbuf)? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    let gbps = got as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    writer.join(None)?;
+    check(
+        got == total && writer.exitcode() == Some(0),
+        "pipe_bw",
+        "short transfer",
+    )?;
+    Ok(gbps)
 }
