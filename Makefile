@@ -1,7 +1,7 @@
 # posixkit: every target is listed by `make help` (the default).
 CARGO   ?= cargo
 RELEASE := target/release
-DEMOS   := fork process pool coro manager shm sem queue ticket threads lock event local pipe spawn
+DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
