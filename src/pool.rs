@@ -314,6 +314,9 @@ pub struct Pool {
     next_id: u64,
     closed: bool,
     buf: Vec<u8>,
+    /// Not Send: the pool forks from its methods, so it stays on the thread
+    /// whose single-threadedness [`Pool::new`]'s caller vouched for.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Pool {
@@ -339,6 +342,7 @@ impl Pool {
             next_id: 1,
             closed: false,
             buf: Vec::new(),
+            _not_send: std::marker::PhantomData,
         };
         for _ in 0..workers {
             let w = pool.fork_worker()?;
@@ -444,18 +448,20 @@ impl Pool {
             self.pump(None)?;
         }
         let mut statuses = Vec::with_capacity(self.workers.len());
-        for w in std::mem::take(&mut self.workers) {
-            let Worker {
-                pid,
-                tasks,
-                results,
-                ..
-            } = w;
-            drop(tasks); // end of file: the worker's loop ends with _exit(0)
-            drop(results);
-            statuses.push((pid, process::waitpid(pid)?));
+        let mut first_error = None;
+        let workers = std::mem::take(&mut self.workers);
+        // Close every task pipe first (end of file: each worker's loop ends
+        // with _exit(0)), then reap them all, even past an error.
+        let pids: Vec<Pid> = workers.into_iter().map(|w| w.pid).collect();
+        for pid in pids {
+            match process::waitpid(pid) {
+                Ok(status) => statuses.push((pid, status)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(statuses)
+        first_error.map_or(Ok(statuses), Err)
     }
 
     /// Kill every worker with SIGKILL and reap it; tasks not finished are

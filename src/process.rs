@@ -196,9 +196,10 @@ impl Builder {
     }
 
     /// A daemon dies when its parent dies, even by SIGKILL
-    /// (PR_SET_PDEATHSIG), and is killed, not waited for, when its
-    /// [`Process`] is dropped. A plain process is waited for on drop, as
-    /// Python joins non-daemon children at exit.
+    /// (PR_SET_PDEATHSIG). Either kind is killed and reaped if its
+    /// [`Process`] is dropped without a [`Process::join`]: a drop never
+    /// blocks, so an early return on an error path cannot hang on a child
+    /// that waits for its parent. Join the children you want to finish.
     #[must_use]
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
@@ -245,6 +246,9 @@ impl Builder {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent
                 };
                 if self.daemon && orphaned() {
+                    // The parent died before the death signal was armed: die
+                    // the way the signal would have made us die.
+                    let _ = die_of(Signal::SIGKILL);
                     _exit(1);
                 }
                 if let Some(comm) = &comm {
@@ -377,12 +381,12 @@ impl Process {
     }
 }
 
+/// A child not joined is killed (SIGKILL) and reaped: dropping never blocks
+/// and never leaves a zombie or a stray process behind.
 impl Drop for Process {
     fn drop(&mut self) {
         if self.status.is_none() {
-            if self.daemon {
-                let _ = self.kill();
-            }
+            let _ = self.kill();
             let _ = self.join(None);
         }
     }

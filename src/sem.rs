@@ -38,6 +38,10 @@ use nix::time::{ClockId, clock_gettime};
 use crate::error::{Error, Result};
 use crate::shm::{anon_shared, valid_name};
 use crate::sys::sem::{self as raw, OpenSem, Sem};
+/// Signal handling for a wait that must end on a signal: install a
+/// record-only handler without SA_RESTART for these signals (a blocked
+/// `sem_wait` then returns EINTR), and read or take the last one caught.
+pub use crate::sys::sem::{interrupt_on, peek_caught, take_caught};
 use crate::sys::shm::Mapping;
 
 /// SEM_VALUE_MAX: the largest value a semaphore can hold on Linux.

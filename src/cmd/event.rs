@@ -81,8 +81,11 @@ pub fn run(args: Args, _out: &mut Out) -> Result<u8> {
         thread::spawn("Waiter", move || -> Result<bool> {
             let mut out = Out::stdout();
             let me = thread::current_name();
-            outln!(out, "thread {me}: waiting for the password...")?;
+            // Set `waiting` even when the line cannot be written (stdout
+            // closed), or the setter would wait for it for ever.
+            let said = outln!(out, "thread {me}: waiting for the password...");
             waiting.set();
+            said?;
             let set = match timeout {
                 Some(t) => event.wait_timeout(t.0),
                 None => {
@@ -124,9 +127,11 @@ pub fn run(args: Args, _out: &mut Out) -> Result<u8> {
             std::thread::sleep(delay.0);
             *secret.lock().unwrap_or_else(PoisonError::into_inner) = Some(pw);
             // The line comes before set(): the waiter cannot print first.
-            outln!(out, "thread {me}: password stored, event set")?;
+            let said = outln!(out, "thread {me}: password stored, event set");
+            // Set the event whatever happened to the line, or the waiter
+            // would wait for ever.
             ev.set();
-            Ok(())
+            said
         });
         match started {
             Ok(t) => Some(t),

@@ -44,7 +44,8 @@ pub mod ticket;
 ///   exits with the error's code from [`crate::exit`].
 /// - A closed stdout (`pk-NAME | head -1`) ends the command quietly with
 ///   141, the code a shell shows for a tool killed by SIGPIPE.
-/// - A panic prints one line and exits 101; it is always a bug.
+/// - A panic prints one line and exits 101; it is always a bug. A panic in
+///   a forked child ends that child with `_exit(101)` at once.
 pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
     let name = A::command().get_name().to_string();
     install_panic_hook(name.clone());
@@ -107,6 +108,7 @@ fn one_line(msg: &str) -> String {
 }
 
 fn install_panic_hook(name: String) {
+    let main_pid = crate::process::getpid();
     std::panic::set_hook(Box::new(move |info| {
         let msg = info
             .payload()
@@ -122,6 +124,11 @@ fn install_panic_hook(name: String) {
             &name,
             &format_args!("internal error (a bug, please report it): {msg}{at}"),
         );
+        // A forked child must never unwind back into its parent's code
+        // (where it would, say, kill the parent's other children on drop).
+        if crate::process::getpid() != main_pid {
+            crate::process::_exit(i32::from(exit::PANIC));
+        }
     }));
 }
 

@@ -403,9 +403,9 @@ fn sigpipe_writer(reader: Reader, writer: &Writer, ignore: bool, out: &mut Out) 
     // Rust starts every program with SIGPIPE ignored and a forked child
     // inherits that: put the default back so the lesson's death can happen.
     let set = if ignore {
-        crate::sys::spawn::ignore(Signal::SIGPIPE)
+        process::ignore(Signal::SIGPIPE)
     } else {
-        crate::sys::proc::restore_default(Signal::SIGPIPE)
+        process::restore_default(Signal::SIGPIPE)
     };
     if set.is_err() {
         process::_exit(i32::from(exit::OS_ERR));

@@ -2,14 +2,12 @@
 //! is_alive, join, terminate, kill, exitcode — and a daemon child dying with
 //! its SIGKILLed parent.
 
-use std::os::fd::{AsFd, OwnedFd};
-
 use clap::Parser;
-use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
 use crate::error::{Context, Error, Result};
+use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Builder, Process};
 use crate::{exit, note, outln};
 
@@ -53,41 +51,40 @@ fn parse_name(s: &str) -> std::result::Result<String, String> {
     Ok(s.to_string())
 }
 
-/// A one-byte "ready" pipe: the child writes after its set-up, the parent
+/// A "ready" pipe: the child writes a word after its set-up, the parent
 /// blocks until then, so no step of the demo depends on timing.
 struct Ready {
-    read: OwnedFd,
-    write: OwnedFd,
+    read: Reader,
+    write: Option<Writer>,
 }
 
 impl Ready {
     fn new() -> Result<Self> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("pipe2", "ready")?;
-        Ok(Ready { read, write })
+        let (read, write) = pipe::pipe()?;
+        Ok(Ready {
+            read,
+            write: Some(write),
+        })
     }
 
-    /// In the child: tell the parent that set-up is done, optionally with a value.
+    /// In the child: tell the parent that set-up is done, with a value.
     fn signal(&self, value: i32) {
-        let _ = nix::unistd::write(self.write.as_fd(), &value.to_ne_bytes());
+        if let Some(w) = &self.write {
+            let _ = w.write_all(&value.to_ne_bytes());
+        }
     }
 
-    /// In the parent: wait for the child's word (EOF means it died first).
-    fn wait(&self, who: &str) -> Result<i32> {
+    /// In the parent, after the fork: close our own write end, so that a
+    /// child that dies before its word gives end of file instead of a wait
+    /// for ever, then read the word.
+    fn wait(&mut self, who: &str) -> Result<i32> {
+        self.write = None;
         let mut buf = [0u8; 4];
-        let mut got = 0;
-        while got < buf.len() {
-            match nix::unistd::read(self.read.as_fd(), &mut buf[got..]) {
-                Ok(0) => {
-                    return Err(
-                        Error::data("read", who, "the child ended before it was ready")
-                            .with_code(exit::OS_ERR),
-                    );
-                }
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("read", who, e)),
-            }
+        if self.read.read_full(&mut buf)? < buf.len() {
+            return Err(
+                Error::data("read", who, "the child ended before it was ready")
+                    .with_code(exit::OS_ERR),
+            );
         }
         Ok(i32::from_ne_bytes(buf))
     }
@@ -134,7 +131,7 @@ fn basics(args: &Args, out: &mut Out) -> Result<()> {
     let mut p = start(Builder::new().name(name.clone()), || {
         // Wait for the parent's word, so is_alive is true when it asks.
         let mut b = [0u8; 4];
-        let _ = nix::unistd::read(go.read.as_fd(), &mut b);
+        let _ = go.read.read_full(&mut b);
         let _ = note!(
             Out::stdout(),
             "{} (pid {}): hello from the child, my parent is {}",
@@ -161,7 +158,7 @@ fn basics(args: &Args, out: &mut Out) -> Result<()> {
 }
 
 fn terminate(out: &mut Out) -> Result<()> {
-    let ready = Ready::new()?;
+    let mut ready = Ready::new()?;
     let mut p = start(Builder::new().name("Sleeper"), || {
         ready.signal(0);
         pause_forever()
@@ -177,7 +174,7 @@ fn terminate(out: &mut Out) -> Result<()> {
 }
 
 fn kill(out: &mut Out) -> Result<()> {
-    let ready = Ready::new()?;
+    let mut ready = Ready::new()?;
     let mut p = start(Builder::new().name("Stubborn"), || {
         if crate::process::ignore(Signal::SIGTERM).is_err() {
             return 1;
@@ -213,7 +210,7 @@ fn exit_code(args: &Args, out: &mut Out) -> Result<()> {
 fn daemon(out: &mut Out) -> Result<()> {
     // Orphans re-parent to us instead of init, so we can reap the daemon.
     nix::sys::prctl::set_child_subreaper(true).ctx("prctl", "PR_SET_CHILD_SUBREAPER")?;
-    let ready = Ready::new()?;
+    let mut ready = Ready::new()?;
     let mut parent = start(Builder::new().name("Parent"), || {
         // Inside Parent (single-threaded): start the daemon, report its pid, wait to be killed.
         match start(Builder::new().name("Daemon").daemon(true), || {

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 use crate::cmd::Out;
@@ -358,12 +357,12 @@ fn run_cmd(r: Run) -> Result<u8> {
         Signal::SIGHUP,
         Signal::SIGQUIT,
     ];
-    crate::sys::sem::interrupt_on(&sigs).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
-    let stop = || crate::sys::sem::peek_caught() != 0;
+    crate::sem::interrupt_on(&sigs).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
+    let stop = || crate::sem::peek_caught() != 0;
     let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
     match sem.wait_or_stop(deadline, &stop)? {
         Waited::Acquired => {}
-        Waited::Stopped => return Ok(exit::signal_code(crate::sys::sem::take_caught())),
+        Waited::Stopped => return Ok(exit::signal_code(crate::sem::take_caught())),
         Waited::TimedOut => {
             let why = match r.timeout {
                 Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
@@ -385,7 +384,7 @@ fn run_cmd(r: Run) -> Result<u8> {
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
         .map_err(|e| Error::sys("sigprocmask", "SIG_BLOCK", e))?;
-    let early = crate::sys::sem::take_caught();
+    let early = crate::sem::take_caught();
     if early != 0 {
         // The signal landed while we took the slot: give it back, run nothing.
         return Ok(exit::signal_code(early));
@@ -396,6 +395,10 @@ fn run_cmd(r: Run) -> Result<u8> {
     let pid = match unsafe { process::fork() } {
         Ok(Fork::Child) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            // Rust ignores SIGPIPE, and an ignored signal stays ignored
+            // across exec: give the command the default back, so that
+            // `pk-sem run ... -- yes | head -1` ends quietly.
+            let _ = process::restore_default(nix::sys::signal::Signal::SIGPIPE);
             exec_child(&argv)
         }
         Ok(Fork::Parent(pid)) => pid,
@@ -419,12 +422,7 @@ fn exec_child(argv: &[CString]) -> ! {
         crate::error::strerror(e)
     );
     let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-    let code = if e == Errno::ENOENT {
-        exit::NOT_FOUND
-    } else {
-        exit::NOT_EXECUTABLE
-    };
-    process::_exit(i32::from(code))
+    process::_exit(i32::from(crate::spawn::exec_failure_code(e)))
 }
 
 /// Wait for the command, passing on each signal in `mask` (blocked by the

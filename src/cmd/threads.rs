@@ -168,8 +168,10 @@ fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
         move || -> Result<()> {
             let mut out = Out::stdout();
             let me = thread::current_name();
-            outln!(out, "thread {me} started, daemon={}", py_bool(daemon))?;
+            let said = outln!(out, "thread {me} started, daemon={}", py_bool(daemon));
+            // Set it even when the line failed, or main would wait for ever.
             started.set();
+            said?;
             // The work begins only after main's last line, so what follows
             // shows whether the process waits for this thread.
             main_ended.wait();
@@ -182,6 +184,10 @@ fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
     } else {
         thread::spawn(args.name, worker)?
     };
+    // Whatever path main leaves by (a closed stdout, say), the worker is
+    // released; declared after `t`, so it runs before `t` is dropped (and,
+    // for a joined thread, waited for).
+    let _release = SetOnDrop(&main_ended);
     started.wait();
     outln!(
         out,
@@ -220,6 +226,15 @@ fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
         py_bool(t.is_alive())
     )?;
     Ok(exit::OK)
+}
+
+/// Sets the event when dropped.
+struct SetOnDrop<'a>(&'a Event);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set();
+    }
 }
 
 /// Python's spelling of a bool, as the lesson prints it.

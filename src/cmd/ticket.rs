@@ -416,7 +416,12 @@ fn buyer_main(i: u32, args: &RushArgs, barrier: OwnedFd, results: OwnedFd) -> ! 
         Ok(Sale::SoldOut) => (format!("{i} {me} S\n"), exit::OK),
         Err(e) => {
             let mut msg = e.to_string().replace('\n', " ");
-            msg.truncate(1000);
+            // Cut on a character boundary: String::truncate panics inside one.
+            let cut = (0..=msg.len().min(1000))
+                .rev()
+                .find(|&n| msg.is_char_boundary(n))
+                .unwrap_or(0);
+            msg.truncate(cut);
             (
                 format!("{i} {me} E {} {msg}\n", e.exit_code()),
                 e.exit_code(),

@@ -12,7 +12,6 @@ use std::ffi::{CStr, c_char};
 use std::os::fd::RawFd;
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// The failing step, as the child reports it on the error pipe.
@@ -182,13 +181,6 @@ fn report(fd: RawFd, stage: i32, errno: Errno) -> ! {
         }
     }
     crate::sys::proc::_exit(127)
-}
-
-/// Set `sig` to be ignored (SIG_IGN).
-pub fn ignore(sig: Signal) -> Result<(), Errno> {
-    // SAFETY: installing SIG_IGN installs no handler of ours, so no code can
-    // run in signal context as a result of this call.
-    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }.map(drop)
 }
 
 /// A close-on-exec duplicate of `fd` numbered 3 or above

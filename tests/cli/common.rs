@@ -63,9 +63,19 @@ pub fn new_tag() -> String {
 
 /// Whether `pid` carries a tag of a command this test started.
 fn started_by_this_test(pid: i32) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
+    // A process in the middle of execve shows an empty environment for a
+    // moment: read again before concluding it has none.
+    let mut env = Vec::new();
+    for _ in 0..50 {
+        match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(e) if !e.is_empty() => {
+                env = e;
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+            Err(_) => return false,
+        }
+    }
     TAGS.with(|tags| {
         let tags = tags.borrow();
         env.split(|&b| b == 0).any(|kv| {
@@ -394,7 +404,14 @@ fn leftovers_finds_a_real_orphan() {
     // re-parented to this test process, which must notice it.
     let out = bash("sleep 30 >/dev/null 2>&1 & echo $!").output().unwrap();
     let pid: i32 = stdout(&out).trim().parse().unwrap();
-    assert_eq!(leftovers(&[pid]), vec![pid]);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    let tagged = started_by_this_test(pid);
+    assert_eq!(
+        leftovers(&[pid]),
+        vec![pid],
+        "stat {stat:?}, tagged {tagged}, me {}",
+        std::process::id()
+    );
     assert!(
         leftovers(&[pid]).is_empty(),
         "killed and reaped by the first call"
