@@ -314,6 +314,8 @@ pub struct Pool {
     next_id: u64,
     closed: bool,
     buf: Vec<u8>,
+    /// Readable when waiting should stop (see [`Pool::interrupt_on`]).
+    interrupt: Option<std::os::fd::OwnedFd>,
     /// Not Send: the pool forks from its methods, so it stays on the thread
     /// whose single-threadedness [`Pool::new`]'s caller vouched for.
     _not_send: std::marker::PhantomData<*const ()>,
@@ -342,6 +344,7 @@ impl Pool {
             next_id: 1,
             closed: false,
             buf: Vec::new(),
+            interrupt: None,
             _not_send: std::marker::PhantomData,
         };
         for _ in 0..workers {
@@ -354,6 +357,22 @@ impl Pool {
     /// The workers' pids, in slot order.
     pub fn pids(&self) -> Vec<Pid> {
         self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    /// Stop waiting as soon as `fd` becomes readable: the read end of a
+    /// self-pipe that a signal handler writes to, for instance
+    /// (`signal_hook::low_level::pipe`). From then on every wait
+    /// ([`Pool::get`], [`Pool::map`], [`Pool::join`]) returns an error for
+    /// which [`Pool::is_interrupt`] is true, and the caller decides, usually
+    /// [`Pool::terminate`]. Workers do not inherit the descriptor.
+    pub fn interrupt_on(&mut self, fd: std::os::fd::OwnedFd) {
+        self.interrupt = Some(fd);
+    }
+
+    /// Whether `e` is the error a wait returns once [`Pool::interrupt_on`]'s
+    /// descriptor became readable.
+    pub fn is_interrupt(e: &Error) -> bool {
+        e.call() == "poll" && e.what() == "pool interrupt"
     }
 
     /// Workers replaced since the last call.
@@ -594,6 +613,9 @@ impl Pool {
                 .iter()
                 .map(|w| PollFd::new(w.results.as_fd(), PollFlags::POLLIN))
                 .collect();
+            if let Some(fd) = &self.interrupt {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, timeout) {
                 Ok(0) => return Ok(false),
                 Ok(_) => {}
@@ -606,6 +628,9 @@ impl Pool {
                 .map(|(i, _)| i)
                 .collect()
         };
+        if ready.contains(&self.workers.len()) {
+            return Err(Error::sys("poll", "pool interrupt", Errno::EINTR));
+        }
         for slot in ready {
             let mut frame = std::mem::take(&mut self.buf);
             match self.workers[slot].results.recv_into(&mut frame) {
@@ -731,6 +756,18 @@ impl Pool {
                 // Close every other worker's pipe ends, so that a worker's
                 // end of file really means its parent closed the task pipe.
                 self.workers.clear();
+                self.interrupt = None;
+                // A worker ends by the signals that end a process, whatever
+                // handlers the parent program installed (they would write
+                // to the parent's self-pipe, not stop the worker).
+                for sig in [
+                    Signal::SIGINT,
+                    Signal::SIGTERM,
+                    Signal::SIGHUP,
+                    Signal::SIGQUIT,
+                ] {
+                    let _ = process::restore_default(sig);
+                }
                 worker_main(&self.registry, task_r, result_w)
             }
             Fork::Parent(pid) => {

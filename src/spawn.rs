@@ -69,6 +69,7 @@ pub struct Spawn {
     argv: Vec<CString>,
     stdin: Stdin,
     capture: bool,
+    death_signal: Option<nix::sys::signal::Signal>,
 }
 
 /// What a finished run produced.
@@ -114,6 +115,7 @@ impl Spawn {
             argv,
             stdin: Stdin::Inherit,
             capture: false,
+            death_signal: None,
         })
     }
 
@@ -135,6 +137,16 @@ impl Spawn {
     #[must_use]
     pub fn capture(mut self, capture: bool) -> Self {
         self.capture = capture;
+        self
+    }
+
+    /// Send `sig` to the program when the process that started it dies
+    /// (PR_SET_PDEATHSIG, armed between fork and exec): a pool worker killed
+    /// by its pool takes its command along. The signal follows the *thread*
+    /// that called `run`.
+    #[must_use]
+    pub fn die_with_parent(mut self, sig: nix::sys::signal::Signal) -> Self {
+        self.death_signal = Some(sig);
         self
     }
 
@@ -199,6 +211,9 @@ impl Spawn {
             envp,
             candidates: candidates.iter().map(|c| c.as_ptr()).collect(),
             sh_argv,
+            death_signal: self
+                .death_signal
+                .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw())),
         };
         let pid = fork_exec(&mut plan).map_err(|e| Error::sys("fork", &name, e))?;
         let mut child = Child::new(pid);

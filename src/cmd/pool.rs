@@ -31,7 +31,9 @@ pk-pool exec [-j N] -- CMD ARGS...   (reads stdin; CMD's own output passes throu
   succeeded, else the status of the first failing line in input order
   (N, 126/127 when CMD cannot run, 128+N for a signal), with one
   `pk-pool: ...` line on stderr per failure; 65 when a line holds a NUL byte
-  (nothing is run then).
+  (nothing is run then). SIGINT, SIGTERM or SIGHUP stop it: no new command
+  starts, the workers are killed, their running commands get SIGTERM, all
+  are reaped, and pk-pool exits 128+N with one line on stderr.
 
 Exit status: 0 when the demo ran or every task succeeded; 1 when a map task
 failed; 2 for a bad flag or value; 71 when a system call fails.";
@@ -288,7 +290,11 @@ fn exec_task(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
 fn run_one<'a>(argv: impl Iterator<Item = &'a std::ffi::OsStr>) -> Result<crate::status::Status> {
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", &e))?;
-    let spawn = crate::spawn::Spawn::new(argv)?.stdin(crate::spawn::Stdin::Fd(devnull.into()));
+    // The command dies with its worker: a pool terminated on SIGTERM or
+    // SIGINT leaves no command running.
+    let spawn = crate::spawn::Spawn::new(argv)?
+        .stdin(crate::spawn::Stdin::Fd(devnull.into()))
+        .die_with_parent(Signal::SIGTERM);
     Ok(spawn.run()?.status)
 }
 
@@ -350,8 +356,31 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
     let jobs =
         jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
     let args: Vec<Vec<u8>> = lines.iter().map(|l| command_for(command, l)).collect();
+    let caught = stop_on_signals()?;
     let mut pool = new_pool(jobs.min(lines.len() as u32))?;
-    let results = pool.map("exec", args.iter().map(Vec::as_slice), 1)?;
+    pool.interrupt_on(
+        caught
+            .wake
+            .try_clone()
+            .map_err(|e| Error::io("dup", "self-pipe", &e))?,
+    );
+    let results = match pool.map("exec", args.iter().map(Vec::as_slice), 1) {
+        Ok(r) => r,
+        Err(e) if Pool::is_interrupt(&e) => {
+            // Kill the workers (their commands get SIGTERM through
+            // PR_SET_PDEATHSIG) and reap them, then end as the signal says.
+            pool.terminate()?;
+            let sig = caught.signal.load(std::sync::atomic::Ordering::SeqCst) as i32;
+            let name = crate::status::signal_name(sig);
+            return Err(Error::data(
+                "wait",
+                "pool",
+                format!("stopped by {name}: workers and commands ended"),
+            )
+            .with_code(exit::signal_code(sig)));
+        }
+        Err(e) => return Err(e),
+    };
     pool.close();
     pool.join()?;
     let mut first_failure = None;
@@ -375,4 +404,36 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
         }
     }
     Ok(first_failure.unwrap_or(exit::OK))
+}
+
+/// What [`stop_on_signals`] set up: the signal caught last, and the read end
+/// of the self-pipe its handler writes to.
+struct Caught {
+    signal: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    wake: std::os::fd::OwnedFd,
+}
+
+/// SIGINT, SIGTERM and SIGHUP stop `pk-pool exec` cleanly: signal-hook
+/// records the signal, then writes to a self-pipe the pool polls, so the
+/// wait ends at once, whatever the pool was waiting for.
+fn stop_on_signals() -> Result<Caught> {
+    use std::os::fd::OwnedFd;
+    let (read, write) = crate::pipe::pipe()?;
+    let write = OwnedFd::from(write);
+    let signal = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let n = sig as i32;
+        // The flag first, then the pipe: whoever wakes up finds the flag set.
+        signal_hook::flag::register_usize(n, std::sync::Arc::clone(&signal), n as usize)
+            .map_err(|e| Error::io("sigaction", sig.as_str(), &e))?;
+        let end = write
+            .try_clone()
+            .map_err(|e| Error::io("dup", "self-pipe", &e))?;
+        signal_hook::low_level::pipe::register(n, end)
+            .map_err(|e| Error::io("sigaction", sig.as_str(), &e))?;
+    }
+    Ok(Caught {
+        signal,
+        wake: read.into(),
+    })
 }

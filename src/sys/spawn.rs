@@ -10,6 +10,7 @@
 
 use std::ffi::{CStr, c_char};
 use std::os::fd::RawFd;
+use std::os::raw::c_int;
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -42,6 +43,10 @@ pub struct ExecPlan {
     /// kernel cannot execute (ENOEXEC: a script without `#!`), as execvp
     /// does. Slot 1 is filled in by the child.
     pub sh_argv: Vec<*const c_char>,
+    /// A signal the child gets when the process that forked it dies
+    /// (PR_SET_PDEATHSIG), with the pid of that process, checked again after
+    /// arming so a parent that died first is not missed.
+    pub death_signal: Option<(c_int, libc::pid_t)>,
 }
 
 const SH: &CStr = c"/bin/sh";
@@ -112,6 +117,18 @@ fn child(plan: &mut ExecPlan) -> ! {
     };
     if r != 0 {
         report(plan.err_fd, STAGE_SIGNALS, Errno::last());
+    }
+    if let Some((sig, parent)) = plan.death_signal {
+        // SAFETY: prctl and getppid take and return plain integers; both
+        // are system calls, safe between fork and exec.
+        let orphaned = unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0
+                || libc::getppid() != parent
+        };
+        if orphaned {
+            // SAFETY: _exit is async-signal-safe and never returns.
+            unsafe { libc::_exit(128 + sig) };
+        }
     }
     for (target, src) in plan.redirect.iter().enumerate() {
         let Some(src) = *src else { continue };

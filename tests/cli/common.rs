@@ -398,6 +398,27 @@ pub fn command(words: &[String]) -> Command {
     cmd
 }
 
+/// Wait (up to [`TIMEOUT`]) until `pid` is gone or a zombie; a zombie
+/// re-parented to this test process is reaped.
+#[track_caller]
+pub fn assert_gone(pid: i32) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) if stat[stat.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z') => {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                return;
+            }
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} is still running"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn leftovers_finds_a_real_orphan() {
     // bash starts a sleep in the background and exits: the sleep is

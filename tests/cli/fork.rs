@@ -309,21 +309,7 @@ fn ctrl_c_on_the_process_group_ends_parent_and_children() {
     // The children die of the same signal: each is soon gone or a zombie
     // (a zombie orphan is re-parented to this test process and reaped here).
     for pid in pids {
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                Err(_) => break,
-                Ok(stat) if stat[stat.rfind(')').unwrap() + 2..].starts_with('Z') => {
-                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-                    break;
-                }
-                Ok(_) => assert!(
-                    std::time::Instant::now() < deadline,
-                    "child {pid} survived SIGINT"
-                ),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        assert_gone(pid);
     }
 }
 

@@ -352,3 +352,38 @@ fn exec_bad_input() {
         assert_usage(&out, "pool");
     }
 }
+
+#[test]
+fn exec_stops_on_sigterm_and_takes_its_commands_along() {
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo started $$; exec sleep 60",
+    ]);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    {
+        use std::io::Write;
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n3\n4\n").unwrap();
+    }
+    let mut pids = Vec::new();
+    while pids.len() < 2 {
+        let seen = run.wait_for(|l| l.starts_with("started "));
+        pids.push(pid_after(seen.last().unwrap(), "started ").unwrap());
+    }
+    // Only pk-pool gets the signal, as from `kill` in a script.
+    let me = nix::unistd::Pid::from_raw(run.child.id() as i32);
+    nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = run.wait();
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    // The two running commands die with their workers (PR_SET_PDEATHSIG).
+    for pid in pids {
+        assert_gone(pid);
+    }
+}
