@@ -16,7 +16,7 @@
 //! // SAFETY: this program is single-threaded.
 //! let mut pool = unsafe { Pool::new(2, registry) }.unwrap();
 //! let args: Vec<[u8; 8]> = (1..=5i64).map(i64::to_le_bytes).collect();
-//! let results = pool.map("square", args.iter().map(|a| &a[..]), 2).unwrap();
+//! let results = pool.map("square", &args, 2).unwrap();
 //! pool.close();
 //! pool.join().unwrap();
 //! ```
@@ -188,10 +188,12 @@ struct Batch {
     first: usize,
     /// The raw result frame (results are slices of it).
     frame: Vec<u8>,
-    /// (ok, start, len) per item.
-    spans: Vec<(bool, usize, usize)>,
+    /// Where each item's header (`ok u8, len u32`) starts in `frame`.
+    spans: Vec<u32>,
     /// Set when no result frame came: every item has this error.
     lost: Option<Lost>,
+    /// Items in the batch.
+    count: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +204,7 @@ enum Lost {
 
 impl Batch {
     fn len(&self) -> usize {
-        self.spans.len()
+        self.count
     }
 
     fn get(&self, i: usize) -> std::result::Result<&[u8], TaskError> {
@@ -220,8 +222,11 @@ impl Batch {
             Some(Lost::Cancelled) => return Err(TaskError::Cancelled { task, index }),
             None => {}
         }
-        let (ok, start, len) = self.spans[i];
-        let bytes = &self.frame[start..start + len];
+        let at = self.spans[i] as usize;
+        let ok = self.frame[at] == 1;
+        let len =
+            u32::from_le_bytes(self.frame[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
+        let bytes = &self.frame[at + 5..at + 5 + len];
         if ok {
             Ok(bytes)
         } else {
@@ -303,6 +308,9 @@ struct Worker {
 /// it finishes one, so it never waits for the parent.
 const DEPTH: usize = 2;
 
+/// Frame buffers a pool keeps for reuse.
+const SPARE_BUFFERS: usize = 64;
+
 /// A pool of pre-forked worker processes. See the [module docs](self).
 #[derive(Debug)]
 pub struct Pool {
@@ -313,7 +321,8 @@ pub struct Pool {
     events: Vec<Event>,
     next_id: u64,
     closed: bool,
-    buf: Vec<u8>,
+    /// Frame buffers to reuse (see [`Pool::recycle`]).
+    spare: Vec<Vec<u8>>,
     /// Readable when waiting should stop (see [`Pool::interrupt_on`]).
     interrupt: Option<std::os::fd::OwnedFd>,
     /// Not Send: the pool forks from its methods, so it stays on the thread
@@ -343,7 +352,7 @@ impl Pool {
             events: Vec::new(),
             next_id: 1,
             closed: false,
-            buf: Vec::new(),
+            spare: Vec::new(),
             interrupt: None,
             _not_send: std::marker::PhantomData,
         };
@@ -382,7 +391,7 @@ impl Pool {
 
     /// Queue `task` with `arg`; the result comes from [`Pool::get`].
     pub fn apply_async(&mut self, task: &str, arg: &[u8]) -> Result<AsyncResult> {
-        let id = self.submit(task, 0, std::iter::once(arg))?;
+        let id = self.submit(task, 0, &[arg])?;
         self.dispatch()?;
         Ok(AsyncResult { id })
     }
@@ -415,13 +424,33 @@ impl Pool {
     /// Run `task` on every argument, in chunks of `chunksize` items (0: an
     /// even split, four chunks per worker), and wait for all results, in
     /// argument order.
-    pub fn map<'a>(
+    pub fn map<A: AsRef<[u8]>>(
         &mut self,
         task: &str,
-        args: impl IntoIterator<Item = &'a [u8]>,
+        args: &[A],
         chunksize: usize,
     ) -> Result<MapResults> {
-        let args: Vec<&[u8]> = args.into_iter().collect();
+        let mut results = MapResults {
+            batches: Vec::new(),
+            len: 0,
+        };
+        self.map_into(task, args, chunksize, &mut results)?;
+        Ok(results)
+    }
+
+    /// [`Pool::map`] into `results`, reusing its buffers: in a loop of maps
+    /// this allocates nothing once warm.
+    pub fn map_into<A: AsRef<[u8]>>(
+        &mut self,
+        task: &str,
+        args: &[A],
+        chunksize: usize,
+        results: &mut MapResults,
+    ) -> Result<()> {
+        for b in results.batches.drain(..) {
+            self.recycle(b.frame);
+        }
+        results.len = 0;
         let chunk = if chunksize == 0 {
             args.len().div_ceil(self.workers.len() * 4).max(1)
         } else {
@@ -429,23 +458,20 @@ impl Pool {
         };
         let mut ids = Vec::new();
         for (c, items) in args.chunks(chunk).enumerate() {
-            ids.push(self.submit(task, c * chunk, items.iter().copied())?);
+            ids.push(self.submit(task, c * chunk, items)?);
         }
         self.dispatch()?;
-        let mut batches = Vec::with_capacity(ids.len());
         for id in ids {
             loop {
                 if let Some(b) = self.done.remove(&id) {
-                    batches.push(b);
+                    results.batches.push(b);
                     break;
                 }
                 self.pump(None)?;
             }
         }
-        Ok(MapResults {
-            batches,
-            len: args.len(),
-        })
+        results.len = args.len();
+        Ok(())
     }
 
     /// Accept no more tasks (Python's `close`); queued tasks still run.
@@ -511,8 +537,9 @@ impl Pool {
                 task,
                 first: job.first,
                 frame: Vec::new(),
-                spans: vec![(false, 0, 0); job.count as usize],
+                spans: Vec::new(),
                 lost: Some(Lost::Cancelled),
+                count: job.count as usize,
             },
         );
     }
@@ -525,24 +552,24 @@ impl Pool {
                 .any(|w| w.busy.iter().any(|j| j.id == id))
     }
 
-    fn submit<'a>(
-        &mut self,
-        task: &str,
-        first: usize,
-        args: impl Iterator<Item = &'a [u8]>,
-    ) -> Result<u64> {
+    fn submit<A: AsRef<[u8]>>(&mut self, task: &str, first: usize, args: &[A]) -> Result<u64> {
         if self.closed {
             return Err(Error::usage("apply", "the pool is closed"));
         }
         let func = self.registry.index(task)?;
         let id = self.next_id;
         self.next_id += 1;
-        let mut frame = Vec::with_capacity(64);
+        // Sized once: growing a frame of thousands of items by doubling
+        // costs copies and, past the allocator's trim threshold, page faults.
+        let mut frame = self.spare.pop().unwrap_or_default();
+        frame.clear();
+        frame.reserve(14 + args.iter().map(|a| 4 + a.as_ref().len()).sum::<usize>());
         frame.extend_from_slice(&id.to_le_bytes());
         frame.extend_from_slice(&func.to_le_bytes());
         frame.extend_from_slice(&0u32.to_le_bytes());
         let mut count = 0u32;
         for arg in args {
+            let arg = arg.as_ref();
             let len = u32::try_from(arg.len())
                 .map_err(|_| Error::usage("task", "an argument is over 4 GiB"))?;
             frame.extend_from_slice(&len.to_le_bytes());
@@ -632,19 +659,22 @@ impl Pool {
             return Err(Error::sys("poll", "pool interrupt", Errno::EINTR));
         }
         for slot in ready {
-            let mut frame = std::mem::take(&mut self.buf);
+            let mut frame = self.spare.pop().unwrap_or_default();
             match self.workers[slot].results.recv_into(&mut frame) {
                 Ok(true) => {
                     let w = &mut self.workers[slot];
-                    let job = w.busy.pop_front();
-                    if let Some(j) = &job {
+                    let mut job = w.busy.pop_front();
+                    if let Some(j) = &mut job {
                         w.in_flight -= j.frame.len() + pipe::HEADER;
                     }
-                    let batch = self.parse_results(job, frame)?;
+                    let batch = self.parse_results(job.as_ref(), frame)?;
+                    if let Some(j) = job {
+                        self.recycle(j.frame);
+                    }
                     self.done.insert(batch.0, batch.1);
                 }
                 Ok(false) | Err(_) => {
-                    self.buf = frame;
+                    self.recycle(frame);
                     self.replace(slot)?;
                 }
             }
@@ -653,7 +683,17 @@ impl Pool {
         Ok(true)
     }
 
-    fn parse_results(&self, job: Option<Job>, frame: Vec<u8>) -> Result<(u64, Batch)> {
+    /// Keep a buffer for the next frame: allocating and freeing frames of
+    /// tens of KiB on every batch makes the allocator give memory back and
+    /// fault it in again (page faults cost more than the whole batch).
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    fn parse_results(&self, job: Option<&Job>, frame: Vec<u8>) -> Result<(u64, Batch)> {
         let bad = |why: &str| Error::data("recv", "pool worker", why.to_string());
         let job = job.ok_or_else(|| bad("a result came from an idle worker"))?;
         let id = u64::from_le_bytes(
@@ -674,9 +714,14 @@ impl Pool {
             return Err(bad("a result does not match its task"));
         }
         let mut spans = Vec::with_capacity(count as usize);
+        if u32::try_from(frame.len()).is_err() {
+            return Err(bad("a result frame over 4 GiB"));
+        }
         let mut at = 12;
         for _ in 0..count {
-            let ok = *frame.get(at).ok_or_else(|| bad("short result"))? == 1;
+            if !matches!(frame.get(at), Some(0 | 1)) {
+                return Err(bad("a result's status byte is not 0 or 1"));
+            }
             let len = u32::from_le_bytes(
                 frame
                     .get(at + 1..at + 5)
@@ -688,7 +733,8 @@ impl Pool {
             if start + len > frame.len() {
                 return Err(bad("short result"));
             }
-            spans.push((ok, start, len));
+            // The frame is under 4 GiB (checked above), so `at` fits.
+            spans.push(at as u32);
             at = start + len;
         }
         let task = self.registry.names[usize::from(job.func)];
@@ -700,6 +746,7 @@ impl Pool {
                 frame,
                 spans,
                 lost: None,
+                count: count as usize,
             },
         ))
     }
@@ -731,8 +778,9 @@ impl Pool {
                     task,
                     first: job.first,
                     frame: Vec::new(),
-                    spans: vec![(false, 0, 0); job.count as usize],
+                    spans: Vec::new(),
                     lost: Some(Lost::Died(pid, status)),
+                    count: job.count as usize,
                 },
             );
         }

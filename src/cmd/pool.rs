@@ -226,10 +226,10 @@ fn map(
             .enumerate()
             .map(|(i, v)| [&[u8::from(i == victim)][..], &v.to_le_bytes()].concat())
             .collect();
-        pool.map("square_or_die", args.iter().map(Vec::as_slice), chunk)?
+        pool.map("square_or_die", &args, chunk)?
     } else {
         let args: Vec<[u8; 8]> = values.iter().map(|v| v.to_le_bytes()).collect();
-        pool.map("square", args.iter().map(|a| &a[..]), chunk)?
+        pool.map("square", &args, chunk)?
     };
     pool.close();
     pool.join()?;
@@ -364,7 +364,7 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
             .try_clone()
             .map_err(|e| Error::io("dup", "self-pipe", &e))?,
     );
-    let results = match pool.map("exec", args.iter().map(Vec::as_slice), 1) {
+    let results = match pool.map("exec", &args, 1) {
         Ok(r) => r,
         Err(e) if Pool::is_interrupt(&e) => {
             // Kill the workers (their commands get SIGTERM through

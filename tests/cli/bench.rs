@@ -85,3 +85,27 @@ fn bad_input_is_a_one_line_usage_error() {
         assert_usage(&out, "bench");
     }
 }
+
+#[test]
+fn every_figure_checks_its_own_result_in_a_quick_run() {
+    // Each figure verifies what it computed (no lost update, results in
+    // order, every ticket sold) and fails with exit 71 otherwise, so a quick
+    // run of all of them is a test of the primitives under load, with no
+    // timing asserted. One rep each keeps it short.
+    let out = pk("bench")
+        .args(["--quick", "--reps", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = stdout(&pk("bench").arg("--list").output().unwrap());
+    assert_eq!(
+        stdout(&out).lines().count(),
+        list.lines().count(),
+        "one line per figure"
+    );
+}
