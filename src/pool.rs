@@ -530,6 +530,11 @@ impl Pool {
     }
 
     fn cancel(&mut self, job: &Job) {
+        self.fail(job, Lost::Cancelled);
+    }
+
+    /// Record that `job` produced no results, and why.
+    fn fail(&mut self, job: &Job, lost: Lost) {
         let task = self.registry.names[usize::from(job.func)];
         self.done.insert(
             job.id,
@@ -538,7 +543,7 @@ impl Pool {
                 first: job.first,
                 frame: Vec::new(),
                 spans: Vec::new(),
-                lost: Some(Lost::Cancelled),
+                lost: Some(lost),
                 count: job.count as usize,
             },
         );
@@ -771,18 +776,7 @@ impl Pool {
             self.queue.push_front(busy.pop_back().expect("len > 1"));
         }
         if let Some(job) = busy.pop_front() {
-            let task = self.registry.names[usize::from(job.func)];
-            self.done.insert(
-                job.id,
-                Batch {
-                    task,
-                    first: job.first,
-                    frame: Vec::new(),
-                    spans: Vec::new(),
-                    lost: Some(Lost::Died(pid, status)),
-                    count: job.count as usize,
-                },
-            );
+            self.fail(&job, Lost::Died(pid, status));
         }
         self.events.push(Event::Replaced {
             old: pid,

@@ -166,8 +166,10 @@ pub struct TicketFile {
     durable: bool,
 }
 
-/// Holds a flock lock; releases it on drop.
-struct Locked<'a> {
+/// Holds a flock lock on a ticket file; releases it (LOCK_UN) on drop.
+/// Get one from [`TicketFile::lock_exclusive`].
+#[derive(Debug)]
+pub struct Locked<'a> {
     fd: BorrowedFd<'a>,
 }
 
@@ -284,6 +286,15 @@ impl TicketFile {
         let _lock = self.lock(Op::Exclusive, Wait::Block)?;
         let old_len = self.file_len()?;
         self.write_count(count, old_len)
+    }
+
+    /// Take the exclusive flock(2) lock on the file, waiting as long as it
+    /// takes (EINTR retried), as `flock FILE` does in a shell: purchases by
+    /// other processes wait until the guard is dropped.
+    pub fn lock_exclusive(&self) -> Result<Locked<'_>> {
+        Ok(self
+            .lock(Op::Exclusive, Wait::Block)?
+            .expect("a blocking lock always comes back with the lock"))
     }
 
     /// Buy one ticket, waiting for the lock as long as it takes.

@@ -144,6 +144,19 @@ def queue_msgs(scale):
     return rate
 
 
+@figure("flock_lock_unlock_ns", "ns")
+def flock_lock_unlock(scale):
+    import fcntl
+    import tempfile
+    n = max(1, int(100000 * scale))
+    with tempfile.NamedTemporaryFile() as f:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return (time.perf_counter_ns() - t0) / n
+
+
 def _buy(path):
     import fcntl
     with open(path, "r+") as f:

@@ -32,6 +32,7 @@ Figures (unit; lower is better unless marked higher):
   shm_semlock_2p_ns_per_op  the same under a pshared Semaphore(1) used as a lock
   queue_msgs_per_s          Queue of 1024 slots, one producer and one consumer process,
                             16-byte messages (higher is better)
+  flock_lock_unlock_ns      TicketFile::lock_exclusive + drop (LOCK_EX, LOCK_UN), uncontended
   ticket_flock_K4_per_s     four processes buying 100 000 tickets from one flock-locked
                             ticket file (higher is better)
   pipe_rtt_us               1 byte there and back over two pipes (pipe::read/write)
@@ -102,6 +103,7 @@ const FIGURES: &[Figure] = &[
     fig("shm_atomic_2p_ns_per_op", "ns", shm_atomic_2p),
     fig("shm_semlock_2p_ns_per_op", "ns", shm_semlock_2p),
     fig("queue_msgs_per_s", "msgs/s", queue_msgs),
+    fig("flock_lock_unlock_ns", "ns", flock_lock_unlock),
     fig("ticket_flock_K4_per_s", "tickets/s", ticket_flock_k4),
     fig("pipe_rtt_us", "us", pipe_rtt),
     fig("pipe_rtt_framed_us", "us", pipe_rtt_framed),
@@ -406,14 +408,10 @@ fn queue_msgs(scale: Scale) -> Result<f64> {
 fn ticket_flock_k4(scale: Scale) -> Result<f64> {
     use crate::ticket::{Sale, TicketFile};
     let total = scale.n(100_000);
-    let dir = std::env::temp_dir().join(format!("pk-bench-{}", process::getpid()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), &e))?;
-    let path = dir.join("product");
-    let result = (|| {
-        TicketFile::init(&path, total)?;
+    with_ticket_file(total, |path| {
         let gate = crate::sem::Semaphore::new(0)?;
         let buyer = || -> i32 {
-            let Ok(file) = TicketFile::open(&path) else {
+            let Ok(file) = TicketFile::open(path) else {
                 return 1;
             };
             loop {
@@ -429,14 +427,12 @@ fn ticket_flock_k4(scale: Scale) -> Result<f64> {
             .collect::<Result<Vec<_>>>()?;
         let secs = run_children(&gate, children, "ticket_flock_K4")?;
         check(
-            TicketFile::open_read_only(&path)?.count()? == 0,
+            TicketFile::open_read_only(path)?.count()? == 0,
             "ticket_flock_K4",
             "tickets left",
         )?;
         Ok(total as f64 / secs)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    })
 }
 
 /// A named thread started and joined, per thread.
@@ -574,4 +570,27 @@ fn pipe_bw(scale: Scale) -> Result<f64> {
         "short transfer",
     )?;
     Ok(gbps)
+}
+
+/// A scratch ticket file in a directory of its own, removed afterwards.
+fn with_ticket_file<T>(count: u64, f: impl FnOnce(&std::path::Path) -> Result<T>) -> Result<T> {
+    let dir = std::env::temp_dir().join(format!("pk-bench-{}", process::getpid()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), &e))?;
+    let path = dir.join("product");
+    let result = crate::ticket::TicketFile::init(&path, count).and_then(|_| f(&path));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Uncontended flock LOCK_EX + LOCK_UN on a ticket file, per pair.
+fn flock_lock_unlock(scale: Scale) -> Result<f64> {
+    let n = scale.n(1_000_000);
+    with_ticket_file(1, |path| {
+        let file = crate::ticket::TicketFile::open(path)?;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            drop(file.lock_exclusive()?);
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e9 / n as f64)
+    })
 }
