@@ -84,6 +84,9 @@ pub enum Waited {
     Stopped,
 }
 
+/// How often [`Semaphore::wait_or_stop`] asks whether to give up.
+const STOP_SLICE: Duration = Duration::from_millis(100);
+
 /// The one wait loop: EINTR retried against the same deadline unless
 /// `stop()` says otherwise.
 pub(crate) fn wait_on(
@@ -149,11 +152,29 @@ macro_rules! sem_methods {
         }
 
         /// Take one count before `deadline`. On EINTR, `stop()` decides:
-        /// `true` gives up with [`Waited::Stopped`], `false` waits on. (A
-        /// signal that lands just before the wait starts is only seen after
-        /// the wait ends; the caller checks its flag again then.)
+        /// `true` gives up with [`Waited::Stopped`], `false` waits on.
+        /// `stop()` is also asked before the wait and every 100 ms during
+        /// it: a signal that lands after a check but before the wait begins
+        /// interrupts nothing, so the wait goes in bounded slices.
         pub fn wait_or_stop(&self, deadline: Deadline, stop: &dyn Fn() -> bool) -> Result<Waited> {
-            wait_on(&self.sem, self.what(), deadline, stop)
+            loop {
+                if stop() {
+                    return Ok(Waited::Stopped);
+                }
+                let slice = match Deadline::after(Some(STOP_SLICE))? {
+                    Deadline::At(t) => t,
+                    _ => unreachable!("a non-zero timeout gives a time"),
+                };
+                let (d, sliced) = match deadline {
+                    Deadline::Never => (Deadline::At(slice), true),
+                    Deadline::At(t) if t > slice => (Deadline::At(slice), true),
+                    other => (other, false),
+                };
+                match wait_on(&self.sem, self.what(), d, stop)? {
+                    Waited::TimedOut if sliced => continue,
+                    other => return Ok(other),
+                }
+            }
         }
 
         /// Give one count back (sem_post). Fails with EOVERFLOW at
