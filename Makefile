@@ -12,7 +12,7 @@ help: ## list the targets
 build: ## build the library and every pk-* binary (release)
 	$(CARGO) build --release --locked --bins
 
-test: lint ## lint, then the whole test suite
+test: lint doc ## lint, the API docs (warnings are errors), then the whole test suite
 	$(CARGO) test --locked
 
 lint: ## rustfmt check and clippy with warnings as errors

@@ -356,6 +356,8 @@ impl Duplex {
 #[derive(Debug)]
 pub struct FrameReader<E> {
     end: E,
+    /// "pipe" or "socket", for error messages.
+    what: &'static str,
     buf: Vec<u8>,
     start: usize,
     filled: usize,
@@ -365,8 +367,11 @@ impl<E: AsFd> FrameReader<E> {
     /// Read frames from `end` (a [`Reader`], a [`Duplex`], or a reference
     /// to one) through a 64 KiB buffer that grows for larger frames.
     pub fn new(end: E) -> Self {
+        let is_socket = nix::sys::stat::fstat(end.as_fd())
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
         FrameReader {
             end,
+            what: if is_socket { "socket" } else { "pipe" },
             buf: vec![0; 64 * 1024],
             start: 0,
             filled: 0,
@@ -395,7 +400,7 @@ impl<E: AsFd> FrameReader<E> {
                 let len = u32::from_le_bytes(h) as usize;
                 if len > MAX_FRAME {
                     return Err(recv_error(
-                        "pipe",
+                        self.what,
                         RecvError::Torn(format!(
                             "frame length {len} is over the limit of {MAX_FRAME} bytes"
                         )),
@@ -423,18 +428,18 @@ impl<E: AsFd> FrameReader<E> {
                 }
             }
             let n = read(self.end.as_fd(), &mut self.buf[self.filled..])
-                .map_err(|e| Error::sys("read", "pipe", e))?;
+                .map_err(|e| Error::sys("read", self.what, e))?;
             if n == 0 {
                 return match have {
                     0 => Ok(None),
                     _ if have < HEADER => Err(recv_error(
-                        "pipe",
+                        self.what,
                         RecvError::Torn(format!(
                             "end of file inside a frame header ({have} of {HEADER} bytes)"
                         )),
                     )),
                     _ => Err(recv_error(
-                        "pipe",
+                        self.what,
                         RecvError::Torn(format!(
                             "end of file inside a frame ({} of {} bytes)",
                             have - HEADER,

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, default_value = "Worker", value_parser = parse_name)]
     pub name: String,
 
-    /// The code the Exit<K> process returns (0-255).
+    /// The code the `Exit<K>` process returns (0-255).
     #[arg(short = 'x', long, value_name = "K", default_value_t = 3)]
     pub exit_code: u8,
 }
