@@ -100,9 +100,9 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     let mut children: Vec<Child> = Vec::with_capacity(n as usize);
     let mut fork_error = None;
     for i in 1..=n {
-        // SAFETY: pk-fork is single-threaded, and the child never returns
+        // Fork: pk-fork is single-threaded, and the child never returns
         // from child_main: it ends with _exit.
-        match unsafe { process::fork() } {
+        match crate::cmd::fork() {
             Ok(Fork::Child) => child_main(&args, out, &mut x, u64::from(i)),
             Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
             Err(e) => {

@@ -190,9 +190,9 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
     let (reader, writer) = pipe::pipe()?;
     let mut children: Vec<Child> = Vec::with_capacity(a.writers as usize);
     for w in 0..a.writers {
-        // SAFETY: pk-pipe is single-threaded, and the child never returns
+        // Fork: pk-pipe is single-threaded, and the child never returns
         // from fan_in_writer: it ends with _exit.
-        match unsafe { process::fork() } {
+        match crate::cmd::fork() {
             Ok(Fork::Child) => fan_in_writer(reader, &writer, w, a.messages, payload_len),
             Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
             // Dropping `children` kills and reaps the writers already forked.
@@ -278,9 +278,9 @@ fn fan_in_writer(reader: Reader, writer: &Writer, w: u32, m: u32, len: usize) ->
 fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
     let me = process::getpid();
     let (parent_end, child_end) = pipe::duplex()?;
-    // SAFETY: pk-pipe is single-threaded, and the child never returns from
+    // Fork: pk-pipe is single-threaded, and the child never returns from
     // duplex_child: it ends with _exit.
-    let mut child = match unsafe { process::fork() } {
+    let mut child = match crate::cmd::fork() {
         Ok(Fork::Child) => duplex_child(parent_end, child_end, out),
         Ok(Fork::Parent(pid)) => Child::new(pid),
         Err(e) => return Err(fork_error("duplex child".into(), e)),
@@ -357,9 +357,9 @@ const SIGPIPE_FRAME: &[u8] = b"a frame nobody will read";
 fn sigpipe(a: &Sigpipe, out: &mut Out) -> Result<u8> {
     let me = process::getpid();
     let (reader, writer) = pipe::pipe()?;
-    // SAFETY: pk-pipe is single-threaded, and the child never returns from
+    // Fork: pk-pipe is single-threaded, and the child never returns from
     // sigpipe_writer: it ends with _exit (or dies of SIGPIPE).
-    let mut child = match unsafe { process::fork() } {
+    let mut child = match crate::cmd::fork() {
         Ok(Fork::Child) => sigpipe_writer(reader, &writer, a.ignore, out),
         Ok(Fork::Parent(pid)) => Child::new(pid),
         Err(e) => return Err(fork_error("writer".into(), e)),

@@ -232,9 +232,9 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     let start = Instant::now();
     let mut children = Vec::with_capacity(n);
     for i in 0..n {
-        // SAFETY: pk-sem is single-threaded, and the child never returns
+        // Fork: pk-sem is single-threaded, and the child never returns
         // from worker: it ends with _exit.
-        match unsafe { process::fork() } {
+        match crate::cmd::fork() {
             Ok(Fork::Child) => worker(i, &sem, &gate, &stats, &times, start, d.hold.0, out),
             Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
             Err(e) => return Err(Error::sys("fork", format!("worker {} of {n}", i + 1), e)),
@@ -390,9 +390,9 @@ fn run_cmd(r: Run) -> Result<u8> {
         return Ok(exit::signal_code(early));
     }
 
-    // SAFETY: pk-sem is single-threaded, and the child only restores its
+    // Fork: pk-sem is single-threaded, and the child only restores its
     // signal mask and execs, or calls _exit.
-    let pid = match unsafe { process::fork() } {
+    let pid = match crate::cmd::fork() {
         Ok(Fork::Child) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             // Rust ignores SIGPIPE, and an ignored signal stays ignored

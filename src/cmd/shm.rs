@@ -141,8 +141,8 @@ fn bytes(text: &[u8], out: &mut Out) -> Result<u8> {
         show(&arr.to_vec()),
         arr.len()
     )?;
-    // SAFETY: pk-shm is single-threaded, and the child ends with _exit.
-    let pid = match unsafe { process::fork() } {
+    // Fork: pk-shm is single-threaded, and the child ends with _exit.
+    let pid = match crate::cmd::fork() {
         Ok(Fork::Child) => {
             let me = process::getpid();
             for i in 0..arr.len() {
@@ -186,9 +186,9 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
 
     let mut children = Vec::with_capacity(procs as usize);
     for i in 1..=procs {
-        // SAFETY: pk-shm is single-threaded, and the child never returns
+        // Fork: pk-shm is single-threaded, and the child never returns
         // from add: it ends with _exit.
-        match unsafe { process::fork() } {
+        match crate::cmd::fork() {
             Ok(Fork::Child) => add(&gate, &lock, &count, iters, sync, yield_),
             Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
             // The Child handles already made kill and reap on drop.

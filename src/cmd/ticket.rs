@@ -281,9 +281,9 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
     let mut buyers: Vec<(u32, Child)> = Vec::with_capacity(n as usize);
     let mut fork_error = None;
     for i in 1..=n {
-        // SAFETY: pk-ticket is single-threaded, and the child never returns
+        // Fork: pk-ticket is single-threaded, and the child never returns
         // from buyer_main: it ends with _exit.
-        match unsafe { process::fork() } {
+        match crate::cmd::fork() {
             Ok(Fork::Child) => {
                 drop(barrier_w.take());
                 drop(results_r.take());
