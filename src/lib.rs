@@ -25,7 +25,7 @@
 //! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
 //! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
 //! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
-//! | `sys` | the only `unsafe` code: thin syscall wrappers, each with a `// SAFETY:` comment |
+//! | `sys` | thin wrappers over the system calls nix lacks; the only `unsafe` besides forwarding fork's contract (see the README), each block with a `// SAFETY:` comment |
 //!
 //! ## Conventions
 //!
