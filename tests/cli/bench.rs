@@ -80,10 +80,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--reps", "x"],
         &["--bogus"],
     ];
-    for args in table {
-        let out = pk("bench").args(*args).output().unwrap();
-        assert_usage(&out, "bench");
-    }
+    assert_usage_table("bench", table);
 }
 
 #[test]

@@ -167,6 +167,32 @@ pub fn assert_usage(out: &Output, name: &str) {
     assert_one_line_error(out, name, 2);
 }
 
+/// Run `pk-<name>` with each argument list of `table` and assert for every
+/// one a usage error ([`assert_usage`]) and nothing on stdout.
+#[track_caller]
+pub fn assert_usage_table(name: &str, table: &[&[&str]]) {
+    for args in table {
+        let out = pk(name).args(*args).output().unwrap();
+        assert_usage(&out, name);
+        assert!(
+            out.stdout.is_empty(),
+            "pk-{name} {args:?} printed on stdout"
+        );
+    }
+}
+
+/// Whether strace can be run here; tests that need it print why they skip.
+pub fn strace_missing() -> bool {
+    let missing = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("skipped: strace is not installed");
+    }
+    missing
+}
+
 /// Assert exit `code`, exactly one line on stderr that starts with
 /// `pk-<name>: `, and no panic.
 #[track_caller]

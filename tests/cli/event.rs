@@ -70,11 +70,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus"],
         &["extra"],
     ];
-    for args in table {
-        let out = pk("event").args(*args).output().unwrap();
-        assert_usage(&out, "event");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("event", table);
 }
 
 #[test]

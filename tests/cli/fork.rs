@@ -237,14 +237,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus"],
         &["extra"],
     ];
-    for args in table {
-        let out = pk("fork").args(*args).output().unwrap();
-        assert_usage(&out, "fork");
-        assert!(
-            out.stdout.is_empty(),
-            "{args:?}: nothing forked, nothing printed"
-        );
-    }
+    assert_usage_table("fork", table);
 }
 
 #[test]
@@ -335,12 +328,7 @@ fn help_documents_flags_and_output_lines() {
 
 #[test]
 fn strace_shows_one_fork_and_one_wait4_per_child() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: strace is not installed");
+    if strace_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

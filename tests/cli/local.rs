@@ -51,11 +51,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus"],
         &["extra"],
     ];
-    for args in table {
-        let out = pk("local").args(*args).output().unwrap();
-        assert_usage(&out, "local");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("local", table);
 }
 
 #[test]

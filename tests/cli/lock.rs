@@ -218,11 +218,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["nope"],
         &["--threads", "2"],
     ];
-    for args in table {
-        let out = pk("lock").args(*args).output().unwrap();
-        assert_usage(&out, "lock");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("lock", table);
 }
 
 #[test]

@@ -239,14 +239,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["sigpipe", "extra"],
         &["fan-in", "--bogus"],
     ];
-    for args in table {
-        let out = pk("pipe").args(*args).output().unwrap();
-        assert_usage(&out, "pipe");
-        assert!(
-            out.stdout.is_empty(),
-            "{args:?}: nothing forked, nothing printed"
-        );
-    }
+    assert_usage_table("pipe", table);
 }
 
 #[test]

@@ -194,11 +194,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["map", "--kill-worker-at", "5", "1", "2"],
         &["map", "--kill-worker-at", "-1", "1", "2"],
     ];
-    for args in table {
-        let out = pk("pool").args(*args).output().unwrap();
-        assert_usage(&out, "pool");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("pool", table);
 }
 
 #[test]

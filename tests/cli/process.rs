@@ -86,11 +86,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus"],
         &["extra"],
     ];
-    for args in table {
-        let out = pk("process").args(*args).output().unwrap();
-        assert_usage(&out, "process");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("process", table);
 }
 
 #[test]

@@ -151,11 +151,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["demo", "--capacity", "x"],
         &["demo", "--bogus"],
     ];
-    for args in table {
-        let out = pk("queue").args(*args).output().unwrap();
-        assert_usage(&out, "queue");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("queue", table);
 }
 
 #[test]

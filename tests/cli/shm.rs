@@ -149,11 +149,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["counter", "--sync"],
         &["counter", "--bogus"],
     ];
-    for args in table {
-        let out = pk("shm").args(*args).output().unwrap();
-        assert_usage(&out, "shm");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("shm", table);
 }
 
 #[test]

@@ -251,11 +251,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--input", "x", "--input-file", "/etc/hostname", "cat"],
         &["--bogus", "true"],
     ];
-    for args in table {
-        let out = pk("spawn").args(*args).output().unwrap();
-        assert_usage(&out, "spawn");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("spawn", table);
 }
 
 #[test]
@@ -309,12 +305,7 @@ fn help_documents_flags_output_and_statuses() {
 /// Run pk-spawn with `args` under `strace -f`: the exit code, the trace,
 /// pk-spawn's pid and its child's. `None` where strace is not installed.
 fn strace_spawn(args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: strace is not installed");
+    if strace_missing() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

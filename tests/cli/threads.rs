@@ -99,12 +99,7 @@ fn a_joined_thread_is_waited_for_before_exit() {
 
 #[test]
 fn strace_shows_threads_not_processes() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: strace is not installed");
+    if strace_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -149,11 +144,7 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus"],
         &["loop", "extra"],
     ];
-    for args in table {
-        let out = pk("threads").args(*args).output().unwrap();
-        assert_usage(&out, "threads");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
+    assert_usage_table("threads", table);
 }
 
 #[test]

@@ -649,10 +649,9 @@ fn help_documents_commands_flags_and_output_lines() {
 /// The system calls `pk-ticket <args> FILE` makes on FILE, from its open on,
 /// as strace prints them; `None` when strace is not installed.
 fn trace_sale(path: &Path, args: &[&str]) -> Option<Vec<String>> {
-    std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .ok()?;
+    if strace_missing() {
+        return None;
+    }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("trace");
     let out = assert_cmd::Command::new("strace")
