@@ -57,7 +57,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
@@ -631,14 +631,7 @@ impl Pool {
     /// false when the deadline passed with nothing done.
     fn pump(&mut self, deadline: Option<Instant>) -> Result<bool> {
         self.dispatch()?;
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        let timeout = process::poll_timeout(deadline);
         let ready: Vec<usize> = {
             let mut fds: Vec<PollFd<'_>> = self
                 .workers

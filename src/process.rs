@@ -144,24 +144,31 @@ impl Drop for Child {
     }
 }
 
+/// The poll(2) timeout that ends at `deadline` (`None`: wait forever),
+/// rounded up to whole milliseconds so a sub-millisecond remainder still
+/// waits instead of spinning.
+pub(crate) fn poll_timeout(deadline: Option<std::time::Instant>) -> nix::poll::PollTimeout {
+    use nix::poll::PollTimeout;
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
 /// Wait until `pidfd`'s process has ended or `timeout` has passed; true when
 /// it has ended. EINTR is retried with the time that is left.
 fn pidfd_wait(
     pidfd: std::os::fd::BorrowedFd<'_>,
     timeout: Option<std::time::Duration>,
 ) -> Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::poll::{PollFd, PollFlags, poll};
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
-        let wait = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                // Round up so a sub-millisecond remainder still waits.
-                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        let wait = poll_timeout(deadline);
         let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
         match poll(&mut fds, wait) {
             Ok(0) => return Ok(false),

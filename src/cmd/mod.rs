@@ -64,7 +64,8 @@ pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
     }
 }
 
-fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
+/// Print `name: msg` as one line on stderr, in one write.
+pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
     let line = format!("{name}: {msg}\n");
     let _ = io::stderr().write_all(line.as_bytes());
 }

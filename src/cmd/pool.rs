@@ -258,8 +258,7 @@ fn map(
     line.push(']');
     outln!(out, "{line}")?;
     for e in &failed {
-        let _ =
-            std::io::Write::write_all(&mut std::io::stderr(), format!("pk-pool: {e}\n").as_bytes());
+        crate::cmd::eprintln_one("pk-pool", &e);
     }
     Ok(if failed.is_empty() {
         exit::OK
@@ -276,10 +275,7 @@ fn exec_task(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
     let code = match run_one(argv) {
         Ok(status) => status.shell_code(),
         Err(e) => {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("pk-pool: {e}\n").as_bytes(),
-            );
+            crate::cmd::eprintln_one("pk-pool", &e);
             e.exit_code()
         }
     };
@@ -389,10 +385,7 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
             Ok(&[code]) => code,
             Ok(_) => exit::OS_ERR,
             Err(e) => {
-                let _ = std::io::Write::write_all(
-                    &mut std::io::stderr(),
-                    format!("pk-pool: {e}\n").as_bytes(),
-                );
+                crate::cmd::eprintln_one("pk-pool", &e);
                 match e {
                     TaskError::WorkerDied { status, .. } => status.shell_code(),
                     _ => exit::OS_ERR,
