@@ -171,6 +171,41 @@ pub fn send(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
 /// The stack buffer for small frames.
 const SMALL: usize = 128;
 
+/// Send the concatenation of `parts` as one frame on `fd`, with one
+/// writev(2) when the pipe takes it all (no copy into a single buffer).
+/// A frame of at most [`PIPE_BUF`] bytes in all is atomic on a pipe, as with
+/// [`send`]. EINTR is retried and short writes continued.
+///
+/// Fails with `EMSGSIZE` when the parts add up to more than [`MAX_FRAME`].
+pub fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> nix::Result<()> {
+    let total = parts
+        .iter()
+        .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
+        .filter(|&t| t <= MAX_FRAME)
+        .ok_or(Errno::EMSGSIZE)?;
+    let header = u32::try_from(total)
+        .map_err(|_| Errno::EMSGSIZE)?
+        .to_le_bytes();
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+    slices.push(IoSlice::new(&header));
+    slices.extend(
+        parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| IoSlice::new(p)),
+    );
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = match nix::sys::uio::writev(fd, rest) {
+            Err(Errno::EINTR) => continue,
+            Ok(0) => return Err(Errno::EIO),
+            r => r?,
+        };
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
 /// Why [`recv_into`] failed: a system call, or a stream that is not frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvError {
@@ -200,7 +235,8 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<b
             "frame length {len} is over the limit of {MAX_FRAME} bytes"
         )));
     }
-    buf.clear();
+    // Only bytes past the buffer's old length are zeroed: read_full
+    // overwrites the rest, so a reused buffer costs no memset.
     buf.resize(len, 0);
     let got = read_full(fd, buf).map_err(RecvError::Sys)?;
     if got < len {
@@ -301,6 +337,12 @@ macro_rules! write_methods {
         /// process with SIGPIPE where SIGPIPE is not ignored.
         pub fn send(&self, payload: &[u8]) -> Result<()> {
             send(self.as_fd(), payload).map_err(|e| Error::sys("write", $what, e))
+        }
+
+        /// Send the concatenation of `parts` as one frame, without copying
+        /// them together first (writev(2)); see [`send_parts`].
+        pub fn send_parts(&self, parts: &[&[u8]]) -> Result<()> {
+            send_parts(self.as_fd(), parts).map_err(|e| Error::sys("writev", $what, e))
         }
     };
 }
@@ -490,6 +532,54 @@ mod tests {
         });
         let got = b.recv().unwrap().unwrap();
         assert_eq!(got, t.join().unwrap());
+    }
+
+    #[test]
+    fn send_parts_is_one_frame_of_the_parts_together() {
+        let (a, b) = duplex().unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let t = std::thread::spawn(move || {
+            a.send_parts(&[b"head", b"", &big, b"tail"]).unwrap();
+            a.send_parts(&[]).unwrap();
+            a.send_parts(&[b"x", b"yz"]).unwrap();
+            big
+        });
+        let big = {
+            let got = b.recv().unwrap().unwrap();
+            let big = t.join().unwrap();
+            assert_eq!(got.len(), 8 + big.len());
+            assert_eq!(&got[..4], b"head");
+            assert_eq!(&got[4..4 + big.len()], &big[..]);
+            assert_eq!(&got[4 + big.len()..], b"tail");
+            big
+        };
+        assert_eq!(b.recv().unwrap(), Some(Vec::new()));
+        assert_eq!(b.recv().unwrap(), Some(b"xyz".to_vec()));
+        drop(big);
+    }
+
+    #[test]
+    fn a_small_send_parts_frame_is_one_write() {
+        let (r, w) = pipe().unwrap();
+        let half = vec![1u8; MAX_ATOMIC_PAYLOAD / 2];
+        w.send_parts(&[&half, &half]).unwrap();
+        let mut raw = vec![0u8; PIPE_BUF + 1];
+        assert_eq!(r.read(&mut raw).unwrap(), HEADER + 2 * half.len());
+    }
+
+    #[test]
+    fn recv_into_replaces_a_longer_buffer() {
+        let (r, w) = pipe().unwrap();
+        w.send(b"abc").unwrap();
+        w.send(b"0123456789").unwrap();
+        w.send(b"").unwrap();
+        let mut buf = b"stale stale stale".to_vec();
+        assert!(r.recv_into(&mut buf).unwrap());
+        assert_eq!(buf, b"abc");
+        assert!(r.recv_into(&mut buf).unwrap());
+        assert_eq!(buf, b"0123456789");
+        assert!(r.recv_into(&mut buf).unwrap());
+        assert_eq!(buf, b"");
     }
 
     #[test]
