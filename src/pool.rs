@@ -46,10 +46,17 @@
 //!   that batch had not started, so it is queued again. This relies on
 //!   SIGPIPE being ignored, which is the default in Rust programs.
 //!
-//! Wire format (little-endian): a task frame is `id u64, func u16, count u32`
-//! then `count` times `len u32, bytes`; a result frame is `id u64, count u32`
-//! then `count` times `ok u8, len u32, bytes` (an error's bytes are its
-//! message). Frames travel with [`crate::pipe`]'s length prefix.
+//! Wire format (little-endian), in frames with [`crate::pipe`]'s length
+//! prefix. Items of one width, the common case (`map` over numbers), travel
+//! packed with no per-item framing, as a C pool sends an array:
+//! - A task frame is `id u64, func u16, count u32, width u32`, then either
+//!   `count × width` bytes (every argument is `width` bytes long), or, when
+//!   `width` is `0xFFFF_FFFF`, `count` times `len u32, bytes`.
+//! - A result frame is `id u64, count u32, width u32`, then either
+//!   `count × width` bytes (every task succeeded with a result of `width`
+//!   bytes), or, when `width` is `0xFFFF_FFFF`, a table of `count` entries
+//!   `len u32` (bit 31 set: the task failed and its bytes are the message)
+//!   followed by the items' bytes, back to back.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -181,6 +188,15 @@ pub struct AsyncResult {
     id: u64,
 }
 
+/// `width` on the wire when items differ in length (or some failed).
+const VARIABLE: u32 = u32::MAX;
+/// Bytes before the items in a task frame: id, func, count, width.
+const TASK_HEAD: usize = 18;
+/// Bytes before the items in a result frame: id, count, width.
+const RESULT_HEAD: usize = 16;
+/// Bit 31 of a result's table entry: the task failed.
+const FAILED: u32 = 1 << 31;
+
 /// The outcome of one batch: results in item order.
 #[derive(Debug, Clone)]
 struct Batch {
@@ -188,12 +204,22 @@ struct Batch {
     first: usize,
     /// The raw result frame (results are slices of it).
     frame: Vec<u8>,
-    /// Where each item's header (`ok u8, len u32`) starts in `frame`.
-    spans: Vec<u32>,
+    /// Where each item is in `frame`.
+    layout: Layout,
     /// Set when no result frame came: every item has this error.
     lost: Option<Lost>,
     /// Items in the batch.
     count: usize,
+}
+
+/// Where a result frame's items are.
+#[derive(Debug, Clone)]
+enum Layout {
+    /// Every item succeeded with `width` bytes, packed after the header.
+    Fixed(usize),
+    /// Item `i` starts at `starts[i]`; its table entry gives its length and
+    /// whether it failed.
+    Table(Vec<u32>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,11 +248,18 @@ impl Batch {
             Some(Lost::Cancelled) => return Err(TaskError::Cancelled { task, index }),
             None => {}
         }
-        let at = self.spans[i] as usize;
-        let ok = self.frame[at] == 1;
-        let len =
-            u32::from_le_bytes(self.frame[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
-        let bytes = &self.frame[at + 5..at + 5 + len];
+        let (bytes, ok) = match &self.layout {
+            Layout::Fixed(width) => {
+                let at = RESULT_HEAD + i * width;
+                (&self.frame[at..at + width], true)
+            }
+            Layout::Table(starts) => {
+                let entry = read_u32(&self.frame, RESULT_HEAD + 4 * i).expect("checked on arrival");
+                let at = starts[i] as usize;
+                let len = (entry & !FAILED) as usize;
+                (&self.frame[at..at + len], entry & FAILED == 0)
+            }
+        };
         if ok {
             Ok(bytes)
         } else {
@@ -456,9 +489,15 @@ impl Pool {
         } else {
             chunksize
         };
-        let mut ids = Vec::new();
+        let mut ids = Vec::with_capacity(args.len().div_ceil(chunk));
         for (c, items) in args.chunks(chunk).enumerate() {
             ids.push(self.submit(task, c * chunk, items)?);
+            // Hand each chunk out as soon as it is encoded, so the workers
+            // start while the rest is encoded. Once the queue holds more
+            // than this chunk, every worker is full: skip the scan.
+            if self.queue.len() == 1 {
+                self.dispatch()?;
+            }
         }
         self.dispatch()?;
         for id in ids {
@@ -542,7 +581,7 @@ impl Pool {
                 task,
                 first: job.first,
                 frame: Vec::new(),
-                spans: Vec::new(),
+                layout: Layout::Fixed(0),
                 lost: Some(lost),
                 count: job.count as usize,
             },
@@ -564,24 +603,8 @@ impl Pool {
         let func = self.registry.index(task)?;
         let id = self.next_id;
         self.next_id += 1;
-        // Sized once: growing a frame of thousands of items by doubling
-        // costs copies and, past the allocator's trim threshold, page faults.
         let mut frame = self.spare.pop().unwrap_or_default();
-        frame.clear();
-        frame.reserve(14 + args.iter().map(|a| 4 + a.as_ref().len()).sum::<usize>());
-        frame.extend_from_slice(&id.to_le_bytes());
-        frame.extend_from_slice(&func.to_le_bytes());
-        frame.extend_from_slice(&0u32.to_le_bytes());
-        let mut count = 0u32;
-        for arg in args {
-            let arg = arg.as_ref();
-            let len = u32::try_from(arg.len())
-                .map_err(|_| Error::usage("task", "an argument is over 4 GiB"))?;
-            frame.extend_from_slice(&len.to_le_bytes());
-            frame.extend_from_slice(arg);
-            count += 1;
-        }
-        frame[10..14].copy_from_slice(&count.to_le_bytes());
+        let count = encode_task(&mut frame, id, func, args)?;
         self.queue.push_back(Job {
             id,
             func,
@@ -684,9 +707,9 @@ impl Pool {
     /// Keep a buffer for the next frame: allocating and freeing frames of
     /// tens of KiB on every batch makes the allocator give memory back and
     /// fault it in again (page faults cost more than the whole batch).
-    fn recycle(&mut self, mut buf: Vec<u8>) {
+    /// A buffer keeps its length: receiving into it then zeroes nothing.
+    fn recycle(&mut self, buf: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS {
-            buf.clear();
             self.spare.push(buf);
         }
     }
@@ -694,47 +717,18 @@ impl Pool {
     fn parse_results(&self, job: Option<&Job>, frame: Vec<u8>) -> Result<(u64, Batch)> {
         let bad = |why: &str| Error::data("recv", "pool worker", why.to_string());
         let job = job.ok_or_else(|| bad("a result came from an idle worker"))?;
-        let id = u64::from_le_bytes(
-            frame
-                .get(0..8)
-                .ok_or_else(|| bad("short result"))?
-                .try_into()
-                .expect("8 bytes"),
-        );
-        let count = u32::from_le_bytes(
-            frame
-                .get(8..12)
-                .ok_or_else(|| bad("short result"))?
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let (id, count, width) = match (
+            read_u64(&frame, 0),
+            read_u32(&frame, 8),
+            read_u32(&frame, 12),
+        ) {
+            (Some(id), Some(count), Some(width)) => (id, count, width),
+            _ => return Err(bad("short result")),
+        };
         if id != job.id || count != job.count {
             return Err(bad("a result does not match its task"));
         }
-        let mut spans = Vec::with_capacity(count as usize);
-        if u32::try_from(frame.len()).is_err() {
-            return Err(bad("a result frame over 4 GiB"));
-        }
-        let mut at = 12;
-        for _ in 0..count {
-            if !matches!(frame.get(at), Some(0 | 1)) {
-                return Err(bad("a result's status byte is not 0 or 1"));
-            }
-            let len = u32::from_le_bytes(
-                frame
-                    .get(at + 1..at + 5)
-                    .ok_or_else(|| bad("short result"))?
-                    .try_into()
-                    .expect("4 bytes"),
-            ) as usize;
-            let start = at + 5;
-            if start + len > frame.len() {
-                return Err(bad("short result"));
-            }
-            // The frame is under 4 GiB (checked above), so `at` fits.
-            spans.push(at as u32);
-            at = start + len;
-        }
+        let layout = parse_layout(&frame, count, width).map_err(bad)?;
         let task = self.registry.names[usize::from(job.func)];
         Ok((
             id,
@@ -742,7 +736,7 @@ impl Pool {
                 task,
                 first: job.first,
                 frame,
-                spans,
+                layout,
                 lost: None,
                 count: count as usize,
             },
@@ -842,58 +836,506 @@ fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -> ! {
     std::panic::set_hook(Box::new(|_| {}));
     let mut input = Vec::new();
     let mut output = Vec::new();
+    let mut table = Vec::new();
     loop {
         match tasks.recv_into(&mut input) {
             Ok(true) => {}
             Ok(false) => process::_exit(0),
             Err(_) => process::_exit(1),
         }
-        if run_batch(registry, &input, &mut output).is_err() || results.send(&output).is_err() {
+        let sent = run_batch(registry, &input, &mut output, &mut table).is_ok_and(|()| {
+            let (head, data) = output.split_at(RESULT_HEAD);
+            results.send_parts(&[head, &table, data]).is_ok()
+        });
+        if !sent {
             process::_exit(1);
         }
     }
 }
 
+/// Encode a task frame for `args` into `frame`; returns the item count.
+fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[A]) -> Result<u32> {
+    let count = u32::try_from(args.len())
+        .map_err(|_| Error::usage("task", "a batch holds at most 2^32-1 items"))?;
+    let first = args.first().map_or(0, |a| a.as_ref().len());
+    let mut fixed = true;
+    let mut size = 0usize;
+    for a in args {
+        let len = a.as_ref().len();
+        if len > pipe::MAX_FRAME {
+            return Err(Error::usage("task", "an argument is over 1 GiB"));
+        }
+        fixed &= len == first;
+        size = size.saturating_add(len);
+    }
+    let width = if fixed {
+        u32::try_from(first).expect("at most MAX_FRAME")
+    } else {
+        size = size.saturating_add(4 * args.len());
+        VARIABLE
+    };
+    frame.clear();
+    // Sized once: growing a frame of thousands of items by doubling costs
+    // copies and, past the allocator's trim threshold, page faults.
+    frame.reserve(TASK_HEAD.saturating_add(size));
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.extend_from_slice(&func.to_le_bytes());
+    frame.extend_from_slice(&count.to_le_bytes());
+    frame.extend_from_slice(&width.to_le_bytes());
+    if fixed {
+        for a in args {
+            frame.extend_from_slice(a.as_ref());
+        }
+    } else {
+        for a in args {
+            let a = a.as_ref();
+            let len = u32::try_from(a.len()).expect("at most MAX_FRAME");
+            frame.extend_from_slice(&len.to_le_bytes());
+            frame.extend_from_slice(a);
+        }
+    }
+    Ok(count)
+}
+
+/// Check a result frame's items against its header and find them.
+fn parse_layout(frame: &[u8], count: u32, width: u32) -> std::result::Result<Layout, &'static str> {
+    if u32::try_from(frame.len()).is_err() {
+        return Err("a result frame over 4 GiB");
+    }
+    let count = count as usize;
+    if width != VARIABLE {
+        let width = width as usize;
+        return match count
+            .checked_mul(width)
+            .and_then(|n| n.checked_add(RESULT_HEAD))
+        {
+            Some(n) if n == frame.len() => Ok(Layout::Fixed(width)),
+            _ => Err("a result frame's length does not match its header"),
+        };
+    }
+    let data = count
+        .checked_mul(4)
+        .and_then(|n| n.checked_add(RESULT_HEAD))
+        .filter(|&n| n <= frame.len())
+        .ok_or("short result")?;
+    let mut starts = Vec::with_capacity(count);
+    let mut at = data;
+    for i in 0..count {
+        let len =
+            (read_u32(frame, RESULT_HEAD + 4 * i).expect("table in range") & !FAILED) as usize;
+        // The frame is under 4 GiB (checked above), so `at` fits.
+        starts.push(at as u32);
+        at += len;
+        if at > frame.len() {
+            return Err("short result");
+        }
+    }
+    if at != frame.len() {
+        return Err("a result frame's length does not match its table");
+    }
+    Ok(Layout::Table(starts))
+}
+
+/// Run one task frame. `output` gets the result header and the items'
+/// bytes; `table` gets the per-item table when the results are not all
+/// successes of one width, and is left empty when they are.
 fn run_batch(
     registry: &Registry,
     input: &[u8],
     output: &mut Vec<u8>,
+    table: &mut Vec<u8>,
 ) -> std::result::Result<(), ()> {
-    let id = input.get(0..8).ok_or(())?;
-    let func = u16::from_le_bytes(input.get(8..10).ok_or(())?.try_into().map_err(drop)?);
-    let count = u32::from_le_bytes(input.get(10..14).ok_or(())?.try_into().map_err(drop)?);
+    let id = read_u64(input, 0).ok_or(())?;
+    let func = input.get(8..10).ok_or(())?;
+    let func = u16::from_le_bytes([func[0], func[1]]);
+    let count = read_u32(input, 10).ok_or(())? as usize;
+    let width = read_u32(input, 14).ok_or(())?;
     let f = *registry.fns.get(usize::from(func)).ok_or(())?;
     output.clear();
-    output.extend_from_slice(id);
-    output.extend_from_slice(&count.to_le_bytes());
-    let mut at = 14;
-    for _ in 0..count {
-        let len =
-            u32::from_le_bytes(input.get(at..at + 4).ok_or(())?.try_into().map_err(drop)?) as usize;
-        let arg = input.get(at + 4..at + 4 + len).ok_or(())?;
-        at += 4 + len;
-        let head = output.len();
-        output.extend_from_slice(&[1, 0, 0, 0, 0]);
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg, output)));
-        let message = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(message),
-            Err(panic) => Some(format!(
-                "panicked: {}",
-                panic
+    table.clear();
+    output.extend_from_slice(&id.to_le_bytes());
+    output.extend_from_slice(&u32::try_from(count).map_err(drop)?.to_le_bytes());
+    output.extend_from_slice(&VARIABLE.to_le_bytes());
+    let mut shape = Shape::default();
+    let mut cursor = Cursor {
+        next: 0,
+        at: TASK_HEAD,
+        head: output.len(),
+    };
+    while cursor.next < count {
+        // One catch_unwind for a run of items, not one per item: a panic
+        // ends the run at item `cursor.next`, which fails alone, and the
+        // loop starts a new run after it.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_items(
+                f,
+                input,
+                width,
+                count,
+                &mut cursor,
+                output,
+                table,
+                &mut shape,
+            )
+        }));
+        match run {
+            Ok(done) => done?,
+            Err(panic) => {
+                let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default()
-            )),
-        };
-        if let Some(message) = message {
-            output.truncate(head + 5);
-            output[head] = 0;
-            output.extend_from_slice(message.as_bytes());
+                    .unwrap_or_default();
+                output.truncate(cursor.head);
+                output.extend_from_slice(b"panicked: ");
+                output.extend_from_slice(message.as_bytes());
+                shape.record(table, cursor.next, output.len() - cursor.head, false)?;
+                cursor.next += 1;
+            }
         }
-        let len = u32::try_from(output.len() - head - 5).map_err(drop)?;
-        output[head + 1..head + 5].copy_from_slice(&len.to_le_bytes());
+    }
+    let at = cursor.at;
+    if at != input.len() {
+        return Err(());
+    }
+    if table.is_empty() {
+        output[12..16].copy_from_slice(&shape.packed.unwrap_or(0).to_le_bytes());
     }
     Ok(())
+}
+
+/// Where a batch's run of items is: kept up to date before each task
+/// runs, so that after a panic it names the item that panicked.
+#[derive(Debug)]
+struct Cursor {
+    /// The item running or to run next.
+    next: usize,
+    /// Where the argument after it starts in the task frame.
+    at: usize,
+    /// Where its result starts in the output.
+    head: usize,
+}
+
+/// Run items from `cursor.next` to `count`. The loop works on local copies
+/// (kept in registers) and stores the cursor once per item.
+#[allow(clippy::too_many_arguments)]
+fn run_items(
+    f: TaskFn,
+    input: &[u8],
+    width: u32,
+    count: usize,
+    cursor: &mut Cursor,
+    output: &mut Vec<u8>,
+    table: &mut Vec<u8>,
+    shape: &mut Shape,
+) -> std::result::Result<(), ()> {
+    let mut next = cursor.next;
+    let mut at = cursor.at;
+    while next < count {
+        let arg = if width == VARIABLE {
+            let len = read_u32(input, at).ok_or(())? as usize;
+            input.get(at + 4..at + 4 + len).ok_or(())?
+        } else {
+            input.get(at..at + width as usize).ok_or(())?
+        };
+        let head = output.len();
+        at += arg.len() + if width == VARIABLE { 4 } else { 0 };
+        *cursor = Cursor { next, at, head };
+        let ok = match f(arg, output) {
+            Ok(()) => true,
+            Err(message) => {
+                output.truncate(head);
+                output.extend_from_slice(message.as_bytes());
+                false
+            }
+        };
+        shape.record(table, next, output.len() - head, ok)?;
+        next += 1;
+    }
+    *cursor = Cursor {
+        next,
+        at,
+        head: output.len(),
+    };
+    Ok(())
+}
+
+/// The results of a batch so far: packed while every item succeeded with
+/// one width, a table from the first item that breaks that on.
+#[derive(Debug, Default)]
+struct Shape {
+    /// The width of every result so far, while they pack (`table` is
+    /// empty); `None` before the first result and once the table started.
+    packed: Option<u32>,
+}
+
+impl Shape {
+    /// Record the result of item `i` (every item before it is recorded):
+    /// `len` bytes, a success or a failure.
+    #[inline]
+    fn record(
+        &mut self,
+        table: &mut Vec<u8>,
+        i: usize,
+        len: usize,
+        ok: bool,
+    ) -> std::result::Result<(), ()> {
+        let len = u32::try_from(len)
+            .ok()
+            .filter(|l| l & FAILED == 0)
+            .ok_or(())?;
+        if ok && self.packed == Some(len) {
+            return Ok(());
+        }
+        self.record_slow(table, i, len, ok);
+        Ok(())
+    }
+
+    #[cold]
+    fn record_slow(&mut self, table: &mut Vec<u8>, i: usize, len: u32, ok: bool) {
+        if i == 0 && ok {
+            self.packed = Some(len);
+            return;
+        }
+        if let Some(w) = self.packed.take() {
+            // The first item that breaks the packing: the ones before it
+            // all succeeded with width `w`.
+            for _ in 0..i {
+                table.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let entry = if ok { len } else { len | FAILED };
+        table.extend_from_slice(&entry.to_le_bytes());
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        out.extend_from_slice(arg);
+        Ok(())
+    }
+
+    /// The first byte picks the outcome: 0 echo the rest, 1 fail, 2 panic
+    /// with a String, 3 panic with a &str (after writing some bytes).
+    fn pick(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        match arg.split_first() {
+            Some((0, rest)) => echo(rest, out),
+            Some((1, rest)) => Err(format!("refused {}", rest.len())),
+            Some((2, rest)) => panic!("boom {}", rest.len()),
+            Some((3, _)) => {
+                out.extend_from_slice(b"half-written");
+                panic!("static boom")
+            }
+            _ => Err("empty".into()),
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new()
+            .register("echo", echo)
+            .register("pick", pick)
+    }
+
+    /// Encode, run and decode one batch as a worker and the pool would:
+    /// (the task frame's width, the result frame's width, the results).
+    type Outcome = std::result::Result<Vec<u8>, String>;
+
+    fn round_trip(name: &'static str, args: &[Vec<u8>]) -> (u32, u32, Vec<Outcome>) {
+        let reg = registry();
+        let mut task = Vec::new();
+        let count = encode_task(&mut task, 42, reg.index(name).unwrap(), args).unwrap();
+        assert_eq!(count as usize, args.len());
+        let (mut out, mut table) = (Vec::new(), Vec::new());
+        run_batch(&reg, &task, &mut out, &mut table).unwrap();
+        // What send_parts puts on the wire.
+        let mut frame = out[..RESULT_HEAD].to_vec();
+        frame.extend_from_slice(&table);
+        frame.extend_from_slice(&out[RESULT_HEAD..]);
+        assert_eq!(read_u64(&frame, 0), Some(42));
+        assert_eq!(read_u32(&frame, 8), Some(count));
+        let width = read_u32(&frame, 12).unwrap();
+        let layout = parse_layout(&frame, count, width).unwrap();
+        let batch = Batch {
+            task: name,
+            first: 0,
+            frame,
+            layout,
+            lost: None,
+            count: count as usize,
+        };
+        let results = (0..args.len())
+            .map(|i| {
+                batch.get(i).map(<[u8]>::to_vec).map_err(|e| match e {
+                    TaskError::Failed { message, index, .. } => {
+                        assert_eq!(index, i);
+                        message
+                    }
+                    other => panic!("unexpected {other}"),
+                })
+            })
+            .collect();
+        (read_u32(&task, 14).unwrap(), width, results)
+    }
+
+    #[test]
+    fn items_of_one_width_travel_packed_both_ways() {
+        let args: Vec<Vec<u8>> = (0..1000u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        let (task_width, result_width, results) = round_trip("echo", &args);
+        assert_eq!((task_width, result_width), (8, 8));
+        let want: Vec<_> = args.iter().cloned().map(Ok).collect();
+        assert_eq!(results, want);
+        // Packed means no per-item bytes at all.
+        let mut task = Vec::new();
+        encode_task(&mut task, 1, 0, &args).unwrap();
+        assert_eq!(task.len(), TASK_HEAD + 8 * 1000);
+    }
+
+    #[test]
+    fn items_of_mixed_widths_are_framed_one_by_one() {
+        let args: Vec<Vec<u8>> = vec![
+            vec![],
+            b"a".to_vec(),
+            b"bcd".to_vec(),
+            vec![],
+            b"ef".to_vec(),
+        ];
+        let (task_width, result_width, results) = round_trip("echo", &args);
+        assert_eq!((task_width, result_width), (VARIABLE, VARIABLE));
+        let want: Vec<_> = args.iter().cloned().map(Ok).collect();
+        assert_eq!(results, want);
+    }
+
+    #[test]
+    fn empty_results_and_empty_batches_pack() {
+        let args = vec![Vec::new(); 5];
+        let (task_width, result_width, results) = round_trip("echo", &args);
+        assert_eq!((task_width, result_width), (0, 0));
+        assert_eq!(results, vec![Ok(Vec::new()); 5]);
+        let (_, result_width, results) = round_trip("echo", &[]);
+        assert_eq!(result_width, 0);
+        assert!(results.is_empty());
+    }
+
+    #[test]
+    fn a_failure_or_panic_anywhere_fails_that_item_alone() {
+        let ok = |b: u8| vec![0, b, b];
+        let outcomes: [(&[u8], Outcome); 4] = [
+            (&[1, 9], Err("refused 1".into())),
+            (&[2, 9, 9], Err("panicked: boom 2".into())),
+            (&[3], Err("panicked: static boom".into())),
+            (&[], Err("empty".into())),
+        ];
+        for (bad, want) in &outcomes {
+            for at in [0usize, 1, 5, 9] {
+                let mut args: Vec<Vec<u8>> = (0..10).map(|i| ok(i as u8)).collect();
+                args[at] = bad.to_vec();
+                let (_, width, results) = round_trip("pick", &args);
+                assert_eq!(width, VARIABLE, "a failure is never packed");
+                for (i, r) in results.iter().enumerate() {
+                    if i == at {
+                        assert_eq!(r, want, "item {i} of {bad:?}");
+                    } else {
+                        assert_eq!(r, &Ok(vec![i as u8, i as u8]), "item {i} of {bad:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panics_in_a_row_and_a_batch_of_panics_each_fail_once() {
+        let args: Vec<Vec<u8>> = vec![vec![2], vec![3], vec![0, 7], vec![2, 0], vec![2]];
+        let (_, _, results) = round_trip("pick", &args);
+        assert_eq!(
+            results,
+            vec![
+                Err("panicked: boom 0".into()),
+                Err("panicked: static boom".into()),
+                Ok(vec![7]),
+                Err("panicked: boom 1".into()),
+                Err("panicked: boom 0".into()),
+            ]
+        );
+        let (_, _, results) = round_trip("pick", &vec![vec![2u8]; 50]);
+        assert_eq!(results, vec![Err("panicked: boom 0".to_string()); 50]);
+    }
+
+    #[test]
+    fn results_of_a_new_width_late_in_a_batch_switch_to_a_table() {
+        let mut args: Vec<Vec<u8>> = (0..100u8).map(|i| vec![0, i]).collect();
+        args[99] = vec![0, 1, 2, 3];
+        let (task_width, result_width, results) = round_trip("pick", &args);
+        assert_eq!((task_width, result_width), (VARIABLE, VARIABLE));
+        assert_eq!(results[98], Ok(vec![98]));
+        assert_eq!(results[99], Ok(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn result_frames_that_do_not_add_up_are_refused() {
+        let mut frame = vec![0u8; RESULT_HEAD];
+        frame.extend_from_slice(&[0; 16]);
+        assert!(parse_layout(&frame, 2, 8).is_ok());
+        assert!(parse_layout(&frame, 3, 8).is_err(), "too short");
+        assert!(parse_layout(&frame, 1, 8).is_err(), "too long");
+        assert!(
+            parse_layout(&frame, u32::MAX - 1, u32::MAX - 1).is_err(),
+            "overflow"
+        );
+        // A table: two entries of 2 and 2|FAILED, then 4 bytes of data.
+        let mut frame = vec![0u8; RESULT_HEAD];
+        frame.extend_from_slice(&2u32.to_le_bytes());
+        frame.extend_from_slice(&(2 | FAILED).to_le_bytes());
+        frame.extend_from_slice(b"okno");
+        assert!(parse_layout(&frame, 2, VARIABLE).is_ok());
+        frame.push(0);
+        assert!(parse_layout(&frame, 2, VARIABLE).is_err(), "trailing byte");
+        frame.truncate(frame.len() - 2);
+        assert!(parse_layout(&frame, 2, VARIABLE).is_err(), "data cut short");
+        assert!(
+            parse_layout(&frame[..RESULT_HEAD + 4], 2, VARIABLE).is_err(),
+            "table cut short"
+        );
+    }
+
+    #[test]
+    fn a_worker_refuses_a_torn_task_frame() {
+        let reg = registry();
+        let mut task = Vec::new();
+        encode_task(&mut task, 1, 0, &[b"abc".to_vec(), b"de".to_vec()]).unwrap();
+        let (mut out, mut table) = (Vec::new(), Vec::new());
+        assert!(run_batch(&reg, &task, &mut out, &mut table).is_ok());
+        for cut in [0, 5, TASK_HEAD, task.len() - 1] {
+            assert!(
+                run_batch(&reg, &task[..cut], &mut out, &mut table).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut long = task.clone();
+        long.push(0);
+        assert!(
+            run_batch(&reg, &long, &mut out, &mut table).is_err(),
+            "trailing byte"
+        );
+        let mut unknown = task;
+        unknown[8] = 9;
+        assert!(
+            run_batch(&reg, &unknown, &mut out, &mut table).is_err(),
+            "no such task"
+        );
+    }
 }
