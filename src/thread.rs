@@ -1,9 +1,13 @@
-//! Threads the way Python's `threading` module teaches them, on
-//! `std::thread`: named threads, the current thread's name (the main thread
-//! is `MainThread`), `is_alive`, join with a timeout, daemon and joined
-//! threads, a stop flag, [`Event`] and thread-local values.
+//! Threads the way Python's `threading` module teaches them: named
+//! threads, the current thread's name (the main thread is `MainThread`),
+//! `is_alive`, join with a timeout, daemon and joined threads, a stop flag,
+//! [`Event`] and thread-local values.
 //!
-//! No `unsafe` here: threads share nothing but `Arc`s, atomics and mutexes.
+//! Threads are started with pthread_create(3) itself
+//! ([`crate::sys::thread`]): std's spawn makes about ten more system calls
+//! per thread. No `unsafe` here: threads share nothing but `Arc`s, atomics
+//! and mutexes. A thread's name is its OS name too (prctl `PR_SET_NAME`,
+//! cut to 15 bytes), so `ps -L` and `/proc/<pid>/task/*/comm` show it.
 //!
 //! ## Daemon and joined threads: Python's exit rule, made explicit
 //!
@@ -20,15 +24,17 @@
 //!   its handle detaches it, and when `main` returns the process exits and
 //!   the thread ends wherever it is, its later work never done.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::sys::thread::RawThread;
 
 /// The name [`current_name`] gives the main thread, as Python does.
 pub const MAIN_THREAD: &str = "MainThread";
@@ -46,11 +52,22 @@ pub fn current_name() -> String {
     if is_main_thread() {
         return MAIN_THREAD.to_string();
     }
+    if let Some(name) = NAME.with(|n| n.borrow().clone()) {
+        return name;
+    }
     match std::thread::current().name() {
         Some(name) => name.to_string(),
         None => format!("Thread-{}", nix::unistd::gettid()),
     }
 }
+
+thread_local! {
+    /// The name [`spawn`] gave the calling thread.
+    static NAME: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// What a thread's function returned, or the panic that ended it.
+type Outcome<T> = std::result::Result<T, Box<dyn Any + Send>>;
 
 /// A running (or finished) thread with a name: Python's `threading.Thread`
 /// after `start()`. See the [module documentation](self) for what dropping
@@ -59,7 +76,9 @@ pub struct Thread<T> {
     name: String,
     daemon: bool,
     done: Arc<Event>,
-    handle: Option<JoinHandle<T>>,
+    /// Where the thread leaves its outcome before it sets `done`.
+    outcome: Arc<Mutex<Option<Outcome<T>>>>,
+    handle: Option<RawThread>,
 }
 
 impl<T> fmt::Debug for Thread<T> {
@@ -118,18 +137,28 @@ where
         return Err(Error::usage("thread name", "must not contain a NUL byte"));
     }
     let done = Arc::new(Event::new());
+    let outcome = Arc::new(Mutex::new(None));
     let guard = SetOnDrop(Arc::clone(&done));
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            let _guard = guard;
-            f()
-        })
-        .map_err(|e| Error::io("pthread_create", &name, &e))?;
+    let slot = Arc::clone(&outcome);
+    let thread_name = name.clone();
+    let main = Box::new(move || {
+        let _guard = guard;
+        // The OS name (what ps and /proc show) is best effort: the kernel
+        // keeps 15 bytes, and a failure changes nothing else.
+        if let Ok(c) = std::ffi::CString::new(thread_name.as_bytes()) {
+            let _ = nix::sys::prctl::set_name(&c);
+        }
+        NAME.with(|n| *n.borrow_mut() = Some(thread_name));
+        let result = catch_unwind(AssertUnwindSafe(f));
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+    });
+    let handle = crate::sys::thread::spawn(main)
+        .map_err(|e| Error::sys("pthread_create", name.clone(), e))?;
     Ok(Thread {
         name,
         daemon,
         done,
+        outcome,
         handle: Some(handle),
     })
 }
@@ -179,14 +208,23 @@ impl<T> Thread<T> {
                 &std::io::Error::other("the thread was already joined"),
             )
         })?;
-        handle.join().map_err(|_| {
-            Error::io(
+        handle
+            .join()
+            .map_err(|e| Error::sys("pthread_join", self.name.clone(), e))?;
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            _ => Err(Error::io(
                 "join",
                 &self.name,
                 &std::io::Error::other("the thread panicked"),
             )
-            .with_code(exit::PANIC)
-        })
+            .with_code(exit::PANIC)),
+        }
     }
 }
 
@@ -202,12 +240,21 @@ impl<T> Drop for Thread<T> {
     }
 }
 
-/// `threading.Event`: a flag that threads wait on, on a `Mutex<bool>` and a
+/// `threading.Event`: a flag that threads wait on, on a `Mutex` and a
 /// `Condvar`. `set` wakes every waiter; the flag stays set until `clear`.
+/// The mutex also counts the waiters, so `set` with nobody waiting (every
+/// thread's end sets one) makes no futex wake-up call.
 #[derive(Debug, Default)]
 pub struct Event {
-    flag: Mutex<bool>,
+    state: Mutex<EventState>,
     cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct EventState {
+    set: bool,
+    /// Threads blocked in `cond.wait`.
+    waiters: usize,
 }
 
 impl Event {
@@ -216,33 +263,41 @@ impl Event {
         Event::default()
     }
 
-    // Nothing panics while holding the lock, and a bool cannot be left half
-    // written, so a poisoned lock still holds a valid flag.
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        self.flag.lock().unwrap_or_else(PoisonError::into_inner)
+    // Nothing panics while holding the lock, and the state is two plain
+    // fields written whole, so a poisoned lock still holds a valid state.
+    fn lock(&self) -> MutexGuard<'_, EventState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Set the flag and wake every thread waiting for it.
     pub fn set(&self) {
-        *self.lock() = true;
-        self.cond.notify_all();
+        let mut state = self.lock();
+        state.set = true;
+        if state.waiters > 0 {
+            self.cond.notify_all();
+        }
     }
 
     /// Reset the flag; later waits block until the next [`Event::set`].
     pub fn clear(&self) {
-        *self.lock() = false;
+        self.lock().set = false;
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        *self.lock()
+        self.lock().set
     }
 
     /// Block until the flag is set. Spurious wakeups are absorbed.
     pub fn wait(&self) {
-        let mut set = self.lock();
-        while !*set {
-            set = self.cond.wait(set).unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
+        while !state.set {
+            state.waiters += 1;
+            state = self
+                .cond
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.waiters -= 1;
         }
     }
 
@@ -255,17 +310,19 @@ impl Event {
             self.wait();
             return true;
         };
-        let mut set = self.lock();
-        while !*set {
+        let mut state = self.lock();
+        while !state.set {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            set = self
+            state.waiters += 1;
+            state = self
                 .cond
-                .wait_timeout(set, left)
+                .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiters -= 1;
         }
         true
     }
@@ -378,6 +435,53 @@ mod tests {
         assert!(t.is_daemon());
         drop(t); // would hang here if drop joined
         go.set();
+    }
+
+    #[test]
+    fn the_name_is_the_os_thread_name_too() {
+        let comm = |name: &'static str| {
+            spawn(name, || {
+                std::fs::read_to_string("/proc/thread-self/comm").unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+        };
+        assert_eq!(comm("Worker-1"), "Worker-1\n");
+        // The kernel keeps 15 bytes; current_name keeps the whole name.
+        assert_eq!(comm("a-very-long-thread-name"), "a-very-long-thr\n");
+        let whole = spawn("a-very-long-thread-name", current_name).unwrap();
+        assert_eq!(whole.join().unwrap(), "a-very-long-thread-name");
+    }
+
+    #[test]
+    fn thread_local_destructors_run_when_a_thread_ends() {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        thread_local! {
+            static SLOT: RefCell<Option<Flag>> = const { RefCell::new(None) };
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&dropped);
+        spawn("tls", move || {
+            SLOT.with(|s| *s.borrow_mut() = Some(Flag(d)))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        // join returns after pthread_join, so the thread's exit has run.
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_thread_result_is_handed_out_once() {
+        let mut t = spawn("once", || 7).unwrap();
+        assert_eq!(t.join_timeout(Duration::from_secs(60)).unwrap(), Some(7));
+        assert!(t.join_timeout(Duration::from_secs(60)).is_err());
     }
 
     #[test]

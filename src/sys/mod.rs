@@ -7,3 +7,4 @@ pub mod proc;
 pub mod sem;
 pub mod shm;
 pub mod spawn;
+pub mod thread;
