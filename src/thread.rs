@@ -4,7 +4,7 @@
 //! [`Event`] and thread-local values.
 //!
 //! Threads are started with pthread_create(3) itself
-//! ([`crate::sys::thread`]): std's spawn makes about ten more system calls
+//! (in `src/sys/thread.rs`): std's spawn makes about ten more system calls
 //! per thread. No `unsafe` here: threads share nothing but `Arc`s, atomics
 //! and mutexes. A thread's name is its OS name too (prctl `PR_SET_NAME`,
 //! cut to 15 bytes), so `ps -L` and `/proc/<pid>/task/*/comm` show it.
