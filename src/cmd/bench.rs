@@ -25,7 +25,8 @@ Figures (unit; lower is better unless marked higher):
   fork_wait_us              fork + _exit(code) + waitpid + WEXITSTATUS, per child
   process_start_join_us     Process start (fork, pidfd) + join + exitcode, per child
   pool_map10k_warm_us       Pool of 2, map_into(square) over 10 000 ints in chunks of 1 250,
-                            pool already up, one result set reused
+                            pool already up, one result set reused; square is a typed
+                            task, fn(i64) -> Result<i64, String>
   pool_apply_async_rtt_us   Pool of 2, one apply_async(square) + get, round trip
   sem_pingpong_us           two processes, two pshared semaphores, post/wait round trip
   shm_atomic_2p_ns_per_op   two processes adding 1 to one SharedValue<u64> with fetch_add

@@ -107,21 +107,22 @@ fn crash(_arg: &[u8], _out: &mut Vec<u8>) -> std::result::Result<(), String> {
     Err("SIGKILL did not end the worker".into())
 }
 
-/// The `square` task of `pk-pool map`: an i64, squared, or an overflow error.
-pub fn square(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let n = i64::from_le_bytes(arg.try_into().map_err(|_| "square wants 8 bytes")?);
-    let sq = n
-        .checked_mul(n)
-        .ok_or_else(|| format!("{n} squared overflows i64"))?;
-    out.extend_from_slice(&sq.to_le_bytes());
-    Ok(())
+/// The `square` task of `pk-pool map`, a typed task: an i64, squared, or
+/// an overflow error.
+pub fn square(n: i64) -> std::result::Result<i64, String> {
+    n.checked_mul(n)
+        .ok_or_else(|| format!("{n} squared overflows i64"))
 }
 
 /// `square` with a leading flag byte: 1 makes the worker SIGKILL itself first.
 fn square_or_die(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
     match arg.split_first() {
         Some((1, _)) => crash(arg, out),
-        Some((_, rest)) => square(rest, out),
+        Some((_, rest)) => {
+            let n = i64::from_le_bytes(rest.try_into().map_err(|_| "square wants 8 bytes")?);
+            out.extend_from_slice(&square(n)?.to_le_bytes());
+            Ok(())
+        }
         None => Err("square_or_die wants 9 bytes".into()),
     }
 }
@@ -131,7 +132,7 @@ pub fn registry() -> Registry {
     Registry::new()
         .register("hello", hello)
         .register("crash", crash)
-        .register("square", square)
+        .register_typed("square", square)
         .register("square_or_die", square_or_die)
         .register("exec", exec_task)
 }
