@@ -2,30 +2,35 @@
 """Join pk-bench, the Python peers and (optionally) the C baselines into one
 Markdown table.
 
-usage: table.py PK_JSON PY_JSON [C_TXT]
+usage: table.py --py PY_JSON --round PK_JSON C_TXT [--round PK_JSON C_TXT ...]
+
 PK_JSON / PY_JSON: one JSON object per line (pk-bench --json, peers.py --json).
-C_TXT: "<figure> <value>" lines from the C baselines in ../shared/bench/c.
+C_TXT: "<figure> <value>" lines from the C baselines in ../shared/bench/c,
+run right after the pk-bench figures of the same round ("" for none).
+posixkit and C columns are medians over the rounds; the ratio column is the
+median of the per-round ratios, with their range when there are several.
 """
 import json
+import statistics
 import sys
 
 # posixkit figure -> the C baseline figure that does the same work
 C_PEER = {
     "fork_wait_us": "fork_wait_us",
     "process_start_join_us": "fork_wait_us",
-    "pipe_rtt_us": "pipe_rtt_us",
-    "pipe_bw_GBps": "pipe_bw_GBps",
-    "pipe_rtt_framed_us": "pipe_rtt_us",
+    "pool_map10k_warm_us": "pool_map10k_warm_us",
+    "pool_apply_async_rtt_us": "pipe_rtt_us",
     "sem_pingpong_us": "sem_pingpong_us",
-    "flock_lock_unlock_ns": "flock_lock_unlock_ns",
-    "ticket_flock_K4_per_s": "ticket_flock_K4_per_s",
     "shm_atomic_2p_ns_per_op": "shm_atomic_2p_ns_per_op",
     "shm_semlock_2p_ns_per_op": "shm_semlock_2p_ns_per_op",
     "queue_msgs_per_s": "queue_pipe_msgs_per_s",
+    "flock_lock_unlock_ns": "flock_lock_unlock_ns",
+    "ticket_flock_K4_per_s": "ticket_flock_K4_per_s",
+    "pipe_rtt_us": "pipe_rtt_us",
+    "pipe_rtt_framed_us": "pipe_rtt_us",
+    "pipe_bw_GBps": "pipe_bw_GBps",
     "thread_create_join_us": "pthread_create_join_us",
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
-    "pool_map10k_warm_us": "pool_map10k_warm_us",
-    "pool_apply_async_rtt_us": "pipe_rtt_us",
 }
 HIGHER_IS_BETTER = ("per_s", "GBps")
 
@@ -43,6 +48,8 @@ def load_json(path):
 
 def load_c(path):
     out = {}
+    if not path:
+        return out
     with open(path) as f:
         for line in f:
             parts = line.split()
@@ -60,33 +67,71 @@ def fmt(v):
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
 
+def parse_args(argv):
+    py, rounds = None, []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--py" and i + 1 < len(argv):
+            py = argv[i + 1]
+            i += 2
+        elif argv[i] == "--round" and i + 2 < len(argv):
+            rounds.append((argv[i + 1], argv[i + 2]))
+            i += 3
+        else:
+            sys.exit(__doc__)
+    if py is None or not rounds:
+        sys.exit(__doc__)
+    return py, rounds
+
+
 def main():
-    pk = load_json(sys.argv[1])
-    py = load_json(sys.argv[2])
-    c = load_c(sys.argv[3]) if len(sys.argv) > 3 else {}
+    py_path, round_paths = parse_args(sys.argv[1:])
+    py = load_json(py_path)
+    rounds = [(load_json(p), load_c(c)) for p, c in round_paths]
+    have_c = any(c for _, c in rounds)
+    names = list(C_PEER)
+    for pk, _ in rounds:
+        names += [n for n in pk if n not in names]
     head = "| figure | unit | posixkit | spread | Python | speed-up vs Python |"
     line = "|---|---|---|---|---|---|"
-    if c:
+    if have_c:
         head += " C limit | posixkit ÷ C |"
         line += "---|---|"
     print(head)
     print(line)
-    for name, d in pk.items():
-        v = d["median"]
-        spread = (d["max"] - d["min"]) / v * 100 if v else 0.0
+    for name in names:
+        runs = [pk[name] for pk, _ in rounds if name in pk]
+        if not runs:
+            continue
+        v = statistics.median(d["median"] for d in runs)
+        # The spread of the round closest to the median.
+        d = min(runs, key=lambda d: abs(d["median"] - v))
+        spread = (d["max"] - d["min"]) / d["median"] * 100 if d["median"] else 0.0
         higher = name.endswith(HIGHER_IS_BETTER)
         p = py.get(name, {}).get("median")
         speed = None if p is None or not v or not p else (v / p if higher else p / v)
-        row = f"| {name} | {d['unit']} | {fmt(v)} | ±{spread:.0f}% | {fmt(p)} | {fmt(speed) + '×' if speed else '—'} |"
-        if c:
-            cv = c.get(C_PEER.get(name, ""))
-            ratio = v / cv if cv else None
-            row += f" {fmt(cv)} | {fmt(ratio) + '×' if ratio else '—'} |"
+        row = f"| {name} | {runs[0]['unit']} | {fmt(v)} | ±{spread:.0f}% | {fmt(p)} | {fmt(speed) + '×' if speed else '—'} |"
+        if have_c:
+            peer = C_PEER.get(name, "")
+            pairs = [(pk[name]["median"], c[peer]) for pk, c in rounds if name in pk and c.get(peer)]
+            if pairs:
+                cv = statistics.median(c for _, c in pairs)
+                ratios = sorted(a / b for a, b in pairs)
+                ratio = fmt(statistics.median(ratios)) + "×"
+                if len(ratios) > 1:
+                    ratio += f" ({fmt(ratios[0])}–{fmt(ratios[-1])})"
+                row += f" {fmt(cv)} | {ratio} |"
+            else:
+                row += " — | — |"
         print(row)
     print()
     print("speed-up: Python time ÷ posixkit time, or posixkit rate ÷ Python rate.")
-    if c:
-        print("posixkit ÷ C: ≤ 1 is at the limit for times; for rates (per_s, GBps) ≥ 1 is.")
+    if have_c:
+        print(
+            f"posixkit ÷ C: ≤ 1 is at the limit for times; for rates (per_s, GBps) ≥ 1 is. "
+            f"Each round ran the C program right after the posixkit figures it bounds; "
+            f"median of {len(rounds)} round(s), range of the per-round ratios in brackets."
+        )
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ const STOP_SLICE: Duration = Duration::from_millis(100);
 
 /// The one wait loop: EINTR retried against the same deadline unless
 /// `stop()` says otherwise.
+#[inline]
 pub(crate) fn wait_on(
     sem: &Sem,
     what: &str,

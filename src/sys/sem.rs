@@ -75,6 +75,7 @@ impl Sem {
     }
 
     /// sem_wait(3), once (EINTR is returned, not retried).
+    #[inline]
     pub fn wait(&self) -> Result<(), Errno> {
         // SAFETY: `self.0` is a live sem_t (the type's invariant).
         Errno::result(unsafe { libc::sem_wait(self.0.as_ptr()) }).map(drop)
@@ -126,6 +127,7 @@ impl Sem {
     }
 
     /// sem_post(3): EOVERFLOW at SEM_VALUE_MAX.
+    #[inline]
     pub fn post(&self) -> Result<(), Errno> {
         // SAFETY: `self.0` is a live sem_t.
         Errno::result(unsafe { libc::sem_post(self.0.as_ptr()) }).map(drop)
