@@ -235,7 +235,12 @@ impl Builder {
                 PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             )
         });
-        let parent = getpid();
+        // Only a daemon checks its parent after arming PDEATHSIG.
+        let parent = if self.daemon {
+            getpid()
+        } else {
+            Pid::from_raw(0)
+        };
         // Everything the child needs is built here, before fork: an
         // allocation in the child would copy the allocator's pages (a
         // copy-on-write fault each), which costs more than the fork itself.
