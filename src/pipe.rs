@@ -176,7 +176,9 @@ const SMALL: usize = 128;
 /// A frame of at most [`PIPE_BUF`] bytes in all is atomic on a pipe, as with
 /// [`send`]. EINTR is retried and short writes continued.
 ///
-/// Fails with `EMSGSIZE` when the parts add up to more than [`MAX_FRAME`].
+/// Fails with `EMSGSIZE` when the parts add up to more than [`MAX_FRAME`],
+/// and with `EINVAL` for more than 1023 non-empty parts (IOV_MAX, 1024
+/// slices, counting the length prefix).
 pub fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> nix::Result<()> {
     let total = parts
         .iter()
@@ -215,8 +217,9 @@ pub enum RecvError {
     Torn(String),
 }
 
-/// Receive one frame from `fd` into `buf` (replacing its contents).
-/// `Ok(false)` is a clean end of file before the frame's first byte.
+/// Receive one frame from `fd` into `buf` (replacing its contents; after
+/// an error they are unspecified). `Ok(false)` is a clean end of file
+/// before the frame's first byte.
 /// EINTR is retried and short reads continued.
 pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<bool, RecvError> {
     let mut header = [0u8; HEADER];

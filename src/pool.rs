@@ -1,11 +1,12 @@
 //! A pre-forked process pool: Python's `multiprocessing.Pool`, on fork and
 //! pipes, that never hangs when a worker dies.
 //!
-//! Closures cannot cross a process boundary, so tasks are plain functions
-//! registered by name in a [`Registry`] before the pool forks. A task takes
-//! its argument as bytes and appends its result to a buffer
-//! ([`Registry::register`]), or, typed, takes and returns fixed-width values
-//! ([`Registry::register_typed`], [`Wire`]) in a loop compiled for it:
+//! A task is named, not sent: tasks are registered by name in a
+//! [`Registry`] before the pool forks, and the workers inherit it. A task
+//! takes its argument as bytes and appends its result to a buffer
+//! ([`Registry::register`], a plain function), or, typed, takes and returns
+//! fixed-width values ([`Registry::register_typed`], any `Fn`, closures that
+//! capture included, with [`Wire`] values) in a loop compiled for it:
 //!
 //! ```no_run
 //! use posixkit::pool::{Pool, Registry};
@@ -153,7 +154,10 @@ where
     F: Fn(A) -> std::result::Result<R, String> + Send + Sync + 'static,
 {
     fn run(&self, input: &[u8], width: u32, count: usize, out: &mut Output<'_>) -> Step {
-        out.data.reserve(count.saturating_mul(R::WIDTH));
+        // `count` comes from the frame: never reserve past what its
+        // arguments could need.
+        out.data
+            .reserve(count.min(input.len()).saturating_mul(R::WIDTH));
         run_items(input, width, count, out, |arg, data| {
             let a = A::get(arg).ok_or_else(|| {
                 format!(
@@ -957,23 +961,29 @@ fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -> ! {
     // A task's panic is its own failure, reported to the parent: keep the
     // binary's panic hook (which calls it a bug) quiet in workers.
     std::panic::set_hook(Box::new(|_| {}));
-    let mut input = Vec::new();
-    let mut output = Vec::new();
-    let mut table = Vec::new();
-    loop {
-        match tasks.recv_into(&mut input) {
-            Ok(true) => {}
-            Ok(false) => process::_exit(0),
-            Err(_) => process::_exit(1),
+    // Tasks' panics are caught per item; anything that still unwinds (a
+    // panic payload whose drop panics, say) must end the worker here, not
+    // unwind into the code of the parent it was forked from.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut input = Vec::new();
+        let mut output = Vec::new();
+        let mut table = Vec::new();
+        loop {
+            match tasks.recv_into(&mut input) {
+                Ok(true) => {}
+                Ok(false) => process::_exit(0),
+                Err(_) => process::_exit(1),
+            }
+            let sent = run_batch(registry, &input, &mut output, &mut table).is_ok_and(|()| {
+                let (head, data) = output.split_at(RESULT_HEAD);
+                results.send_parts(&[head, &table, data]).is_ok()
+            });
+            if !sent {
+                process::_exit(1);
+            }
         }
-        let sent = run_batch(registry, &input, &mut output, &mut table).is_ok_and(|()| {
-            let (head, data) = output.split_at(RESULT_HEAD);
-            results.send_parts(&[head, &table, data]).is_ok()
-        });
-        if !sent {
-            process::_exit(1);
-        }
-    }
+    }));
+    process::_exit(1)
 }
 
 /// Encode a task frame for `args` into `frame`; returns the item count.
@@ -994,9 +1004,21 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
     let width = if fixed {
         u32::try_from(first).expect("at most MAX_FRAME")
     } else {
-        size = size.saturating_add(4 * args.len());
+        size = size.saturating_add(4usize.saturating_mul(args.len()));
         VARIABLE
     };
+    // The whole frame must fit a pipe frame; refused here, before anything
+    // is queued or allocated.
+    if TASK_HEAD.saturating_add(size) > pipe::MAX_FRAME {
+        return Err(Error::usage(
+            "task",
+            format!(
+                "a batch of {} arguments is over {} MiB on the wire: use smaller chunks",
+                args.len(),
+                pipe::MAX_FRAME >> 20
+            ),
+        ));
+    }
     frame.clear();
     // Sized once: growing a frame of thousands of items by doubling costs
     // copies and, past the allocator's trim threshold, page faults.
@@ -1176,13 +1198,16 @@ where
         mut next, mut at, ..
     } = out.cursor;
     while next < count {
-        let (arg, after) = if width == VARIABLE {
-            let len = read_u32(input, at).ok_or(())? as usize;
-            (input.get(at + 4..at + 4 + len).ok_or(())?, at + 4 + len)
+        let (start, len) = if width == VARIABLE {
+            (
+                at.checked_add(4).ok_or(())?,
+                read_u32(input, at).ok_or(())? as usize,
+            )
         } else {
-            let w = width as usize;
-            (input.get(at..at + w).ok_or(())?, at + w)
+            (at, width as usize)
         };
+        let after = start.checked_add(len).ok_or(())?;
+        let arg = input.get(start..after).ok_or(())?;
         at = after;
         let head = out.data.len();
         out.cursor = Cursor { next, at, head };
@@ -1505,6 +1530,34 @@ mod tests {
             parse_layout(&frame[..RESULT_HEAD + 4], 2, VARIABLE).is_err(),
             "table cut short"
         );
+    }
+
+    #[test]
+    fn a_batch_over_the_frame_limit_is_refused_before_it_is_built() {
+        let mib = vec![0u8; 1 << 20];
+        let args: Vec<&[u8]> = vec![&mib[..]; 1024];
+        let mut frame = Vec::new();
+        let e = encode_task(&mut frame, 1, 0, &args).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::USAGE);
+        assert!(e.to_string().contains("use smaller chunks"), "{e}");
+        assert_eq!(frame.capacity(), 0, "nothing was allocated");
+    }
+
+    #[test]
+    fn a_typed_worker_refuses_a_frame_that_lies_about_its_count() {
+        let reg = registry();
+        let mut task = Vec::new();
+        encode_task(
+            &mut task,
+            1,
+            reg.index("square").unwrap(),
+            &[7i64.to_le_bytes()],
+        )
+        .unwrap();
+        task[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+        let (mut out, mut table) = (Vec::new(), Vec::new());
+        assert!(run_batch(&reg, &task, &mut out, &mut table).is_err());
+        assert!(out.capacity() < 1 << 20, "no huge reservation");
     }
 
     #[test]

@@ -60,8 +60,10 @@ extern "C" fn entry(arg: *mut c_void) -> *mut c_void {
 
 impl RawThread {
     /// Wait for the thread to end (pthread_join).
+    /// When the join fails (EDEADLK: the thread joining itself), the
+    /// handle is dropped and so detaches the thread, which then frees its
+    /// stack when it ends.
     pub fn join(mut self) -> Result<(), Errno> {
-        self.joined = true;
         // SAFETY: `id` names a thread this handle started and has neither
         // joined nor detached (join takes the handle by value, and Drop
         // skips a joined handle); a null result pointer is allowed.
@@ -69,6 +71,7 @@ impl RawThread {
         if rc != 0 {
             return Err(Errno::from_raw(rc));
         }
+        self.joined = true;
         Ok(())
     }
 }
