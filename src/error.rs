@@ -153,6 +153,16 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The message a panic was raised with (`panic!("...")` makes a `&str` or
+/// a `String`); empty for any other payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// The C library's message for `errno` (strerror), e.g. `Resource
 /// temporarily unavailable` for EAGAIN.
 pub fn strerror(errno: Errno) -> String {

@@ -381,7 +381,8 @@ impl Batch {
                 (&self.frame[at..at + width], true)
             }
             Layout::Table(starts) => {
-                let entry = read_u32(&self.frame, RESULT_HEAD + 4 * i).expect("checked on arrival");
+                let entry =
+                    read::<u32>(&self.frame, RESULT_HEAD + 4 * i).expect("checked on arrival");
                 let at = starts[i] as usize;
                 let len = (entry & !FAILED) as usize;
                 (&self.frame[at..at + len], entry & FAILED == 0)
@@ -845,9 +846,9 @@ impl Pool {
         let bad = |why: &str| Error::data("recv", "pool worker", why.to_string());
         let job = job.ok_or_else(|| bad("a result came from an idle worker"))?;
         let (id, count, width) = match (
-            read_u64(&frame, 0),
-            read_u32(&frame, 8),
-            read_u32(&frame, 12),
+            read::<u64>(&frame, 0),
+            read::<u32>(&frame, 8),
+            read::<u32>(&frame, 12),
         ) {
             (Some(id), Some(count), Some(width)) => (id, count, width),
             _ => return Err(bad("short result")),
@@ -1067,7 +1068,7 @@ fn parse_layout(frame: &[u8], count: u32, width: u32) -> std::result::Result<Lay
     let mut at = data;
     for i in 0..count {
         let len =
-            (read_u32(frame, RESULT_HEAD + 4 * i).expect("table in range") & !FAILED) as usize;
+            (read::<u32>(frame, RESULT_HEAD + 4 * i).expect("table in range") & !FAILED) as usize;
         // The frame is under 4 GiB (checked above), so `at` fits.
         starts.push(at as u32);
         at += len;
@@ -1085,11 +1086,10 @@ fn parse_layout(frame: &[u8], count: u32, width: u32) -> std::result::Result<Lay
 /// bytes; `table` gets the per-item table when the results are not all
 /// successes of one width, and is left empty when they are.
 fn run_batch(registry: &Registry, input: &[u8], output: &mut Vec<u8>, table: &mut Vec<u8>) -> Step {
-    let id = read_u64(input, 0).ok_or(())?;
-    let func = input.get(8..10).ok_or(())?;
-    let func = u16::from_le_bytes([func[0], func[1]]);
-    let count = read_u32(input, 10).ok_or(())? as usize;
-    let width = read_u32(input, 14).ok_or(())?;
+    let id = read::<u64>(input, 0).ok_or(())?;
+    let func: u16 = read(input, 8).ok_or(())?;
+    let count = read::<u32>(input, 10).ok_or(())? as usize;
+    let width = read::<u32>(input, 14).ok_or(())?;
     let runner = registry.fns.get(usize::from(func)).ok_or(())?;
     output.clear();
     table.clear();
@@ -1163,11 +1163,7 @@ where
         match run {
             Ok(done) => done?,
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = crate::error::panic_message(&*panic);
                 let Cursor { next, head, .. } = out.cursor;
                 out.data.truncate(head);
                 out.data.extend_from_slice(b"panicked: ");
@@ -1201,7 +1197,7 @@ where
         let (start, len) = if width == VARIABLE {
             (
                 at.checked_add(4).ok_or(())?,
-                read_u32(input, at).ok_or(())? as usize,
+                read::<u32>(input, at).ok_or(())? as usize,
             )
         } else {
             (at, width as usize)
@@ -1274,16 +1270,9 @@ impl Shape {
     }
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
+/// The little-endian `T` at byte `at` of `b`, if it is all there.
+fn read<T: Wire>(b: &[u8], at: usize) -> Option<T> {
+    T::get(b.get(at..at.checked_add(T::WIDTH)?)?)
 }
 
 #[cfg(test)]
@@ -1386,9 +1375,9 @@ mod tests {
         let mut frame = out[..RESULT_HEAD].to_vec();
         frame.extend_from_slice(&table);
         frame.extend_from_slice(&out[RESULT_HEAD..]);
-        assert_eq!(read_u64(&frame, 0), Some(42));
-        assert_eq!(read_u32(&frame, 8), Some(count));
-        let width = read_u32(&frame, 12).unwrap();
+        assert_eq!(read::<u64>(&frame, 0), Some(42));
+        assert_eq!(read::<u32>(&frame, 8), Some(count));
+        let width = read::<u32>(&frame, 12).unwrap();
         let layout = parse_layout(&frame, count, width).unwrap();
         let batch = Batch {
             task: name,
@@ -1409,7 +1398,7 @@ mod tests {
                 })
             })
             .collect();
-        (read_u32(&task, 14).unwrap(), width, results)
+        (read::<u32>(&task, 14).unwrap(), width, results)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
 use crate::error::{Error, Result};
-use crate::pool::{Event, Pool, Registry, TaskError};
+use crate::pool::{Event, Pool, Registry, TaskError, Wire};
 use crate::process;
 use crate::{exit, note, outln};
 
@@ -119,7 +119,7 @@ fn square_or_die(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), Strin
     match arg.split_first() {
         Some((1, _)) => crash(arg, out),
         Some((_, rest)) => {
-            let n = i64::from_le_bytes(rest.try_into().map_err(|_| "square wants 8 bytes")?);
+            let n = i64::get(rest).ok_or("square wants 8 bytes")?;
             out.extend_from_slice(&square(n)?.to_le_bytes());
             Ok(())
         }
