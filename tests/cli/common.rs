@@ -193,6 +193,17 @@ pub fn strace_missing() -> bool {
     missing
 }
 
+/// Assert exit status 0, showing the command's stderr when it is not.
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Assert exit `code`, exactly one line on stderr that starts with
 /// `pk-<name>: `, and no panic.
 #[track_caller]

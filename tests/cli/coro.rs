@@ -4,12 +4,7 @@ use crate::common::*;
 
 fn run_ok(args: &[&str]) -> String {
     let out = pk("coro").args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(out.stderr.is_empty(), "{out:?}");
     stdout(&out)
 }

@@ -347,12 +347,7 @@ fn strace_shows_one_fork_and_one_wait4_per_child() {
         .timeout(TIMEOUT)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let trace = std::fs::read_to_string(&log).unwrap();
     let reaped = reaped_pids(&stdout(&out));
     // A clone interrupted by a signal is logged as `= ? ERESTARTNOINTR` and
@@ -386,12 +381,7 @@ fn strace_shows_one_fork_and_one_wait4_per_child() {
 fn the_shell_script_reads_propagated_statuses() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fork-status.sh");
     let out = bash(&format!("bash {script}")).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         stdout(&out),
         "pk-fork --exit-code 0 -> $?=0: ok\n\

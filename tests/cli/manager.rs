@@ -103,12 +103,7 @@ fn two_workers_share_the_tasks() {
     let b = worker(&addr, KEY, &["--task-delay", "10ms"]);
     let a = a.join().unwrap();
     for w in [&a, &b] {
-        assert_eq!(
-            w.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&w.stderr)
-        );
+        assert_success(w);
         assert!(w.stderr.is_empty());
         assert!(stdout(w).contains(": authenticated with 127.0.0.1:"));
         assert!(stdout(w).contains(": no more tasks, "));
@@ -208,12 +203,7 @@ fn garbage_clients_are_closed_and_the_server_keeps_serving() {
     drop(TcpStream::connect(&addr).unwrap());
 
     let good = worker(&addr, KEY, &[]);
-    assert_eq!(
-        good.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    assert_success(&good);
     let (lines, results) = finish(&mut server, 3);
     assert_all_results(&results, 3);
     let closed: Vec<&String> = lines.iter().filter(|l| l.starts_with("closed ")).collect();
@@ -257,12 +247,7 @@ fn a_worker_killed_mid_task_has_its_task_reassigned() {
     assert_signal(&doomed.wait(), libc::SIGKILL);
 
     let good = worker(&addr, KEY, &[]);
-    assert_eq!(
-        good.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    assert_success(&good);
     let mut ids = done_ids(&good);
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3], "the survivor did the lost task too");
@@ -519,12 +504,7 @@ fn bad_input_is_one_line_and_exit_2() {
 fn the_demo_script_runs_a_server_and_two_workers() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/manager-demo.sh");
     let out = bash(&format!("bash {script} 4")).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     assert!(text.starts_with("listening on 127.0.0.1:"), "{text}");
     assert!(text.contains("all 4 results:\n"), "{text}");

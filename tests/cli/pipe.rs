@@ -16,12 +16,7 @@ fn reaped_pids(text: &str) -> Vec<i32> {
 fn fan_in_five_writers_one_frame_each() {
     // Pipe(False) carrying [1, 2, 3, 4, 5] from five children.
     let out = pk("pipe").arg("fan-in").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
@@ -75,12 +70,7 @@ fn sixteen_writers_ten_thousand_pipe_buf_frames_never_tear() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     assert!(text.ends_with("frames=160000 torn=0\n"), "{text}");
     let reaped = reaped_pids(&text);

@@ -23,12 +23,7 @@ fn demo_runs_ten_tasks_on_four_workers_in_task_order() {
         .args(["demo", "--workers", "4", "--tasks", "10"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 12, "{text}");
@@ -52,12 +47,7 @@ fn a_worker_killed_mid_task_is_reported_and_replaced_and_the_rest_finish() {
         .args(["demo", "--workers", "2", "--tasks", "10", "--kill-a-worker"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let pids = worker_pids(&text);
     let lost: Vec<&str> = text.lines().filter(|l| l.starts_with("task ")).collect();
@@ -219,12 +209,7 @@ fn exec_runs_the_command_once_per_line() {
         .write_stdin("a\nb\n\nc\n")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let mut lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
     lines.sort();
     assert_eq!(

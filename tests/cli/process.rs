@@ -6,12 +6,7 @@ use crate::common::*;
 #[test]
 fn the_lesson_runs_in_order_with_python_exitcodes() {
     let out = pk("process").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 10, "{text}");

@@ -8,12 +8,7 @@ use crate::common::*;
 fn basics_full_qsize_fifo_empty_and_join_after_put() {
     let check = ShmCheck::start();
     let out = pk("queue").arg("basics").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 12, "{text}");

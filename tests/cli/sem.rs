@@ -7,12 +7,7 @@ use crate::common::*;
 
 fn status_value(name: &str) -> u32 {
     let out = pk("sem").args(["status", "--name", name]).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let v = text
         .trim_end()
@@ -190,12 +185,7 @@ fn eight_background_runs_with_value_two_never_run_three_at_once() {
         log = log.display()
     );
     let out = bash(&script).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         stdout(&out),
         format!("name={name} value=2\nunlinked {name}\n")

@@ -165,12 +165,7 @@ fn ten_mib_on_stdout_and_stderr_at_once_does_not_deadlock() {
         .args(["--capture", "--", "sh", "-c", script])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     assert!(
         text.ends_with("captured stdout=10485760 bytes, stderr=10485760 bytes\nexit status 0\n"),
@@ -233,12 +228,7 @@ fn a_child_that_ignores_its_input_is_fine() {
         .args(["--capture", "true"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 #[test]
