@@ -21,12 +21,7 @@ fn quick_json_run_of_one_cheap_figure_parses() {
         .args(["--quick", "--only", "fork_wait_us", "--json", "--reps", "2"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
@@ -93,16 +88,28 @@ fn every_figure_checks_its_own_result_in_a_quick_run() {
         .args(["--quick", "--reps", "1", "--json"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let list = stdout(&pk("bench").arg("--list").output().unwrap());
     assert_eq!(
         stdout(&out).lines().count(),
         list.lines().count(),
         "one line per figure"
     );
+}
+
+#[test]
+fn bench_script_refuses_a_bad_round_count_before_running_anything() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.sh");
+    for rounds in ["0", "x", "-1", "2.5", "007x"] {
+        let out = bash(&format!("BENCH_ROUNDS='{rounds}' bash {script}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "BENCH_ROUNDS={rounds:?}");
+        assert!(out.stdout.is_empty(), "BENCH_ROUNDS={rounds:?}: no table");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "bench.sh: BENCH_ROUNDS must be a positive integer\n",
+            "BENCH_ROUNDS={rounds:?}"
+        );
+    }
 }
