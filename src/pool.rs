@@ -84,8 +84,8 @@ pub type TaskFn = fn(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), S
 pub trait Wire: Sized + Send + 'static {
     /// Its width in bytes.
     const WIDTH: usize;
-    /// Append its [`Wire::WIDTH`] bytes to `out`.
-    fn put(&self, out: &mut Vec<u8>);
+    /// Write its [`Wire::WIDTH`] bytes to `out`, which is that long.
+    fn put(&self, out: &mut [u8]);
     /// Read it from `bytes`, or `None` when they are not [`Wire::WIDTH`] long.
     fn get(bytes: &[u8]) -> Option<Self>;
 }
@@ -95,8 +95,8 @@ macro_rules! wire_numbers {
         impl Wire for $t {
             const WIDTH: usize = std::mem::size_of::<$t>();
             #[inline]
-            fn put(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
+            fn put(&self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
             }
             #[inline]
             fn get(bytes: &[u8]) -> Option<Self> {
@@ -110,8 +110,8 @@ wire_numbers!(i8, u8, i16, u16, i32, u32, i64, u64, i128, u128, f32, f64);
 impl<const N: usize> Wire for [u8; N] {
     const WIDTH: usize = N;
     #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self);
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(self);
     }
     #[inline]
     fn get(bytes: &[u8]) -> Option<Self> {
@@ -158,6 +158,9 @@ where
         // arguments could need.
         out.data
             .reserve(count.min(input.len()).saturating_mul(R::WIDTH));
+        if width as usize == A::WIDTH && A::WIDTH > 0 && R::WIDTH > 0 && out.cursor.next == 0 {
+            self.run_packed(input, count, out)?;
+        }
         run_items(input, width, count, out, |arg, data| {
             let a = A::get(arg).ok_or_else(|| {
                 format!(
@@ -166,9 +169,80 @@ where
                     A::WIDTH
                 )
             })?;
-            (self.f)(a)?.put(data);
+            let r = (self.f)(a)?;
+            let at = data.len();
+            data.resize(at + R::WIDTH, 0);
+            r.put(&mut data[at..]);
             Ok(())
         })
+    }
+}
+
+impl<A, R, F> Typed<A, R, F>
+where
+    A: Wire,
+    R: Wire,
+    F: Fn(A) -> std::result::Result<R, String> + Send + Sync + 'static,
+{
+    /// The common case, arguments packed at the task's width: a loop with
+    /// no cursor and no table to keep, from the first item up to the first
+    /// one that fails (an error or a panic). That item is recorded as
+    /// [`run_items`] would, and the cursor left after it, for
+    /// [`run_items`] to go on with the rest.
+    #[inline(never)]
+    fn run_packed(&self, input: &[u8], count: usize, out: &mut Output<'_>) -> Step {
+        let size = count.checked_mul(A::WIDTH).ok_or(())?;
+        let args = input
+            .get(TASK_HEAD..TASK_HEAD.checked_add(size).ok_or(())?)
+            .ok_or(())?;
+        let base = out.data.len();
+        // Sized once, results written in place: no length to keep per item.
+        out.data.resize(
+            base.checked_add(count.checked_mul(R::WIDTH).ok_or(())?)
+                .ok_or(())?,
+            0,
+        );
+        let results = &mut out.data[base..];
+        // Items done: read after a panic, so kept where the unwinding sees it.
+        let mut done = 0usize;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let pairs = args
+                .chunks_exact(A::WIDTH)
+                .zip(results.chunks_exact_mut(R::WIDTH));
+            for (arg, result) in pairs {
+                let a = A::get(arg).expect("chunks of the argument width");
+                match (self.f)(a) {
+                    Ok(r) => r.put(result),
+                    Err(message) => return Some(message),
+                }
+                done += 1;
+            }
+            None
+        }));
+        let failure = match run {
+            Ok(None) => None,
+            Ok(Some(message)) => Some(message.into_bytes()),
+            Err(panic) => Some(panic_bytes(&*panic)),
+        };
+        if done > 0 {
+            out.shape.record(out.table, 0, R::WIDTH, true)?;
+        }
+        let head = base + done * R::WIDTH;
+        out.data.truncate(head);
+        out.cursor = Cursor {
+            next: done,
+            at: TASK_HEAD + done * A::WIDTH,
+            head,
+        };
+        if let Some(message) = failure {
+            out.data.extend_from_slice(&message);
+            out.cursor.at += A::WIDTH;
+            out.shape
+                .record(out.table, done, out.data.len() - head, false)?;
+            out.cursor.next += 1;
+            out.cursor.head = out.data.len();
+        }
+        Ok(())
     }
 }
 
@@ -1029,8 +1103,22 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
     frame.extend_from_slice(&count.to_le_bytes());
     frame.extend_from_slice(&width.to_le_bytes());
     if fixed {
-        for a in args {
-            frame.extend_from_slice(a.as_ref());
+        frame.resize(TASK_HEAD + size, 0);
+        let body = &mut frame[TASK_HEAD..];
+        // The usual widths get a loop with the width known, which copies
+        // each item with one move instead of a call to memcpy.
+        match first {
+            0 => {}
+            1 => pack::<1, A>(body, args),
+            2 => pack::<2, A>(body, args),
+            4 => pack::<4, A>(body, args),
+            8 => pack::<8, A>(body, args),
+            16 => pack::<16, A>(body, args),
+            _ => {
+                for (dst, a) in body.chunks_exact_mut(first).zip(args) {
+                    dst.copy_from_slice(a.as_ref());
+                }
+            }
         }
     } else {
         for a in args {
@@ -1041,6 +1129,14 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
         }
     }
     Ok(count)
+}
+
+/// Copy `args`, each `W` bytes long, into `body`, back to back.
+#[inline]
+fn pack<const W: usize, A: AsRef<[u8]>>(body: &mut [u8], args: &[A]) {
+    for (dst, a) in body.chunks_exact_mut(W).zip(args) {
+        dst.copy_from_slice(a.as_ref());
+    }
 }
 
 /// Check a result frame's items against its header and find them.
@@ -1163,11 +1259,9 @@ where
         match run {
             Ok(done) => done?,
             Err(panic) => {
-                let message = crate::error::panic_message(&*panic);
                 let Cursor { next, head, .. } = out.cursor;
                 out.data.truncate(head);
-                out.data.extend_from_slice(b"panicked: ");
-                out.data.extend_from_slice(message.as_bytes());
+                out.data.extend_from_slice(&panic_bytes(&*panic));
                 let len = out.data.len() - head;
                 out.shape.record(out.table, next, len, false)?;
                 out.cursor.next += 1;
@@ -1175,6 +1269,11 @@ where
         }
     }
     Ok(())
+}
+
+/// What a task that panicked reports for its item.
+fn panic_bytes(panic: &(dyn std::any::Any + Send)) -> Vec<u8> {
+    format!("panicked: {}", crate::error::panic_message(panic)).into_bytes()
 }
 
 /// The loop of [`run_items`]: from `out.cursor` to `count`, on local
@@ -1347,11 +1446,52 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_typed_batch_fails_any_item_alone_and_goes_on_after_it() {
+        // 7 panics (odd), 600 fails (300 is not a u8): alone, in pairs,
+        // first, last, and every item.
+        let cases: Vec<Vec<usize>> = vec![
+            vec![0],
+            vec![1],
+            vec![5],
+            vec![9],
+            vec![0, 1],
+            vec![4, 5],
+            vec![8, 9],
+            vec![0, 3, 9],
+            (0..10).collect(),
+        ];
+        for bad in &cases {
+            for (arg, want) in [
+                (7u16, Err("panicked: odd 7".to_string())),
+                (
+                    600u16,
+                    Err("out of range integral type conversion attempted".to_string()),
+                ),
+            ] {
+                let mut args: Vec<Vec<u8>> =
+                    (0..10u16).map(|i| (2 * i).to_le_bytes().to_vec()).collect();
+                for &i in bad {
+                    args[i] = arg.to_le_bytes().to_vec();
+                }
+                let (task_width, width, results) = round_trip("halve", &args);
+                assert_eq!((task_width, width), (2, VARIABLE), "{bad:?}");
+                for (i, r) in results.iter().enumerate() {
+                    if bad.contains(&i) {
+                        assert_eq!(r, &want, "item {i} of {bad:?}");
+                    } else {
+                        assert_eq!(r, &Ok(vec![i as u8]), "item {i} of {bad:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn wire_values_round_trip_little_endian() {
-        let mut out = Vec::new();
-        (-2i32).put(&mut out);
-        1.5f64.put(&mut out);
-        [7u8, 8, 9].put(&mut out);
+        let mut out = [0u8; 15];
+        (-2i32).put(&mut out[..4]);
+        1.5f64.put(&mut out[4..12]);
+        [7u8, 8, 9].put(&mut out[12..]);
         assert_eq!(&out[..4], &(-2i32).to_le_bytes());
         assert_eq!(i32::get(&out[..4]), Some(-2));
         assert_eq!(f64::get(&out[4..12]), Some(1.5));
