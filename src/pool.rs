@@ -162,14 +162,7 @@ where
             self.run_packed(input, count, out)?;
         }
         run_items(input, width, count, out, |arg, data| {
-            let a = A::get(arg).ok_or_else(|| {
-                format!(
-                    "the argument is {} bytes, the task takes {}",
-                    arg.len(),
-                    A::WIDTH
-                )
-            })?;
-            let r = (self.f)(a)?;
+            let r = (self.f)(decode::<A>(arg)?)?;
             let at = data.len();
             data.resize(at + R::WIDTH, 0);
             r.put(&mut data[at..]);
@@ -210,8 +203,7 @@ where
                 .chunks_exact(A::WIDTH)
                 .zip(results.chunks_exact_mut(R::WIDTH));
             for (arg, result) in pairs {
-                let a = A::get(arg).expect("chunks of the argument width");
-                match (self.f)(a) {
+                match decode::<A>(arg).and_then(&self.f) {
                     Ok(r) => r.put(result),
                     Err(message) => return Some(message),
                 }
@@ -244,6 +236,18 @@ where
         }
         Ok(())
     }
+}
+
+/// A typed task's argument, or the message that fails its item.
+#[inline]
+fn decode<A: Wire>(arg: &[u8]) -> std::result::Result<A, String> {
+    A::get(arg).ok_or_else(|| {
+        format!(
+            "the argument is {} bytes, the task takes {}",
+            arg.len(),
+            A::WIDTH
+        )
+    })
 }
 
 /// The tasks a pool's workers can run, by name. Build it before the pool
