@@ -1491,6 +1491,61 @@ mod tests {
     }
 
     #[test]
+    fn the_packed_loop_runs_up_to_the_first_failure_and_leaves_the_cursor_after_it() {
+        let halve = Typed {
+            f: |n: u16| -> std::result::Result<u8, String> {
+                assert!(n % 2 == 0, "odd {n}");
+                Ok((n / 2) as u8)
+            },
+            _types: std::marker::PhantomData,
+        };
+        for bad in [None, Some(0usize), Some(3), Some(5)] {
+            let args: Vec<[u8; 2]> = (0..6u16)
+                .map(|i| {
+                    if Some(usize::from(i)) == bad {
+                        7u16
+                    } else {
+                        2 * i
+                    }
+                })
+                .map(u16::to_le_bytes)
+                .collect();
+            let mut frame = Vec::new();
+            encode_task(&mut frame, 1, 0, &args).unwrap();
+            let (mut data, mut table) = (vec![0xAA; RESULT_HEAD], Vec::new());
+            let mut out = Output {
+                data: &mut data,
+                table: &mut table,
+                shape: Shape::default(),
+                cursor: Cursor {
+                    next: 0,
+                    at: TASK_HEAD,
+                    head: RESULT_HEAD,
+                },
+            };
+            halve.run_packed(&frame, 6, &mut out).unwrap();
+            let ran = bad.map_or(6, |k| k + 1);
+            assert_eq!(out.cursor.next, ran, "{bad:?}");
+            assert_eq!(out.cursor.at, TASK_HEAD + 2 * ran, "{bad:?}");
+            let ok = bad.unwrap_or(6);
+            let want: Vec<u8> = (0..ok as u8).collect();
+            assert_eq!(
+                &out.data[RESULT_HEAD..RESULT_HEAD + ok],
+                &want[..],
+                "{bad:?}"
+            );
+            if bad.is_some() {
+                assert_eq!(&out.data[RESULT_HEAD + ok..], b"panicked: odd 7");
+                assert_eq!(table.len(), 4 * (ok + 1), "{bad:?}");
+            } else {
+                assert_eq!(out.data.len(), RESULT_HEAD + 6);
+                assert_eq!(out.shape.packed, Some(1));
+                assert!(table.is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn wire_values_round_trip_little_endian() {
         let mut out = [0u8; 15];
         (-2i32).put(&mut out[..4]);
@@ -1696,22 +1751,35 @@ mod tests {
     #[test]
     fn a_worker_refuses_a_torn_task_frame() {
         let reg = registry();
-        let mut task = Vec::new();
-        encode_task(&mut task, 1, 0, &[b"abc".to_vec(), b"de".to_vec()]).unwrap();
         let (mut out, mut table) = (Vec::new(), Vec::new());
-        assert!(run_batch(&reg, &task, &mut out, &mut table).is_ok());
-        for cut in [0, 5, TASK_HEAD, task.len() - 1] {
+        // A byte task's framed items, and a typed task's packed ones.
+        let mut framed = Vec::new();
+        encode_task(&mut framed, 1, 0, &[b"abc".to_vec(), b"de".to_vec()]).unwrap();
+        let mut packed = Vec::new();
+        let square = reg.index("square").unwrap();
+        encode_task(
+            &mut packed,
+            2,
+            square,
+            &[3i64.to_le_bytes(), 4i64.to_le_bytes()],
+        )
+        .unwrap();
+        for task in [&framed, &packed] {
+            assert!(run_batch(&reg, task, &mut out, &mut table).is_ok());
+            for cut in [0, 5, TASK_HEAD, TASK_HEAD + 1, task.len() - 1] {
+                assert!(
+                    run_batch(&reg, &task[..cut], &mut out, &mut table).is_err(),
+                    "cut at {cut}"
+                );
+            }
+            let mut long = task.clone();
+            long.push(0);
             assert!(
-                run_batch(&reg, &task[..cut], &mut out, &mut table).is_err(),
-                "cut at {cut}"
+                run_batch(&reg, &long, &mut out, &mut table).is_err(),
+                "trailing byte"
             );
         }
-        let mut long = task.clone();
-        long.push(0);
-        assert!(
-            run_batch(&reg, &long, &mut out, &mut table).is_err(),
-            "trailing byte"
-        );
+        let task = framed;
         let mut unknown = task;
         unknown[8] = 9;
         assert!(
