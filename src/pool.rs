@@ -219,20 +219,16 @@ where
         if done > 0 {
             out.shape.record(out.table, 0, R::WIDTH, true)?;
         }
-        let head = base + done * R::WIDTH;
-        out.data.truncate(head);
         out.cursor = Cursor {
             next: done,
             at: TASK_HEAD + done * A::WIDTH,
-            head,
+            head: base + done * R::WIDTH,
         };
+        out.data.truncate(out.cursor.head);
         if let Some(message) = failure {
-            out.data.extend_from_slice(&message);
+            // Past the failed item's argument, as the general loop leaves it.
             out.cursor.at += A::WIDTH;
-            out.shape
-                .record(out.table, done, out.data.len() - head, false)?;
-            out.cursor.next += 1;
-            out.cursor.head = out.data.len();
+            out.fail(&message)?;
         }
         Ok(())
     }
@@ -1109,20 +1105,16 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
     if fixed {
         frame.resize(TASK_HEAD + size, 0);
         let body = &mut frame[TASK_HEAD..];
-        // The usual widths get a loop with the width known, which copies
-        // each item with one move instead of a call to memcpy.
+        // The usual widths get a loop of their own with the width known,
+        // which copies each item with one move instead of a call to memcpy.
         match first {
             0 => {}
-            1 => pack::<1, A>(body, args),
-            2 => pack::<2, A>(body, args),
-            4 => pack::<4, A>(body, args),
-            8 => pack::<8, A>(body, args),
-            16 => pack::<16, A>(body, args),
-            _ => {
-                for (dst, a) in body.chunks_exact_mut(first).zip(args) {
-                    dst.copy_from_slice(a.as_ref());
-                }
-            }
+            1 => pack(body, args, 1),
+            2 => pack(body, args, 2),
+            4 => pack(body, args, 4),
+            8 => pack(body, args, 8),
+            16 => pack(body, args, 16),
+            w => pack(body, args, w),
         }
     } else {
         for a in args {
@@ -1135,10 +1127,11 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
     Ok(count)
 }
 
-/// Copy `args`, each `W` bytes long, into `body`, back to back.
-#[inline]
-fn pack<const W: usize, A: AsRef<[u8]>>(body: &mut [u8], args: &[A]) {
-    for (dst, a) in body.chunks_exact_mut(W).zip(args) {
+/// Copy `args`, each `width` (not 0) bytes long, into `body`, back to
+/// back. Always inlined, so that a constant width compiles to its own loop.
+#[inline(always)]
+fn pack<A: AsRef<[u8]>>(body: &mut [u8], args: &[A], width: usize) {
+    for (dst, a) in body.chunks_exact_mut(width).zip(args) {
         dst.copy_from_slice(a.as_ref());
     }
 }
@@ -1234,6 +1227,21 @@ struct Output<'a> {
     cursor: Cursor,
 }
 
+impl Output<'_> {
+    /// Fail the item at the cursor with `message`, in place of whatever it
+    /// wrote, and move the cursor past it.
+    fn fail(&mut self, message: &[u8]) -> Step {
+        let Cursor { next, head, .. } = self.cursor;
+        self.data.truncate(head);
+        self.data.extend_from_slice(message);
+        self.shape
+            .record(self.table, next, self.data.len() - head, false)?;
+        self.cursor.next += 1;
+        self.cursor.head = self.data.len();
+        Ok(())
+    }
+}
+
 /// Where a batch's run of items is: kept up to date before each task
 /// runs, so that after a panic it names the item that panicked.
 #[derive(Debug, Clone, Copy)]
@@ -1262,14 +1270,7 @@ where
         }));
         match run {
             Ok(done) => done?,
-            Err(panic) => {
-                let Cursor { next, head, .. } = out.cursor;
-                out.data.truncate(head);
-                out.data.extend_from_slice(&panic_bytes(&*panic));
-                let len = out.data.len() - head;
-                out.shape.record(out.table, next, len, false)?;
-                out.cursor.next += 1;
-            }
+            Err(panic) => out.fail(&panic_bytes(&*panic))?,
         }
     }
     Ok(())
