@@ -135,6 +135,36 @@ impl Child {
     }
 }
 
+/// Wait for every child in `children`, in order, and reap it; the first one
+/// that did not exit 0, with its status, or `None` when all did. A failure
+/// does not stop the waiting: every child is reaped.
+///
+/// ```
+/// use posixkit::process::{self, Child, Fork};
+/// use posixkit::status::Status;
+/// let mut children = Vec::new();
+/// for code in [0, 3, 5] {
+///     // SAFETY: a doctest's main is single-threaded; the child only exits.
+///     match unsafe { process::fork() }.unwrap() {
+///         Fork::Child => process::_exit(code),
+///         Fork::Parent(pid) => children.push(Child::new(pid)),
+///     }
+/// }
+/// let failed = process::wait_all(&mut children).unwrap();
+/// assert_eq!(failed, Some((children[1].pid(), Status::Exited(3))));
+/// assert!(children.iter().all(|c| c.status().is_some()), "all reaped");
+/// ```
+pub fn wait_all(children: &mut [Child]) -> Result<Option<(Pid, Status)>> {
+    let mut failed = None;
+    for child in children {
+        let status = child.wait()?;
+        if !status.success() && failed.is_none() {
+            failed = Some((child.pid(), status));
+        }
+    }
+    Ok(failed)
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_none() {

@@ -231,24 +231,13 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
             None => child_exit(produce(i, &q, n, out)),
         }
     }
-    let mut failed = None;
-    for child in &mut producers {
-        let status = child.wait()?;
-        if !status.success() && failed.is_none() {
-            failed = Some((child.pid(), status));
-        }
-    }
+    let failed = process::wait_all(&mut producers)?;
     // Every item is in the queue or taken: one empty message per consumer
     // tells it to stop.
     for _ in 0..c {
         q.put(b"")?;
     }
-    for child in &mut consumers {
-        let status = child.wait()?;
-        if !status.success() && failed.is_none() {
-            failed = Some((child.pid(), status));
-        }
-    }
+    let failed = failed.or(process::wait_all(&mut consumers)?);
     let elapsed = start.elapsed();
     if let Some((pid, status)) = failed {
         return Err(Error::data("child", pid, status.to_string()).with_code(exit::OS_ERR));

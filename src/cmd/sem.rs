@@ -243,13 +243,7 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     for _ in 0..n {
         gate.post()?;
     }
-    let mut failed = None;
-    for child in &mut children {
-        let status = child.wait()?;
-        if !status.success() && failed.is_none() {
-            failed = Some((child.pid(), status));
-        }
-    }
+    let failed = process::wait_all(&mut children)?;
     if let Some((pid, status)) = failed {
         return Err(Error::data("worker", pid, status.to_string()).with_code(exit::OS_ERR));
     }

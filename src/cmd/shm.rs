@@ -199,13 +199,7 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
     for _ in 0..procs {
         gate.post()?;
     }
-    let mut failed = None;
-    for child in &mut children {
-        let status = child.wait()?;
-        if !status.success() && failed.is_none() {
-            failed = Some((child.pid(), status));
-        }
-    }
+    let failed = process::wait_all(&mut children)?;
     let elapsed = start.elapsed();
     if let Some((pid, status)) = failed {
         return Err(Error::data("child", pid, status.to_string()).with_code(exit::OS_ERR));
