@@ -45,7 +45,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use nix::errno::Errno;
@@ -405,6 +405,18 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The state once `cond` no longer holds, or once `timeout` has passed.
+    fn wait_while(
+        &self,
+        timeout: Duration,
+        cond: impl FnMut(&mut State) -> bool,
+    ) -> MutexGuard<'_, State> {
+        self.changed
+            .wait_timeout_while(self.lock(), timeout, cond)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
     fn emit(&self, ev: Event) {
         let tx = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let _ = tx.send(ev);
@@ -506,42 +518,14 @@ impl Server {
 
     /// Wait until every result is in, or `timeout` passes; true when done.
     pub fn wait_finished(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        while !Shared::done(&st) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        true
+        Shared::done(&self.shared.wait_while(timeout, |st| !Shared::done(st)))
     }
 
     /// After the last result: wait up to `timeout` for the authenticated
     /// workers still connected to be told `done` and leave. Returns how
     /// many were still connected at the end.
     pub fn drain(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        while st.workers > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        st.workers
+        self.shared.wait_while(timeout, |st| st.workers > 0).workers
     }
 
     /// Every result so far, by task id.
@@ -827,6 +811,48 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_waits_for_its_results_and_then_for_its_workers_to_leave() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (server, events) = Server::bind(any, b"key", 2, 1).unwrap();
+        server.start().unwrap();
+        assert!(
+            !server.wait_finished(Duration::from_millis(20)),
+            "no worker yet"
+        );
+        assert_eq!(server.drain(Duration::ZERO), 0, "none connected");
+        let addr = server.local_addr().unwrap().to_string();
+        let (go, start) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut w = Worker::connect(&addr, b"key", 1, Duration::from_secs(30)).unwrap();
+            start.recv().unwrap();
+            while let Some(task) = w.next_task().unwrap() {
+                w.send_result(task, task.compute()).unwrap();
+            }
+        });
+        // Counted once the server has said so.
+        loop {
+            match events.recv_timeout(Duration::from_secs(30)).unwrap() {
+                Event::Authenticated(_) => break,
+                _ => continue,
+            }
+        }
+        assert!(
+            !server.wait_finished(Duration::from_millis(20)),
+            "no task asked for"
+        );
+        assert_eq!(
+            server.drain(Duration::from_millis(20)),
+            1,
+            "still connected"
+        );
+        go.send(()).unwrap();
+        assert!(server.wait_finished(Duration::from_secs(30)));
+        assert_eq!(server.results().len(), 2);
+        worker.join().unwrap();
+        assert_eq!(server.drain(Duration::from_secs(30)), 0, "told done, gone");
+    }
 
     #[test]
     fn messages_round_trip() {
