@@ -299,6 +299,21 @@ impl Drop for Running {
     }
 }
 
+/// `pk-<name> ARGS --help` exits 0 and its text holds every needle; returns
+/// the text.
+pub fn assert_help(name: &str, args: &[&str], needles: &[&str]) -> String {
+    let out = pk(name).args(args).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{name} {args:?} --help");
+    let text = stdout(&out);
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "{name} {args:?} --help lacks {needle}"
+        );
+    }
+    text
+}
+
 /// The pid that follows `prefix` at the start of a line: `pid_after("child 42 exited", "child ")` is 42.
 pub fn pid_after(line: &str, prefix: &str) -> Option<i32> {
     line.strip_prefix(prefix)?

@@ -172,19 +172,18 @@ fn a_blocking_call_stalls_every_task_and_the_fixes_do_not() {
 
 #[test]
 fn help_documents_every_demo_and_line() {
-    let out = pk("coro").arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
-    for needle in [
-        "ask-answer",
-        "timing",
-        "tickets",
-        "blocking",
-        "threads=1",
-        "Exit status",
-    ] {
-        assert!(text.contains(needle), "--help lacks {needle}");
-    }
+    assert_help(
+        "coro",
+        &[],
+        &[
+            "ask-answer",
+            "timing",
+            "tickets",
+            "blocking",
+            "threads=1",
+            "Exit status",
+        ],
+    );
     for (demo, needles) in [
         (
             "ask-answer",
@@ -224,12 +223,11 @@ fn help_documents_every_demo_and_line() {
             ][..],
         ),
     ] {
-        let out = pk("coro").args([demo, "--help"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        let text = stdout(&out);
-        for needle in needles.iter().chain(&["Exit status", "threads="]) {
-            assert!(text.contains(needle), "{demo} --help lacks {needle}");
-        }
+        assert_help(
+            "coro",
+            &[demo],
+            &[needles, &["Exit status", "threads="]].concat(),
+        );
     }
 }
 

@@ -56,14 +56,15 @@ fn bad_input_is_a_one_line_usage_error() {
 
 #[test]
 fn help_documents_flags_and_output_lines() {
-    let text = stdout(&pk("local").arg("--help").output().unwrap());
-    for needle in [
-        "--names",
-        "--quiet",
-        "Hello, <NAME> (in Thread-<L>)",
-        "local value unset",
-        "Exit status",
-    ] {
-        assert!(text.contains(needle), "--help lacks {needle}");
-    }
+    assert_help(
+        "local",
+        &[],
+        &[
+            "--names",
+            "--quiet",
+            "Hello, <NAME> (in Thread-<L>)",
+            "local value unset",
+            "Exit status",
+        ],
+    );
 }

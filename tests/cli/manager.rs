@@ -409,12 +409,7 @@ fn connection_and_bind_failures_are_one_line() {
 
 #[test]
 fn help_documents_roles_flags_and_lines() {
-    let out = pk("manager").arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
-    for needle in ["serve", "work", "HMAC-SHA256", "4096"] {
-        assert!(text.contains(needle), "--help lacks {needle}");
-    }
+    assert_help("manager", &[], &["serve", "work", "HMAC-SHA256", "4096"]);
     for (role, needles) in [
         (
             "serve",
@@ -445,12 +440,7 @@ fn help_documents_roles_flags_and_lines() {
             ][..],
         ),
     ] {
-        let out = pk("manager").args([role, "--help"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        let text = stdout(&out);
-        for needle in needles {
-            assert!(text.contains(needle), "{role} --help lacks {needle}");
-        }
+        assert_help("manager", &[role], needles);
     }
 }
 

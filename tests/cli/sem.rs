@@ -404,43 +404,42 @@ fn bad_names_and_values_are_usage_errors() {
 
 #[test]
 fn help_documents_flags_output_and_the_killed_holder() {
-    let out = pk("sem").arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
-    for needle in [
-        "<pid> wants",
-        "<pid> working",
-        "<pid> done",
-        "max_inside=",
-        "final_value=",
-        "name=<name> value=",
-        "SIGKILL",
-        "pk-sem reset --name /jobs --value 3",
-        "pk-sem unlink --name /jobs",
-        "Exit status",
-        "127",
-        "126",
-    ] {
-        assert!(text.contains(needle), "--help lacks {needle}");
-    }
-    let out = pk("sem").args(["run", "--help"]).output().unwrap();
-    let text = stdout(&out);
-    for needle in [
-        "--name",
-        "--value",
-        "--timeout",
-        "--conflict-exit-code",
-        "SIGKILL",
-        "pk-sem reset --name /jobs --value 3",
-        "Exit status",
-    ] {
-        assert!(text.contains(needle), "run --help lacks {needle}");
-    }
-    let out = pk("sem").args(["demo", "--help"]).output().unwrap();
-    let text = stdout(&out);
-    for needle in ["--workers", "--value", "--hold", "--timeline", "--quiet"] {
-        assert!(text.contains(needle), "demo --help lacks {needle}");
-    }
+    assert_help(
+        "sem",
+        &[],
+        &[
+            "<pid> wants",
+            "<pid> working",
+            "<pid> done",
+            "max_inside=",
+            "final_value=",
+            "name=<name> value=",
+            "SIGKILL",
+            "pk-sem reset --name /jobs --value 3",
+            "pk-sem unlink --name /jobs",
+            "Exit status",
+            "127",
+            "126",
+        ],
+    );
+    assert_help(
+        "sem",
+        &["run"],
+        &[
+            "--name",
+            "--value",
+            "--timeout",
+            "--conflict-exit-code",
+            "SIGKILL",
+            "pk-sem reset --name /jobs --value 3",
+            "Exit status",
+        ],
+    );
+    assert_help(
+        "sem",
+        &["demo"],
+        &["--workers", "--value", "--hold", "--timeline", "--quiet"],
+    );
 }
 
 #[test]

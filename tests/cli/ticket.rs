@@ -590,21 +590,20 @@ fn closed_stdout_ends_a_rush_quietly_and_reaps_every_buyer() {
 
 #[test]
 fn help_documents_commands_flags_and_output_lines() {
-    let out = pk("ticket").arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let text = stdout(&out);
-    for needle in [
-        "init",
-        "buy",
-        "rush",
-        "show",
-        "flock",
-        "Exit status",
-        "65",
-        "77",
-    ] {
-        assert!(text.contains(needle), "--help lacks {needle}");
-    }
+    assert_help(
+        "ticket",
+        &[],
+        &[
+            "init",
+            "buy",
+            "rush",
+            "show",
+            "flock",
+            "Exit status",
+            "65",
+            "77",
+        ],
+    );
     for (sub, needles) in [
         (
             "buy",
@@ -637,12 +636,7 @@ fn help_documents_commands_flags_and_output_lines() {
         ("init", &["0600", "--durable"]),
         ("show", &["<count>"]),
     ] {
-        let out = pk("ticket").args([sub, "--help"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        let text = stdout(&out);
-        for needle in needles {
-            assert!(text.contains(needle), "{sub} --help lacks {needle}");
-        }
+        assert_help("ticket", &[sub], needles);
     }
 }
 
