@@ -224,6 +224,26 @@ pub fn assert_one_line_error(out: &Output, name: &str, code: i32) {
     assert!(!err.contains("panicked"), "stderr: {err:?}");
 }
 
+/// Run `CMD | head -1` under `set -o pipefail`: CMD must end as a tool
+/// does when its reader has gone, status 141 (SIGPIPE) with nothing on
+/// stderr. Returns what head printed.
+#[track_caller]
+pub fn assert_quiet_on_closed_stdout(cmd: &str) -> String {
+    let out = bash(&format!("set -o pipefail; {cmd} | head -1; echo status=$?"))
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{cmd}: no Broken pipe message: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    match text.strip_suffix("status=141\n") {
+        Some(head) => head.to_string(),
+        None => panic!("{cmd}: want a quiet SIGPIPE-style exit, got: {text}"),
+    }
+}
+
 /// stdout as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")

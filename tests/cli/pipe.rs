@@ -234,17 +234,8 @@ fn bad_input_is_a_one_line_usage_error() {
 
 #[test]
 fn closed_stdout_exits_quietly_and_reaps_the_writers() {
-    let out = bash("set -o pipefail; pk-pipe fan-in -w 4 -m 5000 | head -1; echo status=$?")
-        .output()
-        .unwrap();
-    let text = stdout(&out);
-    assert!(text.starts_with("parent "), "{text}");
-    assert!(text.ends_with("status=141\n"), "{text}");
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let head = assert_quiet_on_closed_stdout("pk-pipe fan-in -w 4 -m 5000");
+    assert!(head.starts_with("parent "), "{head}");
 }
 
 #[test]
