@@ -221,6 +221,12 @@ fn process_start_join(scale: Scale) -> Result<f64> {
     Ok(us_per(t0, n))
 }
 
+/// Join a figure's helper process: its failure fails the figure.
+fn join_ok(p: &mut process::Process, figure: &str, why: &str) -> Result<()> {
+    p.join(None)?;
+    check(p.exitcode() == Some(0), figure, why)
+}
+
 /// A benchmark that computed a wrong answer is an error, not a figure.
 fn check(ok: bool, figure: &str, why: &str) -> Result<()> {
     if ok {
@@ -300,8 +306,7 @@ fn run_children(
         gate.post()?;
     }
     for c in &mut children {
-        c.join(None)?;
-        check(c.exitcode() == Some(0), figure, "a worker process failed")?;
+        join_ok(c, figure, "a worker process failed")?;
     }
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -326,12 +331,7 @@ fn sem_pingpong(scale: Scale) -> Result<f64> {
         pong.wait()?;
     }
     let t = us_per(t0, n);
-    c.join(None)?;
-    check(
-        c.exitcode() == Some(0),
-        "sem_pingpong",
-        "the partner failed",
-    )?;
+    join_ok(&mut c, "sem_pingpong", "the partner failed")?;
     Ok(t)
 }
 
@@ -396,12 +396,7 @@ fn queue_msgs(scale: Scale) -> Result<f64> {
         )?;
     }
     let rate = n as f64 / t0.elapsed().as_secs_f64();
-    producer.join(None)?;
-    check(
-        producer.exitcode() == Some(0),
-        "queue_msgs",
-        "the producer failed",
-    )?;
+    join_ok(&mut producer, "queue_msgs", "the producer failed")?;
     Ok(rate)
 }
 
@@ -520,12 +515,7 @@ fn pipe_round_trip(scale: Scale, framed: bool) -> Result<f64> {
     }
     let t = us_per(t0, n);
     drop(frames);
-    echo.join(None)?;
-    check(
-        echo.exitcode() == Some(0),
-        "pipe_rtt",
-        "the echo child failed",
-    )?;
+    join_ok(&mut echo, "pipe_rtt", "the echo child failed")?;
     Ok(t)
 }
 
@@ -570,12 +560,8 @@ fn pipe_bw(scale: Scale) -> Result<f64> {
         }
     }
     let gbps = got as f64 / t0.elapsed().as_secs_f64() / 1e9;
-    writer.join(None)?;
-    check(
-        got == total && writer.exitcode() == Some(0),
-        "pipe_bw",
-        "short transfer",
-    )?;
+    join_ok(&mut writer, "pipe_bw", "short transfer")?;
+    check(got == total, "pipe_bw", "short transfer")?;
     Ok(gbps)
 }
 
