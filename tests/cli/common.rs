@@ -296,6 +296,12 @@ impl Running {
         }
     }
 
+    /// Send it `sig`.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
     /// Wait for the process to end, with the default timeout.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + TIMEOUT;

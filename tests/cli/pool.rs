@@ -360,8 +360,7 @@ fn exec_stops_on_sigterm_and_takes_its_commands_along() {
         pids.push(pid_after(seen.last().unwrap(), "started ").unwrap());
     }
     // Only pk-pool gets the signal, as from `kill` in a script.
-    let me = nix::unistd::Pid::from_raw(run.child.id() as i32);
-    nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGTERM).unwrap();
+    run.signal(nix::sys::signal::Signal::SIGTERM);
     let status = run.wait();
     assert_eq!(status.code(), Some(143), "128 + SIGTERM");
     // The two running commands die with their workers (PR_SET_PDEATHSIG).

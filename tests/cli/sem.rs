@@ -24,6 +24,15 @@ fn unlink(name: &str) {
 
 /// The demo's worker lines, checked: every worker says wants, working,
 /// done once each and in that order. Returns the result line.
+/// `pk-sem run --name NAME --value 1 -- sh -c SCRIPT`, running.
+fn hold(name: &str, script: &str) -> Running {
+    let mut cmd = pk_std("sem");
+    cmd.args([
+        "run", "--name", name, "--value", "1", "--", "sh", "-c", script,
+    ]);
+    Running::start(cmd, false)
+}
+
 fn check_demo(text: &str, workers: usize) -> String {
     let mut seen: HashMap<i32, Vec<&str>> = HashMap::new();
     let mut result = None;
@@ -213,19 +222,7 @@ fn eight_background_runs_with_value_two_never_run_three_at_once() {
 fn timeout_declines_with_exit_1_or_the_conflict_code() {
     let mut check = ShmCheck::start();
     let name = check.name("busy");
-    let mut cmd = pk_std("sem");
-    cmd.args([
-        "run",
-        "--name",
-        &name,
-        "--value",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        "echo holding; exec sleep 60",
-    ]);
-    let mut holder = Running::start(cmd, false);
+    let mut holder = hold(&name, "echo holding; exec sleep 60");
     holder.wait_for(|l| l == "holding");
     for (extra, code) in [
         (&["--timeout", "0"][..], 1),
@@ -252,11 +249,7 @@ fn timeout_declines_with_exit_1_or_the_conflict_code() {
     let mut cmd = pk_std("sem");
     cmd.args(["run", "--name", &name, "--", "echo", "ran"]);
     let mut waiter = Running::start(cmd, false);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(waiter.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    waiter.signal(nix::sys::signal::Signal::SIGTERM);
     let st = waiter.wait();
     assert!(
         st.code() == Some(143) || st.signal() == Some(libc::SIGTERM),
@@ -269,11 +262,7 @@ fn timeout_declines_with_exit_1_or_the_conflict_code() {
     );
 
     // SIGTERM to the holder is passed on to its command; the slot comes back.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(holder.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    holder.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(holder.wait().code(), Some(143));
     assert_eq!(status_value(&name), 1);
     unlink(&name);
@@ -284,19 +273,7 @@ fn timeout_declines_with_exit_1_or_the_conflict_code() {
 fn a_sigkilled_holder_loses_its_slot_until_reset() {
     let mut check = ShmCheck::start();
     let name = check.name("kill");
-    let mut cmd = pk_std("sem");
-    cmd.args([
-        "run",
-        "--name",
-        &name,
-        "--value",
-        "1",
-        "--",
-        "sh",
-        "-c",
-        "echo holding $$; exec sleep 60",
-    ]);
-    let mut holder = Running::start(cmd, false);
+    let mut holder = hold(&name, "echo holding $$; exec sleep 60");
     let seen = holder.wait_for(|l| l.starts_with("holding "));
     let sleeper = pid_after(seen.last().unwrap(), "holding ").unwrap();
     holder.child.kill().unwrap(); // SIGKILL: no chance to post
