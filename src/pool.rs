@@ -158,7 +158,7 @@ where
         // arguments could need.
         out.data
             .reserve(count.min(input.len()).saturating_mul(R::WIDTH));
-        if width as usize == A::WIDTH && A::WIDTH > 0 && R::WIDTH > 0 && out.cursor.next == 0 {
+        if width as usize == A::WIDTH && A::WIDTH > 0 && R::WIDTH > 0 {
             self.run_packed(input, count, out)?;
         }
         run_items(input, width, count, out, |arg, data| {
@@ -436,17 +436,22 @@ impl Batch {
 
     fn get(&self, i: usize) -> std::result::Result<&[u8], TaskError> {
         let index = self.first + i;
-        let task = self.task.to_string();
+        let task = || self.task.to_string();
         match self.lost {
             Some(Lost::Died(pid, status)) => {
                 return Err(TaskError::WorkerDied {
-                    task,
+                    task: task(),
                     index,
                     pid,
                     status,
                 });
             }
-            Some(Lost::Cancelled) => return Err(TaskError::Cancelled { task, index }),
+            Some(Lost::Cancelled) => {
+                return Err(TaskError::Cancelled {
+                    task: task(),
+                    index,
+                });
+            }
             None => {}
         }
         let (bytes, ok) = match &self.layout {
@@ -466,7 +471,7 @@ impl Batch {
             Ok(bytes)
         } else {
             Err(TaskError::Failed {
-                task,
+                task: task(),
                 index,
                 message: String::from_utf8_lossy(bytes).into_owned(),
             })
@@ -533,8 +538,6 @@ struct Worker {
     /// Batches sent and not yet answered, oldest first. The worker runs
     /// them in this order, so only the first can have started.
     busy: VecDeque<Job>,
-    /// Bytes of those batches' frames.
-    in_flight: usize,
     /// The task pipe's capacity (F_GETPIPE_SZ).
     capacity: usize,
 }
@@ -701,7 +704,7 @@ impl Pool {
                 self.dispatch()?;
             }
         }
-        self.dispatch()?;
+        // Chunks still queued go out from pump, which dispatches first.
         for id in ids {
             loop {
                 if let Some(b) = self.done.remove(&id) {
@@ -828,18 +831,20 @@ impl Pool {
                     return Ok(());
                 };
                 let w = &self.workers[slot];
+                // Bytes of the frames it holds, and of the next one.
+                let in_flight = w
+                    .busy
+                    .iter()
+                    .map(|j| j.frame.len() + pipe::HEADER)
+                    .sum::<usize>();
                 if w.busy.len() != depth
-                    || (depth > 0 && w.in_flight + next.frame.len() + 2 * pipe::HEADER > w.capacity)
+                    || (depth > 0 && in_flight + next.frame.len() + 2 * pipe::HEADER > w.capacity)
                 {
                     continue;
                 }
                 let job = self.queue.pop_front().expect("queue is not empty");
                 match self.workers[slot].tasks.send(&job.frame) {
-                    Ok(()) => {
-                        let w = &mut self.workers[slot];
-                        w.in_flight += job.frame.len() + pipe::HEADER;
-                        w.busy.push_back(job);
-                    }
+                    Ok(()) => self.workers[slot].busy.push_back(job),
                     Err(e) if e.errno() == Some(Errno::EPIPE) => {
                         // The worker died before reading it: the batch never ran.
                         self.queue.push_front(job);
@@ -885,11 +890,7 @@ impl Pool {
             let mut frame = self.spare.pop().unwrap_or_default();
             match self.workers[slot].results.recv_into(&mut frame) {
                 Ok(true) => {
-                    let w = &mut self.workers[slot];
-                    let mut job = w.busy.pop_front();
-                    if let Some(j) = &mut job {
-                        w.in_flight -= j.frame.len() + pipe::HEADER;
-                    }
+                    let job = self.workers[slot].busy.pop_front();
                     let batch = self.parse_results(job.as_ref(), frame)?;
                     if let Some(j) = job {
                         self.recycle(j.frame);
@@ -1014,7 +1015,6 @@ impl Pool {
                     tasks: task_w,
                     results: result_r,
                     busy: VecDeque::new(),
-                    in_flight: 0,
                     capacity,
                 })
             }
@@ -1040,16 +1040,18 @@ fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -> ! {
     // panic payload whose drop panics, say) must end the worker here, not
     // unwind into the code of the parent it was forked from.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut input = Vec::new();
+        // The worker is its task pipe's only reader: a FrameReader may read
+        // ahead, and a frame costs one read(2) instead of two.
+        let mut tasks = pipe::FrameReader::new(tasks);
         let mut output = Vec::new();
         let mut table = Vec::new();
         loop {
-            match tasks.recv_into(&mut input) {
-                Ok(true) => {}
-                Ok(false) => process::_exit(0),
+            let input = match tasks.recv() {
+                Ok(Some(input)) => input,
+                Ok(None) => process::_exit(0),
                 Err(_) => process::_exit(1),
-            }
-            let sent = run_batch(registry, &input, &mut output, &mut table).is_ok_and(|()| {
+            };
+            let sent = run_batch(registry, input, &mut output, &mut table).is_ok_and(|()| {
                 let (head, data) = output.split_at(RESULT_HEAD);
                 results.send_parts(&[head, &table, data]).is_ok()
             });
