@@ -127,49 +127,35 @@ pub fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
 // Frames.
 
 /// Send `payload` as one frame on `fd`. A frame of at most [`PIPE_BUF`]
-/// bytes in all is written with a single write(2); a longer one with
-/// writev(2) and then write(2) until done. EINTR is retried.
+/// bytes in all is copied behind its length and written with a single
+/// write(2); a longer one goes out as [`send_parts`] sends it. EINTR is
+/// retried.
 ///
 /// Fails with `EMSGSIZE` for a payload over [`MAX_FRAME`].
 pub fn send(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
-    if payload.len() > MAX_FRAME {
-        return Err(Errno::EMSGSIZE);
-    }
-    let len = u32::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
-    let header = len.to_le_bytes();
     // Small frames are the common case (and the latency case): build them
     // in a small buffer rather than zeroing a whole PIPE_BUF one.
     if payload.len() <= SMALL - HEADER {
-        let mut frame = [0u8; SMALL];
-        frame[..HEADER].copy_from_slice(&header);
-        frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
-        return write_all(fd, &frame[..HEADER + payload.len()]);
+        send_copied::<SMALL>(fd, payload)
+    } else if payload.len() <= MAX_ATOMIC_PAYLOAD {
+        send_copied::<PIPE_BUF>(fd, payload)
+    } else {
+        send_parts(fd, &[payload])
     }
-    if payload.len() <= MAX_ATOMIC_PAYLOAD {
-        let mut frame = [0u8; PIPE_BUF];
-        frame[..HEADER].copy_from_slice(&header);
-        frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
-        return write_all(fd, &frame[..HEADER + payload.len()]);
-    }
-    let total = HEADER + payload.len();
-    let mut done = loop {
-        match nix::sys::uio::writev(fd, &[IoSlice::new(&header), IoSlice::new(payload)]) {
-            Err(Errno::EINTR) => continue,
-            r => break r?,
-        }
-    };
-    if done < HEADER {
-        write_all(fd, &header[done..])?;
-        done = HEADER;
-    }
-    if done < total {
-        write_all(fd, &payload[done - HEADER..])?;
-    }
-    Ok(())
 }
 
 /// The stack buffer for small frames.
 const SMALL: usize = 128;
+
+/// Write the frame of `payload` (at most `N - HEADER` bytes) from an
+/// `N`-byte stack buffer, in one write(2) when the pipe takes it all.
+fn send_copied<const N: usize>(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
+    let mut frame = [0u8; N];
+    let len = u32::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
+    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
+    frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
+    write_all(fd, &frame[..HEADER + payload.len()])
+}
 
 /// Send the concatenation of `parts` as one frame on `fd`, with one
 /// writev(2) when the pipe takes it all (no copy into a single buffer).
@@ -228,27 +214,41 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<b
         return Ok(false);
     }
     if got < HEADER {
-        return Err(RecvError::Torn(format!(
-            "end of file inside a frame header ({got} of {HEADER} bytes)"
-        )));
+        return Err(torn_header(got));
     }
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(RecvError::Torn(format!(
-            "frame length {len} is over the limit of {MAX_FRAME} bytes"
-        )));
-    }
+    let len = frame_len(header)?;
     // Only bytes past the buffer's old length are zeroed: read_full
     // overwrites the rest, so a reused buffer costs no memset.
     buf.resize(len, 0);
     let got = read_full(fd, buf).map_err(RecvError::Sys)?;
     if got < len {
         buf.truncate(got);
-        return Err(RecvError::Torn(format!(
-            "end of file inside a frame ({got} of {len} bytes)"
-        )));
+        return Err(torn_frame(got, len));
     }
     Ok(true)
+}
+
+/// A frame's payload length from its header, if within [`MAX_FRAME`].
+fn frame_len(header: [u8; HEADER]) -> std::result::Result<usize, RecvError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(RecvError::Torn(format!(
+            "frame length {len} is over the limit of {MAX_FRAME} bytes"
+        )));
+    }
+    Ok(len)
+}
+
+/// End of file after `got` bytes of a frame header.
+fn torn_header(got: usize) -> RecvError {
+    RecvError::Torn(format!(
+        "end of file inside a frame header ({got} of {HEADER} bytes)"
+    ))
+}
+
+/// End of file after `got` bytes of a `len`-byte payload.
+fn torn_frame(got: usize, len: usize) -> RecvError {
+    RecvError::Torn(format!("end of file inside a frame ({got} of {len} bytes)"))
 }
 
 /// Receive one frame: `Ok(None)` at a clean end of file. See [`recv_into`].
@@ -442,15 +442,7 @@ impl<E: AsFd> FrameReader<E> {
             if have >= HEADER {
                 let mut h = [0u8; HEADER];
                 h.copy_from_slice(&self.buf[self.start..self.start + HEADER]);
-                let len = u32::from_le_bytes(h) as usize;
-                if len > MAX_FRAME {
-                    return Err(recv_error(
-                        self.what,
-                        RecvError::Torn(format!(
-                            "frame length {len} is over the limit of {MAX_FRAME} bytes"
-                        )),
-                    ));
-                }
+                let len = frame_len(h).map_err(|e| recv_error(self.what, e))?;
                 need = HEADER + len;
                 if have >= need {
                     let at = self.start + HEADER;
@@ -477,19 +469,10 @@ impl<E: AsFd> FrameReader<E> {
             if n == 0 {
                 return match have {
                     0 => Ok(None),
-                    _ if have < HEADER => Err(recv_error(
-                        self.what,
-                        RecvError::Torn(format!(
-                            "end of file inside a frame header ({have} of {HEADER} bytes)"
-                        )),
-                    )),
+                    _ if have < HEADER => Err(recv_error(self.what, torn_header(have))),
                     _ => Err(recv_error(
                         self.what,
-                        RecvError::Torn(format!(
-                            "end of file inside a frame ({} of {} bytes)",
-                            have - HEADER,
-                            need - HEADER
-                        )),
+                        torn_frame(have - HEADER, need - HEADER),
                     )),
                 };
             }
