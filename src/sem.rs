@@ -270,8 +270,8 @@ impl NamedSemaphore {
     pub fn create(name: &str, value: u32) -> Result<NamedSemaphore> {
         check_value(value)?;
         let c = valid_name(name)?;
-        let sem = Sem::open(&c, Some((0o600, value)), true)
-            .map_err(|e| Error::sys("sem_open", name, e))?;
+        let sem =
+            Sem::open(&c, Some((0o600, value))).map_err(|e| Error::sys("sem_open", name, e))?;
         Ok(NamedSemaphore {
             sem,
             name: name.to_string(),
@@ -281,7 +281,7 @@ impl NamedSemaphore {
     /// Open the existing semaphore `name` (ENOENT, exit 66, if missing).
     pub fn open(name: &str) -> Result<NamedSemaphore> {
         let c = valid_name(name)?;
-        let sem = Sem::open(&c, None, false).map_err(|e| Error::sys("sem_open", name, e))?;
+        let sem = Sem::open(&c, None).map_err(|e| Error::sys("sem_open", name, e))?;
         Ok(NamedSemaphore {
             sem,
             name: name.to_string(),
@@ -329,8 +329,8 @@ impl NamedSemaphore {
     pub fn reset(&self, value: u32) -> Result<u32> {
         check_value(value)?;
         let before = self.value()?;
+        let mut now = before;
         loop {
-            let now = self.value()?;
             if now < value {
                 self.post()?;
             } else if now > value {
@@ -338,6 +338,7 @@ impl NamedSemaphore {
             } else {
                 return Ok(before);
             }
+            now = self.value()?;
         }
     }
 

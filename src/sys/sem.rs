@@ -44,11 +44,11 @@ impl Sem {
     }
 
     /// sem_open(3): open the named semaphore, creating it with `mode` and
-    /// `value` when `create` is given (O_CREAT, plus O_EXCL when `excl`).
-    pub fn open(name: &CStr, create: Option<(u32, u32)>, excl: bool) -> Result<OpenSem, Errno> {
+    /// `value` when `create` is given (O_CREAT | O_EXCL: it must not exist).
+    pub fn open(name: &CStr, create: Option<(u32, u32)>) -> Result<OpenSem, Errno> {
         let p = match create {
             Some((mode, value)) => {
-                let flags = libc::O_CREAT | if excl { libc::O_EXCL } else { 0 };
+                let flags = libc::O_CREAT | libc::O_EXCL;
                 // SAFETY: `name` is a NUL-terminated string that outlives
                 // the call; with O_CREAT sem_open reads exactly two more
                 // variadic arguments, a mode_t (promoted to unsigned int)
