@@ -75,10 +75,16 @@ type Outcome<T> = std::result::Result<T, Box<dyn Any + Send>>;
 pub struct Thread<T> {
     name: String,
     daemon: bool,
-    done: Arc<Event>,
-    /// Where the thread leaves its outcome before it sets `done`.
-    outcome: Arc<Mutex<Option<Outcome<T>>>>,
+    shared: Arc<Shared<T>>,
     handle: Option<RawThread>,
+}
+
+/// What a thread and its [`Thread`] handle share: one allocation per thread.
+struct Shared<T> {
+    /// Set when the thread's function has returned or panicked.
+    done: Event,
+    /// Where the thread leaves its outcome before it sets `done`.
+    outcome: Mutex<Option<Outcome<T>>>,
 }
 
 impl<T> fmt::Debug for Thread<T> {
@@ -118,13 +124,13 @@ where
     start(name.into(), true, f)
 }
 
-/// Sets the event when dropped: at the end of the thread's function,
+/// Sets `done` when dropped: at the end of the thread's function,
 /// whether it returned or panicked.
-struct SetOnDrop(Arc<Event>);
+struct SetOnDrop<T>(Arc<Shared<T>>);
 
-impl Drop for SetOnDrop {
+impl<T> Drop for SetOnDrop<T> {
     fn drop(&mut self) {
-        self.0.set();
+        self.0.done.set();
     }
 }
 
@@ -136,13 +142,14 @@ where
     if name.contains('\0') {
         return Err(Error::usage("thread name", "must not contain a NUL byte"));
     }
-    let done = Arc::new(Event::new());
-    let outcome = Arc::new(Mutex::new(None));
-    let guard = SetOnDrop(Arc::clone(&done));
-    let slot = Arc::clone(&outcome);
+    let shared = Arc::new(Shared {
+        done: Event::new(),
+        outcome: Mutex::new(None),
+    });
+    let guard = SetOnDrop(Arc::clone(&shared));
     let thread_name = name.clone();
     let main = Box::new(move || {
-        let _guard = guard;
+        let guard = guard;
         // The OS name (what ps and /proc show) is best effort: the kernel
         // keeps 15 bytes, and a failure changes nothing else.
         if let Ok(c) = std::ffi::CString::new(thread_name.as_bytes()) {
@@ -150,15 +157,18 @@ where
         }
         NAME.with(|n| *n.borrow_mut() = Some(thread_name));
         let result = catch_unwind(AssertUnwindSafe(f));
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        *guard
+            .0
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(result);
     });
     let handle = crate::sys::thread::spawn(main)
         .map_err(|e| Error::sys("pthread_create", name.clone(), e))?;
     Ok(Thread {
         name,
         daemon,
-        done,
-        outcome,
+        shared,
         handle: Some(handle),
     })
 }
@@ -177,7 +187,7 @@ impl<T> Thread<T> {
     /// Python's `is_alive()`: true until the thread's function has returned
     /// (or panicked).
     pub fn is_alive(&self) -> bool {
-        !self.done.is_set()
+        !self.shared.done.is_set()
     }
 
     /// Wait for the thread to finish and return its function's value:
@@ -194,7 +204,7 @@ impl<T> Thread<T> {
     /// Spurious wakeups are absorbed; the wait is measured on the monotonic
     /// clock. Errors as for [`Thread::join`].
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<T>> {
-        if !self.done.wait_timeout(timeout) {
+        if !self.shared.done.wait_timeout(timeout) {
             return Ok(None);
         }
         self.join_handle().map(Some)
@@ -212,6 +222,7 @@ impl<T> Thread<T> {
             .join()
             .map_err(|e| Error::sys("pthread_join", self.name.clone(), e))?;
         let outcome = self
+            .shared
             .outcome
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
