@@ -23,7 +23,6 @@ pub type Main = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Debug)]
 pub struct RawThread {
     id: libc::pthread_t,
-    joined: bool,
 }
 
 /// Start a thread running `main`, with glibc's default attributes (the
@@ -46,7 +45,7 @@ pub fn spawn(main: Main) -> Result<RawThread, Errno> {
         drop(unsafe { Box::from_raw(arg) });
         return Err(Errno::from_raw(rc));
     }
-    Ok(RawThread { id, joined: false })
+    Ok(RawThread { id })
 }
 
 extern "C" fn entry(arg: *mut c_void) -> *mut c_void {
@@ -63,15 +62,17 @@ impl RawThread {
     /// When the join fails (EDEADLK: the thread joining itself), the
     /// handle is dropped and so detaches the thread, which then frees its
     /// stack when it ends.
-    pub fn join(mut self) -> Result<(), Errno> {
+    pub fn join(self) -> Result<(), Errno> {
         // SAFETY: `id` names a thread this handle started and has neither
-        // joined nor detached (join takes the handle by value, and Drop
-        // skips a joined handle); a null result pointer is allowed.
+        // joined nor detached (join takes the handle by value, and a
+        // joined handle is forgotten, never dropped); a null result
+        // pointer is allowed.
         let rc = unsafe { libc::pthread_join(self.id, std::ptr::null_mut()) };
         if rc != 0 {
             return Err(Errno::from_raw(rc));
         }
-        self.joined = true;
+        // Joined: nothing left to detach.
+        std::mem::forget(self);
         Ok(())
     }
 }
@@ -80,10 +81,8 @@ impl Drop for RawThread {
     /// An unjoined thread is detached: it runs on, and its resources are
     /// freed when it ends.
     fn drop(&mut self) {
-        if !self.joined {
-            // SAFETY: `id` names a thread this handle started, not joined
-            // (checked above) and not yet detached: Drop runs once.
-            unsafe { libc::pthread_detach(self.id) };
-        }
+        // SAFETY: `id` names a thread this handle started, not joined (a
+        // joined handle is forgotten) and not yet detached: Drop runs once.
+        unsafe { libc::pthread_detach(self.id) };
     }
 }
