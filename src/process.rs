@@ -284,10 +284,9 @@ impl Builder {
         // SAFETY: forwarded to our caller, see this function's contract.
         match unsafe { fork() }.map_err(|e| Error::sys("fork", &name, e))? {
             Fork::Child => {
-                let orphaned = || {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent
-                };
-                if self.daemon && orphaned() {
+                if self.daemon
+                    && !crate::sys::proc::arm_death_signal(libc::SIGKILL, parent.as_raw())
+                {
                     // The parent died before the death signal was armed: die
                     // the way the signal would have made us die.
                     let _ = die_of(Signal::SIGKILL);

@@ -106,6 +106,20 @@ pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, sig: Signal) -> Res
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Ask for `sig` when the parent dies (PR_SET_PDEATHSIG), then check that
+/// `parent` is still the parent: it may have died between fork and prctl,
+/// too early for the request to fire. True when the signal is armed and
+/// the parent is alive. Two system calls and nothing else, so it is safe
+/// in a forked child before exec.
+pub fn arm_death_signal(sig: libc::c_int, parent: libc::pid_t) -> bool {
+    // SAFETY: prctl and getppid take and return plain integers and touch no
+    // memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) == 0
+            && libc::getppid() == parent
+    }
+}
+
 /// Set `sig` to SIG_IGN.
 pub fn ignore(sig: Signal) -> Result<(), Errno> {
     // SAFETY: SIG_IGN installs no handler of ours; no code runs in signal

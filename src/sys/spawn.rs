@@ -119,13 +119,7 @@ fn child(plan: &mut ExecPlan) -> ! {
         report(plan.err_fd, STAGE_SIGNALS, Errno::last());
     }
     if let Some((sig, parent)) = plan.death_signal {
-        // SAFETY: prctl and getppid take and return plain integers; both
-        // are system calls, safe between fork and exec.
-        let orphaned = unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0
-                || libc::getppid() != parent
-        };
-        if orphaned {
+        if !super::proc::arm_death_signal(sig, parent) {
             // SAFETY: _exit is async-signal-safe and never returns.
             unsafe { libc::_exit(128 + sig) };
         }
