@@ -191,12 +191,9 @@ pub(crate) fn poll_timeout(deadline: Option<std::time::Instant>) -> nix::poll::P
 
 /// Wait until `pidfd`'s process has ended or `timeout` has passed; true when
 /// it has ended. EINTR is retried with the time that is left.
-fn pidfd_wait(
-    pidfd: std::os::fd::BorrowedFd<'_>,
-    timeout: Option<std::time::Duration>,
-) -> Result<bool> {
+fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> Result<bool> {
     use nix::poll::{PollFd, PollFlags, poll};
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = Some(std::time::Instant::now() + timeout);
     loop {
         let wait = poll_timeout(deadline);
         let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
@@ -304,10 +301,9 @@ impl Builder {
                 let pidfd = crate::sys::proc::pidfd_open(pid).ok();
                 Ok(Process {
                     name,
-                    pid,
+                    child: Child::new(pid),
                     daemon: self.daemon,
                     pidfd,
-                    status: None,
                 })
             }
         }
@@ -326,10 +322,10 @@ impl Builder {
 #[derive(Debug)]
 pub struct Process {
     name: String,
-    pid: Pid,
+    /// The pid and, once reaped, the status.
+    child: Child,
     daemon: bool,
     pidfd: Option<std::os::fd::OwnedFd>,
-    status: Option<Status>,
 }
 
 impl Process {
@@ -340,7 +336,7 @@ impl Process {
 
     /// The child's pid.
     pub fn pid(&self) -> Pid {
-        self.pid
+        self.child.pid()
     }
 
     /// Whether it dies with its parent.
@@ -351,22 +347,19 @@ impl Process {
     /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
     /// ended, as Python's `is_alive` does.
     pub fn is_alive(&mut self) -> Result<bool> {
-        if self.status.is_none() {
-            self.status = try_waitpid(self.pid)?;
-        }
-        Ok(self.status.is_none())
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// Wait for the child to end, at most `timeout` (forever with `None`),
     /// and reap it. `Ok(None)` when the timeout passed first. The wait is a
     /// poll(2) on a pidfd, so it never reaps any other child.
     pub fn join(&mut self, timeout: Option<std::time::Duration>) -> Result<Option<Status>> {
-        if self.status.is_some() {
-            return Ok(self.status);
+        if let Some(s) = self.child.status() {
+            return Ok(Some(s));
         }
-        if let (Some(fd), Some(_)) = (&self.pidfd, timeout) {
+        if let (Some(fd), Some(t)) = (&self.pidfd, timeout) {
             use std::os::fd::AsFd;
-            if !pidfd_wait(fd.as_fd(), timeout)? {
+            if !pidfd_wait(fd.as_fd(), t)? {
                 return Ok(None);
             }
         } else if let Some(t) = timeout {
@@ -378,21 +371,20 @@ impl Process {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            return Ok(self.status);
+            return Ok(self.child.status());
         }
-        self.status = Some(waitpid(self.pid)?);
-        Ok(self.status)
+        self.child.wait().map(Some)
     }
 
     /// Python's `exitcode`: `None` while running (or not yet joined), N after
     /// `exit(N)`, -N after death by signal N.
     pub fn exitcode(&self) -> Option<i32> {
-        self.status.map(|s| s.exitcode())
+        self.status().map(|s| s.exitcode())
     }
 
     /// The decoded status once reaped.
     pub fn status(&self) -> Option<Status> {
-        self.status
+        self.child.status()
     }
 
     /// Send SIGTERM (Python's `terminate`). Does nothing once reaped.
@@ -408,25 +400,27 @@ impl Process {
     /// Send `sig` through the pidfd (immune to pid reuse), or kill(2) where
     /// pidfds are missing. Does nothing once the child has been reaped.
     pub fn signal(&self, sig: Signal) -> Result<()> {
-        if self.status.is_some() {
+        if self.status().is_some() {
             return Ok(());
         }
         match &self.pidfd {
             Some(fd) => {
                 use std::os::fd::AsFd;
                 crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig)
-                    .map_err(|e| Error::sys("pidfd_send_signal", self.pid, e))
+                    .map_err(|e| Error::sys("pidfd_send_signal", self.pid(), e))
             }
-            None => kill(self.pid, sig),
+            None => kill(self.pid(), sig),
         }
     }
 }
 
 /// A child not joined is killed (SIGKILL) and reaped: dropping never blocks
-/// and never leaves a zombie or a stray process behind.
+/// and never leaves a zombie or a stray process behind. Its [`Child`] would
+/// do the same by pid; this does it through the pidfd first, immune to pid
+/// reuse, and the `Child` then has nothing left to do.
 impl Drop for Process {
     fn drop(&mut self) {
-        if self.status.is_none() {
+        if self.status().is_none() {
             let _ = self.kill();
             let _ = self.join(None);
         }
