@@ -43,17 +43,7 @@ pub fn runtime() -> Result<(Runtime, LocalSet)> {
     Ok((rt, LocalSet::new()))
 }
 
-/// How many OS threads this process has now: the entries of
-/// `/proc/self/task`, one per thread.
-pub fn os_threads() -> Result<usize> {
-    let dir = std::fs::read_dir("/proc/self/task").ctx("opendir", "/proc/self/task")?;
-    let mut n = 0;
-    for entry in dir {
-        entry.ctx("readdir", "/proc/self/task")?;
-        n += 1;
-    }
-    Ok(n)
-}
+pub use crate::thread::os_threads;
 
 /// A time unit: the lessons' "1 second", scaled (`--scale 0.1` makes every
 /// unit 100 ms).

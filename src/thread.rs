@@ -36,6 +36,20 @@ use crate::error::{Error, Result};
 use crate::exit;
 use crate::sys::thread::RawThread;
 
+/// How many OS threads this process has now: `num_threads` in
+/// `/proc/self/stat` (one read).
+pub fn os_threads() -> Result<usize> {
+    use crate::error::Context;
+    let stat = std::fs::read_to_string("/proc/self/stat").ctx("read", "/proc/self/stat")?;
+    // The fields after the command name's closing parenthesis start at
+    // field 3 (state); num_threads is field 20.
+    stat.rfind(')')
+        .and_then(|end| stat.get(end + 2..))
+        .and_then(|rest| rest.split(' ').nth(17))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| Error::data("read", "/proc/self/stat", "no thread count in it"))
+}
+
 /// The name [`current_name`] gives the main thread, as Python does.
 pub const MAIN_THREAD: &str = "MainThread";
 

@@ -102,15 +102,11 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     for i in 1..=n {
         // Fork: pk-fork is single-threaded, and the child never returns
         // from child_main: it ends with _exit.
-        match crate::cmd::fork() {
+        match crate::cmd::fork(format_args!("child {i} of {n}")) {
             Ok(Fork::Child) => child_main(&args, out, &mut x, u64::from(i)),
             Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
             Err(e) => {
-                fork_error = Some(crate::error::Error::sys(
-                    "fork",
-                    format!("child {i} of {n}"),
-                    e,
-                ));
+                fork_error = Some(e);
                 break;
             }
         }

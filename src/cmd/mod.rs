@@ -128,34 +128,28 @@ fn install_panic_hook(name: String) {
     }));
 }
 
-/// The command layer's one fork(2), for the single-threaded `pk-*` binaries.
+/// The command layer's one fork(2), for the single-threaded `pk-*` binaries;
+/// `what` (the child to be) names it in the error, `fork(<what>)`.
 ///
 /// It refuses, with EDEADLK, while this process has more than one thread: a
 /// child forked from a threaded process could find a lock (the allocator's,
 /// stdout's) held for ever by a thread that does not exist in it. Every
 /// caller's child branch ends with `_exit` or exec, never returning into
 /// the parent's code; each call site says how.
-pub fn fork() -> std::result::Result<crate::process::Fork, Errno> {
-    if thread_count() != Some(1) {
-        return Err(Errno::EDEADLK);
-    }
-    // SAFETY: the process has exactly one thread (just checked: the calling
-    // thread, which starts none before the fork), so no other thread can
-    // hold a lock the child would need; the callers' children end with
-    // _exit or exec.
-    unsafe { crate::process::fork() }
-}
-
-/// The number of threads in this process (`num_threads` in /proc/self/stat).
-fn thread_count() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name's closing parenthesis start at field 3
-    // (state); num_threads is field 20.
-    stat[stat.rfind(')')? + 2..]
-        .split(' ')
-        .nth(17)?
-        .parse()
-        .ok()
+pub fn fork(what: impl std::fmt::Display) -> Result<crate::process::Fork> {
+    let errno = if crate::thread::os_threads().ok() != Some(1) {
+        Errno::EDEADLK
+    } else {
+        // SAFETY: the process has exactly one thread (just checked: the
+        // calling thread, which starts none before the fork), so no other
+        // thread can hold a lock the child would need; the callers'
+        // children end with _exit or exec.
+        match unsafe { crate::process::fork() } {
+            Ok(fork) => return Ok(fork),
+            Err(e) => e,
+        }
+    };
+    Err(Error::sys("fork", what, errno))
 }
 
 /// Unbuffered line output on stdout: each line is one write(2).
@@ -234,15 +228,13 @@ mod tests {
     #[test]
     fn counts_threads() {
         // The test harness runs this on a thread of its own.
-        let n = thread_count().expect("readable /proc/self/stat");
+        let n = crate::thread::os_threads().expect("readable /proc/self/stat");
         assert!(n >= 1);
         let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
-        assert!(thread_count().unwrap() >= 2);
-        assert_eq!(
-            fork().err(),
-            Some(Errno::EDEADLK),
-            "no fork while threads run"
-        );
+        assert!(crate::thread::os_threads().unwrap() >= 2);
+        let e = fork("a child").expect_err("no fork while threads run");
+        assert_eq!(e.errno(), Some(Errno::EDEADLK));
+        assert!(e.to_string().starts_with("fork(a child): "), "{e}");
         t.join().unwrap();
     }
 

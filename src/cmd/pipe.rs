@@ -130,10 +130,6 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     }
 }
 
-fn fork_error(what: String, e: nix::errno::Errno) -> Error {
-    Error::sys("fork", what, e)
-}
-
 // ---------------------------------------------------------------------------
 // fan-in
 
@@ -192,11 +188,11 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
     for w in 0..a.writers {
         // Fork: pk-pipe is single-threaded, and the child never returns
         // from fan_in_writer: it ends with _exit.
-        match crate::cmd::fork() {
-            Ok(Fork::Child) => fan_in_writer(reader, &writer, w, a.messages, payload_len),
-            Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
-            // Dropping `children` kills and reaps the writers already forked.
-            Err(e) => return Err(fork_error(format!("writer {} of {}", w + 1, a.writers), e)),
+        // On an error, dropping `children` kills and reaps the writers
+        // already forked.
+        match crate::cmd::fork(format_args!("writer {} of {}", w + 1, a.writers))? {
+            Fork::Child => fan_in_writer(reader, &writer, w, a.messages, payload_len),
+            Fork::Parent(pid) => children.push(Child::new(pid)),
         }
     }
     // Only the children write: the reader sees end of file once they end.
@@ -280,10 +276,9 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
     let (parent_end, child_end) = pipe::duplex()?;
     // Fork: pk-pipe is single-threaded, and the child never returns from
     // duplex_child: it ends with _exit.
-    let mut child = match crate::cmd::fork() {
-        Ok(Fork::Child) => duplex_child(parent_end, child_end, out),
-        Ok(Fork::Parent(pid)) => Child::new(pid),
-        Err(e) => return Err(fork_error("duplex child".into(), e)),
+    let mut child = match crate::cmd::fork("duplex child")? {
+        Fork::Child => duplex_child(parent_end, child_end, out),
+        Fork::Parent(pid) => Child::new(pid),
     };
     drop(child_end);
     note!(
@@ -359,10 +354,9 @@ fn sigpipe(a: &Sigpipe, out: &mut Out) -> Result<u8> {
     let (reader, writer) = pipe::pipe()?;
     // Fork: pk-pipe is single-threaded, and the child never returns from
     // sigpipe_writer: it ends with _exit (or dies of SIGPIPE).
-    let mut child = match crate::cmd::fork() {
-        Ok(Fork::Child) => sigpipe_writer(reader, &writer, a.ignore, out),
-        Ok(Fork::Parent(pid)) => Child::new(pid),
-        Err(e) => return Err(fork_error("writer".into(), e)),
+    let mut child = match crate::cmd::fork("writer")? {
+        Fork::Child => sigpipe_writer(reader, &writer, a.ignore, out),
+        Fork::Parent(pid) => Child::new(pid),
     };
     drop(writer);
     note!(

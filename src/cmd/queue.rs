@@ -108,10 +108,9 @@ fn text(m: &[u8]) -> String {
 fn fork_child(what: &str) -> Result<Option<Child>> {
     // Fork: pk-queue is single-threaded; every caller's child branch
     // ends with _exit.
-    match crate::cmd::fork() {
-        Ok(Fork::Child) => Ok(None),
-        Ok(Fork::Parent(pid)) => Ok(Some(Child::new(pid))),
-        Err(e) => Err(Error::sys("fork", what, e)),
+    match crate::cmd::fork(what)? {
+        Fork::Child => Ok(None),
+        Fork::Parent(pid) => Ok(Some(Child::new(pid))),
     }
 }
 

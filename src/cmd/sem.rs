@@ -234,10 +234,9 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     for i in 0..n {
         // Fork: pk-sem is single-threaded, and the child never returns
         // from worker: it ends with _exit.
-        match crate::cmd::fork() {
-            Ok(Fork::Child) => worker(i, &sem, &gate, &stats, &times, start, d.hold.0, out),
-            Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
-            Err(e) => return Err(Error::sys("fork", format!("worker {} of {n}", i + 1), e)),
+        match crate::cmd::fork(format_args!("worker {} of {n}", i + 1))? {
+            Fork::Child => worker(i, &sem, &gate, &stats, &times, start, d.hold.0, out),
+            Fork::Parent(pid) => children.push(Child::new(pid)),
         }
     }
     for _ in 0..n {
@@ -386,8 +385,8 @@ fn run_cmd(r: Run) -> Result<u8> {
 
     // Fork: pk-sem is single-threaded, and the child only restores its
     // signal mask and execs, or calls _exit.
-    let pid = match crate::cmd::fork() {
-        Ok(Fork::Child) => {
+    let pid = match crate::cmd::fork(&r.command[0])? {
+        Fork::Child => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             // Rust ignores SIGPIPE, and an ignored signal stays ignored
             // across exec: give the command the default back, so that
@@ -395,8 +394,7 @@ fn run_cmd(r: Run) -> Result<u8> {
             let _ = process::restore_default(nix::sys::signal::Signal::SIGPIPE);
             exec_child(&argv)
         }
-        Ok(Fork::Parent(pid)) => pid,
-        Err(e) => return Err(Error::sys("fork", &r.command[0], e)),
+        Fork::Parent(pid) => pid,
     };
     let mut child = Child::new(pid);
     let status = wait_forwarding(&mut child, &mask)?;

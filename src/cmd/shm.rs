@@ -142,8 +142,8 @@ fn bytes(text: &[u8], out: &mut Out) -> Result<u8> {
         arr.len()
     )?;
     // Fork: pk-shm is single-threaded, and the child ends with _exit.
-    let pid = match crate::cmd::fork() {
-        Ok(Fork::Child) => {
+    let pid = match crate::cmd::fork("child")? {
+        Fork::Child => {
             let me = process::getpid();
             for i in 0..arr.len() {
                 let b = arr.get(i);
@@ -154,8 +154,7 @@ fn bytes(text: &[u8], out: &mut Out) -> Result<u8> {
             let _ = note!(out, "child {me}: set arr[0]={first} '{}'", byte_char(first));
             process::_exit(0)
         }
-        Ok(Fork::Parent(pid)) => pid,
-        Err(e) => return Err(Error::sys("fork", "child", e)),
+        Fork::Parent(pid) => pid,
     };
     let mut child = Child::new(pid);
     let status = child.wait()?;
@@ -188,11 +187,10 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
     for i in 1..=procs {
         // Fork: pk-shm is single-threaded, and the child never returns
         // from add: it ends with _exit.
-        match crate::cmd::fork() {
-            Ok(Fork::Child) => add(&gate, &lock, &count, iters, sync, yield_),
-            Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
-            // The Child handles already made kill and reap on drop.
-            Err(e) => return Err(Error::sys("fork", format!("child {i} of {procs}"), e)),
+        // On an error, the Child handles already made kill and reap on drop.
+        match crate::cmd::fork(format_args!("child {i} of {procs}"))? {
+            Fork::Child => add(&gate, &lock, &count, iters, sync, yield_),
+            Fork::Parent(pid) => children.push(Child::new(pid)),
         }
     }
     let start = Instant::now();

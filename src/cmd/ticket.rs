@@ -283,7 +283,7 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
     for i in 1..=n {
         // Fork: pk-ticket is single-threaded, and the child never returns
         // from buyer_main: it ends with _exit.
-        match crate::cmd::fork() {
+        match crate::cmd::fork(format_args!("buyer {i} of {n}")) {
             Ok(Fork::Child) => {
                 drop(barrier_w.take());
                 drop(results_r.take());
@@ -291,7 +291,7 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
             }
             Ok(Fork::Parent(pid)) => buyers.push((i, Child::new(pid))),
             Err(e) => {
-                fork_error = Some(Error::sys("fork", format!("buyer {i} of {n}"), e));
+                fork_error = Some(e);
                 break;
             }
         }
