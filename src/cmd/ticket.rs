@@ -3,17 +3,16 @@
 //! tickets in one file, with flock(2) or (`--no-lock`) without it.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 
 use crate::cmd::Out;
 use crate::duration::DurationArg;
 use crate::error::{Error, Result};
+use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Child, Fork};
 use crate::ticket::{self, Sale, TicketFile, Wait};
 use crate::{exit, note, outln};
@@ -270,11 +269,10 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
 
     // The start barrier: buyers block reading it until every buyer is
     // forked and the parent closes the write end. The results pipe carries
-    // one short record per buyer (atomic: shorter than PIPE_BUF).
-    let (barrier_r, barrier_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", "barrier", e))?;
-    let (results_r, results_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", "results", e))?;
+    // one short record per buyer, as one frame (atomic: shorter than
+    // PIPE_BUF).
+    let (barrier_r, barrier_w) = pipe::pipe()?;
+    let (results_r, results_w) = pipe::pipe()?;
     let mut barrier_w = Some(barrier_w);
     let mut results_r = Some(results_r);
 
@@ -302,29 +300,16 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
     drop(results_w);
 
     let mut reports: BTreeMap<u32, Report> = BTreeMap::new();
-    let mut pending = Vec::new();
     if let Some(r) = results_r.take() {
-        let mut buf = [0u8; 4096];
-        loop {
-            let got = match nix::unistd::read(&r, &mut buf) {
-                Ok(0) => break,
-                Ok(got) => got,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("read", "results pipe", e)),
-            };
-            pending.extend_from_slice(&buf[..got]);
-            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
-                if let Some((i, pid, report)) = parse_record(&line) {
-                    match &report {
-                        Report::Bought(t) => {
-                            note!(out, "buyer {i} (pid {pid}): bought ticket {t}")?
-                        }
-                        Report::SoldOut => note!(out, "buyer {i} (pid {pid}): sold out")?,
-                        Report::Failed(..) => {}
-                    }
-                    reports.insert(i, report);
+        let mut records = pipe::FrameReader::new(r);
+        while let Some(record) = records.recv()? {
+            if let Some((i, pid, report)) = parse_record(record) {
+                match &report {
+                    Report::Bought(t) => note!(out, "buyer {i} (pid {pid}): bought ticket {t}")?,
+                    Report::SoldOut => note!(out, "buyer {i} (pid {pid}): sold out")?,
+                    Report::Failed(..) => {}
                 }
+                reports.insert(i, report);
             }
         }
     }
@@ -409,7 +394,7 @@ fn parse_record(line: &[u8]) -> Option<(u32, i32, Report)> {
 
 /// One buyer: open the file, wait at the barrier, buy once, report. Never
 /// returns.
-fn buyer_main(i: u32, args: &RushArgs, barrier: OwnedFd, results: OwnedFd) -> ! {
+fn buyer_main(i: u32, args: &RushArgs, barrier: Reader, results: Writer) -> ! {
     let me = process::getpid();
     let (record, code) = match buyer(args, barrier) {
         Ok(Sale::Bought(t)) => (format!("{i} {me} B {}\n", t.number), exit::OK),
@@ -428,30 +413,17 @@ fn buyer_main(i: u32, args: &RushArgs, barrier: OwnedFd, results: OwnedFd) -> ! 
             )
         }
     };
-    let mut buf = record.as_bytes();
-    while !buf.is_empty() {
-        match nix::unistd::write(results.as_fd(), buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
+    // A parent that is gone reads no record; the exit code still tells.
+    let _ = results.send(record.as_bytes());
     process::_exit(i32::from(code))
 }
 
-fn buyer(args: &RushArgs, barrier: OwnedFd) -> Result<Sale> {
+fn buyer(args: &RushArgs, barrier: Reader) -> Result<Sale> {
     // Its own open: its own open file description, so its own flock lock.
     let mut shop = TicketFile::open(&args.file)?;
     shop.set_durable(args.durable);
-    let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(&barrier, &mut byte) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("read", "barrier", e)),
-        }
-    }
+    // Nothing is ever written to the barrier: its end of file is the start.
+    while barrier.read_full(&mut [0u8; 1])? > 0 {}
     let mut pause = pause(args.yield_);
     if args.no_lock {
         return shop.buy_unlocked(&mut pause);
