@@ -184,10 +184,7 @@ pub struct Jitter(u64);
 impl Jitter {
     /// Seeded from getrandom(2).
     pub fn from_os() -> Result<Jitter> {
-        let seed = getrandom::u64().map_err(|e| match e.raw_os_error() {
-            Some(raw) => Error::sys("getrandom", "seed", nix::errno::Errno::from_raw(raw)),
-            None => Error::data("getrandom", "seed", e.to_string()).with_code(crate::exit::OS_ERR),
-        })?;
+        let seed = getrandom::u64().map_err(|e| Error::getrandom("seed", e))?;
         Ok(Jitter(seed | 1))
     }
 

@@ -66,6 +66,15 @@ impl Error {
         }
     }
 
+    /// getrandom(2) failed, for `what`: its errno, or the crate's own
+    /// reason where there is none (exit 71 either way).
+    pub(crate) fn getrandom(what: &str, err: getrandom::Error) -> Self {
+        match err.raw_os_error() {
+            Some(raw) => Self::sys("getrandom", what, Errno::from_raw(raw)),
+            None => Self::data("getrandom", what, err.to_string()).with_code(exit::OS_ERR),
+        }
+    }
+
     /// Bad data in an input: exit 65.
     pub fn data(
         call: impl Into<Cow<'static, str>>,

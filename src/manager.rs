@@ -289,10 +289,7 @@ fn unexpected(peer: &str, got: &Msg, want: &str) -> Error {
 /// `n` random bytes from getrandom(2).
 pub fn nonce() -> Result<[u8; NONCE_LEN]> {
     let mut b = [0u8; NONCE_LEN];
-    getrandom::fill(&mut b).map_err(|e| match e.raw_os_error() {
-        Some(raw) => Error::sys("getrandom", "nonce", Errno::from_raw(raw)),
-        None => Error::data("getrandom", "nonce", e.to_string()).with_code(exit::OS_ERR),
-    })?;
+    getrandom::fill(&mut b).map_err(|e| Error::getrandom("nonce", e))?;
     Ok(b)
 }
 
