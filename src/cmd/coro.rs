@@ -382,13 +382,15 @@ async fn ticker(log: Log, clock: Clock, unit: Unit, ticks: u32) -> Result<()> {
 
 async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> Result<()> {
     let d = unit.times(units);
-    match how {
+    // The thread count seen while sleeping, for spawn_blocking.
+    let during = match how {
         Sleep::Blocked => {
             say!(
                 log,
                 "sleeper: std::thread::sleep on the runtime thread for {units} units"
             )?;
             std::thread::sleep(d);
+            None
         }
         Sleep::Await => {
             say!(
@@ -396,40 +398,32 @@ async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> 
                 "sleeper: tokio::time::sleep(..).await for {units} units"
             )?;
             tokio::time::sleep(d).await;
+            None
         }
         Sleep::SpawnBlocking => {
             say!(
                 log,
                 "sleeper: spawn_blocking(std::thread::sleep).await for {units} units"
             )?;
-            let during = tokio::task::spawn_blocking(move || {
+            let sleeper = tokio::task::spawn_blocking(move || {
                 std::thread::sleep(d);
                 coro::os_threads()
             });
-            let n = match during.await {
-                Ok(n) => n?,
-                Err(e) => {
-                    return Err(
-                        Error::data("join", "spawn_blocking", e.to_string()).with_code(exit::PANIC)
-                    );
-                }
-            };
-            say!(
-                log,
-                "sleeper: woke at +{:.3}s",
-                clock.elapsed().as_secs_f64()
-            )?;
-            return say!(
-                log,
-                "threads={n} during spawn_blocking (the runtime thread + one pool thread)"
-            );
+            Some(join(sleeper, "spawn_blocking").await?)
         }
-    }
+    };
     say!(
         log,
         "sleeper: woke at +{:.3}s",
         clock.elapsed().as_secs_f64()
-    )
+    )?;
+    match during {
+        Some(n) => say!(
+            log,
+            "threads={n} during spawn_blocking (the runtime thread + one pool thread)"
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn blocking(log: &Log, unit: Unit, units: u32) -> Result<()> {
