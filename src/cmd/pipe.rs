@@ -133,6 +133,19 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
 // ---------------------------------------------------------------------------
 // fan-in
 
+/// A frame's sender as a line names it: `child <pid>`, or `unknown` for a
+/// stamp that names no writer.
+struct Sender(Option<nix::unistd::Pid>);
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pid) => write!(f, "child {pid}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// Writer `w`'s frame `seq`: the stamp (w, seq) repeated over the whole
 /// payload, so a byte from any other frame shows as a mismatch. Built by
 /// doubling copies, cheap even in a debug build.
@@ -217,9 +230,8 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
         };
         frames += 1;
         let (w, seq, whole) = check_frame(buf, payload_len, &next_seq, &mut expect);
-        let who = children
-            .get(w as usize)
-            .map_or_else(|| "unknown".to_string(), |c| format!("child {}", c.pid()));
+        // Formatted only when the line is printed (not under --quiet).
+        let who = Sender(children.get(w as usize).map(Child::pid));
         if whole {
             next_seq[w as usize] += 1;
         } else {
