@@ -184,18 +184,17 @@ impl Spawn {
                 (Some(r.into()), Some((w, bytes)))
             }
         };
-        let (child_out, parent_out) = if self.capture {
+        // With --capture, stdout and stderr each get a pipe: the child's
+        // write end, and our read end.
+        let capture = || -> Result<_> {
+            if !self.capture {
+                return Ok((None, None));
+            }
             let (r, w) = pipe::pipe()?;
-            (Some(OwnedFd::from(w)), Some(r))
-        } else {
-            (None, None)
+            Ok((Some(OwnedFd::from(w)), Some(r)))
         };
-        let (child_err, parent_err) = if self.capture {
-            let (r, w) = pipe::pipe()?;
-            (Some(OwnedFd::from(w)), Some(r))
-        } else {
-            (None, None)
-        };
+        let (child_out, parent_out) = capture()?;
+        let (child_err, parent_err) = capture()?;
         // If our own 0/1/2 were closed, a pipe may have landed there; move
         // every source to 3 or above so no dup2 overwrites another source.
         let child_in = child_in.map(above_stdio).transpose()?;
