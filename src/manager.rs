@@ -634,12 +634,11 @@ fn converse(shared: &Shared, stream: &mut TcpStream, conn: &mut Conn) -> Result<
         Msg::Response { pid, tag, nonce } => (pid, tag, nonce),
         other => return Err(unexpected(&who, &other, "a response")),
     };
+    conn.peer.pid = Some(pid);
     if !verify(&shared.key, Side::Worker, &challenge, &tag) {
-        conn.peer.pid = Some(pid);
         let _ = write_frame(stream, &who, &Msg::Denied);
         return Ok(Finish::Refused);
     }
-    conn.peer.pid = Some(pid);
     stream
         .set_read_timeout(None)
         .map_err(|e| Error::io("setsockopt", &who, &e))?;
