@@ -128,6 +128,21 @@ fn install_panic_hook(name: String) {
     }));
 }
 
+/// Fail, exit 71, naming the first child that did not exit 0 (as
+/// [`process::wait_all`](crate::process::wait_all) reports it), as
+/// `<what>(<pid>): <status>`.
+pub fn fail_on_child(
+    failed: Option<(crate::process::Pid, crate::status::Status)>,
+    what: &'static str,
+) -> Result<()> {
+    match failed {
+        Some((pid, status)) => {
+            Err(Error::data(what, pid, status.to_string()).with_code(exit::OS_ERR))
+        }
+        None => Ok(()),
+    }
+}
+
 /// The command layer's one fork(2), for the single-threaded `pk-*` binaries;
 /// `what` (the child to be) names it in the error, `fork(<what>)`.
 ///

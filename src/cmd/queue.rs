@@ -238,9 +238,7 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     }
     let failed = failed.or(process::wait_all(&mut consumers)?);
     let elapsed = start.elapsed();
-    if let Some((pid, status)) = failed {
-        return Err(Error::data("child", pid, status.to_string()).with_code(exit::OS_ERR));
-    }
+    crate::cmd::fail_on_child(failed, "child")?;
     let got: u64 = (0..c).map(|i| per.get(2 * i)).sum();
     let sum: u64 = (0..c).map(|i| per.get(2 * i + 1)).sum();
     let missing = (0..seen.len()).filter(|&i| seen.get(i) == 0).count();

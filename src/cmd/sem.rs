@@ -243,9 +243,7 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         gate.post()?;
     }
     let failed = process::wait_all(&mut children)?;
-    if let Some((pid, status)) = failed {
-        return Err(Error::data("worker", pid, status.to_string()).with_code(exit::OS_ERR));
-    }
+    crate::cmd::fail_on_child(failed, "worker")?;
     outln!(
         out,
         "max_inside={} final_value={}",

@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::{self, Child, Fork};
 use crate::sem::Semaphore;
 use crate::shm::{SharedArray, SharedValue};
@@ -199,9 +199,7 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
     }
     let failed = process::wait_all(&mut children)?;
     let elapsed = start.elapsed();
-    if let Some((pid, status)) = failed {
-        return Err(Error::data("child", pid, status.to_string()).with_code(exit::OS_ERR));
-    }
+    crate::cmd::fail_on_child(failed, "child")?;
     let expected = u64::from(procs) * iters;
     let got = count.get();
     outln!(
