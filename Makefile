@@ -14,10 +14,13 @@ build: ## build the library and every pk-* binary (release)
 
 test: lint doc ## lint, the API docs (warnings are errors), then the whole test suite
 	$(CARGO) test --locked
+	$(CARGO) test --locked --lib --no-default-features
+	bash scripts/check-lib-deps.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --lib --no-default-features -- -D warnings
 
 fmt: ## format the code in place
 	$(CARGO) fmt --all

@@ -57,7 +57,7 @@ impl Unit {
     /// A unit of `secs` seconds, 0.001 to [`Unit::MAX_SECS`].
     pub fn from_secs(secs: f64) -> Result<Unit> {
         if !(0.001..=Self::MAX_SECS).contains(&secs) {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "--scale",
                 format!(
                     "{secs} is not in 0.001..={} (seconds per unit)",

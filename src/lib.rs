@@ -9,39 +9,64 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`process`] | `fork` (an `unsafe fn`), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
+//! | [`process`] | [`process::fork`] (checked: refused while other threads run), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`pool`] | pre-forked worker pool: registered tasks, `apply_async`/`get(timeout)`, chunked `map`, close/join/terminate; dead workers reported and replaced |
 //! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; [`pipe::FrameReader`] for a sole reader; EINTR-retrying read/write |
-//! | [`spawn`] | fork + dup2 + exec (PATH searched before fork, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe → 126/127 |
-//! | [`error`] | [`Error`]: which call failed, on what, and why; its exit code |
-//! | [`exit`] | the exit-code table every binary follows |
+//! | [`spawn`] | start a program: dup2 + exec (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe |
+//! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
-//! | [`duration`] | `2`, `1.5s`, `250ms` on command lines |
-//! | [`coro`] | cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket [`coro::Stock`], the thread count |
-//! | [`manager`] | master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, [`manager::Server`], [`manager::Worker`] |
-//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, atomic views; named create/open/unlink |
+//! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count |
+//! | `manager` | (feature `manager`) master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, `manager::Server`, `manager::Worker` |
+//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; named create/open/unlink |
 //! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
 //! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
-//! | [`cmd`] | one module per binary: arguments and scenario; [`cmd::main`] runs them |
-//! | `sys` | thin wrappers over the system calls nix lacks; the only `unsafe` besides forwarding fork's contract (see the README), each block with a `// SAFETY:` comment |
+//! | [`nix`] | the nix crate this one was built with, re-exported: use `posixkit::nix::sys::signal::Signal` and the rest of nix's types in our API through it, whatever nix your own program depends on |
+//! | `sys` | thin wrappers over the system calls nix lacks: the only module where `unsafe` is allowed (the compiler denies it everywhere else), each block with a `// SAFETY:` comment |
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds | crates it pulls |
+//! |---|---|---|---|
+//! | `cli` | yes | the `pk-*` binaries' command layer (not part of the API) | clap, signal-hook, and the two below |
+//! | `coro` | yes | `coro` | tokio, getrandom |
+//! | `manager` | yes | `manager` | hmac, sha2, getrandom |
+//!
+//! A program that wants the library alone depends on it with
+//! `default-features = false` and gets libc, nix and memmap2, nothing else.
+//!
+//! ## Safety without `unsafe`
+//!
+//! Every function a program calls is safe. The forks the library makes
+//! ([`process::fork`], [`process::Builder::start`], [`pool::Pool::new`] and
+//! the pool's replacement workers) check that the process has no other
+//! thread and refuse with [`ErrorKind::ThreadsRunning`] if it does; the
+//! `…_unchecked` variants ([`process::fork_unchecked`],
+//! [`process::Builder::start_unchecked`], [`pool::Pool::new_unchecked`])
+//! are `unsafe fn` for experts whose children make only async-signal-safe
+//! calls. Memory shared with other threads and processes is only ever
+//! reached through atomics ([`shm`]).
 //!
 //! ## Conventions
 //!
-//! - The library never prints; the `cmd` modules do, one write(2) per line.
-//! - Errors are one line: `pk-NAME: <call>(<what>): <reason>`.
+//! - The library never prints and knows no exit codes: errors carry an
+//!   [`ErrorKind`], and the binaries map kinds to their exit-code table.
+//! - Errors are one line: `<call>(<what>): <reason>`.
 //! - Every forked child is reaped; the library never calls `waitpid(-1)`.
 //! - EINTR is retried inside the library wherever the call is restartable;
 //!   each function's documentation says so.
 //! - A forked child that does not exec ends with [`process::_exit`], never by
 //!   returning into the parent's code.
+#![deny(unsafe_code)]
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cmd;
+#[cfg(feature = "coro")]
 pub mod coro;
-pub mod duration;
 pub mod error;
-pub mod exit;
+#[cfg(feature = "manager")]
 pub mod manager;
 pub mod pipe;
 pub mod pool;
@@ -55,4 +80,7 @@ mod sys;
 pub mod thread;
 pub mod ticket;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
+/// The nix crate posixkit was built with: its types ([`nix::sys::signal::Signal`],
+/// [`nix::unistd::Pid`], [`nix::errno::Errno`]) appear in posixkit's API.
+pub use nix;

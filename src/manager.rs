@@ -51,8 +51,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use nix::errno::Errno;
 use sha2::Sha256;
 
-use crate::error::{Error, Result};
-use crate::exit;
+use crate::error::{Error, ErrorKind, Result};
 
 /// The largest frame payload accepted, in bytes. Every real message is
 /// under 64 bytes.
@@ -231,11 +230,14 @@ impl Msg {
 /// timeout say so in words; anything else keeps its errno.
 fn net_err(call: &'static str, peer: &str, e: &io::Error) -> Error {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => {
-            Error::data(call, peer, "connection closed by the peer").with_code(exit::OS_ERR)
-        }
+        io::ErrorKind::UnexpectedEof => Error::new(
+            ErrorKind::PeerClosed,
+            call,
+            peer,
+            "connection closed by the peer",
+        ),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            Error::data(call, peer, "timed out").with_code(exit::DECLINED)
+            Error::new(ErrorKind::TimedOut, call, peer, "timed out")
         }
         _ => Error::io(call, peer, e),
     }
@@ -315,7 +317,7 @@ pub fn verify(key: &[u8], side: Side, nonce: &[u8; NONCE_LEN], tag: &[u8]) -> bo
 /// Check an auth key given by the user: 1 to [`MAX_KEY`] bytes.
 pub fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "--authkey",
             format!("must be 1 to {MAX_KEY} bytes long"),
         ));
@@ -723,9 +725,9 @@ impl Worker {
         check_key(key)?;
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
-            .map_err(|e| Error::data("getaddrinfo", addr, e.to_string()).with_code(exit::NO_INPUT))?
+            .map_err(|e| Error::new(ErrorKind::NotFound, "getaddrinfo", addr, e.to_string()))?
             .collect();
-        let mut last = Error::data("getaddrinfo", addr, "no address").with_code(exit::NO_INPUT);
+        let mut last = Error::new(ErrorKind::NotFound, "getaddrinfo", addr, "no address");
         let mut stream = None;
         for a in &addrs {
             match TcpStream::connect_timeout(a, timeout) {
@@ -762,18 +764,20 @@ impl Worker {
         match read_frame(&mut stream, &server)? {
             Msg::Welcome { tag } if verify(key, Side::Server, &mine, &tag) => {}
             Msg::Welcome { .. } => {
-                return Err(Error::data(
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
                     "auth",
                     &server,
                     "the server did not prove it knows the authkey",
-                )
-                .with_code(exit::NO_PERM));
+                ));
             }
             Msg::Denied => {
-                return Err(
-                    Error::data("auth", &server, "the server refused the authkey")
-                        .with_code(exit::NO_PERM),
-                );
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    "auth",
+                    &server,
+                    "the server refused the authkey",
+                ));
             }
             other => return Err(unexpected(&server, &other, "welcome or denied")),
         }
@@ -885,7 +889,7 @@ mod tests {
         ];
         for c in cases {
             let e = read_frame(&mut &c[..], "t").unwrap_err();
-            assert_eq!(e.exit_code(), exit::DATA, "{c:?}: {e}");
+            assert_eq!(e.kind(), ErrorKind::BadData, "{c:?}: {e}");
         }
         let e = read_frame(&mut &[0u8, 0][..], "t").unwrap_err();
         assert!(e.to_string().contains("connection closed"), "{e}");

@@ -575,7 +575,7 @@ mod tests {
         w.write_all(b"abc").unwrap();
         drop(w);
         let e = r.recv().unwrap_err();
-        assert_eq!(e.exit_code(), crate::exit::DATA);
+        assert_eq!(e.kind(), crate::ErrorKind::BadData);
         assert_eq!(
             e.to_string(),
             "recv(pipe): end of file inside a frame (3 of 10 bytes)"
@@ -638,6 +638,6 @@ mod tests {
             e.to_string(),
             "recv(pipe): end of file inside a frame (4 of 9 bytes)"
         );
-        assert_eq!(e.exit_code(), crate::exit::DATA);
+        assert_eq!(e.kind(), crate::ErrorKind::BadData);
     }
 }

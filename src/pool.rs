@@ -16,8 +16,7 @@
 //!     Ok(())
 //! }
 //! let registry = Registry::new().register("square", square);
-//! // SAFETY: this program is single-threaded.
-//! let mut pool = unsafe { Pool::new(2, registry) }.unwrap();
+//! let mut pool = Pool::new(2, registry).unwrap();
 //! let args: Vec<[u8; 8]> = (1..=5i64).map(i64::to_le_bytes).collect();
 //! let results = pool.map("square", &args, 2).unwrap();
 //! pool.close();
@@ -308,7 +307,7 @@ impl Registry {
             .iter()
             .position(|n| *n == name)
             .and_then(|i| u16::try_from(i).ok())
-            .ok_or_else(|| Error::usage("task", format!("no task named '{name}' is registered")))
+            .ok_or_else(|| Error::invalid("task", format!("no task named '{name}' is registered")))
     }
 }
 
@@ -563,8 +562,12 @@ pub struct Pool {
     spare: Vec<Vec<u8>>,
     /// Readable when waiting should stop (see [`Pool::interrupt_on`]).
     interrupt: Option<std::os::fd::OwnedFd>,
+    /// How a worker is forked: [`process::fork_named`] (checked), or the
+    /// unchecked fork [`Pool::new_unchecked`]'s caller vouched for.
+    fork: fn(&str) -> Result<Fork>,
     /// Not Send: the pool forks from its methods, so it stays on the thread
-    /// whose single-threadedness [`Pool::new`]'s caller vouched for.
+    /// that created it (for an unchecked pool, the thread whose
+    /// single-threadedness the caller vouched for).
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -572,15 +575,23 @@ impl Pool {
     /// Fork `workers` (1-1024) worker processes that can run the tasks in
     /// `registry`.
     ///
-    /// # Safety
-    ///
     /// The pool forks here and again whenever it replaces a dead worker
-    /// (inside [`Pool::get`], [`Pool::map`], [`Pool::join`]). Every one of
-    /// those calls must be made while the program is single-threaded, as
-    /// for [`process::fork`]: the workers run ordinary Rust code.
-    pub unsafe fn new(workers: usize, registry: Registry) -> Result<Pool> {
+    /// (inside [`Pool::get`], [`Pool::map`], [`Pool::join`]); every one of
+    /// those forks is [`process::fork`]'s, refused with
+    /// [`ErrorKind::ThreadsRunning`](crate::ErrorKind::ThreadsRunning) while
+    /// other threads run. [`Pool::new_unchecked`] skips the check.
+    pub fn new(workers: usize, registry: Registry) -> Result<Pool> {
+        Pool::with_fork(workers, registry, |what| process::fork_named(what))
+    }
+
+    /// [`Pool::new`] with `fork` as the way every worker is forked.
+    pub(crate) fn with_fork(
+        workers: usize,
+        registry: Registry,
+        fork: fn(&str) -> Result<Fork>,
+    ) -> Result<Pool> {
         if !(1..=1024).contains(&workers) {
-            return Err(Error::usage("workers", "a pool has 1-1024 workers"));
+            return Err(Error::invalid("workers", "a pool has 1-1024 workers"));
         }
         let mut pool = Pool {
             registry,
@@ -592,6 +603,7 @@ impl Pool {
             closed: false,
             spare: Vec::new(),
             interrupt: None,
+            fork,
             _not_send: std::marker::PhantomData,
         };
         for _ in 0..workers {
@@ -609,17 +621,12 @@ impl Pool {
     /// Stop waiting as soon as `fd` becomes readable: the read end of a
     /// self-pipe that a signal handler writes to, for instance
     /// (`signal_hook::low_level::pipe`). From then on every wait
-    /// ([`Pool::get`], [`Pool::map`], [`Pool::join`]) returns an error for
-    /// which [`Pool::is_interrupt`] is true, and the caller decides, usually
+    /// ([`Pool::get`], [`Pool::map`], [`Pool::join`]) returns an error of
+    /// kind [`ErrorKind::Interrupted`](crate::ErrorKind::Interrupted), and
+    /// the caller decides, usually
     /// [`Pool::terminate`]. Workers do not inherit the descriptor.
     pub fn interrupt_on(&mut self, fd: std::os::fd::OwnedFd) {
         self.interrupt = Some(fd);
-    }
-
-    /// Whether `e` is the error a wait returns once [`Pool::interrupt_on`]'s
-    /// descriptor became readable.
-    pub fn is_interrupt(e: &Error) -> bool {
-        e.call() == "poll" && e.what() == "pool interrupt"
     }
 
     /// Workers replaced since the last call.
@@ -648,7 +655,7 @@ impl Pool {
                 return Ok(Some(batch.get(0).map(<[u8]>::to_vec)));
             }
             if !self.is_pending(handle.id) {
-                return Err(Error::usage(
+                return Err(Error::invalid(
                     "get",
                     "this result was already taken, or belongs to another pool",
                 ));
@@ -728,7 +735,7 @@ impl Pool {
     /// available from [`Pool::get`].
     pub fn join(&mut self) -> Result<Vec<(Pid, Status)>> {
         if !self.closed {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "join",
                 "call close() before join(), as in Python",
             ));
@@ -803,7 +810,7 @@ impl Pool {
 
     fn submit<A: AsRef<[u8]>>(&mut self, task: &str, first: usize, args: &[A]) -> Result<u64> {
         if self.closed {
-            return Err(Error::usage("apply", "the pool is closed"));
+            return Err(Error::invalid("apply", "the pool is closed"));
         }
         let func = self.registry.index(task)?;
         let id = self.next_id;
@@ -979,9 +986,8 @@ impl Pool {
     fn fork_worker(&mut self) -> Result<Worker> {
         let (task_r, task_w) = pipe::pipe()?;
         let (result_r, result_w) = pipe::pipe()?;
-        // SAFETY: Pool::new's contract: the program is single-threaded when
-        // a pool method runs. The child never returns: worker_main ends in _exit.
-        match unsafe { process::fork() }.map_err(|e| Error::sys("fork", "pool worker", e))? {
+        // The child never returns: worker_main ends in _exit.
+        match (self.fork)("pool worker")? {
             Fork::Child => {
                 drop(task_w);
                 drop(result_r);
@@ -1066,14 +1072,14 @@ fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -> ! {
 /// Encode a task frame for `args` into `frame`; returns the item count.
 fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[A]) -> Result<u32> {
     let count = u32::try_from(args.len())
-        .map_err(|_| Error::usage("task", "a batch holds at most 2^32-1 items"))?;
+        .map_err(|_| Error::invalid("task", "a batch holds at most 2^32-1 items"))?;
     let first = args.first().map_or(0, |a| a.as_ref().len());
     let mut fixed = true;
     let mut size = 0usize;
     for a in args {
         let len = a.as_ref().len();
         if len > pipe::MAX_FRAME {
-            return Err(Error::usage("task", "an argument is over 1 GiB"));
+            return Err(Error::invalid("task", "an argument is over 1 GiB"));
         }
         fixed &= len == first;
         size = size.saturating_add(len);
@@ -1087,7 +1093,7 @@ fn encode_task<A: AsRef<[u8]>>(frame: &mut Vec<u8>, id: u64, func: u16, args: &[
     // The whole frame must fit a pipe frame; refused here, before anything
     // is queued or allocated.
     if TASK_HEAD.saturating_add(size) > pipe::MAX_FRAME {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "task",
             format!(
                 "a batch of {} arguments is over {} MiB on the wire: use smaller chunks",
@@ -1729,7 +1735,7 @@ mod tests {
         let args: Vec<&[u8]> = vec![&mib[..]; 1024];
         let mut frame = Vec::new();
         let e = encode_task(&mut frame, 1, 0, &args).unwrap_err();
-        assert_eq!(e.exit_code(), crate::exit::USAGE);
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("use smaller chunks"), "{e}");
         assert_eq!(frame.capacity(), 0, "nothing was allocated");
     }

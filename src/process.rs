@@ -2,8 +2,7 @@
 //!
 //! ```no_run
 //! use posixkit::process::{self, Fork};
-//! // SAFETY: this program has one thread, and the child ends with _exit.
-//! match unsafe { process::fork() }.unwrap() {
+//! match process::fork().unwrap() {
 //!     Fork::Child => process::_exit(3),
 //!     Fork::Parent(pid) => {
 //!         let status = process::waitpid(pid).unwrap();
@@ -12,6 +11,16 @@
 //! }
 //! ```
 //!
+//! [`fork`] is safe to call: it asks the kernel whether the process has any
+//! thread besides the caller, and refuses with
+//! [`ErrorKind::ThreadsRunning`] if so (a
+//! child forked from a threaded process can find a lock held for ever by a
+//! thread that does not exist in it). Every fork the library makes —
+//! [`Builder::start`], [`crate::pool::Pool::new`] and the pool's
+//! replacement workers — goes through the same check. Experts who know the
+//! child makes only async-signal-safe calls use [`fork_unchecked`] and the
+//! other `…_unchecked` variants, which carry that contract as `unsafe fn`.
+//!
 //! The library never calls `waitpid(-1)`: it waits for the pids it was given,
 //! so it cannot steal another part of the program's children.
 
@@ -19,9 +28,90 @@ use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
 pub use nix::unistd::Pid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
-pub use crate::sys::proc::{_exit, Fork, fork};
+pub use crate::sys::proc::{_exit, Fork, fork_unchecked};
+
+/// fork(2), checked: the child gets `Fork::Child`, the parent the child's
+/// pid. Refused, with an error of kind
+/// [`ErrorKind::ThreadsRunning`], while the process has any thread besides
+/// the caller: the child would find every lock another thread held (the
+/// allocator's, stdout's) held for ever. The child must end with
+/// [`_exit`] or exec, never by returning into code that believes it is the
+/// parent ([`Builder::start`] does that for you).
+///
+/// How it knows: `unshare(CLONE_THREAD)`, which the kernel accepts only in
+/// a process of one thread, needs no /proc and no privilege. Where a
+/// seccomp filter refuses it, the thread count in `/proc/self/stat` is read
+/// instead; with neither, the error says so. A thread that was just joined
+/// may still be leaving the kernel for a moment, so a refusal is only
+/// final after the other threads have stayed for about 100 ms.
+pub fn fork() -> Result<Fork> {
+    fork_named("child")
+}
+
+/// [`fork`], naming the child in the error (`fork(<what>): …`).
+pub fn fork_named(what: impl std::fmt::Display) -> Result<Fork> {
+    let alone = wait_alone(&what)?;
+    crate::sys::proc::fork_alone(alone).map_err(|e| Error::sys("fork", what, e))
+}
+
+/// Wait until this thread is the process's only one (see [`fork`]).
+fn wait_alone(what: &dyn std::fmt::Display) -> Result<crate::sys::proc::Alone> {
+    use std::time::{Duration, Instant};
+    let give_up = Instant::now() + Duration::from_millis(100);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let alone = match crate::sys::proc::alone_in_thread_group() {
+            Ok(alone) => alone,
+            Err(refused) => match crate::thread::os_threads() {
+                Ok(n) => crate::sys::proc::alone_by_count(n),
+                Err(proc_err) => {
+                    return Err(Error::new(
+                        ErrorKind::Os,
+                        "fork",
+                        what,
+                        format!(
+                            "cannot tell whether other threads run: unshare(CLONE_THREAD): {}; {proc_err}",
+                            crate::error::strerror(refused)
+                        ),
+                    ));
+                }
+            },
+        };
+        if let Some(alone) = alone {
+            return Ok(alone);
+        }
+        if Instant::now() >= give_up {
+            return Err(Error::new(
+                ErrorKind::ThreadsRunning,
+                "fork",
+                what,
+                "other threads are running in this process; fork only from a single-threaded one",
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Run `f` as a forked child's whole life and `_exit` with its code: 101
+/// if it panics. The panic's payload is never dropped (its `drop` could
+/// panic in turn and unwind into the caller's code), so whatever `f` does
+/// the child never returns into code that believes it is the parent.
+pub fn run_child<F: FnOnce() -> i32>(f: F) -> ! {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(code) => _exit(code),
+        Err(payload) => {
+            std::mem::forget(payload);
+            _exit(CHILD_PANICKED)
+        }
+    }
+}
+
+/// The exit code of a child whose closure panicked (Rust's own code for a
+/// panic in `main`).
+pub const CHILD_PANICKED: i32 = 101;
 
 /// The calling process's pid (getpid(2)).
 pub fn getpid() -> Pid {
@@ -144,8 +234,7 @@ impl Child {
 /// use posixkit::status::Status;
 /// let mut children = Vec::new();
 /// for code in [0, 3, 5] {
-///     // SAFETY: a doctest's main is single-threaded; the child only exits.
-///     match unsafe { process::fork() }.unwrap() {
+///     match process::fork().unwrap() {
 ///         Fork::Child => process::_exit(code),
 ///         Fork::Parent(pid) => children.push(Child::new(pid)),
 ///     }
@@ -241,7 +330,8 @@ impl Builder {
     }
 
     /// Fork a child that runs `f` and exits with the code `f` returns (a
-    /// panic in `f` exits 1, as an exception does in Python).
+    /// panic in `f` exits 101, see [`run_child`]). The fork is [`fork`]'s:
+    /// refused while other threads run.
     ///
     /// For a daemon, the death signal is armed in the child and then the
     /// parent's pid is checked again: if the parent died between fork and
@@ -250,12 +340,19 @@ impl Builder {
     /// PR_SET_PDEATHSIG fires when the *thread* that forked ends, not the
     /// whole parent process: start daemons from a thread that lives as long
     /// as they should.
-    ///
-    /// # Safety
-    ///
-    /// As for [`fork`]: the caller is single-threaded, or `f` makes only
-    /// async-signal-safe calls.
-    pub unsafe fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
+    pub fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
+        self.start_with(f, |name| {
+            let alone = wait_alone(&name)?;
+            crate::sys::proc::fork_alone(alone).map_err(|e| Error::sys("fork", name, e))
+        })
+    }
+
+    /// [`Builder::start`] with `fork` as the way to fork (checked or not).
+    pub(crate) fn start_with<F: FnOnce() -> i32>(
+        self,
+        f: F,
+        fork: impl FnOnce(&str) -> Result<Fork>,
+    ) -> Result<Process> {
         let name = self.name.unwrap_or_else(|| {
             format!(
                 "Process-{}",
@@ -278,8 +375,7 @@ impl Builder {
                 .collect::<Vec<u8>>(),
         )
         .ok();
-        // SAFETY: forwarded to our caller, see this function's contract.
-        match unsafe { fork() }.map_err(|e| Error::sys("fork", &name, e))? {
+        match fork(&name)? {
             Fork::Child => {
                 if self.daemon
                     && !crate::sys::proc::arm_death_signal(libc::SIGKILL, parent.as_raw())
@@ -292,8 +388,7 @@ impl Builder {
                 if let Some(comm) = &comm {
                     let _ = nix::sys::prctl::set_name(comm);
                 }
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(1);
-                _exit(code)
+                run_child(f)
             }
             Fork::Parent(pid) => {
                 // A pidfd makes signals and timed joins immune to pid reuse.
@@ -314,8 +409,7 @@ impl Builder {
 ///
 /// ```no_run
 /// use posixkit::process::Builder;
-/// // SAFETY: single-threaded program.
-/// let mut p = unsafe { Builder::new().name("Worker").start(|| 3) }.unwrap();
+/// let mut p = Builder::new().name("Worker").start(|| 3).unwrap();
 /// let status = p.join(None).unwrap().unwrap();
 /// assert_eq!(p.exitcode(), Some(3));
 /// ```

@@ -111,13 +111,13 @@ impl Queue {
     /// `max_message` bytes (0 to [`MAX_MESSAGE`]).
     pub fn new(capacity: usize, max_message: usize) -> Result<Queue> {
         if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "capacity",
                 format!("{capacity} is not in 1..={MAX_CAPACITY}"),
             ));
         }
         if max_message > MAX_MESSAGE {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "message size",
                 format!("{max_message} is more than the limit of {MAX_MESSAGE}"),
             ));
@@ -127,7 +127,7 @@ impl Queue {
             .checked_mul(stride)
             .filter(|&b| b <= MAX_RING_BYTES)
             .ok_or_else(|| {
-                Error::usage(
+                Error::invalid(
                     "capacity",
                     format!(
                         "{capacity} slots of {max_message} bytes exceed {MAX_RING_BYTES} bytes"
@@ -188,7 +188,7 @@ impl Queue {
     /// still full.
     pub fn put_until(&self, msg: &[u8], deadline: Deadline) -> Result<bool> {
         if msg.len() > self.max_message {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "message",
                 format!(
                     "{} bytes is more than this queue's limit of {}",
@@ -327,7 +327,10 @@ mod tests {
             q.put(&[i; 16]).unwrap();
             assert_eq!(q.get().unwrap(), vec![i; 16]);
         }
-        assert_eq!(q.put(&[0; 17]).unwrap_err().exit_code(), crate::exit::USAGE);
+        assert_eq!(
+            q.put(&[0; 17]).unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

@@ -221,7 +221,7 @@ macro_rules! sem_methods {
 
 fn check_value(value: u32) -> Result<()> {
     if value > VALUE_MAX {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "value",
             format!("{value} is above SEM_VALUE_MAX ({VALUE_MAX})"),
         ));
@@ -412,13 +412,13 @@ mod tests {
         assert!(!std::path::Path::new(&file).exists());
         assert_eq!(a.value().unwrap(), 1, "still usable after unlink");
         assert_eq!(
-            NamedSemaphore::open(&name).unwrap_err().exit_code(),
-            crate::exit::NO_INPUT
+            NamedSemaphore::open(&name).unwrap_err().kind(),
+            crate::ErrorKind::NotFound
         );
         for bad in ["jobs", "/a/b", "/"] {
             assert_eq!(
-                NamedSemaphore::open(bad).unwrap_err().exit_code(),
-                crate::exit::USAGE
+                NamedSemaphore::open(bad).unwrap_err().kind(),
+                crate::ErrorKind::InvalidInput
             );
         }
     }

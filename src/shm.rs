@@ -10,8 +10,7 @@
 //! use posixkit::process::{self, Fork};
 //! use posixkit::shm::SharedArray;
 //! let arr = SharedArray::from_slice(b"Hello").unwrap();
-//! // SAFETY: single-threaded; the child ends with _exit.
-//! match unsafe { process::fork() }.unwrap() {
+//! match process::fork().unwrap() {
 //!     Fork::Child => { arr.set(0, b'h'); process::_exit(0) }
 //!     Fork::Parent(pid) => {
 //!         process::waitpid(pid).unwrap();
@@ -21,9 +20,12 @@
 //! ```
 //!
 //! Elements are read and written by value ([`SharedArray::get`],
-//! [`SharedArray::set`]) with volatile copies; integer cells also have
-//! atomic views ([`SharedArray::atomic`]) for counters that several
-//! processes update at once. No `&T` or `&mut [T]` into the shared bytes is
+//! [`SharedArray::set`]), each a relaxed atomic load or store of its cell;
+//! integer cells also have atomic views ([`SharedArray::atomic`]) for
+//! counters that several processes update at once. `set` and a
+//! `fetch_add` on the same element from two threads or processes race in
+//! the lesson's sense (one update may overwrite the other) but never in
+//! the memory model's: every access is atomic. No `&T` or `&mut [T]` into the shared bytes is
 //! ever handed out, since another process may change them at any moment.
 //!
 //! Named memory ([`SharedArray::create`], [`SharedArray::open`],
@@ -34,7 +36,6 @@ use std::ffi::CString;
 use std::fs::File;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::atomic;
 
 use nix::fcntl::OFlag;
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -43,49 +44,7 @@ use nix::sys::stat::Mode;
 use crate::error::{Context, Error, Result};
 use crate::sys::shm::{Mapping, map_shared};
 
-mod sealed {
-    pub trait Sealed {}
-}
-
-/// Plain old data that may live in shared memory: integers and floats,
-/// for which every bit pattern (including all zeroes) is a valid value.
-/// Sealed: implemented by posixkit for exactly those types.
-pub trait Pod: sealed::Sealed + Copy + Send + Sync + 'static {}
-
-/// An atomic integer type ([`atomic::AtomicU64`] …) that can be viewed in
-/// shared memory. Sealed.
-pub trait AtomicCell: sealed::Sealed + Send + Sync + 'static {}
-
-/// A [`Pod`] integer with an atomic counterpart of the same size and
-/// alignment (`u64` ↔ `AtomicU64`).
-pub trait AtomicInt: Pod {
-    /// The atomic type with the same layout.
-    type Atomic: AtomicCell;
-}
-
-macro_rules! pod {
-    ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl Pod for $t {} )* };
-}
-pod!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64);
-
-macro_rules! atomic_int {
-    ($($t:ty => $a:ty),*) => { $(
-        impl sealed::Sealed for $a {}
-        impl AtomicCell for $a {}
-        impl AtomicInt for $t { type Atomic = $a; }
-        const _: () = assert!(
-            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
-                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
-        );
-    )* };
-}
-atomic_int!(
-    u8 => atomic::AtomicU8, i8 => atomic::AtomicI8,
-    u16 => atomic::AtomicU16, i16 => atomic::AtomicI16,
-    u32 => atomic::AtomicU32, i32 => atomic::AtomicI32,
-    u64 => atomic::AtomicU64, i64 => atomic::AtomicI64,
-    usize => atomic::AtomicUsize, isize => atomic::AtomicIsize
-);
+pub use crate::sys::shm::{AtomicCell, AtomicInt, Pod};
 
 /// The longest name after the leading slash: Linux keeps semaphores as
 /// `/dev/shm/sem.<name>`, so NAME_MAX (255) minus 4.
@@ -117,7 +76,7 @@ pub fn check_name(name: &str) -> std::result::Result<CString, String> {
 
 /// [`check_name`] as a posixkit error (exit 2, naming the object).
 pub(crate) fn valid_name(name: &str) -> Result<CString> {
-    check_name(name).map_err(|why| Error::usage("name", why))
+    check_name(name).map_err(|why| Error::invalid("name", why))
 }
 
 /// A fresh anonymous memfd of `len` bytes (zero-filled), close-on-exec.
@@ -143,7 +102,7 @@ pub(crate) fn anon_shared(len: usize) -> Result<Mapping> {
 fn bytes_for<T>(len: usize) -> Result<usize> {
     len.checked_mul(std::mem::size_of::<T>())
         .filter(|&b| b <= isize::MAX as usize)
-        .ok_or_else(|| Error::usage("len", format!("{len} elements do not fit in memory")))
+        .ok_or_else(|| Error::invalid("len", format!("{len} elements do not fit in memory")))
 }
 
 /// An array of `T` in memory shared with forked children (or, when named,
@@ -390,9 +349,12 @@ mod tests {
         assert!(!in_dev_shm(&name));
         assert_eq!(b.get(3), 42, "a mapping outlives its name");
         assert_eq!(
-            SharedArray::<u32>::open(&name).unwrap_err().exit_code(),
-            crate::exit::NO_INPUT
+            SharedArray::<u32>::open(&name).unwrap_err().kind(),
+            crate::ErrorKind::NotFound
         );
-        assert_eq!(unlink("nope").unwrap_err().exit_code(), crate::exit::USAGE);
+        assert_eq!(
+            unlink("nope").unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
     }
 }

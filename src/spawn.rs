@@ -44,8 +44,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::error::{Error, Result};
-use crate::exit;
+use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::{self, Reader, Writer};
 use crate::process::Child;
 use crate::status::Status;
@@ -83,12 +82,14 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-/// The exit code for an exec that failed with `errno`, as a shell reports
-/// it: 127 when the program is not there, 126 when it is but cannot run.
-pub fn exec_failure_code(errno: Errno) -> u8 {
+/// The kind of an exec that failed with `errno`, as a shell tells them
+/// apart: [`ErrorKind::CommandNotFound`] when the program is not there (the
+/// shell's 127), [`ErrorKind::CommandNotExecutable`] when it is but cannot
+/// run (126).
+pub fn exec_failure_kind(errno: Errno) -> ErrorKind {
     match errno {
-        Errno::ENOENT | Errno::ENOTDIR => exit::NOT_FOUND,
-        _ => exit::NOT_EXECUTABLE,
+        Errno::ENOENT | Errno::ENOTDIR => ErrorKind::CommandNotFound,
+        _ => ErrorKind::CommandNotExecutable,
     }
 }
 
@@ -105,11 +106,11 @@ impl Spawn {
             .into_iter()
             .map(|a| {
                 CString::new(a.as_ref().as_bytes())
-                    .map_err(|_| Error::usage("CMD", "an argument contains a NUL byte"))
+                    .map_err(|_| Error::invalid("CMD", "an argument contains a NUL byte"))
             })
             .collect::<Result<Vec<_>>>()?;
         if argv.is_empty() {
-            return Err(Error::usage("CMD", "no command given"));
+            return Err(Error::invalid("CMD", "no command given"));
         }
         Ok(Spawn {
             argv,
@@ -156,8 +157,9 @@ impl Spawn {
     }
 
     /// Run the program to completion: feed its input, collect its output,
-    /// reap it. An exec failure is an `execvp` error whose exit code is 127
-    /// or 126 (see [`exec_failure_code`]); the child is reaped either way.
+    /// reap it. An exec failure is an `execvp` error of kind
+    /// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`]
+    /// (see [`exec_failure_kind`]); the child is reaped either way.
     pub fn run(self) -> Result<Output> {
         let name = self.program();
         let argv_ptrs = null_terminated(&self.argv);
@@ -232,7 +234,7 @@ impl Spawn {
             ));
             return Err(match stage {
                 STAGE_EXEC => {
-                    Error::sys("execvp", &name, errno).with_code(exec_failure_code(errno))
+                    Error::sys("execvp", &name, errno).with_kind(exec_failure_kind(errno))
                 }
                 STAGE_DUP2 => Error::sys("dup2", &name, errno),
                 _ => Error::sys("sigprocmask", &name, errno),
@@ -398,10 +400,20 @@ mod tests {
     }
 
     #[test]
-    fn exec_failures_map_to_126_and_127() {
-        assert_eq!(exec_failure_code(Errno::ENOENT), 127);
-        assert_eq!(exec_failure_code(Errno::EACCES), 126);
-        assert_eq!(exec_failure_code(Errno::ENOEXEC), 126);
+    fn exec_failures_are_not_found_or_not_executable() {
+        assert_eq!(exec_failure_kind(Errno::ENOENT), ErrorKind::CommandNotFound);
+        assert_eq!(
+            exec_failure_kind(Errno::ENOTDIR),
+            ErrorKind::CommandNotFound
+        );
+        assert_eq!(
+            exec_failure_kind(Errno::EACCES),
+            ErrorKind::CommandNotExecutable
+        );
+        assert_eq!(
+            exec_failure_kind(Errno::ENOEXEC),
+            ErrorKind::CommandNotExecutable
+        );
     }
 
     #[test]
@@ -423,7 +435,7 @@ mod tests {
             .unwrap()
             .run()
             .unwrap_err();
-        assert_eq!(e.exit_code(), 127);
+        assert_eq!(e.kind(), ErrorKind::CommandNotFound);
         assert_eq!(
             e.to_string(),
             "execvp(/nonexistent/prog): No such file or directory"

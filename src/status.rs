@@ -10,8 +10,6 @@ use std::str::FromStr;
 
 use nix::sys::signal::Signal;
 
-use crate::exit;
-
 /// How a child changed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -65,7 +63,10 @@ impl Status {
     pub fn shell_code(&self) -> u8 {
         match *self {
             Status::Exited(code) => code,
-            Status::Signaled { signal, .. } | Status::Stopped(signal) => exit::signal_code(signal),
+            Status::Signaled { signal, .. } | Status::Stopped(signal) => {
+                // Linux signals are at most 64: the sum fits in a byte.
+                u8::try_from(128 + signal.clamp(0, 127)).unwrap_or(u8::MAX)
+            }
             Status::Continued => 0,
         }
     }

@@ -32,8 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::exit;
+use crate::error::{Error, ErrorKind, Result};
 use crate::sys::thread::RawThread;
 
 /// How many OS threads this process has now: `num_threads` in
@@ -154,7 +153,7 @@ where
     T: Send + 'static,
 {
     if name.contains('\0') {
-        return Err(Error::usage("thread name", "must not contain a NUL byte"));
+        return Err(Error::invalid("thread name", "must not contain a NUL byte"));
     }
     let shared = Arc::new(Shared {
         done: Event::new(),
@@ -243,12 +242,12 @@ impl<T> Thread<T> {
             .take();
         match outcome {
             Some(Ok(value)) => Ok(value),
-            _ => Err(Error::io(
+            _ => Err(Error::new(
+                ErrorKind::Panicked,
                 "join",
                 &self.name,
-                &std::io::Error::other("the thread panicked"),
-            )
-            .with_code(exit::PANIC)),
+                "the thread panicked",
+            )),
         }
     }
 }
@@ -435,7 +434,7 @@ mod tests {
     fn a_panicking_thread_is_an_error_not_a_panic() {
         let t = spawn("Boom", || -> u8 { panic!("boom") }).unwrap();
         let e = t.join().unwrap_err();
-        assert_eq!(e.exit_code(), exit::PANIC);
+        assert_eq!(e.kind(), ErrorKind::Panicked);
         assert!(e.to_string().starts_with("join(Boom): "), "{e}");
     }
 

@@ -10,9 +10,11 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
+use crate::outln;
 use crate::process::{self, Builder, Fork};
-use crate::{exit, outln};
 
 const AFTER_HELP: &str = "\
 Output: one line per figure,
@@ -123,10 +125,9 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     }
     for name in &args.only {
         if !FIGURES.iter().any(|f| f.name == name) {
-            return Err(Error::usage(
-                "--only",
-                format!("unknown figure '{name}' (see --list)"),
-            ));
+            return Err(
+                Error::invalid("--only", format!("unknown figure '{name}' (see --list)")).into(),
+            );
         }
     }
     let scale = Scale(if args.quick { 0.1 } else { 1.0 });
@@ -186,9 +187,7 @@ fn fork_wait(scale: Scale) -> Result<f64> {
     let t0 = Instant::now();
     for i in 0..n {
         let code = (i & 0x7f) as u8;
-        // SAFETY: pk-bench is single-threaded when it forks, and the child
-        // only calls _exit.
-        match unsafe { process::fork() }.map_err(|e| Error::sys("fork", "bench child", e))? {
+        match process::fork_named("bench child")? {
             Fork::Child => process::_exit(i32::from(code)),
             Fork::Parent(pid) => {
                 let status = process::waitpid(pid)?;
@@ -209,8 +208,7 @@ fn process_start_join(scale: Scale) -> Result<f64> {
     let t0 = Instant::now();
     for i in 0..n {
         let code = (i & 0x7f) as i32;
-        // SAFETY: single-threaded, and the closure only returns a code.
-        let mut p = unsafe { Builder::new().name("bench").start(|| code) }?;
+        let mut p = Builder::new().name("bench").start(|| code)?;
         p.join(None)?;
         check(
             p.exitcode() == Some(code),
@@ -232,13 +230,12 @@ fn check(ok: bool, figure: &str, why: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::data("check", figure, why).with_code(exit::OS_ERR))
+        Err(Failure::from(Error::data("check", figure, why)).with_code(exit::OS_ERR))
     }
 }
 
 fn bench_pool() -> Result<crate::pool::Pool> {
-    // SAFETY: pk-bench is single-threaded; the pool forks only from this thread.
-    unsafe { crate::pool::Pool::new(2, crate::cmd::pool::registry()) }
+    Ok(crate::pool::Pool::new(2, crate::cmd::pool::registry())?)
 }
 
 /// map(square) of 10 000 items in chunks of 1 250 on a warm pool of 2, per map.
@@ -285,14 +282,10 @@ fn pool_apply_async_rtt(scale: Scale) -> Result<f64> {
 
 /// Start a child process running `f`, released when the parent posts `gate`.
 fn child(gate: &crate::sem::Semaphore, f: impl FnOnce() -> i32) -> Result<crate::process::Process> {
-    // SAFETY: pk-bench is single-threaded, and the child only runs `f` and
-    // returns its code (Builder::start then calls _exit).
-    unsafe {
-        Builder::new().name("bench").start(|| match gate.wait() {
-            Ok(()) => f(),
-            Err(_) => 1,
-        })
-    }
+    Ok(Builder::new().name("bench").start(|| match gate.wait() {
+        Ok(()) => f(),
+        Err(_) => 1,
+    })?)
 }
 
 /// Release `children` from `gate`, time them to the end, check they succeeded.
@@ -457,7 +450,7 @@ fn thread_mutex_2t(scale: Scale) -> Result<f64> {
                 }
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<crate::Result<Vec<_>>>()?;
     for t in threads {
         t.join()?;
     }
@@ -538,18 +531,14 @@ fn pipe_bw(scale: Scale) -> Result<f64> {
     // the C baseline's does, running from fork, with the clock started
     // right after fork. (A writer woken from a semaphore wait may be put
     // on the waker's CPU, so that both sides share one core at first.)
-    // SAFETY: pk-bench is single-threaded, and the child only writes to
-    // the pipe and returns a code (Builder::start then calls _exit).
-    let mut writer = unsafe {
-        Builder::new().name("bench").start(|| {
-            for _ in 0..total / CHUNK {
-                if w.write_all(&buf).is_err() {
-                    return 1;
-                }
+    let mut writer = Builder::new().name("bench").start(|| {
+        for _ in 0..total / CHUNK {
+            if w.write_all(&buf).is_err() {
+                return 1;
             }
-            0
-        })
-    }?;
+        }
+        0
+    })?;
     let t0 = Instant::now();
     drop(w);
     let mut got = 0;
@@ -570,7 +559,9 @@ fn with_ticket_file<T>(count: u64, f: impl FnOnce(&std::path::Path) -> Result<T>
     let dir = std::env::temp_dir().join(format!("pk-bench-{}", process::getpid()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", dir.display(), &e))?;
     let path = dir.join("product");
-    let result = crate::ticket::TicketFile::init(&path, count).and_then(|_| f(&path));
+    let result = crate::ticket::TicketFile::init(&path, count)
+        .map_err(Failure::from)
+        .and_then(|_| f(&path));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

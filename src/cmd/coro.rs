@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, spawn_local};
 
 use crate::cmd::Out;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
 use crate::coro::{self, Clock, Jitter, Stock, Unit};
-use crate::duration::DurationArg;
-use crate::error::{Error, Result};
-use crate::exit;
+use crate::error::{Error, ErrorKind};
 
 const AFTER_HELP: &str = "\
 Every demo runs all its tasks on one OS thread and ends with
@@ -170,7 +171,7 @@ macro_rules! say {
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if let Demo::Tickets { max_delay, .. } = &args.demo {
         if max_delay.0 > Duration::from_secs(10) {
-            return Err(Error::usage("--max-delay", "must be at most 10s"));
+            return Err(Error::invalid("--max-delay", "must be at most 10s").into());
         }
     }
     let (rt, local) = coro::runtime()?;
@@ -201,10 +202,10 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
 
 /// Await a task and pass on its error; a panic inside it becomes an error
 /// too (the panic hook has already printed its line).
-async fn join<T>(handle: JoinHandle<Result<T>>, what: &str) -> Result<T> {
+async fn join<T, E: Into<Failure>>(handle: JoinHandle<Result<T, E>>, what: &str) -> Result<T> {
     match handle.await {
-        Ok(r) => r,
-        Err(e) => Err(Error::data("join", what.to_string(), e.to_string()).with_code(exit::PANIC)),
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(Error::new(ErrorKind::Panicked, "join", what, e.to_string()).into()),
     }
 }
 
@@ -228,7 +229,7 @@ async fn ask_answer(log: &Log, rounds: u32) -> Result<()> {
                 break;
             }
         }
-        Ok(())
+        Ok::<(), Failure>(())
     });
     for i in 1..=rounds {
         say!(log, "asker: question {i}")?;

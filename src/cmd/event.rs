@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::Parser;
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::{Error, Result};
+use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::error::Error;
+use crate::outln;
 use crate::thread::{self, Event};
-use crate::{exit, outln};
 
 const AFTER_HELP: &str = "\
 Output (always in this order):
@@ -62,10 +64,11 @@ fn password(s: &str) -> std::result::Result<String, String> {
 /// Run the event lesson.
 pub fn run(args: Args, _out: &mut Out) -> Result<u8> {
     if args.no_set && args.timeout.is_none() {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "--no-set",
             "needs --timeout, or the waiter would wait for ever",
-        ));
+        )
+        .into());
     }
     let event = Arc::new(Event::new());
     let waiting = Arc::new(Event::new());
@@ -138,7 +141,7 @@ pub fn run(args: Args, _out: &mut Out) -> Result<u8> {
             Err(e) => {
                 // Release the waiter so that joining it cannot hang.
                 event.set();
-                return Err(e);
+                return Err(e.into());
             }
         }
     };

@@ -6,11 +6,12 @@ use std::hint::black_box;
 use clap::Parser;
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::Result;
+use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
 use crate::process::{self, Child, Fork};
 use crate::status::{SignalArg, Status};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 /// The value of `x` before any fork.
 const X: u64 = 100;
@@ -71,13 +72,14 @@ pub struct Args {
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if let Some(SignalArg(sig)) = args.signal {
         if !process::default_action_terminates(sig) {
-            return Err(crate::error::Error::usage(
+            return Err(crate::error::Error::invalid(
                 "--signal",
                 format!(
                     "{} does not end a process by default; pick one that does (TERM, KILL, INT, SEGV ...)",
                     sig.as_str()
                 ),
-            ));
+            )
+            .into());
         }
     }
     out.set_quiet(args.quiet);

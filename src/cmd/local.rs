@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use clap::Parser;
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
 use crate::thread::{self, Event, local};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Output (the Hello lines come in any order):
@@ -52,10 +54,7 @@ fn process_student(out: &mut Out) -> Result<()> {
 /// Run the thread-local lesson.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if args.names.len() > 26 {
-        return Err(Error::usage(
-            "--names",
-            "at most 26 names (Thread-A to Thread-Z)",
-        ));
+        return Err(Error::invalid("--names", "at most 26 names (Thread-A to Thread-Z)").into());
     }
     out.set_quiet(args.quiet);
     // Every thread stores its value, then waits until all have stored theirs
@@ -79,13 +78,13 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 // Let the threads already started finish, so that dropping
                 // (joining) them cannot hang.
                 all_stored.set();
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
     let mut first = Ok(());
     for t in threads {
-        let r = t.join().and_then(|r| r);
+        let r = t.join().map_err(Failure::from).and_then(|r| r);
         if first.is_ok() {
             first = r;
         }

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::{Parser, Subcommand};
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
 use crate::thread::{self, Event, StopFlag, Thread};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Output of `balance` (thread i adds and subtracts 5+3*i, i = 0..N-1):
@@ -252,7 +253,7 @@ impl Gate {
 fn join_all(threads: Vec<Thread<Result<()>>>) -> Result<()> {
     let mut first = Ok(());
     for t in threads {
-        let r = t.join().and_then(|r| r);
+        let r = t.join().map_err(Failure::from).and_then(|r| r);
         if first.is_ok() {
             first = r;
         }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::{Error, Result};
+use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::error::{Error, ErrorKind};
 use crate::manager::{Event, Server, Worker};
-use crate::{exit, note, outln, process};
+use crate::{note, outln, process};
 
 const AFTER_HELP: &str = "\
 `pk-manager serve` queues N tasks (task i computes i*i) and waits for
@@ -151,7 +153,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         } => {
             out.set_quiet(quiet);
             if connect_timeout.0.is_zero() {
-                return Err(Error::usage("--connect-timeout", "must be more than 0"));
+                return Err(Error::invalid("--connect-timeout", "must be more than 0").into());
             }
             work(
                 out,
@@ -187,12 +189,13 @@ fn serve(
             Ok(ev) => report(out, &ev)?,
             Err(RecvTimeoutError::Timeout) if deadline.is_some() => {
                 let got = server.results().len();
-                return Err(Error::data(
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
                     "serve",
                     server.local_addr()?,
                     format!("timed out with {got} of {tasks} results"),
                 )
-                .with_code(exit::DECLINED));
+                .into());
             }
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,

@@ -2,10 +2,19 @@
 //! arguments and a `run` function, and [`main`], the one place that parses
 //! arguments, prints errors and maps results to exit codes.
 //!
+//! Not part of the library's API: it exists so the `pk-*` binaries can be
+//! small, and it is compiled only with the `cli` feature.
+//!
 //! Output goes through [`Out`], which writes each line with a single
 //! write(2) and keeps no buffer: nothing is pending when a command forks, so
 //! a child never prints its parent's lines twice, and lines from many
 //! processes sharing one pipe never interleave mid-line.
+//!
+//! Errors: the library reports *what happened* as an [`Error`] with a
+//! typed [`ErrorKind`]; a binary turns it into a [`Failure`], which adds
+//! the exit code. [`exit_code`] is the one mapping from kinds to the
+//! table in [`exit`]; a binary that means another code for one failure
+//! says so with [`Failure::with_code`].
 
 use std::fmt;
 use std::io::{self, Write};
@@ -15,12 +24,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use nix::errno::Errno;
 
-use crate::error::{Error, Result};
-use crate::exit;
+use crate::error::{Error, ErrorKind};
 
 pub mod bench;
 pub mod coro;
+pub mod duration;
 pub mod event;
+pub mod exit;
 pub mod fork;
 pub mod local;
 pub mod lock;
@@ -35,13 +45,95 @@ pub mod spawn;
 pub mod threads;
 pub mod ticket;
 
+/// A binary's result: its error carries the exit code.
+pub type Result<T, E = Failure> = std::result::Result<T, E>;
+
+/// An error on its way out of a binary: the library's [`Error`] and the
+/// exit code the binary gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    error: Error,
+    code: u8,
+    closed_stdout: bool,
+}
+
+impl Failure {
+    /// The same failure with exit code `code` instead of its kind's.
+    #[must_use]
+    pub fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+
+    /// The library's error.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// Whether this is a write to a stdout whose reader went away, which
+    /// [`main`] ends quietly.
+    pub fn is_closed_stdout(&self) -> bool {
+        self.closed_stdout
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            code: exit_code(error.kind()),
+            error,
+            closed_stdout: false,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// The one mapping from the library's error kinds to the exit-code table
+/// (see [`exit`]).
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NotFound => exit::NO_INPUT,
+        ErrorKind::PermissionDenied => exit::NO_PERM,
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => exit::DECLINED,
+        ErrorKind::BadData => exit::DATA,
+        ErrorKind::InvalidInput => exit::USAGE,
+        ErrorKind::CommandNotFound => exit::NOT_FOUND,
+        ErrorKind::CommandNotExecutable => exit::NOT_EXECUTABLE,
+        ErrorKind::Panicked => exit::PANIC,
+        _ => exit::OS_ERR,
+    }
+}
+
+/// `result.code(N)`: give a library error the exit code `N` instead of its
+/// kind's.
+pub trait WithCode<T> {
+    /// Map the error to a [`Failure`] that exits `code`.
+    fn code(self, code: u8) -> Result<T>;
+}
+
+impl<T> WithCode<T> for std::result::Result<T, Error> {
+    fn code(self, code: u8) -> Result<T> {
+        self.map_err(|e| Failure::from(e).with_code(code))
+    }
+}
+
 /// Run a binary: parse `A` from the command line, call `run`, and turn the
 /// result into an exit code.
 ///
 /// - `--help`/`--version` print to stdout and exit 0; any other argument
 ///   error prints one line, `pk-NAME: <what is wrong> (see --help)`, exit 2.
 /// - An `Err` prints one line, `pk-NAME: <call>(<what>): <reason>`, and
-///   exits with the error's code from [`crate::exit`].
+///   exits with the error's code from [`exit`].
 /// - A closed stdout (`pk-NAME | head -1`) ends the command quietly with
 ///   141, the code a shell shows for a tool killed by SIGPIPE.
 /// - A panic prints one line and exits 101; it is always a bug. A panic in
@@ -56,10 +148,10 @@ pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
     let mut out = Out::stdout();
     match run(args, &mut out) {
         Ok(code) => ExitCode::from(code),
-        Err(e) if Out::is_closed_stdout(&e) => ExitCode::from(exit::signal_code(libc::SIGPIPE)),
+        Err(e) if e.is_closed_stdout() => ExitCode::from(exit::signal_code(libc::SIGPIPE)),
         Err(e) => {
             eprintln_one(&name, &e);
-            ExitCode::from(e.exit_code())
+            ExitCode::from(e.code())
         }
     }
 }
@@ -137,34 +229,18 @@ pub fn fail_on_child(
 ) -> Result<()> {
     match failed {
         Some((pid, status)) => {
-            Err(Error::data(what, pid, status.to_string()).with_code(exit::OS_ERR))
+            Err(Failure::from(Error::data(what, pid, status.to_string())).with_code(exit::OS_ERR))
         }
         None => Ok(()),
     }
 }
 
-/// The command layer's one fork(2), for the single-threaded `pk-*` binaries;
-/// `what` (the child to be) names it in the error, `fork(<what>)`.
-///
-/// It refuses, with EDEADLK, while this process has more than one thread: a
-/// child forked from a threaded process could find a lock (the allocator's,
-/// stdout's) held for ever by a thread that does not exist in it. Every
-/// caller's child branch ends with `_exit` or exec, never returning into
-/// the parent's code; each call site says how.
+/// The library's checked fork ([`crate::process::fork_named`]) for the
+/// `pk-*` binaries; `what` (the child to be) names it in the error,
+/// `fork(<what>)`. Every caller's child branch ends with `_exit` or exec,
+/// never returning into the parent's code; each call site says how.
 pub fn fork(what: impl std::fmt::Display) -> Result<crate::process::Fork> {
-    let errno = if crate::thread::os_threads().ok() != Some(1) {
-        Errno::EDEADLK
-    } else {
-        // SAFETY: the process has exactly one thread (just checked: the
-        // calling thread, which starts none before the fork), so no other
-        // thread can hold a lock the child would need; the callers'
-        // children end with _exit or exec.
-        match unsafe { crate::process::fork() } {
-            Ok(fork) => return Ok(fork),
-            Err(e) => e,
-        }
-    };
-    Err(Error::sys("fork", what, errno))
+    Ok(crate::process::fork_named(what)?)
 }
 
 /// Unbuffered line output on stdout: each line is one write(2).
@@ -204,11 +280,6 @@ impl Out {
     pub fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
         write_all_stdout(bytes)
     }
-
-    /// Whether `e` is the error a write to a closed stdout produces.
-    pub fn is_closed_stdout(e: &Error) -> bool {
-        e.errno() == Some(Errno::EPIPE) && e.call() == "write" && e.what() == "stdout"
-    }
 }
 
 fn write_all_stdout(mut buf: &[u8]) -> Result<()> {
@@ -218,7 +289,11 @@ fn write_all_stdout(mut buf: &[u8]) -> Result<()> {
         match nix::unistd::write(fd, buf) {
             Ok(n) => buf = &buf[n..],
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("write", "stdout", e)),
+            Err(e) => {
+                let mut failure = Failure::from(Error::sys("write", "stdout", e));
+                failure.closed_stdout = e == Errno::EPIPE;
+                return Err(failure);
+            }
         }
     }
     Ok(())
@@ -248,7 +323,7 @@ mod tests {
         let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
         assert!(crate::thread::os_threads().unwrap() >= 2);
         let e = fork("a child").expect_err("no fork while threads run");
-        assert_eq!(e.errno(), Some(Errno::EDEADLK));
+        assert_eq!(e.error().kind(), ErrorKind::ThreadsRunning);
         assert!(e.to_string().starts_with("fork(a child): "), "{e}");
         t.join().unwrap();
     }

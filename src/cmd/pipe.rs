@@ -6,11 +6,13 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::Result;
+use crate::cmd::exit;
+use crate::error::{Error, ErrorKind};
 use crate::pipe::{self, Duplex, FrameReader, PIPE_BUF, Reader, Writer};
 use crate::process::{self, Child, Fork};
 use crate::status::Status;
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 /// Bytes at the start of every fan-in payload: writer index and sequence
 /// number, both u32 little-endian.
@@ -221,12 +223,12 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
         let buf = match incoming.recv() {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(e) if e.exit_code() == exit::DATA => {
+            Err(e) if e.kind() == ErrorKind::BadData => {
                 torn += 1;
                 note!(out, "frame cut short at end of file: {e}")?;
                 break;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         frames += 1;
         let (w, seq, whole) = check_frame(buf, payload_len, &next_seq, &mut expect);
@@ -261,7 +263,8 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
             "recv",
             "pipe",
             format!("{frames} of {want} frames arrived, {torn} torn"),
-        ));
+        )
+        .into());
     }
     Ok(if failed { exit::OS_ERR } else { exit::OK })
 }
@@ -303,11 +306,9 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
     for r in 1..=a.rounds {
         parent_end.send(format!("ping {r}").as_bytes())?;
         let Some(reply) = replies.recv()? else {
-            return Err(Error::data(
-                "recv",
-                "socket",
-                format!("end of file before 'pong {r}'"),
-            ));
+            return Err(
+                Error::data("recv", "socket", format!("end of file before 'pong {r}'")).into(),
+            );
         };
         let text = String::from_utf8_lossy(reply);
         note!(out, "parent {me} got '{text}'")?;
@@ -316,7 +317,8 @@ fn duplex(a: &DuplexArgs, out: &mut Out) -> Result<u8> {
                 "recv",
                 "socket",
                 format!("expected 'pong {r}', got '{text}'"),
-            ));
+            )
+            .into());
         }
     }
     // Closing our end is the child's end of file.
@@ -378,7 +380,7 @@ fn sigpipe(a: &Sigpipe, out: &mut Out) -> Result<u8> {
         if a.ignore { "ignored" } else { "default" }
     )?;
     if reader.recv()?.is_none() {
-        return Err(Error::data("recv", "pipe", "the writer sent nothing"));
+        return Err(Error::data("recv", "pipe", "the writer sent nothing").into());
     }
     note!(out, "parent {me} got frame 1, closing the read end")?;
     drop(reader);

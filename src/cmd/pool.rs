@@ -5,10 +5,12 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::{Error, ErrorKind};
 use crate::pool::{Event, Pool, Registry, TaskError, Wire};
 use crate::process;
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 pk-pool demo [--workers 4] [--tasks 10] [--kill-a-worker]
@@ -138,8 +140,7 @@ pub fn registry() -> Registry {
 }
 
 fn new_pool(workers: u32) -> Result<Pool> {
-    // SAFETY: pk-pool is single-threaded; the pool forks only from this thread.
-    unsafe { Pool::new(workers as usize, registry()) }
+    Ok(Pool::new(workers as usize, registry())?)
 }
 
 /// Run pk-pool.
@@ -217,10 +218,11 @@ fn map(
     let chunk = chunksize as usize;
     let results = if let Some(victim) = kill_worker_at {
         if victim >= values.len() {
-            return Err(Error::usage(
+            return Err(Error::invalid(
                 "--kill-worker-at",
                 format!("there are only {} items", values.len()),
-            ));
+            )
+            .into());
         }
         let args: Vec<Vec<u8>> = values
             .iter()
@@ -277,7 +279,7 @@ fn exec_task(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
         Ok(status) => status.shell_code(),
         Err(e) => {
             crate::cmd::eprintln_one("pk-pool", &e);
-            e.exit_code()
+            e.code()
         }
     };
     out.push(code);
@@ -330,7 +332,7 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
     if command.iter().any(|a| a.as_bytes().contains(&0)) {
-        return Err(Error::usage("CMD", "an argument contains a NUL byte"));
+        return Err(Error::invalid("CMD", "an argument contains a NUL byte").into());
     }
     let mut input = Vec::new();
     std::io::stdin()
@@ -345,7 +347,8 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
             "read",
             "stdin",
             format!("line {} contains a NUL byte", n + 1),
-        ));
+        )
+        .into());
     }
     if lines.is_empty() {
         return Ok(exit::OK);
@@ -363,20 +366,21 @@ fn exec(jobs: Option<u32>, command: &[std::ffi::OsString]) -> Result<u8> {
     );
     let results = match pool.map("exec", &args, 1) {
         Ok(r) => r,
-        Err(e) if Pool::is_interrupt(&e) => {
+        Err(e) if e.is_interrupted() => {
             // Kill the workers (their commands get SIGTERM through
             // PR_SET_PDEATHSIG) and reap them, then end as the signal says.
             pool.terminate()?;
             let sig = caught.signal.load(std::sync::atomic::Ordering::SeqCst) as i32;
             let name = crate::status::signal_name(sig);
-            return Err(Error::data(
+            return Err(Failure::from(Error::new(
+                ErrorKind::Interrupted,
                 "wait",
                 "pool",
                 format!("stopped by {name}: workers and commands ended"),
-            )
+            ))
             .with_code(exit::signal_code(sig)));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     pool.close();
     pool.join()?;

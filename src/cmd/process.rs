@@ -6,10 +6,12 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
-use crate::error::{Context, Error, Result};
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::{Context, Error};
 use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Builder, Process};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Output, in this order (<pid> is a process id):
@@ -81,10 +83,12 @@ impl Ready {
         self.write = None;
         let mut buf = [0u8; 4];
         if self.read.read_full(&mut buf)? < buf.len() {
-            return Err(
-                Error::data("read", who, "the child ended before it was ready")
-                    .with_code(exit::OS_ERR),
-            );
+            return Err(Failure::from(Error::data(
+                "read",
+                who,
+                "the child ended before it was ready",
+            ))
+            .with_code(exit::OS_ERR));
         }
         Ok(i32::from_ne_bytes(buf))
     }
@@ -101,11 +105,10 @@ fn exitcode(p: &Process) -> String {
     p.exitcode().map_or("None".into(), |c| c.to_string())
 }
 
-/// Start a child: the caller is single-threaded, so fork is sound.
+/// Start a child with the library's checked fork; every child body ends
+/// by returning a code (Builder::start then calls _exit) or by a signal.
 fn start<F: FnOnce() -> i32>(builder: Builder, f: F) -> Result<Process> {
-    // SAFETY: pk-process is single-threaded, and every child body ends by
-    // returning a code (Builder::start then calls _exit) or by a signal.
-    unsafe { builder.start(f) }
+    Ok(builder.start(f)?)
 }
 
 /// Run the Process lesson.

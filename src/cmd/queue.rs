@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::Result;
+use crate::cmd::exit;
+use crate::error::Error;
 use crate::process::{self, Child, Fork};
 use crate::queue::Queue;
 use crate::shm::SharedArray;
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Subcommands:
@@ -114,7 +116,7 @@ fn fork_child(what: &str) -> Result<Option<Child>> {
     }
 }
 
-fn child_exit(r: Result<()>) -> ! {
+fn child_exit<E>(r: std::result::Result<(), E>) -> ! {
     process::_exit(match r {
         Ok(()) => 0,
         Err(_) => i32::from(exit::OS_ERR),
@@ -143,7 +145,7 @@ fn basics(out: &mut Out) -> Result<u8> {
 
     let Some(mut child) = fork_child("getter")? else {
         let me = process::getpid();
-        child_exit((|| {
+        child_exit::<crate::cmd::Failure>((|| {
             for _ in 0..3 {
                 let m = q.get()?;
                 outln!(out, "child {me}: get()={}", text(&m))?;
@@ -195,10 +197,11 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     let (p, c, n) = (d.producers as u64, d.consumers as usize, d.items);
     let total = p * n;
     if total > 50_000_000 {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "--items",
             format!("{p} producers x {n} items is more than 50000000"),
-        ));
+        )
+        .into());
     }
     let q = Queue::new(d.capacity as usize, 16)?;
     // One mark per item: consumers count arrivals; 1 is right, 0 missing,

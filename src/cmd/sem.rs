@@ -11,13 +11,15 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::{Error, Result};
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
 use crate::process::{self, Child, Fork, Pid};
 use crate::sem::{Deadline, NamedSemaphore, Semaphore, VALUE_MAX, Waited};
 use crate::shm::{SharedArray, check_name};
 use crate::status::Status;
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Subcommands:
@@ -337,7 +339,7 @@ fn run_cmd(r: Run) -> Result<u8> {
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::usage("CMD", "an argument contains a NUL byte"))?;
+        .map_err(|_| Error::invalid("CMD", "an argument contains a NUL byte"))?;
 
     // A terminating signal while we wait ends the wait (no slot taken).
     // The handler only records it and does not set SA_RESTART, so the wait
@@ -359,7 +361,8 @@ fn run_cmd(r: Run) -> Result<u8> {
                 Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
                 _ => "no free slot".to_string(),
             };
-            return Err(Error::data("sem_wait", &r.name, why).with_code(r.conflict_exit_code));
+            return Err(Failure::from(Error::data("sem_wait", &r.name, why))
+                .with_code(r.conflict_exit_code));
         }
     }
     let _slot = sem.guard_taken();
@@ -412,7 +415,9 @@ fn exec_child(argv: &[CString]) -> ! {
         crate::error::strerror(e)
     );
     let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-    process::_exit(i32::from(crate::spawn::exec_failure_code(e)))
+    process::_exit(i32::from(crate::cmd::exit_code(
+        crate::spawn::exec_failure_kind(e),
+    )))
 }
 
 /// Wait for the command, passing on each signal in `mask` (blocked by the

@@ -9,11 +9,12 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cmd::Out;
-use crate::error::Result;
+use crate::cmd::Result;
+use crate::cmd::exit;
 use crate::process::{self, Child, Fork};
 use crate::sem::Semaphore;
 use crate::shm::{SharedArray, SharedValue};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Subcommands:

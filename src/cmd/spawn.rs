@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::cmd::Out;
-use crate::error::{Error, Result};
+use crate::cmd::Result;
+use crate::error::Error;
 use crate::note;
 use crate::spawn::{Spawn, Stdin};
 use crate::status::Status;
@@ -79,10 +80,11 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         Stdin::Inherit
     };
     if args.cmd.is_empty() {
-        return Err(Error::usage(
+        return Err(Error::invalid(
             "CMD",
             "no command given: pk-spawn [OPTIONS] -- CMD [ARGS]... (see --help)",
-        ));
+        )
+        .into());
     }
     let output = Spawn::new(&args.cmd)?
         .stdin(stdin)

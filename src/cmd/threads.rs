@@ -8,10 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::Result;
+use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::outln;
 use crate::thread::{self, Event};
-use crate::{exit, outln};
 
 const LOOP_NAME: &str = "LoopThread";
 const LOOP_COUNT: u32 = 5;

@@ -10,12 +10,14 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use nix::errno::Errno;
 
 use crate::cmd::Out;
-use crate::duration::DurationArg;
-use crate::error::{Error, Result};
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
 use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Child, Fork};
 use crate::ticket::{self, Sale, TicketFile, Wait};
-use crate::{exit, note, outln};
+use crate::{note, outln};
 
 /// What `--yield` adds between the read and the write: a sched_yield and
 /// this sleep. Long enough that buyers released together all read before
@@ -321,8 +323,12 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
             None => note!(out, "buyer {i} (pid {}): {status}", child.pid())?,
             Some(Report::Failed(code, msg)) if first_error.is_none() => {
                 first_error = Some(
-                    Error::data("buyer", format!("{i}, pid {}", child.pid()), msg.clone())
-                        .with_code(*code),
+                    Failure::from(Error::data(
+                        "buyer",
+                        format!("{i}, pid {}", child.pid()),
+                        msg.clone(),
+                    ))
+                    .with_code(*code),
                 );
             }
             Some(_) => {}
@@ -407,10 +413,7 @@ fn buyer_main(i: u32, args: &RushArgs, barrier: Reader, results: Writer) -> ! {
                 .find(|&n| msg.is_char_boundary(n))
                 .unwrap_or(0);
             msg.truncate(cut);
-            (
-                format!("{i} {me} E {} {msg}\n", e.exit_code()),
-                e.exit_code(),
-            )
+            (format!("{i} {me} E {} {msg}\n", e.code()), e.code())
         }
     };
     // A parent that is gone reads no record; the exit code still tells.
@@ -426,11 +429,11 @@ fn buyer(args: &RushArgs, barrier: Reader) -> Result<Sale> {
     while barrier.read_full(&mut [0u8; 1])? > 0 {}
     let mut pause = pause(args.yield_);
     if args.no_lock {
-        return shop.buy_unlocked(&mut pause);
+        return Ok(shop.buy_unlocked(&mut pause)?);
     }
     match shop.buy_paused(Wait::Block, &mut pause)? {
         Some(sale) => Ok(sale),
         // Wait::Block only returns once it holds the lock.
-        None => Err(Error::sys("flock", shop.name(), Errno::EWOULDBLOCK)),
+        None => Err(Error::sys("flock", shop.name(), Errno::EWOULDBLOCK).into()),
     }
 }

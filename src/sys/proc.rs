@@ -13,7 +13,9 @@ pub enum Fork {
     Child,
 }
 
-/// fork(2): duplicate the calling process.
+/// fork(2) without the library's check that the process is
+/// single-threaded: the expert's way to fork where [`crate::process::fork`]
+/// refuses.
 ///
 /// # Safety
 ///
@@ -23,13 +25,56 @@ pub enum Fork {
 /// single-threaded, or the child makes only async-signal-safe calls until it
 /// calls `execve` or [`_exit`]. The child must never return into code that
 /// believes it is the parent: it ends with [`_exit`] (or exec).
-pub unsafe fn fork() -> Result<Fork, Errno> {
+pub unsafe fn fork_unchecked() -> Result<Fork, Errno> {
     // SAFETY: the caller upholds this function's contract, which is exactly
     // the contract of nix's fork.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(Fork::Parent(child)),
         ForkResult::Child => Ok(Fork::Child),
     }
+}
+
+/// fork(2) for a caller that has just seen the process single-threaded
+/// ([`alone_in_thread_group`] returned `Ok(true)`, on this thread, with no
+/// thread started since).
+pub(crate) fn fork_alone(_proof: Alone) -> Result<Fork, Errno> {
+    // SAFETY: an `Alone` is only made by `alone_in_thread_group` when the
+    // kernel said this thread group has one member, the calling thread; it
+    // is not Send, so it is used on that thread, and a thread the caller
+    // could start in between would have to be started by the caller
+    // itself (the check and the fork are adjacent in every caller). No
+    // other thread can then hold a lock the child would need.
+    unsafe { fork_unchecked() }
+}
+
+/// Proof that [`alone_in_thread_group`] found the calling thread alone.
+/// Neither `Send` nor `Sync`: it stays on the thread that checked.
+#[derive(Debug)]
+pub(crate) struct Alone(std::marker::PhantomData<*const ()>);
+
+/// Whether the calling thread is the only thread of its process, asked of
+/// the kernel itself: unshare(CLONE_THREAD) does nothing and succeeds in a
+/// process of one thread and fails with EINVAL in any other (unshare(2)).
+/// It needs no /proc and no privilege. `Err` carries the errno when the
+/// call is refused outright (a seccomp filter's EPERM, ENOSYS), and the
+/// caller must find out another way.
+pub(crate) fn alone_in_thread_group() -> Result<Option<Alone>, Errno> {
+    // SAFETY: unshare takes a flags word and touches no memory of ours;
+    // with CLONE_THREAD alone it changes nothing in any case.
+    let r = unsafe { libc::unshare(libc::CLONE_THREAD) };
+    match r {
+        0 => Ok(Some(Alone(std::marker::PhantomData))),
+        _ => match Errno::last() {
+            Errno::EINVAL => Ok(None),
+            e => Err(e),
+        },
+    }
+}
+
+/// An [`Alone`] for a caller that counted one thread another way (/proc),
+/// when [`alone_in_thread_group`] was refused.
+pub(crate) fn alone_by_count(threads: usize) -> Option<Alone> {
+    (threads == 1).then_some(Alone(std::marker::PhantomData))
 }
 
 /// `_exit(2)`: end the process now, without running atexit handlers or

@@ -1,20 +1,103 @@
 //! Shared mappings: a memfd or shm_open object mapped MAP_SHARED, reached
-//! only through a raw pointer with volatile copies, atomics and sem_t
+//! only through a raw pointer with atomic loads and stores and sem_t
 //! addresses, never through a Rust reference to its bytes.
 //!
 //! Why a raw pointer: another process (a forked child, or an independent one
-//! that opened the same name) writes these bytes at any time. A `&[u8]` or
-//! `&mut [u8]` over them would promise the compiler that nobody else does, so
-//! none is ever created. Atomics (`&AtomicU64` …) are fine to hand out: they
-//! are interior-mutable by design.
+//! that opened the same name) or another thread writes these bytes at any
+//! time. A `&[u8]` or `&mut [u8]` over them would promise the compiler that
+//! nobody else does, so none is ever created. Atomics (`&AtomicU64` …) are
+//! fine to hand out: they are interior-mutable by design.
+//!
+//! Why atomics for every access, even plain `get`/`set` and byte copies:
+//! the same bytes may be read or written at the same instant by an atomic
+//! `fetch_add` in another thread, or by another process. Two accesses to
+//! one location where one is a non-atomic write are a data race, undefined
+//! behaviour in Rust's memory model, volatile or not. Relaxed atomic loads
+//! and stores compile to the same plain moves on x86-64 and aarch64, so
+//! they cost nothing, and every access is race-free by construction.
 
 use std::fs::File;
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::{self, Ordering::Relaxed};
 
 use memmap2::MmapMut;
 
-use crate::shm::{AtomicCell, Pod};
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Plain old data that may live in shared memory: integers and floats,
+/// for which every bit pattern (including all zeroes) is a valid value.
+/// Sealed: implemented by posixkit for exactly those types. Each is loaded
+/// and stored as an atomic of the same size, so a value is never torn and
+/// never races with an atomic view of the same bytes.
+pub trait Pod: sealed::Sealed + Copy + Send + Sync + 'static {
+    /// The atomic with the same size and alignment, through which every
+    /// load and store goes.
+    #[doc(hidden)]
+    type Cell: AtomicCell;
+    #[doc(hidden)]
+    fn load(cell: &Self::Cell) -> Self;
+    #[doc(hidden)]
+    fn store(cell: &Self::Cell, v: Self);
+}
+
+/// An atomic integer type ([`atomic::AtomicU64`] …) that can be viewed in
+/// shared memory. Sealed.
+pub trait AtomicCell: sealed::Sealed + Send + Sync + 'static {}
+
+/// A [`Pod`] integer with an atomic counterpart of the same size and
+/// alignment (`u64` ↔ `AtomicU64`).
+pub trait AtomicInt: Pod {
+    /// The atomic type with the same layout.
+    type Atomic: AtomicCell;
+}
+
+macro_rules! atomic_int {
+    ($($t:ty => $a:ty),*) => { $(
+        impl sealed::Sealed for $t {}
+        impl sealed::Sealed for $a {}
+        impl AtomicCell for $a {}
+        impl Pod for $t {
+            type Cell = $a;
+            #[inline]
+            fn load(cell: &$a) -> $t { cell.load(Relaxed) }
+            #[inline]
+            fn store(cell: &$a, v: $t) { cell.store(v, Relaxed) }
+        }
+        impl AtomicInt for $t { type Atomic = $a; }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )* };
+}
+atomic_int!(
+    u8 => atomic::AtomicU8, i8 => atomic::AtomicI8,
+    u16 => atomic::AtomicU16, i16 => atomic::AtomicI16,
+    u32 => atomic::AtomicU32, i32 => atomic::AtomicI32,
+    u64 => atomic::AtomicU64, i64 => atomic::AtomicI64,
+    usize => atomic::AtomicUsize, isize => atomic::AtomicIsize
+);
+
+macro_rules! atomic_float {
+    ($($t:ty => $a:ty),*) => { $(
+        impl sealed::Sealed for $t {}
+        impl Pod for $t {
+            type Cell = $a;
+            #[inline]
+            fn load(cell: &$a) -> $t { <$t>::from_bits(cell.load(Relaxed)) }
+            #[inline]
+            fn store(cell: &$a, v: $t) { cell.store(v.to_bits(), Relaxed) }
+        }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )* };
+}
+atomic_float!(f32 => atomic::AtomicU32, f64 => atomic::AtomicU64);
 
 /// `mmap(MAP_SHARED)` of the whole of `file`, read-write.
 ///
@@ -84,23 +167,15 @@ impl Mapping {
         unsafe { self.ptr.as_ptr().add(off) }.cast()
     }
 
-    /// Copy the `T` at byte offset `off` out (a volatile read: the compiler
-    /// never caches it, since another process may change it at any time).
+    /// Copy the `T` at byte offset `off` out: one relaxed atomic load of
+    /// its cell, never torn.
     pub fn read<T: Pod>(&self, off: usize) -> T {
-        let p = self.at::<T>(off);
-        // SAFETY: `at` checked bounds and alignment; the memory is mapped
-        // for as long as `self` lives; every bit pattern is a valid `T`
-        // (Pod is sealed to integers and floats).
-        unsafe { p.read_volatile() }
+        T::load(self.atomic::<T::Cell>(off))
     }
 
-    /// Store `v` at byte offset `off` (a volatile write).
+    /// Store `v` at byte offset `off`: one relaxed atomic store.
     pub fn write<T: Pod>(&self, off: usize, v: T) {
-        let p = self.at::<T>(off);
-        // SAFETY: `at` checked bounds and alignment; the memory is mapped
-        // read-write; no Rust reference to these bytes exists (see the
-        // module comment), so writing through `&self` aliases nothing.
-        unsafe { p.write_volatile(v) }
+        T::store(self.atomic::<T::Cell>(off), v)
     }
 
     /// The atomic integer `A` at byte offset `off`.
@@ -114,32 +189,49 @@ impl Mapping {
         unsafe { &*p }
     }
 
-    /// Copy `src` into the mapping at byte offset `off`. The caller makes
-    /// sure nobody else writes or reads those bytes meanwhile (a lock).
+    /// Copy `src` into the mapping at byte offset `off`, with relaxed
+    /// atomic stores (8 bytes at a time where aligned): race-free whatever
+    /// another process does to the same bytes meanwhile. Callers that need
+    /// the copy whole to a reader order it with a lock or a release store.
     pub fn write_bytes(&self, off: usize, src: &[u8]) {
-        if src.is_empty() {
-            return;
-        }
         let end = off.checked_add(src.len());
         assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
-        // SAFETY: bounds checked above; `src` is ordinary process memory,
-        // so it cannot overlap the shared mapping we never hand out.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        let (head, words, tail) = split_words(off, src.len());
+        let mut at = off;
+        for &b in &src[..head] {
+            self.write::<u8>(at, b);
+            at += 1;
+        }
+        for chunk in src[head..head + words * 8].chunks_exact(8) {
+            let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            self.write::<u64>(at, w);
+            at += 8;
+        }
+        for &b in &src[src.len() - tail..] {
+            self.write::<u8>(at, b);
+            at += 1;
         }
     }
 
-    /// Copy `dst.len()` bytes out of the mapping from byte offset `off`.
+    /// Copy `dst.len()` bytes out of the mapping from byte offset `off`,
+    /// with relaxed atomic loads (8 bytes at a time where aligned).
     pub fn read_bytes(&self, off: usize, dst: &mut [u8]) {
-        if dst.is_empty() {
-            return;
-        }
         let end = off.checked_add(dst.len());
         assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
-        // SAFETY: bounds checked above; `dst` is an exclusive borrow of
-        // ordinary memory, distinct from the mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        let (head, words, tail) = split_words(off, dst.len());
+        let len = dst.len();
+        let mut at = off;
+        for b in &mut dst[..head] {
+            *b = self.read::<u8>(at);
+            at += 1;
+        }
+        for chunk in dst[head..head + words * 8].chunks_exact_mut(8) {
+            chunk.copy_from_slice(&self.read::<u64>(at).to_ne_bytes());
+            at += 8;
+        }
+        for b in &mut dst[len - tail..] {
+            *b = self.read::<u8>(at);
+            at += 1;
         }
     }
 
@@ -147,5 +239,52 @@ impl Mapping {
     /// checked), for [`crate::sys::sem`].
     pub(crate) fn sem_addr(&self, off: usize) -> NonNull<libc::sem_t> {
         NonNull::new(self.at::<libc::sem_t>(off)).expect("non-null inside a mapping")
+    }
+}
+
+/// A copy of `len` bytes at byte offset `off` in three parts: single bytes
+/// up to an 8-byte boundary, whole 8-byte words, single bytes after. The
+/// mapping starts on a page boundary, so offsets decide alignment.
+fn split_words(off: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((8 - off % 8) % 8).min(len);
+    let words = (len - head) / 8;
+    (head, words, len - head - words * 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(len: usize) -> Mapping {
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let file = File::from(fd);
+        file.set_len(len as u64).unwrap();
+        Mapping::new(map_shared(&file).unwrap())
+    }
+
+    #[test]
+    fn byte_copies_round_trip_at_every_offset_and_length() {
+        let m = mapping(64);
+        let src: Vec<u8> = (1..=40).collect();
+        for off in 0..16 {
+            for len in 0..=src.len() {
+                m.write_bytes(off, &src[..len]);
+                let mut back = vec![0u8; len];
+                m.read_bytes(off, &mut back);
+                assert_eq!(back, src[..len], "off {off} len {len}");
+            }
+        }
+        assert_eq!(split_words(3, 2), (2, 0, 0));
+        assert_eq!(split_words(3, 20), (5, 1, 7));
+        assert_eq!(split_words(8, 16), (0, 2, 0));
+    }
+
+    #[test]
+    fn floats_are_stored_by_their_bits() {
+        let m = mapping(16);
+        m.write::<f64>(8, -1.5);
+        assert_eq!(m.read::<f64>(8), -1.5);
+        assert_eq!(m.read::<u64>(8), (-1.5f64).to_bits());
     }
 }

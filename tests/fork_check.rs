@@ -1,0 +1,88 @@
+//! The library's checked fork, tested from a process whose threads this
+//! test controls (the test harness would run each test on a thread of its
+//! own, so this binary has `harness = false` and a plain `main`).
+//!
+//! - No spurious refusal right after a thread was joined: the kernel may
+//!   still be finishing the joined thread's exit for a moment.
+//! - While a second thread runs, every forking entry point refuses with
+//!   `ErrorKind::ThreadsRunning`, and nothing is forked.
+//! - A child whose closure panics with a payload whose own `drop` panics
+//!   ends with 101, and never returns into this code.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use posixkit::ErrorKind;
+use posixkit::pool::{Pool, Registry};
+use posixkit::process::{self, Builder, Fork};
+use posixkit::status::Status;
+
+fn main() {
+    fork_right_after_join();
+    every_entry_point_refuses_while_a_thread_runs();
+    a_panicking_payload_ends_the_child_with_101();
+    println!("fork_check: ok");
+}
+
+fn fork_right_after_join() {
+    for i in 0..2000 {
+        std::thread::spawn(|| {}).join().expect("the thread ran");
+        match process::fork() {
+            Ok(Fork::Child) => process::_exit(7),
+            Ok(Fork::Parent(pid)) => {
+                assert_eq!(process::waitpid(pid).unwrap(), Status::Exited(7));
+            }
+            Err(e) => panic!("fork {i} refused right after a join: {e}"),
+        }
+    }
+}
+
+fn every_entry_point_refuses_while_a_thread_runs() {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _ = stop_rx.recv();
+    });
+    let check = |what: &str, e: posixkit::Error| {
+        assert_eq!(e.kind(), ErrorKind::ThreadsRunning, "{what}: {e}");
+        assert!(e.to_string().starts_with("fork("), "{what}: {e}");
+    };
+    check("process::fork", process::fork().map(|_| ()).unwrap_err());
+    check(
+        "Builder::start",
+        Builder::new().start(|| 0).map(|_| ()).unwrap_err(),
+    );
+    let registry = Registry::new().register_typed("id", |n: u64| Ok::<u64, String>(n));
+    check("Pool::new", Pool::new(2, registry).map(|_| ()).unwrap_err());
+    stop_tx.send(()).unwrap();
+    t.join().unwrap();
+    // Alone again: the same calls work.
+    let mut p = Builder::new().start(|| 3).unwrap();
+    assert_eq!(
+        p.join(Some(Duration::from_secs(30))).unwrap(),
+        Some(Status::Exited(3))
+    );
+}
+
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+fn a_panicking_payload_ends_the_child_with_101() {
+    // Quiet: the default hook would print both panics of the child.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut p = Builder::new()
+        .name("bomb")
+        .start(|| std::panic::panic_any(Bomb))
+        .unwrap();
+    let status = p.join(Some(Duration::from_secs(30))).unwrap();
+    let _ = std::panic::take_hook();
+    assert_eq!(
+        status,
+        Some(Status::Exited(101)),
+        "the child ended with _exit(101)"
+    );
+}
