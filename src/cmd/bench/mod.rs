@@ -1,0 +1,235 @@
+//! `pk-bench`: every primitive timed through the library: median and spread
+//! of several repetitions after a warm-up.
+//!
+//! Figure names match the C baselines where the work is the same (for
+//! example `fork_wait_us`), so a table can put posixkit, Python and the C
+//! limit side by side.
+
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::cmd::Out;
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
+use crate::outln;
+
+mod forking;
+mod ipc;
+mod pipe;
+mod pool;
+mod thread;
+mod ticket;
+use crate::process::{self, Builder};
+
+const AFTER_HELP: &str = "\
+Output: one line per figure,
+  <figure> <median> <unit> (min <min>, max <max>, <reps> reps)
+or with --json one JSON object per line:
+  {\"figure\":\"fork_wait_us\",\"unit\":\"us\",\"median\":148.2,\"min\":140.1,\"max\":160.3,\"reps\":7}
+Progress lines (`running <figure> ...`) go to stderr.
+
+Figures (unit; lower is better unless marked higher):
+  fork_wait_us              fork + _exit(code) + waitpid + WEXITSTATUS, per child
+  process_start_join_us     Process start (fork, pidfd) + join + exitcode, per child
+  pool_map10k_warm_us       Pool of 2, map_into(square) over 10 000 ints in chunks of 1 250,
+                            pool already up, one result set reused; square is a typed
+                            task, fn(i64) -> Result<i64, String>
+  pool_apply_async_rtt_us   Pool of 2, one apply_async(square) + get, round trip
+  sem_pingpong_us           two processes, two pshared semaphores, post/wait round trip
+  shm_atomic_2p_ns_per_op   two processes adding 1 to one SharedValue<u64> with fetch_add
+  shm_semlock_2p_ns_per_op  the same under a pshared Semaphore(1) used as a lock
+  queue_msgs_per_s          Queue of 1024 slots, one producer and one consumer process,
+                            16-byte messages (higher is better)
+  flock_lock_unlock_ns      TicketFile::lock_exclusive + drop (LOCK_EX, LOCK_UN), uncontended
+  ticket_flock_K4_per_s     four processes buying 100 000 tickets from one flock-locked
+                            ticket file (higher is better)
+  pipe_rtt_us               1 byte there and back over two pipes (pipe::read/write)
+  pipe_rtt_framed_us        the same as 1-byte frames: send + FrameReader::recv
+  pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
+  thread_create_join_us     thread::spawn (a named thread) + join, per thread
+  thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
+
+--quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
+
+Exit status: 0 when every figure ran; 2 for a bad flag or an unknown figure;
+71 when a system call fails.";
+
+/// Time each primitive through the library; print medians and spreads.
+#[derive(Debug, Parser)]
+#[command(name = "pk-bench", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Run only this figure (repeatable); see the list below.
+    #[arg(long, value_name = "FIGURE")]
+    pub only: Vec<String>,
+
+    /// A quick smoke run: fewer repetitions and a tenth of the work.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Repetitions per figure (1-99), after one warm-up run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub reps: Option<u32>,
+
+    /// Print one JSON object per figure instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// List the figure names and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// How much work one sample does: a base count scaled by --quick.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale(f64);
+
+impl Scale {
+    fn n(self, base: u64) -> u64 {
+        ((base as f64 * self.0) as u64).max(1)
+    }
+}
+
+type Sample = fn(Scale) -> Result<f64>;
+
+/// One benchmark figure.
+struct Figure {
+    name: &'static str,
+    unit: &'static str,
+    sample: Sample,
+}
+
+const fn fig(name: &'static str, unit: &'static str, sample: Sample) -> Figure {
+    Figure { name, unit, sample }
+}
+
+const FIGURES: &[Figure] = &[
+    fig("fork_wait_us", "us", forking::fork_wait),
+    fig("process_start_join_us", "us", forking::process_start_join),
+    fig("pool_map10k_warm_us", "us", pool::pool_map10k_warm),
+    fig("pool_apply_async_rtt_us", "us", pool::pool_apply_async_rtt),
+    fig("sem_pingpong_us", "us", ipc::sem_pingpong),
+    fig("shm_atomic_2p_ns_per_op", "ns", ipc::shm_atomic_2p),
+    fig("shm_semlock_2p_ns_per_op", "ns", ipc::shm_semlock_2p),
+    fig("queue_msgs_per_s", "msgs/s", ipc::queue_msgs),
+    fig("flock_lock_unlock_ns", "ns", ticket::flock_lock_unlock),
+    fig(
+        "ticket_flock_K4_per_s",
+        "tickets/s",
+        ticket::ticket_flock_k4,
+    ),
+    fig("pipe_rtt_us", "us", pipe::pipe_rtt),
+    fig("pipe_rtt_framed_us", "us", pipe::pipe_rtt_framed),
+    fig("pipe_bw_GBps", "GB/s", pipe::pipe_bw),
+    fig("thread_create_join_us", "us", thread::thread_create_join),
+    fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
+];
+
+/// Run the benchmarks.
+pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    if args.list {
+        for f in FIGURES {
+            outln!(out, "{} {}", f.name, f.unit)?;
+        }
+        return Ok(exit::OK);
+    }
+    for name in &args.only {
+        if !FIGURES.iter().any(|f| f.name == name) {
+            return Err(
+                Error::invalid("--only", format!("unknown figure '{name}' (see --list)")).into(),
+            );
+        }
+    }
+    let scale = Scale(if args.quick { 0.1 } else { 1.0 });
+    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 7 }) as usize;
+    for f in FIGURES
+        .iter()
+        .filter(|f| args.only.is_empty() || args.only.iter().any(|o| o == f.name))
+    {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("running {} ...\n", f.name).as_bytes(),
+        );
+        (f.sample)(Scale(scale.0 / 10.0))?; // warm-up
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            samples.push((f.sample)(scale)?);
+        }
+        samples.sort_by(f64::total_cmp);
+        let median = median(&samples);
+        let (min, max) = (samples[0], samples[samples.len() - 1]);
+        if args.json {
+            outln!(
+                out,
+                "{{\"figure\":\"{}\",\"unit\":\"{}\",\"median\":{median:.3},\"min\":{min:.3},\"max\":{max:.3},\"reps\":{reps}}}",
+                f.name,
+                f.unit
+            )?;
+        } else {
+            outln!(
+                out,
+                "{} {median:.3} {} (min {min:.3}, max {max:.3}, {reps} reps)",
+                f.name,
+                f.unit
+            )?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Microseconds per item for `n` items done since `t0`.
+pub(super) fn us_per(t0: Instant, n: u64) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Join a figure's helper process: its failure fails the figure.
+pub(super) fn join_ok(p: &mut process::Process, figure: &str, why: &str) -> Result<()> {
+    p.join(None)?;
+    check(p.exitcode() == Some(0), figure, why)
+}
+
+/// A benchmark that computed a wrong answer is an error, not a figure.
+pub(super) fn check(ok: bool, figure: &str, why: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::from(Error::data("check", figure, why)).with_code(exit::OS_ERR))
+    }
+}
+
+/// Start a child process running `f`, released when the parent posts `gate`.
+pub(super) fn child(
+    gate: &crate::sem::Semaphore,
+    f: impl FnOnce() -> i32,
+) -> Result<crate::process::Process> {
+    Ok(Builder::new().name("bench").start(|| match gate.wait() {
+        Ok(()) => f(),
+        Err(_) => 1,
+    })?)
+}
+
+/// Release `children` from `gate`, time them to the end, check they succeeded.
+pub(super) fn run_children(
+    gate: &crate::sem::Semaphore,
+    mut children: Vec<crate::process::Process>,
+    figure: &str,
+) -> Result<f64> {
+    let t0 = Instant::now();
+    for _ in &children {
+        gate.post()?;
+    }
+    for c in &mut children {
+        join_ok(c, figure, "a worker process failed")?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}

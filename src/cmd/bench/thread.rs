@@ -1,0 +1,44 @@
+//! Threads: create+join and a contended mutex.
+
+use std::time::Instant;
+
+use super::{Scale, check, us_per};
+use crate::cmd::Result;
+
+/// A named thread started and joined, per thread.
+pub(super) fn thread_create_join(scale: Scale) -> Result<f64> {
+    let n = scale.n(20_000);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let got = crate::thread::spawn("bench", move || i)?.join()?;
+        check(got == i, "thread_create_join", "wrong result")?;
+    }
+    Ok(us_per(t0, n))
+}
+
+/// Two threads incrementing one counter under a Mutex, per increment.
+pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
+    use std::sync::{Arc, Mutex};
+    let per = scale.n(5_000_000);
+    let counter = Arc::new(Mutex::new(0u64));
+    let t0 = Instant::now();
+    let threads = (0..2)
+        .map(|_| {
+            let c = Arc::clone(&counter);
+            crate::thread::spawn("bench", move || {
+                for _ in 0..per {
+                    *c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                }
+            })
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    for t in threads {
+        t.join()?;
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64;
+    let total = *counter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
+    Ok(ns)
+}
