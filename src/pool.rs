@@ -649,7 +649,8 @@ impl Pool {
         handle: &AsyncResult,
         timeout: Option<Duration>,
     ) -> Result<Option<std::result::Result<Vec<u8>, TaskError>>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large for the clock waits for ever.
+        let deadline = timeout.and_then(process::deadline_after);
         loop {
             if let Some(batch) = self.done.remove(&handle.id) {
                 return Ok(Some(batch.get(0).map(<[u8]>::to_vec)));

@@ -263,6 +263,14 @@ impl Drop for Child {
     }
 }
 
+/// The instant `timeout` from now; `None` (wait for ever) when it lies
+/// beyond what the clock can represent, so a timeout near
+/// [`Duration::MAX`](std::time::Duration::MAX) means "no timeout", never
+/// "already expired" and never a panic.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// The poll(2) timeout that ends at `deadline` (`None`: wait forever),
 /// rounded up to whole milliseconds so a sub-millisecond remainder still
 /// waits instead of spinning.
@@ -282,7 +290,7 @@ pub(crate) fn poll_timeout(deadline: Option<std::time::Instant>) -> nix::poll::P
 /// it has ended. EINTR is retried with the time that is left.
 fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> Result<bool> {
     use nix::poll::{PollFd, PollFlags, poll};
-    let deadline = Some(std::time::Instant::now() + timeout);
+    let deadline = deadline_after(timeout);
     loop {
         let wait = poll_timeout(deadline);
         let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
@@ -451,6 +459,8 @@ impl Process {
         if let Some(s) = self.child.status() {
             return Ok(Some(s));
         }
+        // A timeout too large for the clock waits for ever.
+        let timeout = timeout.filter(|&t| deadline_after(t).is_some());
         if let (Some(fd), Some(t)) = (&self.pidfd, timeout) {
             use std::os::fd::AsFd;
             if !pidfd_wait(fd.as_fd(), t)? {
@@ -458,7 +468,7 @@ impl Process {
             }
         } else if let Some(t) = timeout {
             // No pidfd: poll WNOHANG with a short sleep until the deadline.
-            let deadline = std::time::Instant::now() + t;
+            let deadline = deadline_after(t).expect("filtered above");
             while self.is_alive()? {
                 if std::time::Instant::now() >= deadline {
                     return Ok(None);

@@ -59,7 +59,9 @@ pub enum Deadline {
 }
 
 impl Deadline {
-    /// `timeout` from now: `None` waits forever, zero does not block.
+    /// `timeout` from now: `None` waits forever, zero does not block, and
+    /// a timeout that lies beyond what a `timespec` can hold (anything near
+    /// [`Duration::MAX`]) waits forever too, never "already timed out".
     pub fn after(timeout: Option<Duration>) -> Result<Deadline> {
         Ok(match timeout {
             None => Deadline::Never,
@@ -67,7 +69,19 @@ impl Deadline {
             Some(d) => {
                 let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
                     .map_err(|e| Error::sys("clock_gettime", "CLOCK_MONOTONIC", e))?;
-                Deadline::At(now + TimeSpec::from_duration(d))
+                // Added field by field: nix's `+` goes through i64
+                // nanoseconds, which overflow after 292 years.
+                let mut nsec = now.tv_nsec() + i64::from(d.subsec_nanos());
+                let carry = nsec / 1_000_000_000;
+                nsec %= 1_000_000_000;
+                let sec = i64::try_from(d.as_secs())
+                    .ok()
+                    .and_then(|s| now.tv_sec().checked_add(s))
+                    .and_then(|s| s.checked_add(carry));
+                match sec {
+                    Some(sec) => Deadline::At(TimeSpec::new(sec, nsec)),
+                    None => Deadline::Never,
+                }
             }
         })
     }
@@ -376,6 +390,43 @@ mod tests {
         assert!(s.try_wait().unwrap());
         s.post().unwrap();
         assert!(Semaphore::new(VALUE_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_the_clock_waits_for_ever() {
+        for huge in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            assert_eq!(
+                Deadline::after(Some(huge)).unwrap(),
+                Deadline::Never,
+                "{huge:?}"
+            );
+        }
+        // 300 years fits a timespec but not i64 nanoseconds: a real deadline.
+        let far = Duration::from_secs(300 * 365 * 86_400);
+        assert!(matches!(
+            Deadline::after(Some(far)).unwrap(),
+            Deadline::At(_)
+        ));
+        // And a wait with it takes the count instead of timing out at once.
+        let s = std::sync::Arc::new(Semaphore::new(0).unwrap());
+        let poster = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                s.post().unwrap();
+            })
+        };
+        assert!(
+            s.wait_timeout(Duration::MAX).unwrap(),
+            "a count, not a timeout"
+        );
+        poster.join().unwrap();
+        // A real deadline 35 000 years away: the kernel takes it too.
+        s.post().unwrap();
+        assert!(s.wait_timeout(Duration::from_secs(1 << 40)).unwrap());
+        let q = crate::queue::Queue::new(1, 8).unwrap();
+        q.put(b"x").unwrap();
+        assert_eq!(q.get_timeout(Duration::MAX).unwrap(), Some(b"x".to_vec()));
     }
 
     #[test]

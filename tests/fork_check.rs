@@ -8,6 +8,8 @@
 //!   `ErrorKind::ThreadsRunning`, and nothing is forked.
 //! - A child whose closure panics with a payload whose own `drop` panics
 //!   ends with 101, and never returns into this code.
+//! - `Process::join` and `Pool::get` with a timeout near `Duration::MAX`
+//!   wait for the result instead of panicking.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ fn main() {
     fork_right_after_join();
     every_entry_point_refuses_while_a_thread_runs();
     a_panicking_payload_ends_the_child_with_101();
+    a_timeout_too_large_for_the_clock_waits_for_ever();
     println!("fork_check: ok");
 }
 
@@ -85,4 +88,27 @@ fn a_panicking_payload_ends_the_child_with_101() {
         Some(Status::Exited(101)),
         "the child ended with _exit(101)"
     );
+}
+
+fn a_timeout_too_large_for_the_clock_waits_for_ever() {
+    let mut p = Builder::new()
+        .start(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            4
+        })
+        .unwrap();
+    assert_eq!(
+        p.join(Some(Duration::MAX)).unwrap(),
+        Some(Status::Exited(4))
+    );
+    let registry = Registry::new().register_typed("double", |n: u64| Ok::<u64, String>(2 * n));
+    let mut pool = Pool::new(1, registry).unwrap();
+    let h = pool.apply_async("double", &21u64.to_le_bytes()).unwrap();
+    let r = pool
+        .get(&h, Some(Duration::MAX))
+        .unwrap()
+        .expect("no timeout");
+    assert_eq!(r.as_deref(), Ok(&42u64.to_le_bytes()[..]));
+    pool.close();
+    pool.join().unwrap();
 }
