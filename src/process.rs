@@ -254,6 +254,98 @@ pub fn wait_all(children: &mut [Child]) -> Result<Option<(Pid, Status)>> {
     Ok(failed)
 }
 
+/// A group of forked children that are reaped together: the "fork N
+/// children, then wait for them all" of every multi-process lesson.
+///
+/// [`Children::fork`] forks one (checked, as [`fork`]) and keeps its
+/// [`Child`] in the parent; [`Children::start`] forks one that runs a
+/// closure for its whole life ([`run_child`]). [`Children::wait_all`] reaps
+/// every one, in order, whatever failed. A group dropped unreaped (an error
+/// path) kills and reaps its children, as each [`Child`] does.
+///
+/// ```
+/// use posixkit::process::Children;
+/// let mut group = Children::new();
+/// for code in [0, 3, 0] {
+///     group.start("child", move || code).unwrap();
+/// }
+/// let failed = group.wait_all().unwrap();
+/// assert_eq!(failed.map(|(_, s)| s.shell_code()), Some(3));
+/// ```
+#[derive(Debug, Default)]
+pub struct Children {
+    children: Vec<Child>,
+}
+
+impl Children {
+    /// An empty group.
+    pub fn new() -> Self {
+        Children::default()
+    }
+
+    /// Fork one child (checked, see [`fork`]), naming it `what` in an
+    /// error. In the parent its [`Child`] joins the group; the child gets
+    /// [`Fork::Child`] and must end with [`_exit`] or exec.
+    pub fn fork(&mut self, what: impl std::fmt::Display) -> Result<Fork> {
+        let fork = fork_named(what)?;
+        if let Fork::Parent(pid) = fork {
+            self.children.push(Child::new(pid));
+        }
+        Ok(fork)
+    }
+
+    /// Fork one child that runs `f` and exits with its code (101 if it
+    /// panics, see [`run_child`]); its pid, in the parent. `f` runs only
+    /// in the child: anything it owns is dropped unused in the parent, so
+    /// give it references to what the parent keeps.
+    pub fn start(&mut self, what: impl std::fmt::Display, f: impl FnOnce() -> i32) -> Result<Pid> {
+        match self.fork(what)? {
+            Fork::Child => run_child(f),
+            Fork::Parent(pid) => Ok(pid),
+        }
+    }
+
+    /// Wait for every child, in the order they were forked, and reap it:
+    /// the first one that did not exit 0, with its status, or `None` when
+    /// all did (see [`wait_all`]).
+    pub fn wait_all(&mut self) -> Result<Option<(Pid, Status)>> {
+        wait_all(&mut self.children)
+    }
+
+    /// The `i`th child forked.
+    pub fn get(&self, i: usize) -> Option<&Child> {
+        self.children.get(i)
+    }
+
+    /// The children, in the order they were forked.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Child> {
+        self.children.iter_mut()
+    }
+
+    /// The children, in the order they were forked.
+    pub fn iter(&self) -> std::slice::Iter<'_, Child> {
+        self.children.iter()
+    }
+
+    /// How many were forked.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Whether none was forked.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Children {
+    type Item = &'a mut Child;
+    type IntoIter = std::slice::IterMut<'a, Child>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.children.iter_mut()
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_none() {

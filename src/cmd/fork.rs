@@ -9,7 +9,7 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::process::{self, Child, Fork};
+use crate::process::{self, Children, Fork};
 use crate::status::{SignalArg, Status};
 use crate::{note, outln};
 
@@ -99,14 +99,13 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         if n == 1 { "" } else { "ren" }
     )?;
 
-    let mut children: Vec<Child> = Vec::with_capacity(n as usize);
+    let mut children = Children::new();
     let mut fork_error = None;
     for i in 1..=n {
-        // Fork: pk-fork is single-threaded, and the child never returns
-        // from child_main: it ends with _exit.
-        match crate::cmd::fork(format_args!("child {i} of {n}")) {
+        // The child never returns from child_main: it ends with _exit.
+        match children.fork(format_args!("child {i} of {n}")) {
             Ok(Fork::Child) => child_main(&args, out, &mut x, u64::from(i)),
-            Ok(Fork::Parent(pid)) => children.push(Child::new(pid)),
+            Ok(Fork::Parent(_)) => {}
             Err(e) => {
                 fork_error = Some(e);
                 break;
@@ -124,7 +123,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         }
     }
     if let Some(e) = fork_error {
-        return Err(e);
+        return Err(e.into());
     }
     note!(out, "parent still sees x={} at {:p}", black_box(*x), addr)?;
 

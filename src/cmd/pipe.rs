@@ -10,7 +10,7 @@ use crate::cmd::Result;
 use crate::cmd::exit;
 use crate::error::{Error, ErrorKind};
 use crate::pipe::{self, Duplex, FrameReader, PIPE_BUF, Reader, Writer};
-use crate::process::{self, Child, Fork};
+use crate::process::{self, Child, Children, Fork};
 use crate::status::Status;
 use crate::{note, outln};
 
@@ -199,15 +199,14 @@ fn fan_in(a: &FanIn, out: &mut Out) -> Result<u8> {
         a.size
     )?;
     let (reader, writer) = pipe::pipe()?;
-    let mut children: Vec<Child> = Vec::with_capacity(a.writers as usize);
+    // On an error, dropping `children` kills and reaps the writers
+    // already forked.
+    let mut children = Children::new();
     for w in 0..a.writers {
-        // Fork: pk-pipe is single-threaded, and the child never returns
-        // from fan_in_writer: it ends with _exit.
-        // On an error, dropping `children` kills and reaps the writers
-        // already forked.
-        match crate::cmd::fork(format_args!("writer {} of {}", w + 1, a.writers))? {
+        // The child never returns from fan_in_writer: it ends with _exit.
+        match children.fork(format_args!("writer {} of {}", w + 1, a.writers))? {
             Fork::Child => fan_in_writer(reader, &writer, w, a.messages, payload_len),
-            Fork::Parent(pid) => children.push(Child::new(pid)),
+            Fork::Parent(_) => {}
         }
     }
     // Only the children write: the reader sees end of file once they end.

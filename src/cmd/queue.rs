@@ -11,7 +11,7 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::process::{self, Child, Fork};
+use crate::process::{self, Child, Children, Fork};
 use crate::queue::Queue;
 use crate::shm::SharedArray;
 use crate::{note, outln};
@@ -219,27 +219,24 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         d.capacity
     )?;
     let start = Instant::now();
-    let mut consumers = Vec::with_capacity(c);
+    // Every child's branch ends with _exit (child_exit).
+    let mut consumers = Children::new();
     for i in 0..c {
-        match fork_child("consumer")? {
-            Some(child) => consumers.push(child),
-            None => child_exit(consume(i, &q, n, &seen, &stats, &per, out)),
-        }
+        consumers.start("consumer", || {
+            child_exit(consume(i, &q, n, &seen, &stats, &per, out))
+        })?;
     }
-    let mut producers = Vec::with_capacity(p as usize);
+    let mut producers = Children::new();
     for i in 0..p {
-        match fork_child("producer")? {
-            Some(child) => producers.push(child),
-            None => child_exit(produce(i, &q, n, out)),
-        }
+        producers.start("producer", || child_exit(produce(i, &q, n, out)))?;
     }
-    let failed = process::wait_all(&mut producers)?;
+    let failed = producers.wait_all()?;
     // Every item is in the queue or taken: one empty message per consumer
     // tells it to stop.
     for _ in 0..c {
         q.put(b"")?;
     }
-    let failed = failed.or(process::wait_all(&mut consumers)?);
+    let failed = failed.or(consumers.wait_all()?);
     let elapsed = start.elapsed();
     crate::cmd::fail_on_child(failed, "child")?;
     let got: u64 = (0..c).map(|i| per.get(2 * i)).sum();

@@ -15,7 +15,7 @@ use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
 use crate::error::Error;
-use crate::process::{self, Child, Fork, Pid};
+use crate::process::{self, Child, Children, Fork, Pid};
 use crate::sem::{Deadline, NamedSemaphore, Semaphore, VALUE_MAX, Waited};
 use crate::shm::{SharedArray, check_name};
 use crate::status::Status;
@@ -232,19 +232,17 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         d.hold
     )?;
     let start = Instant::now();
-    let mut children = Vec::with_capacity(n);
+    let mut children = Children::new();
     for i in 0..n {
-        // Fork: pk-sem is single-threaded, and the child never returns
-        // from worker: it ends with _exit.
-        match crate::cmd::fork(format_args!("worker {} of {n}", i + 1))? {
-            Fork::Child => worker(i, &sem, &gate, &stats, &times, start, d.hold.0, out),
-            Fork::Parent(pid) => children.push(Child::new(pid)),
-        }
+        // The child never returns from worker: it ends with _exit.
+        children.start(format_args!("worker {} of {n}", i + 1), || {
+            worker(i, &sem, &gate, &stats, &times, start, d.hold.0, out)
+        })?;
     }
     for _ in 0..n {
         gate.post()?;
     }
-    let failed = process::wait_all(&mut children)?;
+    let failed = children.wait_all()?;
     crate::cmd::fail_on_child(failed, "worker")?;
     outln!(
         out,

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
-use crate::process::{self, Child, Fork};
+use crate::process::{self, Child, Children, Fork};
 use crate::sem::Semaphore;
 use crate::shm::{SharedArray, SharedValue};
 use crate::{note, outln};
@@ -184,21 +184,19 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
         if yield_ { ", yield" } else { "" }
     )?;
 
-    let mut children = Vec::with_capacity(procs as usize);
+    // On an error, the group kills and reaps the children already made.
+    let mut children = Children::new();
     for i in 1..=procs {
-        // Fork: pk-shm is single-threaded, and the child never returns
-        // from add: it ends with _exit.
-        // On an error, the Child handles already made kill and reap on drop.
-        match crate::cmd::fork(format_args!("child {i} of {procs}"))? {
-            Fork::Child => add(&gate, &lock, &count, iters, sync, yield_),
-            Fork::Parent(pid) => children.push(Child::new(pid)),
-        }
+        // The child never returns from add: it ends with _exit.
+        children.start(format_args!("child {i} of {procs}"), || {
+            add(&gate, &lock, &count, iters, sync, yield_)
+        })?;
     }
     let start = Instant::now();
     for _ in 0..procs {
         gate.post()?;
     }
-    let failed = process::wait_all(&mut children)?;
+    let failed = children.wait_all()?;
     let elapsed = start.elapsed();
     crate::cmd::fail_on_child(failed, "child")?;
     let expected = u64::from(procs) * iters;

@@ -15,7 +15,7 @@ use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::pipe::{self, Reader, Writer};
-use crate::process::{self, Child, Fork};
+use crate::process::{self, Children, Fork};
 use crate::ticket::{self, Sale, TicketFile, Wait};
 use crate::{note, outln};
 
@@ -278,20 +278,20 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
     let mut barrier_w = Some(barrier_w);
     let mut results_r = Some(results_r);
 
-    let mut buyers: Vec<(u32, Child)> = Vec::with_capacity(n as usize);
+    // Buyer i (from 1) is the group's child i - 1.
+    let mut buyers = Children::new();
     let mut fork_error = None;
     for i in 1..=n {
-        // Fork: pk-ticket is single-threaded, and the child never returns
-        // from buyer_main: it ends with _exit.
-        match crate::cmd::fork(format_args!("buyer {i} of {n}")) {
+        // The child never returns from buyer_main: it ends with _exit.
+        match buyers.fork(format_args!("buyer {i} of {n}")) {
             Ok(Fork::Child) => {
                 drop(barrier_w.take());
                 drop(results_r.take());
                 buyer_main(i, &args, barrier_r, results_w)
             }
-            Ok(Fork::Parent(pid)) => buyers.push((i, Child::new(pid))),
+            Ok(Fork::Parent(_)) => {}
             Err(e) => {
-                fork_error = Some(e);
+                fork_error = Some(Failure::from(e));
                 break;
             }
         }
@@ -317,9 +317,9 @@ fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
     }
 
     let mut first_error = None;
-    for (i, child) in &mut buyers {
+    for (i, child) in (1u32..).zip(&mut buyers) {
         let status = child.wait()?;
-        match reports.get(i) {
+        match reports.get(&i) {
             None => note!(out, "buyer {i} (pid {}): {status}", child.pid())?,
             Some(Report::Failed(code, msg)) if first_error.is_none() => {
                 first_error = Some(
