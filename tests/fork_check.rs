@@ -54,7 +54,8 @@ fn every_entry_point_refuses_while_a_thread_runs() {
         "Builder::start",
         Builder::new().start(|| 0).map(|_| ()).unwrap_err(),
     );
-    let registry = Registry::new().register_typed("id", |n: u64| Ok::<u64, String>(n));
+    let mut registry = Registry::new();
+    let _id = registry.task("id", |n: u64| n);
     check("Pool::new", Pool::new(2, registry).map(|_| ()).unwrap_err());
     stop_tx.send(()).unwrap();
     t.join().unwrap();
@@ -101,14 +102,15 @@ fn a_timeout_too_large_for_the_clock_waits_for_ever() {
         p.join(Some(Duration::MAX)).unwrap(),
         Some(Status::Exited(4))
     );
-    let registry = Registry::new().register_typed("double", |n: u64| Ok::<u64, String>(2 * n));
+    let mut registry = Registry::new();
+    let double = registry.task("double", |n: u64| 2 * n);
     let mut pool = Pool::new(1, registry).unwrap();
-    let h = pool.apply_async("double", &21u64.to_le_bytes()).unwrap();
+    let h = pool.apply_async(double, 21).unwrap();
     let r = pool
         .get(&h, Some(Duration::MAX))
         .unwrap()
         .expect("no timeout");
-    assert_eq!(r.as_deref(), Ok(&42u64.to_le_bytes()[..]));
+    assert_eq!(r, Ok(42));
     pool.close();
     pool.join().unwrap();
 }
