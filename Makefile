@@ -4,7 +4,7 @@ RELEASE := target/release
 DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc bench bench-quick run $(addprefix run-,$(DEMOS))
+.PHONY: help build test lint fmt doc examples bench bench-quick run $(addprefix run-,$(DEMOS))
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,6 +16,12 @@ test: lint doc ## lint, the API docs (warnings are errors), then the whole test 
 	$(CARGO) test --locked
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
+	$(MAKE) --no-print-directory examples
+
+examples: ## build and run every program in examples/ on the library alone (no default features); each checks its own results
+	@for e in examples/*.rs; do n=$$(basename $$e .rs); echo "== example $$n"; \
+	  timeout 120 $(CARGO) run --locked --quiet --no-default-features --example $$n \
+	    || { echo "example $$n failed" >&2; exit 1; }; done
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

@@ -151,8 +151,7 @@ const SMALL: usize = 128;
 /// `N`-byte stack buffer, in one write(2) when the pipe takes it all.
 fn send_copied<const N: usize>(fd: BorrowedFd<'_>, payload: &[u8]) -> nix::Result<()> {
     let mut frame = [0u8; N];
-    let len = u32::try_from(payload.len()).map_err(|_| Errno::EMSGSIZE)?;
-    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
+    frame[..HEADER].copy_from_slice(&header(payload.len())?);
     frame[HEADER..HEADER + payload.len()].copy_from_slice(payload);
     write_all(fd, &frame[..HEADER + payload.len()])
 }
@@ -169,11 +168,8 @@ pub fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> nix::Result<()> {
     let total = parts
         .iter()
         .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
-        .filter(|&t| t <= MAX_FRAME)
         .ok_or(Errno::EMSGSIZE)?;
-    let header = u32::try_from(total)
-        .map_err(|_| Errno::EMSGSIZE)?
-        .to_le_bytes();
+    let header = header(total)?;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
     slices.push(IoSlice::new(&header));
     slices.extend(
@@ -226,6 +222,18 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<b
         return Err(torn_frame(got, len));
     }
     Ok(true)
+}
+
+/// The header of a frame of `len` payload bytes; `EMSGSIZE` over
+/// [`MAX_FRAME`]. With [`frame_len`], the one place a frame's length is
+/// written and read.
+fn header(len: usize) -> nix::Result<[u8; HEADER]> {
+    if len > MAX_FRAME {
+        return Err(Errno::EMSGSIZE);
+    }
+    u32::try_from(len)
+        .map(u32::to_le_bytes)
+        .map_err(|_| Errno::EMSGSIZE)
 }
 
 /// A frame's payload length from its header, if within [`MAX_FRAME`].
@@ -584,6 +592,19 @@ mod tests {
         w.write_all(&[1, 0]).unwrap();
         drop(w);
         assert!(r.recv().unwrap_err().to_string().contains("header (2 of 4"));
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_anything_is_written() {
+        let (r, w) = pipe().unwrap();
+        // Zeroed pages are mapped lazily: this touches no memory.
+        let half = vec![0u8; MAX_FRAME / 2 + 1];
+        let e = w.send_parts(&[&half, &half]).unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EMSGSIZE));
+        assert_eq!(header(MAX_FRAME), Ok((MAX_FRAME as u32).to_le_bytes()));
+        assert_eq!(header(MAX_FRAME + 1), Err(Errno::EMSGSIZE));
+        drop(w);
+        assert_eq!(r.recv().unwrap(), None, "nothing was written");
     }
 
     #[test]

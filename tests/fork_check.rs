@@ -10,12 +10,15 @@
 //!   ends with 101, and never returns into this code.
 //! - `Process::join` and `Pool::get` with a timeout near `Duration::MAX`
 //!   wait for the result instead of panicking.
+//! - A typed pool on real workers: strings and tuples in and out, an item
+//!   whose worker dies reported alone, a handle from another registry
+//!   refused.
 
 use std::sync::mpsc;
 use std::time::Duration;
 
 use posixkit::ErrorKind;
-use posixkit::pool::{Pool, Registry};
+use posixkit::pool::{Pool, Registry, TaskError};
 use posixkit::process::{self, Builder, Fork};
 use posixkit::status::Status;
 
@@ -24,6 +27,7 @@ fn main() {
     every_entry_point_refuses_while_a_thread_runs();
     a_panicking_payload_ends_the_child_with_101();
     a_timeout_too_large_for_the_clock_waits_for_ever();
+    a_typed_pool_end_to_end();
     println!("fork_check: ok");
 }
 
@@ -54,7 +58,8 @@ fn every_entry_point_refuses_while_a_thread_runs() {
         "Builder::start",
         Builder::new().start(|| 0).map(|_| ()).unwrap_err(),
     );
-    let registry = Registry::new().register_typed("id", |n: u64| Ok::<u64, String>(n));
+    let mut registry = Registry::new();
+    let _id = registry.task("id", |n: u64| n);
     check("Pool::new", Pool::new(2, registry).map(|_| ()).unwrap_err());
     stop_tx.send(()).unwrap();
     t.join().unwrap();
@@ -101,14 +106,64 @@ fn a_timeout_too_large_for_the_clock_waits_for_ever() {
         p.join(Some(Duration::MAX)).unwrap(),
         Some(Status::Exited(4))
     );
-    let registry = Registry::new().register_typed("double", |n: u64| Ok::<u64, String>(2 * n));
+    let mut registry = Registry::new();
+    let double = registry.task("double", |n: u64| 2 * n);
     let mut pool = Pool::new(1, registry).unwrap();
-    let h = pool.apply_async("double", &21u64.to_le_bytes()).unwrap();
+    let h = pool.apply_async(double, 21).unwrap();
     let r = pool
         .get(&h, Some(Duration::MAX))
         .unwrap()
         .expect("no timeout");
-    assert_eq!(r.as_deref(), Ok(&42u64.to_le_bytes()[..]));
+    assert_eq!(r, Ok(42));
     pool.close();
     pool.join().unwrap();
+}
+
+fn a_typed_pool_end_to_end() {
+    let mut registry = Registry::new();
+    let shout = registry.task("shout", |s: String| s.to_uppercase());
+    let pair = registry.task("pair", |(n, s): (u32, String)| {
+        if s == "die" {
+            let _ = process::die_of(posixkit::nix::sys::signal::Signal::SIGKILL);
+        }
+        (s.len() as u32 + n, format!("{s}{n}"))
+    });
+    let mut elsewhere = Registry::new();
+    let foreign = elsewhere.task("shout", |s: String| s);
+    let mut pool = Pool::new(2, registry).unwrap();
+
+    let words: Vec<String> = (0..50).map(|i| "ab".repeat(i % 4)).collect();
+    let got = pool.map(shout, &words, 7).unwrap();
+    assert_eq!(got.len(), 50);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r, Ok("AB".repeat(i % 4)), "item {i}");
+    }
+
+    // Item 3's worker dies: its chunk (items 2 and 3) is lost, the rest runs.
+    let args: Vec<(u32, String)> = ["a", "bb", "c", "die", "e", "ff"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u32, s.to_string()))
+        .collect();
+    let got = pool.map(pair, &args, 2).unwrap().to_vec();
+    for (i, r) in got.iter().enumerate() {
+        if i == 2 || i == 3 {
+            assert!(
+                matches!(r, Err(TaskError::WorkerDied { index, .. }) if *index == i),
+                "item {i}: {r:?}"
+            );
+        } else {
+            let (n, s) = &args[i];
+            assert_eq!(r, &Ok((s.len() as u32 + n, format!("{s}{n}"))), "item {i}");
+        }
+    }
+    assert_eq!(pool.take_events().len(), 1, "one worker replaced");
+
+    let h = pool.apply_async(shout, "posix".to_string()).unwrap();
+    assert_eq!(pool.get(&h, None).unwrap(), Some(Ok("POSIX".to_string())));
+    let e = pool.map(foreign, &words, 0).unwrap_err();
+    assert!(e.to_string().contains("another registry"), "{e}");
+    pool.close();
+    let statuses = pool.join().unwrap();
+    assert!(statuses.iter().all(|(_, s)| s.success()), "{statuses:?}");
 }

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use clap::Parser;
 
 use crate::cmd::Out;
+use crate::cmd::Result;
 use crate::cmd::exit;
-use crate::cmd::{Failure, Result};
 use crate::error::Error;
-use crate::thread::{self, Event, local};
+use crate::thread::{self, Group, local};
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
@@ -57,39 +57,23 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         return Err(Error::invalid("--names", "at most 26 names (Thread-A to Thread-Z)").into());
     }
     out.set_quiet(args.quiet);
-    // Every thread stores its value, then waits until all have stored theirs
-    // before it reads: proof that they share no slot.
+    // Every thread stores its value, then waits at the gate, which the
+    // last one to store opens, before it reads: proof that they share no
+    // slot. A thread that cannot be started stops and releases the group.
     let left = Arc::new(AtomicUsize::new(args.names.len()));
-    let all_stored = Arc::new(Event::new());
-    let mut threads = Vec::new();
+    let mut group = Group::new();
     for (letter, name) in ('A'..='Z').zip(args.names) {
-        let (left, stored) = (Arc::clone(&left), Arc::clone(&all_stored));
-        let started = thread::spawn(format!("Thread-{letter}"), move || -> Result<()> {
+        let left = Arc::clone(&left);
+        group.spawn(format!("Thread-{letter}"), move |gate| -> Result<()> {
             local::set(name);
             if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                stored.set();
+                gate.open();
             }
-            stored.wait();
+            gate.wait();
             process_student(&mut Out::stdout())
-        });
-        match started {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                // Let the threads already started finish, so that dropping
-                // (joining) them cannot hang.
-                all_stored.set();
-                return Err(e.into());
-            }
-        }
+        })?;
     }
-    let mut first = Ok(());
-    for t in threads {
-        let r = t.join().map_err(Failure::from).and_then(|r| r);
-        if first.is_ok() {
-            first = r;
-        }
-    }
-    first?;
+    group.join()?.into_iter().collect::<Result<()>>()?;
     match local::get() {
         None => note!(out, "thread {}: local value unset", thread::current_name())?,
         Some(v) => note!(out, "thread {}: local value {v}", thread::current_name())?,

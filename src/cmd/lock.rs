@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::{Parser, Subcommand};
 
 use crate::cmd::Out;
+use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::cmd::{Failure, Result};
-use crate::thread::{self, Event, StopFlag, Thread};
+use crate::thread::{self, Group};
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
@@ -229,36 +229,10 @@ impl Unlocked {
     }
 }
 
-/// The starting gate: every thread waits for it, so they run at once.
-#[derive(Debug, Default)]
-struct Gate {
-    go: Arc<Event>,
-    stop: StopFlag,
-}
-
-impl Gate {
-    fn open(&self) {
-        self.go.set();
-    }
-
-    /// A later thread could not be started: release the threads already
-    /// waiting and ask them to stop, so that joining them cannot hang.
-    fn abort(&self) {
-        self.stop.stop();
-        self.go.set();
-    }
-}
-
-/// Join every thread, returning the first error after all were joined.
-fn join_all(threads: Vec<Thread<Result<()>>>) -> Result<()> {
-    let mut first = Ok(());
-    for t in threads {
-        let r = t.join().map_err(Failure::from).and_then(|r| r);
-        if first.is_ok() {
-            first = r;
-        }
-    }
-    first
+/// Join every thread of `group`; the first error any of them returned,
+/// once all are joined.
+fn join_all(group: Group<Result<()>>) -> Result<()> {
+    group.join()?.into_iter().collect()
 }
 
 fn lock_word(race: Race) -> &'static str {
@@ -281,39 +255,31 @@ fn balance(args: BalanceArgs, out: &mut Out) -> Result<u8> {
     )?;
     let locked = Arc::new(Mutex::new(0i64));
     let unlocked = Arc::new(Unlocked::default());
-    let gate = Gate::default();
     let iters = args.iters;
-    let mut threads = Vec::new();
+    let mut group = Group::new();
     for i in 0..args.threads {
-        let (locked, unlocked, go) = (
-            Arc::clone(&locked),
-            Arc::clone(&unlocked),
-            Arc::clone(&gate.go),
-        );
+        let (locked, unlocked) = (Arc::clone(&locked), Arc::clone(&unlocked));
         let n = 5 + 3 * i64::from(i);
-        threads.push(
-            thread::spawn(format!("Thread-{}", i + 1), move || {
-                go.wait();
-                let mut window = Window::new(race.yield_, u64::from(i));
-                for _ in 0..iters {
-                    if race.no_lock {
-                        unlocked.add(n, &mut window);
-                        unlocked.add(-n, &mut window);
-                    } else {
-                        // Python: with lock: balance = balance + n; balance = balance - n
-                        let mut b = locked.lock().unwrap_or_else(PoisonError::into_inner);
-                        *b += n;
-                        window.open();
-                        *b -= n;
-                    }
+        group.spawn(format!("Thread-{}", i + 1), move |gate| {
+            gate.wait();
+            let mut window = Window::new(race.yield_, u64::from(i));
+            for _ in 0..iters {
+                if race.no_lock {
+                    unlocked.add(n, &mut window);
+                    unlocked.add(-n, &mut window);
+                } else {
+                    // Python: with lock: balance = balance + n; balance = balance - n
+                    let mut b = locked.lock().unwrap_or_else(PoisonError::into_inner);
+                    *b += n;
+                    window.open();
+                    *b -= n;
                 }
-                Ok(())
-            })
-            .inspect_err(|_| gate.abort())?,
-        );
+            }
+            Ok(())
+        })?;
     }
-    gate.open();
-    join_all(threads)?;
+    group.open();
+    join_all(group)?;
     let b = if race.no_lock {
         unlocked.0.load(Relaxed)
     } else {
@@ -329,75 +295,70 @@ fn tickets(args: TicketsArgs, out: &mut Out) -> Result<u8> {
     let locked = Arc::new(Mutex::new(total));
     let unlocked = Arc::new(AtomicU32::new(total));
     let sold = Arc::new(AtomicU32::new(0));
-    let gate = Gate::default();
-    let mut threads = Vec::new();
+    let mut group = Group::new();
     for i in 1..=args.threads {
-        let (locked, unlocked, sold, go) = (
+        let (locked, unlocked, sold) = (
             Arc::clone(&locked),
             Arc::clone(&unlocked),
             Arc::clone(&sold),
-            Arc::clone(&gate.go),
         );
-        threads.push(
-            thread::spawn(format!("Thread-{i}"), move || {
-                let mut out = Out::stdout();
-                out.set_quiet(race.quiet);
-                let me = thread::current_name();
-                go.wait();
-                // One purchase per buyer: no lockstep to break, so --yield
-                // always yields between the check and the update.
-                let pause = || {
-                    if race.yield_ {
-                        std::thread::yield_now();
-                    }
-                };
-                let bought = if race.no_lock {
-                    // Check, then act: another buyer can take the same ticket
-                    // between the two.
-                    let left = unlocked.load(Relaxed);
-                    if left > 0 {
-                        pause();
-                        unlocked.store(left - 1, Relaxed);
-                        Some(left)
-                    } else {
-                        None
-                    }
-                } else {
-                    let mut left = locked.lock().unwrap_or_else(PoisonError::into_inner);
-                    if *left > 0 {
-                        let was = *left;
-                        pause();
-                        *left = was - 1;
-                        // Printed under the lock, so the lines come in ticket order.
-                        note!(
-                            out,
-                            "{me} bought ticket {}, {} left",
-                            total - was + 1,
-                            was - 1
-                        )?;
-                        sold.fetch_add(1, Relaxed);
-                        return Ok(());
-                    }
-                    None
-                };
-                match bought {
-                    Some(was) => {
-                        sold.fetch_add(1, Relaxed);
-                        note!(
-                            out,
-                            "{me} bought ticket {}, {} left",
-                            total - was + 1,
-                            was - 1
-                        )
-                    }
-                    None => note!(out, "{me}: sold out"),
+        group.spawn(format!("Thread-{i}"), move |gate| {
+            let mut out = Out::stdout();
+            out.set_quiet(race.quiet);
+            let me = thread::current_name();
+            gate.wait();
+            // One purchase per buyer: no lockstep to break, so --yield
+            // always yields between the check and the update.
+            let pause = || {
+                if race.yield_ {
+                    std::thread::yield_now();
                 }
-            })
-            .inspect_err(|_| gate.abort())?,
-        );
+            };
+            let bought = if race.no_lock {
+                // Check, then act: another buyer can take the same ticket
+                // between the two.
+                let left = unlocked.load(Relaxed);
+                if left > 0 {
+                    pause();
+                    unlocked.store(left - 1, Relaxed);
+                    Some(left)
+                } else {
+                    None
+                }
+            } else {
+                let mut left = locked.lock().unwrap_or_else(PoisonError::into_inner);
+                if *left > 0 {
+                    let was = *left;
+                    pause();
+                    *left = was - 1;
+                    // Printed under the lock, so the lines come in ticket order.
+                    note!(
+                        out,
+                        "{me} bought ticket {}, {} left",
+                        total - was + 1,
+                        was - 1
+                    )?;
+                    sold.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                None
+            };
+            match bought {
+                Some(was) => {
+                    sold.fetch_add(1, Relaxed);
+                    note!(
+                        out,
+                        "{me} bought ticket {}, {} left",
+                        total - was + 1,
+                        was - 1
+                    )
+                }
+                None => note!(out, "{me}: sold out"),
+            }
+        })?;
     }
-    gate.open();
-    join_all(threads)?;
+    group.open();
+    join_all(group)?;
     let sold = sold.load(Relaxed);
     outln!(
         out,
@@ -410,6 +371,12 @@ fn tickets(args: TicketsArgs, out: &mut Out) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// What each thread of `invariant` counted.
+enum Tally {
+    Writer { updates: u64 },
+    Checker { checks: u64, mismatches: u64 },
+}
+
 fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
     let race = args.race;
     // With the lock: both numbers in one Mutex. Without: two atomics, each
@@ -417,21 +384,14 @@ fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
     let locked = Arc::new(Mutex::new((0u64, 0u64)));
     let a = Arc::new(AtomicU64::new(0));
     let b = Arc::new(AtomicU64::new(0));
-    let gate = Gate::default();
-
-    let writer = {
-        let (locked, a, b, stop, go) = (
-            Arc::clone(&locked),
-            Arc::clone(&a),
-            Arc::clone(&b),
-            gate.stop.clone(),
-            Arc::clone(&gate.go),
-        );
-        thread::spawn("Writer", move || {
-            go.wait();
+    let mut group = Group::new();
+    {
+        let (locked, a, b) = (Arc::clone(&locked), Arc::clone(&a), Arc::clone(&b));
+        group.spawn("Writer", move |gate| {
+            gate.wait();
             let mut window = Window::new(race.yield_, 0);
             let mut updates = 0u64;
-            while !stop.is_stopped() {
+            while !gate.is_stopped() {
                 if race.no_lock {
                     a.store(a.load(Relaxed) + 1, Relaxed);
                     window.open();
@@ -444,22 +404,15 @@ fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
                 }
                 updates += 1;
             }
-            updates
-        })
-        .inspect_err(|_| gate.abort())?
-    };
-    let checker = {
-        let (locked, a, b, stop, go) = (
-            Arc::clone(&locked),
-            Arc::clone(&a),
-            Arc::clone(&b),
-            gate.stop.clone(),
-            Arc::clone(&gate.go),
-        );
+            Ok(Tally::Writer { updates })
+        })?;
+    }
+    {
+        let (locked, a, b) = (Arc::clone(&locked), Arc::clone(&a), Arc::clone(&b));
         let show = u64::from(args.show);
-        thread::spawn("Checker", move || -> Result<(u64, u64)> {
+        group.spawn("Checker", move |gate| -> Result<Tally> {
             let mut out = Out::stdout();
-            go.wait();
+            gate.wait();
             let (mut checks, mut mismatches) = (0u64, 0u64);
             // At least one check, however short the run.
             loop {
@@ -476,18 +429,25 @@ fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
                         outln!(out, "mismatch: a={x} b={y}")?;
                     }
                 }
-                if stop.is_stopped() {
-                    return Ok((checks, mismatches));
+                if gate.is_stopped() {
+                    return Ok(Tally::Checker { checks, mismatches });
                 }
             }
-        })
-        .inspect_err(|_| gate.abort())?
-    };
-    gate.open();
+        })?;
+    }
+    group.open();
     std::thread::sleep(args.seconds.0);
-    gate.stop.stop();
-    let updates = writer.join()?;
-    let (checks, mismatches) = checker.join()??;
+    group.gate().stop();
+    let (mut updates, mut checks, mut mismatches) = (0, 0, 0);
+    for tally in group.join()? {
+        match tally? {
+            Tally::Writer { updates: u } => updates = u,
+            Tally::Checker {
+                checks: c,
+                mismatches: m,
+            } => (checks, mismatches) = (c, m),
+        }
+    }
     outln!(
         out,
         "checks={checks} updates={updates} mismatches={mismatches}"

@@ -4,23 +4,26 @@ use std::time::Instant;
 
 use super::{Scale, check, us_per};
 use crate::cmd::Result;
+use crate::pool::{Pool, Task};
 
-pub(super) fn bench_pool() -> Result<crate::pool::Pool> {
-    Ok(crate::pool::Pool::new(2, crate::cmd::pool::registry())?)
+/// A pool of 2 and its `square` task.
+pub(super) fn bench_pool() -> Result<(Pool, Task<i64, i64>)> {
+    let (registry, tasks) = crate::cmd::pool::registry();
+    Ok((Pool::new(2, registry)?, tasks.square))
 }
 
 /// map(square) of 10 000 items in chunks of 1 250 on a warm pool of 2, per map.
 pub(super) fn pool_map10k_warm(scale: Scale) -> Result<f64> {
     let maps = scale.n(200);
-    let args: Vec<[u8; 8]> = (0..10_000i64).map(i64::to_le_bytes).collect();
-    let mut pool = bench_pool()?;
+    let args: Vec<i64> = (0..10_000).collect();
+    let (mut pool, square) = bench_pool()?;
     // map_into reuses one result set, as the C baseline reuses its arrays.
-    let mut r = pool.map("square", &args, 1250)?; // warm the workers
+    let mut r = pool.map(square, &args, 1250)?; // warm the workers
     let t0 = Instant::now();
     for _ in 0..maps {
-        pool.map_into("square", &args, 1250, &mut r)?;
+        pool.map_into(square, &args, 1250, &mut r)?;
         check(
-            r.get(9999) == Ok(&(9999i64 * 9999).to_le_bytes()[..]),
+            r.get(9999) == Ok(9999 * 9999),
             "pool_map10k_warm",
             "wrong result",
         )?;
@@ -34,16 +37,12 @@ pub(super) fn pool_map10k_warm(scale: Scale) -> Result<f64> {
 /// apply_async(square) + get on a warm pool of 2, per round trip.
 pub(super) fn pool_apply_async_rtt(scale: Scale) -> Result<f64> {
     let n = scale.n(20_000);
-    let mut pool = bench_pool()?;
+    let (mut pool, square) = bench_pool()?;
     let t0 = Instant::now();
     for i in 0..n as i64 {
-        let h = pool.apply_async("square", &i.to_le_bytes())?;
+        let h = pool.apply_async(square, i)?;
         let r = pool.get(&h, None)?.expect("no timeout");
-        check(
-            r.as_deref() == Ok(&(i * i).to_le_bytes()[..]),
-            "pool_apply_async_rtt",
-            "wrong result",
-        )?;
+        check(r == Ok(i * i), "pool_apply_async_rtt", "wrong result")?;
     }
     let t = us_per(t0, n);
     pool.close();

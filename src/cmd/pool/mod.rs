@@ -8,7 +8,7 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::pool::{Event, Pool, Registry, TaskError, Wire};
+use crate::pool::{Event, Pool, Registry, Task, TaskError};
 use crate::process;
 use crate::{note, outln};
 
@@ -92,50 +92,67 @@ pub enum Command {
     },
 }
 
-fn hello(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let i = u64::from_le_bytes(arg.try_into().map_err(|_| "hello wants 8 bytes")?);
-    use std::io::Write;
-    write!(out, "hello {i} from worker {}", process::getpid()).map_err(|e| e.to_string())
+/// `hello`: who ran task `i`.
+fn hello(i: u64) -> String {
+    format!("hello {i} from worker {}", process::getpid())
 }
 
-fn crash(_arg: &[u8], _out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    // Die as if killed from outside: the pool sees only a closed pipe.
+/// `crash`: the worker dies as if killed from outside; the pool sees only
+/// a closed pipe.
+fn crash(_: u64) -> std::result::Result<String, String> {
     let _ = process::die_of(Signal::SIGKILL);
     Err("SIGKILL did not end the worker".into())
 }
 
-/// The `square` task of `pk-pool map`, a typed task: an i64, squared, or
-/// an overflow error.
+/// The `square` task of `pk-pool map`: an i64, squared, or an overflow
+/// error.
 pub fn square(n: i64) -> std::result::Result<i64, String> {
     n.checked_mul(n)
         .ok_or_else(|| format!("{n} squared overflows i64"))
 }
 
-/// `square` with a leading flag byte: 1 makes the worker SIGKILL itself first.
-fn square_or_die(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
-    match arg.split_first() {
-        Some((1, _)) => crash(arg, out),
-        Some((_, rest)) => {
-            let n = i64::get(rest).ok_or("square wants 8 bytes")?;
-            out.extend_from_slice(&square(n)?.to_le_bytes());
-            Ok(())
-        }
-        None => Err("square_or_die wants 9 bytes".into()),
+/// `square`, or, when `die` is set, the worker SIGKILLs itself first.
+fn square_or_die((die, n): (bool, i64)) -> std::result::Result<i64, String> {
+    if die {
+        crash(0)?;
     }
+    square(n)
 }
 
-/// The tasks pk-pool's workers know.
-pub fn registry() -> Registry {
-    Registry::new()
-        .register("hello", hello)
-        .register("crash", crash)
-        .register_typed("square", square)
-        .register("square_or_die", square_or_die)
-        .register("exec", exec::exec_task)
+/// The typed handles of pk-pool's tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct Tasks {
+    /// `hello {i} from worker {pid}`.
+    pub hello: Task<u64, String>,
+    /// The worker SIGKILLs itself.
+    pub crash: Task<u64, String>,
+    /// An i64 squared.
+    pub square: Task<i64, i64>,
+    /// An i64 squared, or the worker dies first when the flag is set.
+    pub square_or_die: Task<(bool, i64), i64>,
 }
 
+/// The tasks pk-pool's workers know: the typed ones, and `exec` (raw,
+/// by name).
+pub fn registry() -> (Registry, Tasks) {
+    let mut registry = Registry::new().register("exec", exec::exec_task);
+    let tasks = Tasks {
+        hello: registry.task("hello", hello),
+        crash: registry.task("crash", crash),
+        square: registry.task("square", square),
+        square_or_die: registry.task("square_or_die", square_or_die),
+    };
+    (registry, tasks)
+}
+
+/// A pool of `workers` that knows pk-pool's tasks.
 pub(super) fn new_pool(workers: u32) -> Result<Pool> {
-    Ok(Pool::new(workers as usize, registry())?)
+    Ok(pool_with_tasks(workers)?.0)
+}
+
+fn pool_with_tasks(workers: u32) -> Result<(Pool, Tasks)> {
+    let (registry, tasks) = registry();
+    Ok((Pool::new(workers as usize, registry)?, tasks))
 }
 
 /// Run pk-pool.
@@ -171,18 +188,18 @@ fn report_events(out: &mut Out, pool: &mut Pool) -> Result<()> {
 }
 
 fn demo(out: &mut Out, workers: u32, tasks: u32, kill_a_worker: bool) -> Result<u8> {
-    let mut pool = new_pool(workers)?;
+    let (mut pool, t) = pool_with_tasks(workers)?;
     let pids: Vec<String> = pool.pids().iter().map(ToString::to_string).collect();
     note!(out, "pool of {workers} workers: {}", pids.join(" "))?;
     let victim = kill_a_worker.then_some(tasks / 2);
     let mut handles = Vec::with_capacity(tasks as usize);
     for i in 0..tasks {
-        let task = if Some(i) == victim { "crash" } else { "hello" };
-        handles.push(pool.apply_async(task, &u64::from(i).to_le_bytes())?);
+        let task = if Some(i) == victim { t.crash } else { t.hello };
+        handles.push(pool.apply_async(task, u64::from(i))?);
     }
     for (i, h) in handles.iter().enumerate() {
         match pool.get(h, None)?.expect("no timeout was given") {
-            Ok(text) => outln!(out, "{}", String::from_utf8_lossy(&text))?,
+            Ok(text) => outln!(out, "{text}")?,
             Err(TaskError::WorkerDied { pid, status, .. }) => {
                 outln!(out, "task {i} lost: worker {pid} {status}")?
             }
@@ -209,7 +226,7 @@ fn map(
     values: &[i64],
     kill_worker_at: Option<usize>,
 ) -> Result<u8> {
-    let mut pool = new_pool(workers)?;
+    let (mut pool, t) = pool_with_tasks(workers)?;
     let chunk = chunksize as usize;
     let results = if let Some(victim) = kill_worker_at {
         if victim >= values.len() {
@@ -219,15 +236,14 @@ fn map(
             )
             .into());
         }
-        let args: Vec<Vec<u8>> = values
+        let args: Vec<(bool, i64)> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| [&[u8::from(i == victim)][..], &v.to_le_bytes()].concat())
+            .map(|(i, &v)| (i == victim, v))
             .collect();
-        pool.map("square_or_die", &args, chunk)?
+        pool.map(t.square_or_die, &args, chunk)?
     } else {
-        let args: Vec<[u8; 8]> = values.iter().map(|v| v.to_le_bytes()).collect();
-        pool.map("square", &args, chunk)?
+        pool.map(t.square, values, chunk)?
     };
     pool.close();
     pool.join()?;
@@ -239,14 +255,7 @@ fn map(
             line.push_str(", ");
         }
         match r {
-            Ok(bytes) => {
-                let v = i64::from_le_bytes(
-                    bytes
-                        .try_into()
-                        .map_err(|_| Error::data("recv", "square", "not 8 bytes"))?,
-                );
-                line.push_str(&v.to_string());
-            }
+            Ok(v) => line.push_str(&v.to_string()),
             Err(e) => {
                 line.push_str("error");
                 failed.push(e);

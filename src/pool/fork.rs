@@ -1,0 +1,137 @@
+//! The workers as forked processes: the [`Backend`] a [`super::Pool`]
+//! runs on. Each worker gets its own task pipe and result pipe; the parent
+//! waits on every result pipe at once with poll(2), and reaps exactly the
+//! pid of a worker that is gone (never `waitpid(-1)`).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::Signal;
+
+use super::registry::Registry;
+use super::scheduler::{Backend, Slot, Started};
+use super::worker::worker_main;
+use crate::error::{Error, Result};
+use crate::pipe::{self, Reader, Writer};
+use crate::process::{self, Fork, Pid};
+use crate::status::Status;
+
+/// Workers forked from this process.
+#[derive(Debug)]
+pub(crate) struct Forked {
+    /// The tasks; every worker inherits them.
+    pub(crate) registry: Arc<Registry>,
+    /// How a worker is forked: [`process::fork_named`] (checked), or the
+    /// unchecked fork [`super::Pool::new_unchecked`]'s caller vouched for.
+    pub(crate) fork: fn(&str) -> Result<Fork>,
+    /// Readable when waiting should stop (see [`super::Pool::interrupt_on`]).
+    pub(crate) interrupt: Option<OwnedFd>,
+}
+
+/// A worker's pipe ends, as the parent holds them.
+#[derive(Debug)]
+pub(crate) struct Ends {
+    tasks: Writer,
+    results: Reader,
+}
+
+impl Backend for Forked {
+    type Ends = Ends;
+
+    fn start(&mut self, others: &mut Vec<Slot<Ends>>) -> Result<Started<Ends>> {
+        let (task_r, task_w) = pipe::pipe()?;
+        let (result_r, result_w) = pipe::pipe()?;
+        // The child never returns: worker_main ends in _exit.
+        match (self.fork)("pool worker")? {
+            Fork::Child => {
+                drop(task_w);
+                drop(result_r);
+                // Close every other worker's pipe ends, so that a worker's
+                // end of file really means its parent closed the task pipe.
+                others.clear();
+                self.interrupt = None;
+                // A worker ends by the signals that end a process, whatever
+                // handlers the parent program installed (they would write
+                // to the parent's self-pipe, not stop the worker).
+                for sig in [
+                    Signal::SIGINT,
+                    Signal::SIGTERM,
+                    Signal::SIGHUP,
+                    Signal::SIGQUIT,
+                ] {
+                    let _ = process::restore_default(sig);
+                }
+                worker_main(&self.registry, task_r, result_w)
+            }
+            Fork::Parent(pid) => {
+                // Linux shrinks new pipes to one page when a user holds too
+                // many pipe pages, so ask instead of assuming 64 KiB.
+                let capacity =
+                    nix::fcntl::fcntl(task_w.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+                        .map_or(pipe::PIPE_BUF, |n| {
+                            usize::try_from(n).unwrap_or(pipe::PIPE_BUF)
+                        });
+                Ok(Started {
+                    pid,
+                    ends: Ends {
+                        tasks: task_w,
+                        results: result_r,
+                    },
+                    capacity,
+                })
+            }
+        }
+    }
+
+    fn send(&mut self, ends: &mut Ends, frame: &[u8]) -> Result<()> {
+        ends.tasks.send(frame)
+    }
+
+    fn wait(
+        &mut self,
+        slots: &[Slot<Ends>],
+        deadline: Option<Instant>,
+        ready: &mut Vec<usize>,
+    ) -> Result<bool> {
+        let timeout = process::poll_timeout(deadline);
+        let mut fds: Vec<PollFd<'_>> = slots
+            .iter()
+            .map(|w| PollFd::new(w.ends.results.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if let Some(fd) = &self.interrupt {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(true),
+            Err(e) => return Err(Error::sys("poll", "pool workers", e)),
+        }
+        let woke = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+        if fds.get(slots.len()).is_some_and(woke) {
+            return Err(Error::sys("poll", "pool interrupt", Errno::EINTR));
+        }
+        ready.extend(
+            fds.iter()
+                .enumerate()
+                .filter(|(_, f)| woke(f))
+                .map(|(i, _)| i),
+        );
+        Ok(true)
+    }
+
+    fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>) -> Result<bool> {
+        ends.results.recv_into(frame)
+    }
+
+    fn reap(&mut self, pid: Pid) -> Result<Status> {
+        process::waitpid(pid)
+    }
+
+    fn kill(&mut self, pid: Pid) {
+        let _ = process::kill(pid, Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,247 @@
+//! A pre-forked process pool: Python's `multiprocessing.Pool`, on fork and
+//! pipes, that never hangs when a worker dies.
+//!
+//! Code cannot cross a pipe, so tasks are registered before the pool forks
+//! and the workers inherit them. [`Registry::task`] takes a closure over
+//! the task's own types (numbers, `String`, `Vec<u8>`, tuples: [`Wire`])
+//! and returns a typed [`Task`] handle; [`Pool::map`] and
+//! [`Pool::apply_async`] take that handle and hand back the task's own
+//! result type. Nothing is looked up by name, and no bytes are written by
+//! hand:
+//!
+//! ```no_run
+//! use posixkit::pool::{Pool, Registry};
+//! let mut registry = Registry::new();
+//! let square = registry.task("square", |n: i64| n.checked_mul(n).ok_or("overflow"));
+//! let shout = registry.task("shout", |s: String| s.to_uppercase());
+//! let mut pool = Pool::new(2, registry).unwrap();
+//!
+//! let squares = pool.map(square, &[1, 2, 3, 4, 5], 2).unwrap();
+//! assert_eq!(squares.get(4), Ok(25));
+//! let h = pool.apply_async(shout, "hello".to_string()).unwrap();
+//! assert_eq!(pool.get(&h, None).unwrap(), Some(Ok("HELLO".to_string())));
+//! pool.close();
+//! pool.join().unwrap();
+//! ```
+//!
+//! Raw tasks ([`Registry::register`]: `fn(&[u8], &mut Vec<u8>)`) are run
+//! by name with byte arguments, for tasks that are about bytes.
+//!
+//! How it works:
+//! - Each worker has its own task pipe and result pipe, so the pool always
+//!   knows which task each worker holds. A worker runs one batch at a time
+//!   (one task from `apply_async`, or one chunk of `map`) and may hold a
+//!   second in its pipe, so it never waits for the parent between batches;
+//!   the second is sent only when both fit in the pipe's capacity
+//!   (F_GETPIPE_SZ), so parent and worker can never block on each other.
+//! - The parent waits with poll(2) on every worker's result pipe. A worker
+//!   that dies (killed, crashed) closes its result pipe: the pool reaps
+//!   exactly that pid, reports the batch it was running as
+//!   [`TaskError::WorkerDied`] with the decoded status, queues the batch
+//!   that had not started again, forks a replacement and goes on. Python's Pool hangs
+//!   in this case; this one cannot, because no result is awaited from a
+//!   worker that is gone.
+//! - A task that returns `Err` or panics fails alone
+//!   ([`TaskError::Failed`]); its worker lives on.
+//! - `close` then `join` lets the queued work finish, closes the task pipes
+//!   (end of file tells each worker to `_exit(0)`) and reaps every worker;
+//!   `terminate` kills them with SIGKILL and reaps them. Dropping a pool
+//!   that was not joined terminates it: no worker outlives its pool, and no
+//!   zombie is left.
+//! - Writes to a worker that died before reading its task fail with EPIPE;
+//!   that batch had not started, so it is queued again. This relies on
+//!   SIGPIPE being ignored, which is the default in Rust programs.
+//! - A typed task's batch loop is compiled for it. When its arguments and
+//!   results have a fixed width (numbers, tuples of numbers), a batch
+//!   travels packed, with no per-item framing, as a C pool sends an array,
+//!   and the worker writes the results in place into an output sized once.
+//!
+//! The files, by concern: `registry` (tasks and handles), `wire` (how a
+//! value is bytes), `frame` (the task and result frames, inside
+//! [`crate::pipe`]'s frames), `worker` (the worker's loop), `scheduler`
+//! (dispatch, dead workers, results: tested with mocks, no fork),
+//! `fork` (the workers as forked processes), `results`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::process::{self, Fork, Pid};
+use crate::status::Status;
+
+mod fork;
+mod frame;
+mod registry;
+mod results;
+mod scheduler;
+mod wire;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+pub use registry::{Outcome, Registry, Target, Task, TaskFn};
+pub use results::{AsyncResult, Event, MapResults, Results, TaskError};
+pub use wire::Wire;
+
+use fork::Forked;
+use scheduler::Scheduler;
+
+/// A pool of pre-forked worker processes. See the [module docs](self).
+#[derive(Debug)]
+pub struct Pool {
+    registry: Arc<Registry>,
+    sched: Scheduler<Forked>,
+    /// Not Send: the pool forks from its methods, so it stays on the thread
+    /// that created it (for an unchecked pool, the thread whose
+    /// single-threadedness the caller vouched for).
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Pool {
+    /// Fork `workers` (1-1024) worker processes that can run the tasks in
+    /// `registry`.
+    ///
+    /// The pool forks here and again whenever it replaces a dead worker
+    /// (inside [`Pool::get`], [`Pool::map`], [`Pool::join`]); every one of
+    /// those forks is [`process::fork`]'s, refused with
+    /// [`ErrorKind::ThreadsRunning`](crate::ErrorKind::ThreadsRunning) while
+    /// other threads run. [`Pool::new_unchecked`] skips the check.
+    pub fn new(workers: usize, registry: Registry) -> Result<Pool> {
+        Pool::with_fork(workers, registry, |what| process::fork_named(what))
+    }
+
+    /// [`Pool::new`] with `fork` as the way every worker is forked.
+    pub(crate) fn with_fork(
+        workers: usize,
+        registry: Registry,
+        fork: fn(&str) -> Result<Fork>,
+    ) -> Result<Pool> {
+        let registry = Arc::new(registry);
+        let backend = Forked {
+            registry: Arc::clone(&registry),
+            fork,
+            interrupt: None,
+        };
+        Ok(Pool {
+            registry,
+            sched: Scheduler::new(backend, workers)?,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// The workers' pids, in slot order.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.sched.pids()
+    }
+
+    /// Stop waiting as soon as `fd` becomes readable: the read end of a
+    /// self-pipe that a signal handler writes to, for instance
+    /// (`signal_hook::low_level::pipe`). From then on every wait
+    /// ([`Pool::get`], [`Pool::map`], [`Pool::join`]) returns an error of
+    /// kind [`ErrorKind::Interrupted`](crate::ErrorKind::Interrupted), and
+    /// the caller decides, usually
+    /// [`Pool::terminate`]. Workers do not inherit the descriptor.
+    pub fn interrupt_on(&mut self, fd: std::os::fd::OwnedFd) {
+        self.sched.backend.interrupt = Some(fd);
+    }
+
+    /// Workers replaced since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.sched.take_events()
+    }
+
+    /// Queue `task` with `arg`; the result comes from [`Pool::get`].
+    /// `task` is a [`Task`] handle (or, for a raw task, its name with `arg`
+    /// as bytes).
+    pub fn apply_async<A, T: Target<A>>(
+        &mut self,
+        task: T,
+        arg: A,
+    ) -> Result<AsyncResult<T::Output>> {
+        let (func, name) = task.resolve(&self.registry)?;
+        let id = self.sched.submit(name, 0, |frame, id| {
+            T::encode(frame, id, func, std::slice::from_ref(&arg))
+        })?;
+        self.sched.dispatch()?;
+        Ok(AsyncResult::new(id))
+    }
+
+    /// Wait for an [`Pool::apply_async`] result, at most `timeout` (forever
+    /// with `None`). `Ok(None)`: the timeout passed first, and the handle
+    /// stays valid. A result is handed out once.
+    pub fn get<R: Wire>(
+        &mut self,
+        handle: &AsyncResult<R>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<std::result::Result<R, TaskError>>> {
+        // A timeout too large for the clock waits for ever.
+        let deadline = timeout.and_then(process::deadline_after);
+        let Some(batch) = self.sched.wait_for(handle.id, deadline)? else {
+            return Ok(None);
+        };
+        let result = batch.decode(0);
+        self.sched.recycle(batch.frame);
+        Ok(Some(result))
+    }
+
+    /// Run `task` on every argument, in chunks of `chunksize` items (0: an
+    /// even split, four chunks per worker), and wait for all results, in
+    /// argument order: a [`Results`] of the task's result type for a
+    /// [`Task`] handle ([`MapResults`] of bytes for a raw task's name).
+    pub fn map<A, T: Target<A>>(
+        &mut self,
+        task: T,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<T::Results> {
+        let mut results = T::Results::default();
+        self.map_into(task, args, chunksize, &mut results)?;
+        Ok(results)
+    }
+
+    /// [`Pool::map`] into `results`, reusing its buffers: in a loop of maps
+    /// this allocates nothing once warm.
+    pub fn map_into<A, T: Target<A>>(
+        &mut self,
+        task: T,
+        args: &[A],
+        chunksize: usize,
+        results: &mut T::Results,
+    ) -> Result<()> {
+        let (func, name) = task.resolve(&self.registry)?;
+        self.sched.map(
+            name,
+            args.len(),
+            chunksize,
+            T::raw(results),
+            |frame, id, items| T::encode(frame, id, func, &args[items]),
+        )
+    }
+
+    /// Accept no more tasks (Python's `close`); queued tasks still run.
+    pub fn close(&mut self) {
+        self.sched.close();
+    }
+
+    /// After [`Pool::close`]: wait for every queued task, then let each
+    /// worker exit and reap it. Results of earlier `apply_async` calls stay
+    /// available from [`Pool::get`].
+    pub fn join(&mut self) -> Result<Vec<(Pid, Status)>> {
+        self.sched.join()
+    }
+
+    /// Kill every worker with SIGKILL and reap it; tasks not finished are
+    /// reported as [`TaskError::Cancelled`].
+    pub fn terminate(&mut self) -> Result<()> {
+        self.sched.terminate()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.sched.has_workers() {
+            let _ = self.sched.terminate();
+        }
+    }
+}

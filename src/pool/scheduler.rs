@@ -1,0 +1,476 @@
+//! The pool's bookkeeping: which batch each worker holds, what is queued,
+//! which results came back, and what happens when a worker dies. It is
+//! generic over a [`Backend`] that starts, feeds, waits for and reaps
+//! workers, so that the same logic runs on forked processes
+//! ([`super::fork::Forked`]) and, in the tests below, on mocks that count
+//! every start, send, wait, kill and reap, with no fork and no sleep.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use super::frame::{self, RESULT_HEAD};
+use super::results::{Batch, Event, Lost, MapResults};
+use super::wire::read;
+use crate::error::{Error, Result};
+use crate::pipe;
+use crate::process::Pid;
+use crate::status::Status;
+
+/// What the scheduler needs from the workers' side.
+pub(crate) trait Backend {
+    /// A live worker's ends (its task and result pipes).
+    type Ends;
+
+    /// Start a worker. `others` are the other workers' slots: a forked
+    /// child closes their ends before it starts working.
+    fn start(&mut self, others: &mut Vec<Slot<Self::Ends>>) -> Result<Started<Self::Ends>>;
+
+    /// Send a task frame; an error with EPIPE means the worker is gone.
+    fn send(&mut self, ends: &mut Self::Ends, frame: &[u8]) -> Result<()>;
+
+    /// Wait until `deadline` (`None`: for ever) for result ends to become
+    /// readable (or closed), and put their slot numbers in `ready`.
+    /// `Ok(false)`: the deadline passed first. `Ok(true)` with nothing
+    /// ready: a signal interrupted the wait.
+    fn wait(
+        &mut self,
+        slots: &[Slot<Self::Ends>],
+        deadline: Option<Instant>,
+        ready: &mut Vec<usize>,
+    ) -> Result<bool>;
+
+    /// Receive one result frame into `frame`; `Ok(false)` at end of file
+    /// (the worker is gone).
+    fn recv(&mut self, ends: &mut Self::Ends, frame: &mut Vec<u8>) -> Result<bool>;
+
+    /// Wait for worker `pid` to end, and how it ended.
+    fn reap(&mut self, pid: Pid) -> Result<Status>;
+
+    /// Kill worker `pid` (SIGKILL).
+    fn kill(&mut self, pid: Pid);
+}
+
+/// A started worker.
+#[derive(Debug)]
+pub(crate) struct Started<E> {
+    pub(crate) pid: Pid,
+    pub(crate) ends: E,
+    /// Bytes its task pipe holds (F_GETPIPE_SZ).
+    pub(crate) capacity: usize,
+}
+
+/// A worker and the batches it holds.
+#[derive(Debug)]
+pub(crate) struct Slot<E> {
+    pub(crate) pid: Pid,
+    pub(crate) ends: E,
+    /// Batches sent and not yet answered, oldest first. The worker runs
+    /// them in this order, so only the first can have started.
+    busy: VecDeque<Job>,
+    capacity: usize,
+}
+
+/// A batch waiting for a worker.
+#[derive(Debug)]
+struct Job {
+    id: u64,
+    task: &'static str,
+    first: usize,
+    count: u32,
+    /// The encoded task frame.
+    frame: Vec<u8>,
+}
+
+/// Batches a worker may hold at once: the next is already in its pipe when
+/// it finishes one, so it never waits for the parent.
+const DEPTH: usize = 2;
+
+/// Frame buffers a pool keeps for reuse.
+const SPARE_BUFFERS: usize = 64;
+
+/// The pool's state, whatever its workers are.
+#[derive(Debug)]
+pub(crate) struct Scheduler<B: Backend> {
+    pub(crate) backend: B,
+    workers: Vec<Slot<B::Ends>>,
+    queue: VecDeque<Job>,
+    done: HashMap<u64, Batch>,
+    events: Vec<Event>,
+    next_id: u64,
+    closed: bool,
+    /// Frame buffers to reuse (see [`Scheduler::recycle`]).
+    spare: Vec<Vec<u8>>,
+    /// Slots with something to read, from the last wait.
+    ready: Vec<usize>,
+}
+
+impl<B: Backend> Scheduler<B> {
+    /// Start `workers` (1-1024) workers on `backend`.
+    pub(crate) fn new(backend: B, workers: usize) -> Result<Self> {
+        if !(1..=1024).contains(&workers) {
+            return Err(Error::invalid("workers", "a pool has 1-1024 workers"));
+        }
+        let mut s = Scheduler {
+            backend,
+            workers: Vec::with_capacity(workers),
+            queue: VecDeque::new(),
+            done: HashMap::new(),
+            events: Vec::new(),
+            next_id: 1,
+            closed: false,
+            spare: Vec::new(),
+            ready: Vec::new(),
+        };
+        for _ in 0..workers {
+            let w = s.start()?;
+            s.workers.push(w);
+        }
+        Ok(s)
+    }
+
+    fn start(&mut self) -> Result<Slot<B::Ends>> {
+        let Started {
+            pid,
+            ends,
+            capacity,
+        } = self.backend.start(&mut self.workers)?;
+        Ok(Slot {
+            pid,
+            ends,
+            busy: VecDeque::new(),
+            capacity,
+        })
+    }
+
+    pub(crate) fn pids(&self) -> Vec<Pid> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    pub(crate) fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Queue one batch of task `task`, whose first item is item `first` of
+    /// the caller's arguments; `encode` writes its frame for the id given.
+    pub(crate) fn submit(
+        &mut self,
+        task: &'static str,
+        first: usize,
+        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u32>,
+    ) -> Result<u64> {
+        if self.closed {
+            return Err(Error::invalid("apply", "the pool is closed"));
+        }
+        let id = self.next_id;
+        let mut frame = self.spare.pop().unwrap_or_default();
+        let count = match encode(&mut frame, id) {
+            Ok(count) => count,
+            Err(e) => {
+                self.recycle(frame);
+                return Err(e);
+            }
+        };
+        self.next_id += 1;
+        self.queue.push_back(Job {
+            id,
+            task,
+            first,
+            count,
+            frame,
+        });
+        Ok(id)
+    }
+
+    /// The batch `id`, waiting for it until `deadline`; `Ok(None)` when the
+    /// deadline passed first (the batch stays pending).
+    pub(crate) fn wait_for(&mut self, id: u64, deadline: Option<Instant>) -> Result<Option<Batch>> {
+        loop {
+            if let Some(batch) = self.done.remove(&id) {
+                return Ok(Some(batch));
+            }
+            if !self.is_pending(id) {
+                return Err(Error::invalid(
+                    "get",
+                    "this result was already taken, or belongs to another pool",
+                ));
+            }
+            if !self.pump(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Run `n` items in chunks of `chunksize` (0: four chunks per worker)
+    /// and wait for them all, into `results` (its buffers reused).
+    /// `encode` writes the frame of the items in a range for an id.
+    pub(crate) fn map(
+        &mut self,
+        task: &'static str,
+        n: usize,
+        chunksize: usize,
+        results: &mut MapResults,
+        mut encode: impl FnMut(&mut Vec<u8>, u64, Range<usize>) -> Result<u32>,
+    ) -> Result<()> {
+        for b in results.batches.drain(..) {
+            self.recycle(b.frame);
+        }
+        results.len = 0;
+        let chunk = if chunksize == 0 {
+            n.div_ceil(self.workers.len() * 4).max(1)
+        } else {
+            chunksize
+        };
+        let mut ids = Vec::with_capacity(n.div_ceil(chunk));
+        for first in (0..n).step_by(chunk) {
+            let items = first..n.min(first + chunk);
+            ids.push(self.submit(task, first, |frame, id| encode(frame, id, items))?);
+            // Hand each chunk out as soon as it is encoded, so the workers
+            // start while the rest is encoded. Once the queue holds more
+            // than this chunk, every worker is full: skip the scan.
+            if self.queue.len() == 1 {
+                self.dispatch()?;
+            }
+        }
+        // Chunks still queued go out from pump, which dispatches first.
+        for id in ids {
+            loop {
+                if let Some(b) = self.done.remove(&id) {
+                    results.batches.push(b);
+                    break;
+                }
+                self.pump(None)?;
+            }
+        }
+        results.len = n;
+        Ok(())
+    }
+
+    /// Accept no more tasks; queued tasks still run.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// After [`Scheduler::close`]: wait for every queued batch, then let
+    /// each worker exit and reap it.
+    pub(crate) fn join(&mut self) -> Result<Vec<(Pid, Status)>> {
+        if !self.closed {
+            return Err(Error::invalid(
+                "join",
+                "call close() before join(), as in Python",
+            ));
+        }
+        while !self.queue.is_empty() || self.workers.iter().any(|w| !w.busy.is_empty()) {
+            self.pump(None)?;
+        }
+        // Close every task pipe first (end of file: each worker's loop ends
+        // with _exit(0)), then reap them all, even past an error.
+        let pids: Vec<Pid> = std::mem::take(&mut self.workers)
+            .into_iter()
+            .map(|w| w.pid)
+            .collect();
+        let mut statuses = Vec::with_capacity(pids.len());
+        let mut first_error = None;
+        for pid in pids {
+            match self.backend.reap(pid) {
+                Ok(status) => statuses.push((pid, status)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(statuses), Err)
+    }
+
+    /// Kill every worker and reap it; batches not finished are cancelled.
+    pub(crate) fn terminate(&mut self) -> Result<()> {
+        self.closed = true;
+        let mut first_error = None;
+        for w in std::mem::take(&mut self.workers) {
+            for job in &w.busy {
+                self.fail(job, Lost::Cancelled);
+            }
+            self.backend.kill(w.pid);
+            drop(w.ends);
+            if let Err(e) = self.backend.reap(w.pid) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for job in std::mem::take(&mut self.queue) {
+            self.fail(&job, Lost::Cancelled);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether any worker is left (none after join or terminate).
+    pub(crate) fn has_workers(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
+    /// Record that `job` produced no results, and why.
+    fn fail(&mut self, job: &Job, lost: Lost) {
+        self.done.insert(
+            job.id,
+            Batch::lost(job.task, job.first, job.count as usize, lost),
+        );
+    }
+
+    fn is_pending(&self, id: u64) -> bool {
+        self.queue.iter().any(|j| j.id == id)
+            || self
+                .workers
+                .iter()
+                .any(|w| w.busy.iter().any(|j| j.id == id))
+    }
+
+    /// Give queued batches to workers: one to each idle worker, then a
+    /// second to a busy one when both frames fit in its task pipe at once.
+    /// That bound keeps the parent from ever blocking on a full task pipe
+    /// while the worker blocks on a full result pipe.
+    pub(crate) fn dispatch(&mut self) -> Result<()> {
+        for depth in 0..DEPTH {
+            for slot in 0..self.workers.len() {
+                let Some(next) = self.queue.front() else {
+                    return Ok(());
+                };
+                let w = &self.workers[slot];
+                // Bytes of the frames it holds, with their length prefixes.
+                let in_flight = w
+                    .busy
+                    .iter()
+                    .map(|j| j.frame.len() + pipe::HEADER)
+                    .sum::<usize>();
+                if w.busy.len() != depth
+                    || (depth > 0 && in_flight + next.frame.len() + pipe::HEADER > w.capacity)
+                {
+                    continue;
+                }
+                let job = self.queue.pop_front().expect("queue is not empty");
+                let w = &mut self.workers[slot];
+                match self.backend.send(&mut w.ends, &job.frame) {
+                    Ok(()) => w.busy.push_back(job),
+                    Err(e) if e.errno() == Some(Errno::EPIPE) => {
+                        // The worker died before reading it: the batch never ran.
+                        self.queue.push_front(job);
+                        self.replace(slot)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for results until something finishes or `deadline` passes;
+    /// false when the deadline passed with nothing done.
+    fn pump(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        self.dispatch()?;
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        let woke = self.backend.wait(&self.workers, deadline, &mut ready);
+        let result = match woke {
+            Ok(true) => self.collect(&ready).map(|()| true),
+            other => other,
+        };
+        self.ready = ready;
+        if !result? {
+            return Ok(false);
+        }
+        self.dispatch()?;
+        Ok(true)
+    }
+
+    /// Read the result frames of the `ready` slots; replace the workers
+    /// whose pipe closed.
+    fn collect(&mut self, ready: &[usize]) -> Result<()> {
+        for &slot in ready {
+            let mut frame = self.spare.pop().unwrap_or_default();
+            match self.backend.recv(&mut self.workers[slot].ends, &mut frame) {
+                Ok(true) => {
+                    let job = self.workers[slot].busy.pop_front();
+                    let batch = parse_results(job.as_ref(), frame)?;
+                    if let Some(j) = job {
+                        self.recycle(j.frame);
+                    }
+                    self.done.insert(batch.0, batch.1);
+                }
+                Ok(false) | Err(_) => {
+                    self.recycle(frame);
+                    self.replace(slot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep a buffer for the next frame: allocating and freeing frames of
+    /// tens of KiB on every batch makes the allocator give memory back and
+    /// fault it in again (page faults cost more than the whole batch).
+    /// A buffer keeps its length: receiving into it then zeroes nothing.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
+    }
+
+    /// The worker in `slot` is gone: reap it, fail its batch, start a new one.
+    fn replace(&mut self, slot: usize) -> Result<()> {
+        let new = self.start()?;
+        let old = std::mem::replace(&mut self.workers[slot], new);
+        let Slot {
+            pid, ends, busy, ..
+        } = old;
+        drop(ends);
+        // Its result pipe is closed, so it has exited or is exiting.
+        let status = self.backend.reap(pid)?;
+        let mut busy = busy;
+        // Batches behind the first never started: queue them again, in order.
+        while busy.len() > 1 {
+            self.queue.push_front(busy.pop_back().expect("len > 1"));
+        }
+        if let Some(job) = busy.pop_front() {
+            self.fail(&job, Lost::Died(pid, status));
+        }
+        self.events.push(Event::Replaced {
+            old: pid,
+            status,
+            new: self.workers[slot].pid,
+        });
+        Ok(())
+    }
+}
+
+/// Check a result frame against the batch it answers.
+fn parse_results(job: Option<&Job>, frame: Vec<u8>) -> Result<(u64, Batch)> {
+    let bad = |why: &str| Error::data("recv", "pool worker", why.to_string());
+    let job = job.ok_or_else(|| bad("a result came from an idle worker"))?;
+    let (id, count, width) = match (
+        read::<u64>(&frame, 0),
+        read::<u32>(&frame, 8),
+        read::<u32>(&frame, 12),
+    ) {
+        (Some(id), Some(count), Some(width)) => (id, count, width),
+        _ => return Err(bad("short result")),
+    };
+    if id != job.id || count != job.count || frame.len() < RESULT_HEAD {
+        return Err(bad("a result does not match its task"));
+    }
+    let layout = frame::parse_layout(&frame, count, width).map_err(bad)?;
+    Ok((
+        id,
+        Batch {
+            task: job.task,
+            first: job.first,
+            frame,
+            layout,
+            lost: None,
+            count: count as usize,
+        },
+    ))
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

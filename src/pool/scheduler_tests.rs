@@ -1,0 +1,373 @@
+//! The scheduler on mock workers: no fork, no pipe, no sleep. A mock
+//! worker runs the batches it is sent with the real worker code
+//! ([`run_batch`]) when the scheduler reads its result, and has a fate: it
+//! works, dies while running its n-th batch, is gone before it reads its
+//! first one, or never answers. Every start, send, read, kill and reap is
+//! counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::pool::frame::{Values, encode_task};
+use crate::pool::registry::Registry;
+use crate::pool::results::TaskError;
+use crate::pool::worker::run_batch;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fate {
+    Works,
+    /// Answers this many batches, then dies running the next one.
+    DiesAfter(usize),
+    /// Gone before it reads anything: sending to it fails with EPIPE.
+    DeadOnArrival,
+    /// Takes batches and never answers.
+    Hangs,
+}
+
+#[derive(Debug)]
+struct MockEnds {
+    pid: Pid,
+    fate: Fate,
+    inbox: VecDeque<Vec<u8>>,
+    answered: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    started: usize,
+    sent: usize,
+    refused: usize,
+    recvs: usize,
+    killed: Vec<Pid>,
+    reaped: Vec<Pid>,
+    /// The most batches one worker held at once.
+    peak: usize,
+}
+
+#[derive(Debug)]
+struct Mock {
+    registry: Registry,
+    fates: VecDeque<Fate>,
+    capacity: usize,
+    next_pid: i32,
+    ended: HashMap<Pid, Status>,
+    counts: Counts,
+}
+
+const KILLED: Status = Status::Signaled {
+    signal: Signal::SIGKILL as i32,
+    core_dumped: false,
+};
+
+impl Backend for Mock {
+    type Ends = MockEnds;
+
+    fn start(&mut self, _others: &mut Vec<Slot<MockEnds>>) -> Result<Started<MockEnds>> {
+        self.counts.started += 1;
+        self.next_pid += 1;
+        Ok(Started {
+            pid: Pid::from_raw(self.next_pid),
+            ends: MockEnds {
+                pid: Pid::from_raw(self.next_pid),
+                fate: self.fates.pop_front().unwrap_or(Fate::Works),
+                inbox: VecDeque::new(),
+                answered: 0,
+            },
+            capacity: self.capacity,
+        })
+    }
+
+    fn send(&mut self, ends: &mut MockEnds, frame: &[u8]) -> Result<()> {
+        if ends.fate == Fate::DeadOnArrival {
+            self.counts.refused += 1;
+            self.ended.insert(ends.pid, KILLED);
+            return Err(Error::sys("write", "pipe", Errno::EPIPE));
+        }
+        self.counts.sent += 1;
+        ends.inbox.push_back(frame.to_vec());
+        self.counts.peak = self.counts.peak.max(ends.inbox.len());
+        Ok(())
+    }
+
+    fn wait(
+        &mut self,
+        slots: &[Slot<MockEnds>],
+        deadline: Option<Instant>,
+        ready: &mut Vec<usize>,
+    ) -> Result<bool> {
+        ready.extend(
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.ends.inbox.is_empty() && s.ends.fate != Fate::Hangs)
+                .map(|(i, _)| i),
+        );
+        if ready.is_empty() {
+            assert!(deadline.is_some(), "the scheduler would wait for ever");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn recv(&mut self, ends: &mut MockEnds, frame: &mut Vec<u8>) -> Result<bool> {
+        self.counts.recvs += 1;
+        if ends.fate == Fate::DiesAfter(ends.answered) {
+            self.ended.insert(ends.pid, KILLED);
+            return Ok(false);
+        }
+        let task = ends.inbox.pop_front().expect("ready means a batch");
+        let (mut out, mut table) = (Vec::new(), Vec::new());
+        run_batch(&self.registry, &task, &mut out, &mut table).expect("a well-formed batch");
+        frame.clear();
+        frame.extend_from_slice(&out[..RESULT_HEAD]);
+        frame.extend_from_slice(&table);
+        frame.extend_from_slice(&out[RESULT_HEAD..]);
+        ends.answered += 1;
+        Ok(true)
+    }
+
+    fn reap(&mut self, pid: Pid) -> Result<Status> {
+        self.counts.reaped.push(pid);
+        Ok(self.ended.remove(&pid).unwrap_or(Status::Exited(0)))
+    }
+
+    fn kill(&mut self, pid: Pid) {
+        self.counts.killed.push(pid);
+        self.ended.insert(pid, KILLED);
+    }
+}
+
+/// A scheduler of `workers` mock workers with these fates (then `Works`),
+/// whose task 0 squares an i64.
+fn pool(workers: usize, fates: &[Fate]) -> Scheduler<Mock> {
+    pool_with(workers, fates, 64 * 1024).unwrap()
+}
+
+/// [`pool`] with task pipes of `capacity` bytes.
+fn pool_with(workers: usize, fates: &[Fate], capacity: usize) -> Result<Scheduler<Mock>> {
+    let mut registry = Registry::new();
+    registry.task("square", |n: i64| n * n);
+    let mock = Mock {
+        registry,
+        fates: fates.iter().copied().collect(),
+        capacity,
+        next_pid: 100,
+        ended: HashMap::new(),
+        counts: Counts::default(),
+    };
+    Scheduler::new(mock, workers)
+}
+
+fn map(
+    s: &mut Scheduler<Mock>,
+    args: &[i64],
+    chunk: usize,
+) -> Vec<std::result::Result<i64, TaskError>> {
+    let mut results = MapResults::default();
+    s.map(
+        "square",
+        args.len(),
+        chunk,
+        &mut results,
+        |frame, id, items| encode_task::<Values<i64>>(frame, id, 0, &args[items]),
+    )
+    .unwrap();
+    (0..args.len())
+        .map(|i| {
+            let b = results
+                .batches
+                .iter()
+                .find(|b| (b.first..b.first + b.count).contains(&i))
+                .unwrap();
+            b.decode(i - b.first)
+        })
+        .collect()
+}
+
+fn submit(s: &mut Scheduler<Mock>, n: i64) -> u64 {
+    let id = s
+        .submit("square", 0, |frame, id| {
+            encode_task::<Values<i64>>(frame, id, 0, &[n])
+        })
+        .unwrap();
+    s.dispatch().unwrap();
+    id
+}
+
+fn pid(n: i32) -> Pid {
+    Pid::from_raw(n)
+}
+
+#[test]
+fn a_map_sends_each_chunk_once_and_a_worker_holds_at_most_two() {
+    let mut s = pool(2, &[]);
+    let args: Vec<i64> = (0..10).collect();
+    let got = map(&mut s, &args, 1);
+    assert_eq!(got, (0..10).map(|i| Ok(i * i)).collect::<Vec<_>>());
+    let c = &s.backend.counts;
+    assert_eq!((c.started, c.sent, c.recvs, c.refused), (2, 10, 10, 0));
+    assert_eq!(c.peak, 2);
+    assert!(c.killed.is_empty() && c.reaped.is_empty());
+    s.close();
+    let statuses = s.join().unwrap();
+    assert_eq!(
+        statuses,
+        [(pid(101), Status::Exited(0)), (pid(102), Status::Exited(0))]
+    );
+    assert_eq!(s.backend.counts.reaped, [pid(101), pid(102)]);
+    assert!(s.backend.counts.killed.is_empty());
+    assert!(s.take_events().is_empty());
+}
+
+#[test]
+fn chunks_split_the_items_and_zero_means_four_per_worker() {
+    let mut s = pool(2, &[]);
+    let args: Vec<i64> = (0..100).collect();
+    assert_eq!(map(&mut s, &args, 0).len(), 100);
+    assert_eq!(s.backend.counts.sent, 8, "100 items, 2 workers: 8 chunks");
+    assert_eq!(map(&mut s, &args, 30).len(), 100);
+    assert_eq!(s.backend.counts.sent, 8 + 4, "chunks of 30: 4");
+    assert!(map(&mut s, &[], 0).is_empty());
+    assert_eq!(s.backend.counts.sent, 12, "nothing to send");
+}
+
+#[test]
+fn a_worker_that_dies_mid_batch_loses_that_batch_alone_and_is_replaced() {
+    // Worker 101 answers one batch and dies running its second; the
+    // batch queued behind that one goes to the replacement.
+    let mut s = pool(2, &[Fate::DiesAfter(1)]);
+    let args: Vec<i64> = (0..6).collect();
+    let got = map(&mut s, &args, 1);
+    for (i, r) in got.iter().enumerate() {
+        if i == 2 {
+            assert_eq!(
+                r,
+                &Err(TaskError::WorkerDied {
+                    task: "square".into(),
+                    index: 2,
+                    pid: pid(101),
+                    status: KILLED,
+                })
+            );
+        } else {
+            assert_eq!(r, &Ok(i as i64 * i as i64), "item {i}");
+        }
+    }
+    let c = &s.backend.counts;
+    assert_eq!(c.started, 3, "two workers and one replacement");
+    assert_eq!(c.reaped, [pid(101)], "exactly the dead worker, once");
+    assert!(c.killed.is_empty());
+    // Six batches, and item 4's sent again after 101 died holding it.
+    assert_eq!(c.sent, 7);
+    assert_eq!(
+        s.take_events(),
+        [Event::Replaced {
+            old: pid(101),
+            status: KILLED,
+            new: pid(103),
+        }]
+    );
+    assert_eq!(
+        s.pids(),
+        [pid(103), pid(102)],
+        "the replacement takes the slot"
+    );
+}
+
+#[test]
+fn a_batch_sent_to_a_worker_already_gone_runs_on_its_replacement() {
+    let mut s = pool(2, &[Fate::DeadOnArrival]);
+    let args: Vec<i64> = (0..4).collect();
+    let got = map(&mut s, &args, 1);
+    assert_eq!(got, [Ok(0), Ok(1), Ok(4), Ok(9)], "nothing is lost");
+    let c = &s.backend.counts;
+    assert_eq!((c.started, c.refused, c.sent), (3, 1, 4));
+    assert_eq!(c.reaped, [pid(101)]);
+    assert_eq!(s.take_events().len(), 1);
+}
+
+#[test]
+fn a_second_batch_goes_out_only_when_both_fit_in_the_pipe() {
+    let args: Vec<i64> = (0..40).collect();
+    // A 10-item frame is 18 + 80 bytes, 102 with its length: two need 204.
+    for (capacity, peak) in [(203, 1), (204, 2)] {
+        let mut s = pool_with(2, &[], capacity).unwrap();
+        assert_eq!(map(&mut s, &args, 10).len(), 40);
+        assert_eq!(s.backend.counts.peak, peak, "capacity {capacity}");
+    }
+}
+
+#[test]
+fn get_with_a_deadline_returns_none_and_the_result_stays_pending() {
+    let mut s = pool(1, &[Fate::Hangs]);
+    let id = submit(&mut s, 3);
+    let soon = Some(Instant::now());
+    assert!(s.wait_for(id, soon).unwrap().is_none());
+    assert!(s.wait_for(id, soon).unwrap().is_none(), "still pending");
+    s.terminate().unwrap();
+    let lost = s
+        .wait_for(id, soon)
+        .unwrap()
+        .expect("cancelled is a result");
+    assert_eq!(
+        lost.decode::<i64>(0),
+        Err(TaskError::Cancelled {
+            task: "square".into(),
+            index: 0
+        })
+    );
+    let e = s.wait_for(id, soon).unwrap_err();
+    assert!(e.to_string().contains("already taken"), "{e}");
+}
+
+#[test]
+fn terminate_kills_and_reaps_every_worker_and_cancels_the_rest() {
+    let mut s = pool(2, &[Fate::Hangs, Fate::Hangs]);
+    let ids: Vec<u64> = (0..6).map(|n| submit(&mut s, n)).collect();
+    assert_eq!(s.backend.counts.sent, 4, "two each; two still queued");
+    s.terminate().unwrap();
+    let c = &s.backend.counts;
+    assert_eq!(c.killed, [pid(101), pid(102)]);
+    assert_eq!(c.reaped, [pid(101), pid(102)]);
+    for id in ids {
+        let b = s.wait_for(id, None).unwrap().unwrap();
+        assert!(matches!(
+            b.decode::<i64>(0),
+            Err(TaskError::Cancelled { .. })
+        ));
+    }
+    assert!(!s.has_workers());
+    let e = s.submit("square", 0, |_, _| Ok(0)).unwrap_err();
+    assert_eq!(e.to_string(), "apply: the pool is closed");
+}
+
+#[test]
+fn join_waits_for_queued_work_and_refuses_before_close() {
+    let mut s = pool(2, &[]);
+    let ids: Vec<u64> = (0..5).map(|n| submit(&mut s, n)).collect();
+    let e = s.join().unwrap_err();
+    assert!(e.to_string().contains("call close() before join()"), "{e}");
+    s.close();
+    s.join().unwrap();
+    let c = &s.backend.counts;
+    assert_eq!((c.sent, c.recvs), (5, 5));
+    assert!(c.killed.is_empty());
+    for (n, id) in ids.into_iter().enumerate() {
+        let b = s.wait_for(id, None).unwrap().unwrap();
+        assert_eq!(b.decode::<i64>(0), Ok((n * n) as i64));
+    }
+}
+
+#[test]
+fn a_pool_has_1_to_1024_workers() {
+    for n in [0, 1025] {
+        let e = pool_with(n, &[], 4096).unwrap_err();
+        assert_eq!(e.to_string(), "workers: a pool has 1-1024 workers");
+        let e = pool_with(n, &[], 4096).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+    }
+}
