@@ -16,7 +16,7 @@ use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Children, Fork};
-use crate::ticket::{self, Sale, TicketFile, Wait};
+use crate::ticket::{self, Purchase, Sale, TicketFile, Wait};
 use crate::{note, outln};
 
 /// What `--yield` adds between the read and the write: a sched_yield and
@@ -189,9 +189,11 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             count,
             durable,
         } => {
-            let mut shop = TicketFile::create(&file)?;
-            shop.set_durable(durable);
-            shop.set(count)?;
+            if durable {
+                TicketFile::init_durable(&file, count)?;
+            } else {
+                TicketFile::init(&file, count)?;
+            }
             outln!(out, "{}: {} tickets", file.display(), count)?;
             Ok(exit::OK)
         }
@@ -222,12 +224,21 @@ fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
         (false, Some(d)) => Wait::Timeout(d.0),
         (false, None) => Wait::Block,
     };
-    match shop.buy_paused(wait, &mut pause(args.yield_))? {
-        Some(Sale::Bought(t)) => {
-            outln!(out, "bought ticket {} ({} left)", t.number, t.left)?;
-            Ok(exit::OK)
+    match shop.buy_pending(wait, &mut pause(args.yield_))? {
+        // The line is written while the lock is held: a sale whose line
+        // cannot be written is undone, so a ticket nobody was told of
+        // stays on sale.
+        Some(Purchase::Pending(sale)) => {
+            let t = sale.ticket();
+            match outln!(out, "bought ticket {} ({} left)", t.number, t.left) {
+                Ok(()) => {
+                    sale.commit();
+                    Ok(exit::OK)
+                }
+                Err(e) => Err(undone(e, sale.undo(), t)),
+            }
         }
-        Some(Sale::SoldOut) => {
+        Some(Purchase::SoldOut) => {
             outln!(out, "sold out")?;
             Ok(exit::DECLINED)
         }
@@ -243,6 +254,35 @@ fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
             Ok(args.conflict_exit_code)
         }
     }
+}
+
+/// A sale whose line could not be written, after `undo`: the write's
+/// error, and what the undo left.
+fn undone(e: Failure, undo: crate::error::Result<()>, t: ticket::Ticket) -> Failure {
+    match undo {
+        // Nothing sold and nothing to say on a closed stdout: a quiet stop.
+        Ok(()) if e.is_closed_stdout() => e,
+        Ok(()) => append(
+            e,
+            &format!("nothing sold: the count is back to {}", t.number),
+        ),
+        Err(u) => append(e, &format!("and undoing the sale failed: {u}")).with_code(exit::OS_ERR),
+    }
+}
+
+/// `e` with `; more` after its reason, same kind and exit code.
+fn append(e: Failure, more: &str) -> Failure {
+    let err = e.error();
+    let reason = err
+        .errno()
+        .map_or_else(|| err.to_string(), crate::error::strerror);
+    Failure::from(Error::new(
+        err.kind(),
+        err.call().to_string(),
+        err.what(),
+        format!("{reason}; {more}"),
+    ))
+    .with_code(e.code())
 }
 
 /// What one buyer reported through the results pipe.
