@@ -29,7 +29,9 @@ A ticket file is plain text holding one decimal count (`echo 10 > product`
 makes one, `cat product` reads it). Every purchase takes an exclusive
 flock(2) lock, so a script's `flock product -c '...'` excludes pk-ticket
 buyers and they exclude it. A sale is one same-length pwrite: a buyer
-killed at any instant leaves the old count or the new one. Ticket numbers
+killed at any instant leaves the old count or the new one. A buy that does
+not report a sale leaves the count as it was: a failed step after the
+write is undone under the lock, and the error says so. Ticket numbers
 are the count each buyer found: with 10 tickets buyers get 10, 9, ... 1.
 
 Exit status: 0 done; 1 sold out, or the lock was busy (--no-wait) or stayed
@@ -48,6 +50,11 @@ Examples:
 const INIT_HELP: &str = "\
 Output:
   <file>: <N> tickets
+A new FILE is written under a temporary name in its directory and then
+renamed into place, so an init that fails (a full filesystem) leaves no
+file, never an empty one; an existing FILE is reset in place under the lock
+(buyers hold it open) and keeps its old content when that fails. --durable
+flushes the file before it gets its name, then the directory.
 Exit status: 0 done; 2 bad N; 65 FILE is a directory, FIFO or symbolic link;
 71 a system call failed; 77 permission denied.";
 
@@ -57,9 +64,15 @@ Output (one line):
   sold out                          exit 1
   busy: <file> is locked            exit 1 or -E (with --no-wait)
   timed out after <D>: <file> is locked   exit 1 or -E (with --timeout)
+The line is written before the lock is released: when it cannot be (stdout
+on a full device, closed, or a reader gone), the sale is undone and the
+ticket stays on sale. With --durable a failed fdatasync undoes the sale too;
+the one-line error says how far the undo got (`nothing sold: the count is
+back to T`, or that the disk's count is unknown).
 Exit status: as above; 2 bad flag; 65 the file is not a ticket count (it is
-left unchanged); 66 no such file; 71 a system call failed; 77 permission
-denied.
+left unchanged); 66 no such file; 71 a system call failed (nothing sold
+unless the message says otherwise); 77 permission denied; 141 stdout closed
+by its reader (nothing sold).
 
 Examples:
   if pk-ticket buy product; then echo 'got one'; fi
@@ -106,7 +119,7 @@ pub enum Command {
         /// How many tickets (decimal digits, 0 to 18446744073709551615).
         #[arg(value_name = "N", value_parser = parse_count_arg)]
         count: u64,
-        /// fdatasync the file after writing it.
+        /// fdatasync the file after writing it, and a new file's directory.
         #[arg(long)]
         durable: bool,
     },

@@ -67,6 +67,38 @@
 //! after the write. The common sale is four system calls: flock, pread,
 //! pwrite, flock.
 //!
+//! # When a step fails
+//!
+//! A sale that is not reported leaves the count as it was. The pwrite is
+//! the moment the new count is in the file, and nothing after it can fail
+//! the sale unnoticed:
+//! - the ftruncate only tidies (`9\n ` is as good a 9 as `9\n`), so its
+//!   failure is ignored and the sale stands;
+//! - a failed fdatasync (durable files) writes the old content back, and
+//!   flushes it, before the lock is released; the error then says how far
+//!   that got: the count is back, or back with the disk unknown (a second
+//!   flush failed), or, when even the write back failed, the count the
+//!   file holds and the ticket that was sold to nobody;
+//! - a caller that must hand the ticket over before the sale counts (the
+//!   `pk-ticket buy` line) uses [`TicketFile::buy_pending`]: the lock is
+//!   kept until [`Pending::commit`], and a ticket that could not be handed
+//!   over is put back by [`Pending::undo`].
+//!
+//! A buyer killed between its write and its report (or its commit) has
+//! sold a ticket nobody received: no program can report and write as one
+//! step. The file still holds a valid count.
+//!
+//! # Creating the file
+//!
+//! [`TicketFile::init`] writes a new file under a temporary name in the
+//! same directory (`.pk-ticket.<pid>.<n>.tmp`, mode 0600) and then gives it
+//! its name with renameat2(RENAME_NOREPLACE), so the name never shows an
+//! empty or half-written file: an init that fails (a full filesystem)
+//! removes its temporary file and leaves none; one killed before the
+//! rename leaves only the temporary file. A file that exists already is
+//! reset in place, under the lock, because buyers hold it open: a new
+//! inode would not be the one they lock.
+//!
 //! Rejected alternatives:
 //! - `open(O_TRUNC)` + write (Python's `open('product', 'w')`): a kill
 //!   between the two leaves an empty file.
@@ -89,6 +121,8 @@
 //! a reported ticket survives power loss too. It costs a device flush per
 //! sale (milliseconds on a disk, tens of microseconds on fast SSDs), and
 //! every other buyer waits for it because it happens under the lock.
+//! [`TicketFile::init_durable`] flushes a new file before it gets its name
+//! and then its directory (fsync), so the name survives a power cut too.
 //!
 //! # Ticket numbers
 //!

@@ -608,6 +608,8 @@ fn help_documents_commands_flags_and_output_lines() {
                 "sold out",
                 "busy",
                 "timed out",
+                "the sale is undone",
+                "nothing sold: the count is",
             ][..],
         ),
         (
@@ -624,7 +626,7 @@ fn help_documents_commands_flags_and_output_lines() {
                 "oversold",
             ],
         ),
-        ("init", &["0600", "--durable"]),
+        ("init", &["0600", "--durable", "temporary name", "never an empty one"]),
         ("show", &["<count>"]),
     ] {
         assert_help("ticket", &[sub], needles);
