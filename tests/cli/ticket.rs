@@ -626,7 +626,10 @@ fn help_documents_commands_flags_and_output_lines() {
                 "oversold",
             ],
         ),
-        ("init", &["0600", "--durable", "temporary name", "never an empty one"]),
+        (
+            "init",
+            &["0600", "--durable", "temporary name", "never an empty one"],
+        ),
         ("show", &["<count>"]),
     ] {
         assert_help("ticket", &[sub], needles);
