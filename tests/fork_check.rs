@@ -217,6 +217,10 @@ fn pid_reuse_in_namespace() -> i32 {
     let pidfd = group.get(0).unwrap().pidfd().expect("a pidfd");
     let mut fds = [nix::poll::PollFd::new(pidfd, nix::poll::PollFlags::POLLIN)];
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+    // The pidfd says "ended" a moment before the kernel frees the pid.
+    while kill(first, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     process::restore_default(Signal::SIGCHLD).unwrap();
     // The next pid handed out in this namespace is the reaped child's.
     let last = first.as_raw() - 1;
