@@ -392,15 +392,14 @@ impl TicketFile {
     }
 
     fn buy_inner(&self, locked: bool, wait: Wait, pause: &mut dyn FnMut()) -> Result<Option<Sale>> {
-        Ok(match self.buy_pending_inner(locked, wait, pause)? {
-            None => None,
-            Some(Purchase::SoldOut) => Some(Sale::SoldOut),
-            Some(Purchase::Pending(sale)) => {
-                let ticket = sale.ticket();
-                sale.commit();
-                Some(Sale::Bought(ticket))
-            }
-        })
+        let _lock = match self.lock_for_sale(locked, wait)? {
+            Some(lock) => lock,
+            None => return Ok(None),
+        };
+        Ok(Some(match self.sell(pause)? {
+            Some((ticket, _)) => Sale::Bought(ticket),
+            None => Sale::SoldOut,
+        }))
     }
 
     fn buy_pending_inner(
@@ -409,17 +408,39 @@ impl TicketFile {
         wait: Wait,
         pause: &mut dyn FnMut(),
     ) -> Result<Option<Purchase<'_>>> {
-        let lock = if locked {
-            match self.lock(Op::Exclusive, wait)? {
-                Some(l) => Some(l),
-                None => return Ok(None),
-            }
-        } else {
-            None
+        let lock = match self.lock_for_sale(locked, wait)? {
+            Some(lock) => lock,
+            None => return Ok(None),
         };
+        Ok(Some(match self.sell(pause)? {
+            Some((ticket, old)) => Purchase::Pending(Pending {
+                shop: self,
+                ticket,
+                old,
+                settled: false,
+                _lock: lock,
+            }),
+            None => Purchase::SoldOut,
+        }))
+    }
+
+    /// The exclusive lock for a sale (`Some(None)` for the lesson's sale
+    /// without a lock); `None` when `wait` gave up.
+    fn lock_for_sale(&self, locked: bool, wait: Wait) -> Result<Option<Option<Locked<'_>>>> {
+        if !locked {
+            return Ok(Some(None));
+        }
+        Ok(self.lock(Op::Exclusive, wait)?.map(Some))
+    }
+
+    /// Sell one ticket, the lock held (or not, for the lesson): read the
+    /// count, call `pause`, write the count less one (and flush it when
+    /// durable). The ticket and the file's former content, or `None` when
+    /// sold out.
+    fn sell(&self, pause: &mut dyn FnMut()) -> Result<Option<(Ticket, Text)>> {
         let (count, old) = self.read_count()?;
         if count == 0 {
-            return Ok(Some(Purchase::SoldOut));
+            return Ok(None);
         }
         pause();
         let ticket = Ticket {
@@ -444,13 +465,7 @@ impl TicketFile {
                 ));
             }
         }
-        Ok(Some(Purchase::Pending(Pending {
-            shop: self,
-            ticket,
-            old,
-            settled: false,
-            _lock: lock,
-        })))
+        Ok(Some((ticket, old)))
     }
 
     /// Take the lock; `None` when `wait` gave up. EINTR is retried.
