@@ -755,6 +755,48 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_sale_stands_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("product");
+        std::fs::write(&path, "10\n").unwrap();
+        let shop = TicketFile::open(&path).unwrap();
+        let other = TicketFile::open(&path).unwrap();
+        fn pending(shop: &TicketFile) -> Pending<'_> {
+            match shop.buy_pending(Wait::Block, &mut || {}) {
+                Ok(Some(Purchase::Pending(p))) => p,
+                other => panic!("{other:?}"),
+            }
+        }
+        // Undone: the old text is back, and the lock was held until then.
+        let sale = pending(&shop);
+        assert_eq!(
+            sale.ticket(),
+            Ticket {
+                number: 10,
+                left: 9
+            }
+        );
+        assert_eq!(other.try_buy().unwrap(), None, "still locked");
+        sale.undo().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "10\n");
+        // Dropped without a commit: undone too.
+        drop(pending(&shop));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "10\n");
+        // Committed: it stands, and the next buyer gets the next ticket.
+        pending(&shop).commit();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "9\n");
+        assert_eq!(
+            other.try_buy().unwrap(),
+            Some(Sale::Bought(Ticket { number: 9, left: 8 }))
+        );
+        shop.set(0).unwrap();
+        assert!(matches!(
+            shop.buy_pending(Wait::NoWait, &mut || {}).unwrap(),
+            Some(Purchase::SoldOut)
+        ));
+    }
+
+    #[test]
     fn two_opens_exclude_each_other() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("product");
