@@ -517,48 +517,44 @@ fn a_demo_killed_with_sigkill_takes_its_children_along() {
     }
 }
 
-/// A shared object that starts one idle thread from a constructor, before
-/// `main`: LD_PRELOAD it and a binary runs with a second thread it did not
-/// start. Built once per test run with cc; `None` (and why) without cc.
-fn thread_shim() -> Option<PathBuf> {
-    static SHIM: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    SHIM.get_or_init(|| {
-        let Some(cc) = which("cc") else {
-            eprintln!("skipped: no C compiler (cc) to build the thread shim");
-            return None;
-        };
-        let dir = std::env::temp_dir().join(format!("pk-thread-shim-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("shim.c");
-        std::fs::write(
-            &src,
-            "#include <pthread.h>\n#include <unistd.h>\n\
-             static void *idle(void *arg) { (void)arg; for (;;) pause(); return 0; }\n\
-             __attribute__((constructor)) static void start(void) {\n\
-             pthread_t t; if (pthread_create(&t, 0, idle, 0) == 0) pthread_detach(t); }\n",
-        )
+/// A shared object, built with cc in `dir`, that starts one idle thread
+/// from a constructor, before `main`: LD_PRELOAD it and a binary runs with
+/// a second thread it did not start. `None` (and why) without cc.
+fn thread_shim(dir: &Path) -> Option<PathBuf> {
+    let Some(cc) = which("cc") else {
+        eprintln!("skipped: no C compiler (cc) to build the thread shim");
+        return None;
+    };
+    let src = dir.join("shim.c");
+    std::fs::write(
+        &src,
+        "#include <pthread.h>\n#include <unistd.h>\n\
+         static void *idle(void *arg) { (void)arg; for (;;) pause(); return 0; }\n\
+         __attribute__((constructor)) static void start(void) {\n\
+         pthread_t t; if (pthread_create(&t, 0, idle, 0) == 0) pthread_detach(t); }\n",
+    )
+    .unwrap();
+    let so = dir.join("shim.so");
+    let out = std::process::Command::new(cc)
+        .args(["-shared", "-fPIC", "-pthread", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
         .unwrap();
-        let so = dir.join("shim.so");
-        let out = std::process::Command::new(cc)
-            .args(["-shared", "-fPIC", "-pthread", "-o"])
-            .arg(&so)
-            .arg(&src)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(so)
-    })
-    .clone()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(so)
 }
 
 #[test]
 fn with_a_second_thread_every_forking_binary_refuses_cleanly() {
-    let Some(shim) = thread_shim() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let Some(shim) = thread_shim(dir.path()) else {
+        return;
+    };
     let product = dir.path().join("product");
     std::fs::write(&product, "5\n").unwrap();
     let mut forking: Vec<(&str, Vec<String>)> = runs(dir.path())
