@@ -13,21 +13,30 @@
 //! - A typed pool on real workers: strings and tuples in and out, an item
 //!   whose worker dies reported alone, a handle from another registry
 //!   refused.
+//! - With SIGCHLD ignored, a child's wait reports its status lost (ECHILD),
+//!   without hanging and without signalling anyone; and a `Child` whose pid
+//!   the kernel has reaped and handed to another process never signals
+//!   that process (tested in a pid namespace of its own, as root).
 
 use std::sync::mpsc;
 use std::time::Duration;
 
 use posixkit::ErrorKind;
 use posixkit::pool::{Pool, Registry, TaskError};
-use posixkit::process::{self, Builder, Fork};
+use posixkit::process::{self, Builder, Children, Fork};
 use posixkit::status::Status;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(PID_REUSE_ARG) {
+        std::process::exit(pid_reuse_in_namespace());
+    }
     fork_right_after_join();
     every_entry_point_refuses_while_a_thread_runs();
     a_panicking_payload_ends_the_child_with_101();
     a_timeout_too_large_for_the_clock_waits_for_ever();
     a_typed_pool_end_to_end();
+    an_ignored_sigchld_loses_statuses_and_signals_nobody();
+    a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     println!("fork_check: ok");
 }
 
@@ -166,4 +175,141 @@ fn a_typed_pool_end_to_end() {
     pool.close();
     let statuses = pool.join().unwrap();
     assert!(statuses.iter().all(|(_, s)| s.success()), "{statuses:?}");
+}
+
+/// A child that ends once the parent has closed its end of a pipe: the
+/// closure owns the write end, and the parent drops the closure unused
+/// when the fork returns, after SIGCHLD is ignored again.
+fn ends_after_fork_returns(code: i32) -> impl FnOnce() -> i32 {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    move || {
+        drop(w);
+        let _ = nix::unistd::read(&r, &mut [0u8]);
+        code
+    }
+}
+
+fn an_ignored_sigchld_loses_statuses_and_signals_nobody() {
+    use nix::sys::signal::Signal;
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let mut group = Children::new();
+    // One that may end within the fork itself (then a zombie that keeps
+    // its status), and one that surely ends after it (reaped by the kernel).
+    group.start("quick", || 3).unwrap();
+    group.start("late", ends_after_fork_returns(4)).unwrap();
+    assert!(
+        group.iter().all(|c| c.pidfd().is_some()),
+        "a pidfd is taken when the kernel reaps"
+    );
+    // The wait lasts until the child has ended, then says its status is lost.
+    let e = group.wait_all().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Os, "{e}");
+    assert!(e.to_string().contains("its exit status is lost"), "{e}");
+    for (i, child) in group.iter_mut().enumerate() {
+        match child.wait() {
+            Ok(status) => assert_eq!((i, status), (0, Status::Exited(3))),
+            Err(e) => assert!(
+                e.to_string().contains("reaped before its status was read"),
+                "{e}"
+            ),
+        }
+        // Nothing to signal any more, and no error for trying.
+        child.signal(Signal::SIGKILL).unwrap();
+    }
+    let mut p = Builder::new().start(ends_after_fork_returns(5)).unwrap();
+    let e = p.join(Some(Duration::from_secs(30))).unwrap_err();
+    assert!(e.to_string().contains("its exit status is lost"), "{e}");
+    p.kill().unwrap();
+    drop(group);
+    drop(p);
+    process::restore_default(Signal::SIGCHLD).unwrap();
+    // With SIGCHLD back to its default, statuses are kept again.
+    let mut group = Children::new();
+    group.start("after", || 6).unwrap();
+    assert!(
+        group.get(0).unwrap().pidfd().is_none(),
+        "no descriptor needed"
+    );
+    assert_eq!(
+        group.wait_all().unwrap().map(|(_, s)| s),
+        Some(Status::Exited(6))
+    );
+}
+
+/// In a new pid namespace (so that pids are handed out in order, and this
+/// test alone hands them out): fork a child with SIGCHLD ignored, let the
+/// kernel reap it, start `sleep` on the very same pid, then drop the
+/// `Child`. The sleep must not get the drop's SIGKILL: it dies of the
+/// SIGTERM this test sends it afterwards.
+fn a_reaped_childs_pid_reused_by_another_process_is_never_signalled() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("fork_check: skipped the pid-reuse check: needs root for a pid namespace");
+        return;
+    }
+    // This binary again, as pid 1 of a new pid namespace (unshare(1)).
+    let me = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .arg(me)
+        .arg(PID_REUSE_ARG)
+        .status();
+    match status.map(|s| s.code()) {
+        Ok(Some(0)) => {}
+        Ok(Some(SKIP)) => {
+            println!("fork_check: skipped the pid-reuse check: no pid could be reused")
+        }
+        Ok(Some(1)) | Err(_) => {
+            println!("fork_check: skipped the pid-reuse check: no pid namespace here (unshare)")
+        }
+        other => panic!("the pid-reuse check failed: {other:?}"),
+    }
+}
+
+/// The argument that makes this binary run [`pid_reuse_in_namespace`].
+const PID_REUSE_ARG: &str = "--pid-reuse-in-namespace";
+
+const SKIP: i32 = 77;
+
+/// The check itself, as pid 1 of a fresh pid namespace. Exit 0 when the
+/// reused pid's process was left alone, 2 when it was killed, 77 when the
+/// pid could not be reused (1, unshare's own failure, is a skip too).
+fn pid_reuse_in_namespace() -> i32 {
+    use nix::sys::signal::{Signal, kill};
+    use std::os::unix::process::ExitStatusExt;
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let mut group = Children::new();
+    // It ends after the fork has returned, so the kernel reaps it.
+    let first = group.start("first", ends_after_fork_returns(0)).unwrap();
+    // Wait until it has ended; the kernel has reaped it at once.
+    let pidfd = group.get(0).unwrap().pidfd().expect("a pidfd");
+    let mut fds = [nix::poll::PollFd::new(pidfd, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+    // The pidfd says "ended" a moment before the kernel frees the pid.
+    while kill(first, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    process::restore_default(Signal::SIGCHLD).unwrap();
+    // The next pid handed out in this namespace is the reaped child's.
+    let last = first.as_raw() - 1;
+    if std::fs::write("/proc/sys/kernel/ns_last_pid", last.to_string()).is_err() {
+        return SKIP;
+    }
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    if sleep.id() as i32 != first.as_raw() {
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+        return SKIP;
+    }
+    // The drop of the reaped child's handle: it must signal nobody.
+    drop(group);
+    // (Gone already, killed and reaped by the drop: ESRCH.)
+    let sent = kill(process::Pid::from_raw(sleep.id() as i32), Signal::SIGTERM);
+    match sleep.wait().map(|s| s.signal()) {
+        _ if sent.is_err() => 2,
+        Ok(Some(15)) => 0,
+        _ => 2,
+    }
 }

@@ -25,6 +25,8 @@ Output (one line per event; <pid> is a process id):
   child <pid> killed by signal <N> (<NAME>)       (WIFSIGNALED, WTERMSIG)
   parent still sees x=100 at <addr>               (copy-on-write)
 With --quiet only the `child <pid> exited|killed ...` lines are printed.
+Children that outlive pk-fork are killed with it (PR_SET_PDEATHSIG), even
+when pk-fork dies of SIGKILL.
 
 Exit status: 0 when every child was forked and reaped; with --propagate the
 first failing child's status in shell form (K, or 128+N for signal N);

@@ -10,6 +10,15 @@
 //! a child never prints its parent's lines twice, and lines from many
 //! processes sharing one pipe never interleave mid-line.
 //!
+//! Output that cannot be written is an error, never a silent loss: stdout
+//! on a full device (`>/dev/full`) fails with one line and exit 71, a
+//! stdout left non-blocking by a parent is waited on until it is writable,
+//! and a stdout closed at start (`pk-x >&-`), which Rust's runtime quietly
+//! reopens on /dev/null before `main`, fails at the first write as a closed
+//! descriptor would (`write(stdout): Bad file descriptor`). Commands that
+//! print nothing succeed with a closed stdout, as `true >&-` does; a
+//! command a binary runs inherits the runtime's /dev/null.
+//!
 //! Errors: the library reports *what happened* as an [`Error`] with a
 //! typed [`ErrorKind`]; a binary turns it into a [`Failure`], which adds
 //! the exit code. [`exit_code`] is the one mapping from kinds to the
@@ -17,7 +26,7 @@
 //! says so with [`Failure::with_code`].
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
@@ -138,9 +147,19 @@ impl<T> WithCode<T> for std::result::Result<T, Error> {
 ///   141, the code a shell shows for a tool killed by SIGPIPE.
 /// - A panic prints one line and exits 101; it is always a bug. A panic in
 ///   a forked child ends that child with `_exit(101)` at once.
+///
+/// Before anything else it puts SIGCHLD back to its default: a parent that
+/// ignored it (an ignored signal stays ignored across exec) would have the
+/// kernel reap our children and lose their statuses. And every child the
+/// binary forks through the library dies with it
+/// ([`set_children_die_with_parent`](crate::process::set_children_die_with_parent)):
+/// a `pk-*` process SIGKILLed in the middle of a demo leaves no producer,
+/// consumer or worker behind.
 pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
     let name = A::command().get_name().to_string();
     install_panic_hook(name.clone());
+    let _ = crate::process::restore_default(nix::sys::signal::Signal::SIGCHLD);
+    crate::process::set_children_die_with_parent(true);
     let args = match A::try_parse() {
         Ok(args) => args,
         Err(e) => return ExitCode::from(report_clap(&name, &e)),
@@ -159,14 +178,20 @@ pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
 /// Print `name: msg` as one line on stderr, in one write.
 pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
     let line = format!("{name}: {msg}\n");
-    let _ = io::stderr().write_all(line.as_bytes());
+    let _ = write_all_fd(io::stderr().as_fd(), line.as_bytes());
 }
 
 fn report_clap(name: &str, e: &clap::Error) -> u8 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = io::stdout().write_all(e.render().to_string().as_bytes());
-        return exit::OK;
+        return match write_all_stdout(e.render().to_string().as_bytes()) {
+            Ok(()) => exit::OK,
+            Err(e) if e.is_closed_stdout() => exit::signal_code(libc::SIGPIPE),
+            Err(e) => {
+                eprintln_one(name, &e);
+                e.code()
+            }
+        };
     }
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         eprintln_one(name, &"a subcommand is required (see --help)");
@@ -282,18 +307,44 @@ impl Out {
     }
 }
 
-fn write_all_stdout(mut buf: &[u8]) -> Result<()> {
-    let stdout = io::stdout();
-    let fd = stdout.as_fd();
+/// Write all of `buf` to stdout (see [`write_all_fd`]). A stdout that was
+/// closed when the program started fails as a write to a closed descriptor
+/// does (EBADF), although the runtime has put /dev/null there.
+fn write_all_stdout(buf: &[u8]) -> Result<()> {
+    let result = if crate::sys::proc::stdout_closed_at_start() {
+        Err(Errno::EBADF)
+    } else {
+        write_all_fd(io::stdout().as_fd(), buf)
+    };
+    result.map_err(|e| {
+        let mut failure = Failure::from(Error::sys("write", "stdout", e));
+        failure.closed_stdout = e == Errno::EPIPE;
+        failure
+    })
+}
+
+/// Write all of `buf` to `fd`: EINTR and short writes are retried, and a
+/// descriptor left non-blocking by whoever shares it (EAGAIN on a full
+/// pipe or terminal) is waited on with poll(2) until it is writable again,
+/// so output is never cut short because a reader is slow.
+fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     while !buf.is_empty() {
         match nix::unistd::write(fd, buf) {
+            // A write of more than nothing that writes nothing: give up
+            // rather than spin.
+            Ok(0) => return Err(Errno::EIO),
             Ok(n) => buf = &buf[n..],
             Err(Errno::EINTR) => continue,
-            Err(e) => {
-                let mut failure = Failure::from(Error::sys("write", "stdout", e));
-                failure.closed_stdout = e == Errno::EPIPE;
-                return Err(failure);
+            Err(Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    // Writable, or an error or hang-up the next write reports.
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

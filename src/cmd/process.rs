@@ -28,6 +28,8 @@ Output, in this order (<pid> is a process id):
 exitcode follows Python: N after exit(N), -N after death by signal N.
 The daemon uses PR_SET_PDEATHSIG; pk-process makes itself the subreaper of
 its descendants so it can reap the orphaned daemon and show how it died.
+(pk-process itself, like every pk-* binary, arms the same signal in all
+its children, daemon or not: none outlives a killed pk-process.)
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when a system call
 fails (fork, pipe).";

@@ -16,7 +16,7 @@ use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Children, Fork};
-use crate::ticket::{self, Sale, TicketFile, Wait};
+use crate::ticket::{self, Purchase, Sale, TicketFile, Wait};
 use crate::{note, outln};
 
 /// What `--yield` adds between the read and the write: a sched_yield and
@@ -29,7 +29,9 @@ A ticket file is plain text holding one decimal count (`echo 10 > product`
 makes one, `cat product` reads it). Every purchase takes an exclusive
 flock(2) lock, so a script's `flock product -c '...'` excludes pk-ticket
 buyers and they exclude it. A sale is one same-length pwrite: a buyer
-killed at any instant leaves the old count or the new one. Ticket numbers
+killed at any instant leaves the old count or the new one. A buy that does
+not report a sale leaves the count as it was: a failed step after the
+write is undone under the lock, and the error says so. Ticket numbers
 are the count each buyer found: with 10 tickets buyers get 10, 9, ... 1.
 
 Exit status: 0 done; 1 sold out, or the lock was busy (--no-wait) or stayed
@@ -48,6 +50,11 @@ Examples:
 const INIT_HELP: &str = "\
 Output:
   <file>: <N> tickets
+A new FILE is written under a temporary name in its directory and then
+renamed into place, so an init that fails (a full filesystem) leaves no
+file, never an empty one; an existing FILE is reset in place under the lock
+(buyers hold it open) and keeps its old content when that fails. --durable
+flushes the file before it gets its name, then the directory.
 Exit status: 0 done; 2 bad N; 65 FILE is a directory, FIFO or symbolic link;
 71 a system call failed; 77 permission denied.";
 
@@ -57,9 +64,15 @@ Output (one line):
   sold out                          exit 1
   busy: <file> is locked            exit 1 or -E (with --no-wait)
   timed out after <D>: <file> is locked   exit 1 or -E (with --timeout)
+The line is written before the lock is released: when it cannot be (stdout
+on a full device, closed, or a reader gone), the sale is undone and the
+ticket stays on sale. With --durable a failed fdatasync undoes the sale too;
+the one-line error says how far the undo got (`nothing sold: the count is
+back to T`, or that the disk's count is unknown).
 Exit status: as above; 2 bad flag; 65 the file is not a ticket count (it is
-left unchanged); 66 no such file; 71 a system call failed; 77 permission
-denied.
+left unchanged); 66 no such file; 71 a system call failed (nothing sold
+unless the message says otherwise); 77 permission denied; 141 stdout closed
+by its reader (nothing sold).
 
 Examples:
   if pk-ticket buy product; then echo 'got one'; fi
@@ -106,7 +119,7 @@ pub enum Command {
         /// How many tickets (decimal digits, 0 to 18446744073709551615).
         #[arg(value_name = "N", value_parser = parse_count_arg)]
         count: u64,
-        /// fdatasync the file after writing it.
+        /// fdatasync the file after writing it, and a new file's directory.
         #[arg(long)]
         durable: bool,
     },
@@ -189,9 +202,11 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             count,
             durable,
         } => {
-            let mut shop = TicketFile::create(&file)?;
-            shop.set_durable(durable);
-            shop.set(count)?;
+            if durable {
+                TicketFile::init_durable(&file, count)?;
+            } else {
+                TicketFile::init(&file, count)?;
+            }
             outln!(out, "{}: {} tickets", file.display(), count)?;
             Ok(exit::OK)
         }
@@ -222,12 +237,21 @@ fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
         (false, Some(d)) => Wait::Timeout(d.0),
         (false, None) => Wait::Block,
     };
-    match shop.buy_paused(wait, &mut pause(args.yield_))? {
-        Some(Sale::Bought(t)) => {
-            outln!(out, "bought ticket {} ({} left)", t.number, t.left)?;
-            Ok(exit::OK)
+    match shop.buy_pending(wait, &mut pause(args.yield_))? {
+        // The line is written while the lock is held: a sale whose line
+        // cannot be written is undone, so a ticket nobody was told of
+        // stays on sale.
+        Some(Purchase::Pending(sale)) => {
+            let t = sale.ticket();
+            match outln!(out, "bought ticket {} ({} left)", t.number, t.left) {
+                Ok(()) => {
+                    sale.commit();
+                    Ok(exit::OK)
+                }
+                Err(e) => Err(undone(e, sale.undo(), t)),
+            }
         }
-        Some(Sale::SoldOut) => {
+        Some(Purchase::SoldOut) => {
             outln!(out, "sold out")?;
             Ok(exit::DECLINED)
         }
@@ -243,6 +267,35 @@ fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
             Ok(args.conflict_exit_code)
         }
     }
+}
+
+/// A sale whose line could not be written, after `undo`: the write's
+/// error, and what the undo left.
+fn undone(e: Failure, undo: crate::error::Result<()>, t: ticket::Ticket) -> Failure {
+    match undo {
+        // Nothing sold and nothing to say on a closed stdout: a quiet stop.
+        Ok(()) if e.is_closed_stdout() => e,
+        Ok(()) => append(
+            e,
+            &format!("nothing sold: the count is back to {}", t.number),
+        ),
+        Err(u) => append(e, &format!("and undoing the sale failed: {u}")).with_code(exit::OS_ERR),
+    }
+}
+
+/// `e` with `; more` after its reason, same kind and exit code.
+fn append(e: Failure, more: &str) -> Failure {
+    let err = e.error();
+    let reason = err
+        .errno()
+        .map_or_else(|| err.to_string(), crate::error::strerror);
+    Failure::from(Error::new(
+        err.kind(),
+        err.call().to_string(),
+        err.what(),
+        format!("{reason}; {more}"),
+    ))
+    .with_code(e.code())
 }
 
 /// What one buyer reported through the results pipe.

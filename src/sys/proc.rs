@@ -171,3 +171,200 @@ pub fn ignore(sig: Signal) -> Result<(), Errno> {
     // context as a result.
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }.map(drop)
 }
+
+/// Who may reap a child that ends, as SIGCHLD stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reaping {
+    /// Only an explicit wait: SIGCHLD at its default, without
+    /// SA_NOCLDWAIT. An ended child stays a zombie, holding its pid, until
+    /// it is waited for.
+    Waited,
+    /// A SIGCHLD handler runs, and may wait for any child.
+    Handler,
+    /// The kernel, as the child ends: SIGCHLD ignored (SIG_IGN) or
+    /// SA_NOCLDWAIT set. Its status is lost and its pid free at once.
+    Kernel,
+}
+
+/// SIGCHLD's current action (sigaction(2) with no new action).
+fn sigchld_action() -> Result<libc::sigaction, Errno> {
+    // SAFETY: an all-zero sigaction is a valid value of this plain C struct
+    // (SIG_DFL, empty mask, no flags).
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`, a
+    // valid, writable sigaction for the duration of the call.
+    let r = unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) };
+    if r == 0 { Ok(old) } else { Err(Errno::last()) }
+}
+
+fn reaping_of(action: &libc::sigaction) -> Reaping {
+    if action.sa_sigaction == libc::SIG_IGN || action.sa_flags & libc::SA_NOCLDWAIT != 0 {
+        Reaping::Kernel
+    } else if action.sa_sigaction == libc::SIG_DFL {
+        Reaping::Waited
+    } else {
+        Reaping::Handler
+    }
+}
+
+/// Who would reap a child that ended now (see [`Reaping`]).
+pub(crate) fn sigchld_reaping() -> Result<Reaping, Errno> {
+    sigchld_action().map(|a| reaping_of(&a))
+}
+
+/// Whether a fork should also take a pidfd for the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakePidfd {
+    /// Never: the caller only wants the pid.
+    Never,
+    /// Only when something besides our own wait may reap the child
+    /// (SIGCHLD ignored, SA_NOCLDWAIT, or a handler): then a pid alone
+    /// could name a stranger once the child has been reaped.
+    IfOthersReap,
+    /// Always (a best effort: none where pidfds are missing or no
+    /// descriptor is left).
+    Always,
+}
+
+/// [`fork_alone`], and a pidfd for the child taken before anything but
+/// our own wait can reap it, so the pidfd names the child and no other
+/// process, ever.
+///
+/// With SIGCHLD at its default the child stays a zombie until waited for,
+/// so opening the pidfd right after the fork is enough. Otherwise, for the
+/// instant between fork and pidfd_open, SIGCHLD is blocked (no handler can
+/// run and reap) and its action is the default without SA_NOCLDWAIT (the
+/// kernel cannot reap); both are put back on each side of the fork before
+/// it returns. A child that ends in that instant stays a zombie until a
+/// wait reaps it, with its status.
+pub(crate) fn fork_alone_pidfd(
+    proof: Alone,
+    take: TakePidfd,
+) -> Result<(Fork, Option<std::os::fd::OwnedFd>), Errno> {
+    use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
+    if take == TakePidfd::Never {
+        return fork_alone(proof).map(|f| (f, None));
+    }
+    let old = sigchld_action()?;
+    let reaping = reaping_of(&old);
+    if reaping == Reaping::Waited {
+        let fork = fork_alone(proof)?;
+        return Ok(match (fork, take) {
+            (Fork::Parent(pid), TakePidfd::Always) => (fork, pidfd_open(pid).ok()),
+            _ => (fork, None),
+        });
+    }
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), Some(&mut old_mask))?;
+    let mut held = old;
+    held.sa_flags &= !libc::SA_NOCLDWAIT;
+    if held.sa_sigaction == libc::SIG_IGN {
+        held.sa_sigaction = libc::SIG_DFL;
+    }
+    let restore = |old_mask: &SigSet| {
+        // SAFETY: this puts back exactly the action that was in place a
+        // moment ago (a handler the program installed itself, SIG_IGN or
+        // SIG_DFL); sigaction and sigprocmask are async-signal-safe, so
+        // this is sound in the forked child too.
+        unsafe { libc::sigaction(libc::SIGCHLD, &old, std::ptr::null_mut()) };
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+    };
+    // SAFETY: `held` is the current action with at most its handler
+    // replaced by SIG_DFL (which runs no code of ours) and SA_NOCLDWAIT
+    // cleared; SIGCHLD is blocked while it is in place.
+    if unsafe { libc::sigaction(libc::SIGCHLD, &held, std::ptr::null_mut()) } != 0 {
+        let e = Errno::last();
+        restore(&old_mask);
+        return Err(e);
+    }
+    let fork = fork_alone(proof);
+    let pidfd = match fork {
+        Ok(Fork::Parent(pid)) => pidfd_open(pid).ok(),
+        _ => None,
+    };
+    restore(&old_mask);
+    fork.map(|f| (f, pidfd))
+}
+
+/// waitid(2) for the process behind `pidfd` (P_PIDFD, Linux 5.4), or for
+/// `pid` (P_PID) without one, as a raw waitpid-style status word; `None`
+/// when `nohang` is set and it has not ended. With `peek` (WNOWAIT) the
+/// child is left as it is, to be waited for again. EINTR is not retried
+/// here; EINVAL means the kernel has no P_PIDFD.
+pub(crate) fn waitid_raw(
+    pid: Pid,
+    pidfd: Option<std::os::fd::BorrowedFd<'_>>,
+    nohang: bool,
+    peek: bool,
+) -> Result<Option<i32>, Errno> {
+    use std::os::fd::AsRawFd;
+    let (idtype, id) = match pidfd {
+        Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
+        None => (libc::P_PID, pid.as_raw() as libc::id_t),
+    };
+    let mut flags = libc::WEXITED;
+    if nohang {
+        flags |= libc::WNOHANG;
+    }
+    if peek {
+        flags |= libc::WNOWAIT;
+    }
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct;
+    // it also makes si_pid 0, which is how WNOHANG says "nothing yet".
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t for the call; waitid
+    // writes at most one there.
+    if unsafe { libc::waitid(idtype, id, &mut info, flags) } != 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: waitid filled `info` for a child state change (SIGCHLD
+    // layout), or left it zeroed; both make si_pid and si_status readable.
+    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if who == 0 {
+        return Ok(None);
+    }
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_KILLED => status & 0x7f,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        libc::CLD_STOPPED | libc::CLD_TRAPPED => ((status & 0xff) << 8) | 0x7f,
+        _ => 0xffff,
+    };
+    Ok(Some(raw))
+}
+
+/// Whether descriptor 1 was closed when the program started.
+#[cfg(feature = "cli")]
+static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Runs before `main` (and so before the Rust runtime, which reopens a
+/// closed descriptor 0, 1 or 2 on /dev/null before `main`): note whether
+/// descriptor 1 was closed. One fcntl(2) and an atomic store: nothing here
+/// needs the runtime.
+#[cfg(feature = "cli")]
+extern "C" fn note_closed_stdout() {
+    // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
+    // descriptor table only; it fails (EBADF) when 1 is not open.
+    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
+    STDOUT_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The C library calls every function in `.init_array` before `main`.
+#[cfg(feature = "cli")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NOTE_CLOSED_STDOUT: extern "C" fn() = note_closed_stdout;
+
+/// Whether descriptor 1 was closed when the program started (`pk-x >&-`):
+/// the descriptor 1 the program has now is the runtime's /dev/null, and
+/// output written there would be lost without a word.
+#[cfg(feature = "cli")]
+pub fn stdout_closed_at_start() -> bool {
+    // Naming the table entry keeps this object, and with it the entry, in
+    // every binary that asks.
+    let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
+    STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+}

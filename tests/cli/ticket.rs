@@ -608,6 +608,8 @@ fn help_documents_commands_flags_and_output_lines() {
                 "sold out",
                 "busy",
                 "timed out",
+                "the sale is undone",
+                "nothing sold: the count is",
             ][..],
         ),
         (
@@ -624,7 +626,10 @@ fn help_documents_commands_flags_and_output_lines() {
                 "oversold",
             ],
         ),
-        ("init", &["0600", "--durable"]),
+        (
+            "init",
+            &["0600", "--durable", "temporary name", "never an empty one"],
+        ),
         ("show", &["<count>"]),
     ] {
         assert_help("ticket", &[sub], needles);
@@ -733,4 +738,263 @@ fn fork_failure_is_71_and_every_forked_buyer_is_reaped() {
     // The buyers that were forked bought normally; the file still parses.
     let left = parse_count(read(&path).as_bytes()).unwrap();
     assert_eq!(left, 10 - rush_tickets(&text).len() as u64, "{text}");
+}
+
+/// `strace -f -e inject=SPEC … pk-ticket ARGS`: run with the system calls
+/// `specs` name made to fail (strace's own lines go to a log).
+fn with_injected(specs: &[&str], args: &[&str], path: &Path) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut words: Vec<String> = ["strace", "-f", "-qq", "-o"].map(String::from).to_vec();
+    words.push(dir.path().join("log").display().to_string());
+    for spec in specs {
+        words.push("-e".into());
+        words.push(format!("inject={spec}"));
+    }
+    words.push(bin("pk-ticket").display().to_string());
+    words.push(args[0].into());
+    words.push(path.display().to_string());
+    words.extend(args[1..].iter().map(|a| a.to_string()));
+    command(&words).output().unwrap()
+}
+
+#[test]
+fn a_failed_step_after_the_write_never_loses_a_ticket() {
+    if strace_missing() {
+        return;
+    }
+    // Each case: the calls made to fail, the flags, and what the buy must
+    // come to. Whatever fails, a ticket reported is sold, and a ticket not
+    // reported is still in the file, unless the error says it is not.
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], i32, &'a str, &'a str);
+    let cases: [Case; 6] = [
+        // The tidy-up after the write: the sale stands, 9 as `9\n `.
+        (&["ftruncate:error=EIO"], &[], 0, "", "9"),
+        (
+            &["pwrite64:error=EIO"],
+            &[],
+            71,
+            "product): Input/output error",
+            "10",
+        ),
+        (
+            &["pwrite64:error=ENOSPC"],
+            &[],
+            71,
+            "No space left on device",
+            "10",
+        ),
+        // --durable: a failed flush undoes the sale, and says how far.
+        (
+            &["fdatasync:error=EIO:when=1"],
+            &["--durable"],
+            71,
+            "product): Input/output error; nothing sold: the count is back to 10",
+            "10",
+        ),
+        (
+            &["fdatasync:error=EIO"],
+            &["--durable"],
+            71,
+            "the count is back to 10, but whether the disk holds 10 or 9 is unknown",
+            "10",
+        ),
+        (
+            &["fdatasync:error=EIO:when=1", "pwrite64:error=EIO:when=2"],
+            &["--durable"],
+            71,
+            "the file says 9, and ticket 10 was sold to nobody",
+            "9",
+        ),
+    ];
+    for (specs, flags, code, message, left) in cases {
+        let (_dir, path) = shop("10\n");
+        let mut args = vec!["buy"];
+        args.extend(flags);
+        let out = with_injected(specs, &args, &path);
+        let what = format!("{specs:?} {flags:?}");
+        if code == 0 {
+            assert_success(&out);
+            assert_eq!(stdout(&out), "bought ticket 10 (9 left)\n", "{what}");
+        } else {
+            assert_one_line_error(&out, "ticket", code);
+            assert!(out.stdout.is_empty(), "{what}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(message), "{what}: {err}");
+        }
+        assert_eq!(
+            parse_count(read(&path).as_bytes()),
+            Ok(left.parse().unwrap()),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_sale_whose_line_cannot_be_written_is_undone() {
+    let (_dir, path) = shop("10\n");
+    // A full device: one line saying so, and the ticket is still for sale.
+    let mut words: Vec<String> = ["sh", "-c", "exec \"$0\" buy \"$1\" >/dev/full"]
+        .map(String::from)
+        .to_vec();
+    words.push(bin("pk-ticket").display().to_string());
+    words.push(path.display().to_string());
+    let out = command(&words).output().unwrap();
+    assert_one_line_error(&out, "ticket", 71);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.ends_with(
+            "write(stdout): No space left on device; nothing sold: the count is back to 10\n"
+        ),
+        "{err}"
+    );
+    assert_eq!(read(&path), "10\n");
+    // A reader that has gone: the quiet stop of a closed pipe, nothing sold.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    // (timeout(1) for the time limit: assert_cmd would pipe stdout itself.)
+    let out = std::process::Command::new("timeout")
+        .arg(TIMEOUT.as_secs().to_string())
+        .arg(bin("pk-ticket"))
+        .arg("buy")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(read(&path), "10\n");
+    // The next buyer gets ticket 10.
+    assert_eq!(
+        stdout(&ticket(&["buy"], &path)),
+        "bought ticket 10 (9 left)\n"
+    );
+}
+
+#[test]
+fn init_that_fails_leaves_no_file_or_the_old_one() {
+    if strace_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product");
+    for (specs, flags) in [
+        (&["pwrite64:error=ENOSPC"][..], &[][..]),
+        (&["fdatasync:error=EIO"], &["--durable"]),
+        (&["renameat2:error=EIO"], &[]),
+    ] {
+        let mut args = vec!["init", "5"];
+        args.extend(flags);
+        let out = with_injected(specs, &args, &path);
+        assert_one_line_error(&out, "ticket", 71);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{specs:?}: {left:?}");
+    }
+    // An existing file keeps its content when the reset cannot be written.
+    std::fs::write(&path, "7\n").unwrap();
+    let out = with_injected(&["pwrite64:error=ENOSPC"], &["init", "5"], &path);
+    assert_one_line_error(&out, "ticket", 71);
+    assert_eq!(read(&path), "7\n");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn init_on_a_really_full_filesystem_leaves_no_file() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().display().to_string();
+    // A one-page tmpfs, filled up; then init, then what is left there.
+    let script = format!(
+        "mount -t tmpfs -o size=4k tmpfs {mnt} || exit 99
+         head -c 4096 /dev/zero > {mnt}/fill 2>/dev/null
+         \"$0\" init {mnt}/product 5; echo status=$?
+         ls -A {mnt}"
+    );
+    let out = command(&[
+        "unshare".into(),
+        "--mount".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+        bin("pk-ticket").display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    if out.status.code() == Some(99) || text.is_empty() {
+        eprintln!("skipped: cannot mount a tmpfs here: {out:?}");
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text, "status=71\nfill\n", "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pk-ticket: ") && err.contains("No space left on device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn init_durable_flushes_the_file_then_its_name() {
+    if strace_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product");
+    let log = dir.path().join("log");
+    let out = assert_cmd::Command::new("strace")
+        .args(["-qq", "-y", "-e", "signal=none", "-e"])
+        .arg("trace=fdatasync,fsync,renameat2,linkat,rename")
+        .arg("-o")
+        .arg(&log)
+        .arg(bin("pk-ticket"))
+        .args(["init", "--durable"])
+        .arg(&path)
+        .arg("5")
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(read(&path), "5\n");
+    let trace = read(&log);
+    let calls: Vec<&str> = trace.lines().collect();
+    let dir_name = format!("<{}>", dir.path().display());
+    assert_eq!(calls.len(), 3, "{trace}");
+    assert!(
+        calls[0].starts_with("fdatasync(") && calls[0].contains(".tmp>"),
+        "{trace}"
+    );
+    assert!(
+        calls[1].starts_with("renameat2(") && calls[1].contains("RENAME_NOREPLACE) = 0"),
+        "{trace}"
+    );
+    assert!(
+        calls[2].starts_with("fsync(") && calls[2].contains(&dir_name),
+        "{trace}"
+    );
+    // Without --durable, nothing is flushed.
+    std::fs::remove_file(&path).unwrap();
+    let out = assert_cmd::Command::new("strace")
+        .args([
+            "-qq",
+            "-y",
+            "-e",
+            "signal=none",
+            "-e",
+            "trace=fdatasync,fsync",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(bin("pk-ticket"))
+        .arg("init")
+        .arg(&path)
+        .arg("5")
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(read(&log), "");
 }

@@ -23,6 +23,29 @@
 //!
 //! The library never calls `waitpid(-1)`: it waits for the pids it was given,
 //! so it cannot steal another part of the program's children.
+//!
+//! # When SIGCHLD is ignored
+//!
+//! A process whose SIGCHLD is set to SIG_IGN (often inherited: an ignored
+//! signal stays ignored across exec) or has SA_NOCLDWAIT gets its children
+//! reaped by the kernel as they end: their exit status is lost and their
+//! pid is free for any new process at once. The library then:
+//!
+//! - never signals a pid that may have been reaped: a [`Child`] forked
+//!   while SIGCHLD is ignored or has a handler holds a pidfd taken in the
+//!   same instant as the fork (SIGCHLD is held back for that instant, see
+//!   [`Children::fork`]), and signals and waits through it; a [`Process`]
+//!   always holds one;
+//! - reports a child reaped by someone else (ECHILD) as such: [`Child::wait`]
+//!   waits until the child has ended, then fails with an error of kind
+//!   [`ErrorKind::Os`] that says its status is lost; it never retries
+//!   with a signal, and dropping the `Child` signals nothing.
+//!
+//! To get exit statuses, put SIGCHLD back to its default before forking
+//! (`process::restore_default(Signal::SIGCHLD)`); the `pk-*` binaries do so
+//! when they start. A SIGCHLD handler that waits for any child
+//! (`waitpid(-1)`) steals statuses the same way. Change SIGCHLD only while
+//! no [`Child`] is waiting to be reaped.
 
 use nix::errno::Errno;
 use nix::sys::signal::{self, Signal};
@@ -31,6 +54,10 @@ pub use nix::unistd::Pid;
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
 pub use crate::sys::proc::{_exit, Fork, fork_unchecked};
+use crate::sys::proc::{Reaping, TakePidfd};
+
+mod child;
+pub use child::{Child, Children, wait_all};
 
 /// fork(2), checked: the child gets `Fork::Child`, the parent the child's
 /// pid. Refused, with an error of kind
@@ -52,8 +79,58 @@ pub fn fork() -> Result<Fork> {
 
 /// [`fork`], naming the child in the error (`fork(<what>): …`).
 pub fn fork_named(what: impl std::fmt::Display) -> Result<Fork> {
-    let alone = wait_alone(&what)?;
-    crate::sys::proc::fork_alone(alone).map_err(|e| Error::sys("fork", what, e))
+    checked_fork(&what, TakePidfd::Never).map(|(fork, _)| fork)
+}
+
+/// The library's one checked fork: wait until alone (see [`fork`]), fork,
+/// take a pidfd as `take` says, and in the child arm the death signal
+/// when [`set_children_die_with_parent`] asked for it.
+pub(crate) fn checked_fork(
+    what: &dyn std::fmt::Display,
+    take: TakePidfd,
+) -> Result<(Fork, Option<std::os::fd::OwnedFd>)> {
+    let alone = wait_alone(what)?;
+    let parent = children_die_with_parent().then(getpid);
+    let (fork, pidfd) = crate::sys::proc::fork_alone_pidfd(alone, take)
+        .map_err(|e| Error::sys("fork", what.to_string(), e))?;
+    if let (Fork::Child, Some(parent)) = (fork, parent) {
+        die_with(parent);
+    }
+    Ok((fork, pidfd))
+}
+
+/// In a forked child: be sent SIGKILL when `parent` dies, or die now if it
+/// already has (too early for the request to fire).
+fn die_with(parent: Pid) {
+    if !crate::sys::proc::arm_death_signal(libc::SIGKILL, parent.as_raw()) {
+        let _ = die_of(Signal::SIGKILL);
+        _exit(1);
+    }
+}
+
+static CHILDREN_DIE_WITH_PARENT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, every child this process forks through the library
+/// ([`fork`], [`Children`], [`Builder::start`], [`crate::pool::Pool`]'s
+/// workers, the `…_unchecked` variants) is sent SIGKILL when this process
+/// dies, however it dies, SIGKILL included (PR_SET_PDEATHSIG, armed in the
+/// child right after the fork; a child whose parent died before that dies
+/// at once). Off by default. The `pk-*` binaries turn it on: their
+/// children are parts of a lesson or a command, never meant to outlive it.
+///
+/// Process-wide, like a signal disposition, and inherited by forked
+/// children for their own children. PR_SET_PDEATHSIG fires when the
+/// *thread* that forked ends; the library forks only from a process of one
+/// thread, so that thread's end is the process's end unless the program
+/// starts threads later and ends the forking one first.
+pub fn set_children_die_with_parent(on: bool) {
+    CHILDREN_DIE_WITH_PARENT.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_children_die_with_parent`] is on.
+pub fn children_die_with_parent() -> bool {
+    CHILDREN_DIE_WITH_PARENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Wait until this thread is the process's only one (see [`fork`]).
@@ -177,184 +254,6 @@ pub fn default_action_terminates(sig: Signal) -> bool {
     )
 }
 
-/// A forked child that this process must reap.
-///
-/// [`Child::wait`] reaps it. If a `Child` is dropped unreaped (an early
-/// return on an error path), the drop kills it with SIGKILL and reaps it, so
-/// no error path leaves a zombie or a stray process behind. A forked child
-/// holds copies of these handles but ends with `_exit`, which runs no
-/// destructors, so it never kills its siblings.
-#[derive(Debug)]
-pub struct Child {
-    pid: Pid,
-    status: Option<Status>,
-}
-
-impl Child {
-    /// Take charge of an already-forked child.
-    pub fn new(pid: Pid) -> Self {
-        Child { pid, status: None }
-    }
-
-    /// The child's pid.
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
-    /// Wait for the child to end and reap it; later calls return the same status.
-    pub fn wait(&mut self) -> Result<Status> {
-        if let Some(s) = self.status {
-            return Ok(s);
-        }
-        let s = waitpid(self.pid)?;
-        self.status = Some(s);
-        Ok(s)
-    }
-
-    /// Reap the child if it has ended; `None` while it runs.
-    pub fn try_wait(&mut self) -> Result<Option<Status>> {
-        if self.status.is_none() {
-            self.status = try_waitpid(self.pid)?;
-        }
-        Ok(self.status)
-    }
-
-    /// The status once reaped.
-    pub fn status(&self) -> Option<Status> {
-        self.status
-    }
-}
-
-/// Wait for every child in `children`, in order, and reap it; the first one
-/// that did not exit 0, with its status, or `None` when all did. A failure
-/// does not stop the waiting: every child is reaped.
-///
-/// ```
-/// use posixkit::process::{self, Child, Fork};
-/// use posixkit::status::Status;
-/// let mut children = Vec::new();
-/// for code in [0, 3, 5] {
-///     match process::fork().unwrap() {
-///         Fork::Child => process::_exit(code),
-///         Fork::Parent(pid) => children.push(Child::new(pid)),
-///     }
-/// }
-/// let failed = process::wait_all(&mut children).unwrap();
-/// assert_eq!(failed, Some((children[1].pid(), Status::Exited(3))));
-/// assert!(children.iter().all(|c| c.status().is_some()), "all reaped");
-/// ```
-pub fn wait_all(children: &mut [Child]) -> Result<Option<(Pid, Status)>> {
-    let mut failed = None;
-    for child in children {
-        let status = child.wait()?;
-        if !status.success() && failed.is_none() {
-            failed = Some((child.pid(), status));
-        }
-    }
-    Ok(failed)
-}
-
-/// A group of forked children that are reaped together: the "fork N
-/// children, then wait for them all" of every multi-process lesson.
-///
-/// [`Children::fork`] forks one (checked, as [`fork`]) and keeps its
-/// [`Child`] in the parent; [`Children::start`] forks one that runs a
-/// closure for its whole life ([`run_child`]). [`Children::wait_all`] reaps
-/// every one, in order, whatever failed. A group dropped unreaped (an error
-/// path) kills and reaps its children, as each [`Child`] does.
-///
-/// ```
-/// use posixkit::process::Children;
-/// let mut group = Children::new();
-/// for code in [0, 3, 0] {
-///     group.start("child", move || code).unwrap();
-/// }
-/// let failed = group.wait_all().unwrap();
-/// assert_eq!(failed.map(|(_, s)| s.shell_code()), Some(3));
-/// ```
-#[derive(Debug, Default)]
-pub struct Children {
-    children: Vec<Child>,
-}
-
-impl Children {
-    /// An empty group.
-    pub fn new() -> Self {
-        Children::default()
-    }
-
-    /// Fork one child (checked, see [`fork`]), naming it `what` in an
-    /// error. In the parent its [`Child`] joins the group; the child gets
-    /// [`Fork::Child`] and must end with [`_exit`] or exec.
-    pub fn fork(&mut self, what: impl std::fmt::Display) -> Result<Fork> {
-        let fork = fork_named(what)?;
-        if let Fork::Parent(pid) = fork {
-            self.children.push(Child::new(pid));
-        }
-        Ok(fork)
-    }
-
-    /// Fork one child that runs `f` and exits with its code (101 if it
-    /// panics, see [`run_child`]); its pid, in the parent. `f` runs only
-    /// in the child: anything it owns is dropped unused in the parent, so
-    /// give it references to what the parent keeps.
-    pub fn start(&mut self, what: impl std::fmt::Display, f: impl FnOnce() -> i32) -> Result<Pid> {
-        match self.fork(what)? {
-            Fork::Child => run_child(f),
-            Fork::Parent(pid) => Ok(pid),
-        }
-    }
-
-    /// Wait for every child, in the order they were forked, and reap it:
-    /// the first one that did not exit 0, with its status, or `None` when
-    /// all did (see [`wait_all`]).
-    pub fn wait_all(&mut self) -> Result<Option<(Pid, Status)>> {
-        wait_all(&mut self.children)
-    }
-
-    /// The `i`th child forked.
-    pub fn get(&self, i: usize) -> Option<&Child> {
-        self.children.get(i)
-    }
-
-    /// The children, in the order they were forked.
-    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Child> {
-        self.children.iter_mut()
-    }
-
-    /// The children, in the order they were forked.
-    pub fn iter(&self) -> std::slice::Iter<'_, Child> {
-        self.children.iter()
-    }
-
-    /// How many were forked.
-    pub fn len(&self) -> usize {
-        self.children.len()
-    }
-
-    /// Whether none was forked.
-    pub fn is_empty(&self) -> bool {
-        self.children.is_empty()
-    }
-}
-
-impl<'a> IntoIterator for &'a mut Children {
-    type Item = &'a mut Child;
-    type IntoIter = std::slice::IterMut<'a, Child>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.children.iter_mut()
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = signal::kill(self.pid, Signal::SIGKILL);
-            let _ = waitpid(self.pid);
-        }
-    }
-}
-
 /// The instant `timeout` from now; `None` (wait for ever) when it lies
 /// beyond what the clock can represent, so a timeout near
 /// [`Duration::MAX`](std::time::Duration::MAX) means "no timeout", never
@@ -441,9 +340,10 @@ impl Builder {
     /// whole parent process: start daemons from a thread that lives as long
     /// as they should.
     pub fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
-        self.start_with(f, |name| {
+        self.start_inner(f, |name| {
             let alone = wait_alone(&name)?;
-            crate::sys::proc::fork_alone(alone).map_err(|e| Error::sys("fork", name, e))
+            crate::sys::proc::fork_alone_pidfd(alone, TakePidfd::Always)
+                .map_err(|e| Error::sys("fork", name, e))
         })
     }
 
@@ -453,14 +353,26 @@ impl Builder {
         f: F,
         fork: impl FnOnce(&str) -> Result<Fork>,
     ) -> Result<Process> {
+        self.start_inner(f, |name| fork(name).map(|f| (f, None)))
+    }
+
+    /// [`Builder::start`] with `fork` as the way to fork, returning the
+    /// child's pidfd when it took one.
+    fn start_inner<F: FnOnce() -> i32>(
+        self,
+        f: F,
+        fork: impl FnOnce(&str) -> Result<(Fork, Option<std::os::fd::OwnedFd>)>,
+    ) -> Result<Process> {
         let name = self.name.unwrap_or_else(|| {
             format!(
                 "Process-{}",
                 PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             )
         });
-        // Only a daemon checks its parent after arming PDEATHSIG.
-        let parent = if self.daemon {
+        // Only a child that is to die with its parent checks its parent
+        // after arming PDEATHSIG.
+        let die_with_parent = self.daemon || children_die_with_parent();
+        let parent = if die_with_parent {
             getpid()
         } else {
             Pid::from_raw(0)
@@ -476,29 +388,35 @@ impl Builder {
         )
         .ok();
         match fork(&name)? {
-            Fork::Child => {
-                if self.daemon
-                    && !crate::sys::proc::arm_death_signal(libc::SIGKILL, parent.as_raw())
-                {
-                    // The parent died before the death signal was armed: die
-                    // the way the signal would have made us die.
-                    let _ = die_of(Signal::SIGKILL);
-                    _exit(1);
+            (Fork::Child, _) => {
+                if die_with_parent {
+                    die_with(parent);
                 }
                 if let Some(comm) = &comm {
                     let _ = nix::sys::prctl::set_name(comm);
                 }
                 run_child(f)
             }
-            Fork::Parent(pid) => {
+            (Fork::Parent(pid), pidfd) => {
                 // A pidfd makes signals and timed joins immune to pid reuse.
-                // Kernels before 5.3 lack it; then we fall back to the pid.
-                let pidfd = crate::sys::proc::pidfd_open(pid).ok();
+                // The checked fork took it before anything could reap the
+                // child; an unchecked one opens it now, which is as safe
+                // while SIGCHLD is at its default. Kernels before 5.3 lack
+                // pidfds; then the pid is used, checked before each signal.
+                let pidfd = pidfd.or_else(|| {
+                    crate::sys::proc::sigchld_reaping()
+                        .is_ok_and(|r| r == Reaping::Waited)
+                        .then(|| crate::sys::proc::pidfd_open(pid).ok())
+                        .flatten()
+                });
+                let child = match pidfd {
+                    Some(fd) => Child::with_pidfd(pid, Some(fd)),
+                    None => Child::new(pid),
+                };
                 Ok(Process {
                     name,
-                    child: Child::new(pid),
+                    child,
                     daemon: self.daemon,
-                    pidfd,
                 })
             }
         }
@@ -506,6 +424,11 @@ impl Builder {
 }
 
 /// A child process running a closure: Python's `multiprocessing.Process`.
+///
+/// It holds a pidfd (where the kernel has them) and signals and waits
+/// through it. One dropped without a [`Process::join`] is killed (SIGKILL)
+/// and reaped by its [`Child`]: a drop never leaves a zombie or a stray
+/// process behind.
 ///
 /// ```no_run
 /// use posixkit::process::Builder;
@@ -519,7 +442,6 @@ pub struct Process {
     /// The pid and, once reaped, the status.
     child: Child,
     daemon: bool,
-    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Process {
@@ -553,9 +475,8 @@ impl Process {
         }
         // A timeout too large for the clock waits for ever.
         let timeout = timeout.filter(|&t| deadline_after(t).is_some());
-        if let (Some(fd), Some(t)) = (&self.pidfd, timeout) {
-            use std::os::fd::AsFd;
-            if !pidfd_wait(fd.as_fd(), t)? {
+        if let (Some(fd), Some(t)) = (self.child.pidfd(), timeout) {
+            if !pidfd_wait(fd, t)? {
                 return Ok(None);
             }
         } else if let Some(t) = timeout {
@@ -593,33 +514,11 @@ impl Process {
         self.signal(Signal::SIGKILL)
     }
 
-    /// Send `sig` through the pidfd (immune to pid reuse), or kill(2) where
-    /// pidfds are missing. Does nothing once the child has been reaped.
+    /// Send `sig` through the pidfd (immune to pid reuse), or by pid where
+    /// pidfds are missing, checked as [`Child::signal`] does. Does nothing
+    /// once the child has been reaped.
     pub fn signal(&self, sig: Signal) -> Result<()> {
-        if self.status().is_some() {
-            return Ok(());
-        }
-        match &self.pidfd {
-            Some(fd) => {
-                use std::os::fd::AsFd;
-                crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig)
-                    .map_err(|e| Error::sys("pidfd_send_signal", self.pid(), e))
-            }
-            None => kill(self.pid(), sig),
-        }
-    }
-}
-
-/// A child not joined is killed (SIGKILL) and reaped: dropping never blocks
-/// and never leaves a zombie or a stray process behind. Its [`Child`] would
-/// do the same by pid; this does it through the pidfd first, immune to pid
-/// reuse, and the `Child` then has nothing left to do.
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.status().is_none() {
-            let _ = self.kill();
-            let _ = self.join(None);
-        }
+        self.child.signal(sig)
     }
 }
 

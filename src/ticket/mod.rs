@@ -67,6 +67,38 @@
 //! after the write. The common sale is four system calls: flock, pread,
 //! pwrite, flock.
 //!
+//! # When a step fails
+//!
+//! A sale that is not reported leaves the count as it was. The pwrite is
+//! the moment the new count is in the file, and nothing after it can fail
+//! the sale unnoticed:
+//! - the ftruncate only tidies (`9\n ` is as good a 9 as `9\n`), so its
+//!   failure is ignored and the sale stands;
+//! - a failed fdatasync (durable files) writes the old content back, and
+//!   flushes it, before the lock is released; the error then says how far
+//!   that got: the count is back, or back with the disk unknown (a second
+//!   flush failed), or, when even the write back failed, the count the
+//!   file holds and the ticket that was sold to nobody;
+//! - a caller that must hand the ticket over before the sale counts (the
+//!   `pk-ticket buy` line) uses [`TicketFile::buy_pending`]: the lock is
+//!   kept until [`Pending::commit`], and a ticket that could not be handed
+//!   over is put back by [`Pending::undo`].
+//!
+//! A buyer killed between its write and its report (or its commit) has
+//! sold a ticket nobody received: no program can report and write as one
+//! step. The file still holds a valid count.
+//!
+//! # Creating the file
+//!
+//! [`TicketFile::init`] writes a new file under a temporary name in the
+//! same directory (`.pk-ticket.<pid>.<n>.tmp`, mode 0600) and then gives it
+//! its name with renameat2(RENAME_NOREPLACE), so the name never shows an
+//! empty or half-written file: an init that fails (a full filesystem)
+//! removes its temporary file and leaves none; one killed before the
+//! rename leaves only the temporary file. A file that exists already is
+//! reset in place, under the lock, because buyers hold it open: a new
+//! inode would not be the one they lock.
+//!
 //! Rejected alternatives:
 //! - `open(O_TRUNC)` + write (Python's `open('product', 'w')`): a kill
 //!   between the two leaves an empty file.
@@ -89,6 +121,8 @@
 //! a reported ticket survives power loss too. It costs a device flush per
 //! sale (milliseconds on a disk, tens of microseconds on fast SSDs), and
 //! every other buyer waits for it because it happens under the lock.
+//! [`TicketFile::init_durable`] flushes a new file before it gets its name
+//! and then its directory (fsync), so the name survives a power cut too.
 //!
 //! # Ticket numbers
 //!
@@ -107,8 +141,12 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, SFlag, fstat};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::sys::flock::{self, Op};
+
+mod init;
+mod pending;
+pub use pending::{Pending, Purchase};
 
 /// The longest ticket file accepted, in bytes.
 pub const MAX_FILE_LEN: usize = 4096;
@@ -154,7 +192,6 @@ pub enum Wait {
 enum Access {
     Read,
     ReadWrite,
-    Create,
 }
 
 /// An open ticket file. See the [module documentation](self) for the file
@@ -196,28 +233,12 @@ impl TicketFile {
         Self::open_with(path.as_ref(), Access::Read)
     }
 
-    /// Create a ticket file holding `count` (mode 0600 less the umask), or
-    /// reset an existing one to `count` under the exclusive lock, keeping
-    /// its mode. Whatever the file held before need not parse.
-    pub fn init(path: impl AsRef<Path>, count: u64) -> Result<Self> {
-        let file = Self::create(path)?;
-        file.set(count)?;
-        Ok(file)
-    }
-
-    /// Open a ticket file read-write, creating it empty (mode 0600 less the
-    /// umask) if it does not exist; [`set`](Self::set) gives it a count.
-    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path.as_ref(), Access::Create)
-    }
-
     fn open_with(path: &Path, access: Access) -> Result<Self> {
         let name = path.display().to_string();
         let mut flags = OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
         flags |= match access {
             Access::Read => OFlag::O_RDONLY,
             Access::ReadWrite => OFlag::O_RDWR,
-            Access::Create => OFlag::O_RDWR | OFlag::O_CREAT,
         };
         let fd = loop {
             match open(path, flags, Mode::S_IRUSR | Mode::S_IWUSR) {
@@ -281,11 +302,21 @@ impl TicketFile {
 
     /// Replace the count with `count`, under the exclusive lock. The old
     /// content need not parse. Crash-safe like a sale when the old file is
-    /// at most one page long.
+    /// at most one page long. When durable, a failed fdatasync says that
+    /// the file holds `count` but the disk may not.
     pub fn set(&self, count: u64) -> Result<()> {
         let _lock = self.lock(Op::Exclusive, Wait::Block)?;
         let old_len = self.file_len()?;
-        self.write_count(count, old_len)
+        self.write_padded(count, old_len)?;
+        if self.durable {
+            nix::unistd::fdatasync(&self.fd).map_err(|e| {
+                self.unknown_on_disk(
+                    e,
+                    format!("the file holds {count}, but whether the disk does is unknown"),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Take the exclusive flock(2) lock on the file, waiting as long as it
@@ -334,25 +365,107 @@ impl TicketFile {
             .map(|sale| sale.unwrap_or(Sale::SoldOut))
     }
 
+    /// Sell one ticket but keep the lock: the new count is written (and
+    /// flushed when durable), and the sale stands only once
+    /// [`Pending::commit`] says so. Until then nobody who takes the lock
+    /// has seen it, and [`Pending::undo`] (or dropping the [`Pending`])
+    /// writes the old count back. For a caller that must hand the ticket
+    /// over (print it, send it) before the sale counts: a ticket that
+    /// could not be handed over stays on sale.
+    ///
+    /// `None` when `wait` gave up on the lock; `pause` runs between the read
+    /// and the write, as for [`buy_paused`](Self::buy_paused).
+    ///
+    /// ```no_run
+    /// use posixkit::ticket::{Purchase, TicketFile, Wait};
+    /// let shop = TicketFile::open("product").unwrap();
+    /// if let Some(Purchase::Pending(sale)) = shop.buy_pending(Wait::Block, &mut || {}).unwrap() {
+    ///     let t = sale.ticket();
+    ///     match std::fs::write("receipt", format!("ticket {}\n", t.number)) {
+    ///         Ok(()) => sale.commit(),
+    ///         Err(_) => sale.undo().unwrap(), // ticket t.number is for sale again
+    ///     }
+    /// }
+    /// ```
+    pub fn buy_pending(&self, wait: Wait, pause: &mut dyn FnMut()) -> Result<Option<Purchase<'_>>> {
+        self.buy_pending_inner(true, wait, pause)
+    }
+
     fn buy_inner(&self, locked: bool, wait: Wait, pause: &mut dyn FnMut()) -> Result<Option<Sale>> {
-        let _lock = if locked {
-            match self.lock(Op::Exclusive, wait)? {
-                Some(l) => Some(l),
-                None => return Ok(None),
-            }
-        } else {
-            None
+        let _lock = match self.lock_for_sale(locked, wait)? {
+            Some(lock) => lock,
+            None => return Ok(None),
         };
-        let (count, len) = self.read_count()?;
+        Ok(Some(match self.sell(pause)? {
+            Some((ticket, _)) => Sale::Bought(ticket),
+            None => Sale::SoldOut,
+        }))
+    }
+
+    fn buy_pending_inner(
+        &self,
+        locked: bool,
+        wait: Wait,
+        pause: &mut dyn FnMut(),
+    ) -> Result<Option<Purchase<'_>>> {
+        let lock = match self.lock_for_sale(locked, wait)? {
+            Some(lock) => lock,
+            None => return Ok(None),
+        };
+        Ok(Some(match self.sell(pause)? {
+            Some((ticket, old)) => Purchase::Pending(Pending {
+                shop: self,
+                ticket,
+                old,
+                settled: false,
+                _lock: lock,
+            }),
+            None => Purchase::SoldOut,
+        }))
+    }
+
+    /// The exclusive lock for a sale (`Some(None)` for the lesson's sale
+    /// without a lock); `None` when `wait` gave up.
+    fn lock_for_sale(&self, locked: bool, wait: Wait) -> Result<Option<Option<Locked<'_>>>> {
+        if !locked {
+            return Ok(Some(None));
+        }
+        Ok(self.lock(Op::Exclusive, wait)?.map(Some))
+    }
+
+    /// Sell one ticket, the lock held (or not, for the lesson): read the
+    /// count, call `pause`, write the count less one (and flush it when
+    /// durable). The ticket and the file's former content, or `None` when
+    /// sold out.
+    fn sell(&self, pause: &mut dyn FnMut()) -> Result<Option<(Ticket, Text)>> {
+        let (count, old) = self.read_count()?;
         if count == 0 {
-            return Ok(Some(Sale::SoldOut));
+            return Ok(None);
         }
         pause();
-        self.write_count(count - 1, len)?;
-        Ok(Some(Sale::Bought(Ticket {
+        let ticket = Ticket {
             number: count,
             left: count - 1,
-        })))
+        };
+        self.write_padded(ticket.left, old.len())?;
+        // From here on the new count is in the file: every failure must
+        // put the old one back before the lock goes.
+        if self.durable {
+            if let Err(e) = nix::unistd::fdatasync(&self.fd) {
+                let undone = self.restore(&old, ticket);
+                return Err(Error::new(
+                    ErrorKind::from_errno(e),
+                    "fdatasync",
+                    &self.name,
+                    format!(
+                        "{}; {}",
+                        crate::error::strerror(e),
+                        pending::undo_outcome(&undone, ticket)
+                    ),
+                ));
+            }
+        }
+        Ok(Some((ticket, old)))
     }
 
     /// Take the lock; `None` when `wait` gave up. EINTR is retried.
@@ -394,13 +507,14 @@ impl TicketFile {
         Ok(usize::try_from(st.st_size).unwrap_or(usize::MAX))
     }
 
-    /// Read and parse the count; also returns the file's length in bytes.
-    fn read_count(&self) -> Result<(u64, usize)> {
+    /// Read and parse the count; also returns the file's whole content.
+    fn read_count(&self) -> Result<(u64, Text)> {
         let mut small = [0u8; SMALL];
         let n = self.pread(&mut small)?;
         // A short read of a regular file means its end was reached.
         if n < small.len() {
-            return self.parsed(&small[..n]);
+            let text = Text::Small(small, n);
+            return Ok((self.parsed(text.bytes())?, text));
         }
         let mut big = vec![0u8; MAX_FILE_LEN + 1];
         let n = self.pread(&mut big)?;
@@ -411,13 +525,12 @@ impl TicketFile {
                 format!("longer than {MAX_FILE_LEN} bytes: not a ticket count"),
             ));
         }
-        self.parsed(&big[..n])
+        big.truncate(n);
+        Ok((self.parsed(&big)?, Text::Big(big)))
     }
 
-    fn parsed(&self, text: &[u8]) -> Result<(u64, usize)> {
-        parse_count(text)
-            .map(|count| (count, text.len()))
-            .map_err(|why| Error::data("read", &self.name, why))
+    fn parsed(&self, text: &[u8]) -> Result<u64> {
+        parse_count(text).map_err(|why| Error::data("read", &self.name, why))
     }
 
     /// One pread(2) at offset 0; EINTR retried.
@@ -433,9 +546,16 @@ impl TicketFile {
 
     /// Write `count` over a file that is `old_len` bytes long: one pwrite
     /// of the new text padded with spaces to the old length (up to one
-    /// page), then an ftruncate when the text got shorter, then fdatasync
-    /// when durable.
-    fn write_count(&self, count: u64, old_len: usize) -> Result<()> {
+    /// page), which is the moment the new count is in the file; then an
+    /// ftruncate of the padding when the text got shorter.
+    ///
+    /// When the padded text covers the whole old content (always for a
+    /// file that held a count: it is at most [`MAX_FILE_LEN`] long) the
+    /// ftruncate only tidies: `9\n ` is as good a 9 as `9\n`, so its failure
+    /// is ignored and nothing can fail once the count is written. Over a
+    /// longer file (only [`set`](Self::set) meets one) the ftruncate is
+    /// what makes the file a count, and its failure is an error.
+    fn write_padded(&self, count: u64, old_len: usize) -> Result<()> {
         let mut small = [b' '; SMALL];
         let text_len = format_count(count, &mut small);
         let write_len = old_len.clamp(text_len, MAX_FILE_LEN);
@@ -451,11 +571,10 @@ impl TicketFile {
         self.pwrite_all(bytes)?;
         if old_len > text_len {
             let len = i64::try_from(text_len).unwrap_or(i64::MAX);
-            nix::unistd::ftruncate(&self.fd, len)
-                .map_err(|e| Error::sys("ftruncate", &self.name, e))?;
-        }
-        if self.durable {
-            nix::unistd::fdatasync(&self.fd).map_err(|e| Error::sys("fdatasync", &self.name, e))?;
+            let trimmed = nix::unistd::ftruncate(&self.fd, len);
+            if old_len > write_len {
+                trimmed.map_err(|e| Error::sys("ftruncate", &self.name, e))?;
+            }
         }
         Ok(())
     }
@@ -473,6 +592,26 @@ impl TicketFile {
             }
         }
         Ok(())
+    }
+}
+
+/// A ticket file's content as read: on the stack when short.
+#[derive(Debug)]
+enum Text {
+    Small([u8; SMALL], usize),
+    Big(Vec<u8>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Small(b, n) => &b[..*n],
+            Text::Big(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
     }
 }
 
@@ -613,6 +752,48 @@ mod tests {
         let shop = TicketFile::init(&path, 3).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
         assert_eq!(shop.count().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_pending_sale_stands_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("product");
+        std::fs::write(&path, "10\n").unwrap();
+        let shop = TicketFile::open(&path).unwrap();
+        let other = TicketFile::open(&path).unwrap();
+        fn pending(shop: &TicketFile) -> Pending<'_> {
+            match shop.buy_pending(Wait::Block, &mut || {}) {
+                Ok(Some(Purchase::Pending(p))) => p,
+                other => panic!("{other:?}"),
+            }
+        }
+        // Undone: the old text is back, and the lock was held until then.
+        let sale = pending(&shop);
+        assert_eq!(
+            sale.ticket(),
+            Ticket {
+                number: 10,
+                left: 9
+            }
+        );
+        assert_eq!(other.try_buy().unwrap(), None, "still locked");
+        sale.undo().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "10\n");
+        // Dropped without a commit: undone too.
+        drop(pending(&shop));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "10\n");
+        // Committed: it stands, and the next buyer gets the next ticket.
+        pending(&shop).commit();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "9\n");
+        assert_eq!(
+            other.try_buy().unwrap(),
+            Some(Sale::Bought(Ticket { number: 9, left: 8 }))
+        );
+        shop.set(0).unwrap();
+        assert!(matches!(
+            shop.buy_pending(Wait::NoWait, &mut || {}).unwrap(),
+            Some(Purchase::SoldOut)
+        ));
     }
 
     #[test]
