@@ -81,7 +81,12 @@ impl Key {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", &shown, &e))?;
         let meta = f.metadata().map_err(|e| Error::io("fstat", &shown, &e))?;
         if !meta.is_file() {
-            return Err(Error::new(ErrorKind::InvalidInput, "open", &shown, "not a regular file"));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "open",
+                &shown,
+                "not a regular file",
+            ));
         }
         let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -129,7 +134,8 @@ pub fn random(n: usize) -> Result<Vec<u8>> {
 type HmacSha256 = Hmac<Sha256>;
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+    let mut m =
+        <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
     for p in parts {
         m.update(p);
     }
@@ -145,21 +151,46 @@ pub enum Side {
     Worker,
 }
 
-fn proof_mac(key: &Key, side: Side, ns: &[u8; NONCE_LEN], nw: &[u8; NONCE_LEN], pid: u32) -> HmacSha256 {
+fn proof_mac(
+    key: &Key,
+    side: Side,
+    ns: &[u8; NONCE_LEN],
+    nw: &[u8; NONCE_LEN],
+    pid: u32,
+) -> HmacSha256 {
     match side {
         Side::Server => hmac(&key.0, &[b"pk-manager server v2\0", ns, nw]),
-        Side::Worker => hmac(&key.0, &[b"pk-manager worker v2\0", ns, nw, &pid.to_be_bytes()]),
+        Side::Worker => hmac(
+            &key.0,
+            &[b"pk-manager worker v2\0", ns, nw, &pid.to_be_bytes()],
+        ),
     }
 }
 
 /// The proof `side` sends for the nonces `ns` (server's) and `nw`
 /// (worker's); `pid` is covered by the worker's proof only.
-pub fn proof(key: &Key, side: Side, ns: &[u8; NONCE_LEN], nw: &[u8; NONCE_LEN], pid: u32) -> [u8; TAG_LEN] {
-    proof_mac(key, side, ns, nw, pid).finalize().into_bytes().into()
+pub fn proof(
+    key: &Key,
+    side: Side,
+    ns: &[u8; NONCE_LEN],
+    nw: &[u8; NONCE_LEN],
+    pid: u32,
+) -> [u8; TAG_LEN] {
+    proof_mac(key, side, ns, nw, pid)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Whether `tag` is `side`'s proof, compared in constant time.
-pub fn verify(key: &Key, side: Side, ns: &[u8; NONCE_LEN], nw: &[u8; NONCE_LEN], pid: u32, tag: &[u8]) -> bool {
+pub fn verify(
+    key: &Key,
+    side: Side,
+    ns: &[u8; NONCE_LEN],
+    nw: &[u8; NONCE_LEN],
+    pid: u32,
+    tag: &[u8],
+) -> bool {
     proof_mac(key, side, ns, nw, pid).verify_slice(tag).is_ok()
 }
 
@@ -269,7 +300,11 @@ mod tests {
         let mut recv = Seal::new(&k, &ns, &nw, Direction::ToServer);
         let a = send.seal(b"first");
         let b = send.seal(b"second");
-        assert_eq!(recv.clone().open(&b, "t").unwrap_err().kind(), ErrorKind::BadData, "out of order");
+        assert_eq!(
+            recv.clone().open(&b, "t").unwrap_err().kind(),
+            ErrorKind::BadData,
+            "out of order"
+        );
         assert_eq!(recv.open(&a, "t").unwrap(), b"first");
         assert!(recv.clone().open(&a, "t").is_err(), "replayed");
         let mut altered = b.clone();
@@ -298,7 +333,10 @@ mod tests {
         assert!(e.to_string().contains("mode 0640"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
         std::fs::write(&p, "").unwrap_or(());
-        assert_eq!(Key::from_file(&dir.path().join("none")).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            Key::from_file(&dir.path().join("none")).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
         assert!(format!("{:?}", Key::new(b"s3cret".to_vec(), "k").unwrap()).contains("6 bytes"));
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::auth::{Direction, Key, Seal, Side, nonce, proof, verify};
-use super::wire::{self, FOREVER, MAX_FRAME, Msg, net_err, read_hello, read_payload, unexpected, write_payload};
+use super::wire::{
+    self, FOREVER, MAX_FRAME, Msg, net_err, read_hello, read_payload, unexpected, write_payload,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Resolve `addr` (`host:port`) and connect, giving up after `timeout`;
@@ -76,7 +78,11 @@ pub struct Client {
 }
 
 fn ms(d: Option<Duration>) -> u32 {
-    d.map_or(FOREVER, |d| u32::try_from(d.as_millis()).unwrap_or(FOREVER - 1).min(FOREVER - 1))
+    d.map_or(FOREVER, |d| {
+        u32::try_from(d.as_millis())
+            .unwrap_or(FOREVER - 1)
+            .min(FOREVER - 1)
+    })
 }
 
 impl Client {
@@ -112,16 +118,31 @@ impl Client {
             other => return Err(unexpected(&server, &other, "the server's proof")),
         }
         let tag = proof(key, Side::Worker, &ns, &nw, pid);
-        write_payload(&mut stream, &server, &Msg::WorkerProof { pid, tag }.encode())?;
+        write_payload(
+            &mut stream,
+            &server,
+            &Msg::WorkerProof { pid, tag }.encode(),
+        )?;
         let mut open = Seal::new(key, &ns, &nw, Direction::ToWorker);
         let payload = read_payload(&mut stream, &server, MAX_FRAME, Some(deadline))?;
         if Msg::decode(&payload) == Some(Msg::Denied) {
-            return Err(Error::new(ErrorKind::PermissionDenied, "auth", &server, "the server refused the authkey"));
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "auth",
+                &server,
+                "the server refused the authkey",
+            ));
         }
         let lease = match Msg::decode(open.open(&payload, &server)?) {
             Some(Msg::Welcome { lease_ms }) => Duration::from_millis(u64::from(lease_ms.max(1))),
             Some(other) => return Err(unexpected(&server, &other, "welcome")),
-            None => return Err(Error::data("read", &server, "a sealed frame that is no message")),
+            None => {
+                return Err(Error::data(
+                    "read",
+                    &server,
+                    "a sealed frame that is no message",
+                ));
+            }
         };
         // The server speaks at least every third of the lease while a
         // request waits: silence for a whole lease means it is gone.
@@ -131,7 +152,9 @@ impl Client {
         stream
             .set_write_timeout(Some(lease))
             .map_err(|e| Error::io("setsockopt", &server, &e))?;
-        let writer = stream.try_clone().map_err(|e| Error::io("dup", &server, &e))?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| Error::io("dup", &server, &e))?;
         Ok(Client {
             stream,
             server,
@@ -156,26 +179,41 @@ impl Client {
     /// The next answer, past the server's keepalives.
     fn recv(&mut self) -> Result<Msg> {
         loop {
-            let payload = read_payload(&mut self.stream, &self.server, MAX_FRAME, None).map_err(|e| {
-                if e.kind() == ErrorKind::TimedOut {
-                    Error::new(
-                        ErrorKind::PeerClosed,
-                        "read",
-                        &self.server,
-                        format!("the server sent nothing for {:?} (the lease); it is gone", self.lease),
-                    )
-                } else {
-                    e
-                }
-            })?;
+            let payload =
+                read_payload(&mut self.stream, &self.server, MAX_FRAME, None).map_err(|e| {
+                    if e.kind() == ErrorKind::TimedOut {
+                        Error::new(
+                            ErrorKind::PeerClosed,
+                            "read",
+                            &self.server,
+                            format!(
+                                "the server sent nothing for {:?} (the lease); it is gone",
+                                self.lease
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
             let body = self.open.open(&payload, &self.server)?;
             match Msg::decode(body) {
                 Some(Msg::Wait) => continue,
                 Some(Msg::Refused { why }) => {
-                    return Err(Error::new(ErrorKind::InvalidInput, "request", &self.server, why));
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "request",
+                        &self.server,
+                        why,
+                    ));
                 }
                 Some(m) if !m.is_handshake() => return Ok(m),
-                _ => return Err(Error::data("read", &self.server, "a sealed frame that is no message")),
+                _ => {
+                    return Err(Error::data(
+                        "read",
+                        &self.server,
+                        "a sealed frame that is no message",
+                    ));
+                }
             }
         }
     }
@@ -183,7 +221,10 @@ impl Client {
     /// Take the next item of `queue`, waiting up to `wait` (`None`: until
     /// one comes or the queue is closed and drained).
     pub fn get(&mut self, queue: &str, wait: Option<Duration>) -> Result<Got> {
-        self.send(&Msg::Get { queue: queue.to_string(), wait_ms: ms(wait) })?;
+        self.send(&Msg::Get {
+            queue: queue.to_string(),
+            wait_ms: ms(wait),
+        })?;
         match self.recv()? {
             Msg::Item { id, body } => Ok(Got::Item { id, body }),
             Msg::Empty => Ok(Got::Empty),
@@ -194,9 +235,22 @@ impl Client {
 
     /// Add `body` to `queue`, settling item `settles` in the same step;
     /// wait up to `wait` for room.
-    pub fn put(&mut self, queue: &str, body: &[u8], settles: Option<u64>, wait: Option<Duration>) -> Result<Put> {
+    pub fn put(
+        &mut self,
+        queue: &str,
+        body: &[u8],
+        settles: Option<u64>,
+        wait: Option<Duration>,
+    ) -> Result<Put> {
         if body.len() > wire::MAX_BODY {
-            return Err(Error::invalid("MSG", format!("a message of {} bytes, the limit is {}", body.len(), wire::MAX_BODY)));
+            return Err(Error::invalid(
+                "MSG",
+                format!(
+                    "a message of {} bytes, the limit is {}",
+                    body.len(),
+                    wire::MAX_BODY
+                ),
+            ));
         }
         self.send(&Msg::Put {
             queue: queue.to_string(),
@@ -224,7 +278,9 @@ impl Client {
 
     /// Close `queue`: no more puts; workers that find it drained stop.
     pub fn close_queue(&mut self, queue: &str) -> Result<()> {
-        self.send(&Msg::Close { queue: queue.to_string() })?;
+        self.send(&Msg::Close {
+            queue: queue.to_string(),
+        })?;
         match self.recv()? {
             Msg::Ok => Ok(()),
             other => Err(unexpected(&self.server, &other, "ok")),
@@ -248,7 +304,10 @@ impl Client {
                 }
             })
             .ok();
-        Heartbeats { stop: Some(stop), thread }
+        Heartbeats {
+            stop: Some(stop),
+            thread,
+        }
     }
 }
 

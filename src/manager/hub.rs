@@ -234,7 +234,12 @@ pub struct Hub {
 
 impl Hub {
     /// Named queues, empty.
-    pub fn new(queues: &[QueueSpec], lease: Duration, min_workers: usize, events: Sender<Event>) -> Hub {
+    pub fn new(
+        queues: &[QueueSpec],
+        lease: Duration,
+        min_workers: usize,
+        events: Sender<Event>,
+    ) -> Hub {
         let queues = queues
             .iter()
             .map(|q| Queue {
@@ -270,8 +275,14 @@ impl Hub {
         let n = tasks as usize;
         let hub = Hub::new(
             &[
-                QueueSpec { name: "tasks".into(), capacity: n },
-                QueueSpec { name: "results".into(), capacity: n },
+                QueueSpec {
+                    name: "tasks".into(),
+                    capacity: n,
+                },
+                QueueSpec {
+                    name: "results".into(),
+                    capacity: n,
+                },
             ],
             lease,
             min_workers,
@@ -280,12 +291,22 @@ impl Hub {
         {
             let mut st = hub.lock();
             for i in 1..=u64::from(tasks) {
-                st.items.insert(i, Entry { queue: 0, value: Value::Int(i.into()), holder: None });
+                st.items.insert(
+                    i,
+                    Entry {
+                        queue: 0,
+                        value: Value::Int(i.into()),
+                        holder: None,
+                    },
+                );
                 st.queues[0].pending.push_back(i);
             }
             st.next_id = u64::from(tasks) + 1;
             st.queues[0].closed = true;
-            st.lesson = Some(Lesson { total: n, results: BTreeMap::new() });
+            st.lesson = Some(Lesson {
+                total: n,
+                results: BTreeMap::new(),
+            });
         }
         hub
     }
@@ -339,7 +360,9 @@ impl Hub {
     }
 
     fn done(st: &State) -> bool {
-        st.lesson.as_ref().is_some_and(|l| l.results.len() == l.total)
+        st.lesson
+            .as_ref()
+            .is_some_and(|l| l.results.len() == l.total)
     }
 
     /// The lesson's results so far, by task id.
@@ -380,7 +403,15 @@ impl Hub {
         let mut st = self.lock();
         let id = st.next_conn;
         st.next_conn += 1;
-        st.conns.insert(id, ConnRec { peer, last_heard: Instant::now(), leases: VecDeque::new(), asked: false });
+        st.conns.insert(
+            id,
+            ConnRec {
+                peer,
+                last_heard: Instant::now(),
+                leases: VecDeque::new(),
+                asked: false,
+            },
+        );
         id
     }
 
@@ -396,7 +427,9 @@ impl Hub {
     /// waiting for the count to drop finds every event already queued).
     pub fn unregister(&self, conn: ConnId, last: impl FnOnce(&Peer) -> Option<Event>) {
         let mut st = self.lock();
-        let Some(rec) = st.conns.get(&conn) else { return };
+        let Some(rec) = st.conns.get(&conn) else {
+            return;
+        };
         let (peer, leases, asked) = (rec.peer.clone(), rec.leases.clone(), rec.asked);
         for id in leases.iter().rev() {
             if Self::release(&mut st, *id, conn) {
@@ -416,7 +449,9 @@ impl Hub {
 
     /// Put item `id` back at the front of its queue if `conn` holds it.
     fn release(st: &mut State, id: u64, conn: ConnId) -> bool {
-        let Some(e) = st.items.get_mut(&id) else { return false };
+        let Some(e) = st.items.get_mut(&id) else {
+            return false;
+        };
         if e.holder != Some(conn) {
             return false;
         }
@@ -429,7 +464,9 @@ impl Hub {
 
     /// Settle item `id` for good, wherever it is; false if it was already.
     fn settle(st: &mut State, id: u64) -> bool {
-        let Some(e) = st.items.remove(&id) else { return false };
+        let Some(e) = st.items.remove(&id) else {
+            return false;
+        };
         let q = &mut st.queues[e.queue];
         match e.holder {
             Some(_) => q.leased -= 1,
@@ -491,7 +528,11 @@ impl Hub {
         let deadline = wait.and_then(crate::process::deadline_after);
         let mut st = self.lock();
         if hold == Hold::LeaseAfterSettling {
-            let had: Vec<u64> = st.conns.get_mut(&conn).map(|c| c.leases.drain(..).collect()).unwrap_or_default();
+            let had: Vec<u64> = st
+                .conns
+                .get_mut(&conn)
+                .map(|c| c.leases.drain(..).collect())
+                .unwrap_or_default();
             for id in had {
                 Self::settle(&mut st, id);
             }
@@ -541,7 +582,10 @@ impl Hub {
     /// Hand item `id`, just popped from queue `q`, to `conn`.
     fn take(&self, st: &mut State, conn: ConnId, q: usize, id: u64, hold: Hold) -> Got {
         let value = if hold == Hold::Final {
-            st.items.remove(&id).expect("a queued item has an entry").value
+            st.items
+                .remove(&id)
+                .expect("a queued item has an entry")
+                .value
         } else {
             st.queues[q].leased += 1;
             let e = st.items.get_mut(&id).expect("a queued item has an entry");
@@ -588,7 +632,10 @@ impl Hub {
             let mut since_tick = Instant::now();
             loop {
                 if st.queues[q].closed {
-                    return Ok(Err(Refusal(format!("queue '{}' is closed", st.queues[q].name))));
+                    return Ok(Err(Refusal(format!(
+                        "queue '{}' is closed",
+                        st.queues[q].name
+                    ))));
                 }
                 if let Some(id) = target {
                     if let Some(c) = st.conns.get_mut(&conn) {
@@ -668,12 +715,29 @@ impl Hub {
     fn push(st: &mut State, q: usize, value: Value) {
         let id = st.next_id;
         st.next_id += 1;
-        st.items.insert(id, Entry { queue: q, value, holder: None });
+        st.items.insert(
+            id,
+            Entry {
+                queue: q,
+                value,
+                holder: None,
+            },
+        );
         st.queues[q].pending.push_back(id);
     }
 
-    fn lesson_result(&self, st: &mut State, conn: ConnId, target: Option<u64>, value: &Value) -> Result<Put, Refusal> {
-        let peer = st.conns.get(&conn).map(|c| c.peer.clone()).unwrap_or_else(|| Peer::at("?", false));
+    fn lesson_result(
+        &self,
+        st: &mut State,
+        conn: ConnId,
+        target: Option<u64>,
+        value: &Value,
+    ) -> Result<Put, Refusal> {
+        let peer = st
+            .conns
+            .get(&conn)
+            .map(|c| c.peer.clone())
+            .unwrap_or_else(|| Peer::at("?", false));
         let Some(id) = target else {
             return Err(Refusal("a result that settles no task".into()));
         };
@@ -681,7 +745,11 @@ impl Hub {
             c.leases.retain(|&l| l != id);
         }
         let n = match st.items.get(&id) {
-            Some(Entry { queue: 0, value: Value::Int(n), .. }) => *n,
+            Some(Entry {
+                queue: 0,
+                value: Value::Int(n),
+                ..
+            }) => *n,
             Some(_) => return Err(Refusal(format!("item {id} is not a task"))),
             None => {
                 self.emit(Event::Late(peer, id));
@@ -691,10 +759,17 @@ impl Hub {
         let text = value.to_text();
         let want = n.wrapping_mul(n);
         if text != format!("{n} * {n} = {want}") {
-            return Err(Refusal(format!("a wrong result for task {id} (n={n}): {text:?}")));
+            return Err(Refusal(format!(
+                "a wrong result for task {id} (n={n}): {text:?}"
+            )));
         }
         Self::settle(st, id);
-        let outcome = Outcome { id, n, value: want, by: peer };
+        let outcome = Outcome {
+            id,
+            n,
+            value: want,
+            by: peer,
+        };
         let lesson = st.lesson.as_mut().expect("lesson mode");
         lesson.results.insert(id, outcome.clone());
         self.emit(Event::Result(outcome));

@@ -113,9 +113,17 @@ pub fn keepalive(s: &TcpStream, idle: Duration) {
 
 impl Server {
     /// Bind `addr` and set up `mode`'s queues.
-    pub fn bind(addr: SocketAddr, key: Key, mode: Mode, cfg: Config) -> Result<(Server, Receiver<Event>)> {
+    pub fn bind(
+        addr: SocketAddr,
+        key: Key,
+        mode: Mode,
+        cfg: Config,
+    ) -> Result<(Server, Receiver<Event>)> {
         if cfg.lease.is_zero() || cfg.handshake.is_zero() || cfg.max_unauthenticated == 0 {
-            return Err(Error::invalid("config", "lease, handshake and max_unauthenticated must be above 0"));
+            return Err(Error::invalid(
+                "config",
+                "lease, handshake and max_unauthenticated must be above 0",
+            ));
         }
         let listener = TcpListener::bind(addr).map_err(|e| Error::io("bind", addr, &e))?;
         let (tx, rx) = mpsc::channel();
@@ -135,19 +143,25 @@ impl Server {
 
     /// The address bound (with the port the kernel chose for port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener.local_addr().map_err(|e| Error::io("getsockname", "listener", &e))
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("getsockname", "listener", &e))
     }
 
     /// Start accepting, and the lease clock, in threads of their own.
     pub fn start(&self) -> Result<()> {
-        let listener = self.listener.try_clone().map_err(|e| Error::io("dup", "listener", &e))?;
+        let listener = self
+            .listener
+            .try_clone()
+            .map_err(|e| Error::io("dup", "listener", &e))?;
         let sh = Arc::clone(&self.sh);
         std::thread::Builder::new()
             .name("accept".into())
             .spawn(move || accept_loop(listener, sh))
             .map_err(|e| Error::io("pthread_create", "accept thread", &e))?;
         let sh = Arc::clone(&self.sh);
-        let every = (self.sh.cfg.lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let every =
+            (self.sh.cfg.lease / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         std::thread::Builder::new()
             .name("leases".into())
             .spawn(move || {
@@ -189,24 +203,35 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
         }
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, 200u16) {
-            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(0) => {
+                // Nothing waiting: whatever ran short has passed.
+                backoff = Duration::ZERO;
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
             Ok(_) => {}
             Err(_) => return,
         }
         match listener.accept() {
-            Ok((stream, addr)) => {
-                backoff = Duration::ZERO;
-                admit(&sh, stream, addr.to_string());
-            }
-            Err(e) if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+            Ok((stream, addr)) => admit(&sh, stream, addr.to_string()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error().map(Errno::from_raw),
+                    Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+                ) =>
+            {
                 let first = backoff.is_zero();
-                backoff = if first { Duration::from_millis(10) } else { (backoff * 2).min(Duration::from_secs(1)) };
-                if let Some(old) = sh.pending.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
-                    let _ = old.stream.shutdown(Shutdown::Both);
-                    sh.hub.report(Event::Dropped(old.addr, "out of file descriptors"));
-                }
+                backoff = if first {
+                    Duration::from_millis(10)
+                } else {
+                    (backoff * 2).min(Duration::from_secs(1))
+                };
+                evict_oldest(&sh, "out of file descriptors");
                 if first {
-                    sh.hub.report(Event::Backoff(Error::io("accept", "listener", &e).to_string(), backoff));
+                    sh.hub.report(Event::Backoff(
+                        Error::io("accept", "listener", &e).to_string(),
+                        backoff,
+                    ));
                 }
                 std::thread::sleep(backoff);
             }
@@ -217,21 +242,55 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
     }
 }
 
+/// Drop the oldest connection still in its handshake (its thread sees the
+/// shutdown at once and ends, closing the descriptors).
+fn evict_oldest(sh: &Shared, why: &'static str) {
+    let old = sh
+        .pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop_front();
+    if let Some(old) = old {
+        let _ = old.stream.shutdown(Shutdown::Both);
+        sh.hub.report(Event::Dropped(old.addr, why));
+    }
+}
+
 /// Take a new connection in: count it as unauthenticated (pushing out the
 /// oldest if that makes too many) and give it a thread.
 fn admit(sh: &Arc<Shared>, stream: TcpStream, addr: String) {
     let _ = stream.set_nodelay(true);
     keepalive(&stream, sh.cfg.lease);
-    let Ok(handle) = stream.try_clone() else { return };
+    let handle = match stream.try_clone() {
+        Ok(h) => h,
+        Err(_) => {
+            // Out of descriptors: make room by dropping the oldest
+            // unauthenticated connection, then try once more.
+            evict_oldest(sh, "out of file descriptors");
+            match stream.try_clone() {
+                Ok(h) => h,
+                Err(_) => return,
+            }
+        }
+    };
     let id = sh.next.fetch_add(1, Ordering::Relaxed);
     {
         let mut pending = sh.pending.lock().unwrap_or_else(|p| p.into_inner());
         while pending.len() >= sh.cfg.max_unauthenticated {
-            let Some(old) = pending.pop_front() else { break };
+            let Some(old) = pending.pop_front() else {
+                break;
+            };
             let _ = old.stream.shutdown(Shutdown::Both);
-            sh.hub.report(Event::Dropped(old.addr, "too many unauthenticated connections"));
+            sh.hub.report(Event::Dropped(
+                old.addr,
+                "too many unauthenticated connections",
+            ));
         }
-        pending.push_back(Pending { id, stream: handle, addr: addr.clone() });
+        pending.push_back(Pending {
+            id,
+            stream: handle,
+            addr: addr.clone(),
+        });
     }
     let sh2 = Arc::clone(sh);
     let spawned = std::thread::Builder::new()
@@ -246,7 +305,10 @@ fn admit(sh: &Arc<Shared>, stream: TcpStream, addr: String) {
 /// The connection is past its handshake (or gone): it no longer counts as
 /// unauthenticated.
 fn authenticated(sh: &Shared, id: u64) {
-    sh.pending.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| p.id != id);
+    sh.pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|p| p.id != id);
 }
 
 fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
@@ -254,12 +316,16 @@ fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
     let _ = stream.set_write_timeout(Some(sh.cfg.handshake));
     if sh.cfg.python {
         let mut authed = || authenticated(sh, id);
-        let end = python::server::serve(&sh.hub, &sh.key, &mut stream, &addr, deadline, &mut authed);
+        let end =
+            python::server::serve(&sh.hub, &sh.key, &mut stream, &addr, deadline, &mut authed);
         authenticated(sh, id);
         match end {
             Ok(python::server::End::Refused) => sh.hub.report(Event::Refused(Peer::at(addr, true))),
             Ok(_) => {}
-            Err(e) => sh.hub.report(Event::Closed(Peer::at(addr, true), handshake_why(e, sh.cfg.handshake))),
+            Err(e) => sh.hub.report(Event::Closed(
+                Peer::at(addr, true),
+                handshake_why(e, sh.cfg.handshake),
+            )),
         }
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -273,7 +339,10 @@ fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
             let _ = stream.shutdown(Shutdown::Both);
         }
         Err(e) => {
-            sh.hub.report(Event::Closed(Peer::at(addr, false), handshake_why(e, sh.cfg.handshake)));
+            sh.hub.report(Event::Closed(
+                Peer::at(addr, false),
+                handshake_why(e, sh.cfg.handshake),
+            ));
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
@@ -289,14 +358,23 @@ fn handshake_why(e: Error, limit: Duration) -> String {
 
 /// The server's side of the handshake (see [`super::auth`]): the peer and
 /// the two seals, `None` for a wrong key.
-fn handshake(sh: &Shared, s: &mut TcpStream, addr: &str, deadline: Instant) -> Result<Option<(Peer, (Seal, Seal))>> {
+fn handshake(
+    sh: &Shared,
+    s: &mut TcpStream,
+    addr: &str,
+    deadline: Instant,
+) -> Result<Option<(Peer, (Seal, Seal))>> {
     let ns = nonce()?;
     write_payload(s, addr, &Msg::Hello(ns).encode())?;
     let nw = match read_hello(s, addr, deadline)? {
         Msg::Nonce(n) => n,
         other => return Err(unexpected(addr, &other, "a nonce")),
     };
-    write_payload(s, addr, &Msg::ServerProof(proof(&sh.key, Side::Server, &ns, &nw, 0)).encode())?;
+    write_payload(
+        s,
+        addr,
+        &Msg::ServerProof(proof(&sh.key, Side::Server, &ns, &nw, 0)).encode(),
+    )?;
     let (pid, tag) = match read_hello(s, addr, deadline)? {
         Msg::WorkerProof { pid, tag } => (pid, tag),
         Msg::Mismatch => return Ok(None),
@@ -306,7 +384,11 @@ fn handshake(sh: &Shared, s: &mut TcpStream, addr: &str, deadline: Instant) -> R
         let _ = write_payload(s, addr, &Msg::Denied.encode());
         return Ok(None);
     }
-    let peer = Peer { addr: addr.to_string(), pid: Some(pid), python: false };
+    let peer = Peer {
+        addr: addr.to_string(),
+        pid: Some(pid),
+        python: false,
+    };
     let send = Seal::new(&sh.key, &ns, &nw, Direction::ToWorker);
     let open = Seal::new(&sh.key, &ns, &nw, Direction::ToServer);
     Ok(Some((peer, (send, open))))
@@ -318,10 +400,18 @@ enum End {
     Gone,
 }
 
-fn serve_worker(sh: &Shared, mut stream: TcpStream, peer: Peer, (mut send, mut open): (Seal, Seal)) {
+fn serve_worker(
+    sh: &Shared,
+    mut stream: TcpStream,
+    peer: Peer,
+    (mut send, mut open): (Seal, Seal),
+) {
     let addr = peer.addr.clone();
     if sh.hub.connected() >= sh.cfg.max_workers {
-        sh.hub.report(Event::Closed(peer, format!("too many workers (at most {})", sh.cfg.max_workers)));
+        sh.hub.report(Event::Closed(
+            peer,
+            format!("too many workers (at most {})", sh.cfg.max_workers),
+        ));
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
@@ -372,17 +462,27 @@ fn worker_loop(
         };
         let msg = Msg::decode(open.open(&payload, addr)?)
             .filter(|m| !m.is_handshake())
-            .ok_or_else(|| Error::data("read", addr, "a sealed frame that is not a pk-manager message"))?;
+            .ok_or_else(|| {
+                Error::data(
+                    "read",
+                    addr,
+                    "a sealed frame that is not a pk-manager message",
+                )
+            })?;
         hub.heard(conn);
         let queue_of = |name: &str| hub.queue(name);
         let answer = match msg {
             Msg::Get { queue, wait_ms } => match queue_of(&queue) {
                 Err(r) => Msg::Refused { why: r.0 },
                 Ok(q) => {
-                    let wait = (wait_ms != FOREVER).then(|| Duration::from_millis(u64::from(wait_ms)));
+                    let wait =
+                        (wait_ms != FOREVER).then(|| Duration::from_millis(u64::from(wait_ms)));
                     let mut tick = keepalive_tick(stream, addr, send, sh.cfg.lease);
                     match hub.get(conn, q, wait, Hold::Lease, &mut tick)? {
-                        Got::Item(id, v) => Msg::Item { id, body: v.to_bytes() },
+                        Got::Item(id, v) => Msg::Item {
+                            id,
+                            body: v.to_bytes(),
+                        },
                         Got::Empty => Msg::Empty,
                         Got::Done => {
                             told_done = true;
@@ -391,11 +491,21 @@ fn worker_loop(
                     }
                 }
             },
-            Msg::Put { queue, settles, wait_ms, body } => match queue_of(&queue) {
+            Msg::Put {
+                queue,
+                settles,
+                wait_ms,
+                body,
+            } => match queue_of(&queue) {
                 Err(r) => Msg::Refused { why: r.0 },
                 Ok(q) => {
-                    let wait = (wait_ms != FOREVER).then(|| Duration::from_millis(u64::from(wait_ms)));
-                    let settle = if settles == 0 { Settle::Nothing } else { Settle::Item(settles) };
+                    let wait =
+                        (wait_ms != FOREVER).then(|| Duration::from_millis(u64::from(wait_ms)));
+                    let settle = if settles == 0 {
+                        Settle::Nothing
+                    } else {
+                        Settle::Item(settles)
+                    };
                     let mut tick = keepalive_tick(stream, addr, send, sh.cfg.lease);
                     match hub.put(conn, q, Value::Bytes(body), settle, wait, &mut tick)? {
                         Ok(Put::Ok) => Msg::Ok,
@@ -417,7 +527,13 @@ fn worker_loop(
                 }
             },
             Msg::Heartbeat => continue,
-            other => return Err(unexpected(addr, &other, "get, put, ack, close or heartbeat")),
+            other => {
+                return Err(unexpected(
+                    addr,
+                    &other,
+                    "get, put, ack, close or heartbeat",
+                ));
+            }
         };
         reply(stream, addr, send, &answer)?;
     }

@@ -427,7 +427,10 @@ pub fn read_hello(s: &mut TcpStream, peer: &str, deadline: Instant) -> Result<Ms
         _ => Err(Error::data(
             "read",
             peer,
-            format!("a {}-byte frame that is not a pk-manager handshake message", p.len()),
+            format!(
+                "a {}-byte frame that is not a pk-manager handshake message",
+                p.len()
+            ),
         )),
     }
 }
@@ -497,11 +500,11 @@ mod tests {
         let cases: &[&[u8]] = &[
             &[],
             &[99],
-            &[16, 0],                // Ok with a stray byte
-            &[1, 0, 0],              // short hello
+            &[16, 0],                               // Ok with a stray byte
+            &[1, 0, 0],                             // short hello
             &[11, 0, 0, 0, 1, 3, b'a', b'/', b'c'], // a bad queue name
-            &[11, 0, 0, 0, 1, 9, b'a'],            // name cut short
-            &[17, 0, 0, 0],          // short ack
+            &[11, 0, 0, 0, 1, 9, b'a'],             // name cut short
+            &[17, 0, 0, 0],                         // short ack
         ];
         for c in cases {
             assert_eq!(Msg::decode(c), None, "{c:?}");

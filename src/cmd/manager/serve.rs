@@ -104,7 +104,10 @@ pub struct ServeArgs {
 
 pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
     out.set_quiet(a.quiet);
-    for (name, d) in [("--lease", a.lease), ("--handshake-timeout", a.handshake_timeout)] {
+    for (name, d) in [
+        ("--lease", a.lease),
+        ("--handshake-timeout", a.handshake_timeout),
+    ] {
         if d.0.is_zero() {
             return Err(Error::invalid(name, "must be more than 0").into());
         }
@@ -118,7 +121,10 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
             if specs.iter().any(|s| &s.name == name) {
                 return Err(Error::invalid("--queue", format!("'{name}' given twice")).into());
             }
-            specs.push(QueueSpec { name: name.clone(), capacity: a.capacity as usize });
+            specs.push(QueueSpec {
+                name: name.clone(),
+                capacity: a.capacity as usize,
+            });
         }
         Mode::Queues(specs)
     };
@@ -137,7 +143,10 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
     match &mode {
         Mode::Lesson(n) => note!(out, "queued {n} tasks")?,
         Mode::Queues(q) => {
-            let list: Vec<String> = q.iter().map(|s| format!("{} (capacity {})", s.name, s.capacity)).collect();
+            let list: Vec<String> = q
+                .iter()
+                .map(|s| format!("{} (capacity {})", s.name, s.capacity))
+                .collect();
             note!(out, "queues: {}", list.join(", "))?;
         }
     }
@@ -181,7 +190,14 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
             Some(pid) => format!("pid {pid}"),
             None => format!("python {}", r.by.addr),
         };
-        outln!(out, "task {}: {} * {} = {} by {by}", r.id, r.n, r.n, r.value)?;
+        outln!(
+            out,
+            "task {}: {} * {} = {} by {by}",
+            r.id,
+            r.n,
+            r.n,
+            r.value
+        )?;
     }
     Ok(exit::OK)
 }
@@ -194,11 +210,22 @@ fn report(out: &mut Out, ev: &Event, lease: Duration) -> Result<()> {
         Event::Dropped(addr, why) => note!(out, "dropped {addr}: {why}"),
         Event::Backoff(why, d) => note!(out, "accept: {why}; backing off {d:?}"),
         Event::Assigned(p, id) => note!(out, "task {id} -> {p}"),
-        Event::Result(r) => note!(out, "result {} from {}: {} * {} = {}", r.id, r.by, r.n, r.n, r.value),
+        Event::Result(r) => note!(
+            out,
+            "result {} from {}: {} * {} = {}",
+            r.id,
+            r.by,
+            r.n,
+            r.n,
+            r.value
+        ),
         Event::Late(p, id) => note!(out, "late result {id} from {p}: already counted, dropped"),
         Event::Requeued(p, id) => note!(out, "requeued task {id}: {p} left holding it"),
         Event::Expired(p, id) => {
-            note!(out, "lease expired: task {id} held by {p} silent for {lease:?}; requeued")
+            note!(
+                out,
+                "lease expired: task {id} held by {p} silent for {lease:?}; requeued"
+            )
         }
         Event::Left(p) => note!(out, "worker {p} left: no more tasks"),
         Event::Gone(p) => note!(out, "worker {p} disconnected"),

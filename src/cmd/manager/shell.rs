@@ -82,7 +82,11 @@ fn left(deadline: Option<Instant>) -> Option<std::time::Duration> {
 
 /// A refused request (no such queue, a closed queue) is the user's mistake.
 fn usage_if_refused(e: Error) -> crate::cmd::Failure {
-    let code = if e.kind() == ErrorKind::InvalidInput { exit::USAGE } else { crate::cmd::exit_code(e.kind()) };
+    let code = if e.kind() == ErrorKind::InvalidInput {
+        exit::USAGE
+    } else {
+        crate::cmd::exit_code(e.kind())
+    };
     crate::cmd::Failure::from(e).with_code(code)
 }
 
@@ -94,13 +98,22 @@ pub(super) fn put(a: PutArgs, _out: &mut Out) -> Result<u8> {
     let mut c = Client::connect(&a.conn.connect, &key, super::my_pid(), timeout)?;
     let deadline = a.timeout.and_then(|t| crate::process::deadline_after(t.0));
     let one = |c: &mut Client, msg: &[u8]| -> Result<bool> {
-        match c.put(&a.queue, msg, None, left(deadline)).map_err(usage_if_refused)? {
+        match c
+            .put(&a.queue, msg, None, left(deadline))
+            .map_err(usage_if_refused)?
+        {
             Put::Ok | Put::Stale => Ok(true),
             Put::Full => Ok(false),
         }
     };
     let full = || {
-        Error::new(ErrorKind::TimedOut, "put", &a.queue, "the queue stayed full").into()
+        Error::new(
+            ErrorKind::TimedOut,
+            "put",
+            &a.queue,
+            "the queue stayed full",
+        )
+        .into()
     };
     if from_stdin {
         for line in std::io::stdin().lock().split(b'\n') {
@@ -140,10 +153,25 @@ pub(super) fn get(a: GetArgs, out: &mut Out) -> Result<u8> {
                 c.ack(id)?;
             }
             Got::Empty => {
-                return Err(Error::new(ErrorKind::TimedOut, "get", &a.queue, format!("timed out after {got} of {} messages", a.count)).into());
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "get",
+                    &a.queue,
+                    format!("timed out after {got} of {} messages", a.count),
+                )
+                .into());
             }
             Got::Done => {
-                return Err(Error::new(ErrorKind::TimedOut, "get", &a.queue, format!("the queue is closed and drained after {got} of {} messages", a.count)).into());
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "get",
+                    &a.queue,
+                    format!(
+                        "the queue is closed and drained after {got} of {} messages",
+                        a.count
+                    ),
+                )
+                .into());
             }
         }
     }

@@ -104,7 +104,11 @@ impl Job<'_> {
         if self.cmd.is_empty() {
             let text = String::from_utf8_lossy(task);
             let n: i128 = text.trim().parse().map_err(|_| {
-                Error::data("task", text.trim(), "the lesson's task is not a number (use -- CMD for other tasks)")
+                Error::data(
+                    "task",
+                    text.trim(),
+                    "the lesson's task is not a number (use -- CMD for other tasks)",
+                )
             })?;
             return Ok(Done::Square(n, n.wrapping_mul(n)));
         }
@@ -113,17 +117,36 @@ impl Job<'_> {
         if !self.stdin && !self.cmd.iter().any(|a| a.contains("{}")) {
             argv.push(arg);
         }
-        let input = if self.stdin { task.to_vec() } else { Vec::new() };
+        let input = if self.stdin {
+            task.to_vec()
+        } else {
+            Vec::new()
+        };
         let spawn = Spawn::new(&argv)?.stdin(Stdin::Bytes(input)).capture(true);
         match spawn.run() {
             Ok(o) => {
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), &o.stderr);
-                Ok(Done::Ran { status: o.status.shell_code(), stdout: o.stdout })
+                Ok(Done::Ran {
+                    status: o.status.shell_code(),
+                    stdout: o.stdout,
+                })
             }
-            Err(e) if matches!(e.kind(), ErrorKind::CommandNotFound | ErrorKind::CommandNotExecutable) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::CommandNotFound | ErrorKind::CommandNotExecutable
+                ) =>
+            {
                 crate::cmd::eprintln_one("pk-manager", &e);
-                let status = if e.kind() == ErrorKind::CommandNotFound { exit::NOT_FOUND } else { exit::NOT_EXECUTABLE };
-                Ok(Done::Ran { status, stdout: Vec::new() })
+                let status = if e.kind() == ErrorKind::CommandNotFound {
+                    exit::NOT_FOUND
+                } else {
+                    exit::NOT_EXECUTABLE
+                };
+                Ok(Done::Ran {
+                    status,
+                    stdout: Vec::new(),
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -133,13 +156,18 @@ impl Job<'_> {
 pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
     out.set_quiet(a.quiet);
     crate::manager::wire::check_name(&a.queue)?;
-    crate::manager::wire::check_name(&a.results).map_err(|_| Error::invalid("--results", format!("'{}' is not a queue name", a.results)))?;
+    crate::manager::wire::check_name(&a.results)
+        .map_err(|_| Error::invalid("--results", format!("'{}' is not a queue name", a.results)))?;
     let timeout = a.conn.timeout()?;
     if a.idle.is_some_and(|d| d.0.is_zero()) {
         return Err(Error::invalid("--idle", "must be more than 0").into());
     }
     let key = a.key.load()?;
-    let job = Job { cmd: &a.cmd, stdin: a.stdin, delay: a.task_delay.map(|d| d.0) };
+    let job = Job {
+        cmd: &a.cmd,
+        stdin: a.stdin,
+        delay: a.task_delay.map(|d| d.0),
+    };
     if a.python {
         let idle = a.idle.map_or(Duration::from_secs(1), |d| d.0);
         return work_python(out, &a, &key, timeout, idle, &job);
@@ -165,7 +193,10 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
             job.run(&task)?
         };
         let (body, line) = match &result {
-            Done::Square(n, v) => (format!("{n} * {n} = {v}").into_bytes(), format!("{n} * {n} = {v}")),
+            Done::Square(n, v) => (
+                format!("{n} * {n} = {v}").into_bytes(),
+                format!("{n} * {n} = {v}"),
+            ),
             Done::Ran { status, stdout } => {
                 let mut b = format!("{status} {}\n", shown.replace('\n', "\\n")).into_bytes();
                 b.extend_from_slice(stdout);
@@ -178,7 +209,10 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
                 done += 1;
                 outln!(out, "worker {me}: task {id} done: {line}")?;
             }
-            Put::Stale => note!(out, "worker {me}: task {id} was counted already; result dropped")?,
+            Put::Stale => note!(
+                out,
+                "worker {me}: task {id} was counted already; result dropped"
+            )?,
             Put::Full => unreachable!("a put with no time limit waits for room"),
         }
     }
@@ -191,7 +225,14 @@ fn typeid(queue: &str) -> String {
     format!("get_{}_queue", queue.strip_suffix('s').unwrap_or(queue))
 }
 
-fn work_python(out: &mut Out, a: &WorkArgs, key: &crate::manager::Key, timeout: Duration, idle: Duration, job: &Job<'_>) -> Result<u8> {
+fn work_python(
+    out: &mut Out,
+    a: &WorkArgs,
+    key: &crate::manager::Key,
+    timeout: Duration,
+    idle: Duration,
+    job: &Job<'_>,
+) -> Result<u8> {
     let me = process::getpid();
     let addr = &a.conn.connect;
     let mut c = PyClient::connect(addr, key, timeout)?;
@@ -213,7 +254,13 @@ fn work_python(out: &mut Out, a: &WorkArgs, key: &crate::manager::Key, timeout: 
             Answer::Return(v) => v,
             Answer::Raised(e) if e.is_empty_exception() => break,
             Answer::Raised(e) => {
-                return Err(Error::new(ErrorKind::Other, "get", addr, format!("the server raised {e}")).into());
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    "get",
+                    addr,
+                    format!("the server raised {e}"),
+                )
+                .into());
             }
         };
         done += 1;
@@ -221,7 +268,12 @@ fn work_python(out: &mut Out, a: &WorkArgs, key: &crate::manager::Key, timeout: 
         let result = if a.cmd.is_empty() {
             note!(out, "worker {me}: task {id} received, n={task}")?;
             let Value::Int(n) = task else {
-                return Err(Error::data("task", &task, "the lesson's task is not an int (use -- CMD for other tasks)").into());
+                return Err(Error::data(
+                    "task",
+                    &task,
+                    "the lesson's task is not an int (use -- CMD for other tasks)",
+                )
+                .into());
             };
             let v = n.wrapping_mul(n);
             if let Some(d) = job.delay {
@@ -235,7 +287,11 @@ fn work_python(out: &mut Out, a: &WorkArgs, key: &crate::manager::Key, timeout: 
             match job.run(text.as_bytes())? {
                 Done::Ran { status, stdout } => {
                     outln!(out, "worker {me}: task {id} done: exit {status}")?;
-                    Value::Tuple(vec![task, Value::Int(status.into()), Value::Str(String::from_utf8_lossy(&stdout).into_owned())])
+                    Value::Tuple(vec![
+                        task,
+                        Value::Int(status.into()),
+                        Value::Str(String::from_utf8_lossy(&stdout).into_owned()),
+                    ])
                 }
                 Done::Square(..) => unreachable!("a command was given"),
             }
@@ -243,7 +299,13 @@ fn work_python(out: &mut Out, a: &WorkArgs, key: &crate::manager::Key, timeout: 
         match c.call(&results, "put", vec![result], vec![], Some(timeout))? {
             Answer::Return(_) => {}
             Answer::Raised(e) => {
-                return Err(Error::new(ErrorKind::Other, "put", addr, format!("the server raised {e}")).into());
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    "put",
+                    addr,
+                    format!("the server raised {e}"),
+                )
+                .into());
             }
         }
     }

@@ -42,7 +42,13 @@ impl PyClient {
         let mut c = open(addr, key, timeout)?;
         dispatch(&mut c, addr, None, "dummy", vec![])?;
         let mut calls = open(addr, key, timeout)?;
-        dispatch(&mut calls, addr, None, "accept_connection", vec![Value::str("pk-manager")])?;
+        dispatch(
+            &mut calls,
+            addr,
+            None,
+            "accept_connection",
+            vec![Value::str("pk-manager")],
+        )?;
         Ok(PyClient {
             addr: addr.to_string(),
             key: key.clone(),
@@ -58,11 +64,17 @@ impl PyClient {
         let v = dispatch(&mut c, &self.addr, None, "create", vec![Value::str(typeid)])?;
         match v {
             Value::Tuple(t) if matches!(t.first(), Some(Value::Str(_))) => {
-                let Some(Value::Str(id)) = t.into_iter().next() else { unreachable!("checked") };
+                let Some(Value::Str(id)) = t.into_iter().next() else {
+                    unreachable!("checked")
+                };
                 self.created.push(id.clone());
                 Ok(id)
             }
-            other => Err(Error::data("create", &self.addr, format!("an answer that is no (id, exposed): {other}"))),
+            other => Err(Error::data(
+                "create",
+                &self.addr,
+                format!("an answer that is no (id, exposed): {other}"),
+            )),
         }
     }
 
@@ -81,7 +93,12 @@ impl PyClient {
         self.calls
             .set_read_timeout(limit)
             .map_err(|e| Error::io("setsockopt", &self.addr, &e))?;
-        let req = Value::Tuple(vec![Value::str(ident), Value::str(method), Value::Tuple(args), Value::Dict(kwds)]);
+        let req = Value::Tuple(vec![
+            Value::str(ident),
+            Value::str(method),
+            Value::Tuple(args),
+            Value::Dict(kwds),
+        ]);
         send(&mut self.calls, &self.addr, &dumps(&req))?;
         answer(&mut self.calls, &self.addr, None)
     }
@@ -112,25 +129,46 @@ fn open(addr: &str, key: &Key, timeout: Duration) -> Result<TcpStream> {
             "the python server did not prove it knows the authkey",
         ));
     }
-    s.set_read_timeout(Some(timeout)).map_err(|e| Error::io("setsockopt", addr, &e))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| Error::io("setsockopt", addr, &e))?;
     Ok(s)
 }
 
 /// `dispatch(c, id, method, args)`: one request on `c`, its `#RETURN`.
-fn dispatch(c: &mut TcpStream, addr: &str, id: Option<&str>, method: &str, args: Vec<Value>) -> Result<Value> {
+fn dispatch(
+    c: &mut TcpStream,
+    addr: &str,
+    id: Option<&str>,
+    method: &str,
+    args: Vec<Value>,
+) -> Result<Value> {
     let id = id.map_or(Value::None, Value::str);
-    let req = Value::Tuple(vec![id, Value::str(method), Value::Tuple(args), Value::Dict(vec![])]);
+    let req = Value::Tuple(vec![
+        id,
+        Value::str(method),
+        Value::Tuple(args),
+        Value::Dict(vec![]),
+    ]);
     send(c, addr, &dumps(&req))?;
     match answer(c, addr, None)? {
         Answer::Return(v) => Ok(v),
-        Answer::Raised(e) => Err(Error::new(ErrorKind::Other, method.to_string(), addr, format!("the server raised {e}"))),
+        Answer::Raised(e) => Err(Error::new(
+            ErrorKind::Other,
+            method.to_string(),
+            addr,
+            format!("the server raised {e}"),
+        )),
     }
 }
 
 fn answer(c: &mut TcpStream, addr: &str, deadline: Option<Instant>) -> Result<Answer> {
     let v = loads(&recv(c, addr, MAX_BODY, deadline)?)?;
     let Value::Tuple(t) = v else {
-        return Err(Error::data("read", addr, "an answer that is not (kind, result)"));
+        return Err(Error::data(
+            "read",
+            addr,
+            "an answer that is not (kind, result)",
+        ));
     };
     match <[Value; 2]>::try_from(t) {
         Ok([Value::Str(kind), result]) => match kind.as_str() {
@@ -138,11 +176,30 @@ fn answer(c: &mut TcpStream, addr: &str, deadline: Option<Instant>) -> Result<An
             "#ERROR" => Ok(Answer::Raised(result)),
             "#TRACEBACK" | "#UNSERIALIZABLE" => {
                 let text = result.to_text();
-                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-                Err(Error::new(ErrorKind::Other, "python", addr, format!("the server failed: {last}")))
+                let last = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                Err(Error::new(
+                    ErrorKind::Other,
+                    "python",
+                    addr,
+                    format!("the server failed: {last}"),
+                ))
             }
-            other => Err(Error::data("read", addr, format!("an answer of kind {other:?}"))),
+            other => Err(Error::data(
+                "read",
+                addr,
+                format!("an answer of kind {other:?}"),
+            )),
         },
-        _ => Err(Error::data("read", addr, "an answer that is not (kind, result)")),
+        _ => Err(Error::data(
+            "read",
+            addr,
+            "an answer that is not (kind, result)",
+        )),
     }
 }

@@ -40,7 +40,12 @@ pub const MAX_HANDSHAKE: usize = 256;
 
 /// Read one message of at most `limit` bytes, by `deadline` (or with the
 /// socket's own timeout).
-pub fn recv(s: &mut TcpStream, peer: &str, limit: usize, deadline: Option<Instant>) -> Result<Vec<u8>> {
+pub fn recv(
+    s: &mut TcpStream,
+    peer: &str,
+    limit: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>> {
     let read = |s: &mut TcpStream, buf: &mut [u8]| match deadline {
         Some(d) => read_exact_by(s, buf, d),
         None => std::io::Read::read_exact(s, buf),
@@ -109,12 +114,19 @@ fn response(key: &Key, msg: &[u8], peer: &str) -> Result<Vec<u8>> {
                 other => Err(Error::data(
                     "auth",
                     peer,
-                    format!("a challenge for digest {:?}, which we do not speak", String::from_utf8_lossy(other)),
+                    format!(
+                        "a challenge for digest {:?}, which we do not speak",
+                        String::from_utf8_lossy(other)
+                    ),
                 )),
             };
         }
     }
-    Err(Error::data("auth", peer, format!("a challenge of {} bytes in no known form", msg.len())))
+    Err(Error::data(
+        "auth",
+        peer,
+        format!("a challenge of {} bytes in no known form", msg.len()),
+    ))
 }
 
 /// Whether `answer` is right for challenge bytes `msg`, in constant time.
@@ -130,7 +142,12 @@ fn verify(key: &Key, msg: &[u8], answer: &[u8]) -> bool {
 
 /// Challenge the peer; true when it answered right (it heard
 /// `#WELCOME#`), false when it did not (it heard `#FAILURE#`).
-pub fn deliver_challenge(s: &mut TcpStream, peer: &str, key: &Key, deadline: Option<Instant>) -> Result<bool> {
+pub fn deliver_challenge(
+    s: &mut TcpStream,
+    peer: &str,
+    key: &Key,
+    deadline: Option<Instant>,
+) -> Result<bool> {
     let mut msg = b"{sha256}".to_vec();
     msg.extend_from_slice(&random(40)?);
     let mut out = CHALLENGE.to_vec();
@@ -144,7 +161,12 @@ pub fn deliver_challenge(s: &mut TcpStream, peer: &str, key: &Key, deadline: Opt
 
 /// Answer the peer's challenge; an error of kind
 /// [`ErrorKind::PermissionDenied`] when it refuses the answer.
-pub fn answer_challenge(s: &mut TcpStream, peer: &str, key: &Key, deadline: Option<Instant>) -> Result<()> {
+pub fn answer_challenge(
+    s: &mut TcpStream,
+    peer: &str,
+    key: &Key,
+    deadline: Option<Instant>,
+) -> Result<()> {
     let msg = recv(s, peer, MAX_HANDSHAKE, deadline)?;
     let Some(challenge) = msg.strip_prefix(CHALLENGE) else {
         return Err(Error::data("auth", peer, "expected a #CHALLENGE# message"));
@@ -158,7 +180,12 @@ pub fn answer_challenge(s: &mut TcpStream, peer: &str, key: &Key, deadline: Opti
     if verdict == WELCOME {
         Ok(())
     } else if verdict == FAILURE {
-        Err(Error::new(ErrorKind::PermissionDenied, "auth", peer, "the python peer refused the authkey"))
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "auth",
+            peer,
+            "the python peer refused the authkey",
+        ))
     } else {
         Err(Error::data("auth", peer, "expected #WELCOME# or #FAILURE#"))
     }

@@ -173,7 +173,11 @@ impl fmt::Display for Value {
                 }
                 f.write_str("}")
             }
-            Value::Token { typeid, address, id } => {
+            Value::Token {
+                typeid,
+                address,
+                id,
+            } => {
                 write!(f, "Token(typeid={typeid:?}, address={address}, id={id:?})")
             }
             Value::Exception { name, args, .. } => {
@@ -234,7 +238,9 @@ impl<'a> Decoder<'a> {
     }
 
     fn u32le(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn len64(&mut self) -> Result<usize> {
@@ -499,7 +505,10 @@ impl<'a> Decoder<'a> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (m, n) = (self.str_at(module)?.to_string(), self.str_at(name)?.to_string());
+                    let (m, n) = (
+                        self.str_at(module)?.to_string(),
+                        self.str_at(name)?.to_string(),
+                    );
                     self.class(m, n)?;
                 }
                 b'c' => {
@@ -539,7 +548,11 @@ impl<'a> Decoder<'a> {
                                 address: Box::new(address),
                                 id,
                             },
-                            _ => return Err(refuse("a Token whose state is not (str, address, str)")),
+                            _ => {
+                                return Err(refuse(
+                                    "a Token whose state is not (str, address, str)",
+                                ));
+                            }
                         },
                         _ => return Err(refuse("a Token whose state is not a tuple")),
                     };
@@ -680,7 +693,8 @@ fn dump(v: &Value, out: &mut Vec<u8>) {
                 let mut n = 16;
                 while n > 1 {
                     let (last, prev) = (bytes[n - 1], bytes[n - 2]);
-                    let redundant = (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
+                    let redundant =
+                        (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
                     if !redundant {
                         break;
                     }
@@ -794,7 +808,12 @@ mod tests {
             ])
         );
         let token = b"\x80\x04\x95S\x00\x00\x00\x00\x00\x00\x00\x8c\x18multiprocessing.managers\x94\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x0eget_task_queue\x94\x8c\t127.0.0.1\x94M\x88\x13\x86\x94\x8c\x027f\x94\x87\x94b.";
-        let Value::Token { typeid, id, address } = loads(token).unwrap() else {
+        let Value::Token {
+            typeid,
+            id,
+            address,
+        } = loads(token).unwrap()
+        else {
             panic!("not a token")
         };
         assert_eq!((typeid.as_str(), id.as_str()), ("get_task_queue", "7f"));
@@ -838,20 +857,20 @@ mod tests {
     #[test]
     fn code_and_unknown_opcodes_are_refused() {
         let cases: &[&[u8]] = &[
-            b"cos\nsystem\n(S'true'\ntR.",                                  // GLOBAL os.system
-            b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R.",    // STACK_GLOBAL
-            b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.",                   // builtins.eval
-            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93.",                    // a bare class
-            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93)\x81.",               // NEWOBJ of a non-Token
-            b"\x80\x04\x8f.",                                               // EMPTY_SET
-            b"\x80\x04K\x01K\x02.",                                         // two values
-            b"\x80\x04K\x01",                                               // no STOP
-            b"\x80\x04h\x05.",                                              // memo never stored
-            b"\x80\x04\x8c\x05ab.",                                         // cut short
-            b"\x80\x04\x8c\x02\xff\xfe.",                                   // not UTF-8
-            b"\x80\x04a.",                                                  // APPEND on nothing
-            b"\x80\x04K\x01.junk",                                          // bytes after STOP
-            b"\x80\x06N.",                                                  // protocol 6
+            b"cos\nsystem\n(S'true'\ntR.", // GLOBAL os.system
+            b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R.", // STACK_GLOBAL
+            b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.", // builtins.eval
+            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93.", // a bare class
+            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93)\x81.", // NEWOBJ of a non-Token
+            b"\x80\x04\x8f.",              // EMPTY_SET
+            b"\x80\x04K\x01K\x02.",        // two values
+            b"\x80\x04K\x01",              // no STOP
+            b"\x80\x04h\x05.",             // memo never stored
+            b"\x80\x04\x8c\x05ab.",        // cut short
+            b"\x80\x04\x8c\x02\xff\xfe.",  // not UTF-8
+            b"\x80\x04a.",                 // APPEND on nothing
+            b"\x80\x04K\x01.junk",         // bytes after STOP
+            b"\x80\x06N.",                 // protocol 6
         ];
         for c in cases {
             let e = loads(c).unwrap_err();

@@ -69,18 +69,32 @@ fn traceback(text: String) -> Vec<u8> {
 /// A request: (ident, method, args, kwds).
 fn request(v: Value, peer: &str) -> Result<(Value, String, Vec<Value>, Vec<(Value, Value)>)> {
     if let Value::Tuple(t) = v {
-        if let Ok([ident, Value::Str(method), Value::Tuple(args), Value::Dict(kwds)]) = <[Value; 4]>::try_from(t) {
+        if let Ok(
+            [
+                ident,
+                Value::Str(method),
+                Value::Tuple(args),
+                Value::Dict(kwds),
+            ],
+        ) = <[Value; 4]>::try_from(t)
+        {
             return Ok((ident, method, args, kwds));
         }
     }
-    Err(Error::data("unpickle", peer, "a message that is not a manager request"))
+    Err(Error::data(
+        "unpickle",
+        peer,
+        "a message that is not a manager request",
+    ))
 }
 
 /// The queue a type id reaches: `get_NAME_queue` → `NAME` or `NAMEs`.
 fn queue_of(hub: &Hub, typeid: &str) -> Option<String> {
     let name = typeid.strip_prefix("get_")?.strip_suffix("_queue")?;
     let names = hub.queue_names();
-    [name.to_string(), format!("{name}s")].into_iter().find(|n| names.contains(n))
+    [name.to_string(), format!("{name}s")]
+        .into_iter()
+        .find(|n| names.contains(n))
 }
 
 /// Serve one connection from a CPython client: the two challenges and the
@@ -105,7 +119,9 @@ pub fn serve(
         ("dummy", []) => reply("#RETURN", Value::None),
         ("create", [Value::Str(typeid), ..]) => match queue_of(hub, typeid) {
             Some(q) => reply("#RETURN", Value::Tuple(vec![Value::Str(q), exposed()])),
-            None => traceback(format!("KeyError: {typeid:?}: this server has no such type id")),
+            None => traceback(format!(
+                "KeyError: {typeid:?}: this server has no such type id"
+            )),
         },
         ("incref" | "decref", [_]) => reply("#RETURN", Value::None),
         ("get_methods", [_]) => reply("#RETURN", exposed()),
@@ -164,7 +180,10 @@ fn arg(args: &[Value], kwds: &[(Value, Value)], pos: usize, name: &str) -> Optio
 
 /// `block` and `timeout` as a wait: `Some(ZERO)` for a non-blocking call,
 /// `None` for no limit.
-fn wait_of(block: Option<Value>, timeout: Option<Value>) -> std::result::Result<Option<Duration>, String> {
+fn wait_of(
+    block: Option<Value>,
+    timeout: Option<Value>,
+) -> std::result::Result<Option<Duration>, String> {
     if matches!(block, Some(Value::Bool(false)) | Some(Value::Int(0))) {
         return Ok(Some(Duration::ZERO));
     }
@@ -177,7 +196,9 @@ fn wait_of(block: Option<Value>, timeout: Option<Value>) -> std::result::Result<
     if !(secs >= 0.0) {
         return Err("ValueError: 'timeout' must be a non-negative number".into());
     }
-    Ok(Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)))
+    Ok(Some(
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -197,13 +218,20 @@ fn call(
             let wait = if method == "get_nowait" {
                 Ok(Some(Duration::ZERO))
             } else {
-                wait_of(arg(&args, &kwds, 0, "block"), arg(&args, &kwds, 1, "timeout"))
+                wait_of(
+                    arg(&args, &kwds, 0, "block"),
+                    arg(&args, &kwds, 1, "timeout"),
+                )
             };
             let wait = match wait {
                 Ok(w) => w,
                 Err(why) => return Ok(traceback(why)),
             };
-            let hold = if q == 0 { Hold::LeaseAfterSettling } else { Hold::Final };
+            let hold = if q == 0 {
+                Hold::LeaseAfterSettling
+            } else {
+                Hold::Final
+            };
             match hub.get(conn, q, wait, hold, &mut tick)? {
                 Got::Item(_, v) => reply("#RETURN", v),
                 Got::Empty | Got::Done => reply("#ERROR", Value::empty()),
@@ -211,12 +239,17 @@ fn call(
         }
         "put" | "put_nowait" => {
             let Some(item) = arg(&args, &kwds, 0, "item") else {
-                return Ok(traceback("TypeError: put() missing 1 required positional argument: 'item'".into()));
+                return Ok(traceback(
+                    "TypeError: put() missing 1 required positional argument: 'item'".into(),
+                ));
             };
             let wait = if method == "put_nowait" {
                 Ok(Some(Duration::ZERO))
             } else {
-                wait_of(arg(&args, &kwds, 1, "block"), arg(&args, &kwds, 2, "timeout"))
+                wait_of(
+                    arg(&args, &kwds, 1, "block"),
+                    arg(&args, &kwds, 2, "timeout"),
+                )
             };
             let wait = match wait {
                 Ok(w) => w,
@@ -262,7 +295,11 @@ pub fn peer_alive(stream: &TcpStream, peer: &str) -> Result<()> {
             let mut b = [0u8; 1];
             r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)
                 || matches!(
-                    recv(stream.as_raw_fd(), &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+                    recv(
+                        stream.as_raw_fd(),
+                        &mut b,
+                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+                    ),
                     Ok(0) | Err(nix::errno::Errno::ECONNRESET)
                 )
         }
