@@ -2,7 +2,7 @@
 //!
 //! ## The handshake
 //!
-//! 1. The server sends [`Msg::Hello`] with a fresh 32-byte nonce `Ns`
+//! 1. The server sends [`Msg::Hello`](super::wire::Msg::Hello) with a fresh 32-byte nonce `Ns`
 //!    (getrandom(2)).
 //! 2. The worker answers with a nonce of its own, `Nw`, and nothing else:
 //!    it has proven nothing yet.

@@ -339,3 +339,32 @@ fn replayed_altered_and_foreign_frames_close_the_connection() {
     let (_, results) = finish(&mut server, 3);
     assert_all_results(&results, 3);
 }
+
+#[test]
+fn a_server_that_does_not_know_the_key_gets_no_proof() {
+    // A fake server: a hello, then a made-up proof. The worker must not
+    // answer with a proof of its own.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut hello = vec![0, 0, 0, 33, 1];
+        hello.extend_from_slice(&[7; 32]);
+        s.write_all(&hello).unwrap();
+        let mut nonce = [0u8; 4 + 33];
+        s.read_exact(&mut nonce).unwrap();
+        assert_eq!(&nonce[..5], &[0, 0, 0, 33, 2]);
+        let mut proof = vec![0, 0, 0, 33, 3];
+        proof.extend_from_slice(&[0; 32]);
+        s.write_all(&proof).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    let out = worker(&addr, &[]);
+    assert_one_line_error(&out, "manager", 77);
+    assert!(out.stdout.is_empty());
+    // All the fake server got after the nonce: "mismatch", no proof.
+    assert_eq!(fake.join().unwrap(), [0, 0, 0, 1, 6]);
+}

@@ -177,11 +177,8 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
     let mut c = Client::connect(addr, &key, super::my_pid(), timeout)?;
     note!(out, "worker {me}: authenticated with {addr}")?;
     let mut done = 0u64;
-    loop {
-        let (id, task) = match c.get(&a.queue, a.idle.map(|d| d.0))? {
-            Got::Item { id, body } => (id, body),
-            Got::Done | Got::Empty => break,
-        };
+    // Done (closed and drained) or Empty (idle for --idle) ends the loop.
+    while let Got::Item { id, body: task } = c.get(&a.queue, a.idle.map(|d| d.0))? {
         let shown = String::from_utf8_lossy(&task).into_owned();
         if a.cmd.is_empty() {
             note!(out, "worker {me}: task {id} received, n={}", shown.trim())?;

@@ -67,7 +67,10 @@ fn traceback(text: String) -> Vec<u8> {
 }
 
 /// A request: (ident, method, args, kwds).
-fn request(v: Value, peer: &str) -> Result<(Value, String, Vec<Value>, Vec<(Value, Value)>)> {
+/// A request's parts: (ident, method, args, kwds).
+type Request = (Value, String, Vec<Value>, Vec<(Value, Value)>);
+
+fn request(v: Value, peer: &str) -> Result<Request> {
     if let Value::Tuple(t) = v {
         if let Ok(
             [
@@ -193,7 +196,7 @@ fn wait_of(
         Some(Value::Float(f)) => f,
         Some(other) => return Err(format!("TypeError: timeout {other} is not a number")),
     };
-    if !(secs >= 0.0) {
+    if secs.is_nan() || secs < 0.0 {
         return Err("ValueError: 'timeout' must be a non-negative number".into());
     }
     Ok(Some(

@@ -16,7 +16,6 @@
 //! runs under the lock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt;
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,153 +23,17 @@ use std::time::{Duration, Instant};
 use super::python::pickle::Value;
 use crate::error::Result;
 
+mod leases;
+mod lesson;
+mod types;
+
+pub use types::{Event, Got, Hold, Outcome, Peer, Put, QueueSpec, Refusal, Settle};
+
 /// A connection's number on this server.
 pub type ConnId = u64;
 
 /// How often a wait comes out from under the lock to run its tick.
 const TICK: Duration = Duration::from_millis(100);
-
-/// Who is at the other end of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// The address it connected from.
-    pub addr: String,
-    /// The pid it reported (pk-manager workers do, once authenticated).
-    pub pid: Option<u32>,
-    /// Whether it speaks CPython's manager protocol.
-    pub python: bool,
-}
-
-impl Peer {
-    /// A peer known by its address only.
-    pub fn at(addr: impl Into<String>, python: bool) -> Peer {
-        Peer {
-            addr: addr.into(),
-            pid: None,
-            python,
-        }
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.pid, self.python) {
-            (Some(pid), _) => write!(f, "{} (pid {pid})", self.addr),
-            (None, true) => write!(f, "{} (python)", self.addr),
-            (None, false) => f.write_str(&self.addr),
-        }
-    }
-}
-
-/// A result of the `i*i` lesson as the server recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The task's number, 1..=N.
-    pub id: u64,
-    /// Its input.
-    pub n: i128,
-    /// `n * n`, as the worker computed it.
-    pub value: i128,
-    /// The worker whose result was counted.
-    pub by: Peer,
-}
-
-/// What happens on the server, in order, for the caller to report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A worker proved it knows the key.
-    Authenticated(Peer),
-    /// A peer's proof was wrong (or it could not check ours); it was closed.
-    Refused(Peer),
-    /// A connection was closed because of an error; the reason is one line.
-    Closed(Peer, String),
-    /// A connection that had not authenticated was dropped to make room
-    /// (too many at once) or because the server ran out of descriptors.
-    Dropped(String, &'static str),
-    /// accept(2) failed for lack of descriptors; the server waits before
-    /// trying again instead of spinning.
-    Backoff(String, Duration),
-    /// The lesson handed a task to a worker.
-    Assigned(Peer, u64),
-    /// The lesson counted a result.
-    Result(Outcome),
-    /// A result for an item that was settled already: dropped.
-    Late(Peer, u64),
-    /// A connection closed while it held an item: the item is back at the
-    /// front of its queue.
-    Requeued(Peer, u64),
-    /// A connection was silent for the whole lease while it held an item:
-    /// the item is back at the front of its queue.
-    Expired(Peer, u64),
-    /// A worker was told there is nothing left and left.
-    Left(Peer),
-    /// A client hung up holding nothing.
-    Gone(Peer),
-    /// Every result of the lesson is in.
-    Finished,
-}
-
-/// How a get holds what it takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hold {
-    /// Leased until settled (pk-manager clients; Python workers on the
-    /// task queue).
-    Lease,
-    /// Leased, and the connection's earlier leases settled first: a Python
-    /// client that gets again without a put between consumed what it had.
-    LeaseAfterSettling,
-    /// Taken for good (Python clients on other queues).
-    Final,
-}
-
-/// Which item a put settles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// None: a plain put.
-    Nothing,
-    /// This one (pk-manager workers name it).
-    Item(u64),
-    /// The oldest item the connection holds, if any (Python workers, whose
-    /// `put` names nothing).
-    Oldest,
-}
-
-/// What a get found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Got {
-    /// An item and its id.
-    Item(u64, Value),
-    /// Nothing within the wait.
-    Empty,
-    /// The queue is closed and drained.
-    Done,
-}
-
-/// How a put ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Put {
-    /// Added.
-    Ok,
-    /// It settles an item settled already; dropped.
-    Stale,
-    /// No room within the wait.
-    Full,
-}
-
-/// A request that cannot be served, in one line (no such queue, a closed
-/// queue, a wrong lesson result).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
-
-/// A queue to create: its name and how many items it holds at most
-/// (queued and out on lease together).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueSpec {
-    /// The name.
-    pub name: String,
-    /// The bound.
-    pub capacity: usize,
-}
 
 #[derive(Debug)]
 struct Queue {
@@ -268,49 +131,6 @@ impl Hub {
         }
     }
 
-    /// The lesson: queue `tasks` holds 1..=`tasks` (task `i` is the int
-    /// `i`, and its id is `i`) and is closed; results put on `results`
-    /// must each settle a task and read `n * n = n²`.
-    pub fn lesson(tasks: u32, lease: Duration, min_workers: usize, events: Sender<Event>) -> Hub {
-        let n = tasks as usize;
-        let hub = Hub::new(
-            &[
-                QueueSpec {
-                    name: "tasks".into(),
-                    capacity: n,
-                },
-                QueueSpec {
-                    name: "results".into(),
-                    capacity: n,
-                },
-            ],
-            lease,
-            min_workers,
-            events,
-        );
-        {
-            let mut st = hub.lock();
-            for i in 1..=u64::from(tasks) {
-                st.items.insert(
-                    i,
-                    Entry {
-                        queue: 0,
-                        value: Value::Int(i.into()),
-                        holder: None,
-                    },
-                );
-                st.queues[0].pending.push_back(i);
-            }
-            st.next_id = u64::from(tasks) + 1;
-            st.queues[0].closed = true;
-            st.lesson = Some(Lesson {
-                total: n,
-                results: BTreeMap::new(),
-            });
-        }
-        hub
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means a connection thread panicked (a bug); every
         // update is one step under the lock, so the state is consistent.
@@ -395,113 +215,6 @@ impl Hub {
             }
             let st = self.lock();
             let _ = self.changed.wait_timeout(st, left.min(TICK));
-        }
-    }
-
-    /// Register an authenticated connection.
-    pub fn register(&self, peer: Peer) -> ConnId {
-        let mut st = self.lock();
-        let id = st.next_conn;
-        st.next_conn += 1;
-        st.conns.insert(
-            id,
-            ConnRec {
-                peer,
-                last_heard: Instant::now(),
-                leases: VecDeque::new(),
-                asked: false,
-            },
-        );
-        id
-    }
-
-    /// The connection said something: its leases are fresh again.
-    pub fn heard(&self, conn: ConnId) {
-        if let Some(c) = self.lock().conns.get_mut(&conn) {
-            c.last_heard = Instant::now();
-        }
-    }
-
-    /// The connection is gone: what it held goes back to its queues, then
-    /// `last` is reported, then the connection stops counting (so a caller
-    /// waiting for the count to drop finds every event already queued).
-    pub fn unregister(&self, conn: ConnId, last: impl FnOnce(&Peer) -> Option<Event>) {
-        let mut st = self.lock();
-        let Some(rec) = st.conns.get(&conn) else {
-            return;
-        };
-        let (peer, leases, asked) = (rec.peer.clone(), rec.leases.clone(), rec.asked);
-        for id in leases.iter().rev() {
-            if Self::release(&mut st, *id, conn) {
-                self.emit(Event::Requeued(peer.clone(), *id));
-            }
-        }
-        if let Some(ev) = last(&peer) {
-            self.emit(ev);
-        }
-        st.conns.remove(&conn);
-        if asked {
-            st.askers -= 1;
-        }
-        drop(st);
-        self.changed.notify_all();
-    }
-
-    /// Put item `id` back at the front of its queue if `conn` holds it.
-    fn release(st: &mut State, id: u64, conn: ConnId) -> bool {
-        let Some(e) = st.items.get_mut(&id) else {
-            return false;
-        };
-        if e.holder != Some(conn) {
-            return false;
-        }
-        e.holder = None;
-        let q = &mut st.queues[e.queue];
-        q.leased -= 1;
-        q.pending.push_front(id);
-        true
-    }
-
-    /// Settle item `id` for good, wherever it is; false if it was already.
-    fn settle(st: &mut State, id: u64) -> bool {
-        let Some(e) = st.items.remove(&id) else {
-            return false;
-        };
-        let q = &mut st.queues[e.queue];
-        match e.holder {
-            Some(_) => q.leased -= 1,
-            None => q.pending.retain(|&p| p != id),
-        }
-        true
-    }
-
-    /// Hand every lease of a connection silent for longer than the lease
-    /// back to its queue. The server calls this a few times per lease.
-    pub fn expire(&self) {
-        let now = Instant::now();
-        let mut st = self.lock();
-        let silent: Vec<ConnId> = st
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.leases.is_empty() && now.duration_since(c.last_heard) > self.lease)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut any = false;
-        for conn in silent {
-            let (peer, leases) = {
-                let c = &st.conns[&conn];
-                (c.peer.clone(), c.leases.clone())
-            };
-            for id in leases.iter().rev() {
-                if Self::release(&mut st, *id, conn) {
-                    any = true;
-                    self.emit(Event::Expired(peer.clone(), *id));
-                }
-            }
-        }
-        drop(st);
-        if any {
-            self.changed.notify_all();
         }
     }
 
@@ -724,60 +437,6 @@ impl Hub {
             },
         );
         st.queues[q].pending.push_back(id);
-    }
-
-    fn lesson_result(
-        &self,
-        st: &mut State,
-        conn: ConnId,
-        target: Option<u64>,
-        value: &Value,
-    ) -> Result<Put, Refusal> {
-        let peer = st
-            .conns
-            .get(&conn)
-            .map(|c| c.peer.clone())
-            .unwrap_or_else(|| Peer::at("?", false));
-        let Some(id) = target else {
-            return Err(Refusal("a result that settles no task".into()));
-        };
-        if let Some(c) = st.conns.get_mut(&conn) {
-            c.leases.retain(|&l| l != id);
-        }
-        let n = match st.items.get(&id) {
-            Some(Entry {
-                queue: 0,
-                value: Value::Int(n),
-                ..
-            }) => *n,
-            Some(_) => return Err(Refusal(format!("item {id} is not a task"))),
-            None => {
-                self.emit(Event::Late(peer, id));
-                return Ok(Put::Stale);
-            }
-        };
-        let text = value.to_text();
-        let want = n.wrapping_mul(n);
-        if text != format!("{n} * {n} = {want}") {
-            return Err(Refusal(format!(
-                "a wrong result for task {id} (n={n}): {text:?}"
-            )));
-        }
-        Self::settle(st, id);
-        let outcome = Outcome {
-            id,
-            n,
-            value: want,
-            by: peer,
-        };
-        let lesson = st.lesson.as_mut().expect("lesson mode");
-        lesson.results.insert(id, outcome.clone());
-        self.emit(Event::Result(outcome));
-        if Self::done(st) {
-            self.emit(Event::Finished);
-        }
-        self.changed.notify_all();
-        Ok(Put::Ok)
     }
 
     /// Settle item `id` without a result (a consumer has it).

@@ -1,32 +1,8 @@
-//! The part of pickle that CPython's managers need, and nothing more.
-//!
-//! CPython's managers send every request and answer as a pickle, and
-//! unpickling runs code: a `GLOBAL` opcode names any importable function and
-//! `REDUCE` calls it, so a peer that can send a pickle to CPython's own
-//! manager server can make it run `os.system`. This decoder never imports or
-//! calls anything. It accepts the plain data types (None, bool, int, float,
-//! str, bytes, tuple, list, dict) and, by exact name, the few records a
-//! manager conversation carries: `multiprocessing.managers.Token`, the
-//! queue's `Empty` and `Full`, and a handful of builtin exceptions, which
-//! become inert [`Value`]s. Any other opcode or name is an error, and the
-//! caller closes the connection.
-//!
-//! Pickles are built on an arena, as the pickle machine builds them: a list
-//! memoized while empty and filled afterwards is the filled list when it is
-//! fetched from the memo. Turning the arena into a tree is bounded in depth
-//! ([`MAX_DEPTH`], which also refuses self-containing lists) and in size (a
-//! budget of nodes proportional to the input, so memo references cannot
-//! blow a small pickle up into a huge value).
-//!
-//! The encoder writes protocol 4 opcodes (without frames) that every
-//! CPython since 3.4 reads.
+//! The decoder: a pickle machine restricted to the whitelisted opcodes and
+//! names, building on an arena.
 
-use std::fmt;
-
+use super::{MAX_DEPTH, Value};
 use crate::error::{Error, Result};
-
-/// How deeply containers may nest in a decoded value.
-pub const MAX_DEPTH: usize = 32;
 
 /// Exceptions a manager may send in an `#ERROR` answer, by `module.name`.
 const EXCEPTIONS: &[(&str, &str)] = &[
@@ -42,152 +18,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("builtins", "EOFError"),
     ("builtins", "OSError"),
 ];
-
-/// A decoded pickle: plain data, or one of the whitelisted records.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// `None`.
-    None,
-    /// `True` / `False`.
-    Bool(bool),
-    /// An int (those beyond 128 bits are refused).
-    Int(i128),
-    /// A float.
-    Float(f64),
-    /// A str.
-    Str(String),
-    /// A bytes object.
-    Bytes(Vec<u8>),
-    /// A tuple.
-    Tuple(Vec<Value>),
-    /// A list.
-    List(Vec<Value>),
-    /// A dict, its pairs in order.
-    Dict(Vec<(Value, Value)>),
-    /// `multiprocessing.managers.Token(typeid, address, id)`.
-    Token {
-        /// The registered type id (`get_task_queue`).
-        typeid: String,
-        /// The manager's address, usually `(host, port)`.
-        address: Box<Value>,
-        /// The shared object's id.
-        id: String,
-    },
-    /// A whitelisted exception instance: `_queue.Empty()`, `queue.Full()` …
-    Exception {
-        /// The module that defines it (`_queue`, `queue`, `builtins`).
-        module: String,
-        /// The class name.
-        name: String,
-        /// Its `args`.
-        args: Vec<Value>,
-    },
-}
-
-impl Value {
-    /// A str value.
-    pub fn str(s: impl Into<String>) -> Value {
-        Value::Str(s.into())
-    }
-
-    /// The queue module's `Empty()`, as CPython 3.7+ spells it.
-    pub fn empty() -> Value {
-        Value::Exception {
-            module: "_queue".into(),
-            name: "Empty".into(),
-            args: Vec::new(),
-        }
-    }
-
-    /// The queue module's `Full()`.
-    pub fn full() -> Value {
-        Value::Exception {
-            module: "queue".into(),
-            name: "Full".into(),
-            args: Vec::new(),
-        }
-    }
-
-    /// Whether this is the queue module's `Empty` exception.
-    pub fn is_empty_exception(&self) -> bool {
-        matches!(self, Value::Exception { name, module, .. } if name == "Empty" && module.ends_with("queue"))
-    }
-
-    /// The text a shell user wants to see: a str as it is, bytes as they
-    /// are (lossily), anything else as Python's `repr` would show it.
-    pub fn to_text(&self) -> String {
-        match self {
-            Value::Str(s) => s.clone(),
-            Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            other => other.to_string(),
-        }
-    }
-
-    /// The bytes a native client receives for this value: a str's UTF-8,
-    /// bytes as they are, anything else as its `repr`.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            Value::Bytes(b) => b.clone(),
-            other => other.to_text().into_bytes(),
-        }
-    }
-}
-
-/// Python's `repr`, near enough for messages and logs.
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn seq(f: &mut fmt::Formatter<'_>, items: &[Value]) -> fmt::Result {
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{v}")?;
-            }
-            Ok(())
-        }
-        match self {
-            Value::None => f.write_str("None"),
-            Value::Bool(true) => f.write_str("True"),
-            Value::Bool(false) => f.write_str("False"),
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => write!(f, "{x:?}"),
-            Value::Str(s) => write!(f, "{s:?}"),
-            Value::Bytes(b) => write!(f, "b{:?}", String::from_utf8_lossy(b)),
-            Value::Tuple(items) => {
-                f.write_str("(")?;
-                seq(f, items)?;
-                f.write_str(if items.len() == 1 { ",)" } else { ")" })
-            }
-            Value::List(items) => {
-                f.write_str("[")?;
-                seq(f, items)?;
-                f.write_str("]")
-            }
-            Value::Dict(pairs) => {
-                f.write_str("{")?;
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{k}: {v}")?;
-                }
-                f.write_str("}")
-            }
-            Value::Token {
-                typeid,
-                address,
-                id,
-            } => {
-                write!(f, "Token(typeid={typeid:?}, address={address}, id={id:?})")
-            }
-            Value::Exception { name, args, .. } => {
-                write!(f, "{name}(")?;
-                seq(f, args)?;
-                f.write_str(")")
-            }
-        }
-    }
-}
 
 /// One node of the decoding arena.
 #[derive(Debug)]
@@ -208,7 +38,7 @@ enum Slot {
     Node(usize),
 }
 
-struct Decoder<'a> {
+pub(super) struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
     arena: Vec<Node>,
@@ -222,6 +52,18 @@ fn refuse(why: impl Into<String>) -> Error {
 }
 
 impl<'a> Decoder<'a> {
+    /// A decoder of `input`, its expansion budget proportional to it.
+    pub(super) fn new(input: &'a [u8]) -> Self {
+        Decoder {
+            input,
+            pos: 0,
+            arena: Vec::new(),
+            stack: Vec::new(),
+            memo: std::collections::HashMap::new(),
+            budget: 1024 + input.len() * 4,
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .pos
@@ -325,7 +167,7 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn run(&mut self) -> Result<usize> {
+    pub(super) fn run(&mut self) -> Result<usize> {
         loop {
             let op = self.u8()?;
             match op {
@@ -584,7 +426,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The value at arena node `i`, bounded in depth and in size.
-    fn tree(&mut self, i: usize, depth: usize) -> Result<Value> {
+    pub(super) fn tree(&mut self, i: usize, depth: usize) -> Result<Value> {
         if depth > MAX_DEPTH {
             return Err(refuse(format!(
                 "values nested more than {MAX_DEPTH} deep (or a list that contains itself)"
@@ -630,279 +472,5 @@ impl<'a> Decoder<'a> {
 
     fn trees(&mut self, items: &[usize], depth: usize) -> Result<Vec<Value>> {
         items.iter().map(|&i| self.tree(i, depth + 1)).collect()
-    }
-}
-
-/// Decode one pickle; anything outside the subset is an error of kind
-/// [`crate::ErrorKind::BadData`] and nothing is run.
-pub fn loads(input: &[u8]) -> Result<Value> {
-    let mut d = Decoder {
-        input,
-        pos: 0,
-        arena: Vec::new(),
-        stack: Vec::new(),
-        memo: std::collections::HashMap::new(),
-        budget: 1024 + input.len() * 4,
-    };
-    let root = d.run()?;
-    d.tree(root, 0)
-}
-
-/// Encode a value as a protocol-4 pickle.
-pub fn dumps(v: &Value) -> Vec<u8> {
-    let mut out = vec![0x80, 4];
-    dump(v, &mut out);
-    out.push(b'.');
-    out
-}
-
-fn dump_str(s: &str, out: &mut Vec<u8>) {
-    if s.len() < 256 {
-        out.push(0x8c);
-        out.push(s.len() as u8);
-    } else if let Ok(n) = u32::try_from(s.len()) {
-        out.push(b'X');
-        out.extend_from_slice(&n.to_le_bytes());
-    } else {
-        out.push(0x8d);
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn dump_items(items: &[Value], out: &mut Vec<u8>) {
-    out.push(b'(');
-    for v in items {
-        dump(v, out);
-    }
-}
-
-fn dump(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::None => out.push(b'N'),
-        Value::Bool(b) => out.push(if *b { 0x88 } else { 0x89 }),
-        Value::Int(i) => {
-            if let Ok(small) = u8::try_from(*i) {
-                out.extend_from_slice(&[b'K', small]);
-            } else if let Ok(x) = i32::try_from(*i) {
-                out.push(b'J');
-                out.extend_from_slice(&x.to_le_bytes());
-            } else {
-                // LONG1: the shortest little-endian two's complement.
-                let bytes = i.to_le_bytes();
-                let mut n = 16;
-                while n > 1 {
-                    let (last, prev) = (bytes[n - 1], bytes[n - 2]);
-                    let redundant =
-                        (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0);
-                    if !redundant {
-                        break;
-                    }
-                    n -= 1;
-                }
-                out.extend_from_slice(&[0x8a, n as u8]);
-                out.extend_from_slice(&bytes[..n]);
-            }
-        }
-        Value::Float(x) => {
-            out.push(b'G');
-            out.extend_from_slice(&x.to_be_bytes());
-        }
-        Value::Str(s) => dump_str(s, out),
-        Value::Bytes(b) => {
-            if b.len() < 256 {
-                out.extend_from_slice(&[b'C', b.len() as u8]);
-            } else if let Ok(n) = u32::try_from(b.len()) {
-                out.push(b'B');
-                out.extend_from_slice(&n.to_le_bytes());
-            } else {
-                out.push(0x8e);
-                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-            }
-            out.extend_from_slice(b);
-        }
-        Value::Tuple(items) => match items.len() {
-            0 => out.push(b')'),
-            1..=3 => {
-                for v in items {
-                    dump(v, out);
-                }
-                out.push(0x84 + items.len() as u8);
-            }
-            _ => {
-                dump_items(items, out);
-                out.push(b't');
-            }
-        },
-        Value::List(items) => {
-            out.push(b']');
-            if !items.is_empty() {
-                dump_items(items, out);
-                out.push(b'e');
-            }
-        }
-        Value::Dict(pairs) => {
-            out.push(b'}');
-            if !pairs.is_empty() {
-                out.push(b'(');
-                for (k, v) in pairs {
-                    dump(k, out);
-                    dump(v, out);
-                }
-                out.push(b'u');
-            }
-        }
-        Value::Token {
-            typeid,
-            address,
-            id,
-        } => {
-            dump_str("multiprocessing.managers", out);
-            dump_str("Token", out);
-            out.extend_from_slice(&[0x93, b')', 0x81]);
-            dump_str(typeid, out);
-            dump(address, out);
-            dump_str(id, out);
-            out.extend_from_slice(&[0x87, b'b']);
-        }
-        Value::Exception { module, name, args } => {
-            dump_str(module, out);
-            dump_str(name, out);
-            out.push(0x93);
-            dump(&Value::Tuple(args.clone()), out);
-            out.push(b'R');
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pickles CPython 3.11 wrote (`ForkingPickler.dumps`).
-    #[test]
-    fn cpython_pickles_decode() {
-        let empty = b"\x80\x04\x95\"\x00\x00\x00\x00\x00\x00\x00\x8c\x06#ERROR\x94\x8c\x06_queue\x94\x8c\x05Empty\x94\x93\x94)R\x94\x86\x94.";
-        assert_eq!(
-            loads(empty).unwrap(),
-            Value::Tuple(vec![Value::str("#ERROR"), Value::empty()])
-        );
-        let create = b"\x80\x04\x95#\x00\x00\x00\x00\x00\x00\x00(N\x8c\x06create\x94\x8c\x0eget_task_queue\x94\x85\x94}\x94t\x94.";
-        assert_eq!(
-            loads(create).unwrap(),
-            Value::Tuple(vec![
-                Value::None,
-                Value::str("create"),
-                Value::Tuple(vec![Value::str("get_task_queue")]),
-                Value::Dict(vec![]),
-            ])
-        );
-        let get = b"\x80\x04\x95\x1f\x00\x00\x00\x00\x00\x00\x00(\x8c\x027f\x94\x8c\x03get\x94)}\x94\x8c\x07timeout\x94K\x01st\x94.";
-        assert_eq!(
-            loads(get).unwrap(),
-            Value::Tuple(vec![
-                Value::str("7f"),
-                Value::str("get"),
-                Value::Tuple(vec![]),
-                Value::Dict(vec![(Value::str("timeout"), Value::Int(1))]),
-            ])
-        );
-        let token = b"\x80\x04\x95S\x00\x00\x00\x00\x00\x00\x00\x8c\x18multiprocessing.managers\x94\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x0eget_task_queue\x94\x8c\t127.0.0.1\x94M\x88\x13\x86\x94\x8c\x027f\x94\x87\x94b.";
-        let Value::Token {
-            typeid,
-            id,
-            address,
-        } = loads(token).unwrap()
-        else {
-            panic!("not a token")
-        };
-        assert_eq!((typeid.as_str(), id.as_str()), ("get_task_queue", "7f"));
-        assert_eq!(
-            *address,
-            Value::Tuple(vec![Value::str("127.0.0.1"), Value::Int(5000)])
-        );
-        let big = b"\x80\x04\x95\x18\x00\x00\x00\x00\x00\x00\x00\x8c\x07#RETURN\x94\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00@\x86\x94.";
-        assert_eq!(
-            loads(big).unwrap(),
-            Value::Tuple(vec![Value::str("#RETURN"), Value::Int(1 << 70)])
-        );
-    }
-
-    #[test]
-    fn values_round_trip() {
-        let v = Value::Tuple(vec![
-            Value::None,
-            Value::Bool(true),
-            Value::Int(-5),
-            Value::Int(300),
-            Value::Int(-(1 << 40)),
-            Value::Int(i128::MIN),
-            Value::Float(2.5),
-            Value::str("héllo"),
-            Value::str("x".repeat(300)),
-            Value::Bytes(vec![0, 1, 255]),
-            Value::List(vec![Value::Int(1), Value::List(vec![])]),
-            Value::Dict(vec![(Value::str("k"), Value::Tuple(vec![Value::Int(1)]))]),
-            Value::empty(),
-            Value::full(),
-            Value::Token {
-                typeid: "t".into(),
-                address: Box::new(Value::Tuple(vec![Value::str("h"), Value::Int(1)])),
-                id: "1".into(),
-            },
-        ]);
-        assert_eq!(loads(&dumps(&v)).unwrap(), v);
-    }
-
-    #[test]
-    fn code_and_unknown_opcodes_are_refused() {
-        let cases: &[&[u8]] = &[
-            b"cos\nsystem\n(S'true'\ntR.", // GLOBAL os.system
-            b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04true\x85R.", // STACK_GLOBAL
-            b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.", // builtins.eval
-            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93.", // a bare class
-            b"\x80\x04\x8c\x06_queue\x8c\x05Empty\x93)\x81.", // NEWOBJ of a non-Token
-            b"\x80\x04\x8f.",              // EMPTY_SET
-            b"\x80\x04K\x01K\x02.",        // two values
-            b"\x80\x04K\x01",              // no STOP
-            b"\x80\x04h\x05.",             // memo never stored
-            b"\x80\x04\x8c\x05ab.",        // cut short
-            b"\x80\x04\x8c\x02\xff\xfe.",  // not UTF-8
-            b"\x80\x04a.",                 // APPEND on nothing
-            b"\x80\x04K\x01.junk",         // bytes after STOP
-            b"\x80\x06N.",                 // protocol 6
-        ];
-        for c in cases {
-            let e = loads(c).unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::BadData, "{c:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn memo_bombs_and_self_reference_are_refused() {
-        // A list that contains itself.
-        let e = loads(b"\x80\x04]\x94h\x00a.").unwrap_err();
-        assert!(e.to_string().contains("nested"), "{e}");
-        // Each level holds the previous one twice: 2^30 leaves from ~200 bytes.
-        let mut p = vec![0x80, 4, b']', 0x94];
-        for i in 0..30u8 {
-            p.extend_from_slice(&[b'h', i, 0x86, 0x94]);
-        }
-        p.push(b'.');
-        let e = loads(&p).unwrap_err();
-        assert!(e.to_string().contains("too many values"), "{e}");
-    }
-
-    #[test]
-    fn a_list_memoized_empty_is_fetched_full() {
-        // l = [1]; (l, l): the memo holds the list, not its empty start.
-        let p = b"\x80\x04]\x94K\x01ah\x00\x86.";
-        assert_eq!(
-            loads(p).unwrap(),
-            Value::Tuple(vec![
-                Value::List(vec![Value::Int(1)]),
-                Value::List(vec![Value::Int(1)])
-            ])
-        );
     }
 }
