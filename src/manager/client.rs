@@ -1,8 +1,7 @@
 //! A pk-manager client: a worker, or a shell's `put` and `get`.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::auth::{Direction, Key, Seal, Side, nonce, proof, verify};
@@ -75,6 +74,8 @@ pub struct Client {
     send: Arc<Mutex<Sender>>,
     open: Seal,
     lease: Duration,
+    beat: Arc<Beat>,
+    beat_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 fn ms(d: Option<Duration>) -> u32 {
@@ -164,6 +165,8 @@ impl Client {
             })),
             open,
             lease,
+            beat: Arc::default(),
+            beat_thread: None,
         })
     }
 
@@ -287,26 +290,84 @@ impl Client {
         }
     }
 
-    /// Send heartbeats every third of the lease until the guard drops: a
-    /// worker holding a task through a long command keeps its lease.
-    pub fn heartbeats(&self) -> Heartbeats {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let send = Arc::clone(&self.send);
-        let server = self.server.clone();
-        let every = self.lease / 3;
-        let thread = std::thread::Builder::new()
-            .name("heartbeat".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    if send_on(&send, &server, &Msg::Heartbeat).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok();
+    /// Mark this worker busy until the guard drops: meanwhile a thread
+    /// of the client's sends a heartbeat every third of the lease, so a
+    /// worker holding a task through a long command keeps its lease. The
+    /// thread starts on first use and lives as long as the client.
+    pub fn heartbeats(&mut self) -> Heartbeats {
+        if self.beat_thread.is_none() {
+            let beat = Arc::clone(&self.beat);
+            let send = Arc::clone(&self.send);
+            let server = self.server.clone();
+            let every = self.lease / 3;
+            self.beat_thread = std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || beat.run(every, || send_on(&send, &server, &Msg::Heartbeat).is_ok()))
+                .ok();
+        }
+        self.beat.set(|b| b.busy = true);
         Heartbeats {
-            stop: Some(stop),
-            thread,
+            beat: Arc::clone(&self.beat),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.beat.set(|b| b.stop = true);
+        if let Some(t) = self.beat_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct BeatState {
+    busy: bool,
+    stop: bool,
+}
+
+/// Whether the heartbeat thread should beat, and whether it should end.
+#[derive(Debug, Default)]
+struct Beat {
+    state: Mutex<BeatState>,
+    changed: Condvar,
+}
+
+impl Beat {
+    /// Change the state; only a stop wakes the thread (a task that starts
+    /// or ends costs no wakeup: the thread looks at `busy` when it ticks).
+    fn set(&self, f: impl FnOnce(&mut BeatState)) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st);
+        if st.stop {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Every `every`, beat if busy, until stopped or a beat fails.
+    fn run(&self, every: Duration, mut beat: impl FnMut() -> bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let deadline = Instant::now() + every;
+            while !st.stop && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                st = self
+                    .changed
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if st.stop {
+                return;
+            }
+            if st.busy {
+                drop(st);
+                if !beat() {
+                    return;
+                }
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 }
@@ -317,18 +378,14 @@ fn send_on(send: &Mutex<Sender>, server: &str, msg: &Msg) -> Result<()> {
     write_payload(&mut s.stream, server, &payload)
 }
 
-/// Heartbeats in the background until this is dropped.
+/// The worker is busy (heartbeats flow) until this is dropped.
 #[derive(Debug)]
 pub struct Heartbeats {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    beat: Arc<Beat>,
 }
 
 impl Drop for Heartbeats {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.beat.set(|b| b.busy = false);
     }
 }

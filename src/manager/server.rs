@@ -148,7 +148,8 @@ impl Server {
             .map_err(|e| Error::io("getsockname", "listener", &e))
     }
 
-    /// Start accepting, and the lease clock, in threads of their own.
+    /// Start accepting, and the lease clock, in threads of their own; both
+    /// run as long as the process.
     pub fn start(&self) -> Result<()> {
         let listener = self
             .listener
@@ -197,10 +198,9 @@ impl Server {
 fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
     use nix::poll::{PollFd, PollFlags, poll};
     let mut backoff = Duration::ZERO;
+    // Accepting goes on after the lesson's last result: a worker that
+    // comes late hears `done`, a Python client's closing `decref` an answer.
     loop {
-        if sh.hub.finished() {
-            return;
-        }
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, 200u16) {
             Ok(0) => {
