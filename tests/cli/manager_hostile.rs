@@ -368,3 +368,47 @@ fn a_server_that_does_not_know_the_key_gets_no_proof() {
     // All the fake server got after the nonce: "mismatch", no proof.
     assert_eq!(fake.join().unwrap(), [0, 0, 0, 1, 6]);
 }
+
+/// A worker SIGKILLed at each of its writes in turn (its handshake, its
+/// gets, its results): every kill leaves the server whole, and a clean
+/// worker afterwards finds every task that was not counted; each result
+/// is counted exactly once.
+#[test]
+fn a_worker_killed_at_each_write_loses_and_duplicates_nothing() {
+    if strace_missing() {
+        return;
+    }
+    // Enough tasks that the killed workers (which finish a few before
+    // their kill) leave work for the last one.
+    let (mut server, addr) = serve(&["--tasks", "20"]);
+    // Writes of a worker: nonce, proof, then get / result pairs.
+    for n in 1..=8 {
+        let inject = format!("inject=sendto:signal=SIGKILL:when={n}");
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args(["-f", "-o", "/dev/null", "-e", "trace=sendto", "-e", &inject])
+            .arg(bin("pk-manager"))
+            .args(["work", "--connect", &addr])
+            .env("PK_AUTHKEY", KEY);
+        let out = assert_cmd::Command::from_std(cmd)
+            .timeout(TIMEOUT)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "kill at write {n}: {out:?}");
+    }
+    let good = worker(&addr, &[]);
+    assert_success(&good);
+    let (lines, results) = finish(&mut server, 20);
+    assert_all_results(&results, 20);
+    // Every counted result appears once among the result lines.
+    for id in 1..=20 {
+        let counted = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("result {id} from ")))
+            .count();
+        assert_eq!(counted, 1, "task {id}: {lines:#?}");
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("requeued task ")),
+        "{lines:#?}"
+    );
+}
