@@ -68,8 +68,8 @@ run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thre
 	$(RELEASE)/pk-coro tickets --tasks 10 --stock 3 --random-delay
 	$(RELEASE)/pk-coro tickets --tasks 5 --stock 3 --yield-between
 	$(RELEASE)/pk-coro blocking --scale 0.1
-run-manager: build ## pk-manager: a master and two workers over TCP with an auth key
-	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, then two workers'
+run-manager: build ## pk-manager: a master and two workers over TCP with an auth key, then named queues
+	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, two workers; then put, work -- CMD, get'
 	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6
 run-shm: build ## pk-shm: Array('c', b'Hello') and a shared counter across fork
 	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'

@@ -18,7 +18,7 @@
 //! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
 //! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count |
-//! | `manager` | (feature `manager`) master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, `manager::Server`, `manager::Worker` |
+//! | `manager` | (feature `manager`) named queues over TCP with leases on work: the server proves the key first, a MAC on every frame, `manager::Server`, `manager::Client`; CPython's manager protocol with a pickle subset that runs no code (`manager::python`) |
 //! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; named create/open/unlink |
 //! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
 //! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
@@ -31,7 +31,7 @@
 //! |---|---|---|---|
 //! | `cli` | yes | the `pk-*` binaries' command layer (not part of the API) | clap, signal-hook, and the two below |
 //! | `coro` | yes | `coro` | tokio, getrandom |
-//! | `manager` | yes | `manager` | hmac, sha2, getrandom |
+//! | `manager` | yes | `manager` | hmac, sha2, md-5, getrandom |
 //!
 //! A program that wants the library alone depends on it with
 //! `default-features = false` and gets libc, nix and memmap2, nothing else.

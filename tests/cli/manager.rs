@@ -1,51 +1,54 @@
-//! pk-manager: master/worker over TCP on loopback (port 0 only), with an
-//! auth key.
+//! pk-manager: the i*i lesson over TCP on loopback (port 0 only), keys,
+//! workers that die or stop, a server that dies or stops. Hostile peers
+//! are in `manager_hostile`, CPython's managers in `manager_python`, the
+//! named queues in `manager_queues`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const KEY: &str = "s3cret";
+pub const KEY: &str = "s3cret";
 
-/// A server on 127.0.0.1:0 and the address it printed.
-fn serve(extra: &[&str]) -> (Running, String) {
+/// `pk-manager ARGS` with the key in PK_AUTHKEY.
+pub fn mgr(args: &[&str]) -> std::process::Command {
     let mut cmd = pk_std("manager");
-    cmd.args([
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--authkey",
-        KEY,
-        "--timeout",
-        "50s",
-    ])
-    .args(extra);
+    cmd.args(args).env("PK_AUTHKEY", KEY);
+    cmd
+}
+
+/// A server on 127.0.0.1:0 with `extra` flags, and the address it printed.
+pub fn serve(extra: &[&str]) -> (Running, String) {
+    let mut cmd = mgr(&["serve", "--bind", "127.0.0.1:0", "--timeout", "50s"]);
+    cmd.args(extra);
     let mut run = Running::start(cmd, false);
     let seen = run.wait_for(|l| l.starts_with("listening on "));
     let addr = seen
         .last()
         .unwrap()
-        .strip_prefix("listening on 127.0.0.1:")
-        .map(|port| format!("127.0.0.1:{port}"))
-        .expect("a loopback address");
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     (run, addr)
 }
 
-fn worker(addr: &str, key: &str, extra: &[&str]) -> Output {
-    pk("manager")
-        .args(["work", "--connect", addr, "--authkey", key])
-        .args(extra)
-        .output()
-        .unwrap()
+/// Run a worker to its end with the key in the environment.
+pub fn worker(addr: &str, extra: &[&str]) -> Output {
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--connect", addr]));
+    cmd.timeout(TIMEOUT).args(extra).output().unwrap()
+}
+
+/// A worker running in the background, its stdout read as it comes.
+pub fn worker_bg(addr: &str, extra: &[&str]) -> Running {
+    let mut cmd = mgr(&["work", "--connect", addr]);
+    cmd.args(extra);
+    Running::start(cmd, false)
 }
 
 /// Read the server's lines up to the last of its `tasks` result lines,
-/// check that it exits 0, and return (every line, task id -> (value, pid)).
-fn finish(run: &mut Running, tasks: u32) -> (Vec<String>, BTreeMap<u32, (u64, i32)>) {
+/// check that it exits 0, and return (every line, task id -> (value, by)).
+pub fn finish(run: &mut Running, tasks: u32) -> (Vec<String>, BTreeMap<u32, (u64, String)>) {
     let last = format!("task {tasks}: ");
     let lines = run.wait_for(|l| l.starts_with(&last));
     assert_eq!(run.wait().code(), Some(0), "{lines:#?}");
@@ -56,14 +59,14 @@ fn finish(run: &mut Running, tasks: u32) -> (Vec<String>, BTreeMap<u32, (u64, i3
         .unwrap_or_else(|| panic!("no {head:?} in {lines:#?}"));
     let mut results = BTreeMap::new();
     for l in &lines[from + 1..] {
-        // task <id>: <n> * <n> = <v> by pid <p>
+        // task <id>: <n> * <n> = <v> by pid <p> | by python <addr>
         let (id, rest) = l.strip_prefix("task ").unwrap().split_once(": ").unwrap();
         let words: Vec<&str> = rest.split(' ').collect();
         let id: u32 = id.parse().unwrap();
         let value: u64 = words[4].parse().unwrap();
-        let pid: i32 = words[7].parse().unwrap();
+        let by = words[6..].join(" ");
         assert!(
-            results.insert(id, (value, pid)).is_none(),
+            results.insert(id, (value, by)).is_none(),
             "task {id} twice: {lines:#?}"
         );
     }
@@ -71,7 +74,7 @@ fn finish(run: &mut Running, tasks: u32) -> (Vec<String>, BTreeMap<u32, (u64, i3
 }
 
 #[track_caller]
-fn assert_all_results(results: &BTreeMap<u32, (u64, i32)>, tasks: u32) {
+pub fn assert_all_results(results: &BTreeMap<u32, (u64, String)>, tasks: u32) {
     assert_eq!(
         results.keys().copied().collect::<Vec<_>>(),
         (1..=tasks).collect::<Vec<_>>()
@@ -82,15 +85,15 @@ fn assert_all_results(results: &BTreeMap<u32, (u64, i32)>, tasks: u32) {
 }
 
 /// The task ids in a worker's `task <id> done` lines.
-fn done_ids(out: &Output) -> Vec<u32> {
-    stdout(out)
-        .lines()
-        .filter(|l| l.contains(" done: "))
-        .map(|l| {
-            let after = l.split(": task ").nth(1).unwrap();
-            after.split(' ').next().unwrap().parse().unwrap()
-        })
-        .collect()
+pub fn done_ids(out: &Output) -> Vec<u32> {
+    stdout(out).lines().filter_map(done_id).collect()
+}
+
+fn done_id(l: &str) -> Option<u32> {
+    if !l.contains(" done: ") {
+        return None;
+    }
+    l.split(": task ").nth(1)?.split(' ').next()?.parse().ok()
 }
 
 #[test]
@@ -98,13 +101,17 @@ fn two_workers_share_the_tasks() {
     let (mut server, addr) = serve(&["--tasks", "6", "--min-workers", "2"]);
     let a = {
         let addr = addr.clone();
-        std::thread::spawn(move || worker(&addr, KEY, &["--task-delay", "10ms"]))
+        std::thread::spawn(move || worker(&addr, &["--task-delay", "10ms"]))
     };
-    let b = worker(&addr, KEY, &["--task-delay", "10ms"]);
+    let b = worker(&addr, &["--task-delay", "10ms"]);
     let a = a.join().unwrap();
     for w in [&a, &b] {
         assert_success(w);
-        assert!(w.stderr.is_empty());
+        assert!(
+            w.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&w.stderr)
+        );
         assert!(stdout(w).contains(": authenticated with 127.0.0.1:"));
         assert!(stdout(w).contains(": no more tasks, "));
     }
@@ -115,7 +122,6 @@ fn two_workers_share_the_tasks() {
     let mut all: Vec<u32> = ia.iter().chain(&ib).copied().collect();
     all.sort_unstable();
     assert_eq!(all, (1..=6).collect::<Vec<_>>());
-
     let (lines, results) = finish(&mut server, 6);
     assert_all_results(&results, 6);
     assert_eq!(
@@ -131,98 +137,35 @@ fn two_workers_share_the_tasks() {
 #[test]
 fn a_wrong_key_is_refused_with_77_and_gets_no_task() {
     let (mut server, addr) = serve(&["--tasks", "2"]);
-    let bad = worker(&addr, "not-the-key", &[]);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--connect", &addr]));
+    let bad = cmd
+        .env("PK_AUTHKEY", "not-the-key")
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
     assert_one_line_error(&bad, "manager", 77);
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("refused the authkey"),
+        String::from_utf8_lossy(&bad.stderr).contains("did not prove it knows our authkey"),
         "{bad:?}"
     );
     assert!(bad.stdout.is_empty(), "no task: {}", stdout(&bad));
     let refused = server.wait_for(|l| l.starts_with("refused "));
-    let line = refused.last().unwrap();
-    assert!(line.ends_with(": wrong authkey"), "{line}");
-    let bad_addr = line.split(' ').nth(1).unwrap().to_string();
+    assert!(
+        refused.last().unwrap().ends_with(": wrong authkey"),
+        "{refused:?}"
+    );
 
-    let good = worker(&addr, KEY, &[]);
-    assert_eq!(good.status.code(), Some(0));
+    let good = worker(&addr, &[]);
+    assert_success(&good);
     assert_eq!(done_ids(&good), [1, 2]);
     let (lines, results) = finish(&mut server, 2);
     assert_all_results(&results, 2);
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.starts_with("task ") && l.contains(&format!("-> {bad_addr} "))),
-        "{lines:#?}"
-    );
-}
-
-/// Send `bytes` (ignoring a reset while sending) and wait, bounded, for the
-/// server to close the connection.
-fn send_and_expect_close(addr: &str, bytes: &[u8]) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let _ = s.write_all(bytes);
-    let deadline = Instant::now() + TIMEOUT;
-    let mut buf = [0u8; 512];
-    loop {
-        assert!(Instant::now() < deadline, "server kept the connection open");
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue, // the challenge
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("expected a close after {} bytes, got {e}", bytes.len()),
-        }
-    }
-}
-
-#[test]
-fn garbage_clients_are_closed_and_the_server_keeps_serving() {
-    let (mut server, addr) = serve(&["--tasks", "3"]);
-    // Random bytes (a fixed xorshift stream, so a failure reproduces).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let random: Vec<u8> = (0..65536)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    send_and_expect_close(&addr, &random);
-    // An oversized frame: only its length is ever read.
-    send_and_expect_close(&addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
-    send_and_expect_close(&addr, &[0, 0, 0x10, 0x01]);
-    // A frame within the limit that is no message, and an empty frame.
-    send_and_expect_close(&addr, &[0, 0, 0, 3, 99, 1, 2]);
-    send_and_expect_close(&addr, &[0, 0, 0, 0]);
-    // A response with a made-up tag is a refused key, not a crash.
-    let mut forged = vec![0, 0, 0, 69, 2, 0, 0, 0, 1];
-    forged.extend_from_slice(&[0xab; 64]);
-    send_and_expect_close(&addr, &forged);
-    // Connect and hang up at once.
-    drop(TcpStream::connect(&addr).unwrap());
-
-    let good = worker(&addr, KEY, &[]);
-    assert_success(&good);
-    let (lines, results) = finish(&mut server, 3);
-    assert_all_results(&results, 3);
-    let closed: Vec<&String> = lines.iter().filter(|l| l.starts_with("closed ")).collect();
-    assert!(
-        closed
-            .iter()
-            .any(|l| l.contains("a frame of 4294967295 bytes, the limit is 1..=4096")),
-        "{lines:#?}"
-    );
-    assert!(
-        closed
-            .iter()
-            .any(|l| l.contains("not a pk-manager message")),
-        "{lines:#?}"
-    );
-    assert!(
+    assert_eq!(
         lines
             .iter()
-            .any(|l| l.starts_with("refused ") && l.contains("(pid 1)")),
+            .filter(|l| l.starts_with("task ") && l.contains(" -> "))
+            .count(),
+        2,
         "{lines:#?}"
     );
 }
@@ -230,28 +173,17 @@ fn garbage_clients_are_closed_and_the_server_keeps_serving() {
 #[test]
 fn a_worker_killed_mid_task_has_its_task_reassigned() {
     let (mut server, addr) = serve(&["--tasks", "3"]);
-    let mut cmd = pk_std("manager");
-    cmd.args([
-        "work",
-        "--connect",
-        &addr,
-        "--authkey",
-        KEY,
-        "--task-delay",
-        "60s",
-    ]);
-    let mut doomed = Running::start(cmd, false);
+    let mut doomed = worker_bg(&addr, &["--task-delay", "60s"]);
     let seen = doomed.wait_for(|l| l.contains(": task 1 received"));
     let doomed_pid = pid_after(seen.last().unwrap(), "worker ").unwrap();
     doomed.child.kill().unwrap(); // SIGKILL, mid-task
     assert_signal(&doomed.wait(), libc::SIGKILL);
 
-    let good = worker(&addr, KEY, &[]);
+    let good = worker(&addr, &[]);
     assert_success(&good);
     let mut ids = done_ids(&good);
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3], "the survivor did the lost task too");
-
     let (lines, results) = finish(&mut server, 3);
     assert_all_results(&results, 3);
     assert!(
@@ -260,95 +192,218 @@ fn a_worker_killed_mid_task_has_its_task_reassigned() {
         "{lines:#?}"
     );
     assert!(
-        results.values().all(|(_, pid)| *pid != doomed_pid),
+        results
+            .values()
+            .all(|(_, by)| *by != format!("pid {doomed_pid}")),
         "{results:?}"
     );
 }
 
+/// A worker stopped with SIGSTOP while it holds a task keeps its TCP
+/// connection open: only the lease gets the task back. Resumed later, its
+/// late result is dropped, and every result is counted once.
 #[test]
-fn garbage_from_an_authenticated_worker_closes_it_and_requeues_its_task() {
-    use posixkit::manager::{self, Msg, Side};
-    let (mut server, addr) = serve(&["--tasks", "2"]);
-    // A hand-made worker: authenticate, take a task, then send garbage.
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let Msg::Challenge(challenge) = manager::read_frame(&mut s, "server").unwrap() else {
-        panic!("no challenge")
-    };
-    let tag = manager::auth_tag(KEY.as_bytes(), Side::Worker, &challenge);
-    let response = Msg::Response {
-        pid: 7,
-        tag,
-        nonce: [1; 32],
-    };
-    manager::write_frame(&mut s, "server", &response).unwrap();
-    assert!(matches!(
-        manager::read_frame(&mut s, "server").unwrap(),
-        Msg::Welcome { .. }
-    ));
-    manager::write_frame(&mut s, "server", &Msg::Get).unwrap();
-    let Msg::Task(task) = manager::read_frame(&mut s, "server").unwrap() else {
-        panic!("no task")
-    };
-    assert_eq!(task.id, 1);
-    s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0])
-        .unwrap();
-    let seen = server.wait_for(|l| l.starts_with("closed "));
-    assert!(
-        seen.last().unwrap().contains("not a pk-manager message"),
-        "{seen:#?}"
-    );
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("requeued task 1: ") && l.contains("(pid 7)")),
-        "{seen:#?}"
-    );
-
-    let good = worker(&addr, KEY, &[]);
-    assert_eq!(good.status.code(), Some(0));
+fn a_stopped_worker_loses_its_task_after_the_lease_and_its_late_result_counts_once() {
+    let (mut server, addr) = serve(&["--tasks", "3", "--lease", "1s"]);
+    let mut stopped = worker_bg(&addr, &["--task-delay", "300ms"]);
+    let seen = stopped.wait_for(|l| l.contains(": task 1 received"));
+    let pid = pid_after(seen.last().unwrap(), "worker ").unwrap();
+    stopped.signal(nix::sys::signal::Signal::SIGSTOP);
+    let good = worker(&addr, &[]);
+    assert_success(&good);
     let mut ids = done_ids(&good);
     ids.sort_unstable();
-    assert_eq!(ids, [1, 2]);
-    let (_, results) = finish(&mut server, 2);
-    assert_all_results(&results, 2);
+    assert_eq!(
+        ids,
+        [1, 2, 3],
+        "the lease ran out and task 1 went to the live worker"
+    );
+    // SIGKILL reaches a stopped process: its connection closes, so the
+    // server need not wait for it to leave.
+    stopped.child.kill().unwrap();
+    stopped.wait();
+    let (lines, results) = finish(&mut server, 3);
+    assert_all_results(&results, 3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("lease expired: task 1 held by ")
+                && l.contains(&format!("(pid {pid}) silent for 1s"))),
+        "{lines:#?}"
+    );
 }
 
 #[test]
-fn a_server_that_does_not_know_the_key_gets_no_work_done() {
-    // A fake server: a challenge, then a welcome with a made-up proof.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let fake = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut challenge = vec![0, 0, 0, 33, 1];
-        challenge.extend_from_slice(&[7; 32]);
-        s.write_all(&challenge).unwrap();
-        let mut response = [0u8; 4 + 69];
-        s.read_exact(&mut response).unwrap();
-        assert_eq!(&response[..5], &[0, 0, 0, 69, 2]);
-        let mut welcome = vec![0, 0, 0, 33, 3];
-        welcome.extend_from_slice(&[0; 32]);
-        s.write_all(&welcome).unwrap();
-        // The worker must hang up without asking for a task.
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        rest
-    });
-    let out = worker(&addr, KEY, &[]);
+fn a_late_result_from_a_resumed_worker_is_dropped_while_the_server_runs() {
+    // Two tasks; the stopped worker holds task 1 past the lease; a second
+    // worker takes task 1 and 2 but is slow on each, so the first worker,
+    // resumed, finishes task 1 first: one of the two results for task 1 is
+    // counted, the other dropped, whichever comes second.
+    let (mut server, addr) = serve(&["--tasks", "2", "--lease", "1s"]);
+    let mut first = worker_bg(&addr, &["--task-delay", "500ms"]);
+    first.wait_for(|l| l.contains(": task 1 received"));
+    first.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut second = worker_bg(&addr, &["--task-delay", "1500ms"]);
+    server.wait_for(|l| l.starts_with("lease expired: task 1 "));
+    second.wait_for(|l| l.contains(": task 1 received"));
+    first.signal(nix::sys::signal::Signal::SIGCONT);
+    let (lines, results) = finish(&mut server, 2);
+    assert_all_results(&results, 2);
+    let late: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("late result 1 from "))
+        .collect();
+    assert_eq!(late.len(), 1, "{lines:#?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("result 1 from "))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    for w in [&mut first, &mut second] {
+        w.wait();
+    }
+}
+
+#[test]
+fn min_workers_counts_only_live_workers() {
+    let (mut server, addr) = serve(&["--tasks", "2", "--min-workers", "2"]);
+    let mut dead = worker_bg(&addr, &[]);
+    dead.wait_for(|l| l.contains(": authenticated with "));
+    // Let its get reach the server (the test is only stronger for it).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    dead.child.kill().unwrap();
+    dead.wait();
+    server.wait_for(|l| l.starts_with("closed ") && l.contains("connection closed by the peer"));
+    let mut b = worker_bg(&addr, &[]);
+    let c = {
+        let mut seen = server.wait_for(|l| l.ends_with(" authenticated"));
+        // b is the only live worker: no task may go out before c arrives.
+        let c = worker_bg(&addr, &[]);
+        seen.extend(server.wait_for(|l| l.starts_with("task ") && l.contains(" -> ")));
+        let auths = seen
+            .iter()
+            .filter(|l| l.ends_with(" authenticated"))
+            .count();
+        assert_eq!(
+            auths, 2,
+            "the first task went out with one live worker: {seen:#?}"
+        );
+        c
+    };
+    let (_, results) = finish(&mut server, 2);
+    assert_all_results(&results, 2);
+    b.wait();
+    drop(c);
+}
+
+#[test]
+fn workers_exit_non_zero_when_the_server_is_killed_or_stops() {
+    for (sig, lease) in [
+        (nix::sys::signal::Signal::SIGKILL, "30s"),
+        (nix::sys::signal::Signal::SIGSTOP, "1s"),
+    ] {
+        // A task that never comes: the one task is held by a slow worker.
+        let (mut server, addr) = serve(&["--tasks", "1", "--lease", lease]);
+        let mut holder = worker_bg(&addr, &["--task-delay", "60s"]);
+        holder.wait_for(|l| l.contains(": task 1 received"));
+        let mut waiting = worker_bg(&addr, &[]);
+        server.wait_for(|l| {
+            l.ends_with(" authenticated") && !l.contains(&format!("pid {}", holder.child.id()))
+        });
+        server.signal(sig);
+        let status = waiting.wait();
+        assert_eq!(status.code(), Some(71), "{sig:?}: {status:?}");
+        if sig == nix::sys::signal::Signal::SIGSTOP {
+            server.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+        server.wait();
+    }
+}
+
+#[test]
+fn keys_come_from_a_private_file_or_the_environment_and_argv_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = file.to_str().unwrap();
+    let (_server, addr) = serve(&["--queue", "tasks", "--queue", "results"]);
+    // Readable by others: refused, nothing sent.
+    let out = pk("manager")
+        .args(["work", "--connect", &addr, "--authkey-file", f])
+        .output()
+        .unwrap();
     assert_one_line_error(&out, "manager", 77);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("did not prove it knows the authkey"),
+        String::from_utf8_lossy(&out.stderr).contains("mode 0644"),
         "{out:?}"
     );
-    assert!(out.stdout.is_empty());
-    assert!(fake.join().unwrap().is_empty(), "the worker asked for work");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let missing = dir.path().join("none");
+    let out = pk("manager")
+        .args([
+            "work",
+            "--connect",
+            &addr,
+            "--authkey-file",
+            missing.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "manager", 66);
+    // No key anywhere: a usage error.
+    let out = pk("manager")
+        .args(["work", "--connect", &addr])
+        .env_remove("PK_AUTHKEY")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "manager", 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--authkey-file FILE"),
+        "{out:?}"
+    );
+    // The file (trailing newline dropped), the environment, argv (warned).
+    let by_file = pk("manager")
+        .args([
+            "work",
+            "--connect",
+            &addr,
+            "--authkey-file",
+            f,
+            "--idle",
+            "1s",
+        ])
+        .env_remove("PK_AUTHKEY")
+        .output()
+        .unwrap();
+    assert_success(&by_file);
+    assert!(by_file.stderr.is_empty());
+    let by_env = worker(&addr, &["--idle", "1s"]);
+    assert_success(&by_env);
+    let by_argv = pk("manager")
+        .args(["work", "--connect", &addr, "--idle", "1s", "--authkey", KEY])
+        .env_remove("PK_AUTHKEY")
+        .output()
+        .unwrap();
+    assert_success(&by_argv);
+    let err = String::from_utf8_lossy(&by_argv.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "pk-manager: warning: --authkey puts the key where other local users can read it"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn quiet_keeps_the_address_and_the_results() {
     let (mut server, addr) = serve(&["--tasks", "2", "--quiet"]);
-    let good = worker(&addr, KEY, &["--quiet"]);
+    let good = worker(&addr, &["--quiet"]);
     assert_eq!(good.status.code(), Some(0));
     let text = stdout(&good);
     assert_eq!(text.lines().count(), 2, "{text}");
@@ -360,18 +415,9 @@ fn quiet_keeps_the_address_and_the_results() {
 
 #[test]
 fn the_server_gives_up_after_its_timeout() {
-    let out = pk("manager")
-        .args([
-            "serve",
-            "--authkey",
-            KEY,
-            "--tasks",
-            "1",
-            "--timeout",
-            "200ms",
-        ])
-        .output()
-        .unwrap();
+    let mut cmd =
+        assert_cmd::Command::from_std(mgr(&["serve", "--tasks", "1", "--timeout", "200ms"]));
+    let out = cmd.timeout(TIMEOUT).output().unwrap();
     assert_one_line_error(&out, "manager", 1);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("timed out with 0 of 1 results"),
@@ -381,49 +427,68 @@ fn the_server_gives_up_after_its_timeout() {
 
 #[test]
 fn connection_and_bind_failures_are_one_line() {
-    // A port nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let out = worker(&format!("127.0.0.1:{port}"), KEY, &[]);
+    let out = worker(&format!("127.0.0.1:{port}"), &[]);
     assert_one_line_error(&out, "manager", 71);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Connection refused"),
         "{out:?}"
     );
-    // A port in use.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let out = pk("manager")
-        .args(["serve", "--bind", &addr, "--authkey", KEY])
-        .output()
-        .unwrap();
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["serve", "--bind", &addr]));
+    let out = cmd.timeout(TIMEOUT).output().unwrap();
     assert_one_line_error(&out, "manager", 71);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Address already in use"),
         "{out:?}"
     );
+    let out = worker("no-such-host.invalid:1", &[]);
+    assert_one_line_error(&out, "manager", 66);
 }
 
 #[test]
 fn help_documents_roles_flags_and_lines() {
-    assert_help("manager", &[], &["serve", "work", "HMAC-SHA256", "4096"]);
+    assert_help(
+        "manager",
+        &[],
+        &[
+            "serve",
+            "work",
+            "put",
+            "get",
+            "HMAC-SHA256",
+            "PK_AUTHKEY",
+            "--authkey-file",
+        ],
+    );
     for (role, needles) in [
         (
             "serve",
             &[
                 "--bind",
-                "--authkey",
+                "--authkey-file",
                 "--tasks",
+                "--queue",
+                "--capacity",
                 "--min-workers",
+                "--lease",
+                "--handshake-timeout",
+                "--max-unauthenticated",
+                "--python",
                 "--timeout",
                 "--quiet",
                 "listening on",
-                "refused",
-                "requeued task",
+                "lease expired",
+                "late result",
+                "dropped",
+                "backing off",
                 "all <N> results:",
+                "GLOBAL os.system",
                 "Exit status",
             ][..],
         ),
@@ -431,13 +496,25 @@ fn help_documents_roles_flags_and_lines() {
             "work",
             &[
                 "--connect",
-                "--authkey",
+                "--authkey-file",
+                "--python",
+                "--idle",
+                "--stdin",
                 "--task-delay",
                 "--connect-timeout",
                 "received",
                 "done:",
+                "<status>",
                 "77",
             ][..],
+        ),
+        (
+            "put",
+            &["--queue", "--close", "--timeout", "stdin", "Exit status"][..],
+        ),
+        (
+            "get",
+            &["--queue", "-n", "--timeout", "--null", "Exit status"][..],
         ),
     ] {
         assert_help("manager", &[role], needles);
@@ -446,48 +523,53 @@ fn help_documents_roles_flags_and_lines() {
 
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
-    for args in [
-        &["nonsense"][..],
-        &["serve"],
+    let long = "k".repeat(1025);
+    let table: &[&[&str]] = &[
+        &["nonsense"],
         &["serve", "--authkey", ""],
-        &["serve", "--authkey", KEY, "--tasks", "0"],
-        &["serve", "--authkey", KEY, "--tasks", "100001"],
-        &["serve", "--authkey", KEY, "--bind", "localhost"],
-        &["serve", "--authkey", KEY, "--bind", "127.0.0.1:99999"],
-        &["serve", "--authkey", KEY, "--min-workers", "0"],
-        &["serve", "--authkey", KEY, "--timeout", "soon"],
-        &["work", "--authkey", KEY],
-        &["work", "--connect", "127.0.0.1:1"],
-        &["work", "--connect", "127.0.0.1:1", "--authkey", ""],
-        &[
-            "work",
-            "--connect",
-            "127.0.0.1:1",
-            "--authkey",
-            KEY,
-            "--task-delay",
-            "x",
-        ],
-        &[
-            "work",
-            "--connect",
-            "127.0.0.1:1",
-            "--authkey",
-            KEY,
-            "--connect-timeout",
-            "0",
-        ],
-    ] {
-        let out = pk("manager").args(args).output().unwrap();
-        assert_usage(&out, "manager");
+        &["serve", "--authkey", &long],
+        &["serve", "--tasks", "0"],
+        &["serve", "--tasks", "100001"],
+        &["serve", "--bind", "localhost"],
+        &["serve", "--bind", "127.0.0.1:99999"],
+        &["serve", "--min-workers", "0"],
+        &["serve", "--timeout", "soon"],
+        &["serve", "--lease", "0"],
+        &["serve", "--handshake-timeout", "0"],
+        &["serve", "--queue", "a/b"],
+        &["serve", "--queue", "a", "--queue", "a"],
+        &["serve", "--queue", "a", "--tasks", "3"],
+        &["serve", "--queue", "a", "--capacity", "0"],
+        &["serve", "--max-unauthenticated", "0"],
+        &["serve", "--authkey", "x", "--authkey-file", "y"],
+        &["work"],
+        &["work", "--connect", "127.0.0.1:1", "--task-delay", "x"],
+        &["work", "--connect", "127.0.0.1:1", "--connect-timeout", "0"],
+        &["work", "--connect", "127.0.0.1:1", "--idle", "0"],
+        &["work", "--connect", "127.0.0.1:1", "--queue", ""],
+        &["work", "--connect", "127.0.0.1:1", "--stdin"],
+        &["put", "--connect", "127.0.0.1:1"],
+        &["put", "--connect", "127.0.0.1:1", "--queue", "a b", "x"],
+        &["get", "--connect", "127.0.0.1:1", "--queue", "q", "-n", "0"],
+        &["get", "--queue", "q"],
+    ];
+    for args in table {
+        let out = pk("manager")
+            .args(*args)
+            .env("PK_AUTHKEY", KEY)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // --authkey on argv warns first; the error is the last line.
+        let last = err.lines().last().unwrap_or("").to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            last.starts_with("pk-manager: ") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(err.lines().count() <= 2, "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
-    let long = "k".repeat(1025);
-    let out = pk("manager")
-        .args(["serve", "--authkey", &long])
-        .output()
-        .unwrap();
-    assert_usage(&out, "manager");
 }
 
 #[test]
@@ -510,4 +592,9 @@ fn the_demo_script_runs_a_server_and_two_workers() {
             "{text}"
         );
     }
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

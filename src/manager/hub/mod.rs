@@ -1,0 +1,459 @@
+//! The server's state: named bounded queues whose items are leased to the
+//! connection that took them, the connections that hold them, and the
+//! `i*i` lesson's results.
+//!
+//! An item taken by a get is *leased*: it stays counted against its queue
+//! and belongs to that connection until the connection settles it (a put
+//! that carries its result, or an ack), or until the connection closes or
+//! stays silent for the lease — then it goes back to the front of its
+//! queue for another worker. A result that settles an item already settled
+//! (a worker whose lease ran out came back late, after another worker's
+//! result was counted) is dropped: every item is settled exactly once.
+//!
+//! Waits (a get on an empty queue, a put on a full one) release the lock
+//! now and then to run the caller's `tick`, which sends keepalives and
+//! notices a peer that hung up; nothing that can block on the network ever
+//! runs under the lock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::python::pickle::Value;
+use crate::error::Result;
+
+mod leases;
+mod lesson;
+mod types;
+
+pub use types::{Event, Got, Hold, Outcome, Peer, Put, QueueSpec, Refusal, Settle};
+
+/// A connection's number on this server.
+pub type ConnId = u64;
+
+/// How often a wait comes out from under the lock to run its tick.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct Queue {
+    name: String,
+    capacity: usize,
+    pending: VecDeque<u64>,
+    leased: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.pending.len() + self.leased
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    queue: usize,
+    value: Value,
+    holder: Option<ConnId>,
+}
+
+#[derive(Debug)]
+struct ConnRec {
+    peer: Peer,
+    last_heard: Instant,
+    /// Items this connection took, oldest first (kept after a lease runs
+    /// out, so a late result still finds what it settles).
+    leases: VecDeque<u64>,
+    asked: bool,
+}
+
+#[derive(Debug)]
+struct Lesson {
+    total: usize,
+    results: BTreeMap<u64, Outcome>,
+}
+
+#[derive(Debug)]
+struct State {
+    queues: Vec<Queue>,
+    items: HashMap<u64, Entry>,
+    next_id: u64,
+    conns: HashMap<ConnId, ConnRec>,
+    next_conn: ConnId,
+    lesson: Option<Lesson>,
+    askers: usize,
+    gate_open: bool,
+}
+
+/// The queues, their leases and the connections that hold them.
+#[derive(Debug)]
+pub struct Hub {
+    st: Mutex<State>,
+    changed: Condvar,
+    events: Mutex<Sender<Event>>,
+    lease: Duration,
+    min_workers: usize,
+}
+
+impl Hub {
+    /// Named queues, empty.
+    pub fn new(
+        queues: &[QueueSpec],
+        lease: Duration,
+        min_workers: usize,
+        events: Sender<Event>,
+    ) -> Hub {
+        let queues = queues
+            .iter()
+            .map(|q| Queue {
+                name: q.name.clone(),
+                capacity: q.capacity,
+                pending: VecDeque::new(),
+                leased: 0,
+                closed: false,
+            })
+            .collect();
+        Hub {
+            st: Mutex::new(State {
+                queues,
+                items: HashMap::new(),
+                next_id: 1,
+                conns: HashMap::new(),
+                next_conn: 1,
+                lesson: None,
+                askers: 0,
+                gate_open: min_workers <= 1,
+            }),
+            changed: Condvar::new(),
+            events: Mutex::new(events),
+            lease,
+            min_workers,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a connection thread panicked (a bug); every
+        // update is one step under the lock, so the state is consistent.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, ev: Event) {
+        let tx = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = tx.send(ev);
+    }
+
+    /// Report an event that happened outside the hub (a handshake, a
+    /// dropped connection).
+    pub fn report(&self, ev: Event) {
+        self.emit(ev);
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The index of queue `name`.
+    pub fn queue(&self, name: &str) -> Result<usize, Refusal> {
+        self.lock()
+            .queues
+            .iter()
+            .position(|q| q.name == name)
+            .ok_or_else(|| Refusal(format!("no queue named '{name}' on this server")))
+    }
+
+    /// The queue names, in order.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.lock().queues.iter().map(|q| q.name.clone()).collect()
+    }
+
+    /// (queued, out on lease, capacity) of queue `q`.
+    pub fn sizes(&self, q: usize) -> (usize, usize, usize) {
+        let st = self.lock();
+        let q = &st.queues[q];
+        (q.pending.len(), q.leased, q.capacity)
+    }
+
+    /// Whether the lesson (if any) has every result.
+    pub fn finished(&self) -> bool {
+        Self::done(&self.lock())
+    }
+
+    fn done(st: &State) -> bool {
+        st.lesson
+            .as_ref()
+            .is_some_and(|l| l.results.len() == l.total)
+    }
+
+    /// The lesson's results so far, by task id.
+    pub fn results(&self) -> Vec<Outcome> {
+        self.lock()
+            .lesson
+            .as_ref()
+            .map(|l| l.results.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many connections are registered (authenticated and serving).
+    pub fn connected(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Wait until `cond` no longer holds or `timeout` passes.
+    pub fn wait_while(&self, timeout: Duration, mut cond: impl FnMut(&Hub) -> bool) {
+        let deadline = crate::process::deadline_after(timeout);
+        loop {
+            if !cond(self) {
+                return;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => TICK,
+            };
+            if left.is_zero() {
+                return;
+            }
+            let st = self.lock();
+            let _ = self.changed.wait_timeout(st, left.min(TICK));
+        }
+    }
+
+    /// Wait on the condition variable for at most `slice`.
+    fn nap<'a>(&self, st: MutexGuard<'a, State>, slice: Duration) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(st, slice)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// Take the next item of queue `q`, waiting up to `wait` (`None`: no
+    /// limit). `tick` runs about every 100 ms of waiting, without the lock;
+    /// its error ends the wait. Queue 0 waits for `min_workers` live
+    /// askers before it hands out anything.
+    pub fn get(
+        &self,
+        conn: ConnId,
+        q: usize,
+        wait: Option<Duration>,
+        hold: Hold,
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Got> {
+        let deadline = wait.and_then(crate::process::deadline_after);
+        let mut st = self.lock();
+        if hold == Hold::LeaseAfterSettling {
+            let had: Vec<u64> = st
+                .conns
+                .get_mut(&conn)
+                .map(|c| c.leases.drain(..).collect())
+                .unwrap_or_default();
+            for id in had {
+                Self::settle(&mut st, id);
+            }
+        }
+        if q == 0 {
+            if let Some(c) = st.conns.get_mut(&conn) {
+                if !c.asked {
+                    c.asked = true;
+                    st.askers += 1;
+                    if st.askers >= self.min_workers {
+                        st.gate_open = true;
+                    }
+                    self.changed.notify_all();
+                }
+            }
+        }
+        loop {
+            let mut since_tick = Instant::now();
+            loop {
+                if q != 0 || st.gate_open {
+                    if let Some(id) = st.queues[q].pending.pop_front() {
+                        return Ok(self.take(&mut st, conn, q, id, hold));
+                    }
+                }
+                let queue = &st.queues[q];
+                if queue.closed && queue.len() == 0 {
+                    return Ok(Got::Done);
+                }
+                let now = Instant::now();
+                let left = match deadline {
+                    Some(d) if d <= now => return Ok(Got::Empty),
+                    Some(d) => d - now,
+                    None => TICK,
+                };
+                st = self.nap(st, left.min(TICK));
+                if since_tick.elapsed() >= TICK {
+                    since_tick = Instant::now();
+                    break;
+                }
+            }
+            drop(st);
+            tick()?;
+            st = self.lock();
+        }
+    }
+
+    /// Hand item `id`, just popped from queue `q`, to `conn`.
+    fn take(&self, st: &mut State, conn: ConnId, q: usize, id: u64, hold: Hold) -> Got {
+        let value = if hold == Hold::Final {
+            st.items
+                .remove(&id)
+                .expect("a queued item has an entry")
+                .value
+        } else {
+            st.queues[q].leased += 1;
+            let e = st.items.get_mut(&id).expect("a queued item has an entry");
+            e.holder = Some(conn);
+            let v = e.value.clone();
+            if let Some(c) = st.conns.get_mut(&conn) {
+                c.leases.push_back(id);
+                c.last_heard = Instant::now();
+            }
+            v
+        };
+        self.changed.notify_all();
+        if st.lesson.is_some() && q == 0 {
+            if let Some(c) = st.conns.get(&conn) {
+                self.emit(Event::Assigned(c.peer.clone(), id));
+            }
+        }
+        Got::Item(id, value)
+    }
+
+    /// Add `value` to queue `q`, settling what `settle` names in the same
+    /// step, waiting up to `wait` for room. In the lesson, a put on
+    /// `results` is a result: it must settle a task and be right.
+    pub fn put(
+        &self,
+        conn: ConnId,
+        q: usize,
+        value: Value,
+        settle: Settle,
+        wait: Option<Duration>,
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Result<Put, Refusal>> {
+        let deadline = wait.and_then(crate::process::deadline_after);
+        let mut st = self.lock();
+        let target = match settle {
+            Settle::Nothing => None,
+            Settle::Item(id) => Some(id),
+            Settle::Oldest => st.conns.get(&conn).and_then(|c| c.leases.front().copied()),
+        };
+        if st.lesson.is_some() && q == 1 {
+            return Ok(self.lesson_result(&mut st, conn, target, &value));
+        }
+        loop {
+            let mut since_tick = Instant::now();
+            loop {
+                if st.queues[q].closed {
+                    return Ok(Err(Refusal(format!(
+                        "queue '{}' is closed",
+                        st.queues[q].name
+                    ))));
+                }
+                if let Some(id) = target {
+                    if let Some(c) = st.conns.get_mut(&conn) {
+                        c.leases.retain(|&l| l != id);
+                    }
+                    if !Self::settle(&mut st, id) {
+                        if let Some(c) = st.conns.get(&conn) {
+                            self.emit(Event::Late(c.peer.clone(), id));
+                        }
+                        self.changed.notify_all();
+                        return Ok(Ok(Put::Stale));
+                    }
+                    // Settled: from here on this put no longer names it.
+                    return Ok(self.push_after_settle(st, q, value, deadline, tick));
+                }
+                let queue = &st.queues[q];
+                if queue.len() < queue.capacity {
+                    Self::push(&mut st, q, value);
+                    self.changed.notify_all();
+                    return Ok(Ok(Put::Ok));
+                }
+                let now = Instant::now();
+                let left = match deadline {
+                    Some(d) if d <= now => return Ok(Ok(Put::Full)),
+                    Some(d) => d - now,
+                    None => TICK,
+                };
+                st = self.nap(st, left.min(TICK));
+                if since_tick.elapsed() >= TICK {
+                    since_tick = Instant::now();
+                    break;
+                }
+            }
+            drop(st);
+            tick()?;
+            st = self.lock();
+        }
+    }
+
+    /// The second half of a settling put: the item is settled; wait for
+    /// room for the result. A full result queue is reported as `Full`, the
+    /// result is then lost but the task stays settled (the worker did it).
+    fn push_after_settle<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        q: usize,
+        value: Value,
+        deadline: Option<Instant>,
+        tick: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Put, Refusal> {
+        self.changed.notify_all();
+        loop {
+            let queue = &st.queues[q];
+            if queue.closed {
+                return Err(Refusal(format!("queue '{}' is closed", queue.name)));
+            }
+            if queue.len() < queue.capacity {
+                Self::push(&mut st, q, value);
+                self.changed.notify_all();
+                return Ok(Put::Ok);
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if d <= now => return Ok(Put::Full),
+                Some(d) => d - now,
+                None => TICK,
+            };
+            st = self.nap(st, left.min(TICK));
+            drop(st);
+            if tick().is_err() {
+                return Ok(Put::Full);
+            }
+            st = self.lock();
+        }
+    }
+
+    fn push(st: &mut State, q: usize, value: Value) {
+        let id = st.next_id;
+        st.next_id += 1;
+        st.items.insert(
+            id,
+            Entry {
+                queue: q,
+                value,
+                holder: None,
+            },
+        );
+        st.queues[q].pending.push_back(id);
+    }
+
+    /// Settle item `id` without a result (a consumer has it).
+    pub fn ack(&self, conn: ConnId, id: u64) -> Put {
+        let mut st = self.lock();
+        if let Some(c) = st.conns.get_mut(&conn) {
+            c.leases.retain(|&l| l != id);
+        }
+        let ok = Self::settle(&mut st, id);
+        drop(st);
+        self.changed.notify_all();
+        if ok { Put::Ok } else { Put::Stale }
+    }
+
+    /// Close queue `q`: no more puts; gets see `Done` once it is drained.
+    pub fn close(&self, q: usize) {
+        self.lock().queues[q].closed = true;
+        self.changed.notify_all();
+    }
+}

@@ -1,0 +1,297 @@
+//! pk-manager and CPython's own managers, python3 on the other side both
+//! ways: the classic lesson's worker against `serve --python`, and
+//! `work --python` for an unmodified Python master; pickles that would run
+//! code are refused.
+
+use std::process::Output;
+
+use crate::common::*;
+use crate::manager::{KEY, assert_all_results, finish, mgr, serve};
+
+/// The classic lesson's worker (task_worker.py), as the lesson writes it;
+/// only the address and key come from the command line.
+const LESSON_WORKER: &str = r#"
+import time, sys, queue
+from multiprocessing.managers import BaseManager
+
+class QueueManager(BaseManager):
+    pass
+
+QueueManager.register('get_task_queue')
+QueueManager.register('get_result_queue')
+
+server_addr, port = sys.argv[1].rsplit(':', 1)
+print('Connect to server %s...' % server_addr, flush=True)
+m = QueueManager(address=(server_addr, int(port)), authkey=sys.argv[2].encode())
+m.connect()
+task = m.get_task_queue()
+result = m.get_result_queue()
+for i in range(10):
+    try:
+        n = task.get(timeout=1)
+        print('run task %d * %d...' % (n, n), flush=True)
+        r = '%d * %d = %d' % (n, n, n*n)
+        time.sleep(float(sys.argv[3]))
+        result.put(r)
+    except queue.Empty:
+        print('task queue is empty.', flush=True)
+print('worker exit.')
+"#;
+
+/// The classic lesson's master (task_master.py), with `manager.start()`;
+/// it prints its address first (port 0: the kernel picks one).
+const LESSON_MASTER: &str = r#"
+import random, time, queue, sys
+from multiprocessing.managers import BaseManager
+
+task_queue = queue.Queue()
+result_queue = queue.Queue()
+
+class QueueManager(BaseManager):
+    pass
+
+QueueManager.register('get_task_queue', callable=lambda: task_queue)
+QueueManager.register('get_result_queue', callable=lambda: result_queue)
+manager = QueueManager(address=('127.0.0.1', 0), authkey=sys.argv[1].encode())
+manager.start()
+print('address %s:%d' % manager.address, flush=True)
+task = manager.get_task_queue()
+result = manager.get_result_queue()
+for i in range(10):
+    n = random.randint(0, 10000)
+    print('Put task %d...' % n, flush=True)
+    task.put(n)
+print('Try get results...', flush=True)
+for i in range(10):
+    r = result.get(timeout=30)
+    print('Result: %s' % r, flush=True)
+manager.shutdown()
+print('master exit.', flush=True)
+"#;
+
+/// The same master served in-process: `get_server().serve_forever()`.
+const SERVE_FOREVER_MASTER: &str = r#"
+import queue, sys, threading
+from multiprocessing.managers import BaseManager
+
+task_queue = queue.Queue()
+result_queue = queue.Queue()
+
+class QueueManager(BaseManager):
+    pass
+
+QueueManager.register('get_task_queue', callable=lambda: task_queue)
+QueueManager.register('get_result_queue', callable=lambda: result_queue)
+m = QueueManager(address=('127.0.0.1', 0), authkey=sys.argv[1].encode())
+server = m.get_server()
+print('address %s:%d' % server.address, flush=True)
+for n in range(1, 11):
+    task_queue.put(n)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for i in range(10):
+    print('Result: %s' % result_queue.get(timeout=30), flush=True)
+print('master exit.', flush=True)
+"#;
+
+/// A class whose pickle is `os.system(cmd)`.
+const EVIL: &str = r#"
+import os, sys
+class Evil:
+    def __reduce__(self):
+        return (os.system, ('touch ' + sys.argv[2],))
+"#;
+
+fn python_missing() -> bool {
+    let missing = std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("skipped: python3 is not installed");
+    }
+    missing
+}
+
+fn python(script: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd
+}
+
+fn run(mut cmd: std::process::Command) -> Output {
+    assert_cmd::Command::from_std(std::mem::replace(
+        &mut cmd,
+        std::process::Command::new("true"),
+    ))
+    .timeout(TIMEOUT)
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn the_lesson_worker_runs_unmodified_against_serve_python() {
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "6", "--lease", "30s"]);
+    // One Python worker dies holding a task: the task goes back.
+    let mut doomed = Running::start(python(LESSON_WORKER, &[&addr, KEY, "60"]), false);
+    doomed.wait_for(|l| l.starts_with("run task 1 * 1"));
+    doomed.child.kill().unwrap();
+    doomed.wait();
+    server.wait_for(|l| l.starts_with("requeued task 1: ") && l.contains("(python)"));
+    let out = run(python(LESSON_WORKER, &[&addr, KEY, "0"]));
+    assert_success(&out);
+    let text = stdout(&out);
+    for n in 1..=6 {
+        assert!(text.contains(&format!("run task {n} * {n}...\n")), "{text}");
+    }
+    assert!(
+        text.ends_with("task queue is empty.\nworker exit.\n"),
+        "{text}"
+    );
+    let (_, results) = finish(&mut server, 6);
+    assert_all_results(&results, 6);
+    assert!(
+        results
+            .values()
+            .all(|(_, by)| by.starts_with("python 127.0.0.1:")),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn a_python_worker_with_the_wrong_key_is_refused() {
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "1"]);
+    let out = run(python(LESSON_WORKER, &[&addr, "wrong", "0"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AuthenticationError"),
+        "{out:?}"
+    );
+    let seen = server.wait_for(|l| l.starts_with("refused "));
+    assert!(
+        seen.last().unwrap().ends_with("(python): wrong authkey"),
+        "{seen:#?}"
+    );
+    assert_success(&run(python(LESSON_WORKER, &[&addr, KEY, "0"])));
+    finish(&mut server, 1);
+}
+
+/// Start a Python master and read the address it prints.
+fn master(script: &str, key: &str) -> (Running, String) {
+    let mut m = Running::start(python(script, &[key]), false);
+    let seen = m.wait_for(|l| l.starts_with("address "));
+    let addr = seen
+        .last()
+        .unwrap()
+        .strip_prefix("address ")
+        .unwrap()
+        .to_string();
+    (m, addr)
+}
+
+#[test]
+fn pk_workers_serve_an_unmodified_python_master() {
+    if python_missing() {
+        return;
+    }
+    for script in [LESSON_MASTER, SERVE_FOREVER_MASTER] {
+        let (mut m, addr) = master(script, KEY);
+        let mut cmd = assert_cmd::Command::from_std(mgr(&[
+            "work",
+            "--python",
+            "--connect",
+            &addr,
+            "--idle",
+            "2s",
+        ]));
+        let w = cmd.timeout(TIMEOUT).output().unwrap();
+        assert_success(&w);
+        let lines = m.wait_for(|l| l == "master exit.");
+        assert_eq!(m.wait().code(), Some(0), "{lines:#?}");
+        let results: Vec<&String> = lines.iter().filter(|l| l.starts_with("Result: ")).collect();
+        assert_eq!(results.len(), 10, "{lines:#?}");
+        for r in results {
+            let (a, rest) = r
+                .strip_prefix("Result: ")
+                .unwrap()
+                .split_once(" * ")
+                .unwrap();
+            let (b, v) = rest.split_once(" = ").unwrap();
+            let n: u64 = a.parse().unwrap();
+            assert_eq!(
+                (b.parse::<u64>().unwrap(), v.parse::<u64>().unwrap()),
+                (n, n * n),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            stdout(&w).lines().filter(|l| l.contains(" done: ")).count(),
+            10,
+            "{}",
+            stdout(&w)
+        );
+    }
+    // A wrong key: 77, nothing done.
+    let (_m, addr) = master(SERVE_FOREVER_MASTER, "other");
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--python", "--connect", &addr]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_one_line_error(&w, "manager", 77);
+}
+
+#[test]
+fn a_pickle_that_would_run_code_is_refused_both_ways() {
+    if python_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let marker_s = marker.to_str().unwrap();
+    // A client that authenticates and sends os.system as its request.
+    let (mut server, addr) = serve(&["--python", "--tasks", "1"]);
+    let client = format!(
+        "{EVIL}\nfrom multiprocessing.connection import Client\nh, p = sys.argv[1].rsplit(':', 1)\nc = Client((h, int(p)), authkey=sys.argv[3].encode())\nc.send(Evil())\ntry:\n    print('answer', c.recv())\nexcept EOFError:\n    print('closed')\n"
+    );
+    let out = run(python(&client, &[&addr, marker_s, KEY]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "closed\n");
+    let seen = server.wait_for(|l| l.starts_with("closed "));
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("names posix.system, which is not allowed"),
+        "{seen:#?}"
+    );
+    assert!(!marker.exists(), "the server ran the pickle");
+    assert_success(&run(python(LESSON_WORKER, &[&addr, KEY, "0"])));
+    finish(&mut server, 1);
+    // A server that answers the worker's first request with os.system.
+    let fake = format!(
+        "{EVIL}\nfrom multiprocessing.connection import Listener\nl = Listener(('127.0.0.1', 0), authkey=sys.argv[3].encode())\nprint('address %s:%d' % l.address, flush=True)\nc = l.accept()\nc.recv()\nc.send(('#RETURN', Evil()))\ntry:\n    c.recv()\nexcept EOFError:\n    print('closed', flush=True)\n"
+    );
+    let mut f = Running::start(python(&fake, &["-", marker_s, KEY]), false);
+    let seen = f.wait_for(|l| l.starts_with("address "));
+    let addr = seen
+        .last()
+        .unwrap()
+        .strip_prefix("address ")
+        .unwrap()
+        .to_string();
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--python", "--connect", &addr]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_one_line_error(&w, "manager", 65);
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("posix.system"),
+        "{w:?}"
+    );
+    f.wait_for(|l| l == "closed");
+    assert!(!marker.exists(), "the worker ran the pickle");
+}

@@ -1,0 +1,259 @@
+//! pk-manager's named queues from a shell: put, get, and workers that run
+//! a command per task.
+
+use std::process::Output;
+
+use crate::common::*;
+use crate::manager::{mgr, serve};
+
+fn pkm(args: &[&str]) -> Output {
+    let mut cmd = assert_cmd::Command::from_std(mgr(args));
+    cmd.timeout(TIMEOUT).output().unwrap()
+}
+
+fn pkm_in(args: &[&str], input: &str) -> Output {
+    let mut cmd = assert_cmd::Command::from_std(mgr(args));
+    cmd.timeout(TIMEOUT).write_stdin(input).output().unwrap()
+}
+
+/// The messages of a `get` output, each a `<status> <task>` line and the
+/// command's output.
+fn messages(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let starts = line
+            .split_once(' ')
+            .is_some_and(|(s, _)| s.parse::<u8>().is_ok())
+            && out.last().is_none_or(|m| m.lines().count() >= 2);
+        if starts {
+            out.push(line.to_string());
+        } else if let Some(last) = out.last_mut() {
+            last.push('\n');
+            last.push_str(line);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn put_work_and_get_run_a_command_per_task() {
+    let (mut server, addr) = serve(&["--queue", "tasks", "--queue", "results"]);
+    assert_success(&pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "abc",
+        "x y",
+    ]));
+    assert_success(&pkm_in(
+        &[
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "tasks",
+            "--close",
+            "-",
+        ],
+        "3\n",
+    ));
+    // Closed after 3: a further put is refused.
+    let late = pkm(&["put", "--connect", &addr, "--queue", "tasks", "late"]);
+    assert_one_line_error(&late, "manager", 2);
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("queue 'tasks' is closed"),
+        "{late:?}"
+    );
+    let w = pkm(&[
+        "work",
+        "--connect",
+        &addr,
+        "--",
+        "sh",
+        "-c",
+        "printf '%s\\n' \"{}\" | tr a-z A-Z; case \"{}\" in 3) exit 3;; esac",
+    ]);
+    assert_success(&w);
+    assert_eq!(
+        stdout(&w)
+            .lines()
+            .filter(|l| l.contains(" done: exit "))
+            .count(),
+        3,
+        "{}",
+        stdout(&w)
+    );
+    let got = pkm(&["get", "--connect", &addr, "--queue", "results", "-n", "3"]);
+    assert_success(&got);
+    assert_eq!(
+        messages(&stdout(&got)),
+        ["0 abc\nABC", "0 x y\nX Y", "3 3\n3"],
+        "{}",
+        stdout(&got)
+    );
+    // Nothing left: a get times out, exit 1.
+    let empty = pkm(&[
+        "get",
+        "--connect",
+        &addr,
+        "--queue",
+        "results",
+        "--timeout",
+        "200ms",
+    ]);
+    assert_one_line_error(&empty, "manager", 1);
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("timed out after 0 of 1"),
+        "{empty:?}"
+    );
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait();
+}
+
+#[test]
+fn stdin_tasks_and_nul_separated_results() {
+    let (_server, addr) = serve(&["--queue", "in", "--queue", "out"]);
+    assert_success(&pkm_in(
+        &["put", "--connect", &addr, "--queue", "in", "--close"],
+        "hello\n",
+    ));
+    let w = pkm(&[
+        "work",
+        "--connect",
+        &addr,
+        "--queue",
+        "in",
+        "--results",
+        "out",
+        "--stdin",
+        "--quiet",
+        "--",
+        "rev",
+    ]);
+    assert_success(&w);
+    assert_eq!(stdout(&w).lines().count(), 1, "{}", stdout(&w));
+    let got = pkm(&["get", "--connect", &addr, "--queue", "out", "-0"]);
+    assert_success(&got);
+    assert_eq!(got.stdout, b"0 hello\nolleh\0");
+}
+
+#[test]
+fn a_full_queue_makes_put_wait_and_then_decline() {
+    let (_server, addr) = serve(&["--queue", "q", "--capacity", "2"]);
+    let out = pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "q",
+        "--timeout",
+        "300ms",
+        "a",
+        "b",
+        "c",
+    ]);
+    assert_one_line_error(&out, "manager", 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the queue stayed full"),
+        "{out:?}"
+    );
+    let got = pkm(&["get", "--connect", &addr, "--queue", "q", "-n", "2"]);
+    assert_success(&got);
+    assert_eq!(stdout(&got), "a\nb\n");
+    // Room again: a put that waited gets in once a get makes room.
+    let waiting = {
+        let addr = addr.clone();
+        std::thread::spawn(move || pkm(&["put", "--connect", &addr, "--queue", "q", "c", "d", "e"]))
+    };
+    let got = pkm(&["get", "--connect", &addr, "--queue", "q", "-n", "3"]);
+    assert_success(&got);
+    assert_eq!(stdout(&got), "c\nd\ne\n");
+    assert_success(&waiting.join().unwrap());
+    for (args, needle) in [
+        (
+            &["put", "--connect", &addr, "--queue", "nope", "x"][..],
+            "no queue named 'nope'",
+        ),
+        (
+            &["get", "--connect", &addr, "--queue", "nope"][..],
+            "no queue named 'nope'",
+        ),
+    ] {
+        let out = pkm(args);
+        assert_one_line_error(&out, "manager", 2);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
+fn heartbeats_keep_a_long_task_and_a_killed_worker_loses_it() {
+    let (mut server, addr) = serve(&["--queue", "tasks", "--queue", "results", "--lease", "1s"]);
+    assert_success(&pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "slow",
+        "lost",
+    ]));
+    // 2.5 s of work under a 1 s lease: heartbeats keep it.
+    let slow = pkm(&[
+        "work",
+        "--connect",
+        &addr,
+        "--idle",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "case {} in slow) sleep 2.5;; lost) exit 9;; esac; echo {}",
+    ]);
+    assert_success(&slow);
+    // A worker SIGKILLed while its command runs: the task goes back.
+    assert_success(&pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "again",
+    ]));
+    let mut doomed = Running::start(
+        mgr(&[
+            "work",
+            "--connect",
+            &addr,
+            "--",
+            "sh",
+            "-c",
+            "sleep 60 # {}",
+        ]),
+        false,
+    );
+    doomed.wait_for(|l| l.contains("received: again"));
+    doomed.child.kill().unwrap();
+    doomed.wait();
+    let lines = server.wait_for(|l| l.starts_with("requeued task "));
+    assert!(
+        !lines.iter().any(|l| l.starts_with("lease expired")),
+        "{lines:#?}"
+    );
+    let redo = pkm(&["work", "--connect", &addr, "--idle", "300ms", "--", "echo"]);
+    assert_success(&redo);
+    let got = pkm(&["get", "--connect", &addr, "--queue", "results", "-n", "3"]);
+    assert_success(&got);
+    let text = stdout(&got);
+    assert!(
+        text.contains("0 slow\nslow\n")
+            && text.contains("9 lost\n")
+            && text.contains("0 again\nagain\n"),
+        "{text}"
+    );
+}
