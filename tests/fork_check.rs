@@ -148,7 +148,11 @@ fn a_fork_keeps_no_pipe_of_a_running_spawn() {
         .filter(|(fd, _)| !before.contains_key(fd))
         .map(|(_, link)| link)
         .collect();
-    assert_eq!(spawn_pipes.len(), 3, "stdin, stdout, stderr: {spawn_pipes:?}");
+    assert_eq!(
+        spawn_pipes.len(),
+        3,
+        "stdin, stdout, stderr: {spawn_pipes:?}"
+    );
     let (ready_r, ready_w) = posixkit::pipe::pipe().unwrap();
     let mut sleeper = Builder::new()
         .name("sleeper")

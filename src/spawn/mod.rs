@@ -426,11 +426,15 @@ fn read_report(err_r: &SpawnFd) -> Result<Option<(i32, Errno)>> {
 
 /// The child's environment, `NAME=value` strings, and its PATH: ours, or
 /// none after `clear`, with `changes` applied in order (a set replaces the
-/// variable where it stands, or appends it; `None` removes it).
+/// variable where it stands, or appends it; `None` removes it). With no
+/// change at all, `None`: the child gets ours as it is, without a copy.
 fn environment(
     clear: bool,
     changes: &[(OsString, Option<OsString>)],
-) -> (Vec<CString>, Option<OsString>) {
+) -> (Option<Vec<CString>>, Option<OsString>) {
+    if !clear && changes.is_empty() {
+        return (None, std::env::var_os("PATH"));
+    }
     let mut vars: Vec<(OsString, OsString)> = if clear {
         Vec::new()
     } else {
@@ -459,7 +463,7 @@ fn environment(
             CString::new(kv).ok()
         })
         .collect();
-    (env, path)
+    (Some(env), path)
 }
 
 /// The paths execvp(3) would try for `prog`, in order: `prog` itself when it

@@ -16,8 +16,9 @@
 //!   child never allocates, never takes a lock and never reads the
 //!   environment. Other threads of the parent keep running meanwhile, in the
 //!   same memory: a lock they hold would never be released for the child.
-//! - The child runs on a stack of its own (mapped here, with a guard page),
-//!   not on the parent's, which the suspended parent still needs.
+//! - The child runs on a stack of its own (mapped once per thread and
+//!   reused, with a guard page), not on the parent's, which the suspended
+//!   parent still needs.
 //! - Signals: a handler of the parent's running in the child would run in
 //!   the parent's memory. So the parent blocks every signal around the
 //!   clone; the child puts every caught signal back to its default action
@@ -57,7 +58,7 @@ pub const STAGE_DEATH_SIGNAL: i32 = 6;
 /// Size of the child's stack. The child runs a few small frames of our own
 /// and libc's system call wrappers; 64 KiB leaves ample room, and a guard
 /// page below it turns an overflow into a SIGSEGV of the child alone.
-const STACK: usize = 64 * 1024;
+const STACK_SIZE: usize = 64 * 1024;
 
 /// Everything the child needs, prepared by the parent. It owns every string
 /// its pointer arrays point into, so the arrays stay valid as long as the
@@ -66,7 +67,12 @@ const STACK: usize = 64 * 1024;
 pub struct ExecPlan {
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
-    envp: Vec<*const c_char>,
+    /// The environment built for the child; `None`: ours, as it is at the
+    /// clone (`environ`).
+    envp: Option<Vec<*const c_char>>,
+    /// What the child passes to execve: `envp`, or `environ`, read by the
+    /// parent just before the clone.
+    envp_at_exec: *const *const c_char,
     candidates: Vec<*const c_char>,
     sh_argv: Vec<*const c_char>,
     cwd: Option<CString>,
@@ -88,20 +94,31 @@ pub struct ExecPlan {
 
 const SH: &CStr = c"/bin/sh";
 
+unsafe extern "C" {
+    /// The process's environment, as execve wants it (glibc and musl both
+    /// export it).
+    static environ: *const *const c_char;
+}
+
 impl ExecPlan {
-    /// A plan to run `argv` with environment `env` (`NAME=value` strings),
-    /// trying each of `candidates` in turn as execvp would, in directory
-    /// `cwd` (`None`: the parent's). Panics if `argv` is empty.
+    /// A plan to run `argv` with environment `env` (`NAME=value` strings;
+    /// `None`: this process's environment as it is at the clone), trying
+    /// each of `candidates` in turn as execvp would, in directory `cwd`
+    /// (`None`: the parent's). Panics if `argv` is empty.
     pub fn new(
         argv: Vec<CString>,
-        env: Vec<CString>,
+        env: Option<Vec<CString>>,
         candidates: Vec<CString>,
         cwd: Option<CString>,
     ) -> ExecPlan {
         assert!(!argv.is_empty(), "argv holds at least the program");
         let n_args = argv.len();
-        let n_env = env.len();
-        let strings: Vec<CString> = argv.into_iter().chain(env).chain(candidates).collect();
+        let n_env = env.as_ref().map(Vec::len);
+        let strings: Vec<CString> = argv
+            .into_iter()
+            .chain(env.into_iter().flatten())
+            .chain(candidates)
+            .collect();
         let ptrs = |range: std::ops::Range<usize>| -> Vec<*const c_char> {
             strings[range]
                 .iter()
@@ -110,8 +127,9 @@ impl ExecPlan {
                 .collect()
         };
         let argv = ptrs(0..n_args);
-        let envp = ptrs(n_args..n_args + n_env);
-        let mut candidates = ptrs(n_args + n_env..strings.len());
+        let env_end = n_args + n_env.unwrap_or(0);
+        let envp = n_env.map(|_| ptrs(n_args..env_end));
+        let mut candidates = ptrs(env_end..strings.len());
         candidates.pop(); // a list, not a NULL-terminated array
         // ["/bin/sh", <path>, argv[1..]..., NULL]; slot 1 is filled in by
         // the child for the candidate that turned out to be a script.
@@ -121,6 +139,7 @@ impl ExecPlan {
             _strings: strings,
             argv,
             envp,
+            envp_at_exec: std::ptr::null(),
             candidates,
             sh_argv,
             cwd,
@@ -144,7 +163,7 @@ impl ChildStack {
     fn new() -> Result<ChildStack, Errno> {
         // SAFETY: sysconf takes and returns plain integers.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len = STACK + page;
+        let len = STACK_SIZE + page;
         // SAFETY: a new anonymous mapping at an address of the kernel's
         // choosing; it overlaps nothing of ours.
         let base = unsafe {
@@ -220,27 +239,58 @@ impl Drop for AllBlocked {
 /// Sound from any thread: the child touches only the plan, its own stack
 /// and its own errno slot, and calls only async-signal-safe functions.
 pub fn spawn(plan: &mut ExecPlan) -> Result<Pid, Errno> {
-    let stack = ChildStack::new()?;
+    STACK.with(|cached| {
+        // A spawn from inside a spawn on this thread (a signal handler)
+        // finds the stack taken, and maps one of its own.
+        match cached.try_borrow_mut() {
+            Ok(mut slot) => {
+                if slot.is_none() {
+                    *slot = Some(ChildStack::new()?);
+                }
+                let stack = slot.as_ref().map_or(std::ptr::null_mut(), ChildStack::top);
+                clone_onto(stack, plan)
+            }
+            Err(_) => {
+                let own = ChildStack::new()?;
+                clone_onto(own.top(), plan)
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// This thread's child stack, mapped at its first spawn and reused: the
+    /// child that ran on it has exec'd or exited by the time clone returns.
+    static STACK: std::cell::RefCell<Option<ChildStack>> = const { std::cell::RefCell::new(None) };
+}
+
+fn clone_onto(stack_top: *mut c_void, plan: &mut ExecPlan) -> Result<Pid, Errno> {
     let blocked = AllBlocked::new()?;
+    plan.envp_at_exec = match &plan.envp {
+        Some(envp) => envp.as_ptr(),
+        // SAFETY: reading the pointer itself. The array it points to is
+        // changed only by setenv/putenv, which Rust makes `unsafe` on the
+        // condition that no other thread uses the environment meanwhile.
+        None => unsafe { environ },
+    };
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     // SAFETY: `child_entry` gets `plan`, which outlives the call: with
     // CLONE_VFORK this thread stays inside clone until the child has exec'd
     // or exited, so nothing of ours reads or moves the plan meanwhile. The
-    // child runs on `stack`, which it alone uses; all signals are blocked
-    // for it until it has reset their dispositions. It never returns
-    // (child_entry execs or _exits), so glibc's clone never runs the
-    // parent's code on the child's stack.
+    // child runs on `stack_top`'s stack, which no one else uses until clone
+    // returns; all signals are blocked for it until it has reset their
+    // dispositions. It never returns (child_entry execs or _exits), so
+    // glibc's clone never runs the parent's code on the child's stack.
     let pid = unsafe {
         libc::clone(
             child_entry,
-            stack.top(),
+            stack_top,
             flags,
             (plan as *mut ExecPlan).cast::<c_void>(),
         )
     };
     let err = Errno::last();
     drop(blocked);
-    drop(stack);
     if pid == -1 {
         Err(err)
     } else {
@@ -344,9 +394,10 @@ fn child(plan: &mut ExecPlan) -> ! {
     let mut eacces = false;
     let mut last = Errno::ENOENT;
     for &path in &plan.candidates {
-        // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and
-        // NULL-terminated arrays the plan owns; execve only reads them.
-        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp.as_ptr()) };
+        // SAFETY: `path` and `argv` are a NUL-terminated string and a
+        // NULL-terminated array the plan owns, `envp_at_exec` the plan's
+        // array or `environ`; execve only reads them.
+        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp_at_exec) };
         let mut e = Errno::last();
         if e == Errno::ENOEXEC {
             // Not a binary the kernel knows and no `#!`: run it with
@@ -357,7 +408,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
             // SAFETY: as above; sh_argv is NULL-terminated and slot 1 now
             // points at the candidate path, which lives as long as the plan.
-            unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp.as_ptr()) };
+            unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp_at_exec) };
             e = Errno::last();
             report(plan.err_fd, STAGE_EXEC, e);
         }
