@@ -879,3 +879,34 @@ fn closed_stdin_and_stderr_do_not_confuse_the_redirections() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "stdout: abc\nstderr: err\n");
 }
+
+#[test]
+fn a_child_killed_at_any_step_before_exec_is_reported_and_reaped() {
+    // SIGKILL the child in the middle of each of its steps between clone
+    // and exec (setpgid, chdir, dup2, the first execve: calls only the
+    // child makes, or the parent's own execve comes first): pk-spawn neither
+    // hangs nor mistakes it for an exec failure, and reaps exactly it.
+    if strace_missing() {
+        return;
+    }
+    for (call, when) in [
+        ("setpgid", "1"),
+        ("chdir", "1"),
+        ("dup2", "1"),
+        ("execve", "2"),
+    ] {
+        let inject = format!("inject={call}:signal=SIGKILL:when={when}");
+        let Some((code, trace, parent, child)) = strace_spawn(
+            &["-e", &format!("trace=execve,{call},wait4"), "-e", &inject],
+            &["-C", "/", "--capture", "--input", "x", "--", "cat"],
+        ) else {
+            return;
+        };
+        assert_eq!(code, Some(137), "{call}: {trace}");
+        assert!(
+            trace.contains(&format!("{child} +++ killed by SIGKILL +++")),
+            "{call}: {trace}"
+        );
+        assert!(reaps(&trace, parent, child), "{call}: {trace}");
+    }
+}
