@@ -446,7 +446,7 @@ fn both(timeout_args: &[&str], pk_args: &[&str]) -> (i32, i32) {
 #[test]
 fn timeout_flags_end_as_timeout_1_does() {
     const IGNORES_TERM: &[&str] = &["sh", "-c", "trap '' TERM; sleep 30"];
-    const EXITS_3_LATE: &[&str] = &["sh", "-c", "trap '' TERM; sleep 1; exit 3"];
+    const EXITS_3_LATE: &[&str] = &["sh", "-c", "trap '' TERM; sleep 2; exit 3"];
     const SLEEPS: &[&str] = &["sleep", "30"];
     // (timeout(1)'s options and duration, pk-spawn's, the command, and the
     // `$?` both must give)
@@ -554,6 +554,11 @@ fn a_timeout_ends_the_commands_children_too_unless_foreground() {
     }
 }
 
+/// Shell words that wait until the wrapper (the command's parent) sleeps:
+/// it is then past its fork and waiting. timeout(1) 9.1 dies of a signal
+/// that arrives before its fork has returned, leaving the command behind.
+const PARENT_WAITS: &str = "until grep -q '^State:.S' /proc/$PPID/status; do sleep 0.01; done; ";
+
 #[test]
 fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
     for (sig, name) in [
@@ -563,7 +568,8 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
         (Signal::SIGQUIT, "QUIT"),
     ] {
         let script = format!(
-            "trap 'echo got {name}; exit 5' {name}; echo ready; while :; do sleep 0.05; done"
+            "trap 'echo got {name}; exit 5' {name}; {PARENT_WAITS}echo ready; \
+             while :; do sleep 0.05; done"
         );
         let mut results = Vec::new();
         for wrapper in ["timeout", "pk-spawn"] {
@@ -597,7 +603,11 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
         } else {
             pk_std("spawn")
         };
-        cmd.args(["sh", "-c", "echo ready; exec sleep 30"]);
+        cmd.args([
+            "sh",
+            "-c",
+            &format!("{PARENT_WAITS}echo ready; exec sleep 30"),
+        ]);
         let mut r = Running::start(cmd, true);
         r.wait_for(|l| l == "ready");
         r.signal(Signal::SIGHUP);
