@@ -33,8 +33,9 @@ pub enum Event {
 }
 
 /// A started program ([`Spawn::start`](super::Spawn::start)). Dropped
-/// before it has been reaped, it is killed (SIGKILL) and reaped, so no
-/// error path leaves a stray process or a zombie.
+/// before it has been reaped, it is killed (SIGKILL, to its whole process
+/// group when it has one) and reaped, so no error path leaves a stray
+/// process or a zombie.
 #[derive(Debug)]
 pub struct Running {
     child: Child,
@@ -250,6 +251,12 @@ impl Running {
             .collect()
     }
 
+    /// What was read from stdout so far, for tests.
+    #[cfg(test)]
+    pub(super) fn stdout_so_far(&self) -> &[u8] {
+        &self.collected[0]
+    }
+
     /// A pidfd for the child, once: poll(2) can wait on it with a deadline.
     fn open_pidfd(&mut self) {
         if !self.pidfd_tried {
@@ -294,5 +301,14 @@ impl Running {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.status().is_none() {
+            // The group first; the Child then kills the pid and reaps it.
+            let _ = self.signal(Signal::SIGKILL);
+        }
     }
 }

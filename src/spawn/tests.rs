@@ -295,3 +295,39 @@ fn a_running_spawns_pipes_are_recorded_until_closed() {
     // test's pipes, which would be recorded again: look only at ours).
     assert!(running.pipe_fds().is_empty());
 }
+
+#[test]
+fn a_running_dropped_unreaped_takes_its_group_along() {
+    use std::time::{Duration, Instant};
+    let mut running = Spawn::new(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!; wait"])
+        .unwrap()
+        .process_group(true)
+        .capture(true)
+        .start()
+        .unwrap();
+    // Read the background pid as it comes, then drop the running program.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: i32 = loop {
+        running
+            .wait_event(Some(Instant::now() + Duration::from_millis(20)), None)
+            .unwrap();
+        if let Some(line) = running.stdout_so_far().strip_suffix(b"\n") {
+            break std::str::from_utf8(line).unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no pid from the shell");
+    };
+    drop(running);
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().unwrap_or("").chars().next();
+        if matches!(state, None | Some('Z' | 'X')) {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the group's sleep survived: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
