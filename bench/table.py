@@ -33,6 +33,14 @@ C_PEER = {
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }
 HIGHER_IS_BETTER = ("per_s", "GBps")
+# Starting /bin/true from parents of several sizes: (row label, posixkit
+# figure, its std::process::Command peer). Python's figure has posixkit's name.
+SPAWN_ROWS = [
+    ("~0", "spawn_us", "spawn_std_us"),
+    ("256 MiB", "spawn_256MiB_us", "spawn_std_256MiB_us"),
+    ("1 GiB", "spawn_1GiB_us", "spawn_std_1GiB_us"),
+    ("4 GiB", "spawn_4GiB_us", "spawn_std_4GiB_us"),
+]
 
 
 def load_json(path):
@@ -132,6 +140,28 @@ def main():
             f"Each round ran the C program right after the posixkit figures it bounds; "
             f"median of {len(rounds)} round(s), range of the per-round ratios in brackets."
         )
+    spawn_table(py, rounds)
+
+
+def spawn_table(py, rounds):
+    """posixkit's Spawn, std's Command and Python's subprocess.run side by
+    side, by parent size (figures that were skipped or not run are left out)."""
+    def med(name):
+        vals = [pk[name]["median"] for pk, _ in rounds if name in pk]
+        return statistics.median(vals) if vals else None
+    rows = [(label, med(pk), med(std), py.get(pk, {}).get("median"))
+            for label, pk, std in SPAWN_ROWS]
+    rows = [r for r in rows if r[1] is not None or r[2] is not None]
+    if not rows:
+        return
+    print()
+    print("Starting /bin/true (µs per run), by the parent's resident heap:")
+    print()
+    print("| parent resident | posixkit Spawn | std Command | Python subprocess | posixkit ÷ std | posixkit ÷ Python |")
+    print("|---|---|---|---|---|---|")
+    for label, p, s, y in rows:
+        ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "—"
+        print(f"| {label} | {fmt(p)} | {fmt(s)} | {fmt(y)} | {ratio(p, s)} | {ratio(p, y)} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Use pk-spawn's passed-through status the way a shell script would: in `case`.
+# Use pk-spawn's passed-through status the way a shell script would: in `case`,
+# with every command under a 2-second timeout as timeout(1) would put it.
 # Usage: scripts/spawn-status.sh   (pk-spawn on PATH, or built in target/)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,10 +15,11 @@ run() {
   shift
   # pk-spawn prints one line on stderr when the exec fails; keep it out of
   # the report, which is about the status alone.
-  pk-spawn --quiet -- "$@" >/dev/null 2>&1
+  pk-spawn --timeout 2 -- "$@" >/dev/null 2>&1
   rc=$?
   case $rc in
     0)   what="ok" ;;
+    124) what="timed out (pk-spawn --timeout 2)" ;;
     126) what="found but not executable" ;;
     127) what="command not found" ;;
     12[89] | 1[3-9][0-9] | 2[0-9][0-9])
@@ -32,3 +34,4 @@ run "sh -c 'exit 3'" sh -c 'exit 3'
 run "sh -c 'kill -TERM \$\$'" sh -c 'kill -TERM $$'
 run "no-such-command-here" no-such-command-here
 run "data.txt (no x bit)" "$tmp/data.txt"
+run "sleep 30" sleep 30

@@ -14,7 +14,7 @@
 //! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]), `apply_async`/`get(timeout)` and chunked `map` over the task's own types, close/join/terminate; dead workers reported and replaced |
 //! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; [`pipe::FrameReader`] for a sole reader; EINTR-retrying read/write |
-//! | [`spawn`] | start a program: dup2 + exec (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe |
+//! | [`spawn`] | start a program: clone(CLONE_VM\|CLONE_VFORK) + dup2 + exec, whose cost does not grow with the parent's memory (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes or a streamed file, stdout/stderr captured in one poll(2) loop, env/cwd, timeouts and signal relays as timeout(1) has them; exec errno over a CLOEXEC pipe |
 //! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
 //! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count |

@@ -17,6 +17,9 @@
 //!   without hanging and without signalling anyone; and a `Child` whose pid
 //!   the kernel has reaped and handed to another process never signals
 //!   that process (tested in a pid namespace of its own, as root).
+//! - A child forked while a spawn's pipes are open (held by this thread,
+//!   or by another thread in the middle of its run) keeps no copy of them,
+//!   so the spawn finishes while that unrelated child still sleeps.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ use std::time::Duration;
 use posixkit::ErrorKind;
 use posixkit::pool::{Pool, Registry, TaskError};
 use posixkit::process::{self, Builder, Children, Fork};
+use posixkit::spawn::Spawn;
 use posixkit::status::Status;
 
 fn main() {
@@ -37,6 +41,8 @@ fn main() {
     a_typed_pool_end_to_end();
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
+    a_fork_keeps_no_pipe_of_a_running_spawn();
+    a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
     println!("fork_check: ok");
 }
 
@@ -312,4 +318,102 @@ fn pid_reuse_in_namespace() -> i32 {
         Ok(Some(15)) => 0,
         _ => 2,
     }
+}
+
+/// The pipe inodes (`pipe:[N]`) among the open descriptors of `pid`.
+fn pipe_inodes(pid: &str) -> std::collections::BTreeMap<i32, String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            let link = link.to_str()?.to_string();
+            link.starts_with("pipe:").then_some((fd, link))
+        })
+        .collect()
+}
+
+fn a_fork_keeps_no_pipe_of_a_running_spawn() {
+    let before = pipe_inodes("self");
+    // cat's stdin is a pipe we hold the write end of (the input is not
+    // written yet), its stdout and stderr ones we hold the read ends of.
+    let mut running = Spawn::new(["cat"])
+        .unwrap()
+        .input(b"through cat\n".to_vec())
+        .capture(true)
+        .start()
+        .unwrap();
+    let spawn_pipes: Vec<String> = pipe_inodes("self")
+        .into_iter()
+        .filter(|(fd, _)| !before.contains_key(fd))
+        .map(|(_, link)| link)
+        .collect();
+    assert_eq!(
+        spawn_pipes.len(),
+        3,
+        "stdin, stdout, stderr: {spawn_pipes:?}"
+    );
+    let (ready_r, ready_w) = posixkit::pipe::pipe().unwrap();
+    let mut sleeper = Builder::new()
+        .name("sleeper")
+        .start(move || {
+            let _ = ready_w.write_all(b"r");
+            std::thread::sleep(Duration::from_secs(3600));
+            0
+        })
+        .unwrap();
+    // The sleeper has run past its fork: what it holds now, it keeps.
+    let mut b = [0u8; 1];
+    assert_eq!(ready_r.read_full(&mut b).unwrap(), 1);
+    let held = pipe_inodes(&sleeper.pid().to_string());
+    for link in &spawn_pipes {
+        assert!(
+            !held.values().any(|l| l == link),
+            "the forked child holds the spawn's {link}: {held:?}"
+        );
+    }
+    // So cat sees end of file on its input and the spawn ends now.
+    assert!(running.wait().unwrap().success());
+    assert_eq!(running.take_output().0, b"through cat\n");
+    sleeper.kill().unwrap();
+    sleeper.join(None).unwrap();
+}
+
+fn a_fork_from_another_thread_keeps_no_pipe_of_its_spawn() {
+    let (to_main, from_thread) = mpsc::channel::<Vec<u8>>();
+    let (to_thread, from_main) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut running = Spawn::new(["cat"])
+            .unwrap()
+            .input(b"from a thread\n".to_vec())
+            .capture(true)
+            .start()
+            .unwrap();
+        to_main.send(Vec::new()).unwrap();
+        // Main forks now, while our pipes are open.
+        from_main.recv().unwrap();
+        assert!(running.wait().unwrap().success());
+        to_main.send(running.take_output().0).unwrap();
+    });
+    from_thread.recv().unwrap();
+    // SAFETY: the child only sleeps (nanosleep) and then _exits: no lock,
+    // no allocation, though another thread runs.
+    let mut sleeper = unsafe {
+        Builder::new().name("sleeper").start_unchecked(|| {
+            std::thread::sleep(Duration::from_secs(3600));
+            0
+        })
+    }
+    .unwrap();
+    to_thread.send(()).unwrap();
+    // A copy of the spawn's pipes in the sleeper would hold the spawn for
+    // an hour; a minute means that.
+    let out = from_thread
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the spawn ended while the forked child sleeps");
+    assert_eq!(out, b"from a thread\n");
+    sleeper.kill().unwrap();
+    sleeper.join(None).unwrap();
+    t.join().unwrap();
 }

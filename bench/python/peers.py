@@ -2,7 +2,9 @@
 """The Python peers of pk-bench: the same work written as a Python user would,
 with os, multiprocessing (fork start method) and threading.
 
-Prints the same figure names as pk-bench, one per line:
+Prints the same figure names as pk-bench, one per line (a figure whose
+parent size does not fit in the available memory is skipped, with a line on
+stderr):
     <figure> <median> <unit> (min <min>, max <max>, <reps> reps)
 or with --json one JSON object per line. --quick: 3 reps, a tenth of the work.
 """
@@ -304,6 +306,53 @@ def pipe_bw(scale):
     return got / s / 1e9
 
 
+MIB = 1 << 20
+QUICK = [False]
+BALLAST = [bytearray()]
+
+
+def _available_memory():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _ballast(nbytes):
+    """Hold nbytes of written heap (a sixteenth with --quick); False when
+    the machine lacks the memory."""
+    if QUICK[0]:
+        nbytes //= 16
+    if len(BALLAST[0]) == nbytes:
+        return True
+    BALLAST[0] = bytearray()
+    if nbytes == 0:
+        return True
+    avail = _available_memory()
+    if avail is not None and avail < nbytes + 512 * MIB:
+        return False
+    BALLAST[0] = bytearray(b"\x5a") * nbytes  # memset: every page resident
+    return True
+
+
+def _spawn(scale, nbytes):
+    import subprocess
+    if not _ballast(nbytes):
+        return None
+    n = max(1, int(200 * scale))
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        subprocess.run(["/bin/true"], check=True)
+    return us_per(t0, n)
+
+
+# subprocess.run(['/bin/true']) from parents of the sizes pk-bench uses.
+for _name, _size in (("spawn_us", 0), ("spawn_256MiB_us", 256 * MIB),
+                     ("spawn_1GiB_us", 1024 * MIB), ("spawn_4GiB_us", 4096 * MIB)):
+    FIGURES[_name] = ("us", lambda scale, size=_size: _spawn(scale, size))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])
@@ -315,12 +364,15 @@ def main():
     if unknown:
         ap.error(f"unknown figure {unknown[0]}")
     scale = 0.1 if a.quick else 1.0
+    QUICK[0] = a.quick
     reps = a.reps or (3 if a.quick else 5)
     for name, (unit, fn) in FIGURES.items():
         if a.only and name not in a.only:
             continue
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        fn(scale / 10)
+        if fn(scale / 10) is None:
+            print(f"skipped {name}: not enough memory", file=sys.stderr, flush=True)
+            continue
         s = sorted(fn(scale) for _ in range(reps))
         med = s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
         if a.json:

@@ -1,50 +1,95 @@
-//! `pk-spawn`: the subprocess lesson. Run a command with fork + dup2 +
-//! exec, optionally feed its stdin and capture its output, and pass its exit
-//! status through.
+//! `pk-spawn`: the subprocess lesson, and a wrapper a script can put in
+//! front of any command, with timeout(1)'s contract (`--timeout`,
+//! `--kill-after`, `--signal`, `--preserve-status`, 124/137) and env(1)'s
+//! (`--env`, `--unset`, `--clear-env`, `--cwd`). The command is started
+//! with clone(`CLONE_VM|CLONE_VFORK`) + dup2 + exec; signals sent to
+//! pk-spawn are passed on to it, and pk-spawn exits with its status.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::Parser;
+use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
 use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::cmd::exit;
 use crate::error::Error;
-use crate::note;
-use crate::spawn::{Spawn, Stdin};
-use crate::status::Status;
+use crate::spawn::{SignalRelay, Spawn, Stdin, Step, Supervisor, Timeout};
+use crate::status::SignalArg;
 
 const AFTER_HELP: &str = "\
-Without --capture the command writes straight to our stdout and stderr
-(subprocess.call); with --capture both go through pipes that one poll(2)
-loop drains (Popen.communicate), and are printed afterwards, stdout first:
+By default pk-spawn adds nothing to the command's output: its stdout and
+stderr are the command's own, so `pk-spawn -- CMD | next` carries exactly
+what `CMD | next` carries. With --capture both go through pipes that one
+poll(2) loop drains (Popen.communicate), and are printed afterwards on
+stdout, stdout first:
   stdout: <line>                  (one per line the command wrote)
   stderr: <line>
-  captured stdout=<N> bytes, stderr=<M> bytes
-A last line without a newline gets one. Then, in both modes:
-  exit status <N>                                 (the command exited with N)
-  exit status <128+N>: killed by signal <N> (<NAME>)
---quiet drops the `captured ...` and `exit status ...` lines, so without
---capture pk-spawn adds nothing to the command's output.
+A last line without a newline gets one.
 
-The child empties its signal mask and sets SIGPIPE back to its default
-before exec (Rust programs ignore SIGPIPE, and exec keeps ignored signals
-ignored); between fork and exec it makes only async-signal-safe calls.
+-v/--verbose reports on stderr, one line each:
+  pk-spawn: timed out after <DUR>: sent <SIG> to <TARGET> <PID>
+  pk-spawn: still running <DUR> after the signal: sent SIGKILL to <TARGET> <PID>
+  pk-spawn: passed <SIG> on to <TARGET> <PID>
+  pk-spawn: captured stdout=<N> bytes, stderr=<M> bytes
+  pk-spawn: exit status <CODE>: child <PID> exited, status=<N>
+  pk-spawn: exit status <CODE>: child <PID> killed by signal <N> (<NAME>)
+<TARGET> is `process group` (the command and everything it started) or
+`child` (the command alone, with --foreground).
+
+Timeout, as timeout(1): after --timeout DUR (0: none) the signal goes to
+the command's process group (the command runs in a group of its own),
+followed by SIGCONT; with --kill-after K, SIGKILL follows K later if it
+still runs. With --foreground, or when pk-spawn itself runs in the
+foreground of a terminal, the command stays in pk-spawn's process group so
+it can use the terminal, and signals go to the command alone.
+
+Signals: TERM, INT, HUP and QUIT sent to pk-spawn are passed on the same
+way (and start the --kill-after clock); pk-spawn waits for the command and
+exits with its status. A terminal's ^C that already reached the command
+in its group is not sent twice.
+
+Environment, as env(1): --clear-env first, then each --unset, then each
+--env in order. PATH lookup uses the command's PATH (after --env), and a
+relative CMD is relative to --cwd.
+
+The child empties its signal mask only after every caught signal and
+SIGPIPE are back to their default action (Rust programs ignore SIGPIPE,
+and exec keeps ignored signals ignored; other ignored signals stay
+ignored, as nohup wants); between clone and exec it makes only
+async-signal-safe calls.
 
 Exit status: the command's own (N, or 128+N when signal N killed it);
-127 when the command is not found, 126 when it is found but cannot be
-executed (with one line: pk-spawn: execvp(CMD): <reason>); 2 for a bad
-flag or a missing CMD; 66 when --input-file does not exist, 77 when it
-cannot be read; 71 when a system call (pipe2, fork, poll, read) failed.
+124 when --timeout ran out and the command then ended (its own status
+with --preserve-status); 137 when SIGKILL was sent (--kill-after or
+--signal KILL); 127 when the command is not found, 126 when it is found
+but cannot be executed (with one line: pk-spawn: execvp(CMD): <reason>);
+2 for a bad flag or a missing CMD; 66 when --input-file or --cwd does
+not exist, 77 when it cannot be read or entered; 71 when a system call
+(pipe2, clone, poll, read) failed. Unlike timeout(1), pk-spawn exits
+with 128+N rather than killing itself with signal N: `$?` is the same.
 
 Examples:
   pk-spawn -- ls -l /tmp                          # subprocess.call
   pk-spawn --input 'hello' --capture -- tr a-z A-Z   # communicate(input)
-  pk-spawn --input-file notes.txt -- wc -l
-  pk-spawn -q -- false; echo $?                   # 1";
+  pk-spawn --timeout 10s --kill-after 2s -- make test
+  pk-spawn --clear-env --env PATH=/usr/bin --cwd /tmp -- env
+  tail -f log | pk-spawn --input-file - -- grep ERROR
+  pk-spawn -v -- false; echo $?                   # 1";
 
-/// Run a command the POSIX way (fork, dup2, exec, poll), feed its stdin,
-/// capture its output, and exit with its status.
+/// The signals pk-spawn passes on to the command.
+const RELAYED: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Run a command the POSIX way (clone, dup2, exec, poll), feed its stdin,
+/// capture its output, time it out, and exit with its status.
 #[derive(Debug, Parser)]
 #[command(name = "pk-spawn", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -52,7 +97,8 @@ pub struct Args {
     #[arg(short, long, value_name = "STR", conflicts_with = "input_file")]
     pub input: Option<OsString>,
 
-    /// Read file F and write its bytes to the command's stdin, then end of file.
+    /// The command's stdin is file F, read by the command as the data comes
+    /// (a FIFO too); `-` is pk-spawn's own stdin.
     #[arg(short = 'f', long, value_name = "F")]
     pub input_file: Option<PathBuf>,
 
@@ -60,7 +106,48 @@ pub struct Args {
     #[arg(short, long)]
     pub capture: bool,
 
-    /// Print only the command's output (no `captured`/`exit status` lines).
+    /// Send --signal after DUR (2, 1.5s, 250ms, 1m; 0: no timeout); exit 124.
+    #[arg(short, long, value_name = "DUR")]
+    pub timeout: Option<DurationArg>,
+
+    /// Send SIGKILL if the command still runs DUR after the signal; exit 137.
+    #[arg(short = 'k', long, value_name = "DUR", requires = "timeout")]
+    pub kill_after: Option<DurationArg>,
+
+    /// The signal sent when the time is up (TERM, INT, KILL, 9 ...).
+    #[arg(short, long, value_name = "SIG", requires = "timeout")]
+    pub signal: Option<SignalArg>,
+
+    /// Exit with the command's status even when the time ran out.
+    #[arg(long)]
+    pub preserve_status: bool,
+
+    /// Keep the command in pk-spawn's process group (it can use the
+    /// terminal); signals go to the command alone.
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// Set K=V in the command's environment (repeatable).
+    #[arg(short, long = "env", value_name = "K=V", value_parser = os_parser(parse_assignment))]
+    pub env: Vec<(OsString, OsString)>,
+
+    /// Remove K from the command's environment (repeatable).
+    #[arg(short, long, value_name = "K", value_parser = os_parser(parse_name))]
+    pub unset: Vec<OsString>,
+
+    /// Start the command with an empty environment (then --env).
+    #[arg(long)]
+    pub clear_env: bool,
+
+    /// Run the command in directory DIR.
+    #[arg(short = 'C', long, value_name = "DIR", visible_alias = "chdir")]
+    pub cwd: Option<PathBuf>,
+
+    /// Report signals sent and the exit status on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// No reports at all (overrides --verbose).
     #[arg(short, long)]
     pub quiet: bool,
 
@@ -69,16 +156,42 @@ pub struct Args {
     pub cmd: Vec<OsString>,
 }
 
+/// A clap parser that hands `f` the argument as an OsString (not UTF-8 only).
+fn os_parser<T: Clone + Send + Sync + 'static>(
+    f: fn(OsString) -> std::result::Result<T, String>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().try_map(f)
+}
+
+/// `K=V` for --env: split at the first `=`; K must not be empty.
+fn parse_assignment(s: OsString) -> std::result::Result<(OsString, OsString), String> {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = s.as_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(i) if i > 0 => Ok((
+            OsString::from_vec(bytes[..i].to_vec()),
+            OsString::from_vec(bytes[i + 1..].to_vec()),
+        )),
+        _ => Err(format!(
+            "'{}' is not K=V with a non-empty name K",
+            s.to_string_lossy()
+        )),
+    }
+}
+
+/// A variable name for --unset: not empty, no `=`.
+fn parse_name(s: OsString) -> std::result::Result<OsString, String> {
+    if s.is_empty() || s.as_bytes().contains(&b'=') {
+        Err(format!("'{}' is not a variable name", s.to_string_lossy()))
+    } else {
+        Ok(s)
+    }
+}
+
 /// Run the command and pass its status through.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
-    out.set_quiet(args.quiet);
-    let stdin = if let Some(s) = args.input {
-        Stdin::Bytes(s.into_encoded_bytes())
-    } else if let Some(path) = &args.input_file {
-        Stdin::Bytes(std::fs::read(path).map_err(|e| Error::io("read", path.display(), &e))?)
-    } else {
-        Stdin::Inherit
-    };
+    let verbose = args.verbose && !args.quiet;
     if args.cmd.is_empty() {
         return Err(Error::invalid(
             "CMD",
@@ -86,27 +199,127 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         )
         .into());
     }
-    let output = Spawn::new(&args.cmd)?
+    let stdin = match (&args.input, &args.input_file) {
+        (Some(s), _) => Stdin::Bytes(s.as_bytes().to_vec()),
+        (None, Some(path)) if path.as_os_str() == "-" => Stdin::Inherit,
+        (None, Some(path)) => Stdin::Fd(open_input(path)?),
+        (None, None) => Stdin::Inherit,
+    };
+    let own_group = !(args.foreground || on_terminal_foreground());
+    let mut spawn = Spawn::new(&args.cmd)?
         .stdin(stdin)
         .capture(args.capture)
-        .run()?;
+        .process_group(own_group);
+    if args.clear_env {
+        spawn = spawn.env_clear();
+    }
+    for k in &args.unset {
+        spawn = spawn.env_remove(k);
+    }
+    for (k, v) in &args.env {
+        spawn = spawn.env(k, v);
+    }
+    if let Some(dir) = &args.cwd {
+        spawn = spawn.cwd(dir);
+    }
+    let timeout = args.timeout.map(|d| {
+        let t = if d.0.is_zero() {
+            Timeout::never()
+        } else {
+            Timeout::new(d.0)
+        };
+        let t = t.signal(args.signal.map_or(Signal::SIGTERM, |s| s.0));
+        match args.kill_after {
+            Some(k) if !k.0.is_zero() => t.kill_after(k.0),
+            _ => t,
+        }
+    });
+
+    // Block the relayed signals before the command exists, so none is
+    // lost (or kills us) between the start and the first wait.
+    let mut relay = SignalRelay::new(&RELAYED)?;
+    let mut supervisor = Supervisor::new(timeout);
+    let mut running = spawn.start()?;
+    let pid = running.pid();
+    let target = if own_group { "process group" } else { "child" };
+    let say = |line: std::fmt::Arguments<'_>| {
+        if verbose {
+            crate::cmd::eprintln_one("pk-spawn", &line);
+        }
+    };
+    let status = loop {
+        match supervisor.step(&mut running, Some(&mut relay))? {
+            Step::Exited(status) => break status,
+            Step::TimedOut(sig) => say(format_args!(
+                "timed out after {}: sent {} to {target} {pid}",
+                show(args.timeout),
+                sig.as_str()
+            )),
+            Step::Killed => say(format_args!(
+                "still running {} after the signal: sent SIGKILL to {target} {pid}",
+                show(args.kill_after)
+            )),
+            Step::Relayed(sig) => say(format_args!("passed {} on to {target} {pid}", sig.as_str())),
+        }
+    };
+    drop(relay);
+
     if args.capture {
-        let mut text = Vec::with_capacity(output.stdout.len() + output.stderr.len() + 64);
-        label(&mut text, "stdout: ", &output.stdout);
-        label(&mut text, "stderr: ", &output.stderr);
+        let (stdout, stderr) = running.take_output();
+        let mut text = Vec::with_capacity(stdout.len() + stderr.len() + 64);
+        label(&mut text, "stdout: ", &stdout);
+        label(&mut text, "stderr: ", &stderr);
         out.bytes(&text)?;
-        note!(
-            out,
+        say(format_args!(
             "captured stdout={} bytes, stderr={} bytes",
-            output.stdout.len(),
-            output.stderr.len()
-        )?;
+            stdout.len(),
+            stderr.len()
+        ));
     }
-    match output.status {
-        Status::Exited(code) => note!(out, "exit status {code}")?,
-        status => note!(out, "exit status {}: {}", status.shell_code(), status)?,
+    let code = if supervisor.killed() {
+        exit::signal_code(libc::SIGKILL)
+    } else if supervisor.timed_out() && !args.preserve_status {
+        TIMED_OUT
+    } else {
+        status.shell_code()
+    };
+    say(format_args!("exit status {code}: child {pid} {status}"));
+    Ok(code)
+}
+
+/// timeout(1)'s status for "the time ran out".
+const TIMED_OUT: u8 = 124;
+
+fn show(d: Option<DurationArg>) -> String {
+    d.map_or_else(String::new, |d| d.to_string())
+}
+
+/// Open --input-file for the command to read: `open(F)` errors keep their
+/// errno (66 missing, 77 not readable); a directory is refused.
+fn open_input(path: &std::path::Path) -> Result<std::os::fd::OwnedFd> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path.display(), &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("fstat", path.display(), &e))?;
+    if meta.is_dir() {
+        return Err(Error::sys("open", path.display(), nix::errno::Errno::EISDIR).into());
     }
-    Ok(output.status.shell_code())
+    Ok(file.into())
+}
+
+/// Whether pk-spawn runs in the foreground process group of its
+/// controlling terminal (typed at an interactive shell's prompt): then the
+/// command must stay in that group to read from or set up the terminal.
+fn on_terminal_foreground() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+    else {
+        return false;
+    };
+    nix::unistd::tcgetpgrp(&tty).is_ok_and(|p| p == nix::unistd::getpgrp())
 }
 
 /// Append each line of `bytes` to `text` with `prefix` in front; a last line
@@ -138,5 +351,17 @@ mod tests {
         let mut t = Vec::new();
         label(&mut t, "o: ", b"");
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn assignments_split_at_the_first_equals_sign() {
+        let a = |s: &str| parse_assignment(s.into());
+        assert_eq!(a("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(a("A="), Ok(("A".into(), "".into())));
+        assert!(a("=x").is_err());
+        assert!(a("A").is_err());
+        assert!(parse_name("A=b".into()).is_err());
+        assert!(parse_name("".into()).is_err());
+        assert_eq!(parse_name("HOME".into()), Ok("HOME".into()));
     }
 }

@@ -17,6 +17,10 @@ pub enum Fork {
 /// single-threaded: the expert's way to fork where [`crate::process::fork`]
 /// refuses.
 ///
+/// Every fork of the library comes here, and its child does not keep the
+/// pipes of a spawn in flight in the parent (see
+/// [`crate::spawn`]).
+///
 /// # Safety
 ///
 /// After a fork only the calling thread exists in the child. If the parent
@@ -26,11 +30,22 @@ pub enum Fork {
 /// calls `execve` or [`_exit`]. The child must never return into code that
 /// believes it is the parent: it ends with [`_exit`] (or exec).
 pub unsafe fn fork_unchecked() -> Result<Fork, Errno> {
+    let gate = crate::sys::spawn::fds::ForkGate::enter();
     // SAFETY: the caller upholds this function's contract, which is exactly
     // the contract of nix's fork.
-    match unsafe { nix::unistd::fork() }? {
-        ForkResult::Parent { child } => Ok(Fork::Parent(child)),
-        ForkResult::Child => Ok(Fork::Child),
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            gate.parent();
+            Ok(Fork::Parent(child))
+        }
+        Ok(ForkResult::Child) => {
+            gate.child();
+            Ok(Fork::Child)
+        }
+        Err(e) => {
+            gate.parent();
+            Err(e)
+        }
     }
 }
 

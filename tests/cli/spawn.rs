@@ -1,6 +1,12 @@
-//! pk-spawn: fork + dup2 + exec, stdin bytes, poll-captured output, status.
+//! pk-spawn: clone(CLONE_VM|CLONE_VFORK) + dup2 + exec, stdin bytes or a
+//! streamed file, poll-captured output, status; and the wrapper's flags,
+//! each checked against what timeout(1) or env(1) do with the same command.
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+
+use nix::sys::signal::Signal;
 
 use crate::common::*;
 
@@ -13,15 +19,65 @@ fn mixed_bytes(len: usize) -> Vec<u8> {
     v
 }
 
+/// The status a shell would put in `$?`: the code, or 128+N for signal N.
+fn shell_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .or(status.signal().map(|s| 128 + s))
+        .expect("exited or killed")
+}
+
+/// Run `words` (a program and its arguments) as the tests run pk-* binaries
+/// (own process group, stdin /dev/null, the default timeout).
+fn run(words: &[&str]) -> std::process::Output {
+    command(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+        .output()
+        .unwrap()
+}
+
+/// `pk-spawn ARGS` as words for [`run`].
+fn pk_spawn(args: &[&str]) -> Vec<String> {
+    std::iter::once(bin("pk-spawn").display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect()
+}
+
 #[test]
-fn call_passes_output_through_and_reports_the_status() {
+fn nothing_is_added_to_the_commands_output() {
+    // Bytes, a NUL and both streams: pk-spawn's stdout and stderr are the
+    // command's own, exactly.
+    let script = "printf 'a\\0b\\n'; echo err >&2; printf 'no newline'";
+    let direct = run(&["sh", "-c", script]);
+    let wrapped = pk("spawn")
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(wrapped.stdout, direct.stdout);
+    assert_eq!(wrapped.stderr, direct.stderr);
+    assert_eq!(wrapped.status.code(), Some(0));
+    // In a pipeline too.
+    let out = bash("pk-spawn -- seq 3 | tr '\\n' ,").output().unwrap();
+    assert_eq!(stdout(&out), "1,2,3,");
+}
+
+#[test]
+fn verbose_reports_go_to_stderr() {
     let out = pk("spawn")
-        .args(["--", "echo", "hello", "world"])
+        .args(["-v", "--", "echo", "hello", "world"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), "hello world\nexit status 0\n");
-    assert!(out.stderr.is_empty());
+    assert_eq!(stdout(&out), "hello world\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = pid_after(&err, "pk-spawn: exit status 0: child ").expect("a pid");
+    assert_eq!(
+        err,
+        format!("pk-spawn: exit status 0: child {pid} exited, status=0\n")
+    );
+    // --quiet wins over --verbose.
+    let out = pk("spawn").args(["-v", "-q", "false"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
 
 #[test]
@@ -31,51 +87,49 @@ fn the_commands_exit_status_is_passed_through() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
-    assert_eq!(stdout(&out), "exit status 7\n");
-    let out = pk("spawn").args(["-q", "false"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty(), "--quiet adds nothing");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
 }
 
 #[test]
 fn a_signal_is_128_plus_n() {
     let out = pk("spawn")
-        .args(["--", "sh", "-c", "kill -KILL $$"])
+        .args(["-v", "--", "sh", "-c", "kill -KILL $$"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(137));
-    assert_eq!(
-        stdout(&out),
-        "exit status 137: killed by signal 9 (SIGKILL)\n"
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with(" killed by signal 9 (SIGKILL)\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
-fn the_child_gets_sigpipe_back_to_default() {
+fn signal_dispositions_are_what_env_gives_but_sigpipe() {
     // Rust ignores SIGPIPE and exec keeps ignored signals ignored: without
     // the reset, `kill -PIPE $$` would do nothing.
     let out = pk("spawn")
         .args(["--", "sh", "-c", "kill -PIPE $$; exit 9"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(141), "{}", stdout(&out));
-    // And /proc shows SIGPIPE (bit 13-1) neither ignored nor blocked.
-    let out = pk("spawn")
-        .args([
-            "-q",
-            "--",
-            "grep",
-            "-E",
-            "^Sig(Ign|Blk):",
-            "/proc/self/status",
-        ])
-        .output()
-        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    // Another ignored signal stays ignored (nohup), the mask is empty: the
+    // same as env(1), which changes neither, started by the same shell.
+    let out = bash(
+        "trap '' USR2; grep=\"grep -E ^Sig(Ign|Blk): /proc/self/status\"; \
+         env $grep; echo --; pk-spawn -- $grep",
+    )
+    .output()
+    .unwrap();
     let text = stdout(&out);
+    let (by_env, by_pk) = text.split_once("--\n").unwrap();
+    assert_eq!(by_pk, by_env);
     let mask = |name: &str| {
-        let l = text.lines().find(|l| l.starts_with(name)).unwrap();
+        let l = by_pk.lines().find(|l| l.starts_with(name)).unwrap();
         u64::from_str_radix(l.split_whitespace().nth(1).unwrap(), 16).unwrap()
     };
+    assert_ne!(mask("SigIgn:") & (1 << (libc::SIGUSR2 - 1)), 0, "{text}");
     assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
     assert_eq!(mask("SigBlk:"), 0, "{text}");
 }
@@ -113,22 +167,9 @@ fn a_script_without_shebang_runs_with_sh_as_execvp_does() {
     let script = dir.path().join("plain");
     std::fs::write(&script, "echo from a plain script \"$1\"\n").unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = pk("spawn")
-        .arg("-q")
-        .arg(&script)
-        .arg("arg1")
-        .output()
-        .unwrap();
+    let out = pk("spawn").arg(&script).arg("arg1").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "from a plain script arg1\n");
-}
-
-#[test]
-fn path_lookup_finds_commands_in_path() {
-    let out = bash("PATH=/nonexistent:$PATH pk-spawn -q -- sh -c 'echo found'")
-        .output()
-        .unwrap();
-    assert_eq!(stdout(&out), "found\n");
 }
 
 #[test]
@@ -136,6 +177,7 @@ fn capture_labels_both_streams_and_feeds_input() {
     // Popen.communicate(input): stdin bytes in, stdout and stderr back.
     let out = pk("spawn")
         .args([
+            "-v",
             "--input",
             "hello\nworld",
             "--capture",
@@ -147,12 +189,12 @@ fn capture_labels_both_streams_and_feeds_input() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(
-        stdout(&out),
-        "stdout: HELLO\nstdout: WORLD\nstderr: oops\n\
-         captured stdout=11 bytes, stderr=5 bytes\nexit status 4\n"
+    assert_eq!(stdout(&out), "stdout: HELLO\nstdout: WORLD\nstderr: oops\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("pk-spawn: captured stdout=11 bytes, stderr=5 bytes\n"),
+        "{err}"
     );
-    assert!(out.stderr.is_empty());
 }
 
 #[test]
@@ -162,21 +204,21 @@ fn ten_mib_on_stdout_and_stderr_at_once_does_not_deadlock() {
     let script = "head -c 10485760 /dev/zero | tr '\\0' o & \
                   head -c 10485760 /dev/zero | tr '\\0' e >&2; wait";
     let out = pk("spawn")
-        .args(["--capture", "--", "sh", "-c", script])
+        .args(["-v", "--capture", "--", "sh", "-c", script])
         .output()
         .unwrap();
     assert_success(&out);
-    let text = stdout(&out);
     assert!(
-        text.ends_with("captured stdout=10485760 bytes, stderr=10485760 bytes\nexit status 0\n"),
-        "{}",
-        &text[text.len().saturating_sub(200)..]
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("pk-spawn: captured stdout=10485760 bytes, stderr=10485760 bytes\n")
     );
+    let text = stdout(&out);
     let mut lines = text.lines();
     let o = lines.next().unwrap();
     assert!(o.starts_with("stdout: ooo") && o.len() == 8 + 10485760);
     let e = lines.next().unwrap();
     assert!(e.starts_with("stderr: eee") && e.len() == 8 + 10485760);
+    assert!(lines.next().is_none());
 }
 
 #[test]
@@ -187,7 +229,6 @@ fn one_mib_of_input_into_cat_comes_back_identical() {
     std::fs::write(&file, &data).unwrap();
     // Inherited stdout: cat's bytes are pk-spawn's bytes, exactly.
     let out = pk("spawn")
-        .arg("-q")
         .arg("--input-file")
         .arg(&file)
         .args(["--", "cat"])
@@ -195,7 +236,7 @@ fn one_mib_of_input_into_cat_comes_back_identical() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout == data, "stdout differs from the input");
-    // Captured: input written while output is read in the same poll loop.
+    // Captured: input read by cat while its output is drained.
     let out = pk("spawn")
         .arg("--input-file")
         .arg(&file)
@@ -203,32 +244,90 @@ fn one_mib_of_input_into_cat_comes_back_identical() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let text = &out.stdout;
-    let tail = b"captured stdout=1048576 bytes, stderr=0 bytes\nexit status 0\n";
-    assert!(text.ends_with(tail));
-    let body = &text[..text.len() - tail.len()];
     let mut back = Vec::new();
-    for line in body.strip_suffix(b"\n").unwrap().split(|&b| b == b'\n') {
+    for line in out
+        .stdout
+        .strip_suffix(b"\n")
+        .unwrap()
+        .split(|&b| b == b'\n')
+    {
         back.extend_from_slice(line.strip_prefix(b"stdout: ").expect("every line labelled"));
         back.push(b'\n');
     }
     assert!(back == data, "captured bytes differ from the input");
+    // And the same through --input: a pipe fed by the poll loop.
+    let text = "x".repeat(100_000);
+    let out = pk("spawn")
+        .args(["--input", &text, "--", "wc", "-c"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "100000");
 }
 
 #[test]
 fn a_child_that_ignores_its_input_is_fine() {
     // true exits without reading: the rest of the input meets EPIPE, which
     // is not an error.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in");
-    std::fs::write(&file, vec![b'x'; 4 << 20]).unwrap();
+    let big = "x".repeat(120_000);
     let out = pk("spawn")
-        .arg("--input-file")
-        .arg(&file)
-        .args(["--capture", "true"])
+        .args(["--input", &big, "--capture", "true"])
         .output()
         .unwrap();
     assert_success(&out);
+}
+
+#[test]
+fn input_file_dash_is_the_wrappers_stdin() {
+    let out = bash("printf 'a\\nb\\nc\\n' | pk-spawn --input-file - -- wc -l")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "3");
+}
+
+#[test]
+fn endless_input_is_streamed_in_bounded_memory() {
+    // /dev/zero has no end: pk-spawn must not read it itself. The command
+    // reads 200 MB, then reports its parent's (pk-spawn's) peak memory.
+    let out = pk("spawn")
+        .args([
+            "--input-file",
+            "/dev/zero",
+            "--",
+            "sh",
+            "-c",
+            "head -c 200000000 | wc -c; grep VmHWM /proc/$PPID/status",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::trim), Some("200000000"));
+    let kb: u64 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(kb < 64 * 1024, "pk-spawn's peak resident set: {kb} kB");
+}
+
+#[test]
+fn a_fifos_data_reaches_the_command_before_its_writer_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut cmd = pk_std("spawn");
+    cmd.arg("--input-file")
+        .arg(&fifo)
+        .args(["--", "head", "-n", "1"]);
+    let mut spawn = Running::start(cmd, false);
+    // Opening for writing waits for pk-spawn's open for reading.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    std::io::Write::write_all(&mut writer, b"first line\n").unwrap();
+    // head prints the line and exits while we still hold the FIFO open.
+    spawn.wait_for(|l| l == "first line");
+    assert_eq!(spawn.wait().code(), Some(0));
+    drop(writer);
 }
 
 #[test]
@@ -240,12 +339,25 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--input"],
         &["--input", "x", "--input-file", "/etc/hostname", "cat"],
         &["--bogus", "true"],
+        &["--timeout", "abc", "true"],
+        &["--timeout", "-1", "true"],
+        &["--timeout", "25h", "true"],
+        &["--kill-after", "1", "true"],
+        &["--signal", "TERM", "true"],
+        &["--timeout", "1", "--signal", "BOGUS", "true"],
+        &["--timeout", "1", "--signal", "0", "true"],
+        &["--timeout", "1", "--kill-after", "x", "true"],
+        &["--env", "NOEQUALS", "true"],
+        &["--env", "=value", "true"],
+        &["--unset", "A=B", "true"],
+        &["--unset", "", "true"],
+        &["--cwd"],
     ];
     assert_usage_table("spawn", table);
 }
 
 #[test]
-fn a_missing_input_file_is_66() {
+fn missing_or_unusable_input_files_and_directories() {
     let out = pk("spawn")
         .args(["--input-file", "/nonexistent/in", "cat"])
         .output()
@@ -253,8 +365,28 @@ fn a_missing_input_file_is_66() {
     assert_one_line_error(&out, "spawn", 66);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "pk-spawn: read(/nonexistent/in): No such file or directory\n"
+        "pk-spawn: open(/nonexistent/in): No such file or directory\n"
     );
+    let out = pk("spawn")
+        .args(["--input-file", "/", "cat"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "spawn", 71);
+    let out = pk("spawn")
+        .args(["--cwd", "/nonexistent/dir", "true"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "spawn", 66);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: chdir(/nonexistent/dir): No such file or directory\n"
+    );
+    // Not a directory: a system call's failure.
+    let out = pk("spawn")
+        .args(["--cwd", "/etc/hostname", "true"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "spawn", 71);
 }
 
 #[test]
@@ -273,20 +405,328 @@ fn help_documents_flags_output_and_statuses() {
             "--input-file",
             "--capture",
             "--quiet",
+            "--verbose",
+            "--timeout",
+            "--kill-after",
+            "--signal",
+            "--preserve-status",
+            "--foreground",
+            "--env",
+            "--unset",
+            "--clear-env",
+            "--cwd",
             "stdout: <line>",
             "stderr: <line>",
-            "exit status <N>",
+            "exit status <CODE>",
+            "124",
+            "137",
             "127",
             "126",
             "128+N",
             "SIGPIPE",
+            "TERM, INT, HUP and QUIT",
         ],
     );
 }
 
+/// `timeout ARGS` and `pk-spawn ARGS`, at the same time; their `$?`.
+fn both(timeout_args: &[&str], pk_args: &[&str]) -> (i32, i32) {
+    let mut t = std::process::Command::new("timeout");
+    t.args(timeout_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0);
+    let mut p = pk_std("spawn");
+    p.args(pk_args).stdout(Stdio::null());
+    let mut t = Running::start(t, true);
+    let mut p = Running::start(p, true);
+    (shell_code(t.wait()), shell_code(p.wait()))
+}
+
+#[test]
+fn timeout_flags_end_as_timeout_1_does() {
+    const IGNORES_TERM: &[&str] = &["sh", "-c", "trap '' TERM; sleep 30"];
+    const EXITS_3_LATE: &[&str] = &["sh", "-c", "trap '' TERM; sleep 2; exit 3"];
+    const SLEEPS: &[&str] = &["sleep", "30"];
+    // (timeout(1)'s options and duration, pk-spawn's, the command, and the
+    // `$?` both must give)
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], i32);
+    let cases: &[Case] = &[
+        (&["0.2"], &["--timeout", "0.2"], SLEEPS, 124),
+        (
+            &["--preserve-status", "0.2"],
+            &["--preserve-status", "--timeout", "0.2"],
+            SLEEPS,
+            143,
+        ),
+        (
+            &["-k", "0.2", "0.2"],
+            &["--kill-after", "0.2", "--timeout", "0.2"],
+            IGNORES_TERM,
+            137,
+        ),
+        (
+            &["--preserve-status", "-k", "0.2", "0.2"],
+            &["--preserve-status", "-k", "0.2", "-t", "0.2"],
+            IGNORES_TERM,
+            137,
+        ),
+        (
+            &["-k", "10", "0.1"],
+            &["-k", "10", "-t", "0.1"],
+            EXITS_3_LATE,
+            124,
+        ),
+        (
+            &["--preserve-status", "-k", "10", "0.1"],
+            &["--preserve-status", "-k", "10", "-t", "0.1"],
+            EXITS_3_LATE,
+            3,
+        ),
+        (
+            &["-s", "INT", "0.2"],
+            &["-s", "INT", "-t", "0.2"],
+            SLEEPS,
+            124,
+        ),
+        (
+            &["--preserve-status", "-s", "INT", "0.2"],
+            &["--preserve-status", "--signal", "INT", "-t", "0.2"],
+            SLEEPS,
+            130,
+        ),
+        (
+            &["-s", "KILL", "0.2"],
+            &["-s", "KILL", "-t", "0.2"],
+            SLEEPS,
+            137,
+        ),
+        (&["10"], &["-t", "10"], &["sh", "-c", "exit 7"], 7),
+        (&["10"], &["-t", "10"], &["sh", "-c", "kill -TERM $$"], 143),
+        (&["0"], &["-t", "0"], &["sleep", "0.1"], 0),
+    ];
+    for &(t_opts, pk_opts, cmd, want) in cases {
+        let t_args: Vec<&str> = t_opts.iter().chain(cmd).copied().collect();
+        let pk_args: Vec<&str> = pk_opts.iter().chain(&["--"]).chain(cmd).copied().collect();
+        let got = both(&t_args, &pk_args);
+        assert_eq!(
+            got,
+            (want, want),
+            "timeout {t_args:?} / pk-spawn {pk_args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_timeout_ends_the_commands_children_too_unless_foreground() {
+    // As timeout(1): the signal goes to the command's process group, so a
+    // background child of the shell ends with it; with --foreground only
+    // the command itself gets it.
+    let script = "sleep 30 >/dev/null 2>&1 & echo $!; wait";
+    for (t_args, pk_args, survives) in [
+        (vec!["0.3"], vec!["--timeout", "0.3"], false),
+        (
+            vec!["--foreground", "0.3"],
+            vec!["--foreground", "--timeout", "0.3"],
+            true,
+        ),
+    ] {
+        let mut t = vec!["timeout"];
+        t.extend(&t_args);
+        t.extend(["sh", "-c", script]);
+        let mut p = pk_args.clone();
+        p.extend(["--", "sh", "-c", script]);
+        for words in [
+            t.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            pk_spawn(&p),
+        ] {
+            let out = command(&words).output().unwrap();
+            assert_eq!(shell_code(out.status), 124, "{words:?}");
+            let pid: i32 = stdout(&out).trim().parse().unwrap();
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'));
+            if survives {
+                assert!(alive, "{words:?}: the background sleep was signalled");
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+            }
+            assert_gone(pid);
+        }
+    }
+}
+
+/// Shell words that wait until the wrapper (the command's parent) sleeps:
+/// it is then past its fork and waiting. timeout(1) 9.1 dies of a signal
+/// that arrives before its fork has returned, leaving the command behind.
+const PARENT_WAITS: &str = "until grep -q '^State:.S' /proc/$PPID/status; do sleep 0.01; done; ";
+
+#[test]
+fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
+    for (sig, name) in [
+        (Signal::SIGTERM, "TERM"),
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
+    ] {
+        let script = format!(
+            "trap 'echo got {name}; exit 5' {name}; {PARENT_WAITS}echo ready; \
+             while :; do sleep 0.05; done"
+        );
+        let mut results = Vec::new();
+        for wrapper in ["timeout", "pk-spawn"] {
+            let mut cmd = if wrapper == "timeout" {
+                let mut c = std::process::Command::new("timeout");
+                c.arg("60").stdin(Stdio::null());
+                c
+            } else {
+                let mut c = pk_std("spawn");
+                c.arg("--");
+                c
+            };
+            cmd.args(["sh", "-c", &script]);
+            let mut r = Running::start(cmd, true);
+            r.wait_for(|l| l == "ready");
+            r.signal(sig);
+            let lines = r.wait_for(|l| l.starts_with("got"));
+            results.push((lines, shell_code(r.wait())));
+        }
+        assert_eq!(results[1], results[0], "{name}");
+        assert_eq!(results[1], (vec![format!("got {name}")], 5), "{name}");
+    }
+    // A command that does not handle it dies of it; pk-spawn exits 128+N
+    // (timeout(1) kills itself with the signal: the same `$?`).
+    let mut results = Vec::new();
+    for wrapper in ["timeout", "pk-spawn"] {
+        let mut cmd = if wrapper == "timeout" {
+            let mut c = std::process::Command::new("timeout");
+            c.arg("60").stdin(Stdio::null());
+            c
+        } else {
+            pk_std("spawn")
+        };
+        cmd.args([
+            "sh",
+            "-c",
+            &format!("{PARENT_WAITS}echo ready; exec sleep 30"),
+        ]);
+        let mut r = Running::start(cmd, true);
+        r.wait_for(|l| l == "ready");
+        r.signal(Signal::SIGHUP);
+        results.push(shell_code(r.wait()));
+    }
+    assert_eq!(results, [129, 129]);
+}
+
+#[test]
+fn a_relayed_signal_starts_the_kill_after_clock() {
+    let mut cmd = pk_std("spawn");
+    cmd.args(["-v", "-k", "0.2", "-t", "60", "--"])
+        .args(["sh", "-c", "trap '' TERM; echo ready; exec sleep 30"])
+        .stderr(Stdio::piped());
+    let mut r = Running::start(cmd, true);
+    r.wait_for(|l| l == "ready");
+    r.signal(Signal::SIGTERM);
+    assert_eq!(shell_code(r.wait()), 137);
+    let mut err = String::new();
+    std::io::Read::read_to_string(r.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with("pk-spawn: passed SIGTERM on to process group "));
+    assert!(lines[1].starts_with("pk-spawn: still running 200ms after the signal: sent SIGKILL"));
+    assert!(lines[2].starts_with("pk-spawn: exit status 137: child "));
+}
+
+#[test]
+fn environment_flags_do_what_env_1_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().canonicalize().unwrap();
+    let d = real.to_str().unwrap().to_string();
+    std::fs::write(
+        real.join("prog"),
+        "#!/bin/sh\necho prog in \"$PWD\" with \"$A\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(real.join("prog"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let show = "echo \"A=${A-unset} B=${B-unset} HOME=${HOME-unset}\"";
+    let path = format!("PATH={d}");
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // (env(1)'s arguments, pk-spawn's, the command after both)
+    let cases: Vec<(Vec<String>, Vec<String>, Vec<String>)> = vec![
+        (
+            words(&["A=1"]),
+            words(&["--env", "A=1"]),
+            words(&["sh", "-c", show]),
+        ),
+        (
+            words(&["A=1", "A=2=3"]),
+            words(&["-e", "A=1", "-e", "A=2=3"]),
+            words(&["sh", "-c", show]),
+        ),
+        (
+            words(&["A="]),
+            words(&["--env", "A="]),
+            words(&["sh", "-c", show]),
+        ),
+        (
+            words(&["-u", "HOME"]),
+            words(&["--unset", "HOME"]),
+            words(&["sh", "-c", show]),
+        ),
+        (
+            words(&["-u", "A", "A=back"]),
+            words(&["-u", "A", "-e", "A=back"]),
+            words(&["sh", "-c", show]),
+        ),
+        (
+            words(&["-i", "B=2"]),
+            words(&["--clear-env", "--env", "B=2"]),
+            words(&["/usr/bin/env"]),
+        ),
+        (
+            words(&["-i"]),
+            words(&["--clear-env"]),
+            words(&["/usr/bin/env"]),
+        ),
+        // The command is looked up with the PATH it will have.
+        (
+            words(&[&path, "A=x"]),
+            words(&["-e", &path, "-e", "A=x"]),
+            words(&["prog"]),
+        ),
+        // A relative command is relative to the new directory.
+        (
+            words(&["-C", &d]),
+            words(&["--cwd", &d]),
+            words(&["./prog"]),
+        ),
+        (
+            words(&["-C", &d, "A=y"]),
+            words(&["-C", &d, "-e", "A=y"]),
+            words(&["sh", "-c", "./prog; pwd"]),
+        ),
+    ];
+    for (env_args, pk_opts, cmd) in &cases {
+        let e: Vec<String> = std::iter::once("env".to_string())
+            .chain(env_args.iter().cloned())
+            .chain(cmd.iter().cloned())
+            .collect();
+        let p: Vec<&str> = pk_opts
+            .iter()
+            .map(String::as_str)
+            .chain(["--"])
+            .chain(cmd.iter().map(String::as_str))
+            .collect();
+        let by_env = command(&e).output().unwrap();
+        let by_pk = command(&pk_spawn(&p)).output().unwrap();
+        assert_success(&by_env);
+        assert_success(&by_pk);
+        assert!(!by_env.stdout.is_empty() || env_args == &["-i"], "{e:?}");
+        assert_eq!(stdout(&by_pk), stdout(&by_env), "{e:?} / pk-spawn {p:?}");
+    }
+}
+
 /// Run pk-spawn with `args` under `strace -f`: the exit code, the trace,
 /// pk-spawn's pid and its child's. `None` where strace is not installed.
-fn strace_spawn(args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
+fn strace_spawn(extra: &[&str], args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
     if strace_missing() {
         return None;
     }
@@ -295,6 +735,7 @@ fn strace_spawn(args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
     let out = assert_cmd::Command::new("strace")
         .args(["-f", "-qq", "-o"])
         .arg(&log)
+        .args(extra)
         .arg(bin("pk-spawn"))
         .args(args)
         .timeout(TIMEOUT)
@@ -302,28 +743,74 @@ fn strace_spawn(args: &[&str]) -> Option<(Option<i32>, String, i32, i32)> {
         .unwrap();
     let trace = std::fs::read_to_string(&log).unwrap();
     // pk-spawn is single-threaded: the first pid other than its own that
-    // shows up in the trace is the forked child.
+    // shows up in the trace is the child it started.
     let pid_of = |l: &str| l.split_whitespace().next()?.parse::<i32>().ok();
     let parent = trace.lines().next().and_then(pid_of).expect("a trace");
     let child = trace
         .lines()
         .filter_map(pid_of)
         .find(|&p| p != parent)
-        .expect("a fork in the trace");
+        .expect("a child in the trace");
     Some((out.status.code(), trace, parent, child))
+}
+
+/// What `pid` did on this trace line (the line without its pid column,
+/// which strace pads to five characters), or `None` for another pid's line.
+fn by(pid: i32, line: &str) -> Option<&str> {
+    let (first, rest) = line.split_once(' ')?;
+    (first.parse() == Ok(pid)).then(|| rest.trim_start())
 }
 
 /// Whether the trace shows `parent` reaping exactly `child`.
 fn reaps(trace: &str, parent: i32, child: i32) -> bool {
     trace
         .lines()
-        .any(|l| l.starts_with(&format!("{parent} ")) && l.contains(&format!("wait4({child},")))
+        .filter_map(|l| by(parent, l))
+        .any(|l| l.starts_with(&format!("wait4({child},")))
         && !trace.contains("wait4(-1")
 }
 
 #[test]
+fn strace_shows_a_vfork_style_clone_and_no_fork() {
+    // The issue's proof: every process creation is clone(CLONE_VM|
+    // CLONE_VFORK), never fork, vfork(2) or a clone without CLONE_VM (which
+    // is what glibc's fork is), and the command is exec'd once.
+    let Some((code, trace, parent, child)) = strace_spawn(
+        &["-e", "trace=clone,clone3,vfork,fork,execve"],
+        &["--", "/bin/sh", "-c", "exit 3"],
+    ) else {
+        return;
+    };
+    assert_eq!(code, Some(3));
+    let creations: Vec<&str> = trace
+        .lines()
+        .filter(|l| {
+            ["clone(", "clone3(", "vfork(", "fork("]
+                .iter()
+                .any(|c| l.contains(c))
+        })
+        .collect();
+    assert_eq!(creations.len(), 1, "{trace}");
+    assert!(
+        by(parent, creations[0]).is_some_and(|c| c.starts_with("clone("))
+            && creations[0].contains("flags=CLONE_VM|CLONE_VFORK|SIGCHLD"),
+        "{trace}"
+    );
+    let execs: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| by(child, l))
+        .filter(|l| l.starts_with("execve("))
+        .collect();
+    assert_eq!(execs.len(), 1, "{trace}");
+    assert!(
+        execs[0].contains("(\"/bin/sh\", [\"/bin/sh\", \"-c\", \"exit 3\"]"),
+        "{trace}"
+    );
+}
+
+#[test]
 fn strace_a_failed_exec_is_still_reaped() {
-    let Some((code, trace, parent, child)) = strace_spawn(&["no-such-command-here"]) else {
+    let Some((code, trace, parent, child)) = strace_spawn(&[], &["no-such-command-here"]) else {
         return;
     };
     assert_eq!(code, Some(127));
@@ -331,49 +818,73 @@ fn strace_a_failed_exec_is_still_reaped() {
     assert!(
         trace
             .lines()
-            .any(|l| l.starts_with(&format!("{child} ")) && l.contains("exit_group(127")),
+            .filter_map(|l| by(child, l))
+            .any(|l| l.starts_with("exit_group(127")),
         "{trace}"
     );
 }
 
 #[test]
-fn strace_shows_only_safe_calls_between_fork_and_exec() {
+fn strace_shows_only_safe_calls_and_handlers_reset_before_the_mask() {
     let Some((code, trace, parent, child)) =
-        strace_spawn(&["-q", "--capture", "--input", "x", "--", "cat"])
+        strace_spawn(&[], &["--capture", "--input", "x", "-C", "/", "--", "cat"])
     else {
         return;
     };
     assert_eq!(code, Some(0));
     let calls: Vec<&str> = trace
         .lines()
-        .filter(|l| l.starts_with(&format!("{child} ")))
-        .map(|l| l[child.to_string().len() + 1..].trim_start())
+        .filter_map(|l| by(child, l))
         // strace splits calls that overlap with the parent's.
         .filter(|l| !l.starts_with("<..."))
         .take_while(|l| !l.starts_with("execve("))
-        .map(|l| l.split('(').next().unwrap())
         .collect();
-    for call in &calls {
+    let names: Vec<&str> = calls.iter().map(|l| l.split('(').next().unwrap()).collect();
+    for call in &names {
         assert!(
             [
                 "rt_sigprocmask",
                 "rt_sigaction",
+                "setpgid",
+                "chdir",
                 "dup2",
                 "dup3",
                 "set_robust_list",
                 "gettid"
             ]
             .contains(call),
-            "{call} between fork and exec: {calls:?}"
+            "{call} between clone and exec: {names:?}"
         );
     }
+    // Rust installs SIGSEGV and SIGBUS handlers: the child puts them back
+    // to SIG_DFL, and only after that unblocks the signals.
+    let unmask = calls
+        .iter()
+        .position(|c| c.starts_with("rt_sigprocmask(SIG_SETMASK, []"))
+        .unwrap_or_else(|| panic!("no unmask: {calls:?}"));
+    let resets: Vec<usize> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.starts_with("rt_sigaction(SIG") && c.contains("{sa_handler=SIG_DFL"))
+        .map(|(i, _)| i)
+        .collect();
+    for sig in ["SIGSEGV", "SIGBUS", "SIGPIPE"] {
+        assert!(
+            calls
+                .iter()
+                .take(unmask)
+                .any(|c| c.starts_with(&format!("rt_sigaction({sig}, {{sa_handler=SIG_DFL"))),
+            "{sig} reset before the unmask: {calls:?}"
+        );
+    }
+    assert!(resets.iter().all(|&i| i < unmask), "{calls:?}");
+    assert!(
+        names.contains(&"chdir") && names.contains(&"setpgid"),
+        "{names:?}"
+    );
     assert!(
         reaps(&trace, parent, child),
         "the parent reaps exactly its child: {trace}"
-    );
-    assert!(
-        calls.contains(&"rt_sigprocmask") && calls.contains(&"rt_sigaction"),
-        "{calls:?}"
     );
 }
 
@@ -385,8 +896,39 @@ fn closed_stdin_and_stderr_do_not_confuse_the_redirections() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        stdout(&out),
-        "stdout: abc\nstderr: err\ncaptured stdout=3 bytes, stderr=4 bytes\nexit status 0\n"
-    );
+    assert_eq!(stdout(&out), "stdout: abc\nstderr: err\n");
+}
+
+#[test]
+fn a_child_killed_at_any_step_before_exec_is_reported_and_reaped() {
+    // SIGKILL the child in the middle of each of its steps between clone
+    // and exec (setpgid, chdir, dup2, the first execve: calls only the
+    // child makes, or the parent's own execve comes first): pk-spawn neither
+    // hangs nor mistakes it for an exec failure, and reaps exactly it.
+    if strace_missing() {
+        return;
+    }
+    for (call, when) in [
+        ("setpgid", "1"),
+        ("chdir", "1"),
+        ("dup2", "1"),
+        ("execve", "2"),
+    ] {
+        let inject = format!("inject={call}:signal=SIGKILL:when={when}");
+        let Some((code, trace, parent, child)) = strace_spawn(
+            &["-e", &format!("trace=execve,{call},wait4"), "-e", &inject],
+            &["-C", "/", "--capture", "--input", "x", "--", "cat"],
+        ) else {
+            return;
+        };
+        assert_eq!(code, Some(137), "{call}: {trace}");
+        assert!(
+            trace
+                .lines()
+                .filter_map(|l| by(child, l))
+                .any(|l| l == "+++ killed by SIGKILL +++"),
+            "{call}: {trace}"
+        );
+        assert!(reaps(&trace, parent, child), "{call}: {trace}");
+    }
 }

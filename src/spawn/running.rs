@@ -1,0 +1,314 @@
+//! A started program: its pid, the parent's ends of its pipes, and the one
+//! poll(2) loop that feeds its input, drains its output and watches it end.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::Signal;
+
+use crate::error::{Error, Result};
+use crate::process::{Child, Pid};
+use crate::status::Status;
+use crate::sys::spawn::fds::SpawnFd;
+
+/// Bytes moved per read or write.
+const CHUNK: usize = 64 * 1024;
+
+/// Without a pidfd (kernels before 5.3), how often the loop looks whether
+/// the child has ended.
+const CHILD_POLL: Duration = Duration::from_millis(10);
+
+/// What ended a [`Running::wait_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The child has ended and been reaped, and its output pipes are at end
+    /// of file.
+    Exited(Status),
+    /// The deadline passed first.
+    Deadline,
+    /// The wake descriptor became readable.
+    Woken,
+}
+
+/// A started program ([`Spawn::start`](super::Spawn::start)). Dropped
+/// before it has been reaped, it is killed (SIGKILL, to its whole process
+/// group when it has one) and reaped, so no error path leaves a stray
+/// process or a zombie.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    name: String,
+    group: Option<Pid>,
+    pidfd: Option<OwnedFd>,
+    pidfd_tried: bool,
+    input: Option<(SpawnFd, Vec<u8>, usize)>,
+    outputs: [Option<SpawnFd>; 2],
+    collected: [Vec<u8>; 2],
+}
+
+/// One descriptor in the poll set.
+#[derive(Clone, Copy)]
+enum Slot {
+    Input,
+    Output(usize),
+    Child,
+    Wake,
+}
+
+impl Running {
+    pub(super) fn new(
+        child: Child,
+        name: String,
+        group: Option<Pid>,
+        input: Option<(SpawnFd, Vec<u8>)>,
+        outputs: [Option<SpawnFd>; 2],
+    ) -> Running {
+        Running {
+            child,
+            name,
+            group,
+            pidfd: None,
+            pidfd_tried: false,
+            input: input.map(|(w, bytes)| (w, bytes, 0)),
+            outputs,
+            collected: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        self.child.pid()
+    }
+
+    /// The program name.
+    pub fn program(&self) -> &str {
+        &self.name
+    }
+
+    /// The process group that [`Running::signal`] signals: the child's own
+    /// ([`Spawn::process_group`](super::Spawn::process_group)), or `None`
+    /// when signals go to the child alone.
+    pub fn process_group(&self) -> Option<Pid> {
+        self.group
+    }
+
+    /// How the child ended, once reaped.
+    pub fn status(&self) -> Option<Status> {
+        self.child.status()
+    }
+
+    /// Send `sig` to the child's process group (see
+    /// [`Running::process_group`]), or to the child alone through its pidfd
+    /// (immune to pid reuse) or by pid. Does nothing once it has been
+    /// reaped; a group whose members are all gone is not an error.
+    pub fn signal(&mut self, sig: Signal) -> Result<()> {
+        if self.child.status().is_some() {
+            return Ok(());
+        }
+        let r = match (self.group, &self.pidfd) {
+            (Some(pgid), _) => nix::sys::signal::killpg(pgid, sig),
+            (None, Some(fd)) => crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig),
+            (None, None) => nix::sys::signal::kill(self.pid(), sig),
+        };
+        match r {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::sys("kill", self.pid(), e)),
+        }
+    }
+
+    /// Wait for the child to end and its output to reach end of file,
+    /// feeding input and draining output meanwhile.
+    pub fn wait(&mut self) -> Result<Status> {
+        loop {
+            if let Event::Exited(s) = self.wait_event(None, None)? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Feed the input and drain the output until the child has ended (and
+    /// been reaped) and its output pipes are at end of file, `deadline`
+    /// passes, or `wake` becomes readable (the caller reads it). A signal
+    /// that interrupts poll(2) is retried.
+    ///
+    /// Output still flowing after the child ended (a background grandchild
+    /// holding the pipe) is drained until end of file, as
+    /// `Popen.communicate` does; [`Running::abandon_output`] stops that.
+    pub fn wait_event(
+        &mut self,
+        deadline: Option<Instant>,
+        wake: Option<BorrowedFd<'_>>,
+    ) -> Result<Event> {
+        let mut chunk = Vec::new();
+        loop {
+            let pipes_open = self.input.is_some() || self.outputs.iter().any(Option::is_some);
+            if let Some(status) = self.child.status() {
+                if !pipes_open {
+                    return Ok(Event::Exited(status));
+                }
+            }
+            let alive = self.child.status().is_none();
+            // Nothing to watch but the child, and no reason to stop early:
+            // a plain blocking waitpid.
+            if alive && !pipes_open && deadline.is_none() && wake.is_none() {
+                return Ok(Event::Exited(self.child.wait()?));
+            }
+            // While pipes are open and nothing else is watched, their end of
+            // file says when to look at the child.
+            let watch_child = alive && (!pipes_open || deadline.is_some() || wake.is_some());
+            if watch_child {
+                self.open_pidfd();
+            }
+
+            let mut fds = Vec::with_capacity(5);
+            let mut who = Vec::with_capacity(5);
+            if let Some((w, _, _)) = &self.input {
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLOUT));
+                who.push(Slot::Input);
+            }
+            for (i, r) in self.outputs.iter().enumerate() {
+                if let Some(r) = r {
+                    fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                    who.push(Slot::Output(i));
+                }
+            }
+            if let (true, Some(p)) = (watch_child, &self.pidfd) {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                who.push(Slot::Child);
+            }
+            if let Some(w) = wake {
+                fds.push(PollFd::new(w, PollFlags::POLLIN));
+                who.push(Slot::Wake);
+            }
+            let no_pidfd = watch_child && self.pidfd.is_none();
+            let wait_until = if no_pidfd {
+                let look = Instant::now() + CHILD_POLL;
+                Some(deadline.map_or(look, |d| d.min(look)))
+            } else {
+                deadline
+            };
+            let n = match poll(&mut fds, crate::process::poll_timeout(wait_until)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("poll", &self.name, e)),
+            };
+            let ready: Vec<Slot> = fds
+                .iter()
+                .zip(&who)
+                .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, w)| *w)
+                .collect();
+            drop(fds);
+            if no_pidfd {
+                self.child.try_wait()?;
+            }
+            let mut woken = false;
+            for slot in ready {
+                match slot {
+                    Slot::Input => self.feed()?,
+                    Slot::Output(i) => self.drain(i, &mut chunk)?,
+                    Slot::Child => {
+                        self.child.try_wait()?;
+                    }
+                    Slot::Wake => woken = true,
+                }
+            }
+            if self.child.status().is_some() {
+                self.pidfd = None;
+            }
+            if woken {
+                return Ok(Event::Woken);
+            }
+            if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Event::Deadline);
+            }
+        }
+    }
+
+    /// Close the input and output pipes: whatever is still unwritten or
+    /// unread is dropped.
+    pub fn abandon_output(&mut self) {
+        self.input = None;
+        self.outputs = [None, None];
+    }
+
+    /// What the child wrote to stdout and stderr (when captured), taken out.
+    pub fn take_output(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let [out, err] = std::mem::take(&mut self.collected);
+        (out, err)
+    }
+
+    /// The parent's pipe ends, for tests of the fork gate.
+    #[cfg(test)]
+    pub(super) fn pipe_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.input
+            .iter()
+            .map(|(w, _, _)| w.as_raw_fd())
+            .chain(self.outputs.iter().flatten().map(AsRawFd::as_raw_fd))
+            .collect()
+    }
+
+    /// What was read from stdout so far, for tests.
+    #[cfg(test)]
+    pub(super) fn stdout_so_far(&self) -> &[u8] {
+        &self.collected[0]
+    }
+
+    /// A pidfd for the child, once: poll(2) can wait on it with a deadline.
+    fn open_pidfd(&mut self) {
+        if !self.pidfd_tried {
+            self.pidfd_tried = true;
+            self.pidfd = crate::sys::proc::pidfd_open(self.pid()).ok();
+        }
+    }
+
+    /// Write the next piece of input, without blocking.
+    fn feed(&mut self) -> Result<()> {
+        let Some((w, bytes, pos)) = &mut self.input else {
+            return Ok(());
+        };
+        let end = (*pos + CHUNK).min(bytes.len());
+        match nix::unistd::write(&*w, &bytes[*pos..end]) {
+            Ok(n) => *pos += n,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            // The child closed its stdin: the rest is not wanted.
+            Err(Errno::EPIPE) => *pos = bytes.len(),
+            Err(e) => return Err(Error::sys("write", format!("{} stdin", self.name), e)),
+        }
+        if *pos == bytes.len() {
+            // Closing the pipe is the child's end of file.
+            self.input = None;
+        }
+        Ok(())
+    }
+
+    /// Read what output `i` has; drop it at end of file.
+    fn drain(&mut self, i: usize, chunk: &mut Vec<u8>) -> Result<()> {
+        let Some(r) = &self.outputs[i] else {
+            return Ok(());
+        };
+        chunk.resize(CHUNK, 0);
+        match nix::unistd::read(r.as_fd(), chunk) {
+            Ok(0) => self.outputs[i] = None,
+            Ok(n) => self.collected[i].extend_from_slice(&chunk[..n]),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => {
+                let what = if i == 0 { "stdout" } else { "stderr" };
+                return Err(Error::sys("read", format!("{} {what}", self.name), e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.status().is_none() {
+            // The group first; the Child then kills the pid and reaps it.
+            let _ = self.signal(Signal::SIGKILL);
+        }
+    }
+}

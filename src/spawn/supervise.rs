@@ -1,0 +1,299 @@
+//! Watching a running program as timeout(1) does: a deadline with a signal,
+//! a SIGKILL some time after it, and signals that reach the wrapper passed
+//! on to the program.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::running::{Event, Running};
+use crate::error::{Error, Result};
+use crate::process::deadline_after;
+use crate::status::Status;
+
+/// When and how to end a program that runs too long, timeout(1)'s way:
+/// after `after`, send `signal` (default SIGTERM, then SIGCONT so a stopped
+/// program can act on it); if it still runs `kill_after` later, SIGKILL.
+///
+/// ```
+/// use std::time::Duration;
+/// use posixkit::spawn::{Spawn, Timeout};
+/// let out = Spawn::new(["sleep", "5"]).unwrap()
+///     .timeout(Timeout::new(Duration::from_millis(50)))
+///     .run()
+///     .unwrap();
+/// assert!(out.timed_out);
+/// assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout {
+    after: Option<Duration>,
+    signal: Signal,
+    kill_after: Option<Duration>,
+}
+
+impl Timeout {
+    /// Send SIGTERM once `after` has passed (a duration too large for the
+    /// clock never passes).
+    pub fn new(after: Duration) -> Timeout {
+        Timeout {
+            after: Some(after),
+            signal: Signal::SIGTERM,
+            kill_after: None,
+        }
+    }
+
+    /// No deadline; only the kill-after applies, to signals a
+    /// [`SignalRelay`] passes on (timeout(1)'s `-k K 0`).
+    pub fn never() -> Timeout {
+        Timeout {
+            after: None,
+            ..Timeout::new(Duration::ZERO)
+        }
+    }
+
+    /// The signal sent when the time is up (default SIGTERM).
+    #[must_use]
+    pub fn signal(mut self, sig: Signal) -> Self {
+        self.signal = sig;
+        self
+    }
+
+    /// Send SIGKILL if the program still runs this long after the signal
+    /// (the timeout's, or one passed on by a [`SignalRelay`]).
+    #[must_use]
+    pub fn kill_after(mut self, after: Duration) -> Self {
+        self.kill_after = Some(after);
+        self
+    }
+}
+
+/// What one [`Supervisor::step`] saw or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The program ended (and was reaped) with this status.
+    Exited(Status),
+    /// The time ran out and this signal was sent.
+    TimedOut(Signal),
+    /// The program still ran after the kill-after delay: SIGKILL was sent.
+    Killed,
+    /// This signal reached us and was passed on to the program.
+    Relayed(Signal),
+}
+
+/// Drives a [`Running`] program to its end under a [`Timeout`], passing on
+/// the signals of a [`SignalRelay`]. The clock starts at
+/// [`Supervisor::new`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use nix::sys::signal::Signal;
+/// use posixkit::spawn::{SignalRelay, Spawn, Step, Supervisor, Timeout};
+/// // A wrapper: TERM and INT sent to us go to the command.
+/// let mut relay = SignalRelay::new(&[Signal::SIGTERM, Signal::SIGINT]).unwrap();
+/// let mut sup = Supervisor::new(Some(Timeout::new(Duration::from_secs(10))));
+/// let mut child = Spawn::new(["make"]).unwrap().process_group(true).start().unwrap();
+/// let status = loop {
+///     match sup.step(&mut child, Some(&mut relay)).unwrap() {
+///         Step::Exited(status) => break status,
+///         other => eprintln!("{other:?}"),
+///     }
+/// };
+/// ```
+#[derive(Debug)]
+pub struct Supervisor {
+    timeout: Option<Timeout>,
+    signal_at: Option<Instant>,
+    kill_at: Option<Instant>,
+    timed_out: bool,
+    killed: bool,
+}
+
+impl Supervisor {
+    /// Start the clock for `timeout` (`None`: no timeout, no kill-after).
+    pub fn new(timeout: Option<Timeout>) -> Supervisor {
+        Supervisor {
+            signal_at: timeout.and_then(|t| t.after).and_then(deadline_after),
+            timeout,
+            kill_at: None,
+            timed_out: false,
+            killed: false,
+        }
+    }
+
+    /// Whether the time ran out (the timeout's signal was sent).
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// Whether SIGKILL was sent (the timeout's signal, or the kill-after).
+    pub fn killed(&self) -> bool {
+        self.killed
+    }
+
+    /// Wait for the next thing that happens: the program ends, a deadline
+    /// passes (and its signal is sent), or a signal reaches `relay` (and is
+    /// passed on). Call again until [`Step::Exited`].
+    ///
+    /// A signal the terminal sent to its whole foreground group is not
+    /// passed on to a program that shares our process group: it has had it.
+    /// When the program has ended but a pipe it shared is still open past a
+    /// deadline, the output is abandoned and the step returns `Exited`.
+    pub fn step(&mut self, r: &mut Running, mut relay: Option<&mut SignalRelay>) -> Result<Step> {
+        loop {
+            if let Some(relay) = relay.as_deref_mut() {
+                while let Some(got) = relay.take()? {
+                    if got.from_kernel && r.process_group().is_none() {
+                        continue;
+                    }
+                    self.relay(r, got.signal)?;
+                    return Ok(Step::Relayed(got.signal));
+                }
+            }
+            let next = match (self.signal_at, self.kill_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wake = relay.as_deref().map(|x| x.as_fd());
+            match r.wait_event(next, wake)? {
+                Event::Exited(status) => return Ok(Step::Exited(status)),
+                Event::Woken => continue,
+                Event::Deadline => {}
+            }
+            let now = Instant::now();
+            if r.status().is_some() {
+                r.abandon_output();
+                continue;
+            }
+            if self.kill_at.is_some_and(|t| now >= t) {
+                self.kill_at = None;
+                r.signal(Signal::SIGKILL)?;
+                self.killed = true;
+                return Ok(Step::Killed);
+            }
+            if let (Some(t), Some(at)) = (self.timeout, self.signal_at) {
+                if now >= at {
+                    self.signal_at = None;
+                    self.timed_out = true;
+                    self.send(r, t.signal)?;
+                    return Ok(Step::TimedOut(t.signal));
+                }
+            }
+        }
+    }
+
+    /// Pass `sig` on to the program as a wrapper does (then SIGCONT, and the
+    /// kill-after clock starts if the timeout has one and it is not running
+    /// yet). For callers with a signal source of their own;
+    /// [`Supervisor::step`] does it for a [`SignalRelay`].
+    pub fn relay(&mut self, r: &mut Running, sig: Signal) -> Result<()> {
+        self.send(r, sig)
+    }
+
+    fn send(&mut self, r: &mut Running, sig: Signal) -> Result<()> {
+        r.signal(sig)?;
+        if sig == Signal::SIGKILL {
+            self.killed = true;
+            self.kill_at = None;
+            return Ok(());
+        }
+        if sig != Signal::SIGCONT {
+            r.signal(Signal::SIGCONT)?;
+        }
+        if self.kill_at.is_none() && !self.killed {
+            self.kill_at = self
+                .timeout
+                .and_then(|t| t.kill_after)
+                .and_then(deadline_after);
+        }
+        Ok(())
+    }
+}
+
+/// A signal that reached a [`SignalRelay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Which signal.
+    pub signal: Signal,
+    /// Sent by the kernel (a terminal's ^C or hang-up, `SI_KERNEL`) rather
+    /// than by a process's kill(2).
+    pub from_kernel: bool,
+}
+
+/// Signals for a wrapper to pass on, taken from a signalfd(2) instead of a
+/// handler: the signals are blocked in the calling thread while the relay
+/// lives, and arrive as readable data that [`Supervisor::step`] polls with
+/// the program's pipes. Dropping the relay discards any that arrived and
+/// were not taken, then restores the thread's signal mask.
+///
+/// The mask is the calling thread's: in a program with other threads,
+/// block the same signals in all of them (before starting them), or the
+/// kernel may deliver one to a thread that does not block it. A child
+/// started meanwhile gets an empty mask and default dispositions, whatever
+/// the relay blocks.
+#[derive(Debug)]
+pub struct SignalRelay {
+    fd: SignalFd,
+    old: SigSet,
+}
+
+impl SignalRelay {
+    /// Block `signals` in the calling thread and read them from a signalfd.
+    /// A signal that is ignored (SIG_IGN) at this moment is left alone and
+    /// never relayed: a program started now inherits the ignoring, as
+    /// `nohup` and a shell's background jobs intend.
+    pub fn new(signals: &[Signal]) -> Result<SignalRelay> {
+        let mut set = SigSet::empty();
+        for &s in signals {
+            if !crate::sys::spawn::is_ignored(s as libc::c_int) {
+                set.add(s);
+            }
+        }
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+            .map_err(|e| Error::sys("pthread_sigmask", "SIG_BLOCK", e))?;
+        match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => Ok(SignalRelay { fd, old }),
+            Err(e) => {
+                let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+                Err(Error::sys("signalfd", "relay", e))
+            }
+        }
+    }
+
+    /// The next signal that arrived, if any (never blocks).
+    pub fn take(&mut self) -> Result<Option<Relayed>> {
+        loop {
+            return match self.fd.read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+                        continue;
+                    };
+                    Ok(Some(Relayed {
+                        signal,
+                        from_kernel: info.ssi_code == libc::SI_KERNEL,
+                    }))
+                }
+                Ok(None) => Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => Err(Error::sys("read", "signalfd", e)),
+            };
+        }
+    }
+}
+
+impl AsFd for SignalRelay {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SignalRelay {
+    fn drop(&mut self) {
+        while let Ok(Some(_)) = self.fd.read_signal() {}
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}

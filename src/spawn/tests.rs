@@ -1,0 +1,333 @@
+//! Unit tests of the spawn path: PATH search, exec failures, pipes, the
+//! environment, timeouts and the fork gate.
+
+use super::*;
+
+#[test]
+fn path_search_follows_execvp() {
+    let c = |v: Vec<CString>| {
+        v.into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        c(search_path(b"ls", Some("/a::/b".into()))),
+        ["/a/ls", "./ls", "/b/ls"]
+    );
+    assert_eq!(c(search_path(b"./x", Some("/a".into()))), ["./x"]);
+    assert_eq!(c(search_path(b"ls", None)), ["/bin/ls", "/usr/bin/ls"]);
+    assert!(search_path(b"", None).is_empty());
+}
+
+#[test]
+fn exec_failures_are_not_found_or_not_executable() {
+    assert_eq!(exec_failure_kind(Errno::ENOENT), ErrorKind::CommandNotFound);
+    assert_eq!(
+        exec_failure_kind(Errno::ENOTDIR),
+        ErrorKind::CommandNotFound
+    );
+    assert_eq!(
+        exec_failure_kind(Errno::EACCES),
+        ErrorKind::CommandNotExecutable
+    );
+    assert_eq!(
+        exec_failure_kind(Errno::ENOEXEC),
+        ErrorKind::CommandNotExecutable
+    );
+}
+
+#[test]
+fn captures_both_streams_and_feeds_input() {
+    let out = Spawn::new(["sh", "-c", "cat; echo err >&2; exit 3"])
+        .unwrap()
+        .input(b"in\n".to_vec())
+        .capture(true)
+        .run()
+        .unwrap();
+    assert_eq!(out.stdout, b"in\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.status, Status::Exited(3));
+}
+
+#[test]
+fn a_missing_program_is_127() {
+    let e = Spawn::new(["/nonexistent/prog"])
+        .unwrap()
+        .run()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CommandNotFound);
+    assert_eq!(
+        e.to_string(),
+        "execvp(/nonexistent/prog): No such file or directory"
+    );
+}
+
+#[test]
+fn one_mib_of_input_comes_back_through_cat() {
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let out = Spawn::new(["cat"])
+        .unwrap()
+        .input(data.clone())
+        .capture(true)
+        .run()
+        .unwrap();
+    assert!(out.stdout == data);
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn stdin_from_a_descriptor() {
+    let (r, w) = crate::pipe::pipe().unwrap();
+    w.write_all(b"from a pipe fd").unwrap();
+    drop(w);
+    let out = Spawn::new(["cat"])
+        .unwrap()
+        .stdin(Stdin::Fd(r.into()))
+        .capture(true)
+        .run()
+        .unwrap();
+    assert_eq!(out.stdout, b"from a pipe fd");
+}
+
+#[test]
+fn the_child_starts_with_an_empty_signal_mask() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    // fork copies the calling thread's mask; the child must clear it.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGUSR1);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+    let out = Spawn::new(["grep", "^SigBlk:", "/proc/self/status"])
+        .unwrap()
+        .capture(true)
+        .run();
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
+    assert_eq!(
+        String::from_utf8(out.unwrap().stdout).unwrap(),
+        "SigBlk:\t0000000000000000\n"
+    );
+}
+
+/// `/usr/bin/env`'s output for a spawn, as lines.
+fn env_of(spawn: Spawn) -> Vec<String> {
+    let out = spawn.capture(true).run().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn environment_changes_apply_in_order_as_env_does() {
+    let base = || Spawn::new(["/usr/bin/env"]).unwrap();
+    assert_eq!(
+        env_of(base().env_clear().env("B", "2").env("A", "1")),
+        ["B=2", "A=1"]
+    );
+    // A set replaces the variable where it stands; a later set wins; a
+    // removal removes it; an empty value is a value.
+    assert_eq!(
+        env_of(
+            base()
+                .env_clear()
+                .env("A", "1")
+                .env("B", "x")
+                .env("A", "3")
+                .env_remove("B")
+                .env("E", "")
+        ),
+        ["A=3", "E="]
+    );
+    // env_clear drops what was set before it.
+    assert_eq!(
+        env_of(base().env("A", "1").env_clear()),
+        Vec::<String>::new()
+    );
+    // Without env_clear, ours is inherited minus what is removed.
+    let ours = env_of(base().env_remove("PATH"));
+    assert!(!ours.iter().any(|l| l.starts_with("PATH=")));
+    assert!(ours.len() + 1 >= std::env::vars_os().count());
+}
+
+#[test]
+fn path_lookup_uses_the_childs_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("pk-only-here");
+    std::fs::write(&prog, "#!/bin/sh\necho found me\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = Spawn::new(["pk-only-here"]).unwrap().run().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CommandNotFound);
+    let out = Spawn::new(["pk-only-here"])
+        .unwrap()
+        .env("PATH", dir.path())
+        .capture(true)
+        .run()
+        .unwrap();
+    assert_eq!(out.stdout, b"found me\n");
+}
+
+#[test]
+fn bad_variable_names_are_invalid_input() {
+    for key in ["", "A=B", "A\0B"] {
+        let e = Spawn::new(["true"])
+            .unwrap()
+            .env(key, "v")
+            .start()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{key:?}");
+    }
+    let e = Spawn::new(["true"])
+        .unwrap()
+        .env("A", "v\0")
+        .start()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn the_child_runs_in_the_directory_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().canonicalize().unwrap();
+    std::fs::write(real.join("here.sh"), "echo relative to cwd\n").unwrap();
+    let out = Spawn::new(["sh", "-c", "pwd; . ./here.sh"])
+        .unwrap()
+        .cwd(&real)
+        .capture(true)
+        .run()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{}\nrelative to cwd\n", real.display())
+    );
+    let e = Spawn::new(["true"])
+        .unwrap()
+        .cwd("/nonexistent/dir")
+        .run()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        e.to_string(),
+        "chdir(/nonexistent/dir): No such file or directory"
+    );
+}
+
+#[test]
+fn a_timeout_sends_its_signal_then_sigkill() {
+    use std::time::Duration;
+    let out = Spawn::new(["sleep", "30"])
+        .unwrap()
+        .timeout(Timeout::new(Duration::from_millis(50)))
+        .run()
+        .unwrap();
+    assert!(out.timed_out && !out.killed, "{out:?}");
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+    // A command that ignores the signal gets SIGKILL after kill_after.
+    let out = Spawn::new(["sh", "-c", "trap '' TERM; exec sleep 30"])
+        .unwrap()
+        .timeout(Timeout::new(Duration::from_millis(50)).kill_after(Duration::from_millis(50)))
+        .run()
+        .unwrap();
+    assert!(out.timed_out && out.killed, "{out:?}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    // One that finishes in time is left alone.
+    let out = Spawn::new(["true"])
+        .unwrap()
+        .timeout(Timeout::new(Duration::from_secs(30)))
+        .run()
+        .unwrap();
+    assert!(!out.timed_out && !out.killed && out.status.success());
+}
+
+#[test]
+fn a_process_group_takes_the_commands_children_along() {
+    use std::time::{Duration, Instant};
+    // The timeout's SIGTERM ends the shell; its background sleep ends too
+    // only because the signal went to the whole group.
+    let out = Spawn::new(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!; wait"])
+        .unwrap()
+        .process_group(true)
+        .capture(true)
+        .timeout(Timeout::new(Duration::from_millis(200)))
+        .run()
+        .unwrap();
+    assert!(out.timed_out, "{out:?}");
+    let pid: i32 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Dying takes the sleep a moment; ten seconds is a hang, not a race.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().unwrap_or("").chars().next();
+        if matches!(state, None | Some('Z' | 'X')) {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the group's sleep survived: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_running_spawns_pipes_are_recorded_until_closed() {
+    let mut running = Spawn::new(["cat"])
+        .unwrap()
+        .input(b"abc".to_vec())
+        .capture(true)
+        .start()
+        .unwrap();
+    let fds = running.pipe_fds();
+    assert_eq!(fds.len(), 3);
+    assert!(fds.iter().all(|&fd| fds::is_recorded(fd)), "{fds:?}");
+    let status = running.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(running.take_output().0, b"abc");
+    // Closed and forgotten (the numbers may already be reused by another
+    // test's pipes, which would be recorded again: look only at ours).
+    assert!(running.pipe_fds().is_empty());
+}
+
+#[test]
+fn a_running_dropped_unreaped_takes_its_group_along() {
+    use std::time::{Duration, Instant};
+    let mut running = Spawn::new(["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!; wait"])
+        .unwrap()
+        .process_group(true)
+        .capture(true)
+        .start()
+        .unwrap();
+    // Read the background pid as it comes, then drop the running program.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: i32 = loop {
+        running
+            .wait_event(Some(Instant::now() + Duration::from_millis(20)), None)
+            .unwrap();
+        if let Some(line) = running.stdout_so_far().strip_suffix(b"\n") {
+            break std::str::from_utf8(line).unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no pid from the shell");
+    };
+    drop(running);
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().unwrap_or("").chars().next();
+        if matches!(state, None | Some('Z' | 'X')) {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the group's sleep survived: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
