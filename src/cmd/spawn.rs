@@ -209,6 +209,9 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     let mut spawn = Spawn::new(&args.cmd)?
         .stdin(stdin)
         .capture(args.capture)
+        // A stdout closed when pk-spawn started (`>&-`) is closed for the
+        // command too: the runtime's stand-in /dev/null is not passed on.
+        .stdout_closed(crate::sys::proc::stdout_closed_at_start())
         .process_group(own_group);
     if args.clear_env {
         spawn = spawn.env_clear();

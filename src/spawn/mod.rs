@@ -105,6 +105,7 @@ pub struct Spawn {
     cwd: Option<CString>,
     cwd_shown: String,
     new_group: bool,
+    stdout_closed: bool,
     timeout: Option<Timeout>,
     invalid: Option<Error>,
 }
@@ -164,6 +165,7 @@ impl Spawn {
             cwd: None,
             cwd_shown: String::new(),
             new_group: false,
+            stdout_closed: false,
             timeout: None,
             invalid: None,
         })
@@ -264,6 +266,16 @@ impl Spawn {
         self
     }
 
+    /// Start the program with descriptor 1 closed, as a shell's `>&-`
+    /// does (ignored with [`Spawn::capture`]). For a wrapper whose own
+    /// stdout was closed when it started: the program then sees what it
+    /// would have seen without the wrapper.
+    #[must_use]
+    pub fn stdout_closed(mut self, closed: bool) -> Self {
+        self.stdout_closed = closed;
+        self
+    }
+
     /// End the child when `timeout` runs out (see [`Timeout`]); [`Spawn::run`]
     /// applies it and reports it in [`Output::timed_out`] / [`Output::killed`].
     #[must_use]
@@ -358,6 +370,7 @@ impl Spawn {
             child_out.as_ref().map(AsRawFd::as_raw_fd),
             child_err.as_ref().map(AsRawFd::as_raw_fd),
         ];
+        plan.close_stdout = self.stdout_closed && child_out.is_none();
         plan.err_fd = err_w.as_raw_fd();
         plan.death_signal = self
             .death_signal

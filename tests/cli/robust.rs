@@ -21,6 +21,10 @@ fn runs(dir: &Path) -> Vec<Run> {
     let product = dir.join("product");
     std::fs::write(&product, "5\n").unwrap();
     let product = product.display().to_string();
+    let key = dir.join("key");
+    std::fs::write(&key, "k\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = key.display().to_string();
     let run = |name, args: &[&str], forks| Run {
         name,
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -28,7 +32,8 @@ fn runs(dir: &Path) -> Vec<Run> {
     };
     vec![
         run("fork", &["--children", "2"], true),
-        run("spawn", &["--", "true"], false),
+        // pk-spawn writes nothing of its own on stdout: see
+        // pk_spawn_passes_a_commands_write_error_through.
         run("pipe", &["fan-in", "--writers", "2"], true),
         run("pipe", &["duplex", "--rounds", "1"], true),
         run("queue", &["demo", "--items", "3"], true),
@@ -58,7 +63,7 @@ fn runs(dir: &Path) -> Vec<Run> {
         run("coro", &["ask-answer", "--rounds", "1"], false),
         run(
             "manager",
-            &["serve", "--authkey", "k", "--tasks", "1"],
+            &["serve", "--authkey-file", &key, "--tasks", "1"],
             false,
         ),
         run("bench", &["--list"], false),
@@ -607,4 +612,36 @@ fn with_a_second_thread_every_forking_binary_refuses_cleanly() {
         .unwrap();
     assert_success(&out);
     assert_eq!(stdout(&out), "spawned\n");
+}
+
+/// pk-spawn adds nothing to stdout, so a full or closed stdout is the
+/// command's to report: its status passes through, as under timeout(1).
+#[test]
+fn pk_spawn_passes_a_commands_write_error_through() {
+    for redirect in [">/dev/full", ">&-"] {
+        let ours = with_stdout(
+            "spawn",
+            &["--".into(), "echo".into(), "hi".into()],
+            redirect,
+        );
+        let script = format!("exec timeout 10 echo hi {redirect}");
+        let theirs = command(&["sh".to_string(), "-c".into(), script])
+            .output()
+            .unwrap();
+        assert_eq!(ours.status.code(), theirs.status.code(), "{redirect}");
+        assert_ne!(
+            ours.status.code(),
+            Some(0),
+            "{redirect}: echo's failure is kept"
+        );
+        let err = String::from_utf8_lossy(&ours.stderr);
+        assert!(
+            err.contains("echo"),
+            "{redirect}: echo's own message: {err}"
+        );
+        assert!(
+            !err.contains("pk-spawn"),
+            "{redirect}: nothing of pk-spawn's: {err}"
+        );
+    }
 }

@@ -88,6 +88,8 @@ pub struct ExecPlan {
     pub death_signal: Option<(c_int, libc::pid_t)>,
     /// Make the child the leader of a new process group (setpgid(0, 0)).
     pub new_group: bool,
+    /// Close descriptor 1 after the redirections (the shell's `>&-`).
+    pub close_stdout: bool,
     /// The highest signal number, for the disposition reset.
     max_signal: c_int,
 }
@@ -147,6 +149,7 @@ impl ExecPlan {
             err_fd: -1,
             death_signal: None,
             new_group: false,
+            close_stdout: false,
             max_signal: libc::SIGRTMAX(),
         }
     }
@@ -378,6 +381,11 @@ fn child(plan: &mut ExecPlan) -> ! {
                 report(plan.err_fd, STAGE_DUP2, e);
             }
         }
+    }
+    if plan.close_stdout {
+        // SAFETY: close on a plain integer; async-signal-safe. EBADF (not
+        // open) is as good as closed.
+        unsafe { libc::close(libc::STDOUT_FILENO) };
     }
     // 6. Only now, with no handler of ours left, unblock every signal.
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
