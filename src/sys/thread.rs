@@ -77,6 +77,24 @@ impl RawThread {
     }
 }
 
+impl RawThread {
+    /// The thread's pthread_t, as a number: what [`current_id`] returns on
+    /// that thread (Python's `Thread.ident`).
+    #[allow(clippy::unnecessary_cast)] // pthread_t is not u64 everywhere
+    pub fn id(&self) -> u64 {
+        self.id as u64
+    }
+}
+
+/// The calling thread's pthread_t, as a number: Python's
+/// `threading.get_ident()`. Unique among the threads alive at once; a
+/// finished thread's number may be given to a new one.
+#[allow(clippy::unnecessary_cast)] // pthread_t is not u64 everywhere
+pub fn current_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    (unsafe { libc::pthread_self() }) as u64
+}
+
 impl Drop for RawThread {
     /// An unjoined thread is detached: it runs on, and its resources are
     /// freed when it ends.
