@@ -108,6 +108,7 @@ impl Barrier {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         // Break it: everyone waiting leaves with an error.
+                        let there = s.waiting;
                         s.broken = true;
                         s.waiting -= 1;
                         drop(s);
@@ -117,7 +118,7 @@ impl Barrier {
                             "wait",
                             "barrier",
                             format!(
-                                "timed out after {timeout:?} with {index} of {} parties there; the barrier is broken",
+                                "timed out after {timeout:?} with {there} of {} parties there; the barrier is broken",
                                 self.parties
                             ),
                         ));
