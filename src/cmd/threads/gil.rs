@@ -47,8 +47,11 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
+/// One job's run on a thread: the thread's name, its native id, the value.
+pub type ThreadJob = (String, i32, u64);
+
 /// The values of `jobs` jobs run on `jobs` threads, and the seconds it took.
-pub fn on_threads(jobs: u64, steps: u64) -> Result<(Vec<(String, i32, u64)>, f64)> {
+pub fn on_threads(jobs: u64, steps: u64) -> Result<(Vec<ThreadJob>, f64)> {
     let t0 = Instant::now();
     let mut group = thread::Group::new();
     for i in 1..=jobs {
