@@ -11,8 +11,8 @@
 //! |---|---|
 //! | [`process`] | [`process::fork`] (checked: refused while other threads run), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
-//! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]), `apply_async`/`get(timeout)` and chunked `map` over the task's own types, close/join/terminate; dead workers reported and replaced |
-//! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
+//! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]); Python's calls over the task's own types: `apply`, `apply_async` (with callbacks), `get(timeout)`, chunked `map`, `map_async`, `imap`, `imap_unordered`, `starmap`; close/join/terminate; dead workers reported and replaced |
+//! | [`thread`] | named threads (`MainThread`, `Thread-N`, renamed while running), `get_ident`, is_alive, join with timeout, daemon vs joined threads; Python's `threading` objects: [`thread::Lock`], [`thread::RLock`], [`thread::Condition`], [`thread::Semaphore`] (bounded too), [`thread::Barrier`], [`thread::Event`], [`thread::Timer`], [`thread::Queue`]; thread-locals |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; [`pipe::FrameReader`] for a sole reader; EINTR-retrying read/write |
 //! | [`spawn`] | start a program: dup2 + exec (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe |
 //! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |

@@ -29,7 +29,7 @@ impl Steps {
     }
 }
 
-/// The OS name of the calling thread (`ps -L`, /proc/<pid>/task/<tid>/comm).
+/// The OS name of the calling thread (`ps -L`, `/proc/<pid>/task/<tid>/comm`).
 fn os_name() -> String {
     std::fs::read_to_string("/proc/thread-self/comm")
         .map(|s| s.trim_end().to_string())
