@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::outln;
 
 mod forking;
+mod gil;
 mod ipc;
 mod pipe;
 mod pool;
@@ -50,6 +51,11 @@ Figures (unit; lower is better unless marked higher):
   pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
+  gil_threads_speedup_x     N CPU-bound xorshift jobs (N = cores, at least 2): time one
+                            after another on one thread / time on N threads (higher is
+                            better; Python's GIL keeps its threads near 1x)
+  gil_procs_speedup_x       the same jobs: time on one thread / time in N processes,
+                            forks and joins included (higher is better; about N)
 
 --quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
 
@@ -124,6 +130,8 @@ const FIGURES: &[Figure] = &[
     fig("pipe_bw_GBps", "GB/s", pipe::pipe_bw),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
+    fig("gil_threads_speedup_x", "x", gil::threads_speedup),
+    fig("gil_procs_speedup_x", "x", gil::procs_speedup),
 ];
 
 /// Run the benchmarks.
