@@ -181,7 +181,7 @@ pub struct GilArgs {
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
 
-    /// xorshift rounds per job (1-100000000000; 100000000 take about 0.1s).
+    /// xorshift rounds per job (1-100000000000; 100000000 take about 0.25s here).
     #[arg(long, value_name = "N", default_value_t = 100_000_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000_000))]
     pub steps: u64,
