@@ -215,3 +215,9 @@ fn a_missing_party_breaks_the_barrier_with_exit_1() {
         "{text}"
     );
 }
+
+#[test]
+fn closed_stdout_ends_the_condition_demo_quietly() {
+    let head = assert_quiet_on_closed_stdout("pk-event condition -c 3 -n 100000 --interval 0");
+    assert_eq!(head, "producer: put item 1, notify(1)\n");
+}

@@ -166,6 +166,13 @@ fn bad_input_is_a_one_line_usage_error() {
 fn closed_stdout_exits_quietly() {
     let head = assert_quiet_on_closed_stdout("pk-threads loop -n 100000 --interval 0");
     assert_eq!(head, "thread MainThread is running...\n");
+    // The queue's workers write most of the lines: they keep working, so
+    // that main's join returns and main stops quietly.
+    let head = assert_quiet_on_closed_stdout("pk-threads queue -w 4 -n 100000 --work 0");
+    assert_eq!(
+        head,
+        "main: 4 daemon worker threads, then q.put() of 100000 items\n"
+    );
 }
 
 #[test]

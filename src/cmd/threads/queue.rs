@@ -28,14 +28,13 @@ pub fn run_queue(workers: u32, items: u32, work: DurationArg, out: &mut Out) -> 
             let me = thread::current_name();
             loop {
                 let item = q.get();
-                let said = outln!(out, "worker {me}: working on item {item}").and_then(|()| {
-                    std::thread::sleep(work.0);
-                    outln!(out, "worker {me}: finished item {item}")
-                });
-                // Whatever happened to the lines, the item is handled, or
-                // main's join would wait for ever.
+                // A line that cannot be written (stdout closed) does not
+                // stop the work: main's join waits for every item, and
+                // main's own next line reports the closed stdout.
+                let _ = outln!(out, "worker {me}: working on item {item}");
+                std::thread::sleep(work.0);
+                let _ = outln!(out, "worker {me}: finished item {item}");
                 q.task_done()?;
-                said?;
             }
         })?;
     }
