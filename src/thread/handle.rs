@@ -39,14 +39,17 @@ pub(super) struct NameCell(Mutex<NameState>);
 #[derive(Debug)]
 struct NameState {
     name: String,
-    /// The kernel's id of the thread while it runs our code; 0 before it
-    /// starts and after it ends (a finished thread's id can be reused).
-    tid: i32,
+    /// Whether the thread runs our code now: from its start until its
+    /// function has returned. Only then does a rename reach its OS name.
+    running: bool,
 }
 
 impl NameCell {
     pub(super) fn new(name: String) -> Arc<NameCell> {
-        Arc::new(NameCell(Mutex::new(NameState { name, tid: 0 })))
+        Arc::new(NameCell(Mutex::new(NameState {
+            name,
+            running: false,
+        })))
     }
 
     // The state is two plain fields written whole: a poisoned lock still
@@ -59,51 +62,33 @@ impl NameCell {
         self.lock().name.clone()
     }
 
-    /// Change the name, and the OS name of the thread when it is running
-    /// (best effort: the kernel keeps 15 bytes). Done under the lock, so a
-    /// thread starting or ending at the same moment cannot leave the OS
-    /// name behind.
-    pub(super) fn set(&self, name: String) {
+    /// Change the name, from the thread itself (its OS name follows, but
+    /// never the main thread's: that is the process's command name).
+    pub(super) fn set_own(&self, name: String) {
         let mut state = self.lock();
         state.name = name;
-        if state.tid != 0 {
-            set_os_name(state.tid, &state.name);
+        if !super::is_main_thread() {
+            set_own_os_name(&state.name);
         }
     }
 
-    /// Give the calling thread this name as its OS name.
-    pub(super) fn set_os_name_of_caller(&self) {
-        let state = self.lock();
-        set_os_name(nix::unistd::gettid().as_raw(), &state.name);
-    }
-
-    /// The thread itself, at its start (`running`) and at its end.
+    /// The thread itself, at its start (`running`) and at its end. Under
+    /// the lock, so a rename from outside at that moment cannot leave the
+    /// OS name behind, nor reach a thread that has ended.
     fn mark(&self, running: bool) {
         let mut state = self.lock();
+        state.running = running;
         if running {
-            state.tid = nix::unistd::gettid().as_raw();
-            set_os_name(state.tid, &state.name);
-        } else {
-            state.tid = 0;
+            set_own_os_name(&state.name);
         }
     }
 }
 
-/// The OS name of thread `tid` of this process (what `ps -L` and
-/// `/proc/<pid>/task/<tid>/comm` show). Never the main thread's: its name
-/// is the process's command name. Best effort: a failure changes nothing
-/// else.
-fn set_os_name(tid: i32, name: &str) {
-    if tid == std::process::id() as i32 {
-        return;
-    }
-    if tid == nix::unistd::gettid().as_raw() {
-        if let Ok(c) = std::ffi::CString::new(name.as_bytes()) {
-            let _ = nix::sys::prctl::set_name(&c);
-        }
-    } else {
-        // The kernel cuts what is written to 15 bytes.
-        let _ = std::fs::write(format!("/proc/self/task/{tid}/comm"), name.as_bytes());
+/// The calling thread's OS name (prctl PR_SET_NAME; the kernel keeps 15
+/// bytes). Best effort: a failure changes nothing else.
+fn set_own_os_name(name: &str) {
+    if let Ok(c) = std::ffi::CString::new(name.as_bytes()) {
+        let _ = nix::sys::prctl::set_name(&c);
     }
 }
 
@@ -290,7 +275,14 @@ impl<T> Thread<T> {
     pub fn set_name(&self, name: impl Into<String>) -> Result<()> {
         let name = name.into();
         check_name(&name)?;
-        self.name.set(name);
+        let mut state = self.name.lock();
+        state.name = name;
+        if state.running {
+            if let Some(handle) = &self.handle {
+                // Best effort, as at the start: the name itself is set.
+                let _ = handle.set_os_name(state.name.as_bytes());
+            }
+        }
         Ok(())
     }
 

@@ -148,13 +148,13 @@ pub fn set_current_name(name: impl Into<String>) -> Result<()> {
     handle::CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         match c.as_ref() {
-            Some(cell) => cell.set(name),
-            None => *c = Some(handle::NameCell::new(name)),
-        }
-        // A thread not started by spawn has no kernel id in its cell: name
-        // it here (the main thread's OS name is left alone).
-        if let Some(cell) = c.as_ref() {
-            cell.set_os_name_of_caller();
+            Some(cell) => cell.set_own(name),
+            None => {
+                // A thread not started by spawn, or the main thread.
+                let cell = handle::NameCell::new(String::new());
+                cell.set_own(name);
+                *c = Some(cell);
+            }
         }
     });
     Ok(())
