@@ -17,7 +17,7 @@
 //! | [`spawn`] | start a program: dup2 + exec (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes, stdout/stderr captured in one poll(2) loop; exec errno over a CLOEXEC pipe |
 //! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
-//! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count |
+//! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count; the generator protocol as a state machine (`coro::Consumer`: send, close), `coro::gather`, `coro::wait_for`, `coro::TaskQueue` (task_done, join) |
 //! | `manager` | (feature `manager`) master/worker task queue over TCP: length-prefixed frames, HMAC challenge-response, `manager::Server`, `manager::Worker` |
 //! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; named create/open/unlink |
 //! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |

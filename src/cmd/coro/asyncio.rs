@@ -8,6 +8,86 @@ use super::{Log, say_after, threads_line};
 use crate::cmd::{Failure, Result};
 use crate::coro::{self, Consumer, GenState, Jitter, SendError, TaskQueue, Unit};
 
+pub(super) const GENERATOR_HELP: &str = "\
+The lesson's consumer generator (c = consumer(); produce(c)), written as a
+state machine: Rust has no stable generators (std::ops::Coroutine,
+#[coroutine] closures and gen blocks are nightly-only), so each send runs
+the body from where it is suspended to its next yield by hand, as the
+compiler does for every async fn.
+
+Output (in this order; c.send(None) primes it and prints nothing):
+  [PRODUCER] Producing <i>...
+  [CONSUMER] Consuming <i>...
+  [PRODUCER] Consumer return: 200 OK          (for i = 1..=N)
+  c.close() -> GEN_CLOSED
+  c.send(<N+1>) -> StopIteration
+  consumer().send(1) -> TypeError: can't send non-None value to a just-started generator; state GEN_CREATED
+  threads=1
+
+Exit status: 0 when the demo ran; 2 for a bad flag.";
+
+pub(super) const NEVER_RUN_HELP: &str = "\
+Python: print(say(1)) shows <coroutine object say at 0x...> and runs
+nothing (RuntimeWarning: coroutine 'say' was never awaited). Calling an
+async fn makes a future that does nothing until it is polled: dropped
+unpolled, it never ran (rustc warns: futures do nothing unless you
+`.await` or poll them).
+
+Output (in this order; say(1, hello) never prints):
+  let fut = say(1, hello): a <TYPE> of <N> bytes; nothing ran (Python: ...)
+  drop(fut): never polled, so say(1, hello) never ran (...)
+  say(2, world).await:
+  say(2, world): sleeping 2 units
+  world at +<secs>s
+  threads=1
+
+Exit status: 0 when the demo ran; 2 for a bad flag.";
+
+pub(super) const GATHER_HELP: &str = "\
+asyncio.gather(factorial(\"A\", 2), factorial(\"B\", 3), factorial(\"C\", 4)),
+Python's documentation example: the three run at once, each awaiting a
+sleep of 1 unit per step; gather returns their results in argument order.
+
+Output (the Task lines of A, B and C interleave):
+  Task <X>: Compute factorial(<n>), currently i=<i>...
+  Task <X>: factorial(<n>) = <f>
+  gather(...) = [2, 6, 24] in <x> units (3 planned: the longest, not the sum 6)
+  threads=1
+
+Exit status: 0 when the demo ran; 2 for a bad flag.";
+
+pub(super) const WAIT_FOR_HELP: &str = "\
+asyncio.wait_for(eternity(), timeout=1.0), Python's documentation example:
+eternity sleeps an hour and would print 'yay!'; after the timeout it is
+cancelled where it awaits, so 'yay!' never prints. Then a coroutine that
+finishes in time gives its value.
+
+Output (in this order):
+  wait_for(eternity(), timeout=1 unit): timeout! (eternity was cancelled at its await: 'yay!' never prints)
+  wait_for(quick(), timeout=1 hour) = 42
+  threads=1
+
+Exit status: 0 when the demo ran; 2 for a bad flag.";
+
+pub(super) const QUEUE_HELP: &str = "\
+asyncio.Queue between coroutines, Python's documentation example: N items
+of a random sleep (0.05 to 1 unit) are put, W worker tasks get them, sleep,
+call task_done(); main awaits queue.join(), then cancels the workers.
+
+Output:
+  queue: <N> items put, <W> worker tasks
+  worker-<w> has slept for <secs> seconds (item <k>)    (each item once)
+  queue.join() returned: all <N> items done, unfinished=0
+  cancelled <W> workers (task.cancel())
+  ====
+  <W> workers slept in parallel for <secs> seconds
+  total expected sleep time: <secs> seconds
+  threads=1
+join() returns only after the last task_done(): its line comes after
+every worker line.
+
+Exit status: 0 when the demo ran; 2 for a bad flag.";
+
 // ---- generator ------------------------------------------------------------
 
 /// The lesson's `produce(c)`: prime the consumer, send it 1..=n, close it.

@@ -38,86 +38,6 @@ Examples:
   pk-coro wait-for --scale 0.1
   pk-coro queue --workers 3 --items 10 --scale 0.1";
 
-const GENERATOR_HELP: &str = "\
-The lesson's consumer generator (c = consumer(); produce(c)), written as a
-state machine: Rust has no stable generators (std::ops::Coroutine,
-#[coroutine] closures and gen blocks are nightly-only), so each send runs
-the body from where it is suspended to its next yield by hand, as the
-compiler does for every async fn.
-
-Output (in this order; c.send(None) primes it and prints nothing):
-  [PRODUCER] Producing <i>...
-  [CONSUMER] Consuming <i>...
-  [PRODUCER] Consumer return: 200 OK          (for i = 1..=N)
-  c.close() -> GEN_CLOSED
-  c.send(<N+1>) -> StopIteration
-  consumer().send(1) -> TypeError: can't send non-None value to a just-started generator; state GEN_CREATED
-  threads=1
-
-Exit status: 0 when the demo ran; 2 for a bad flag.";
-
-const NEVER_RUN_HELP: &str = "\
-Python: print(say(1)) shows <coroutine object say at 0x...> and runs
-nothing (RuntimeWarning: coroutine 'say' was never awaited). Calling an
-async fn makes a future that does nothing until it is polled: dropped
-unpolled, it never ran (rustc warns: futures do nothing unless you
-`.await` or poll them).
-
-Output (in this order; say(1, hello) never prints):
-  let fut = say(1, hello): a <TYPE> of <N> bytes; nothing ran (Python: ...)
-  drop(fut): never polled, so say(1, hello) never ran (...)
-  say(2, world).await:
-  say(2, world): sleeping 2 units
-  world at +<secs>s
-  threads=1
-
-Exit status: 0 when the demo ran; 2 for a bad flag.";
-
-const GATHER_HELP: &str = "\
-asyncio.gather(factorial(\"A\", 2), factorial(\"B\", 3), factorial(\"C\", 4)),
-Python's documentation example: the three run at once, each awaiting a
-sleep of 1 unit per step; gather returns their results in argument order.
-
-Output (the Task lines of A, B and C interleave):
-  Task <X>: Compute factorial(<n>), currently i=<i>...
-  Task <X>: factorial(<n>) = <f>
-  gather(...) = [2, 6, 24] in <x> units (3 planned: the longest, not the sum 6)
-  threads=1
-
-Exit status: 0 when the demo ran; 2 for a bad flag.";
-
-const WAIT_FOR_HELP: &str = "\
-asyncio.wait_for(eternity(), timeout=1.0), Python's documentation example:
-eternity sleeps an hour and would print 'yay!'; after the timeout it is
-cancelled where it awaits, so 'yay!' never prints. Then a coroutine that
-finishes in time gives its value.
-
-Output (in this order):
-  wait_for(eternity(), timeout=1 unit): timeout! (eternity was cancelled at its await: 'yay!' never prints)
-  wait_for(quick(), timeout=1 hour) = 42
-  threads=1
-
-Exit status: 0 when the demo ran; 2 for a bad flag.";
-
-const QUEUE_HELP: &str = "\
-asyncio.Queue between coroutines, Python's documentation example: N items
-of a random sleep (0.05 to 1 unit) are put, W worker tasks get them, sleep,
-call task_done(); main awaits queue.join(), then cancels the workers.
-
-Output:
-  queue: <N> items put, <W> worker tasks
-  worker-<w> has slept for <secs> seconds (item <k>)    (each item once)
-  queue.join() returned: all <N> items done, unfinished=0
-  cancelled <W> workers (task.cancel())
-  ====
-  <W> workers slept in parallel for <secs> seconds
-  total expected sleep time: <secs> seconds
-  threads=1
-join() returns only after the last task_done(): its line comes after
-every worker line.
-
-Exit status: 0 when the demo ran; 2 for a bad flag.";
-
 const ASK_HELP: &str = "\
 Output (strictly alternating, one pair per round):
   asker: question <i>
@@ -229,7 +149,7 @@ pub enum Demo {
     },
     /// The consumer generator driven by send(None), send(n), close(): a
     /// state machine by hand (Python's generator protocol).
-    #[command(after_help = GENERATOR_HELP)]
+    #[command(after_help = asyncio::GENERATOR_HELP)]
     Generator {
         /// Items the producer sends (1-10000).
         #[arg(short = 'n', long, value_name = "N", default_value_t = 5,
@@ -238,28 +158,28 @@ pub enum Demo {
     },
     /// A coroutine created and never run does nothing (Python's
     /// print(say(1))); then one awaited.
-    #[command(after_help = NEVER_RUN_HELP)]
+    #[command(after_help = asyncio::NEVER_RUN_HELP)]
     NeverRun {
         /// Seconds per unit (0.001-10).
         #[arg(long, value_name = "SECS", default_value = "1")]
         scale: Unit,
     },
     /// asyncio.gather of three factorial coroutines: results in argument order.
-    #[command(after_help = GATHER_HELP)]
+    #[command(after_help = asyncio::GATHER_HELP)]
     Gather {
         /// Seconds per unit (0.001-10).
         #[arg(long, value_name = "SECS", default_value = "1")]
         scale: Unit,
     },
     /// asyncio.wait_for with a timeout: the slow coroutine is cancelled.
-    #[command(after_help = WAIT_FOR_HELP)]
+    #[command(after_help = asyncio::WAIT_FOR_HELP)]
     WaitFor {
         /// Seconds per unit (0.001-10).
         #[arg(long, value_name = "SECS", default_value = "1")]
         scale: Unit,
     },
     /// asyncio.Queue between worker coroutines: get, task_done, join, cancel.
-    #[command(after_help = QUEUE_HELP)]
+    #[command(after_help = asyncio::QUEUE_HELP)]
     Queue {
         /// Seconds per unit (0.001-10).
         #[arg(long, value_name = "SECS", default_value = "1")]
