@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Python's `await asyncio.gather(a, b, c)`: run the futures as tasks of
 /// this thread, all at once, and return their results in the order they
 /// were given (not the order they finished). Call it inside
-/// `LocalSet::block_on` ([`runtime`]). A future that panics is an error
+/// `LocalSet::block_on` ([`super::runtime`]). A future that panics is an error
 /// of kind [`ErrorKind::Panicked`].
 pub async fn gather<F, T>(futures: impl IntoIterator<Item = F>) -> Result<Vec<T>>
 where
