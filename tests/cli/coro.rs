@@ -428,3 +428,54 @@ fn queue_join_returns_after_every_item_and_the_workers_are_cancelled() {
     assert_eq!(lines[join + 2], "====");
     assert_eq!(lines.last(), Some(&"threads=1"));
 }
+
+/// The lesson's Python, run by python3 (None when python3 is missing).
+fn python(code: &str) -> Option<String> {
+    let out = assert_cmd::Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .timeout(TIMEOUT)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "skipped: python3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_generator_lines_are_the_python_lesson_s() {
+    let lesson = "\
+def consumer():
+    r = ''
+    while True:
+        n = yield r
+        if not n:
+            return
+        print('[CONSUMER] Consuming %s...' % n)
+        r = '200 OK'
+
+def produce(c):
+    c.send(None)
+    n = 0
+    while n < 5:
+        n = n + 1
+        print('[PRODUCER] Producing %s...' % n)
+        r = c.send(n)
+        print('[PRODUCER] Consumer return: %s' % r)
+    c.close()
+
+produce(consumer())
+";
+    let Some(py) = python(lesson) else {
+        eprintln!("skipped: python3 is not available");
+        return;
+    };
+    let ours = run_ok(&["generator", "--items", "5"]);
+    assert!(ours.starts_with(&py), "python:\n{py}\nours:\n{ours}");
+    assert_eq!(py.lines().count(), 15);
+}

@@ -137,6 +137,47 @@ fn closed_stdout_ends_the_demo_quietly() {
 }
 
 #[test]
+fn calls_print_what_python_s_pool_prints() {
+    let lesson = "\
+from multiprocessing import get_context
+def square(x): return x * x
+def add(a, b): return a + b
+def nap(k): return k
+if __name__ == '__main__':
+    with get_context('fork').Pool(4) as pool:
+        print('apply(square, 7) =', pool.apply(square, (7,)))
+        print('apply_async(square, 8).get() =', pool.apply_async(square, (8,)).get())
+        print('map(square, [1, 2, 3, 4, 5]) =', pool.map(square, [1, 2, 3, 4, 5]))
+        print('map_async(square, [1, 2, 3, 4, 5]).get() =', pool.map_async(square, [1, 2, 3, 4, 5]).get())
+        print('starmap(add, [(1, 2), (3, 4), (5, 6)]) =', pool.starmap(add, [(1, 2), (3, 4), (5, 6)]))
+        print('imap(nap, [0, 1, 2, 3]):', *pool.imap(nap, range(4)))
+";
+    let out = assert_cmd::Command::new("python3")
+        .arg("-c")
+        .arg(lesson)
+        .timeout(TIMEOUT)
+        .output();
+    let py = match out {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
+        _ => {
+            eprintln!("skipped: python3 is not available");
+            return;
+        }
+    };
+    let ours = pk("pool")
+        .args(["calls", "--task-time", "0"])
+        .output()
+        .unwrap();
+    assert_success(&ours);
+    assert!(
+        stdout(&ours).starts_with(&py),
+        "python:\n{py}\nours:\n{}",
+        stdout(&ours)
+    );
+    assert_eq!(py.lines().count(), 6);
+}
+
+#[test]
 fn calls_shows_every_pool_call_and_results_in_the_order_they_finish() {
     for _ in 0..2 {
         let out = pk("pool")

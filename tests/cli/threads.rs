@@ -452,3 +452,40 @@ fn out_pid(lines: &[&str]) -> i32 {
     assert_eq!(pids.len(), 1, "{lines:?}");
     *pids.iter().next().unwrap()
 }
+
+#[test]
+fn the_gil_jobs_compute_what_python_s_peer_computes() {
+    // bench/python/peers.py's _spin is the Python side of the gil figures:
+    // the same rounds must give the same values.
+    let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/python");
+    let code = format!(
+        "import sys; sys.argv = ['peers']; sys.path.insert(0, '{peers}'); import peers\n\
+         print(' '.join(hex(peers._spin(peers._gil_seed(i), 1000)) for i in (1, 2, 3)))"
+    );
+    let out = assert_cmd::Command::new("python3")
+        .arg("-c")
+        .arg(&code)
+        .timeout(TIMEOUT)
+        .output();
+    let py = match out {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
+        _ => {
+            eprintln!("skipped: python3 is not available");
+            return;
+        }
+    };
+    let ours = pk("threads")
+        .args(["gil", "--jobs", "3", "--steps", "1000"])
+        .output()
+        .unwrap();
+    assert_success(&ours);
+    let values: Vec<String> = stdout(&ours)
+        .lines()
+        .filter(|l| l.starts_with("threads: job "))
+        .map(|l| {
+            let v = u64::from_str_radix(l.rsplit("= 0x").next().unwrap(), 16).unwrap();
+            format!("{v:#x}")
+        })
+        .collect();
+    assert_eq!(values.join(" "), py.trim_end());
+}
