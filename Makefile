@@ -55,16 +55,23 @@ run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/
 	@echo '== pk-process: multiprocessing.Process, and a daemon dying with its parent'
 	$(RELEASE)/pk-process
 
-run-pool: build ## pk-pool: Pool apply_async, map, close/join, a dead worker replaced
+run-pool: build ## pk-pool: the lesson's apply_async of long tasks; apply, map_async, imap, imap_unordered, starmap, callbacks; a dead worker replaced
 	@echo '== pk-pool: multiprocessing.Pool on pre-forked workers'
-	$(RELEASE)/pk-pool demo --workers 4 --tasks 10
+	$(RELEASE)/pk-pool demo --workers 4 --tasks 5 --task-time 1s
+	$(RELEASE)/pk-pool demo --workers 5 --tasks 5 --task-time 200ms --reverse
+	$(RELEASE)/pk-pool calls --workers 4 --task-time 100ms
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
-	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --kill-a-worker
+	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --task-time 100ms --kill-a-worker
 	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -- echo exec got {}
-run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thread)
-	@echo '== pk-coro: ask/answer, timing, a lock-free ticket rush, a blocking call'
+run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, Queue), tasks taking turns on one thread
+	@echo '== pk-coro: the generator protocol, a coroutine never run, ask/answer, timing, gather, wait_for, a queue, a lock-free ticket rush, a blocking call'
+	$(RELEASE)/pk-coro generator --items 5
+	$(RELEASE)/pk-coro never-run --scale 0.1
 	$(RELEASE)/pk-coro ask-answer --rounds 3
 	$(RELEASE)/pk-coro timing --scale 0.2
+	$(RELEASE)/pk-coro gather --scale 0.1
+	$(RELEASE)/pk-coro wait-for --scale 0.1
+	$(RELEASE)/pk-coro queue --workers 3 --items 10 --scale 0.1
 	$(RELEASE)/pk-coro tickets --tasks 10 --stock 3 --random-delay
 	$(RELEASE)/pk-coro tickets --tasks 5 --stock 3 --yield-between
 	$(RELEASE)/pk-coro blocking --scale 0.1
@@ -97,12 +104,18 @@ run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with 
 	$(RELEASE)/pk-ticket rush target/product --buyers 10 --yield
 	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$?"
 	bash scripts/ticket-rush.sh 100 37
-run-threads: build ## pk-threads: a named thread and join; daemon vs joined threads
+run-threads: build ## pk-threads: named threads and join; daemon vs joined; Thread-N names and get_ident; Timer; Queue; the GIL
 	@echo '== pk-threads: LoopThread counts while main joins; a daemon is cut off, a joined thread waited for'
 	$(RELEASE)/pk-threads loop
 	$(RELEASE)/pk-threads daemon --daemon --work 2s
 	$(RELEASE)/pk-threads daemon --no-daemon --work 500ms
-run-lock: build ## pk-lock: the balance race, ten buyers for three tickets, a==b
+	@echo '== pk-threads: Thread-N names, renames, get_ident; a Timer; a Queue joined when its work is done'
+	$(RELEASE)/pk-threads names
+	$(RELEASE)/pk-threads timer --interval 500ms
+	$(RELEASE)/pk-threads queue --workers 3 --items 6
+	@echo '== pk-threads: the GIL lesson: the same CPU-bound jobs on one thread, N threads, N processes'
+	$(RELEASE)/pk-threads gil
+run-lock: build ## pk-lock: the balance race, ten buyers for three tickets, a==b, a deadlock, RLock, BoundedSemaphore
 	@echo '== pk-lock: the balance keeps 0 only with the lock; exactly 3 tickets sold'
 	$(RELEASE)/pk-lock balance
 	$(RELEASE)/pk-lock balance --no-lock --yield
@@ -110,10 +123,19 @@ run-lock: build ## pk-lock: the balance race, ten buyers for three tickets, a==b
 	$(RELEASE)/pk-lock tickets --threads 10 --stock 3 --no-lock --yield --quiet
 	$(RELEASE)/pk-lock invariant --seconds 0.5
 	$(RELEASE)/pk-lock invariant --seconds 0.5 --no-lock --yield --show 3
-run-event: build ## pk-event: one thread waits for another's password on an Event
+	@echo '== pk-lock: two locks in opposite orders deadlock (seen by a timeout, exit 1); one order does not; RLock; BoundedSemaphore'
+	$(RELEASE)/pk-lock deadlock --timeout 500ms || echo "exit status $$?"
+	$(RELEASE)/pk-lock deadlock --ordered
+	$(RELEASE)/pk-lock rlock
+	$(RELEASE)/pk-lock semaphore --threads 5 --value 2
+run-event: build ## pk-event: one thread waits for another's password on an Event; Condition; Barrier
 	@echo '== pk-event: the waiter prints only after the set; then a wait that times out (exit 1)'
 	$(RELEASE)/pk-event --delay 500ms
 	$(RELEASE)/pk-event --timeout 300ms --no-set || echo "exit status $$?"
+	@echo '== pk-event: a Condition between a producer and two consumers; a Barrier, then one broken by a missing party'
+	$(RELEASE)/pk-event condition --consumers 2 --items 6
+	$(RELEASE)/pk-event barrier --parties 3 --stagger 100ms
+	$(RELEASE)/pk-event barrier --parties 3 --missing --timeout 300ms || echo "exit status $$?"
 run-local: build ## pk-local: a thread-local keeps Alice and Bob apart
 	@echo '== pk-local: one thread-local slot, each thread sees its own name'
 	$(RELEASE)/pk-local

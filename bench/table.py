@@ -32,7 +32,7 @@ C_PEER = {
     "thread_create_join_us": "pthread_create_join_us",
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }
-HIGHER_IS_BETTER = ("per_s", "GBps")
+HIGHER_IS_BETTER = ("per_s", "GBps", "speedup_x")
 # Starting /bin/true from parents of several sizes: (row label, posixkit
 # figure, its std::process::Command peer). Python's figure has posixkit's name.
 SPAWN_ROWS = [

@@ -11,13 +11,13 @@
 //! |---|---|
 //! | [`process`] | [`process::fork`] (checked: refused while other threads run), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
-//! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]), `apply_async`/`get(timeout)` and chunked `map` over the task's own types, close/join/terminate; dead workers reported and replaced |
-//! | [`thread`] | named threads (`MainThread`), is_alive, join with timeout, daemon vs joined threads, [`thread::Event`], [`thread::StopFlag`], thread-locals |
+//! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]); Python's calls over the task's own types: `apply`, `apply_async` (with callbacks), `get(timeout)`, chunked `map`, `map_async`, `imap`, `imap_unordered`, `starmap`; close/join/terminate; dead workers reported and replaced |
+//! | [`thread`] | named threads (`MainThread`, `Thread-N`, renamed while running), `get_ident`, is_alive, join with timeout, daemon vs joined threads; Python's `threading` objects: [`thread::Lock`], [`thread::RLock`], [`thread::Condition`], [`thread::Semaphore`] (bounded too), [`thread::Barrier`], [`thread::Event`], [`thread::Timer`], [`thread::Queue`]; thread-locals |
 //! | [`pipe`] | pipe2 (`O_CLOEXEC`) and socketpair as owned fds; length-prefixed frames, one atomic write(2) up to `PIPE_BUF`; [`pipe::FrameReader`] for a sole reader; EINTR-retrying read/write |
 //! | [`spawn`] | start a program: clone(CLONE_VM\|CLONE_VFORK) + dup2 + exec, whose cost does not grow with the parent's memory (PATH searched before the child starts, only async-signal-safe calls in the child), stdin bytes or a streamed file, stdout/stderr captured in one poll(2) loop, env/cwd, timeouts and signal relays as timeout(1) has them; exec errno over a CLOEXEC pipe |
 //! | [`error`] | [`Error`]: which call failed, on what, and why, with a typed [`ErrorKind`] |
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
-//! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count |
+//! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count; the generator protocol as a state machine (`coro::Consumer`: send, close), `coro::gather`, `coro::wait_for`, `coro::TaskQueue` (task_done, join) |
 //! | `manager` | (feature `manager`) named queues over TCP with leases on work: the server proves the key first, a MAC on every frame, `manager::Server`, `manager::Client`; CPython's manager protocol with a pickle subset that runs no code (`manager::python`) |
 //! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; named create/open/unlink |
 //! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |

@@ -353,6 +353,83 @@ for _name, _size in (("spawn_us", 0), ("spawn_256MiB_us", 256 * MIB),
     FIGURES[_name] = ("us", lambda scale, size=_size: _spawn(scale, size))
 
 
+M64 = (1 << 64) - 1
+
+
+def _spin(seed, steps):
+    """The CPU-bound job of pk-threads gil: xorshift64 (13, 7, 17) rounds."""
+    x = seed | 1
+    for _ in range(steps):
+        x ^= (x << 13) & M64
+        x ^= x >> 7
+        x ^= (x << 17) & M64
+    return x
+
+
+def _gil_jobs():
+    return min(max(os.cpu_count() or 1, 2), 64)
+
+
+def _gil_seed(i):
+    return (i * 0x9E3779B97F4A7C15) & M64
+
+
+def _spin_job(args):
+    return _spin(*args)
+
+
+def _gil_sample(scale, parallel):
+    n = _gil_jobs()
+    steps = max(1, int(600_000 * scale))
+    jobs = [(_gil_seed(i), steps) for i in range(1, n + 1)]
+    t0 = time.perf_counter_ns()
+    want = [_spin(*j) for j in jobs]
+    t_seq = time.perf_counter_ns() - t0
+    t0 = time.perf_counter_ns()
+    got = parallel(jobs)
+    t_par = time.perf_counter_ns() - t0
+    assert got == want
+    return t_seq / t_par
+
+
+@figure("gil_threads_speedup_x", "x")
+def gil_threads_speedup(scale):
+    import threading
+
+    def on_threads(jobs):
+        out = [None] * len(jobs)
+
+        def run(i):
+            out[i] = _spin(*jobs[i])
+
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return out
+
+    return _gil_sample(scale, on_threads)
+
+
+def _spin_into(i, args, out):
+    out[i] = _spin(*args)
+
+
+@figure("gil_procs_speedup_x", "x")
+def gil_procs_speedup(scale):
+    def in_processes(jobs):
+        out = CTX.Array("Q", len(jobs), lock=False)
+        ps = [CTX.Process(target=_spin_into, args=(i, j, out)) for i, j in enumerate(jobs)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        return list(out)
+
+    return _gil_sample(scale, in_processes)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", default=[])

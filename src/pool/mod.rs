@@ -27,6 +27,18 @@
 //! Raw tasks ([`Registry::register`]: `fn(&[u8], &mut Vec<u8>)`) are run
 //! by name with byte arguments, for tasks that are about bytes.
 //!
+//! Python's calls, one for one:
+//!
+//! | Python | here |
+//! |---|---|
+//! | `apply(f, (x,))` (blocks) | [`Pool::apply`] |
+//! | `apply_async(f, (x,))`, `.get(timeout)`, `.ready()`, `.wait(timeout)` | [`Pool::apply_async`], [`Pool::get`], [`Pool::ready`], [`Pool::wait`] |
+//! | `apply_async(f, (x,), callback, error_callback)` | [`Pool::apply_async_with`]: the callbacks run in the calling thread, inside the pool call that sees the result come back |
+//! | `map(f, xs, chunksize)`, `map_async(...)` | [`Pool::map`], [`Pool::map_async`] (then [`Pool::get`]) |
+//! | `imap(f, xs)`, `imap_unordered(f, xs)` | [`Pool::imap`] (argument order), [`Pool::imap_unordered`] (as they come back, with the index) |
+//! | `starmap(f, [(a, b), ...])` | [`Pool::starmap`], with a task that takes the tuple |
+//! | `close()`, `join()`, `terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] |
+//!
 //! How it works:
 //! - Each worker has its own task pipe and result pipe, so the pool always
 //!   knows which task each worker holds. A worker runs one batch at a time
@@ -63,7 +75,6 @@
 //! `fork` (the workers as forked processes), `results`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::Result;
 use crate::process::{self, Fork, Pid};
@@ -71,6 +82,7 @@ use crate::status::Status;
 
 mod fork;
 mod frame;
+mod pending;
 mod registry;
 mod results;
 mod scheduler;
@@ -80,7 +92,8 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-pub use registry::{Outcome, Registry, Target, Task, TaskFn};
+pub use pending::{Handle, Imap, ImapUnordered, MapAsync};
+pub use registry::{Outcome, Registry, Target, Task, TaskFn, Tuple};
 pub use results::{AsyncResult, Event, MapResults, Results, TaskError};
 pub use wire::Wire;
 
@@ -167,22 +180,51 @@ impl Pool {
         Ok(AsyncResult::new(id))
     }
 
-    /// Wait for an [`Pool::apply_async`] result, at most `timeout` (forever
-    /// with `None`). `Ok(None)`: the timeout passed first, and the handle
-    /// stays valid. A result is handed out once.
-    pub fn get<R: Wire>(
+    /// Run `task` on `arg` and wait for its result: Python's `apply`, which
+    /// blocks. [`Pool::apply_async`] then [`Pool::get`] with no timeout.
+    pub fn apply<A, T: Target<A>>(
         &mut self,
-        handle: &AsyncResult<R>,
-        timeout: Option<Duration>,
-    ) -> Result<Option<std::result::Result<R, TaskError>>> {
-        // A timeout too large for the clock waits for ever.
-        let deadline = timeout.and_then(process::deadline_after);
-        let Some(batch) = self.sched.wait_for(handle.id, deadline)? else {
-            return Ok(None);
-        };
-        let result = batch.decode(0);
-        self.sched.recycle(batch.frame);
-        Ok(Some(result))
+        task: T,
+        arg: A,
+    ) -> Result<std::result::Result<T::Output, TaskError>> {
+        let h = self.apply_async(task, arg)?;
+        Ok(self.get(&h, None)?.expect("no timeout was given"))
+    }
+
+    /// Queue `task` with `arg`, and hand its result to `callback`, or its
+    /// error to `error_callback`: Python's `apply_async(f, args, callback,
+    /// error_callback)`. Exactly one of them is called, once, in the
+    /// calling thread, inside whichever pool call sees the result come back
+    /// ([`Pool::get`], [`Pool::join`], [`Pool::map`], an iterator's `next`,
+    /// [`Pool::ready`] …): so in the order results come back, which is not
+    /// the order of submission. A task still running at
+    /// [`Pool::terminate`] reaches its `error_callback` as
+    /// [`TaskError::Cancelled`]. A callback should be quick (no pool call
+    /// runs while it does) and must not panic.
+    ///
+    /// The handle returned is for [`Pool::wait`] and [`Pool::ready`]: the
+    /// result goes to the callbacks, so [`Pool::get`] on it is an error.
+    pub fn apply_async_with<A, T, F, E>(
+        &mut self,
+        task: T,
+        arg: A,
+        callback: F,
+        error_callback: E,
+    ) -> Result<AsyncResult<T::Output>>
+    where
+        T: Target<A>,
+        F: FnOnce(T::Output) + 'static,
+        E: FnOnce(TaskError) + 'static,
+    {
+        let h = self.apply_async(task, arg)?;
+        self.sched.on_done(
+            h.id,
+            scheduler::Callback::new(move |batch| match batch.decode(0) {
+                Ok(v) => callback(v),
+                Err(e) => error_callback(e),
+            }),
+        );
+        Ok(h)
     }
 
     /// Run `task` on every argument, in chunks of `chunksize` items (0: an
@@ -217,6 +259,117 @@ impl Pool {
             T::raw(results),
             |frame, id, items| T::encode(frame, id, func, &args[items]),
         )
+    }
+
+    /// Queue `task` on every argument, in chunks as [`Pool::map`] makes
+    /// them, and return at once: Python's `map_async`. [`Pool::get`] gives
+    /// the results in argument order; [`Pool::ready`] says whether they are
+    /// all back.
+    pub fn map_async<A, R: Wire>(
+        &mut self,
+        task: Task<A, R>,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<MapAsync<R>>
+    where
+        Task<A, R>: Target<A>,
+    {
+        let ids = self.submit_chunks(task, args, chunksize)?;
+        Ok(MapAsync::new(ids, args.len()))
+    }
+
+    /// Python's `imap`: queue `task` on every argument (chunks as in
+    /// [`Pool::map`]) and iterate over the results in argument order, each
+    /// as soon as it and those before it are back. Each item is
+    /// `Ok(result)`, or `Err` once if the pool itself fails.
+    pub fn imap<A, R: Wire>(
+        &mut self,
+        task: Task<A, R>,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<Imap<'_, R>>
+    where
+        Task<A, R>: Target<A>,
+    {
+        let ids = self.submit_chunks(task, args, chunksize)?;
+        Ok(Imap {
+            pool: self,
+            ids: ids.into(),
+            current: None,
+            _result: std::marker::PhantomData,
+        })
+    }
+
+    /// Python's `imap_unordered`: queue `task` on every argument and
+    /// iterate over the results as they come back, each with its argument's
+    /// index, `(index, result)`. With tasks that take different times, the
+    /// quick ones come first.
+    pub fn imap_unordered<A, R: Wire>(
+        &mut self,
+        task: Task<A, R>,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<ImapUnordered<'_, R>>
+    where
+        Task<A, R>: Target<A>,
+    {
+        let ids = self.submit_chunks(task, args, chunksize)?;
+        let arrived = std::rc::Rc::new(std::cell::RefCell::new(std::collections::VecDeque::new()));
+        for &id in &ids {
+            self.sched.on_done(id, pending::queue_into(&arrived));
+        }
+        Ok(ImapUnordered {
+            pool: self,
+            arrived,
+            outstanding: ids.len(),
+            current: None,
+            _result: std::marker::PhantomData,
+        })
+    }
+
+    /// Python's `starmap(f, [(a, b), ...])`, which calls `f(a, b)`: here a
+    /// task takes the tuple and destructures it
+    /// (`registry.task("add", |(a, b): (i64, i64)| a + b)`), so this is
+    /// [`Pool::map`] over tuples, and only tuples.
+    pub fn starmap<A: Tuple, R: Wire>(
+        &mut self,
+        task: Task<A, R>,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<Results<R>>
+    where
+        Task<A, R>: Target<A, Results = Results<R>>,
+    {
+        self.map(task, args, chunksize)
+    }
+
+    /// Queue `args` in chunks of `chunksize` (0: four per worker) and hand
+    /// them out; the chunks' ids in order.
+    fn submit_chunks<A, T: Target<A>>(
+        &mut self,
+        task: T,
+        args: &[A],
+        chunksize: usize,
+    ) -> Result<Vec<u64>> {
+        let (func, name) = task.resolve(&self.registry)?;
+        let chunk = self.sched.chunk_size(args.len(), chunksize);
+        let mut ids = Vec::with_capacity(args.len().div_ceil(chunk));
+        for first in (0..args.len()).step_by(chunk) {
+            let items = first..args.len().min(first + chunk);
+            match self.sched.submit(name, first, |frame, id| {
+                T::encode(frame, id, func, &args[items])
+            }) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for id in ids {
+                        self.sched.forget(id);
+                    }
+                    return Err(e);
+                }
+            }
+            self.sched.dispatch()?;
+        }
+        Ok(ids)
     }
 
     /// Accept no more tasks (Python's `close`); queued tasks still run.

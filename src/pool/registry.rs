@@ -221,6 +221,24 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// A tuple of [`Wire`] values: the arguments [`Pool::starmap`](super::Pool::starmap)
+/// takes, one tuple per call.
+pub trait Tuple: Wire + sealed::Sealed {}
+
+macro_rules! tuples {
+    ($(($($t:ident),+)),*) => {$(
+        impl<$($t: Wire),+> sealed::Sealed for ($($t,)+) {}
+        impl<$($t: Wire),+> Tuple for ($($t,)+) where ($($t,)+): Wire {}
+    )*};
+}
+tuples!(
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
+
 impl sealed::Sealed for &str {}
 impl<A, R> sealed::Sealed for Task<A, R> {}
 

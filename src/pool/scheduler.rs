@@ -105,6 +105,26 @@ pub(crate) struct Scheduler<B: Backend> {
     spare: Vec<Vec<u8>>,
     /// Slots with something to read, from the last wait.
     ready: Vec<usize>,
+    /// What to do with a batch when it comes back, instead of keeping it
+    /// for [`Scheduler::wait_for`]: a caller's callbacks, the queue of an
+    /// `imap_unordered`, or nothing (a result no one will ask for).
+    callbacks: HashMap<u64, Callback>,
+}
+
+/// A batch's destination when it comes back (or is lost): called once,
+/// with the batch, as soon as the scheduler sees it.
+pub(crate) struct Callback(Box<dyn FnOnce(Batch)>);
+
+impl Callback {
+    pub(crate) fn new(f: impl FnOnce(Batch) + 'static) -> Callback {
+        Callback(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callback")
+    }
 }
 
 impl<B: Backend> Scheduler<B> {
@@ -123,6 +143,7 @@ impl<B: Backend> Scheduler<B> {
             closed: false,
             spare: Vec::new(),
             ready: Vec::new(),
+            callbacks: HashMap::new(),
         };
         for _ in 0..workers {
             let w = s.start()?;
@@ -218,11 +239,7 @@ impl<B: Backend> Scheduler<B> {
             self.recycle(b.frame);
         }
         results.len = 0;
-        let chunk = if chunksize == 0 {
-            n.div_ceil(self.workers.len() * 4).max(1)
-        } else {
-            chunksize
-        };
+        let chunk = self.chunk_size(n, chunksize);
         let mut ids = Vec::with_capacity(n.div_ceil(chunk));
         for first in (0..n).step_by(chunk) {
             let items = first..n.min(first + chunk);
@@ -246,6 +263,16 @@ impl<B: Backend> Scheduler<B> {
         }
         results.len = n;
         Ok(())
+    }
+
+    /// Items per chunk for `n` items: `chunksize`, or with 0 four chunks
+    /// per worker.
+    pub(crate) fn chunk_size(&self, n: usize, chunksize: usize) -> usize {
+        if chunksize == 0 {
+            n.div_ceil(self.workers.len().max(1) * 4).max(1)
+        } else {
+            chunksize
+        }
     }
 
     /// Accept no more tasks; queued tasks still run.
@@ -311,18 +338,66 @@ impl<B: Backend> Scheduler<B> {
 
     /// Record that `job` produced no results, and why.
     fn fail(&mut self, job: &Job, lost: Lost) {
-        self.done.insert(
-            job.id,
-            Batch::lost(job.task, job.first, job.count as usize, lost),
-        );
+        let batch = Batch::lost(job.task, job.first, job.count as usize, lost);
+        self.finish(job.id, batch);
     }
 
-    fn is_pending(&self, id: u64) -> bool {
+    /// Batch `id` is back (or lost): hand it to its callback, or keep it
+    /// for [`Scheduler::wait_for`].
+    fn finish(&mut self, id: u64, batch: Batch) {
+        match self.callbacks.remove(&id) {
+            Some(Callback(f)) => f(batch),
+            None => {
+                self.done.insert(id, batch);
+            }
+        }
+    }
+
+    /// When batch `id` comes back (or is lost), call `f` with it instead of
+    /// keeping it. A batch already back is handed over at once. Ids that
+    /// are neither pending nor back are ignored.
+    pub(crate) fn on_done(&mut self, id: u64, f: Callback) {
+        if let Some(batch) = self.done.remove(&id) {
+            (f.0)(batch);
+        } else if self.is_pending(id) {
+            self.callbacks.insert(id, f);
+        }
+    }
+
+    /// Nobody will ask for batch `id`: drop it now if it is back, or when
+    /// it comes back.
+    pub(crate) fn forget(&mut self, id: u64) {
+        if let Some(batch) = self.done.remove(&id) {
+            self.recycle(batch.frame);
+        } else if self.is_pending(id) {
+            self.callbacks.insert(id, Callback::new(drop));
+        }
+    }
+
+    /// Whether batch `id` is back and waiting to be taken.
+    pub(crate) fn is_done(&self, id: u64) -> bool {
+        self.done.contains_key(&id)
+    }
+
+    /// Whether batch `id` is queued or held by a worker.
+    pub(crate) fn is_pending(&self, id: u64) -> bool {
         self.queue.iter().any(|j| j.id == id)
             || self
                 .workers
                 .iter()
                 .any(|w| w.busy.iter().any(|j| j.id == id))
+    }
+
+    /// Take batch `id` if it is back.
+    pub(crate) fn take_done(&mut self, id: u64) -> Option<Batch> {
+        self.done.remove(&id)
+    }
+
+    /// Collect whatever results are back without waiting, or wait for one
+    /// until `deadline` (`None`: until something comes back; only call it
+    /// with work pending). False when the deadline passed first.
+    pub(crate) fn progress(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        self.pump(deadline)
     }
 
     /// Give queued batches to workers: one to each idle worker, then a
@@ -394,7 +469,7 @@ impl<B: Backend> Scheduler<B> {
                     if let Some(j) = job {
                         self.recycle(j.frame);
                     }
-                    self.done.insert(batch.0, batch.1);
+                    self.finish(batch.0, batch.1);
                 }
                 Ok(false) | Err(_) => {
                     self.recycle(frame);

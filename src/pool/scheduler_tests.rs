@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::pool::frame::{Values, encode_task};
 use crate::pool::registry::Registry;
+use crate::pool::results::Batch;
 use crate::pool::results::TaskError;
 use crate::pool::worker::run_batch;
 
@@ -56,6 +57,9 @@ struct Mock {
     next_pid: i32,
     ended: HashMap<Pid, Status>,
     counts: Counts,
+    /// When not empty, the slots whose results come back, one per wait, in
+    /// this order: tasks that finish out of order, certainly.
+    order: VecDeque<usize>,
 }
 
 const KILLED: Status = Status::Signaled {
@@ -99,6 +103,14 @@ impl Backend for Mock {
         deadline: Option<Instant>,
         ready: &mut Vec<usize>,
     ) -> Result<bool> {
+        if let Some(slot) = self.order.pop_front() {
+            assert!(
+                !slots[slot].ends.inbox.is_empty(),
+                "slot {slot} is scripted to answer but holds nothing"
+            );
+            ready.push(slot);
+            return Ok(true);
+        }
         ready.extend(
             slots
                 .iter()
@@ -158,6 +170,7 @@ fn pool_with(workers: usize, fates: &[Fate], capacity: usize) -> Result<Schedule
         next_pid: 100,
         ended: HashMap::new(),
         counts: Counts::default(),
+        order: VecDeque::new(),
     };
     Scheduler::new(mock, workers)
 }
@@ -370,4 +383,133 @@ fn a_pool_has_1_to_1024_workers() {
         let e = pool_with(n, &[], 4096).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
     }
+}
+
+/// A callback that records the square each task returned (or -1 for an
+/// error) in `log`, in the order the callbacks run.
+fn record(log: &std::rc::Rc<std::cell::RefCell<Vec<(usize, i64)>>>) -> Callback {
+    let log = std::rc::Rc::clone(log);
+    Callback::new(move |batch: Batch| {
+        let v = batch.decode::<i64>(0).unwrap_or(-1);
+        log.borrow_mut().push((batch.first, v));
+    })
+}
+
+/// Submit `n` squared, as item `first` of a caller's arguments.
+fn submit_at(s: &mut Scheduler<Mock>, first: usize, n: i64) -> u64 {
+    let id = s
+        .submit("square", first, |frame, id| {
+            encode_task::<Values<i64>>(frame, id, 0, &[n])
+        })
+        .unwrap();
+    s.dispatch().unwrap();
+    id
+}
+
+#[test]
+fn callbacks_run_in_the_order_results_come_back_not_of_submission() {
+    let mut s = pool(3, &[]);
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    // One task per worker (slot i holds task i); they finish 2, 0, 1.
+    let ids: Vec<u64> = (0..3).map(|i| submit_at(&mut s, i, i as i64 + 1)).collect();
+    for &id in &ids {
+        s.on_done(id, record(&log));
+    }
+    s.backend.order = [2, 0, 1].into();
+    while log.borrow().len() < 3 {
+        assert!(s.progress(None).unwrap());
+    }
+    assert_eq!(*log.borrow(), [(2, 9), (0, 1), (1, 4)]);
+    // A batch given to a callback is not kept for wait_for.
+    assert!(ids.iter().all(|&id| !s.is_done(id) && !s.is_pending(id)));
+}
+
+#[test]
+fn a_callback_set_after_the_result_came_back_runs_at_once() {
+    let mut s = pool(1, &[]);
+    let id = submit_at(&mut s, 0, 5);
+    s.progress(None).unwrap();
+    assert!(s.is_done(id));
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    s.on_done(id, record(&log));
+    assert_eq!(*log.borrow(), [(0, 25)]);
+    assert!(!s.is_done(id));
+}
+
+#[test]
+fn a_lost_or_cancelled_batch_reaches_its_callback_as_an_error() {
+    let mut s = pool(2, &[Fate::DiesAfter(0), Fate::Hangs]);
+    let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    for (first, n) in [(0, 3), (1, 4)] {
+        let id = submit_at(&mut s, first, n);
+        let got = std::rc::Rc::clone(&got);
+        s.on_done(
+            id,
+            Callback::new(move |b: Batch| got.borrow_mut().push(b.decode::<i64>(0))),
+        );
+    }
+    // Worker 101 dies running task 0; worker 102 hangs on task 1.
+    s.backend.order = [0].into();
+    s.progress(None).unwrap();
+    assert_eq!(
+        got.borrow()[0],
+        Err(TaskError::WorkerDied {
+            task: "square".into(),
+            index: 0,
+            pid: pid(101),
+            status: KILLED,
+        })
+    );
+    s.terminate().unwrap();
+    assert_eq!(
+        got.borrow()[1],
+        Err(TaskError::Cancelled {
+            task: "square".into(),
+            index: 1
+        })
+    );
+    assert_eq!(got.borrow().len(), 2, "each callback once");
+}
+
+#[test]
+fn results_queued_for_imap_unordered_come_in_the_order_they_finish() {
+    let mut s = pool(3, &[]);
+    let arrived = std::rc::Rc::new(std::cell::RefCell::new(VecDeque::new()));
+    let ids: Vec<u64> = (0..3)
+        .map(|i| submit_at(&mut s, i, 10 + i as i64))
+        .collect();
+    for &id in &ids {
+        s.on_done(id, crate::pool::pending::queue_into(&arrived));
+    }
+    s.backend.order = [1, 2, 0].into();
+    for _ in 0..3 {
+        s.progress(None).unwrap();
+    }
+    let order: Vec<(usize, i64)> = arrived
+        .borrow()
+        .iter()
+        .map(|b: &Batch| (b.first, b.decode::<i64>(0).unwrap()))
+        .collect();
+    assert_eq!(order, [(1, 121), (2, 144), (0, 100)]);
+}
+
+#[test]
+fn a_forgotten_batch_is_dropped_whether_it_is_back_or_not() {
+    let mut s = pool(2, &[]);
+    let back = submit_at(&mut s, 0, 2);
+    let later = submit_at(&mut s, 1, 3);
+    s.backend.order = [0].into();
+    s.progress(None).unwrap();
+    assert!(s.is_done(back) && s.is_pending(later));
+    s.forget(back);
+    s.forget(later);
+    assert!(!s.is_done(back));
+    s.backend.order = [1].into();
+    s.progress(None).unwrap();
+    assert!(
+        !s.is_done(later) && !s.is_pending(later),
+        "dropped on arrival"
+    );
+    s.close();
+    s.join().unwrap();
 }

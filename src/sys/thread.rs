@@ -77,6 +77,47 @@ impl RawThread {
     }
 }
 
+impl RawThread {
+    /// Set the thread's OS name (what `ps -L` and
+    /// `/proc/<pid>/task/<tid>/comm` show) with pthread_setname_np(3),
+    /// cut to the 15 bytes the kernel keeps (and at a NUL byte). A thread
+    /// that has already ended is not renamed (glibc then names no task:
+    /// ENOENT).
+    pub fn set_os_name(&self, name: &[u8]) -> Result<(), Errno> {
+        let mut buf = [0u8; 16];
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        let n = name.len().min(15);
+        buf[..n].copy_from_slice(&name[..n]);
+        // SAFETY: `id` names a thread this handle started and has neither
+        // joined nor detached (join consumes the handle, drop detaches it),
+        // so it is a valid pthread_t, even if the thread has ended; `buf` is
+        // a NUL-terminated string of at most 15 bytes, as the call requires
+        // (ERANGE otherwise), and outlives the call.
+        let rc = unsafe { libc::pthread_setname_np(self.id, buf.as_ptr().cast()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw(rc))
+        }
+    }
+
+    /// The thread's pthread_t, as a number: what [`current_id`] returns on
+    /// that thread (Python's `Thread.ident`).
+    #[allow(clippy::unnecessary_cast)] // pthread_t is not u64 everywhere
+    pub fn id(&self) -> u64 {
+        self.id as u64
+    }
+}
+
+/// The calling thread's pthread_t, as a number: Python's
+/// `threading.get_ident()`. Unique among the threads alive at once; a
+/// finished thread's number may be given to a new one.
+#[allow(clippy::unnecessary_cast)] // pthread_t is not u64 everywhere
+pub fn current_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    (unsafe { libc::pthread_self() }) as u64
+}
+
 impl Drop for RawThread {
     /// An unjoined thread is detached: it runs on, and its resources are
     /// freed when it ends.

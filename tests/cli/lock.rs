@@ -217,6 +217,14 @@ fn bad_input_is_a_one_line_usage_error() {
         &["balance", "--bogus"],
         &["nope"],
         &["--threads", "2"],
+        &["deadlock", "--timeout", "2h"],
+        &["deadlock", "--timeout", "x"],
+        &["deadlock", "--ordered", "extra"],
+        &["rlock", "--timeout", "-1"],
+        &["semaphore", "--threads", "0"],
+        &["semaphore", "--value", "0"],
+        &["semaphore", "--value", "1001"],
+        &["semaphore", "--hold", "11s"],
     ];
     assert_usage_table("lock", table);
 }
@@ -233,6 +241,11 @@ fn help_documents_flags_and_output_lines() {
             "mismatch: a=",
             "checks=",
             "Exit status",
+            "acquire(timeout=",
+            "deadlock:",
+            "--ordered",
+            "threading.RLock",
+            "released too many times",
         ],
     );
     for (sub, flags) in [
@@ -248,7 +261,157 @@ fn help_documents_flags_and_output_lines() {
             "invariant",
             &["--seconds", "--show", "--no-lock", "--yield"][..],
         ),
+        ("deadlock", &["--timeout", "--ordered"][..]),
+        ("rlock", &["--timeout", "threading.RLock"][..]),
+        (
+            "semaphore",
+            &["--threads", "--value", "--hold", "BoundedSemaphore"][..],
+        ),
     ] {
         assert_help("lock", &[sub], flags);
     }
+}
+
+#[test]
+fn opposite_lock_orders_deadlock_and_the_demo_says_so() {
+    let out = pk("lock")
+        .args(["deadlock", "--timeout", "50ms"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the deadlock is reported with exit 1"
+    );
+    assert!(out.stderr.is_empty());
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Thread-1 takes lock A then lock B; Thread-2 takes lock B then lock A (the opposite order)"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("deadlock: each thread held one lock and waited for the other's"),
+        "{text}"
+    );
+    // Both threads took their first lock before either asked for its
+    // second: every `took` line comes before every `waiting` line.
+    let last_took = lines
+        .iter()
+        .rposition(|l| l.contains(": took lock"))
+        .unwrap();
+    let first_wait = lines
+        .iter()
+        .position(|l| l.contains(": waiting for lock"))
+        .unwrap();
+    assert!(last_took < first_wait, "{text}");
+    let n = lines.len();
+    let body = &mut lines[1..n - 1];
+    body.sort_unstable();
+    assert_eq!(
+        body,
+        [
+            "thread Thread-1: gave up on lock B after 50ms: the other thread holds it, waiting for lock A, which this thread holds",
+            "thread Thread-1: took lock A",
+            "thread Thread-1: waiting for lock B...",
+            "thread Thread-2: gave up on lock A after 50ms: the other thread holds it, waiting for lock B, which this thread holds",
+            "thread Thread-2: took lock B",
+            "thread Thread-2: waiting for lock A...",
+        ]
+    );
+}
+
+#[test]
+fn one_lock_order_for_all_threads_never_deadlocks() {
+    for _ in 0..3 {
+        let out = pk("lock").args(["deadlock", "--ordered"]).output().unwrap();
+        assert_success(&out);
+        let text = stdout(&out);
+        assert_eq!(
+            text.matches(": took lock B; releasing both").count(),
+            2,
+            "{text}"
+        );
+        assert!(!text.contains("gave up"), "{text}");
+        assert!(text.ends_with("no deadlock: every thread took both locks, always A before B\n"));
+        // Each thread took A before B.
+        for t in ["Thread-1", "Thread-2"] {
+            let a = text.find(&format!("thread {t}: took lock A")).unwrap();
+            let b = text.find(&format!("thread {t}: took lock B")).unwrap();
+            assert!(a < b, "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_lock_taken_twice_waits_for_itself_an_rlock_does_not() {
+    let out = pk("lock")
+        .args(["rlock", "--timeout", "20ms"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "Lock: outer acquire() -> held\n\
+         Lock: inner acquire(timeout=20ms) by the same thread -> timed out: a Lock is not reentrant; without a timeout the thread would wait for itself for ever\n\
+         RLock: outer acquire() -> held, depth 1\n\
+         RLock: inner acquire() by the same thread -> held, depth 2\n\
+         RLock: inner released -> still held by this thread: True\n\
+         RLock: another thread's acquire(timeout=20ms) while it is held -> timed out: True\n\
+         RLock: outer released -> another thread takes it: True\n"
+    );
+}
+
+#[test]
+fn a_bounded_semaphore_admits_at_most_its_value_and_refuses_a_release_too_many() {
+    let out = pk("lock")
+        .args([
+            "semaphore",
+            "--threads",
+            "8",
+            "--value",
+            "3",
+            "--hold",
+            "5ms",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let in_use = |l: &str| -> u32 {
+        l.split(", ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let acquired: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": acquired, "))
+        .collect();
+    assert_eq!(acquired.len(), 8, "each thread once: {text}");
+    assert!(
+        acquired.iter().all(|l| (1..=3).contains(&in_use(l))),
+        "{text}"
+    );
+    let most: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("most in use at once: "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&most), "{text}");
+    assert!(text.contains(" of 3 (BoundedSemaphore(3), 8 threads)\n"));
+    assert!(text.ends_with(
+        "release() once more: release(BoundedSemaphore): released too many times (Python: ValueError: Semaphore released too many times)\n"
+    ));
 }

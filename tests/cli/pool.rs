@@ -2,79 +2,204 @@
 
 use crate::common::*;
 
-/// Worker pids named in the output: the pool line and every replacement.
-fn worker_pids(text: &str) -> Vec<i32> {
-    let mut pids: Vec<i32> = text
-        .lines()
-        .find_map(|l| l.split_once("workers: "))
-        .map(|(_, rest)| rest.split(' ').filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default();
-    pids.extend(
-        text.lines()
-            .filter_map(|l| l.rsplit_once("replaced by worker "))
-            .filter_map(|(_, p)| p.parse::<i32>().ok()),
-    );
-    pids
+/// The lesson's lines of one task: where its `Run task <i> (<pid>)...`
+/// and `Task <i> runs <secs> seconds.` lines are, and the worker's pid.
+fn task_lines(lines: &[&str], i: usize) -> (usize, usize, i32) {
+    let run: Vec<usize> = (0..lines.len())
+        .filter(|&n| lines[n].starts_with(&format!("Run task {i} (")))
+        .collect();
+    let done: Vec<usize> = (0..lines.len())
+        .filter(|&n| {
+            lines[n].starts_with(&format!("Task {i} runs ")) && lines[n].ends_with(" seconds.")
+        })
+        .collect();
+    assert_eq!((run.len(), done.len()), (1, 1), "task {i}: {lines:#?}");
+    let pid = pid_after(lines[run[0]], &format!("Run task {i} (")).unwrap();
+    (run[0], done[0], pid)
 }
 
 #[test]
-fn demo_runs_ten_tasks_on_four_workers_in_task_order() {
+fn demo_is_the_lesson_five_long_tasks_on_pool_4() {
     let out = pk("pool")
-        .args(["demo", "--workers", "4", "--tasks", "10"])
+        .args([
+            "demo",
+            "--workers",
+            "4",
+            "--tasks",
+            "5",
+            "--task-time",
+            "20ms",
+        ])
         .output()
         .unwrap();
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 12, "{text}");
-    let pids = worker_pids(&text);
-    assert_eq!(pids.len(), 4);
-    for (i, line) in lines[1..11].iter().enumerate() {
-        let (head, pid) = line.rsplit_once(" from worker ").unwrap();
-        assert_eq!(head, format!("hello {i}"));
-        assert!(
-            pids.contains(&pid.parse().unwrap()),
-            "{line} ran on a pool worker"
-        );
+    assert_eq!(lines.len(), 13, "{text}");
+    assert!(pid_after(lines[0], "Parent process ").is_some(), "{text}");
+    assert!(lines[0].ends_with('.'));
+    assert!(lines.contains(&"Waiting for all subprocesses done..."));
+    assert_eq!(lines[12], "All subprocesses done.");
+    let mut pids = Vec::new();
+    let mut first_done = usize::MAX;
+    for i in 0..5 {
+        let (run, done, pid) = task_lines(&lines, i);
+        assert!(run < done, "task {i} starts before it ends: {text}");
+        first_done = first_done.min(done);
+        pids.push(pid);
     }
-    assert_eq!(lines[11], "close + join: 4 workers exited, status=0");
+    // Four workers: the fifth task starts only once a worker is free,
+    // after some task has finished.
+    assert!(task_lines(&lines, 4).0 > first_done, "{text}");
+    pids.sort_unstable();
+    pids.dedup();
+    assert!(pids.len() <= 4, "at most 4 worker processes: {pids:?}");
+    assert!(!pids.contains(&pid_after(lines[0], "Parent process ").unwrap()));
     assert!(leftovers(&pids).is_empty(), "no worker outlives join");
 }
 
 #[test]
-fn a_worker_killed_mid_task_is_reported_and_replaced_and_the_rest_finish() {
+fn tasks_that_finish_out_of_order_print_out_of_order() {
+    // --reverse: task i finishes only after task i+1 (a shared counter),
+    // so the Task lines come last task first, whatever the timing.
+    for _ in 0..2 {
+        let out = pk("pool")
+            .args([
+                "demo",
+                "-w",
+                "5",
+                "-t",
+                "5",
+                "--task-time",
+                "5ms",
+                "--reverse",
+            ])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let text = stdout(&out);
+        let done: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("Task "))
+            .map(|l| l.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(done, ["4", "3", "2", "1", "0"], "{text}");
+        assert!(text.ends_with("All subprocesses done.\n"));
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_task_reaches_the_error_callback_and_the_rest_finish() {
     let out = pk("pool")
-        .args(["demo", "--workers", "2", "--tasks", "10", "--kill-a-worker"])
+        .args([
+            "demo",
+            "-w",
+            "2",
+            "-t",
+            "10",
+            "--task-time",
+            "1ms",
+            "--kill-a-worker",
+        ])
         .output()
         .unwrap();
     assert_success(&out);
     let text = stdout(&out);
-    let pids = worker_pids(&text);
+    let lines: Vec<&str> = text.lines().collect();
     let lost: Vec<&str> = text.lines().filter(|l| l.starts_with("task ")).collect();
     assert_eq!(lost.len(), 1, "{text}");
     let dead = pid_after(lost[0], "task 5 lost: worker ").expect("task 5 named as lost");
     assert!(lost[0].ends_with(" killed by signal 9 (SIGKILL)"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "worker {dead} killed by signal 9 (SIGKILL); replaced by worker "
-        )),
-        "{text}"
-    );
-    let hellos: Vec<usize> = text
+    let replaced = format!("worker {dead} killed by signal 9 (SIGKILL); replaced by worker ");
+    let new = text
         .lines()
-        .filter_map(|l| l.strip_prefix("hello ")?.split(' ').next()?.parse().ok())
-        .collect();
-    assert_eq!(
-        hellos,
-        [0, 1, 2, 3, 4, 6, 7, 8, 9],
-        "every other task finished, in order"
-    );
-    assert!(
-        text.ends_with("close + join: 2 workers exited, status=0\n"),
-        "{text}"
-    );
-    assert_eq!(pids.len(), 3);
+        .find_map(|l| pid_after(l, &replaced))
+        .expect("the replacement is reported");
+    // Task 5 started on the worker that died, and never finished.
+    assert!(text.contains(&format!("Run task 5 ({dead})...")), "{text}");
+    assert!(!text.contains("Task 5 runs"), "{text}");
+    let mut pids = vec![dead, new];
+    for i in (0..10).filter(|&i| i != 5) {
+        let (run, done, pid) = task_lines(&lines, i);
+        assert!(run < done);
+        pids.push(pid);
+    }
+    assert!(text.ends_with("All subprocesses done.\n"), "{text}");
+    pids.sort_unstable();
+    pids.dedup();
     assert!(leftovers(&pids).is_empty());
+}
+
+#[test]
+fn closed_stdout_ends_the_demo_quietly() {
+    let head = assert_quiet_on_closed_stdout("pk-pool demo -w 4 -t 3000 --task-time 0");
+    assert!(head.starts_with("Parent process "), "{head}");
+}
+
+#[test]
+fn calls_print_what_python_s_pool_prints() {
+    let lesson = "\
+from multiprocessing import get_context
+def square(x): return x * x
+def add(a, b): return a + b
+def nap(k): return k
+if __name__ == '__main__':
+    with get_context('fork').Pool(4) as pool:
+        print('apply(square, 7) =', pool.apply(square, (7,)))
+        print('apply_async(square, 8).get() =', pool.apply_async(square, (8,)).get())
+        print('map(square, [1, 2, 3, 4, 5]) =', pool.map(square, [1, 2, 3, 4, 5]))
+        print('map_async(square, [1, 2, 3, 4, 5]).get() =', pool.map_async(square, [1, 2, 3, 4, 5]).get())
+        print('starmap(add, [(1, 2), (3, 4), (5, 6)]) =', pool.starmap(add, [(1, 2), (3, 4), (5, 6)]))
+        print('imap(nap, [0, 1, 2, 3]):', *pool.imap(nap, range(4)))
+";
+    let out = assert_cmd::Command::new("python3")
+        .arg("-c")
+        .arg(lesson)
+        .timeout(TIMEOUT)
+        .output();
+    let py = match out {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
+        _ => {
+            eprintln!("skipped: python3 is not available");
+            return;
+        }
+    };
+    let ours = pk("pool")
+        .args(["calls", "--task-time", "0"])
+        .output()
+        .unwrap();
+    assert_success(&ours);
+    assert!(
+        stdout(&ours).starts_with(&py),
+        "python:\n{py}\nours:\n{}",
+        stdout(&ours)
+    );
+    assert_eq!(py.lines().count(), 6);
+}
+
+#[test]
+fn calls_shows_every_pool_call_and_results_in_the_order_they_finish() {
+    for _ in 0..2 {
+        let out = pk("pool")
+            .args(["calls", "--workers", "4", "--task-time", "1ms"])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        assert_eq!(
+            stdout(&out),
+            "apply(square, 7) = 49\n\
+             apply_async(square, 8).get() = 64\n\
+             map(square, [1, 2, 3, 4, 5]) = [1, 4, 9, 16, 25]\n\
+             map_async(square, [1, 2, 3, 4, 5]).get() = [1, 4, 9, 16, 25]\n\
+             starmap(add, [(1, 2), (3, 4), (5, 6)]) = [3, 7, 11]\n\
+             imap(nap, [0, 1, 2, 3]): 0 1 2 3\n\
+             imap_unordered(nap, [0, 1, 2, 3]): 3 2 1 0\n\
+             apply_async(nap, k, callback) for k in [0, 1, 2, 3]: callbacks ran for 3 2 1 0\n\
+             apply_async(check, -1, callback, error_callback): error_callback(task check[0] failed: -1 is negative)\n\
+             apply_async(check, 5, callback, error_callback): callback(5)\n\
+             close + join: every worker exited\n"
+        );
+    }
 }
 
 #[test]
@@ -172,6 +297,14 @@ fn bad_input_is_a_one_line_usage_error() {
         &["demo", "--workers", "1025"],
         &["demo", "--tasks", "0"],
         &["demo", "--tasks", "x"],
+        &["demo", "--tasks", "10001"],
+        &["demo", "--task-time", "61s"],
+        &["demo", "--task-time", "soon"],
+        &["demo", "-w", "2", "-t", "3", "--reverse"],
+        &["demo", "--reverse", "--kill-a-worker"],
+        &["calls", "--workers", "1"],
+        &["calls", "--task-time", "11s"],
+        &["calls", "extra"],
         &["map"],
         &["map", "abc"],
         &["map", "1.5"],
@@ -195,7 +328,18 @@ fn help_documents_the_output() {
         &[
             "demo",
             "map",
-            "hello <i> from worker <pid>",
+            "calls",
+            "Parent process <pid>.",
+            "Waiting for all subprocesses done...",
+            "Run task <i> (<worker pid>)...",
+            "Task <i> runs <secs> seconds.",
+            "All subprocesses done.",
+            "--reverse",
+            "apply(square, 7)",
+            "map_async",
+            "imap_unordered",
+            "starmap",
+            "error_callback",
             "replaced by worker",
             "[1, 4, 9, 16, 25]",
             "Exit status",

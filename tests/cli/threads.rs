@@ -143,6 +143,21 @@ fn bad_input_is_a_one_line_usage_error() {
         &["nope"],
         &["--bogus"],
         &["loop", "extra"],
+        &["names", "--rename", ""],
+        &["names", "--self-name", "a\nb"],
+        &["names", "extra"],
+        &["timer", "--interval", "2h"],
+        &["timer", "--interval", "soon"],
+        &["queue", "--workers", "0"],
+        &["queue", "--workers", "65"],
+        &["queue", "--items", "0"],
+        &["queue", "--items", "100001"],
+        &["queue", "--work", "11s"],
+        &["gil", "--jobs", "0"],
+        &["gil", "--jobs", "65"],
+        &["gil", "--steps", "0"],
+        &["gil", "--steps", "100000000001"],
+        &["gil", "--steps", "x"],
     ];
     assert_usage_table("threads", table);
 }
@@ -151,6 +166,13 @@ fn bad_input_is_a_one_line_usage_error() {
 fn closed_stdout_exits_quietly() {
     let head = assert_quiet_on_closed_stdout("pk-threads loop -n 100000 --interval 0");
     assert_eq!(head, "thread MainThread is running...\n");
+    // The queue's workers write most of the lines: they keep working, so
+    // that main's join returns and main stops quietly.
+    let head = assert_quiet_on_closed_stdout("pk-threads queue -w 4 -n 100000 --work 0");
+    assert_eq!(
+        head,
+        "main: 4 daemon worker threads, then q.put() of 100000 items\n"
+    );
 }
 
 #[test]
@@ -173,4 +195,297 @@ fn help_documents_flags_and_output_lines() {
         &["daemon"],
         &["--daemon", "--no-daemon", "--work", "--name"],
     );
+    // Each demo names the Python call it mirrors.
+    assert_help(
+        "threads",
+        &[],
+        &[
+            "current_thread().name",
+            "get_ident()",
+            "t.name = ",
+            "threading.Timer",
+            "queue.Queue",
+            "task_done",
+            "q.join()",
+            "GIL",
+            "gil_threads_speedup_x",
+        ],
+    );
+    assert_help("threads", &["names"], &["--rename", "--self-name"]);
+    assert_help("threads", &["timer"], &["--interval", "threading.Timer"]);
+    assert_help("threads", &["queue"], &["--workers", "--items", "--work"]);
+    assert_help("threads", &["gil"], &["--jobs", "--steps"]);
+}
+
+#[test]
+fn unnamed_threads_are_thread_n_and_a_running_thread_is_renamed() {
+    let out = pk("threads")
+        .args(["names", "--rename", "Downloader", "--self-name", "Uploader"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    // get_ident() and get_native_id() of each thread: the main thread's
+    // native id is the pid; every thread's numbers differ.
+    let field = |line: &str, key: &str| -> u64 {
+        line.split(key)
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let main = lines[0];
+    assert!(
+        main.starts_with("thread MainThread: current_thread().name=MainThread get_ident()="),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        "started Thread-1, Thread-2, Thread-3 without names (Python 3.11: Thread-N (target))"
+    );
+    let mut idents = vec![field(main, "get_ident()=")];
+    let mut natives = vec![field(main, "get_native_id()=")];
+    for (i, line) in lines[2..5].iter().enumerate() {
+        let n = i + 1;
+        assert!(
+            line.starts_with(&format!(
+                "thread Thread-{n}: current_thread().name=Thread-{n} get_ident()="
+            )),
+            "{text}"
+        );
+        idents.push(field(line, "get_ident()="));
+        natives.push(field(line, "get_native_id()="));
+    }
+    let distinct = |v: &[u64]| v.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(distinct(&idents), 4, "{text}");
+    assert_eq!(distinct(&natives), 4, "{text}");
+    assert_eq!(
+        lines[5..],
+        [
+            "main: Thread-2 is running (is_alive=True); t.name = 'Downloader'",
+            "thread Thread-1: ended, OS name Thread-1",
+            "thread Downloader: ended, OS name Downloader",
+            "thread Thread-3: current_thread().name = 'Uploader' (renamed itself)",
+            "thread Uploader: ended, OS name Uploader",
+        ]
+    );
+}
+
+#[test]
+fn main_thread_native_id_is_the_pid() {
+    let child = pk_std("threads")
+        .arg("names")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let native = |line: &str| -> i32 {
+        line.rsplit("get_native_id()=")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        native(lines[0]),
+        pid,
+        "threading.get_native_id() in the main thread"
+    );
+    for l in &lines[2..5] {
+        assert_ne!(native(l), pid, "{l}");
+    }
+}
+
+#[test]
+fn a_timer_fires_once_and_a_cancelled_one_never() {
+    let out = pk("threads")
+        .args(["timer", "--interval", "20ms"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "Timer(20ms, hello) started as Thread-1\n\
+         thread Thread-1: hello, world\n\
+         Thread-1: joined, function ran=True\n\
+         Timer(1h, hello) started as Thread-2; cancel() at once\n\
+         Thread-2: joined, function ran=False\n"
+    );
+}
+
+#[test]
+fn queue_join_returns_after_every_item_is_done() {
+    let out = pk("threads")
+        .args(["queue", "--workers", "3", "--items", "40", "--work", "0"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "main: 3 daemon worker threads, then q.put() of 40 items"
+    );
+    let join = lines
+        .iter()
+        .position(|l| l.starts_with("main: q.join() returned"))
+        .expect("a join line");
+    assert_eq!(
+        lines[join],
+        "main: q.join() returned: all 40 items done, unfinished_tasks=0"
+    );
+    // Every item finished exactly once, all before join returned.
+    let mut finished: Vec<u32> = lines[..join]
+        .iter()
+        .filter_map(|l| l.split(": finished item ").nth(1)?.parse().ok())
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, (1..=40).collect::<Vec<_>>(), "{text}");
+    let workers: std::collections::HashSet<&str> = lines[..join]
+        .iter()
+        .filter_map(|l| l.strip_prefix("worker ")?.split(':').next())
+        .collect();
+    assert!(
+        workers
+            .iter()
+            .all(|w| ["Thread-1", "Thread-2", "Thread-3"].contains(w))
+    );
+    assert_eq!(lines.len(), join + 2, "{text}");
+    assert!(
+        lines[join + 1]
+            .starts_with("main: q.task_done() once more: task_done: called too many times"),
+        "{text}"
+    );
+}
+
+/// Marsaglia's xorshift64 (13, 7, 17): the demo's job, computed here on
+/// its own.
+fn xorshift(seed: u64, steps: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..steps {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+#[test]
+fn gil_runs_the_same_jobs_on_threads_of_one_process_and_in_processes() {
+    let out = pk("threads")
+        .args(["gil", "--jobs", "3", "--steps", "1000"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("jobs=3 steps=1000 per job"), "{text}");
+    let value = |l: &str| u64::from_str_radix(l.rsplit("= 0x").next().unwrap(), 16).unwrap();
+    let want: Vec<u64> = (1..=3u64)
+        .map(|i| xorshift(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), 1000))
+        .collect();
+    let threads: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("threads: job "))
+        .collect();
+    let procs: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("processes: job "))
+        .collect();
+    assert_eq!((threads.len(), procs.len()), (3, 3), "{text}");
+    let parent = out_pid(&threads);
+    for (i, l) in threads.iter().enumerate() {
+        assert_eq!(value(l), want[i], "{l}");
+        assert!(
+            l.contains(&format!("job {} on thread Thread-", i + 1)),
+            "{l}"
+        );
+    }
+    // Threads share one pid; each job's process is another process.
+    let mut pids: Vec<i32> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            assert_eq!(value(l), want[i], "{l}");
+            pid_after(l, &format!("processes: job {} in process ", i + 1)).unwrap()
+        })
+        .collect();
+    assert!(!pids.contains(&parent));
+    pids.dedup();
+    assert_eq!(pids.len(), 3);
+    for (prefix, python) in [
+        (
+            "threads: 3 jobs on 3 threads of one process: ",
+            "(Python: about 1x)",
+        ),
+        ("processes: 3 jobs in 3 processes: ", "(Python: about "),
+    ] {
+        let l = lines.iter().find(|l| l.starts_with(prefix)).expect(prefix);
+        assert!(l.contains(", speed-up ") && l.contains(python), "{l}");
+    }
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("why: CPython's GIL lets one thread at a time run Python code")
+    );
+    assert!(leftovers(&pids).is_empty());
+}
+
+/// The one pid every `threads: job` line names.
+fn out_pid(lines: &[&str]) -> i32 {
+    let pids: std::collections::HashSet<i32> = lines
+        .iter()
+        .map(|l| pid_after(l.split("(pid ").nth(1).unwrap(), "").unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "{lines:?}");
+    *pids.iter().next().unwrap()
+}
+
+#[test]
+fn the_gil_jobs_compute_what_python_s_peer_computes() {
+    // bench/python/peers.py's _spin is the Python side of the gil figures:
+    // the same rounds must give the same values.
+    let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/python");
+    let code = format!(
+        "import sys; sys.argv = ['peers']; sys.path.insert(0, '{peers}'); import peers\n\
+         print(' '.join(hex(peers._spin(peers._gil_seed(i), 1000)) for i in (1, 2, 3)))"
+    );
+    let out = assert_cmd::Command::new("python3")
+        .arg("-c")
+        .arg(&code)
+        .timeout(TIMEOUT)
+        .output();
+    let py = match out {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
+        _ => {
+            eprintln!("skipped: python3 is not available");
+            return;
+        }
+    };
+    let ours = pk("threads")
+        .args(["gil", "--jobs", "3", "--steps", "1000"])
+        .output()
+        .unwrap();
+    assert_success(&ours);
+    let values: Vec<String> = stdout(&ours)
+        .lines()
+        .filter(|l| l.starts_with("threads: job "))
+        .map(|l| {
+            let v = u64::from_str_radix(l.rsplit("= 0x").next().unwrap(), 16).unwrap();
+            format!("{v:#x}")
+        })
+        .collect();
+    assert_eq!(values.join(" "), py.trim_end());
 }

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::outln;
 
 mod forking;
+mod gil;
 mod ipc;
 mod pipe;
 mod pool;
@@ -59,6 +60,11 @@ Figures (unit; lower is better unless marked higher):
                             the same two from a parent that first wrote 256 MiB, 1 GiB,
                             4 GiB of heap (a fork-based start grows with it); skipped,
                             with a message on stderr, when the machine lacks the memory
+  gil_threads_speedup_x     N CPU-bound xorshift jobs (N = cores, at least 2): time one
+                            after another on one thread / time on N threads (higher is
+                            better; Python's GIL keeps its threads near 1x)
+  gil_procs_speedup_x       the same jobs: time on one thread / time in N processes,
+                            forks and joins included (higher is better; about N)
 
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
@@ -142,6 +148,8 @@ const FIGURES: &[Figure] = &[
     fig("spawn_std_1GiB_us", "us", spawn::spawn_std_1g),
     fig("spawn_4GiB_us", "us", spawn::spawn_4g),
     fig("spawn_std_4GiB_us", "us", spawn::spawn_std_4g),
+    fig("gil_threads_speedup_x", "x", gil::threads_speedup),
+    fig("gil_procs_speedup_x", "x", gil::procs_speedup),
 ];
 
 /// Set by `--quick`, for figures whose cost is not a count of iterations.

@@ -1,5 +1,7 @@
-//! `pk-pool`: Python's `multiprocessing.Pool` — apply_async, map,
-//! close/join — on pre-forked workers that never hang when one dies.
+//! `pk-pool`: Python's `multiprocessing.Pool` — the lesson's
+//! apply_async of long tasks, then apply, map, map_async, imap,
+//! imap_unordered, starmap and callbacks — on pre-forked workers that
+//! never hang when one dies.
 
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
@@ -8,19 +10,48 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::pool::{Event, Pool, Registry, Task, TaskError};
+use crate::pool::{Event, Pool, Registry, Task};
 use crate::process;
 use crate::{note, outln};
 
 mod exec;
+mod lesson;
 
 const AFTER_HELP: &str = "\
-pk-pool demo [--workers 4] [--tasks 10] [--kill-a-worker]
-  pool of <N> workers: <pid> <pid> ...
-  hello <i> from worker <pid>                      (one per task, in task order)
-  task <i> lost: worker <pid> killed by signal 9 (SIGKILL)   (--kill-a-worker)
-  worker <pid> killed by signal 9 (SIGKILL); replaced by worker <pid>
-  close + join: <N> workers exited, status=0
+pk-pool demo [--workers 4] [--tasks 5] [--task-time 3s] [--reverse] [--kill-a-worker]
+  Python's lesson: Pool(4), apply_async(long_time_task, (i,)) for 5 tasks,
+  close(), join(). Each task sleeps a random time up to --task-time.
+  Parent process <pid>.
+  Waiting for all subprocesses done...         (right after the apply_async calls)
+  Run task <i> (<worker pid>)...                (printed by the worker as it starts)
+  Task <i> runs <secs> seconds.                 (by the worker, as it finishes)
+  All subprocesses done.                        (after close + join)
+  The Run and Task lines come in the order the workers reach them: not
+  the task order. With more tasks than workers, a task starts only when a
+  worker is free: `Run task 4` comes after some `Task <k> runs` line.
+  --reverse: task i finishes only after task i+1 (a counter in shared
+  memory), so the Task lines come last task first, every run (needs
+  --workers >= --tasks).
+  --kill-a-worker: the middle task SIGKILLs its worker; its error_callback
+  prints `task <i> lost: worker <pid> killed by signal 9 (SIGKILL)`, the
+  pool replaces the worker (`worker <pid> ...; replaced by worker <pid>`)
+  and the other tasks finish. Python's Pool would wait for ever.
+
+pk-pool calls [--workers 4] [--task-time 100ms]
+  Every Pool call of the lesson, one line each, named by its Python call:
+  apply(square, 7) = 49                            (blocks until the result is back)
+  apply_async(square, 8).get() = 64
+  map(square, [1, 2, 3, 4, 5]) = [1, 4, 9, 16, 25]
+  map_async(square, [1, 2, 3, 4, 5]).get() = [1, 4, 9, 16, 25]
+  starmap(add, [(1, 2), (3, 4), (5, 6)]) = [3, 7, 11]
+  imap(nap, [0, 1, 2, 3]): 0 1 2 3                 (argument order)
+  imap_unordered(nap, [0, 1, 2, 3]): 3 2 1 0       (as they finish)
+  apply_async(nap, k, callback) for k in [0, 1, 2, 3]: callbacks ran for 3 2 1 0
+  apply_async(check, -1, callback, error_callback): error_callback(task check[0] failed: -1 is negative)
+  apply_async(check, 5, callback, error_callback): callback(5)
+  nap(k) sleeps --task-time and finishes only after nap(k+1) has (a
+  counter in shared memory): the last argument finishes first, every run.
+  The list has one nap per worker (at most 8).
 pk-pool map [--workers 2] [--chunksize C] 1 2 3 4 5   ->  [1, 4, 9, 16, 25]
 pk-pool map --range N                                 ->  the squares of 0..N
 pk-pool map --range 100 -c 10 --kill-worker-at 35     ->  items 30-39 `error` (their worker
@@ -58,19 +89,12 @@ pub enum Command {
     /// line appended when no argument holds `{}`), on N pre-forked workers,
     /// like `xargs -P N -I {}`.
     Exec(exec::ExecArgs),
-    /// apply_async of N tasks on a pool, results in task order, then close + join.
-    Demo {
-        /// Worker processes (1-1024).
-        #[arg(short = 'w', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        workers: u32,
-        /// Tasks to submit (1-100000).
-        #[arg(short = 't', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        tasks: u32,
-        /// Make the middle task SIGKILL its own worker: the pool reports that
-        /// task as lost, replaces the worker and finishes the others.
-        #[arg(long)]
-        kill_a_worker: bool,
-    },
+    /// The lesson: apply_async of long tasks on Pool(4), "Waiting for all
+    /// subprocesses done...", close, join, "All subprocesses done.".
+    Demo(lesson::DemoArgs),
+    /// apply, apply_async + get, map, map_async, starmap, imap,
+    /// imap_unordered, callback and error_callback: one line each.
+    Calls(lesson::CallsArgs),
     /// map(square, items): results in item order.
     Map {
         /// Worker processes (1-1024).
@@ -92,14 +116,9 @@ pub enum Command {
     },
 }
 
-/// `hello`: who ran task `i`.
-fn hello(i: u64) -> String {
-    format!("hello {i} from worker {}", process::getpid())
-}
-
 /// `crash`: the worker dies as if killed from outside; the pool sees only
 /// a closed pipe.
-fn crash(_: u64) -> std::result::Result<String, String> {
+pub(super) fn crash(_: u64) -> std::result::Result<String, String> {
     let _ = process::die_of(Signal::SIGKILL);
     Err("SIGKILL did not end the worker".into())
 }
@@ -122,10 +141,6 @@ fn square_or_die((die, n): (bool, i64)) -> std::result::Result<i64, String> {
 /// The typed handles of pk-pool's tasks.
 #[derive(Debug, Clone, Copy)]
 pub struct Tasks {
-    /// `hello {i} from worker {pid}`.
-    pub hello: Task<u64, String>,
-    /// The worker SIGKILLs itself.
-    pub crash: Task<u64, String>,
     /// An i64 squared.
     pub square: Task<i64, i64>,
     /// An i64 squared, or the worker dies first when the flag is set.
@@ -137,8 +152,6 @@ pub struct Tasks {
 pub fn registry() -> (Registry, Tasks) {
     let mut registry = Registry::new().register("exec", exec::exec_task);
     let tasks = Tasks {
-        hello: registry.task("hello", hello),
-        crash: registry.task("crash", crash),
         square: registry.task("square", square),
         square_or_die: registry.task("square_or_die", square_or_die),
     };
@@ -159,11 +172,8 @@ fn pool_with_tasks(workers: u32) -> Result<(Pool, Tasks)> {
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.command {
         Command::Exec(a) => exec::run(a),
-        Command::Demo {
-            workers,
-            tasks,
-            kill_a_worker,
-        } => demo(out, workers, tasks, kill_a_worker),
+        Command::Demo(a) => lesson::demo(a, out),
+        Command::Calls(a) => lesson::calls(a, out),
         Command::Map {
             workers,
             chunksize,
@@ -180,43 +190,12 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     }
 }
 
-fn report_events(out: &mut Out, pool: &mut Pool) -> Result<()> {
+/// Print the workers the pool replaced since the last call.
+pub(super) fn report_events(out: &mut Out, pool: &mut Pool) -> Result<()> {
     for Event::Replaced { old, status, new } in pool.take_events() {
         note!(out, "worker {old} {status}; replaced by worker {new}")?;
     }
     Ok(())
-}
-
-fn demo(out: &mut Out, workers: u32, tasks: u32, kill_a_worker: bool) -> Result<u8> {
-    let (mut pool, t) = pool_with_tasks(workers)?;
-    let pids: Vec<String> = pool.pids().iter().map(ToString::to_string).collect();
-    note!(out, "pool of {workers} workers: {}", pids.join(" "))?;
-    let victim = kill_a_worker.then_some(tasks / 2);
-    let mut handles = Vec::with_capacity(tasks as usize);
-    for i in 0..tasks {
-        let task = if Some(i) == victim { t.crash } else { t.hello };
-        handles.push(pool.apply_async(task, u64::from(i))?);
-    }
-    for (i, h) in handles.iter().enumerate() {
-        match pool.get(h, None)?.expect("no timeout was given") {
-            Ok(text) => outln!(out, "{text}")?,
-            Err(TaskError::WorkerDied { pid, status, .. }) => {
-                outln!(out, "task {i} lost: worker {pid} {status}")?
-            }
-            Err(e) => outln!(out, "task {i}: {e}")?,
-        }
-        report_events(out, &mut pool)?;
-    }
-    pool.close();
-    let statuses = pool.join()?;
-    let all_ok = statuses.iter().all(|(_, s)| s.success());
-    note!(
-        out,
-        "close + join: {} workers exited, {}",
-        statuses.len(),
-        if all_ok { "status=0" } else { "some failed" }
-    )?;
-    Ok(exit::OK)
 }
 
 fn map(

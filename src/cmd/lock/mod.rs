@@ -1,7 +1,8 @@
 //! `pk-lock`: the threading.Lock lesson. Two threads add and subtract on a
 //! shared balance and lose updates without a lock; ten buyers share three
 //! tickets; a checker sees `a != b` halfway through an update unless the
-//! writer holds the lock.
+//! writer holds the lock. Then the deadlock of two locks taken in opposite
+//! orders (seen through timeouts), RLock, and BoundedSemaphore.
 //!
 //! Without `--no-lock` every shared value sits in a `std::sync::Mutex`.
 //! With it, the values are atomics updated by a separate load and store
@@ -24,6 +25,8 @@ use crate::cmd::exit;
 use crate::thread::{self, Group};
 use crate::{note, outln};
 
+mod deadlock;
+
 const AFTER_HELP: &str = "\
 Output of `balance` (thread i adds and subtracts 5+3*i, i = 0..N-1):
   <N> threads x <ITERS> iterations, with the lock|without a lock
@@ -43,17 +46,49 @@ Output of `invariant` (a writer does a+=1; b+=1, a checker compares):
 `tickets`. The demos start their threads together (all wait for one Event) so
 they overlap.
 
-Exit status: 0 when the demo ran (whatever the race did); 2 for a bad flag;
-71 when a thread cannot be started.
+Output of `deadlock` (Thread-1 takes lock A then B, Thread-2 B then A;
+lines of the two threads interleave):
+  Thread-1 takes lock A then lock B; Thread-2 takes lock B then lock A (...)
+  thread Thread-<i>: took lock <X>
+  thread Thread-<i>: waiting for lock <Y>...
+  thread Thread-<i>: gave up on lock <Y> after <TIMEOUT>: the other thread holds it, ...
+  deadlock: each thread held one lock and waited for the other's; ...   (exit 1)
+Both threads take their first lock before either asks for its second (they
+meet at a Barrier), so the deadlock is certain; Lock.acquire(timeout=...)
+is how the demo sees it instead of hanging. With --ordered both take A
+before B: `took lock B; releasing both` twice, then
+  no deadlock: every thread took both locks, always A before B     (exit 0)
+
+Output of `rlock` (threading.RLock; a Lock taken twice by one thread):
+  Lock: outer acquire() -> held
+  Lock: inner acquire(timeout=<T>) by the same thread -> timed out: a Lock is not reentrant; ...
+  RLock: outer acquire() -> held, depth 1
+  RLock: inner acquire() by the same thread -> held, depth 2
+  RLock: inner released -> still held by this thread: True
+  RLock: another thread's acquire(timeout=<T>) while it is held -> timed out: True
+  RLock: outer released -> another thread takes it: True
+
+Output of `semaphore` (threading.BoundedSemaphore(value); order varies):
+  thread Thread-<i>: acquired, <n> of <V> in use
+  thread Thread-<i>: releasing, <n> of <V> in use
+  most in use at once: <M> of <V> (BoundedSemaphore(<V>), <N> threads)   (M <= V)
+  release() once more: release(BoundedSemaphore): released too many times (Python: ValueError: ...)
+
+Exit status: 0 when the demo ran (whatever the race did); 1 when `deadlock`
+saw the deadlock; 2 for a bad flag; 71 when a thread cannot be started.
 
 Examples:
   pk-lock balance                       # balance=0
   pk-lock balance --no-lock --yield     # balance=-1234 (varies, not 0)
   pk-lock tickets --threads 10 --stock 3
-  pk-lock invariant --seconds 1 --no-lock";
+  pk-lock invariant --seconds 1 --no-lock
+  pk-lock deadlock --timeout 500ms; echo $?    # 1
+  pk-lock deadlock --ordered                   # 0
+  pk-lock rlock
+  pk-lock semaphore --threads 5 --value 2";
 
-/// Threads racing on shared data with and without a Mutex: Python's
-/// threading.Lock.
+/// Threads racing on shared data with and without a Mutex, a deadlock, RLock
+/// and BoundedSemaphore: Python's threading.Lock, RLock, BoundedSemaphore.
 #[derive(Debug, Parser)]
 #[command(name = "pk-lock", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -72,6 +107,67 @@ pub enum Demo {
     Tickets(TicketsArgs),
     /// A writer keeps a == b; a checker reports when it sees them differ.
     Invariant(InvariantArgs),
+    /// Two threads take two Locks in opposite orders: a deadlock, detected
+    /// with acquire(timeout=...) (exit 1); --ordered avoids it.
+    Deadlock(DeadlockArgs),
+    /// A Lock taken twice by one thread waits for itself; an RLock does not
+    /// (threading.RLock).
+    Rlock(RlockArgs),
+    /// N threads share a threading.BoundedSemaphore(value); one release too
+    /// many is refused.
+    Semaphore(SemaphoreArgs),
+}
+
+/// `pk-lock deadlock`.
+#[derive(Debug, clap::Args)]
+pub struct DeadlockArgs {
+    /// How long each thread waits for its second lock before it gives up
+    /// (at most 1h).
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "1s")]
+    pub timeout: DurationArg,
+
+    /// Both threads take lock A before lock B: no deadlock.
+    #[arg(long)]
+    pub ordered: bool,
+}
+
+/// `pk-lock rlock`.
+#[derive(Debug, clap::Args)]
+pub struct RlockArgs {
+    /// How long an acquire that cannot succeed waits (at most 1h).
+    #[arg(short = 't', long, value_name = "DURATION", default_value = "200ms")]
+    pub timeout: DurationArg,
+}
+
+/// `pk-lock semaphore`.
+#[derive(Debug, clap::Args)]
+pub struct SemaphoreArgs {
+    /// Threads (1-1000).
+    #[arg(short = 't', long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub threads: u32,
+
+    /// The semaphore's value: how many threads may hold it at once (1-1000).
+    #[arg(short = 'v', long, value_name = "V", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub value: u32,
+
+    /// How long each thread holds it (at most 10s).
+    #[arg(long, value_name = "DURATION", default_value = "50ms")]
+    pub hold: DurationArg,
+}
+
+/// `d` when it is at most `max`, else a usage error naming `flag`.
+fn at_most(
+    flag: &'static str,
+    d: DurationArg,
+    max: std::time::Duration,
+    shown: &str,
+) -> Result<DurationArg> {
+    if d.0 > max {
+        return Err(crate::error::Error::invalid(flag, format!("must be at most {shown}")).into());
+    }
+    Ok(d)
 }
 
 /// Flags every demo shares.
@@ -141,6 +237,8 @@ pub struct InvariantArgs {
     pub race: Race,
 }
 
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Run the lock lesson.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.demo {
@@ -159,6 +257,15 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         Some(Demo::Balance(a)) => balance(a, out),
         Some(Demo::Tickets(a)) => tickets(a, out),
         Some(Demo::Invariant(a)) => invariant(a, out),
+        Some(Demo::Deadlock(a)) => {
+            let t = at_most("--timeout", a.timeout, HOUR, "1h")?;
+            deadlock::deadlock(t, a.ordered, out)
+        }
+        Some(Demo::Rlock(a)) => deadlock::rlock(at_most("--timeout", a.timeout, HOUR, "1h")?, out),
+        Some(Demo::Semaphore(a)) => {
+            let hold = at_most("--hold", a.hold, std::time::Duration::from_secs(10), "10s")?;
+            deadlock::semaphore(a.threads, a.value, hold, out)
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! Cooperative tasks on one OS thread: a tokio current-thread runtime.
+//! Cooperative tasks on one OS thread: a tokio current-thread runtime,
+//! and the pieces of Python's generator and asyncio lessons: the
+//! generator protocol as a state machine ([`Consumer`]), [`gather`],
+//! [`wait_for`] and a task queue with `task_done`/`join` ([`TaskQueue`]).
 //!
 //! What Python's generators, `asyncio` and gevent teach: many tasks take
 //! turns on a single thread, and a task gives up the thread only where it
@@ -27,6 +30,12 @@ use tokio::runtime::{Builder, Runtime};
 use tokio::task::LocalSet;
 
 use crate::error::{Context, Error, Result};
+
+mod asyncio;
+mod generator;
+
+pub use asyncio::{TaskQueue, gather, wait_for};
+pub use generator::{Consumer, GenState, SendError};
 
 /// A tokio runtime that runs every task on the calling thread (the
 /// current-thread flavour, timers enabled), and a [`LocalSet`] so tasks may

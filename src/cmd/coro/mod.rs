@@ -1,5 +1,7 @@
 //! `pk-coro`: cooperative tasks on one OS thread (a tokio current-thread
-//! runtime): the generator, asyncio and gevent lessons.
+//! runtime): the generator, asyncio and gevent lessons: the consumer
+//! generator driven by send/close, a coroutine never run, gather,
+//! wait_for and a queue between tasks.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -29,7 +31,12 @@ Examples:
   pk-coro ask-answer --rounds 3
   pk-coro timing --scale 0.1
   pk-coro tickets --tasks 10 --stock 3 --random-delay
-  pk-coro blocking --scale 0.2";
+  pk-coro blocking --scale 0.2
+  pk-coro generator --items 5
+  pk-coro never-run --scale 0.1
+  pk-coro gather --scale 0.1
+  pk-coro wait-for --scale 0.1
+  pk-coro queue --workers 3 --items 10 --scale 0.1";
 
 const ASK_HELP: &str = "\
 Output (strictly alternating, one pair per round):
@@ -90,7 +97,8 @@ the only thread slept, and every tick is late.
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.";
 
-/// Cooperative tasks on one OS thread: generators, asyncio, gevent.
+/// Cooperative tasks on one OS thread: generators (send, close), asyncio
+/// (gather, wait_for, Queue), gevent.
 #[derive(Debug, Parser)]
 #[command(name = "pk-coro", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -139,6 +147,52 @@ pub enum Demo {
         #[arg(long)]
         yield_between: bool,
     },
+    /// The consumer generator driven by send(None), send(n), close(): a
+    /// state machine by hand (Python's generator protocol).
+    #[command(after_help = asyncio::GENERATOR_HELP)]
+    Generator {
+        /// Items the producer sends (1-10000).
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 5,
+              value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        items: u64,
+    },
+    /// A coroutine created and never run does nothing (Python's
+    /// print(say(1))); then one awaited.
+    #[command(after_help = asyncio::NEVER_RUN_HELP)]
+    NeverRun {
+        /// Seconds per unit (0.001-10).
+        #[arg(long, value_name = "SECS", default_value = "1")]
+        scale: Unit,
+    },
+    /// asyncio.gather of three factorial coroutines: results in argument order.
+    #[command(after_help = asyncio::GATHER_HELP)]
+    Gather {
+        /// Seconds per unit (0.001-10).
+        #[arg(long, value_name = "SECS", default_value = "1")]
+        scale: Unit,
+    },
+    /// asyncio.wait_for with a timeout: the slow coroutine is cancelled.
+    #[command(after_help = asyncio::WAIT_FOR_HELP)]
+    WaitFor {
+        /// Seconds per unit (0.001-10).
+        #[arg(long, value_name = "SECS", default_value = "1")]
+        scale: Unit,
+    },
+    /// asyncio.Queue between worker coroutines: get, task_done, join, cancel.
+    #[command(after_help = asyncio::QUEUE_HELP)]
+    Queue {
+        /// Seconds per unit (0.001-10).
+        #[arg(long, value_name = "SECS", default_value = "1")]
+        scale: Unit,
+        /// Worker tasks (1-1000).
+        #[arg(short = 'w', long, value_name = "N", default_value_t = 3,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        workers: u32,
+        /// Items put in the queue (1-10000).
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        items: u32,
+    },
     /// A blocking sleep inside a task delays every task; then two fixes.
     #[command(after_help = BLOCKING_HELP)]
     Blocking {
@@ -155,7 +209,7 @@ pub enum Demo {
 /// Lines printed from many tasks on the one thread: each line is written
 /// whole (one write(2)) before any other task can run.
 #[derive(Debug, Clone)]
-struct Log(Rc<RefCell<Out>>);
+pub(crate) struct Log(Rc<RefCell<Out>>);
 
 impl Log {
     fn line(&self, args: fmt::Arguments<'_>) -> Result<()> {
@@ -166,6 +220,8 @@ impl Log {
 macro_rules! say {
     ($log:expr, $($arg:tt)*) => { $log.line(format_args!($($arg)*)) };
 }
+
+mod asyncio;
 
 /// Run a demo.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
@@ -195,6 +251,15 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 tickets(&log, tasks, stock, max, yield_between).await?;
             }
             Demo::Blocking { scale, block } => blocking(&log, scale, block).await?,
+            Demo::Generator { items } => asyncio::generator(&log, items).await?,
+            Demo::NeverRun { scale } => asyncio::never_run(&log, scale).await?,
+            Demo::Gather { scale } => asyncio::gather(&log, scale).await?,
+            Demo::WaitFor { scale } => asyncio::wait_for(&log, scale).await?,
+            Demo::Queue {
+                scale,
+                workers,
+                items,
+            } => asyncio::queue(&log, scale, workers, items).await?,
         }
         Ok(exit::OK)
     })
@@ -209,7 +274,7 @@ async fn join<T, E: Into<Failure>>(handle: JoinHandle<Result<T, E>>, what: &str)
     }
 }
 
-async fn threads_line(log: &Log) -> Result<()> {
+pub(crate) async fn threads_line(log: &Log) -> Result<()> {
     let n = coro::os_threads()?;
     say!(log, "threads={n}")
 }
@@ -244,7 +309,13 @@ async fn ask_answer(log: &Log, rounds: u32) -> Result<()> {
 
 // ---- timing --------------------------------------------------------------
 
-async fn say_after(log: Log, clock: Clock, unit: Unit, n: u32, word: &'static str) -> Result<()> {
+pub(crate) async fn say_after(
+    log: Log,
+    clock: Clock,
+    unit: Unit,
+    n: u32,
+    word: &'static str,
+) -> Result<()> {
     say!(
         log,
         "say({n}, {word}): sleeping {n} unit{}",

@@ -1,0 +1,498 @@
+//! Python's locks: [`Lock`] (`threading.Lock`, with `acquire(timeout=)`),
+//! [`RLock`] (reentrant: the thread that holds it may take it again) and
+//! [`Condition`] (a lock with waits and notifications, here around the
+//! data it guards).
+//!
+//! `std::sync::Mutex` is the lock to use for data, and is what
+//! [`Condition`] holds. [`Lock`] and [`RLock`] exist for what a `Mutex`
+//! cannot do: give up after a timeout (which is how a demo detects a
+//! deadlock instead of hanging in it), and be taken again by the thread
+//! that holds it.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::wait_until;
+use crate::process::deadline_after;
+
+/// Python's `threading.Lock`, with `acquire(timeout=…)`: a flag under a
+/// `Mutex` and a `Condvar`. Released when its [`LockGuard`] is dropped.
+///
+/// ```
+/// use posixkit::thread::Lock;
+/// use std::time::Duration;
+/// let lock = Lock::new();
+/// let held = lock.acquire();
+/// assert!(lock.locked());
+/// // A second acquire, even by the same thread, waits: here it gives up.
+/// assert!(lock.acquire_timeout(Duration::from_millis(1)).is_none());
+/// drop(held);
+/// assert!(lock.try_acquire().is_some());
+/// ```
+#[derive(Debug, Default)]
+pub struct Lock {
+    held: Mutex<bool>,
+    cond: Condvar,
+}
+
+/// A held [`Lock`]; dropping it releases the lock.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Lock {
+    /// An unlocked lock.
+    pub const fn new() -> Lock {
+        Lock {
+            held: Mutex::new(false),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, bool> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take the lock, waiting as long as it takes: `acquire()`.
+    pub fn acquire(&self) -> LockGuard<'_> {
+        self.take(None).expect("no deadline")
+    }
+
+    /// Take the lock, waiting at most `timeout`: `acquire(timeout=t)`.
+    /// `None` when the time ran out (Python's `False`).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<LockGuard<'_>> {
+        match deadline_after(timeout) {
+            Some(d) => self.take(Some(d)),
+            None => Some(self.acquire()),
+        }
+    }
+
+    /// Take the lock only if it is free: `acquire(blocking=False)`.
+    pub fn try_acquire(&self) -> Option<LockGuard<'_>> {
+        self.take(Some(std::time::Instant::now()))
+    }
+
+    fn take(&self, deadline: Option<std::time::Instant>) -> Option<LockGuard<'_>> {
+        let (mut held, free) = wait_until(&self.cond, self.state(), deadline, |h| !*h);
+        if !free {
+            return None;
+        }
+        *held = true;
+        Some(LockGuard { lock: self })
+    }
+
+    /// Whether some thread holds it: `locked()`.
+    pub fn locked(&self) -> bool {
+        *self.state()
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        *self.lock.state() = false;
+        self.lock.cond.notify_one();
+    }
+}
+
+/// This thread's identity for [`RLock`]: the address of a thread-local,
+/// distinct for every thread alive at once, and read without a system call.
+fn me() -> usize {
+    thread_local! {
+        static ME: u8 = const { 0 };
+    }
+    ME.with(|m| std::ptr::from_ref(m) as usize)
+}
+
+/// Python's `threading.RLock`: a lock the thread holding it may take
+/// again (a function that holds it can call another that takes it too).
+/// It is free once every [`RLockGuard`] of its owner is dropped. A
+/// [`Lock`] taken twice by one thread waits for itself for ever.
+///
+/// ```
+/// use posixkit::thread::RLock;
+/// let lock = RLock::new();
+/// let outer = lock.acquire();
+/// let inner = lock.acquire(); // the owner again: no wait
+/// assert_eq!((outer.depth(), inner.depth()), (1, 2));
+/// drop(inner);
+/// assert!(lock.is_owned());
+/// drop(outer);
+/// assert!(!lock.is_owned());
+/// ```
+#[derive(Debug, Default)]
+pub struct RLock {
+    state: Mutex<Owner>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Owner {
+    /// [`me`] of the holder; 0 when free.
+    thread: usize,
+    /// How many times the holder has taken it.
+    depth: usize,
+}
+
+/// One level of a held [`RLock`]; dropping it releases that level. Not
+/// `Send`: only the owner releases.
+#[must_use = "the level is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    depth: usize,
+    _owner_only: PhantomData<*const ()>,
+}
+
+impl RLock {
+    /// A free reentrant lock.
+    pub const fn new() -> RLock {
+        RLock {
+            state: Mutex::new(Owner {
+                thread: 0,
+                depth: 0,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Owner> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take it (again, if this thread holds it), waiting as long as it takes.
+    pub fn acquire(&self) -> RLockGuard<'_> {
+        self.take(None).expect("no deadline")
+    }
+
+    /// Take it, waiting at most `timeout` for another thread to free it.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Option<RLockGuard<'_>> {
+        match deadline_after(timeout) {
+            Some(d) => self.take(Some(d)),
+            None => Some(self.acquire()),
+        }
+    }
+
+    fn take(&self, deadline: Option<std::time::Instant>) -> Option<RLockGuard<'_>> {
+        let me = me();
+        let (mut owner, free) = wait_until(&self.cond, self.lock(), deadline, |o| {
+            o.thread == 0 || o.thread == me
+        });
+        if !free {
+            return None;
+        }
+        owner.thread = me;
+        owner.depth += 1;
+        Some(RLockGuard {
+            lock: self,
+            depth: owner.depth,
+            _owner_only: PhantomData,
+        })
+    }
+
+    /// Whether the calling thread holds it (Python's `_is_owned()`).
+    pub fn is_owned(&self) -> bool {
+        self.lock().thread == me()
+    }
+}
+
+impl RLockGuard<'_> {
+    /// How many times the owner held the lock when this guard was taken:
+    /// 1 for the outermost.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let mut owner = self.lock.lock();
+        owner.depth -= 1;
+        if owner.depth == 0 {
+            owner.thread = 0;
+            drop(owner);
+            self.lock.cond.notify_one();
+        }
+    }
+}
+
+/// Python's `threading.Condition`, around the data it guards: `lock()`
+/// (`with cond:`) gives a guard that reads and writes the data, waits
+/// (releasing the lock while it sleeps) and notifies.
+///
+/// The producer/consumer of the lesson:
+/// ```
+/// use posixkit::thread::{Condition, spawn};
+/// use std::collections::VecDeque;
+/// use std::sync::Arc;
+/// let items = Arc::new(Condition::new(VecDeque::new()));
+/// let c = Arc::clone(&items);
+/// let consumer = spawn("Consumer", move || {
+///     let mut q = c.lock();
+///     q.wait_for(|q| !q.is_empty()); // cond.wait_for(lambda: items)
+///     q.pop_front()
+/// })?;
+/// let mut q = items.lock();
+/// q.push_back(42);
+/// q.notify(1);
+/// drop(q);
+/// assert_eq!(consumer.join()?, Some(42));
+/// # Ok::<(), posixkit::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Condition<T> {
+    data: Mutex<T>,
+    cond: Condvar,
+}
+
+/// The held lock of a [`Condition`]: the data (through `Deref`), and the
+/// waits and notifications.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct ConditionGuard<'a, T> {
+    /// Always `Some` except inside a wait.
+    guard: Option<MutexGuard<'a, T>>,
+    cond: &'a Condvar,
+}
+
+impl<T> Condition<T> {
+    /// A condition guarding `value`.
+    pub const fn new(value: T) -> Self {
+        Condition {
+            data: Mutex::new(value),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Take its lock (`with cond:`).
+    pub fn lock(&self) -> ConditionGuard<'_, T> {
+        ConditionGuard {
+            guard: Some(self.data.lock().unwrap_or_else(PoisonError::into_inner)),
+            cond: &self.cond,
+        }
+    }
+
+    /// Wake up to `n` waiting threads: `notify(n)`. Python requires the
+    /// lock to be held; here it may be, or not.
+    pub fn notify(&self, n: usize) {
+        for _ in 0..n {
+            self.cond.notify_one();
+        }
+    }
+
+    /// Wake every waiting thread: `notify_all()`.
+    pub fn notify_all(&self) {
+        self.cond.notify_all();
+    }
+
+    /// The data, once no thread can use the condition any more.
+    pub fn into_inner(self) -> T {
+        self.data
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T> ConditionGuard<'_, T> {
+    /// Release the lock, sleep until notified, take the lock again:
+    /// `wait()`. It may also return without a notification (a spurious
+    /// wakeup), so check the data again, or use
+    /// [`ConditionGuard::wait_for`].
+    pub fn wait(&mut self) {
+        let g = self.guard.take().expect("held outside a wait");
+        self.guard = Some(self.cond.wait(g).unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// [`ConditionGuard::wait`] for at most `timeout`: `wait(timeout)`.
+    /// False when the time ran out.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let g = self.guard.take().expect("held outside a wait");
+        let (g, t) = self
+            .cond
+            .wait_timeout(g, timeout)
+            .unwrap_or_else(PoisonError::into_inner);
+        self.guard = Some(g);
+        !t.timed_out()
+    }
+
+    /// Wait until `ready(&data)` holds: `wait_for(predicate)`. Checked
+    /// first, then after every wakeup.
+    pub fn wait_for(&mut self, ready: impl FnMut(&T) -> bool) {
+        self.wait_for_deadline(ready, None);
+    }
+
+    /// [`ConditionGuard::wait_for`] for at most `timeout`:
+    /// `wait_for(predicate, timeout)`. Returns the predicate's last value
+    /// (false: the time ran out first).
+    pub fn wait_for_timeout(&mut self, ready: impl FnMut(&T) -> bool, timeout: Duration) -> bool {
+        self.wait_for_deadline(ready, deadline_after(timeout))
+    }
+
+    fn wait_for_deadline(
+        &mut self,
+        mut ready: impl FnMut(&T) -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
+        let g = self.guard.take().expect("held outside a wait");
+        let (g, ok) = wait_until(self.cond, g, deadline, |t| ready(t));
+        self.guard = Some(g);
+        ok
+    }
+
+    /// Wake up to `n` waiting threads: `notify(n)`.
+    pub fn notify(&self, n: usize) {
+        for _ in 0..n {
+            self.cond.notify_one();
+        }
+    }
+
+    /// Wake every waiting thread: `notify_all()`.
+    pub fn notify_all(&self) {
+        self.cond.notify_all();
+    }
+}
+
+impl<T> Deref for ConditionGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.guard.as_deref().expect("held outside a wait")
+    }
+}
+
+impl<T> DerefMut for ConditionGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.as_deref_mut().expect("held outside a wait")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::thread::{Event, Group, spawn};
+
+    #[test]
+    fn a_lock_is_not_reentrant_and_times_out() {
+        let lock = Lock::new();
+        assert!(!lock.locked());
+        let g = lock.acquire();
+        assert!(lock.try_acquire().is_none());
+        assert!(lock.acquire_timeout(Duration::from_millis(5)).is_none());
+        drop(g);
+        assert!(!lock.locked());
+        let _g = lock.acquire_timeout(Duration::MAX).expect("free");
+    }
+
+    #[test]
+    fn a_lock_excludes_other_threads() {
+        let lock = Arc::new(Lock::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut group = Group::new();
+        for i in 0..4 {
+            let (lock, inside, most) = (Arc::clone(&lock), Arc::clone(&inside), Arc::clone(&most));
+            group
+                .spawn(format!("L-{i}"), move |gate| {
+                    gate.wait();
+                    for _ in 0..200 {
+                        let _g = lock.acquire();
+                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+                .unwrap();
+        }
+        group.join().unwrap();
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_rlock_is_reentrant_for_its_owner_only() {
+        let lock = Arc::new(RLock::new());
+        let a = lock.acquire();
+        let b = lock.acquire();
+        assert_eq!((a.depth(), b.depth()), (1, 2));
+        let l = Arc::clone(&lock);
+        let other = spawn("Other", move || {
+            let blocked = l.acquire_timeout(Duration::from_millis(5)).is_none();
+            let owned = l.is_owned();
+            (blocked, owned)
+        })
+        .unwrap();
+        assert_eq!(other.join().unwrap(), (true, false));
+        drop(b);
+        assert!(lock.is_owned(), "one level still held");
+        let l = Arc::clone(&lock);
+        let started = Arc::new(Event::new());
+        let s = Arc::clone(&started);
+        let waiter = spawn("Waiter", move || {
+            s.set();
+            let g = l.acquire(); // waits for the last level
+            g.depth()
+        })
+        .unwrap();
+        started.wait();
+        drop(a);
+        assert_eq!(waiter.join().unwrap(), 1);
+        assert!(!lock.is_owned());
+    }
+
+    #[test]
+    fn a_condition_hands_every_item_to_exactly_one_consumer() {
+        // Producer/consumer: items 1..=100, a 0 per consumer to stop.
+        let q = Arc::new(Condition::new(VecDeque::new()));
+        let mut consumers = Vec::new();
+        for i in 0..3 {
+            let q = Arc::clone(&q);
+            consumers.push(
+                spawn(format!("C-{i}"), move || {
+                    let mut got = Vec::new();
+                    loop {
+                        let mut items = q.lock();
+                        items.wait_for(|items| !items.is_empty());
+                        let n = items.pop_front().unwrap();
+                        if n == 0 {
+                            return got;
+                        }
+                        got.push(n);
+                    }
+                })
+                .unwrap(),
+            );
+        }
+        for n in (1..=100).chain([0, 0, 0]) {
+            let mut items = q.lock();
+            items.push_back(n);
+            items.notify(1);
+        }
+        let mut all: Vec<i32> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn condition_waits_time_out() {
+        let c = Condition::new(0);
+        let mut g = c.lock();
+        assert!(!g.wait_for_timeout(|n| *n > 0, Duration::from_millis(5)));
+        *g = 1;
+        assert!(g.wait_for_timeout(|n| *n > 0, Duration::ZERO));
+        assert!(g.wait_for_timeout(|n| *n > 0, Duration::MAX));
+        let _ = g.wait_timeout(Duration::from_millis(1));
+        assert_eq!(*g, 1, "the data is still there after a wait");
+        drop(g);
+        c.notify_all();
+        assert_eq!(c.into_inner(), 1);
+    }
+}
