@@ -410,11 +410,14 @@ fn group_alive(pgid: i32) -> Vec<i32> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() > 2 && f[2] == pgid.to_string() {
             if f[0] == "Z" {
-                // A dead member re-parented to us: reap it.
-                let _ = nix::sys::wait::waitpid(
-                    nix::unistd::Pid::from_raw(pid),
-                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                );
+                // A dead member re-parented to us: reap it (not the leader,
+                // the demo itself, which its Child reaps).
+                if pid != pgid {
+                    let _ = nix::sys::wait::waitpid(
+                        nix::unistd::Pid::from_raw(pid),
+                        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                    );
+                }
             } else {
                 alive.push(pid);
             }
@@ -477,7 +480,15 @@ fn a_demo_killed_with_sigkill_takes_its_children_along() {
         ),
         (
             "pool",
-            vec!["demo", "--workers", "3", "--tasks", "100000"],
+            vec![
+                "demo",
+                "--workers",
+                "3",
+                "--tasks",
+                "100",
+                "--task-time",
+                "60s",
+            ],
             3,
         ),
     ];
