@@ -12,6 +12,7 @@ mod pipe;
 mod pool;
 mod process;
 mod queue;
+mod queue_kill;
 mod sem;
 mod shm;
 mod spawn;
