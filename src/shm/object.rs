@@ -63,6 +63,16 @@ pub(crate) fn path(prefix: &str, name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(DIR).join(file))
 }
 
+/// The call an error names: `shm_open` for shared memory, `sem_open` for
+/// a semaphore's file.
+fn call(prefix: &str) -> &'static str {
+    if prefix.is_empty() {
+        "shm_open"
+    } else {
+        "sem_open"
+    }
+}
+
 fn rw_0600() -> Mode {
     Mode::S_IRUSR | Mode::S_IWUSR
 }
@@ -88,7 +98,7 @@ pub(crate) fn create(
         Ok(fd) => {
             // Unnamed until linked: a failure below leaves nothing behind.
             let file = prepare(fd, name, len, init)?;
-            link(&file, &dest, name)?;
+            link(&file, &dest, name, call(prefix))?;
             Ok(file)
         }
         // No O_TMPFILE here (an old kernel, a filesystem without it).
@@ -102,12 +112,12 @@ pub(crate) fn create(
                     | OFlag::O_CLOEXEC,
                 rw_0600(),
             )
-            .ctx("shm_open", name)?;
+            .ctx(call(prefix), name)?;
             prepare(fd, name, len, init).inspect_err(|_| {
                 let _ = std::fs::remove_file(&dest);
             })
         }
-        Err(e) => Err(Error::sys("shm_open", name, e)),
+        Err(e) => Err(Error::sys(call(prefix), name, e)),
     }
 }
 
@@ -137,7 +147,7 @@ fn prepare(
 
 /// Give the unnamed `file` its name `dest`: `linkat` through
 /// `/proc/self/fd`, or with `AT_EMPTY_PATH` where `/proc` is missing.
-fn link(file: &File, dest: &PathBuf, name: &str) -> Result<()> {
+fn link(file: &File, dest: &PathBuf, name: &str, call: &'static str) -> Result<()> {
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
     let r = nix::unistd::linkat(
         AT_FDCWD,
@@ -152,7 +162,7 @@ fn link(file: &File, dest: &PathBuf, name: &str) -> Result<()> {
         }
         r => r,
     };
-    r.ctx("shm_open", name)
+    r.ctx(call, name)
 }
 
 /// Open the existing object `name` (file `prefix` + name) read-write, and
@@ -167,25 +177,25 @@ pub(crate) fn open(prefix: &str, name: &str) -> Result<(File, u64)> {
         Mode::empty(),
     )
     .map_err(|e| match e {
-        Errno::ELOOP => Error::data("shm_open", name, "a symbolic link: refusing to follow it"),
-        e => Error::sys("shm_open", name, e),
+        Errno::ELOOP => Error::data(call(prefix), name, "a symbolic link: refusing to follow it"),
+        e => Error::sys(call(prefix), name, e),
     })?;
     let file = File::from(fd);
-    let size = check_ours(&file, name)?;
+    let size = check_ours(&file, name, call(prefix))?;
     Ok((file, size))
 }
 
 /// The checks of [`open`] on an open file: its size when it passes.
-pub(crate) fn check_ours(file: &File, name: &str) -> Result<u64> {
+pub(crate) fn check_ours(file: &File, name: &str, call: &'static str) -> Result<u64> {
     let meta = file.metadata().ctx("fstat", name)?;
     if !meta.file_type().is_file() {
-        return Err(Error::data("shm_open", name, "not a regular file"));
+        return Err(Error::data(call, name, "not a regular file"));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
-            "shm_open",
+            call,
             name,
             format!(
                 "owned by uid {}, not by uid {me}: refusing another user's object",
@@ -196,7 +206,7 @@ pub(crate) fn check_ours(file: &File, name: &str) -> Result<u64> {
     if meta.mode() & 0o022 != 0 {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
-            "shm_open",
+            call,
             name,
             format!(
                 "mode {:04o} lets other users write it: refusing it",
@@ -216,5 +226,10 @@ pub(crate) fn size_now(file: &File, name: &str) -> Result<u64> {
 /// object open or mapped keep it.
 pub(crate) fn unlink(prefix: &str, name: &str) -> Result<()> {
     let p = path(prefix, name)?;
-    nix::unistd::unlink(&p).ctx("shm_unlink", name)
+    let call = if prefix.is_empty() {
+        "shm_unlink"
+    } else {
+        "sem_unlink"
+    };
+    nix::unistd::unlink(&p).ctx(call, name)
 }
