@@ -880,3 +880,101 @@ fn a_user_without_privileges_runs_commands_under_the_semaphore() {
     );
     check.finish();
 }
+
+#[test]
+fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
+    // strace kills pk-sem at the entry of each of its system calls that
+    // matter: taking the slot, starting the command, waiting for it, giving
+    // the slot back. The command (when it started) is not traced; it waits
+    // for a file before it ends, so the test sees the slot held while it
+    // runs. Afterwards every slot is free again, with no reset.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (step, call, when, command_ran) in [
+        ("taking the slot", "semtimedop", 1, false),
+        ("starting the command", "clone", 1, false),
+        ("waiting for the command", "rt_sigtimedwait", 1, true),
+        ("giving the slot back", "semtimedop", 2, true),
+    ] {
+        let name = check.name("step");
+        assert_success(
+            &pk("sem")
+                .args(["reset", "--name", &name, "--value", "1"])
+                .output()
+                .unwrap(),
+        );
+        let go = dir.path().join(format!("go-{call}-{when}"));
+        let started = dir.path().join(format!("started-{call}-{when}"));
+        // The last step needs the command to end while pk-sem still runs.
+        let wait = if when == 2 {
+            String::new()
+        } else {
+            format!("while [ ! -e {} ]; do sleep 0.01; done", go.display())
+        };
+        // Its output goes nowhere: pk-sem's pipes must close when pk-sem
+        // dies, whatever the command does.
+        let script = format!(
+            "exec >/dev/null 2>&1; echo $$ > {}; {wait}",
+            started.display()
+        );
+        let words: Vec<String> = [
+            "strace".to_string(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("trace={call}"),
+            "-e".into(),
+            format!("inject={call}:signal=SIGKILL:when={when}"),
+            bin("pk-sem").display().to_string(),
+            "run".into(),
+            "--name".into(),
+            name.clone(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ]
+        .to_vec();
+        let out = command(&words).output().unwrap();
+        assert_signal(&out.status, libc::SIGKILL);
+        assert_eq!(started.exists(), command_ran, "killed {step}");
+        if command_ran && when == 1 {
+            // Still running, still holding the only slot.
+            assert_eq!(free(&name), 0, "killed {step}: the command holds it");
+            let out = pk("sem")
+                .args([
+                    "run",
+                    "--name",
+                    &name,
+                    "--timeout",
+                    "0",
+                    "--",
+                    "echo",
+                    "ran",
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "killed {step}");
+            std::fs::write(&go, b"").unwrap();
+        }
+        if command_ran {
+            let pid: i32 = std::fs::read_to_string(&started)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_gone(pid);
+        }
+        assert_eq!(
+            status(&name),
+            (1, 1, 0),
+            "killed {step}: the slot came back"
+        );
+        unlink(&name);
+    }
+    check.finish();
+}
