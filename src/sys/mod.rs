@@ -7,6 +7,8 @@
 #![allow(unsafe_code)]
 
 pub mod flock;
+#[cfg(feature = "cli")]
+pub mod mq;
 pub mod proc;
 pub mod sem;
 pub mod shm;

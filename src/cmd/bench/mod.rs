@@ -17,6 +17,7 @@ use crate::outln;
 
 mod forking;
 mod ipc;
+mod named;
 mod pipe;
 mod pool;
 mod thread;
@@ -50,6 +51,18 @@ Figures (unit; lower is better unless marked higher):
   pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
+  queue_named_1p1c_msgs_per_s      a named Queue (1024 slots), one producer and one consumer
+                            process each opening it by name, 16-byte messages (higher is better)
+  queue_posix_mq_1p1c_msgs_per_s   the same through a POSIX message queue of 10 messages
+                            (higher is better)
+  queue_pipe_1p1c_msgs_per_s       the same through a pipe, one write and one read per
+                            message (higher is better)
+  sem_run_true_us           `pk-sem run --name /X -- true`, per call
+  flock_n_true_us           `flock -n FILE true`, per call
+  gnu_sem_true_us           `sem --fg --id X -j1 true` (GNU parallel), per call; only where
+                            it is installed
+  sem_heal_us               a holder of a pk-sem slot is SIGKILLed: time until the waiter,
+                            asleep in the kernel, holds the slot
 
 --quick: 1 warm-up, 3 reps, a tenth of the work: a smoke run, not a figure to quote.
 
@@ -124,12 +137,23 @@ const FIGURES: &[Figure] = &[
     fig("pipe_bw_GBps", "GB/s", pipe::pipe_bw),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
+    fig("queue_named_1p1c_msgs_per_s", "msgs/s", named::queue_named),
+    fig(
+        "queue_posix_mq_1p1c_msgs_per_s",
+        "msgs/s",
+        named::queue_posix_mq,
+    ),
+    fig("queue_pipe_1p1c_msgs_per_s", "msgs/s", named::queue_pipe),
+    fig("sem_run_true_us", "us", named::sem_run_true),
+    fig("flock_n_true_us", "us", named::flock_n_true),
+    fig("gnu_sem_true_us", "us", named::gnu_sem_true),
+    fig("sem_heal_us", "us", named::sem_heal),
 ];
 
 /// Run the benchmarks.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if args.list {
-        for f in FIGURES {
+        for f in FIGURES.iter().filter(|f| named::available(f.name)) {
             outln!(out, "{} {}", f.name, f.unit)?;
         }
         return Ok(exit::OK);
@@ -146,6 +170,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     for f in FIGURES
         .iter()
         .filter(|f| args.only.is_empty() || args.only.iter().any(|o| o == f.name))
+        .filter(|f| named::available(f.name))
     {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
