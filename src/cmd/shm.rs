@@ -83,8 +83,10 @@ Examples:
   pk-shm add /stats --offset 8          # 1, then 2, ... from any shell
   printf hello | pk-shm write /stats --offset 100
   pk-shm read /stats --offset 100 --len 5
-  python3 -c 'from multiprocessing import shared_memory as s; print(bytes(s.SharedMemory(\"stats\").buf[100:105]))'
-  pk-shm unlink /stats";
+  python3 -c 'from multiprocessing import shared_memory as s; print(bytes(s.SharedMemory(\"stats\", track=False).buf[100:105]))'
+  pk-shm unlink /stats
+(Python before 3.13 has no track=False: its resource tracker unlinks even a
+segment it only attached, when it exits; unregister it there.)";
 
 /// Shared memory: a byte array and a counter across fork; named segments.
 #[derive(Debug, Parser)]

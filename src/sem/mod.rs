@@ -15,10 +15,12 @@
 //! [`acquire`](Semaphore::acquire), an RAII guard that posts on drop.
 //! EINTR is retried inside every wait, against the same deadline.
 //!
-//! A process that dies while holding a count (SIGKILL) never gives it
-//! back: the kernel does not track semaphore owners. The count stays low
-//! until someone posts it back ([`NamedSemaphore::reset`]) or the semaphore
-//! is unlinked and created anew.
+//! A process that dies while holding a count of these (SIGKILL) never
+//! gives it back: the kernel does not track POSIX semaphore owners. The
+//! count stays low until someone posts it back ([`NamedSemaphore::reset`])
+//! or the semaphore is unlinked and created anew. [`RobustSemaphore`] is
+//! the named semaphore that heals: the kernel gives a dead holder's slot
+//! back (System V, SEM_UNDO); `pk-sem run` uses it.
 //!
 //! ```no_run
 //! use posixkit::sem::Semaphore;
@@ -327,13 +329,13 @@ impl NamedSemaphore {
         })
     }
 
-    /// Open the existing semaphore `name` ([`ErrorKind::NotFound`] if
+    /// Open the existing semaphore `name` ([`crate::ErrorKind::NotFound`] if
     /// missing). The file is checked before the C library maps it: ours
     /// (owner, mode 0600 or stricter for others' writes), a regular file
     /// of exactly one `sem_t`, and (with glibc) holding a valid
     /// process-shared semaphore. Another user's object is
-    /// [`ErrorKind::PermissionDenied`]; an empty, short or garbage file is
-    /// [`ErrorKind::BadData`]: never a crash, never a count someone else
+    /// [`crate::ErrorKind::PermissionDenied`]; an empty, short or garbage file is
+    /// [`crate::ErrorKind::BadData`]: never a crash, never a count someone else
     /// controls.
     pub fn open(name: &str) -> Result<NamedSemaphore> {
         let c = valid_name(name)?;

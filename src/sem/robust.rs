@@ -373,7 +373,7 @@ impl RobustSemaphore {
     }
 }
 
-/// Start `argv` (argv[0] searched in PATH as execvp does) sharing this
+/// Start `argv` (its first word searched in PATH as execvp does) sharing this
 /// process's undo list (clone(CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM)): a
 /// slot this process holds stays held until both have exited. The child
 /// starts with the signal mask `mask`, every caught signal (and SIGPIPE)

@@ -1,6 +1,10 @@
-//! POSIX semaphores (sem_overview(7)): nix does not wrap them, so these are
-//! the thin libc calls. Each function makes exactly one call and returns its
-//! errno; retrying on EINTR is the caller's decision ([`crate::sem`]).
+//! The synchronisation calls nix does not wrap, as thin libc calls: POSIX
+//! semaphores (sem_overview(7)), robust process-shared pthread mutexes and
+//! futex(2) words in shared memory (for [`crate::queue`]), and System V
+//! semaphore sets with the clone that shares their undo list (for
+//! [`crate::sem::RobustSemaphore`]). Each function makes one call (or one
+//! short fixed sequence) and returns its errno; retrying on EINTR is the
+//! caller's decision.
 
 use std::ffi::CStr;
 use std::ptr::NonNull;

@@ -167,6 +167,40 @@ fn help_documents_flags_and_output_lines() {
     );
     assert_help(
         "queue",
+        &[],
+        &[
+            "create",
+            "put",
+            "get",
+            "stat",
+            "unlink",
+            "at-most-once",
+            "SIGKILL",
+            "robust mutexes",
+            "name=<NAME> capacity=<K> max_size=<B> qsize=<Q>",
+            "flock -n",
+            "65",
+            "66",
+            "77",
+        ],
+    );
+    assert_help(
+        "queue",
+        &["create"],
+        &["--capacity", "--max-size", "--exist-ok"],
+    );
+    assert_help(
+        "queue",
+        &["put"],
+        &["--lines", "--null", "--timeout", "--verbose", "MSG"],
+    );
+    assert_help(
+        "queue",
+        &["get"],
+        &["--count", "--timeout", "--null", "--verbose"],
+    );
+    assert_help(
+        "queue",
         &["demo"],
         &[
             "--producers",

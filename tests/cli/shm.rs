@@ -171,6 +171,33 @@ fn help_documents_flags_and_output_lines() {
         &["counter"],
         &["--procs", "--iters", "--sync", "--yield"],
     );
+    assert_help(
+        "shm",
+        &[],
+        &[
+            "create",
+            "read",
+            "write",
+            "add",
+            "get",
+            "set",
+            "cas",
+            "unlink",
+            "posix_fallocate",
+            "SIGBUS",
+            "'<q'",
+            "mode 0600",
+            "SharedMemory",
+            "65",
+            "66",
+            "77",
+        ],
+    );
+    assert_help("shm", &["create"], &["--size"]);
+    assert_help("shm", &["read"], &["--offset", "--len"]);
+    assert_help("shm", &["write"], &["--offset", "DATA", "stdin"]);
+    assert_help("shm", &["add"], &["--offset", "--by"]);
+    assert_help("shm", &["cas"], &["EXPECTED", "NEW"]);
 }
 
 #[test]
