@@ -147,8 +147,17 @@ impl<T: Pod> SharedArray<T> {
     /// until [`unlink`].
     pub fn create(name: &str, len: usize) -> Result<Self> {
         let bytes = bytes_for::<T>(len)?.max(1);
-        let file = object::create("", name, bytes as u64, |_| Ok(()))?;
-        Self::map_named(file, name, len)
+        // Mapped before the name appears: an mmap that fails leaves nothing.
+        let mut mapped = None;
+        object::create("", name, bytes as u64, |file| {
+            mapped = Some(map_shared(file).ctx("mmap", name)?);
+            Ok(())
+        })?;
+        Ok(SharedArray {
+            map: Mapping::new_guarded(mapped.expect("init ran")),
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// Open the existing named object `name` (ours: owned by us, writable by

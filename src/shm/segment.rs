@@ -53,8 +53,23 @@ impl Segment {
                 format!("{size} is not in 1..={MAX_SEGMENT} bytes"),
             ));
         }
-        let file = object::create("", name, size, |_| Ok(()))?;
-        Self::map(file, name, size)
+        if usize::try_from(size).is_err() {
+            return Err(Error::invalid(
+                "size",
+                format!("{size} bytes do not fit in memory"),
+            ));
+        }
+        // Mapped before the name appears: an mmap that fails leaves nothing.
+        let mut mapped = None;
+        let file = object::create("", name, size, |file| {
+            mapped = Some(map_shared(file).ctx("mmap", name)?);
+            Ok(())
+        })?;
+        Ok(Segment {
+            map: Mapping::new_guarded(mapped.expect("init ran")),
+            file,
+            name: name.to_string(),
+        })
     }
 
     /// Open the existing segment `name`: it must be ours (see

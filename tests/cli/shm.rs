@@ -584,3 +584,26 @@ fn a_full_dev_shm_fails_at_create_with_enospc_and_leaves_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn a_create_whose_mmap_fails_leaves_no_segment_behind() {
+    // Under an address-space limit the 300 MB segment is allocated in
+    // /dev/shm (tmpfs pages are not address space) but cannot be mapped.
+    let mut check = ShmCheck::start();
+    let name = check.name("nomap");
+    let mut words: Vec<String> = ["prlimit", "--as=200000000"].map(String::from).to_vec();
+    words.extend([
+        bin("pk-shm").display().to_string(),
+        "create".into(),
+        name.clone(),
+        "--size".into(),
+        "300000000".into(),
+    ]);
+    let out = command(&words).output().unwrap();
+    assert_one_line_error(&out, "shm", 71);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mmap"),
+        "{out:?}"
+    );
+    check.finish();
+}
