@@ -83,7 +83,7 @@ use crate::shm::anon_shared;
 use crate::shm::object;
 use crate::sys::sem::futex;
 use crate::sys::sem::{Locked, RobustMutex};
-use crate::sys::shm::{Mapping, map_shared};
+use crate::sys::shm::{Mapping, map_shared_len};
 
 /// How many times a wait checks the counter, spinning, before it yields.
 const SPINS: u32 = 100;
@@ -205,7 +205,7 @@ impl Queue {
         let size = check_sizes(capacity, max_message)?;
         let mut made = None;
         object::create("", name, size as u64, |file| {
-            let map = Mapping::new_guarded(map_shared(file).ctx("mmap", name)?);
+            let map = Mapping::new_guarded(map_shared_len(file, size).ctx("mmap", name)?);
             init(&map, capacity, max_message, size)?;
             made = Some(map);
             Ok(())
@@ -223,7 +223,7 @@ impl Queue {
             return Err(bad(format!("{size} bytes is too small to be a queue")));
         }
         let size = usize::try_from(size).map_err(|_| bad(format!("{size} bytes is too large")))?;
-        let map = Mapping::new_guarded(map_shared(&file).ctx("mmap", name)?);
+        let map = Mapping::new_guarded(map_shared_len(&file, size).ctx("mmap", name)?);
         let magic = map.atomic::<AtomicU64>(MAGIC).load(Ordering::Acquire);
         if magic != u64::from_ne_bytes(MAGIC_BYTES) || map.read::<u32>(VERSION) != FORMAT {
             return Err(bad("not a queue (no pkqueue header of format 1)".into()));

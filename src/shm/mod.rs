@@ -150,7 +150,7 @@ impl<T: Pod> SharedArray<T> {
         // Mapped before the name appears: an mmap that fails leaves nothing.
         let mut mapped = None;
         object::create("", name, bytes as u64, |file| {
-            mapped = Some(map_shared(file).ctx("mmap", name)?);
+            mapped = Some(crate::sys::shm::map_shared_len(file, bytes).ctx("mmap", name)?);
             Ok(())
         })?;
         Ok(SharedArray {
@@ -177,7 +177,8 @@ impl<T: Pod> SharedArray<T> {
     }
 
     fn map_named(file: File, name: &str, len: usize) -> Result<Self> {
-        let map = map_shared(&file).ctx("mmap", name)?;
+        let bytes = len * std::mem::size_of::<T>();
+        let map = crate::sys::shm::map_shared_len(&file, bytes).ctx("mmap", name)?;
         Ok(SharedArray {
             map: Mapping::new_guarded(map),
             len,

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::error::{Context, Error, Result};
-use crate::sys::shm::{Mapping, map_shared};
+use crate::sys::shm::{Mapping, map_shared_len};
 
 use super::object;
 
@@ -62,7 +62,7 @@ impl Segment {
         // Mapped before the name appears: an mmap that fails leaves nothing.
         let mut mapped = None;
         let file = object::create("", name, size, |file| {
-            mapped = Some(map_shared(file).ctx("mmap", name)?);
+            mapped = Some(map_shared_len(file, size as usize).ctx("mmap", name)?);
             Ok(())
         })?;
         Ok(Segment {
@@ -90,7 +90,7 @@ impl Segment {
                 format!("{size} bytes do not fit in memory"),
             ));
         }
-        let map = map_shared(&file).ctx("mmap", name)?;
+        let map = map_shared_len(&file, size as usize).ctx("mmap", name)?;
         Ok(Segment {
             map: Mapping::new_guarded(map),
             file,

@@ -117,6 +117,17 @@ pub fn map_shared(file: &File) -> io::Result<MmapMut> {
     unsafe { MmapMut::map_mut(file) }
 }
 
+/// `mmap(MAP_SHARED)` of the first `len` bytes (at least 1) of `file`,
+/// read-write: for a named object whose size was checked, so that a
+/// truncation between that check and this call cannot change what is
+/// mapped (the lost pages are then caught by the [`guard`]).
+pub fn map_shared_len(file: &File, len: usize) -> io::Result<MmapMut> {
+    assert!(len > 0, "posixkit never maps 0 bytes");
+    // SAFETY: as for `map_shared`; the length is ours, not re-read from
+    // the file, and every named mapping is guarded against SIGBUS.
+    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
+}
+
 /// A MAP_SHARED mapping and the raw pointer to its first byte.
 #[derive(Debug)]
 pub struct Mapping {
