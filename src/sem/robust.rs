@@ -22,20 +22,22 @@
 //!
 //! ## On disk
 //!
-//! The set has three semaphores: the free slots, the value (how many
-//! slots there are), and a tag made from the name. It is created with
-//! IPC_PRIVATE and mode 0600, fully set up, and only then given its name:
-//! `/dev/shm/pk-sem.<name>`, a one-line text file (mode 0600, created whole
-//! or not at all, see [`crate::shm`]) that holds `posixkit-sem 1
-//! semid=<id>`. Opening checks that file (ours, regular, the right text)
-//! and the set it names (ours, mode 0600, three semaphores, the tag of
-//! this name); anything else is refused with
+//! The name is `/dev/shm/pk-sem.<name>`, a one-line text file (mode 0600,
+//! created whole or not at all, see [`crate::shm`]):
+//! `posixkit-sem 2 key=0x<key> value=<value>`. The key, picked at random
+//! when the name is created and unused then, names a System V set of three
+//! semaphores (mode 0600): the free slots, the value (how many slots there
+//! are), and a tag made from the name. Any opener creates the set if it is
+//! missing and fills it in if it is still all zero, in one atomic
+//! operation that succeeds only while the tag is 0; so a creator killed at
+//! any instant leaves either nothing, or a name whose set the next user
+//! makes whole, never a set no name points at. Opening checks the file
+//! (ours, regular, the right text) and the set (ours, mode 0600, three
+//! semaphores, the tag of this name); anything else is refused with
 //! [`ErrorKind::PermissionDenied`] (another user's object) or
-//! [`ErrorKind::BadData`].
-//!
-//! A process killed between creating the set and linking its name leaves
-//! an unnamed set behind (`ipcs -s` shows it, owned by you); no name ever
-//! points at a half-made one.
+//! [`ErrorKind::BadData`]. The file is private to its owner, so no one
+//! else learns the key. `value=` is the value the set is made with, should
+//! it ever have to be made again (after `ipcrm`).
 //!
 //! Limits: the value is at most [`VALUE_MAX`] (SEMVMX, 32767). System V
 //! objects belong to the IPC namespace: processes in different IPC
@@ -65,7 +67,7 @@ pub const PREFIX: &str = "pk-sem.";
 const FREE: u16 = 0;
 const VALUE: u16 = 1;
 const TAG: u16 = 2;
-const HEADER: &str = "posixkit-sem 1 semid=";
+const HEADER: &str = "posixkit-sem 2 ";
 
 /// The tag of a name: 1 to 32767, from an FNV-1a hash of its bytes.
 fn tag(name: &str) -> u16 {
@@ -75,6 +77,50 @@ fn tag(name: &str) -> u16 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h % 32767) as u16 + 1
+}
+
+/// `key=0x… value=…` from a name file's one line.
+fn parse(text: &str) -> Option<(i32, u32)> {
+    let rest = text.strip_prefix(HEADER)?.strip_suffix('\n')?;
+    let (k, v) = rest.split_once(' ')?;
+    let key = i32::from_str_radix(k.strip_prefix("key=0x")?, 16).ok()?;
+    let value: u32 = v.strip_prefix("value=")?.parse().ok()?;
+    (key > 0 && check_value(value).is_ok()).then_some((key, value))
+}
+
+/// A System V key no set has now, for a new name: random bits from the
+/// name, the pid and the clock, tried until one is free.
+fn fresh_key(name: &str) -> Result<i32> {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_err(|e| Error::sys("clock_gettime", name, e))?;
+    fn mix(h: u64, x: u64) -> u64 {
+        (h ^ x).wrapping_mul(0x0100_0000_01b3)
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = mix(h, u64::from(b));
+    }
+    h = mix(h, u64::from(std::process::id()));
+    h = mix(h, now.tv_sec() as u64);
+    h = mix(h, now.tv_nsec() as u64);
+    for _ in 0..64 {
+        h = mix(h, 0x9e37_79b9);
+        let key = ((h >> 17) as i32) & 0x7fff_ffff;
+        if key == 0 {
+            continue;
+        }
+        match sysv::exists(key) {
+            Ok(false) => return Ok(key),
+            Ok(true) => continue,
+            Err(e) => return Err(Error::sys("semget", name, e)),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Other,
+        "semget",
+        name,
+        "no free System V key found",
+    ))
 }
 
 fn check_value(value: u32) -> Result<()> {
@@ -110,28 +156,16 @@ impl RobustSemaphore {
     pub fn create(name: &str, value: u32) -> Result<RobustSemaphore> {
         check_value(value)?;
         object::path(PREFIX, name)?;
-        let id = sysv::create_private(3, 0o600).map_err(|e| Error::sys("semget", name, e))?;
-        let made = (|| {
-            let v = value as u16;
-            sysv::set_all(id, &mut [v, v, tag(name)]).map_err(|e| Error::sys("semctl", name, e))?;
-            let text = format!("{HEADER}{id}\n");
-            object::create(PREFIX, name, text.len() as u64, |file| {
-                file.write_all_at(text.as_bytes(), 0).ctx("write", name)
-            })
-        })();
-        match made {
-            Ok(_) => Ok(RobustSemaphore {
-                id,
-                name: name.to_string(),
-            }),
-            Err(e) => {
-                let _ = sysv::remove(id);
-                Err(e)
-            }
-        }
+        let key = fresh_key(name)?;
+        let text = format!("{HEADER}key={key:#010x} value={value}\n");
+        object::create(PREFIX, name, text.len() as u64, |file| {
+            file.write_all_at(text.as_bytes(), 0).ctx("write", name)
+        })?;
+        Self::open(name)
     }
 
-    /// Open the existing semaphore `name` (checked: see the [module](self)).
+    /// Open the existing semaphore `name` (checked: see the [module](self)),
+    /// making its set if it is missing or not yet filled in.
     pub fn open(name: &str) -> Result<RobustSemaphore> {
         let (file, size) = object::open(PREFIX, name)?;
         let bad = |why: String| Error::data("sem_open", name, why);
@@ -143,23 +177,25 @@ impl RobustSemaphore {
             .take(64)
             .read_to_string(&mut text)
             .map_err(|_| bad("not a pk-sem name file (not text)".into()))?;
-        let id: i32 = text
-            .strip_prefix(HEADER)
-            .and_then(|r| r.strip_suffix('\n'))
-            .and_then(|n| n.parse().ok())
-            .filter(|&n| n >= 0)
-            .ok_or_else(|| {
-                bad(format!(
-                    "not a pk-sem name file: {:?}",
-                    text.escape_debug().to_string()
-                ))
-            })?;
-        let st = sysv::stat(id).map_err(|e| match e {
-            Errno::EINVAL | Errno::EIDRM => bad(format!(
-                "its System V semaphore {id} is gone (pk-sem unlink --name {name} removes the name)"
-            )),
-            e => Error::sys("semctl", name, e),
+        let (key, value) = parse(&text).ok_or_else(|| {
+            bad(format!(
+                "not a pk-sem name file: {:?}",
+                text.escape_debug().to_string()
+            ))
         })?;
+        let id = sysv::get(key, 3, 0o600).map_err(|e| match e {
+            Errno::EACCES | Errno::EPERM => Error::new(
+                ErrorKind::PermissionDenied,
+                "sem_open",
+                name,
+                format!("its System V key {key:#010x} belongs to another user: refusing it"),
+            ),
+            Errno::EINVAL => bad(format!(
+                "its System V key {key:#010x} names a set that is not a pk-sem semaphore"
+            )),
+            e => Error::sys("semget", name, e),
+        })?;
+        let st = sysv::stat(id).map_err(|e| Error::sys("semctl", name, e))?;
         let me = nix::unistd::geteuid().as_raw();
         if st.uid != me || st.cuid != me {
             return Err(Error::new(
@@ -167,7 +203,7 @@ impl RobustSemaphore {
                 "sem_open",
                 name,
                 format!(
-                    "its System V semaphore {id} belongs to uid {}, not to uid {me}: refusing it",
+                    "its System V semaphore (key {key:#010x}) belongs to uid {}, not to uid {me}: refusing it",
                     st.uid
                 ),
             ));
@@ -178,16 +214,54 @@ impl RobustSemaphore {
                 "sem_open",
                 name,
                 format!(
-                    "its System V semaphore {id} has mode {:04o}: other users could change it",
+                    "its System V semaphore (key {key:#010x}) has mode {:04o}: other users could change it",
                     st.mode & 0o777
                 ),
             ));
         }
-        let value = sysv::get_val(id, VALUE.into()).map_err(|e| Error::sys("semctl", name, e))?;
-        let t = sysv::get_val(id, TAG.into()).map_err(|e| Error::sys("semctl", name, e))?;
-        if st.nsems != 3 || t != i32::from(tag(name)) || value < 1 {
+        if st.nsems != 3 {
             return Err(bad(format!(
-                "System V semaphore {id} is not the semaphore of {name}"
+                "its System V key {key:#010x} names a set of {} semaphores, not a pk-sem semaphore",
+                st.nsems
+            )));
+        }
+        // Fill it in if no one has yet: only while the tag is 0, all at once.
+        let v = value as i16;
+        let fill = [
+            Op {
+                num: TAG,
+                delta: 0,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: TAG,
+                delta: tag(name) as i16,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: VALUE,
+                delta: v,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: FREE,
+                delta: v,
+                undo: false,
+                nowait: true,
+            },
+        ];
+        match sysv::op(id, &fill, None) {
+            Ok(()) | Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(Error::sys("semop", name, e)),
+        }
+        let t = sysv::get_val(id, TAG.into()).map_err(|e| Error::sys("semctl", name, e))?;
+        let has = sysv::get_val(id, VALUE.into()).map_err(|e| Error::sys("semctl", name, e))?;
+        if t != i32::from(tag(name)) || has < 1 {
+            return Err(bad(format!(
+                "its System V key {key:#010x} names a set that is not the semaphore of {name}"
             )));
         }
         Ok(RobustSemaphore {
@@ -216,12 +290,16 @@ impl RobustSemaphore {
 
     /// Remove `name`: its name file and its set. Waiters fail (EIDRM);
     /// holders keep running. [`ErrorKind::NotFound`] if there is no such
-    /// name; a damaged or stale name file of ours is removed too.
+    /// name; a damaged name file of ours is removed too, and another
+    /// user's is refused.
     pub fn unlink(name: &str) -> Result<()> {
         match Self::open(name) {
             Ok(s) => {
                 object::unlink(PREFIX, name)?;
-                sysv::remove(s.id).map_err(|e| Error::sys("semctl", name, e))
+                match sysv::remove(s.id) {
+                    Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => Ok(()),
+                    Err(e) => Err(Error::sys("semctl", name, e)),
+                }
             }
             Err(e) if e.kind() == ErrorKind::BadData => object::unlink(PREFIX, name),
             Err(e) => Err(e),

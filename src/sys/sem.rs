@@ -442,13 +442,13 @@ pub mod sysv {
         pub nsems: u64,
     }
 
-    /// semget(IPC_PRIVATE, nsems, IPC_CREAT | mode): a new set of `nsems`
-    /// semaphores (all 0), found only through its id.
-    pub fn create_private(nsems: i32, mode: u32) -> Result<i32, Errno> {
+    /// semget(key, nsems, IPC_CREAT | mode): the set of `key`, made (all
+    /// zero) if there is none. EINVAL when one exists with fewer semaphores.
+    pub fn get(key: i32, nsems: i32, mode: u32) -> Result<i32, Errno> {
         // SAFETY: semget takes integers only.
         let id = unsafe {
             libc::semget(
-                libc::IPC_PRIVATE,
+                key as libc::key_t,
                 nsems,
                 libc::IPC_CREAT | (mode & 0o777) as libc::c_int,
             )
@@ -456,13 +456,16 @@ pub mod sysv {
         Errno::result(id)
     }
 
-    /// semctl(SETALL): set every semaphore of the set.
-    pub fn set_all(id: i32, values: &mut [u16]) -> Result<(), Errno> {
-        // SAFETY: SETALL reads one unsigned short per semaphore of the set
-        // from the array (the `array` member of union semun, passed as a
-        // pointer); the caller's slice has the set's length.
-        let r = unsafe { libc::semctl(id, 0, libc::SETALL, values.as_mut_ptr()) };
-        Errno::result(r).map(drop)
+    /// Whether a set with `key` exists (semget without IPC_CREAT).
+    pub fn exists(key: i32) -> Result<bool, Errno> {
+        // SAFETY: semget takes integers only.
+        match Errno::result(unsafe { libc::semget(key as libc::key_t, 0, 0) }) {
+            Ok(_) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            // Someone's set, not readable by us: taken all the same.
+            Err(Errno::EACCES) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// semctl(GETVAL) of semaphore `num`.

@@ -464,9 +464,10 @@ impl Drop for ShmCheck {
                 // pk-sem's name file, and the System V set it names.
                 let file = format!("/dev/shm/pk-sem.{base}");
                 if let Ok(text) = std::fs::read_to_string(&file) {
-                    if let Some(id) = text.trim_end().strip_prefix("posixkit-sem 1 semid=") {
+                    if let Some(key) = text.split_whitespace().find_map(|w| w.strip_prefix("key="))
+                    {
                         let _ = std::process::Command::new("ipcrm")
-                            .args(["-s", id])
+                            .args(["-S", key])
                             .output();
                     }
                 }

@@ -28,34 +28,43 @@ fn free(name: &str) -> u32 {
     status(name).1
 }
 
-/// The System V semaphore id a name file points at.
-fn semid(name: &str) -> i32 {
+/// The System V key a name file holds.
+fn sem_key(name: &str) -> i64 {
     let text = std::fs::read_to_string(format!("/dev/shm/pk-sem.{}", &name[1..])).unwrap();
-    text.trim_end()
-        .strip_prefix("posixkit-sem 1 semid=")
-        .unwrap()
-        .parse()
-        .unwrap()
+    let key = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("key=0x"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    i64::from_str_radix(key, 16).unwrap()
 }
 
-/// Whether the System V semaphore `id` exists.
-fn sysv_exists(id: i32) -> bool {
+/// The id of the System V set with `key`, if there is one.
+fn sysv_id(key: i64) -> Option<i64> {
     std::fs::read_to_string("/proc/sysvipc/sem")
         .unwrap()
         .lines()
         .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let k: i64 = f.next()?.parse().ok()?;
+            let id: i64 = f.next()?.parse().ok()?;
+            (k == key).then_some(id)
+        })
 }
 
 fn unlink(name: &str) {
-    let id = std::path::Path::new(&format!("/dev/shm/pk-sem.{}", &name[1..]))
+    let key = std::path::Path::new(&format!("/dev/shm/pk-sem.{}", &name[1..]))
         .exists()
-        .then(|| semid(name));
+        .then(|| sem_key(name));
     let out = pk("sem").args(["unlink", "--name", name]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(stdout(&out), format!("unlinked {name}\n"));
-    if let Some(id) = id {
-        assert!(!sysv_exists(id), "System V semaphore {id} left behind");
+    if let Some(key) = key {
+        assert_eq!(
+            sysv_id(key),
+            None,
+            "the System V set of key {key:#x} left behind"
+        );
     }
 }
 
@@ -657,16 +666,16 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
     let mut check = ShmCheck::start();
     let file = |n: &str| format!("/dev/shm/pk-sem.{}", &n[1..]);
     let mut cases: Vec<(String, i32)> = Vec::new();
-    // Ours, damaged: empty, garbage, a name file whose semaphore is gone.
+    // Ours, damaged: empty, garbage, a name file of an unknown format.
     let empty = check.name("empty");
     std::fs::write(file(&empty), b"").unwrap();
     cases.push((empty, 65));
     let junk = check.name("junk");
     std::fs::write(file(&junk), [0x5au8; 32]).unwrap();
     cases.push((junk, 65));
-    let stale = check.name("stale");
-    std::fs::write(file(&stale), "posixkit-sem 1 semid=2147483000\n").unwrap();
-    cases.push((stale, 65));
+    let old_format = check.name("old-format");
+    std::fs::write(file(&old_format), "posixkit-sem 1 semid=12\n").unwrap();
+    cases.push((old_format, 65));
     // Ours, but others may write the name file: 77.
     let open = check.name("open");
     assert_success(
@@ -681,7 +690,7 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
     )
     .unwrap();
     cases.push((open.clone(), 77));
-    let mut foreign_ids = Vec::new();
+    let mut foreign_ids: Vec<i64> = Vec::new();
     if is_root() {
         for (tag, script) in [
             ("foreign-empty", ": > {p}"),
@@ -706,7 +715,7 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
             "1".into(),
         ]);
         assert_success(&command(&words).output().unwrap());
-        foreign_ids.push(semid(&n));
+        foreign_ids.push(sem_key(&n));
         std::fs::set_permissions(
             file(&n),
             std::os::unix::fs::PermissionsExt::from_mode(0o666),
@@ -717,7 +726,7 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
         let n = check.name("points-away");
         std::fs::write(
             file(&n),
-            format!("posixkit-sem 1 semid={}\n", foreign_ids[0]),
+            format!("posixkit-sem 2 key={:#010x} value=1\n", foreign_ids[0]),
         )
         .unwrap();
         cases.push((n, 77));
@@ -762,9 +771,9 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
             assert_success(&out);
         }
     }
-    for id in foreign_ids {
+    for key in foreign_ids {
         let _ = std::process::Command::new("ipcrm")
-            .args(["-s", &id.to_string()])
+            .args(["-S", &format!("{key:#x}")])
             .status();
     }
     check.finish();
@@ -894,10 +903,16 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
     let mut check = ShmCheck::start();
     let dir = tempfile::tempdir().unwrap();
     for (step, call, when, command_ran) in [
-        ("taking the slot", "semtimedop", 1, false),
+        (
+            "opening (the fill-in-if-empty step)",
+            "semtimedop",
+            1,
+            false,
+        ),
+        ("taking the slot", "semtimedop", 2, false),
         ("starting the command", "clone", 1, false),
         ("waiting for the command", "rt_sigtimedwait", 1, true),
-        ("giving the slot back", "semtimedop", 2, true),
+        ("giving the slot back", "semtimedop", 3, true),
     ] {
         let name = check.name("step");
         assert_success(
@@ -909,7 +924,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         let go = dir.path().join(format!("go-{call}-{when}"));
         let started = dir.path().join(format!("started-{call}-{when}"));
         // The last step needs the command to end while pk-sem still runs.
-        let wait = if when == 2 {
+        let wait = if when == 3 {
             String::new()
         } else {
             format!("while [ ! -e {} ]; do sleep 0.01; done", go.display())
@@ -955,7 +970,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         } else {
             assert!(!started.exists(), "killed {step}: a command ran");
         }
-        if command_ran && when == 1 {
+        if command_ran && when != 3 {
             // Still running, still holding the only slot.
             assert_eq!(free(&name), 0, "killed {step}: the command holds it");
             let out = pk("sem")
@@ -987,6 +1002,66 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
             (1, 1, 0),
             "killed {step}: the slot came back"
         );
+        unlink(&name);
+    }
+    check.finish();
+}
+
+#[test]
+fn a_creator_killed_at_every_step_leaves_nothing_or_a_name_the_next_user_completes() {
+    // strace kills the first `pk-sem run` of a new name at each step of
+    // creating it: linking the name file, making the set, filling it in.
+    // Killed before the link, nothing is left; after it, the name file is
+    // there and the next user makes its set whole, with the value the
+    // creator asked for. No set ever exists without a name.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    for (step, call, when, linked) in [
+        ("linking the name", "linkat", 1, false),
+        ("making the set", "semget", 2, true),
+        ("filling the set in", "semtimedop", 1, true),
+    ] {
+        let name = check.name("create");
+        let words: Vec<String> = [
+            "strace",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            &format!("trace={call}"),
+            "-e",
+            &format!("inject={call}:signal=SIGKILL:when={when}"),
+            &bin("pk-sem").display().to_string(),
+            "run",
+            "--name",
+            &name,
+            "--value",
+            "3",
+            "--",
+            "echo",
+            "ran",
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = command(&words).output().unwrap();
+        assert_signal(&out.status, libc::SIGKILL);
+        assert!(out.stdout.is_empty(), "killed {step}: nothing ran");
+        let file = format!("/dev/shm/pk-sem.{}", &name[1..]);
+        assert_eq!(
+            std::path::Path::new(&file).exists(),
+            linked,
+            "killed {step}"
+        );
+        if !linked {
+            continue;
+        }
+        let key = sem_key(&name);
+        if call == "semget" {
+            assert_eq!(sysv_id(key), None, "killed {step}: no set yet");
+        }
+        assert_eq!(status(&name), (3, 3, 0), "killed {step}: made whole");
         unlink(&name);
     }
     check.finish();
