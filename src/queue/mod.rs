@@ -77,7 +77,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::error::{Context, Error, ErrorKind, Result};
+use crate::error::{Context, Error, Result};
 use crate::sem::Deadline;
 use crate::shm::anon_shared;
 use crate::shm::object;
@@ -199,7 +199,7 @@ impl Queue {
     }
 
     /// Create the named queue `name` (`/jobs`) in `/dev/shm`, mode 0600,
-    /// whole or not at all; [`ErrorKind::AlreadyExists`] if the name is
+    /// whole or not at all; [`crate::ErrorKind::AlreadyExists`] if the name is
     /// taken.
     pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Queue> {
         let size = check_sizes(capacity, max_message)?;
@@ -215,7 +215,7 @@ impl Queue {
     }
 
     /// Open the existing named queue `name`: ours (owner, mode), and a
-    /// header that matches its size, or [`ErrorKind::BadData`].
+    /// header that matches its size, or [`crate::ErrorKind::BadData`].
     pub fn open(name: &str) -> Result<Queue> {
         let (file, size) = object::open("", name)?;
         let bad = |why: String| Error::data("queue", name, why);
@@ -566,11 +566,6 @@ impl Queue {
 /// open keep using it.
 pub fn unlink(name: &str) -> Result<()> {
     object::unlink("", name)
-}
-
-/// Whether `e` says a named queue does not exist.
-pub fn is_missing(e: &Error) -> bool {
-    e.kind() == ErrorKind::NotFound
 }
 
 #[cfg(test)]

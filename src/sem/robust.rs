@@ -56,7 +56,7 @@ use crate::error::{Context, Error, ErrorKind, Result};
 use crate::process::Child;
 use crate::sem::Deadline;
 use crate::shm::object;
-use crate::sys::sem::sysv::{self, Op};
+use crate::sys::sysv::{self, Op};
 
 /// The largest value: SEMVMX, the most a System V semaphore holds.
 pub const VALUE_MAX: u32 = 32767;

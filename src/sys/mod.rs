@@ -13,5 +13,6 @@ pub mod proc;
 pub mod sem;
 pub mod shm;
 pub mod spawn;
+pub mod sysv;
 pub mod thread;
 mod unchecked;
