@@ -52,7 +52,7 @@ Exit status: 0 done; 2 bad N; 65 FILE is a directory, FIFO or symbolic link;
 71 a system call failed; 77 permission denied.";
 
 const BUY_HELP: &str = "\
-Output (one line):
+Output (at most one line):
   bought ticket <T> (<L> left)      exit 0
   sold out                          exit 1
   (nothing)                         exit 1 or -E when busy (--no-wait); with -v,
