@@ -78,23 +78,41 @@ run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, 
 run-manager: build ## pk-manager: a master and two workers over TCP with an auth key, then named queues
 	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, two workers; then put, work -- CMD, get'
 	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6
-run-shm: build ## pk-shm: Array('c', b'Hello') and a shared counter across fork
+run-shm: build ## pk-shm: Array('c', b'Hello'), a shared counter across fork, a named segment
 	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'
 	$(RELEASE)/pk-shm bytes --text Hello
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic
-run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a named semaphore around commands
+	@echo '== pk-shm: a named segment, a counter cell, bytes Python reads'
+	$(RELEASE)/pk-shm create /pk-make-shm --size 4096
+	for i in 1 2 3; do $(RELEASE)/pk-shm add /pk-make-shm --offset 8; done
+	printf hello | $(RELEASE)/pk-shm write /pk-make-shm --offset 100
+	$(RELEASE)/pk-shm read /pk-make-shm --offset 100 --len 5; echo
+	$(RELEASE)/pk-shm unlink /pk-make-shm
+run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a self-healing named semaphore around commands
 	@echo '== pk-sem: at most 3 of 5 workers at once; then 4 commands, 2 at a time'
 	$(RELEASE)/pk-sem demo --workers 5 --value 3 --hold 200ms --timeline
 	for i in 1 2 3 4; do $(RELEASE)/pk-sem run --name /pk-make-demo --value 2 -- sh -c "echo job $$i running; sleep 0.2" & done; wait
 	$(RELEASE)/pk-sem status --name /pk-make-demo
 	$(RELEASE)/pk-sem unlink --name /pk-make-demo
-run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers
+	@echo '== pk-sem: a holder killed with SIGKILL; its slot comes back when its command ends'
+	$(RELEASE)/pk-sem run --name /pk-make-heal -- sleep 0.5 & sleep 0.2; kill -KILL $$!; \
+	  $(RELEASE)/pk-sem status --name /pk-make-heal; sleep 0.5; $(RELEASE)/pk-sem status --name /pk-make-heal
+	$(RELEASE)/pk-sem unlink --name /pk-make-heal
+run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers, a named queue
 	@echo '== pk-queue: full/empty/qsize, then 2 producers and 1 consumer'
 	$(RELEASE)/pk-queue basics
 	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
 	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet
+	@echo '== pk-queue: a named queue shared by independent shell commands'
+	$(RELEASE)/pk-queue create /pk-make-queue --capacity 8
+	$(RELEASE)/pk-queue put /pk-make-queue one 'two words'
+	printf 'three\nfour\n' | $(RELEASE)/pk-queue put /pk-make-queue --lines
+	$(RELEASE)/pk-queue stat /pk-make-queue
+	$(RELEASE)/pk-queue get /pk-make-queue -n 4
+	$(RELEASE)/pk-queue get /pk-make-queue --timeout 0 || echo "empty: exit status $$?"
+	$(RELEASE)/pk-queue unlink /pk-make-queue
 run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with flock(2)
 	@echo '== pk-ticket: without a lock the shop oversells (--no-lock --yield)'
 	$(RELEASE)/pk-ticket init target/product 3

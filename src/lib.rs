@@ -19,9 +19,9 @@
 //! | [`ticket`] | [`ticket::TicketFile`]: a plain-text count sold one ticket at a time under flock(2); crash-safe single-pwrite updates |
 //! | `coro` | (feature `coro`) cooperative tasks on one thread: a tokio current-thread runtime, a lock-free ticket `coro::Stock`, the thread count; the generator protocol as a state machine (`coro::Consumer`: send, close), `coro::gather`, `coro::wait_for`, `coro::TaskQueue` (task_done, join) |
 //! | `manager` | (feature `manager`) named queues over TCP with leases on work: the server proves the key first, a MAC on every frame, `manager::Server`, `manager::Client`; CPython's manager protocol with a pickle subset that runs no code (`manager::python`) |
-//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; named create/open/unlink |
-//! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard |
-//! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory |
+//! | [`shm`] | [`shm::SharedArray`] / [`shm::SharedValue`]: memfd or `shm_open` memory mapped MAP_SHARED, every access atomic; [`shm::Segment`]: a named segment with checked byte and 64-bit cell access; named objects created whole (`posix_fallocate`, `O_TMPFILE`), opened only when ours, guarded against SIGBUS |
+//! | [`sem`] | [`sem::Semaphore`] (unnamed, pshared, in shared memory) and [`sem::NamedSemaphore`] (sem_open): wait, try_wait, timed wait, post, RAII guard; [`sem::RobustSemaphore`]: a named semaphore whose slots the kernel gives back when their holder dies (System V, SEM_UNDO) |
+//! | [`queue`] | [`queue::Queue`]: a bounded multi-producer multi-consumer queue of byte messages in shared memory, crash-safe under SIGKILL at any instant; shared across fork or named |
 //! | [`nix`] | the nix crate this one was built with, re-exported: use `posixkit::nix::sys::signal::Signal` and the rest of nix's types in our API through it, whatever nix your own program depends on |
 //! | `sys` | thin wrappers over the system calls nix lacks: the only module where `unsafe` is allowed (the compiler denies it everywhere else), each block with a `// SAFETY:` comment |
 //!

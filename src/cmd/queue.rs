@@ -1,7 +1,12 @@
 //! `pk-queue`: a bounded queue between processes. `basics` is the
 //! full/empty/qsize lesson; `demo` runs producers and consumers and checks
-//! that every item is consumed exactly once.
+//! that every item is consumed exactly once. `create`, `put`, `get`, `stat`
+//! and `unlink` work on a named queue in `/dev/shm` that independent shell
+//! processes share.
 
+use std::ffi::OsString;
+use std::io::{BufRead, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -9,10 +14,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::cmd::Out;
 use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::error::Error;
+use crate::error::{Context, Error, ErrorKind};
 use crate::process::{self, Child, Children, Fork};
-use crate::queue::Queue;
+use crate::queue::{self, Queue};
+use crate::sem::Deadline;
 use crate::shm::SharedArray;
 use crate::{note, outln};
 
@@ -20,6 +27,11 @@ const AFTER_HELP: &str = "\
 Subcommands:
   basics   put 3 into a queue of 3: full, qsize, FIFO gets in a child, empty
   demo     producers and consumers; every item consumed exactly once
+  create   create a named queue
+  put      put messages into a named queue
+  get      take messages out of a named queue and print them
+  stat     print a named queue's capacity, size and message limit
+  unlink   remove a named queue
 
 Output of `basics` (<pid> is a process id):
   put(1) put(2) put(3)
@@ -44,14 +56,43 @@ Each item is 16 bytes: its producer's number and a sequence number 1..N.
 Consumers mark each item in a shared table, so a duplicate or a missing
 item is counted, not guessed. --quiet keeps only the result lines.
 
-Exit status: 0 when the demo ran and every item arrived exactly once;
-65 when an item was lost, duplicated or damaged; 2 for a bad flag; 71 when
-fork, memfd_create, mmap or a semaphore call fails, or a child fails.
+Named queues: a NAME is /name (one leading slash, no other, 1-251 bytes
+after it) and lives in /dev/shm/name, mode 0600, until `unlink`; any
+number of producers and consumers, each its own process, may use it at
+once. Every message is delivered at most once and, unless its consumer is
+killed holding it, exactly once; messages from one producer come out in
+the order it put them. A producer or consumer killed at any instant
+(SIGKILL, the OOM killer) loses no other process's message and leaves
+nothing locked: the locks are robust mutexes and the queue's state is two
+counters, each moved by one atomic store.
+`get` is at-most-once: a message is the consumer's once it is taken; a
+`get` killed after taking it and before printing it has lost it, one
+killed before taking it has taken nothing.
+Output: `get` prints each message followed by a newline (with -0, a NUL);
+`stat` prints `name=<NAME> capacity=<K> max_size=<B> qsize=<Q>`; create,
+put and unlink print nothing. A full queue (put) or an empty one (get)
+that stays so past --timeout ends the command with exit 1 and prints
+nothing (one line on stderr with -v), as `flock -n` does.
+
+Exit status: 0 when done (a demo ran and every item arrived exactly once);
+1 when the queue stayed full (put) or empty (get) past --timeout; 2 for a
+bad flag, or create's flags differing from an existing queue's with
+--exist-ok; 65 when a message is larger than the queue's --max-size (the
+messages before it were put), a demo item was lost, duplicated or damaged,
+or the file is not a queue; 66 when the queue does not exist; 71 when a
+system call fails (EEXIST: the name is taken), or a demo child fails; 77
+when the queue belongs to another user or others may write it; 141 when
+stdout closed early (the message in hand is lost: at-most-once).
 
 Examples:
   pk-queue basics
-  pk-queue demo --producers 2 --consumers 1 --items 10 --capacity 4
-  pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 -q";
+  pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 -q
+  pk-queue create /jobs --capacity 100
+  pk-queue put /jobs 'build a' 'build b'
+  ls *.c | pk-queue put /jobs --lines
+  while msg=$(pk-queue get /jobs --timeout 0); do echo \"got $msg\"; done
+  pk-queue stat /jobs
+  pk-queue unlink /jobs";
 
 /// A bounded queue of messages between processes, in shared memory.
 #[derive(Debug, Parser)]
@@ -69,6 +110,93 @@ pub enum Cmd {
     Basics,
     /// P producer processes put N items each; C consumer processes get them.
     Demo(Demo),
+    /// Create the named queue NAME (mode 0600).
+    Create(Create),
+    /// Put messages into NAME: each MSG, or from stdin (-, --lines, -0).
+    Put(Put),
+    /// Take messages out of NAME and print them, one per line.
+    Get(Get),
+    /// Print NAME's capacity, message limit and current size.
+    Stat {
+        /// The queue: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+    },
+    /// Remove the named queue NAME (processes using it keep it).
+    Unlink {
+        /// The queue: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+    },
+}
+
+fn name(s: &str) -> std::result::Result<String, String> {
+    crate::shm::check_name(s).map(|_| s.to_string())
+}
+
+/// `pk-queue create` arguments.
+#[derive(Debug, ClapArgs)]
+pub struct Create {
+    /// The queue: /name.
+    #[arg(value_name = "NAME", value_parser = name)]
+    pub name: String,
+    /// How many messages it holds (1-16777216).
+    #[arg(short = 'k', long, value_name = "K", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=queue::MAX_CAPACITY as i64))]
+    pub capacity: u32,
+    /// The largest message, in bytes (0-1048576).
+    #[arg(long, value_name = "B", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(0..=queue::MAX_MESSAGE_SIZE as i64))]
+    pub max_size: u32,
+    /// Succeed if NAME is already a queue with this capacity and message limit.
+    #[arg(long)]
+    pub exist_ok: bool,
+}
+
+/// `pk-queue put` arguments.
+#[derive(Debug, ClapArgs)]
+pub struct Put {
+    /// The queue: /name.
+    #[arg(value_name = "NAME", value_parser = name)]
+    pub name: String,
+    /// The messages, one each; `-` reads one message, all of stdin.
+    #[arg(value_name = "MSG", required_unless_present_any = ["lines", "null"],
+          conflicts_with_all = ["lines", "null"])]
+    pub messages: Vec<OsString>,
+    /// Each line of stdin is a message (without its newline).
+    #[arg(long, conflicts_with = "null")]
+    pub lines: bool,
+    /// Stdin holds messages separated by NUL bytes.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Give up when the queue stays full this long (0: do not wait).
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<DurationArg>,
+    /// Say on stderr why nothing more was put (a full queue).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `pk-queue get` arguments.
+#[derive(Debug, ClapArgs)]
+pub struct Get {
+    /// The queue: /name.
+    #[arg(value_name = "NAME", value_parser = name)]
+    pub name: String,
+    /// How many messages to take (1-1000000000).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub count: u64,
+    /// Give up when the queue stays empty this long (0: do not wait); one
+    /// deadline for all N messages.
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<DurationArg>,
+    /// End each message with a NUL byte instead of a newline.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+    /// Say on stderr why fewer than N messages came (an empty queue).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// `pk-queue demo` arguments.
@@ -100,7 +228,169 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.cmd {
         Cmd::Basics => basics(out),
         Cmd::Demo(d) => demo(d, out),
+        Cmd::Create(c) => create(c),
+        Cmd::Put(p) => put(p),
+        Cmd::Get(g) => get(g, out),
+        Cmd::Stat { name } => {
+            let q = Queue::open(&name)?;
+            outln!(
+                out,
+                "name={name} capacity={} max_size={} qsize={}",
+                q.capacity(),
+                q.max_message(),
+                q.qsize()?
+            )?;
+            Ok(exit::OK)
+        }
+        Cmd::Unlink { name } => {
+            queue::unlink(&name)?;
+            Ok(exit::OK)
+        }
     }
+}
+
+fn create(c: Create) -> Result<u8> {
+    let (k, b) = (c.capacity as usize, c.max_size as usize);
+    match Queue::create(&c.name, k, b) {
+        Ok(_) => Ok(exit::OK),
+        Err(e) if c.exist_ok && e.kind() == ErrorKind::AlreadyExists => {
+            let q = Queue::open(&c.name)?;
+            if (q.capacity(), q.max_message()) != (k, b) {
+                return Err(Error::invalid(
+                    "--exist-ok",
+                    format!(
+                        "{} exists with capacity {} and max size {}, not {k} and {b}",
+                        c.name,
+                        q.capacity(),
+                        q.max_message()
+                    ),
+                )
+                .into());
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Put one message before `deadline`: `false` when the queue stayed full.
+fn put_one(q: &Queue, msg: &[u8], deadline: Deadline, name: &str) -> Result<bool> {
+    if msg.len() > q.max_message() {
+        return Err(Error::data(
+            "put",
+            name,
+            format!(
+                "a message of {} bytes is larger than the queue's limit of {}",
+                msg.len(),
+                q.max_message()
+            ),
+        )
+        .into());
+    }
+    Ok(q.put_until(msg, deadline)?)
+}
+
+/// Read stdin up to `delim` (or all of it), at most `max` bytes; `None` at
+/// end of input. A longer message is an error before it is put.
+fn next_message(
+    input: &mut impl BufRead,
+    delim: Option<u8>,
+    max: usize,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    let mut msg = Vec::new();
+    let mut limited = input.take(max as u64 + 1);
+    let n = match delim {
+        Some(d) => limited.read_until(d, &mut msg),
+        None => limited.read_to_end(&mut msg),
+    }
+    .ctx("read", "stdin")?;
+    if n == 0 && delim.is_some() {
+        return Ok(None);
+    }
+    if let Some(d) = delim {
+        if msg.last() == Some(&d) {
+            msg.pop();
+            return Ok(Some(msg));
+        }
+    }
+    if msg.len() > max {
+        return Err(Error::data(
+            "put",
+            name,
+            format!("a message of more than {max} bytes is larger than the queue's limit"),
+        )
+        .into());
+    }
+    Ok(Some(msg))
+}
+
+fn put(p: Put) -> Result<u8> {
+    let q = Queue::open(&p.name)?;
+    let deadline = Deadline::after(p.timeout.map(|t| t.0))?;
+    let full = || {
+        if p.verbose {
+            crate::cmd::eprintln_one(
+                "pk-queue",
+                &format_args!("put({}): the queue is full", p.name),
+            );
+        }
+        Ok(exit::DECLINED)
+    };
+    let delim = if p.lines {
+        Some(b'\n')
+    } else if p.null {
+        Some(0)
+    } else {
+        None
+    };
+    if delim.is_some() || p.messages.iter().any(|m| m == "-") {
+        if p.messages.len() > 1 {
+            return Err(Error::invalid("MSG", "`-` reads stdin and comes alone").into());
+        }
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        while let Some(msg) = next_message(&mut input, delim, q.max_message(), &p.name)? {
+            if !put_one(&q, &msg, deadline, &p.name)? {
+                return full();
+            }
+            if delim.is_none() {
+                break;
+            }
+        }
+        return Ok(exit::OK);
+    }
+    for m in &p.messages {
+        if !put_one(&q, m.as_bytes(), deadline, &p.name)? {
+            return full();
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn get(g: Get, out: &mut Out) -> Result<u8> {
+    let q = Queue::open(&g.name)?;
+    let deadline = Deadline::after(g.timeout.map(|t| t.0))?;
+    let end = if g.null { 0 } else { b'\n' };
+    let mut buf = Vec::with_capacity(q.max_message() + 1);
+    for got in 0..g.count {
+        if !q.get_into_until(&mut buf, deadline)? {
+            if g.verbose {
+                crate::cmd::eprintln_one(
+                    "pk-queue",
+                    &format_args!(
+                        "get({}): the queue is empty ({got} of {} taken)",
+                        g.name, g.count
+                    ),
+                );
+            }
+            return Ok(exit::DECLINED);
+        }
+        // Ours now (at-most-once): print it in one write.
+        buf.push(end);
+        out.bytes(&buf)?;
+    }
+    Ok(exit::OK)
 }
 
 fn text(m: &[u8]) -> String {

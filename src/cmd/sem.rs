@@ -1,7 +1,8 @@
-//! `pk-sem`: POSIX counting semaphores. `demo` is `Semaphore(3)` letting at
-//! most three of five workers in at once; `run` wraps a shell command in a
-//! named semaphore, like GNU parallel's `sem`; `status`, `reset` and
-//! `unlink` look after the named semaphore.
+//! `pk-sem`: counting semaphores. `demo` is `Semaphore(3)` letting at
+//! most three of five workers in at once (a POSIX semaphore shared across
+//! fork); `run` wraps a shell command in a named semaphore that heals
+//! itself when a holder is killed, like GNU parallel's `sem` without its
+//! pid checks; `status`, `reset` and `unlink` look after the named one.
 
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
@@ -11,13 +12,14 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 use crate::cmd::Out;
+use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::cmd::{Failure, Result};
-use crate::error::Error;
-use crate::process::{self, Child, Children, Fork, Pid};
-use crate::sem::{Deadline, NamedSemaphore, Semaphore, VALUE_MAX, Waited};
-use crate::shm::{SharedArray, check_name};
+use crate::error::{Error, ErrorKind};
+use crate::process::{self, Child, Children, Pid};
+use crate::sem::robust::{self, RobustSemaphore, Taken};
+use crate::sem::{Deadline, NamedSemaphore, Semaphore, VALUE_MAX};
+use crate::shm::SharedArray;
 use crate::status::Status;
 use crate::{note, outln};
 
@@ -25,8 +27,8 @@ const AFTER_HELP: &str = "\
 Subcommands:
   demo     N workers share a semaphore of value K; at most K work at once
   run      take a slot of a named semaphore, run a command, give the slot back
-  status   print a named semaphore's value
-  reset    set a named semaphore's value (recovery after a killed holder)
+  status   print a named semaphore's value, free slots and waiters
+  reset    change a named semaphore's value (its number of slots)
   unlink   remove a named semaphore
 
 Output of `demo` (<pid> is a worker's process id):
@@ -39,50 +41,63 @@ Output of `demo` (<pid> is a worker's process id):
   '#' holding the semaphore, over the demo's whole run.
 
 Output of `run`: only the command's own output. `status` prints
-  name=<name> value=<V>
+  name=<name> value=<V> free=<F> waiting=<W>
 `reset` prints `reset <name>: value <old> -> <new>`, `unlink` prints
 `unlinked <name>`.
 
-Named semaphores live in /dev/shm/sem.<name>, mode 0600. A name is /name:
-one leading slash, no other, 1-251 bytes after it.
-
-A killed holder: the kernel does not track who holds a count. If a
-`pk-sem run` is killed with SIGKILL (or the machine's OOM killer picks
-it), its slot is never posted back: the value stays one lower for good,
-and with --value 1 every later `run` waits forever. (Its command keeps
-running, unaware.) Once no holder is running, recover with
-  pk-sem reset --name /jobs --value 3
-or remove the semaphore so that the next `run` creates it afresh:
-  pk-sem unlink --name /jobs
-Other signals (TERM, INT, HUP, QUIT) are passed on to the command; the
-slot is posted back when it ends.
+A named semaphore heals itself: a slot is taken with a System V
+semaphore operation the kernel undoes when its process exits, however it
+exits. The command `run` starts shares that undo (clone CLONE_SYSVSEM):
+the slot stays taken while pk-sem or its command runs, as a command run
+by flock(1) keeps the lock, and comes back the moment both are gone, even
+when pk-sem was killed with SIGKILL or by the OOM killer. (Processes the
+command leaves running in the background do not hold it.) At no instant
+do more than <value> commands run. Waiters sleep in the kernel until a
+slot comes back; no polling, no reset needed.
+The value is fixed when the semaphore is created (--value, default 1); a
+--value that differs from an existing semaphore's is an error (exit 2):
+change it with `reset`. Names: /name, one leading slash, no other, 1-248
+bytes after it. On disk: /dev/shm/pk-sem.<name>, mode 0600, holding the
+random key of its System V semaphore (`ipcs -s`); the name comes first and
+any user of it completes a set a killed creator left unmade, so no set is
+ever left without a name. Only a name file and a semaphore that are yours
+and mode 0600 are used: another user's is refused (exit 77), a damaged one
+too (exit 65).
+Earlier versions kept a named semaphore as a POSIX semaphore,
+/dev/shm/sem.<name>; this one neither reads nor uses those. `pk-sem
+unlink --name /NAME` removes one of yours, with the temporary file glibc's
+sem_open leaves linked to it when it is killed while creating
+(/dev/shm/sem.XXXXXX). Other signals (TERM, INT, HUP, QUIT) sent to
+`run` are passed on to the command; before a slot is taken they end
+pk-sem at once.
 
 Exit status: `run` exits with the command's status (its exit code, or
 128+N when signal N killed it; 127 when it is not found, 126 when it
-cannot be executed); 1 (or -E N) when --timeout ran out with no free slot;
-128+N when signal N ended the wait before a slot was taken. Everywhere:
-0 when done, 2 for a bad flag or name, 66 when the named semaphore does
-not exist (status, unlink), 71 when a system call fails, 77 when
-permission is denied.
+cannot be executed); 1 (or -E N) when --timeout ran out with no free slot,
+printing nothing (one line on stderr with -v), as `flock -n` does.
+Everywhere: 0 when done, 2 for a bad flag or name or a --value that
+differs from the semaphore's, 65 when the name file or its semaphore is
+damaged or not a pk-sem semaphore, 66 when the named semaphore does not
+exist (status, unlink), 71 when a system call fails, 77 when it belongs
+to another user or others may change it.
 
 Examples:
   pk-sem demo --workers 5 --value 3 --hold 200ms --timeline
   for f in *.wav; do pk-sem run --name /enc --value 2 -- flac \"$f\" & done; wait
-  pk-sem run --name /jobs --value 3 --timeout 0 -- make -s || echo busy
-  pk-sem status --name /jobs";
+  pk-sem run --name /backup --timeout 0 -- backup.sh   # in cron: silent when busy
+  pk-sem status --name /enc";
 
 const RUN_AFTER_HELP: &str = "\
 Exit status: CMD's own (its code, or 128+N when signal N killed it; 127 not
-found, 126 not executable); 1, or -E N, when --timeout ran out; 128+N when
-signal N ended the wait before a slot was taken; 2 for a bad flag or name.
+found, 126 not executable); 1, or -E N, when --timeout ran out (nothing is
+printed but with -v); 2 for a bad flag or name, or a --value that differs
+from the existing semaphore's.
 
-TERM, INT, HUP and QUIT are passed on to CMD; the slot is posted back when
-CMD ends. A pk-sem killed with SIGKILL never posts its slot back: the value
-stays one lower until, with no holder running, you run
-  pk-sem reset --name /jobs --value 3
-or `pk-sem unlink --name /jobs` (the next run creates it afresh).";
+The slot heals: if pk-sem is killed (even with SIGKILL), the slot stays
+taken while CMD runs and comes back when CMD ends; if both are killed, at
+once. TERM, INT, HUP and QUIT are passed on to CMD.";
 
-/// POSIX semaphores: a worker demo and a semaphore for shell commands.
+/// Counting semaphores: a worker demo, and a self-healing named semaphore for shell commands.
 #[derive(Debug, Parser)]
 #[command(name = "pk-sem", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -96,26 +111,26 @@ pub enum Cmd {
     /// N forked workers share an unnamed process-shared semaphore of value K.
     Demo(Demo),
     /// Take a slot of the named semaphore (creating it with --value), run
-    /// CMD, post the slot back, exit with CMD's status.
+    /// CMD, give the slot back, exit with CMD's status.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(Run),
-    /// Print the named semaphore's value.
+    /// Print the named semaphore's value, free slots and waiters.
     Status {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
         name: String,
     },
-    /// Bring the named semaphore's value to N (creating it if missing).
-    /// Run it only while no holder is running.
+    /// Set the named semaphore's value to N (creating it if missing). Fewer
+    /// slots wait for enough holders to finish.
     Reset {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
         name: String,
-        /// The value to set (1-2147483647).
-        #[arg(long, value_name = "N", value_parser = value)]
+        /// The value to set (1-32767).
+        #[arg(long, value_name = "N", value_parser = robust_value)]
         value: u32,
     },
-    /// Remove the named semaphore (sem_unlink). Holders keep theirs.
+    /// Remove the named semaphore. Holders keep running.
     Unlink {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
@@ -150,10 +165,10 @@ pub struct Run {
     /// The semaphore: /name (created with --value if it does not exist).
     #[arg(long, value_name = "NAME", value_parser = name)]
     pub name: String,
-    /// The value a new semaphore starts with: how many commands may run at
-    /// once (1-2147483647). An existing semaphore keeps its own value.
-    #[arg(long, value_name = "N", default_value = "1", value_parser = value)]
-    pub value: u32,
+    /// How many commands may run at once (1-32767): the value a new
+    /// semaphore is created with (default 1); an existing one must have it.
+    #[arg(long, value_name = "N", value_parser = robust_value)]
+    pub value: Option<u32>,
     /// Give up when no slot is free within DUR (0: do not wait at all).
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<DurationArg>,
@@ -165,24 +180,35 @@ pub struct Run {
         default_value_t = 1
     )]
     pub conflict_exit_code: u8,
+    /// Say on stderr that no slot was free (otherwise silent, as flock -n).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// The command and its arguments (after --).
     #[arg(required = true, trailing_var_arg = true, num_args = 1.., value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 fn name(s: &str) -> std::result::Result<String, String> {
-    check_name(s).map(|_| s.to_string())
+    robust::check_name(s).map(|_| s.to_string())
 }
 
-fn value(s: &str) -> std::result::Result<u32, String> {
+fn number(s: &str, max: u32) -> std::result::Result<u32, String> {
     let v: i64 = s
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a whole number"))?;
-    if v < 1 || v > i64::from(VALUE_MAX) {
-        return Err(format!("{v} is not in 1..={VALUE_MAX}"));
+    if v < 1 || v > i64::from(max) {
+        return Err(format!("{v} is not in 1..={max}"));
     }
     Ok(v as u32)
+}
+
+fn value(s: &str) -> std::result::Result<u32, String> {
+    number(s, VALUE_MAX)
+}
+
+fn robust_value(s: &str) -> std::result::Result<u32, String> {
+    number(s, robust::VALUE_MAX)
 }
 
 /// Run pk-sem.
@@ -191,21 +217,53 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         Cmd::Demo(d) => demo(d, out),
         Cmd::Run(r) => run_cmd(r),
         Cmd::Status { name } => {
-            let sem = NamedSemaphore::open(&name)?;
-            outln!(out, "name={name} value={}", sem.value()?)?;
+            let sem = RobustSemaphore::open(&name)?;
+            outln!(
+                out,
+                "name={name} value={} free={} waiting={}",
+                sem.value()?,
+                sem.free()?,
+                sem.waiting()?
+            )?;
             Ok(exit::OK)
         }
         Cmd::Reset { name, value } => {
-            let (sem, _) = NamedSemaphore::open_or_create(&name, value)?;
-            let before = sem.reset(value)?;
-            outln!(out, "reset {name}: value {before} -> {}", sem.value()?)?;
+            let (sem, created) = RobustSemaphore::open_or_create(&name, value)?;
+            let old = if created {
+                0
+            } else {
+                sem.set_value(value, Deadline::Never)?.unwrap_or(value)
+            };
+            outln!(out, "reset {name}: value {old} -> {}", sem.value()?)?;
             Ok(exit::OK)
         }
         Cmd::Unlink { name } => {
-            NamedSemaphore::unlink(&name)?;
+            // The semaphore, and an old-form POSIX one of the same name.
+            let old = unlink_old_form(&name)?;
+            match RobustSemaphore::unlink(&name) {
+                Err(e) if e.kind() == ErrorKind::NotFound && old => {}
+                r => r?,
+            }
             outln!(out, "unlinked {name}")?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// Remove `/dev/shm/sem.<name>`, the POSIX semaphore earlier versions of
+/// pk-sem used, if it is ours, with the temporary names glibc's sem_open
+/// left linked to it. `true` when there was one to remove.
+fn unlink_old_form(name: &str) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = crate::shm::object::path("sem.", name) else {
+        return Ok(false);
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.uid() == nix::unistd::geteuid().as_raw() => {
+            NamedSemaphore::unlink(name)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 
@@ -329,45 +387,53 @@ fn timeline(pids: &[Pid], times: &SharedArray<u64>, out: &mut Out) -> Result<()>
     Ok(())
 }
 
-/// `pk-sem run`: take a slot, run the command, post the slot back.
+/// `pk-sem run`: take a slot, run the command, give the slot back.
 fn run_cmd(r: Run) -> Result<u8> {
-    let (sem, _created) = NamedSemaphore::open_or_create(&r.name, r.value)?;
     let argv: Vec<CString> = r
         .command
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| Error::invalid("CMD", "an argument contains a NUL byte"))?;
+    let (sem, created) = RobustSemaphore::open_or_create(&r.name, r.value.unwrap_or(1))?;
+    if let Some(want) = r.value {
+        let has = sem.value()?;
+        if !created && has != want {
+            return Err(Error::invalid(
+                "--value",
+                format!(
+                    "{want} differs from {}'s value {has} (change it with pk-sem reset --name {} --value {want})",
+                    r.name, r.name
+                ),
+            )
+            .into());
+        }
+    }
 
-    // A terminating signal while we wait ends the wait (no slot taken).
-    // The handler only records it and does not set SA_RESTART, so the wait
-    // returns EINTR and sees it.
+    // While we wait, TERM, INT, HUP and QUIT keep their default action: a
+    // pk-sem killed before or just after taking the slot gets it undone by
+    // the kernel, and has started nothing.
+    let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
+    if sem.acquire_until(deadline)? == Taken::TimedOut {
+        if r.verbose {
+            let why = match r.timeout {
+                Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
+                _ => "no free slot".to_string(),
+            };
+            crate::cmd::eprintln_one("pk-sem", &Error::data("semop", &r.name, why));
+        }
+        return Ok(r.conflict_exit_code);
+    }
+
+    // From here on the signals (and SIGCHLD) are blocked and taken with
+    // sigwait, so none is lost between checks: each is passed on to the
+    // command, and the slot is given back once the command ends.
     let sigs = [
         Signal::SIGTERM,
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGQUIT,
     ];
-    crate::sem::interrupt_on(&sigs).map_err(|e| Error::sys("sigaction", "SIGTERM", e))?;
-    let stop = || crate::sem::peek_caught() != 0;
-    let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
-    match sem.wait_or_stop(deadline, &stop)? {
-        Waited::Acquired => {}
-        Waited::Stopped => return Ok(exit::signal_code(crate::sem::take_caught())),
-        Waited::TimedOut => {
-            let why = match r.timeout {
-                Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
-                _ => "no free slot".to_string(),
-            };
-            return Err(Failure::from(Error::data("sem_wait", &r.name, why))
-                .with_code(r.conflict_exit_code));
-        }
-    }
-    let _slot = sem.guard_taken();
-
-    // From here on the signals (and SIGCHLD) are blocked and taken with
-    // sigwait, so none is lost between checks: each is passed on to the
-    // command, and the slot is posted back once the command ends.
     let mut mask = SigSet::empty();
     for s in sigs {
         mask.add(s);
@@ -376,46 +442,19 @@ fn run_cmd(r: Run) -> Result<u8> {
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
         .map_err(|e| Error::sys("sigprocmask", "SIG_BLOCK", e))?;
-    let early = crate::sem::take_caught();
-    if early != 0 {
-        // The signal landed while we took the slot: give it back, run nothing.
-        return Ok(exit::signal_code(early));
-    }
 
-    // Fork: pk-sem is single-threaded, and the child only restores its
-    // signal mask and execs, or calls _exit.
-    let pid = match crate::cmd::fork(&r.command[0])? {
-        Fork::Child => {
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-            // Rust ignores SIGPIPE, and an ignored signal stays ignored
-            // across exec: give the command the default back, so that
-            // `pk-sem run ... -- yes | head -1` ends quietly.
-            let _ = process::restore_default(nix::sys::signal::Signal::SIGPIPE);
-            exec_child(&argv)
+    // The command shares our undo: the slot stays taken while it runs,
+    // even if we are killed.
+    let mut child = match robust::spawn_holding(&argv, &old) {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = sem.release();
+            return Err(e.into());
         }
-        Fork::Parent(pid) => pid,
     };
-    let mut child = Child::new(pid);
-    let status = wait_forwarding(&mut child, &mask)?;
-    Ok(status.shell_code())
-}
-
-/// The child's side of `run`: exec the command, or report why not and
-/// exit 127 (not found) or 126 (not executable). Never returns.
-fn exec_child(argv: &[CString]) -> ! {
-    let e = match nix::unistd::execvp(&argv[0], argv) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    let line = format!(
-        "pk-sem: execvp({}): {}\n",
-        argv[0].to_string_lossy(),
-        crate::error::strerror(e)
-    );
-    let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
-    process::_exit(i32::from(crate::cmd::exit_code(
-        crate::spawn::exec_failure_kind(e),
-    )))
+    let status = wait_forwarding(&mut child, &mask);
+    sem.release()?;
+    Ok(status?.shell_code())
 }
 
 /// Wait for the command, passing on each signal in `mask` (blocked by the

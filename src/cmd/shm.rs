@@ -1,8 +1,13 @@
-//! `pk-shm`: memory that forked children really share. `bytes` is
-//! `Array('c', b'Hello')` changed by a child; `counter` is ten processes
-//! adding 1 fifty times to a shared `Value`, without a lock, with one, and
-//! with an atomic add.
+//! `pk-shm`: shared memory. `bytes` is `Array('c', b'Hello')` changed by a
+//! child; `counter` is ten processes adding 1 fifty times to a shared
+//! `Value`, without a lock, with one, and with an atomic add. The named
+//! subcommands (`create`, `read`, `write`, `add`, `get`, `set`, `cas`,
+//! `unlink`) work on a segment in `/dev/shm` that any process of the same
+//! user can open by name, Python's `SharedMemory(name=...)` included.
 
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -11,15 +16,24 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
+use crate::error::{Context, Error};
 use crate::process::{self, Child, Children, Fork};
 use crate::sem::Semaphore;
-use crate::shm::{SharedArray, SharedValue};
+use crate::shm::{self, Segment, SharedArray, SharedValue};
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Subcommands:
   bytes     a child reads and changes a shared byte array; the parent sees it
   counter   N processes add 1 M times to one shared counter
+  create    create a named segment of N zeroed bytes
+  read      print bytes of a named segment, raw
+  write     write bytes (an argument or stdin) into a named segment
+  add       add to a 64-bit cell atomically and print its new value
+  get       print a 64-bit cell
+  set       store a 64-bit cell
+  cas       compare and swap a 64-bit cell
+  unlink    remove a named segment
 
 Output of `bytes` (<pid> is a process id):
   parent <pid>: array=b'Hello' (5 bytes, memfd mapped MAP_SHARED)
@@ -40,16 +54,41 @@ sched_yield between the two, which makes losses all but certain.
 
 --quiet keeps only the result lines (value=..., expected=...).
 
-Exit status: 0 when the demo ran (lost updates are the lesson, not an
-error); 2 for a bad flag; 71 when fork, memfd_create, mmap or a semaphore
-call fails, or a child fails.
+Named segments: a NAME is /name (one leading slash, no other, 1-251 bytes
+after it) and lives in /dev/shm/name, mode 0600, until `unlink`. `create`
+allocates every byte at once (posix_fallocate), so a full /dev/shm fails
+there and then; the segment appears whole or not at all. Only a segment
+owned by you and writable by no other user is opened. A cell is a signed
+64-bit integer in the machine's byte order (little-endian on x86-64 and
+arm64: Python's struct format '<q'), at an --offset that is a multiple
+of 8; add wraps around. If another process truncates the segment, the
+access fails with one line and exit 65, never a crash (SIGBUS).
+Output: `read` the bytes as they are; `add` the new value; `get` the
+value; `cas` the value found before (swapped or not); create, write,
+set and unlink print nothing.
+
+Exit status: 0 when done (a demo ran: lost updates are the lesson, not an
+error); 1 when `cas` found another value; 2 for a bad flag, or an offset
+or length outside the segment or a misaligned cell; 65 when the segment
+is not usable (empty, not a regular file, truncated under us); 66 when it
+does not exist; 71 when a system call fails (ENOSPC at create, EEXIST when
+the name is taken) or a demo child fails; 77 when it belongs to another
+user or others may write it.
 
 Examples:
   pk-shm bytes --text Hello
   pk-shm counter --procs 10 --iters 50 --sync none --yield
-  pk-shm counter --procs 10 --iters 50 --sync lock   # expected=500 got=500 lost=0";
+  pk-shm counter --procs 10 --iters 50 --sync lock   # expected=500 got=500 lost=0
+  pk-shm create /stats --size 4096
+  pk-shm add /stats --offset 8          # 1, then 2, ... from any shell
+  printf hello | pk-shm write /stats --offset 100
+  pk-shm read /stats --offset 100 --len 5
+  python3 -c 'from multiprocessing import shared_memory as s; print(bytes(s.SharedMemory(\"stats\", track=False).buf[100:105]))'
+  pk-shm unlink /stats
+(Python before 3.13 has no track=False: its resource tracker unlinks even a
+segment it only attached, when it exits; unregister it there.)";
 
-/// Shared memory across fork: a byte array and a counter.
+/// Shared memory: a byte array and a counter across fork; named segments.
 #[derive(Debug, Parser)]
 #[command(name = "pk-shm", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -90,6 +129,103 @@ pub enum Cmd {
         #[arg(short = 'y', long = "yield")]
         yield_: bool,
     },
+    /// Create the named segment NAME of --size zeroed bytes (mode 0600).
+    Create {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// Its size in bytes (1 to 1099511627776).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=shm::MAX_SEGMENT))]
+        size: u64,
+    },
+    /// Print --len bytes of NAME from --offset, raw (default: to the end).
+    Read {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// Where to start, in bytes.
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+        /// How many bytes (default: up to the end).
+        #[arg(long, value_name = "L")]
+        len: Option<u64>,
+    },
+    /// Write DATA (or stdin, with `-` or no DATA) into NAME at --offset.
+    Write {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// Where to start, in bytes.
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+        /// The bytes to write; `-` or nothing reads them from stdin.
+        #[arg(value_name = "DATA")]
+        data: Option<OsString>,
+    },
+    /// Add --by to the 64-bit cell at --offset, atomically; print the new value.
+    Add {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// The cell's byte offset (a multiple of 8).
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+        /// How much to add (may be negative).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1,
+            allow_negative_numbers = true
+        )]
+        by: i64,
+    },
+    /// Print the 64-bit cell at --offset.
+    Get {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// The cell's byte offset (a multiple of 8).
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+    },
+    /// Store VALUE in the 64-bit cell at --offset.
+    Set {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// The cell's byte offset (a multiple of 8).
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+        /// The value (a signed 64-bit integer).
+        #[arg(value_name = "VALUE", allow_negative_numbers = true)]
+        value: i64,
+    },
+    /// Store NEW in the cell at --offset if it holds EXPECTED; print the
+    /// value found; exit 1 when it was not EXPECTED.
+    Cas {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+        /// The cell's byte offset (a multiple of 8).
+        #[arg(long, value_name = "O", default_value_t = 0)]
+        offset: u64,
+        /// The value the cell must hold.
+        #[arg(value_name = "EXPECTED", allow_negative_numbers = true)]
+        expected: i64,
+        /// The value to store.
+        #[arg(value_name = "NEW", allow_negative_numbers = true)]
+        new: i64,
+    },
+    /// Remove the named segment NAME (mappings keep it until they end).
+    Unlink {
+        /// The segment: /name.
+        #[arg(value_name = "NAME", value_parser = name)]
+        name: String,
+    },
+}
+
+fn name(s: &str) -> std::result::Result<String, String> {
+    shm::check_name(s).map(|_| s.to_string())
 }
 
 /// How the counter's increments are protected.
@@ -114,7 +250,20 @@ fn text(s: &str) -> std::result::Result<String, String> {
 /// Run pk-shm.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     out.set_quiet(args.quiet);
-    match args.cmd {
+    named(args.cmd, out).map_err(|f| {
+        // The library names its parameter (`offset: ...`); name the flag.
+        let e = f.error();
+        match e.to_string().strip_prefix("offset: ") {
+            Some(why) if e.kind() == crate::ErrorKind::InvalidInput => {
+                Error::invalid("--offset", why.to_string()).into()
+            }
+            _ => f,
+        }
+    })
+}
+
+fn named(cmd: Cmd, out: &mut Out) -> Result<u8> {
+    match cmd {
         Cmd::Bytes { text } => bytes(text.as_bytes(), out),
         Cmd::Counter {
             procs,
@@ -122,7 +271,93 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             sync,
             yield_,
         } => counter(procs, iters, sync, yield_, out),
+        Cmd::Create { name, size } => {
+            Segment::create(&name, size)?;
+            Ok(exit::OK)
+        }
+        Cmd::Read { name, offset, len } => {
+            let seg = Segment::open(&name)?;
+            let size = seg.len() as u64;
+            let len = len.unwrap_or(size.saturating_sub(offset));
+            // Checked before allocating: the segment says how much fits.
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(Error::invalid(
+                    "--len",
+                    format!("{len} bytes at offset {offset} do not fit in {name} ({size} bytes)"),
+                )
+                .into());
+            }
+            let mut buf = vec![0u8; len as usize];
+            seg.read(offset, &mut buf)?;
+            out.bytes(&buf)?;
+            Ok(exit::OK)
+        }
+        Cmd::Write { name, offset, data } => {
+            let seg = Segment::open(&name)?;
+            let room = (seg.len() as u64).saturating_sub(offset);
+            let bytes = match data {
+                Some(d) if d != "-" => d.as_bytes().to_vec(),
+                _ => read_stdin(room, &name, offset)?,
+            };
+            seg.write(offset, &bytes)?;
+            Ok(exit::OK)
+        }
+        Cmd::Add { name, offset, by } => {
+            let v = Segment::open(&name)?.add(offset, by)?;
+            outln!(out, "{v}")?;
+            Ok(exit::OK)
+        }
+        Cmd::Get { name, offset } => {
+            let v = Segment::open(&name)?.load(offset)?;
+            outln!(out, "{v}")?;
+            Ok(exit::OK)
+        }
+        Cmd::Set {
+            name,
+            offset,
+            value,
+        } => {
+            Segment::open(&name)?.store(offset, value)?;
+            Ok(exit::OK)
+        }
+        Cmd::Cas {
+            name,
+            offset,
+            expected,
+            new,
+        } => {
+            let r = Segment::open(&name)?.compare_exchange(offset, expected, new)?;
+            let (found, code) = match r {
+                Ok(v) => (v, exit::OK),
+                Err(v) => (v, exit::DECLINED),
+            };
+            outln!(out, "{found}")?;
+            Ok(code)
+        }
+        Cmd::Unlink { name } => {
+            shm::unlink(&name)?;
+            Ok(exit::OK)
+        }
     }
+}
+
+/// All of stdin, refused (before anything is written) when it holds more
+/// than the `room` bytes left in the segment after `offset`.
+fn read_stdin(room: u64, name: &str, offset: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(room.saturating_add(1))
+        .read_to_end(&mut buf)
+        .ctx("read", "stdin")?;
+    if buf.len() as u64 > room {
+        return Err(Error::invalid(
+            "DATA",
+            format!("stdin holds more than the {room} bytes left in {name} after offset {offset}"),
+        )
+        .into());
+    }
+    Ok(buf)
 }
 
 fn show(b: &[u8]) -> String {

@@ -59,10 +59,11 @@ Exit status: 0 done; 2 bad N; 65 FILE is a directory, FIFO or symbolic link;
 71 a system call failed; 77 permission denied.";
 
 const BUY_HELP: &str = "\
-Output (one line):
+Output (at most one line):
   bought ticket <T> (<L> left)      exit 0
   sold out                          exit 1
-  busy: <file> is locked            exit 1 or -E (with --no-wait)
+  (nothing)                         exit 1 or -E when busy (--no-wait); with -v,
+                                    `pk-ticket: busy: <file> is locked` on stderr
   timed out after <D>: <file> is locked   exit 1 or -E (with --timeout)
 The line is written before the lock is released: when it cannot be (stdout
 on a full device, closed, or a reader gone), the sale is undone and the
@@ -154,6 +155,9 @@ pub struct BuyArgs {
     /// fdatasync after the sale, before reporting it (survives power loss; slower).
     #[arg(long)]
     pub durable: bool,
+    /// Say on stderr that the lock was busy (--no-wait is otherwise silent, as flock -n).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// sched_yield and sleep 10ms between reading and writing the count, with
     /// the lock held: a wider critical section for crash and race tests.
     #[arg(long = "yield")]
@@ -262,7 +266,13 @@ fn buy(args: BuyArgs, out: &mut Out) -> Result<u8> {
                     "timed out after {d}: {} is locked",
                     args.file.display()
                 )?,
-                _ => outln!(out, "busy: {} is locked", args.file.display())?,
+                // Silent, as flock -n is: a busy lock is an expected
+                // conflict for a script (or cron), not an error.
+                _ if args.verbose => crate::cmd::eprintln_one(
+                    "pk-ticket",
+                    &format_args!("busy: {} is locked", args.file.display()),
+                ),
+                _ => {}
             }
             Ok(args.conflict_exit_code)
         }

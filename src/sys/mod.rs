@@ -7,9 +7,12 @@
 #![allow(unsafe_code)]
 
 pub mod flock;
+#[cfg(feature = "cli")]
+pub mod mq;
 pub mod proc;
 pub mod sem;
 pub mod shm;
 pub mod spawn;
+pub mod sysv;
 pub mod thread;
 mod unchecked;

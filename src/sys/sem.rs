@@ -1,6 +1,9 @@
-//! POSIX semaphores (sem_overview(7)): nix does not wrap them, so these are
-//! the thin libc calls. Each function makes exactly one call and returns its
-//! errno; retrying on EINTR is the caller's decision ([`crate::sem`]).
+//! The synchronisation calls nix does not wrap, as thin libc calls: POSIX
+//! semaphores (sem_overview(7)), robust process-shared pthread mutexes and
+//! futex(2) words in shared memory (for [`crate::queue`]). (System V
+//! semaphores are in [`crate::sys::sysv`].) Each function makes one call
+//! (or one short fixed sequence) and returns its errno; retrying on EINTR
+//! is the caller's decision.
 
 use std::ffi::CStr;
 use std::ptr::NonNull;
@@ -69,9 +72,12 @@ impl Sem {
         if p == libc::SEM_FAILED {
             return Err(Errno::last());
         }
-        NonNull::new(p)
-            .map(|p| OpenSem(Sem(p)))
-            .ok_or(Errno::EINVAL)
+        let p = NonNull::new(p).ok_or(Errno::EINVAL)?;
+        // The C library mapped the named file: guard that mapping against
+        // another process truncating the file (see `shm::guard`).
+        let guard =
+            super::shm::guard::register(p.as_ptr() as usize, std::mem::size_of::<libc::sem_t>());
+        Ok(OpenSem(Sem(p), guard))
     }
 
     /// sem_wait(3), once (EINTR is returned, not retried).
@@ -143,9 +149,10 @@ impl Sem {
 }
 
 /// A semaphore from sem_open: sem_close(3) on drop, exactly once, after
-/// which nobody can reach the pointer (the `Sem` is owned here).
+/// which nobody can reach the pointer (the `Sem` is owned here). Its
+/// mapping is registered with the SIGBUS guard while it is open.
 #[derive(Debug)]
-pub struct OpenSem(Sem);
+pub struct OpenSem(Sem, &'static super::shm::guard::Entry);
 
 impl std::ops::Deref for OpenSem {
     type Target = Sem;
@@ -156,6 +163,7 @@ impl std::ops::Deref for OpenSem {
 
 impl Drop for OpenSem {
     fn drop(&mut self) {
+        super::shm::guard::unregister(self.1);
         // SAFETY: the pointer came from sem_open and is closed only here,
         // once; `self` is being dropped, so no borrow of the inner Sem
         // (a SemGuard borrows its owner) can outlive the close.
@@ -216,4 +224,184 @@ pub fn take_caught() -> i32 {
 /// The signal recorded so far, left in place; 0 when none.
 pub fn peek_caught() -> i32 {
     CAUGHT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A robust, process-shared `pthread_mutex_t` inside a shared [`Mapping`]:
+/// when the process holding it dies (SIGKILL at any instant), the kernel
+/// marks it (FUTEX_OWNER_DIED, through the dead thread's robust list) and
+/// the next `lock` returns [`Locked::OwnerDied`] with the mutex held, so
+/// the new owner can repair what the dead one left half-done and call
+/// [`RobustMutex::consistent`].
+///
+/// Invariant: the memory stays mapped while the `RobustMutex` is used (its
+/// holder keeps the `Mapping` next to it, as for [`Sem`]).
+#[derive(Debug)]
+pub struct RobustMutex(NonNull<libc::pthread_mutex_t>);
+
+// SAFETY: a process-shared mutex is designed for use from many threads and
+// processes; the pointer is only passed to pthread_mutex_* calls.
+unsafe impl Send for RobustMutex {}
+// SAFETY: as for Send.
+unsafe impl Sync for RobustMutex {}
+
+/// How a [`RobustMutex::lock`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    /// Taken from a live owner (or free).
+    Clean,
+    /// Taken, but its last owner died holding it: repair, then call
+    /// [`RobustMutex::consistent`] before unlocking.
+    OwnerDied,
+}
+
+impl RobustMutex {
+    /// pthread_mutex_init at byte offset `off` of `map`, PTHREAD_PROCESS_SHARED
+    /// and PTHREAD_MUTEX_ROBUST. Nobody may use this memory yet.
+    pub fn init(map: &Mapping, off: usize) -> Result<RobustMutex, Errno> {
+        let p = map.ptr_at::<libc::pthread_mutex_t>(off);
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before it
+        // is read and destroyed after use; `p` points at aligned, writable
+        // bytes of the live mapping of the size of a pthread_mutex_t, which
+        // no one uses yet (the caller lays the memory out).
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            let mut r = libc::pthread_mutexattr_init(&mut attr);
+            if r == 0 {
+                r = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+            }
+            if r == 0 {
+                r = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            }
+            if r == 0 {
+                r = libc::pthread_mutex_init(p.as_ptr(), &attr);
+            }
+            libc::pthread_mutexattr_destroy(&mut attr);
+            if r != 0 {
+                return Err(Errno::from_raw(r));
+            }
+        }
+        Ok(RobustMutex(p))
+    }
+
+    /// A mutex that [`RobustMutex::init`] made at byte offset `off` of
+    /// `map`, in this process or another one that shares the memory.
+    pub fn attach(map: &Mapping, off: usize) -> RobustMutex {
+        RobustMutex(map.ptr_at::<libc::pthread_mutex_t>(off))
+    }
+
+    /// pthread_mutex_lock. ENOTRECOVERABLE when an owner that found it
+    /// dead unlocked it without [`RobustMutex::consistent`] (posixkit
+    /// never does).
+    pub fn lock(&self) -> Result<Locked, Errno> {
+        // SAFETY: `self.0` is a mutex in live shared memory (the type's
+        // invariant).
+        match unsafe { libc::pthread_mutex_lock(self.0.as_ptr()) } {
+            0 => Ok(Locked::Clean),
+            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// pthread_mutex_consistent: the state it guards has been repaired.
+    pub fn consistent(&self) -> Result<(), Errno> {
+        // SAFETY: as for lock; called by the owner after OwnerDied.
+        match unsafe { libc::pthread_mutex_consistent(self.0.as_ptr()) } {
+            0 => Ok(()),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// pthread_mutex_unlock, by the thread that locked it.
+    pub fn unlock(&self) -> Result<(), Errno> {
+        // SAFETY: as for lock.
+        match unsafe { libc::pthread_mutex_unlock(self.0.as_ptr()) } {
+            0 => Ok(()),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// The first 32 bytes of an initialised, unlocked mutex of this kind,
+    /// as this C library lays it out: what a freshly created object must
+    /// hold, for comparing with one that claims to be ours.
+    pub fn template() -> [u8; 32] {
+        // SAFETY: as in `init`, on a local zeroed mutex that nothing else
+        // sees; it is unlocked and never used after the copy.
+        unsafe {
+            let mut m: libc::pthread_mutex_t = std::mem::zeroed();
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutex_init(&mut m, &attr);
+            libc::pthread_mutexattr_destroy(&mut attr);
+            let bytes: [u8; std::mem::size_of::<libc::pthread_mutex_t>()] = std::mem::transmute(m);
+            let mut out = [0u8; 32];
+            let n = out.len().min(bytes.len());
+            out[..n].copy_from_slice(&bytes[..n]);
+            out
+        }
+    }
+}
+
+/// The futex(2) calls on a 32-bit word of shared memory (never
+/// FUTEX_PRIVATE: the waiters and wakers are other processes).
+pub mod futex {
+    use std::sync::atomic::AtomicU32;
+
+    use nix::errno::Errno;
+    use nix::sys::time::TimeSpec;
+
+    /// Sleep while `*word == expected`, until woken or the absolute
+    /// CLOCK_MONOTONIC `deadline` (FUTEX_WAIT_BITSET). Returns Ok when
+    /// woken (or spuriously), EAGAIN when the word already differed,
+    /// ETIMEDOUT, EINTR.
+    pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<TimeSpec>) -> Result<(), Errno> {
+        let ts: Option<libc::timespec> = deadline.map(|d| *d.as_ref());
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `word` is a live, aligned u32 for the call; the kernel
+        // only reads it (compares with `expected`) and `tsp` is null or a
+        // timespec on our stack; the unused uaddr2 is null.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT_BITSET,
+                expected,
+                tsp,
+                std::ptr::null::<u32>(),
+                libc::FUTEX_BITSET_MATCH_ANY,
+            )
+        };
+        if r == -1 { Err(Errno::last()) } else { Ok(()) }
+    }
+
+    /// Add 1 to `*word` and wake every waiter on it, in one system call
+    /// (FUTEX_WAKE_OP): a caller killed at any instant has done both or
+    /// neither, so no sleeper misses the change. Returns how many were woken.
+    pub fn add_one_and_wake_all(word: &AtomicU32) -> Result<usize, Errno> {
+        // FUTEX_OP(FUTEX_OP_ADD, 1, FUTEX_OP_CMP_EQ, 0): *uaddr2 += 1, then
+        // wake uaddr1; the second wake (when the old value was 0) wakes 0.
+        const OP: u32 = (1 << 28) | (1 << 12);
+        // SAFETY: both addresses are the same live, aligned u32; the kernel
+        // adds to it atomically and wakes its waiters; the "timeout"
+        // argument of FUTEX_WAKE_OP is the second wake count (0).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE_OP,
+                i32::MAX,
+                0usize,
+                word.as_ptr(),
+                OP,
+            )
+        };
+        if r == -1 {
+            Err(Errno::last())
+        } else {
+            Ok(r as usize)
+        }
+    }
 }

@@ -105,13 +105,27 @@ atomic_float!(f32 => atomic::AtomicU32, f64 => atomic::AtomicU64);
 /// to it would never reach the parent.
 pub fn map_shared(file: &File) -> io::Result<MmapMut> {
     // SAFETY: memmap2's contract is that the file is not truncated or
-    // resized by anyone while it is mapped (a truncation would make touching
-    // the lost pages raise SIGBUS). Our memfds are never resized after this
-    // call and never leave the process tree; a named object is sized once
-    // by its creator before anyone maps it, and posixkit never truncates it
-    // afterwards. The bytes themselves are shared on purpose and are only
-    // reached through `Mapping` (volatile copies and atomics).
+    // resized while it is mapped (touching a lost page raises SIGBUS). Our
+    // memfds are never resized after this call and never leave the process
+    // tree; a named object is sized once by its creator before anyone maps
+    // it and posixkit never truncates it, and since another process of the
+    // same user still could, every named mapping goes through
+    // `Mapping::new_guarded`, which turns that SIGBUS into zero pages and a
+    // flag (see `guard`). The bytes themselves are shared on purpose and
+    // are only reached through `Mapping` (atomics), never through the
+    // slice memmap2 offers.
     unsafe { MmapMut::map_mut(file) }
+}
+
+/// `mmap(MAP_SHARED)` of the first `len` bytes (at least 1) of `file`,
+/// read-write: for a named object whose size was checked, so that a
+/// truncation between that check and this call cannot change what is
+/// mapped (the lost pages are then caught by the [`guard`]).
+pub fn map_shared_len(file: &File, len: usize) -> io::Result<MmapMut> {
+    assert!(len > 0, "posixkit never maps 0 bytes");
+    // SAFETY: as for `map_shared`; the length is ours, not re-read from
+    // the file, and every named mapping is guarded against SIGBUS.
+    unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
 }
 
 /// A MAP_SHARED mapping and the raw pointer to its first byte.
@@ -122,6 +136,17 @@ pub struct Mapping {
     _map: MmapMut,
     ptr: NonNull<u8>,
     len: usize,
+    // For a named object: its entry in the SIGBUS guard, cleared on drop
+    // before the memory is unmapped.
+    guard: Option<&'static guard::Entry>,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            guard::unregister(g);
+        }
+    }
 }
 
 // SAFETY: the mapping is plain memory shared with other processes anyway;
@@ -143,7 +168,30 @@ impl Mapping {
             _map: map,
             ptr,
             len,
+            guard: None,
         }
+    }
+
+    /// Take over `map`, the mapping of a named object that another process
+    /// may truncate, and guard it against SIGBUS (see [`guard`]): touching
+    /// a page the object no longer has then reads zeroes and sets
+    /// [`Mapping::truncated`] instead of killing the process.
+    pub fn new_guarded(map: MmapMut) -> Mapping {
+        let mut m = Mapping::new(map);
+        m.guard = Some(guard::register(m.ptr.as_ptr() as usize, m.len));
+        m
+    }
+
+    /// Whether a SIGBUS on this (guarded) mapping showed that its object
+    /// was truncated: from then on the mapping is private zeroes, cut off
+    /// from the object. Always `false` for an unguarded mapping.
+    pub fn truncated(&self) -> bool {
+        self.guard.is_some_and(guard::hit)
+    }
+
+    /// The mapping's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
     }
 
     /// The address of the `T` at byte offset `off`, after checking that it
@@ -235,10 +283,214 @@ impl Mapping {
         }
     }
 
+    /// The address of a `T` at byte offset `off` (bounds and alignment
+    /// checked), for the C objects [`crate::sys::sem`] keeps in shared
+    /// memory (pthread mutexes).
+    pub(crate) fn ptr_at<T>(&self, off: usize) -> NonNull<T> {
+        NonNull::new(self.at::<T>(off)).expect("non-null inside a mapping")
+    }
+
     /// The address of a `sem_t` at byte offset `off` (bounds and alignment
     /// checked), for [`crate::sys::sem`].
     pub(crate) fn sem_addr(&self, off: usize) -> NonNull<libc::sem_t> {
         NonNull::new(self.at::<libc::sem_t>(off)).expect("non-null inside a mapping")
+    }
+}
+
+/// A SIGBUS guard for mappings of named objects.
+///
+/// A MAP_SHARED mapping of a file stays as long as it was mapped, but the
+/// pages past the file's end are gone once another process truncates it
+/// (`ftruncate`, `truncate -s 0 /dev/shm/NAME`): touching one raises SIGBUS,
+/// whose default action kills the process. Checking the size before each
+/// access narrows that window but cannot close it. So every mapping of a
+/// named object is registered here, and a SIGBUS handler (installed once,
+/// by the first registration, with `SA_SIGINFO | SA_ONSTACK`) looks up the
+/// faulting address: inside a registered mapping, it maps private
+/// anonymous zero pages over the whole of it (`mmap(MAP_FIXED)`) and marks
+/// it truncated; the faulting access is then retried and reads zeroes or
+/// writes into memory no one else sees, and the owner of the mapping
+/// reports the truncation. Anywhere else, the signal goes on to the handler
+/// that was there before (Rust's own, or the default action), exactly as if
+/// there were no guard. This is what Wayland compositors do for client
+/// buffers.
+///
+/// The handler only loads atomics, calls mmap(2) and sigaction(2) (plain
+/// system calls) and stores an atomic flag. The registry is a list of
+/// entries that are never freed (a dropped mapping's entry is reused), so
+/// the handler can walk it at any moment without a lock.
+///
+/// A program that installs its own SIGBUS handler after the first named
+/// mapping replaces the guard; it should chain to the previous handler as
+/// this one does.
+pub mod guard {
+    use std::ptr;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+    /// One registered mapping.
+    #[derive(Debug)]
+    pub struct Entry {
+        next: AtomicPtr<Entry>,
+        used: AtomicBool,
+        start: AtomicUsize,
+        len: AtomicUsize,
+        hit: AtomicBool,
+    }
+
+    static HEAD: AtomicPtr<Entry> = AtomicPtr::new(ptr::null_mut());
+    /// The SIGBUS action that was installed before ours.
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+    /// Register the mapping at `start`, `len` bytes long.
+    pub fn register(start: usize, len: usize) -> &'static Entry {
+        install();
+        let mut e = HEAD.load(Ordering::Acquire);
+        while !e.is_null() {
+            // SAFETY: entries are leaked boxes, never freed: `e` is valid
+            // for the life of the process.
+            let entry: &'static Entry = unsafe { &*e };
+            if entry
+                .used
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                entry.hit.store(false, Ordering::Relaxed);
+                entry.len.store(len, Ordering::Relaxed);
+                entry.start.store(start, Ordering::Release);
+                return entry;
+            }
+            e = entry.next.load(Ordering::Acquire);
+        }
+        let entry: &'static Entry = Box::leak(Box::new(Entry {
+            next: AtomicPtr::new(ptr::null_mut()),
+            used: AtomicBool::new(true),
+            start: AtomicUsize::new(start),
+            len: AtomicUsize::new(len),
+            hit: AtomicBool::new(false),
+        }));
+        let mut head = HEAD.load(Ordering::Acquire);
+        loop {
+            entry.next.store(head, Ordering::Relaxed);
+            match HEAD.compare_exchange(
+                head,
+                entry as *const Entry as *mut Entry,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return entry,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Forget a mapping that is about to be unmapped.
+    pub fn unregister(entry: &'static Entry) {
+        entry.start.store(0, Ordering::Release);
+        entry.len.store(0, Ordering::Relaxed);
+        entry.used.store(false, Ordering::Release);
+    }
+
+    /// Whether the handler found this mapping's object truncated.
+    pub fn hit(entry: &'static Entry) -> bool {
+        entry.hit.load(Ordering::Acquire)
+    }
+
+    fn install() {
+        PREVIOUS.get_or_init(|| {
+            // SAFETY: both sigaction structs are plain C data, zeroed then
+            // filled in; `on_sigbus` has the SA_SIGINFO signature and only
+            // makes async-signal-safe calls (see the module comment).
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_sigbus as *const () as usize;
+                act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+                libc::sigemptyset(&mut act.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(libc::SIGBUS, &act, &mut old) != 0 {
+                    // Could not install: keep the default, unguarded.
+                    old.sa_sigaction = libc::SIG_DFL;
+                }
+                old
+            }
+        });
+    }
+
+    extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let mut e = HEAD.load(Ordering::Acquire);
+        while !e.is_null() {
+            // SAFETY: entries are never freed.
+            let entry = unsafe { &*e };
+            let start = entry.start.load(Ordering::Acquire);
+            let len = entry.len.load(Ordering::Relaxed);
+            if start != 0 && addr >= start && addr - start < len {
+                // SAFETY: [start, start+len) is a live mapping of ours
+                // (registered, not yet unregistered: the owner is touching
+                // it); replacing it with anonymous pages of the same size
+                // keeps every address valid, and nothing in this process
+                // holds a Rust reference to its bytes (only atomics).
+                let p = unsafe {
+                    libc::mmap(
+                        start as *mut libc::c_void,
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    entry.hit.store(true, Ordering::Release);
+                    return;
+                }
+                break;
+            }
+            e = entry.next.load(Ordering::Acquire);
+        }
+        chain(sig, info, ctx);
+    }
+
+    /// Hand the signal to the action that was there before ours.
+    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let Some(prev) = PREVIOUS.get() else {
+            return default(sig);
+        };
+        let h = prev.sa_sigaction;
+        if h == libc::SIG_DFL || h == libc::SIG_IGN {
+            return default(sig);
+        }
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was installed with SA_SIGINFO,
+            // so it has this signature; we pass it what the kernel gave us.
+            let f = unsafe {
+                std::mem::transmute::<
+                    usize,
+                    extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+                >(h)
+            };
+            f(sig, info, ctx)
+        } else {
+            // SAFETY: a handler installed without SA_SIGINFO takes the
+            // signal number alone.
+            let f = unsafe { std::mem::transmute::<usize, extern "C" fn(libc::c_int)>(h) };
+            f(sig)
+        }
+    }
+
+    /// Put the default action back and return: the faulting instruction
+    /// runs again and the kernel ends the process with SIGBUS, as it
+    /// would have without the guard.
+    fn default(sig: libc::c_int) {
+        // SAFETY: installing SIG_DFL runs no code; the struct is zeroed C
+        // data.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
     }
 }
 
@@ -278,6 +530,31 @@ mod tests {
         assert_eq!(split_words(3, 2), (2, 0, 0));
         assert_eq!(split_words(3, 20), (5, 1, 7));
         assert_eq!(split_words(8, 16), (0, 2, 0));
+    }
+
+    #[test]
+    fn a_truncated_guarded_mapping_reads_zeroes_instead_of_dying() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let file = File::from(fd);
+        file.set_len(3 * 4096).unwrap();
+        let m = Mapping::new_guarded(map_shared(&file).unwrap());
+        m.write::<u64>(2 * 4096, 7);
+        assert_eq!(m.read::<u64>(2 * 4096), 7);
+        assert!(!m.truncated());
+        // Another process would do this: the pages are gone.
+        file.set_len(4096).unwrap();
+        assert_eq!(m.read::<u64>(2 * 4096), 0, "a SIGBUS, caught");
+        assert!(m.truncated());
+        m.write::<u64>(0, 1);
+        let mut back = [0u8; 8];
+        m.read_bytes(0, &mut back);
+        assert_eq!(u64::from_ne_bytes(back), 1, "private memory now");
+        drop(m);
+        // The entry is reused, clean.
+        let again = Mapping::new_guarded(map_shared(&file).unwrap());
+        assert!(!again.truncated());
+        assert_eq!(again.read::<u64>(0), 0, "the object never saw the write");
     }
 
     #[test]

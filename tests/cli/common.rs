@@ -427,7 +427,11 @@ impl ShmCheck {
     pub fn finish(self) {
         for n in &self.names {
             let base = n.trim_start_matches('/');
-            for path in [format!("/dev/shm/{base}"), format!("/dev/shm/sem.{base}")] {
+            for path in [
+                format!("/dev/shm/{base}"),
+                format!("/dev/shm/sem.{base}"),
+                format!("/dev/shm/pk-sem.{base}"),
+            ] {
                 assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
             }
         }
@@ -457,6 +461,17 @@ impl Drop for ShmCheck {
                 let base = n.trim_start_matches('/');
                 let _ = std::fs::remove_file(format!("/dev/shm/{base}"));
                 let _ = std::fs::remove_file(format!("/dev/shm/sem.{base}"));
+                // pk-sem's name file, and the System V set it names.
+                let file = format!("/dev/shm/pk-sem.{base}");
+                if let Ok(text) = std::fs::read_to_string(&file) {
+                    if let Some(key) = text.split_whitespace().find_map(|w| w.strip_prefix("key="))
+                    {
+                        let _ = std::process::Command::new("ipcrm")
+                            .args(["-S", key])
+                            .output();
+                    }
+                }
+                let _ = std::fs::remove_file(&file);
             }
         }
     }

@@ -15,6 +15,7 @@ mod pipe;
 mod pool;
 mod process;
 mod queue;
+mod queue_kill;
 mod robust;
 mod sem;
 mod shm;

@@ -1,6 +1,7 @@
 //! pk-queue: a bounded queue of messages between processes.
 
 use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
 
 use crate::common::*;
 
@@ -166,6 +167,40 @@ fn help_documents_flags_and_output_lines() {
     );
     assert_help(
         "queue",
+        &[],
+        &[
+            "create",
+            "put",
+            "get",
+            "stat",
+            "unlink",
+            "at-most-once",
+            "SIGKILL",
+            "robust mutexes",
+            "name=<NAME> capacity=<K> max_size=<B> qsize=<Q>",
+            "flock -n",
+            "65",
+            "66",
+            "77",
+        ],
+    );
+    assert_help(
+        "queue",
+        &["create"],
+        &["--capacity", "--max-size", "--exist-ok"],
+    );
+    assert_help(
+        "queue",
+        &["put"],
+        &["--lines", "--null", "--timeout", "--verbose", "MSG"],
+    );
+    assert_help(
+        "queue",
+        &["get"],
+        &["--count", "--timeout", "--null", "--verbose"],
+    );
+    assert_help(
+        "queue",
         &["demo"],
         &[
             "--producers",
@@ -175,4 +210,334 @@ fn help_documents_flags_and_output_lines() {
             "--quiet",
         ],
     );
+}
+
+// ---- named queues ----
+
+fn q(args: &[&str]) -> std::process::Output {
+    pk("queue").args(args).output().unwrap()
+}
+
+fn queue_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("/dev/shm/{}", &name[1..])).unwrap()
+}
+
+#[test]
+fn named_queue_put_get_stat_unlink() {
+    let mut check = ShmCheck::start();
+    let name = check.name("nq");
+    let out = q(&["create", &name, "--capacity", "5", "--max-size", "16"]);
+    assert_success(&out);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let meta = std::fs::metadata(format!("/dev/shm/{}", &name[1..])).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o600
+    );
+    assert_eq!(
+        stdout(&q(&["stat", &name])),
+        format!("name={name} capacity=5 max_size=16 qsize=0\n")
+    );
+    assert_success(&q(&["put", &name, "one", "two words"]));
+    let out = bash(&format!(
+        "printf 'three\\nfour\\n' | pk-queue put {name} --lines && printf 'five' | pk-queue put {name} -"
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&q(&["stat", &name])),
+        format!("name={name} capacity=5 max_size=16 qsize=5\n")
+    );
+    // Full: declined at once, quietly; with -v, one line on stderr.
+    let out = q(&["put", &name, "--timeout", "0", "six"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let out = q(&["put", &name, "--timeout", "30ms", "-v", "six"]);
+    assert_one_line_error(&out, "queue", 1);
+    assert!(out.stdout.is_empty());
+    // FIFO out, one per line.
+    let out = q(&["get", &name, "-n", "2"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "one\ntwo words\n");
+    let out = q(&["get", &name, "-n", "10", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1), "only three were left");
+    assert_eq!(stdout(&out), "three\nfour\nfive\n");
+    assert!(out.stderr.is_empty());
+    let out = q(&["get", &name, "--timeout", "0", "-v"]);
+    assert_one_line_error(&out, "queue", 1);
+    // NUL-separated both ways; empty messages and newlines inside survive.
+    let out = bash(&format!(
+        "printf 'a\\nb\\0\\0c' | pk-queue put {name} -0 && pk-queue get {name} -0 -n 3 | od -An -c"
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let od: Vec<String> = stdout(&out)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(od, ["a", "\\n", "b", "\\0", "\\0", "c", "\\0"]);
+    // Too big: 65, nothing of it put; the messages before it were.
+    let out = q(&["put", &name, "ok", "x".repeat(17).as_str(), "never"]);
+    assert_one_line_error(&out, "queue", 65);
+    assert_eq!(
+        stdout(&q(&["get", &name, "-n", "5", "--timeout", "0"])),
+        "ok\n"
+    );
+    let out = bash(&format!("head -c 17 /dev/zero | pk-queue put {name} -"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "queue", 65);
+    let out = bash(&format!(
+        "printf 'short\\n%017d\\nnever\\n' 0 | pk-queue put {name} --lines"
+    ))
+    .output()
+    .unwrap();
+    assert_one_line_error(&out, "queue", 65);
+    assert_eq!(
+        stdout(&q(&["get", &name, "-n", "5", "--timeout", "0"])),
+        "short\n"
+    );
+    // create: taken (71), or the same queue with --exist-ok (0), or not (2).
+    assert_one_line_error(&q(&["create", &name]), "queue", 71);
+    assert_success(&q(&[
+        "create",
+        &name,
+        "-k",
+        "5",
+        "--max-size",
+        "16",
+        "--exist-ok",
+    ]));
+    assert_usage(&q(&["create", &name, "--exist-ok"]), "queue");
+    assert_success(&q(&["unlink", &name]));
+    for args in [
+        vec!["put", &name, "x"],
+        vec!["get", &name],
+        vec!["stat", &name],
+        vec!["unlink", &name],
+    ] {
+        assert_one_line_error(&q(&args), "queue", 66);
+    }
+    check.finish();
+}
+
+#[test]
+fn a_get_waits_for_a_put_from_another_shell() {
+    let mut check = ShmCheck::start();
+    let name = check.name("wait");
+    assert_success(&q(&["create", &name]));
+    let mut cmd = pk_std("queue");
+    cmd.args(["get", &name, "-n", "2"]);
+    let mut getter = Running::start(cmd, false);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_success(&q(&["put", &name, "hello"]));
+    assert_success(&q(&["put", &name, "world"]));
+    assert_eq!(getter.wait_for(|l| l == "world"), ["hello", "world"]);
+    assert_eq!(getter.wait().code(), Some(0));
+    // A timed get that runs out: exit 1, nothing printed.
+    let t0 = std::time::Instant::now();
+    let out = q(&["get", &name, "--timeout", "200ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(200));
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn many_shell_producers_and_consumers_every_message_once_in_order() {
+    let mut check = ShmCheck::start();
+    let name = check.name("many");
+    assert_success(&q(&[
+        "create",
+        &name,
+        "--capacity",
+        "8",
+        "--max-size",
+        "64",
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // 4 producers put 50 lines each through --lines, 4 consumers take 50
+    // each.
+    let out = bash(&format!(
+        "for p in 1 2 3 4; do seq 1 50 | sed \"s/^/p$p-/\" | pk-queue put {name} --lines --timeout 20s & done; \
+         for c in 1 2 3 4; do pk-queue get {name} -n 50 --timeout 20s > {d}/c$c & done; wait; \
+         pk-queue get {name} -n 200 --timeout 0 > {d}/rest; cat {d}/c? {d}/rest | wc -l"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "200\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut all = HashSet::new();
+    for f in ["c1", "c2", "c3", "c4", "rest"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let mut last = [0u32; 5];
+        for line in text.lines() {
+            let (p, n) = line.split_once('-').unwrap();
+            let p: usize = p[1..].parse().unwrap();
+            let n: u32 = n.parse().unwrap();
+            assert!(n > last[p], "{f}: p{p}-{n} after p{p}-{}", last[p]);
+            last[p] = n;
+            assert!(all.insert(line.to_string()), "{line} twice");
+        }
+    }
+    assert_eq!(all.len(), 200);
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn named_queue_bad_input_is_refused_and_changes_nothing() {
+    let mut check = ShmCheck::start();
+    let name = check.name("bad");
+    assert_success(&q(&["create", &name, "-k", "2", "--max-size", "8"]));
+    assert_success(&q(&["put", &name, "keep"]));
+    let before = queue_bytes(&name);
+    let long = format!("/{}", "x".repeat(252));
+    let table: Vec<Vec<&str>> = vec![
+        vec!["create", "jobs"],
+        vec!["create", "/a/b"],
+        vec!["create", &long],
+        vec!["create", "/pk-never", "--capacity", "0"],
+        vec!["create", "/pk-never", "--capacity", "16777217"],
+        vec!["create", "/pk-never", "--max-size", "1048577"],
+        vec!["create", "/pk-never", "--max-size", "-1"],
+        vec![
+            "create",
+            "/pk-never",
+            "--capacity",
+            "16777216",
+            "--max-size",
+            "1048576",
+        ],
+        vec!["put", &name],
+        vec!["put", &name, "a", "-"],
+        vec!["put", &name, "--lines", "a"],
+        vec!["put", &name, "--lines", "-0"],
+        vec!["put", &name, "--timeout", "soon", "a"],
+        vec!["put", "nope", "a"],
+        vec!["get", &name, "-n", "0"],
+        vec!["get", &name, "-n", "x"],
+        vec!["get", &name, "--timeout", "-1"],
+        vec!["get", &name, "extra"],
+        vec!["stat"],
+        vec!["unlink", "/"],
+    ];
+    for args in &table {
+        let out = q(args);
+        assert_usage(&out, "queue");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(queue_bytes(&name), before, "{args:?} changed the queue");
+    }
+    assert!(!std::path::Path::new("/dev/shm/pk-never").exists());
+    assert_eq!(stdout(&q(&["get", &name, "--timeout", "0"])), "keep\n");
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn foreign_or_damaged_queue_files_are_refused_with_one_line() {
+    let mut check = ShmCheck::start();
+    let path = |n: &str| format!("/dev/shm/{}", &n[1..]);
+    let mut cases = Vec::new();
+    // Ours but not a queue: empty, garbage, a pk-shm segment, a queue whose
+    // header was damaged.
+    let empty = check.name("empty");
+    std::fs::write(path(&empty), b"").unwrap();
+    cases.push((empty, 65));
+    let junk = check.name("junk");
+    std::fs::write(path(&junk), [0x5a; 32]).unwrap();
+    cases.push((junk, 65));
+    let seg = check.name("seg");
+    assert_success(
+        &pk("shm")
+            .args(["create", &seg, "--size", "65536"])
+            .output()
+            .unwrap(),
+    );
+    cases.push((seg, 65));
+    let hurt = check.name("hurt");
+    assert_success(&q(&["create", &hurt, "-k", "4"]));
+    let mut bytes = queue_bytes(&hurt);
+    bytes[16] ^= 0xff; // the capacity no longer matches the size
+    std::fs::write(path(&hurt), &bytes).unwrap();
+    cases.push((hurt, 65));
+    if is_root() {
+        for (tag, script) in [
+            ("foreign-empty", ": > {p}"),
+            ("foreign-rand", "head -c 32 /dev/urandom > {p}"),
+        ] {
+            let n = check.name(tag);
+            let mut words = as_nobody();
+            words.extend(["sh".into(), "-c".into(), script.replace("{p}", &path(&n))]);
+            assert_success(&command(&words).output().unwrap());
+            cases.push((n, 77));
+        }
+        // A real queue made by another user and left open to everyone.
+        let n = check.name("foreign-queue");
+        let mut words = as_nobody();
+        words.extend([
+            bin("pk-queue").display().to_string(),
+            "create".into(),
+            n.clone(),
+        ]);
+        assert_success(&command(&words).output().unwrap());
+        std::fs::set_permissions(
+            path(&n),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        cases.push((n, 77));
+    } else {
+        eprintln!("not root: another user's objects are not tried");
+    }
+    for (n, code) in &cases {
+        let before = std::fs::read(path(n)).unwrap();
+        for args in [
+            vec!["put", n.as_str(), "x"],
+            vec!["get", n.as_str(), "--timeout", "0"],
+            vec!["stat", n.as_str()],
+        ] {
+            let out = q(&args);
+            assert_one_line_error(&out, "queue", *code);
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        assert_eq!(std::fs::read(path(n)).unwrap(), before, "{n} was changed");
+        std::fs::remove_file(path(n)).unwrap();
+    }
+    check.finish();
+}
+
+#[test]
+fn a_queue_truncated_under_a_consumer_fails_cleanly() {
+    let mut check = ShmCheck::start();
+    let name = check.name("trunc");
+    assert_success(&q(&["create", &name, "-k", "4", "--max-size", "8"]));
+    let mut cmd = pk_std("queue");
+    cmd.args(["get", &name, "--timeout", "30"]);
+    let mut getter = Running::start(cmd, false);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", &name[1..]))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // A put from elsewhere can no longer open it; the waiting get ends
+    // with one line when its wait is cut, never with SIGBUS.
+    assert_one_line_error(&q(&["put", &name, "x"]), "queue", 65);
+    getter.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = getter.wait();
+    assert!(
+        st.signal() == Some(libc::SIGTERM) || matches!(st.code(), Some(65 | 71)),
+        "{st:?}"
+    );
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
 }

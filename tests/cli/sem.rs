@@ -5,21 +5,67 @@ use std::os::unix::process::ExitStatusExt;
 
 use crate::common::*;
 
-fn status_value(name: &str) -> u32 {
+/// `pk-sem status`: (value, free, waiting).
+fn status(name: &str) -> (u32, u32, u32) {
     let out = pk("sem").args(["status", "--name", name]).output().unwrap();
     assert_success(&out);
     let text = stdout(&out);
-    let v = text
+    let rest = text
         .trim_end()
-        .strip_prefix(&format!("name={name} value="))
+        .strip_prefix(&format!("name={name} "))
         .unwrap_or_else(|| panic!("{text:?}"));
-    v.parse().unwrap()
+    let field = |k: &str| -> u32 {
+        rest.split(' ')
+            .find_map(|f| f.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {text:?}"))
+    };
+    (field("value="), field("free="), field("waiting="))
+}
+
+/// The free slots of `name`.
+fn free(name: &str) -> u32 {
+    status(name).1
+}
+
+/// The System V key a name file holds.
+fn sem_key(name: &str) -> i64 {
+    let text = std::fs::read_to_string(format!("/dev/shm/pk-sem.{}", &name[1..])).unwrap();
+    let key = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("key=0x"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    i64::from_str_radix(key, 16).unwrap()
+}
+
+/// The id of the System V set with `key`, if there is one.
+fn sysv_id(key: i64) -> Option<i64> {
+    std::fs::read_to_string("/proc/sysvipc/sem")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let k: i64 = f.next()?.parse().ok()?;
+            let id: i64 = f.next()?.parse().ok()?;
+            (k == key).then_some(id)
+        })
 }
 
 fn unlink(name: &str) {
+    let key = std::path::Path::new(&format!("/dev/shm/pk-sem.{}", &name[1..]))
+        .exists()
+        .then(|| sem_key(name));
     let out = pk("sem").args(["unlink", "--name", name]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(stdout(&out), format!("unlinked {name}\n"));
+    if let Some(key) = key {
+        assert_eq!(
+            sysv_id(key),
+            None,
+            "the System V set of key {key:#x} left behind"
+        );
+    }
 }
 
 /// The demo's worker lines, checked: every worker says wants, working,
@@ -154,8 +200,8 @@ fn run_passes_the_command_status_through_and_posts_back() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out), "hello\n");
     assert!(out.stderr.is_empty());
-    assert_eq!(status_value(&name), 2, "the slot was posted back");
-    let mode = std::fs::metadata(format!("/dev/shm/sem.{}", &name[1..]))
+    assert_eq!(status(&name), (2, 2, 0), "the slot was given back");
+    let mode = std::fs::metadata(format!("/dev/shm/pk-sem.{}", &name[1..]))
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
     assert_eq!(mode, 0o600);
@@ -173,7 +219,7 @@ fn run_passes_the_command_status_through_and_posts_back() {
     let out = run(&[plain.to_str().unwrap()]);
     assert_one_line_error(&out, "sem", 126);
 
-    assert_eq!(status_value(&name), 2);
+    assert_eq!(free(&name), 2);
     unlink(&name);
     check.finish();
 }
@@ -197,7 +243,7 @@ fn eight_background_runs_with_value_two_never_run_three_at_once() {
     assert_success(&out);
     assert_eq!(
         stdout(&out),
-        format!("name={name} value=2\nunlinked {name}\n")
+        format!("name={name} value=2 free=2 waiting=0\nunlinked {name}\n")
     );
     let text = std::fs::read_to_string(&log).unwrap();
     let (mut running, mut max, mut starts) = (0i32, 0i32, 0);
@@ -219,7 +265,7 @@ fn eight_background_runs_with_value_two_never_run_three_at_once() {
 }
 
 #[test]
-fn timeout_declines_with_exit_1_or_the_conflict_code() {
+fn timeout_declines_quietly_with_exit_1_or_the_conflict_code() {
     let mut check = ShmCheck::start();
     let name = check.name("busy");
     let mut holder = hold(&name, "echo holding; exec sleep 60");
@@ -236,81 +282,253 @@ fn timeout_declines_with_exit_1_or_the_conflict_code() {
             .args(["--", "echo", "ran"])
             .output()
             .unwrap();
-        assert_one_line_error(&out, "sem", code);
-        assert!(out.stdout.is_empty(), "the command never ran");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("no free slot"),
-            "{extra:?}"
-        );
+        assert_eq!(out.status.code(), Some(code), "{extra:?}");
+        // Silent, as flock -n: nothing on stdout (the command never ran),
+        // nothing on stderr.
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     }
-    // A waiter ended by SIGTERM takes no slot and runs nothing. (If the
-    // signal lands before pk-sem has set up its handler, the default action
-    // ends it instead: either way it ends by SIGTERM.)
+    // With -v, one line on stderr.
+    let out = pk("sem")
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--timeout",
+            "0",
+            "-v",
+            "--",
+            "echo",
+            "ran",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "sem", 1);
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no free slot"));
+    // A waiter ended by SIGTERM takes no slot and runs nothing.
     let mut cmd = pk_std("sem");
     cmd.args(["run", "--name", &name, "--", "echo", "ran"]);
     let mut waiter = Running::start(cmd, false);
     waiter.signal(nix::sys::signal::Signal::SIGTERM);
     let st = waiter.wait();
-    assert!(
-        st.code() == Some(143) || st.signal() == Some(libc::SIGTERM),
-        "{st:?}"
-    );
+    assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
     assert_eq!(
-        status_value(&name),
-        0,
+        status(&name),
+        (1, 0, 0),
         "the holder still holds the only slot"
     );
 
     // SIGTERM to the holder is passed on to its command; the slot comes back.
     holder.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(holder.wait().code(), Some(143));
-    assert_eq!(status_value(&name), 1);
+    assert_eq!(free(&name), 1);
     unlink(&name);
     check.finish();
 }
 
 #[test]
-fn a_sigkilled_holder_loses_its_slot_until_reset() {
+fn a_sigkilled_holder_keeps_its_slot_while_its_command_runs_then_gives_it_back() {
     let mut check = ShmCheck::start();
     let name = check.name("kill");
     let mut holder = hold(&name, "echo holding $$; exec sleep 60");
     let seen = holder.wait_for(|l| l.starts_with("holding "));
     let sleeper = pid_after(seen.last().unwrap(), "holding ").unwrap();
-    holder.child.kill().unwrap(); // SIGKILL: no chance to post
+    // A waiter queues behind it.
+    let mut cmd = pk_std("sem");
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "--timeout",
+        "50",
+        "--",
+        "echo",
+        "waited",
+    ]);
+    let mut waiter = Running::start(cmd, false);
+    holder.child.kill().unwrap(); // SIGKILL: no chance to give anything back
     assert_signal(&holder.wait(), libc::SIGKILL);
-    // The command itself was orphaned (re-parented to this test process).
-    let _ = leftovers(&[sleeper]);
-
-    assert_eq!(status_value(&name), 0, "the slot is lost");
+    // The command still runs, so the slot is still taken: no second
+    // command may start.
+    assert_eq!(free(&name), 0);
     let out = pk("sem")
-        .args(["run", "--name", &name, "--timeout", "0", "--", "true"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--timeout",
+            "0",
+            "--",
+            "echo",
+            "ran",
+        ])
         .output()
         .unwrap();
-    assert_one_line_error(&out, "sem", 1);
-
-    // The documented recovery.
-    let out = pk("sem")
-        .args(["reset", "--name", &name, "--value", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), format!("reset {name}: value 0 -> 1\n"));
-    assert_eq!(status_value(&name), 1);
-    let out = pk("sem")
-        .args(["run", "--name", &name, "--timeout", "0", "--", "echo", "ok"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), "ok\n");
-
-    // The other recovery: unlink, and the next run creates it afresh.
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    // The command ends (it was orphaned to this test process): the kernel
+    // gives the slot back and the waiter, asleep in the kernel, runs.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sleeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_gone(sleeper);
+    assert_eq!(waiter.wait_for(|_| true), ["waited"]);
+    assert_eq!(waiter.wait().code(), Some(0));
+    assert_eq!(status(&name), (1, 1, 0), "no reset needed");
     unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_holder_killed_with_its_command_gives_the_slot_back_at_once() {
+    let mut check = ShmCheck::start();
+    let name = check.name("killall");
+    // Holder and command share a process group and die together.
+    let mut cmd = pk_std("sem");
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "--value",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo in; exec sleep 60",
+    ]);
+    let mut a = Running::start(cmd, false);
+    a.wait_for(|l| l == "in");
+    let mut cmd = pk_std("sem");
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo in; exec sleep 60",
+    ]);
+    let mut b = Running::start(cmd, false);
+    b.wait_for(|l| l == "in");
+    assert_eq!(free(&name), 0);
+    let pgid = nix::unistd::Pid::from_raw(-(a.child.id() as i32));
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_signal(&a.wait(), libc::SIGKILL);
+    // One slot back, with no command of the killed holder left running.
     let out = pk("sem")
-        .args(["run", "--name", &name, "--value", "2", "--", "true"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--timeout",
+            "30",
+            "--",
+            "echo",
+            "mine",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(status_value(&name), 2);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "mine\n");
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(b.wait().code(), Some(143));
+    assert_eq!(status(&name), (2, 2, 0));
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn never_more_than_value_commands_while_holders_are_sigkilled() {
+    // 24 runs of value 3 start together; every third pk-sem is SIGKILLed
+    // soon after it starts, while waiting or while its command runs. Each
+    // command logs its start and end (O_APPEND: in the order they happen);
+    // at no point may more than 3 be between start and end, and at the end
+    // every slot is back.
+    let mut check = ShmCheck::start();
+    let name = check.name("kills");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "for i in $(seq 24); do \
+           pk-sem run --name {name} --value 3 -- \
+             sh -c 'echo $$ >> {pids}; echo start >> {log}; sleep 0.05; echo end >> {log}' & \
+           if [ $((i % 3)) = 0 ]; then (sleep 0.0$i; kill -KILL $! 2>/dev/null) & fi; \
+         done; wait; \
+         while [ \"$(grep -c start {log})\" != \"$(grep -c end {log})\" ]; do sleep 0.05; done; \
+         pk-sem status --name {name}",
+        log = log.display(),
+        pids = dir.path().join("pids").display()
+    );
+    let out = bash(&script).output().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("name={name} value=3 free=3 waiting=0\n")
+    );
+    // The commands of killed holders were orphaned to this process: reap.
+    let pids = std::fs::read_to_string(dir.path().join("pids")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|p| p.parse().ok()) {
+        assert_gone(pid);
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (mut running, mut max, mut starts) = (0i32, 0i32, 0);
+    for line in text.lines() {
+        match line {
+            "start" => {
+                running += 1;
+                starts += 1;
+            }
+            "end" => running -= 1,
+            other => panic!("{other:?}"),
+        }
+        max = max.max(running);
+    }
+    assert!(starts >= 16, "{starts} commands ran: {text}");
+    assert_eq!(running, 0, "every started command ended");
+    assert!(max <= 3, "{max} ran at once: {text}");
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_value_that_differs_is_an_error_and_runs_nothing() {
+    let mut check = ShmCheck::start();
+    let name = check.name("mismatch");
+    assert_success(
+        &pk("sem")
+            .args(["run", "--name", &name, "--value", "2", "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    let out = pk("sem")
+        .args(["run", "--name", &name, "--value", "3", "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_usage(&out, "sem");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--value") && err.contains("reset"), "{err}");
+    // Without --value, the semaphore's own value; after reset, the new one.
+    assert_success(
+        &pk("sem")
+            .args(["run", "--name", &name, "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    let out = pk("sem")
+        .args(["reset", "--name", &name, "--value", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("reset {name}: value 2 -> 3\n"));
+    assert_success(
+        &pk("sem")
+            .args(["run", "--name", &name, "--value", "3", "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(status(&name), (3, 3, 0));
     unlink(&name);
     check.finish();
 }
@@ -330,7 +548,7 @@ fn missing_semaphores_are_exit_66() {
 fn bad_names_and_values_are_usage_errors() {
     let check = ShmCheck::start();
     assert_eq!(pk("sem").output().unwrap().status.code(), Some(2));
-    let long = format!("/{}", "x".repeat(299));
+    let long = format!("/{}", "x".repeat(249));
     let n = "/pk-never-created";
     let table: Vec<Vec<&str>> = vec![
         vec!["status", "--name", "jobs"],
@@ -347,7 +565,8 @@ fn bad_names_and_values_are_usage_errors() {
         vec!["run", "--name", &long, "--", "true"],
         vec!["run", "--name", n, "--value", "0", "--", "true"],
         vec!["run", "--name", n, "--value", "-1", "--", "true"],
-        vec!["run", "--name", n, "--value", "2147483648", "--", "true"],
+        vec!["run", "--name", n, "--value", "32768", "--", "true"],
+        vec!["reset", "--name", n, "--value", "32768"],
         vec![
             "run",
             "--name",
@@ -376,6 +595,7 @@ fn bad_names_and_values_are_usage_errors() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     assert!(!std::path::Path::new("/dev/shm/sem.pk-never-created").exists());
+    assert!(!std::path::Path::new("/dev/shm/pk-sem.pk-never-created").exists());
     check.finish();
 }
 
@@ -390,10 +610,13 @@ fn help_documents_flags_output_and_the_killed_holder() {
             "<pid> done",
             "max_inside=",
             "final_value=",
-            "name=<name> value=",
+            "name=<name> value=<V> free=<F> waiting=<W>",
             "SIGKILL",
-            "pk-sem reset --name /jobs --value 3",
-            "pk-sem unlink --name /jobs",
+            "CLONE_SYSVSEM",
+            "/dev/shm/pk-sem.<name>",
+            "/dev/shm/sem.<name>",
+            "sem.XXXXXX",
+            "flock -n",
             "Exit status",
             "127",
             "126",
@@ -407,8 +630,8 @@ fn help_documents_flags_output_and_the_killed_holder() {
             "--value",
             "--timeout",
             "--conflict-exit-code",
+            "--verbose",
             "SIGKILL",
-            "pk-sem reset --name /jobs --value 3",
             "Exit status",
         ],
     );
@@ -435,5 +658,411 @@ fn run_keeps_signals_its_starter_ignored() {
     let text = stdout(&out);
     let mask = u64::from_str_radix(text.trim().rsplit('\t').next().unwrap(), 16).unwrap();
     assert_ne!(mask & (1 << (libc::SIGINT - 1)), 0, "{text}");
+    check.finish();
+}
+
+#[test]
+fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
+    let mut check = ShmCheck::start();
+    let file = |n: &str| format!("/dev/shm/pk-sem.{}", &n[1..]);
+    let mut cases: Vec<(String, i32)> = Vec::new();
+    // Ours, damaged: empty, garbage, a name file of an unknown format.
+    let empty = check.name("empty");
+    std::fs::write(file(&empty), b"").unwrap();
+    cases.push((empty, 65));
+    let junk = check.name("junk");
+    std::fs::write(file(&junk), [0x5au8; 32]).unwrap();
+    cases.push((junk, 65));
+    let old_format = check.name("old-format");
+    std::fs::write(file(&old_format), "posixkit-sem 1 semid=12\n").unwrap();
+    cases.push((old_format, 65));
+    // Ours, but others may write the name file: 77.
+    let open = check.name("open");
+    assert_success(
+        &pk("sem")
+            .args(["run", "--name", &open, "--", "true"])
+            .output()
+            .unwrap(),
+    );
+    std::fs::set_permissions(
+        file(&open),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    cases.push((open.clone(), 77));
+    let mut foreign_ids: Vec<i64> = Vec::new();
+    if is_root() {
+        for (tag, script) in [
+            ("foreign-empty", ": > {p}"),
+            ("foreign-rand", "head -c 32 /dev/urandom > {p}"),
+        ] {
+            let n = check.name(tag);
+            let mut words = as_nobody();
+            words.extend(["sh".into(), "-c".into(), script.replace("{p}", &file(&n))]);
+            assert_success(&command(&words).output().unwrap());
+            cases.push((n, 77));
+        }
+        // A valid semaphore made by another user, value 1, its name file
+        // opened to everyone: whoever made it could lift our limit.
+        let n = check.name("foreign-sem");
+        let mut words = as_nobody();
+        words.extend([
+            bin("pk-sem").display().to_string(),
+            "reset".into(),
+            "--name".into(),
+            n.clone(),
+            "--value".into(),
+            "1".into(),
+        ]);
+        assert_success(&command(&words).output().unwrap());
+        foreign_ids.push(sem_key(&n));
+        std::fs::set_permissions(
+            file(&n),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        cases.push((n, 77));
+        // Our own name file pointing at another user's semaphore.
+        let n = check.name("points-away");
+        std::fs::write(
+            file(&n),
+            format!("posixkit-sem 2 key={:#010x} value=1\n", foreign_ids[0]),
+        )
+        .unwrap();
+        cases.push((n, 77));
+    } else {
+        eprintln!("not root: another user's objects are not tried");
+    }
+    for (n, code) in &cases {
+        let before = std::fs::read(file(n)).unwrap();
+        for args in [
+            vec!["run", "--name", n.as_str(), "--", "echo", "ran"],
+            vec![
+                "run",
+                "--name",
+                n.as_str(),
+                "--timeout",
+                "0",
+                "--",
+                "echo",
+                "ran",
+            ],
+            vec!["status", "--name", n.as_str()],
+            vec!["reset", "--name", n.as_str(), "--value", "5"],
+        ] {
+            let out = pk("sem").args(&args).output().unwrap();
+            assert_one_line_error(&out, "sem", *code);
+            assert!(out.stdout.is_empty(), "{args:?}: the command never ran");
+        }
+        assert_eq!(std::fs::read(file(n)).unwrap(), before, "{n} changed");
+    }
+    // Another user's objects stay; ours (damaged or not) go with unlink.
+    for (n, code) in &cases {
+        let out = pk("sem").args(["unlink", "--name", n]).output().unwrap();
+        if *code == 77 && !n.contains("-open-") {
+            assert_one_line_error(&out, "sem", 77);
+            std::fs::remove_file(file(n)).unwrap();
+        } else if n.contains("-open-") {
+            assert_one_line_error(&out, "sem", 77);
+            std::fs::set_permissions(file(n), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            unlink(n);
+        } else {
+            assert_success(&out);
+        }
+    }
+    for key in foreign_ids {
+        let _ = std::process::Command::new("ipcrm")
+            .args(["-S", &format!("{key:#x}")])
+            .status();
+    }
+    check.finish();
+}
+
+#[test]
+fn old_posix_semaphores_are_ignored_by_run_and_removed_by_unlink() {
+    let mut check = ShmCheck::start();
+    let name = check.name("oldform");
+    let old = format!("/dev/shm/sem.{}", &name[1..]);
+    // A hostile old-form file does not stop or crash run and status.
+    std::fs::write(&old, b"").unwrap();
+    let out = pk("sem")
+        .args(["run", "--name", &name, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "ran\n");
+    assert_eq!(status(&name), (1, 1, 0));
+    // unlink removes both forms (the old one is ours).
+    unlink(&name);
+    assert!(!std::path::Path::new(&old).exists());
+    check.finish();
+}
+
+#[test]
+fn unlink_cleans_the_temporary_file_glibc_left_when_killed_while_creating() {
+    // Python's SemLock is glibc's sem_open(O_CREAT): strace kills it at
+    // the unlink of its temporary /dev/shm/sem.XXXXXX, after the link to
+    // the name. The temporary name is left, a second link of the file.
+    if strace_missing()
+        || std::process::Command::new("python3")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("glibc");
+    let before: std::collections::BTreeSet<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let py = format!("import _multiprocessing as m\nm.SemLock(1, 1, 1, {name:?}, False)\n");
+    let words: Vec<String> = [
+        "strace",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=unlink",
+        "-e",
+        "inject=unlink:signal=SIGKILL:when=1",
+        "python3",
+        "-c",
+    ]
+    .iter()
+    .map(|w| w.to_string())
+    .chain([py])
+    .collect();
+    let out = command(&words).output().unwrap();
+    // strace ends as its tracee did.
+    assert_signal(&out.status, libc::SIGKILL);
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !before.contains(n) && n.starts_with("sem.") && n.len() == 10)
+        .collect();
+    // Removed even if an assertion below fails.
+    struct Remove(Vec<String>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for f in &self.0 {
+                let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+            }
+        }
+    }
+    let _cleanup = Remove(left.clone());
+    assert_eq!(left.len(), 1, "glibc's temporary file: {left:?}");
+    let out = pk("sem")
+        .args(["unlink", "--name", &name])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}", left[0])).exists());
+    assert!(!std::path::Path::new(&format!("/dev/shm/sem.{}", &name[1..])).exists());
+    check.finish();
+}
+
+#[test]
+fn a_user_without_privileges_runs_commands_under_the_semaphore() {
+    if !is_root() {
+        eprintln!("skipped: needs root to become nobody");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("nobody");
+    let mut words = as_nobody();
+    words.extend([
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "{pk} run --name {name} --value 2 -- id -u && {pk} status --name {name} && {pk} unlink --name {name}",
+            pk = bin("pk-sem").display()
+        ),
+    ]);
+    let out = command(&words).output().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("65534\nname={name} value=2 free=2 waiting=0\nunlinked {name}\n")
+    );
+    check.finish();
+}
+
+#[test]
+fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
+    // strace kills pk-sem at the entry of each of its system calls that
+    // matter: taking the slot, starting the command, waiting for it, giving
+    // the slot back. The command (when it started) is not traced; it waits
+    // for a file before it ends, so the test sees the slot held while it
+    // runs. Afterwards every slot is free again, with no reset.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (step, call, when, command_ran) in [
+        (
+            "opening (the fill-in-if-empty step)",
+            "semtimedop",
+            1,
+            false,
+        ),
+        ("taking the slot", "semtimedop", 2, false),
+        ("starting the command", "clone", 1, false),
+        ("waiting for the command", "rt_sigtimedwait", 1, true),
+        ("giving the slot back", "semtimedop", 3, true),
+    ] {
+        let name = check.name("step");
+        assert_success(
+            &pk("sem")
+                .args(["reset", "--name", &name, "--value", "1"])
+                .output()
+                .unwrap(),
+        );
+        let go = dir.path().join(format!("go-{call}-{when}"));
+        let started = dir.path().join(format!("started-{call}-{when}"));
+        // The last step needs the command to end while pk-sem still runs.
+        let wait = if when == 3 {
+            String::new()
+        } else {
+            format!("while [ ! -e {} ]; do sleep 0.01; done", go.display())
+        };
+        // Its output goes nowhere: pk-sem's pipes must close when pk-sem
+        // dies, whatever the command does.
+        let script = format!(
+            "exec >/dev/null 2>&1; echo $$ > {}; {wait}",
+            started.display()
+        );
+        let words: Vec<String> = [
+            "strace".to_string(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("trace={call}"),
+            "-e".into(),
+            format!("inject={call}:signal=SIGKILL:when={when}"),
+            bin("pk-sem").display().to_string(),
+            "run".into(),
+            "--name".into(),
+            name.clone(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ]
+        .to_vec();
+        let out = command(&words).output().unwrap();
+        assert_signal(&out.status, libc::SIGKILL);
+        if command_ran {
+            // Started before pk-sem died; it may not have run its first
+            // line yet.
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while std::fs::read_to_string(&started).map_or(true, |t| !t.ends_with('\n')) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "killed {step}: no command"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        } else {
+            assert!(!started.exists(), "killed {step}: a command ran");
+        }
+        if command_ran && when != 3 {
+            // Still running, still holding the only slot.
+            assert_eq!(free(&name), 0, "killed {step}: the command holds it");
+            let out = pk("sem")
+                .args([
+                    "run",
+                    "--name",
+                    &name,
+                    "--timeout",
+                    "0",
+                    "--",
+                    "echo",
+                    "ran",
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "killed {step}");
+            std::fs::write(&go, b"").unwrap();
+        }
+        if command_ran {
+            let pid: i32 = std::fs::read_to_string(&started)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_gone(pid);
+        }
+        assert_eq!(
+            status(&name),
+            (1, 1, 0),
+            "killed {step}: the slot came back"
+        );
+        unlink(&name);
+    }
+    check.finish();
+}
+
+#[test]
+fn a_creator_killed_at_every_step_leaves_nothing_or_a_name_the_next_user_completes() {
+    // strace kills the first `pk-sem run` of a new name at each step of
+    // creating it: linking the name file, making the set, filling it in.
+    // Killed before the link, nothing is left; after it, the name file is
+    // there and the next user makes its set whole, with the value the
+    // creator asked for. No set ever exists without a name.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    for (step, call, when, linked) in [
+        ("linking the name", "linkat", 1, false),
+        ("making the set", "semget", 2, true),
+        ("filling the set in", "semtimedop", 1, true),
+    ] {
+        let name = check.name("create");
+        let words: Vec<String> = [
+            "strace",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            &format!("trace={call}"),
+            "-e",
+            &format!("inject={call}:signal=SIGKILL:when={when}"),
+            &bin("pk-sem").display().to_string(),
+            "run",
+            "--name",
+            &name,
+            "--value",
+            "3",
+            "--",
+            "echo",
+            "ran",
+        ]
+        .map(String::from)
+        .to_vec();
+        let out = command(&words).output().unwrap();
+        assert_signal(&out.status, libc::SIGKILL);
+        assert!(out.stdout.is_empty(), "killed {step}: nothing ran");
+        let file = format!("/dev/shm/pk-sem.{}", &name[1..]);
+        assert_eq!(
+            std::path::Path::new(&file).exists(),
+            linked,
+            "killed {step}"
+        );
+        if !linked {
+            continue;
+        }
+        let key = sem_key(&name);
+        if call == "semget" {
+            assert_eq!(sysv_id(key), None, "killed {step}: no set yet");
+        }
+        assert_eq!(status(&name), (3, 3, 0), "killed {step}: made whole");
+        unlink(&name);
+    }
     check.finish();
 }

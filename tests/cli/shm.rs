@@ -171,6 +171,33 @@ fn help_documents_flags_and_output_lines() {
         &["counter"],
         &["--procs", "--iters", "--sync", "--yield"],
     );
+    assert_help(
+        "shm",
+        &[],
+        &[
+            "create",
+            "read",
+            "write",
+            "add",
+            "get",
+            "set",
+            "cas",
+            "unlink",
+            "posix_fallocate",
+            "SIGBUS",
+            "'<q'",
+            "mode 0600",
+            "SharedMemory",
+            "65",
+            "66",
+            "77",
+        ],
+    );
+    assert_help("shm", &["create"], &["--size"]);
+    assert_help("shm", &["read"], &["--offset", "--len"]);
+    assert_help("shm", &["write"], &["--offset", "DATA", "stdin"]);
+    assert_help("shm", &["add"], &["--offset", "--by"]);
+    assert_help("shm", &["cas"], &["EXPECTED", "NEW"]);
 }
 
 #[test]
@@ -184,4 +211,399 @@ fn closed_stdout_exits_quietly() {
     assert!(text.starts_with("parent "), "{text}");
     assert!(text.ends_with("status=141\n"), "{text}");
     assert!(out.stderr.is_empty());
+}
+
+// ---- named segments ----
+
+fn seg(args: &[&str]) -> std::process::Output {
+    pk("shm").args(args).output().unwrap()
+}
+
+/// The bytes of /dev/shm/<name>, for "left untouched" checks.
+fn shm_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("/dev/shm/{}", &name[1..])).unwrap()
+}
+
+#[test]
+fn named_segment_create_cells_bytes_and_unlink() {
+    let mut check = ShmCheck::start();
+    let name = check.name("seg");
+    // A umask that would leave the owner unable to write changes nothing.
+    let out = bash(&format!("umask 277; pk-shm create {name} --size 4096"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let meta = std::fs::metadata(format!("/dev/shm/{}", &name[1..])).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o600
+    );
+    assert_eq!(meta.len(), 4096);
+    for (args, want) in [
+        (vec!["add", &name, "--offset", "8"], "1\n"),
+        (vec!["add", &name, "--offset", "8", "--by", "41"], "42\n"),
+        (vec!["add", &name, "--offset", "8", "--by", "-50"], "-8\n"),
+        (vec!["get", &name, "--offset", "8"], "-8\n"),
+        (vec!["get", &name], "0\n"),
+        (
+            vec!["set", &name, "--offset", "4088", "9223372036854775807"],
+            "",
+        ),
+        (
+            vec!["add", &name, "--offset", "4088"],
+            "-9223372036854775808\n",
+        ),
+        (vec!["set", &name, "--offset", "16", "-3"], ""),
+        (vec!["cas", &name, "--offset", "16", "-3", "7"], "-3\n"),
+        (vec!["write", &name, "--offset", "100", "hello"], ""),
+        (
+            vec!["read", &name, "--offset", "100", "--len", "5"],
+            "hello",
+        ),
+        (vec!["read", &name, "--offset", "4094", "--len", "1"], "\0"),
+    ] {
+        let out = seg(&args);
+        assert_success(&out);
+        assert_eq!(stdout(&out), want, "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
+    // The top byte of i64::MIN, little-endian, at the very end.
+    assert_eq!(seg(&["read", &name, "--offset", "4095"]).stdout, [0x80]);
+    // cas that finds another value: exit 1, the value found, cell unchanged.
+    let out = seg(&["cas", &name, "--offset", "16", "-3", "8"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "7\n");
+    assert_eq!(stdout(&seg(&["get", &name, "--offset", "16"])), "7\n");
+    // stdin, with `-` and with nothing.
+    let out = bash(&format!(
+        "printf 'a\\0b' | pk-shm write {name} --offset 200 - && \
+         printf xyz | pk-shm write {name} --offset 300 && \
+         pk-shm read {name} --offset 200 --len 3 && pk-shm read {name} --offset 300 --len 3"
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    assert_eq!(out.stdout, b"a\0bxyz");
+    // The whole segment, as bytes.
+    let out = seg(&["read", &name]);
+    assert_eq!(out.stdout.len(), 4096);
+    assert_eq!(out.stdout, shm_bytes(&name));
+    assert_eq!(&out.stdout[8..16], &(-8i64).to_ne_bytes());
+    // The name is taken; then gone.
+    let out = seg(&["create", &name, "--size", "8"]);
+    assert_one_line_error(&out, "shm", 71);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("File exists"));
+    assert_success(&seg(&["unlink", &name]));
+    for args in [
+        vec!["get", &name],
+        vec!["read", &name],
+        vec!["unlink", &name],
+        vec!["add", &name],
+    ] {
+        assert_one_line_error(&seg(&args), "shm", 66);
+    }
+    check.finish();
+}
+
+#[test]
+fn concurrent_adds_from_many_shells_lose_nothing() {
+    let mut check = ShmCheck::start();
+    let name = check.name("adds");
+    assert_success(&seg(&["create", &name, "--size", "64"]));
+    let out = bash(&format!(
+        "for p in 1 2 3 4; do (for i in $(seq 25); do pk-shm add {name} --offset 8 >/dev/null || exit 1; done) & done; wait; \
+         pk-shm get {name} --offset 8; pk-shm unlink {name}"
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "100\n");
+    check.finish();
+}
+
+#[test]
+fn python_shared_memory_reads_ours_and_we_read_its() {
+    let mut check = ShmCheck::start();
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let ours = check.name("py1");
+    assert_success(&seg(&["create", &ours, "--size", "64"]));
+    assert_success(&seg(&["write", &ours, "--offset", "0", "from pk-shm"]));
+    assert_success(&seg(&["set", &ours, "--offset", "16", "-42"]));
+    // Python before 3.13 registers an attached segment with its resource
+    // tracker, which would unlink it at exit: unregister it.
+    let py = format!(
+        "from multiprocessing import shared_memory, resource_tracker\n\
+         import struct\n\
+         m = shared_memory.SharedMemory(name={:?})\n\
+         resource_tracker.unregister(m._name, 'shared_memory')\n\
+         print(bytes(m.buf[0:11]).decode(), struct.unpack_from('<q', m.buf, 16)[0], m.size)\n\
+         struct.pack_into('<q', m.buf, 24, 1234)\n\
+         m.close()\n",
+        &ours[1..]
+    );
+    let out = command(&["python3".into(), "-c".into(), py])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "from pk-shm -42 64\n");
+    assert_eq!(stdout(&seg(&["get", &ours, "--offset", "24"])), "1234\n");
+    assert_success(&seg(&["unlink", &ours]));
+
+    // A segment Python creates, read and changed by pk-shm.
+    let theirs = check.name("py2");
+    let py = format!(
+        "from multiprocessing import shared_memory, resource_tracker\n\
+         import struct, sys\n\
+         m = shared_memory.SharedMemory(name={:?}, create=True, size=32)\n\
+         m.buf[0:6] = b'python'\n\
+         struct.pack_into('<q', m.buf, 8, 41)\n\
+         print('ready', flush=True)\n\
+         sys.stdin.readline()\n\
+         print(struct.unpack_from('<q', m.buf, 8)[0], bytes(m.buf[16:18]).decode())\n\
+         m.close()\n\
+         m.unlink()\n",
+        &theirs[1..]
+    );
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", &py]).stdin(std::process::Stdio::piped());
+    let mut running = Running::start(cmd, true);
+    running.wait_for(|l| l == "ready");
+    assert_eq!(stdout(&seg(&["read", &theirs, "--len", "6"])), "python");
+    assert_eq!(stdout(&seg(&["add", &theirs, "--offset", "8"])), "42\n");
+    assert_success(&seg(&["write", &theirs, "--offset", "16", "ok"]));
+    drop(running.child.stdin.take());
+    let lines = running.wait_for(|l| !l.is_empty());
+    assert_eq!(lines.last().unwrap(), "42 ok");
+    assert_eq!(running.wait().code(), Some(0));
+    check.finish();
+}
+
+#[test]
+fn named_segment_bad_input_is_refused_and_changes_nothing() {
+    let mut check = ShmCheck::start();
+    let name = check.name("bad");
+    assert_success(&seg(&["create", &name, "--size", "64"]));
+    assert_success(&seg(&["write", &name, "--offset", "0", "keep me"]));
+    let before = shm_bytes(&name);
+    let long = format!("/{}", "x".repeat(252));
+    let usage: Vec<Vec<&str>> = vec![
+        vec!["create", "nope", "--size", "8"],
+        vec!["create", "/a/b", "--size", "8"],
+        vec!["create", &long, "--size", "8"],
+        vec!["create", "/pk-never", "--size", "0"],
+        vec!["create", "/pk-never", "--size", "-1"],
+        vec!["create", "/pk-never", "--size", "1099511627777"],
+        vec!["create", "/pk-never"],
+        vec!["read", &name, "--offset", "65"],
+        vec!["read", &name, "--offset", "60", "--len", "5"],
+        vec![
+            "read",
+            &name,
+            "--len",
+            "18446744073709551615",
+            "--offset",
+            "1",
+        ],
+        vec!["read", &name, "--offset", "x"],
+        vec!["write", &name, "--offset", "60", "12345"],
+        vec!["write", &name, "--offset", "18446744073709551615", "x"],
+        vec!["add", &name, "--offset", "4"],
+        vec!["add", &name, "--offset", "64"],
+        vec!["add", &name, "--offset", "57"],
+        vec!["add", &name, "--by", "x"],
+        vec!["add", &name, "--by", "9223372036854775808"],
+        vec!["get", &name, "--offset", "-8"],
+        vec!["set", &name, "--offset", "8"],
+        vec!["set", &name, "--offset", "8", "1.5"],
+        vec!["cas", &name, "--offset", "8", "0"],
+        vec!["cas", &name, "--offset", "3", "0", "1"],
+        vec!["unlink", "x"],
+        vec!["read"],
+    ];
+    for args in &usage {
+        let out = seg(args);
+        assert_usage(&out, "shm");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(shm_bytes(&name), before, "{args:?} changed the segment");
+    }
+    // Too much on stdin: refused before a byte is written.
+    let out = bash(&format!(
+        "head -c 100 /dev/zero | pk-shm write {name} --offset 0 -"
+    ))
+    .output()
+    .unwrap();
+    assert_usage(&out, "shm");
+    assert_eq!(shm_bytes(&name), before);
+    assert!(!std::path::Path::new("/dev/shm/pk-never").exists());
+    assert_success(&seg(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn foreign_empty_or_odd_objects_are_refused_with_one_line() {
+    let mut check = ShmCheck::start();
+    let path = |n: &str| format!("/dev/shm/{}", &n[1..]);
+    // Ours, but empty: 65.
+    let empty = check.name("empty");
+    std::fs::write(path(&empty), b"").unwrap();
+    // Ours, but others may write it: 77.
+    let open = check.name("0666");
+    std::fs::write(path(&open), [0u8; 64]).unwrap();
+    std::fs::set_permissions(
+        path(&open),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    // A symbolic link and a FIFO: 65.
+    let link = check.name("link");
+    std::os::unix::fs::symlink("/etc/passwd", path(&link)).unwrap();
+    let fifo = check.name("fifo");
+    nix::unistd::mkfifo(path(&fifo).as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut cases = vec![
+        (empty.clone(), 65),
+        (open.clone(), 77),
+        (link.clone(), 65),
+        (fifo.clone(), 65),
+    ];
+    // Another user's objects (made as nobody when we are root): 77 even
+    // when they are a perfectly good segment left open to everyone.
+    if is_root() {
+        for (tag, script) in [
+            ("foreign-empty", ": > {p}"),
+            ("foreign-rand", "head -c 32 /dev/urandom > {p}"),
+            ("foreign-0666", "head -c 64 /dev/zero > {p}; chmod 666 {p}"),
+        ] {
+            let n = check.name(tag);
+            let mut words = as_nobody();
+            words.extend(["sh".into(), "-c".into(), script.replace("{p}", &path(&n))]);
+            assert_success(&command(&words).output().unwrap());
+            cases.push((n, 77));
+        }
+    } else {
+        eprintln!("not root: another user's objects are not tried");
+    }
+    for (n, code) in &cases {
+        let before = std::fs::symlink_metadata(path(n)).unwrap();
+        for args in [
+            vec!["get", n.as_str()],
+            vec!["add", n.as_str()],
+            vec!["read", n.as_str()],
+            vec!["write", n.as_str(), "x"],
+            vec!["set", n.as_str(), "1"],
+            vec!["cas", n.as_str(), "0", "1"],
+        ] {
+            let out = seg(&args);
+            assert_one_line_error(&out, "shm", *code);
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        let out = seg(&["create", n, "--size", "8"]);
+        assert_one_line_error(&out, "shm", 71);
+        let after = std::fs::symlink_metadata(path(n)).unwrap();
+        assert_eq!(
+            (before.len(), before.mtime_nsec_pair()),
+            (after.len(), after.mtime_nsec_pair()),
+            "{n} was changed"
+        );
+    }
+    for (n, _) in &cases {
+        std::fs::remove_file(path(n)).unwrap();
+    }
+    check.finish();
+}
+
+trait MtimePair {
+    fn mtime_nsec_pair(&self) -> (i64, i64);
+}
+
+impl MtimePair for std::fs::Metadata {
+    fn mtime_nsec_pair(&self) -> (i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        (self.mtime(), self.mtime_nsec())
+    }
+}
+
+#[test]
+fn a_segment_truncated_under_running_tools_never_kills_them() {
+    // One shell adds and reads in a loop while another keeps truncating the
+    // segment and growing it back: every call ends with 0, 2 (the offset
+    // is past the end now) or 65 (truncated during the access), never with
+    // SIGBUS (135).
+    let mut check = ShmCheck::start();
+    let name = check.name("trunc");
+    let p = format!("/dev/shm/{}", &name[1..]);
+    assert_success(&seg(&["create", &name, "--size", "65536"]));
+    let out = bash(&format!(
+        "(for i in $(seq 300); do truncate -s 0 {p}; truncate -s 65536 {p}; done) & t=$!; \
+         for i in $(seq 150); do \
+           pk-shm add {name} --offset 65528 >/dev/null 2>&1; echo $?; \
+           pk-shm read {name} >/dev/null 2>&1; echo $?; \
+         done; wait $t"
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let codes: std::collections::BTreeSet<String> =
+        stdout(&out).lines().map(str::to_string).collect();
+    assert!(
+        codes.iter().all(|c| ["0", "2", "65"].contains(&c.as_str())),
+        "{codes:?}"
+    );
+    assert_success(&seg(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn a_full_dev_shm_fails_at_create_with_enospc_and_leaves_nothing() {
+    // A private mount namespace with a 1 MiB tmpfs on /dev/shm (needs
+    // root; skipped otherwise).
+    let probe = bash("unshare -m true").output().unwrap();
+    if !is_root() || probe.status.code() != Some(0) {
+        eprintln!("skipped: cannot make a private /dev/shm here");
+        return;
+    }
+    let out = bash(
+        "unshare -m sh -c 'mount -t tmpfs -o size=1m tmpfs /dev/shm && \
+           pk-shm create /pk-big --size 4194304; echo status=$?; ls -A /dev/shm'",
+    )
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    assert_eq!(text, "status=71\n", "nothing left behind: {text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pk-shm: posix_fallocate(/pk-big): ") && err.contains("No space left"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_create_whose_mmap_fails_leaves_no_segment_behind() {
+    // Under an address-space limit the 300 MB segment is allocated in
+    // /dev/shm (tmpfs pages are not address space) but cannot be mapped.
+    let mut check = ShmCheck::start();
+    let name = check.name("nomap");
+    let mut words: Vec<String> = ["prlimit", "--as=200000000"].map(String::from).to_vec();
+    words.extend([
+        bin("pk-shm").display().to_string(),
+        "create".into(),
+        name.clone(),
+        "--size".into(),
+        "300000000".into(),
+    ]);
+    let out = command(&words).output().unwrap();
+    assert_one_line_error(&out, "shm", 71);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mmap"),
+        "{out:?}"
+    );
+    check.finish();
 }

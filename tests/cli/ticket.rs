@@ -235,11 +235,16 @@ fn flock_1_excludes_our_buyers() {
     let mut holder = Running::start(cmd, false);
     holder.wait_for(|l| l == "locked");
 
+    // Busy: silent, as flock -n; with -v, one line on stderr.
     let out = ticket(&["buy", "--no-wait"], &path);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let out = ticket(&["buy", "--no-wait", "-v"], &path);
+    assert_one_line_error(&out, "ticket", 1);
+    assert!(out.stdout.is_empty());
     assert_eq!(
-        stdout(&out),
-        format!("busy: {} is locked\n", path.display())
+        String::from_utf8_lossy(&out.stderr),
+        format!("pk-ticket: busy: {} is locked\n", path.display())
     );
     let out = ticket(&["buy", "--timeout", "100ms"], &path);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

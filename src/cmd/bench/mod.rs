@@ -18,6 +18,7 @@ use crate::outln;
 mod forking;
 mod gil;
 mod ipc;
+mod named;
 mod pipe;
 mod pool;
 mod spawn;
@@ -65,6 +66,18 @@ Figures (unit; lower is better unless marked higher):
                             better; Python's GIL keeps its threads near 1x)
   gil_procs_speedup_x       the same jobs: time on one thread / time in N processes,
                             forks and joins included (higher is better; about N)
+  queue_named_1p1c_msgs_per_s      a named Queue (1024 slots), one producer and one consumer
+                            process each opening it by name, 16-byte messages (higher is better)
+  queue_posix_mq_1p1c_msgs_per_s   the same through a POSIX message queue of 10 messages
+                            (higher is better)
+  queue_pipe_1p1c_msgs_per_s       the same through a pipe, one write and one read per
+                            message (higher is better)
+  sem_run_true_us           `pk-sem run --name /X -- true`, per call
+  flock_n_true_us           `flock -n FILE true`, per call
+  gnu_sem_true_us           `sem --fg --id X -j1 true` (GNU parallel), per call; only where
+                            it is installed
+  sem_heal_us               a holder of a pk-sem slot is SIGKILLed: time until the waiter,
+                            asleep in the kernel, holds the slot
 
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
@@ -150,6 +163,17 @@ const FIGURES: &[Figure] = &[
     fig("spawn_std_4GiB_us", "us", spawn::spawn_std_4g),
     fig("gil_threads_speedup_x", "x", gil::threads_speedup),
     fig("gil_procs_speedup_x", "x", gil::procs_speedup),
+    fig("queue_named_1p1c_msgs_per_s", "msgs/s", named::queue_named),
+    fig(
+        "queue_posix_mq_1p1c_msgs_per_s",
+        "msgs/s",
+        named::queue_posix_mq,
+    ),
+    fig("queue_pipe_1p1c_msgs_per_s", "msgs/s", named::queue_pipe),
+    fig("sem_run_true_us", "us", named::sem_run_true),
+    fig("flock_n_true_us", "us", named::flock_n_true),
+    fig("gnu_sem_true_us", "us", named::gnu_sem_true),
+    fig("sem_heal_us", "us", named::sem_heal),
 ];
 
 /// Set by `--quick`, for figures whose cost is not a count of iterations.
@@ -158,7 +182,7 @@ static QUICK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// Run the benchmarks.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if args.list {
-        for f in FIGURES {
+        for f in FIGURES.iter().filter(|f| named::available(f.name)) {
             outln!(out, "{} {}", f.name, f.unit)?;
         }
         return Ok(exit::OK);
@@ -176,6 +200,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     for f in FIGURES
         .iter()
         .filter(|f| args.only.is_empty() || args.only.iter().any(|o| o == f.name))
+        .filter(|f| named::available(f.name))
     {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),

@@ -15,10 +15,12 @@
 //! [`acquire`](Semaphore::acquire), an RAII guard that posts on drop.
 //! EINTR is retried inside every wait, against the same deadline.
 //!
-//! A process that dies while holding a count (SIGKILL) never gives it
-//! back: the kernel does not track semaphore owners. The count stays low
-//! until someone posts it back ([`NamedSemaphore::reset`]) or the semaphore
-//! is unlinked and created anew.
+//! A process that dies while holding a count of these (SIGKILL) never
+//! gives it back: the kernel does not track POSIX semaphore owners. The
+//! count stays low until someone posts it back ([`NamedSemaphore::reset`])
+//! or the semaphore is unlinked and created anew. [`RobustSemaphore`] is
+//! the named semaphore that heals: the kernel gives a dead holder's slot
+//! back (System V, SEM_UNDO); `pk-sem run` uses it.
 //!
 //! ```no_run
 //! use posixkit::sem::Semaphore;
@@ -36,13 +38,17 @@ use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Error, Result};
-use crate::shm::{anon_shared, valid_name};
+
+pub mod robust;
+use crate::error::Context;
+use crate::shm::{anon_shared, object, valid_name};
 use crate::sys::sem::{self as raw, OpenSem, Sem};
 /// Signal handling for a wait that must end on a signal: install a
 /// record-only handler without SA_RESTART for these signals (a blocked
 /// `sem_wait` then returns EINTR), and read or take the last one caught.
 pub use crate::sys::sem::{interrupt_on, peek_caught, take_caught};
 use crate::sys::shm::Mapping;
+pub use robust::RobustSemaphore;
 
 /// SEM_VALUE_MAX: the largest value a semaphore can hold on Linux.
 pub const VALUE_MAX: u32 = raw::VALUE_MAX;
@@ -233,6 +239,23 @@ macro_rules! sem_methods {
     };
 }
 
+/// Whether the bytes read from a named semaphore's file hold a semaphore
+/// this C library can use. With glibc (64-bit): the value in the low 32
+/// bits of the first word at most SEM_VALUE_MAX, and the `private` word
+/// 128 (the futex flag glibc stores in every process-shared semaphore);
+/// another word there makes glibc's futex calls fail and abort the
+/// process.
+fn check_sem_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
+    if cfg!(all(target_env = "gnu", target_pointer_width = "64")) && bytes.len() >= 16 {
+        let data = u64::from_ne_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let private = i32::from_ne_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if private != 128 || (data & 0xffff_ffff) > u64::from(VALUE_MAX) {
+            return Err("not a valid process-shared semaphore (damaged or foreign bytes)".into());
+        }
+    }
+    Ok(())
+}
+
 fn check_value(value: u32) -> Result<()> {
     if value > VALUE_MAX {
         return Err(Error::invalid(
@@ -279,22 +302,54 @@ pub struct NamedSemaphore {
     name: String,
 }
 
+/// The bytes of a `sem_t` that glibc's `sem_open` maps.
+const SEM_T: usize = std::mem::size_of::<libc::sem_t>();
+
 impl NamedSemaphore {
     /// Create `name` with `value`, mode 0600; EEXIST if it exists.
+    ///
+    /// The semaphore is made whole in an unnamed file (`O_TMPFILE`,
+    /// `sem_init` with pshared=1 in its mapping) and then linked to
+    /// `/dev/shm/sem.<name>`, so a process killed at any instant leaves
+    /// nothing behind. (glibc's own `sem_open(O_CREAT)` writes a named
+    /// temporary file `/dev/shm/sem.XXXXXX` and links it: killed between
+    /// the two, it leaves that file behind; see [`NamedSemaphore::unlink`].)
     pub fn create(name: &str, value: u32) -> Result<NamedSemaphore> {
         check_value(value)?;
         let c = valid_name(name)?;
-        let sem =
-            Sem::open(&c, Some((0o600, value))).map_err(|e| Error::sys("sem_open", name, e))?;
+        object::create("sem.", name, SEM_T as u64, |file| {
+            let map = Mapping::new(crate::sys::shm::map_shared(file).ctx("mmap", name)?);
+            Sem::init(&map, 0, value).map_err(|e| Error::sys("sem_init", name, e))?;
+            Ok(())
+        })?;
+        let sem = Sem::open(&c, None).map_err(|e| Error::sys("sem_open", name, e))?;
         Ok(NamedSemaphore {
             sem,
             name: name.to_string(),
         })
     }
 
-    /// Open the existing semaphore `name` (ENOENT, exit 66, if missing).
+    /// Open the existing semaphore `name` ([`crate::ErrorKind::NotFound`] if
+    /// missing). The file is checked before the C library maps it: ours
+    /// (owner, mode 0600 or stricter for others' writes), a regular file
+    /// of exactly one `sem_t`, and (with glibc) holding a valid
+    /// process-shared semaphore. Another user's object is
+    /// [`crate::ErrorKind::PermissionDenied`]; an empty, short or garbage file is
+    /// [`crate::ErrorKind::BadData`]: never a crash, never a count someone else
+    /// controls.
     pub fn open(name: &str) -> Result<NamedSemaphore> {
         let c = valid_name(name)?;
+        let (file, size) = object::open("sem.", name)?;
+        if size != SEM_T as u64 {
+            return Err(Error::data(
+                "sem_open",
+                name,
+                format!("{size} bytes: not a semaphore (one is {SEM_T} bytes)"),
+            ));
+        }
+        let mut bytes = [0u8; SEM_T];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, 0).ctx("read", name)?;
+        check_sem_bytes(&bytes).map_err(|why| Error::data("sem_open", name, why))?;
         let sem = Sem::open(&c, None).map_err(|e| Error::sys("sem_open", name, e))?;
         Ok(NamedSemaphore {
             sem,
@@ -322,9 +377,43 @@ impl NamedSemaphore {
     }
 
     /// Remove `name`; processes that have it open keep using it.
-    pub fn unlink(name: &str) -> Result<()> {
+    ///
+    /// Also removes what glibc's `sem_open(O_CREAT)` leaves when it is
+    /// killed between linking its temporary file `/dev/shm/sem.XXXXXX` to
+    /// the name and unlinking it: a second name (six characters after
+    /// `sem.`) for the same file, ours. (A temporary file killed *before*
+    /// its link has no tie to any name, and cannot be told apart from a
+    /// semaphore named with six characters; it is left alone.) Returns the
+    /// leftovers removed.
+    pub fn unlink(name: &str) -> Result<Vec<std::path::PathBuf>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = object::path("sem.", name)?;
+        let meta = std::fs::symlink_metadata(&path).ctx("sem_unlink", name)?;
+        let mut removed = Vec::new();
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.is_file() && meta.nlink() > 1 && meta.uid() == me {
+            for entry in std::fs::read_dir(object::DIR).ctx("opendir", object::DIR)? {
+                let Ok(entry) = entry else { continue };
+                let file = entry.file_name();
+                let f = file.to_string_lossy();
+                let temp = f
+                    .strip_prefix("sem.")
+                    .is_some_and(|t| t.len() == 6 && t.bytes().all(|b| b.is_ascii_alphanumeric()));
+                let Ok(m) = entry.metadata() else { continue };
+                if temp
+                    && entry.path() != path
+                    && m.ino() == meta.ino()
+                    && m.dev() == meta.dev()
+                    && m.uid() == me
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed.push(entry.path());
+                }
+            }
+        }
         let c = valid_name(name)?;
-        raw::unlink(&c).map_err(|e| Error::sys("sem_unlink", name, e))
+        raw::unlink(&c).map_err(|e| Error::sys("sem_unlink", name, e))?;
+        Ok(removed)
     }
 
     /// The name it was opened with.
@@ -438,6 +527,75 @@ mod tests {
         };
         assert!(s.wait_timeout(Duration::from_secs(30)).unwrap());
         t.join().unwrap();
+    }
+
+    #[test]
+    fn hostile_or_damaged_named_semaphore_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = |n: &str| format!("/dev/shm/sem.{}", &n[1..]);
+        // Empty, short, garbage: bad data, never SIGBUS or an abort.
+        for (bytes, why) in [
+            (vec![], "empty"),
+            (vec![0u8; 8], "short"),
+            (vec![0xa5u8; 32], "garbage"),
+        ] {
+            let name = unique();
+            std::fs::write(file(&name), &bytes).unwrap();
+            std::fs::set_permissions(file(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = NamedSemaphore::open(&name).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::BadData, "{why}: {e}");
+            std::fs::remove_file(file(&name)).unwrap();
+        }
+        // A good semaphore that others may write: refused.
+        let name = unique();
+        drop(NamedSemaphore::create(&name, 1).unwrap());
+        std::fs::set_permissions(file(&name), std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            NamedSemaphore::open(&name).unwrap_err().kind(),
+            crate::ErrorKind::PermissionDenied
+        );
+        // Another user's (made as nobody when we are root).
+        if nix::unistd::geteuid().is_root() {
+            std::fs::remove_file(file(&name)).unwrap();
+            let made = std::process::Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                ])
+                .arg(format!(
+                    "head -c 32 /dev/zero > {}; chmod 600 {0}",
+                    file(&name)
+                ))
+                .status();
+            if made.is_ok_and(|s| s.success()) {
+                assert_eq!(
+                    NamedSemaphore::open(&name).unwrap_err().kind(),
+                    crate::ErrorKind::PermissionDenied
+                );
+            }
+        }
+        let _ = std::fs::remove_file(file(&name));
+    }
+
+    #[test]
+    fn unlink_removes_a_glibc_temporary_link_left_behind() {
+        use std::os::unix::fs::MetadataExt;
+        let name = unique();
+        let s = NamedSemaphore::create(&name, 1).unwrap();
+        let path = format!("/dev/shm/sem.{}", &name[1..]);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.nlink(), 1, "created whole, no temporary name");
+        // What sem_open leaves when killed between link and unlink.
+        let temp = format!("/dev/shm/sem.T{:05}", std::process::id() % 100_000);
+        std::fs::hard_link(&path, &temp).unwrap();
+        let removed = NamedSemaphore::unlink(&name).unwrap();
+        assert_eq!(removed, [std::path::PathBuf::from(&temp)]);
+        assert!(!std::path::Path::new(&temp).exists());
+        assert!(!std::path::Path::new(&path).exists());
+        drop(s);
     }
 
     #[test]

@@ -28,23 +28,32 @@
 //! the memory model's: every access is atomic. No `&T` or `&mut [T]` into the shared bytes is
 //! ever handed out, since another process may change them at any moment.
 //!
-//! Named memory ([`SharedArray::create`], [`SharedArray::open`],
-//! [`unlink`]) lives in `/dev/shm/<name>` with mode 0600 until unlinked, so
-//! independent processes can share it.
+//! Named memory lives in `/dev/shm/<name>` with mode 0600 until unlinked,
+//! so independent processes can share it: [`Segment`] (bytes and 64-bit
+//! cells, every access checked: what `pk-shm` and Python's `SharedMemory`
+//! use) and the typed [`SharedArray::create`] / [`SharedArray::open`].
+//! Both create the object whole or not at all, allocate it with
+//! `posix_fallocate`, and open only objects that are ours (owner, mode,
+//! regular file); see the `object` module. A named mapping is guarded
+//! against SIGBUS: if another process truncates the object, an access to
+//! the lost pages reads zeroes instead of killing the process, and the
+//! owner can tell ([`Segment::check`], [`SharedArray::truncated`]).
 
 use std::ffi::CString;
 use std::fs::File;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 
-use nix::fcntl::OFlag;
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::stat::Mode;
 
 use crate::error::{Context, Error, Result};
 use crate::sys::shm::{Mapping, map_shared};
 
+pub(crate) mod object;
+mod segment;
+
 pub use crate::sys::shm::{AtomicCell, AtomicInt, Pod};
+pub use segment::{MAX_SEGMENT, Segment};
 
 /// The longest name after the leading slash: Linux keeps semaphores as
 /// `/dev/shm/sem.<name>`, so NAME_MAX (255) minus 4.
@@ -133,38 +142,29 @@ impl<T: Pod> SharedArray<T> {
     }
 
     /// Create the named object `name` (`/name`), mode 0600, holding `len`
-    /// zeroed elements. Fails with EEXIST if it exists: names are claimed,
-    /// never silently reused. It stays in `/dev/shm` until [`unlink`].
+    /// zeroed elements, allocated at once. Fails with EEXIST if it exists:
+    /// names are claimed, never silently reused. It stays in `/dev/shm`
+    /// until [`unlink`].
     pub fn create(name: &str, len: usize) -> Result<Self> {
-        let cname = valid_name(name)?;
         let bytes = bytes_for::<T>(len)?.max(1);
-        let fd = nix::sys::mman::shm_open(
-            cname.as_c_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )
-        .ctx("shm_open", name)?;
-        let file = File::from(fd);
-        if let Err(e) = file.set_len(bytes as u64) {
-            let _ = nix::sys::mman::shm_unlink(cname.as_c_str());
-            return Err(Error::io("ftruncate", name, &e));
-        }
-        let map = map_shared(&file).ctx("mmap", name)?;
+        // Mapped before the name appears: an mmap that fails leaves nothing.
+        let mut mapped = None;
+        object::create("", name, bytes as u64, |file| {
+            mapped = Some(crate::sys::shm::map_shared_len(file, bytes).ctx("mmap", name)?);
+            Ok(())
+        })?;
         Ok(SharedArray {
-            map: Mapping::new(map),
+            map: Mapping::new_guarded(mapped.expect("init ran")),
             len,
             _t: PhantomData,
         })
     }
 
-    /// Open the existing named object `name`; its length is its size in
-    /// bytes divided by the size of `T`.
+    /// Open the existing named object `name` (ours: owned by us, writable by
+    /// no other user, a regular file); its
+    /// length is its size in bytes divided by the size of `T`.
     pub fn open(name: &str) -> Result<Self> {
-        let cname = valid_name(name)?;
-        let fd = nix::sys::mman::shm_open(cname.as_c_str(), OFlag::O_RDWR, Mode::empty())
-            .ctx("shm_open", name)?;
-        let file = File::from(fd);
-        let size = file.metadata().ctx("fstat", name)?.len();
+        let (file, size) = object::open("", name)?;
         let len = usize::try_from(size).unwrap_or(0) / std::mem::size_of::<T>();
         if len == 0 {
             return Err(Error::data(
@@ -173,12 +173,24 @@ impl<T: Pod> SharedArray<T> {
                 format!("{size} bytes hold no {}", std::any::type_name::<T>()),
             ));
         }
-        let map = map_shared(&file).ctx("mmap", name)?;
+        Self::map_named(file, name, len)
+    }
+
+    fn map_named(file: File, name: &str, len: usize) -> Result<Self> {
+        let bytes = len * std::mem::size_of::<T>();
+        let map = crate::sys::shm::map_shared_len(&file, bytes).ctx("mmap", name)?;
         Ok(SharedArray {
-            map: Mapping::new(map),
+            map: Mapping::new_guarded(map),
             len,
             _t: PhantomData,
         })
+    }
+
+    /// Whether another process truncated this named array's object under
+    /// it (its mapping is then private zeroes: reopen it). Always `false`
+    /// for an unnamed array.
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
     }
 
     /// Number of elements.
@@ -246,8 +258,7 @@ impl<T: AtomicInt> SharedArray<T> {
 /// Remove the named shared memory object `name` from `/dev/shm`. Processes
 /// that have it mapped keep their mapping.
 pub fn unlink(name: &str) -> Result<()> {
-    let cname = valid_name(name)?;
-    nix::sys::mman::shm_unlink(cname.as_c_str()).ctx("shm_unlink", name)
+    object::unlink("", name)
 }
 
 /// One `T` in shared memory: `multiprocessing.Value` without its lock (use

@@ -1,0 +1,649 @@
+//! A bounded multi-producer multi-consumer queue of byte messages in shared
+//! memory: `multiprocessing.Queue` without its feeder thread, either shared
+//! across fork ([`Queue::new`]) or named in `/dev/shm` for independent
+//! processes ([`Queue::create`], [`Queue::open`], [`unlink`]).
+//!
+//! ## Crash safety
+//!
+//! Any participant may be SIGKILLed at any instant — inside or outside a
+//! lock, in the middle of a copy — and no other participant's message is
+//! lost, duplicated or stranded, the capacity never shrinks, and no later
+//! call hangs. The design, step by step:
+//!
+//! ```text
+//! put: lock(put) [owner died? mark consistent]; full? -> unlock, sleep;
+//!      copy the message into ring[head]; publish head+1; unlock(put)
+//! get: lock(get) [owner died? mark consistent]; empty? -> unlock, sleep;
+//!      copy ring[tail] out; publish tail+1; unlock(get)
+//! ```
+//!
+//! - The two locks are robust, process-shared pthread mutexes: when a
+//!   holder dies, the kernel (through the dead thread's robust futex list)
+//!   hands the lock to the next caller with EOWNERDEAD instead of leaving it
+//!   locked for good.
+//! - All the state is two 32-bit counters, `head` (messages ever put) and
+//!   `tail` (messages ever taken), each changed by one atomic store under
+//!   its lock. Nothing else needs repair after a death: a producer killed
+//!   before its store leaves a half-written slot that is not yet part of the
+//!   queue (its message was not put), one killed after it has put its
+//!   message; a consumer killed before its store leaves the message for the
+//!   next consumer, one killed after it has taken it.
+//! - There are no counting semaphores to get out of step with the ring:
+//!   free slots are `capacity - (head - tail)` and messages `head - tail`,
+//!   computed from the counters, so no count can be lost between a copy
+//!   and a post.
+//! - Sleepers sleep on the counters themselves (futex(2) on `head` for
+//!   consumers, on `tail` for producers). A process about to sleep raises a
+//!   flag under the *other* side's lock, so the side that publishes sees it
+//!   under its own lock, and then publishes and wakes in one system call
+//!   (FUTEX_WAKE_OP adds 1 and wakes every sleeper atomically): no instant
+//!   exists at which the counter has moved but a sleeper will not be woken.
+//!   Without a sleeper the publish is a plain atomic store, no system call.
+//!
+//! `get` is **at-most-once**: a message belongs to the consumer from the
+//! moment its `tail` store lands. A consumer killed after that, before it
+//! did anything with the message (printed it, say), has lost it; one killed
+//! before it leaves the message in the queue. Every message is delivered
+//! once or, if its consumer died holding it, not at all — never twice.
+//! `put` is atomic: a producer killed during a put has put its message
+//! whole, or not at all. Messages from one producer come out in the order
+//! it put them.
+//!
+//! Before sleeping, a wait spins (100 checks) then yields the CPU (50
+//! times) watching the counter, without a lock and without a system call:
+//! with one producer and one consumer on different CPUs, neither side
+//! usually sleeps, and no message costs a system call.
+//!
+//! `put` copies the message into the shared ring before it returns, so a
+//! child that exits right after `put` has already delivered its message,
+//! and joining it never waits for a buffer to drain (the well-known
+//! `multiprocessing.Queue` trap, where a feeder thread still holds data).
+//!
+//! [`Queue::qsize`], [`Queue::full`] and [`Queue::empty`] read head and tail
+//! holding both locks, so they are exact at that instant.
+//!
+//! ## Named queues
+//!
+//! A named queue is a file in `/dev/shm` (mode 0600), created whole or not
+//! at all and opened only when it is ours (see [`crate::shm`]): a header
+//! page (magic, version, sizes, the two mutexes), a page of counters, then
+//! the ring of `capacity` slots of `4 + max_message` bytes rounded up to 8
+//! (a slot is the message length, u32, then its bytes). A file whose header
+//! does not match is refused ([`crate::ErrorKind::BadData`]). If another
+//! process truncates it, calls fail with BadData instead of SIGBUS.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use crate::error::{Context, Error, Result};
+use crate::sem::Deadline;
+use crate::shm::anon_shared;
+use crate::shm::object;
+use crate::sys::sem::futex;
+use crate::sys::sem::{Locked, RobustMutex};
+use crate::sys::shm::{Mapping, map_shared_len};
+
+/// How many times a wait checks the counter, spinning, before it yields.
+const SPINS: u32 = 100;
+/// How many times it then yields the CPU (sched_yield) and checks before
+/// it sleeps in futex(2).
+const YIELDS: u32 = 50;
+
+/// The page size the layout assumes (the header and the counters each
+/// start a 4 KiB page; larger pages only make them share one).
+const PAGE: usize = 4096;
+
+// Layout: the header page.
+const MAGIC: usize = 0; // [u8; 8]
+const VERSION: usize = 8; // u32
+const CAPACITY: usize = 16; // u64
+const MAX_MESSAGE: usize = 24; // u64
+const STRIDE: usize = 32; // u64
+const SIZE: usize = 40; // u64: the whole object, bytes
+const PUT_LOCK: usize = 64; // pthread_mutex_t: producers (head)
+const GET_LOCK: usize = 128; // pthread_mutex_t: consumers (tail)
+// The counters page: the producers' line, then the consumers' line.
+const HEAD: usize = PAGE; // u32: messages ever put (wrapping); futex
+const GET_WAITING: usize = PAGE + 4; // u32: a consumer sleeps on HEAD
+const TAIL: usize = PAGE + 64; // u32: messages ever taken (wrapping); futex
+const PUT_WAITING: usize = PAGE + 68; // u32: a producer sleeps on TAIL
+/// Where the ring starts, in bytes.
+pub const RING: usize = 2 * PAGE;
+const LEN: usize = 4; // each slot starts with the message length, u32
+
+const MAGIC_BYTES: [u8; 8] = *b"pkqueue\0";
+const FORMAT: u32 = 1;
+
+/// The largest capacity (the 32-bit counters wrap safely far above it).
+pub const MAX_CAPACITY: usize = 1 << 24;
+/// The largest message.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// The largest ring, in bytes.
+pub const MAX_RING_BYTES: usize = 1 << 30;
+
+/// The byte size of one slot for messages of up to `max_message` bytes.
+pub fn stride(max_message: usize) -> usize {
+    (LEN + max_message).next_multiple_of(8)
+}
+
+/// A bounded MPMC queue of byte messages in shared memory.
+#[derive(Debug)]
+pub struct Queue {
+    put_lock: RobustMutex,
+    get_lock: RobustMutex,
+    // After the mutexes, which point into it: unmapped last.
+    map: Mapping,
+    capacity: u32,
+    max_message: usize,
+    stride: usize,
+    name: Option<String>,
+    // What this process last saw of the other side's counter: a lower
+    // bound (the counters only grow), so deciding "full" or "empty" from it
+    // is re-checked against the real counter before it counts.
+    seen_tail: AtomicU32,
+    seen_head: AtomicU32,
+}
+
+fn check_sizes(capacity: usize, max_message: usize) -> Result<usize> {
+    if capacity == 0 || capacity > MAX_CAPACITY {
+        return Err(Error::invalid(
+            "capacity",
+            format!("{capacity} is not in 1..={MAX_CAPACITY}"),
+        ));
+    }
+    if max_message > MAX_MESSAGE_SIZE {
+        return Err(Error::invalid(
+            "message size",
+            format!("{max_message} is more than the limit of {MAX_MESSAGE_SIZE}"),
+        ));
+    }
+    capacity
+        .checked_mul(stride(max_message))
+        .filter(|&b| b <= MAX_RING_BYTES)
+        .map(|ring| RING + ring)
+        .ok_or_else(|| {
+            Error::invalid(
+                "capacity",
+                format!("{capacity} slots of {max_message} bytes exceed {MAX_RING_BYTES} bytes"),
+            )
+        })
+}
+
+/// Lay out a fresh queue in `map` (all zeroes, `size` bytes).
+fn init(map: &Mapping, capacity: usize, max_message: usize, size: usize) -> Result<()> {
+    map.write::<u32>(VERSION, FORMAT);
+    map.write::<u64>(CAPACITY, capacity as u64);
+    map.write::<u64>(MAX_MESSAGE, max_message as u64);
+    map.write::<u64>(STRIDE, stride(max_message) as u64);
+    map.write::<u64>(SIZE, size as u64);
+    for (off, what) in [(PUT_LOCK, "queue put lock"), (GET_LOCK, "queue get lock")] {
+        RobustMutex::init(map, off).map_err(|e| Error::sys("pthread_mutex_init", what, e))?;
+    }
+    // The magic last: an object with a magic is a complete queue.
+    map.atomic::<AtomicU64>(MAGIC)
+        .store(u64::from_ne_bytes(MAGIC_BYTES), Ordering::Release);
+    Ok(())
+}
+
+impl Queue {
+    /// A queue of `capacity` messages (1 to [`MAX_CAPACITY`]), each up to
+    /// `max_message` bytes (0 to [`MAX_MESSAGE_SIZE`]), in a memfd mapping
+    /// that children forked afterwards share.
+    pub fn new(capacity: usize, max_message: usize) -> Result<Queue> {
+        let size = check_sizes(capacity, max_message)?;
+        let map = anon_shared(size)?;
+        init(&map, capacity, max_message, size)?;
+        Ok(Self::attach(map, None))
+    }
+
+    /// Create the named queue `name` (`/jobs`) in `/dev/shm`, mode 0600,
+    /// whole or not at all; [`crate::ErrorKind::AlreadyExists`] if the name is
+    /// taken.
+    pub fn create(name: &str, capacity: usize, max_message: usize) -> Result<Queue> {
+        let size = check_sizes(capacity, max_message)?;
+        let mut made = None;
+        object::create("", name, size as u64, |file| {
+            let map = Mapping::new_guarded(map_shared_len(file, size).ctx("mmap", name)?);
+            init(&map, capacity, max_message, size)?;
+            made = Some(map);
+            Ok(())
+        })?;
+        let map = made.expect("init ran");
+        Ok(Self::attach(map, Some(name)))
+    }
+
+    /// Open the existing named queue `name`: ours (owner, mode), and a
+    /// header that matches its size, or [`crate::ErrorKind::BadData`].
+    pub fn open(name: &str) -> Result<Queue> {
+        let (file, size) = object::open("", name)?;
+        let bad = |why: String| Error::data("queue", name, why);
+        if size < RING as u64 {
+            return Err(bad(format!("{size} bytes is too small to be a queue")));
+        }
+        let size = usize::try_from(size).map_err(|_| bad(format!("{size} bytes is too large")))?;
+        let map = Mapping::new_guarded(map_shared_len(&file, size).ctx("mmap", name)?);
+        let magic = map.atomic::<AtomicU64>(MAGIC).load(Ordering::Acquire);
+        if magic != u64::from_ne_bytes(MAGIC_BYTES) || map.read::<u32>(VERSION) != FORMAT {
+            return Err(bad("not a queue (no pkqueue header of format 1)".into()));
+        }
+        let capacity = map.read::<u64>(CAPACITY);
+        let max = map.read::<u64>(MAX_MESSAGE);
+        let ok = usize::try_from(capacity)
+            .ok()
+            .zip(usize::try_from(max).ok())
+            .and_then(|(c, m)| check_sizes(c, m).ok().map(|need| (c, m, need)))
+            .filter(|&(_, m, need)| {
+                need == size
+                    && map.read::<u64>(SIZE) == size as u64
+                    && map.read::<u64>(STRIDE) == stride(m) as u64
+            });
+        if ok.is_none() {
+            return Err(bad(format!(
+                "a header (capacity {capacity}, max size {max}) that does not match its {size} bytes"
+            )));
+        };
+        let template = RobustMutex::template();
+        for off in [PUT_LOCK, GET_LOCK] {
+            // The bytes a fresh mutex of ours has set must be there.
+            let mut got = [0u8; 32];
+            map.read_bytes(off, &mut got);
+            let mismatch = template
+                .iter()
+                .zip(got)
+                .any(|(&want, have)| want != 0 && have != want);
+            if mismatch {
+                return Err(bad(
+                    "a lock that is not a robust process-shared mutex".into()
+                ));
+            }
+        }
+        Ok(Self::attach(map, Some(name)))
+    }
+
+    fn attach(map: Mapping, name: Option<&str>) -> Queue {
+        let capacity = map.read::<u64>(CAPACITY) as u32;
+        let max_message = map.read::<u64>(MAX_MESSAGE) as usize;
+        Queue {
+            put_lock: RobustMutex::attach(&map, PUT_LOCK),
+            get_lock: RobustMutex::attach(&map, GET_LOCK),
+            capacity,
+            max_message,
+            stride: stride(max_message),
+            seen_tail: AtomicU32::new(map.read::<u32>(TAIL)),
+            seen_head: AtomicU32::new(map.read::<u32>(HEAD)),
+            map,
+            name: name.map(str::to_string),
+        }
+    }
+
+    /// How many messages it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// The longest message it takes.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// The name of a named queue.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    fn what(&self) -> &str {
+        self.name.as_deref().unwrap_or("queue")
+    }
+
+    /// Whether another process truncated this named queue's file under us
+    /// (every call fails from then on).
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
+    fn intact(&self) -> Result<()> {
+        if self.map.truncated() {
+            return Err(Error::data(
+                "queue",
+                self.what(),
+                "its file was truncated by another process",
+            ));
+        }
+        Ok(())
+    }
+
+    fn counter(&self, off: usize) -> &AtomicU32 {
+        self.map.atomic(off)
+    }
+
+    fn lock(&self, m: &RobustMutex, what: &str) -> Result<()> {
+        match m.lock() {
+            Ok(Locked::Clean) => Ok(()),
+            // The last holder died holding it. Its one change to the state
+            // (a counter store) is atomic, so there is nothing to undo.
+            Ok(Locked::OwnerDied) => m
+                .consistent()
+                .map_err(|e| Error::sys("pthread_mutex_consistent", what, e)),
+            Err(e) => Err(Error::sys("pthread_mutex_lock", what, e)),
+        }
+    }
+
+    fn unlock(&self, m: &RobustMutex, what: &str) -> Result<()> {
+        m.unlock()
+            .map_err(|e| Error::sys("pthread_mutex_unlock", what, e))
+    }
+
+    fn slot(&self, n: u32) -> usize {
+        RING + (n % self.capacity) as usize * self.stride
+    }
+
+    /// Publish a new value of the counter at `off` (one more than now): a
+    /// plain store, or add-and-wake in one system call when the flag at
+    /// `waiting` says someone sleeps on it. Called with the counter's lock
+    /// held.
+    fn publish(&self, off: usize, waiting: usize, now: u32) -> Result<()> {
+        let flag = self.counter(waiting);
+        if flag.load(Ordering::Relaxed) != 0 {
+            futex::add_one_and_wake_all(self.counter(off))
+                .map_err(|e| Error::sys("futex", self.what(), e))?;
+            flag.store(0, Ordering::Relaxed);
+        } else {
+            self.counter(off)
+                .store(now.wrapping_add(1), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Put `msg` before `deadline`; `false` when it passed with the queue
+    /// still full.
+    pub fn put_until(&self, msg: &[u8], deadline: Deadline) -> Result<bool> {
+        if msg.len() > self.max_message {
+            return Err(Error::invalid(
+                "message",
+                format!(
+                    "{} bytes is more than this queue's limit of {}",
+                    msg.len(),
+                    self.max_message
+                ),
+            ));
+        }
+        loop {
+            self.intact()?;
+            self.lock(&self.put_lock, "queue put lock")?;
+            let head = self.counter(HEAD).load(Ordering::Relaxed);
+            let mut tail = self.seen_tail.load(Ordering::Relaxed);
+            if head.wrapping_sub(tail) >= self.capacity {
+                tail = self.counter(TAIL).load(Ordering::Acquire);
+                self.seen_tail.store(tail, Ordering::Relaxed);
+            }
+            if head.wrapping_sub(tail) < self.capacity {
+                let off = self.slot(head);
+                self.map.write::<u32>(off, msg.len() as u32);
+                self.map.write_bytes(off + LEN, msg);
+                let r = self.publish(HEAD, GET_WAITING, head);
+                self.unlock(&self.put_lock, "queue put lock")?;
+                r?;
+                self.intact()?;
+                return Ok(true);
+            }
+            self.unlock(&self.put_lock, "queue put lock")?;
+            if !self.wait_until_moved(TAIL, tail, head, deadline)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Wait until the counter at `off` (TAIL for a producer, HEAD for a
+    /// consumer) is no longer `seen`, or the deadline passes (`false`).
+    /// `other` is the caller's own side's counter as it last saw it, for
+    /// the check under the other lock.
+    fn wait_until_moved(
+        &self,
+        off: usize,
+        seen: u32,
+        other: u32,
+        deadline: Deadline,
+    ) -> Result<bool> {
+        if deadline == Deadline::Now {
+            return Ok(false);
+        }
+        let word = self.counter(off);
+        for i in 0..SPINS + YIELDS {
+            if word.load(Ordering::Acquire) != seen {
+                return Ok(true);
+            }
+            if i < SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // Raise the flag under the lock of the side that moves the counter,
+        // so its next publish sees the flag or we see its publish.
+        let (lock, what, waiting) = if off == TAIL {
+            (&self.get_lock, "queue get lock", PUT_WAITING)
+        } else {
+            (&self.put_lock, "queue put lock", GET_WAITING)
+        };
+        self.lock(lock, what)?;
+        let now = word.load(Ordering::Relaxed);
+        let still = if off == TAIL {
+            // A producer: still full?
+            other.wrapping_sub(now) >= self.capacity
+        } else {
+            // A consumer: still empty?
+            now == other
+        };
+        if still {
+            self.counter(waiting).store(1, Ordering::Relaxed);
+        }
+        self.unlock(lock, what)?;
+        if !still {
+            return Ok(true);
+        }
+        let at = match deadline {
+            Deadline::At(t) => Some(t),
+            _ => None,
+        };
+        match futex::wait(word, now, at) {
+            Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(true),
+            // One more look after the deadline: the caller's own check.
+            Err(Errno::ETIMEDOUT) => Ok(word.load(Ordering::Acquire) != now),
+            Err(e) => Err(Error::sys("futex", self.what(), e)),
+        }
+    }
+
+    /// Put `msg`, waiting while the queue is full. EINTR is retried.
+    pub fn put(&self, msg: &[u8]) -> Result<()> {
+        self.put_until(msg, Deadline::Never).map(drop)
+    }
+
+    /// Put `msg`, waiting at most `timeout`; `false` if still full then.
+    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<bool> {
+        self.put_until(msg, Deadline::after(Some(timeout))?)
+    }
+
+    /// Put `msg` if there is room now; `false` when full.
+    pub fn try_put(&self, msg: &[u8]) -> Result<bool> {
+        self.put_until(msg, Deadline::Now)
+    }
+
+    /// Take the oldest message into `buf` (replacing its contents) before
+    /// `deadline`; `false` when it passed with the queue still empty.
+    pub fn get_into_until(&self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<bool> {
+        loop {
+            self.intact()?;
+            self.lock(&self.get_lock, "queue get lock")?;
+            let tail = self.counter(TAIL).load(Ordering::Relaxed);
+            let mut head = self.seen_head.load(Ordering::Relaxed);
+            // A stale view of head may even lie behind tail (other
+            // consumers moved on): anything but "ahead" is re-read.
+            if head.wrapping_sub(tail) as i32 <= 0 {
+                head = self.counter(HEAD).load(Ordering::Acquire);
+                self.seen_head.store(head, Ordering::Relaxed);
+            }
+            if head != tail {
+                let off = self.slot(tail);
+                let len = (self.map.read::<u32>(off) as usize).min(self.max_message);
+                buf.clear();
+                buf.resize(len, 0);
+                self.map.read_bytes(off + LEN, buf);
+                let r = self.publish(TAIL, PUT_WAITING, tail);
+                self.unlock(&self.get_lock, "queue get lock")?;
+                r?;
+                self.intact()?;
+                return Ok(true);
+            }
+            self.unlock(&self.get_lock, "queue get lock")?;
+            if !self.wait_until_moved(HEAD, head, tail, deadline)? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Take the oldest message into `buf`, waiting while the queue is
+    /// empty. Reuses `buf`'s allocation. EINTR is retried.
+    pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<()> {
+        self.get_into_until(buf, Deadline::Never).map(drop)
+    }
+
+    /// Take the oldest message, waiting while the queue is empty.
+    pub fn get(&self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Take the oldest message, waiting at most `timeout`; `None` if the
+    /// queue stayed empty.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        let got = self.get_into_until(&mut buf, Deadline::after(Some(timeout))?)?;
+        Ok(got.then_some(buf))
+    }
+
+    /// Take the oldest message if there is one now.
+    pub fn try_get(&self) -> Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        let got = self.get_into_until(&mut buf, Deadline::Now)?;
+        Ok(got.then_some(buf))
+    }
+
+    /// The number of messages in the queue, exactly: head and tail are
+    /// read while holding both locks (always put lock first, so two callers
+    /// cannot deadlock; no other path holds both).
+    pub fn qsize(&self) -> Result<usize> {
+        self.intact()?;
+        self.lock(&self.put_lock, "queue put lock")?;
+        let r = self.lock(&self.get_lock, "queue get lock").map(|()| {
+            let head = self.counter(HEAD).load(Ordering::Relaxed);
+            let tail = self.counter(TAIL).load(Ordering::Relaxed);
+            head.wrapping_sub(tail) as usize
+        });
+        if r.is_ok() {
+            self.unlock(&self.get_lock, "queue get lock")?;
+        }
+        self.unlock(&self.put_lock, "queue put lock")?;
+        let n = r?;
+        self.intact()?;
+        Ok(n)
+    }
+
+    /// Whether it holds no message.
+    pub fn empty(&self) -> Result<bool> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// Whether it holds `capacity` messages.
+    pub fn full(&self) -> Result<bool> {
+        Ok(self.qsize()? == self.capacity())
+    }
+}
+
+/// Remove the named queue `name` from `/dev/shm`. Processes that have it
+/// open keep using it.
+pub fn unlink(name: &str) -> Result<()> {
+    object::unlink("", name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_full_empty_and_timeouts() {
+        let q = Queue::new(3, 16).unwrap();
+        assert!(q.empty().unwrap());
+        for m in [b"a".as_slice(), b"bb", b""] {
+            q.put(m).unwrap();
+        }
+        assert!(q.full().unwrap());
+        assert_eq!(q.qsize().unwrap(), 3);
+        assert!(!q.try_put(b"x").unwrap());
+        assert!(!q.put_timeout(b"x", Duration::from_millis(10)).unwrap());
+        assert_eq!(q.get().unwrap(), b"a");
+        assert_eq!(q.get().unwrap(), b"bb");
+        assert_eq!(q.get().unwrap(), b"");
+        assert!(q.empty().unwrap());
+        assert_eq!(q.try_get().unwrap(), None);
+        assert_eq!(q.get_timeout(Duration::from_millis(10)).unwrap(), None);
+        // Wrap around the ring a few times.
+        for i in 0..10u8 {
+            q.put(&[i; 16]).unwrap();
+            assert_eq!(q.get().unwrap(), vec![i; 16]);
+        }
+        assert_eq!(
+            q.put(&[0; 17]).unwrap_err().kind(),
+            crate::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        assert!(Queue::new(0, 8).is_err());
+        assert!(Queue::new(MAX_CAPACITY + 1, 8).is_err());
+        assert!(Queue::new(8, MAX_MESSAGE_SIZE + 1).is_err());
+        assert!(Queue::new(MAX_CAPACITY, MAX_MESSAGE_SIZE).is_err());
+    }
+
+    #[test]
+    fn sleepers_on_both_sides_are_woken() {
+        // Threads stand in for processes: a consumer asleep on an empty
+        // queue, then producers asleep on a full one.
+        let q = std::sync::Arc::new(Queue::new(1, 8).unwrap());
+        let c = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || q.get().unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        q.put(b"one").unwrap();
+        assert_eq!(c.join().unwrap(), b"one");
+        q.put(b"two").unwrap();
+        let p = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || q.put(b"three").unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q.get().unwrap(), b"two");
+        p.join().unwrap();
+        assert_eq!(q.get().unwrap(), b"three");
+    }
+
+    #[test]
+    fn counters_wrap_around_u32() {
+        let q = Queue::new(4, 8).unwrap();
+        q.counter(HEAD).store(u32::MAX - 2, Ordering::Relaxed);
+        q.counter(TAIL).store(u32::MAX - 2, Ordering::Relaxed);
+        let q = Queue::attach(q.map, None);
+        for i in 0..20u8 {
+            q.put(&[i]).unwrap();
+            q.put(&[i, i]).unwrap();
+            assert_eq!(q.qsize().unwrap(), 2);
+            assert_eq!(q.get().unwrap(), [i]);
+            assert_eq!(q.get().unwrap(), [i, i]);
+        }
+        assert!(q.empty().unwrap());
+    }
+}

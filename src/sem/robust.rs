@@ -1,0 +1,539 @@
+//! [`RobustSemaphore`]: a named counting semaphore that heals itself. A
+//! slot taken by a process is given back by the kernel when that process
+//! dies, however it dies (SIGKILL, the OOM killer), so a killed holder
+//! never leaves the count one lower for good.
+//!
+//! ## How
+//!
+//! The count is a System V semaphore, and a slot is taken and given back
+//! with SEM_UNDO: the kernel records, per process, what each operation
+//! must be undone by, and undoes it when the process exits. Waiting is the
+//! kernel's own (semtimedop(2)): waiters sleep until a count is posted or
+//! undone, with no polling, in the order the kernel wakes them.
+//!
+//! A command run while holding a slot ([`spawn_holding`]) is started with
+//! clone(CLONE_SYSVSEM): it shares its starter's undo list, and the kernel
+//! applies the list only when the last process sharing it exits. So the
+//! slot stays taken while the starter *or* the command runs, and comes back
+//! the moment both are gone: the command keeps the slot, as a command under
+//! flock(1) keeps the lock, even when its starter was killed. (Processes
+//! the command forks do not share the list: a daemon it leaves behind does
+//! not hold the slot.)
+//!
+//! ## On disk
+//!
+//! The name is `/dev/shm/pk-sem.<name>`, a one-line text file (mode 0600,
+//! created whole or not at all, see [`crate::shm`]):
+//! `posixkit-sem 2 key=0x<key> value=<value>`. The key, picked at random
+//! when the name is created and unused then, names a System V set of three
+//! semaphores (mode 0600): the free slots, the value (how many slots there
+//! are), and a tag made from the name. Any opener creates the set if it is
+//! missing and fills it in if it is still all zero, in one atomic
+//! operation that succeeds only while the tag is 0; so a creator killed at
+//! any instant leaves either nothing, or a name whose set the next user
+//! makes whole, never a set no name points at. Opening checks the file
+//! (ours, regular, the right text) and the set (ours, mode 0600, three
+//! semaphores, the tag of this name); anything else is refused with
+//! [`ErrorKind::PermissionDenied`] (another user's object) or
+//! [`ErrorKind::BadData`]. The file is private to its owner, so no one
+//! else learns the key. `value=` is the value the set is made with, should
+//! it ever have to be made again (after `ipcrm`).
+//!
+//! Limits: the value is at most [`VALUE_MAX`] (SEMVMX, 32767). System V
+//! objects belong to the IPC namespace: processes in different IPC
+//! namespaces that share `/dev/shm` cannot share these semaphores.
+
+use std::ffi::{CStr, CString};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::SigSet;
+use nix::time::{ClockId, clock_gettime};
+
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::process::Child;
+use crate::sem::Deadline;
+use crate::shm::object;
+use crate::sys::sysv::{self, Op};
+
+/// The largest value: SEMVMX, the most a System V semaphore holds.
+pub const VALUE_MAX: u32 = 32767;
+
+/// The prefix of the name file in `/dev/shm`.
+pub const PREFIX: &str = "pk-sem.";
+
+const FREE: u16 = 0;
+const VALUE: u16 = 1;
+const TAG: u16 = 2;
+const HEADER: &str = "posixkit-sem 2 ";
+
+/// The tag of a name: 1 to 32767, from an FNV-1a hash of its bytes.
+fn tag(name: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % 32767) as u16 + 1
+}
+
+/// `key=0x… value=…` from a name file's one line.
+fn parse(text: &str) -> Option<(i32, u32)> {
+    let rest = text.strip_prefix(HEADER)?.strip_suffix('\n')?;
+    let (k, v) = rest.split_once(' ')?;
+    let key = i32::from_str_radix(k.strip_prefix("key=0x")?, 16).ok()?;
+    let value: u32 = v.strip_prefix("value=")?.parse().ok()?;
+    (key > 0 && check_value(value).is_ok()).then_some((key, value))
+}
+
+/// A System V key no set has now, for a new name: random bits from the
+/// name, the pid and the clock, tried until one is free.
+fn fresh_key(name: &str) -> Result<i32> {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_err(|e| Error::sys("clock_gettime", name, e))?;
+    fn mix(h: u64, x: u64) -> u64 {
+        (h ^ x).wrapping_mul(0x0100_0000_01b3)
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = mix(h, u64::from(b));
+    }
+    h = mix(h, u64::from(std::process::id()));
+    h = mix(h, now.tv_sec() as u64);
+    h = mix(h, now.tv_nsec() as u64);
+    for _ in 0..64 {
+        h = mix(h, 0x9e37_79b9);
+        let key = ((h >> 17) as i32) & 0x7fff_ffff;
+        if key == 0 {
+            continue;
+        }
+        match sysv::exists(key) {
+            Ok(false) => return Ok(key),
+            Ok(true) => continue,
+            Err(e) => return Err(Error::sys("semget", name, e)),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Other,
+        "semget",
+        name,
+        "no free System V key found",
+    ))
+}
+
+fn check_value(value: u32) -> Result<()> {
+    if value == 0 || value > VALUE_MAX {
+        return Err(Error::invalid(
+            "value",
+            format!("{value} is not in 1..={VALUE_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// How a wait for a slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The slot is ours (until [`RobustSemaphore::release`] or our exit).
+    Yes,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// A named counting semaphore whose slots come back when their holder
+/// dies. See the [module](self) for how.
+#[derive(Debug)]
+pub struct RobustSemaphore {
+    id: i32,
+    name: String,
+}
+
+impl RobustSemaphore {
+    /// Create `name` with `value` slots (1 to [`VALUE_MAX`]), all free.
+    /// [`ErrorKind::AlreadyExists`] if the name is taken.
+    pub fn create(name: &str, value: u32) -> Result<RobustSemaphore> {
+        check_value(value)?;
+        object::path(PREFIX, name)?;
+        let key = fresh_key(name)?;
+        let text = format!("{HEADER}key={key:#010x} value={value}\n");
+        object::create(PREFIX, name, text.len() as u64, |file| {
+            file.write_all_at(text.as_bytes(), 0).ctx("write", name)
+        })?;
+        Self::open(name)
+    }
+
+    /// Open the existing semaphore `name` (checked: see the [module](self)),
+    /// making its set if it is missing or not yet filled in.
+    pub fn open(name: &str) -> Result<RobustSemaphore> {
+        let (file, size) = object::open(PREFIX, name)?;
+        let bad = |why: String| Error::data("sem_open", name, why);
+        if size > 64 {
+            return Err(bad(format!("{size} bytes: not a pk-sem name file")));
+        }
+        let mut text = String::new();
+        (&file)
+            .take(64)
+            .read_to_string(&mut text)
+            .map_err(|_| bad("not a pk-sem name file (not text)".into()))?;
+        let (key, value) = parse(&text).ok_or_else(|| {
+            bad(format!(
+                "not a pk-sem name file: {:?}",
+                text.escape_debug().to_string()
+            ))
+        })?;
+        let id = sysv::get(key, 3, 0o600).map_err(|e| match e {
+            Errno::EACCES | Errno::EPERM => Error::new(
+                ErrorKind::PermissionDenied,
+                "sem_open",
+                name,
+                format!("its System V key {key:#010x} belongs to another user: refusing it"),
+            ),
+            Errno::EINVAL => bad(format!(
+                "its System V key {key:#010x} names a set that is not a pk-sem semaphore"
+            )),
+            e => Error::sys("semget", name, e),
+        })?;
+        let st = sysv::stat(id).map_err(|e| Error::sys("semctl", name, e))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if st.uid != me || st.cuid != me {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "sem_open",
+                name,
+                format!(
+                    "its System V semaphore (key {key:#010x}) belongs to uid {}, not to uid {me}: refusing it",
+                    st.uid
+                ),
+            ));
+        }
+        if st.mode & 0o077 != 0 {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "sem_open",
+                name,
+                format!(
+                    "its System V semaphore (key {key:#010x}) has mode {:04o}: other users could change it",
+                    st.mode & 0o777
+                ),
+            ));
+        }
+        if st.nsems != 3 {
+            return Err(bad(format!(
+                "its System V key {key:#010x} names a set of {} semaphores, not a pk-sem semaphore",
+                st.nsems
+            )));
+        }
+        // Fill it in if no one has yet: only while the tag is 0, all at once.
+        let v = value as i16;
+        let fill = [
+            Op {
+                num: TAG,
+                delta: 0,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: TAG,
+                delta: tag(name) as i16,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: VALUE,
+                delta: v,
+                undo: false,
+                nowait: true,
+            },
+            Op {
+                num: FREE,
+                delta: v,
+                undo: false,
+                nowait: true,
+            },
+        ];
+        match sysv::op(id, &fill, None) {
+            Ok(()) | Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(Error::sys("semop", name, e)),
+        }
+        let t = sysv::get_val(id, TAG.into()).map_err(|e| Error::sys("semctl", name, e))?;
+        let has = sysv::get_val(id, VALUE.into()).map_err(|e| Error::sys("semctl", name, e))?;
+        if t != i32::from(tag(name)) || has < 1 {
+            return Err(bad(format!(
+                "its System V key {key:#010x} names a set that is not the semaphore of {name}"
+            )));
+        }
+        Ok(RobustSemaphore {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    /// Open `name`, or create it with `value` slots if it does not exist;
+    /// `true` when this call created it.
+    pub fn open_or_create(name: &str, value: u32) -> Result<(RobustSemaphore, bool)> {
+        loop {
+            match Self::open(name) {
+                Ok(s) => return Ok((s, false)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            match Self::create(name, value) {
+                Ok(s) => return Ok((s, true)),
+                // Created by someone else between our two calls: open it.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Remove `name`: its name file and its set. Waiters fail (EIDRM);
+    /// holders keep running. [`ErrorKind::NotFound`] if there is no such
+    /// name; a damaged name file of ours is removed too, and another
+    /// user's is refused.
+    pub fn unlink(name: &str) -> Result<()> {
+        match Self::open(name) {
+            Ok(s) => {
+                object::unlink(PREFIX, name)?;
+                match sysv::remove(s.id) {
+                    Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => Ok(()),
+                    Err(e) => Err(Error::sys("semctl", name, e)),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::BadData => object::unlink(PREFIX, name),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn sys(&self, call: &'static str, e: Errno) -> Error {
+        Error::sys(call, &self.name, e)
+    }
+
+    /// How many slots it has.
+    pub fn value(&self) -> Result<u32> {
+        let v = sysv::get_val(self.id, VALUE.into()).map_err(|e| self.sys("semctl", e))?;
+        Ok(v as u32)
+    }
+
+    /// How many slots are free now.
+    pub fn free(&self) -> Result<u32> {
+        let v = sysv::get_val(self.id, FREE.into()).map_err(|e| self.sys("semctl", e))?;
+        Ok(v as u32)
+    }
+
+    /// How many processes wait for a slot now.
+    pub fn waiting(&self) -> Result<u32> {
+        let v = sysv::get_ncnt(self.id, FREE.into()).map_err(|e| self.sys("semctl", e))?;
+        Ok(v as u32)
+    }
+
+    /// Take a slot before `deadline` ([`Deadline::Now`]: only if one is
+    /// free). The kernel gives it back when this process (and every process
+    /// started with [`spawn_holding`]) has exited, unless
+    /// [`RobustSemaphore::release`] does first. EINTR (a signal handler
+    /// ran) is retried against the same deadline.
+    pub fn acquire_until(&self, deadline: Deadline) -> Result<Taken> {
+        let op = |nowait| Op {
+            num: FREE,
+            delta: -1,
+            undo: true,
+            nowait,
+        };
+        loop {
+            let r = match deadline {
+                Deadline::Never => sysv::op(self.id, &[op(false)], None),
+                Deadline::Now => sysv::op(self.id, &[op(true)], None),
+                Deadline::At(t) => {
+                    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+                        .map_err(|e| self.sys("clock_gettime", e))?;
+                    if now >= t {
+                        sysv::op(self.id, &[op(true)], None)
+                    } else {
+                        let left = Duration::from(t - now);
+                        sysv::op(self.id, &[op(false)], Some(left))
+                    }
+                }
+            };
+            match r {
+                Ok(()) => return Ok(Taken::Yes),
+                Err(Errno::EAGAIN) => {
+                    if let Deadline::At(t) = deadline {
+                        // semtimedop's timeout ran out; a deadline not yet
+                        // reached (a coarse clock) is waited out again.
+                        let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+                            .map_err(|e| self.sys("clock_gettime", e))?;
+                        if now < t {
+                            continue;
+                        }
+                    }
+                    return Ok(Taken::TimedOut);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(self.sys("semop", e)),
+            }
+        }
+    }
+
+    /// Give back a slot taken with [`RobustSemaphore::acquire_until`] (and
+    /// cancel its undo). A set removed meanwhile is not an error.
+    pub fn release(&self) -> Result<()> {
+        let op = Op {
+            num: FREE,
+            delta: 1,
+            undo: true,
+            nowait: true,
+        };
+        match sysv::op(self.id, &[op], None) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => Ok(()),
+            Err(e) => Err(self.sys("semop", e)),
+        }
+    }
+
+    /// Change the number of slots to `value`, returning the old value.
+    /// More slots are free at once; fewer wait until enough holders have
+    /// given theirs back (the free count and the value drop together, in
+    /// one atomic operation), until `deadline`: `None` when it passed.
+    pub fn set_value(&self, value: u32, deadline: Deadline) -> Result<Option<u32>> {
+        check_value(value)?;
+        loop {
+            let old = self.value()?;
+            if old == value {
+                return Ok(Some(old));
+            }
+            // Both counts move by the same delta in one operation, so the
+            // slots held stay held; a shrink waits for free slots.
+            let delta = (value as i32 - old as i32) as i16;
+            let ops = [
+                Op {
+                    num: FREE,
+                    delta,
+                    undo: false,
+                    nowait: deadline == Deadline::Now,
+                },
+                Op {
+                    num: VALUE,
+                    delta,
+                    undo: false,
+                    nowait: true,
+                },
+            ];
+            let timeout = match deadline {
+                Deadline::At(t) => {
+                    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+                        .map_err(|e| self.sys("clock_gettime", e))?;
+                    if now >= t {
+                        return Ok(None);
+                    }
+                    Some(Duration::from(t - now))
+                }
+                _ => None,
+            };
+            match sysv::op(self.id, &ops, timeout) {
+                Ok(()) => {
+                    // Someone else changed the value at the same moment:
+                    // ours went on top of theirs. Correct to `value`.
+                    if self.value()? != value {
+                        continue;
+                    }
+                    return Ok(Some(old));
+                }
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(self.sys("semop", e)),
+            }
+        }
+    }
+}
+
+/// Start `argv` (its first word searched in PATH as execvp does) sharing this
+/// process's undo list (clone(CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM)): a
+/// slot this process holds stays held until both have exited. The child
+/// starts with the signal mask `mask`, every caught signal (and SIGPIPE)
+/// at its default. An exec failure is an `execvp` error of kind
+/// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`]
+/// (the child is already reaped).
+pub fn spawn_holding(argv: &[CString], mask: &SigSet) -> Result<Child> {
+    let program = argv
+        .first()
+        .ok_or_else(|| Error::invalid("CMD", "no command given"))?;
+    let refs: Vec<&CStr> = argv.iter().map(CString::as_c_str).collect();
+    match sysv::spawn_sharing_undo(&refs, mask) {
+        Ok(pid) => Ok(Child::new(pid)),
+        Err(e) => {
+            let what = program.to_string_lossy();
+            Err(Error::sys("execvp", what, e).with_kind(crate::spawn::exec_failure_kind(e)))
+        }
+    }
+}
+
+/// Check a robust semaphore's name (`/name`, and short enough for the
+/// name file): the reason when it is refused.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    object::path(PREFIX, name).map(drop).map_err(|e| {
+        let s = e.to_string();
+        s.strip_prefix("name: ").unwrap_or(&s).to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique() -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "/pk-unit-rsem-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn create_take_give_back_and_set_value() {
+        let name = unique();
+        let s = RobustSemaphore::create(&name, 2).unwrap();
+        assert_eq!((s.value().unwrap(), s.free().unwrap()), (2, 2));
+        assert_eq!(s.acquire_until(Deadline::Now).unwrap(), Taken::Yes);
+        assert_eq!(s.acquire_until(Deadline::Now).unwrap(), Taken::Yes);
+        assert_eq!(s.acquire_until(Deadline::Now).unwrap(), Taken::TimedOut);
+        let d = Deadline::after(Some(Duration::from_millis(30))).unwrap();
+        assert_eq!(s.acquire_until(d).unwrap(), Taken::TimedOut);
+        s.release().unwrap();
+        assert_eq!(s.free().unwrap(), 1);
+        let o = RobustSemaphore::open(&name).unwrap();
+        assert_eq!(o.set_value(3, Deadline::Now).unwrap(), Some(2));
+        assert_eq!((o.value().unwrap(), o.free().unwrap()), (3, 2));
+        // Shrinking by 2 needs 2 free slots: there are.
+        assert_eq!(o.set_value(1, Deadline::Now).unwrap(), Some(3));
+        assert_eq!((o.value().unwrap(), o.free().unwrap()), (1, 0));
+        // Growing back while one is held: the held one stays held.
+        assert_eq!(o.set_value(2, Deadline::Now).unwrap(), Some(1));
+        assert_eq!(o.free().unwrap(), 1);
+        s.release().unwrap();
+        assert_eq!(o.free().unwrap(), 2);
+        assert_eq!(
+            RobustSemaphore::create(&name, 1).unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+        RobustSemaphore::unlink(&name).unwrap();
+        assert_eq!(
+            RobustSemaphore::open(&name).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert!(RobustSemaphore::create(&name, 0).is_err());
+        assert!(RobustSemaphore::create(&name, VALUE_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn tags_differ_between_names() {
+        assert_ne!(tag("/jobs"), tag("/jobz"));
+        assert!((1..=32767).contains(&tag("")));
+    }
+}

@@ -1,0 +1,235 @@
+//! Named objects in `/dev/shm`: created whole or not at all, opened only
+//! when they are ours.
+//!
+//! Any local user can create a file in `/dev/shm` (it is world-writable and
+//! sticky), so a name may already be taken by someone else's object, or
+//! by a file that is empty, short or garbage. Every named object of
+//! posixkit (a [`Segment`](super::Segment), a named
+//! [`SharedArray`](super::SharedArray), a named
+//! [`Queue`](crate::queue::Queue), a
+//! [`RobustSemaphore`](crate::sem::RobustSemaphore)'s name file) goes
+//! through the two functions here:
+//!
+//! - [`create`]: a new file, mode 0600 whatever the umask, sized with
+//!   `posix_fallocate` (so a full `/dev/shm` fails now with ENOSPC rather
+//!   than with SIGBUS on a later write), filled in by the caller, and only
+//!   then given its name, with `linkat` of an `O_TMPFILE`: a creator killed
+//!   at any instant leaves no half-made object behind, and an existing name
+//!   is never replaced (EEXIST). Where `O_TMPFILE` or `/proc` is missing it
+//!   falls back to `O_CREAT | O_EXCL` under the final name, removed again if
+//!   a later step fails.
+//! - [`open`]: `O_NOFOLLOW`, then `fstat`: a regular file, owned by the
+//!   effective user, that no other user may write. Anything else is refused
+//!   with [`ErrorKind::PermissionDenied`] (another user's object) or
+//!   [`ErrorKind::BadData`] (not a regular file, a symbolic link), never
+//!   used.
+//!
+//! `shm_open(3)` is `open("/dev/shm/NAME")` with `O_NOFOLLOW | O_CLOEXEC` in
+//! glibc, so objects made here are the same objects Python's
+//! `multiprocessing.shared_memory` and C programs see.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::fcntl::{AT_FDCWD, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::error::{Context, Error, ErrorKind, Result};
+
+/// Where POSIX shared memory lives on Linux (glibc's `shm_open` directory).
+pub(crate) const DIR: &str = "/dev/shm";
+
+/// The file of `name` (`/jobs`) under [`DIR`], with `prefix` before it
+/// (`""` for shared memory, `"pk-sem."` for a robust semaphore). The name is
+/// checked first ([`super::check_name`]), and the file name must fit in 255
+/// bytes.
+pub(crate) fn path(prefix: &str, name: &str) -> Result<PathBuf> {
+    super::valid_name(name)?;
+    let file = format!("{prefix}{}", &name[1..]);
+    if file.len() > 255 {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "a name of {} bytes is longer than the limit of {} after the '/'",
+                name.len() - 1,
+                255 - prefix.len()
+            ),
+        ));
+    }
+    Ok(PathBuf::from(DIR).join(file))
+}
+
+/// The call an error names: `shm_open` for shared memory, `sem_open` for
+/// a semaphore's file.
+fn call(prefix: &str) -> &'static str {
+    if prefix.is_empty() {
+        "shm_open"
+    } else {
+        "sem_open"
+    }
+}
+
+fn rw_0600() -> Mode {
+    Mode::S_IRUSR | Mode::S_IWUSR
+}
+
+/// Create `name` (file `prefix` + name), `size` bytes allocated, mode 0600;
+/// `init` fills it in before the name appears. EEXIST
+/// ([`ErrorKind::AlreadyExists`]) if the name is taken. Returns the open
+/// file (read-write, close-on-exec).
+pub(crate) fn create(
+    prefix: &str,
+    name: &str,
+    size: u64,
+    init: impl FnOnce(&File) -> Result<()>,
+) -> Result<File> {
+    let dest = path(prefix, name)?;
+    let len = libc::off_t::try_from(size)
+        .map_err(|_| Error::invalid("size", format!("{size} bytes is too large")))?;
+    match nix::fcntl::open(
+        DIR,
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        rw_0600(),
+    ) {
+        Ok(fd) => {
+            // Unnamed until linked: a failure below leaves nothing behind.
+            let file = prepare(fd, name, len, init)?;
+            link(&file, &dest, name, call(prefix))?;
+            Ok(file)
+        }
+        // No O_TMPFILE here (an old kernel, a filesystem without it).
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+            let fd = nix::fcntl::open(
+                &dest,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_RDWR
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                rw_0600(),
+            )
+            .ctx(call(prefix), name)?;
+            prepare(fd, name, len, init).inspect_err(|_| {
+                let _ = std::fs::remove_file(&dest);
+            })
+        }
+        Err(e) => Err(Error::sys(call(prefix), name, e)),
+    }
+}
+
+/// Mode 0600 whatever the umask, the space allocated, then `init`.
+fn prepare(
+    fd: OwnedFd,
+    name: &str,
+    len: libc::off_t,
+    init: impl FnOnce(&File) -> Result<()>,
+) -> Result<File> {
+    nix::sys::stat::fchmod(&fd, rw_0600()).ctx("fchmod", name)?;
+    if len > 0 {
+        nix::fcntl::posix_fallocate(&fd, 0, len).map_err(|e| match e {
+            Errno::ENOSPC => Error::new(
+                ErrorKind::Os,
+                "posix_fallocate",
+                name,
+                format!("no room for {len} bytes in {DIR} (No space left on device)"),
+            ),
+            e => Error::sys("posix_fallocate", name, e),
+        })?;
+    }
+    let file = File::from(fd);
+    init(&file)?;
+    Ok(file)
+}
+
+/// Give the unnamed `file` its name `dest`: `linkat` through
+/// `/proc/self/fd`, or with `AT_EMPTY_PATH` where `/proc` is missing.
+fn link(file: &File, dest: &PathBuf, name: &str, call: &'static str) -> Result<()> {
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let r = nix::unistd::linkat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        AT_FDCWD,
+        dest,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    );
+    let r = match r {
+        Err(Errno::ENOENT) if !std::path::Path::new("/proc/self/fd").exists() => {
+            nix::unistd::linkat(file, "", AT_FDCWD, dest, AtFlags::AT_EMPTY_PATH)
+        }
+        r => r,
+    };
+    r.ctx(call, name)
+}
+
+/// Open the existing object `name` (file `prefix` + name) read-write, and
+/// check that it is ours: a regular file, owned by the effective user,
+/// writable by no other user. Returns the file and its size in bytes.
+/// ENOENT is [`ErrorKind::NotFound`].
+pub(crate) fn open(prefix: &str, name: &str) -> Result<(File, u64)> {
+    let p = path(prefix, name)?;
+    let fd = nix::fcntl::open(
+        &p,
+        OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ELOOP => Error::data(call(prefix), name, "a symbolic link: refusing to follow it"),
+        e => Error::sys(call(prefix), name, e),
+    })?;
+    let file = File::from(fd);
+    let size = check_ours(&file, name, call(prefix))?;
+    Ok((file, size))
+}
+
+/// The checks of [`open`] on an open file: its size when it passes.
+pub(crate) fn check_ours(file: &File, name: &str, call: &'static str) -> Result<u64> {
+    let meta = file.metadata().ctx("fstat", name)?;
+    if !meta.file_type().is_file() {
+        return Err(Error::data(call, name, "not a regular file"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            call,
+            name,
+            format!(
+                "owned by uid {}, not by uid {me}: refusing another user's object",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            call,
+            name,
+            format!(
+                "mode {:04o} lets other users write it: refusing it",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(meta.len())
+}
+
+/// The current size of an open object, for the check before an access.
+pub(crate) fn size_now(file: &File, name: &str) -> Result<u64> {
+    Ok(file.metadata().ctx("fstat", name)?.len())
+}
+
+/// Remove the name `name` (file `prefix` + name). Processes that have the
+/// object open or mapped keep it.
+pub(crate) fn unlink(prefix: &str, name: &str) -> Result<()> {
+    let p = path(prefix, name)?;
+    let call = if prefix.is_empty() {
+        "shm_unlink"
+    } else {
+        "sem_unlink"
+    };
+    nix::unistd::unlink(&p).ctx(call, name)
+}
