@@ -587,12 +587,6 @@ fn with_a_second_thread_every_forking_binary_refuses_cleanly() {
     forking.extend(more.map(|(n, a)| (n, a.iter().map(|s| s.to_string()).collect())));
     let mut shm = ShmCheck::start();
     let name = shm.name("shim");
-    forking.push((
-        "sem",
-        ["run", "--name", &name, "--", "true"]
-            .map(String::from)
-            .to_vec(),
-    ));
     for (bin_name, args) in &forking {
         let out = pk(bin_name)
             .args(args)
@@ -612,10 +606,8 @@ fn with_a_second_thread_every_forking_binary_refuses_cleanly() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
-    let _ = posixkit::sem::NamedSemaphore::unlink(&name);
-    shm.finish();
     // Starting a program is not a fork (clone with CLONE_VM|CLONE_VFORK):
-    // it works with threads running.
+    // it works with threads running, in pk-spawn and in pk-sem run.
     let out = pk("spawn")
         .args(["--quiet", "--", "echo", "spawned"])
         .env("LD_PRELOAD", &shim)
@@ -623,6 +615,20 @@ fn with_a_second_thread_every_forking_binary_refuses_cleanly() {
         .unwrap();
     assert_success(&out);
     assert_eq!(stdout(&out), "spawned\n");
+    let out = pk("sem")
+        .args(["run", "--name", &name, "--", "echo", "ran"])
+        .env("LD_PRELOAD", &shim)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "ran\n");
+    assert_success(
+        &pk("sem")
+            .args(["unlink", "--name", &name])
+            .output()
+            .unwrap(),
+    );
+    shm.finish();
 }
 
 /// pk-spawn adds nothing to stdout, so a full or closed stdout is the
