@@ -4,7 +4,6 @@
 //! itself when a holder is killed, like GNU parallel's `sem` without its
 //! pid checks; `status`, `reset` and `unlink` look after the named one.
 
-use std::ffi::CString;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -389,12 +388,10 @@ fn timeline(pids: &[Pid], times: &SharedArray<u64>, out: &mut Out) -> Result<()>
 
 /// `pk-sem run`: take a slot, run the command, give the slot back.
 fn run_cmd(r: Run) -> Result<u8> {
-    let argv: Vec<CString> = r
-        .command
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::invalid("CMD", "an argument contains a NUL byte"))?;
+    // A stdout closed when pk-sem started (`>&-`) is closed for the
+    // command too, as in pk-spawn.
+    let program = crate::spawn::Spawn::new(&r.command)?
+        .stdout_closed(crate::sys::proc::stdout_closed_at_start());
     let (sem, created) = RobustSemaphore::open_or_create(&r.name, r.value.unwrap_or(1))?;
     if let Some(want) = r.value {
         let has = sem.value()?;
@@ -439,13 +436,13 @@ fn run_cmd(r: Run) -> Result<u8> {
         mask.add(s);
     }
     mask.add(Signal::SIGCHLD);
-    let mut old = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+    // The command starts with an empty mask and default handlers (Spawn).
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(|e| Error::sys("sigprocmask", "SIG_BLOCK", e))?;
 
     // The command shares our undo: the slot stays taken while it runs,
     // even if we are killed.
-    let mut child = match robust::spawn_holding(&argv, &old) {
+    let mut child = match robust::spawn_holding(program) {
         Ok(child) => child,
         Err(e) => {
             let _ = sem.release();
@@ -459,7 +456,7 @@ fn run_cmd(r: Run) -> Result<u8> {
 
 /// Wait for the command, passing on each signal in `mask` (blocked by the
 /// caller) that reaches pk-sem; SIGCHLD only wakes the loop.
-fn wait_forwarding(child: &mut Child, mask: &SigSet) -> Result<Status> {
+fn wait_forwarding(child: &mut crate::spawn::Running, mask: &SigSet) -> Result<Status> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
@@ -469,7 +466,7 @@ fn wait_forwarding(child: &mut Child, mask: &SigSet) -> Result<Status> {
             .wait()
             .map_err(|e| Error::sys("sigwait", "pk-sem", e))?;
         if sig != Signal::SIGCHLD {
-            let _ = process::kill(child.pid(), sig);
+            let _ = child.signal(sig);
         }
     }
 }

@@ -43,17 +43,14 @@
 //! objects belong to the IPC namespace: processes in different IPC
 //! namespaces that share `/dev/shm` cannot share these semaphores.
 
-use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::SigSet;
 use nix::time::{ClockId, clock_gettime};
 
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::process::Child;
 use crate::sem::Deadline;
 use crate::shm::object;
 use crate::sys::sysv::{self, Op};
@@ -451,25 +448,16 @@ impl RobustSemaphore {
     }
 }
 
-/// Start `argv` (its first word searched in PATH as execvp does) sharing this
-/// process's undo list (clone(CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM)): a
-/// slot this process holds stays held until both have exited. The child
-/// starts with the signal mask `mask`, every caught signal (and SIGPIPE)
-/// at its default. An exec failure is an `execvp` error of kind
+/// Start `program` sharing this process's undo list:
+/// [`Spawn::share_sysv_undo`](crate::spawn::Spawn::share_sysv_undo), so
+/// clone(CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM) on a guarded stack of its
+/// own, everything else as [`Spawn::start`](crate::spawn::Spawn::start)
+/// does it. A slot this process holds stays held until both have exited.
+/// An exec failure is an `execvp` error of kind
 /// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`]
 /// (the child is already reaped).
-pub fn spawn_holding(argv: &[CString], mask: &SigSet) -> Result<Child> {
-    let program = argv
-        .first()
-        .ok_or_else(|| Error::invalid("CMD", "no command given"))?;
-    let refs: Vec<&CStr> = argv.iter().map(CString::as_c_str).collect();
-    match sysv::spawn_sharing_undo(&refs, mask) {
-        Ok(pid) => Ok(Child::new(pid)),
-        Err(e) => {
-            let what = program.to_string_lossy();
-            Err(Error::sys("execvp", what, e).with_kind(crate::spawn::exec_failure_kind(e)))
-        }
-    }
+pub fn spawn_holding(program: crate::spawn::Spawn) -> Result<crate::spawn::Running> {
+    program.share_sysv_undo(true).start()
 }
 
 /// Check a robust semaphore's name (`/name`, and short enough for the

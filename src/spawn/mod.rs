@@ -106,6 +106,7 @@ pub struct Spawn {
     cwd_shown: String,
     new_group: bool,
     stdout_closed: bool,
+    share_sysv_undo: bool,
     timeout: Option<Timeout>,
     invalid: Option<Error>,
 }
@@ -166,6 +167,7 @@ impl Spawn {
             cwd_shown: String::new(),
             new_group: false,
             stdout_closed: false,
+            share_sysv_undo: false,
             timeout: None,
             invalid: None,
         })
@@ -276,6 +278,16 @@ impl Spawn {
         self
     }
 
+    /// Let the child share this process's System V semaphore undo list
+    /// (clone's CLONE_SYSVSEM): a count taken with SEM_UNDO, such as a
+    /// [`RobustSemaphore`](crate::sem::robust::RobustSemaphore) slot, is
+    /// given back by the kernel only when both processes have exited.
+    #[must_use]
+    pub fn share_sysv_undo(mut self, share: bool) -> Self {
+        self.share_sysv_undo = share;
+        self
+    }
+
     /// End the child when `timeout` runs out (see [`Timeout`]); [`Spawn::run`]
     /// applies it and reports it in [`Output::timed_out`] / [`Output::killed`].
     #[must_use]
@@ -376,6 +388,7 @@ impl Spawn {
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));
         plan.new_group = self.new_group;
+        plan.share_sysv_undo = self.share_sysv_undo;
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
         // The child's ends are the child's now: closing ours is what lets

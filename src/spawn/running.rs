@@ -94,6 +94,12 @@ impl Running {
         self.group
     }
 
+    /// Reap the child if it has ended (WNOHANG, exactly this pid), without
+    /// touching its input or output; `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<Status>> {
+        self.child.try_wait()
+    }
+
     /// How the child ended, once reaped.
     pub fn status(&self) -> Option<Status> {
         self.child.status()

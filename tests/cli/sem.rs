@@ -219,6 +219,18 @@ fn run_passes_the_command_status_through_and_posts_back() {
     let out = run(&[plain.to_str().unwrap()]);
     assert_one_line_error(&out, "sem", 126);
 
+    // A script with no #! line runs through /bin/sh with its arguments;
+    // 20 000 of them once overran the command's starting stack.
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo ran with $# args\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let many: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    let mut argv = vec![script.to_str().unwrap()];
+    argv.extend(many.iter().map(String::as_str));
+    let out = run(&argv);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "ran with 20000 args\n");
+
     assert_eq!(free(&name), 2);
     unlink(&name);
     check.finish();

@@ -90,6 +90,10 @@ pub struct ExecPlan {
     pub new_group: bool,
     /// Close descriptor 1 after the redirections (the shell's `>&-`).
     pub close_stdout: bool,
+    /// Share this process's System V semaphore undo list with the child
+    /// (CLONE_SYSVSEM): SEM_UNDO adjustments are applied only when both
+    /// have exited.
+    pub share_sysv_undo: bool,
     /// The highest signal number, for the disposition reset.
     max_signal: c_int,
 }
@@ -150,6 +154,7 @@ impl ExecPlan {
             death_signal: None,
             new_group: false,
             close_stdout: false,
+            share_sysv_undo: false,
             max_signal: libc::SIGRTMAX(),
         }
     }
@@ -239,8 +244,12 @@ impl Drop for AllBlocked {
 /// tell which). If the child cannot exec, it writes `[stage, errno]` to
 /// `plan.err_fd` and ends with `_exit(127)`.
 ///
-/// Sound from any thread: the child touches only the plan, its own stack
-/// and its own errno slot, and calls only async-signal-safe functions.
+/// Sound from any thread: the child touches only the plan and its own
+/// stack, and calls only async-signal-safe functions. (It runs with the
+/// calling thread's thread-local storage, there being no CLONE_SETTLS, so
+/// a failed call in the child writes that thread's `errno`; the parent
+/// reads `errno` after clone only when clone itself failed, and the child
+/// reports its own errors through `plan.err_fd`.)
 pub fn spawn(plan: &mut ExecPlan) -> Result<Pid, Errno> {
     STACK.with(|cached| {
         // A spawn from inside a spawn on this thread (a signal handler)
@@ -276,7 +285,10 @@ fn clone_onto(stack_top: *mut c_void, plan: &mut ExecPlan) -> Result<Pid, Errno>
         // condition that no other thread uses the environment meanwhile.
         None => unsafe { environ },
     };
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    if plan.share_sysv_undo {
+        flags |= libc::CLONE_SYSVSEM;
+    }
     // SAFETY: `child_entry` gets `plan`, which outlives the call: with
     // CLONE_VFORK this thread stays inside clone until the child has exec'd
     // or exited, so nothing of ours reads or moves the plan meanwhile. The
