@@ -3,8 +3,22 @@ CARGO   ?= cargo
 RELEASE := target/release
 DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
+# make install: where, and what. pk-bench stays out: it is the engine of
+# `make bench`, whose table also needs bench/python and scripts/bench.sh
+# from this tree, and it measures posixkit rather than serving scripts.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+INSTALL ?= install
+STRIP   ?= strip
+TOOLS   := $(filter-out pk-bench,$(basename $(notdir $(wildcard src/bin/pk-*.rs))))
+bindir      = $(PREFIX)/bin
+man1dir     = $(PREFIX)/share/man/man1
+bashcompdir = $(PREFIX)/share/bash-completion/completions
+zshcompdir  = $(PREFIX)/share/zsh/site-functions
+fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
+
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc examples bench bench-quick run $(addprefix run-,$(DEMOS))
+.PHONY: help build test lint fmt doc examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,6 +31,35 @@ test: lint doc ## lint, the API docs (warnings are errors), then the whole test 
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
 	$(MAKE) --no-print-directory examples
+
+install: build install-files ## install the pk-* binaries (stripped), man pages and bash/zsh/fish completions in PREFIX=/usr/local (DESTDIR honoured)
+
+install-files: ## make install without the build: install what target/release holds
+	@$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(man1dir) $(DESTDIR)$(bashcompdir) $(DESTDIR)$(zshcompdir) $(DESTDIR)$(fishcompdir)
+	@$(INSTALL) -m 0755 -s --strip-program=$(STRIP) $(addprefix $(RELEASE)/,$(TOOLS)) $(DESTDIR)$(bindir)
+	@stage=$$(mktemp -d) && trap 'rm -rf "$$stage"' EXIT && set -e && \
+	for t in $(TOOLS); do \
+	  $(RELEASE)/$$t --generate-man "$$stage/man"; \
+	  $(RELEASE)/$$t --generate-completions bash > "$$stage/$$t.bash"; \
+	  $(RELEASE)/$$t --generate-completions zsh > "$$stage/_$$t"; \
+	  $(RELEASE)/$$t --generate-completions fish > "$$stage/$$t.fish"; \
+	  $(INSTALL) -m 0644 -T "$$stage/$$t.bash" $(DESTDIR)$(bashcompdir)/$$t; \
+	  $(INSTALL) -m 0644 "$$stage/_$$t" $(DESTDIR)$(zshcompdir); \
+	  $(INSTALL) -m 0644 "$$stage/$$t.fish" $(DESTDIR)$(fishcompdir); \
+	done; \
+	$(INSTALL) -m 0644 "$$stage"/man/*.1 $(DESTDIR)$(man1dir); \
+	echo "installed $(words $(TOOLS)) pk-* binaries in $(DESTDIR)$(bindir)"; \
+	echo "  $$(ls "$$stage/man" | wc -l) man pages in $(DESTDIR)$(man1dir)"; \
+	echo "  completions in $(DESTDIR)$(bashcompdir), $(DESTDIR)$(zshcompdir), $(DESTDIR)$(fishcompdir)"
+
+uninstall: ## remove what make install put in PREFIX (give the same PREFIX and DESTDIR)
+	@n=0; for f in $(addprefix $(DESTDIR)$(bindir)/,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(bashcompdir)/,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(zshcompdir)/_,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(fishcompdir)/,$(addsuffix .fish,$(TOOLS))) \
+	  $(foreach t,$(TOOLS),$(DESTDIR)$(man1dir)/$(t).1 $(wildcard $(DESTDIR)$(man1dir)/$(t)-*.1)); do \
+	  if [ -e "$$f" ] || [ -L "$$f" ]; then rm -f "$$f" && n=$$((n + 1)) || exit 1; fi; \
+	done; echo "removed $$n files from $(DESTDIR)$(PREFIX)"
 
 examples: ## build and run every program in examples/ on the library alone (no default features); each checks its own results
 	@for e in examples/*.rs; do n=$$(basename $$e .rs); echo "== example $$n"; \
