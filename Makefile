@@ -18,7 +18,7 @@ zshcompdir  = $(PREFIX)/share/zsh/site-functions
 fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
+.PHONY: help build test prereqs lint fmt doc examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
 # One target at a time, in the order given: `make run` builds once, then
 # runs the demos one after the other even under make -j.
 .NOTPARALLEL:
@@ -29,11 +29,14 @@ help: ## list the targets
 build: ## build the library and every pk-* binary (release)
 	$(CARGO) build --release --locked --bins
 
-test: lint doc ## lint, the API docs (warnings are errors), then the whole test suite
+test: prereqs lint doc ## lint, the API docs (warnings are errors), then the whole test suite
 	$(CARGO) test --locked
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
 	$(MAKE) --no-print-directory examples
+
+prereqs: ## say in one line which tools the tests drive are missing (scripts/ci-deps.sh installs them)
+	@bash scripts/check-prereqs.sh
 
 install: build install-files ## install the pk-* binaries (stripped), man pages and bash/zsh/fish completions in PREFIX=/usr/local (DESTDIR honoured)
 
