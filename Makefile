@@ -3,8 +3,25 @@ CARGO   ?= cargo
 RELEASE := target/release
 DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
+# make install: where, and what. pk-bench stays out: it is the engine of
+# `make bench`, whose table also needs bench/python and scripts/bench.sh
+# from this tree, and it measures posixkit rather than serving scripts.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+INSTALL ?= install
+STRIP   ?= strip
+TOOLS   := $(filter-out pk-bench,$(basename $(notdir $(wildcard src/bin/pk-*.rs))))
+bindir      = $(PREFIX)/bin
+man1dir     = $(PREFIX)/share/man/man1
+bashcompdir = $(PREFIX)/share/bash-completion/completions
+zshcompdir  = $(PREFIX)/share/zsh/site-functions
+fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
+
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc examples bench bench-quick run $(addprefix run-,$(DEMOS))
+.PHONY: help build test prereqs lint fmt doc examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
+# One target at a time, in the order given: `make run` builds once, then
+# runs the demos one after the other even under make -j.
+.NOTPARALLEL:
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -12,11 +29,43 @@ help: ## list the targets
 build: ## build the library and every pk-* binary (release)
 	$(CARGO) build --release --locked --bins
 
-test: lint doc ## lint, the API docs (warnings are errors), then the whole test suite
+test: prereqs lint doc ## lint, the API docs (warnings are errors), then the whole test suite
 	$(CARGO) test --locked
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
 	$(MAKE) --no-print-directory examples
+
+prereqs: ## say in one line which tools the tests drive are missing (scripts/ci-deps.sh installs them)
+	@bash scripts/check-prereqs.sh
+
+install: build install-files ## install the pk-* binaries (stripped), man pages and bash/zsh/fish completions in PREFIX=/usr/local (DESTDIR honoured)
+
+install-files: ## make install without the build: install what target/release holds
+	@$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(man1dir) $(DESTDIR)$(bashcompdir) $(DESTDIR)$(zshcompdir) $(DESTDIR)$(fishcompdir)
+	@$(INSTALL) -m 0755 -s --strip-program=$(STRIP) $(addprefix $(RELEASE)/,$(TOOLS)) $(DESTDIR)$(bindir)
+	@stage=$$(mktemp -d) && trap 'rm -rf "$$stage"' EXIT && set -e && \
+	for t in $(TOOLS); do \
+	  $(RELEASE)/$$t --generate-man "$$stage/man"; \
+	  $(RELEASE)/$$t --generate-completions bash > "$$stage/$$t.bash"; \
+	  $(RELEASE)/$$t --generate-completions zsh > "$$stage/_$$t"; \
+	  $(RELEASE)/$$t --generate-completions fish > "$$stage/$$t.fish"; \
+	  $(INSTALL) -m 0644 -T "$$stage/$$t.bash" $(DESTDIR)$(bashcompdir)/$$t; \
+	  $(INSTALL) -m 0644 "$$stage/_$$t" $(DESTDIR)$(zshcompdir); \
+	  $(INSTALL) -m 0644 "$$stage/$$t.fish" $(DESTDIR)$(fishcompdir); \
+	done; \
+	$(INSTALL) -m 0644 "$$stage"/man/*.1 $(DESTDIR)$(man1dir); \
+	echo "installed $(words $(TOOLS)) pk-* binaries in $(DESTDIR)$(bindir)"; \
+	echo "  $$(ls "$$stage/man" | wc -l) man pages in $(DESTDIR)$(man1dir)"; \
+	echo "  completions in $(DESTDIR)$(bashcompdir), $(DESTDIR)$(zshcompdir), $(DESTDIR)$(fishcompdir)"
+
+uninstall: ## remove what make install put in PREFIX (give the same PREFIX and DESTDIR)
+	@n=0; for f in $(addprefix $(DESTDIR)$(bindir)/,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(bashcompdir)/,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(zshcompdir)/_,$(TOOLS)) \
+	  $(addprefix $(DESTDIR)$(fishcompdir)/,$(addsuffix .fish,$(TOOLS))) \
+	  $(foreach t,$(TOOLS),$(DESTDIR)$(man1dir)/$(t).1 $(wildcard $(DESTDIR)$(man1dir)/$(t)-*.1)); do \
+	  if [ -e "$$f" ] || [ -L "$$f" ]; then rm -f "$$f" && n=$$((n + 1)) || exit 1; fi; \
+	done; echo "removed $$n files from $(DESTDIR)$(PREFIX)"
 
 examples: ## build and run every program in examples/ on the library alone (no default features); each checks its own results
 	@for e in examples/*.rs; do n=$$(basename $$e .rs); echo "== example $$n"; \
@@ -40,8 +89,7 @@ bench: build ## time every primitive: posixkit, Python and (if present) the C li
 bench-quick: build ## a smoke run of make bench, under a minute (figures not to quote)
 	bash scripts/bench.sh --quick
 
-run: build ## build, then run every primitive's demo in turn
-	@for m in $(DEMOS); do $(MAKE) --no-print-directory run-$$m || exit $$?; done
+run: build $(addprefix run-,$(DEMOS)) ## build once, then run every primitive's demo in turn
 
 run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
 	@echo '== pk-fork: one child, then WEXITSTATUS, WTERMSIG and --propagate'
@@ -61,6 +109,7 @@ run-pool: build ## pk-pool: the lesson's apply_async of long tasks; apply, map_a
 	$(RELEASE)/pk-pool demo --workers 5 --tasks 5 --task-time 200ms --reverse
 	$(RELEASE)/pk-pool calls --workers 4 --task-time 100ms
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
+	@echo '-- a worker killed on purpose (SIGKILL): its task is reported lost, the worker replaced'
 	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --task-time 100ms --kill-a-worker
 	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -- echo exec got {}
 run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, Queue), tasks taking turns on one thread
@@ -111,7 +160,7 @@ run-queue: build ## pk-queue: a bounded queue in shared memory, producers and co
 	printf 'three\nfour\n' | $(RELEASE)/pk-queue put /pk-make-queue --lines
 	$(RELEASE)/pk-queue stat /pk-make-queue
 	$(RELEASE)/pk-queue get /pk-make-queue -n 4
-	$(RELEASE)/pk-queue get /pk-make-queue --timeout 0 || echo "empty: exit status $$?"
+	$(RELEASE)/pk-queue get /pk-make-queue --timeout 0 || echo "exit status $$? (expected: the queue is empty)"
 	$(RELEASE)/pk-queue unlink /pk-make-queue
 run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with flock(2)
 	@echo '== pk-ticket: without a lock the shop oversells (--no-lock --yield)'
@@ -120,7 +169,7 @@ run-ticket: build ## pk-ticket: 10 buyers race for 3 tickets, without then with 
 	@echo '== pk-ticket: with flock(2) exactly the stock is sold'
 	$(RELEASE)/pk-ticket init target/product 3
 	$(RELEASE)/pk-ticket rush target/product --buyers 10 --yield
-	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$?"
+	$(RELEASE)/pk-ticket buy target/product; echo "exit status $$? (expected: the rush sold every ticket)"
 	bash scripts/ticket-rush.sh 100 37
 run-threads: build ## pk-threads: named threads and join; daemon vs joined; Thread-N names and get_ident; Timer; Queue; the GIL
 	@echo '== pk-threads: LoopThread counts while main joins; a daemon is cut off, a joined thread waited for'
@@ -142,18 +191,18 @@ run-lock: build ## pk-lock: the balance race, ten buyers for three tickets, a==b
 	$(RELEASE)/pk-lock invariant --seconds 0.5
 	$(RELEASE)/pk-lock invariant --seconds 0.5 --no-lock --yield --show 3
 	@echo '== pk-lock: two locks in opposite orders deadlock (seen by a timeout, exit 1); one order does not; RLock; BoundedSemaphore'
-	$(RELEASE)/pk-lock deadlock --timeout 500ms || echo "exit status $$?"
+	$(RELEASE)/pk-lock deadlock --timeout 500ms || echo "exit status $$? (expected: the timeouts saw the deadlock)"
 	$(RELEASE)/pk-lock deadlock --ordered
 	$(RELEASE)/pk-lock rlock
 	$(RELEASE)/pk-lock semaphore --threads 5 --value 2
 run-event: build ## pk-event: one thread waits for another's password on an Event; Condition; Barrier
 	@echo '== pk-event: the waiter prints only after the set; then a wait that times out (exit 1)'
 	$(RELEASE)/pk-event --delay 500ms
-	$(RELEASE)/pk-event --timeout 300ms --no-set || echo "exit status $$?"
+	$(RELEASE)/pk-event --timeout 300ms --no-set || echo "exit status $$? (expected: nobody sets the event)"
 	@echo '== pk-event: a Condition between a producer and two consumers; a Barrier, then one broken by a missing party'
 	$(RELEASE)/pk-event condition --consumers 2 --items 6
 	$(RELEASE)/pk-event barrier --parties 3 --stagger 100ms
-	$(RELEASE)/pk-event barrier --parties 3 --missing --timeout 300ms || echo "exit status $$?"
+	$(RELEASE)/pk-event barrier --parties 3 --missing --timeout 300ms || echo "exit status $$? (expected: the barrier broke)"
 run-local: build ## pk-local: a thread-local keeps Alice and Bob apart
 	@echo '== pk-local: one thread-local slot, each thread sees its own name'
 	$(RELEASE)/pk-local
@@ -169,8 +218,9 @@ run-spawn: build ## pk-spawn: clone + dup2 + exec, captured output, timeout(1)/e
 	@echo '== pk-spawn: call, communicate(input), a timeout, env changes, statuses 124/126/127/137/128+N'
 	$(RELEASE)/pk-spawn -- echo hello from a child
 	$(RELEASE)/pk-spawn --input 'hello' --capture -- sh -c 'tr a-z A-Z; echo to stderr >&2'
-	$(RELEASE)/pk-spawn -v -- sh -c 'exit 3' || echo "pk-spawn exited $$?"
-	$(RELEASE)/pk-spawn -v --timeout 0.3 --kill-after 0.3 -- sh -c 'trap "" TERM; sleep 5' || echo "pk-spawn exited $$?"
+	$(RELEASE)/pk-spawn -v -- sh -c 'exit 3' || echo "pk-spawn exited $$? (expected: the command's own status)"
+	$(RELEASE)/pk-spawn -v --timeout 0.3 --kill-after 0.3 -- sh -c 'trap "" TERM; sleep 5' || echo "pk-spawn exited $$? (expected: 128+9, SIGKILL after the ignored SIGTERM)"
 	$(RELEASE)/pk-spawn --clear-env --env GREETING=hi --cwd /tmp -- /bin/sh -c 'echo $$GREETING from $$PWD'
-	$(RELEASE)/pk-spawn -- no-such-command || echo "pk-spawn exited $$?"
+	@echo '-- expected to fail: a command that does not exist (one line on stderr, exit 127)'
+	$(RELEASE)/pk-spawn -- no-such-command || echo "pk-spawn exited $$? (expected)"
 	bash scripts/spawn-status.sh

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tree=$(cargo tree --locked -e normal --no-default-features --prefix none)
-bad=$(printf '%s\n' "$tree" | grep -E '^(clap|tokio|signal-hook|hmac|sha2|md-5|getrandom) ' || true)
+bad=$(printf '%s\n' "$tree" | grep -E '^(clap|clap_mangen|clap_complete|roff|tokio|signal-hook|hmac|sha2|md-5|getrandom) ' || true)
 if [ -n "$bad" ]; then
     printf 'check-lib-deps: the library without default features pulls:\n%s\n' "$bad" >&2
     exit 1

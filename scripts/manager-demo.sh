@@ -28,7 +28,8 @@ start() { # start a server with "$@", set $addr and $server
 
 start --tasks "$tasks" --min-workers 2 --timeout 60s
 rc=0
-PK_AUTHKEY="not-$PK_AUTHKEY" pk-manager work --connect "$addr" 2>/dev/null || rc=$?
+echo "a worker with a wrong key (expected to fail: the keys differ, so each side refuses the other):"
+PK_AUTHKEY="not-$PK_AUTHKEY" pk-manager work --connect "$addr" 2>&1 | sed 's/^/  /' || rc=$?
 echo "a worker with a wrong key: exit $rc"
 pk-manager work --connect "$addr" --task-delay 20ms &
 a=$!

@@ -77,6 +77,8 @@ pub mod shm;
 pub mod spawn;
 pub mod status;
 mod sys;
+#[cfg(test)]
+mod testing;
 pub mod thread;
 pub mod ticket;
 

@@ -41,6 +41,7 @@ pub mod duration;
 pub mod event;
 pub mod exit;
 pub mod fork;
+mod generate;
 pub mod local;
 pub mod lock;
 pub mod manager;
@@ -147,6 +148,9 @@ impl<T> WithCode<T> for std::result::Result<T, Error> {
 ///   141, the code a shell shows for a tool killed by SIGPIPE.
 /// - A panic prints one line and exits 101; it is always a bug. A panic in
 ///   a forked child ends that child with `_exit(101)` at once.
+/// - `--generate-man DIR` or `--generate-completions SHELL` as the first
+///   argument writes the binary's manual pages or prints its completions
+///   instead (see `generate.rs`; hidden from `--help`, used by `make install`).
 ///
 /// Before anything else it puts SIGCHLD back to its default: a parent that
 /// ignored it (an ignored signal stays ignored across exec) would have the
@@ -160,16 +164,24 @@ pub fn main<A: Parser>(run: fn(A, &mut Out) -> Result<u8>) -> ExitCode {
     install_panic_hook(name.clone());
     let _ = crate::process::restore_default(nix::sys::signal::Signal::SIGCHLD);
     crate::process::set_children_die_with_parent(true);
+    if generate::requested() {
+        return finish(&name, generate::run(A::command(), &mut Out::stdout()));
+    }
     let args = match A::try_parse() {
         Ok(args) => args,
         Err(e) => return ExitCode::from(report_clap(&name, &e)),
     };
     let mut out = Out::stdout();
-    match run(args, &mut out) {
+    finish(&name, run(args, &mut out))
+}
+
+/// The exit code of a binary's result, its error printed as one line.
+fn finish(name: &str, result: Result<u8>) -> ExitCode {
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if e.is_closed_stdout() => ExitCode::from(exit::signal_code(libc::SIGPIPE)),
         Err(e) => {
-            eprintln_one(&name, &e);
+            eprintln_one(name, &e);
             ExitCode::from(e.code())
         }
     }

@@ -234,7 +234,10 @@ mod tests {
         let mut group = Group::new();
         let after = Arc::new(AtomicBool::new(false));
         let a = Arc::clone(&after);
-        group.spawn("Boom", |_| panic!("boom")).unwrap();
+        crate::testing::quiet_deliberate_panics();
+        group
+            .spawn("Boom", |_| panic!("{}boom", crate::testing::DELIBERATE))
+            .unwrap();
         group
             .spawn("After", move |_| a.store(true, Ordering::SeqCst))
             .unwrap();

@@ -456,7 +456,11 @@ mod tests {
 
     #[test]
     fn a_panicking_thread_is_an_error_not_a_panic() {
-        let t = spawn("Boom", || -> u8 { panic!("boom") }).unwrap();
+        crate::testing::quiet_deliberate_panics();
+        let t = spawn("Boom", || -> u8 {
+            panic!("{}boom", crate::testing::DELIBERATE)
+        })
+        .unwrap();
         let e = t.join().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Panicked);
         assert!(e.to_string().starts_with("join(Boom): "), "{e}");
