@@ -118,6 +118,14 @@ impl Running {
         }
     }
 
+    /// Reap the child if it has ended, without blocking (waitpid with
+    /// `WNOHANG`); `None` while it runs. Its pipes are left as they are:
+    /// for a caller that watches many children at once (SIGCHLD, pidfds)
+    /// and started them without captured output.
+    pub fn try_wait(&mut self) -> Result<Option<Status>> {
+        self.child.try_wait()
+    }
+
     /// Wait for the child to end and its output to reach end of file,
     /// feeding input and draining output meanwhile.
     pub fn wait(&mut self) -> Result<Status> {
