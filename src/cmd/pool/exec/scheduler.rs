@@ -1057,7 +1057,8 @@ impl Sched {
             return Ok(exit::signal_code(sig as i32));
         }
         if let Some(e) = self.input_error.take() {
-            return Err(e.into());
+            // Said when it happened.
+            return Ok(crate::cmd::exit_code(e.kind()));
         }
         if self.halted == Some(true) || self.no_host_left {
             return Ok(code::HALTED);
