@@ -600,7 +600,7 @@ fn a_signal_stops_everything_and_no_command_survives() {
 
 #[test]
 fn a_closed_stdout_stops_quietly() {
-    let out = bash("seq 100000 | pk-pool exec -j 2 -- echo | head -1")
+    let out = bash("seq 100000 | pk-pool exec -j 2 -k -- echo | head -1")
         .output()
         .unwrap();
     assert_success(&out);

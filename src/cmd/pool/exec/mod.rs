@@ -7,7 +7,7 @@
 //! - [`local`]: jobs started with `Spawn`, each in a process group;
 //! - [`output`]: grouped, line-buffered or direct output, in order or not;
 //! - [`scheduler`]: the loop, retries, `--halt`, signals, exit status;
-//! - [`ssh`], [`wire`], [`worker`]: hosts over ssh and `pk-pool worker`;
+//! - [`ssh`], [`wire`], [`worker`](mod@worker): hosts over ssh and `pk-pool worker`;
 //! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`.
 
 use std::ffi::OsString;
