@@ -10,9 +10,21 @@
 //! Nothing here waits: the caller learns from SIGCHLD (a signalfd) that
 //! some child ended, finds which with `waitid(P_ALL, WNOWAIT)` and hands
 //! the pid to [`Local::reaped`].
+//!
+//! Starting a program with `CLONE_VFORK` suspends the calling thread until
+//! the child has exec'd, and on a busy machine the child may wait a while
+//! for a CPU: measured, that window was most of a short job's cost when
+//! one thread started every job. So the starts happen on a few spawner
+//! threads (one per slot, at most [`MAX_SPAWNERS`]), started after the
+//! caller blocked its signals (they inherit the mask), living as long as
+//! the run: a child's death signal follows the thread that started it.
+//! The loop hands them a ready `Spawn`, goes on polling, and collects
+//! each started job from a channel when [`Local::wake_fd`] is readable.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -60,19 +72,100 @@ pub struct Ended {
     pub pipes: [Option<OwnedFd>; 2],
 }
 
+/// The most spawner threads a run starts.
+pub const MAX_SPAWNERS: usize = 8;
+
+/// What a spawner thread hands back: the job's key, when the start began,
+/// and the started program or why it did not start.
+type Started = (u64, Instant, crate::error::Result<Running>);
+
+/// The threads that start programs.
+#[derive(Debug)]
+struct Spawners {
+    jobs: Option<mpsc::Sender<(u64, Spawn)>>,
+    done: mpsc::Receiver<Started>,
+    wake: OwnedFd,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spawners {
+    fn new(n: usize) -> Result<Spawners> {
+        let (jobs, queue) = mpsc::channel::<(u64, Spawn)>();
+        let queue = Arc::new(Mutex::new(queue));
+        let (tell, done) = mpsc::channel::<Started>();
+        let (wake, wake_w) = crate::pipe::pipe()?;
+        let wake_w = Arc::new(OwnedFd::from(wake_w));
+        let wake = OwnedFd::from(wake);
+        set_nonblocking(&wake)?;
+        set_nonblocking(&wake_w)?;
+        let mut threads = Vec::new();
+        for i in 0..n.clamp(1, MAX_SPAWNERS) {
+            let queue = Arc::clone(&queue);
+            let tell = tell.clone();
+            let wake_w = Arc::clone(&wake_w);
+            let t = std::thread::Builder::new()
+                .name(format!("spawner-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((key, spawn)) = next else { return };
+                        let at = Instant::now();
+                        let started = spawn.start();
+                        if tell.send((key, at, started)).is_err() {
+                            return;
+                        }
+                        // A full pipe already says "look".
+                        let _ = nix::unistd::write(&*wake_w, &[1]);
+                    }
+                })
+                .map_err(|e| Error::io("pthread_create", "spawner", &e))?;
+            threads.push(t);
+        }
+        Ok(Spawners {
+            jobs: Some(jobs),
+            done,
+            wake,
+            threads,
+        })
+    }
+}
+
+impl Drop for Spawners {
+    fn drop(&mut self) {
+        // Closing the queue ends each thread after its current start.
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A job handed to a spawner, not yet started.
+#[derive(Debug)]
+struct Pending {
+    pipes: [Option<OwnedFd>; 2],
+}
+
 /// The local jobs of a run, by key.
 #[derive(Debug)]
 pub struct Local {
     jobs: HashMap<u64, Job>,
     by_pid: HashMap<i32, u64>,
+    pending: HashMap<u64, Pending>,
     devnull: OwnedFd,
     timeout: Option<Duration>,
     kill_after: Duration,
+    /// Set by [`Local::stop_all`]: jobs that start later are stopped at once.
+    stop_grace: Option<Duration>,
+    /// The groups of every job stopped so far.
+    stopped_groups: Vec<Pid>,
+    spawners: Spawners,
 }
 
-/// How [`Local::start`] went when the command did not start.
+/// A job whose command did not start.
 #[derive(Debug)]
 pub struct NotStarted {
+    pub key: u64,
     pub how: How,
     pub message: String,
 }
@@ -80,32 +173,52 @@ pub struct NotStarted {
 impl Local {
     /// `timeout`: the per-job limit; `kill_after`: the delay from SIGTERM
     /// to SIGKILL, for timeouts and for [`Local::stop_all`].
-    pub fn new(timeout: Option<Duration>, kill_after: Duration) -> Result<Local> {
+    /// `spawners`: the threads that start programs (about the slots).
+    /// Call it after blocking the signals the caller reads (the threads
+    /// inherit the mask).
+    pub fn new(timeout: Option<Duration>, kill_after: Duration, spawners: usize) -> Result<Local> {
         let devnull = std::fs::File::open("/dev/null")
             .map_err(|e| Error::io("open", "/dev/null", &e))?
             .into();
         Ok(Local {
             jobs: HashMap::new(),
             by_pid: HashMap::new(),
+            pending: HashMap::new(),
             devnull,
             timeout,
             kill_after,
+            stop_grace: None,
+            stopped_groups: Vec::new(),
+            spawners: Spawners::new(spawners)?,
         })
     }
 
+    /// Jobs running or being started.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.jobs.len() + self.pending.len()
     }
 
-    /// Start `argv` as job `key`. A command that cannot run (not found,
-    /// not executable) is `Ok(Err(..))`: a job outcome, not our failure.
+    /// Whether some job is being started (a child may exist that
+    /// [`Local::collect`] has not registered yet).
+    pub fn starting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Readable when a spawner has started a job: then [`Local::collect`].
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.spawners.wake.as_fd()
+    }
+
+    /// Have `argv` started as job `key` by a spawner thread. An argv that
+    /// cannot be a command line (a NUL byte from a remote frame) is
+    /// `Some`: a job outcome at once.
     pub fn start(
         &mut self,
         key: u64,
         argv: &[Vec<u8>],
         out: OutTo,
         err: OutTo,
-    ) -> Result<std::result::Result<Pid, NotStarted>> {
+    ) -> Result<Option<NotStarted>> {
         use std::os::unix::ffi::OsStrExt;
         let stdin = self
             .devnull
@@ -114,7 +227,8 @@ impl Local {
         let spawn = match Spawn::new(argv.iter().map(|a| std::ffi::OsStr::from_bytes(a))) {
             Ok(s) => s,
             Err(e) => {
-                return Ok(Err(NotStarted {
+                return Ok(Some(NotStarted {
+                    key,
                     how: How::CannotRun,
                     message: e.to_string(),
                 }));
@@ -145,38 +259,73 @@ impl Local {
                 spawn.stderr_fd(fd)
             };
         }
-        let running = match spawn.start() {
-            Ok(r) => r,
-            Err(e) => {
-                let how = match e.kind() {
-                    ErrorKind::CommandNotFound => How::NotFound,
-                    ErrorKind::CommandNotExecutable => How::CannotRun,
-                    ErrorKind::InvalidInput => How::CannotRun,
-                    _ => return Err(e),
-                };
-                return Ok(Err(NotStarted {
-                    how,
-                    message: e.to_string(),
-                }));
-            }
-        };
-        let pid = running.pid();
-        let now = Instant::now();
-        self.by_pid.insert(pid.as_raw(), key);
-        self.jobs.insert(
-            key,
-            Job {
+        self.pending.insert(key, Pending { pipes });
+        let sent = self
+            .spawners
+            .jobs
+            .as_ref()
+            .is_some_and(|q| q.send((key, spawn)).is_ok());
+        if !sent {
+            self.pending.remove(&key);
+            return Err(Error::new(
+                ErrorKind::Os,
+                "spawn",
+                "spawner threads",
+                "they have ended",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Register the jobs the spawners have started; those that did not
+    /// start (not found, not executable) are returned, as job outcomes.
+    pub fn collect(&mut self) -> Result<Vec<NotStarted>> {
+        let mut drained = [0u8; 64];
+        while matches!(nix::unistd::read(self.spawners.wake.as_fd(), &mut drained), Ok(n) if n > 0)
+        {
+        }
+        let mut failed = Vec::new();
+        while let Ok((key, at, started)) = self.spawners.done.try_recv() {
+            let Some(p) = self.pending.remove(&key) else {
+                continue;
+            };
+            let running = match started {
+                Ok(r) => r,
+                Err(e) => {
+                    let how = match e.kind() {
+                        ErrorKind::CommandNotFound => How::NotFound,
+                        ErrorKind::CommandNotExecutable | ErrorKind::InvalidInput => How::CannotRun,
+                        _ => return Err(e),
+                    };
+                    failed.push(NotStarted {
+                        key,
+                        how,
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let pid = running.pid();
+            self.by_pid.insert(pid.as_raw(), key);
+            let mut job = Job {
                 running,
                 pgid: pid,
-                pipes,
-                started: now,
-                deadline: self.timeout.and_then(|t| now.checked_add(t)),
+                pipes: p.pipes,
+                started: at,
+                deadline: self.timeout.and_then(|t| at.checked_add(t)),
                 kill_at: None,
                 timed_out: false,
                 stopped: false,
-            },
-        );
-        Ok(Ok(pid))
+            };
+            if let Some(grace) = self.stop_grace {
+                self.stopped_groups.push(pid);
+                job.stopped = true;
+                job.deadline = None;
+                terminate(&mut job, grace)?;
+            }
+            self.jobs.insert(key, job);
+        }
+        Ok(failed)
     }
 
     /// Whether `pid` is one of our jobs.
@@ -264,7 +413,11 @@ impl Local {
     /// Stop every job: SIGTERM and SIGCONT to its group now, SIGKILL after
     /// `grace` (sooner if already due). With `grace` zero, SIGKILL at once.
     pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
+        self.stop_grace = Some(self.stop_grace.map_or(grace, |g| g.min(grace)));
         for j in self.jobs.values_mut() {
+            if !j.stopped {
+                self.stopped_groups.push(j.pgid);
+            }
             j.stopped = true;
             j.deadline = None;
             if grace.is_zero() {
@@ -277,9 +430,10 @@ impl Local {
         Ok(())
     }
 
-    /// The process groups of the running jobs.
-    pub fn groups(&self) -> Vec<Pid> {
-        self.jobs.values().map(|j| j.pgid).collect()
+    /// The process groups of every job stopped so far (their members may
+    /// outlive the leader).
+    pub fn stopped_groups(&self) -> &[Pid] {
+        &self.stopped_groups
     }
 }
 

@@ -29,7 +29,6 @@ use super::wire::{self, How, Msg};
 use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
 use crate::error::Error;
-use crate::process::Pid;
 use crate::spawn::SignalRelay;
 use crate::status::Status;
 
@@ -155,6 +154,7 @@ impl Host {
 #[derive(Debug, Clone, Copy)]
 enum Who {
     Signals,
+    Spawned,
     Input,
     Pipe(u64, u8),
     Host(usize),
@@ -180,7 +180,6 @@ struct Sched {
     halted: Option<bool>,
     stop_signal: Option<Signal>,
     stopping: bool,
-    stop_groups: Vec<Pid>,
     stop_kill_at: Option<Instant>,
     stdout_closed: bool,
     no_host_left: bool,
@@ -197,9 +196,15 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         Signal::SIGTERM,
         Signal::SIGHUP,
     ])?;
-    let local = Local::new(cfg.timeout, cfg.kill_after)?;
-    let output = Output::new(cfg.mode, cfg.keep_order);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local_slots = cfg
+        .hosts
+        .iter()
+        .filter(|h| h.is_local())
+        .map(|h| h.slots.or(cfg.jobs).unwrap_or(cpus))
+        .sum::<usize>();
+    let local = Local::new(cfg.timeout, cfg.kill_after, local_slots)?;
+    let output = Output::new(cfg.mode, cfg.keep_order);
     let mut hosts = Vec::new();
     for spec in &cfg.hosts {
         let slots = spec.slots.or(cfg.jobs);
@@ -246,7 +251,6 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         halted: None,
         stop_signal: None,
         stopping: false,
-        stop_groups: Vec::new(),
         stop_kill_at: None,
         stdout_closed: false,
         no_host_left: false,
@@ -316,6 +320,10 @@ impl Sched {
             let mut raw = Vec::with_capacity(8);
             who.push(Who::Signals);
             raw.push(relay.as_fd());
+            if self.local.starting() {
+                who.push(Who::Spawned);
+                raw.push(self.local.wake_fd());
+            }
             if want_input {
                 if let Some(fd) = self.input.fd() {
                     who.push(Who::Input);
@@ -368,6 +376,13 @@ impl Sched {
                             }
                         }
                     }
+                    Who::Spawned => {
+                        for not in self.local.collect()? {
+                            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+                        }
+                        // A child that ended before it was registered.
+                        self.reap()?;
+                    }
                     Who::Input => {
                         if let Err(e) = self.input.fill() {
                             self.input_failed(e);
@@ -382,7 +397,7 @@ impl Sched {
             self.local.fire(now)?;
             if self.stop_kill_at.is_some_and(|t| now >= t) {
                 self.stop_kill_at = None;
-                for &g in &self.stop_groups {
+                for &g in self.local.stopped_groups() {
                     local::signal_group(g, Signal::SIGKILL)?;
                 }
             }
@@ -509,9 +524,9 @@ impl Sched {
         };
         match &mut self.hosts[h].kind {
             Kind::Local => {
-                let started = self.local.start(key, &attempt.argv, out, err)?;
+                let refused = self.local.start(key, &attempt.argv, out, err)?;
                 self.attempts.insert(key, attempt);
-                if let Err(not) = started {
+                if let Some(not) = refused {
                     self.ended(key, not.how, false, Duration::ZERO, Some(not.message))?;
                 }
             }
@@ -560,6 +575,8 @@ impl Sched {
             );
             match host {
                 Some(h) => self.ssh_exited(h)?,
+                // Started by a spawner, not registered yet: once it is.
+                None if self.local.starting() => return Ok(()),
                 None => {
                     // Not a child we know of: reap it so it is not seen again.
                     let _ = crate::process::waitpid(pid);
@@ -770,7 +787,7 @@ impl Sched {
         if self.stop_signal.is_some() {
             // A second signal: no more grace.
             self.local.stop_all(Duration::ZERO)?;
-            for &g in &self.stop_groups {
+            for &g in self.local.stopped_groups() {
                 local::signal_group(g, Signal::SIGKILL)?;
             }
             self.stop_kill_at = None;
@@ -783,7 +800,6 @@ impl Sched {
     /// No new jobs; TERM to every running one's group, KILL after `grace`.
     fn stop(&mut self, grace: Duration) -> Result<()> {
         self.stopping = true;
-        self.stop_groups.extend(self.local.groups());
         self.local.stop_all(grace)?;
         for a in self.attempts.values_mut() {
             a.stopped = true;
@@ -1026,13 +1042,14 @@ impl Sched {
         // Members of a stopped job's group that outlived its leader.
         if self.stopping {
             let kill_at = self.stop_kill_at.unwrap_or_else(Instant::now);
+            let mut groups = self.local.stopped_groups().to_vec();
             loop {
-                self.stop_groups.retain(|&g| local::group_alive(g));
-                if self.stop_groups.is_empty() {
+                groups.retain(|&g| local::group_alive(g));
+                if groups.is_empty() {
                     break;
                 }
                 if Instant::now() >= kill_at {
-                    for &g in &self.stop_groups {
+                    for &g in &groups {
                         local::signal_group(g, Signal::SIGKILL)?;
                     }
                     break;

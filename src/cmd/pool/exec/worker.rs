@@ -89,17 +89,17 @@ pub fn run(_: WorkerArgs) -> Result<u8> {
         None => return Ok(exit::OK),
     };
     set_nonblocking(frames.get_ref())?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut w = Worker {
-        local: Local::new(timeout, kill_after)?,
+        local: Local::new(timeout, kill_after, cpus)?,
         to: Some(to),
         stopping: false,
         bye: false,
         buf: Vec::new(),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     w.send(&Msg::Ready {
         version: wire::VERSION,
-        cpus,
+        cpus: cpus as u32,
     })?;
     let r = w.serve(relay, &mut frames, kill_after);
     if r.is_err() {
@@ -143,6 +143,10 @@ impl Worker {
             let mut who: Vec<Option<(u64, u8)>> = Vec::new();
             let mut raw: Vec<BorrowedFd<'_>> = vec![relay.as_fd()];
             who.push(None);
+            if self.local.starting() {
+                raw.push(self.local.wake_fd());
+                who.push(Some((0, 1)));
+            }
             if stdin_open {
                 raw.push(frames.get_ref().as_fd());
                 who.push(Some((0, 0)));
@@ -180,6 +184,12 @@ impl Worker {
                                 self.stopping = true;
                             }
                         }
+                    }
+                    Some((0, 1)) => {
+                        for not in self.local.collect()? {
+                            self.not_started(not)?;
+                        }
+                        self.reap()?;
                     }
                     Some((0, 0)) => {
                         if !self.frames(frames)? {
@@ -222,14 +232,8 @@ impl Worker {
                     if self.stopping {
                         continue;
                     }
-                    if let Err(not) = self.local.start(id, &argv, OutTo::Pipe, OutTo::Pipe)? {
-                        self.send(&Msg::Done(Done {
-                            id,
-                            how: not.how,
-                            timed_out: false,
-                            runtime_us: 0,
-                            message: not.message.into_bytes(),
-                        }))?;
+                    if let Some(not) = self.local.start(id, &argv, OutTo::Pipe, OutTo::Pipe)? {
+                        self.not_started(not)?;
                     }
                 }
                 Msg::Stop => self.stopping = true,
@@ -241,6 +245,16 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn not_started(&mut self, not: local::NotStarted) -> Result<()> {
+        self.send(&Msg::Done(Done {
+            id: not.key,
+            how: not.how,
+            timed_out: false,
+            runtime_us: 0,
+            message: not.message.into_bytes(),
+        }))
     }
 
     fn reap(&mut self) -> Result<()> {
@@ -286,6 +300,10 @@ impl Worker {
                     }))?;
                 }
                 None if !self.local.owns(pid.as_raw()) => {
+                    if self.local.starting() {
+                        // Registered when its spawner reports it.
+                        return Ok(());
+                    }
                     let _ = crate::process::waitpid(pid);
                 }
                 None => return Ok(()),
