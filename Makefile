@@ -13,6 +13,8 @@ build: ## build the library and every pk-* binary (release)
 	$(CARGO) build --release --locked --bins
 
 test: lint doc ## lint, the API docs (warnings are errors), then the whole test suite
+	@[ -x /usr/sbin/sshd ] || echo "note: the pk-pool exec ssh tests are skipped: /usr/sbin/sshd is missing (bash scripts/ci-deps.sh installs openssh-server)"
+	@command -v parallel >/dev/null || echo "note: the GNU parallel comparisons are skipped: parallel is missing (bash scripts/ci-deps.sh installs it)"
 	$(CARGO) test --locked
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
@@ -60,7 +62,10 @@ run-pool: build ## pk-pool: Pool apply_async, map, close/join, a dead worker rep
 	$(RELEASE)/pk-pool demo --workers 4 --tasks 10
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
 	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --kill-a-worker
-	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -- echo exec got {}
+	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -k -- echo exec got {}
+	seq 5 | $(RELEASE)/pk-pool exec -k -n 2 --joblog target/exec.joblog -- echo pair; cat target/exec.joblog
+	printf '%s\n' 0 5 3 | $(RELEASE)/pk-pool exec -j 1 -- sh -c 'exit $$0' || echo "pk-pool exec exited $$?"
+
 run-coro: build ## pk-coro: tasks taking turns on one thread (tokio current-thread)
 	@echo '== pk-coro: ask/answer, timing, a lock-free ticket rush, a blocking call'
 	$(RELEASE)/pk-coro ask-answer --rounds 3

@@ -15,6 +15,7 @@ use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::outln;
 
+mod exec;
 mod forking;
 mod ipc;
 mod pipe;
@@ -59,6 +60,19 @@ Figures (unit; lower is better unless marked higher):
                             the same two from a parent that first wrote 256 MiB, 1 GiB,
                             4 GiB of heap (a fork-based start grows with it); skipped,
                             with a message on stderr, when the machine lacks the memory
+  exec_true_j2_us           pk-pool exec -j 2 -- true over 10 000 lines, wall time per job
+  exec_xargs_true_j2_us     the peer: xargs -P 2 -n 1 true, same input
+  exec_parallel_true_j2_us  the peer: parallel -j 2 true (1 000 lines), per job
+  exec_overhead_j1_us       pk-pool exec -j 1 -- /bin/true per job minus Spawn::run of
+                            /bin/true, both in the same sample: the supervisor's cost
+  exec_1m_lines_maxrss_KiB  peak RSS (GNU time %M) of pk-pool exec -j 2 -n 1000 -- true
+                            over 1 000 000 lines; _xargs_ and _parallel_ peers beside it
+  exec_10m_lines_dry_run_maxrss_KiB
+                            pk-pool exec --dry-run over 10 000 000 lines: constant memory
+  exec_ssh2_jobs_per_s      pk-pool exec -S 2/127.0.0.1 -- true over a private sshd
+                            (higher is better); exec_parallel_ssh2_jobs_per_s: parallel -S
+  The exec figures skip (a message on stderr) where a peer, sshd or
+  /usr/bin/time is missing.
 
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
@@ -142,6 +156,28 @@ const FIGURES: &[Figure] = &[
     fig("spawn_std_1GiB_us", "us", spawn::spawn_std_1g),
     fig("spawn_4GiB_us", "us", spawn::spawn_4g),
     fig("spawn_std_4GiB_us", "us", spawn::spawn_std_4g),
+    fig("exec_true_j2_us", "us", exec::exec_true_j2),
+    fig("exec_xargs_true_j2_us", "us", exec::xargs_true_j2),
+    fig("exec_parallel_true_j2_us", "us", exec::parallel_true_j2),
+    fig("exec_overhead_j1_us", "us", exec::exec_overhead_j1),
+    fig("exec_1m_lines_maxrss_KiB", "KiB", exec::exec_1m_rss),
+    fig("exec_xargs_1m_lines_maxrss_KiB", "KiB", exec::xargs_1m_rss),
+    fig(
+        "exec_parallel_1m_lines_maxrss_KiB",
+        "KiB",
+        exec::parallel_1m_rss,
+    ),
+    fig(
+        "exec_10m_lines_dry_run_maxrss_KiB",
+        "KiB",
+        exec::exec_10m_rss,
+    ),
+    fig("exec_ssh2_jobs_per_s", "jobs/s", exec::exec_ssh2),
+    fig(
+        "exec_parallel_ssh2_jobs_per_s",
+        "jobs/s",
+        exec::parallel_ssh2,
+    ),
 ];
 
 /// Set by `--quick`, for figures whose cost is not a count of iterations.
