@@ -112,29 +112,35 @@ pub(super) fn parallel_true_j2(s: Scale) -> Result<f64> {
     )
 }
 
-/// What pk-pool adds per job: `pk-pool exec -j 1 -- /bin/true` per job
-/// minus a bare `Spawn::run` of `/bin/true`, both timed in this sample.
+/// CPU time (user + system) of this process's reaped children so far, in µs.
+fn children_cpu_us() -> Result<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map_err(|e| Error::sys("getrusage", "RUSAGE_CHILDREN", e))?;
+    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
+    Ok(us(u.user_time()) + us(u.system_time()))
+}
+
+/// What pk-pool adds per job, in CPU time: the CPU of `pk-pool exec -j 1
+/// -- /bin/true` (itself and its commands) minus the CPU of as many
+/// `/bin/true` run by a bare `Spawn::run`, per job. CPU time rather than
+/// wall time, so that other work on the machine does not count.
 pub(super) fn exec_overhead_j1(s: Scale) -> Result<f64> {
+    let figure = "exec_overhead_j1_us";
     let n = s.n(2_000);
     let pk = pk_pool()?;
     let pk = pk.to_string_lossy();
-    let exec = per_line(
-        &[&pk, "exec", "-j", "1", "--", "/bin/true"],
-        n,
-        "exec_overhead_j1_us",
-    )?;
-    let t0 = Instant::now();
+    let c0 = children_cpu_us()?;
+    per_line(&[&pk, "exec", "-j", "1", "--", "/bin/true"], n, figure)?;
+    let c1 = children_cpu_us()?;
     for _ in 0..n {
         let out = crate::spawn::Spawn::new(["/bin/true"])?
             .stdin(crate::spawn::Stdin::Null)
             .run()?;
-        check(
-            out.status.success(),
-            "exec_overhead_j1_us",
-            "/bin/true failed",
-        )?;
+        check(out.status.success(), figure, "/bin/true failed")?;
     }
-    Ok(exec - us_per(t0, n))
+    let c2 = children_cpu_us()?;
+    Ok(((c1 - c0) - (c2 - c1)) / n as f64)
 }
 
 /// Peak resident memory (KiB, GNU time's %M) of `argv` reading `n` lines.

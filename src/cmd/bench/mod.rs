@@ -63,8 +63,8 @@ Figures (unit; lower is better unless marked higher):
   exec_true_j2_us           pk-pool exec -j 2 -- true over 10 000 lines, wall time per job
   exec_xargs_true_j2_us     the peer: xargs -P 2 -n 1 true, same input
   exec_parallel_true_j2_us  the peer: parallel -j 2 true (1 000 lines), per job
-  exec_overhead_j1_us       pk-pool exec -j 1 -- /bin/true per job minus Spawn::run of
-                            /bin/true, both in the same sample: the supervisor's cost
+  exec_overhead_j1_us       CPU time pk-pool adds per job: pk-pool exec -j 1 -- /bin/true
+                            (itself and its commands) minus as many Spawn::run of /bin/true
   exec_1m_lines_maxrss_KiB  peak RSS (GNU time %M) of pk-pool exec -j 2 -n 1000 -- true
                             over 1 000 000 lines; _xargs_ and _parallel_ peers beside it
   exec_10m_lines_dry_run_maxrss_KiB

@@ -15,7 +15,8 @@
 //! the child has exec'd, and on a busy machine the child may wait a while
 //! for a CPU: measured, that window was most of a short job's cost when
 //! one thread started every job. So the starts happen on a few spawner
-//! threads (one per slot, at most [`MAX_SPAWNERS`]), started after the
+//! threads (one per slot, at most [`MAX_SPAWNERS`]; none with one slot,
+//! where the loop has nothing else to do meanwhile), started after the
 //! caller blocked its signals (they inherit the mask), living as long as
 //! the run: a child's death signal follows the thread that started it.
 //! The loop hands them a ready `Spawn`, goes on polling, and collects
@@ -159,7 +160,9 @@ pub struct Local {
     stop_grace: Option<Duration>,
     /// The groups of every job stopped so far.
     stopped_groups: Vec<Pid>,
-    spawners: Spawners,
+    /// `None` with one slot: the loop starts programs itself (a handover
+    /// to a thread would only add two wake-ups per job).
+    spawners: Option<Spawners>,
 }
 
 /// A job whose command did not start.
@@ -189,7 +192,11 @@ impl Local {
             kill_after,
             stop_grace: None,
             stopped_groups: Vec::new(),
-            spawners: Spawners::new(spawners)?,
+            spawners: if spawners > 1 {
+                Some(Spawners::new(spawners)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -205,8 +212,9 @@ impl Local {
     }
 
     /// Readable when a spawner has started a job: then [`Local::collect`].
-    pub fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.spawners.wake.as_fd()
+    /// `None` when jobs start on the caller's thread.
+    pub fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.spawners.as_ref().map(|s| s.wake.as_fd())
     }
 
     /// Have `argv` started as job `key` by a spawner thread. An argv that
@@ -259,12 +267,16 @@ impl Local {
                 spawn.stderr_fd(fd)
             };
         }
-        self.pending.insert(key, Pending { pipes });
-        let sent = self
-            .spawners
+        let Some(spawners) = &self.spawners else {
+            let at = Instant::now();
+            let started = spawn.start();
+            return self.register(key, at, started, pipes);
+        };
+        let sent = spawners
             .jobs
             .as_ref()
             .is_some_and(|q| q.send((key, spawn)).is_ok());
+        self.pending.insert(key, Pending { pipes });
         if !sent {
             self.pending.remove(&key);
             return Err(Error::new(
@@ -280,52 +292,67 @@ impl Local {
     /// Register the jobs the spawners have started; those that did not
     /// start (not found, not executable) are returned, as job outcomes.
     pub fn collect(&mut self) -> Result<Vec<NotStarted>> {
-        let mut drained = [0u8; 64];
-        while matches!(nix::unistd::read(self.spawners.wake.as_fd(), &mut drained), Ok(n) if n > 0)
-        {
-        }
         let mut failed = Vec::new();
-        while let Ok((key, at, started)) = self.spawners.done.try_recv() {
+        let Some(spawners) = &self.spawners else {
+            return Ok(failed);
+        };
+        let mut drained = [0u8; 64];
+        while matches!(nix::unistd::read(spawners.wake.as_fd(), &mut drained), Ok(n) if n > 0) {}
+        let done: Vec<Started> = spawners.done.try_iter().collect();
+        for (key, at, started) in done {
             let Some(p) = self.pending.remove(&key) else {
                 continue;
             };
-            let running = match started {
-                Ok(r) => r,
-                Err(e) => {
-                    let how = match e.kind() {
-                        ErrorKind::CommandNotFound => How::NotFound,
-                        ErrorKind::CommandNotExecutable | ErrorKind::InvalidInput => How::CannotRun,
-                        _ => return Err(e),
-                    };
-                    failed.push(NotStarted {
-                        key,
-                        how,
-                        message: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let pid = running.pid();
-            self.by_pid.insert(pid.as_raw(), key);
-            let mut job = Job {
-                running,
-                pgid: pid,
-                pipes: p.pipes,
-                started: at,
-                deadline: self.timeout.and_then(|t| at.checked_add(t)),
-                kill_at: None,
-                timed_out: false,
-                stopped: false,
-            };
-            if let Some(grace) = self.stop_grace {
-                self.stopped_groups.push(pid);
-                job.stopped = true;
-                job.deadline = None;
-                terminate(&mut job, grace)?;
+            if let Some(not) = self.register(key, at, started, p.pipes)? {
+                failed.push(not);
             }
-            self.jobs.insert(key, job);
         }
         Ok(failed)
+    }
+
+    /// Take charge of job `key`, started at `at`.
+    fn register(
+        &mut self,
+        key: u64,
+        at: Instant,
+        started: crate::error::Result<Running>,
+        pipes: [Option<OwnedFd>; 2],
+    ) -> Result<Option<NotStarted>> {
+        let running = match started {
+            Ok(r) => r,
+            Err(e) => {
+                let how = match e.kind() {
+                    ErrorKind::CommandNotFound => How::NotFound,
+                    ErrorKind::CommandNotExecutable | ErrorKind::InvalidInput => How::CannotRun,
+                    _ => return Err(e),
+                };
+                return Ok(Some(NotStarted {
+                    key,
+                    how,
+                    message: e.to_string(),
+                }));
+            }
+        };
+        let pid = running.pid();
+        self.by_pid.insert(pid.as_raw(), key);
+        let mut job = Job {
+            running,
+            pgid: pid,
+            pipes,
+            started: at,
+            deadline: self.timeout.and_then(|t| at.checked_add(t)),
+            kill_at: None,
+            timed_out: false,
+            stopped: false,
+        };
+        if let Some(grace) = self.stop_grace {
+            self.stopped_groups.push(pid);
+            job.stopped = true;
+            job.deadline = None;
+            terminate(&mut job, grace)?;
+        }
+        self.jobs.insert(key, job);
+        Ok(None)
     }
 
     /// Whether `pid` is one of our jobs.

@@ -320,9 +320,9 @@ impl Sched {
             let mut raw = Vec::with_capacity(8);
             who.push(Who::Signals);
             raw.push(relay.as_fd());
-            if self.local.starting() {
+            if let (true, Some(fd)) = (self.local.starting(), self.local.wake_fd()) {
                 who.push(Who::Spawned);
-                raw.push(self.local.wake_fd());
+                raw.push(fd);
             }
             if want_input {
                 if let Some(fd) = self.input.fd() {

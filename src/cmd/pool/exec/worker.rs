@@ -143,8 +143,8 @@ impl Worker {
             let mut who: Vec<Option<(u64, u8)>> = Vec::new();
             let mut raw: Vec<BorrowedFd<'_>> = vec![relay.as_fd()];
             who.push(None);
-            if self.local.starting() {
-                raw.push(self.local.wake_fd());
+            if let (true, Some(fd)) = (self.local.starting(), self.local.wake_fd()) {
+                raw.push(fd);
                 who.push(Some((0, 1)));
             }
             if stdin_open {
