@@ -591,7 +591,6 @@ fn a_signal_stops_everything_and_no_command_survives() {
         for pid in pids {
             assert_gone(pid);
         }
-        assert!(leftovers(&[]).is_empty());
         for i in 1..=4 {
             let _ = std::fs::remove_file(dir.path().join(format!("child.{i}")));
         }
@@ -675,4 +674,79 @@ fn help_documents_the_contract() {
             "empty line is a job with an empty",
         ],
     );
+}
+
+#[test]
+fn never_more_than_j_jobs_at_once_as_xargs_p() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo start >> {0}; sleep 0.02; echo end >> {0}",
+        log.display()
+    );
+    let input: String = (0..12).map(|i| format!("{i}\n")).collect();
+    let out = exec(&["-j", "3", "--", "sh", "-c", &script], &input);
+    assert_success(&out);
+    let (mut running, mut most, mut starts) = (0, 0, 0);
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        if line == "start" {
+            running += 1;
+            starts += 1;
+            most = most.max(running);
+        } else {
+            running -= 1;
+        }
+    }
+    assert_eq!(starts, 12);
+    assert!((1..=3).contains(&most), "at most 3 at once, saw {most}");
+    // -P is xargs' name for it.
+    let out = exec(&["-P", "2", "-k", "--", "echo"], "a\nb\n");
+    assert_eq!(stdout(&out), "a\nb\n");
+}
+
+#[test]
+fn a_sigkilled_pk_pool_takes_its_commands_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo $$ > {d}/pid.$0; exec sleep 60"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    {
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n").unwrap();
+    }
+    let pids: Vec<i32> = (1..=2)
+        .map(|i| {
+            let f = dir.path().join(format!("pid.{i}"));
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            loop {
+                if let Some(p) = std::fs::read_to_string(&f)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                {
+                    return p;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "job {i} did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+        .collect();
+    // No chance to clean up: each command's death signal (SIGTERM) ends it.
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in pids {
+        assert_gone(pid);
+    }
 }

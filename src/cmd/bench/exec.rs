@@ -15,6 +15,16 @@ use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
 use crate::error::{Error, ErrorKind};
 
+/// `base` scaled, and cut ten times more in a quick run: the exec
+/// figures start thousands of processes, and `--quick` is a smoke run.
+fn count(s: Scale, base: u64) -> u64 {
+    if super::QUICK.load(std::sync::atomic::Ordering::Relaxed) {
+        s.n(base / 10)
+    } else {
+        s.n(base)
+    }
+}
+
 /// `pk-pool`, beside `pk-bench`.
 fn pk_pool() -> Result<PathBuf> {
     let me = std::env::current_exe().map_err(|e| Error::io("readlink", "/proc/self/exe", &e))?;
@@ -84,7 +94,7 @@ pub(super) fn exec_true_j2(s: Scale) -> Result<f64> {
     let pk = pk.to_string_lossy();
     per_line(
         &[&pk, "exec", "-j", "2", "--", "true"],
-        s.n(10_000),
+        count(s, 10_000),
         "exec_true_j2_us",
     )
 }
@@ -95,7 +105,7 @@ pub(super) fn xargs_true_j2(s: Scale) -> Result<f64> {
     }
     per_line(
         &["xargs", "-P", "2", "-n", "1", "true"],
-        s.n(10_000),
+        count(s, 10_000),
         "exec_xargs_true_j2_us",
     )
 }
@@ -107,7 +117,7 @@ pub(super) fn parallel_true_j2(s: Scale) -> Result<f64> {
     // parallel costs milliseconds a job: a tenth of the jobs, per job.
     per_line(
         &["parallel", "--will-cite", "-j", "2", "true"],
-        s.n(1_000),
+        count(s, 1_000),
         "exec_parallel_true_j2_us",
     )
 }
@@ -127,7 +137,7 @@ fn children_cpu_us() -> Result<f64> {
 /// wall time, so that other work on the machine does not count.
 pub(super) fn exec_overhead_j1(s: Scale) -> Result<f64> {
     let figure = "exec_overhead_j1_us";
-    let n = s.n(2_000);
+    let n = count(s, 2_000);
     let pk = pk_pool()?;
     let pk = pk.to_string_lossy();
     let c0 = children_cpu_us()?;
@@ -175,7 +185,7 @@ pub(super) fn exec_1m_rss(s: Scale) -> Result<f64> {
     let pk = pk.to_string_lossy();
     max_rss(
         &[&pk, "exec", "-j", "2", "-n", "1000", "--", "true"],
-        s.n(1_000_000),
+        count(s, 1_000_000),
         "exec_1m_lines_maxrss_KiB",
     )
 }
@@ -183,7 +193,7 @@ pub(super) fn exec_1m_rss(s: Scale) -> Result<f64> {
 pub(super) fn xargs_1m_rss(s: Scale) -> Result<f64> {
     max_rss(
         &["xargs", "-P", "2", "-n", "1000", "true"],
-        s.n(1_000_000),
+        count(s, 1_000_000),
         "exec_xargs_1m_lines_maxrss_KiB",
     )
 }
@@ -194,7 +204,7 @@ pub(super) fn parallel_1m_rss(s: Scale) -> Result<f64> {
     }
     max_rss(
         &["parallel", "--will-cite", "-j", "2", "-n", "1000", "true"],
-        s.n(1_000_000),
+        count(s, 1_000_000),
         "exec_parallel_1m_lines_maxrss_KiB",
     )
 }
@@ -206,7 +216,7 @@ pub(super) fn exec_10m_rss(s: Scale) -> Result<f64> {
     let pk = pk.to_string_lossy();
     max_rss(
         &[&pk, "exec", "--dry-run", "--", "echo"],
-        s.n(10_000_000),
+        count(s, 10_000_000),
         "exec_10m_lines_dry_run_maxrss_KiB",
     )
 }
@@ -215,7 +225,7 @@ pub(super) fn exec_10m_rss(s: Scale) -> Result<f64> {
 /// ssh figures; stopped on drop.
 struct Sshd {
     dir: PathBuf,
-    child: std::process::Child,
+    child: crate::spawn::Running,
 }
 
 impl Sshd {
@@ -264,12 +274,25 @@ impl Sshd {
         if nix::unistd::geteuid().is_root() {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .spawn()
+        // Its own group, /dev/null for its output (it never holds our
+        // pipes), and SIGTERM should pk-bench die first.
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
             .map_err(io)?;
+        let config = dir.join("sshd_config");
+        let child = crate::spawn::Spawn::new([
+            sshd.as_os_str(),
+            "-D".as_ref(),
+            "-f".as_ref(),
+            config.as_os_str(),
+        ])?
+        .stdin(crate::spawn::Stdin::Null)
+        .stdout_fd(null.try_clone().map_err(io)?.into())
+        .stderr_fd(null.into())
+        .process_group(true)
+        .die_with_parent(nix::sys::signal::Signal::SIGTERM)
+        .start()?;
         let me = Sshd { dir, child };
         let t0 = Instant::now();
         loop {
@@ -294,7 +317,8 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The listener and any session it forked: the whole group.
+        let _ = self.child.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -316,7 +340,7 @@ pub(super) fn exec_ssh2(s: Scale) -> Result<f64> {
     let pk = pk_pool()?;
     let pk = pk.to_string_lossy();
     let ssh = format!("ssh -F {}", sshd.config());
-    let n = s.n(2_000);
+    let n = count(s, 2_000);
     let us = per_line(
         &[
             &pk,
@@ -344,7 +368,7 @@ pub(super) fn parallel_ssh2(s: Scale) -> Result<f64> {
     let sshd = Sshd::start(figure)?;
     let ssh = format!("ssh -F {}", sshd.config());
     // One ssh per job: a twentieth of the jobs.
-    let n = s.n(100);
+    let n = count(s, 100);
     let us = per_line(
         &[
             "parallel",

@@ -66,11 +66,15 @@ Figures (unit; lower is better unless marked higher):
   exec_overhead_j1_us       CPU time pk-pool adds per job: pk-pool exec -j 1 -- /bin/true
                             (itself and its commands) minus as many Spawn::run of /bin/true
   exec_1m_lines_maxrss_KiB  peak RSS (GNU time %M) of pk-pool exec -j 2 -n 1000 -- true
-                            over 1 000 000 lines; _xargs_ and _parallel_ peers beside it
+                            over 1 000 000 lines
+  exec_xargs_1m_lines_maxrss_KiB, exec_parallel_1m_lines_maxrss_KiB
+                            the peers on the same input (xargs -P 2 -n 1000, parallel)
   exec_10m_lines_dry_run_maxrss_KiB
                             pk-pool exec --dry-run over 10 000 000 lines: constant memory
   exec_ssh2_jobs_per_s      pk-pool exec -S 2/127.0.0.1 -- true over a private sshd
-                            (higher is better); exec_parallel_ssh2_jobs_per_s: parallel -S
+                            (higher is better)
+  exec_parallel_ssh2_jobs_per_s
+                            the peer: parallel -S 2/127.0.0.1 true (100 lines)
   The exec figures skip (a message on stderr) where a peer, sshd or
   /usr/bin/time is missing.
 
