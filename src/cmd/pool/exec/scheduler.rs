@@ -996,7 +996,13 @@ impl Sched {
             || self.stdout_closed
             || self.no_host_left
             || (self.input_done && self.retry.is_empty());
-        if !no_more {
+        // A job still running elsewhere may fail and be retried here.
+        let no_retry = self.cfg.retries == 0
+            || self.attempts.is_empty()
+            || self.stopping
+            || self.halted.is_some()
+            || self.stdout_closed;
+        if !no_more || !no_retry {
             return Ok(());
         }
         for host in &mut self.hosts {
