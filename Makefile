@@ -111,7 +111,10 @@ run-pool: build ## pk-pool: the lesson's apply_async of long tasks; apply, map_a
 	$(RELEASE)/pk-pool map --workers 2 1 2 3 4 5
 	@echo '-- a worker killed on purpose (SIGKILL): its task is reported lost, the worker replaced'
 	$(RELEASE)/pk-pool demo --workers 2 --tasks 6 --task-time 100ms --kill-a-worker
-	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -- echo exec got {}
+	printf '%s\n' one two three | $(RELEASE)/pk-pool exec -j 2 -k -- echo exec got {}
+	seq 5 | $(RELEASE)/pk-pool exec -k -n 2 --joblog target/exec.joblog -- echo pair; cat target/exec.joblog
+	printf '%s\n' 0 5 3 | $(RELEASE)/pk-pool exec -j 1 -- sh -c 'exit $$0' || echo "pk-pool exec exited $$?"
+
 run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, Queue), tasks taking turns on one thread
 	@echo '== pk-coro: the generator protocol, a coroutine never run, ask/answer, timing, gather, wait_for, a queue, a lock-free ticket rush, a blocking call'
 	$(RELEASE)/pk-coro generator --items 5

@@ -63,7 +63,7 @@ if [ -n "$have_c" ]; then
   done
   # Figures no C program covers.
   rest=$("$pk" --list | awk '{print $1}' | while read -r f; do
-    case " ${groups[*]} " in *" $f "* | *":$f "*) ;; *) echo "$f" ;; esac
+    case " ${groups[*]} " in *" $f "* | *":$f "*) ;; exec_*) ;; *) echo "$f" ;; esac
   done)
   if [ -n "$rest" ]; then
     only=()
@@ -72,12 +72,52 @@ if [ -n "$have_c" ]; then
   fi
 else
   echo "== posixkit (pk-bench ${quick[*]:-}); no C baselines at $cdir" >&2
-  "$pk" --json "${quick[@]}" > "$work/pk.1.json"
+  "$pk" --list | awk '{print $1}' | grep -v '^exec_' | while read -r f; do
+    "$pk" --json "${quick[@]}" --only "$f"
+  done > "$work/pk.1.json"
   args+=(--round "$work/pk.1.json" "")
 fi
 
 echo "== Python peers (bench/python/peers.py ${quick[*]:-})" >&2
 python3 "$top/bench/python/peers.py" --json "${quick[@]}" > "$work/py.json"
 python3 "$top/bench/table.py" --py "$work/py.json" "${args[@]}"
+
+# pk-pool exec beside xargs and GNU parallel: the tools alternate, figure
+# by figure, in each of the rounds; the table gives the median per figure.
+exec_figs=$("$pk" --list | awk '$1 ~ /^exec_/ {print $1}')
+: > "$work/exec.json"
+for r in $(seq "$rounds"); do
+  echo "== round $r of $rounds: pk-pool exec, xargs, parallel in turn" >&2
+  for f in $exec_figs; do
+    "$pk" --json "${quick[@]}" --reps 1 --only "$f" >> "$work/exec.json" || true
+  done
+done
+python3 - "$work/exec.json" <<'PY'
+import json, statistics, sys
+by = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("{"):
+        d = json.loads(line)
+        by.setdefault(d["figure"], []).append(d["median"])
+med = {k: statistics.median(v) for k, v in by.items()}
+rows = [
+    ("10 000 x true, -j 2 (us per job)", "exec_true_j2_us", "exec_xargs_true_j2_us", "exec_parallel_true_j2_us", False),
+    ("1 000 000 lines, -n 1000 (max RSS KiB)", "exec_1m_lines_maxrss_KiB", "exec_xargs_1m_lines_maxrss_KiB", "exec_parallel_1m_lines_maxrss_KiB", False),
+    ("ssh to 127.0.0.1, 2 slots (jobs/s)", "exec_ssh2_jobs_per_s", None, "exec_parallel_ssh2_jobs_per_s", True),
+]
+print()
+print("| pk-pool exec | pk-pool | xargs | parallel | xargs / pk-pool | parallel / pk-pool |")
+print("|---|---|---|---|---|---|")
+fmt = lambda v: "-" if v is None else f"{v:.1f}"
+for name, pk, xa, pa, higher in rows:
+    p, x, q = med.get(pk), med.get(xa) if xa else None, med.get(pa)
+    ratio = lambda o: "-" if o is None or p is None or p == 0 or o == 0 else (f"{p / o:.2f}x" if higher else f"{o / p:.2f}x")
+    print(f"| {name} | {fmt(p)} | {fmt(x)} | {fmt(q)} | {ratio(x)} | {ratio(q)} |")
+for f in ("exec_overhead_j1_us", "exec_10m_lines_dry_run_maxrss_KiB"):
+    if f in med:
+        print(f"| {f} | {med[f]:.1f} | | | | |")
+print("(ratios: how many times better pk-pool is; medians over the rounds)")
+PY
 echo >&2
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2

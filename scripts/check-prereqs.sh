@@ -18,6 +18,7 @@ need util-linux flock prlimit setpriv unshare ipcrm
 need strace strace
 need gcc cc
 need openssh-server sshd
+need openssh-client ssh ssh-keygen
 need parallel parallel
 need man-db man
 if command -v parallel >/dev/null 2>&1 && ! parallel --version 2>/dev/null | grep -q 'GNU parallel'; then

@@ -107,6 +107,8 @@ pub struct Spawn {
     new_group: bool,
     stdout_closed: bool,
     share_sysv_undo: bool,
+    stdout_to: Option<OwnedFd>,
+    stderr_to: Option<OwnedFd>,
     timeout: Option<Timeout>,
     invalid: Option<Error>,
 }
@@ -168,6 +170,8 @@ impl Spawn {
             new_group: false,
             stdout_closed: false,
             share_sysv_undo: false,
+            stdout_to: None,
+            stderr_to: None,
             timeout: None,
             invalid: None,
         })
@@ -265,6 +269,24 @@ impl Spawn {
     #[must_use]
     pub fn process_group(mut self, new: bool) -> Self {
         self.new_group = new;
+        self
+    }
+
+    /// Send the child's stdout to `fd` (a file, the write end of a pipe: the
+    /// shell's `> file`) instead of ours. Ignored with [`Spawn::capture`].
+    /// The child gets its own copy; dropping the `Spawn` or starting it
+    /// closes this one.
+    #[must_use]
+    pub fn stdout_fd(mut self, fd: OwnedFd) -> Self {
+        self.stdout_to = Some(fd);
+        self
+    }
+
+    /// Send the child's stderr to `fd` instead of ours (the shell's
+    /// `2> file`); as [`Spawn::stdout_fd`].
+    #[must_use]
+    pub fn stderr_fd(mut self, fd: OwnedFd) -> Self {
+        self.stderr_to = Some(fd);
         self
     }
 
@@ -376,13 +398,27 @@ impl Spawn {
         };
         let (child_out, out) = capture()?;
         let (child_err, err) = capture()?;
+        // Without capture, the caller's own descriptors, if any.
+        let given = |fd: Option<OwnedFd>| -> Result<Option<OwnedFd>> {
+            match fd {
+                Some(fd) if !self.capture => Ok(Some(above_stdio(fd)?)),
+                _ => Ok(None),
+            }
+        };
+        let out_to = given(self.stdout_to)?;
+        let err_to = given(self.stderr_to)?;
+        let raw = |pipe: &Option<SpawnFd>, fd: &Option<OwnedFd>| {
+            pipe.as_ref()
+                .map(AsRawFd::as_raw_fd)
+                .or(fd.as_ref().map(AsRawFd::as_raw_fd))
+        };
 
         plan.redirect = [
             child_in.as_ref().map(ChildEnd::raw),
-            child_out.as_ref().map(AsRawFd::as_raw_fd),
-            child_err.as_ref().map(AsRawFd::as_raw_fd),
+            raw(&child_out, &out_to),
+            raw(&child_err, &err_to),
         ];
-        plan.close_stdout = self.stdout_closed && child_out.is_none();
+        plan.close_stdout = self.stdout_closed && child_out.is_none() && out_to.is_none();
         plan.err_fd = err_w.as_raw_fd();
         plan.death_signal = self
             .death_signal
@@ -393,7 +429,7 @@ impl Spawn {
         let mut child = Child::new(pid);
         // The child's ends are the child's now: closing ours is what lets
         // each side see end of file.
-        drop((child_in, child_out, child_err, err_w, plan));
+        drop((child_in, child_out, child_err, out_to, err_to, err_w, plan));
 
         if let Some((stage, errno)) = read_report(&err_r)? {
             child.wait()?;

@@ -94,12 +94,6 @@ impl Running {
         self.group
     }
 
-    /// Reap the child if it has ended (WNOHANG, exactly this pid), without
-    /// touching its input or output; `None` while it runs.
-    pub fn try_wait(&mut self) -> Result<Option<Status>> {
-        self.child.try_wait()
-    }
-
     /// How the child ended, once reaped.
     pub fn status(&self) -> Option<Status> {
         self.child.status()
@@ -122,6 +116,14 @@ impl Running {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(Error::sys("kill", self.pid(), e)),
         }
+    }
+
+    /// Reap the child if it has ended, without blocking (waitpid with
+    /// `WNOHANG`); `None` while it runs. Its pipes are left as they are:
+    /// for a caller that watches many children at once (SIGCHLD, pidfds)
+    /// and started them without captured output.
+    pub fn try_wait(&mut self) -> Result<Option<Status>> {
+        self.child.try_wait()
     }
 
     /// Wait for the child to end and its output to reach end of file,

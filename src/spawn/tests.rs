@@ -331,3 +331,52 @@ fn a_running_dropped_unreaped_takes_its_group_along() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn stdout_and_stderr_go_to_the_given_descriptors_and_try_wait_reaps() {
+    use std::io::{Read, Seek};
+    let dir = std::env::temp_dir();
+    let open = |name: &str| {
+        let path = dir.join(format!("posixkit-spawn-fd-{}-{name}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    };
+    let (mut out, mut err) = (open("out"), open("err"));
+    let mut r = Spawn::new(["sh", "-c", "echo to-out; echo to-err >&2"])
+        .unwrap()
+        .stdout_fd(out.try_clone().unwrap().into())
+        .stderr_fd(err.try_clone().unwrap().into())
+        .start()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = r.try_wait().unwrap() {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(status.success());
+    assert_eq!(r.try_wait().unwrap(), Some(status), "the same status again");
+    let mut text = String::new();
+    out.rewind().unwrap();
+    out.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "to-out\n");
+    text.clear();
+    err.rewind().unwrap();
+    err.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "to-err\n");
+    // With capture, the descriptors are not used.
+    let o = Spawn::new(["echo", "hi"])
+        .unwrap()
+        .stdout_fd(out.try_clone().unwrap().into())
+        .capture(true)
+        .run()
+        .unwrap();
+    assert_eq!(o.stdout, b"hi\n");
+}

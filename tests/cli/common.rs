@@ -296,6 +296,17 @@ impl Running {
         }
     }
 
+    /// The lines not read yet, up to the end of stdout (call it once the
+    /// process has ended).
+    pub fn rest(&mut self) -> String {
+        let mut text = String::new();
+        while let Ok(line) = self.lines.recv_timeout(TIMEOUT) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    }
+
     /// Send it `sig`.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

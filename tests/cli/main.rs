@@ -14,6 +14,8 @@ mod manager_python;
 mod manager_queues;
 mod pipe;
 mod pool;
+mod pool_exec;
+mod pool_exec_ssh;
 mod process;
 mod queue;
 mod queue_kill;

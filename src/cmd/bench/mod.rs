@@ -15,6 +15,7 @@ use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::outln;
 
+mod exec;
 mod forking;
 mod gil;
 mod ipc;
@@ -78,6 +79,23 @@ Figures (unit; lower is better unless marked higher):
                             it is installed
   sem_heal_us               a holder of a pk-sem slot is SIGKILLed: time until the waiter,
                             asleep in the kernel, holds the slot
+  exec_true_j2_us           pk-pool exec -j 2 -- true over 10 000 lines, wall time per job
+  exec_xargs_true_j2_us     the peer: xargs -P 2 -n 1 true, same input
+  exec_parallel_true_j2_us  the peer: parallel -j 2 true (1 000 lines), per job
+  exec_overhead_j1_us       CPU time pk-pool adds per job: pk-pool exec -j 1 -- /bin/true
+                            (itself and its commands) minus as many Spawn::run of /bin/true
+  exec_1m_lines_maxrss_KiB  peak RSS (GNU time %M) of pk-pool exec -j 2 -n 1000 -- true
+                            over 1 000 000 lines
+  exec_xargs_1m_lines_maxrss_KiB, exec_parallel_1m_lines_maxrss_KiB
+                            the peers on the same input (xargs -P 2 -n 1000, parallel)
+  exec_10m_lines_dry_run_maxrss_KiB
+                            pk-pool exec --dry-run over 10 000 000 lines: constant memory
+  exec_ssh2_jobs_per_s      pk-pool exec -S 2/127.0.0.1 -- true over a private sshd
+                            (higher is better)
+  exec_parallel_ssh2_jobs_per_s
+                            the peer: parallel -S 2/127.0.0.1 true (100 lines)
+  The exec figures skip (a message on stderr) where a peer, sshd or
+  /usr/bin/time is missing.
 
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
@@ -174,6 +192,28 @@ const FIGURES: &[Figure] = &[
     fig("flock_n_true_us", "us", named::flock_n_true),
     fig("gnu_sem_true_us", "us", named::gnu_sem_true),
     fig("sem_heal_us", "us", named::sem_heal),
+    fig("exec_true_j2_us", "us", exec::exec_true_j2),
+    fig("exec_xargs_true_j2_us", "us", exec::xargs_true_j2),
+    fig("exec_parallel_true_j2_us", "us", exec::parallel_true_j2),
+    fig("exec_overhead_j1_us", "us", exec::exec_overhead_j1),
+    fig("exec_1m_lines_maxrss_KiB", "KiB", exec::exec_1m_rss),
+    fig("exec_xargs_1m_lines_maxrss_KiB", "KiB", exec::xargs_1m_rss),
+    fig(
+        "exec_parallel_1m_lines_maxrss_KiB",
+        "KiB",
+        exec::parallel_1m_rss,
+    ),
+    fig(
+        "exec_10m_lines_dry_run_maxrss_KiB",
+        "KiB",
+        exec::exec_10m_rss,
+    ),
+    fig("exec_ssh2_jobs_per_s", "jobs/s", exec::exec_ssh2),
+    fig(
+        "exec_parallel_ssh2_jobs_per_s",
+        "jobs/s",
+        exec::parallel_ssh2,
+    ),
 ];
 
 /// Set by `--quick`, for figures whose cost is not a count of iterations.

@@ -60,15 +60,9 @@ pk-pool map --range 100 -c 10 --kill-worker-at 35     ->  items 30-39 `error` (t
   A failed item prints as `error` in the list and one `pk-pool: task square[<i>]
   failed: <why>` line on stderr (an i64 overflow, for example).
 
-pk-pool exec [-j N] -- CMD ARGS...   (reads stdin; CMD's own output passes through)
+pk-pool exec [-j N] [OPTIONS] -- CMD ARGS...   (xargs -P / GNU parallel; see
+  pk-pool exec --help for its options, output and exit statuses)
   printf '%s\n' a b c | pk-pool exec -j 2 -- echo item {}
-  Commands get /dev/null as stdin. Exit status: 0 when every command
-  succeeded, else the status of the first failing line in input order
-  (N, 126/127 when CMD cannot run, 128+N for a signal), with one
-  `pk-pool: ...` line on stderr per failure; 65 when a line holds a NUL byte
-  (nothing is run then). SIGINT, SIGTERM or SIGHUP stop it: no new command
-  starts, the workers are killed, their running commands get SIGTERM, all
-  are reaped, and pk-pool exits 128+N with one line on stderr.
 
 Exit status: 0 when the demo ran or every task succeeded; 1 when a map task
 failed; 2 for a bad flag or value; 71 when a system call fails.";
@@ -85,10 +79,13 @@ pub struct Args {
 /// pk-pool's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// For each line of stdin, run CMD with `{}` replaced by the line (or the
-    /// line appended when no argument holds `{}`), on N pre-forked workers,
-    /// like `xargs -P N -I {}`.
+    /// For each input item, run CMD with `{}` replaced by the item (or the
+    /// items appended), N at a time, here or on ssh hosts: xargs -P and GNU
+    /// parallel.
     Exec(exec::ExecArgs),
+    /// The remote side of `exec -S HOST`, started through ssh.
+    #[command(hide = true)]
+    Worker(exec::WorkerArgs),
     /// The lesson: apply_async of long tasks on Pool(4), "Waiting for all
     /// subprocesses done...", close, join, "All subprocesses done.".
     Demo(lesson::DemoArgs),
@@ -158,11 +155,6 @@ pub fn registry() -> (Registry, Tasks) {
     (registry, tasks)
 }
 
-/// A pool of `workers` that knows pk-pool's tasks.
-pub(super) fn new_pool(workers: u32) -> Result<Pool> {
-    Ok(pool_with_tasks(workers)?.0)
-}
-
 fn pool_with_tasks(workers: u32) -> Result<(Pool, Tasks)> {
     let (registry, tasks) = registry();
     Ok((Pool::new(workers as usize, registry)?, tasks))
@@ -172,6 +164,7 @@ fn pool_with_tasks(workers: u32) -> Result<(Pool, Tasks)> {
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.command {
         Command::Exec(a) => exec::run(a),
+        Command::Worker(a) => exec::worker(a),
         Command::Demo(a) => lesson::demo(a, out),
         Command::Calls(a) => lesson::calls(a, out),
         Command::Map {

@@ -1,0 +1,140 @@
+//! `--joblog FILE`: one tab-separated line per job as it ends, under GNU
+//! parallel's header, so tools that read parallel's joblog read ours:
+//!
+//! `Seq Host Starttime JobRuntime Send Receive Exitval Signal Command`
+//!
+//! Starttime is seconds since the epoch and JobRuntime seconds, both with
+//! three decimals; Send is the bytes sent to a remote host for the job,
+//! Receive the bytes of its stdout; Exitval and Signal are parallel's: a
+//! job killed by signal N has Exitval 0 and Signal N, one that ran out of
+//! time Exitval -1; a command that could not run has 126 or 127. Host is
+//! `:` for this machine. Each line is one write(2), so `tail -f` never
+//! sees half a line.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::wire::How;
+use crate::error::{Error, Result};
+
+pub const HEADER: &str =
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+
+/// An open joblog.
+#[derive(Debug)]
+pub struct Joblog {
+    file: File,
+    name: String,
+}
+
+/// One finished job, as the joblog records it.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub seq: u64,
+    pub host: &'a str,
+    pub start: SystemTime,
+    pub runtime: Duration,
+    pub send: u64,
+    pub receive: u64,
+    pub how: How,
+    pub timed_out: bool,
+    pub command: &'a str,
+}
+
+impl Joblog {
+    /// Create (or empty) `path` and write the header. The file gets the
+    /// permissions a shell's `> FILE` gives (0666 less the umask).
+    pub fn create(path: &Path) -> Result<Joblog> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.display().to_string();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("open", &name, &e))?;
+        let log = Joblog { file, name };
+        log.write(HEADER)?;
+        Ok(log)
+    }
+
+    fn write(&self, line: &str) -> Result<()> {
+        crate::pipe::write_all(self.file.as_fd(), line.as_bytes())
+            .map_err(|e| Error::sys("write", &self.name, e))
+    }
+
+    /// Append `e`'s line.
+    pub fn record(&self, e: &Entry<'_>) -> Result<()> {
+        self.write(&line(e))
+    }
+}
+
+/// The joblog line of `e`, newline included.
+pub fn line(e: &Entry<'_>) -> String {
+    let start = e
+        .start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let (exitval, signal) = match e.how {
+        How::Signaled(s) if e.timed_out => (-1, s),
+        How::Signaled(s) => (0, s),
+        How::Exited(c) => (i32::from(c), 0),
+        How::CannotRun => (126, 0),
+        How::NotFound => (127, 0),
+        How::Lost => (-1, 0),
+    };
+    // The command on one line: a newline or tab in an argument would
+    // break the format.
+    let command: String = e
+        .command
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .collect();
+    format!(
+        "{}\t{}\t{start:.3}\t{:10.3}\t{}\t{}\t{exitval}\t{signal}\t{command}\n",
+        e.seq,
+        e.host,
+        e.runtime.as_secs_f64(),
+        e.send,
+        e.receive
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_follow_gnu_parallel() {
+        let e = Entry {
+            seq: 3,
+            host: ":",
+            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_018_607_683),
+            runtime: Duration::from_millis(10),
+            send: 0,
+            receive: 4,
+            how: How::Exited(0),
+            timed_out: false,
+            command: "echo err >&2; echo out",
+        };
+        assert_eq!(
+            line(&e),
+            "3\t:\t1796018607.683\t     0.010\t0\t4\t0\t0\techo err >&2; echo out\n"
+        );
+        let killed = Entry {
+            how: How::Signaled(15),
+            timed_out: true,
+            command: "a\tb\nc",
+            ..e
+        };
+        assert!(
+            line(&killed).ends_with("\t-1\t15\ta b c\n"),
+            "{}",
+            line(&killed)
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! Jobs on this machine: each command started with
+//! [`Spawn`](crate::spawn::Spawn) (clone(`CLONE_VM|CLONE_VFORK`) + exec,
+//! so starting one costs the same however large pk-pool grows) as the
+//! leader of a process group of its own, with /dev/null as stdin.
+//!
+//! Every signal goes to the whole group: a `sh -c` command's children end
+//! with it. A timeout sends SIGTERM and SIGCONT, then SIGKILL after the
+//! kill-after delay; stopping everything does the same to every job.
+//!
+//! Nothing here waits: the caller learns from SIGCHLD (a signalfd) that
+//! some child ended, finds which with `waitid(P_ALL, WNOWAIT)` and hands
+//! the pid to [`Local::reaped`].
+//!
+//! Starting a program with `CLONE_VFORK` suspends the calling thread until
+//! the child has exec'd, and on a busy machine the child may wait a while
+//! for a CPU: measured, that window was most of a short job's cost when
+//! one thread started every job. So the starts happen on a few spawner
+//! threads (one per slot, at most [`MAX_SPAWNERS`]; none with one slot,
+//! where the loop has nothing else to do meanwhile), started after the
+//! caller blocked its signals (they inherit the mask), living as long as
+//! the run: a child's death signal follows the thread that started it.
+//! The loop hands them a ready `Spawn`, goes on polling, and collects
+//! each started job from a channel when [`Local::wake_fd`] is readable.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+use super::wire::How;
+use crate::error::{Error, ErrorKind, Result};
+use crate::process::Pid;
+use crate::spawn::{Running, Spawn, Stdin};
+use crate::status::Status;
+
+/// Where a job's stdout or stderr goes.
+#[derive(Debug)]
+pub enum OutTo {
+    /// Ours.
+    Inherit,
+    /// This descriptor (a file of its own).
+    Fd(OwnedFd),
+    /// A new pipe, read by the caller ([`Local::pipes`]).
+    Pipe,
+}
+
+#[derive(Debug)]
+struct Job {
+    running: Running,
+    pgid: Pid,
+    pipes: [Option<OwnedFd>; 2],
+    started: Instant,
+    deadline: Option<Instant>,
+    kill_at: Option<Instant>,
+    timed_out: bool,
+    stopped: bool,
+}
+
+/// A job that ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub key: u64,
+    pub status: Status,
+    pub timed_out: bool,
+    /// Ended by [`Local::stop_all`] (or a kill that followed it).
+    pub stopped: bool,
+    pub runtime: Duration,
+    /// Its pipes, to be drained of what is left in them.
+    pub pipes: [Option<OwnedFd>; 2],
+}
+
+/// The most spawner threads a run starts.
+pub const MAX_SPAWNERS: usize = 8;
+
+/// What a spawner thread hands back: the job's key, when the start began,
+/// and the started program or why it did not start.
+type Started = (u64, Instant, crate::error::Result<Running>);
+
+/// The threads that start programs.
+#[derive(Debug)]
+struct Spawners {
+    jobs: Option<mpsc::Sender<(u64, Spawn)>>,
+    done: mpsc::Receiver<Started>,
+    wake: OwnedFd,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spawners {
+    fn new(n: usize) -> Result<Spawners> {
+        let (jobs, queue) = mpsc::channel::<(u64, Spawn)>();
+        let queue = Arc::new(Mutex::new(queue));
+        let (tell, done) = mpsc::channel::<Started>();
+        let (wake, wake_w) = crate::pipe::pipe()?;
+        let wake_w = Arc::new(OwnedFd::from(wake_w));
+        let wake = OwnedFd::from(wake);
+        set_nonblocking(&wake)?;
+        set_nonblocking(&wake_w)?;
+        let mut threads = Vec::new();
+        for i in 0..n.clamp(1, MAX_SPAWNERS) {
+            let queue = Arc::clone(&queue);
+            let tell = tell.clone();
+            let wake_w = Arc::clone(&wake_w);
+            let t = std::thread::Builder::new()
+                .name(format!("spawner-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((key, spawn)) = next else { return };
+                        let at = Instant::now();
+                        let started = spawn.start();
+                        if tell.send((key, at, started)).is_err() {
+                            return;
+                        }
+                        // A full pipe already says "look".
+                        let _ = nix::unistd::write(&*wake_w, &[1]);
+                    }
+                })
+                .map_err(|e| Error::io("pthread_create", "spawner", &e))?;
+            threads.push(t);
+        }
+        Ok(Spawners {
+            jobs: Some(jobs),
+            done,
+            wake,
+            threads,
+        })
+    }
+}
+
+impl Drop for Spawners {
+    fn drop(&mut self) {
+        // Closing the queue ends each thread after its current start.
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A job handed to a spawner, not yet started.
+#[derive(Debug)]
+struct Pending {
+    pipes: [Option<OwnedFd>; 2],
+}
+
+/// The local jobs of a run, by key.
+#[derive(Debug)]
+pub struct Local {
+    jobs: HashMap<u64, Job>,
+    by_pid: HashMap<i32, u64>,
+    pending: HashMap<u64, Pending>,
+    devnull: OwnedFd,
+    timeout: Option<Duration>,
+    kill_after: Duration,
+    /// Set by [`Local::stop_all`]: jobs that start later are stopped at once.
+    stop_grace: Option<Duration>,
+    /// The groups of every job stopped so far.
+    stopped_groups: Vec<Pid>,
+    /// `None` with one slot: the loop starts programs itself (a handover
+    /// to a thread would only add two wake-ups per job).
+    spawners: Option<Spawners>,
+}
+
+/// A job whose command did not start.
+#[derive(Debug)]
+pub struct NotStarted {
+    pub key: u64,
+    pub how: How,
+    pub message: String,
+}
+
+impl Local {
+    /// `timeout`: the per-job limit; `kill_after`: the delay from SIGTERM
+    /// to SIGKILL, for timeouts and for [`Local::stop_all`].
+    /// `spawners`: the threads that start programs (about the slots).
+    /// Call it after blocking the signals the caller reads (the threads
+    /// inherit the mask).
+    pub fn new(timeout: Option<Duration>, kill_after: Duration, spawners: usize) -> Result<Local> {
+        let devnull = std::fs::File::open("/dev/null")
+            .map_err(|e| Error::io("open", "/dev/null", &e))?
+            .into();
+        Ok(Local {
+            jobs: HashMap::new(),
+            by_pid: HashMap::new(),
+            pending: HashMap::new(),
+            devnull,
+            timeout,
+            kill_after,
+            stop_grace: None,
+            stopped_groups: Vec::new(),
+            spawners: if spawners > 1 {
+                Some(Spawners::new(spawners)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Jobs running or being started.
+    pub fn len(&self) -> usize {
+        self.jobs.len() + self.pending.len()
+    }
+
+    /// Whether some job is being started (a child may exist that
+    /// [`Local::collect`] has not registered yet).
+    pub fn starting(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Readable when a spawner has started a job: then [`Local::collect`].
+    /// `None` when jobs start on the caller's thread.
+    pub fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.spawners.as_ref().map(|s| s.wake.as_fd())
+    }
+
+    /// Have `argv` started as job `key` by a spawner thread. An argv that
+    /// cannot be a command line (a NUL byte from a remote frame) is
+    /// `Some`: a job outcome at once.
+    pub fn start(
+        &mut self,
+        key: u64,
+        argv: &[Vec<u8>],
+        out: OutTo,
+        err: OutTo,
+    ) -> Result<Option<NotStarted>> {
+        use std::os::unix::ffi::OsStrExt;
+        let stdin = self
+            .devnull
+            .try_clone()
+            .map_err(|e| Error::io("dup", "/dev/null", &e))?;
+        let spawn = match Spawn::new(argv.iter().map(|a| std::ffi::OsStr::from_bytes(a))) {
+            Ok(s) => s,
+            Err(e) => {
+                return Ok(Some(NotStarted {
+                    key,
+                    how: How::CannotRun,
+                    message: e.to_string(),
+                }));
+            }
+        };
+        let mut spawn = spawn
+            .stdin(Stdin::Fd(stdin))
+            .process_group(true)
+            // pk-pool SIGKILLed takes its commands along (the rest of
+            // each group is signalled on every orderly stop).
+            .die_with_parent(Signal::SIGTERM);
+        let mut pipes = [None, None];
+        for (i, to) in [out, err].into_iter().enumerate() {
+            let fd = match to {
+                OutTo::Inherit => continue,
+                OutTo::Fd(fd) => fd,
+                OutTo::Pipe => {
+                    let (r, w) = crate::pipe::pipe()?;
+                    let r = OwnedFd::from(r);
+                    set_nonblocking(&r)?;
+                    pipes[i] = Some(r);
+                    w.into()
+                }
+            };
+            spawn = if i == 0 {
+                spawn.stdout_fd(fd)
+            } else {
+                spawn.stderr_fd(fd)
+            };
+        }
+        let Some(spawners) = &self.spawners else {
+            let at = Instant::now();
+            let started = spawn.start();
+            return self.register(key, at, started, pipes);
+        };
+        let sent = spawners
+            .jobs
+            .as_ref()
+            .is_some_and(|q| q.send((key, spawn)).is_ok());
+        self.pending.insert(key, Pending { pipes });
+        if !sent {
+            self.pending.remove(&key);
+            return Err(Error::new(
+                ErrorKind::Os,
+                "spawn",
+                "spawner threads",
+                "they have ended",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Register the jobs the spawners have started; those that did not
+    /// start (not found, not executable) are returned, as job outcomes.
+    pub fn collect(&mut self) -> Result<Vec<NotStarted>> {
+        let mut failed = Vec::new();
+        let Some(spawners) = &self.spawners else {
+            return Ok(failed);
+        };
+        let mut drained = [0u8; 64];
+        while matches!(nix::unistd::read(spawners.wake.as_fd(), &mut drained), Ok(n) if n > 0) {}
+        let done: Vec<Started> = spawners.done.try_iter().collect();
+        for (key, at, started) in done {
+            let Some(p) = self.pending.remove(&key) else {
+                continue;
+            };
+            if let Some(not) = self.register(key, at, started, p.pipes)? {
+                failed.push(not);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Take charge of job `key`, started at `at`.
+    fn register(
+        &mut self,
+        key: u64,
+        at: Instant,
+        started: crate::error::Result<Running>,
+        pipes: [Option<OwnedFd>; 2],
+    ) -> Result<Option<NotStarted>> {
+        let running = match started {
+            Ok(r) => r,
+            Err(e) => {
+                let how = match e.kind() {
+                    ErrorKind::CommandNotFound => How::NotFound,
+                    ErrorKind::CommandNotExecutable | ErrorKind::InvalidInput => How::CannotRun,
+                    _ => return Err(e),
+                };
+                return Ok(Some(NotStarted {
+                    key,
+                    how,
+                    message: e.to_string(),
+                }));
+            }
+        };
+        let pid = running.pid();
+        self.by_pid.insert(pid.as_raw(), key);
+        let mut job = Job {
+            running,
+            pgid: pid,
+            pipes,
+            started: at,
+            deadline: self.timeout.and_then(|t| at.checked_add(t)),
+            kill_at: None,
+            timed_out: false,
+            stopped: false,
+        };
+        if let Some(grace) = self.stop_grace {
+            self.stopped_groups.push(pid);
+            job.stopped = true;
+            job.deadline = None;
+            terminate(&mut job, grace)?;
+        }
+        self.jobs.insert(key, job);
+        Ok(None)
+    }
+
+    /// Whether `pid` is one of our jobs.
+    pub fn owns(&self, pid: i32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
+    /// Reap job `pid` (waitid said it ended); `None` if it is not ours or
+    /// has not ended after all.
+    pub fn reaped(&mut self, pid: i32) -> Result<Option<Ended>> {
+        let Some(&key) = self.by_pid.get(&pid) else {
+            return Ok(None);
+        };
+        let job = self.jobs.get_mut(&key).expect("indexed job");
+        let Some(status) = job.running.try_wait()? else {
+            return Ok(None);
+        };
+        self.by_pid.remove(&pid);
+        let mut job = self.jobs.remove(&key).expect("indexed job");
+        Ok(Some(Ended {
+            key,
+            status,
+            timed_out: job.timed_out,
+            stopped: job.stopped,
+            runtime: job.started.elapsed(),
+            pipes: std::mem::take(&mut job.pipes),
+        }))
+    }
+
+    /// The open pipes of running jobs: (key, stream 1 or 2, descriptor).
+    pub fn pipes(&self) -> impl Iterator<Item = (u64, u8, BorrowedFd<'_>)> {
+        self.jobs.iter().flat_map(|(&key, j)| {
+            j.pipes
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, p)| p.as_ref().map(|p| (key, i as u8 + 1, p.as_fd())))
+        })
+    }
+
+    /// Read what job `key`'s pipe `stream` holds into `buf` (cleared
+    /// first); at end of file the pipe is closed.
+    pub fn read_pipe(&mut self, key: u64, stream: u8, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return Ok(());
+        };
+        let slot = &mut job.pipes[usize::from(stream == 2)];
+        if let Some(fd) = slot {
+            if !read_some(fd.as_fd(), buf)? {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The soonest timeout or kill-after deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.jobs
+            .values()
+            .flat_map(|j| [j.deadline, j.kill_at])
+            .flatten()
+            .min()
+    }
+
+    /// Act on the deadlines that have passed: SIGTERM (+ SIGCONT) to a
+    /// job that ran out of time, SIGKILL to one still there after the
+    /// kill-after delay. Returns the keys that just timed out.
+    pub fn fire(&mut self, now: Instant) -> Result<Vec<u64>> {
+        let mut timed_out = Vec::new();
+        for (&key, j) in &mut self.jobs {
+            if j.kill_at.is_some_and(|t| now >= t) {
+                j.kill_at = None;
+                signal_group(j.pgid, Signal::SIGKILL)?;
+            }
+            if j.deadline.is_some_and(|t| now >= t) {
+                j.deadline = None;
+                j.timed_out = true;
+                timed_out.push(key);
+                terminate(j, self.kill_after)?;
+            }
+        }
+        Ok(timed_out)
+    }
+
+    /// Stop every job: SIGTERM and SIGCONT to its group now, SIGKILL after
+    /// `grace` (sooner if already due). With `grace` zero, SIGKILL at once.
+    pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
+        self.stop_grace = Some(self.stop_grace.map_or(grace, |g| g.min(grace)));
+        for j in self.jobs.values_mut() {
+            if !j.stopped {
+                self.stopped_groups.push(j.pgid);
+            }
+            j.stopped = true;
+            j.deadline = None;
+            if grace.is_zero() {
+                signal_group(j.pgid, Signal::SIGKILL)?;
+                j.kill_at = None;
+            } else {
+                terminate(j, grace)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The process groups of every job stopped so far (their members may
+    /// outlive the leader).
+    pub fn stopped_groups(&self) -> &[Pid] {
+        &self.stopped_groups
+    }
+}
+
+fn terminate(j: &mut Job, grace: Duration) -> Result<()> {
+    signal_group(j.pgid, Signal::SIGTERM)?;
+    signal_group(j.pgid, Signal::SIGCONT)?;
+    let at = Instant::now().checked_add(grace);
+    j.kill_at = match (j.kill_at, at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(())
+}
+
+/// killpg, where a group that is gone already is no error.
+pub fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
+    match nix::sys::signal::killpg(pgid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::sys("killpg", pgid, e)),
+    }
+}
+
+/// Whether process group `pgid` still has a member.
+pub fn group_alive(pgid: Pid) -> bool {
+    nix::sys::signal::killpg(pgid, None).is_ok()
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("fcntl", "pipe", e))?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| Error::sys("fcntl", "pipe", e))?;
+    Ok(())
+}
+
+/// One read(2) from a non-blocking `fd`, appended to `buf`; false at end
+/// of file. EAGAIN and EINTR read nothing.
+pub fn read_some(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<bool> {
+    let at = buf.len();
+    buf.resize(at + 64 * 1024, 0);
+    let r = nix::unistd::read(fd, &mut buf[at..]);
+    match r {
+        Ok(0) => {
+            buf.truncate(at);
+            Ok(false)
+        }
+        Ok(n) => {
+            buf.truncate(at + n);
+            Ok(true)
+        }
+        Err(Errno::EAGAIN | Errno::EINTR) => {
+            buf.truncate(at);
+            Ok(true)
+        }
+        Err(e) => {
+            buf.truncate(at);
+            Err(Error::sys("read", "job pipe", e))
+        }
+    }
+}
+
+/// Everything still in an ended job's pipe, without waiting for a writer
+/// that lingers (a background grandchild): appended to `buf`.
+pub fn drain(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<()> {
+    loop {
+        let before = buf.len();
+        if !read_some(fd.as_fd(), buf)? || buf.len() == before {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! `pk-pool exec`: run a command for each input item, N at a time, on
+//! this machine or on many over ssh: a replacement for `xargs -P` and GNU
+//! parallel. A concern per file:
+//!
+//! - [`input`]: items read as they come (lines, `-0`, `-d`, `-a`, `-n`);
+//! - [`template`]: the command with `{}` `{.}` `{/}` `{//}` `{/.}` `{#}` `{%}`;
+//! - [`local`]: jobs started with `Spawn`, each in a process group;
+//! - [`output`]: grouped, line-buffered or direct output, in order or not;
+//! - [`scheduler`]: the loop, retries, `--halt`, signals, exit status;
+//! - [`ssh`], [`wire`], [`worker`](mod@worker): hosts over ssh and `pk-pool worker`;
+//! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use nix::sys::signal::Signal;
+
+use crate::cmd::Result;
+use crate::cmd::duration::DurationArg;
+use crate::error::Error;
+
+mod input;
+mod joblog;
+mod local;
+mod output;
+mod progress;
+mod scheduler;
+mod ssh;
+mod template;
+mod wire;
+mod worker;
+
+pub use worker::{WorkerArgs, run as worker};
+
+/// `pk-pool exec --help`'s text after the options: the contract.
+pub const AFTER_HELP: &str = "\
+Items: one per input line (the whole line, blanks and quotes included, as
+GNU parallel reads them; xargs splits at blanks unless -d '\\n'), or
+NUL-separated (-0), or separated by one byte (-d). Items come from stdin,
+or from each -a FILE in turn. An empty line is a job with an empty
+argument, as in GNU parallel (--skip-empty drops it). No input: nothing
+runs (xargs without -r would run CMD once). The first command starts as
+soon as the first item is read, and input is read only as slots free up,
+so memory stays the same for ten million lines.
+
+Replacement strings (GNU parallel's): {} the item, {.} without extension,
+{/} basename, {//} dirname, {/.} basename without extension, {#} the job
+number, {%} the slot (1..N). Without any, the items are appended as
+arguments (xargs). -n N puts up to N items in one job: a lone {} becomes
+N arguments, a {} inside other text the items joined by spaces.
+
+Output: by default each job's stdout and stderr are kept in files of its
+own and written whole when it ends, so lines of two jobs never mix
+(parallel's --group); --line-buffer writes each complete line as soon as
+it comes; -u writes straight through (xargs). -k prints in input order.
+
+Commands get /dev/null as stdin and run in a process group of their own.
+--timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
+--kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
+no new job starts, every running job's group gets SIGTERM, then SIGKILL
+after --kill-after (at once on a second signal), all are reaped, and
+pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
+ended, no new job started`.
+
+--halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
+1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
+`now` also stops the running ones. --retries N runs a failed job again,
+up to N more times (parallel's --retries N means N tries in all), on
+another host where there is one.
+
+Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
+slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
+worker` once per host (--ssh CMD, --remote-cmd PATH) with your ssh
+config, keys and ControlMaster settings; jobs and their output travel as
+frames over that one connection. A host that drops has its running jobs
+run again elsewhere while --retries allows, else they fail as `lost`.
+
+stderr, one line each:
+  pk-pool: job <SEQ>[ on HOST] (<command>): exited, status=<N>
+  pk-pool: job <SEQ> (<command>): killed by signal <N> (<NAME>)
+  pk-pool: job <SEQ> (<command>): timed out after <DUR>: killed by signal 15 (SIGTERM)
+  pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
+  pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
+-t prints each command line on stderr before it runs; --dry-run prints
+them on stdout and runs nothing. --joblog FILE writes GNU parallel's
+tab-separated joblog (Seq Host Starttime JobRuntime Send Receive Exitval
+Signal Command). --progress/--eta show counts on stderr (a redrawn line
+on a terminal, where they are on by default; --no-progress turns that
+off).
+
+Exit status (xargs'): 0 every job succeeded; 123 one or more failed;
+124 stopped by --halt (or no host left); 125 a command was killed by a
+signal (a timeout too); 126 a command could not be run; 127 a command was
+not found (of several kinds of failure, the highest of 127, 126, 125,
+123); 128+N stopped by signal N; 2 a bad flag or value; 65 bad input (an
+item with a NUL byte without -0, an item over 4 MiB); 66 an -a FILE does
+not exist; 71 a system call failed.
+
+Examples:
+  printf '%s\\n' a.txt b.txt | pk-pool exec -j 2 -- wc -c {}
+  find . -name '*.png' -print0 | pk-pool exec -0 -k -- convert {} {.}.jpg
+  seq 100 | pk-pool exec -n 10 --joblog log -- echo
+  pk-pool exec -a hosts.txt --timeout 5s --halt soon,fail=3 -- ping -c1 {}
+  seq 1000 | pk-pool exec -S 4/a,4/b,: --retries 1 -- ./work.sh {}";
+
+/// `pk-pool exec`'s arguments.
+#[derive(Debug, ClapArgs)]
+#[command(after_help = AFTER_HELP)]
+pub struct ExecArgs {
+    /// Jobs at once per host (1-1024; default: the CPU count).
+    #[arg(short = 'j', long, visible_short_alias = 'P', visible_alias = "max-procs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// Items are separated by NUL bytes (find -print0).
+    #[arg(short = '0', long, conflicts_with = "delimiter")]
+    pub null: bool,
+    /// Items are separated by this byte (`,`, `\n`, `\0`, `\x1f`, `\037`).
+    #[arg(short = 'd', long, value_name = "DELIM", value_parser = input::parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Read items from FILE instead of stdin (repeatable: one after another).
+    #[arg(short = 'a', long, value_name = "FILE")]
+    pub arg_file: Vec<PathBuf>,
+    /// Up to N items per command (1-100000).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_args: u32,
+    /// The string that stands for the item (default `{}`).
+    #[arg(short = 'I', value_name = "STR")]
+    pub replace: Option<OsString>,
+    /// Empty items (empty lines) run no job.
+    #[arg(long)]
+    pub skip_empty: bool,
+    /// Write each complete line as soon as a job prints it.
+    #[arg(long, conflicts_with = "ungroup")]
+    pub line_buffer: bool,
+    /// Jobs write to our stdout and stderr directly (lines may mix).
+    #[arg(short = 'u', long)]
+    pub ungroup: bool,
+    /// Print the output in input order.
+    #[arg(short = 'k', long)]
+    pub keep_order: bool,
+    /// End a job that runs longer than DUR (TERM, then KILL after --kill-after).
+    #[arg(long, value_name = "DUR")]
+    pub timeout: Option<DurationArg>,
+    /// From SIGTERM to SIGKILL, for --timeout and when stopping (default 2s).
+    #[arg(long, value_name = "DUR", default_value = "2s")]
+    pub kill_after: DurationArg,
+    /// Stop early after failures or successes (see below).
+    #[arg(long, value_name = "WHEN", value_parser = parse_halt, default_value = "never")]
+    pub halt: scheduler::Halt,
+    /// Run a failed job again up to N more times (0-1000).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub retries: u32,
+    /// Print the commands on stdout instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print each command on stderr before running it.
+    #[arg(short = 't', long)]
+    pub verbose: bool,
+    /// Write GNU parallel's joblog to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+    /// Show progress on stderr.
+    #[arg(long)]
+    pub progress: bool,
+    /// Show progress with an estimate of the time left.
+    #[arg(long)]
+    pub eta: bool,
+    /// No progress, even on a terminal.
+    #[arg(long, conflicts_with_all = ["progress", "eta"])]
+    pub no_progress: bool,
+    /// Run on these hosts: [N/]HOST[,...], `:` for this machine (repeatable).
+    #[arg(short = 'S', long = "sshlogin", value_name = "LOGINS", value_parser = ssh::parse_sshlogin)]
+    pub sshlogin: Vec<Vec<ssh::HostSpec>>,
+    /// The ssh command (split at blanks), e.g. `ssh -p 2222`.
+    #[arg(long, value_name = "CMD", default_value = "ssh")]
+    pub ssh: String,
+    /// pk-pool on the remote hosts.
+    #[arg(long, value_name = "PATH", default_value = "pk-pool")]
+    pub remote_cmd: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+fn parse_halt(s: &str) -> std::result::Result<scheduler::Halt, String> {
+    use scheduler::{Halt, HaltWhen};
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let bad = || {
+        format!(
+            "'{s}' is not never, soon,fail=N, now,fail=N, soon,success=N, now,success=N, 0, 1 or 2"
+        )
+    };
+    match s {
+        "never" | "0" => return Ok(Halt::NEVER),
+        "1" => {
+            return Ok(Halt {
+                when: HaltWhen::Soon,
+                on_fail: true,
+                count: 1,
+                text: "soon,fail=1",
+            });
+        }
+        "2" => {
+            return Ok(Halt {
+                when: HaltWhen::Now,
+                on_fail: true,
+                count: 1,
+                text: "now,fail=1",
+            });
+        }
+        _ => {}
+    }
+    let (when, cond) = s.split_once(',').ok_or_else(bad)?;
+    let when = match when {
+        "soon" => HaltWhen::Soon,
+        "now" => HaltWhen::Now,
+        _ => return Err(bad()),
+    };
+    let (on, n) = cond.split_once('=').ok_or_else(bad)?;
+    let on_fail = match on {
+        "fail" => true,
+        "success" => false,
+        _ => return Err(bad()),
+    };
+    if n.ends_with('%') {
+        return Err(format!(
+            "'{s}': a percentage needs every item read first; give a count"
+        ));
+    }
+    let count: u64 = n.parse().ok().filter(|&n| n >= 1).ok_or_else(bad)?;
+    Ok(Halt {
+        when,
+        on_fail,
+        count,
+        text: leak(s),
+    })
+}
+
+/// Run `pk-pool exec`.
+pub fn run(a: ExecArgs) -> Result<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    if a.command.iter().any(|c| c.as_bytes().contains(&0)) {
+        return Err(Error::invalid("CMD", "an argument contains a NUL byte").into());
+    }
+    let item = a.replace.as_ref().map_or(&b"{}"[..], |r| r.as_bytes());
+    if item.is_empty() {
+        return Err(Error::invalid("-I", "the replacement string is empty").into());
+    }
+    let template = template::Template::new(&a.command, item);
+    let sep = if a.null {
+        0
+    } else {
+        a.delimiter.unwrap_or(b'\n')
+    };
+    let sources = if a.arg_file.is_empty() {
+        vec![input::Source::stdin()?]
+    } else {
+        a.arg_file
+            .iter()
+            .map(input::Source::file)
+            .collect::<crate::error::Result<Vec<_>>>()?
+    };
+    let input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
+    let jobs = a.jobs.map(|j| j as usize);
+    if a.dry_run {
+        let slots =
+            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        return scheduler::dry_run(&template, input, slots);
+    }
+    let ssh: Vec<String> = a.ssh.split_ascii_whitespace().map(String::from).collect();
+    if ssh.is_empty() {
+        return Err(Error::invalid("--ssh", "the ssh command is empty").into());
+    }
+    let mut hosts: Vec<ssh::HostSpec> = a.sshlogin.into_iter().flatten().collect();
+    if hosts.is_empty() {
+        hosts.push(ssh::HostSpec {
+            name: ":".into(),
+            slots: None,
+        });
+    }
+    let mode = if a.line_buffer {
+        output::Mode::Line
+    } else if a.ungroup {
+        output::Mode::Ungroup
+    } else {
+        output::Mode::Group
+    };
+    let show = if a.no_progress {
+        false
+    } else if a.progress || a.eta {
+        true
+    } else {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal()
+    };
+    let joblog = a
+        .joblog
+        .as_deref()
+        .map(joblog::Joblog::create)
+        .transpose()?;
+    let cfg = scheduler::Config {
+        template,
+        mode,
+        keep_order: a.keep_order,
+        timeout: a.timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        kill_after: a.kill_after.0,
+        halt: a.halt,
+        retries: a.retries,
+        verbose: a.verbose,
+        joblog,
+        progress: progress::Progress::new(show, a.eta),
+        hosts,
+        jobs,
+        ssh,
+        remote_cmd: a.remote_cmd,
+    };
+    scheduler::run(cfg, input)
+}
+
+/// The `exec` task of the pool's registry: run the NUL-separated argv
+/// with /dev/null as stdin and the worker's stdout/stderr; the result is
+/// one byte, the shell status. (`pk-pool exec` itself starts commands
+/// from one supervising process, without pool workers.)
+pub(super) fn exec_task(arg: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let argv = arg.split(|&b| b == 0).map(std::ffi::OsStr::from_bytes);
+    let code = match run_one(argv) {
+        Ok(status) => status.shell_code(),
+        Err(e) => {
+            crate::cmd::eprintln_one("pk-pool", &e);
+            e.code()
+        }
+    };
+    out.push(code);
+    Ok(())
+}
+
+fn run_one<'a>(argv: impl Iterator<Item = &'a std::ffi::OsStr>) -> Result<crate::status::Status> {
+    let spawn = crate::spawn::Spawn::new(argv)?
+        .stdin(crate::spawn::Stdin::Null)
+        .die_with_parent(Signal::SIGTERM);
+    Ok(spawn.run()?.status)
+}

@@ -1,0 +1,464 @@
+//! Where each job's output goes, and when it reaches ours.
+//!
+//! - Grouped (default, GNU parallel's `--group`): a job's stdout and
+//!   stderr go to two unlinked files of its own (`O_TMPFILE` in
+//!   `$TMPDIR`), and are copied whole to ours when it ends, so two jobs'
+//!   lines never mix. The files are reused, truncated, by later jobs: a
+//!   job that prints nothing costs two fstat(2) calls.
+//! - `--line-buffer`: pipes; every complete line is written as soon as it
+//!   is read, whole, in one write(2).
+//! - `-u/--ungroup`: the jobs write to our stdout and stderr directly.
+//! - `-k/--keep-order`: output in input order. A job that ends before the
+//!   ones ahead of it has its output copied into one spill file and
+//!   printed when its turn comes; with `--line-buffer`, the oldest job
+//!   streams its lines and the others are held until they are oldest.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+
+/// How job output reaches ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Group,
+    Line,
+    Ungroup,
+}
+
+/// A job's two files (stdout, stderr), opened `O_APPEND`.
+#[derive(Debug)]
+pub struct Files([File; 2]);
+
+impl Files {
+    /// The descriptors a local job writes to (copies).
+    pub fn for_child(&self) -> Result<[OwnedFd; 2]> {
+        let dup = |f: &File| {
+            f.as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("dup", "output file", &e))
+        };
+        Ok([dup(&self.0[0])?, dup(&self.0[1])?])
+    }
+}
+
+/// Where one running job's output is going.
+#[derive(Debug)]
+pub enum Capture {
+    /// Grouped: its files.
+    Files(Files),
+    /// Line-buffered: the line each stream has begun, and, with
+    /// `--keep-order`, files holding its output until it is the oldest.
+    Line {
+        partial: [Vec<u8>; 2],
+        held: Option<Files>,
+    },
+    /// Straight through.
+    Direct,
+}
+
+/// Stdout bytes of a finished job (the joblog's Receive).
+pub type Received = u64;
+
+#[derive(Debug)]
+struct Held {
+    /// (offset, length) in the spill file, stdout then stderr.
+    ranges: [(u64, u64); 2],
+}
+
+/// The output side of a run.
+#[derive(Debug)]
+pub struct Output {
+    pub mode: Mode,
+    keep_order: bool,
+    tmpdir: PathBuf,
+    free: Vec<Files>,
+    /// With keep-order: the next sequence number to print.
+    next: u64,
+    held: BTreeMap<u64, Held>,
+    spill: Option<File>,
+    spill_len: u64,
+    buf: Vec<u8>,
+}
+
+/// Why writing our own output failed.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The reader of our stdout or stderr went away (EPIPE).
+    Closed,
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<Error> for WriteError {
+    fn from(e: Error) -> Self {
+        WriteError::Other(e)
+    }
+}
+
+pub type WResult<T> = std::result::Result<T, WriteError>;
+
+impl Output {
+    pub fn new(mode: Mode, keep_order: bool) -> Output {
+        Output {
+            mode,
+            keep_order,
+            tmpdir: std::env::var_os("TMPDIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
+            free: Vec::new(),
+            next: 1,
+            held: BTreeMap::new(),
+            spill: None,
+            spill_len: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The capture for a job about to start.
+    pub fn capture(&mut self, seq: u64) -> Result<Capture> {
+        Ok(match self.mode {
+            Mode::Group => Capture::Files(self.files()?),
+            Mode::Line => Capture::Line {
+                partial: [Vec::new(), Vec::new()],
+                held: if self.keep_order && seq != self.next {
+                    Some(self.files()?)
+                } else {
+                    None
+                },
+            },
+            Mode::Ungroup => Capture::Direct,
+        })
+    }
+
+    fn files(&mut self) -> Result<Files> {
+        if let Some(f) = self.free.pop() {
+            return Ok(f);
+        }
+        Ok(Files([tmpfile(&self.tmpdir)?, tmpfile(&self.tmpdir)?]))
+    }
+
+    /// Bytes a job wrote to `stream` (1 or 2), read from its pipe or
+    /// received from its host.
+    pub fn data(&mut self, cap: &mut Capture, stream: u8, bytes: &[u8]) -> WResult<()> {
+        let i = usize::from(stream == 2);
+        match cap {
+            Capture::Files(f) | Capture::Line { held: Some(f), .. } => append(&f.0[i], bytes)?,
+            Capture::Line {
+                partial,
+                held: None,
+            } => {
+                let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else {
+                    partial[i].extend_from_slice(bytes);
+                    return Ok(());
+                };
+                let (lines, rest) = bytes.split_at(last_nl + 1);
+                if partial[i].is_empty() {
+                    write_out(stream, lines)?;
+                } else {
+                    partial[i].extend_from_slice(lines);
+                    let whole = std::mem::take(&mut partial[i]);
+                    write_out(stream, &whole)?;
+                }
+                partial[i].extend_from_slice(rest);
+            }
+            Capture::Direct => write_out(stream, bytes)?,
+        }
+        Ok(())
+    }
+
+    /// A running line-buffered job has become the oldest: print what it
+    /// held and let it stream.
+    pub fn promote(&mut self, cap: &mut Capture) -> WResult<()> {
+        // What the files end with, a line without its newline yet, is
+        // printed too: the pipe continues that line, and no other job
+        // prints while this one is the oldest.
+        if let Capture::Line { held, .. } = cap {
+            if let Some(files) = held.take() {
+                self.copy_file(&files.0[0], 1)?;
+                self.copy_file(&files.0[1], 2)?;
+                self.recycle(files)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next sequence number to print (keep-order).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// A job ended for good: its output goes out now, or is held until
+    /// the jobs before it are done (keep-order). Returns its stdout bytes.
+    pub fn finish(&mut self, seq: u64, cap: Capture) -> WResult<Received> {
+        let in_turn = !self.keep_order || seq == self.next;
+        let received = match cap {
+            Capture::Files(files)
+            | Capture::Line {
+                held: Some(files), ..
+            } => {
+                let got = if in_turn {
+                    let out = self.copy_file(&files.0[0], 1)?;
+                    self.copy_file(&files.0[1], 2)?;
+                    out
+                } else {
+                    self.hold(seq, &files)?
+                };
+                self.recycle(files)?;
+                got
+            }
+            Capture::Line {
+                partial,
+                held: None,
+            } => {
+                for (i, p) in partial.iter().enumerate() {
+                    if !p.is_empty() {
+                        write_out(i as u8 + 1, p)?;
+                    }
+                }
+                0
+            }
+            Capture::Direct => 0,
+        };
+        if self.keep_order && in_turn {
+            self.next = seq + 1;
+            self.flush_held(false)?;
+        }
+        Ok(received)
+    }
+
+    /// A failed attempt that will run again: its output is dropped.
+    pub fn discard(&mut self, cap: Capture) -> Result<()> {
+        match cap {
+            Capture::Files(files)
+            | Capture::Line {
+                held: Some(files), ..
+            } => self.recycle(files),
+            _ => Ok(()),
+        }
+    }
+
+    /// The end of the run: whatever is still held goes out, in order.
+    pub fn end(&mut self) -> WResult<()> {
+        self.flush_held(true)
+    }
+
+    fn flush_held(&mut self, all: bool) -> WResult<()> {
+        while let Some(entry) = self.held.first_entry() {
+            if !all && *entry.key() != self.next {
+                break;
+            }
+            let (seq, held) = entry.remove_entry();
+            let Some(spill) = self.spill.take() else {
+                break;
+            };
+            let r = (|| -> WResult<()> {
+                for (i, &(at, len)) in held.ranges.iter().enumerate() {
+                    self.copy_range(&spill, at, len, i as u8 + 1)?;
+                }
+                Ok(())
+            })();
+            self.spill = Some(spill);
+            r?;
+            self.next = seq + 1;
+        }
+        if self.held.is_empty() && self.spill_len > 0 {
+            if let Some(s) = &self.spill {
+                s.set_len(0)
+                    .map_err(|e| Error::io("ftruncate", "spill file", &e))?;
+                self.spill_len = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy a finished job's files to the end of the spill file.
+    fn hold(&mut self, seq: u64, files: &Files) -> WResult<Received> {
+        if self.spill.is_none() {
+            self.spill = Some(tmpfile(&self.tmpdir)?);
+        }
+        let mut ranges = [(0, 0); 2];
+        for (i, f) in files.0.iter().enumerate() {
+            let len = size(f)?;
+            let at = self.spill_len;
+            let mut done = 0;
+            while done < len {
+                let n = read_at(f, &mut self.buf, done)?;
+                if n == 0 {
+                    break;
+                }
+                let spill = self.spill.as_ref().expect("made above");
+                append(spill, &self.buf[..n])?;
+                done += n as u64;
+            }
+            self.spill_len += done;
+            ranges[i] = (at, done);
+        }
+        self.held.insert(seq, Held { ranges });
+        Ok(ranges[0].1)
+    }
+
+    /// Write a file's whole content to stream 1 or 2; its length.
+    fn copy_file(&mut self, f: &File, stream: u8) -> WResult<u64> {
+        let len = size(f)?;
+        if len > 0 {
+            self.copy_range(f, 0, len, stream)?;
+        }
+        Ok(len)
+    }
+
+    fn copy_range(&mut self, f: &File, at: u64, len: u64, stream: u8) -> WResult<()> {
+        let mut done = 0;
+        while done < len {
+            let n = read_at(f, &mut self.buf, at + done)?;
+            if n == 0 {
+                break;
+            }
+            let n = n.min((len - done) as usize);
+            write_out(stream, &self.buf[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn recycle(&mut self, files: Files) -> Result<()> {
+        for f in &files.0 {
+            if size(f)? > 0 {
+                f.set_len(0)
+                    .map_err(|e| Error::io("ftruncate", "output file", &e))?;
+            }
+        }
+        // Keep a handful for the next jobs; more would only hold descriptors.
+        if self.free.len() < 64 {
+            self.free.push(files);
+        }
+        Ok(())
+    }
+}
+
+fn size(f: &File) -> Result<u64> {
+    nix::sys::stat::fstat(f.as_fd())
+        .map(|st| st.st_size as u64)
+        .map_err(|e| Error::sys("fstat", "output file", e))
+}
+
+fn read_at(f: &File, buf: &mut Vec<u8>, at: u64) -> Result<usize> {
+    if buf.len() < 64 * 1024 {
+        buf.resize(64 * 1024, 0);
+    }
+    loop {
+        match f.read_at(buf, at) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("pread", "output file", &e)),
+        }
+    }
+}
+
+fn append(f: &File, bytes: &[u8]) -> Result<()> {
+    crate::pipe::write_all(f.as_fd(), bytes).map_err(|e| Error::sys("write", "output file", e))
+}
+
+/// An unlinked file in `dir`, read-write, `O_APPEND`, close-on-exec:
+/// `O_TMPFILE` where the file system has it, else a named file removed
+/// at once.
+pub fn tmpfile(dir: &PathBuf) -> Result<File> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode as Perm;
+    let flags = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+    match open(
+        dir,
+        flags | OFlag::O_TMPFILE,
+        Perm::from_bits_truncate(0o600),
+    ) {
+        Ok(fd) => return Ok(File::from(fd)),
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
+        Err(e) => {
+            return Err(Error::sys(
+                "open",
+                format!("{} (O_TMPFILE)", dir.display()),
+                e,
+            ));
+        }
+    }
+    for _ in 0..100 {
+        let path = dir.join(format!(
+            ".pk-pool-exec-{}-{:016x}",
+            std::process::id(),
+            fastrand_u64()
+        ));
+        match open(
+            &path,
+            flags | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+            Perm::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(File::from(fd));
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(Error::sys("open", path.display(), e)),
+        }
+    }
+    Err(Error::sys("open", dir.display(), Errno::EEXIST))
+}
+
+/// A name-picking number: the clock's nanoseconds mixed with a counter.
+fn fastrand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)).rotate_left(17)
+}
+
+/// Write all of `bytes` to our stdout (1) or stderr (2): EINTR and short
+/// writes retried, a non-blocking descriptor waited on, EPIPE reported as
+/// [`WriteError::Closed`].
+pub fn write_out(stream: u8, bytes: &[u8]) -> WResult<()> {
+    let r = if stream == 2 {
+        write_fd(std::io::stderr().as_fd(), bytes)
+    } else if crate::sys::proc::stdout_closed_at_start() {
+        // Closed when we started: the runtime's stand-in /dev/null is not
+        // a place to send output to.
+        Err(Errno::EBADF)
+    } else {
+        write_fd(std::io::stdout().as_fd(), bytes)
+    };
+    r.map_err(|e| match e {
+        Errno::EPIPE => WriteError::Closed,
+        e => WriteError::Other(Error::sys(
+            "write",
+            if stream == 2 { "stderr" } else { "stdout" },
+            e,
+        )),
+    })
+}
+
+/// write(2) all of `buf` to `fd`, retrying EINTR and short writes, and
+/// waiting with poll(2) on EAGAIN.
+pub fn write_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1206 @@
+//! The one loop that runs a `pk-pool exec`: it reads items as slots free
+//! up, starts jobs on this machine and on ssh hosts, reaps them, moves
+//! their output, applies timeouts, `--halt`, `--retries` and signals, and
+//! decides the exit status.
+//!
+//! One thread, one poll(2): a signalfd (SIGCHLD, and the INT/TERM/HUP
+//! that stop the run), the input while a job is waiting for items, the
+//! pipes of `--line-buffer` jobs, and each ssh connection. A SIGCHLD
+//! wakes it; `waitid(P_ALL, WNOWAIT)` names a child that ended without
+//! reaping it, and the handle that owns that child reaps it.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+
+use super::input::{Input, Take};
+use super::joblog::{Entry, Joblog};
+use super::local::{self, Local, OutTo};
+use super::output::{Capture, Mode, Output, WriteError};
+use super::progress::{Counts, Progress};
+use super::ssh::{Conn, HostSpec};
+use super::template::{Template, shell_line};
+use super::wire::{self, How, Msg};
+use crate::cmd::exit;
+use crate::cmd::{Failure, Result};
+use crate::error::Error;
+use crate::spawn::SignalRelay;
+use crate::status::Status;
+
+/// xargs' statuses, which `pk-pool exec` follows.
+pub mod code {
+    /// One or more commands failed.
+    pub const FAILED: u8 = 123;
+    /// Stopped early: `--halt`, or no host left.
+    pub const HALTED: u8 = 124;
+    /// A command was killed by a signal.
+    pub const KILLED: u8 = 125;
+    /// A command could not be run.
+    pub const CANNOT_RUN: u8 = 126;
+    /// A command was not found.
+    pub const NOT_FOUND: u8 = 127;
+}
+
+/// When `--halt` stops the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltWhen {
+    Never,
+    /// No new jobs; the running ones finish.
+    Soon,
+    /// The running ones are stopped too.
+    Now,
+}
+
+/// `--halt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halt {
+    pub when: HaltWhen,
+    /// On failures (true) or successes.
+    pub on_fail: bool,
+    pub count: u64,
+    /// As given, for messages.
+    pub text: &'static str,
+}
+
+impl Halt {
+    pub const NEVER: Halt = Halt {
+        when: HaltWhen::Never,
+        on_fail: true,
+        count: 0,
+        text: "never",
+    };
+}
+
+/// Everything the loop needs to know from the command line.
+#[derive(Debug)]
+pub struct Config {
+    pub template: Template,
+    pub mode: Mode,
+    pub keep_order: bool,
+    pub timeout: Option<Duration>,
+    pub kill_after: Duration,
+    pub halt: Halt,
+    pub retries: u32,
+    pub verbose: bool,
+    pub joblog: Option<Joblog>,
+    pub progress: Progress,
+    pub hosts: Vec<HostSpec>,
+    /// `-j`: slots per host without `N/`.
+    pub jobs: Option<usize>,
+    pub ssh: Vec<String>,
+    pub remote_cmd: String,
+}
+
+#[derive(Debug)]
+struct Job {
+    seq: u64,
+    items: Vec<Vec<u8>>,
+    tries: u32,
+    failed_on: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    job: Job,
+    host: usize,
+    slot: usize,
+    argv: Vec<Vec<u8>>,
+    start: SystemTime,
+    cap: Capture,
+    received: u64,
+    sent: u64,
+    /// Ended by a stop of ours (a signal, `--halt now`), not failed.
+    stopped: bool,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Local,
+    Remote {
+        conn: Option<Box<Conn>>,
+        ready: bool,
+        bye: bool,
+        /// Its stream ended: no more polling it.
+        eof: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Host {
+    name: String,
+    spec_slots: Option<usize>,
+    free: Vec<usize>,
+    running: usize,
+    kind: Kind,
+    gone: bool,
+}
+
+impl Host {
+    fn usable(&self) -> bool {
+        !self.gone
+            && match &self.kind {
+                Kind::Local => true,
+                Kind::Remote { ready, bye, .. } => *ready && !*bye,
+            }
+    }
+}
+
+/// Who a poll(2) entry belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Signals,
+    Spawned,
+    Input,
+    Pipe(u64, u8),
+    Host(usize),
+}
+
+struct Sched {
+    cfg: Config,
+    input: Input,
+    input_done: bool,
+    input_error: Option<Error>,
+    output: Output,
+    local: Local,
+    hosts: Vec<Host>,
+    attempts: HashMap<u64, Attempt>,
+    retry: VecDeque<Job>,
+    next_key: u64,
+    next_seq: u64,
+    done: u64,
+    failed: u64,
+    succeeded: u64,
+    stopped_jobs: u64,
+    worst: u8,
+    halted: Option<bool>,
+    stop_signal: Option<Signal>,
+    stopping: bool,
+    stop_kill_at: Option<Instant>,
+    stdout_closed: bool,
+    no_host_left: bool,
+    buf: Vec<u8>,
+}
+
+/// Run the jobs `input` yields under `cfg`; the exit status.
+pub fn run(cfg: Config, input: Input) -> Result<u8> {
+    // Blocked before any child exists, so no SIGCHLD and no stop signal
+    // is lost between a start and the first poll.
+    let relay = SignalRelay::new(&[
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ])?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local_slots = cfg
+        .hosts
+        .iter()
+        .filter(|h| h.is_local())
+        .map(|h| h.slots.or(cfg.jobs).unwrap_or(cpus))
+        .sum::<usize>();
+    let local = Local::new(cfg.timeout, cfg.kill_after, local_slots)?;
+    let output = Output::new(cfg.mode, cfg.keep_order);
+    let mut hosts = Vec::new();
+    for spec in &cfg.hosts {
+        let slots = spec.slots.or(cfg.jobs);
+        let kind = if spec.is_local() {
+            Kind::Local
+        } else {
+            Kind::Remote {
+                conn: None,
+                ready: false,
+                bye: false,
+                eof: false,
+            }
+        };
+        let mut host = Host {
+            name: spec.name.clone(),
+            spec_slots: slots,
+            free: Vec::new(),
+            running: 0,
+            kind,
+            gone: false,
+        };
+        if matches!(host.kind, Kind::Local) {
+            host.free = (1..=slots.unwrap_or(cpus)).rev().collect();
+        }
+        hosts.push(host);
+    }
+    let mut s = Sched {
+        cfg,
+        input,
+        input_done: false,
+        input_error: None,
+        output,
+        local,
+        hosts,
+        attempts: HashMap::new(),
+        retry: VecDeque::new(),
+        next_key: 1,
+        next_seq: 1,
+        done: 0,
+        failed: 0,
+        succeeded: 0,
+        stopped_jobs: 0,
+        worst: 0,
+        halted: None,
+        stop_signal: None,
+        stopping: false,
+        stop_kill_at: None,
+        stdout_closed: false,
+        no_host_left: false,
+        buf: Vec::new(),
+    };
+    s.connect()?;
+    let r = s.run_loop(relay);
+    // Whatever happened, no command outlives us.
+    if r.is_err() {
+        let _ = s.local.stop_all(Duration::ZERO);
+    }
+    r?;
+    s.finish()
+}
+
+impl Sched {
+    fn connect(&mut self) -> Result<()> {
+        let hello = super::ssh::hello(
+            self.cfg.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
+            self.cfg.kill_after.as_millis() as u64,
+        );
+        for h in 0..self.hosts.len() {
+            if matches!(self.hosts[h].kind, Kind::Local) {
+                continue;
+            }
+            let name = self.hosts[h].name.clone();
+            match Conn::open(&self.cfg.ssh, &name, &self.cfg.remote_cmd) {
+                Ok(mut conn) => {
+                    if !conn.send(&hello)? {
+                        // The ssh process ended at once: its exit is reaped
+                        // and reported by the loop.
+                    }
+                    if let Kind::Remote { conn: c, .. } = &mut self.hosts[h].kind {
+                        *c = Some(Box::new(conn));
+                    }
+                }
+                Err(e) => {
+                    say(&format_args!("ssh({name}): {e}"));
+                    self.hosts[h].gone = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            done: self.done,
+            running: self.attempts.len() as u64,
+            failed: self.failed,
+            total: (self.input_done && self.retry.is_empty()).then_some(self.next_seq - 1),
+        }
+    }
+
+    fn run_loop(&mut self, mut relay: SignalRelay) -> Result<()> {
+        let mut want_input;
+        loop {
+            want_input = self.start_jobs()?;
+            self.close_idle_hosts()?;
+            if self.finished() {
+                break;
+            }
+            let c = self.counts();
+            self.cfg.progress.update(c);
+
+            let mut who = Vec::with_capacity(8);
+            let mut raw = Vec::with_capacity(8);
+            who.push(Who::Signals);
+            raw.push(relay.as_fd());
+            if let (true, Some(fd)) = (self.local.starting(), self.local.wake_fd()) {
+                who.push(Who::Spawned);
+                raw.push(fd);
+            }
+            if want_input {
+                if let Some(fd) = self.input.fd() {
+                    who.push(Who::Input);
+                    raw.push(fd);
+                }
+            }
+            for (key, stream, fd) in self.local.pipes() {
+                who.push(Who::Pipe(key, stream));
+                raw.push(fd);
+            }
+            for (h, host) in self.hosts.iter().enumerate() {
+                if let Kind::Remote {
+                    conn: Some(conn),
+                    eof: false,
+                    ..
+                } = &host.kind
+                {
+                    who.push(Who::Host(h));
+                    raw.push(conn.from.get_ref().as_fd());
+                }
+            }
+            let deadline = [self.local.next_deadline(), self.stop_kill_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let mut fds: Vec<PollFd<'_>> = raw
+                .iter()
+                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, crate::process::poll_timeout(deadline)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("poll", "jobs", e).into()),
+            }
+            let ready: Vec<Who> = fds
+                .iter()
+                .zip(&who)
+                .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, w)| *w)
+                .collect();
+            drop(fds);
+            drop(raw);
+            for w in ready {
+                match w {
+                    Who::Signals => {
+                        while let Some(got) = relay.take()? {
+                            if got.signal == Signal::SIGCHLD {
+                                self.reap()?;
+                            } else {
+                                self.on_stop_signal(got.signal)?;
+                            }
+                        }
+                    }
+                    Who::Spawned => {
+                        for not in self.local.collect()? {
+                            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+                        }
+                        // A child that ended before it was registered.
+                        self.reap()?;
+                    }
+                    Who::Input => {
+                        if let Err(e) = self.input.fill() {
+                            self.input_failed(e);
+                        }
+                    }
+                    Who::Pipe(key, stream) => self.on_pipe(key, stream)?,
+                    Who::Host(h) => self.on_host(h)?,
+                }
+            }
+            // SIGCHLD may have arrived while we handled other things.
+            let now = Instant::now();
+            self.local.fire(now)?;
+            if self.stop_kill_at.is_some_and(|t| now >= t) {
+                self.stop_kill_at = None;
+                for &g in self.local.stopped_groups() {
+                    local::signal_group(g, Signal::SIGKILL)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn input_failed(&mut self, e: Error) {
+        say(&e);
+        self.input_error = Some(e);
+        self.input_done = true;
+    }
+
+    /// Start jobs while slots are free and items come. True when it
+    /// stopped because the input must be read first.
+    fn start_jobs(&mut self) -> Result<bool> {
+        loop {
+            if self.stopping || self.halted.is_some() || self.stdout_closed {
+                return Ok(false);
+            }
+            if !self.hosts.iter().any(|h| h.usable() || self.connecting(h)) {
+                if !(self.input_done && self.retry.is_empty()) {
+                    if !self.no_host_left {
+                        say(&"no host left to run jobs on");
+                    }
+                    self.no_host_left = true;
+                }
+                return Ok(false);
+            }
+            let job = match self.retry.front() {
+                Some(_) => {
+                    // A retry waits for a slot (preferably on a host where it
+                    // has not failed).
+                    if self.free_host(&self.retry[0].failed_on).is_none() {
+                        return Ok(false);
+                    }
+                    self.retry.pop_front().expect("checked")
+                }
+                None => {
+                    if self.input_done || self.free_host(&[]).is_none() {
+                        return Ok(false);
+                    }
+                    match self.input.take() {
+                        Ok(Take::Items(items)) => {
+                            let seq = self.next_seq;
+                            self.next_seq += 1;
+                            Job {
+                                seq,
+                                items,
+                                tries: 0,
+                                failed_on: Vec::new(),
+                            }
+                        }
+                        Ok(Take::NeedRead) => return Ok(true),
+                        Ok(Take::End) => {
+                            self.input_done = true;
+                            return Ok(false);
+                        }
+                        Err(e) => {
+                            self.input_failed(e);
+                            return Ok(false);
+                        }
+                    }
+                }
+            };
+            let h = self
+                .free_host(&job.failed_on)
+                .expect("a free slot was checked");
+            self.launch(job, h)?;
+        }
+    }
+
+    fn connecting(&self, h: &Host) -> bool {
+        !h.gone && matches!(h.kind, Kind::Remote { ready: false, .. })
+    }
+
+    /// A usable host with a free slot, not in `avoid` if there is one.
+    fn free_host(&self, avoid: &[usize]) -> Option<usize> {
+        let free = |h: &Host| h.usable() && !h.free.is_empty();
+        let mut best = None;
+        for (i, h) in self.hosts.iter().enumerate() {
+            if !free(h) {
+                continue;
+            }
+            if !avoid.contains(&i) {
+                // The host with the most free slots first: load spreads.
+                if best.is_none_or(|b: usize| h.free.len() > self.hosts[b].free.len()) {
+                    best = Some(i);
+                }
+            }
+        }
+        best.or_else(|| self.hosts.iter().position(free))
+    }
+
+    fn launch(&mut self, mut job: Job, h: usize) -> Result<()> {
+        let slot = self.hosts[h].free.pop().expect("a free slot");
+        self.hosts[h].running += 1;
+        job.tries += 1;
+        let argv = self.cfg.template.render(&job.items, job.seq, slot);
+        if self.cfg.verbose {
+            say_raw(&shell_line(&argv));
+        }
+        let cap = self.output.capture(job.seq)?;
+        let key = self.next_key;
+        self.next_key += 1;
+        let (out, err) = match &cap {
+            Capture::Files(f) => {
+                let [o, e] = f.for_child()?;
+                (OutTo::Fd(o), OutTo::Fd(e))
+            }
+            Capture::Line { .. } => (OutTo::Pipe, OutTo::Pipe),
+            Capture::Direct => (OutTo::Inherit, OutTo::Inherit),
+        };
+        let mut attempt = Attempt {
+            job,
+            host: h,
+            slot,
+            argv,
+            start: SystemTime::now(),
+            cap,
+            received: 0,
+            sent: 0,
+            stopped: false,
+        };
+        match &mut self.hosts[h].kind {
+            Kind::Local => {
+                let refused = self.local.start(key, &attempt.argv, out, err)?;
+                self.attempts.insert(key, attempt);
+                if let Some(not) = refused {
+                    self.ended(key, not.how, false, Duration::ZERO, Some(not.message))?;
+                }
+            }
+            Kind::Remote { conn, .. } => {
+                let msg = Msg::Job {
+                    id: key,
+                    argv: attempt.argv.clone(),
+                };
+                attempt.sent = (msg.encode().len() + crate::pipe::HEADER) as u64;
+                let sent = match conn {
+                    Some(c) => c.send(&msg)?,
+                    None => false,
+                };
+                self.attempts.insert(key, attempt);
+                if !sent {
+                    self.host_dropped(h, "the connection is closed".into())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reap every child that has ended.
+    fn reap(&mut self) -> Result<()> {
+        loop {
+            let ws = match nix::sys::wait::waitid(
+                Id::All,
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            ) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("waitid", "P_ALL", e).into()),
+                Ok(ws) => ws,
+            };
+            let Some(pid) = ws.pid() else { return Ok(()) };
+            let raw = pid.as_raw();
+            if self.local.owns(raw) {
+                match self.local.reaped(raw)? {
+                    Some(e) => self.local_ended(e)?,
+                    None => return Ok(()),
+                }
+                continue;
+            }
+            let host = self.hosts.iter().position(
+                |h| matches!(&h.kind, Kind::Remote { conn: Some(c), .. } if c.ssh.pid() == pid),
+            );
+            match host {
+                Some(h) => self.ssh_exited(h)?,
+                // Started by a spawner, not registered yet: once it is.
+                None if self.local.starting() => return Ok(()),
+                None => {
+                    // Not a child we know of: reap it so it is not seen again.
+                    let _ = crate::process::waitpid(pid);
+                }
+            }
+        }
+    }
+
+    fn local_ended(&mut self, mut e: local::Ended) -> Result<()> {
+        for (i, p) in e.pipes.iter_mut().enumerate() {
+            if let Some(fd) = p.take() {
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.clear();
+                local::drain(&fd, &mut buf)?;
+                self.data(e.key, i as u8 + 1, &buf)?;
+                self.buf = buf;
+            }
+        }
+        let how = how_of(e.status);
+        if e.stopped {
+            if let Some(a) = self.attempts.get_mut(&e.key) {
+                a.stopped = true;
+            }
+        }
+        self.ended(e.key, how, e.timed_out, e.runtime, None)
+    }
+
+    fn on_pipe(&mut self, key: u64, stream: u8) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.local.read_pipe(key, stream, &mut buf);
+        if r.is_ok() {
+            self.data(key, stream, &buf)?;
+        }
+        self.buf = buf;
+        r.map_err(Failure::from)
+    }
+
+    /// Output of job `key` arrived.
+    fn data(&mut self, key: u64, stream: u8, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(a) = self.attempts.get_mut(&key) else {
+            return Ok(());
+        };
+        if stream == 1 {
+            a.received += bytes.len() as u64;
+        }
+        let (p, o) = (&self.cfg.progress, &mut self.output);
+        let r = p.suspend(|| o.data(&mut a.cap, stream, bytes));
+        self.written(r)
+    }
+
+    /// Act on the result of writing our output.
+    fn written(&mut self, r: std::result::Result<(), WriteError>) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(WriteError::Closed) => {
+                // Whoever read our output has gone: stop, quietly.
+                if !self.stdout_closed {
+                    self.stdout_closed = true;
+                    self.stop(self.cfg.kill_after)?;
+                }
+                Ok(())
+            }
+            Err(WriteError::Other(e)) => Err(e.into()),
+        }
+    }
+
+    /// An attempt ended: retry it, or record it for good.
+    fn ended(
+        &mut self,
+        key: u64,
+        how: How,
+        timed_out: bool,
+        runtime: Duration,
+        message: Option<String>,
+    ) -> Result<()> {
+        let Some(a) = self.attempts.remove(&key) else {
+            return Ok(());
+        };
+        let host = &mut self.hosts[a.host];
+        host.running -= 1;
+        if !host.gone {
+            host.free.push(a.slot);
+        }
+        let Attempt {
+            mut job,
+            host: h,
+            argv,
+            start,
+            cap,
+            received,
+            sent,
+            stopped,
+            ..
+        } = a;
+        let failed = how != How::Exited(0);
+        let command = shell_line(&argv);
+        let host_name = self.hosts[h].name.clone();
+        let retry = failed
+            && !stopped
+            && !self.stopping
+            && self.halted.is_none()
+            && job.tries <= self.cfg.retries;
+        let receive = if retry {
+            self.output.discard(cap)?;
+            received
+        } else {
+            let (p, o) = (&self.cfg.progress, &mut self.output);
+            match p.suspend(|| o.finish(job.seq, cap)) {
+                Ok(n) => received.max(n),
+                Err(e) => {
+                    self.written(Err(e))?;
+                    received
+                }
+            }
+        };
+        if let Some(log) = &self.cfg.joblog {
+            log.record(&Entry {
+                seq: job.seq,
+                host: &host_name,
+                start,
+                runtime,
+                send: sent,
+                receive,
+                how,
+                timed_out,
+                command: &command,
+            })?;
+        }
+        if retry {
+            if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
+                say(&format_args!(
+                    "job {}{} ({command}): {m}; trying again ({} of {})",
+                    job.seq,
+                    on_host(&host_name),
+                    job.tries + 1,
+                    self.cfg.retries + 1
+                ));
+            }
+            job.failed_on.push(h);
+            self.retry.push_back(job);
+            return Ok(());
+        }
+        self.done += 1;
+        if stopped && failed {
+            self.stopped_jobs += 1;
+        } else if failed {
+            self.failed += 1;
+            self.worst = self.worst.max(rank(how, timed_out));
+            if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
+                say(&format_args!(
+                    "job {}{} ({command}): {m}",
+                    job.seq,
+                    on_host(&host_name)
+                ));
+            }
+        } else {
+            self.succeeded += 1;
+        }
+        if self.cfg.mode == Mode::Line && self.cfg.keep_order {
+            let next = self.output.next_seq();
+            if let Some(a) = self.attempts.values_mut().find(|a| a.job.seq == next) {
+                let (p, o) = (&self.cfg.progress, &mut self.output);
+                let r = p.suspend(|| o.promote(&mut a.cap));
+                self.written(r)?;
+            }
+        }
+        self.check_halt()
+    }
+
+    fn check_halt(&mut self) -> Result<()> {
+        let halt = self.cfg.halt;
+        if halt.when == HaltWhen::Never || self.halted.is_some() {
+            return Ok(());
+        }
+        let n = if halt.on_fail {
+            self.failed
+        } else {
+            self.succeeded
+        };
+        if n < halt.count {
+            return Ok(());
+        }
+        self.halted = Some(halt.on_fail);
+        let running = self.attempts.len();
+        let what = if halt.on_fail { "failed" } else { "succeeded" };
+        if halt.when == HaltWhen::Now {
+            say(&format_args!(
+                "--halt {}: {n} job{} {what}; stopping {running} running job{}",
+                halt.text,
+                plural(n),
+                plural(running as u64)
+            ));
+            self.stop(self.cfg.kill_after)?;
+        } else if halt.on_fail {
+            say(&format_args!(
+                "--halt {}: {n} job{} {what}; no new jobs, waiting for {running} running",
+                halt.text,
+                plural(n)
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_stop_signal(&mut self, sig: Signal) -> Result<()> {
+        if self.stop_signal.is_some() {
+            // A second signal: no more grace.
+            self.local.stop_all(Duration::ZERO)?;
+            for &g in self.local.stopped_groups() {
+                local::signal_group(g, Signal::SIGKILL)?;
+            }
+            self.stop_kill_at = None;
+            return Ok(());
+        }
+        self.stop_signal = Some(sig);
+        self.stop(self.cfg.kill_after)
+    }
+
+    /// No new jobs; TERM to every running one's group, KILL after `grace`.
+    fn stop(&mut self, grace: Duration) -> Result<()> {
+        self.stopping = true;
+        self.local.stop_all(grace)?;
+        for a in self.attempts.values_mut() {
+            a.stopped = true;
+        }
+        self.stop_kill_at = Instant::now().checked_add(grace);
+        for h in 0..self.hosts.len() {
+            if let Kind::Remote {
+                conn: Some(conn), ..
+            } = &mut self.hosts[h].kind
+            {
+                conn.send(&Msg::Stop)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames from host `h`.
+    fn on_host(&mut self, h: usize) -> Result<()> {
+        loop {
+            let name = self.hosts[h].name.clone();
+            let Kind::Remote {
+                conn: Some(conn), ..
+            } = &mut self.hosts[h].kind
+            else {
+                return Ok(());
+            };
+            let msg = match conn.recv(&name) {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(super::ssh::Closed(e)) => {
+                    let why =
+                        e.map_or_else(|| "the connection ended".to_string(), |e| e.to_string());
+                    if let Kind::Remote { conn, eof, .. } = &mut self.hosts[h].kind {
+                        *eof = true;
+                        if let Some(c) = conn {
+                            c.close();
+                        }
+                    }
+                    // The ssh process is reaped (and the host given up)
+                    // when it exits; its output is all read by now.
+                    self.host_lost_stream(h, why)?;
+                    return Ok(());
+                }
+            };
+            match msg {
+                Msg::Ready { version, cpus } => {
+                    if version != wire::VERSION {
+                        self.host_dropped(
+                            h,
+                            format!(
+                                "its pk-pool worker speaks protocol {version}, this pk-pool {}",
+                                wire::VERSION
+                            ),
+                        )?;
+                        return Ok(());
+                    }
+                    let host = &mut self.hosts[h];
+                    let slots = host.spec_slots.unwrap_or(cpus.max(1) as usize);
+                    host.free = (1..=slots).rev().collect();
+                    if let Kind::Remote { ready, .. } = &mut host.kind {
+                        *ready = true;
+                    }
+                }
+                Msg::Output { id, stream, bytes } => self.data(id, stream, &bytes)?,
+                Msg::Done(d) => {
+                    let message = (!d.message.is_empty())
+                        .then(|| String::from_utf8_lossy(&d.message).into_owned());
+                    self.ended(
+                        d.id,
+                        d.how,
+                        d.timed_out,
+                        Duration::from_micros(d.runtime_us),
+                        message,
+                    )?;
+                }
+                other => {
+                    self.host_dropped(h, format!("unexpected message from the worker: {other:?}"))?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The worker's stream ended or broke; the jobs still on it are lost.
+    /// Without running jobs it waits for ssh's exit, which tells more.
+    fn host_lost_stream(&mut self, h: usize, why: String) -> Result<()> {
+        if self.hosts[h].running == 0 || self.hosts[h].gone {
+            return Ok(());
+        }
+        self.host_dropped(h, why)
+    }
+
+    /// ssh to host `h` exited: read what it left, reap it.
+    fn ssh_exited(&mut self, h: usize) -> Result<()> {
+        self.on_host(h)?;
+        let name = self.hosts[h].name.clone();
+        let Kind::Remote { conn, bye, .. } = &mut self.hosts[h].kind else {
+            return Ok(());
+        };
+        let Some(mut c) = conn.take() else {
+            return Ok(());
+        };
+        let status = c.ssh.try_wait()?.unwrap_or(Status::Exited(255));
+        let bye = *bye;
+        let host = &mut self.hosts[h];
+        if host.gone {
+            // Given up already, and said so.
+            return Ok(());
+        }
+        host.gone = true;
+        host.free.clear();
+        if !(bye && status.success() && host.running == 0) {
+            let ready = matches!(host.kind, Kind::Remote { ready: true, .. });
+            let why = format!(
+                "{} (ssh {status})",
+                if ready {
+                    "the connection ended"
+                } else {
+                    "no worker answered"
+                }
+            );
+            if host.running > 0 {
+                self.host_dropped(h, why)?;
+            } else if !bye {
+                say(&format_args!("ssh({name}): {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give host `h` up: its running jobs are retried elsewhere or lost.
+    fn host_dropped(&mut self, h: usize, why: String) -> Result<()> {
+        let name = self.hosts[h].name.clone();
+        {
+            let host = &mut self.hosts[h];
+            host.gone = true;
+            host.free.clear();
+            if let Kind::Remote { conn: Some(c), .. } = &mut host.kind {
+                c.close();
+                let _ = c.ssh.signal(Signal::SIGTERM);
+            }
+        }
+        let keys: Vec<u64> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| a.host == h)
+            .map(|(&k, _)| k)
+            .collect();
+        let others = self
+            .hosts
+            .iter()
+            .enumerate()
+            .any(|(i, x)| i != h && (x.usable() || self.connecting(x)));
+        let mut retried = 0;
+        let mut lost = Vec::new();
+        for key in keys {
+            let a = self.attempts.get(&key).expect("listed");
+            if !self.stopping && others && a.job.tries <= self.cfg.retries {
+                let a = self.attempts.remove(&key).expect("listed");
+                self.hosts[h].running -= 1;
+                self.output.discard(a.cap)?;
+                let mut job = a.job;
+                job.failed_on.push(h);
+                self.retry.push_back(job);
+                retried += 1;
+            } else {
+                lost.push(key);
+            }
+        }
+        let mut line = format!("ssh({name}): {why}");
+        if retried > 0 {
+            line.push_str(&format!(
+                "; {retried} running job{} to run again elsewhere",
+                plural(retried)
+            ));
+        }
+        say(&line);
+        for key in lost {
+            self.ended(
+                key,
+                How::Lost,
+                false,
+                Duration::ZERO,
+                Some(format!("lost: host {name} dropped")),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Say goodbye to remote hosts with nothing left to do.
+    fn close_idle_hosts(&mut self) -> Result<()> {
+        let no_more = self.stopping
+            || self.halted.is_some()
+            || self.stdout_closed
+            || self.no_host_left
+            || (self.input_done && self.retry.is_empty());
+        // A job still running elsewhere may fail and be retried here.
+        let no_retry = self.cfg.retries == 0
+            || self.attempts.is_empty()
+            || self.stopping
+            || self.halted.is_some()
+            || self.stdout_closed;
+        if !no_more || !no_retry {
+            return Ok(());
+        }
+        for host in &mut self.hosts {
+            if host.running > 0 {
+                continue;
+            }
+            if let Kind::Remote {
+                conn: Some(c), bye, ..
+            } = &mut host.kind
+            {
+                if !*bye {
+                    *bye = true;
+                    c.send(&Msg::Bye)?;
+                    c.close();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        let no_more = self.stopping
+            || self.halted.is_some()
+            || self.stdout_closed
+            || self.no_host_left
+            || (self.input_done && self.retry.is_empty());
+        no_more
+            && self.attempts.is_empty()
+            && self.local.len() == 0
+            && self
+                .hosts
+                .iter()
+                .all(|h| !matches!(h.kind, Kind::Remote { conn: Some(_), .. }))
+    }
+
+    /// After the loop: held output, stragglers, the summary, the status.
+    fn finish(mut self) -> Result<u8> {
+        let (p, o) = (&self.cfg.progress, &mut self.output);
+        let r = p.suspend(|| o.end());
+        self.written(r)?;
+        let c = self.counts();
+        self.cfg.progress.finish(c);
+        // Members of a stopped job's group that outlived its leader.
+        if self.stopping {
+            let kill_at = self.stop_kill_at.unwrap_or_else(Instant::now);
+            let mut groups = self.local.stopped_groups().to_vec();
+            loop {
+                groups.retain(|&g| local::group_alive(g));
+                if groups.is_empty() {
+                    break;
+                }
+                if Instant::now() >= kill_at {
+                    for &g in &groups {
+                        local::signal_group(g, Signal::SIGKILL)?;
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if self.stdout_closed {
+            return Ok(exit::signal_code(libc::SIGPIPE));
+        }
+        let total = self.done;
+        if self.failed > 0 {
+            say(&format_args!("{} of {total} jobs failed", self.failed));
+        }
+        if let Some(sig) = self.stop_signal {
+            say(&format_args!(
+                "stopped by {}: {} running job{} ended, no new job started",
+                sig.as_str(),
+                self.stopped_jobs,
+                plural(self.stopped_jobs)
+            ));
+            return Ok(exit::signal_code(sig as i32));
+        }
+        if let Some(e) = self.input_error.take() {
+            // Said when it happened.
+            return Ok(crate::cmd::exit_code(e.kind()));
+        }
+        if self.halted == Some(true) || self.no_host_left {
+            return Ok(code::HALTED);
+        }
+        Ok(match self.worst {
+            0 => exit::OK,
+            r => from_rank(r),
+        })
+    }
+}
+
+fn how_of(status: Status) -> How {
+    match status {
+        Status::Exited(c) => How::Exited(c),
+        Status::Signaled { signal, .. } | Status::Stopped(signal) => How::Signaled(signal),
+        Status::Continued => How::Exited(0),
+    }
+}
+
+/// The severity of a failure, for the exit status: the worst one wins.
+fn rank(how: How, timed_out: bool) -> u8 {
+    match how {
+        How::NotFound => 4,
+        How::CannotRun => 3,
+        How::Signaled(_) => 2,
+        _ if timed_out => 2,
+        _ => 1,
+    }
+}
+
+fn from_rank(r: u8) -> u8 {
+    match r {
+        4 => code::NOT_FOUND,
+        3 => code::CANNOT_RUN,
+        2 => code::KILLED,
+        _ => code::FAILED,
+    }
+}
+
+/// What to say about a failed job; `None` for one that did not fail.
+fn describe(
+    how: &How,
+    timed_out: bool,
+    timeout: Option<Duration>,
+    message: Option<&str>,
+) -> Option<String> {
+    let what = match how {
+        How::Exited(0) if !timed_out => return None,
+        How::Exited(c) => format!("exited, status={c}"),
+        How::Signaled(s) => Status::Signaled {
+            signal: *s,
+            core_dumped: false,
+        }
+        .to_string(),
+        How::CannotRun | How::NotFound | How::Lost => {
+            message.unwrap_or("could not run").to_string()
+        }
+    };
+    Some(match (timed_out, timeout) {
+        (true, Some(t)) => format!(
+            "timed out after {}: {what}",
+            crate::cmd::duration::DurationArg(t)
+        ),
+        _ => what,
+    })
+}
+
+fn on_host(name: &str) -> String {
+    if name == ":" {
+        String::new()
+    } else {
+        format!(" on {name}")
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One `pk-pool: ...` line on stderr.
+fn say(msg: &dyn std::fmt::Display) {
+    crate::cmd::eprintln_one("pk-pool", msg);
+}
+
+/// One line on stderr, as it is (`-t`).
+fn say_raw(line: &str) {
+    let mut l = String::with_capacity(line.len() + 1);
+    l.push_str(line);
+    l.push('\n');
+    let _ = super::output::write_fd(std::io::stderr().as_fd(), l.as_bytes());
+}
+
+/// `--dry-run`: print each job's command line in order; run nothing.
+pub fn dry_run(template: &Template, mut input: Input, slots: usize) -> Result<u8> {
+    let mut seq = 1u64;
+    loop {
+        match input.take()? {
+            Take::Items(items) => {
+                let slot = ((seq - 1) % slots.max(1) as u64) as usize + 1;
+                let mut line = shell_line(&template.render(&items, seq, slot));
+                line.push('\n');
+                match super::output::write_out(1, line.as_bytes()) {
+                    Ok(()) => {}
+                    Err(WriteError::Closed) => return Ok(exit::signal_code(libc::SIGPIPE)),
+                    Err(WriteError::Other(e)) => return Err(e.into()),
+                }
+                seq += 1;
+            }
+            Take::NeedRead => {
+                if let Some(fd) = input.fd() {
+                    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                    match poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(e) => return Err(Error::sys("poll", "input", e).into()),
+                    }
+                }
+                input.fill()?;
+            }
+            Take::End => return Ok(exit::OK),
+        }
+    }
+}

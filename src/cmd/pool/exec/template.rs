@@ -1,0 +1,309 @@
+//! The command template: CMD ARGS with replacement strings, turned into
+//! one argv per job.
+//!
+//! | string | becomes (GNU parallel's meaning) |
+//! |---|---|
+//! | `{}` | the item (`-I STR` names another string) |
+//! | `{.}` | the item without its extension: `a/b.tar.gz` → `a/b.tar` |
+//! | `{/}` | the basename: everything up to the last `/` removed |
+//! | `{//}` | the dirname, as dirname(1): `a/b` → `a`, `b` → `.`, `/x/` → `/` |
+//! | `{/.}` | the basename without its extension |
+//! | `{#}` | the job's sequence number, from 1 |
+//! | `{%}` | the job slot, from 1 to the slots of its host |
+//!
+//! Without any replacement string the items are appended as arguments,
+//! as xargs does. With `-n N` a job has up to N items: an argument that
+//! is exactly an item string becomes one argument per item, and an item
+//! string inside other text is replaced by the items joined with spaces.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+/// What an item string does to an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Xform {
+    Whole,
+    NoExt,
+    Base,
+    Dir,
+    BaseNoExt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(Vec<u8>),
+    Item(Xform),
+    Seq,
+    Slot,
+}
+
+/// A parsed command template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    args: Vec<Vec<Piece>>,
+    /// No replacement string anywhere: items are appended.
+    append: bool,
+}
+
+/// The fixed strings, longest first so `{//}` is not read as `{/}`.
+const FIXED: [(&[u8], Piece); 6] = [
+    (b"{//}", Piece::Item(Xform::Dir)),
+    (b"{/.}", Piece::Item(Xform::BaseNoExt)),
+    (b"{/}", Piece::Item(Xform::Base)),
+    (b"{.}", Piece::Item(Xform::NoExt)),
+    (b"{#}", Piece::Seq),
+    (b"{%}", Piece::Slot),
+];
+
+impl Template {
+    /// Parse `command`; `item` is the string that stands for the whole
+    /// item (`{}`, or `-I STR`'s).
+    pub fn new(command: &[OsString], item: &[u8]) -> Template {
+        let mut append = true;
+        let args = command
+            .iter()
+            .map(|a| {
+                let pieces = parse(a.as_bytes(), item);
+                if pieces.iter().any(|p| !matches!(p, Piece::Lit(_))) {
+                    append = false;
+                }
+                pieces
+            })
+            .collect();
+        Template { args, append }
+    }
+
+    /// The argv of job `seq` on slot `slot` with these items.
+    pub fn render(&self, items: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
+        let mut argv =
+            Vec::with_capacity(self.args.len() + if self.append { items.len() } else { 0 });
+        for pieces in &self.args {
+            if let [Piece::Item(x)] = pieces.as_slice() {
+                argv.extend(items.iter().map(|i| xform(*x, i)));
+                continue;
+            }
+            let mut arg = Vec::new();
+            for p in pieces {
+                match p {
+                    Piece::Lit(l) => arg.extend_from_slice(l),
+                    Piece::Item(x) => {
+                        for (n, i) in items.iter().enumerate() {
+                            if n > 0 {
+                                arg.push(b' ');
+                            }
+                            arg.extend_from_slice(&xform(*x, i));
+                        }
+                    }
+                    Piece::Seq => arg.extend_from_slice(seq.to_string().as_bytes()),
+                    Piece::Slot => arg.extend_from_slice(slot.to_string().as_bytes()),
+                }
+            }
+            argv.push(arg);
+        }
+        if self.append {
+            argv.extend(items.iter().cloned());
+        }
+        argv
+    }
+}
+
+fn parse(arg: &[u8], item: &[u8]) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut lit = Vec::new();
+    let mut i = 0;
+    'scan: while i < arg.len() {
+        let rest = &arg[i..];
+        let mut found = None;
+        if !item.is_empty() && rest.starts_with(item) {
+            found = Some((item.len(), Piece::Item(Xform::Whole)));
+        } else if rest[0] == b'{' {
+            for (s, p) in &FIXED {
+                if rest.starts_with(s) {
+                    found = Some((s.len(), p.clone()));
+                    break;
+                }
+            }
+        }
+        if let Some((len, piece)) = found {
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(piece);
+            i += len;
+            continue 'scan;
+        }
+        lit.push(arg[i]);
+        i += 1;
+    }
+    if !lit.is_empty() || pieces.is_empty() {
+        pieces.push(Piece::Lit(lit));
+    }
+    pieces
+}
+
+fn xform(x: Xform, item: &[u8]) -> Vec<u8> {
+    match x {
+        Xform::Whole => item.to_vec(),
+        Xform::NoExt => no_ext(item).to_vec(),
+        Xform::Base => base(item).to_vec(),
+        Xform::Dir => dir(item),
+        Xform::BaseNoExt => no_ext(base(item)).to_vec(),
+    }
+}
+
+/// Everything after the last `/`.
+fn base(item: &[u8]) -> &[u8] {
+    match item.iter().rposition(|&b| b == b'/') {
+        Some(i) => &item[i + 1..],
+        None => item,
+    }
+}
+
+/// Without the last `.` and what follows it, when no `/` or `.` follows
+/// that dot: `a/b.tar.gz` → `a/b.tar`, `.bashrc` → ``, `d.x/f` → `d.x/f`.
+fn no_ext(item: &[u8]) -> &[u8] {
+    match item.iter().rposition(|&b| b == b'.' || b == b'/') {
+        Some(i) if item[i] == b'.' => &item[..i],
+        _ => item,
+    }
+}
+
+/// dirname(1): trailing slashes off, the last component off, the
+/// slashes before it off; `.` when no slash is left, `/` for the root.
+fn dir(item: &[u8]) -> Vec<u8> {
+    let trim = |s: &[u8]| -> usize { s.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1) };
+    let end = trim(item);
+    if end == 0 {
+        return if item.is_empty() {
+            b".".to_vec()
+        } else {
+            b"/".to_vec()
+        };
+    }
+    let Some(slash) = item[..end].iter().rposition(|&b| b == b'/') else {
+        return b".".to_vec();
+    };
+    let end = trim(&item[..slash]);
+    if end == 0 {
+        b"/".to_vec()
+    } else {
+        item[..end].to_vec()
+    }
+}
+
+/// `argv` as one shell command line: each argument quoted when it needs
+/// it (`'a b'`, `'c'"'"'d'`), as `--dry-run`, `-t` and the joblog show it.
+pub fn shell_line(argv: &[Vec<u8>]) -> String {
+    let mut line = String::new();
+    for (n, a) in argv.iter().enumerate() {
+        if n > 0 {
+            line.push(' ');
+        }
+        quote_into(&mut line, a);
+    }
+    line
+}
+
+fn quote_into(line: &mut String, arg: &[u8]) {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_-./,:+=@%^".contains(&b);
+    let text = String::from_utf8_lossy(arg);
+    if !arg.is_empty() && arg.iter().all(|&b| safe(b)) {
+        line.push_str(&text);
+        return;
+    }
+    line.push('\'');
+    for c in text.chars() {
+        if c == '\'' {
+            line.push_str("'\"'\"'");
+        } else {
+            line.push(c);
+        }
+    }
+    line.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(cmd: &[&str]) -> Template {
+        let cmd: Vec<OsString> = cmd.iter().map(OsString::from).collect();
+        Template::new(&cmd, b"{}")
+    }
+
+    fn r(tpl: &Template, items: &[&str]) -> Vec<String> {
+        let items: Vec<Vec<u8>> = items.iter().map(|i| i.as_bytes().to_vec()).collect();
+        tpl.render(&items, 7, 2)
+            .into_iter()
+            .map(|a| String::from_utf8(a).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_strings_of_gnu_parallel() {
+        // What GNU parallel 20221122 prints for the same items.
+        let tpl = t(&[
+            "echo", "[{}]", "[{.}]", "[{/}]", "[{//}]", "[{/.}]", "{#}", "{%}",
+        ]);
+        let cases = [
+            (
+                "a/b.c.d",
+                ["[a/b.c.d]", "[a/b.c]", "[b.c.d]", "[a]", "[b.c]"],
+            ),
+            (".bashrc", ["[.bashrc]", "[]", "[.bashrc]", "[.]", "[]"]),
+            ("/x/y/", ["[/x/y/]", "[/x/y/]", "[]", "[/x]", "[]"]),
+            (
+                "dir.x/file",
+                [
+                    "[dir.x/file]",
+                    "[dir.x/file]",
+                    "[file]",
+                    "[dir.x]",
+                    "[file]",
+                ],
+            ),
+            ("", ["[]", "[]", "[]", "[.]", "[]"]),
+            ("/x", ["[/x]", "[/x]", "[x]", "[/]", "[x]"]),
+        ];
+        for (item, want) in cases {
+            let got = r(&tpl, &[item]);
+            assert_eq!(&got[1..6], &want, "{item:?}");
+            assert_eq!(&got[6..], ["7", "2"]);
+        }
+    }
+
+    #[test]
+    fn without_a_string_items_are_appended() {
+        assert_eq!(
+            r(&t(&["echo", "x"]), &["a b", "c"]),
+            ["echo", "x", "a b", "c"]
+        );
+        assert_eq!(
+            r(&t(&["echo", "{#}"]), &["a"]),
+            ["echo", "7"],
+            "{{#}} is a string"
+        );
+        assert_eq!(r(&t(&["echo", "{}"]), &["a", "b"]), ["echo", "a", "b"]);
+        assert_eq!(r(&t(&["echo", "x{}y"]), &["a", "b"]), ["echo", "xa by"]);
+        assert_eq!(r(&t(&["{}", "-v"]), &["prog"]), ["prog", "-v"]);
+        assert_eq!(r(&t(&["echo", "{", "}{}{"]), &["a"]), ["echo", "{", "}a{"]);
+        assert_eq!(r(&t(&["echo", ""]), &["a"]), ["echo", "", "a"]);
+    }
+
+    #[test]
+    fn another_item_string() {
+        let cmd: Vec<OsString> = ["echo", "XX", "{}"].iter().map(OsString::from).collect();
+        let tpl = Template::new(&cmd, b"XX");
+        let got = tpl.render(&[b"a".to_vec()], 1, 1);
+        assert_eq!(got, [b"echo".to_vec(), b"a".to_vec(), b"{}".to_vec()]);
+    }
+
+    #[test]
+    fn shell_lines_quote_what_needs_it() {
+        let argv: Vec<Vec<u8>> = ["echo", "a b", "c'd", "e", ""]
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        assert_eq!(shell_line(&argv), r#"echo 'a b' 'c'"'"'d' e ''"#);
+    }
+}

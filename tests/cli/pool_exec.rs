@@ -1,0 +1,752 @@
+//! pk-pool exec on this machine, flag by flag against xargs and GNU
+//! parallel run on the same input (the parallel comparisons are skipped,
+//! with one line, where parallel is not installed).
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::common::*;
+
+/// Whether GNU parallel is here; says so once per test when it is not.
+pub fn have_parallel() -> bool {
+    let ok = std::process::Command::new("parallel")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!(
+            "skipped the GNU parallel comparison: parallel is not installed (scripts/ci-deps.sh)"
+        );
+    }
+    ok
+}
+
+/// stdout of a bash script (pk-pool on PATH), asserting its exit code.
+fn sh(script: &str, code: i32) -> String {
+    let out = bash(script).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{script}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+fn sorted(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+fn exec(args: &[&str], input: &str) -> std::process::Output {
+    pk("pool")
+        .arg("exec")
+        .args(args)
+        .write_stdin(input)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_first_command_starts_before_the_input_ends() {
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "-j", "2", "--", "echo", "got"])
+        .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let mut stdin = run.child.stdin.take().unwrap();
+    stdin.write_all(b"a\n").unwrap();
+    // The input is still open: `a` runs anyway (the old exec read all of
+    // stdin first).
+    run.wait_for(|l| l == "got a");
+    stdin.write_all(b"b\n").unwrap();
+    run.wait_for(|l| l == "got b");
+    drop(stdin);
+    assert_eq!(run.wait().code(), Some(0));
+}
+
+#[test]
+fn endless_input_is_read_only_as_slots_free_up() {
+    // `yes` never ends: only reading as jobs need items lets this finish
+    // (the old exec read everything and died of memory).
+    let out = bash("yes | pk-pool exec -j 2 --halt now,success=5 -- true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn lines_are_whole_items_and_empty_lines_jobs_as_in_parallel() {
+    let input = "a b\n\n'q'\n";
+    let ours = stdout(&exec(&["-k", "--", "echo", "x{}y"], input));
+    assert_eq!(ours, "xa by\nxy\nx'q'y\n");
+    let skipped = stdout(&exec(&["-k", "--skip-empty", "--", "echo", "x{}y"], input));
+    assert_eq!(skipped, "xa by\nx'q'y\n");
+    // xargs -d '\n' reads lines the same way (its default splits at blanks).
+    assert_eq!(
+        sh("printf 'a b\\n\\nc\\n' | xargs -d '\\n' -n 1 echo x", 0),
+        sh("printf 'a b\\n\\nc\\n' | pk-pool exec -k -- echo x", 0)
+    );
+    if have_parallel() {
+        assert_eq!(
+            sh(
+                "printf 'a\\n\\nb\\n' | parallel --will-cite -k echo x{}y",
+                0
+            ),
+            sh("printf 'a\\n\\nb\\n' | pk-pool exec -k -- echo x{}y", 0)
+        );
+    }
+}
+
+#[test]
+fn null_delimiter_files_and_groups_match_xargs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    for (xargs, ours) in [
+        (
+            "printf 'a b\\nc\\0d\\0' | xargs -0 -n 1 printf '[%s]\\n'",
+            "printf 'a b\\nc\\0d\\0' | pk-pool exec -k -0 -- printf '[%s]\\n'",
+        ),
+        (
+            "printf 'a,b,,c' | xargs -d , -n 1 printf '[%s]\\n'",
+            "printf 'a,b,,c' | pk-pool exec -k -d , -- printf '[%s]\\n'",
+        ),
+        (
+            "seq 7 | xargs -n 3 echo",
+            "seq 7 | pk-pool exec -k -n 3 -- echo",
+        ),
+        (
+            "seq 4 | xargs -I {} echo [{}] {}",
+            "seq 4 | pk-pool exec -k -I {} -- echo [{}] {}",
+        ),
+        (
+            "seq 3 | xargs -I XX echo XX {}",
+            "seq 3 | pk-pool exec -k -I XX -- echo XX {}",
+        ),
+    ] {
+        assert_eq!(sh(xargs, 0), sh(ours, 0), "{ours}");
+    }
+    let script = format!(
+        "printf '1\\n2\\n' > {d}/f1; printf '3\\n' > {d}/f2; \
+         cat {d}/f1 {d}/f2 | xargs -d '\\n' -n 1 echo; echo --; \
+         echo stdin-is-not-read | pk-pool exec -k -a {d}/f1 -a {d}/f2 -- echo"
+    );
+    let out = sh(&script, 0);
+    let (x, o) = out.split_once("--\n").unwrap();
+    assert_eq!(x, o, "-a files one after the other");
+    assert_eq!(o, "1\n2\n3\n");
+}
+
+#[test]
+fn replacement_strings_match_parallel() {
+    let items = "a/b.c.d\n.bashrc\n/x/y/\ndir.x/file\n\n/x\n";
+    // ({%}, the slot, depends on which job ends first: checked alone.)
+    let args = ["[{}]", "[{.}]", "[{/}]", "[{//}]", "[{/.}]", "{#}"];
+    let mut a = vec!["-k", "-j", "2", "--", "echo"];
+    a.extend(args);
+    let ours = stdout(&exec(&a, items));
+    assert_eq!(
+        ours.lines().next(),
+        Some("[a/b.c.d] [a/b.c] [b.c.d] [a] [b.c] 1")
+    );
+    let slots = stdout(&exec(&["-j", "3", "--", "echo", "{%}"], "a\nb\nc\nd\ne\n"));
+    assert!(
+        slots.lines().all(|l| ["1", "2", "3"].contains(&l)) && slots.lines().count() == 5,
+        "{slots}"
+    );
+    if have_parallel() {
+        // Quoted, so parallel's shell does not glob the brackets.
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let theirs = sh(
+            &format!(
+                "printf '{}' | parallel --will-cite -k -j 2 echo {}",
+                items.replace('\n', "\\n"),
+                quoted.join(" ")
+            ),
+            0,
+        );
+        assert_eq!(ours, theirs);
+        // -n 2: a lone {} is both items, {} in a word the items joined.
+        assert_eq!(
+            sh("seq 5 | parallel --will-cite -k -n 2 echo {} x{}y", 0),
+            sh("seq 5 | pk-pool exec -k -n 2 -- echo {} x{}y", 0)
+        );
+    }
+}
+
+/// A job script that waits for `$1.go` to exist before its last line.
+const WAIT_GO: &str = "echo \"$1 first\"; touch \"$1.ready\"; \
+    while [ ! -e \"$1.go\" ]; do sleep 0.01; done; echo \"$1 last\"";
+
+#[test]
+fn grouped_output_never_mixes_the_lines_of_two_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // a prints, b prints, then both finish: interleaved in time, never in
+    // the output.
+    let script = format!(
+        "( until [ -e {a}.ready ] && [ -e {b}.ready ]; do sleep 0.01; done; touch {a}.go {b}.go ) & \
+         printf '%s\\n' {a} {b} | pk-pool exec -j 2 -- sh -c '{WAIT_GO}' sh; wait",
+        a = a.display(),
+        b = b.display()
+    );
+    let out = sh(&script, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    for pair in lines.chunks(2) {
+        let job = pair[0].split(' ').next().unwrap();
+        assert_eq!(
+            pair,
+            [format!("{job} first"), format!("{job} last")],
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn line_buffer_prints_a_line_while_its_job_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "--line-buffer", "--", "sh", "-c", WAIT_GO, "sh"])
+        .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let mut stdin = run.child.stdin.take().unwrap();
+    writeln!(stdin, "{}", a.display()).unwrap();
+    drop(stdin);
+    // The job is blocked until we create a.go: its first line is out.
+    run.wait_for(|l| l.ends_with("a first"));
+    std::fs::write(a.with_extension("go"), "").unwrap();
+    run.wait_for(|l| l.ends_with("a last"));
+    assert_eq!(run.wait().code(), Some(0));
+}
+
+#[test]
+fn keep_order_prints_in_input_order_as_parallel_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // Job 1 waits for job 3 to finish: it ends last, prints first.
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ $1 = 1 ]; then while [ ! -e {d}/3 ]; do sleep 0.01; done; fi\n\
+             echo out $1; echo err $1 >&2; touch {d}/$1\n"
+        ),
+    )
+    .unwrap();
+    let clean = || {
+        for f in 1..=3 {
+            let _ = std::fs::remove_file(dir.path().join(f.to_string()));
+        }
+    };
+    for mode in ["", "--line-buffer"] {
+        clean();
+        let out = sh(
+            &format!(
+                "seq 3 | pk-pool exec -j 3 -k {mode} -- sh {} 2>/dev/null",
+                script.display()
+            ),
+            0,
+        );
+        assert_eq!(out, "out 1\nout 2\nout 3\n", "-k {mode}");
+    }
+    if have_parallel() {
+        clean();
+        let theirs = sh(
+            &format!(
+                "seq 3 | parallel --will-cite -j 3 -k sh {} 2>/dev/null",
+                script.display()
+            ),
+            0,
+        );
+        assert_eq!(theirs, "out 1\nout 2\nout 3\n");
+    }
+}
+
+#[test]
+fn ungroup_writes_straight_through() {
+    let out = exec(&["-u", "-k", "--", "echo"], "1\n2\n");
+    assert_eq!(sorted(&stdout(&out)), ["1", "2"]);
+}
+
+#[test]
+fn exit_statuses_follow_xargs() {
+    // xargs: 123 when a command failed, 125 killed, 126/127 cannot run.
+    for (cmd, code) in [
+        ("sh -c 'exit $0'", 123),
+        ("sh -c 'kill -9 $$; echo $0'", 125),
+        ("pk-no-such-command", 127),
+    ] {
+        sh(&format!("printf '0\\n3\\n' | xargs -n 1 {cmd}"), code);
+        sh(&format!("printf '0\\n3\\n' | pk-pool exec -- {cmd}"), code);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "not a program").unwrap();
+    sh(&format!("echo x | xargs {}", plain.display()), 126);
+    sh(
+        &format!("echo x | pk-pool exec -- {}", plain.display()),
+        126,
+    );
+    // One line per failed job, and the summary.
+    let out = exec(&["-j", "1", "--", "sh", "-c", "exit $0"], "0\n5\n3\n");
+    assert_eq!(out.status.code(), Some(123));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "pk-pool: job 2 (sh -c 'exit $0' 5): exited, status=5",
+            "pk-pool: job 3 (sh -c 'exit $0' 3): exited, status=3",
+            "pk-pool: 2 of 3 jobs failed",
+        ]
+    );
+    let out = exec(&["--", "pk-no-such-command"], "x\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().next(),
+        Some(
+            "pk-pool: job 1 (pk-no-such-command x): execvp(pk-no-such-command): No such file or directory"
+        )
+    );
+    let out = exec(&["--", "echo"], "");
+    assert_eq!(out.status.code(), Some(0), "no input, nothing to run");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn timeouts_end_the_whole_group_and_count_as_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // The command ignores TERM and has a child: SIGKILL after
+    // --kill-after takes both.
+    let script = format!(
+        "trap '' TERM; sleep 60 & echo $! > {}; wait",
+        pidfile.display()
+    );
+    let out = exec(
+        &[
+            "--timeout",
+            "0.3",
+            "--kill-after",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        "x\n",
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("pk-pool: job 1 (sh -c ")
+            && err.contains("): timed out after 300ms: killed by signal 9 (SIGKILL)\n"),
+        "{err}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_gone(pid);
+    if have_parallel() {
+        // parallel also kills a job that runs out of time (and counts it failed).
+        let out = bash("echo 5 | parallel --will-cite --timeout 0.3 sleep")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn halt_stops_where_parallel_stops() {
+    // now,fail=1 with one slot: 0 runs, 3 fails, the last 0 never runs.
+    let ours = exec(
+        &[
+            "-j",
+            "1",
+            "--halt",
+            "now,fail=1",
+            "--",
+            "sh",
+            "-c",
+            "echo $0; exit $0",
+        ],
+        "0\n3\n0\n",
+    );
+    assert_eq!(ours.status.code(), Some(124));
+    assert_eq!(stdout(&ours), "0\n3\n");
+    assert!(String::from_utf8_lossy(&ours.stderr).contains("--halt now,fail=1: 1 job failed"));
+    let soon = exec(
+        &[
+            "-j",
+            "1",
+            "--halt",
+            "soon,success=1",
+            "--",
+            "sh",
+            "-c",
+            "echo $0; exit $0",
+        ],
+        "1\n0\n2\n",
+    );
+    assert_eq!(
+        soon.status.code(),
+        Some(123),
+        "job 1 failed before the halt"
+    );
+    assert_eq!(stdout(&soon), "1\n0\n");
+    let legacy = exec(
+        &["-j", "1", "--halt", "2", "--", "sh", "-c", "exit $0"],
+        "0\n4\n0\n",
+    );
+    assert_eq!(legacy.status.code(), Some(124));
+    if have_parallel() {
+        let theirs = sh(
+            "printf '0\\n3\\n0\\n' | parallel --will-cite -j 1 --halt now,fail=1 'echo {}; exit {}' 2>/dev/null || true",
+            0,
+        );
+        assert_eq!(theirs, stdout(&ours));
+        let theirs = sh(
+            "printf '1\\n0\\n2\\n' | parallel --will-cite -j 1 --halt soon,success=1 'echo {}; exit {}' 2>/dev/null || true",
+            0,
+        );
+        assert_eq!(theirs, stdout(&soon));
+    }
+}
+
+#[test]
+fn retries_run_a_failed_job_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    // Fails on its first two tries.
+    let script = format!(
+        "echo x >> {0}; [ $(wc -l < {0}) -ge 3 ] && echo ok",
+        count.display()
+    );
+    let out = exec(&["--retries", "2", "--", "sh", "-c", &script], "a\n");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout(&out), "ok\n", "only the last try's output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("trying again").count(), 2, "{err}");
+    std::fs::remove_file(&count).unwrap();
+    let out = exec(&["--retries", "1", "--", "sh", "-c", &script], "a\n");
+    assert_eq!(out.status.code(), Some(123));
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn dry_run_and_verbose_print_the_commands_as_parallel_and_xargs_do() {
+    let input = "a b\nc'd\ne\n";
+    let out = exec(&["--dry-run", "--", "echo", "{}"], input);
+    assert_eq!(stdout(&out), "echo 'a b'\necho 'c'\"'\"'d'\necho e\n");
+    if have_parallel() {
+        assert_eq!(
+            sh(
+                "printf \"a b\\nc'd\\ne\\n\" | parallel --will-cite --dry-run -k echo {}",
+                0
+            ),
+            stdout(&out)
+        );
+    }
+    let x = bash("printf 'a\\nb\\n' | xargs -t -n 1 echo 2>&1 >/dev/null")
+        .output()
+        .unwrap();
+    let o = bash("printf 'a\\nb\\n' | pk-pool exec -j 1 -t -- echo 2>&1 >/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&x), stdout(&o));
+}
+
+#[test]
+fn joblog_has_parallels_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let out = exec(
+        &[
+            "--joblog",
+            log.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo out; exit $0",
+        ],
+        "0\n3\n",
+    );
+    assert_eq!(out.status.code(), Some(123));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert_eq!(
+        header,
+        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+    );
+    let mut rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    rows.sort();
+    assert_eq!(rows.len(), 2);
+    for (row, (seq, exitval)) in rows.iter().zip([("1", "0"), ("2", "3")]) {
+        assert_eq!(row.len(), 9);
+        assert_eq!((row[0], row[1], row[4], row[5]), (seq, ":", "0", "4"));
+        assert_eq!((row[6], row[7]), (exitval, "0"));
+        assert!(row[2].parse::<f64>().unwrap() > 1.0e9, "{row:?}");
+        assert!(row[3].trim().parse::<f64>().unwrap() >= 0.0);
+    }
+    if have_parallel() {
+        let plog = dir.path().join("plog");
+        bash(&format!(
+            "seq 1 | parallel --will-cite --joblog {} true",
+            plog.display()
+        ))
+        .output()
+        .unwrap();
+        let theirs = std::fs::read_to_string(&plog).unwrap();
+        assert_eq!(theirs.lines().next(), Some(header));
+        let cols = theirs.lines().nth(1).unwrap().split('\t').count();
+        assert_eq!(cols, 9);
+    }
+}
+
+#[test]
+fn progress_off_a_terminal_ends_with_one_count_line() {
+    let out = exec(&["--progress", "--", "true"], "1\n2\n3\n");
+    assert_success(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().last(),
+        Some("pk-pool: progress: 3 done, 0 running, 0 failed, 0 left")
+    );
+    let out = exec(&["--eta", "--", "true"], "1\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(", eta "));
+    // Not a terminal and not asked for: nothing.
+    let out = exec(&["--", "true"], "1\n");
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn a_signal_stops_everything_and_no_command_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // Each command ignores TERM and starts a child that does too.
+    let script = format!(
+        "trap '' TERM; sh -c \"trap '' TERM; echo \\$\\$ > {d}/child.$0; exec sleep 60\" & echo started $$; wait"
+    );
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        let mut cmd = pk_std("pool");
+        cmd.args([
+            "exec",
+            "-j",
+            "2",
+            "--kill-after",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut run = Running::start(cmd, true);
+        {
+            let mut stdin = run.child.stdin.take().unwrap();
+            stdin.write_all(b"1\n2\n3\n4\n").unwrap();
+        }
+        // Grouped output: the `started` lines come out only at the end, so
+        // wait for the children's pid files instead.
+        let pids: Vec<i32> = (1..=2)
+            .map(|i| {
+                let f = dir.path().join(format!("child.{i}"));
+                let deadline = std::time::Instant::now() + TIMEOUT;
+                loop {
+                    if let Ok(t) = std::fs::read_to_string(&f) {
+                        if let Ok(p) = t.trim().parse() {
+                            return p;
+                        }
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "job {i} did not start"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            })
+            .collect();
+        run.signal(sig);
+        let status = run.wait();
+        assert_eq!(status.code(), Some(128 + sig as i32), "{sig}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(run.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            err.contains(&format!(
+                "pk-pool: stopped by {}: 2 running jobs ended, no new job started",
+                sig.as_str()
+            )),
+            "{err}"
+        );
+        for pid in pids {
+            assert_gone(pid);
+        }
+        for i in 1..=4 {
+            let _ = std::fs::remove_file(dir.path().join(format!("child.{i}")));
+        }
+    }
+}
+
+#[test]
+fn a_closed_stdout_stops_quietly() {
+    let out = bash("seq 100000 | pk-pool exec -j 2 -k -- echo | head -1")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_input() {
+    // Usage errors: exit 2, one line, nothing run.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let log = log.to_str().unwrap();
+    for args in [
+        &["exec"][..],
+        &["exec", "echo"],
+        &["exec", "-j", "0", "--", "echo"],
+        &["exec", "-j", "1025", "--", "echo"],
+        &["exec", "-n", "0", "--", "echo"],
+        &["exec", "-d", "ab", "--", "echo"],
+        &["exec", "-d", "", "--", "echo"],
+        &["exec", "-0", "-d", ",", "--", "echo"],
+        &["exec", "--halt", "later", "--", "echo"],
+        &["exec", "--halt", "soon,fail=0", "--", "echo"],
+        &["exec", "--halt", "now,fail=10%", "--", "echo"],
+        &["exec", "--timeout", "soon", "--", "echo"],
+        &["exec", "--retries", "-1", "--", "echo"],
+        &["exec", "-S", "", "--", "echo"],
+        &["exec", "-S", "0/host", "--", "echo"],
+        &["exec", "-S", "-oProxyCommand=x", "--", "echo"],
+        &["exec", "--ssh", "", "--joblog", log, "--", "echo"],
+        &["exec", "-I", "", "--joblog", log, "--", "echo"],
+        &["exec", "--line-buffer", "-u", "--", "echo"],
+    ] {
+        let out = pk("pool").args(args).write_stdin("x\n").output().unwrap();
+        assert_usage(&out, "pool");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(
+        !std::path::Path::new(log).exists(),
+        "no joblog for a usage error"
+    );
+    // Bad data: 65, after the good items ran.
+    let out = exec(&["-k", "--", "echo"], "ok\na\0b\nnever\n");
+    assert_one_line_error(&out, "pool", 65);
+    assert_eq!(stdout(&out), "ok\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("item 2 holds a NUL byte (use -0)"));
+    // A missing -a file: 66 before anything runs.
+    let out = exec(&["-a", "/nonexistent/items", "--", "echo"], "");
+    assert_one_line_error(&out, "pool", 66);
+    let out = exec(&["-a", "/", "--", "echo"], "");
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+}
+
+#[test]
+fn help_documents_the_contract() {
+    assert_help(
+        "pool",
+        &["exec"],
+        &[
+            "{//}",
+            "--line-buffer",
+            "--halt",
+            "--joblog",
+            "-S",
+            "123 one or more failed",
+            "pk-pool: <F> of <M> jobs failed",
+            "empty line is a job with an empty",
+        ],
+    );
+}
+
+#[test]
+fn never_more_than_j_jobs_at_once_as_xargs_p() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo start >> {0}; sleep 0.02; echo end >> {0}",
+        log.display()
+    );
+    let input: String = (0..12).map(|i| format!("{i}\n")).collect();
+    let out = exec(&["-j", "3", "--", "sh", "-c", &script], &input);
+    assert_success(&out);
+    let (mut running, mut most, mut starts) = (0, 0, 0);
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        if line == "start" {
+            running += 1;
+            starts += 1;
+            most = most.max(running);
+        } else {
+            running -= 1;
+        }
+    }
+    assert_eq!(starts, 12);
+    assert!((1..=3).contains(&most), "at most 3 at once, saw {most}");
+    // -P is xargs' name for it.
+    let out = exec(&["-P", "2", "-k", "--", "echo"], "a\nb\n");
+    assert_eq!(stdout(&out), "a\nb\n");
+}
+
+#[test]
+fn a_sigkilled_pk_pool_takes_its_commands_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo $$ > {d}/pid.$0; exec sleep 60"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    {
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n").unwrap();
+    }
+    let pids: Vec<i32> = (1..=2)
+        .map(|i| {
+            let f = dir.path().join(format!("pid.{i}"));
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            loop {
+                if let Some(p) = std::fs::read_to_string(&f)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                {
+                    return p;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "job {i} did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+        .collect();
+    // No chance to clean up: each command's death signal (SIGTERM) ends it.
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in pids {
+        assert_gone(pid);
+    }
+}
