@@ -78,10 +78,11 @@ run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, 
 run-manager: build ## pk-manager: a master and two workers over TCP with an auth key, then named queues
 	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, two workers; then put, work -- CMD, get'
 	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6
-run-shm: build ## pk-shm: Array('c', b'Hello'), a shared counter across fork, a named segment
-	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'
+run-shm: build ## pk-shm: Array('c', b'Hello'), a shared Value counter (no lock, a lock per access, one lock, atomic), a named segment
+	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments: no lock and a lock per access (v.value += 1) lose, one lock does not'
 	$(RELEASE)/pk-shm bytes --text Hello
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock-each --yield
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic
 	@echo '== pk-shm: a named segment, a counter cell, bytes Python reads'
