@@ -167,11 +167,12 @@ run-pipe: build ## pk-pipe: many writers one pipe, socketpair duplex, SIGPIPE
 	$(RELEASE)/pk-pipe sigpipe
 	$(RELEASE)/pk-pipe sigpipe --ignore
 run-spawn: build ## pk-spawn: clone + dup2 + exec, captured output, timeout(1)/env(1) wrapper, status
-	@echo '== pk-spawn: call, communicate(input), a timeout, env changes, statuses 124/126/127/137/128+N'
+	@echo '== pk-spawn: call, communicate(input), a timeout, env changes, statuses 124/126/127/137/128+N beside Python returncodes'
 	$(RELEASE)/pk-spawn -- echo hello from a child
 	$(RELEASE)/pk-spawn --input 'hello' --capture -- sh -c 'tr a-z A-Z; echo to stderr >&2'
 	$(RELEASE)/pk-spawn -v -- sh -c 'exit 3' || echo "pk-spawn exited $$?"
 	$(RELEASE)/pk-spawn -v --timeout 0.3 --kill-after 0.3 -- sh -c 'trap "" TERM; sleep 5' || echo "pk-spawn exited $$?"
 	$(RELEASE)/pk-spawn --clear-env --env GREETING=hi --cwd /tmp -- /bin/sh -c 'echo $$GREETING from $$PWD'
-	$(RELEASE)/pk-spawn -- no-such-command || echo "pk-spawn exited $$?"
+	$(RELEASE)/pk-spawn -v -- sh -c 'kill -TERM $$$$' || echo "pk-spawn exited $$?"
+	$(RELEASE)/pk-spawn -v -- no-such-command || echo "pk-spawn exited $$?"
 	bash scripts/spawn-status.sh
