@@ -43,10 +43,11 @@ bench-quick: build ## a smoke run of make bench, under a minute (figures not to 
 run: build ## build, then run every primitive's demo in turn
 	@for m in $(DEMOS); do $(MAKE) --no-print-directory run-$$m || exit $$?; done
 
-run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
-	@echo '== pk-fork: one child, then WEXITSTATUS, WTERMSIG and --propagate'
+run-fork: build ## pk-fork: fork, _exit, sys.exit("message"), waitpid, signals, copy-on-write
+	@echo '== pk-fork: one child, then WEXITSTATUS (os._exit(3), sys.exit("no more tickets")), WTERMSIG and --propagate'
 	$(RELEASE)/pk-fork
 	$(RELEASE)/pk-fork --exit-code 3
+	$(RELEASE)/pk-fork --quiet --exit-message 'no more tickets'
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
