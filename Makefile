@@ -102,10 +102,12 @@ run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a self-healing named sema
 	$(RELEASE)/pk-sem run --name /pk-make-heal -- sleep 0.5 & sleep 0.2; kill -KILL $$!; \
 	  $(RELEASE)/pk-sem status --name /pk-make-heal; sleep 0.5; $(RELEASE)/pk-sem status --name /pk-make-heal
 	$(RELEASE)/pk-sem unlink --name /pk-make-heal
-run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers, a named queue
+run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers (several writers, terminate()), a named queue
 	@echo '== pk-queue: full/empty/qsize, then 2 producers and 1 consumer'
 	$(RELEASE)/pk-queue basics
 	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
+	@echo '== pk-queue: the lesson: 3 writers, one reader, each put and get shown; FIFO per writer, interleaved across; the reader ended by terminate()'
+	$(RELEASE)/pk-queue demo --producers 3 --consumers 1 --items 3 --trace --jitter 100ms --stop terminate
 	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet
 	@echo '== pk-queue: a named queue shared by independent shell commands'
 	$(RELEASE)/pk-queue create /pk-make-queue --capacity 8
