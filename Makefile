@@ -52,9 +52,11 @@ run-fork: build ## pk-fork: fork, _exit, sys.exit("message"), waitpid, signals, 
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
 
-run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode, daemon
-	@echo '== pk-process: multiprocessing.Process, and a daemon dying with its parent'
+run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode; daemon=True against die_with_parent; join_children
+	@echo '== pk-process: multiprocessing.Process; a daemon outlives a SIGKILLed parent, a die_with_parent child does not; a normal exit terminates daemons and joins the rest'
 	$(RELEASE)/pk-process
+	@echo '== pk-process --die-with-parent: the same Daemon, started with die_with_parent too, dies with its parent'
+	$(RELEASE)/pk-process --die-with-parent > target/pk-process.out && sed -n '8,10p' target/pk-process.out
 
 run-pool: build ## pk-pool: the lesson's apply_async of long tasks; apply, map_async, imap, imap_unordered, starmap, callbacks; a dead worker replaced
 	@echo '== pk-pool: multiprocessing.Pool on pre-forked workers'
