@@ -91,17 +91,20 @@ bench-quick: build ## a smoke run of make bench, under a minute (figures not to 
 
 run: build $(addprefix run-,$(DEMOS)) ## build once, then run every primitive's demo in turn
 
-run-fork: build ## pk-fork: fork, _exit, waitpid, signals, copy-on-write
-	@echo '== pk-fork: one child, then WEXITSTATUS, WTERMSIG and --propagate'
+run-fork: build ## pk-fork: fork, _exit, sys.exit("message"), waitpid, signals, copy-on-write
+	@echo '== pk-fork: one child, then WEXITSTATUS (os._exit(3), sys.exit("no more tickets")), WTERMSIG and --propagate'
 	$(RELEASE)/pk-fork
 	$(RELEASE)/pk-fork --exit-code 3
+	$(RELEASE)/pk-fork --quiet --exit-message 'no more tickets'
 	$(RELEASE)/pk-fork --signal KILL
 	$(RELEASE)/pk-fork --children 3 --quiet
 	bash scripts/fork-status.sh
 
-run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode, daemon
-	@echo '== pk-process: multiprocessing.Process, and a daemon dying with its parent'
+run-process: build ## pk-process: Process name/pid/is_alive/join/terminate/kill/exitcode; daemon=True against die_with_parent; join_children
+	@echo '== pk-process: multiprocessing.Process; a daemon outlives a SIGKILLed parent, a die_with_parent child does not; a normal exit terminates daemons and joins the rest'
 	$(RELEASE)/pk-process
+	@echo '== pk-process --die-with-parent: the same Daemon, started with die_with_parent too, dies with its parent'
+	$(RELEASE)/pk-process --die-with-parent > target/pk-process.out && sed -n '8,10p' target/pk-process.out
 
 run-pool: build ## pk-pool: the lesson's apply_async of long tasks; apply, map_async, imap, imap_unordered, starmap, callbacks; a dead worker replaced
 	@echo '== pk-pool: multiprocessing.Pool on pre-forked workers'
@@ -130,10 +133,11 @@ run-coro: build ## pk-coro: generators (send/close), asyncio (gather, wait_for, 
 run-manager: build ## pk-manager: a master and two workers over TCP with an auth key, then named queues
 	@echo '== pk-manager: a server on 127.0.0.1:0, a wrong key, two workers; then put, work -- CMD, get'
 	PATH="$(CURDIR)/$(RELEASE):$$PATH" bash scripts/manager-demo.sh 6
-run-shm: build ## pk-shm: Array('c', b'Hello'), a shared counter across fork, a named segment
-	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments'
+run-shm: build ## pk-shm: Array('c', b'Hello'), a shared Value counter (no lock, a lock per access, one lock, atomic), a named segment
+	@echo '== pk-shm: a child changes a shared byte array; 10 processes x 50 increments: no lock and a lock per access (v.value += 1) lose, one lock does not'
 	$(RELEASE)/pk-shm bytes --text Hello
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync none --yield
+	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock-each --yield
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync lock
 	$(RELEASE)/pk-shm counter --procs 10 --iters 50 --sync atomic
 	@echo '== pk-shm: a named segment, a counter cell, bytes Python reads'
@@ -152,10 +156,12 @@ run-sem: build ## pk-sem: Semaphore(3) with 5 workers; a self-healing named sema
 	$(RELEASE)/pk-sem run --name /pk-make-heal -- sleep 0.5 & sleep 0.2; kill -KILL $$!; \
 	  $(RELEASE)/pk-sem status --name /pk-make-heal; sleep 0.5; $(RELEASE)/pk-sem status --name /pk-make-heal
 	$(RELEASE)/pk-sem unlink --name /pk-make-heal
-run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers, a named queue
+run-queue: build ## pk-queue: a bounded queue in shared memory, producers and consumers (several writers, terminate()), a named queue
 	@echo '== pk-queue: full/empty/qsize, then 2 producers and 1 consumer'
 	$(RELEASE)/pk-queue basics
 	$(RELEASE)/pk-queue demo --producers 2 --consumers 1 --items 6 --capacity 4
+	@echo '== pk-queue: the lesson: 3 writers, one reader, each put and get shown; FIFO per writer, interleaved across; the reader ended by terminate()'
+	$(RELEASE)/pk-queue demo --producers 3 --consumers 1 --items 3 --trace --jitter 100ms --stop terminate
 	$(RELEASE)/pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 --quiet
 	@echo '== pk-queue: a named queue shared by independent shell commands'
 	$(RELEASE)/pk-queue create /pk-make-queue --capacity 8
@@ -218,12 +224,13 @@ run-pipe: build ## pk-pipe: many writers one pipe, socketpair duplex, SIGPIPE
 	$(RELEASE)/pk-pipe sigpipe
 	$(RELEASE)/pk-pipe sigpipe --ignore
 run-spawn: build ## pk-spawn: clone + dup2 + exec, captured output, timeout(1)/env(1) wrapper, status
-	@echo '== pk-spawn: call, communicate(input), a timeout, env changes, statuses 124/126/127/137/128+N'
+	@echo '== pk-spawn: call, communicate(input), a timeout, env changes, statuses 124/126/127/137/128+N beside Python returncodes'
 	$(RELEASE)/pk-spawn -- echo hello from a child
 	$(RELEASE)/pk-spawn --input 'hello' --capture -- sh -c 'tr a-z A-Z; echo to stderr >&2'
 	$(RELEASE)/pk-spawn -v -- sh -c 'exit 3' || echo "pk-spawn exited $$? (expected: the command's own status)"
 	$(RELEASE)/pk-spawn -v --timeout 0.3 --kill-after 0.3 -- sh -c 'trap "" TERM; sleep 5' || echo "pk-spawn exited $$? (expected: 128+9, SIGKILL after the ignored SIGTERM)"
 	$(RELEASE)/pk-spawn --clear-env --env GREETING=hi --cwd /tmp -- /bin/sh -c 'echo $$GREETING from $$PWD'
+	$(RELEASE)/pk-spawn -v -- sh -c 'kill -TERM $$$$' || echo "pk-spawn exited $$? (expected: 128+15, the command's SIGTERM)"
 	@echo '-- expected to fail: a command that does not exist (one line on stderr, exit 127)'
-	$(RELEASE)/pk-spawn -- no-such-command || echo "pk-spawn exited $$? (expected)"
+	$(RELEASE)/pk-spawn -v -- no-such-command || echo "pk-spawn exited $$? (expected)"
 	bash scripts/spawn-status.sh

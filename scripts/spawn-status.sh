@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Use pk-spawn's passed-through status the way a shell script would: in `case`,
-# with every command under a 2-second timeout as timeout(1) would put it.
+# with every command under a 2-second timeout as timeout(1) would put it, and
+# say beside it what Python's subprocess.call/run would have given.
 # Usage: scripts/spawn-status.sh   (pk-spawn on PATH, or built in target/)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,16 +18,19 @@ run() {
   # the report, which is about the status alone.
   pk-spawn --timeout 2 -- "$@" >/dev/null 2>&1
   rc=$?
+  # $? is the shell's convention (N, 128+N for signal N); Python's
+  # subprocess gives returncode N or -N, or raises instead of a status.
   case $rc in
-    0)   what="ok" ;;
-    124) what="timed out (pk-spawn --timeout 2)" ;;
-    126) what="found but not executable" ;;
-    127) what="command not found" ;;
+    0)   what="ok"; py="returncode 0" ;;
+    124) what="timed out (pk-spawn --timeout 2)"; py="TimeoutExpired" ;;
+    126) what="found but not executable"; py="PermissionError" ;;
+    127) what="command not found"; py="FileNotFoundError" ;;
     12[89] | 1[3-9][0-9] | 2[0-9][0-9])
-         what="killed by signal $(( rc - 128 )) (SIG$(kill -l $(( rc - 128 ))))" ;;
-    *)   what="failed with $rc" ;;
+         n=$(( rc - 128 ))
+         what="killed by signal $n (SIG$(kill -l $n))"; py="returncode -$n" ;;
+    *)   what="failed with $rc"; py="returncode $rc" ;;
   esac
-  echo "$label -> \$?=$rc: $what"
+  echo "$label -> \$?=$rc: $what (Python: $py)"
 }
 
 run "true" true

@@ -66,6 +66,11 @@ pub enum ErrorKind {
     /// A fork was refused because other threads run in this process (see
     /// [`crate::process::fork`]).
     ThreadsRunning,
+    /// A daemonic [`Process`](crate::process::Process) tried to start a
+    /// child of its own (Python's `AssertionError: daemonic processes are
+    /// not allowed to have children`; see
+    /// [`Builder::daemon`](crate::process::Builder::daemon)).
+    DaemonicParent,
     /// Any other failed system call; [`Error::errno`] says which.
     Os,
     /// None of the above.

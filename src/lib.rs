@@ -9,7 +9,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`process`] | [`process::fork`] (checked: refused while other threads run), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons) |
+//! | [`process`] | [`process::fork`] (checked: refused while other threads run), getpid/getppid, `_exit`, waitpid for exactly one pid, [`process::Child`] that is always reaped, [`process::Process`] (Python's Process: is_alive, join with timeout on a pidfd, terminate/kill, exitcode, daemons with Python's meaning, die-with-parent, [`process::join_children`] for a normal exit) |
 //! | [`status`] | [`status::Status`]: a wait status decoded (exited / signaled with core flag / stopped), as shell code or Python exitcode |
 //! | [`pool`] | pre-forked worker pool: typed task handles ([`pool::Registry::task`]); Python's calls over the task's own types: `apply`, `apply_async` (with callbacks), `get(timeout)`, chunked `map`, `map_async`, `imap`, `imap_unordered`, `starmap`; close/join/terminate; dead workers reported and replaced |
 //! | [`thread`] | named threads (`MainThread`, `Thread-N`, renamed while running), `get_ident`, is_alive, join with timeout, daemon vs joined threads; Python's `threading` objects: [`thread::Lock`], [`thread::RLock`], [`thread::Condition`], [`thread::Semaphore`] (bounded too), [`thread::Barrier`], [`thread::Event`], [`thread::Timer`], [`thread::Queue`]; thread-locals |

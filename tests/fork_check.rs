@@ -20,6 +20,11 @@
 //! - A child forked while a spawn's pipes are open (held by this thread,
 //!   or by another thread in the middle of its run) keeps no copy of them,
 //!   so the spawn finishes while that unrelated child still sleeps.
+//! - Python's exit for `Process`es: `join_children` terminates daemons
+//!   and waits for the others, held or dropped; a `Process` closure that
+//!   returns does the same for its own children; a daemon may not start
+//!   children; `kill_on_drop` kills; a forked child never touches the
+//!   `Process`es it inherited.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -43,6 +48,12 @@ fn main() {
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
+    a_dropped_process_is_waited_for_not_killed();
+    join_children_terminates_daemons_and_joins_the_rest();
+    a_process_that_returns_ends_its_daemons_and_waits_for_the_rest();
+    a_daemon_may_not_start_children();
+    kill_on_drop_kills_and_reaps();
+    a_forked_child_leaves_its_parents_processes_alone();
     println!("fork_check: ok");
 }
 
@@ -416,4 +427,204 @@ fn a_fork_from_another_thread_keeps_no_pipe_of_its_spawn() {
     sleeper.kill().unwrap();
     sleeper.join(None).unwrap();
     t.join().unwrap();
+}
+
+/// Block until a signal ends this process.
+fn pause_forever() -> ! {
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn a_dropped_process_is_waited_for_not_killed() {
+    let (r, w) = posixkit::pipe::pipe().unwrap();
+    let p = Builder::new()
+        .name("dropped")
+        .start(move || {
+            // Still running when its handle is dropped: it ends only
+            // after a word from the parent.
+            let mut b = [0u8; 1];
+            let _ = r.read_full(&mut b);
+            7
+        })
+        .unwrap();
+    let pid = p.pid();
+    drop(p);
+    // Not killed by the drop: it is still there to hear the word.
+    w.write_all(b"x").unwrap();
+    let joined = process::join_children().unwrap();
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(
+        (joined[0].name.as_str(), joined[0].pid, joined[0].daemon),
+        ("dropped", pid, false)
+    );
+    assert_eq!(
+        joined[0].status,
+        Status::Exited(7),
+        "waited for, not killed"
+    );
+    assert!(process::join_children().unwrap().is_empty(), "reaped once");
+}
+
+fn join_children_terminates_daemons_and_joins_the_rest() {
+    let mut daemon = Builder::new()
+        .name("d")
+        .daemon(true)
+        .start(|| pause_forever())
+        .unwrap();
+    let mut worker = Builder::new()
+        .name("w")
+        .start(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            0
+        })
+        .unwrap();
+    assert!(daemon.daemon() && !worker.daemon());
+    let joined = process::join_children().unwrap();
+    let got: Vec<(&str, bool, Status)> = joined
+        .iter()
+        .map(|j| (j.name.as_str(), j.daemon, j.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "d",
+                true,
+                Status::Signaled {
+                    signal: 15,
+                    core_dumped: false
+                }
+            ),
+            ("w", false, Status::Exited(0)),
+        ]
+    );
+    // The held handles see the statuses, as Python's exitcode does.
+    assert_eq!((daemon.exitcode(), worker.exitcode()), (Some(-15), Some(0)));
+    assert!(!daemon.is_alive().unwrap());
+    assert_eq!(worker.join(None).unwrap(), Some(Status::Exited(0)));
+}
+
+fn a_process_that_returns_ends_its_daemons_and_waits_for_the_rest() {
+    // `daemon_w` is held by the daemon only (the parent's copy is closed
+    // before it returns): end of file on `daemon_r` means the daemon died.
+    let (daemon_r, daemon_w) = posixkit::pipe::pipe().unwrap();
+    let (helper_r, helper_w) = posixkit::pipe::pipe().unwrap();
+    let mut parent = Builder::new()
+        .name("parent")
+        .start(move || {
+            let d = Builder::new().name("daemon").daemon(true).start(|| {
+                let _keep = &daemon_w;
+                pause_forever()
+            });
+            drop(daemon_w);
+            let h = Builder::new().name("helper").start(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = helper_w.write_all(b"h");
+                0
+            });
+            drop(helper_w);
+            // Return with both running (the handles are dropped here).
+            if d.is_ok() && h.is_ok() { 0 } else { 1 }
+        })
+        .unwrap();
+    // (The closure, with both write ends, was dropped unused here.)
+    assert_eq!(
+        parent.join(Some(Duration::from_secs(30))).unwrap(),
+        Some(Status::Exited(0)),
+        "the parent returned and ended: its daemon was terminated"
+    );
+    // The helper wrote before the parent ended, since the parent waited:
+    // its word is there now, without waiting.
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        helper_r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    assert_eq!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap(),
+        1,
+        "the helper was joined"
+    );
+    let mut b = [0u8; 2];
+    assert_eq!(helper_r.read_full(&mut b).unwrap(), 1);
+    // End of file (within a minute, not for ever if the daemon lived on).
+    let mut fds = [nix::poll::PollFd::new(
+        daemon_r.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let minute = nix::poll::PollTimeout::try_from(60_000).unwrap();
+    assert_eq!(
+        nix::poll::poll(&mut fds, minute).unwrap(),
+        1,
+        "the daemon is gone"
+    );
+    assert_eq!(daemon_r.read_full(&mut b).unwrap(), 0, "the daemon is gone");
+}
+
+fn a_daemon_may_not_start_children() {
+    assert!(!process::is_daemon());
+    let mut d = Builder::new()
+        .daemon(true)
+        .start(|| {
+            let refused = Builder::new().start(|| 0).map(drop).unwrap_err();
+            match (process::is_daemon(), refused.kind()) {
+                (true, ErrorKind::DaemonicParent)
+                    if refused
+                        .to_string()
+                        .contains("daemonic processes are not allowed to have children") =>
+                {
+                    42
+                }
+                _ => 1,
+            }
+        })
+        .unwrap();
+    assert_eq!(d.join(None).unwrap(), Some(Status::Exited(42)));
+}
+
+fn kill_on_drop_kills_and_reaps() {
+    let p = Builder::new()
+        .kill_on_drop(true)
+        .start(|| pause_forever())
+        .unwrap();
+    let pid = p.pid();
+    drop(p);
+    // Killed and reaped by the drop: the pid names nothing now, and there
+    // is nothing left to join.
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    assert!(process::join_children().unwrap().is_empty());
+}
+
+fn a_forked_child_leaves_its_parents_processes_alone() {
+    let mut sleeper = Builder::new()
+        .name("sleeper")
+        .start(|| pause_forever())
+        .unwrap();
+    let mut check = Builder::new()
+        .name("check")
+        .start(|| {
+            // The parent's registry (with `sleeper` in it) is not ours:
+            // nothing to join, and our own start and join see only ours.
+            let inherited = process::join_children().map(|j| j.len());
+            let own = Builder::new().start(|| 5).map(drop);
+            let joined = process::join_children().unwrap_or_default();
+            let statuses: Vec<Status> = joined.iter().map(|j| j.status).collect();
+            match (inherited, own, statuses.as_slice()) {
+                (Ok(0), Ok(()), [Status::Exited(5)]) => 0,
+                _ => 1,
+            }
+        })
+        .unwrap();
+    assert_eq!(check.join(None).unwrap(), Some(Status::Exited(0)));
+    // The child's drop of its copy of `sleeper` (in the closure's
+    // captures, had there been one) and its exit left it running.
+    assert!(sleeper.is_alive().unwrap());
+    sleeper.kill().unwrap();
+    assert_eq!(sleeper.exitcode(), None);
+    sleeper.join(None).unwrap();
+    assert_eq!(sleeper.exitcode(), Some(-9));
 }

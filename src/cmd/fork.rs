@@ -1,5 +1,6 @@
 //! `pk-fork`: the fork lesson. fork, getpid/getppid, `_exit`, waitpid with
-//! WEXITSTATUS/WTERMSIG, and copy-on-write memory.
+//! WEXITSTATUS/WTERMSIG, and copy-on-write memory; a child that ends as
+//! Python's `sys.exit("message")` does, next to `os._exit(3)`.
 
 use std::hint::black_box;
 
@@ -25,6 +26,14 @@ Output (one line per event; <pid> is a process id):
   child <pid> killed by signal <N> (<NAME>)       (WIFSIGNALED, WTERMSIG)
   parent still sees x=100 at <addr>               (copy-on-write)
 With --quiet only the `child <pid> exited|killed ...` lines are printed.
+
+How a child ends, in Python's words:
+  --exit-code K      os._exit(K): status K at once, nothing printed, no
+                     clean-up (no atexit, no flush): what a forked child
+                     should call
+  --exit-message MSG sys.exit(\"MSG\"): MSG and a newline on stderr, then
+                     status 1 (sys.exit(K) with a number is status K)
+  --signal SIG       os.kill(os.getpid(), SIG): WIFSIGNALED, WTERMSIG
 Children that outlive pk-fork are killed with it (PR_SET_PDEATHSIG), even
 when pk-fork dies of SIGKILL.
 
@@ -34,6 +43,7 @@ first failing child's status in shell form (K, or 128+N for signal N);
 
 Examples:
   pk-fork --exit-code 3            # child 4242 exited, status=3
+  pk-fork --exit-message 'no more tickets'   # on stderr; status=1
   pk-fork --signal KILL            # child 4242 killed by signal 9 (SIGKILL)
   pk-fork --children 3 --sleep 1s
   pk-fork --exit-code 3 --propagate; echo $?   # 3";
@@ -48,9 +58,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub children: u32,
 
-    /// Each child ends with _exit(K), K in 0-255.
+    /// Each child ends with _exit(K), K in 0-255 (Python's os._exit(K)).
     #[arg(short = 'x', long, value_name = "K", default_value_t = 0)]
     pub exit_code: u8,
+
+    /// Each child ends as Python's sys.exit("MSG"): MSG on stderr, status 1.
+    #[arg(short = 'm', long, value_name = "MSG", conflicts_with_all = ["exit_code", "signal"])]
+    pub exit_message: Option<String>,
 
     /// Each child kills itself with SIG (a name like KILL or SIGTERM, or a number).
     /// Signals whose default action does not end a process (CHLD, STOP, ...) are refused.
@@ -166,6 +180,14 @@ fn child_main(args: &Args, out: &mut Out, x: &mut u64, i: u64) -> ! {
         let _ = process::die_of(sig);
         // Only reached if the signal did not end us: say so through the status.
         process::_exit(i32::from(exit::OS_ERR));
+    }
+    if let Some(msg) = &args.exit_message {
+        // sys.exit("MSG"): the message as it is, one line on stderr, in one
+        // write; then status 1.
+        use std::os::fd::AsFd;
+        let line = format!("{msg}\n");
+        let _ = crate::pipe::write_all(std::io::stderr().as_fd(), line.as_bytes());
+        process::_exit(1);
     }
     process::_exit(i32::from(args.exit_code))
 }

@@ -1,6 +1,12 @@
 //! `pk-process`: Python's `multiprocessing.Process` — name, pid, daemon,
-//! is_alive, join, terminate, kill, exitcode — and a daemon child dying with
-//! its SIGKILLed parent.
+//! is_alive, join, terminate, kill, exitcode — and the two ways a child can
+//! be tied to its parent: `daemon=True` (Python's: terminated at the
+//! parent's normal exit, alive after its SIGKILL, no children of its own)
+//! and die-with-parent (PR_SET_PDEATHSIG: killed with its parent, however
+//! the parent dies).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::signal::Signal;
@@ -8,7 +14,7 @@ use nix::sys::signal::Signal;
 use crate::cmd::Out;
 use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
-use crate::error::{Context, Error};
+use crate::error::{Context, Error, ErrorKind};
 use crate::pipe::{self, Reader, Writer};
 use crate::process::{self, Builder, Process};
 use crate::{note, outln};
@@ -22,20 +28,51 @@ Output, in this order (<pid> is a process id):
   Sleeper: terminate (SIGTERM) -> exitcode=-15
   Stubborn: ignores SIGTERM, still alive after terminate; kill (SIGKILL) -> exitcode=-9
   Exit<K>: returned <K> -> exitcode=<K>
-  Parent (pid <pid>) started daemon Daemon (pid <pid>)
+A daemon (Python's daemon=True) outlives a parent killed with SIGKILL:
+  Parent (pid <pid>) started Daemon (pid <pid>, daemon=True)
   Parent: killed with SIGKILL -> exitcode=-9
-  Daemon (pid <pid>) killed by signal 9 (SIGKILL) after its parent died
+  Daemon (pid <pid>): lives on after its parent was killed, parent now <ppid>
+  Daemon (pid <pid>): terminated by pk-process, which cleans up
+die_with_parent, the stronger guarantee, does not:
+  Parent (pid <pid>) started Doomed (pid <pid>, die_with_parent)
+  Parent: killed with SIGKILL -> exitcode=-9
+  Doomed (pid <pid>) killed by signal 9 (SIGKILL) with its parent
+A daemon may not start children (Python: AssertionError, exitcode 1):
+  Daemon (pid <pid>): start() refused: fork(Grandchild): daemonic processes are not allowed to have children
+  Daemon: exitcode=1
+At a normal exit (Python's atexit; here process::join_children()),
+daemons are terminated and every other child, even one whose handle was
+dropped without join, is waited for:
+  Watcher (pid <pid>, daemon=True) and Dropper (pid <pid>) run; Dropper's handle is dropped without join
+  Dropper (pid <pid>): finished its work
+  join_children(): terminated daemon Watcher (pid <pid>) -> exitcode=-15
+  join_children(): joined Dropper (pid <pid>) -> exitcode=0
+
+|                           | daemon=True          | die_with_parent        | neither      |
+| parent exits normally     | SIGTERM, then reaped | waited for             | waited for   |
+| parent killed (SIGKILL)   | lives on (ppid 1)    | SIGKILL at once        | lives on     |
+| may start children        | no (AssertionError)  | yes                    | yes          |
+In the library: Builder::daemon, Builder::die_with_parent, and
+process::join_children(), which a Process's closure runs when it returns.
+A Process dropped without join is neither killed nor waited for on the
+spot (a drop never blocks): join_children() waits for it later
+(Builder::kill_on_drop kills it instead).
+
 exitcode follows Python: N after exit(N), -N after death by signal N.
-The daemon uses PR_SET_PDEATHSIG; pk-process makes itself the subreaper of
-its descendants so it can reap the orphaned daemon and show how it died.
-(pk-process itself, like every pk-* binary, arms the same signal in all
-its children, daemon or not: none outlives a killed pk-process.)
+pk-process, like every pk-* binary, starts its children with
+die_with_parent on (none outlives a killed pk-process); the lesson's
+Daemon opts out, and pk-process ends it itself. It makes itself the
+subreaper of its descendants while a die_with_parent child's parent is
+killed, so it can reap that child and show how it died; the Daemon's new
+parent is init (1), or the nearest subreaper.
+--die-with-parent starts the SIGKILL lesson's Daemon with die_with_parent
+as well: then it dies with its parent, daemon or not.
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when a system call
 fails (fork, pipe).";
 
 /// Process objects: name, pid, daemon, is_alive, join, terminate, kill,
-/// exitcode, and a daemon child that dies with its parent.
+/// exitcode; daemon=True against die-with-parent.
 #[derive(Debug, Parser)]
 #[command(name = "pk-process", version, after_help = AFTER_HELP)]
 pub struct Args {
@@ -46,6 +83,11 @@ pub struct Args {
     /// The code the `Exit<K>` process returns (0-255).
     #[arg(short = 'x', long, value_name = "K", default_value_t = 3)]
     pub exit_code: u8,
+
+    /// Start the Daemon whose parent is killed with die_with_parent as
+    /// well (PR_SET_PDEATHSIG): it dies with its parent instead of living on.
+    #[arg(long)]
+    pub die_with_parent: bool,
 }
 
 fn parse_name(s: &str) -> std::result::Result<String, String> {
@@ -76,6 +118,20 @@ impl Ready {
         if let Some(w) = &self.write {
             let _ = w.write_all(&value.to_ne_bytes());
         }
+    }
+
+    /// In a child: wait at most `timeout` for the parent's word (a child
+    /// that may outlive pk-process never waits for ever).
+    fn heard(&self, timeout: Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, ms), Ok(1)) {
+            return false;
+        }
+        let mut buf = [0u8; 4];
+        matches!(self.read.read_full(&mut buf), Ok(4))
     }
 
     /// In the parent, after the fork: close our own write end, so that a
@@ -122,7 +178,10 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     terminate(out)?;
     kill(out)?;
     exit_code(&args, out)?;
-    daemon(out)?;
+    parent_killed(out, "Daemon", true, args.die_with_parent)?;
+    parent_killed(out, "Doomed", false, true)?;
+    no_children_of_a_daemon(out)?;
+    normal_exit(out)?;
     Ok(exit::OK)
 }
 
@@ -212,29 +271,109 @@ fn exit_code(args: &Args, out: &mut Out) -> Result<()> {
     outln!(out, "{name}: returned {k} -> exitcode={}", exitcode(&p))
 }
 
-fn daemon(out: &mut Out) -> Result<()> {
-    // Orphans re-parent to us instead of init, so we can reap the daemon.
-    nix::sys::prctl::set_child_subreaper(true).ctx("prctl", "PR_SET_CHILD_SUBREAPER")?;
+/// How long a child that pk-process does not reap waits for a word, or
+/// lives: a bound, so that none is left behind for long if pk-process is
+/// itself killed in the middle.
+const SURVIVOR_LIFE: Duration = Duration::from_secs(60);
+
+/// A process that is not our child (the Daemon, once its parent is
+/// killed), held by a pidfd: killed (SIGKILL) on an error path, so no
+/// error leaves it behind.
+struct Survivor {
+    pidfd: Option<OwnedFd>,
+}
+
+impl Survivor {
+    /// Send SIGTERM, as Python's terminate(), and wait until it has ended.
+    fn terminate(&mut self) -> Result<()> {
+        if let Some(fd) = self.pidfd.take() {
+            crate::sys::proc::pidfd_send_signal(fd.as_fd(), Signal::SIGTERM)
+                .ctx("pidfd_send_signal", "Daemon")?;
+            wait_ended(&fd)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Survivor {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = crate::sys::proc::pidfd_send_signal(fd.as_fd(), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Wait until the process behind `pidfd` has ended (not our child: its
+/// new parent reaps it).
+fn wait_ended(pidfd: &OwnedFd) -> Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", "pidfd", e).into()),
+        }
+    }
+}
+
+/// A Parent starts `name` (a daemon or not, dying with it or not), and is
+/// killed with SIGKILL. A child that dies with its parent is reaped here
+/// (pk-process is the subreaper meanwhile) and shown dead; one that does
+/// not lives on, says who its parent is now, and is terminated by
+/// pk-process (its new parent, init, reaps it).
+fn parent_killed(out: &mut Out, name: &str, daemon: bool, die: bool) -> Result<()> {
+    // Orphans re-parent to us instead of init only when we must reap one.
+    nix::sys::prctl::set_child_subreaper(die).ctx("prctl", "PR_SET_CHILD_SUBREAPER")?;
     let mut ready = Ready::new()?;
+    let go = Ready::new()?;
+    let mut said = Ready::new()?;
+    let child = Builder::new()
+        .name(name)
+        .daemon(daemon)
+        .die_with_parent(die);
     let mut parent = start(Builder::new().name("Parent"), || {
-        // Inside Parent (single-threaded): start the daemon, report its pid, wait to be killed.
-        match start(Builder::new().name("Daemon").daemon(true), || {
-            pause_forever()
-        }) {
-            Ok(d) => {
-                ready.signal(d.pid().as_raw());
-                // Parent is killed while paused below; forgetting the handle
-                // makes sure no drop path could kill the daemon for us.
-                std::mem::forget(d);
+        // Inside Parent (single-threaded): start the child, report its pid,
+        // wait to be killed.
+        let started = child.start(|| {
+            if !go.heard(SURVIVOR_LIFE) {
+                return 1;
+            }
+            let _ = note!(
+                Out::stdout(),
+                "{name} (pid {}): lives on after its parent was killed, parent now {}",
+                process::getpid(),
+                process::getppid()
+            );
+            said.signal(0);
+            std::thread::sleep(SURVIVOR_LIFE);
+            0
+        });
+        match started {
+            Ok(c) => {
+                ready.signal(c.pid().as_raw());
                 pause_forever()
             }
             Err(_) => 1,
         }
     })?;
-    let daemon_pid = process::Pid::from_raw(ready.wait("Parent")?);
+    let pid = process::Pid::from_raw(ready.wait("Parent")?);
+    // Opened while Parent, alive, holds the child unreaped: the pidfd names
+    // the child, whatever happens to its pid later.
+    let mut survivor = Survivor {
+        pidfd: (!die)
+            .then(|| crate::sys::proc::pidfd_open(pid).ctx("pidfd_open", name))
+            .transpose()?,
+    };
+    let flags = match (daemon, die) {
+        (true, true) => "daemon=True, die_with_parent",
+        (true, false) => "daemon=True",
+        (false, true) => "die_with_parent",
+        (false, false) => "daemon=False",
+    };
     note!(
         out,
-        "Parent (pid {}) started daemon Daemon (pid {daemon_pid})",
+        "Parent (pid {}) started {name} (pid {pid}, {flags})",
         parent.pid()
     )?;
     parent.kill()?;
@@ -244,9 +383,91 @@ fn daemon(out: &mut Out) -> Result<()> {
         "Parent: killed with SIGKILL -> exitcode={}",
         exitcode(&parent)
     )?;
-    let status = process::waitpid(daemon_pid)?;
+    if die {
+        let status = process::waitpid(pid)?;
+        nix::sys::prctl::set_child_subreaper(false).ctx("prctl", "PR_SET_CHILD_SUBREAPER")?;
+        return outln!(out, "{name} (pid {pid}) {status} with its parent");
+    }
+    go.signal(0);
+    said.wait(name)?;
+    survivor.terminate()?;
     outln!(
         out,
-        "Daemon (pid {daemon_pid}) {status} after its parent died"
+        "{name} (pid {pid}): terminated by pk-process, which cleans up"
     )
+}
+
+/// A daemon tries to start a child: refused, as Python's AssertionError.
+fn no_children_of_a_daemon(out: &mut Out) -> Result<()> {
+    let mut d = start(Builder::new().name("Daemon").daemon(true), || {
+        let me = process::getpid();
+        match Builder::new().name("Grandchild").start(|| 0) {
+            Err(e) if e.kind() == ErrorKind::DaemonicParent => {
+                let _ = note!(Out::stdout(), "Daemon (pid {me}): start() refused: {e}");
+                1
+            }
+            Err(_) => 2,
+            Ok(mut g) => {
+                let _ = g.join(None);
+                let _ = note!(Out::stdout(), "Daemon (pid {me}): started a child");
+                0
+            }
+        }
+    })?;
+    d.join(None)?;
+    outln!(out, "Daemon: exitcode={}", exitcode(&d))
+}
+
+/// Python's normal exit: terminate the daemons, join everyone else, a
+/// child whose handle was dropped without join included.
+fn normal_exit(out: &mut Out) -> Result<()> {
+    let watcher = start(Builder::new().name("Watcher").daemon(true), || {
+        pause_forever()
+    })?;
+    let go = Ready::new()?;
+    let dropper = start(Builder::new().name("Dropper"), || {
+        if !go.heard(SURVIVOR_LIFE) {
+            return 1;
+        }
+        // Work that is still going on when join_children() starts.
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = note!(
+            Out::stdout(),
+            "Dropper (pid {}): finished its work",
+            process::getpid()
+        );
+        0
+    })?;
+    note!(
+        out,
+        "Watcher (pid {}, daemon=True) and Dropper (pid {}) run; Dropper's handle is dropped without join",
+        watcher.pid(),
+        dropper.pid()
+    )?;
+    drop(dropper);
+    go.signal(0);
+    let joined = process::join_children()?;
+    for j in &joined {
+        let what = if j.daemon {
+            "terminated daemon"
+        } else {
+            "joined"
+        };
+        outln!(
+            out,
+            "join_children(): {what} {} (pid {}) -> exitcode={}",
+            j.name,
+            j.pid,
+            j.status.exitcode()
+        )?;
+    }
+    if joined.len() != 2 || watcher.exitcode().is_none() {
+        return Err(Failure::from(Error::data(
+            "join_children",
+            "Watcher and Dropper",
+            "not both were joined",
+        ))
+        .with_code(exit::OS_ERR));
+    }
+    Ok(())
 }

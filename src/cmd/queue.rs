@@ -1,6 +1,8 @@
 //! `pk-queue`: a bounded queue between processes. `basics` is the
 //! full/empty/qsize lesson; `demo` runs producers and consumers and checks
-//! that every item is consumed exactly once. `create`, `put`, `get`, `stat`
+//! that every item is consumed exactly once, in each producer's order
+//! (`--trace` shows every put and get, `--stop terminate` ends the readers
+//! with terminate() as the lesson does). `create`, `put`, `get`, `stat`
 //! and `unlink` work on a named queue in `/dev/shm` that independent shell
 //! processes share.
 
@@ -17,10 +19,12 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
 use crate::error::{Context, Error, ErrorKind};
-use crate::process::{self, Child, Children, Fork};
+use crate::process::{self, Builder, Child, Children, Fork};
 use crate::queue::{self, Queue};
 use crate::sem::Deadline;
+use crate::sem::Semaphore;
 use crate::shm::SharedArray;
+use crate::status::Status;
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
@@ -47,14 +51,31 @@ Output of `basics` (<pid> is a process id):
 
 Output of `demo`:
   parent <pid>: <P> producers x <N> items -> <C> consumers, capacity <K>
+  producer <pid>: put <ITEM>       (with --trace, one per item, before the put)
+  consumer <pid>: got <ITEM>       (with --trace, one per item, after the get)
   producer <pid> put <N> items
   consumer <pid> got <M> items, sum=<S>
+  consumer <pid> got <M> items, sum=<S>; terminate() -> exitcode=-15
+                                   (instead, with --stop terminate)
+  order: each producer's items in the order it put them, <W> switches between producers
   put=<P*N> got=<total> duplicates=<D> missing=<M>   (result line)
   sum=<S> expected=<S'> <ok|WRONG>                    (result line)
   elapsed=<seconds>s msgs_per_s=<rate>                (timing, not a result)
-Each item is 16 bytes: its producer's number and a sequence number 1..N.
-Consumers mark each item in a shared table, so a duplicate or a missing
-item is counted, not guessed. --quiet keeps only the result lines.
+Each item is 16 bytes: its producer's number and a sequence number 1..N;
+--trace names it A1, A2 ... for the first producer, B1 ... for the second
+(P27-1 ... past Z). Consumers mark each item in a shared table, so a
+duplicate or a missing item is counted, not guessed. The queue is FIFO:
+one producer's items come out in the order it put them (a consumer that
+sees them otherwise makes the result WRONG), while the items of several
+producers interleave in whatever order the puts happened: the lesson's
+random-looking output, which --jitter (a random sleep before each put,
+Python's time.sleep(random.random())) makes plain. The producers start
+together, released by one semaphore once all are forked.
+How the consumers stop: --stop sentinel (the default) puts one empty
+message per consumer once the producers are done; --stop terminate
+waits until every item has been taken and counted, then calls
+terminate() on each consumer, blocked in get() (SIGTERM, exitcode -15),
+as the lesson's pr.terminate() does. --quiet keeps only the result lines.
 
 Named queues: a NAME is /name (one leading slash, no other, 1-251 bytes
 after it) and lives in /dev/shm/name, mode 0600, until `unlink`; any
@@ -87,6 +108,7 @@ stdout closed early (the message in hand is lost: at-most-once).
 Examples:
   pk-queue basics
   pk-queue demo --producers 4 --consumers 2 --items 10000 --capacity 64 -q
+  pk-queue demo -p 2 -c 1 -n 3 --trace --jitter 100ms --stop terminate   # the lesson
   pk-queue create /jobs --capacity 100
   pk-queue put /jobs 'build a' 'build b'
   ls *.c | pk-queue put /jobs --lines
@@ -218,9 +240,38 @@ pub struct Demo {
     #[arg(short = 'k', long, value_name = "K", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub capacity: u32,
+    /// A line for every put and every get (Python's `Put A to queue...`,
+    /// `Get A from queue.`).
+    #[arg(short, long)]
+    pub trace: bool,
+    /// Before each put, sleep a random time up to DUR (0-10s), as the
+    /// lesson's time.sleep(random.random()).
+    #[arg(short, long, value_name = "DUR", value_parser = jitter)]
+    pub jitter: Option<DurationArg>,
+    /// How the consumers end: an empty message each (sentinel), or
+    /// terminate() once every item is taken (terminate).
+    #[arg(long, value_enum, default_value = "sentinel")]
+    pub stop: Stop,
     /// Print only the result lines.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// How `demo` ends its consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stop {
+    /// One empty message per consumer, once the producers are done.
+    Sentinel,
+    /// terminate() (SIGTERM) once every item has been taken.
+    Terminate,
+}
+
+fn jitter(s: &str) -> std::result::Result<DurationArg, String> {
+    let d: DurationArg = s.parse()?;
+    if d.0 > Duration::from_secs(10) {
+        return Err(format!("{s} is more than 10s"));
+    }
+    Ok(d)
 }
 
 /// Run pk-queue.
@@ -481,6 +532,35 @@ fn basics(out: &mut Out) -> Result<u8> {
 // Shared counters of the demo.
 const DUPLICATES: usize = 0;
 const DAMAGED: usize = 1;
+/// Items a consumer saw before an earlier item of the same producer.
+const OUT_OF_ORDER: usize = 2;
+/// Consecutive gets (by one consumer) from two different producers.
+const SWITCHES: usize = 3;
+/// Items taken and counted, by all consumers.
+const CONSUMED: usize = 4;
+
+/// The demo's shared state, set up before the fork.
+struct Shared {
+    q: Queue,
+    /// One mark per item: consumers count arrivals; 1 is right, 0
+    /// missing, more is a duplicate.
+    seen: SharedArray<u8>,
+    stats: SharedArray<u64>,
+    /// Per consumer: items got, sum of their sequence numbers.
+    per: SharedArray<u64>,
+    /// Posted once, when the last item has been counted.
+    done: Semaphore,
+    /// Producers wait here until all are forked.
+    gate: Semaphore,
+}
+
+/// An item's name in --trace lines: A1 for the first producer's first.
+fn label(producer: u64, seq: u64) -> String {
+    match u8::try_from(producer) {
+        Ok(p) if p < 26 => format!("{}{seq}", char::from(b'A' + p)),
+        _ => format!("P{}-{seq}", producer + 1),
+    }
+}
 
 fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     out.set_quiet(d.quiet);
@@ -493,13 +573,15 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         )
         .into());
     }
-    let q = Queue::new(d.capacity as usize, 16)?;
-    // One mark per item: consumers count arrivals; 1 is right, 0 missing,
-    // more is a duplicate.
-    let seen = SharedArray::<u8>::new(total as usize)?;
-    let stats = SharedArray::<u64>::new(2)?;
-    // Per consumer: items got, sum of their sequence numbers.
-    let per = SharedArray::<u64>::new(2 * c)?;
+    let sh = Shared {
+        q: Queue::new(d.capacity as usize, 16)?,
+        seen: SharedArray::<u8>::new(total as usize)?,
+        stats: SharedArray::<u64>::new(5)?,
+        per: SharedArray::<u64>::new(2 * c)?,
+        done: Semaphore::new(0)?,
+        gate: Semaphore::new(0)?,
+    };
+    let jitter = d.jitter.map(|j| j.0).filter(|j| !j.is_zero());
     note!(
         out,
         "parent {}: {p} producer{} x {n} items -> {c} consumer{}, capacity {}",
@@ -509,32 +591,96 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         d.capacity
     )?;
     let start = Instant::now();
-    // Every child's branch ends with _exit (child_exit).
-    let mut consumers = Children::new();
+    // The consumers are Processes, as the lesson's reader is; they wait
+    // for items from us, so an error path here kills them (kill_on_drop).
+    let mut consumers = Vec::with_capacity(c);
     for i in 0..c {
-        consumers.start("consumer", || {
-            child_exit(consume(i, &q, n, &seen, &stats, &per, out))
-        })?;
+        let me = Builder::new()
+            .name(format!("consumer {}", i + 1))
+            .kill_on_drop(true);
+        consumers.push(me.start(|| match consume(i, &sh, p, n, d.trace, out) {
+            Ok(()) => 0,
+            Err(_) => i32::from(exit::OS_ERR),
+        })?);
     }
+    // Every producer's branch ends with _exit (child_exit).
     let mut producers = Children::new();
     for i in 0..p {
-        producers.start("producer", || child_exit(produce(i, &q, n, out)))?;
+        producers.start("producer", || {
+            child_exit(produce(i, &sh, n, d.trace, jitter, out))
+        })?;
     }
-    let failed = producers.wait_all()?;
-    // Every item is in the queue or taken: one empty message per consumer
-    // tells it to stop.
-    for _ in 0..c {
-        q.put(b"")?;
+    for _ in 0..p {
+        sh.gate.post()?;
     }
-    let failed = failed.or(consumers.wait_all()?);
+    let mut failed = producers.wait_all()?;
+    match d.stop {
+        Stop::Sentinel => {
+            // Every item is in the queue or taken: one empty message per
+            // consumer tells it to stop.
+            for _ in 0..c {
+                sh.q.put(b"")?;
+            }
+            for consumer in &mut consumers {
+                let status = consumer.join(None)?.unwrap_or(Status::Exited(0));
+                if !status.success() && failed.is_none() {
+                    failed = Some((consumer.pid(), status));
+                }
+            }
+        }
+        Stop::Terminate => {
+            // Wait until every item has been taken and counted (or every
+            // consumer has died), then end the readers blocked in get().
+            while !sh.done.wait_timeout(Duration::from_millis(100))? {
+                let mut alive = false;
+                for consumer in &mut consumers {
+                    alive |= consumer.is_alive()?;
+                }
+                if !alive {
+                    break;
+                }
+            }
+            for consumer in &consumers {
+                consumer.terminate()?;
+            }
+            for (i, consumer) in consumers.iter_mut().enumerate() {
+                let status = consumer.join(None)?.unwrap_or(Status::Exited(0));
+                note!(
+                    out,
+                    "consumer {} got {} items, sum={}; terminate() -> exitcode={}",
+                    consumer.pid(),
+                    sh.per.get(2 * i),
+                    sh.per.get(2 * i + 1),
+                    status.exitcode()
+                )?;
+                if status.signal() != Some(libc::SIGTERM) && failed.is_none() {
+                    failed = Some((consumer.pid(), status));
+                }
+            }
+        }
+    }
     let elapsed = start.elapsed();
     crate::cmd::fail_on_child(failed, "child")?;
-    let got: u64 = (0..c).map(|i| per.get(2 * i)).sum();
-    let sum: u64 = (0..c).map(|i| per.get(2 * i + 1)).sum();
-    let missing = (0..seen.len()).filter(|&i| seen.get(i) == 0).count();
-    let duplicates = stats.get(DUPLICATES);
-    let damaged = stats.get(DAMAGED);
+    let got: u64 = (0..c).map(|i| sh.per.get(2 * i)).sum();
+    let sum: u64 = (0..c).map(|i| sh.per.get(2 * i + 1)).sum();
+    let missing = (0..sh.seen.len()).filter(|&i| sh.seen.get(i) == 0).count();
+    let duplicates = sh.stats.get(DUPLICATES);
+    let damaged = sh.stats.get(DAMAGED);
+    let out_of_order = sh.stats.get(OUT_OF_ORDER);
     let expected = p * (n * (n + 1) / 2);
+    if out_of_order == 0 {
+        let switches = sh.stats.get(SWITCHES);
+        note!(
+            out,
+            "order: each producer's items in the order it put them, {switches} switch{} between producers",
+            if switches == 1 { "" } else { "es" }
+        )?;
+    } else {
+        note!(
+            out,
+            "order: {out_of_order} items came before an earlier one of their producer (NOT FIFO)"
+        )?;
+    }
     outln!(
         out,
         "put={total} got={got} duplicates={duplicates} missing={missing}{}",
@@ -544,7 +690,12 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
             String::new()
         }
     )?;
-    let ok = sum == expected && got == total && duplicates == 0 && missing == 0 && damaged == 0;
+    let ok = sum == expected
+        && got == total
+        && duplicates == 0
+        && missing == 0
+        && damaged == 0
+        && out_of_order == 0;
     outln!(
         out,
         "sum={sum} expected={expected} {}",
@@ -559,31 +710,50 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     Ok(if ok { exit::OK } else { exit::DATA })
 }
 
-fn produce(i: u64, q: &Queue, n: u64, out: &mut Out) -> Result<()> {
+fn produce(
+    i: u64,
+    sh: &Shared,
+    n: u64,
+    trace: bool,
+    jitter: Option<Duration>,
+    out: &mut Out,
+) -> Result<()> {
+    sh.gate.wait()?;
+    let mut rng = match jitter {
+        Some(_) => Some(crate::coro::Jitter::from_os()?),
+        None => None,
+    };
     let mut msg = [0u8; 16];
     msg[..8].copy_from_slice(&i.to_le_bytes());
+    let me = process::getpid();
     for seq in 1..=n {
+        if let (Some(rng), Some(max)) = (rng.as_mut(), jitter) {
+            std::thread::sleep(rng.upto(max));
+        }
         msg[8..].copy_from_slice(&seq.to_le_bytes());
-        q.put(&msg)?;
+        // Said before the put, as the lesson's `Put A to queue...`: a get
+        // line never comes before the put line of its item.
+        if trace {
+            let _ = note!(out, "producer {me}: put {}", label(i, seq));
+        }
+        sh.q.put(&msg)?;
     }
     // The last put is in shared memory already: exiting now loses nothing.
-    let _ = note!(out, "producer {} put {n} items", process::getpid());
+    let _ = note!(out, "producer {me} put {n} items");
     Ok(())
 }
 
-fn consume(
-    i: usize,
-    q: &Queue,
-    n: u64,
-    seen: &SharedArray<u8>,
-    stats: &SharedArray<u64>,
-    per: &SharedArray<u64>,
-    out: &mut Out,
-) -> Result<()> {
+fn consume(i: usize, sh: &Shared, p: u64, n: u64, trace: bool, out: &mut Out) -> Result<()> {
+    let total = p * n;
     let (mut got, mut sum) = (0u64, 0u64);
+    // The last sequence number seen from each producer, and the producer
+    // of the previous item.
+    let mut last = vec![0u64; p as usize];
+    let mut previous = None;
     let mut buf = Vec::with_capacity(16);
+    let me = process::getpid();
     loop {
-        q.get_into(&mut buf)?;
+        sh.q.get_into(&mut buf)?;
         if buf.is_empty() {
             break;
         }
@@ -593,29 +763,48 @@ fn consume(
                 .map(u64::from_le_bytes)
         };
         let (Some(producer), Some(seq)) = (word(0..8), word(8..16)) else {
-            stats.atomic(DAMAGED).fetch_add(1, Ordering::Relaxed);
+            sh.stats.atomic(DAMAGED).fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let index = producer
             .checked_mul(n)
             .and_then(|b| b.checked_add(seq.wrapping_sub(1)))
-            .filter(|&x| buf.len() == 16 && (1..=n).contains(&seq) && (x as usize) < seen.len());
+            .filter(|&x| buf.len() == 16 && (1..=n).contains(&seq) && (x as usize) < sh.seen.len());
         let Some(index) = index else {
-            stats.atomic(DAMAGED).fetch_add(1, Ordering::Relaxed);
+            sh.stats.atomic(DAMAGED).fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if seen.atomic(index as usize).fetch_add(1, Ordering::Relaxed) != 0 {
-            stats.atomic(DUPLICATES).fetch_add(1, Ordering::Relaxed);
+        if trace {
+            let _ = note!(out, "consumer {me}: got {}", label(producer, seq));
         }
+        if sh
+            .seen
+            .atomic(index as usize)
+            .fetch_add(1, Ordering::Relaxed)
+            != 0
+        {
+            sh.stats.atomic(DUPLICATES).fetch_add(1, Ordering::Relaxed);
+        }
+        let from = &mut last[producer as usize];
+        if seq < *from {
+            sh.stats
+                .atomic(OUT_OF_ORDER)
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        *from = seq;
+        if previous.is_some_and(|q| q != producer) {
+            sh.stats.atomic(SWITCHES).fetch_add(1, Ordering::Relaxed);
+        }
+        previous = Some(producer);
         got += 1;
         sum += seq;
+        // Kept current, so the parent can report a consumer it terminated.
+        sh.per.set(2 * i, got);
+        sh.per.set(2 * i + 1, sum);
+        if sh.stats.atomic(CONSUMED).fetch_add(1, Ordering::Relaxed) + 1 == total {
+            sh.done.post()?;
+        }
     }
-    per.set(2 * i, got);
-    per.set(2 * i + 1, sum);
-    let _ = note!(
-        out,
-        "consumer {} got {got} items, sum={sum}",
-        process::getpid()
-    );
+    let _ = note!(out, "consumer {me} got {got} items, sum={sum}");
     Ok(())
 }

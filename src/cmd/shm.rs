@@ -1,6 +1,9 @@
 //! `pk-shm`: shared memory. `bytes` is `Array('c', b'Hello')` changed by a
 //! child; `counter` is ten processes adding 1 fifty times to a shared
-//! `Value`, without a lock, with one, and with an atomic add. The named
+//! `Value`: without a lock, with a lock around each access on its own (what
+//! `v.value += 1` does on `Value('i', 0)`, whose lock=True is the default),
+//! with one lock around the whole increment (`with v.get_lock():`), and
+//! with an atomic add. The named
 //! subcommands (`create`, `read`, `write`, `add`, `get`, `set`, `cas`,
 //! `unlink`) work on a segment in `/dev/shm` that any process of the same
 //! user can open by name, Python's `SharedMemory(name=...)` included.
@@ -25,7 +28,7 @@ use crate::{note, outln};
 const AFTER_HELP: &str = "\
 Subcommands:
   bytes     a child reads and changes a shared byte array; the parent sees it
-  counter   N processes add 1 M times to one shared counter
+  counter   N processes add 1 M times to one shared counter (Value('i', 0))
   create    create a named segment of N zeroed bytes
   read      print bytes of a named segment, raw
   write     write bytes (an argument or stdin) into a named segment
@@ -51,6 +54,17 @@ With --sync lock or atomic, got == expected, always. With --sync none the
 read-modify-write is split into an atomic load and a later atomic store, so
 two processes can read the same value and one update is lost; --yield calls
 sched_yield between the two, which makes losses all but certain.
+--sync lock-each locks the load and, separately, the store: what
+`v.value += 1` does on a Python Value('i', 0), whose lock=True (the
+default) guards each get and each set on its own. It loses updates just
+as `none` does. The lesson's fix is one lock around the whole
+read-modify-write: `with v.get_lock(): v.value += 1` (or `with lock:`),
+which is --sync lock.
+  --sync     Python                                 loses updates
+  none       Value('i', 0, lock=False); v.value += 1   yes
+  lock-each  Value('i', 0); v.value += 1               yes
+  lock       with v.get_lock(): v.value += 1           no
+  atomic     (no Python peer: one fetch_add)           no
 
 --quiet keeps only the result lines (value=..., expected=...).
 
@@ -78,6 +92,7 @@ user or others may write it.
 Examples:
   pk-shm bytes --text Hello
   pk-shm counter --procs 10 --iters 50 --sync none --yield
+  pk-shm counter --procs 10 --iters 50 --sync lock-each --yield  # loses, as v.value += 1
   pk-shm counter --procs 10 --iters 50 --sync lock   # expected=500 got=500 lost=0
   pk-shm create /stats --size 4096
   pk-shm add /stats --offset 8          # 1, then 2, ... from any shell
@@ -120,12 +135,15 @@ pub enum Cmd {
         #[arg(short = 'i', long, value_name = "M", default_value_t = 50,
               value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
         iters: u64,
-        /// none: load then store (updates get lost); lock: a process-shared
-        /// semaphore around the load/store; atomic: fetch_add.
+        /// none: load then store (updates get lost); lock-each: the load and
+        /// the store each locked on their own, as `v.value += 1` on Python's
+        /// `Value('i', 0)` (updates still get lost); lock: one process-shared
+        /// semaphore around the load and store (`with v.get_lock():`);
+        /// atomic: fetch_add.
         #[arg(short, long, value_enum, default_value = "none")]
         sync: Sync,
-        /// sched_yield between the load and the store (with --sync none or
-        /// lock), so other processes run in between.
+        /// sched_yield between the load and the store (with --sync none,
+        /// lock-each or lock), so other processes run in between.
         #[arg(short = 'y', long = "yield")]
         yield_: bool,
     },
@@ -233,6 +251,9 @@ fn name(s: &str) -> std::result::Result<String, String> {
 pub enum Sync {
     /// Nothing: an atomic load, then an atomic store of the value plus one.
     None,
+    /// The load under the lock, then the store under the lock again:
+    /// Python's `v.value += 1` on a `Value` with its default lock.
+    LockEach,
     /// A process-shared semaphore used as a lock around the load and store.
     Lock,
     /// One atomic fetch_add per increment.
@@ -409,6 +430,7 @@ fn counter(procs: u32, iters: u64, sync: Sync, yield_: bool, out: &mut Out) -> R
     let gate = Semaphore::new(0)?;
     let mode = match sync {
         Sync::None => "none",
+        Sync::LockEach => "lock-each",
         Sync::Lock => "lock",
         Sync::Atomic => "atomic",
     };
@@ -476,6 +498,22 @@ fn add(
                 if yield_ {
                     std::thread::yield_now();
                 }
+                cell.store(v + 1, Ordering::Relaxed);
+            }
+            Sync::LockEach => {
+                // Each access is atomic under the lock, the increment is
+                // not: between the two, another process may store.
+                let Ok(held) = lock.acquire() else {
+                    process::_exit(i32::from(exit::OS_ERR));
+                };
+                let v = cell.load(Ordering::Relaxed);
+                drop(held);
+                if yield_ {
+                    std::thread::yield_now();
+                }
+                let Ok(_held) = lock.acquire() else {
+                    process::_exit(i32::from(exit::OS_ERR));
+                };
                 cell.store(v + 1, Ordering::Relaxed);
             }
             Sync::Lock => {

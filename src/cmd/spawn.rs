@@ -35,10 +35,20 @@ A last line without a newline gets one.
   pk-spawn: still running <DUR> after the signal: sent SIGKILL to <TARGET> <PID>
   pk-spawn: passed <SIG> on to <TARGET> <PID>
   pk-spawn: captured stdout=<N> bytes, stderr=<M> bytes
-  pk-spawn: exit status <CODE>: child <PID> exited, status=<N>
-  pk-spawn: exit status <CODE>: child <PID> killed by signal <N> (<NAME>)
+  pk-spawn: exit status <CODE>: child <PID> exited, status=<N> (Python: returncode <N>)
+  pk-spawn: exit status <CODE>: child <PID> killed by signal <N> (<NAME>) (Python: returncode -<N>)
+  pk-spawn: exit status 124: child <PID> ... (Python: TimeoutExpired; returncode -<N>)
+  pk-spawn: exit status 127: command not found (Python: FileNotFoundError)
+  pk-spawn: exit status 126: command not executable (Python: PermissionError)
 <TARGET> is `process group` (the command and everything it started) or
 `child` (the command alone, with --foreground).
+Two conventions for one status: pk-spawn's exit status is the shell's
+(N, 128+N for signal N, 124 for a timeout, 127/126 when the command
+cannot start), so `$?` reads as it does after the command itself; Python's
+subprocess.call/run give returncode N, or -N for signal N (as
+Process.exitcode and pk-process do), and raise TimeoutExpired,
+FileNotFoundError or PermissionError instead of a status. The -v report
+gives both.
 
 Timeout, as timeout(1): after --timeout DUR (0: none) the signal goes to
 the command's process group (the command runs in a group of its own),
@@ -242,14 +252,27 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     // lost (or kills us) between the start and the first wait.
     let mut relay = SignalRelay::new(&RELAYED)?;
     let mut supervisor = Supervisor::new(timeout);
-    let mut running = spawn.start()?;
-    let pid = running.pid();
-    let target = if own_group { "process group" } else { "child" };
     let say = |line: std::fmt::Arguments<'_>| {
         if verbose {
             crate::cmd::eprintln_one("pk-spawn", &line);
         }
     };
+    let mut running = match spawn.start() {
+        Ok(running) => running,
+        Err(e) if verbose && python_exception(&e).is_some() => {
+            // The error line, as without -v, then the report.
+            let code = crate::cmd::exit_code(e.kind());
+            crate::cmd::eprintln_one("pk-spawn", &e);
+            let (what, python) = python_exception(&e).unwrap_or_default();
+            say(format_args!(
+                "exit status {code}: command {what} (Python: {python})"
+            ));
+            return Ok(code);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = running.pid();
+    let target = if own_group { "process group" } else { "child" };
     let status = loop {
         match supervisor.step(&mut running, Some(&mut relay))? {
             Step::Exited(status) => break status,
@@ -286,8 +309,35 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     } else {
         status.shell_code()
     };
-    say(format_args!("exit status {code}: child {pid} {status}"));
+    // Python raises TimeoutExpired when the time ran out, whatever the
+    // status the child ended with afterwards.
+    let python = if supervisor.timed_out() {
+        format!("TimeoutExpired; returncode {}", status.exitcode())
+    } else {
+        format!("returncode {}", status.exitcode())
+    };
+    say(format_args!(
+        "exit status {code}: child {pid} {status} (Python: {python})"
+    ));
     Ok(code)
+}
+
+/// For a command that could not be started: what happened, and the
+/// exception Python's subprocess.call raises for it.
+fn python_exception(e: &Error) -> Option<(&'static str, &'static str)> {
+    use crate::ErrorKind;
+    use nix::errno::Errno;
+    match (e.kind(), e.errno()) {
+        (ErrorKind::CommandNotFound, Some(Errno::ENOTDIR)) => {
+            Some(("not found", "NotADirectoryError"))
+        }
+        (ErrorKind::CommandNotFound, _) => Some(("not found", "FileNotFoundError")),
+        (ErrorKind::CommandNotExecutable, Some(Errno::EACCES | Errno::EPERM)) => {
+            Some(("not executable", "PermissionError"))
+        }
+        (ErrorKind::CommandNotExecutable, _) => Some(("not executable", "OSError")),
+        _ => None,
+    }
 }
 
 /// timeout(1)'s status for "the time ran out".

@@ -28,7 +28,9 @@ use crate::sys::proc::{Fork, Reaping};
 #[derive(Debug)]
 pub struct Child {
     pid: Pid,
-    pidfd: Option<std::os::fd::OwnedFd>,
+    /// Shared (an `Arc`) so that a [`Process`](super::Process) can wait on
+    /// it without holding the lock around its `Child`.
+    pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     status: Option<Status>,
     /// Reaped by someone else: nothing left to wait for or to signal.
     lost: bool,
@@ -54,7 +56,7 @@ impl Child {
             Ok(fd) => {
                 use std::os::fd::AsFd;
                 match crate::sys::proc::waitid_raw(pid, Some(fd.as_fd()), true, true) {
-                    Ok(_) => child.pidfd = Some(fd),
+                    Ok(_) => child.pidfd = Some(std::sync::Arc::new(fd)),
                     Err(Errno::ECHILD) => child.lost = true,
                     Err(_) => {}
                 }
@@ -70,10 +72,29 @@ impl Child {
     pub(crate) fn with_pidfd(pid: Pid, pidfd: Option<std::os::fd::OwnedFd>) -> Self {
         Child {
             pid,
-            pidfd,
+            pidfd: pidfd.map(std::sync::Arc::new),
             status: None,
             lost: false,
         }
+    }
+
+    /// The pidfd, shared, for a wait that must not hold a borrow of this
+    /// `Child` (see [`Process::join`](super::Process::join)).
+    pub(super) fn pidfd_shared(&self) -> Option<std::sync::Arc<std::os::fd::OwnedFd>> {
+        self.pidfd.clone()
+    }
+
+    /// Whether nothing is left to wait for: reaped, by us or by someone else.
+    pub(super) fn settled(&self) -> bool {
+        self.status.is_some() || self.lost
+    }
+
+    /// Give this child up without a signal or a wait: for a copy that a
+    /// forked process inherited from its parent, where the pid is not its
+    /// child. Its pidfd is closed (unless shared) and its drop does nothing.
+    pub(super) fn disown(&mut self) {
+        self.pidfd = None;
+        self.lost = true;
     }
 
     /// The child's pid.
@@ -85,7 +106,7 @@ impl Child {
     /// (see [`Child`]).
     pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.pidfd.as_ref().map(|fd| fd.as_fd())
+        self.pidfd.as_deref().map(|fd| fd.as_fd())
     }
 
     /// Wait for the child to end and reap it; later calls return the same

@@ -24,6 +24,19 @@
 //! The library never calls `waitpid(-1)`: it waits for the pids it was given,
 //! so it cannot steal another part of the program's children.
 //!
+//! # Daemons, die-with-parent, and a normal exit
+//!
+//! A [`Process`] follows Python's `multiprocessing`: a daemon
+//! ([`Builder::daemon`]) is terminated when its parent ends normally and
+//! may not start children, but outlives a parent killed with SIGKILL;
+//! [`Builder::die_with_parent`] is the stronger guarantee
+//! (PR_SET_PDEATHSIG): killed with its parent however the parent dies.
+//! A Rust program has no `atexit` for values, so "ends normally" is a call:
+//! [`join_children`] at the end of `main` (a `Process` closure that
+//! returns makes it for you). A `Process` dropped without a join is left
+//! running, never killed or waited for on the spot, and that call waits
+//! for it. The table is on [`Builder`].
+//!
 //! # When SIGCHLD is ignored
 //!
 //! A process whose SIGCHLD is set to SIG_IGN (often inherited: an ignored
@@ -53,11 +66,15 @@ pub use nix::unistd::Pid;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
+use crate::sys::proc::TakePidfd;
 pub use crate::sys::proc::{_exit, Fork, fork_unchecked};
-use crate::sys::proc::{Reaping, TakePidfd};
 
 mod child;
+mod object;
+mod registry;
 pub use child::{Child, Children, wait_all};
+pub use object::{Builder, Process, is_daemon};
+pub use registry::{Joined, join_children};
 
 /// fork(2), checked: the child gets `Fork::Child`, the parent the child's
 /// pid. Refused, with an error of kind
@@ -118,6 +135,8 @@ static CHILDREN_DIE_WITH_PARENT: std::sync::atomic::AtomicBool =
 /// child right after the fork; a child whose parent died before that dies
 /// at once). Off by default. The `pk-*` binaries turn it on: their
 /// children are parts of a lesson or a command, never meant to outlive it.
+/// [`Builder::die_with_parent`] overrides it for one [`Process`], either
+/// way.
 ///
 /// Process-wide, like a signal disposition, and inherited by forked
 /// children for their own children. PR_SET_PDEATHSIG fires when the
@@ -176,9 +195,19 @@ fn wait_alone(what: &dyn std::fmt::Display) -> Result<crate::sys::proc::Alone> {
 /// if it panics. The panic's payload is never dropped (its `drop` could
 /// panic in turn and unwind into the caller's code), so whatever `f` does
 /// the child never returns into code that believes it is the parent.
+///
+/// When `f` returns, the child ends normally, as Python's `_bootstrap`
+/// does: [`join_children`] terminates the daemons among the [`Process`]es
+/// `f` started and waits for the others, before `_exit`. A panic skips
+/// that (an error path must not wait for a child that waits for it).
 pub fn run_child<F: FnOnce() -> i32>(f: F) -> ! {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(code) => _exit(code),
+        Ok(code) => {
+            // A failure here (a status lost to an ignored SIGCHLD) changes
+            // nothing about this child's own exit code.
+            let _ = join_children();
+            _exit(code)
+        }
         Err(payload) => {
             std::mem::forget(payload);
             _exit(CHILD_PANICKED)
@@ -291,234 +320,6 @@ fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) 
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("poll", "pidfd", e)),
         }
-    }
-}
-
-static PROCESS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-/// How to start a [`Process`]: its name and whether it is a daemon.
-#[derive(Debug, Clone, Default)]
-pub struct Builder {
-    name: Option<String>,
-    daemon: bool,
-}
-
-impl Builder {
-    /// A builder with the default name (`Process-N`) and daemon off.
-    pub fn new() -> Self {
-        Builder::default()
-    }
-
-    /// The process's name; also set as its kernel name (first 15 bytes,
-    /// shown by `ps` and in /proc/PID/comm).
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// A daemon dies when its parent dies, even by SIGKILL
-    /// (PR_SET_PDEATHSIG). Either kind is killed and reaped if its
-    /// [`Process`] is dropped without a [`Process::join`]: a drop never
-    /// blocks, so an early return on an error path cannot hang on a child
-    /// that waits for its parent. Join the children you want to finish.
-    #[must_use]
-    pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
-        self
-    }
-
-    /// Fork a child that runs `f` and exits with the code `f` returns (a
-    /// panic in `f` exits 101, see [`run_child`]). The fork is [`fork`]'s:
-    /// refused while other threads run.
-    ///
-    /// For a daemon, the death signal is armed in the child and then the
-    /// parent's pid is checked again: if the parent died between fork and
-    /// prctl, the signal would never come, so the child exits at once.
-    ///
-    /// PR_SET_PDEATHSIG fires when the *thread* that forked ends, not the
-    /// whole parent process: start daemons from a thread that lives as long
-    /// as they should.
-    pub fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
-        self.start_inner(f, |name| {
-            let alone = wait_alone(&name)?;
-            crate::sys::proc::fork_alone_pidfd(alone, TakePidfd::Always)
-                .map_err(|e| Error::sys("fork", name, e))
-        })
-    }
-
-    /// [`Builder::start`] with `fork` as the way to fork (checked or not).
-    pub(crate) fn start_with<F: FnOnce() -> i32>(
-        self,
-        f: F,
-        fork: impl FnOnce(&str) -> Result<Fork>,
-    ) -> Result<Process> {
-        self.start_inner(f, |name| fork(name).map(|f| (f, None)))
-    }
-
-    /// [`Builder::start`] with `fork` as the way to fork, returning the
-    /// child's pidfd when it took one.
-    fn start_inner<F: FnOnce() -> i32>(
-        self,
-        f: F,
-        fork: impl FnOnce(&str) -> Result<(Fork, Option<std::os::fd::OwnedFd>)>,
-    ) -> Result<Process> {
-        let name = self.name.unwrap_or_else(|| {
-            format!(
-                "Process-{}",
-                PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            )
-        });
-        // Only a child that is to die with its parent checks its parent
-        // after arming PDEATHSIG.
-        let die_with_parent = self.daemon || children_die_with_parent();
-        let parent = if die_with_parent {
-            getpid()
-        } else {
-            Pid::from_raw(0)
-        };
-        // Everything the child needs is built here, before fork: an
-        // allocation in the child would copy the allocator's pages (a
-        // copy-on-write fault each), which costs more than the fork itself.
-        let comm = std::ffi::CString::new(
-            name.bytes()
-                .take(15)
-                .filter(|&b| b != 0)
-                .collect::<Vec<u8>>(),
-        )
-        .ok();
-        match fork(&name)? {
-            (Fork::Child, _) => {
-                if die_with_parent {
-                    die_with(parent);
-                }
-                if let Some(comm) = &comm {
-                    let _ = nix::sys::prctl::set_name(comm);
-                }
-                run_child(f)
-            }
-            (Fork::Parent(pid), pidfd) => {
-                // A pidfd makes signals and timed joins immune to pid reuse.
-                // The checked fork took it before anything could reap the
-                // child; an unchecked one opens it now, which is as safe
-                // while SIGCHLD is at its default. Kernels before 5.3 lack
-                // pidfds; then the pid is used, checked before each signal.
-                let pidfd = pidfd.or_else(|| {
-                    crate::sys::proc::sigchld_reaping()
-                        .is_ok_and(|r| r == Reaping::Waited)
-                        .then(|| crate::sys::proc::pidfd_open(pid).ok())
-                        .flatten()
-                });
-                let child = match pidfd {
-                    Some(fd) => Child::with_pidfd(pid, Some(fd)),
-                    None => Child::new(pid),
-                };
-                Ok(Process {
-                    name,
-                    child,
-                    daemon: self.daemon,
-                })
-            }
-        }
-    }
-}
-
-/// A child process running a closure: Python's `multiprocessing.Process`.
-///
-/// It holds a pidfd (where the kernel has them) and signals and waits
-/// through it. One dropped without a [`Process::join`] is killed (SIGKILL)
-/// and reaped by its [`Child`]: a drop never leaves a zombie or a stray
-/// process behind.
-///
-/// ```no_run
-/// use posixkit::process::Builder;
-/// let mut p = Builder::new().name("Worker").start(|| 3).unwrap();
-/// let status = p.join(None).unwrap().unwrap();
-/// assert_eq!(p.exitcode(), Some(3));
-/// ```
-#[derive(Debug)]
-pub struct Process {
-    name: String,
-    /// The pid and, once reaped, the status.
-    child: Child,
-    daemon: bool,
-}
-
-impl Process {
-    /// The name given at start (default `Process-N`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The child's pid.
-    pub fn pid(&self) -> Pid {
-        self.child.pid()
-    }
-
-    /// Whether it dies with its parent.
-    pub fn daemon(&self) -> bool {
-        self.daemon
-    }
-
-    /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
-    /// ended, as Python's `is_alive` does.
-    pub fn is_alive(&mut self) -> Result<bool> {
-        Ok(self.child.try_wait()?.is_none())
-    }
-
-    /// Wait for the child to end, at most `timeout` (forever with `None`),
-    /// and reap it. `Ok(None)` when the timeout passed first. The wait is a
-    /// poll(2) on a pidfd, so it never reaps any other child.
-    pub fn join(&mut self, timeout: Option<std::time::Duration>) -> Result<Option<Status>> {
-        if let Some(s) = self.child.status() {
-            return Ok(Some(s));
-        }
-        // A timeout too large for the clock waits for ever.
-        let timeout = timeout.filter(|&t| deadline_after(t).is_some());
-        if let (Some(fd), Some(t)) = (self.child.pidfd(), timeout) {
-            if !pidfd_wait(fd, t)? {
-                return Ok(None);
-            }
-        } else if let Some(t) = timeout {
-            // No pidfd: poll WNOHANG with a short sleep until the deadline.
-            let deadline = deadline_after(t).expect("filtered above");
-            while self.is_alive()? {
-                if std::time::Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            return Ok(self.child.status());
-        }
-        self.child.wait().map(Some)
-    }
-
-    /// Python's `exitcode`: `None` while running (or not yet joined), N after
-    /// `exit(N)`, -N after death by signal N.
-    pub fn exitcode(&self) -> Option<i32> {
-        self.status().map(|s| s.exitcode())
-    }
-
-    /// The decoded status once reaped.
-    pub fn status(&self) -> Option<Status> {
-        self.child.status()
-    }
-
-    /// Send SIGTERM (Python's `terminate`). Does nothing once reaped.
-    pub fn terminate(&self) -> Result<()> {
-        self.signal(Signal::SIGTERM)
-    }
-
-    /// Send SIGKILL (Python's `kill`). Does nothing once reaped.
-    pub fn kill(&self) -> Result<()> {
-        self.signal(Signal::SIGKILL)
-    }
-
-    /// Send `sig` through the pidfd (immune to pid reuse), or by pid where
-    /// pidfds are missing, checked as [`Child::signal`] does. Does nothing
-    /// once the child has been reaped.
-    pub fn signal(&self, sig: Signal) -> Result<()> {
-        self.child.signal(sig)
     }
 }
 

@@ -231,6 +231,9 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--signal", "CHLD"],
         &["--signal", "STOP"],
         &["--signal", "KILL", "--exit-code", "3"],
+        &["--exit-message", "bye", "--exit-code", "3"],
+        &["-m", "bye", "--signal", "TERM"],
+        &["--exit-message"],
         &["--sleep", "-1"],
         &["--sleep", "soon"],
         &["--sleep", "2d"],
@@ -306,6 +309,9 @@ fn help_documents_flags_and_output_lines() {
             "--sleep",
             "--propagate",
             "--quiet",
+            "--exit-message",
+            "sys.exit(\"MSG\")",
+            "os._exit(K)",
             "exited, status=",
             "killed by signal",
             "parent still sees x=",
@@ -375,5 +381,74 @@ fn the_shell_script_reads_propagated_statuses() {
          pk-fork --exit-code 3 -> $?=3: failed with 3\n\
          pk-fork --signal TERM -> $?=143: killed by signal 15 (SIGTERM)\n\
          pk-fork --signal KILL -> $?=137: killed by signal 9 (SIGKILL)\n"
+    );
+}
+
+#[test]
+fn sys_exit_with_a_message_prints_it_on_stderr_and_exits_1() {
+    // Python: sys.exit("no more tickets") -> the message on stderr, status 1.
+    let out = pk("fork")
+        .args([
+            "--children",
+            "3",
+            "--exit-message",
+            "no more tickets",
+            "--propagate",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the children's status, propagated"
+    );
+    let text = stdout(&out);
+    let pids = reaped_pids(&text);
+    assert_eq!(pids.len(), 3, "{text}");
+    for pid in &pids {
+        assert!(
+            text.contains(&format!("child {pid} exited, status=1\n")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "no more tickets\n".repeat(3),
+        "the message as it is, one line per child"
+    );
+    assert!(leftovers(&pids).is_empty());
+}
+
+#[test]
+fn exit_message_and_exit_code_end_a_child_as_python_s_do() {
+    // The same endings in python3: stderr and status must match a child's.
+    let python = |code: &str| {
+        command(&["python3".into(), "-c".into(), code.into()])
+            .output()
+            .ok()
+            .filter(|o| o.status.code().is_some())
+    };
+    let Some(py) = python("import sys; sys.exit('no more tickets')") else {
+        eprintln!("skipped: python3 is not available");
+        return;
+    };
+    let ours = pk("fork")
+        .args(["-q", "-p", "--exit-message", "no more tickets"])
+        .output()
+        .unwrap();
+    assert_eq!(py.status.code(), Some(1));
+    assert_eq!(ours.status.code(), py.status.code());
+    assert_eq!(ours.stderr, py.stderr);
+
+    let py = python("import os; os._exit(3)").expect("python3 ran above");
+    let ours = pk("fork")
+        .args(["-q", "-p", "--exit-code", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(py.status.code(), Some(3));
+    assert_eq!(ours.status.code(), py.status.code());
+    assert!(
+        py.stderr.is_empty() && ours.stderr.is_empty(),
+        "os._exit prints nothing"
     );
 }

@@ -145,6 +145,10 @@ fn bad_input_is_a_one_line_usage_error() {
         &["demo", "--capacity", "0"],
         &["demo", "--capacity", "65537"],
         &["demo", "--capacity", "x"],
+        &["demo", "--jitter", "11s"],
+        &["demo", "--jitter", "soon"],
+        &["demo", "--jitter"],
+        &["demo", "--stop", "never"],
         &["demo", "--bogus"],
     ];
     assert_usage_table("queue", table);
@@ -208,8 +212,122 @@ fn help_documents_flags_and_output_lines() {
             "--items",
             "--capacity",
             "--quiet",
+            "--trace",
+            "--jitter",
+            "--stop",
         ],
     );
+    assert_help(
+        "queue",
+        &[],
+        &[
+            "producer <pid>: put <ITEM>",
+            "consumer <pid>: got <ITEM>",
+            "terminate() -> exitcode=-15",
+            "time.sleep(random.random())",
+            "in the order it put them",
+            "--stop terminate",
+        ],
+    );
+}
+
+/// The items of `--trace` lines with `verb` (`put` or `got`), in output
+/// order, as (producer letter, sequence number, line index).
+fn traced(lines: &[&str], verb: &str) -> Vec<(char, u64, usize)> {
+    lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let item = l.split(&format!(": {verb} ")).nth(1)?;
+            let mut chars = item.chars();
+            let letter = chars.next()?;
+            Some((letter, chars.as_str().parse().ok()?, i))
+        })
+        .collect()
+}
+
+#[test]
+fn several_writers_fifo_within_each_interleaved_across() {
+    // Three writers into one queue, each sleeping a random time (up to
+    // 10ms) before each put, as the lesson's time.sleep(random.random()).
+    let out = pk("queue")
+        .args(["demo", "-p", "3", "-c", "1", "-n", "10", "-k", "4"])
+        .args(["--trace", "--jitter", "10ms"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let puts = traced(&lines, "put");
+    let gets = traced(&lines, "got");
+    assert_eq!(puts.len(), 30, "{text}");
+    assert_eq!(gets.len(), 30, "{text}");
+    // Each item got once, after the line of its put.
+    for &(letter, seq, at) in &gets {
+        let put = puts
+            .iter()
+            .find(|&&(l, s, _)| (l, s) == (letter, seq))
+            .unwrap_or_else(|| panic!("{letter}{seq} got but never put: {text}"));
+        assert!(put.2 < at, "{letter}{seq} got before its put line: {text}");
+    }
+    // FIFO within each writer: A1..A10 in order, B1..B10, C1..C10.
+    for writer in ['A', 'B', 'C'] {
+        let seqs: Vec<u64> = gets.iter().filter(|g| g.0 == writer).map(|g| g.1).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{writer}: {text}");
+    }
+    // Interleaved across writers: the get order switches between them (the
+    // jitter makes a run of all 30 in writer order all but impossible).
+    let switches = gets.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(switches > 2, "the writers never interleaved: {text}");
+    assert!(
+        text.contains(&format!(
+            "\norder: each producer's items in the order it put them, {switches} switches between producers\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nsum=165 expected=165 ok\n"), "{text}");
+}
+
+#[test]
+fn terminate_ends_the_readers_blocked_in_get() {
+    let check = ShmCheck::start();
+    // As the lesson's pr.terminate(): no sentinel; every item is taken and
+    // counted, then each reader, blocked in get(), gets SIGTERM.
+    let out = pk("queue")
+        .args(["demo", "-p", "2", "-c", "2", "-n", "500", "-k", "3"])
+        .args(["--stop", "terminate"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let consumers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("consumer ") && l.ends_with("; terminate() -> exitcode=-15"))
+        .collect();
+    assert_eq!(consumers.len(), 2, "{text}");
+    let got: u64 = consumers
+        .iter()
+        .map(|l| {
+            l.split(" got ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(got, 1000, "{text}");
+    assert!(
+        text.contains(
+            "\nput=1000 got=1000 duplicates=0 missing=0\nsum=250500 expected=250500 ok\n"
+        ),
+        "{text}"
+    );
+    let pids: Vec<i32> = consumers
+        .iter()
+        .filter_map(|l| pid_after(l, "consumer "))
+        .collect();
+    assert!(leftovers(&pids).is_empty());
+    check.finish();
 }
 
 // ---- named queues ----

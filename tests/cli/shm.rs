@@ -110,6 +110,32 @@ fn no_sync_with_yield_loses_updates_every_time() {
 }
 
 #[test]
+fn a_lock_around_each_access_still_loses_updates() {
+    // Python's `v.value += 1` on `Value('i', 0)` (lock=True by default):
+    // the get and the set are each locked, the increment is not. Another
+    // process stores between them (the yield makes sure one runs there).
+    for _ in 0..5 {
+        let (e, g, l) = counter(&[
+            "--procs",
+            "10",
+            "--iters",
+            "50",
+            "--sync",
+            "lock-each",
+            "--yield",
+        ]);
+        assert_eq!(e, 500);
+        assert!(l > 0 && g < 500, "no update lost: got={g}");
+    }
+    // One lock around the whole increment, with the same yield inside it,
+    // loses nothing.
+    let args = [
+        "--procs", "10", "--iters", "50", "--sync", "lock", "--yield",
+    ];
+    assert_eq!(counter(&args), (500, 500, 0));
+}
+
+#[test]
 fn the_full_output_names_the_setup() {
     let out = pk("shm")
         .args(["counter", "-n", "2", "-i", "5", "--sync", "atomic"])
@@ -169,7 +195,19 @@ fn help_documents_flags_and_output_lines() {
     assert_help(
         "shm",
         &["counter"],
-        &["--procs", "--iters", "--sync", "--yield"],
+        &[
+            "--procs",
+            "--iters",
+            "--sync",
+            "--yield",
+            "lock-each",
+            "Value('i', 0)",
+        ],
+    );
+    assert_help(
+        "shm",
+        &[],
+        &["lock-each", "v.value += 1", "with v.get_lock():"],
     );
     assert_help(
         "shm",

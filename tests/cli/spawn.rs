@@ -72,7 +72,7 @@ fn verbose_reports_go_to_stderr() {
     let pid = pid_after(&err, "pk-spawn: exit status 0: child ").expect("a pid");
     assert_eq!(
         err,
-        format!("pk-spawn: exit status 0: child {pid} exited, status=0\n")
+        format!("pk-spawn: exit status 0: child {pid} exited, status=0 (Python: returncode 0)\n")
     );
     // --quiet wins over --verbose.
     let out = pk("spawn").args(["-v", "-q", "false"]).output().unwrap();
@@ -99,7 +99,8 @@ fn a_signal_is_128_plus_n() {
     assert_eq!(out.status.code(), Some(137));
     assert!(out.stdout.is_empty());
     assert!(
-        String::from_utf8_lossy(&out.stderr).ends_with(" killed by signal 9 (SIGKILL)\n"),
+        String::from_utf8_lossy(&out.stderr)
+            .ends_with(" killed by signal 9 (SIGKILL) (Python: returncode -9)\n"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -418,6 +419,9 @@ fn help_documents_flags_output_and_statuses() {
             "stdout: <line>",
             "stderr: <line>",
             "exit status <CODE>",
+            "(Python: returncode -<N>)",
+            "FileNotFoundError",
+            "TimeoutExpired",
             "124",
             "137",
             "127",
@@ -931,4 +935,121 @@ fn a_child_killed_at_any_step_before_exec_is_reported_and_reaped() {
         );
         assert!(reaps(&trace, parent, child), "{call}: {trace}");
     }
+}
+
+/// What Python's subprocess gives for each command: `returncode N` or the
+/// exception's class name (run with a 0.2 s timeout).
+const PYTHON_STATUSES: &str = r#"
+import subprocess, sys
+for cmd in sys.argv[1:]:
+    try:
+        print("returncode %d" % subprocess.run(cmd.split("|"), timeout=0.2).returncode)
+    except Exception as e:
+        print(type(e).__name__)
+"#;
+
+#[test]
+fn the_verbose_report_gives_the_shell_s_status_and_python_s_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, "not a program\n").unwrap();
+    let data = data.display().to_string();
+    // (command, extra flags, pk-spawn's status, the report's tail)
+    let cases: [(&[&str], &[&str], i32, &str); 6] = [
+        (
+            &["sh", "-c", "exit 3"],
+            &[],
+            3,
+            "exited, status=3 (Python: returncode 3)",
+        ),
+        (
+            &["sh", "-c", "kill -TERM $$"],
+            &[],
+            143,
+            "killed by signal 15 (SIGTERM) (Python: returncode -15)",
+        ),
+        (
+            &["sleep", "30"],
+            &["--timeout", "0.2"],
+            124,
+            "killed by signal 15 (SIGTERM) (Python: TimeoutExpired; returncode -15)",
+        ),
+        (
+            &["sleep", "30"],
+            &["--timeout", "0.2", "--preserve-status"],
+            143,
+            "killed by signal 15 (SIGTERM) (Python: TimeoutExpired; returncode -15)",
+        ),
+        (
+            &["no-such-command-here"],
+            &[],
+            127,
+            "command not found (Python: FileNotFoundError)",
+        ),
+        (
+            &[data.as_str()],
+            &[],
+            126,
+            "command not executable (Python: PermissionError)",
+        ),
+    ];
+    let mut reported = Vec::new();
+    for (cmd, flags, code, tail) in cases {
+        let out = pk("spawn")
+            .arg("-v")
+            .args(flags)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!("pk-spawn: exit status {code}: ")) && last.ends_with(tail),
+            "{cmd:?}: {err}"
+        );
+        if code == 126 || code == 127 {
+            // The error line, as without -v, comes first.
+            assert!(
+                err.starts_with(&format!("pk-spawn: execvp({}): ", cmd[0])),
+                "{err}"
+            );
+        }
+        let python = last
+            .rsplit("(Python: ")
+            .next()
+            .unwrap()
+            .trim_end_matches(')');
+        reported.push(python.split(';').next().unwrap().to_string());
+    }
+    // The Python forms are what python3 itself gives for the same commands.
+    let mut py = vec!["python3".to_string(), "-c".into(), PYTHON_STATUSES.into()];
+    py.extend(cases.iter().map(|(cmd, _, _, _)| cmd.join("|")));
+    let out = command(&py).output().unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "skipped the python3 side: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let python: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(reported, python);
+}
+
+#[test]
+fn the_status_script_names_both_conventions() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/spawn-status.sh");
+    let out = bash(&format!("bash {script}")).output().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        "true -> $?=0: ok (Python: returncode 0)\n\
+         sh -c 'exit 3' -> $?=3: failed with 3 (Python: returncode 3)\n\
+         sh -c 'kill -TERM $$' -> $?=143: killed by signal 15 (SIGTERM) (Python: returncode -15)\n\
+         no-such-command-here -> $?=127: command not found (Python: FileNotFoundError)\n\
+         data.txt (no x bit) -> $?=126: found but not executable (Python: PermissionError)\n\
+         sleep 30 -> $?=124: timed out (pk-spawn --timeout 2) (Python: TimeoutExpired)\n"
+    );
 }

@@ -1,0 +1,382 @@
+//! [`Process`], Python's `multiprocessing.Process`, and the [`Builder`]
+//! that starts one: a name, `daemon` with Python's meaning, and
+//! `die_with_parent`, the stronger guarantee of PR_SET_PDEATHSIG.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::registry::{self, Entry};
+use super::{
+    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, die_with, getpid, run_child,
+    wait_alone,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::status::Status;
+use crate::sys::proc::{Fork, Reaping};
+
+static PROCESS_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Whether this process is a daemonic [`Process`] (set in the child by
+/// [`Builder::start`]).
+static DAEMONIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process is a daemonic [`Process`], started with
+/// `daemon(true)`: Python's `current_process().daemon`. Such a process may
+/// not start children of its own ([`Builder::start`] refuses).
+pub fn is_daemon() -> bool {
+    DAEMONIC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How to start a [`Process`]: its name, whether it is a daemon (Python's
+/// meaning), whether it dies with its parent, and what a drop does.
+///
+/// | | `daemon(true)` | `die_with_parent(true)` | neither |
+/// |---|---|---|---|
+/// | the parent ends normally ([`join_children`](super::join_children); a `Process` closure that returns) | terminated (SIGTERM), then reaped | waited for | waited for |
+/// | the parent is SIGKILLed or crashes | lives on (re-parented to init) | SIGKILL at once (PR_SET_PDEATHSIG) | lives on |
+/// | may start children | no: [`ErrorKind::DaemonicParent`] | yes | yes |
+///
+/// The two flags combine. `die_with_parent` defaults to
+/// [`set_children_die_with_parent`](super::set_children_die_with_parent)'s
+/// process-wide setting; the `pk-*` binaries turn that on.
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    die_with_parent: Option<bool>,
+    kill_on_drop: bool,
+}
+
+impl Builder {
+    /// A builder with the default name (`Process-N`), daemon off,
+    /// die-with-parent as [`children_die_with_parent`] says, and a drop
+    /// that leaves the child to [`join_children`](super::join_children).
+    pub fn new() -> Self {
+        Builder::default()
+    }
+
+    /// The process's name; also set as its kernel name (first 15 bytes,
+    /// shown by `ps` and in /proc/PID/comm).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Python's `daemon=True`: when the parent ends normally — it calls
+    /// [`join_children`](super::join_children), or it is itself a
+    /// `Process` whose closure returned — a daemon is terminated (SIGTERM)
+    /// and reaped, where a non-daemon is waited for. A daemon may not
+    /// start children of its own. It does *not* die when its parent is
+    /// killed: a SIGKILLed parent runs no code, and its daemons live on,
+    /// re-parented to init, as Python's do. For that, see
+    /// [`Builder::die_with_parent`].
+    #[must_use]
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// The stronger guarantee: the child is sent SIGKILL when its parent
+    /// dies, however it dies, SIGKILL included (PR_SET_PDEATHSIG, armed in
+    /// the child right after the fork; a child whose parent died before
+    /// that dies at once). Overrides
+    /// [`set_children_die_with_parent`](super::set_children_die_with_parent)
+    /// for this child, either way.
+    ///
+    /// PR_SET_PDEATHSIG fires when the *thread* that forked ends, not the
+    /// whole parent process: start such children from a thread that lives
+    /// as long as they should.
+    #[must_use]
+    pub fn die_with_parent(mut self, on: bool) -> Self {
+        self.die_with_parent = Some(on);
+        self
+    }
+
+    /// Kill (SIGKILL) and reap the child when its [`Process`] is dropped
+    /// before it was reaped, as the drop of a [`Child`] does. Off by
+    /// default: a dropped `Process` is left running, and
+    /// [`join_children`](super::join_children) waits for it (or terminates
+    /// it, for a daemon). Turn it on for a child that waits for its
+    /// parent (a pipe, a semaphore), so an early return on an error path
+    /// cannot leave it waiting for ever.
+    #[must_use]
+    pub fn kill_on_drop(mut self, on: bool) -> Self {
+        self.kill_on_drop = on;
+        self
+    }
+
+    /// Fork a child that runs `f` and exits with the code `f` returns (a
+    /// panic in `f` exits 101, see [`run_child`]). The fork is
+    /// [`fork`](super::fork)'s: refused while other threads run. Refused,
+    /// with an error of kind [`ErrorKind::DaemonicParent`], in a daemonic
+    /// process (Python's `AssertionError: daemonic processes are not
+    /// allowed to have children`).
+    ///
+    /// Before forking, children whose `Process` was dropped and that have
+    /// ended are reaped (Python does the same at each start), so dropped
+    /// processes do not pile up as zombies.
+    pub fn start<F: FnOnce() -> i32>(self, f: F) -> Result<Process> {
+        self.start_inner(f, |name| {
+            let alone = wait_alone(&name)?;
+            crate::sys::proc::fork_alone_pidfd(alone, TakePidfd::Always)
+                .map_err(|e| Error::sys("fork", name, e))
+        })
+    }
+
+    /// [`Builder::start`] with `fork` as the way to fork (checked or not).
+    pub(crate) fn start_with<F: FnOnce() -> i32>(
+        self,
+        f: F,
+        fork: impl FnOnce(&str) -> Result<Fork>,
+    ) -> Result<Process> {
+        self.start_inner(f, |name| fork(name).map(|f| (f, None)))
+    }
+
+    /// [`Builder::start`] with `fork` as the way to fork, returning the
+    /// child's pidfd when it took one.
+    fn start_inner<F: FnOnce() -> i32>(
+        self,
+        f: F,
+        fork: impl FnOnce(&str) -> Result<(Fork, Option<std::os::fd::OwnedFd>)>,
+    ) -> Result<Process> {
+        let name = self.name.unwrap_or_else(|| {
+            format!(
+                "Process-{}",
+                PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        });
+        if is_daemon() {
+            return Err(Error::new(
+                ErrorKind::DaemonicParent,
+                "fork",
+                name,
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        registry::reap_dropped();
+        let die_with_parent = self
+            .die_with_parent
+            .unwrap_or_else(children_die_with_parent);
+        let parent = getpid();
+        // Everything the child needs is built here, before fork: an
+        // allocation in the child would copy the allocator's pages (a
+        // copy-on-write fault each), which costs more than the fork itself.
+        let comm = std::ffi::CString::new(
+            name.bytes()
+                .take(15)
+                .filter(|&b| b != 0)
+                .collect::<Vec<u8>>(),
+        )
+        .ok();
+        match fork(&name)? {
+            (Fork::Child, _) => {
+                // Only a child that is to die with its parent checks its
+                // parent after arming PDEATHSIG.
+                if die_with_parent {
+                    die_with(parent);
+                }
+                DAEMONIC.store(self.daemon, std::sync::atomic::Ordering::Relaxed);
+                if let Some(comm) = &comm {
+                    let _ = nix::sys::prctl::set_name(comm);
+                }
+                run_child(f)
+            }
+            (Fork::Parent(pid), pidfd) => {
+                // A pidfd makes signals and timed joins immune to pid reuse.
+                // The checked fork took it before anything could reap the
+                // child; an unchecked one opens it now, which is as safe
+                // while SIGCHLD is at its default. Kernels before 5.3 lack
+                // pidfds; then the pid is used, checked before each signal.
+                let pidfd = pidfd.or_else(|| {
+                    crate::sys::proc::sigchld_reaping()
+                        .is_ok_and(|r| r == Reaping::Waited)
+                        .then(|| crate::sys::proc::pidfd_open(pid).ok())
+                        .flatten()
+                });
+                let child = match pidfd {
+                    Some(fd) => Child::with_pidfd(pid, Some(fd)),
+                    None => Child::new(pid),
+                };
+                let entry = Arc::new(Entry::new(name, pid, self.daemon, child));
+                registry::register(&entry);
+                Ok(Process {
+                    entry,
+                    die_with_parent,
+                    kill_on_drop: self.kill_on_drop,
+                    owner: parent,
+                })
+            }
+        }
+    }
+}
+
+/// A child process running a closure: Python's `multiprocessing.Process`.
+///
+/// It holds a pidfd (where the kernel has them) and signals and waits
+/// through it. Dropping one that was not reaped neither blocks nor kills
+/// (unless [`Builder::kill_on_drop`]): the child runs on, and
+/// [`join_children`](super::join_children) — the end of a normal exit —
+/// waits for it, or terminates it if it is a daemon; the next
+/// [`Builder::start`] reaps it if it has ended. A `Process` that a forked
+/// child inherited is never signalled or waited for by that child.
+///
+/// ```no_run
+/// use posixkit::process::Builder;
+/// let mut p = Builder::new().name("Worker").start(|| 3).unwrap();
+/// let status = p.join(None).unwrap().unwrap();
+/// assert_eq!(p.exitcode(), Some(3));
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    /// Name, pid, daemon flag and the [`Child`], shared with the registry
+    /// that [`join_children`](super::join_children) walks.
+    entry: Arc<Entry>,
+    die_with_parent: bool,
+    kill_on_drop: bool,
+    /// The process that started it: only there is it a child.
+    owner: Pid,
+}
+
+impl Process {
+    /// The name given at start (default `Process-N`).
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        self.entry.pid
+    }
+
+    /// Whether it is a daemon in Python's sense (see [`Builder::daemon`]).
+    pub fn daemon(&self) -> bool {
+        self.entry.daemon
+    }
+
+    /// Whether it was started to die with its parent (see
+    /// [`Builder::die_with_parent`]).
+    pub fn die_with_parent(&self) -> bool {
+        self.die_with_parent
+    }
+
+    /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
+    /// ended, as Python's `is_alive` does.
+    pub fn is_alive(&mut self) -> Result<bool> {
+        let alive = self.entry.child().try_wait()?.is_none();
+        if !alive {
+            registry::unregister(&self.entry);
+        }
+        Ok(alive)
+    }
+
+    /// Wait for the child to end, at most `timeout` (forever with `None`),
+    /// and reap it. `Ok(None)` when the timeout passed first. The wait is a
+    /// poll(2) on a pidfd, so it never reaps any other child (without
+    /// pidfds, before Linux 5.3, a waitid(2) on exactly this pid).
+    pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<Status>> {
+        let r = self.entry.join(timeout);
+        if let Ok(Some(_)) = r {
+            registry::unregister(&self.entry);
+        }
+        r
+    }
+
+    /// Python's `exitcode`: `None` while running (or not yet joined), N after
+    /// `exit(N)`, -N after death by signal N.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.status().map(|s| s.exitcode())
+    }
+
+    /// The decoded status once reaped.
+    pub fn status(&self) -> Option<Status> {
+        self.entry.child().status()
+    }
+
+    /// Send SIGTERM (Python's `terminate`). Does nothing once reaped.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Send SIGKILL (Python's `kill`). Does nothing once reaped.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Send `sig` through the pidfd (immune to pid reuse), or by pid where
+    /// pidfds are missing, checked as [`Child::signal`] does. Does nothing
+    /// once the child has been reaped.
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        self.entry.child().signal(sig)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if getpid() != self.owner {
+            // A copy in a forked child (dropped as a closure ends): not its
+            // child to signal or to wait for.
+            self.entry.child().disown();
+            return;
+        }
+        let settled = {
+            let mut child = self.entry.child();
+            if !child.settled() && self.kill_on_drop {
+                let _ = child.signal(Signal::SIGKILL);
+                let _ = child.wait();
+            }
+            child.settled()
+        };
+        if settled {
+            registry::unregister(&self.entry);
+        }
+        // Otherwise it stays registered: join_children, or the next start
+        // once it has ended, reaps it.
+    }
+}
+
+/// How [`Entry::join`] waits for the child to end before reaping it.
+pub(super) fn wait_then_reap(entry: &Entry, timeout: Option<Duration>) -> Result<Option<Status>> {
+    // A timeout too large for the clock waits for ever.
+    let timeout = timeout.filter(|&t| deadline_after(t).is_some());
+    let pidfd = {
+        let child = entry.child();
+        if let Some(s) = child.status() {
+            return Ok(Some(s));
+        }
+        child.pidfd_shared()
+    };
+    // The waits below hold no lock on the Child, so terminate() or
+    // join_children() from another thread reach it meanwhile.
+    match (pidfd, timeout) {
+        (Some(fd), t) => {
+            use std::os::fd::AsFd;
+            if !super::pidfd_wait(fd.as_fd(), t.unwrap_or(Duration::MAX))? {
+                return Ok(None);
+            }
+        }
+        (None, Some(t)) => {
+            // No pidfd: poll WNOHANG with a short sleep until the deadline.
+            let deadline = deadline_after(t).expect("filtered above");
+            loop {
+                if let Some(s) = entry.child().try_wait()? {
+                    return Ok(Some(s));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        (None, None) => {
+            // Wait for its end without reaping it (WNOWAIT), then reap it
+            // under the lock; an error is left for the reaping wait to report.
+            while let Err(nix::errno::Errno::EINTR) =
+                crate::sys::proc::waitid_raw(entry.pid, None, false, true)
+            {}
+        }
+    }
+    entry.child().wait().map(Some)
+}
