@@ -4,6 +4,8 @@
 //!
 //! Run: cargo run --example pool_calls
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;

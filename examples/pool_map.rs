@@ -4,6 +4,8 @@
 //!
 //! Run: cargo run --example pool_map
 
+#![forbid(unsafe_code)]
+
 use posixkit::pool::{Pool, Registry, TaskError};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

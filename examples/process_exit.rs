@@ -5,6 +5,8 @@
 //!
 //! Run: cargo run --example process_exit
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use posixkit::nix::sys::signal::Signal;

@@ -4,6 +4,8 @@
 //!
 //! Run: cargo run --example queue
 
+#![forbid(unsafe_code)]
+
 use posixkit::process::Builder;
 use posixkit::queue::Queue;
 

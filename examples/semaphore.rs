@@ -4,6 +4,8 @@
 //!
 //! Run: cargo run --example semaphore
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //!
 //! Run: cargo run --example spawn_capture
 
+#![forbid(unsafe_code)]
+
 use posixkit::spawn::Spawn;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,8 @@
 //!
 //! Run: cargo run --example tickets
 
+#![forbid(unsafe_code)]
+
 use posixkit::process::Builder;
 use posixkit::ticket::{Sale, TicketFile};
 

@@ -103,7 +103,8 @@ messages before it were put), a demo item was lost, duplicated or damaged,
 or the file is not a queue; 66 when the queue does not exist; 71 when a
 system call fails (EEXIST: the name is taken), or a demo child fails; 77
 when the queue belongs to another user or others may write it; 141 when
-stdout closed early (the message in hand is lost: at-most-once).
+stdout closed early. Either way, a `get` whose output cannot be written
+(141, or 71 for /dev/full) has lost the message in hand: at-most-once.
 
 Examples:
   pk-queue basics

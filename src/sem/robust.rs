@@ -165,7 +165,7 @@ impl RobustSemaphore {
     /// making its set if it is missing or not yet filled in.
     pub fn open(name: &str) -> Result<RobustSemaphore> {
         let (file, size) = object::open(PREFIX, name)?;
-        let bad = |why: String| Error::data("sem_open", name, why);
+        let bad = |why: String| Error::data("open", name, why);
         if size > 64 {
             return Err(bad(format!("{size} bytes: not a pk-sem name file")));
         }
@@ -183,7 +183,7 @@ impl RobustSemaphore {
         let id = sysv::get(key, 3, 0o600).map_err(|e| match e {
             Errno::EACCES | Errno::EPERM => Error::new(
                 ErrorKind::PermissionDenied,
-                "sem_open",
+                "open",
                 name,
                 format!("its System V key {key:#010x} belongs to another user: refusing it"),
             ),
@@ -197,7 +197,7 @@ impl RobustSemaphore {
         if st.uid != me || st.cuid != me {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
-                "sem_open",
+                "open",
                 name,
                 format!(
                     "its System V semaphore (key {key:#010x}) belongs to uid {}, not to uid {me}: refusing it",
@@ -208,7 +208,7 @@ impl RobustSemaphore {
         if st.mode & 0o077 != 0 {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
-                "sem_open",
+                "open",
                 name,
                 format!(
                     "its System V semaphore (key {key:#010x}) has mode {:04o}: other users could change it",

@@ -63,13 +63,14 @@ pub(crate) fn path(prefix: &str, name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(DIR).join(file))
 }
 
-/// The call an error names: `shm_open` for shared memory, `sem_open` for
-/// a semaphore's file.
+/// The call an error names: `shm_open` for shared memory, `open` for a
+/// self-healing semaphore's name file (it is not a POSIX semaphore, so
+/// naming sem_open would send a reader to the wrong man page).
 fn call(prefix: &str) -> &'static str {
     if prefix.is_empty() {
         "shm_open"
     } else {
-        "sem_open"
+        "open"
     }
 }
 

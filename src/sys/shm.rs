@@ -150,9 +150,10 @@ impl Drop for Mapping {
 }
 
 // SAFETY: the mapping is plain memory shared with other processes anyway;
-// every access goes through volatile copies, atomics or sem_* calls on
-// `ptr`, never through references to the bytes, so sharing the handle
-// between threads adds nothing the other processes do not already do.
+// every access goes through atomic loads and stores (byte copies
+// included) or sem_* calls on `ptr`, never through references to the
+// bytes, so sharing the handle between threads adds nothing the other
+// processes do not already do.
 unsafe impl Send for Mapping {}
 // SAFETY: as for Send: `&Mapping` gives no access that is not already
 // designed for concurrent use by other processes.
