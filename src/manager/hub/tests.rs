@@ -133,3 +133,36 @@ fn settling_an_item_of_the_same_full_queue_makes_its_room() {
     assert_eq!(put.unwrap(), Ok(Put::Ok));
     assert_eq!(take(&hub, a, 0).1, bytes("step 2"));
 }
+
+#[test]
+fn a_refused_lesson_result_leaves_the_task_to_be_handed_back() {
+    let (tx, events) = channel();
+    let hub = Hub::lesson(2, Duration::from_secs(30), 1, tx);
+    let bad = hub.register(Peer::at("bad", true));
+    let (id, n) = take(&hub, bad, 0);
+    assert_eq!(n, Value::Int(1));
+    let wrong = hub.put(
+        bad,
+        1,
+        Value::str("1 * 1 = 2"),
+        Settle::Oldest,
+        None,
+        &mut ok,
+    );
+    assert!(wrong.unwrap().is_err(), "a wrong result is refused");
+    hub.unregister(bad, |_| None);
+    assert!(
+        events
+            .try_iter()
+            .any(|e| e == Event::Requeued(Peer::at("bad", true), id))
+    );
+    let good = hub.register(Peer::at("good", true));
+    for _ in 0..2 {
+        let (_, v) = take(&hub, good, 0);
+        let Value::Int(n) = v else { panic!("{v}") };
+        let r = Value::Str(format!("{n} * {n} = {}", n * n));
+        let put = hub.put(good, 1, r, Settle::Oldest, None, &mut ok);
+        assert_eq!(put.unwrap(), Ok(Put::Ok));
+    }
+    assert!(hub.finished());
+}
