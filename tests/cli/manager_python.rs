@@ -295,3 +295,46 @@ fn a_pickle_that_would_run_code_is_refused_both_ways() {
     f.wait_for(|l| l == "closed");
     assert!(!marker.exists(), "the worker ran the pickle");
 }
+
+/// A Python worker that takes one task and puts a wrong result for it.
+const WRONG_WORKER: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager
+class M(BaseManager):
+    pass
+M.register('get_task_queue')
+M.register('get_result_queue')
+h, p = sys.argv[1].rsplit(':', 1)
+m = M(address=(h, int(p)), authkey=sys.argv[2].encode())
+m.connect()
+t, r = m.get_task_queue(), m.get_result_queue()
+n = t.get(timeout=5)
+try:
+    r.put('%d * %d = %d' % (n, n, n * n + 1))
+    print('accepted')
+except Exception:
+    print('refused')
+"#;
+
+#[test]
+fn a_refused_result_hands_its_task_to_the_next_worker() {
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "3"]);
+    let out = run(python(WRONG_WORKER, &[&addr, KEY]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "refused\n");
+    let seen = server.wait_for(|l| l.starts_with("closed "));
+    assert!(
+        seen.last().unwrap().contains("a wrong result for task 1"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("requeued task 1: ")),
+        "{seen:#?}"
+    );
+    assert_success(&run(python(LESSON_WORKER, &[&addr, KEY, "0"])));
+    let (_, results) = finish(&mut server, 3);
+    assert_all_results(&results, 3);
+}
