@@ -43,7 +43,8 @@ Exit status: 0 when the server said the queue is closed and drained (the
 lesson: every result is in), or no task came for --idle, or (--python) the
 server closed the connection while this worker held no task; 1 when connecting
 or the handshake times out; 2 for a bad flag or key; 65 when the server
-sent something that is not the protocol, or a lesson task is not a number;
+sent something that is not the protocol (`full` to a put with no time
+limit included), or a lesson task is not a number;
 66 when the host does not resolve or the key file does not exist; 71 when
 connecting fails, the connection drops, or the server stays silent for a
 whole lease (it died or stopped); 77 when the keys differ (the server could
@@ -210,7 +211,16 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
                 out,
                 "worker {me}: task {id} was counted already; result dropped"
             )?,
-            Put::Full => unreachable!("a put with no time limit waits for room"),
+            // A put with no time limit waits for room: a server that
+            // answers full to it does not speak the protocol.
+            Put::Full => {
+                return Err(Error::data(
+                    "put",
+                    &a.conn.connect,
+                    "the server answered 'full' to a put with no time limit",
+                )
+                .into());
+            }
         }
     }
     note!(out, "worker {me}: no more tasks, {done} done")?;
