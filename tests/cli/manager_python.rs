@@ -402,3 +402,36 @@ fn a_refused_result_hands_its_task_to_the_next_worker() {
         .filter(|l| l.starts_with("closed "));
     assert_eq!(closed.count(), 1, "{seen:#?} {lines:#?}");
 }
+
+#[test]
+fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
+    if python_missing() {
+        return;
+    }
+    let script = SERVE_FOREVER_MASTER
+        .replace("for n in range(1, 11):", "for n in ['seven', 7]:")
+        .replace("for i in range(10):", "for i in range(2):");
+    let (mut m, addr) = master(&script, KEY);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&[
+        "work",
+        "--python",
+        "--connect",
+        &addr,
+        "--idle",
+        "2s",
+    ]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_eq!(w.status.code(), Some(65), "{w:?}");
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("the lesson's task is not an int"), "{err}");
+    let lines = m.wait_for(|l| l == "master exit.");
+    assert_eq!(
+        lines,
+        [
+            "Result: seven: not an int",
+            "Result: 7 * 7 = 49",
+            "master exit."
+        ]
+    );
+}
