@@ -38,7 +38,7 @@ pub enum TaskError {
     /// The worker running it sent something that is not a result frame
     /// for its batch (a frame cut short, a length over the limit, a table
     /// that does not add up); the pool killed and replaced the worker.
-    /// `error` is of kind [`ErrorKind::BadData`](crate::ErrorKind::BadData).
+    /// `error` is of kind [`ErrorKind::BadData`].
     BadResult {
         /// The task's name.
         task: String,
