@@ -213,14 +213,26 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<b
         return Err(torn_header(got));
     }
     let len = frame_len(header)?;
-    // Only bytes past the buffer's old length are zeroed: read_full
-    // overwrites the rest, so a reused buffer costs no memset.
-    buf.resize(len, 0);
-    let got = read_full(fd, buf).map_err(RecvError::Sys)?;
-    if got < len {
-        buf.truncate(got);
-        return Err(torn_frame(got, len));
+    // The buffer grows with the bytes that come (64 KiB, then doubling),
+    // not to the length the header claims: a writer that announces a
+    // gigabyte and stops costs little. Only bytes past the buffer's old
+    // length are zeroed: read_full overwrites the rest, so a reused buffer
+    // costs no memset.
+    let mut got = 0;
+    while got < len {
+        let room = len.min(got.saturating_mul(2).max(64 * 1024));
+        if buf.len() < room {
+            buf.resize(room, 0);
+        }
+        let end = buf.len().min(len);
+        let n = read_full(fd, &mut buf[got..end]).map_err(RecvError::Sys)?;
+        got += n;
+        if got < end {
+            buf.truncate(got);
+            return Err(torn_frame(got, len));
+        }
     }
+    buf.truncate(len);
     Ok(true)
 }
 
@@ -464,11 +476,17 @@ impl<E: AsFd> FrameReader<E> {
             if self.start + need > self.buf.len() {
                 // The frame would run past the buffer's end: move its
                 // first bytes to the front, and grow the buffer to hold a
-                // few frames of this size so that this copy stays rare.
+                // few frames of this size so that this copy stays rare. A
+                // frame over 1 MiB gets room as its bytes come (doubling),
+                // not the length its header claims at once.
                 self.buf.copy_within(self.start..self.filled, 0);
                 (self.start, self.filled) = (0, have);
                 if self.buf.len() < need {
-                    let room = if need <= 1 << 20 { 4 * need } else { need };
+                    let room = if need <= 1 << 20 {
+                        4 * need
+                    } else {
+                        need.min(self.buf.len().max(have).saturating_mul(2))
+                    };
                     self.buf.resize(room, 0);
                 }
             }
@@ -720,7 +738,7 @@ mod tests {
     #[test]
     fn frame_reader_hands_out_frames_of_any_size() {
         let (a, b) = duplex().unwrap();
-        let sizes = [0usize, 1, 5, 4092, 70_000, 3, 200_000, 0];
+        let sizes = [0usize, 1, 5, 4092, 70_000, 3, 200_000, 5_000_000, 7, 0];
         let t = std::thread::spawn(move || {
             for (i, &n) in sizes.iter().enumerate() {
                 a.send(&vec![i as u8; n]).unwrap();
@@ -753,6 +771,36 @@ mod tests {
             "recv(pipe): end of file inside a frame (4 of 9 bytes)"
         );
         assert_eq!(e.kind(), crate::ErrorKind::BadData);
+    }
+
+    #[test]
+    fn a_frame_reader_allocates_only_what_arrives() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        let mut frames = FrameReader::new(r);
+        let e = frames.recv().unwrap_err();
+        assert!(e.to_string().contains("end of file inside a frame"), "{e}");
+        assert!(frames.buf.len() <= 128 * 1024, "{} bytes", frames.buf.len());
+    }
+
+    #[test]
+    fn a_claimed_length_allocates_only_what_arrives() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        let mut buf = Vec::new();
+        let e = recv_into(r.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(
+            e,
+            RecvError::Torn(format!(
+                "end of file inside a frame (3 of {MAX_FRAME} bytes)"
+            ))
+        );
+        assert_eq!(buf, b"abc");
+        assert!(buf.capacity() <= 64 * 1024, "{} bytes", buf.capacity());
     }
 
     /// Read `r` (non-blocking) with `p` until a frame is complete, waiting
