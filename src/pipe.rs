@@ -213,14 +213,26 @@ pub fn recv_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> std::result::Result<b
         return Err(torn_header(got));
     }
     let len = frame_len(header)?;
-    // Only bytes past the buffer's old length are zeroed: read_full
-    // overwrites the rest, so a reused buffer costs no memset.
-    buf.resize(len, 0);
-    let got = read_full(fd, buf).map_err(RecvError::Sys)?;
-    if got < len {
-        buf.truncate(got);
-        return Err(torn_frame(got, len));
+    // The buffer grows with the bytes that come (64 KiB, then doubling),
+    // not to the length the header claims: a writer that announces a
+    // gigabyte and stops costs little. Only bytes past the buffer's old
+    // length are zeroed: read_full overwrites the rest, so a reused buffer
+    // costs no memset.
+    let mut got = 0;
+    while got < len {
+        let room = len.min(got.saturating_mul(2).max(64 * 1024));
+        if buf.len() < room {
+            buf.resize(room, 0);
+        }
+        let end = buf.len().min(len);
+        let n = read_full(fd, &mut buf[got..end]).map_err(RecvError::Sys)?;
+        got += n;
+        if got < end {
+            buf.truncate(got);
+            return Err(torn_frame(got, len));
+        }
     }
+    buf.truncate(len);
     Ok(true)
 }
 
@@ -265,7 +277,7 @@ pub fn recv(fd: BorrowedFd<'_>) -> std::result::Result<Option<Vec<u8>>, RecvErro
     Ok(recv_into(fd, &mut buf)?.then_some(buf))
 }
 
-fn recv_error(what: &'static str, e: RecvError) -> Error {
+pub(crate) fn recv_error(what: &'static str, e: RecvError) -> Error {
     match e {
         RecvError::Sys(errno) => Error::sys("read", what, errno),
         RecvError::Torn(why) => Error::data("recv", what, why),
@@ -464,11 +476,17 @@ impl<E: AsFd> FrameReader<E> {
             if self.start + need > self.buf.len() {
                 // The frame would run past the buffer's end: move its
                 // first bytes to the front, and grow the buffer to hold a
-                // few frames of this size so that this copy stays rare.
+                // few frames of this size so that this copy stays rare. A
+                // frame over 1 MiB gets room as its bytes come (doubling),
+                // not the length its header claims at once.
                 self.buf.copy_within(self.start..self.filled, 0);
                 (self.start, self.filled) = (0, have);
                 if self.buf.len() < need {
-                    let room = if need <= 1 << 20 { 4 * need } else { need };
+                    let room = if need <= 1 << 20 {
+                        4 * need
+                    } else {
+                        need.min(self.buf.len().max(have).saturating_mul(2))
+                    };
                     self.buf.resize(room, 0);
                 }
             }
@@ -485,6 +503,99 @@ impl<E: AsFd> FrameReader<E> {
                 };
             }
             self.filled += n;
+        }
+    }
+}
+
+/// Make reads (and writes) on `fd` return `EAGAIN` instead of blocking
+/// (`O_NONBLOCK` on its open file description: the other end of a pipe,
+/// a description of its own, keeps blocking).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// What [`PartialFrame::read`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// The frame is complete: its payload is the buffer.
+    Frame,
+    /// The end has nothing more for now (`EAGAIN`): wait until it is
+    /// readable and read again.
+    Partial,
+    /// End of file before the frame's first byte.
+    Eof,
+}
+
+/// One frame received in pieces from a non-blocking end (see
+/// [`set_nonblocking`]) by one reader: what [`recv_into`] does in one
+/// blocking call, stopped wherever the end has nothing more to give, so
+/// that the caller can wait with a deadline (poll(2)) between pieces and
+/// never blocks in the middle of a frame a writer left unfinished.
+///
+/// A header over [`MAX_FRAME`] is refused before anything is allocated,
+/// and the buffer grows with the bytes that arrive (at most twice what has
+/// come, and 64 KiB to start), never ahead of them to the length a header
+/// claims: a writer that announces a gigabyte and sends nothing costs
+/// nothing. Reads never go past the frame's end.
+#[derive(Debug, Default)]
+pub struct PartialFrame {
+    header: [u8; HEADER],
+    /// Bytes of the frame received, its header included.
+    got: usize,
+}
+
+impl PartialFrame {
+    /// A frame not yet begun.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether some of a frame has arrived and not the rest.
+    pub fn is_started(&self) -> bool {
+        self.got > 0
+    }
+
+    /// Read what `fd` holds now toward the frame, into `buf` (keep the same
+    /// buffer from call to call until the frame is complete; its old bytes
+    /// past what has arrived are overwritten, never zeroed). EINTR is
+    /// retried. End of file inside the frame, or a header over
+    /// [`MAX_FRAME`], is an error; after one, the stream is not frames.
+    pub fn read(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<Piece, RecvError> {
+        loop {
+            if self.got < HEADER {
+                match read(fd, &mut self.header[self.got..]) {
+                    Ok(0) if self.got == 0 => return Ok(Piece::Eof),
+                    Ok(0) => return Err(torn_header(self.got)),
+                    Ok(n) => self.got += n,
+                    Err(Errno::EAGAIN) => return Ok(Piece::Partial),
+                    Err(e) => return Err(RecvError::Sys(e)),
+                }
+                continue;
+            }
+            let len = frame_len(self.header)?;
+            let have = self.got - HEADER;
+            if have == len {
+                buf.truncate(len);
+                self.got = 0;
+                return Ok(Piece::Frame);
+            }
+            let room = len.min(have.saturating_mul(2).max(64 * 1024));
+            if buf.len() < room {
+                buf.resize(room, 0);
+            }
+            let end = buf.len().min(len);
+            match read(fd, &mut buf[have..end]) {
+                Ok(0) => return Err(torn_frame(have, len)),
+                Ok(n) => self.got += n,
+                Err(Errno::EAGAIN) => return Ok(Piece::Partial),
+                Err(e) => return Err(RecvError::Sys(e)),
+            }
         }
     }
 }
@@ -627,7 +738,7 @@ mod tests {
     #[test]
     fn frame_reader_hands_out_frames_of_any_size() {
         let (a, b) = duplex().unwrap();
-        let sizes = [0usize, 1, 5, 4092, 70_000, 3, 200_000, 0];
+        let sizes = [0usize, 1, 5, 4092, 70_000, 3, 200_000, 5_000_000, 7, 0];
         let t = std::thread::spawn(move || {
             for (i, &n) in sizes.iter().enumerate() {
                 a.send(&vec![i as u8; n]).unwrap();
@@ -660,5 +771,115 @@ mod tests {
             "recv(pipe): end of file inside a frame (4 of 9 bytes)"
         );
         assert_eq!(e.kind(), crate::ErrorKind::BadData);
+    }
+
+    #[test]
+    fn a_frame_reader_allocates_only_what_arrives() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        let mut frames = FrameReader::new(r);
+        let e = frames.recv().unwrap_err();
+        assert!(e.to_string().contains("end of file inside a frame"), "{e}");
+        assert!(frames.buf.len() <= 128 * 1024, "{} bytes", frames.buf.len());
+    }
+
+    #[test]
+    fn a_claimed_length_allocates_only_what_arrives() {
+        let (r, w) = pipe().unwrap();
+        w.write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        let mut buf = Vec::new();
+        let e = recv_into(r.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(
+            e,
+            RecvError::Torn(format!(
+                "end of file inside a frame (3 of {MAX_FRAME} bytes)"
+            ))
+        );
+        assert_eq!(buf, b"abc");
+        assert!(buf.capacity() <= 64 * 1024, "{} bytes", buf.capacity());
+    }
+
+    /// Read `r` (non-blocking) with `p` until a frame is complete, waiting
+    /// with poll(2) between pieces.
+    fn next_piece(p: &mut PartialFrame, r: &Reader, buf: &mut Vec<u8>) -> Piece {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            match p.read(r.as_fd(), buf).unwrap() {
+                Piece::Partial => {
+                    let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+                    poll(&mut fds, PollTimeout::NONE).unwrap();
+                }
+                piece => return piece,
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_frame_comes_in_pieces_and_allocates_as_they_come() {
+        let (r, w) = pipe().unwrap();
+        set_nonblocking(r.as_fd()).unwrap();
+        let mut p = PartialFrame::new();
+        let mut buf = Vec::new();
+        assert_eq!(p.read(r.as_fd(), &mut buf), Ok(Piece::Partial));
+        assert!(!p.is_started());
+        // A header that claims the largest frame, in two pieces, then 3 bytes.
+        let len = (MAX_FRAME as u32).to_le_bytes();
+        w.write_all(&len[..2]).unwrap();
+        assert_eq!(p.read(r.as_fd(), &mut buf), Ok(Piece::Partial));
+        assert!(p.is_started());
+        w.write_all(&len[2..]).unwrap();
+        w.write_all(b"abc").unwrap();
+        assert_eq!(p.read(r.as_fd(), &mut buf), Ok(Piece::Partial));
+        assert_eq!(&buf[..3], b"abc");
+        assert!(buf.capacity() <= 64 * 1024, "{} bytes", buf.capacity());
+        drop(w);
+        let e = p.read(r.as_fd(), &mut buf).unwrap_err();
+        assert_eq!(
+            e,
+            RecvError::Torn(format!(
+                "end of file inside a frame (3 of {MAX_FRAME} bytes)"
+            ))
+        );
+    }
+
+    #[test]
+    fn partial_frames_come_out_whole_one_at_a_time() {
+        let (r, w) = pipe().unwrap();
+        set_nonblocking(r.as_fd()).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let sent = big.clone();
+        let writer = std::thread::spawn(move || {
+            w.send(b"hello").unwrap();
+            w.send(b"").unwrap();
+            w.send(&sent).unwrap();
+            w.send(b"bye").unwrap();
+        });
+        let mut p = PartialFrame::new();
+        // A reused buffer longer than the frames: only the frame is kept.
+        let mut buf = vec![7u8; 10];
+        for want in [&b"hello"[..], b"", &big, b"bye"] {
+            assert_eq!(next_piece(&mut p, &r, &mut buf), Piece::Frame);
+            assert!(buf == want, "a frame of {} bytes", want.len());
+        }
+        writer.join().unwrap();
+        assert_eq!(next_piece(&mut p, &r, &mut buf), Piece::Eof);
+    }
+
+    #[test]
+    fn a_partial_frame_over_the_limit_is_refused_before_allocating() {
+        let (r, w) = pipe().unwrap();
+        set_nonblocking(r.as_fd()).unwrap();
+        w.write_all(&(MAX_FRAME as u32 + 1).to_le_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let e = PartialFrame::new().read(r.as_fd(), &mut buf).unwrap_err();
+        assert!(
+            matches!(&e, RecvError::Torn(why) if why.contains("over the limit")),
+            "{e:?}"
+        );
+        assert_eq!(buf.capacity(), 0);
     }
 }

@@ -13,6 +13,9 @@
 //! - A typed pool on real workers: strings and tuples in and out, an item
 //!   whose worker dies reported alone, a handle from another registry
 //!   refused.
+//! - A worker that writes a bad result frame (a length over the limit) is
+//!   killed and replaced, its task alone failing with bad data; one that
+//!   stops in the middle of a frame keeps no `get` past its timeout.
 //! - With SIGCHLD ignored, a child's wait reports its status lost (ECHILD),
 //!   without hanging and without signalling anyone; and a `Child` whose pid
 //!   the kernel has reaped and handed to another process never signals
@@ -44,6 +47,7 @@ fn main() {
     a_panicking_payload_ends_the_child_with_101();
     a_timeout_too_large_for_the_clock_waits_for_ever();
     a_typed_pool_end_to_end();
+    a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool();
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     a_fork_keeps_no_pipe_of_a_running_spawn();
@@ -192,6 +196,73 @@ fn a_typed_pool_end_to_end() {
     pool.close();
     let statuses = pool.join().unwrap();
     assert!(statuses.iter().all(|(_, s)| s.success()), "{statuses:?}");
+}
+
+/// This worker's result pipe, reopened through /proc: the highest
+/// descriptor that is a pipe open for writing only, close-on-exec (the
+/// pool's pipes are; stdout and stderr are not).
+fn my_result_pipe() -> std::fs::File {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let entry = entry.unwrap();
+        let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        let is_pipe = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"));
+        let flags = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .ok()
+            .and_then(|info| {
+                let f = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+                u32::from_str_radix(f.trim(), 8).ok()
+            })
+            .unwrap_or(0);
+        if is_pipe && flags & 0o3 == 0o1 && flags & 0o2000000 != 0 {
+            found = found.max(Some(fd));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", found.expect("a result pipe")))
+        .unwrap()
+}
+
+fn a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool() {
+    use std::io::Write;
+    let mut registry = Registry::new();
+    let double = registry.task("double", |n: u64| 2 * n);
+    // A result frame that claims 4 GiB.
+    let lie = registry.task("lie", |n: u64| {
+        my_result_pipe().write_all(&u32::MAX.to_le_bytes()).unwrap();
+        n
+    });
+    // The first bytes of a 100-byte frame, then nothing for a minute.
+    let stall = registry.task("stall", |n: u64| {
+        let mut pipe = my_result_pipe();
+        pipe.write_all(&100u32.to_le_bytes()).unwrap();
+        pipe.write_all(b"part").unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        n
+    });
+    let mut pool = Pool::new(2, registry).unwrap();
+    let h = pool.apply_async(lie, 1).unwrap();
+    match pool.get(&h, Some(Duration::from_secs(30))).unwrap() {
+        Some(Err(e @ TaskError::BadResult { .. })) => {
+            assert_eq!(e.kind(), ErrorKind::BadData);
+            assert!(e.to_string().contains("over the limit"), "{e}");
+            assert!(e.to_string().contains("SIGKILL"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.take_events().len(), 1, "its worker replaced");
+    let got = pool.map(double, &[1, 2, 3], 1).unwrap().to_vec();
+    assert_eq!(got, [Ok(2), Ok(4), Ok(6)]);
+    let h = pool.apply_async(stall, 1).unwrap();
+    assert_eq!(
+        pool.get(&h, Some(Duration::from_millis(300))).unwrap(),
+        None
+    );
+    // The other worker still works meanwhile.
+    assert_eq!(pool.apply(double, 5).unwrap(), Ok(10));
+    pool.terminate().unwrap();
 }
 
 /// A child that ends once the parent has closed its end of a pipe: the

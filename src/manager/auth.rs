@@ -76,16 +76,47 @@ impl Key {
     /// file` makes the key `key`). Refused when the file's group or
     /// others may read or write it (kind [`ErrorKind::PermissionDenied`]),
     /// as ssh refuses a private key file anyone else can read.
+    ///
+    /// The file is opened with `O_NONBLOCK | O_NOFOLLOW`, then checked with
+    /// fstat(2) before a byte is read: a FIFO, a device, a directory or a
+    /// symbolic link is refused at once ([`ErrorKind::InvalidInput`]),
+    /// never waited on.
     pub fn from_file(path: &Path) -> Result<Key> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
         let shown = path.display();
-        let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", &shown, &e))?;
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "open",
+                    &shown,
+                    "a symbolic link (the key file is opened with O_NOFOLLOW): name the file itself",
+                ));
+            }
+            Err(e) => return Err(Error::io("open", &shown, &e)),
+        };
         let meta = f.metadata().map_err(|e| Error::io("fstat", &shown, &e))?;
         if !meta.is_file() {
+            let t = meta.file_type();
+            let what = if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_dir() {
+                "a directory"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "open",
                 &shown,
-                "not a regular file",
+                format!("{what}, not a regular file"),
             ));
         }
         let mode = meta.mode() & 0o777;
@@ -338,5 +369,29 @@ mod tests {
             ErrorKind::NotFound
         );
         assert!(format!("{:?}", Key::new(b"s3cret".to_vec(), "k").unwrap()).contains("6 bytes"));
+    }
+
+    #[test]
+    fn a_key_file_that_is_no_regular_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO no one writes: opening it for reading would wait for ever.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        for (path, why) in [
+            (fifo, "a FIFO, not a regular file"),
+            (dir.path().to_path_buf(), "a directory, not a regular file"),
+            ("/dev/null".into(), "a device, not a regular file"),
+            (link, "a symbolic link"),
+        ] {
+            let e = Key::from_file(&path).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
     }
 }

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,7 +46,8 @@ pub struct Config {
     pub handshake: Duration,
     /// How many connections may be in their handshake at once.
     pub max_unauthenticated: usize,
-    /// How many authenticated connections may be open at once.
+    /// How many authenticated connections may be open at once: workers,
+    /// and (with `python`) CPython's long-lived connections.
     pub max_workers: usize,
     /// Hand out nothing from the first queue before this many live
     /// workers have asked for it.
@@ -91,6 +92,8 @@ struct Shared {
     hub: Hub,
     pending: Mutex<VecDeque<Pending>>,
     next: AtomicU64,
+    /// Long-lived connections in CPython's protocol.
+    python_conns: AtomicUsize,
 }
 
 /// A listening pk-manager server.
@@ -137,6 +140,7 @@ impl Server {
             hub,
             pending: Mutex::new(VecDeque::new()),
             next: AtomicU64::new(1),
+            python_conns: AtomicUsize::new(0),
         });
         Ok((Server { listener, sh }, rx))
     }
@@ -315,9 +319,7 @@ fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
     let deadline = Instant::now() + sh.cfg.handshake;
     let _ = stream.set_write_timeout(Some(sh.cfg.handshake));
     if sh.cfg.python {
-        let mut authed = || authenticated(sh, id);
-        let end =
-            python::server::serve(&sh.hub, &sh.key, &mut stream, &addr, deadline, &mut authed);
+        let end = serve_python(sh, &mut stream, &addr, deadline, id);
         authenticated(sh, id);
         match end {
             Ok(python::server::End::Refused) => sh.hub.report(Event::Refused(Peer::at(addr, true))),
@@ -345,6 +347,62 @@ fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
             ));
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// A connection in CPython's protocol: its challenges, then its requests;
+/// a long-lived one within the cap on connections.
+fn serve_python(
+    sh: &Shared,
+    stream: &mut TcpStream,
+    addr: &str,
+    deadline: Instant,
+    id: u64,
+) -> Result<python::server::End> {
+    if !python::server::challenge(&sh.key, stream, addr, deadline)? {
+        return Ok(python::server::End::Refused);
+    }
+    let mut slot = None;
+    python::server::serve(
+        &sh.hub,
+        stream,
+        addr,
+        deadline,
+        &mut || authenticated(sh, id),
+        &mut || {
+            slot = Some(PythonSlot::take(sh, addr)?);
+            Ok(())
+        },
+    )
+}
+
+/// One of the [`Config::max_workers`] places for long-lived Python
+/// connections (each decodes a pickle of up to a MiB per request), held
+/// while it lives. A connection for one request needs none: it is counted
+/// as unauthenticated until its request is read and decoded.
+struct PythonSlot<'a>(&'a AtomicUsize);
+
+impl<'a> PythonSlot<'a> {
+    fn take(sh: &'a Shared, addr: &str) -> Result<PythonSlot<'a>> {
+        if sh.python_conns.fetch_add(1, Ordering::AcqRel) >= sh.cfg.max_workers {
+            sh.python_conns.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::new(
+                ErrorKind::WouldBlock,
+                "accept",
+                addr,
+                format!(
+                    "too many python connections (at most {})",
+                    sh.cfg.max_workers
+                ),
+            ));
+        }
+        Ok(PythonSlot(&sh.python_conns))
+    }
+}
+
+impl Drop for PythonSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -560,3 +618,7 @@ fn keepalive_tick<'a>(
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

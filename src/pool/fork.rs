@@ -15,7 +15,7 @@ use super::registry::Registry;
 use super::scheduler::{Backend, Slot, Started};
 use super::worker::worker_main;
 use crate::error::{Error, Result};
-use crate::pipe::{self, Reader, Writer};
+use crate::pipe::{self, Piece, Reader, Writer};
 use crate::process::{self, Fork, Pid};
 use crate::status::Status;
 
@@ -35,7 +35,10 @@ pub(crate) struct Forked {
 #[derive(Debug)]
 pub(crate) struct Ends {
     tasks: Writer,
+    /// Non-blocking in the parent: a frame is read as its pieces come, so
+    /// a worker that stops in the middle of one cannot hold up the pool.
     results: Reader,
+    partial: pipe::PartialFrame,
 }
 
 impl Backend for Forked {
@@ -44,6 +47,10 @@ impl Backend for Forked {
     fn start(&mut self, others: &mut Vec<Slot<Ends>>) -> Result<Started<Ends>> {
         let (task_r, task_w) = pipe::pipe()?;
         let (result_r, result_w) = pipe::pipe()?;
+        // The parent's read end alone (the child closes it): the worker's
+        // write end is an open file description of its own, and blocks.
+        pipe::set_nonblocking(result_r.as_fd())
+            .map_err(|e| Error::sys("fcntl", "O_NONBLOCK", e))?;
         // The child never returns: worker_main ends in _exit.
         match (self.fork)("pool worker")? {
             Fork::Child => {
@@ -79,6 +86,7 @@ impl Backend for Forked {
                     ends: Ends {
                         tasks: task_w,
                         results: result_r,
+                        partial: pipe::PartialFrame::new(),
                     },
                     capacity,
                 })
@@ -123,8 +131,10 @@ impl Backend for Forked {
         Ok(true)
     }
 
-    fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>) -> Result<bool> {
-        ends.results.recv_into(frame)
+    fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>) -> Result<Piece> {
+        ends.partial
+            .read(ends.results.as_fd(), frame)
+            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))
     }
 
     fn reap(&mut self, pid: Pid) -> Result<Status> {

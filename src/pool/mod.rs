@@ -53,6 +53,13 @@
 //!   that had not started again, forks a replacement and goes on. Python's Pool hangs
 //!   in this case; this one cannot, because no result is awaited from a
 //!   worker that is gone.
+//! - Result pipes are non-blocking in the parent and read as bytes arrive
+//!   ([`crate::pipe::PartialFrame`]): a worker stopped in the middle of a
+//!   result frame holds up no `get` past its timeout, and memory grows with
+//!   the bytes that came, not with a frame's claimed length. A worker that
+//!   sends what is not a result frame for its batch (cut short, a length
+//!   over the limit, a table that does not add up) is killed and replaced;
+//!   its batch alone fails with [`TaskError::BadResult`].
 //! - A task that returns `Err` or panics fails alone
 //!   ([`TaskError::Failed`]); its worker lives on.
 //! - `close` then `join` lets the queued work finish, closes the task pipes

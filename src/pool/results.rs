@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use super::frame::{self, Layout};
 use super::wire::Wire;
+use crate::error::{Error, ErrorKind};
 use crate::process::Pid;
 use crate::status::Status;
 
@@ -34,6 +35,22 @@ pub enum TaskError {
         /// How it died.
         status: Status,
     },
+    /// The worker running it sent something that is not a result frame
+    /// for its batch (a frame cut short, a length over the limit, a table
+    /// that does not add up); the pool killed and replaced the worker.
+    /// `error` is of kind [`ErrorKind::BadData`].
+    BadResult {
+        /// The task's name.
+        task: String,
+        /// Its position.
+        index: usize,
+        /// The worker's pid.
+        pid: Pid,
+        /// How it ended (killed by the pool, or dead already).
+        status: Status,
+        /// What was wrong with its result.
+        error: Error,
+    },
     /// The pool was terminated before the task ran or finished.
     Cancelled {
         /// The task's name.
@@ -59,9 +76,30 @@ impl fmt::Display for TaskError {
             } => {
                 write!(f, "task {task}[{index}] lost: worker {pid} {status}")
             }
+            TaskError::BadResult {
+                task,
+                index,
+                pid,
+                status,
+                error,
+            } => write!(
+                f,
+                "task {task}[{index}] lost: worker {pid} sent a bad result, {status}: {error}"
+            ),
             TaskError::Cancelled { task, index } => {
                 write!(f, "task {task}[{index}] cancelled: the pool was terminated")
             }
+        }
+    }
+}
+
+impl TaskError {
+    /// What kind of failure it is: [`ErrorKind::BadData`] for a bad
+    /// result, [`ErrorKind::Other`] otherwise.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TaskError::BadResult { error, .. } => error.kind(),
+            _ => ErrorKind::Other,
         }
     }
 }
@@ -121,9 +159,11 @@ impl<R> fmt::Debug for AsyncResult<R> {
 }
 
 /// Why a batch has no result frame.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Lost {
     Died(Pid, Status),
+    /// The worker sent a bad result frame and was killed.
+    BadResult(Pid, Status, Error),
     Cancelled,
 }
 
@@ -159,13 +199,22 @@ impl Batch {
     pub(crate) fn get(&self, i: usize) -> std::result::Result<&[u8], TaskError> {
         let index = self.first + i;
         let task = || self.task.to_string();
-        match self.lost {
+        match &self.lost {
             Some(Lost::Died(pid, status)) => {
                 return Err(TaskError::WorkerDied {
                     task: task(),
                     index,
-                    pid,
-                    status,
+                    pid: *pid,
+                    status: *status,
+                });
+            }
+            Some(Lost::BadResult(pid, status, error)) => {
+                return Err(TaskError::BadResult {
+                    task: task(),
+                    index,
+                    pid: *pid,
+                    status: *status,
+                    error: error.clone(),
                 });
             }
             Some(Lost::Cancelled) => {

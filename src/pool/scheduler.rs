@@ -15,7 +15,7 @@ use super::frame::{self, RESULT_HEAD};
 use super::results::{Batch, Event, Lost, MapResults};
 use super::wire::read;
 use crate::error::{Error, Result};
-use crate::pipe;
+use crate::pipe::{self, Piece};
 use crate::process::Pid;
 use crate::status::Status;
 
@@ -42,9 +42,12 @@ pub(crate) trait Backend {
         ready: &mut Vec<usize>,
     ) -> Result<bool>;
 
-    /// Receive one result frame into `frame`; `Ok(false)` at end of file
-    /// (the worker is gone).
-    fn recv(&mut self, ends: &mut Self::Ends, frame: &mut Vec<u8>) -> Result<bool>;
+    /// Read what the result end holds now toward one result frame, into
+    /// `frame` (the same buffer from call to call while the frame is
+    /// partial), without blocking: [`Piece::Partial`] when the rest has not
+    /// come yet, [`Piece::Eof`] when the worker is gone. An error means the
+    /// bytes are not a frame (cut short, or a length over the limit).
+    fn recv(&mut self, ends: &mut Self::Ends, frame: &mut Vec<u8>) -> Result<Piece>;
 
     /// Wait for worker `pid` to end, and how it ended.
     fn reap(&mut self, pid: Pid) -> Result<Status>;
@@ -71,6 +74,8 @@ pub(crate) struct Slot<E> {
     /// them in this order, so only the first can have started.
     busy: VecDeque<Job>,
     capacity: usize,
+    /// A result frame begun and not yet complete.
+    partial: Option<Vec<u8>>,
 }
 
 /// A batch waiting for a worker.
@@ -163,6 +168,7 @@ impl<B: Backend> Scheduler<B> {
             ends,
             busy: VecDeque::new(),
             capacity,
+            partial: None,
         })
     }
 
@@ -429,7 +435,7 @@ impl<B: Backend> Scheduler<B> {
                     Err(e) if e.errno() == Some(Errno::EPIPE) => {
                         // The worker died before reading it: the batch never ran.
                         self.queue.push_front(job);
-                        self.replace(slot)?;
+                        self.replace(slot, None)?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -457,23 +463,43 @@ impl<B: Backend> Scheduler<B> {
         Ok(true)
     }
 
-    /// Read the result frames of the `ready` slots; replace the workers
-    /// whose pipe closed.
+    /// Read from the result ends of the `ready` slots: a complete frame
+    /// finishes its batch, a partial one waits in its slot for the rest
+    /// (the caller goes back to waiting, its deadline kept). A worker whose
+    /// pipe closed is replaced; one that sent what is not a result frame
+    /// for its batch is killed and replaced, and that batch alone fails.
     fn collect(&mut self, ready: &[usize]) -> Result<()> {
         for &slot in ready {
-            let mut frame = self.spare.pop().unwrap_or_default();
+            let mut frame = match self.workers[slot].partial.take() {
+                Some(f) => f,
+                None => self.spare.pop().unwrap_or_default(),
+            };
             match self.backend.recv(&mut self.workers[slot].ends, &mut frame) {
-                Ok(true) => {
+                Ok(Piece::Frame) => {
                     let job = self.workers[slot].busy.pop_front();
-                    let batch = parse_results(job.as_ref(), frame)?;
-                    if let Some(j) = job {
-                        self.recycle(j.frame);
+                    match parse_results(job.as_ref(), frame) {
+                        Ok((id, batch)) => {
+                            if let Some(j) = job {
+                                self.recycle(j.frame);
+                            }
+                            self.finish(id, batch);
+                        }
+                        Err(e) => {
+                            if let Some(j) = job {
+                                self.workers[slot].busy.push_front(j);
+                            }
+                            self.replace(slot, Some(e))?;
+                        }
                     }
-                    self.finish(batch.0, batch.1);
                 }
-                Ok(false) | Err(_) => {
+                Ok(Piece::Partial) => self.workers[slot].partial = Some(frame),
+                Ok(Piece::Eof) => {
                     self.recycle(frame);
-                    self.replace(slot)?;
+                    self.replace(slot, None)?;
+                }
+                Err(e) => {
+                    self.recycle(frame);
+                    self.replace(slot, Some(e))?;
                 }
             }
         }
@@ -490,15 +516,29 @@ impl<B: Backend> Scheduler<B> {
         }
     }
 
-    /// The worker in `slot` is gone: reap it, fail its batch, start a new one.
-    fn replace(&mut self, slot: usize) -> Result<()> {
+    /// The worker in `slot` is gone, or (`bad`) broke the result protocol
+    /// and is killed: reap it, fail its batch, start a new one.
+    fn replace(&mut self, slot: usize, bad: Option<Error>) -> Result<()> {
         let new = self.start()?;
         let old = std::mem::replace(&mut self.workers[slot], new);
         let Slot {
-            pid, ends, busy, ..
+            pid,
+            ends,
+            busy,
+            partial,
+            ..
         } = old;
+        if bad.is_some() {
+            // It may live on (a worker past its end of file is dead already,
+            // and SIGKILL to a zombie changes nothing).
+            self.backend.kill(pid);
+        }
         drop(ends);
-        // Its result pipe is closed, so it has exited or is exiting.
+        if let Some(buf) = partial {
+            self.recycle(buf);
+        }
+        // Its result pipe is closed or it is killed: it has exited or is
+        // exiting.
         let status = self.backend.reap(pid)?;
         let mut busy = busy;
         // Batches behind the first never started: queue them again, in order.
@@ -506,7 +546,11 @@ impl<B: Backend> Scheduler<B> {
             self.queue.push_front(busy.pop_back().expect("len > 1"));
         }
         if let Some(job) = busy.pop_front() {
-            self.fail(&job, Lost::Died(pid, status));
+            let lost = match bad {
+                Some(e) => Lost::BadResult(pid, status, e),
+                None => Lost::Died(pid, status),
+            };
+            self.fail(&job, lost);
         }
         self.events.push(Event::Replaced {
             old: pid,

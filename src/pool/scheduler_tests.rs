@@ -27,6 +27,12 @@ enum Fate {
     DeadOnArrival,
     /// Takes batches and never answers.
     Hangs,
+    /// Answers with a frame whose length does not match its header.
+    Garbles,
+    /// Sends a length over the frame limit.
+    Oversized,
+    /// Sends the first bytes of a frame, then nothing more.
+    Stalls,
 }
 
 #[derive(Debug)]
@@ -35,6 +41,8 @@ struct MockEnds {
     fate: Fate,
     inbox: VecDeque<Vec<u8>>,
     answered: usize,
+    /// A `Stalls` worker sent its first bytes.
+    stalled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +88,7 @@ impl Backend for Mock {
                 fate: self.fates.pop_front().unwrap_or(Fate::Works),
                 inbox: VecDeque::new(),
                 answered: 0,
+                stalled: false,
             },
             capacity: self.capacity,
         })
@@ -115,7 +124,9 @@ impl Backend for Mock {
             slots
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| !s.ends.inbox.is_empty() && s.ends.fate != Fate::Hangs)
+                .filter(|(_, s)| {
+                    !s.ends.inbox.is_empty() && s.ends.fate != Fate::Hangs && !s.ends.stalled
+                })
                 .map(|(i, _)| i),
         );
         if ready.is_empty() {
@@ -125,11 +136,27 @@ impl Backend for Mock {
         Ok(true)
     }
 
-    fn recv(&mut self, ends: &mut MockEnds, frame: &mut Vec<u8>) -> Result<bool> {
+    fn recv(&mut self, ends: &mut MockEnds, frame: &mut Vec<u8>) -> Result<Piece> {
         self.counts.recvs += 1;
-        if ends.fate == Fate::DiesAfter(ends.answered) {
-            self.ended.insert(ends.pid, KILLED);
-            return Ok(false);
+        match ends.fate {
+            Fate::DiesAfter(n) if n == ends.answered => {
+                self.ended.insert(ends.pid, KILLED);
+                return Ok(Piece::Eof);
+            }
+            Fate::Oversized => {
+                return Err(Error::data(
+                    "recv",
+                    "pipe",
+                    "frame length 4294967295 is over the limit",
+                ));
+            }
+            Fate::Stalls => {
+                ends.stalled = true;
+                frame.clear();
+                frame.extend_from_slice(&[0; 5]);
+                return Ok(Piece::Partial);
+            }
+            _ => {}
         }
         let task = ends.inbox.pop_front().expect("ready means a batch");
         let (mut out, mut table) = (Vec::new(), Vec::new());
@@ -138,8 +165,11 @@ impl Backend for Mock {
         frame.extend_from_slice(&out[..RESULT_HEAD]);
         frame.extend_from_slice(&table);
         frame.extend_from_slice(&out[RESULT_HEAD..]);
+        if ends.fate == Fate::Garbles {
+            frame.push(0);
+        }
         ends.answered += 1;
-        Ok(true)
+        Ok(Piece::Frame)
     }
 
     fn reap(&mut self, pid: Pid) -> Result<Status> {
@@ -512,4 +542,69 @@ fn a_forgotten_batch_is_dropped_whether_it_is_back_or_not() {
     );
     s.close();
     s.join().unwrap();
+}
+
+#[test]
+fn a_bad_result_frame_fails_its_batch_alone_and_its_worker_is_killed_and_replaced() {
+    for (fate, why) in [
+        (Fate::Garbles, "does not match its header"),
+        (Fate::Oversized, "over the limit"),
+    ] {
+        // Worker 101 holds items 0 and 2 and answers item 0 with garbage.
+        let mut s = pool(2, &[fate]);
+        let args: Vec<i64> = (0..4).collect();
+        let got = map(&mut s, &args, 1);
+        match &got[0] {
+            Err(
+                e @ TaskError::BadResult {
+                    index: 0,
+                    pid: p,
+                    status: KILLED,
+                    error,
+                    ..
+                },
+            ) if *p == pid(101) => {
+                assert_eq!(e.kind(), crate::ErrorKind::BadData);
+                assert!(error.to_string().contains(why), "{fate:?}: {error}");
+            }
+            other => panic!("{fate:?}: {other:?}"),
+        }
+        assert_eq!(&got[1..], [Ok(1), Ok(4), Ok(9)], "{fate:?}: the rest runs");
+        let c = &s.backend.counts;
+        assert_eq!(c.killed, [pid(101)], "{fate:?}");
+        assert_eq!(c.reaped, [pid(101)], "{fate:?}");
+        assert_eq!(c.started, 3, "{fate:?}: one replacement");
+        assert_eq!(
+            s.take_events(),
+            [Event::Replaced {
+                old: pid(101),
+                status: KILLED,
+                new: pid(103),
+            }]
+        );
+        // The pool goes on.
+        assert_eq!(map(&mut s, &[5, 6], 1), [Ok(25), Ok(36)], "{fate:?}");
+        s.close();
+        s.join().unwrap();
+    }
+}
+
+#[test]
+fn a_result_frame_left_partial_keeps_no_get_past_its_deadline() {
+    let mut s = pool(1, &[Fate::Stalls]);
+    let id = submit(&mut s, 3);
+    let soon = Some(Instant::now());
+    assert!(s.wait_for(id, soon).unwrap().is_none());
+    assert!(s.wait_for(id, soon).unwrap().is_none(), "still pending");
+    assert_eq!(s.backend.counts.recvs, 1, "read once, when its bytes came");
+    assert!(
+        s.backend.counts.killed.is_empty(),
+        "a slow worker is not bad"
+    );
+    s.terminate().unwrap();
+    let lost = s.wait_for(id, soon).unwrap().unwrap();
+    assert!(matches!(
+        lost.decode::<i64>(0),
+        Err(TaskError::Cancelled { .. })
+    ));
 }

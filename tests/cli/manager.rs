@@ -401,6 +401,39 @@ fn keys_come_from_a_private_file_or_the_environment_and_argv_warns() {
 }
 
 #[test]
+fn a_key_file_that_is_a_fifo_a_directory_or_a_link_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, format!("{KEY}\n")).unwrap();
+    // A FIFO that no one writes: reading it would wait for ever.
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&key, &link).unwrap();
+    for (path, why) in [
+        (&fifo, "a FIFO, not a regular file"),
+        (&dir.path().to_path_buf(), "a directory, not a regular file"),
+        (&link, "a symbolic link"),
+    ] {
+        for args in [
+            &["serve", "--bind", "127.0.0.1:0", "--timeout", "1s"][..],
+            &["work", "--connect", "127.0.0.1:1"],
+        ] {
+            let out = pk("manager")
+                .args(args)
+                .arg("--authkey-file")
+                .arg(path)
+                .env_remove("PK_AUTHKEY")
+                .output()
+                .unwrap();
+            assert_one_line_error(&out, "manager", 2);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(why), "{args:?} {path:?}: {err}");
+        }
+    }
+}
+
+#[test]
 fn quiet_keeps_the_address_and_the_results() {
     let (mut server, addr) = serve(&["--tasks", "2", "--quiet"]);
     let good = worker(&addr, &["--quiet"]);

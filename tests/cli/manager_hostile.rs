@@ -412,3 +412,53 @@ fn a_worker_killed_at_each_write_loses_and_duplicates_nothing() {
         "{lines:#?}"
     );
 }
+
+/// A server that knows the key, hands out task `5` for every get, and
+/// answers every put with `full`, whatever its wait: not the protocol for
+/// a put with no time limit. Its address.
+fn server_that_is_always_full() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let key = Key::new(KEY.as_bytes(), "test").unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let ns = nonce().unwrap();
+        write_payload(&mut s, "w", &Msg::Hello(ns).encode()).unwrap();
+        let Some(Msg::Nonce(nw)) = Msg::decode(&read_payload(&mut s, "w", 256, None).unwrap())
+        else {
+            panic!("no nonce")
+        };
+        let tag = proof(&key, Side::Server, &ns, &nw, 0);
+        write_payload(&mut s, "w", &Msg::ServerProof(tag).encode()).unwrap();
+        read_payload(&mut s, "w", 256, None).unwrap();
+        let mut send = Seal::new(&key, &ns, &nw, Direction::ToWorker);
+        let mut open = Seal::new(&key, &ns, &nw, Direction::ToServer);
+        let mut reply = |s: &mut TcpStream, m: Msg| {
+            write_payload(s, "w", &send.seal(&m.encode())).unwrap();
+        };
+        reply(&mut s, Msg::Welcome { lease_ms: 30_000 });
+        while let Ok(p) = read_payload(&mut s, "w", MAX_FRAME, None) {
+            match Msg::decode(open.open(&p, "w").unwrap()) {
+                Some(Msg::Get { .. }) => reply(
+                    &mut s,
+                    Msg::Item {
+                        id: 1,
+                        body: b"5".to_vec(),
+                    },
+                ),
+                Some(Msg::Put { .. }) => reply(&mut s, Msg::Full),
+                _ => {}
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_answers_full_to_a_put_without_a_limit_is_bad_data_not_a_panic() {
+    let out = worker(&server_that_is_always_full(), &[]);
+    assert_one_line_error(&out, "manager", 65);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'full' to a put with no time limit"), "{err}");
+}

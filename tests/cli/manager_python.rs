@@ -295,3 +295,143 @@ fn a_pickle_that_would_run_code_is_refused_both_ways() {
     f.wait_for(|l| l == "closed");
     assert!(!marker.exists(), "the worker ran the pickle");
 }
+
+/// Pickles built to exhaust whoever decodes them, by kind: a REDUCE chain
+/// 100 000 deep (a stack overflow for a recursive decoder), and memo
+/// references that make 170 bytes into 1600 strs of 63 bytes.
+const HOSTILE_PICKLES: &str = r#"
+def pickle(kind):
+    if kind == 'deep':
+        n = 100000
+        return (b'\x80\x04cbuiltins\nException\nq\x00' + b'h\x00' * (n - 1)
+                + b')R' + b'\x85R' * (n - 1) + b'.')
+    s = b'\x80\x04\x8c\x3f' + b'x' * 63 + b'q\x00(' + b'h\x00' * 40 + b'tq\x01('
+    return s + b'h\x01' * 40 + b't\x87.'
+"#;
+
+#[test]
+fn deep_and_expanding_pickles_are_refused_in_one_line_and_serving_goes_on() {
+    if python_missing() {
+        return;
+    }
+    // A client that authenticates and sends the pickle as its request.
+    let client = format!(
+        "{HOSTILE_PICKLES}\nimport sys\nfrom multiprocessing.connection import Client\nh, p = sys.argv[1].rsplit(':', 1)\nc = Client((h, int(p)), authkey=sys.argv[2].encode())\nc.send_bytes(pickle(sys.argv[3]))\ntry:\n    print('answer', c.recv_bytes()[:40])\nexcept (EOFError, ConnectionResetError):\n    print('closed')\n"
+    );
+    let (mut server, addr) = serve(&["--python", "--tasks", "1"]);
+    let mut seen = Vec::new();
+    for (kind, why) in [
+        ("deep", "nested more than 32 deep"),
+        ("expanding", "expands into too many values"),
+    ] {
+        let out = run(python(&client, &[&addr, KEY, kind]));
+        assert_success(&out);
+        assert_eq!(stdout(&out), "closed\n", "{kind}");
+        let lines = server.wait_for(|l| l.starts_with("closed "));
+        assert!(lines.last().unwrap().contains(why), "{kind}: {lines:#?}");
+        seen.extend(lines);
+    }
+    // The server lives and serves the lesson's worker.
+    assert_success(&run(python(LESSON_WORKER, &[&addr, KEY, "0"])));
+    let (lines, _) = finish(&mut server, 1);
+    seen.extend(lines);
+    // Each refused connection is reported once.
+    let closed: Vec<&String> = seen.iter().filter(|l| l.starts_with("closed ")).collect();
+    assert_eq!(closed.len(), 2, "{seen:#?}");
+    // A server whose answer is the deep pickle: the worker ends with 65.
+    let fake = format!(
+        "{HOSTILE_PICKLES}\nimport sys\nfrom multiprocessing.connection import Listener\nl = Listener(('127.0.0.1', 0), authkey=sys.argv[1].encode())\nprint('address %s:%d' % l.address, flush=True)\nc = l.accept()\nc.recv_bytes()\nc.send_bytes(pickle('deep'))\ntry:\n    c.recv_bytes()\nexcept EOFError:\n    print('closed', flush=True)\n"
+    );
+    let (mut f, addr) = master(&fake, KEY);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--python", "--connect", &addr]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_one_line_error(&w, "manager", 65);
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("nested more than 32 deep"),
+        "{w:?}"
+    );
+    f.wait_for(|l| l == "closed");
+}
+
+/// A Python worker that takes one task and puts a wrong result for it.
+const WRONG_WORKER: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager
+class M(BaseManager):
+    pass
+M.register('get_task_queue')
+M.register('get_result_queue')
+h, p = sys.argv[1].rsplit(':', 1)
+m = M(address=(h, int(p)), authkey=sys.argv[2].encode())
+m.connect()
+t, r = m.get_task_queue(), m.get_result_queue()
+n = t.get(timeout=5)
+try:
+    r.put('%d * %d = %d' % (n, n, n * n + 1))
+    print('accepted')
+except Exception:
+    print('refused')
+"#;
+
+#[test]
+fn a_refused_result_hands_its_task_to_the_next_worker() {
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "3"]);
+    let out = run(python(WRONG_WORKER, &[&addr, KEY]));
+    assert_success(&out);
+    assert_eq!(stdout(&out), "refused\n");
+    let seen = server.wait_for(|l| l.starts_with("closed "));
+    assert!(
+        seen.last().unwrap().contains("a wrong result for task 1"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("requeued task 1: ")),
+        "{seen:#?}"
+    );
+    assert_success(&run(python(LESSON_WORKER, &[&addr, KEY, "0"])));
+    let (lines, results) = finish(&mut server, 3);
+    assert_all_results(&results, 3);
+    // The refused worker's connection is reported closed once, not by the
+    // connection and again by the server.
+    let closed = seen
+        .iter()
+        .chain(&lines)
+        .filter(|l| l.starts_with("closed "));
+    assert_eq!(closed.count(), 1, "{seen:#?} {lines:#?}");
+}
+
+#[test]
+fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
+    if python_missing() {
+        return;
+    }
+    let script = SERVE_FOREVER_MASTER
+        .replace("for n in range(1, 11):", "for n in ['seven', 7]:")
+        .replace("for i in range(10):", "for i in range(2):");
+    let (mut m, addr) = master(&script, KEY);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&[
+        "work",
+        "--python",
+        "--connect",
+        &addr,
+        "--idle",
+        "2s",
+    ]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_eq!(w.status.code(), Some(65), "{w:?}");
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("the lesson's task is not an int"), "{err}");
+    let lines = m.wait_for(|l| l == "master exit.");
+    assert_eq!(
+        lines,
+        [
+            "Result: seven: not an int",
+            "Result: 7 * 7 = 49",
+            "master exit."
+        ]
+    );
+}

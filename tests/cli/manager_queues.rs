@@ -257,3 +257,47 @@ fn heartbeats_keep_a_long_task_and_a_killed_worker_loses_it() {
         "{text}"
     );
 }
+
+#[test]
+fn a_task_that_cannot_run_fails_alone_and_the_workers_live() {
+    let (_server, addr) = serve(&["--queue", "tasks", "--queue", "results"]);
+    let put = |input: &str| {
+        assert_success(&pkm_in(
+            &["put", "--connect", &addr, "--queue", "tasks", "-"],
+            input,
+        ))
+    };
+    let get = |n: &str| {
+        let out = pkm(&["get", "--connect", &addr, "--queue", "results", "-n", n]);
+        assert_success(&out);
+        stdout(&out)
+    };
+    // A NUL byte cannot be one of CMD's arguments: that task fails, the
+    // one after it runs, on the same worker.
+    put("a\0b\nok\n");
+    let w = pkm(&["work", "--connect", &addr, "--idle", "1s", "--", "echo"]);
+    assert_eq!(w.status.code(), Some(65), "{w:?}");
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pk-manager: task(a\\0b): a NUL byte"),
+        "{err}"
+    );
+    let lines = stdout(&w);
+    assert!(lines.contains(": task 1 failed: "), "{lines}");
+    assert!(lines.contains(": task 2 done: exit 0"), "{lines}");
+    // One worker: the results come in the tasks' order.
+    assert_eq!(get("2"), "65 a\\0b\n0 ok\nok\n");
+    // Not a number for the lesson's square: that task alone fails.
+    put("seven\n7\n");
+    let w = pkm(&["work", "--connect", &addr, "--idle", "1s"]);
+    assert_eq!(w.status.code(), Some(65), "{w:?}");
+    assert!(
+        String::from_utf8_lossy(&w.stderr)
+            .contains("task(seven): the lesson's task is not a number"),
+        "{w:?}"
+    );
+    let mut results: Vec<String> = get("2").lines().map(String::from).collect();
+    results.sort();
+    assert_eq!(results, ["7 * 7 = 49", "seven: not a number"]);
+}

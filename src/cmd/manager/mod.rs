@@ -22,8 +22,9 @@ with --queue, named bounded queues; `pk-manager work` connects, takes tasks
 and puts results; `pk-manager put` and `get` use the queues from a shell.
 See each subcommand's --help for its output lines and exit statuses.
 
-The key: --authkey-file FILE (mode 0600 or stricter; one trailing newline
-is dropped), or PK_AUTHKEY in the environment. --authkey KEY works too, but
+The key: --authkey-file FILE (a regular file, not a symbolic link, of mode
+0600 or stricter; one trailing newline is dropped), or PK_AUTHKEY in the
+environment. --authkey KEY works too, but
 other local users can read a command line (ps, /proc/PID/cmdline): it warns.
 
 Protocol: 4-byte big-endian length frames (at most 256 bytes before
@@ -65,7 +66,8 @@ pub struct KeyArgs {
     #[arg(short = 'k', long, value_name = "KEY", conflicts_with = "authkey_file")]
     pub authkey: Option<String>,
     /// Read the shared secret from FILE (refused when group or others may
-    /// read it). Without either flag, PK_AUTHKEY from the environment.
+    /// read it, or when it is a FIFO, directory, device or symbolic link).
+    /// Without either flag, PK_AUTHKEY from the environment.
     #[arg(long, value_name = "FILE")]
     pub authkey_file: Option<PathBuf>,
 }

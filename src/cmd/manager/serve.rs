@@ -46,7 +46,9 @@ runs unmodified against it. A type id get_NAME_queue reaches queue NAME or
 NAMEs. Requests are decoded with a pickle subset (None, bool, int, float,
 str, bytes, tuple, list, dict, and the manager's Token and queue
 exceptions); any other pickle, GLOBAL os.system included, closes the
-connection and nothing runs. CPython's protocol has no MAC after its
+connection and nothing runs, as does a value nested more than 32 deep or a
+pickle whose memo references would make it more than 64 KiB plus 32 bytes
+per byte received. CPython's protocol has no MAC after its
 handshake: use it on a network you trust. An item a Python worker gets from
 the first queue is leased until its next put (or get).
 

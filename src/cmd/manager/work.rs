@@ -29,9 +29,17 @@ Output:
   worker <pid>: authenticated with <addr>
   worker <pid>: task <id> received, n=<n>          (CMD: received: <task>)
   worker <pid>: task <id> done: <n> * <n> = <v>    (CMD: done: exit <status>)
+  worker <pid>: task <id> failed: <why>            (the task cannot be run)
   worker <pid>: task <id> was counted already; result dropped
   worker <pid>: no more tasks, <k> done
-With --quiet only the `done` lines are printed.
+With --quiet only the `done` and `failed` lines are printed.
+
+A task that cannot be run fails alone, and is not retried: one that is not
+a number for the lesson, or (CMD) holds a NUL byte, which no argument can
+carry (--stdin can). Its result says so: `<task>: not a number` (--python:
+`<task>: not an int`), or with CMD the status 65 (`65 <task>`, the NUL
+shown as \\0; --python: (task, 65, '')); the reason goes to stderr, and the
+worker takes the next task.
 
 --python: connect to a CPython manager server (BaseManager(...).start() or
 get_server().serve_forever()) as the lesson's Python worker does: type ids
@@ -43,7 +51,8 @@ Exit status: 0 when the server said the queue is closed and drained (the
 lesson: every result is in), or no task came for --idle, or (--python) the
 server closed the connection while this worker held no task; 1 when connecting
 or the handshake times out; 2 for a bad flag or key; 65 when the server
-sent something that is not the protocol, or a lesson task is not a number;
+sent something that is not the protocol (`full` to a put with no time
+limit included), or after a task that could not be run (see above);
 66 when the host does not resolve or the key file does not exist; 71 when
 connecting fails, the connection drops, or the server stays silent for a
 whole lease (it died or stopped); 77 when the keys differ (the server could
@@ -93,7 +102,22 @@ struct Job<'a> {
 /// What a task produced.
 enum Done {
     Square(i128, i128),
-    Ran { status: u8, stdout: Vec<u8> },
+    Ran {
+        status: u8,
+        stdout: Vec<u8>,
+    },
+    /// The task cannot be run (not a number for the lesson, a NUL byte for
+    /// CMD's arguments): it fails alone, reported, and is not retried.
+    Refused(Error),
+}
+
+/// Why the lesson cannot square `task`.
+fn not_a_number(task: &str) -> Error {
+    Error::data(
+        "task",
+        task,
+        "the lesson's task is not a number (use -- CMD for other tasks)",
+    )
 }
 
 impl Job<'_> {
@@ -103,14 +127,17 @@ impl Job<'_> {
         }
         if self.cmd.is_empty() {
             let text = String::from_utf8_lossy(task);
-            let n: i128 = text.trim().parse().map_err(|_| {
-                Error::data(
-                    "task",
-                    text.trim(),
-                    "the lesson's task is not a number (use -- CMD for other tasks)",
-                )
-            })?;
-            return Ok(Done::Square(n, n.wrapping_mul(n)));
+            return Ok(match text.trim().parse::<i128>() {
+                Ok(n) => Done::Square(n, n.wrapping_mul(n)),
+                Err(_) => Done::Refused(not_a_number(text.trim())),
+            });
+        }
+        if !self.stdin && task.contains(&0) {
+            return Ok(Done::Refused(Error::data(
+                "task",
+                String::from_utf8_lossy(task).replace('\0', "\\0"),
+                "a NUL byte cannot be passed in CMD's arguments (use --stdin)",
+            )));
         }
         let arg = String::from_utf8_lossy(task).into_owned();
         let mut argv: Vec<String> = self.cmd.iter().map(|a| a.replace("{}", &arg)).collect();
@@ -177,6 +204,7 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
     let mut c = Client::connect(addr, &key, super::my_pid(), timeout)?;
     note!(out, "worker {me}: authenticated with {addr}")?;
     let mut done = 0u64;
+    let mut refused = 0u64;
     // Done (closed and drained) or Empty (idle for --idle) ends the loop.
     while let Got::Item { id, body: task } = c.get(&a.queue, a.idle.map(|d| d.0))? {
         let shown = String::from_utf8_lossy(&task).into_owned();
@@ -200,8 +228,23 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
                 b.truncate(crate::manager::wire::MAX_BODY);
                 (b, format!("exit {status}"))
             }
+            Done::Refused(e) => {
+                refused += 1;
+                let b = if a.cmd.is_empty() {
+                    format!("{}: not a number", shown.trim())
+                } else {
+                    let shown = shown.replace('\n', "\\n").replace('\0', "\\0");
+                    format!("{} {shown}\n", exit::DATA)
+                };
+                let mut b = b.into_bytes();
+                b.truncate(crate::manager::wire::MAX_BODY);
+                (b, e.to_string())
+            }
         };
         match c.put(&a.results, &body, Some(id), None)? {
+            Put::Ok if matches!(result, Done::Refused(_)) => {
+                task_failed(out, me, id, &line)?;
+            }
             Put::Ok => {
                 done += 1;
                 outln!(out, "worker {me}: task {id} done: {line}")?;
@@ -210,11 +253,28 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
                 out,
                 "worker {me}: task {id} was counted already; result dropped"
             )?,
-            Put::Full => unreachable!("a put with no time limit waits for room"),
+            // A put with no time limit waits for room: a server that
+            // answers full to it does not speak the protocol.
+            Put::Full => {
+                return Err(Error::data(
+                    "put",
+                    &a.conn.connect,
+                    "the server answered 'full' to a put with no time limit",
+                )
+                .into());
+            }
         }
     }
     note!(out, "worker {me}: no more tasks, {done} done")?;
-    Ok(exit::OK)
+    Ok(if refused > 0 { exit::DATA } else { exit::OK })
+}
+
+/// A task that cannot be run failed alone: its line on stdout, and the
+/// reason as an error line on stderr.
+fn task_failed(out: &mut Out, me: process::Pid, id: u64, why: &str) -> Result<()> {
+    crate::cmd::eprintln_one("pk-manager", &why);
+    outln!(out, "worker {me}: task {id} failed: {why}")?;
+    Ok(())
 }
 
 /// The queue's type id for CPython: `tasks` → `get_task_queue`.
@@ -237,6 +297,7 @@ fn work_python(
     let results = c.create(&typeid(&a.results))?;
     note!(out, "worker {me}: authenticated with {addr}")?;
     let mut done = 0u64;
+    let mut refused = 0u64;
     loop {
         let kwds = vec![(Value::str("timeout"), Value::Float(idle.as_secs_f64()))];
         let answer = match c.call(&tasks, "get", vec![], kwds, Some(idle)) {
@@ -260,38 +321,52 @@ fn work_python(
                 .into());
             }
         };
-        done += 1;
-        let id = done;
+        // Tasks are numbered as they come: CPython's queues have no ids.
+        let id = done + refused + 1;
         let result = if a.cmd.is_empty() {
             note!(out, "worker {me}: task {id} received, n={task}")?;
-            let Value::Int(n) = task else {
-                return Err(Error::data(
-                    "task",
-                    &task,
-                    "the lesson's task is not an int (use -- CMD for other tasks)",
-                )
-                .into());
-            };
-            let v = n.wrapping_mul(n);
             if let Some(d) = job.delay {
                 std::thread::sleep(d);
             }
-            outln!(out, "worker {me}: task {id} done: {n} * {n} = {v}")?;
-            Value::Str(format!("{n} * {n} = {v}"))
+            match task {
+                Value::Int(n) => {
+                    done += 1;
+                    let v = n.wrapping_mul(n);
+                    outln!(out, "worker {me}: task {id} done: {n} * {n} = {v}")?;
+                    Value::Str(format!("{n} * {n} = {v}"))
+                }
+                other => {
+                    refused += 1;
+                    let why = Error::data(
+                        "task",
+                        &other,
+                        "the lesson's task is not an int (use -- CMD for other tasks)",
+                    );
+                    task_failed(out, me, id, &why.to_string())?;
+                    Value::Str(format!("{}: not an int", other.to_text()))
+                }
+            }
         } else {
             let text = task.to_text();
             note!(out, "worker {me}: task {id} received: {text}")?;
-            match job.run(text.as_bytes())? {
+            let (status, stdout) = match job.run(text.as_bytes())? {
                 Done::Ran { status, stdout } => {
+                    done += 1;
                     outln!(out, "worker {me}: task {id} done: exit {status}")?;
-                    Value::Tuple(vec![
-                        task,
-                        Value::Int(status.into()),
-                        Value::Str(String::from_utf8_lossy(&stdout).into_owned()),
-                    ])
+                    (status, stdout)
+                }
+                Done::Refused(why) => {
+                    refused += 1;
+                    task_failed(out, me, id, &why.to_string())?;
+                    (exit::DATA, Vec::new())
                 }
                 Done::Square(..) => unreachable!("a command was given"),
-            }
+            };
+            Value::Tuple(vec![
+                task,
+                Value::Int(status.into()),
+                Value::Str(String::from_utf8_lossy(&stdout).into_owned()),
+            ])
         };
         match c.call(&results, "put", vec![result], vec![], Some(timeout))? {
             Answer::Return(_) => {}
@@ -307,5 +382,5 @@ fn work_python(
         }
     }
     note!(out, "worker {me}: no more tasks, {done} done")?;
-    Ok(exit::OK)
+    Ok(if refused > 0 { exit::DATA } else { exit::OK })
 }

@@ -67,9 +67,8 @@ impl Hub {
         let Some(id) = target else {
             return Err(Refusal("a result that settles no task".into()));
         };
-        if let Some(c) = st.conns.get_mut(&conn) {
-            c.leases.retain(|&l| l != id);
-        }
+        // A refused result leaves the task leased to this connection, which
+        // hands it back when it closes or falls silent.
         let n = match st.items.get(&id) {
             Some(Entry {
                 queue: 0,
@@ -78,6 +77,7 @@ impl Hub {
             }) => *n,
             Some(_) => return Err(Refusal(format!("item {id} is not a task"))),
             None => {
+                Self::forget(st, conn, id);
                 self.emit(Event::Late(peer, id));
                 return Ok(Put::Stale);
             }
@@ -89,6 +89,7 @@ impl Hub {
                 "a wrong result for task {id} (n={n}): {text:?}"
             )));
         }
+        Self::forget(st, conn, id);
         Self::settle(st, id);
         let outcome = Outcome {
             id,

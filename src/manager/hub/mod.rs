@@ -320,8 +320,15 @@ impl Hub {
     }
 
     /// Add `value` to queue `q`, settling what `settle` names in the same
-    /// step, waiting up to `wait` for room. In the lesson, a put on
-    /// `results` is a result: it must settle a task and be right.
+    /// step, waiting up to `wait` for room. The item stays leased to its
+    /// holder until there is room: settling and adding happen together
+    /// under the lock, so a put that ends without adding (no room within
+    /// `wait`, a closed queue, a `tick` error when the peer is gone) leaves
+    /// the item held, to be settled by a later put or handed back when the
+    /// connection closes or falls silent. While it waits, the connection
+    /// counts as heard: it is not silent, it is waiting for us. In the
+    /// lesson, a put on `results` is a result: it must settle a task and
+    /// be right.
     pub fn put(
         &self,
         conn: ConnId,
@@ -350,22 +357,31 @@ impl Hub {
                         st.queues[q].name
                     ))));
                 }
-                if let Some(id) = target {
-                    if let Some(c) = st.conns.get_mut(&conn) {
-                        c.leases.retain(|&l| l != id);
-                    }
-                    if !Self::settle(&mut st, id) {
-                        if let Some(c) = st.conns.get(&conn) {
-                            self.emit(Event::Late(c.peer.clone(), id));
+                // The item it settles, if that is still to be settled.
+                let settles = match target {
+                    Some(id) => match st.items.get(&id) {
+                        Some(e) => Some((id, e.queue)),
+                        None => {
+                            // Settled already (by a worker that took it
+                            // over when this one's lease ran out).
+                            Self::forget(&mut st, conn, id);
+                            if let Some(c) = st.conns.get(&conn) {
+                                self.emit(Event::Late(c.peer.clone(), id));
+                            }
+                            self.changed.notify_all();
+                            return Ok(Ok(Put::Stale));
                         }
-                        self.changed.notify_all();
-                        return Ok(Ok(Put::Stale));
-                    }
-                    // Settled: from here on this put no longer names it.
-                    return Ok(self.push_after_settle(st, q, value, deadline, tick));
-                }
+                    },
+                    None => None,
+                };
+                // Settling an item of this very queue makes room for it.
+                let freed = usize::from(settles.is_some_and(|(_, from)| from == q));
                 let queue = &st.queues[q];
-                if queue.len() < queue.capacity {
+                if queue.len() - freed < queue.capacity {
+                    if let Some((id, _)) = settles {
+                        Self::forget(&mut st, conn, id);
+                        Self::settle(&mut st, id);
+                    }
                     Self::push(&mut st, q, value);
                     self.changed.notify_all();
                     return Ok(Ok(Put::Ok));
@@ -385,43 +401,16 @@ impl Hub {
             drop(st);
             tick()?;
             st = self.lock();
+            if let Some(c) = st.conns.get_mut(&conn) {
+                c.last_heard = Instant::now();
+            }
         }
     }
 
-    /// The second half of a settling put: the item is settled; wait for
-    /// room for the result. A full result queue is reported as `Full`, the
-    /// result is then lost but the task stays settled (the worker did it).
-    fn push_after_settle<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, State>,
-        q: usize,
-        value: Value,
-        deadline: Option<Instant>,
-        tick: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Put, Refusal> {
-        self.changed.notify_all();
-        loop {
-            let queue = &st.queues[q];
-            if queue.closed {
-                return Err(Refusal(format!("queue '{}' is closed", queue.name)));
-            }
-            if queue.len() < queue.capacity {
-                Self::push(&mut st, q, value);
-                self.changed.notify_all();
-                return Ok(Put::Ok);
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d <= now => return Ok(Put::Full),
-                Some(d) => d - now,
-                None => TICK,
-            };
-            st = self.nap(st, left.min(TICK));
-            drop(st);
-            if tick().is_err() {
-                return Ok(Put::Full);
-            }
-            st = self.lock();
+    /// `conn` no longer holds item `id`.
+    fn forget(st: &mut State, conn: ConnId, id: u64) {
+        if let Some(c) = st.conns.get_mut(&conn) {
+            c.leases.retain(|&l| l != id);
         }
     }
 
@@ -442,9 +431,7 @@ impl Hub {
     /// Settle item `id` without a result (a consumer has it).
     pub fn ack(&self, conn: ConnId, id: u64) -> Put {
         let mut st = self.lock();
-        if let Some(c) = st.conns.get_mut(&conn) {
-            c.leases.retain(|&l| l != id);
-        }
+        Self::forget(&mut st, conn, id);
         let ok = Self::settle(&mut st, id);
         drop(st);
         self.changed.notify_all();
@@ -457,3 +444,6 @@ impl Hub {
         self.changed.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests;

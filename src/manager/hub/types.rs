@@ -129,7 +129,8 @@ pub enum Put {
     Ok,
     /// It settles an item settled already; dropped.
     Stale,
-    /// No room within the wait.
+    /// No room within the wait: nothing added, and what it settles is
+    /// still held (a later put may settle it).
     Full,
 }
 

@@ -52,6 +52,8 @@ pub enum End {
     Refused,
     /// A long-lived client hung up.
     Gone,
+    /// A long-lived connection was closed for an error, reported already.
+    Closed,
 }
 
 fn exposed() -> Value {
@@ -100,20 +102,31 @@ fn queue_of(hub: &Hub, typeid: &str) -> Option<String> {
         .find(|n| names.contains(n))
 }
 
-/// Serve one connection from a CPython client: the two challenges and the
-/// first request by `deadline`, then `authed()`, then the requests.
+/// The two challenges of a connection from a CPython client, by
+/// `deadline`: true when both sides proved the key, false when the peer
+/// answered wrong (it heard `#FAILURE#`).
+pub fn challenge(key: &Key, stream: &mut TcpStream, peer: &str, deadline: Instant) -> Result<bool> {
+    if !deliver_challenge(stream, peer, key, Some(deadline))? {
+        return Ok(false);
+    }
+    answer_challenge(stream, peer, key, Some(deadline))?;
+    Ok(true)
+}
+
+/// Serve one connection from a CPython client past its [`challenge`]:
+/// the first request by `deadline`, then `authed()`, then the requests.
+/// The end of a long-lived connection is reported by the hub (an error
+/// included, as [`End::Closed`]). A connection asked to become long-lived
+/// (`accept_connection`) first takes its place with `stay()`; its error
+/// closes the connection instead.
 pub fn serve(
     hub: &Hub,
-    key: &Key,
     stream: &mut TcpStream,
     peer: &str,
     deadline: Instant,
     authed: &mut dyn FnMut(),
+    stay: &mut dyn FnMut() -> Result<()>,
 ) -> Result<End> {
-    if !deliver_challenge(stream, peer, key, Some(deadline))? {
-        return Ok(End::Refused);
-    }
-    answer_challenge(stream, peer, key, Some(deadline))?;
     let first = loads(&recv(stream, peer, MAX_BODY, Some(deadline))?)?;
     authed();
     let _ = stream.set_read_timeout(None);
@@ -130,8 +143,9 @@ pub fn serve(
         ("get_methods", [_]) => reply("#RETURN", exposed()),
         ("number_of_objects", []) => reply("#RETURN", Value::Int(hub.queue_names().len() as i128)),
         ("accept_connection", [_]) => {
+            stay()?;
             send(stream, peer, &reply("#RETURN", Value::None))?;
-            return serve_client(hub, stream, peer);
+            return Ok(serve_client(hub, stream, peer));
         }
         (f, _) => traceback(format!("AssertionError: {f:?} is not served by pk-manager")),
     };
@@ -139,15 +153,19 @@ pub fn serve(
     Ok(End::Answered)
 }
 
-/// The long-lived connection of one client thread.
-fn serve_client(hub: &Hub, stream: &mut TcpStream, addr: &str) -> Result<End> {
+/// The long-lived connection of one client thread; its end, an error
+/// included, is reported as the hub hands back what it held.
+fn serve_client(hub: &Hub, stream: &mut TcpStream, addr: &str) -> End {
     let conn = hub.register(Peer::at(addr, true));
     let result = client_loop(hub, conn, stream, addr);
     hub.unregister(conn, |p| match &result {
         Ok(_) => None,
         Err(e) => Some(crate::manager::hub::Event::Closed(p.clone(), e.to_string())),
     });
-    result
+    match result {
+        Ok(end) => end,
+        Err(_) => End::Closed,
+    }
 }
 
 fn client_loop(hub: &Hub, conn: ConnId, stream: &mut TcpStream, peer: &str) -> Result<End> {

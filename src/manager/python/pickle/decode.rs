@@ -1,8 +1,13 @@
 //! The decoder: a pickle machine restricted to the whitelisted opcodes and
-//! names, building on an arena.
+//! names, building on an arena of nodes that refer to each other by index.
+//! Nothing is materialised before STOP; [`Decoder::tree`] then makes the
+//! one value, bounded in depth and in bytes (see the module docs above).
 
-use super::{MAX_DEPTH, Value};
+use super::{BUDGET_BASE, BUDGET_PER_BYTE, Exception, MAX_DEPTH, Token, Value};
 use crate::error::{Error, Result};
+
+/// The Token class, by `module.name`.
+const TOKEN: (&str, &str) = ("multiprocessing.managers", "Token");
 
 /// Exceptions a manager may send in an `#ERROR` answer, by `module.name`.
 const EXCEPTIONS: &[(&str, &str)] = &[
@@ -19,19 +24,38 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("builtins", "OSError"),
 ];
 
-/// One node of the decoding arena.
+/// One node of the decoding arena. A str or bytes is where it lies in the
+/// input; a container or record names its parts by arena index.
 #[derive(Debug)]
 enum Node {
-    Leaf(Value),
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    /// A str: `len` bytes of the input from `at`, checked UTF-8.
+    Str {
+        at: usize,
+        len: usize,
+    },
+    /// A bytes object: `len` bytes of the input from `at`.
+    Bytes {
+        at: usize,
+        len: usize,
+    },
     Tuple(Vec<usize>),
     List(Vec<usize>),
     Dict(Vec<(usize, usize)>),
     /// A whitelisted class named by GLOBAL / STACK_GLOBAL.
-    Class(String, String),
+    Class(&'static str, &'static str),
     /// `Token.__new__(Token)`, waiting for its BUILD.
     NewToken,
+    /// A built Token: its state, a tuple (str, address, str), checked.
+    Token(usize),
+    /// An exception: its class and its arguments, a tuple.
+    Exception(&'static str, &'static str, usize),
 }
 
+/// A stack entry: a MARK, or a node's index.
 #[derive(Debug, Clone, Copy)]
 enum Slot {
     Mark,
@@ -44,15 +68,24 @@ pub(super) struct Decoder<'a> {
     arena: Vec<Node>,
     stack: Vec<Slot>,
     memo: std::collections::HashMap<u32, usize>,
-    budget: usize,
 }
 
 fn refuse(why: impl Into<String>) -> Error {
     Error::data("unpickle", "python peer", why.into())
 }
 
+fn too_big() -> Error {
+    refuse("a pickle that expands into too many values")
+}
+
+fn too_deep() -> Error {
+    refuse(format!(
+        "values nested more than {MAX_DEPTH} deep (or a list that contains itself)"
+    ))
+}
+
 impl<'a> Decoder<'a> {
-    /// A decoder of `input`, its expansion budget proportional to it.
+    /// A decoder of `input`.
     pub(super) fn new(input: &'a [u8]) -> Self {
         Decoder {
             input,
@@ -60,7 +93,6 @@ impl<'a> Decoder<'a> {
             arena: Vec::new(),
             stack: Vec::new(),
             memo: std::collections::HashMap::new(),
-            budget: 1024 + input.len() * 4,
         }
     }
 
@@ -93,10 +125,6 @@ impl<'a> Decoder<'a> {
     fn push(&mut self, node: Node) {
         self.arena.push(node);
         self.stack.push(Slot::Node(self.arena.len() - 1));
-    }
-
-    fn leaf(&mut self, v: Value) {
-        self.push(Node::Leaf(v));
     }
 
     fn pop(&mut self) -> Result<usize> {
@@ -132,27 +160,42 @@ impl<'a> Decoder<'a> {
             .collect())
     }
 
-    fn string(&mut self, n: usize) -> Result<String> {
+    /// A str of `n` bytes at the current position, checked UTF-8.
+    fn string(&mut self, n: usize) -> Result<()> {
+        let at = self.pos;
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| refuse("a str that is not UTF-8"))
+        std::str::from_utf8(b).map_err(|_| refuse("a str that is not UTF-8"))?;
+        self.push(Node::Str { at, len: n });
+        Ok(())
     }
 
-    fn str_at(&self, i: usize) -> Result<&str> {
-        match &self.arena[i] {
-            Node::Leaf(Value::Str(s)) => Ok(s),
+    /// A bytes object of `n` bytes at the current position.
+    fn bytes(&mut self, n: usize) -> Result<()> {
+        let at = self.pos;
+        self.take(n)?;
+        self.push(Node::Bytes { at, len: n });
+        Ok(())
+    }
+
+    fn str_at(&self, i: usize) -> Result<&'a str> {
+        match self.arena[i] {
+            Node::Str { at, len } => {
+                Ok(std::str::from_utf8(&self.input[at..at + len]).expect("checked when read"))
+            }
             _ => Err(refuse("a global named by something other than two strs")),
         }
     }
 
-    fn class(&mut self, module: String, name: String) -> Result<()> {
-        let known = (module == "multiprocessing.managers" && name == "Token")
-            || EXCEPTIONS.iter().any(|(m, n)| *m == module && *n == name);
-        if !known {
+    fn class(&mut self, module: &str, name: &str) -> Result<()> {
+        let known = std::iter::once(&TOKEN)
+            .chain(EXCEPTIONS)
+            .find(|(m, n)| *m == module && *n == name);
+        let Some(&(m, n)) = known else {
             return Err(refuse(format!(
                 "a pickle that names {module}.{name}, which is not allowed"
             )));
-        }
-        self.push(Node::Class(module, name));
+        };
+        self.push(Node::Class(m, n));
         Ok(())
     }
 
@@ -163,8 +206,13 @@ impl<'a> Decoder<'a> {
         let neg = bytes.last().is_some_and(|b| b & 0x80 != 0);
         let mut buf = [if neg { 0xff } else { 0 }; 16];
         buf[..bytes.len()].copy_from_slice(bytes);
-        self.leaf(Value::Int(i128::from_le_bytes(buf)));
+        self.push(Node::Int(i128::from_le_bytes(buf)));
         Ok(())
+    }
+
+    /// Whether node `i` is a str.
+    fn is_str(&self, i: usize) -> bool {
+        matches!(self.arena[i], Node::Str { .. })
     }
 
     pub(super) fn run(&mut self) -> Result<usize> {
@@ -190,20 +238,20 @@ impl<'a> Decoder<'a> {
                     }
                     return Ok(root);
                 }
-                b'N' => self.leaf(Value::None),
-                0x88 => self.leaf(Value::Bool(true)),
-                0x89 => self.leaf(Value::Bool(false)),
+                b'N' => self.push(Node::None),
+                0x88 => self.push(Node::Bool(true)),
+                0x89 => self.push(Node::Bool(false)),
                 b'J' => {
                     let v = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-                    self.leaf(Value::Int(v.into()));
+                    self.push(Node::Int(v.into()));
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.leaf(Value::Int(v.into()));
+                    self.push(Node::Int(v.into()));
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes"));
-                    self.leaf(Value::Int(v.into()));
+                    self.push(Node::Int(v.into()));
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
@@ -217,37 +265,31 @@ impl<'a> Decoder<'a> {
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
-                    self.leaf(Value::Float(v));
+                    self.push(Node::Float(v));
                 }
                 0x8c => {
                     let n = self.u8()? as usize;
-                    let s = self.string(n)?;
-                    self.leaf(Value::Str(s));
+                    self.string(n)?;
                 }
                 b'X' => {
                     let n = self.u32le()? as usize;
-                    let s = self.string(n)?;
-                    self.leaf(Value::Str(s));
+                    self.string(n)?;
                 }
                 0x8d => {
                     let n = self.len64()?;
-                    let s = self.string(n)?;
-                    self.leaf(Value::Str(s));
+                    self.string(n)?;
                 }
                 b'C' => {
                     let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.leaf(Value::Bytes(b));
+                    self.bytes(n)?;
                 }
                 b'B' => {
                     let n = self.u32le()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.leaf(Value::Bytes(b));
+                    self.bytes(n)?;
                 }
                 0x8e => {
                     let n = self.len64()?;
-                    let b = self.take(n)?.to_vec();
-                    self.leaf(Value::Bytes(b));
+                    self.bytes(n)?;
                 }
                 b')' => self.push(Node::Tuple(Vec::new())),
                 0x85..=0x87 => {
@@ -347,10 +389,7 @@ impl<'a> Decoder<'a> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (m, n) = (
-                        self.str_at(module)?.to_string(),
-                        self.str_at(name)?.to_string(),
-                    );
+                    let (m, n) = (self.str_at(module)?, self.str_at(name)?);
                     self.class(m, n)?;
                 }
                 b'c' => {
@@ -360,17 +399,14 @@ impl<'a> Decoder<'a> {
                     else {
                         return Err(refuse("a GLOBAL cut short"));
                     };
-                    let (m, n) = (
-                        String::from_utf8_lossy(m).into_owned(),
-                        String::from_utf8_lossy(n).into_owned(),
-                    );
                     self.pos += m.len() + n.len() + 2;
-                    self.class(m, n)?;
+                    let (m, n) = (String::from_utf8_lossy(m), String::from_utf8_lossy(n));
+                    self.class(&m, &n)?;
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let is_token = matches!(&self.arena[cls], Node::Class(m, n) if m == "multiprocessing.managers" && n == "Token");
+                    let is_token = matches!(self.arena[cls], Node::Class(m, n) if (m, n) == TOKEN);
                     let no_args = matches!(&self.arena[args], Node::Tuple(a) if a.is_empty());
                     if !(is_token && no_args) {
                         return Err(refuse("NEWOBJ of something other than a Token"));
@@ -383,37 +419,29 @@ impl<'a> Decoder<'a> {
                     if !matches!(self.arena[obj], Node::NewToken) {
                         return Err(refuse("BUILD on something other than a Token"));
                     }
-                    let token = match self.tree(state, 0)? {
-                        Value::Tuple(t) => match <[Value; 3]>::try_from(t) {
-                            Ok([Value::Str(typeid), address, Value::Str(id)]) => Value::Token {
-                                typeid,
-                                address: Box::new(address),
-                                id,
-                            },
-                            _ => {
-                                return Err(refuse(
-                                    "a Token whose state is not (str, address, str)",
-                                ));
-                            }
-                        },
+                    match &self.arena[state] {
+                        Node::Tuple(t)
+                            if t.len() == 3 && self.is_str(t[0]) && self.is_str(t[2]) => {}
+                        Node::Tuple(_) => {
+                            return Err(refuse("a Token whose state is not (str, address, str)"));
+                        }
                         _ => return Err(refuse("a Token whose state is not a tuple")),
-                    };
-                    self.arena[obj] = Node::Leaf(token);
+                    }
+                    self.arena[obj] = Node::Token(state);
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let Node::Class(module, name) = &self.arena[cls] else {
+                    let Node::Class(module, name) = self.arena[cls] else {
                         return Err(refuse("REDUCE of something that is not an allowed class"));
                     };
-                    if name == "Token" {
+                    if (module, name) == TOKEN {
                         return Err(refuse("REDUCE of a Token"));
                     }
-                    let (module, name) = (module.clone(), name.clone());
-                    let Value::Tuple(args) = self.tree(args, 0)? else {
+                    if !matches!(self.arena[args], Node::Tuple(_)) {
                         return Err(refuse("REDUCE with arguments that are not a tuple"));
-                    };
-                    self.leaf(Value::Exception { module, name, args });
+                    }
+                    self.push(Node::Exception(module, name, args));
                 }
                 other => {
                     return Err(refuse(format!(
@@ -425,52 +453,196 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// The value at arena node `i`, bounded in depth and in size.
-    pub(super) fn tree(&mut self, i: usize, depth: usize) -> Result<Value> {
-        if depth > MAX_DEPTH {
-            return Err(refuse(format!(
-                "values nested more than {MAX_DEPTH} deep (or a list that contains itself)"
-            )));
+    /// The value at arena node `root`, no deeper than [`MAX_DEPTH`] and
+    /// holding no more bytes than the budget allows.
+    pub(super) fn tree(&self, root: usize) -> Result<Value> {
+        let mut t = Tree {
+            arena: &self.arena,
+            input: self.input,
+            budget: BUDGET_BASE.saturating_add(self.input.len().saturating_mul(BUDGET_PER_BYTE)),
+        };
+        t.root(root)
+    }
+}
+
+/// Turning the arena into a value: the budget left, in bytes.
+struct Tree<'d> {
+    arena: &'d [Node],
+    input: &'d [u8],
+    budget: usize,
+}
+
+/// The bytes of `n` value slots (a container's items, or the root).
+fn slots(n: usize) -> usize {
+    n.saturating_mul(std::mem::size_of::<Value>())
+}
+
+/// What a value under construction becomes once its parts are made.
+enum Kind<'d> {
+    Tuple,
+    List,
+    Dict(&'d [(usize, usize)]),
+    Token { typeid: String, id: String },
+    Exception(&'static str, &'static str),
+}
+
+/// A value under construction: the nodes of its parts and those made.
+struct Frame<'d> {
+    kind: Kind<'d>,
+    items: &'d [usize],
+    depth: usize,
+    made: Vec<Value>,
+}
+
+impl Frame<'_> {
+    fn parts(&self) -> usize {
+        match self.kind {
+            Kind::Dict(pairs) => pairs.len() * 2,
+            _ => self.items.len(),
         }
-        self.budget = self
-            .budget
-            .checked_sub(1)
-            .ok_or_else(|| refuse("a pickle that expands into too many values"))?;
-        Ok(match &self.arena[i] {
-            Node::Leaf(v) => {
-                let weight = match v {
-                    Value::Str(s) => s.len() / 64,
-                    Value::Bytes(b) => b.len() / 64,
-                    _ => 0,
-                };
-                self.budget = self
-                    .budget
-                    .checked_sub(weight)
-                    .ok_or_else(|| refuse("a pickle that expands into too many values"))?;
-                v.clone()
-            }
-            Node::Tuple(items) => {
-                let items = items.clone();
-                Value::Tuple(self.trees(&items, depth)?)
-            }
-            Node::List(items) => {
-                let items = items.clone();
-                Value::List(self.trees(&items, depth)?)
-            }
-            Node::Dict(pairs) => {
-                let pairs = pairs.clone();
-                let mut out = Vec::with_capacity(pairs.len());
-                for (k, v) in pairs {
-                    out.push((self.tree(k, depth + 1)?, self.tree(v, depth + 1)?));
+    }
+
+    /// The node of part `j`.
+    fn part(&self, j: usize) -> usize {
+        match self.kind {
+            Kind::Dict(pairs) if j % 2 == 0 => pairs[j / 2].0,
+            Kind::Dict(pairs) => pairs[j / 2].1,
+            _ => self.items[j],
+        }
+    }
+
+    fn finish(self) -> Value {
+        match self.kind {
+            Kind::Tuple => Value::Tuple(self.made),
+            Kind::List => Value::List(self.made),
+            Kind::Dict(_) => {
+                let mut made = self.made.into_iter();
+                let mut pairs = Vec::with_capacity(made.len() / 2);
+                while let (Some(k), Some(v)) = (made.next(), made.next()) {
+                    pairs.push((k, v));
                 }
-                Value::Dict(out)
+                Value::Dict(pairs)
+            }
+            Kind::Token { typeid, id } => Value::Token(Box::new(Token {
+                typeid,
+                address: self
+                    .made
+                    .into_iter()
+                    .next()
+                    .expect("a Token has its address"),
+                id,
+            })),
+            Kind::Exception(module, name) => Value::Exception(Box::new(Exception {
+                module: module.into(),
+                name: name.into(),
+                args: self.made,
+            })),
+        }
+    }
+}
+
+impl<'d> Tree<'d> {
+    /// The root value, made with a stack of its own (at most
+    /// [`MAX_DEPTH`] + 1 frames), not the thread's.
+    fn root(&mut self, root: usize) -> Result<Value> {
+        self.charge(slots(1))?;
+        let mut stack: Vec<Frame<'d>> = Vec::new();
+        let mut made = self.open(root, 0, &mut stack)?;
+        loop {
+            if let Some(v) = made {
+                match stack.last_mut() {
+                    Some(top) => top.made.push(v),
+                    None => return Ok(v),
+                }
+            }
+            let top = stack.last().expect("a value under construction");
+            made = if top.made.len() < top.parts() {
+                let (part, depth) = (top.part(top.made.len()), top.depth + 1);
+                self.open(part, depth, &mut stack)?
+            } else {
+                Some(stack.pop().expect("not empty").finish())
+            };
+        }
+    }
+
+    /// Count `bytes` more against the budget.
+    fn charge(&mut self, bytes: usize) -> Result<()> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(too_big)?;
+        Ok(())
+    }
+
+    fn text(&mut self, at: usize, len: usize) -> Result<String> {
+        self.charge(len)?;
+        let s = std::str::from_utf8(&self.input[at..at + len]).expect("checked when read");
+        Ok(s.to_owned())
+    }
+
+    /// Start on node `i`, `depth` levels down, its slot paid for by the
+    /// caller: a value made at once, or `None` with a frame pushed for its
+    /// parts. What a value owns (its parts' slots, its text, its box) is
+    /// charged before it is allocated.
+    fn open(
+        &mut self,
+        i: usize,
+        depth: usize,
+        stack: &mut Vec<Frame<'d>>,
+    ) -> Result<Option<Value>> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        let arena: &'d [Node] = self.arena;
+        let (kind, items): (Kind<'d>, &'d [usize]) = match &arena[i] {
+            Node::None => return Ok(Some(Value::None)),
+            Node::Bool(b) => return Ok(Some(Value::Bool(*b))),
+            Node::Int(n) => return Ok(Some(Value::Int(*n))),
+            Node::Float(x) => return Ok(Some(Value::Float(*x))),
+            &Node::Str { at, len } => return Ok(Some(Value::Str(self.text(at, len)?))),
+            &Node::Bytes { at, len } => {
+                self.charge(len)?;
+                return Ok(Some(Value::Bytes(self.input[at..at + len].to_vec())));
+            }
+            Node::Tuple(items) => (Kind::Tuple, items),
+            Node::List(items) => (Kind::List, items),
+            Node::Dict(pairs) => (Kind::Dict(pairs), &[]),
+            &Node::Token(state) => {
+                self.charge(std::mem::size_of::<Token>())?;
+                let Node::Tuple(parts) = &arena[state] else {
+                    unreachable!("BUILD checked the state");
+                };
+                let (&Node::Str { at: ta, len: tl }, &Node::Str { at: ia, len: il }) =
+                    (&arena[parts[0]], &arena[parts[2]])
+                else {
+                    unreachable!("BUILD checked the state");
+                };
+                let kind = Kind::Token {
+                    typeid: self.text(ta, tl)?,
+                    id: self.text(ia, il)?,
+                };
+                (kind, &parts[1..2])
+            }
+            &Node::Exception(module, name, args) => {
+                self.charge(std::mem::size_of::<Exception>() + module.len() + name.len())?;
+                let Node::Tuple(items) = &arena[args] else {
+                    unreachable!("REDUCE checked the arguments");
+                };
+                (Kind::Exception(module, name), items)
             }
             Node::Class(m, n) => return Err(refuse(format!("a bare class {m}.{n} as a value"))),
             Node::NewToken => return Err(refuse("a Token without its state")),
-        })
-    }
-
-    fn trees(&mut self, items: &[usize], depth: usize) -> Result<Vec<Value>> {
-        items.iter().map(|&i| self.tree(i, depth + 1)).collect()
+        };
+        let mut frame = Frame {
+            kind,
+            items,
+            depth,
+            made: Vec::new(),
+        };
+        // The parts' slots: a Token's address lives in its box, paid above.
+        let parts = frame.parts();
+        if !matches!(frame.kind, Kind::Token { .. }) {
+            self.charge(slots(parts))?;
+        }
+        frame.made.reserve_exact(parts);
+        stack.push(frame);
+        Ok(None)
     }
 }

@@ -23,6 +23,22 @@ fn dump_items(items: &[Value], out: &mut Vec<u8>) {
     }
 }
 
+fn dump_tuple(items: &[Value], out: &mut Vec<u8>) {
+    match items.len() {
+        0 => out.push(b')'),
+        1..=3 => {
+            for v in items {
+                dump(v, out);
+            }
+            out.push(0x84 + items.len() as u8);
+        }
+        _ => {
+            dump_items(items, out);
+            out.push(b't');
+        }
+    }
+}
+
 pub(super) fn dump(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::None => out.push(b'N'),
@@ -67,19 +83,7 @@ pub(super) fn dump(v: &Value, out: &mut Vec<u8>) {
             }
             out.extend_from_slice(b);
         }
-        Value::Tuple(items) => match items.len() {
-            0 => out.push(b')'),
-            1..=3 => {
-                for v in items {
-                    dump(v, out);
-                }
-                out.push(0x84 + items.len() as u8);
-            }
-            _ => {
-                dump_items(items, out);
-                out.push(b't');
-            }
-        },
+        Value::Tuple(items) => dump_tuple(items, out),
         Value::List(items) => {
             out.push(b']');
             if !items.is_empty() {
@@ -98,24 +102,20 @@ pub(super) fn dump(v: &Value, out: &mut Vec<u8>) {
                 out.push(b'u');
             }
         }
-        Value::Token {
-            typeid,
-            address,
-            id,
-        } => {
+        Value::Token(t) => {
             dump_str("multiprocessing.managers", out);
             dump_str("Token", out);
             out.extend_from_slice(&[0x93, b')', 0x81]);
-            dump_str(typeid, out);
-            dump(address, out);
-            dump_str(id, out);
+            dump_str(&t.typeid, out);
+            dump(&t.address, out);
+            dump_str(&t.id, out);
             out.extend_from_slice(&[0x87, b'b']);
         }
-        Value::Exception { module, name, args } => {
-            dump_str(module, out);
-            dump_str(name, out);
+        Value::Exception(e) => {
+            dump_str(&e.module, out);
+            dump_str(&e.name, out);
             out.push(0x93);
-            dump(&Value::Tuple(args.clone()), out);
+            dump_tuple(&e.args, out);
             out.push(b'R');
         }
     }

@@ -13,10 +13,22 @@
 //!
 //! Pickles are built on an arena, as the pickle machine builds them: a list
 //! memoized while empty and filled afterwards is the filled list when it is
-//! fetched from the memo. Turning the arena into a tree is bounded in depth
-//! ([`MAX_DEPTH`], which also refuses self-containing lists) and in size (a
-//! budget of nodes proportional to the input, so memo references cannot
-//! blow a small pickle up into a huge value).
+//! fetched from the memo. Every value kind is a node of the arena, the
+//! records included (an exception's arguments, a Token's address), and the
+//! arena becomes a tree once, at STOP. That step is bounded:
+//!
+//! - in depth: no value of any kind nests more than [`MAX_DEPTH`] deep
+//!   (which also refuses a list that contains itself), so dropping,
+//!   cloning, printing or encoding a decoded value recurses at most that
+//!   deep, on any thread's stack;
+//! - in memory: every byte the tree holds is counted (each value's slot,
+//!   each str's and bytes' contents, each record's box) against a budget
+//!   of [`BUDGET_BASE`] plus [`BUDGET_PER_BYTE`] per input byte, so memo
+//!   references cannot blow a small pickle up: a pickle that would
+//!   materialise more is refused before it does.
+//!
+//! Decoding itself (the arena) costs at most one node per input byte, and
+//! a str or bytes in the arena is a range of the input, not a copy.
 //!
 //! The encoder writes protocol 4 opcodes (without frames) that every
 //! CPython since 3.4 reads.
@@ -30,8 +42,16 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-/// How deeply containers may nest in a decoded value.
+/// How deeply values may nest in a decoded value: containers, an
+/// exception's arguments and a Token's address each count one level.
 pub const MAX_DEPTH: usize = 32;
+
+/// Bytes any pickle may materialise, whatever its length.
+pub const BUDGET_BASE: usize = 64 << 10;
+
+/// Bytes a pickle may materialise per byte of its own: one value slot, the
+/// most a pickle can make of one byte without a memo reference.
+pub const BUDGET_PER_BYTE: usize = std::mem::size_of::<Value>();
 
 /// A decoded pickle: plain data, or one of the whitelisted records.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,23 +75,33 @@ pub enum Value {
     /// A dict, its pairs in order.
     Dict(Vec<(Value, Value)>),
     /// `multiprocessing.managers.Token(typeid, address, id)`.
-    Token {
-        /// The registered type id (`get_task_queue`).
-        typeid: String,
-        /// The manager's address, usually `(host, port)`.
-        address: Box<Value>,
-        /// The shared object's id.
-        id: String,
-    },
+    Token(Box<Token>),
     /// A whitelisted exception instance: `_queue.Empty()`, `queue.Full()` …
-    Exception {
-        /// The module that defines it (`_queue`, `queue`, `builtins`).
-        module: String,
-        /// The class name.
-        name: String,
-        /// Its `args`.
-        args: Vec<Value>,
-    },
+    Exception(Box<Exception>),
+}
+
+/// A manager's `Token`: which shared object, on which server. Boxed in
+/// [`Value`] so that the common values stay small.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// The registered type id (`get_task_queue`).
+    pub typeid: String,
+    /// The manager's address, usually `(host, port)`.
+    pub address: Value,
+    /// The shared object's id.
+    pub id: String,
+}
+
+/// An exception instance of a whitelisted class, inert. Boxed in
+/// [`Value`] so that the common values stay small.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exception {
+    /// The module that defines it (`_queue`, `queue`, `builtins`).
+    pub module: String,
+    /// The class name.
+    pub name: String,
+    /// Its `args`.
+    pub args: Vec<Value>,
 }
 
 impl Value {
@@ -80,27 +110,28 @@ impl Value {
         Value::Str(s.into())
     }
 
+    /// An exception of class `module.name` with these `args`.
+    pub fn exception(module: &str, name: &str, args: Vec<Value>) -> Value {
+        Value::Exception(Box::new(Exception {
+            module: module.into(),
+            name: name.into(),
+            args,
+        }))
+    }
+
     /// The queue module's `Empty()`, as CPython 3.7+ spells it.
     pub fn empty() -> Value {
-        Value::Exception {
-            module: "_queue".into(),
-            name: "Empty".into(),
-            args: Vec::new(),
-        }
+        Value::exception("_queue", "Empty", Vec::new())
     }
 
     /// The queue module's `Full()`.
     pub fn full() -> Value {
-        Value::Exception {
-            module: "queue".into(),
-            name: "Full".into(),
-            args: Vec::new(),
-        }
+        Value::exception("queue", "Full", Vec::new())
     }
 
     /// Whether this is the queue module's `Empty` exception.
     pub fn is_empty_exception(&self) -> bool {
-        matches!(self, Value::Exception { name, module, .. } if name == "Empty" && module.ends_with("queue"))
+        matches!(self, Value::Exception(e) if e.name == "Empty" && e.module.ends_with("queue"))
     }
 
     /// The text a shell user wants to see: a str as it is, bytes as they
@@ -163,16 +194,14 @@ impl fmt::Display for Value {
                 }
                 f.write_str("}")
             }
-            Value::Token {
-                typeid,
-                address,
-                id,
-            } => {
-                write!(f, "Token(typeid={typeid:?}, address={address}, id={id:?})")
-            }
-            Value::Exception { name, args, .. } => {
-                write!(f, "{name}(")?;
-                seq(f, args)?;
+            Value::Token(t) => write!(
+                f,
+                "Token(typeid={:?}, address={}, id={:?})",
+                t.typeid, t.address, t.id
+            ),
+            Value::Exception(e) => {
+                write!(f, "{}(", e.name)?;
+                seq(f, &e.args)?;
                 f.write_str(")")
             }
         }
@@ -184,7 +213,7 @@ impl fmt::Display for Value {
 pub fn loads(input: &[u8]) -> Result<Value> {
     let mut d = decode::Decoder::new(input);
     let root = d.run()?;
-    d.tree(root, 0)
+    d.tree(root)
 }
 
 /// Encode a value as a protocol-4 pickle.

@@ -32,17 +32,12 @@ fn cpython_pickles_decode() {
         ])
     );
     let token = b"\x80\x04\x95S\x00\x00\x00\x00\x00\x00\x00\x8c\x18multiprocessing.managers\x94\x8c\x05Token\x94\x93\x94)\x81\x94\x8c\x0eget_task_queue\x94\x8c\t127.0.0.1\x94M\x88\x13\x86\x94\x8c\x027f\x94\x87\x94b.";
-    let Value::Token {
-        typeid,
-        id,
-        address,
-    } = loads(token).unwrap()
-    else {
+    let Value::Token(t) = loads(token).unwrap() else {
         panic!("not a token")
     };
-    assert_eq!((typeid.as_str(), id.as_str()), ("get_task_queue", "7f"));
+    assert_eq!((t.typeid.as_str(), t.id.as_str()), ("get_task_queue", "7f"));
     assert_eq!(
-        *address,
+        t.address,
         Value::Tuple(vec![Value::str("127.0.0.1"), Value::Int(5000)])
     );
     let big = b"\x80\x04\x95\x18\x00\x00\x00\x00\x00\x00\x00\x8c\x07#RETURN\x94\x8a\t\x00\x00\x00\x00\x00\x00\x00\x00@\x86\x94.";
@@ -69,11 +64,12 @@ fn values_round_trip() {
         Value::Dict(vec![(Value::str("k"), Value::Tuple(vec![Value::Int(1)]))]),
         Value::empty(),
         Value::full(),
-        Value::Token {
+        Value::Token(Box::new(Token {
             typeid: "t".into(),
-            address: Box::new(Value::Tuple(vec![Value::str("h"), Value::Int(1)])),
+            address: Value::Tuple(vec![Value::str("h"), Value::Int(1)]),
             id: "1".into(),
-        },
+        })),
+        Value::exception("builtins", "KeyError", vec![Value::str("k")]),
     ]);
     assert_eq!(loads(&dumps(&v)).unwrap(), v);
 }
@@ -129,3 +125,6 @@ fn a_list_memoized_empty_is_fetched_full() {
         ])
     );
 }
+
+#[path = "tests_hostile.rs"]
+mod hostile;
