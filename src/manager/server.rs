@@ -584,7 +584,9 @@ fn worker_loop(
                     Msg::Ok
                 }
             },
-            Msg::Heartbeat => continue,
+            // Answered, so that a worker busy with a long command hears
+            // that the server lives.
+            Msg::Heartbeat => Msg::Wait,
             other => {
                 return Err(unexpected(
                     addr,
