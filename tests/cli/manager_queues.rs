@@ -358,3 +358,72 @@ fn a_worker_ends_its_command_and_exits_71_when_the_server_dies_or_stops() {
         server.wait();
     }
 }
+
+/// A task whose command kills its worker (as the OOM killer would) is
+/// handed out --max-deliveries times, each time behind the tasks waiting,
+/// then fails onto the results queue as `65 <task>`; the good tasks behind
+/// it run, and workers stop dying.
+#[test]
+fn a_task_that_kills_every_worker_fails_after_max_deliveries() {
+    let (mut server, addr) = serve(&[
+        "--queue",
+        "tasks",
+        "--queue",
+        "results",
+        "--max-deliveries",
+        "2",
+    ]);
+    assert_success(&pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "bad",
+        "a",
+        "b",
+    ]));
+    let script = "if [ {} = bad ]; then kill -9 $PPID; sleep 5; fi; echo {}";
+    let mut died = 0;
+    for _ in 0..5 {
+        let w = pkm(&[
+            "work",
+            "--connect",
+            &addr,
+            "--idle",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        if w.status.code() == Some(0) {
+            break;
+        }
+        assert_signal(&w.status, libc::SIGKILL);
+        died += 1;
+    }
+    assert_eq!(died, 2, "the limit is 2 deliveries");
+    let got = pkm(&[
+        "get",
+        "--connect",
+        &addr,
+        "--queue",
+        "results",
+        "-n",
+        "3",
+        "--timeout",
+        "5s",
+    ]);
+    assert_success(&got);
+    assert_eq!(messages(&stdout(&got)), ["0 a\na", "0 b\nb", "65 bad"]);
+    let lines = server.wait_for(|l| l.starts_with("task 1 failed: "));
+    assert!(
+        lines.last().unwrap().contains("lost 2 times")
+            && lines
+                .last()
+                .unwrap()
+                .ends_with("failure result put on results"),
+        "{lines:#?}"
+    );
+}
