@@ -1,6 +1,7 @@
 //! A pk-manager client: a worker, or a shell's `put` and `get`.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,20 +60,27 @@ pub enum Put {
     Full,
 }
 
-/// The sending half, shared with the heartbeat thread.
+/// The connection, shared with the heartbeat thread: whoever holds the
+/// lock sends a request and reads its answer, so a heartbeat and its
+/// answer never interleave with a request and its.
 #[derive(Debug)]
-struct Sender {
+struct Conn {
     stream: TcpStream,
+    server: String,
+    lease: Duration,
+    /// Seals what we send.
     seal: Seal,
+    /// Opens what the server sends.
+    open: Seal,
+    /// When the server was last heard.
+    heard: Instant,
 }
 
 /// An authenticated connection to a pk-manager server.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
     server: String,
-    send: Arc<Mutex<Sender>>,
-    open: Seal,
+    conn: Arc<Mutex<Conn>>,
     lease: Duration,
     beat: Arc<Beat>,
     beat_thread: Option<std::thread::JoinHandle<()>>,
@@ -153,17 +161,16 @@ impl Client {
         stream
             .set_write_timeout(Some(lease))
             .map_err(|e| Error::io("setsockopt", &server, &e))?;
-        let writer = stream
-            .try_clone()
-            .map_err(|e| Error::io("dup", &server, &e))?;
         Ok(Client {
-            stream,
-            server,
-            send: Arc::new(Mutex::new(Sender {
-                stream: writer,
+            conn: Arc::new(Mutex::new(Conn {
+                stream,
+                server: server.clone(),
+                lease,
                 seal: Seal::new(key, &ns, &nw, Direction::ToServer),
+                open,
+                heard: Instant::now(),
             })),
-            open,
+            server,
             lease,
             beat: Arc::default(),
             beat_thread: None,
@@ -175,60 +182,20 @@ impl Client {
         self.lease
     }
 
-    fn send(&self, msg: &Msg) -> Result<()> {
-        send_on(&self.send, &self.server, msg)
-    }
-
-    /// The next answer, past the server's keepalives.
-    fn recv(&mut self) -> Result<Msg> {
-        loop {
-            let payload =
-                read_payload(&mut self.stream, &self.server, MAX_FRAME, None).map_err(|e| {
-                    if e.kind() == ErrorKind::TimedOut {
-                        Error::new(
-                            ErrorKind::PeerClosed,
-                            "read",
-                            &self.server,
-                            format!(
-                                "the server sent nothing for {:?} (the lease); it is gone",
-                                self.lease
-                            ),
-                        )
-                    } else {
-                        e
-                    }
-                })?;
-            let body = self.open.open(&payload, &self.server)?;
-            match Msg::decode(body) {
-                Some(Msg::Wait) => continue,
-                Some(Msg::Refused { why }) => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidInput,
-                        "request",
-                        &self.server,
-                        why,
-                    ));
-                }
-                Some(m) if !m.is_handshake() => return Ok(m),
-                _ => {
-                    return Err(Error::data(
-                        "read",
-                        &self.server,
-                        "a sealed frame that is no message",
-                    ));
-                }
-            }
-        }
+    /// Send `msg` and read its answer, past the server's keepalives.
+    fn request(&self, msg: &Msg) -> Result<Msg> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.send(msg)?;
+        c.recv(None)
     }
 
     /// Take the next item of `queue`, waiting up to `wait` (`None`: until
     /// one comes or the queue is closed and drained).
     pub fn get(&mut self, queue: &str, wait: Option<Duration>) -> Result<Got> {
-        self.send(&Msg::Get {
+        match self.request(&Msg::Get {
             queue: queue.to_string(),
             wait_ms: ms(wait),
-        })?;
-        match self.recv()? {
+        })? {
             Msg::Item { id, body } => Ok(Got::Item { id, body }),
             Msg::Empty => Ok(Got::Empty),
             Msg::Done => Ok(Got::Done),
@@ -255,17 +222,17 @@ impl Client {
                 ),
             ));
         }
-        self.send(&Msg::Put {
+        let answer = self.request(&Msg::Put {
             queue: queue.to_string(),
             settles: settles.unwrap_or(0),
             wait_ms: ms(wait),
             body: body.to_vec(),
         })?;
-        self.put_answer()
+        self.put_answer(answer)
     }
 
-    fn put_answer(&mut self) -> Result<Put> {
-        match self.recv()? {
+    fn put_answer(&self, answer: Msg) -> Result<Put> {
+        match answer {
             Msg::Ok => Ok(Put::Ok),
             Msg::Stale => Ok(Put::Stale),
             Msg::Full => Ok(Put::Full),
@@ -275,39 +242,128 @@ impl Client {
 
     /// Settle item `id` without a result.
     pub fn ack(&mut self, id: u64) -> Result<Put> {
-        self.send(&Msg::Ack { id })?;
-        self.put_answer()
+        let answer = self.request(&Msg::Ack { id })?;
+        self.put_answer(answer)
     }
 
     /// Close `queue`: no more puts; workers that find it drained stop.
     pub fn close_queue(&mut self, queue: &str) -> Result<()> {
-        self.send(&Msg::Close {
+        match self.request(&Msg::Close {
             queue: queue.to_string(),
-        })?;
-        match self.recv()? {
+        })? {
             Msg::Ok => Ok(()),
             other => Err(unexpected(&self.server, &other, "ok")),
         }
     }
 
     /// Mark this worker busy until the guard drops: meanwhile a thread
-    /// of the client's sends a heartbeat every third of the lease, so a
-    /// worker holding a task through a long command keeps its lease. The
-    /// thread starts on first use and lives as long as the client.
-    pub fn heartbeats(&mut self) -> Heartbeats {
+    /// of the client's sends a heartbeat every third of the lease and
+    /// reads the server's answer, so a worker holding a task through a
+    /// long command keeps its lease, and learns when the server is gone.
+    /// When a heartbeat cannot be sent, or the server stays silent for a
+    /// whole lease (it died, stopped, or the network is cut), the lease
+    /// is lost: [`Heartbeats::lost`] says why and
+    /// [`Heartbeats::lost_fd`] becomes readable, for a caller that waits
+    /// on a command with poll(2). The server hands the task to another
+    /// worker then; the connection is of no further use. The thread
+    /// starts on first use and lives as long as the client.
+    pub fn heartbeats(&mut self) -> Result<Heartbeats> {
         if self.beat_thread.is_none() {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| Error::sys("pipe2", "heartbeat", e))?;
             let beat = Arc::clone(&self.beat);
-            let send = Arc::clone(&self.send);
-            let server = self.server.clone();
+            let conn = Arc::clone(&self.conn);
             let every = self.lease / 3;
-            self.beat_thread = std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("heartbeat".into())
-                .spawn(move || beat.run(every, || send_on(&send, &server, &Msg::Heartbeat).is_ok()))
-                .ok();
+                .spawn(move || {
+                    beat.run(every, || {
+                        let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+                        c.heartbeat()
+                    });
+                    drop(w);
+                })
+                .map_err(|e| Error::io("pthread_create", "heartbeat", &e))?;
+            self.beat_thread = Some(thread);
+            self.beat.set(|b| b.wake = Some(Arc::new(r)));
         }
-        self.beat.set(|b| b.busy = true);
-        Heartbeats {
+        let mut wake = None;
+        self.beat.set(|b| {
+            b.busy = true;
+            wake.clone_from(&b.wake);
+        });
+        Ok(Heartbeats {
             beat: Arc::clone(&self.beat),
+            wake: wake.expect("the wake pipe exists once the thread does"),
+        })
+    }
+}
+
+impl Conn {
+    fn send(&mut self, msg: &Msg) -> Result<()> {
+        let payload = self.seal.seal(&msg.encode());
+        write_payload(&mut self.stream, &self.server, &payload)
+    }
+
+    /// The next answer, past the server's keepalives; `by`: give up then
+    /// (else after a lease of silence).
+    fn recv(&mut self, by: Option<Instant>) -> Result<Msg> {
+        loop {
+            let read = read_payload(&mut self.stream, &self.server, MAX_FRAME, by);
+            if by.is_some() {
+                // read_payload with a deadline changed the socket's
+                // receive timeout; the next plain read gets the lease again.
+                let _ = self.stream.set_read_timeout(Some(self.lease));
+            }
+            let payload = read.map_err(|e| {
+                if e.kind() == ErrorKind::TimedOut {
+                    Error::new(
+                        ErrorKind::PeerClosed,
+                        "read",
+                        &self.server,
+                        format!(
+                            "the server sent nothing for {:?} (the lease); it is gone",
+                            self.lease
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            let body = self.open.open(&payload, &self.server)?;
+            self.heard = Instant::now();
+            match Msg::decode(body) {
+                Some(Msg::Wait) if by.is_none() => continue,
+                Some(Msg::Refused { why }) => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "request",
+                        &self.server,
+                        why,
+                    ));
+                }
+                Some(m) if !m.is_handshake() => return Ok(m),
+                _ => {
+                    return Err(Error::data(
+                        "read",
+                        &self.server,
+                        "a sealed frame that is no message",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One heartbeat and the server's answer (`wait`). The answer is
+    /// awaited until a whole lease has passed since the server was last
+    /// heard, and at least half a lease after the heartbeat (a worker that
+    /// was itself stopped does not blame the server for its own silence).
+    fn heartbeat(&mut self) -> Result<()> {
+        self.send(&Msg::Heartbeat)?;
+        let by = (self.heard + self.lease).max(Instant::now() + self.lease / 2);
+        match self.recv(Some(by))? {
+            Msg::Wait => Ok(()),
+            other => Err(unexpected(&self.server, &other, "wait")),
         }
     }
 }
@@ -325,6 +381,11 @@ impl Drop for Client {
 struct BeatState {
     busy: bool,
     stop: bool,
+    /// Why the lease was lost, once it was.
+    lost: Option<Error>,
+    /// The read end of a pipe whose write end the thread closes when it
+    /// ends (the lease lost, or the client dropped).
+    wake: Option<Arc<OwnedFd>>,
 }
 
 /// Whether the heartbeat thread should beat, and whether it should end.
@@ -345,8 +406,9 @@ impl Beat {
         }
     }
 
-    /// Every `every`, beat if busy, until stopped or a beat fails.
-    fn run(&self, every: Duration, mut beat: impl FnMut() -> bool) {
+    /// Every `every`, beat if busy, until stopped or a beat fails (the
+    /// failure is kept in `lost`).
+    fn run(&self, every: Duration, mut beat: impl FnMut() -> Result<()>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let deadline = Instant::now() + every;
@@ -363,25 +425,43 @@ impl Beat {
             }
             if st.busy {
                 drop(st);
-                if !beat() {
+                let r = beat();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = r {
+                    st.lost = Some(e);
                     return;
                 }
-                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             }
         }
     }
-}
-
-fn send_on(send: &Mutex<Sender>, server: &str, msg: &Msg) -> Result<()> {
-    let mut s = send.lock().unwrap_or_else(|p| p.into_inner());
-    let payload = s.seal.seal(&msg.encode());
-    write_payload(&mut s.stream, server, &payload)
 }
 
 /// The worker is busy (heartbeats flow) until this is dropped.
 #[derive(Debug)]
 pub struct Heartbeats {
     beat: Arc<Beat>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Heartbeats {
+    /// Why the lease was lost (a heartbeat could not be sent, or the
+    /// server was silent for a whole lease), once it was; `None` while
+    /// the heartbeats hold it.
+    pub fn lost(&self) -> Option<Error> {
+        self.beat
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost
+            .clone()
+    }
+
+    /// A descriptor that becomes readable (end of file) when the lease is
+    /// lost: poll(2) it beside a command. It also becomes readable when
+    /// the client is dropped.
+    pub fn lost_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
 }
 
 impl Drop for Heartbeats {

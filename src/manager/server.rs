@@ -17,7 +17,9 @@
 //! - **TCP keepalive** on every connection, so a peer whose host vanished
 //!   without a FIN is noticed even when it holds nothing.
 //! - **Leases.** A thread wakes a few times per lease and hands the items
-//!   of connections silent for the whole lease back to their queues.
+//!   of connections silent for the whole lease back to their queues; an
+//!   item that lost its lease [`Config::max_deliveries`] times fails onto
+//!   the dead-letter queue instead.
 
 use std::collections::VecDeque;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -54,6 +56,13 @@ pub struct Config {
     pub min_workers: usize,
     /// Speak CPython's manager protocol instead of pk-manager's own.
     pub python: bool,
+    /// Named queues: an item whose lease has been lost this many times
+    /// fails (see [`Hub::with_delivery_limit`]); 0: no limit. The lesson
+    /// has none.
+    pub max_deliveries: u32,
+    /// The queue failed items' results go on; without such a queue there
+    /// is no limit.
+    pub dead_letters: String,
 }
 
 impl Default for Config {
@@ -65,6 +74,8 @@ impl Default for Config {
             max_workers: 1024,
             min_workers: 1,
             python: false,
+            max_deliveries: 3,
+            dead_letters: "results".into(),
         }
     }
 }
@@ -132,7 +143,14 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let hub = match mode {
             Mode::Lesson(n) => Hub::lesson(n, cfg.lease, cfg.min_workers, tx),
-            Mode::Queues(q) => Hub::new(&q, cfg.lease, cfg.min_workers, tx),
+            Mode::Queues(q) => {
+                let dead = q.iter().position(|s| s.name == cfg.dead_letters);
+                let hub = Hub::new(&q, cfg.lease, cfg.min_workers, tx);
+                match dead {
+                    Some(d) => hub.with_delivery_limit(cfg.max_deliveries, d, cfg.python),
+                    None => hub,
+                }
+            }
         };
         let sh = Arc::new(Shared {
             key,
@@ -584,7 +602,9 @@ fn worker_loop(
                     Msg::Ok
                 }
             },
-            Msg::Heartbeat => continue,
+            // Answered, so that a worker busy with a long command hears
+            // that the server lives.
+            Msg::Heartbeat => Msg::Wait,
             other => {
                 return Err(unexpected(
                     addr,

@@ -109,7 +109,8 @@ pub enum Msg {
     },
     /// Worker → server: still working on what I hold.
     Heartbeat,
-    /// Server → worker: still waiting for you (sent while a request waits).
+    /// Server → worker: still here (sent while a request waits, and in
+    /// answer to each heartbeat).
     Wait,
     /// Close `queue`: no more puts; gets see `Done` once it is drained.
     Close {

@@ -301,3 +301,129 @@ fn a_task_that_cannot_run_fails_alone_and_the_workers_live() {
     results.sort();
     assert_eq!(results, ["7 * 7 = 49", "seven: not a number"]);
 }
+
+/// A worker whose server dies (SIGKILL) or stops (SIGSTOP) while its
+/// command runs does not wait for the command: the heartbeats notice
+/// (a closed connection, or a whole lease of silence), the command's
+/// whole process group is ended — SIGTERM, then SIGKILL for one that
+/// ignores it — and the worker exits 71 with one line saying why. Its
+/// result would be a duplicate: the server has handed the task on.
+#[test]
+fn a_worker_ends_its_command_and_exits_71_when_the_server_dies_or_stops() {
+    become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    for (sig, ignore_term) in [
+        (nix::sys::signal::Signal::SIGKILL, false),
+        (nix::sys::signal::Signal::SIGSTOP, true),
+    ] {
+        let (mut server, addr) =
+            serve(&["--queue", "tasks", "--queue", "results", "--lease", "1s"]);
+        assert_success(&pkm(&["put", "--connect", &addr, "--queue", "tasks", "x"]));
+        // The command starts a grandchild in its group and waits far
+        // longer than the test's own timeout.
+        let bg = dir.path().join(format!("bg-{sig:?}"));
+        let trap = if ignore_term { "trap '' TERM; " } else { "" };
+        let script = format!(
+            "{trap}sleep 300 & echo $! > {}; wait; echo {{}}",
+            bg.display()
+        );
+        let err = dir.path().join(format!("err-{sig:?}"));
+        let mut cmd = mgr(&["work", "--connect", &addr, "--", "sh", "-c", &script]);
+        cmd.stderr(std::fs::File::create(&err).unwrap());
+        let mut w = Running::start(cmd, false);
+        w.wait_for(|l| l.contains("received: x"));
+        let bg_pid = loop {
+            if let Some(p) = std::fs::read_to_string(&bg)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                break p;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        server.signal(sig);
+        let status = w.wait();
+        assert_eq!(status.code(), Some(71), "{sig:?}: {status:?}");
+        let text = std::fs::read_to_string(&err).unwrap();
+        assert_eq!(text.lines().count(), 1, "{sig:?}: {text}");
+        assert!(
+            text.starts_with("pk-manager: heartbeat(")
+                && text.contains("task 1: ")
+                && text.contains("its command was ended"),
+            "{sig:?}: {text}"
+        );
+        assert_gone(bg_pid);
+        assert!(!w.rest().contains(" done: "), "{sig:?}");
+        server.signal(nix::sys::signal::Signal::SIGKILL);
+        server.wait();
+    }
+}
+
+/// A task whose command kills its worker (as the OOM killer would) is
+/// handed out --max-deliveries times, each time behind the tasks waiting,
+/// then fails onto the results queue as `65 <task>`; the good tasks behind
+/// it run, and workers stop dying.
+#[test]
+fn a_task_that_kills_every_worker_fails_after_max_deliveries() {
+    let (mut server, addr) = serve(&[
+        "--queue",
+        "tasks",
+        "--queue",
+        "results",
+        "--max-deliveries",
+        "2",
+    ]);
+    assert_success(&pkm(&[
+        "put",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "bad",
+        "a",
+        "b",
+    ]));
+    let script = "if [ {} = bad ]; then kill -9 $PPID; sleep 5; fi; echo {}";
+    let mut died = 0;
+    for _ in 0..5 {
+        let w = pkm(&[
+            "work",
+            "--connect",
+            &addr,
+            "--idle",
+            "500ms",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        if w.status.code() == Some(0) {
+            break;
+        }
+        assert_signal(&w.status, libc::SIGKILL);
+        died += 1;
+    }
+    assert_eq!(died, 2, "the limit is 2 deliveries");
+    let got = pkm(&[
+        "get",
+        "--connect",
+        &addr,
+        "--queue",
+        "results",
+        "-n",
+        "3",
+        "--timeout",
+        "5s",
+    ]);
+    assert_success(&got);
+    assert_eq!(messages(&stdout(&got)), ["0 a\na", "0 b\nb", "65 bad"]);
+    let lines = server.wait_for(|l| l.starts_with("task 1 failed: "));
+    assert!(
+        lines.last().unwrap().contains("lost 2 times")
+            && lines
+                .last()
+                .unwrap()
+                .ends_with("failure result put on results"),
+        "{lines:#?}"
+    );
+}

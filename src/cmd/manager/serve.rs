@@ -21,9 +21,19 @@ With --queue NAME (repeatable): named queues of at most --capacity items
 each (queued and out on lease together), served until the server is killed
 or --timeout passes.
 
+A task whose worker dies, disconnects or stays silent for --lease goes
+back to the end of its queue, behind the tasks already waiting (the worker
+may have died of it: the others are not held up behind it). A task whose
+lease has been lost --max-deliveries times (default 3) is not handed out
+again: it fails, and its failure result goes on --dead-letters (default
+`results`, when served) in the form a worker gives a task it cannot run:
+`65 <task>` (--python: the tuple (task, 65, '')), added even to a full
+queue. So a task that crashes every worker that runs it (kill -9 $PPID, the
+OOM killer) costs N workers, not all of them. The lesson has no limit.
+
 Output (one line per event):
   listening on <ip>:<port>                  (always first; port 0 = chosen by the kernel)
-  queued <N> tasks | queues: <name> (capacity <c>), ...
+  queued <N> tasks | queues: <name> (capacity <c>), ...[; a task whose lease is lost <N> times fails onto <queue>]
   worker <addr> (pid <p>) authenticated
   refused <addr>: wrong authkey
   closed <addr>: <reason>                   (garbage, oversized frame, bad MAC, handshake timeout)
@@ -34,6 +44,7 @@ Output (one line per event):
   late result <id> from <addr> (pid <p>): already counted, dropped
   requeued task <id>: <addr> (pid <p>) left holding it
   lease expired: task <id> held by <addr> (pid <p>) silent for <lease>; requeued
+  task <id> failed: its lease was lost <N> times (last held by <addr> (pid <p>)); failure result put on <queue>
   worker <addr> (pid <p>) left: no more tasks | disconnected
   all <N> results:
   task <id>: <n> * <n> = <v> by pid <p>     (python workers: by python <addr>)
@@ -95,6 +106,16 @@ pub struct ServeArgs {
     /// Speak CPython's manager protocol instead of pk-manager's own.
     #[arg(long)]
     python: bool,
+    /// Queues: a task whose lease is lost N times (its worker died,
+    /// disconnected or fell silent) fails onto --dead-letters (0: no
+    /// limit; 0-1000000).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    max_deliveries: u32,
+    /// Queues: where a failed task's result goes (default: `results`, when
+    /// served).
+    #[arg(long, value_name = "NAME", requires = "queue")]
+    dead_letters: Option<String>,
     /// Lesson: give up (exit 1) when the results are not all in after
     /// DURATION. Queues: stop serving after DURATION (exit 0).
     #[arg(long, value_name = "DURATION")]
@@ -128,8 +149,18 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
                 capacity: a.capacity as usize,
             });
         }
+        if let Some(d) = &a.dead_letters {
+            if !specs.iter().any(|s| &s.name == d) {
+                return Err(Error::invalid(
+                    "--dead-letters",
+                    format!("'{d}' is not one of the --queue names"),
+                )
+                .into());
+            }
+        }
         Mode::Queues(specs)
     };
+    let dead_letters = a.dead_letters.clone().unwrap_or_else(|| "results".into());
     let key = a.key.load()?;
     let cfg = Config {
         lease: a.lease.0,
@@ -137,6 +168,8 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
         max_unauthenticated: a.max_unauthenticated as usize,
         min_workers: a.min_workers as usize,
         python: a.python,
+        max_deliveries: a.max_deliveries,
+        dead_letters: dead_letters.clone(),
         ..Config::default()
     };
     let lesson = matches!(mode, Mode::Lesson(_));
@@ -149,7 +182,15 @@ pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
                 .iter()
                 .map(|s| format!("{} (capacity {})", s.name, s.capacity))
                 .collect();
-            note!(out, "queues: {}", list.join(", "))?;
+            let limit = if a.max_deliveries > 0 && q.iter().any(|s| s.name == dead_letters) {
+                format!(
+                    "; a task whose lease is lost {} times fails onto {dead_letters}",
+                    a.max_deliveries
+                )
+            } else {
+                String::new()
+            };
+            note!(out, "queues: {}{limit}", list.join(", "))?;
         }
     }
     server.start()?;
@@ -229,6 +270,10 @@ fn report(out: &mut Out, ev: &Event, lease: Duration) -> Result<()> {
                 "lease expired: task {id} held by {p} silent for {lease:?}; requeued"
             )
         }
+        Event::Failed(p, id, n, queue) => note!(
+            out,
+            "task {id} failed: its lease was lost {n} times (last held by {p}); failure result put on {queue}"
+        ),
         Event::Left(p) => note!(out, "worker {p} left: no more tasks"),
         Event::Gone(p) => note!(out, "worker {p} disconnected"),
         Event::Finished => Ok(()),

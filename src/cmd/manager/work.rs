@@ -8,10 +8,10 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
 use crate::error::{Error, ErrorKind};
-use crate::manager::client::{Client, Got, Put};
+use crate::manager::client::{Client, Got, Heartbeats, Put};
 use crate::manager::python::client::{Answer, PyClient};
 use crate::manager::python::pickle::Value;
-use crate::spawn::{Spawn, Stdin};
+use crate::spawn::{Event, Running, Spawn, Stdin};
 use crate::{note, outln, process};
 
 pub(super) const HELP: &str = "\
@@ -21,9 +21,16 @@ With CMD: each task runs CMD through posixkit's spawn, the task replacing
 every `{}` in its arguments (appended as the last argument when none has
 `{}`), or fed on stdin with --stdin. The result is one line `<status>
 <task>` (status as a shell shows it: 0-255, 128+N for signal N, 127 not
-found) followed by the command's stdout; its stderr goes to ours. While CMD
-runs, heartbeats keep the lease. With --python the result is the tuple
-(task, status, stdout) instead.
+found) followed by the command's stdout; its stderr goes to ours. With
+--python the result is the tuple (task, status, stdout) instead.
+
+While a task runs, heartbeats (every third of the server's lease, each
+answered) keep the lease. When a heartbeat fails or the server stays silent
+for a whole lease (it died, stopped, or the network is cut), the server has
+handed the task to another worker: the worker ends CMD's process group (CMD
+runs in a group of its own; SIGTERM, then SIGKILL 1s later), reaps it, puts
+no result, and exits 71 with one line, within about a lease. A worker that
+dies sends SIGTERM to CMD.
 
 Output:
   worker <pid>: authenticated with <addr>
@@ -55,7 +62,8 @@ sent something that is not the protocol (`full` to a put with no time
 limit included), or after a task that could not be run (see above);
 66 when the host does not resolve or the key file does not exist; 71 when
 connecting fails, the connection drops, or the server stays silent for a
-whole lease (it died or stopped); 77 when the keys differ (the server could
+whole lease (it died or stopped), while waiting or while a task runs (its
+command is ended then, see above); 77 when the keys differ (the server could
 not prove our key, or refused ours: no task is received then).";
 
 /// `work` flags.
@@ -109,7 +117,13 @@ enum Done {
     /// The task cannot be run (not a number for the lesson, a NUL byte for
     /// CMD's arguments): it fails alone, reported, and is not retried.
     Refused(Error),
+    /// The lease was lost while the task ran (why): its command was ended.
+    Lost(Error),
 }
+
+/// How long a command whose lease was lost has between SIGTERM and
+/// SIGKILL.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Why the lesson cannot square `task`.
 fn not_a_number(task: &str) -> Error {
@@ -120,10 +134,64 @@ fn not_a_number(task: &str) -> Error {
     )
 }
 
+/// Wait `d`, or until the lease is lost; the reason if it was.
+fn pause(d: Duration, beat: Option<&Heartbeats>) -> Result<Option<Error>> {
+    let Some(b) = beat else {
+        std::thread::sleep(d);
+        return Ok(None);
+    };
+    use nix::poll::{PollFd, PollFlags, poll};
+    let deadline = process::deadline_after(d);
+    loop {
+        let mut fds = [PollFd::new(b.lost_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, process::poll_timeout(deadline)) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(lost_why(b))),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", "heartbeat", e).into()),
+        }
+    }
+}
+
+fn lost_why(b: &Heartbeats) -> Error {
+    b.lost().unwrap_or_else(|| {
+        Error::new(
+            ErrorKind::PeerClosed,
+            "heartbeat",
+            "server",
+            "the heartbeats stopped",
+        )
+    })
+}
+
+/// End the command's whole process group: SIGTERM (and SIGCONT), then
+/// SIGKILL if it still runs after [`GRACE`]; reap it.
+fn end_group(r: &mut Running) -> Result<()> {
+    use nix::sys::signal::Signal;
+    r.signal(Signal::SIGTERM)?;
+    r.signal(Signal::SIGCONT)?;
+    let deadline = process::deadline_after(GRACE);
+    loop {
+        match r.wait_event(deadline, None)? {
+            Event::Exited(_) => return Ok(()),
+            Event::Woken => continue,
+            Event::Deadline => break,
+        }
+    }
+    r.signal(Signal::SIGKILL)?;
+    // A process that left the group may still hold a pipe: not waited on.
+    r.abandon_output();
+    r.wait()?;
+    Ok(())
+}
+
 impl Job<'_> {
-    fn run(&self, task: &[u8]) -> Result<Done> {
+    /// Run one task; with `beat`, end it when the lease is lost.
+    fn run(&self, task: &[u8], beat: Option<&Heartbeats>) -> Result<Done> {
         if let Some(d) = self.delay {
-            std::thread::sleep(d);
+            if let Some(why) = pause(d, beat)? {
+                return Ok(Done::Lost(why));
+            }
         }
         if self.cmd.is_empty() {
             let text = String::from_utf8_lossy(task);
@@ -149,13 +217,32 @@ impl Job<'_> {
         } else {
             Vec::new()
         };
-        let spawn = Spawn::new(&argv)?.stdin(Stdin::Bytes(input)).capture(true);
-        match spawn.run() {
-            Ok(o) => {
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), &o.stderr);
+        // Its own process group, so that a lost lease ends the command
+        // and everything it started; SIGTERM when this worker dies.
+        let spawn = Spawn::new(&argv)?
+            .stdin(Stdin::Bytes(input))
+            .capture(true)
+            .process_group(true)
+            .die_with_parent(nix::sys::signal::Signal::SIGTERM);
+        match spawn.start() {
+            Ok(mut running) => {
+                let status = loop {
+                    let wake = beat.map(Heartbeats::lost_fd);
+                    match running.wait_event(None, wake)? {
+                        Event::Exited(s) => break s,
+                        Event::Deadline => continue,
+                        Event::Woken => {
+                            let why = lost_why(beat.expect("woken by the heartbeats"));
+                            end_group(&mut running)?;
+                            return Ok(Done::Lost(why));
+                        }
+                    }
+                };
+                let (stdout, stderr) = running.take_output();
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &stderr);
                 Ok(Done::Ran {
-                    status: o.status.shell_code(),
-                    stdout: o.stdout,
+                    status: status.shell_code(),
+                    stdout,
                 })
             }
             Err(e)
@@ -214,8 +301,8 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
             note!(out, "worker {me}: task {id} received: {shown}")?;
         }
         let result = {
-            let _beat = c.heartbeats();
-            job.run(&task)?
+            let beat = c.heartbeats()?;
+            job.run(&task, Some(&beat))?
         };
         let (body, line) = match &result {
             Done::Square(n, v) => (
@@ -239,6 +326,20 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
                 let mut b = b.into_bytes();
                 b.truncate(crate::manager::wire::MAX_BODY);
                 (b, e.to_string())
+            }
+            // The server has handed the task to another worker: its result
+            // would be a duplicate. One line, exit 71.
+            Done::Lost(why) => {
+                let what = if a.cmd.is_empty() { "work" } else { "command" };
+                return Err(Error::new(
+                    ErrorKind::PeerClosed,
+                    "heartbeat",
+                    addr,
+                    format!(
+                        "task {id}: {why}; its {what} was ended, the server gives the task to another worker"
+                    ),
+                )
+                .into());
             }
         };
         match c.put(&a.results, &body, Some(id), None)? {
@@ -349,7 +450,7 @@ fn work_python(
         } else {
             let text = task.to_text();
             note!(out, "worker {me}: task {id} received: {text}")?;
-            let (status, stdout) = match job.run(text.as_bytes())? {
+            let (status, stdout) = match job.run(text.as_bytes(), None)? {
                 Done::Ran { status, stdout } => {
                     done += 1;
                     outln!(out, "worker {me}: task {id} done: exit {status}")?;
@@ -360,7 +461,7 @@ fn work_python(
                     task_failed(out, me, id, &why.to_string())?;
                     (exit::DATA, Vec::new())
                 }
-                Done::Square(..) => unreachable!("a command was given"),
+                Done::Square(..) | Done::Lost(_) => unreachable!("a command, no heartbeats"),
             };
             Value::Tuple(vec![
                 task,

@@ -4,7 +4,19 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{ConnId, ConnRec, Event, Hub, Peer, State};
+use super::{ConnId, ConnRec, DeliveryLimit, Event, Hub, Peer, State};
+use crate::manager::python::pickle::Value;
+
+/// What became of an item a connection lost.
+pub(super) enum Released {
+    /// It was not that connection's (settled, or held by another).
+    NotHeld,
+    /// Back in its queue.
+    Requeued,
+    /// Lost too often: failed, its failure result on the dead-letter queue
+    /// (named here).
+    Failed(String),
+}
 
 impl Hub {
     /// Register an authenticated connection.
@@ -40,10 +52,8 @@ impl Hub {
             return;
         };
         let (peer, leases, asked) = (rec.peer.clone(), rec.leases.clone(), rec.asked);
-        for id in leases.iter().rev() {
-            if Self::release(&mut st, *id, conn) {
-                self.emit(Event::Requeued(peer.clone(), *id));
-            }
+        for id in &leases {
+            self.released(&mut st, *id, conn, &peer, Event::Requeued);
         }
         if let Some(ev) = last(&peer) {
             self.emit(ev);
@@ -56,19 +66,62 @@ impl Hub {
         self.changed.notify_all();
     }
 
-    /// Put item `id` back at the front of its queue if `conn` holds it.
-    pub(super) fn release(st: &mut State, id: u64, conn: ConnId) -> bool {
+    /// `conn` lost item `id`: release it and report what became of it
+    /// (`requeued`: the event for an item back in its queue). True when
+    /// anything changed.
+    fn released(
+        &self,
+        st: &mut State,
+        id: u64,
+        conn: ConnId,
+        peer: &Peer,
+        requeued: fn(Peer, u64) -> Event,
+    ) -> bool {
+        match Self::release(st, id, conn, self.limit) {
+            Released::NotHeld => false,
+            Released::Requeued => {
+                self.emit(requeued(peer.clone(), id));
+                true
+            }
+            Released::Failed(queue) => {
+                let lost = self.limit.map_or(0, |l| l.max);
+                self.emit(Event::Failed(peer.clone(), id, lost, queue));
+                true
+            }
+        }
+    }
+
+    /// Put item `id` back at the end of its queue if `conn` holds it, or,
+    /// once its lease has been lost `limit` times, settle it and put its
+    /// failure result on the dead-letter queue.
+    pub(super) fn release(
+        st: &mut State,
+        id: u64,
+        conn: ConnId,
+        limit: Option<DeliveryLimit>,
+    ) -> Released {
         let Some(e) = st.items.get_mut(&id) else {
-            return false;
+            return Released::NotHeld;
         };
         if e.holder != Some(conn) {
-            return false;
+            return Released::NotHeld;
         }
         e.holder = None;
-        let q = &mut st.queues[e.queue];
-        q.leased -= 1;
-        q.pending.push_front(id);
-        true
+        e.lost = e.lost.saturating_add(1);
+        let (lost, from) = (e.lost, e.queue);
+        st.queues[from].leased -= 1;
+        match limit {
+            Some(l) if lost >= l.max => {
+                let e = st.items.remove(&id).expect("held above");
+                let failed = failure(e.value, l.python);
+                Self::push(st, l.dead_letters, failed);
+                Released::Failed(st.queues[l.dead_letters].name.clone())
+            }
+            _ => {
+                st.queues[from].pending.push_back(id);
+                Released::Requeued
+            }
+        }
     }
 
     /// Settle item `id` for good, wherever it is; false if it was already.
@@ -101,11 +154,8 @@ impl Hub {
                 let c = &st.conns[&conn];
                 (c.peer.clone(), c.leases.clone())
             };
-            for id in leases.iter().rev() {
-                if Self::release(&mut st, *id, conn) {
-                    any = true;
-                    self.emit(Event::Expired(peer.clone(), *id));
-                }
+            for id in &leases {
+                any |= self.released(&mut st, *id, conn, &peer, Event::Expired);
             }
         }
         drop(st);
@@ -113,4 +163,19 @@ impl Hub {
             self.changed.notify_all();
         }
     }
+}
+
+/// The failure result for an item that lost its lease too often, in the
+/// form a worker gives a task it cannot run: `65 <item>` and a newline
+/// (pk-manager), or `(item, 65, '')` (CPython's managers).
+fn failure(item: Value, python: bool) -> Value {
+    if python {
+        return Value::Tuple(vec![item, Value::Int(65), Value::Str(String::new())]);
+    }
+    let shown = match &item {
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        other => other.to_text(),
+    };
+    let shown = shown.replace('\n', "\\n").replace('\0', "\\0");
+    Value::Bytes(format!("65 {shown}\n").into_bytes())
 }

@@ -38,6 +38,7 @@ impl Hub {
                         queue: 0,
                         value: Value::Int(i.into()),
                         holder: None,
+                        lost: 0,
                     },
                 );
                 st.queues[0].pending.push_back(i);

@@ -5,8 +5,12 @@
 //! An item taken by a get is *leased*: it stays counted against its queue
 //! and belongs to that connection until the connection settles it (a put
 //! that carries its result, or an ack), or until the connection closes or
-//! stays silent for the lease — then it goes back to the front of its
-//! queue for another worker. A result that settles an item already settled
+//! stays silent for the lease — then it goes back to the end of its queue
+//! for another worker, behind the items already waiting (the worker that
+//! lost it may have died *of* it: the others are not held up behind it).
+//! An item whose lease has been lost [`Hub::with_delivery_limit`] times is
+//! not handed out again: it fails, and a failure result (`65 <item>`, as a
+//! worker's for a task that cannot be run) goes on the dead-letter queue. A result that settles an item already settled
 //! (a worker whose lease ran out came back late, after another worker's
 //! result was counted) is dropped: every item is settled exactly once.
 //!
@@ -55,6 +59,9 @@ struct Entry {
     queue: usize,
     value: Value,
     holder: Option<ConnId>,
+    /// How many times a lease on it was lost (its holder closed or fell
+    /// silent).
+    lost: u32,
 }
 
 #[derive(Debug)]
@@ -93,6 +100,18 @@ pub struct Hub {
     events: Mutex<Sender<Event>>,
     lease: Duration,
     min_workers: usize,
+    limit: Option<DeliveryLimit>,
+}
+
+/// Where items go that lost their lease too often.
+#[derive(Debug, Clone, Copy)]
+struct DeliveryLimit {
+    /// Lost leases that make an item fail.
+    max: u32,
+    /// The queue its failure result goes on.
+    dead_letters: usize,
+    /// Results in CPython's form (a tuple) rather than pk-manager's bytes.
+    python: bool,
 }
 
 impl Hub {
@@ -128,7 +147,28 @@ impl Hub {
             events: Mutex::new(events),
             lease,
             min_workers,
+            limit: None,
         }
+    }
+
+    /// Give up on an item whose lease has been lost `max` times (its
+    /// holders died, disconnected or fell silent: a task that crashes its
+    /// worker would otherwise go from worker to worker for ever): it is
+    /// settled, and a failure result goes on queue `dead_letters` —
+    /// `65 <item>` (newlines and NULs shown as `\n`, `\0`), or with
+    /// `python` the tuple `(item, 65, '')`, as a worker reports a task it
+    /// cannot run. The result is added even to a full queue (the failed
+    /// item stops counting against its own). `max` 0: no limit (the
+    /// default).
+    #[must_use]
+    pub fn with_delivery_limit(mut self, max: u32, dead_letters: usize, python: bool) -> Hub {
+        self.limit =
+            (max > 0 && dead_letters < self.lock().queues.len()).then_some(DeliveryLimit {
+                max,
+                dead_letters,
+                python,
+            });
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -423,6 +463,7 @@ impl Hub {
                 queue: q,
                 value,
                 holder: None,
+                lost: 0,
             },
         );
         st.queues[q].pending.push_back(id);

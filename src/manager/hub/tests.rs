@@ -166,3 +166,60 @@ fn a_refused_lesson_result_leaves_the_task_to_be_handed_back() {
     }
     assert!(hub.finished());
 }
+
+/// A task whose holders keep dying goes behind the waiting tasks each
+/// time, and after the limit fails onto the dead-letter queue with the
+/// result a worker gives a task it cannot run; a full queue takes it too.
+#[test]
+fn a_task_that_kills_its_workers_fails_after_the_limit() {
+    let (hub, events) = queues(&[("tasks", 10), ("results", 1)]);
+    let hub = hub.with_delivery_limit(2, 1, false);
+    let shell = hub.register(Peer::at("shell", false));
+    for (q, m) in [(0, "bad\nline"), (0, "good"), (1, "r0")] {
+        let put = hub.put(shell, q, bytes(m), Settle::Nothing, None, &mut ok);
+        assert_eq!(put.unwrap(), Ok(Put::Ok));
+    }
+    let a = hub.register(Peer::at("a", false));
+    let (bad, v) = take(&hub, a, 0);
+    assert_eq!(v, bytes("bad\nline"));
+    hub.unregister(a, |_| None);
+    // Back behind "good", not in front of it.
+    let b = hub.register(Peer::at("b", false));
+    let (good, v) = take(&hub, b, 0);
+    assert_eq!(v, bytes("good"));
+    assert_eq!(hub.ack(b, good), Put::Ok);
+    let (again, _) = take(&hub, b, 0);
+    assert_eq!(again, bad);
+    hub.unregister(b, |_| None);
+    // Lost twice: settled, not queued again; its failure is on results.
+    assert_eq!(hub.sizes(0), (0, 0, 10));
+    assert_eq!(hub.sizes(1), (2, 0, 1), "added to a full queue");
+    assert_eq!(consume(&hub, shell, 1), bytes("r0"));
+    assert_eq!(consume(&hub, shell, 1), bytes("65 bad\\nline\n"));
+    let ev: Vec<Event> = events.try_iter().collect();
+    assert!(ev.contains(&Event::Requeued(Peer::at("a", false), bad)));
+    assert!(ev.contains(&Event::Failed(
+        Peer::at("b", false),
+        bad,
+        2,
+        "results".into()
+    )));
+    assert!(!ev.contains(&Event::Requeued(Peer::at("b", false), bad)));
+    // CPython's form: the tuple (task, 65, '').
+    let (hub, _events) = queues(&[("tasks", 10), ("results", 10)]);
+    let hub = hub.with_delivery_limit(1, 1, true);
+    let shell = hub.register(Peer::at("shell", true));
+    let put = hub.put(shell, 0, Value::Int(7), Settle::Nothing, None, &mut ok);
+    assert_eq!(put.unwrap(), Ok(Put::Ok));
+    let c = hub.register(Peer::at("c", true));
+    take(&hub, c, 0);
+    hub.unregister(c, |_| None);
+    assert_eq!(
+        consume(&hub, shell, 1),
+        Value::Tuple(vec![
+            Value::Int(7),
+            Value::Int(65),
+            Value::Str(String::new())
+        ])
+    );
+}

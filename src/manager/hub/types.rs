@@ -73,11 +73,14 @@ pub enum Event {
     /// A result for an item that was settled already: dropped.
     Late(Peer, u64),
     /// A connection closed while it held an item: the item is back at the
-    /// front of its queue.
+    /// end of its queue.
     Requeued(Peer, u64),
     /// A connection was silent for the whole lease while it held an item:
-    /// the item is back at the front of its queue.
+    /// the item is back at the end of its queue.
     Expired(Peer, u64),
+    /// An item lost its lease this many times (the last holder is the
+    /// peer): it failed, and its failure result is on the named queue.
+    Failed(Peer, u64, u32, String),
     /// A worker was told there is nothing left and left.
     Left(Peer),
     /// A client hung up holding nothing.
