@@ -5,6 +5,7 @@ mod common;
 mod coro;
 mod event;
 mod fork;
+mod help;
 mod install;
 mod local;
 mod lock;

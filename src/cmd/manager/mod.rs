@@ -55,6 +55,12 @@ pub struct Args {
     /// serve, work, put or get.
     #[command(subcommand)]
     pub role: Role,
+
+    /// Print only the results: serve's address and final results, work's
+    /// `task <id> done` lines (put and get print only results anyway).
+    /// Before or after the role's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Where the key comes from.
@@ -134,6 +140,7 @@ impl ConnectArgs {
 
 /// Run a role.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.role {
         Role::Serve(a) => serve::run(a, out),
         Role::Work(a) => work::run(a, out),
