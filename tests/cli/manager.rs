@@ -307,15 +307,28 @@ fn workers_exit_non_zero_when_the_server_is_killed_or_stops() {
     ] {
         // A task that never comes: the one task is held by a slow worker.
         let (mut server, addr) = serve(&["--tasks", "1", "--lease", lease]);
-        let mut holder = worker_bg(&addr, &["--task-delay", "60s"]);
+        // Both workers' last words (the server gone) are read, not left
+        // on the test's stderr.
+        let bg = |extra: &[&str]| {
+            let mut cmd = mgr(&["work", "--connect", &addr]);
+            cmd.args(extra).stderr(std::process::Stdio::piped());
+            Running::start(cmd, false)
+        };
+        let mut holder = bg(&["--task-delay", "60s"]);
         holder.wait_for(|l| l.contains(": task 1 received"));
-        let mut waiting = worker_bg(&addr, &[]);
+        let mut waiting = bg(&[]);
         server.wait_for(|l| {
             l.ends_with(" authenticated") && !l.contains(&format!("pid {}", holder.child.id()))
         });
         server.signal(sig);
         let status = waiting.wait();
         assert_eq!(status.code(), Some(71), "{sig:?}: {status:?}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(waiting.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            err.starts_with("pk-manager: ") && err.lines().count() == 1,
+            "{sig:?}: {err}"
+        );
         if sig == nix::sys::signal::Signal::SIGSTOP {
             server.signal(nix::sys::signal::Signal::SIGKILL);
         }
