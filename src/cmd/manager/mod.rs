@@ -81,7 +81,7 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// Whether the key comes from stdin (`--authkey-file -`).
-    fn from_stdin(&self) -> bool {
+    fn reads_stdin(&self) -> bool {
         self.authkey_file
             .as_ref()
             .is_some_and(|p| p.as_os_str() == "-")
@@ -129,7 +129,7 @@ fn key_from_stdin() -> Result<Key> {
 impl KeyArgs {
     /// The key: --authkey-file, --authkey (with a warning), or PK_AUTHKEY.
     pub fn load(&self) -> Result<Key> {
-        if self.from_stdin() {
+        if self.reads_stdin() {
             return key_from_stdin();
         }
         if let Some(path) = &self.authkey_file {

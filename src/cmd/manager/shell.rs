@@ -94,7 +94,7 @@ pub(super) fn put(a: PutArgs, _out: &mut Out) -> Result<u8> {
     crate::manager::wire::check_name(&a.queue)?;
     let timeout = a.conn.timeout()?;
     let from_stdin = a.msgs.is_empty() || a.msgs == ["-"];
-    if from_stdin && a.key.from_stdin() {
+    if from_stdin && a.key.reads_stdin() {
         return Err(Error::invalid(
             "--authkey-file",
             "- reads the key from stdin, where put reads its messages: give the messages as arguments, or the key another way",
