@@ -68,9 +68,10 @@ uninstall: ## remove what make install put in PREFIX (give the same PREFIX and D
 	done; echo "removed $$n files from $(DESTDIR)$(PREFIX)"
 
 examples: ## build and run every program in examples/ on the library alone (no default features); each checks its own results
-	@for e in examples/*.rs; do n=$$(basename $$e .rs); echo "== example $$n"; \
-	  timeout 120 $(CARGO) run --locked --quiet --no-default-features --example $$n \
-	    || { echo "example $$n failed" >&2; exit 1; }; done
+	@for e in examples/*.rs; do n=$$(basename $$e .rs); \
+	  if out=$$(timeout 120 $(CARGO) run --locked --quiet --no-default-features --example $$n 2>&1); \
+	  then echo "example $$n: ok"; \
+	  else printf '%s\n' "$$out"; echo "example $$n failed" >&2; exit 1; fi; done
 
 readme: ## write every binary's --help into README.md's sections (a test fails when they differ)
 	PK_UPDATE_README=1 $(CARGO) test --locked --quiet --test cli readme::
