@@ -18,7 +18,7 @@ zshcompdir  = $(PREFIX)/share/zsh/site-functions
 fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
 
 .DEFAULT_GOAL := help
-.PHONY: help build test prereqs lint fmt doc examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
+.PHONY: help build test prereqs lint fmt doc readme examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
 # One target at a time, in the order given: `make run` builds once, then
 # runs the demos one after the other even under make -j.
 .NOTPARALLEL:
@@ -68,9 +68,13 @@ uninstall: ## remove what make install put in PREFIX (give the same PREFIX and D
 	done; echo "removed $$n files from $(DESTDIR)$(PREFIX)"
 
 examples: ## build and run every program in examples/ on the library alone (no default features); each checks its own results
-	@for e in examples/*.rs; do n=$$(basename $$e .rs); echo "== example $$n"; \
-	  timeout 120 $(CARGO) run --locked --quiet --no-default-features --example $$n \
-	    || { echo "example $$n failed" >&2; exit 1; }; done
+	@for e in examples/*.rs; do n=$$(basename $$e .rs); \
+	  if out=$$(timeout 120 $(CARGO) run --locked --quiet --no-default-features --example $$n 2>&1); \
+	  then echo "example $$n: ok"; \
+	  else printf '%s\n' "$$out"; echo "example $$n failed" >&2; exit 1; fi; done
+
+readme: ## write every binary's --help into README.md's sections (a test fails when they differ)
+	PK_UPDATE_README=1 $(CARGO) test --locked --quiet --test cli readme::
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

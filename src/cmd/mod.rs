@@ -298,6 +298,11 @@ impl Out {
         self.quiet = quiet;
     }
 
+    /// Whether [`Out::note`] lines are dropped (`--quiet`).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Write one result line: formatted, a newline added, one write(2).
     /// EINTR and short writes are retried; a closed stdout is an error that
     /// [`main`] turns into a quiet exit.

@@ -22,13 +22,9 @@ const STAMP: usize = 8;
 const MIN_SIZE: usize = pipe::HEADER + STAMP;
 
 const AFTER_HELP: &str = "\
-Subcommands:
-  fan-in    N writer children share one pipe; each sends M frames of B bytes
-            (4-byte length + payload). A frame of at most PIPE_BUF (4096)
-            bytes is one write(2), which the kernel never interleaves.
-  duplex    parent and child ping-pong over a socketpair, both directions.
-  sigpipe   the reader closes its end after one frame; the writer dies of
-            SIGPIPE, or with --ignore gets EPIPE from write(2).
+A frame is a 4-byte length and its payload; a frame of at most PIPE_BUF
+(4096) bytes is one write(2), which the kernel never interleaves with
+another writer's.
 
 Output of fan-in:
   parent <pid>: <N> writers x <M> frames of <B> bytes into one pipe

@@ -28,15 +28,6 @@ use crate::status::Status;
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
-Subcommands:
-  basics   put 3 into a queue of 3: full, qsize, FIFO gets in a child, empty
-  demo     producers and consumers; every item consumed exactly once
-  create   create a named queue
-  put      put messages into a named queue
-  get      take messages out of a named queue and print them
-  stat     print a named queue's capacity, size and message limit
-  unlink   remove a named queue
-
 Output of `basics` (<pid> is a process id):
   put(1) put(2) put(3)
   full()=true qsize()=3 empty()=false
@@ -123,6 +114,11 @@ Examples:
 pub struct Args {
     #[command(subcommand)]
     pub cmd: Cmd,
+
+    /// Print only the result lines (`demo`'s; the other commands print only
+    /// results anyway). Before or after the command's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// What to show.
@@ -253,9 +249,6 @@ pub struct Demo {
     /// terminate() once every item is taken (terminate).
     #[arg(long, value_enum, default_value = "sentinel")]
     pub stop: Stop,
-    /// Print only the result lines.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// How `demo` ends its consumers.
@@ -277,6 +270,7 @@ fn jitter(s: &str) -> std::result::Result<DurationArg, String> {
 
 /// Run pk-queue.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.cmd {
         Cmd::Basics => basics(out),
         Cmd::Demo(d) => demo(d, out),
@@ -564,7 +558,6 @@ fn label(producer: u64, seq: u64) -> String {
 }
 
 fn demo(d: Demo, out: &mut Out) -> Result<u8> {
-    out.set_quiet(d.quiet);
     let (p, c, n) = (d.producers as u64, d.consumers as usize, d.items);
     let total = p * n;
     if total > 50_000_000 {

@@ -23,13 +23,6 @@ use crate::status::Status;
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
-Subcommands:
-  demo     N workers share a semaphore of value K; at most K work at once
-  run      take a slot of a named semaphore, run a command, give the slot back
-  status   print a named semaphore's value, free slots and waiters
-  reset    change a named semaphore's value (its number of slots)
-  unlink   remove a named semaphore
-
 Output of `demo` (<pid> is a worker's process id):
   parent <pid>: <N> workers, semaphore value <K>, hold <DUR>
   <pid> wants                      (about to sem_wait)
@@ -102,6 +95,11 @@ once. TERM, INT, HUP and QUIT are passed on to CMD.";
 pub struct Args {
     #[command(subcommand)]
     pub cmd: Cmd,
+
+    /// Print only the result line (`demo`'s; the other commands print only
+    /// results anyway). Before or after the command's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// What to do.
@@ -153,9 +151,6 @@ pub struct Demo {
     /// Draw an ASCII chart of who waited and who held the semaphore when.
     #[arg(short, long)]
     pub timeline: bool,
-    /// Print only the result line.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// `pk-sem run` arguments.
@@ -212,6 +207,7 @@ fn robust_value(s: &str) -> std::result::Result<u32, String> {
 
 /// Run pk-sem.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.cmd {
         Cmd::Demo(d) => demo(d, out),
         Cmd::Run(r) => run_cmd(r),
@@ -271,7 +267,6 @@ const INSIDE: usize = 0;
 const MAX_INSIDE: usize = 1;
 
 fn demo(d: Demo, out: &mut Out) -> Result<u8> {
-    out.set_quiet(d.quiet);
     let n = d.workers as usize;
     let sem = Semaphore::new(d.value)?;
     // Workers wait here until all are forked, so they all want the

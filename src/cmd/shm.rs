@@ -26,18 +26,6 @@ use crate::shm::{self, Segment, SharedArray, SharedValue};
 use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
-Subcommands:
-  bytes     a child reads and changes a shared byte array; the parent sees it
-  counter   N processes add 1 M times to one shared counter (Value('i', 0))
-  create    create a named segment of N zeroed bytes
-  read      print bytes of a named segment, raw
-  write     write bytes (an argument or stdin) into a named segment
-  add       add to a 64-bit cell atomically and print its new value
-  get       print a 64-bit cell
-  set       store a 64-bit cell
-  cas       compare and swap a 64-bit cell
-  unlink    remove a named segment
-
 Output of `bytes` (<pid> is a process id):
   parent <pid>: array=b'Hello' (5 bytes, memfd mapped MAP_SHARED)
   child <pid>: arr[<i>]=<byte> '<char>'        (one line per byte)

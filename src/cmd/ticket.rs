@@ -107,6 +107,11 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Print only the summary lines (`rush`'s; the other commands print
+    /// only results anyway). Before or after the command's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// The subcommands.
@@ -183,9 +188,6 @@ pub struct RushArgs {
     /// fdatasync after every sale.
     #[arg(long)]
     pub durable: bool,
-    /// Print only the summary lines.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// A count on the command line, as strict as in a file.
@@ -200,6 +202,7 @@ fn parse_count_arg(s: &str) -> std::result::Result<u64, String> {
 
 /// Run `pk-ticket`.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.command {
         Command::Init {
             file,
@@ -317,7 +320,6 @@ enum Report {
 }
 
 fn rush(args: RushArgs, out: &mut Out) -> Result<u8> {
-    out.set_quiet(args.quiet);
     let shop = TicketFile::open(&args.file)?;
     let stock = shop.count()?;
     let n = args.buyers;

@@ -307,15 +307,28 @@ fn workers_exit_non_zero_when_the_server_is_killed_or_stops() {
     ] {
         // A task that never comes: the one task is held by a slow worker.
         let (mut server, addr) = serve(&["--tasks", "1", "--lease", lease]);
-        let mut holder = worker_bg(&addr, &["--task-delay", "60s"]);
+        // Both workers' last words (the server gone) are read, not left
+        // on the test's stderr.
+        let bg = |extra: &[&str]| {
+            let mut cmd = mgr(&["work", "--connect", &addr]);
+            cmd.args(extra).stderr(std::process::Stdio::piped());
+            Running::start(cmd, false)
+        };
+        let mut holder = bg(&["--task-delay", "60s"]);
         holder.wait_for(|l| l.contains(": task 1 received"));
-        let mut waiting = worker_bg(&addr, &[]);
+        let mut waiting = bg(&[]);
         server.wait_for(|l| {
             l.ends_with(" authenticated") && !l.contains(&format!("pid {}", holder.child.id()))
         });
         server.signal(sig);
         let status = waiting.wait();
         assert_eq!(status.code(), Some(71), "{sig:?}: {status:?}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(waiting.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            err.starts_with("pk-manager: ") && err.lines().count() == 1,
+            "{sig:?}: {err}"
+        );
         if sig == nix::sys::signal::Signal::SIGSTOP {
             server.signal(nix::sys::signal::Signal::SIGKILL);
         }
@@ -431,6 +444,67 @@ fn a_key_file_that_is_a_fifo_a_directory_or_a_link_is_refused_at_once() {
             assert!(err.contains(why), "{args:?} {path:?}: {err}");
         }
     }
+}
+
+#[test]
+fn authkey_file_dash_reads_the_key_from_stdin() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_server, addr) = serve(&["--queue", "tasks"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = file.to_str().unwrap();
+    // `put MSGS` with the key from stdin, given in `feed` (a shell's view).
+    let put = |feed: &str, msgs: &str| {
+        bash(&format!(
+            "{feed} pk-manager put -c {addr} --queue tasks --authkey-file - {msgs}"
+        ))
+        .env_remove("PK_AUTHKEY")
+        .output()
+        .unwrap()
+    };
+    // From a pipe, its newline dropped, as from a file.
+    let out = put(&format!("echo {KEY} |"), "a");
+    assert_success(&out);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // A wrong key on stdin: the server refuses it (77).
+    assert_one_line_error(&put("echo wrong |", "b"), "manager", 77);
+    // A file behind stdin (`<key`) is as strict as a named one.
+    let out = put(&format!("<{f}"), "c");
+    assert_one_line_error(&out, "manager", 77);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("open(stdin): group or others may read it"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_success(&put(&format!("<{f}"), "d"));
+    // Nothing on stdin: no key, a usage error.
+    assert_one_line_error(&put("</dev/null", "e"), "manager", 2);
+    // put reads its messages from stdin with `-` or none: refused, not guessed.
+    for msgs in ["", "-"] {
+        let out = put(&format!("<{f}"), msgs);
+        assert_one_line_error(&out, "manager", 2);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("where put reads its messages"),
+            "{out:?}"
+        );
+    }
+    // What got through: a and d, in order.
+    let mut get = assert_cmd::Command::from_std(mgr(&[
+        "get",
+        "--connect",
+        &addr,
+        "--queue",
+        "tasks",
+        "-n",
+        "2",
+        "--timeout",
+        "5s",
+    ]));
+    let got = get.timeout(TIMEOUT).output().unwrap();
+    assert_success(&got);
+    assert_eq!(stdout(&got), "a\nd\n");
 }
 
 #[test]

@@ -659,6 +659,21 @@ fn bad_input() {
 }
 
 #[test]
+fn arg_file_dash_is_stdin_in_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, "a1\na2\n").unwrap();
+    std::fs::write(&b, "b1\n").unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = exec(
+        &["-j", "1", "-k", "-a", a, "-a", "-", "-a", b, "--", "echo"],
+        "in1\nin2\n",
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out), "a1\na2\nin1\nin2\nb1\n");
+}
+
+#[test]
 fn help_documents_the_contract() {
     assert_help(
         "pool",

@@ -586,12 +586,13 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
                 c.arg("--");
                 c
             };
-            cmd.args(["sh", "-c", &script]);
+            cmd.args(["sh", "-c", &script]).stderr(Stdio::piped());
             let mut r = Running::start(cmd, true);
             r.wait_for(|l| l == "ready");
             r.signal(sig);
             let lines = r.wait_for(|l| l.starts_with("got"));
             results.push((lines, shell_code(r.wait())));
+            assert_only_shell_notes(&mut r, wrapper);
         }
         assert_eq!(results[1], results[0], "{name}");
         assert_eq!(results[1], (vec![format!("got {name}")], 5), "{name}");
@@ -611,13 +612,29 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
             "sh",
             "-c",
             &format!("{PARENT_WAITS}echo ready; exec sleep 30"),
-        ]);
+        ])
+        .stderr(Stdio::piped());
         let mut r = Running::start(cmd, true);
         r.wait_for(|l| l == "ready");
         r.signal(Signal::SIGHUP);
         results.push(shell_code(r.wait()));
+        assert_only_shell_notes(&mut r, wrapper);
     }
     assert_eq!(results, [129, 129]);
+}
+
+/// The wrapper said nothing on stderr: the only lines there are the
+/// shell's notes that the signal, sent to the whole group, also killed
+/// its `sleep` (`Hangup`, `Terminated`, `Quit`).
+#[track_caller]
+fn assert_only_shell_notes(r: &mut Running, wrapper: &str) {
+    let mut err = String::new();
+    std::io::Read::read_to_string(r.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.lines()
+            .all(|l| ["Hangup", "Terminated", "Quit", "Interrupt"].contains(&l)),
+        "{wrapper}: {err}"
+    );
 }
 
 #[test]

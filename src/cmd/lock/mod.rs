@@ -95,6 +95,10 @@ pub struct Args {
     /// The demo to run (default: balance).
     #[command(subcommand)]
     pub demo: Option<Demo>,
+
+    /// Print only the result lines (before or after the demo's name).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// The demos.
@@ -181,10 +185,6 @@ pub struct Race {
     /// shows reliably (and with the lock, a thread yields while holding it).
     #[arg(long = "yield")]
     pub yield_: bool,
-
-    /// Print only the result lines.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// `pk-lock balance`.
@@ -241,6 +241,7 @@ const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Run the lock lesson.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.demo {
         None => balance(
             BalanceArgs {
@@ -249,7 +250,6 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 race: Race {
                     no_lock: false,
                     yield_: false,
-                    quiet: false,
                 },
             },
             out,
@@ -352,7 +352,6 @@ fn lock_word(race: Race) -> &'static str {
 
 fn balance(args: BalanceArgs, out: &mut Out) -> Result<u8> {
     let race = args.race;
-    out.set_quiet(race.quiet);
     note!(
         out,
         "{} threads x {} iterations, {}",
@@ -398,6 +397,7 @@ fn balance(args: BalanceArgs, out: &mut Out) -> Result<u8> {
 
 fn tickets(args: TicketsArgs, out: &mut Out) -> Result<u8> {
     let race = args.race;
+    let quiet = out.is_quiet();
     let total = args.stock;
     let locked = Arc::new(Mutex::new(total));
     let unlocked = Arc::new(AtomicU32::new(total));
@@ -411,7 +411,7 @@ fn tickets(args: TicketsArgs, out: &mut Out) -> Result<u8> {
         );
         group.spawn(format!("Thread-{i}"), move |gate| {
             let mut out = Out::stdout();
-            out.set_quiet(race.quiet);
+            out.set_quiet(quiet);
             let me = thread::current_name();
             gate.wait();
             // One purchase per buyer: no lockstep to break, so --yield

@@ -23,8 +23,9 @@ and puts results; `pk-manager put` and `get` use the queues from a shell.
 See each subcommand's --help for its output lines and exit statuses.
 
 The key: --authkey-file FILE (a regular file, not a symbolic link, of mode
-0600 or stricter; one trailing newline is dropped), or PK_AUTHKEY in the
-environment. --authkey KEY works too, but
+0600 or stricter; one trailing newline is dropped; `-` reads it from stdin,
+a pipe or a file as strict as FILE), or PK_AUTHKEY in the environment.
+--authkey KEY works too, but
 other local users can read a command line (ps, /proc/PID/cmdline): it warns.
 
 Protocol: 4-byte big-endian length frames (at most 256 bytes before
@@ -44,6 +45,7 @@ Examples:
   echo \"$(head -c 24 /dev/urandom | base64)\" > key; chmod 600 key
   pk-manager serve --authkey-file key --tasks 10 &    # listening on 127.0.0.1:40123
   pk-manager work --connect 127.0.0.1:40123 --authkey-file key
+  pass show pk-key | pk-manager work -c 127.0.0.1:40123 --authkey-file -
   pk-manager serve --authkey-file key --queue tasks --queue results &
   PK_AUTHKEY=... pk-manager put -c HOST:PORT --queue tasks a b c
   PK_AUTHKEY=... pk-manager work -c HOST:PORT -- sh -c 'echo {} | rev'
@@ -56,6 +58,12 @@ pub struct Args {
     /// serve, work, put or get.
     #[command(subcommand)]
     pub role: Role,
+
+    /// Print only the results: serve's address and final results, work's
+    /// `task <id> done` lines (put and get print only results anyway).
+    /// Before or after the role's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// Where the key comes from.
@@ -65,16 +73,66 @@ pub struct KeyArgs {
     /// users can read it; prefer --authkey-file or PK_AUTHKEY).
     #[arg(short = 'k', long, value_name = "KEY", conflicts_with = "authkey_file")]
     pub authkey: Option<String>,
-    /// Read the shared secret from FILE (refused when group or others may
-    /// read it, or when it is a FIFO, directory, device or symbolic link).
-    /// Without either flag, PK_AUTHKEY from the environment.
+    /// Read the shared secret from FILE, `-` for stdin (refused when group
+    /// or others may read it, or when it is a FIFO, directory, device or
+    /// symbolic link). Without either flag, PK_AUTHKEY from the environment.
     #[arg(long, value_name = "FILE")]
     pub authkey_file: Option<PathBuf>,
 }
 
 impl KeyArgs {
+    /// Whether the key comes from stdin (`--authkey-file -`).
+    fn reads_stdin(&self) -> bool {
+        self.authkey_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str() == "-")
+    }
+}
+
+/// The key on stdin (`--authkey-file -`): all of it, one trailing newline
+/// removed, as from a named file. A regular file behind stdin (`<key`) is
+/// refused when group or others may read it, as a named one is; a pipe
+/// (`pass show key | ...`) is read as it is.
+fn key_from_stdin() -> Result<Key> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("dup", "stdin", &e))?;
+    let mut f = std::fs::File::from(fd);
+    let meta = f.metadata().map_err(|e| Error::io("fstat", "stdin", &e))?;
+    let mode = meta.mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        return Err(Error::new(
+            crate::error::ErrorKind::PermissionDenied,
+            "open",
+            "stdin",
+            format!("group or others may read it (mode {mode:04o}); chmod 600 it"),
+        )
+        .into());
+    }
+    let mut bytes = Vec::new();
+    f.by_ref()
+        .take(crate::manager::auth::MAX_KEY as u64 + 3)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", "stdin", &e))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    Ok(Key::new(bytes, "--authkey-file -")?)
+}
+
+impl KeyArgs {
     /// The key: --authkey-file, --authkey (with a warning), or PK_AUTHKEY.
     pub fn load(&self) -> Result<Key> {
+        if self.reads_stdin() {
+            return key_from_stdin();
+        }
         if let Some(path) = &self.authkey_file {
             return Ok(Key::from_file(path)?);
         }
@@ -136,6 +194,7 @@ impl ConnectArgs {
 
 /// Run a role.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.role {
         Role::Serve(a) => serve::run(a, out),
         Role::Work(a) => work::run(a, out),

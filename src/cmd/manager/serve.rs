@@ -120,13 +120,9 @@ pub struct ServeArgs {
     /// DURATION. Queues: stop serving after DURATION (exit 0).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<DurationArg>,
-    /// Print only the address and the final results.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 pub(super) fn run(a: ServeArgs, out: &mut Out) -> Result<u8> {
-    out.set_quiet(a.quiet);
     for (name, d) in [
         ("--lease", a.lease),
         ("--handshake-timeout", a.handshake_timeout),

@@ -93,8 +93,15 @@ fn usage_if_refused(e: Error) -> crate::cmd::Failure {
 pub(super) fn put(a: PutArgs, _out: &mut Out) -> Result<u8> {
     crate::manager::wire::check_name(&a.queue)?;
     let timeout = a.conn.timeout()?;
-    let key = a.key.load()?;
     let from_stdin = a.msgs.is_empty() || a.msgs == ["-"];
+    if from_stdin && a.key.reads_stdin() {
+        return Err(Error::invalid(
+            "--authkey-file",
+            "- reads the key from stdin, where put reads its messages: give the messages as arguments, or the key another way",
+        )
+        .into());
+    }
+    let key = a.key.load()?;
     let mut c = Client::connect(&a.conn.connect, &key, super::my_pid(), timeout)?;
     let deadline = a.timeout.and_then(|t| crate::process::deadline_after(t.0));
     let one = |c: &mut Client, msg: &[u8]| -> Result<bool> {

@@ -92,9 +92,6 @@ pub struct WorkArgs {
     /// Sleep this long on each task before computing it (simulated work).
     #[arg(long, value_name = "DURATION")]
     task_delay: Option<DurationArg>,
-    /// Print only the `task <id> done` lines.
-    #[arg(short, long)]
-    quiet: bool,
     /// The command to run for each task (after --).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -268,7 +265,6 @@ impl Job<'_> {
 }
 
 pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
-    out.set_quiet(a.quiet);
     crate::manager::wire::check_name(&a.queue)?;
     crate::manager::wire::check_name(&a.results)
         .map_err(|_| Error::invalid("--results", format!("'{}' is not a queue name", a.results)))?;

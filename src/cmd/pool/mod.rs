@@ -62,7 +62,7 @@ pk-pool map --range 100 -c 10 --kill-worker-at 35     ->  items 30-39 `error` (t
 
 pk-pool exec [-j N] [OPTIONS] -- CMD ARGS...   (xargs -P / GNU parallel; see
   pk-pool exec --help for its options, output and exit statuses)
-  printf '%s\n' a b c | pk-pool exec -j 2 -- echo item {}
+  printf '%s\\n' a b c | pk-pool exec -j 2 -- echo item {}
 
 Exit status: 0 when the demo ran or every task succeeded; 1 when a map task
 failed; 2 for a bad flag or value; 71 when a system call fails.";

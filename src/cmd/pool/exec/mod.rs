@@ -38,7 +38,7 @@ pub const AFTER_HELP: &str = "\
 Items: one per input line (the whole line, blanks and quotes included, as
 GNU parallel reads them; xargs splits at blanks unless -d '\\n'), or
 NUL-separated (-0), or separated by one byte (-d). Items come from stdin,
-or from each -a FILE in turn. An empty line is a job with an empty
+or from each -a FILE in turn (`-a -` is stdin in its turn). An empty line is a job with an empty
 argument, as in GNU parallel (--skip-empty drops it). No input: nothing
 runs (xargs without -r would run CMD once). The first command starts as
 soon as the first item is read, and input is read only as slots free up,
@@ -117,7 +117,8 @@ pub struct ExecArgs {
     /// Items are separated by this byte (`,`, `\n`, `\0`, `\x1f`, `\037`).
     #[arg(short = 'd', long, value_name = "DELIM", value_parser = input::parse_delimiter)]
     pub delimiter: Option<u8>,
-    /// Read items from FILE instead of stdin (repeatable: one after another).
+    /// Read items from FILE instead of stdin (repeatable: one after another;
+    /// `-` is stdin).
     #[arg(short = 'a', long, value_name = "FILE")]
     pub arg_file: Vec<PathBuf>,
     /// Up to N items per command (1-100000).
@@ -141,7 +142,7 @@ pub struct ExecArgs {
     /// End a job that runs longer than DUR (TERM, then KILL after --kill-after).
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<DurationArg>,
-    /// From SIGTERM to SIGKILL, for --timeout and when stopping (default 2s).
+    /// From SIGTERM to SIGKILL, for --timeout and when stopping.
     #[arg(long, value_name = "DUR", default_value = "2s")]
     pub kill_after: DurationArg,
     /// Stop early after failures or successes (see below).
