@@ -750,3 +750,62 @@ fn a_sigkilled_pk_pool_takes_its_commands_along() {
         assert_gone(pid);
     }
 }
+
+#[test]
+fn dry_run_prints_the_very_bytes_a_shell_runs() {
+    // Items a shell treats specially, one with a newline, one not UTF-8.
+    let dir = tempfile::tempdir().unwrap();
+    let items = dir.path().join("items");
+    std::fs::write(
+        &items,
+        b"a b\0c'd\0e\nf\0\xff\xfe\0$(touch pwned)\0x=y\0~\0*\0-n\0\0a,b:c@d%e^f\0+g_h.i/j\0",
+    )
+    .unwrap();
+    let items = items.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["exec", "-0", "-k", "-j", "1", "-a", items];
+        args.extend(extra);
+        args.extend(["--", "printf", "[%s]\\n"]);
+        pk("pool").args(&args).output().unwrap()
+    };
+    let real = run(&[]);
+    let dry = run(&["--dry-run"]);
+    assert_success(&real);
+    assert_success(&dry);
+    // The printed lines, run by sh, pass the same arguments: byte for byte.
+    let replayed = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut sh| {
+            sh.stdin.take().unwrap().write_all(&dry.stdout)?;
+            sh.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        String::from_utf8_lossy(&real.stdout)
+    );
+    assert_eq!(replayed.stdout, real.stdout);
+    assert!(!dir.path().join("pwned").exists());
+    // -t shows the same lines on stderr.
+    let traced = run(&["-t"]);
+    assert_eq!(traced.stderr, dry.stdout);
+    if have_parallel() {
+        let theirs = bash(&format!(
+            "parallel --will-cite -0 -k -a {items} --dry-run echo"
+        ))
+        .output()
+        .unwrap();
+        let ours = pk("pool")
+            .args(["exec", "-0", "-a", items, "--dry-run", "--", "echo"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout)
+        );
+        assert_eq!(ours.stdout, theirs.stdout);
+    }
+}

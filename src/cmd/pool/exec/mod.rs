@@ -83,7 +83,8 @@ stderr, one line each:
   pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
   pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
 -t prints each command line on stderr before it runs; --dry-run prints
-them on stdout and runs nothing. --joblog FILE writes GNU parallel's
+them on stdout and runs nothing (quoted for sh as parallel quotes them,
+bytes as they are: sh runs the very same arguments). --joblog FILE writes GNU parallel's
 tab-separated joblog (Seq Host Starttime JobRuntime Send Receive Exitval
 Signal Command). --progress/--eta show counts on stderr (a redrawn line
 on a terminal, where they are on by default; --no-progress turns that

@@ -24,7 +24,7 @@ use super::local::{self, Local, OutTo};
 use super::output::{Capture, Mode, Output, WriteError};
 use super::progress::{Counts, Progress};
 use super::ssh::{Conn, HostSpec};
-use super::template::{Template, shell_line};
+use super::template::{Template, shell_bytes};
 use super::wire::{self, How, Msg};
 use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
@@ -498,7 +498,7 @@ impl Sched {
         job.tries += 1;
         let argv = self.cfg.template.render(&job.items, job.seq, slot);
         if self.cfg.verbose {
-            say_raw(&shell_line(&argv));
+            say_raw(&shell_bytes(&argv));
         }
         let cap = self.output.capture(job.seq)?;
         let key = self.next_key;
@@ -675,7 +675,8 @@ impl Sched {
             ..
         } = a;
         let failed = how != How::Exited(0);
-        let command = shell_line(&argv);
+        let command_bytes = shell_bytes(&argv);
+        let command = String::from_utf8_lossy(&command_bytes);
         let host_name = self.hosts[h].name.clone();
         let retry = failed
             && !stopped
@@ -705,7 +706,7 @@ impl Sched {
                 receive,
                 how,
                 timed_out,
-                command: &command,
+                command: &command_bytes,
             })?;
         }
         if retry {
@@ -1167,11 +1168,11 @@ fn say(msg: &dyn std::fmt::Display) {
 }
 
 /// One line on stderr, as it is (`-t`).
-fn say_raw(line: &str) {
-    let mut l = String::with_capacity(line.len() + 1);
-    l.push_str(line);
-    l.push('\n');
-    let _ = super::output::write_fd(std::io::stderr().as_fd(), l.as_bytes());
+fn say_raw(line: &[u8]) {
+    let mut l = Vec::with_capacity(line.len() + 1);
+    l.extend_from_slice(line);
+    l.push(b'\n');
+    let _ = super::output::write_fd(std::io::stderr().as_fd(), &l);
 }
 
 /// `--dry-run`: print each job's command line in order; run nothing.
@@ -1181,9 +1182,9 @@ pub fn dry_run(template: &Template, mut input: Input, slots: usize) -> Result<u8
         match input.take()? {
             Take::Items(items) => {
                 let slot = ((seq - 1) % slots.max(1) as u64) as usize + 1;
-                let mut line = shell_line(&template.render(&items, seq, slot));
-                line.push('\n');
-                match super::output::write_out(1, line.as_bytes()) {
+                let mut line = shell_bytes(&template.render(&items, seq, slot));
+                line.push(b'\n');
+                match super::output::write_out(1, &line) {
                     Ok(()) => {}
                     Err(WriteError::Closed) => return Ok(exit::signal_code(libc::SIGPIPE)),
                     Err(WriteError::Other(e)) => return Err(e.into()),
