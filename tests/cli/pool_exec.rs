@@ -809,3 +809,31 @@ fn dry_run_prints_the_very_bytes_a_shell_runs() {
         assert_eq!(ours.stdout, theirs.stdout);
     }
 }
+
+#[test]
+fn ungrouped_jobs_stop_quietly_when_the_reader_goes() {
+    // With -u the jobs write to our stdout themselves: once its reader has
+    // gone, each would die of SIGPIPE (or fail with EPIPE where SIGPIPE is
+    // ignored). pk-pool stops there, as it does when its own write fails,
+    // instead of running every item into the closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    for trap in ["", "trap '' PIPE; "] {
+        let _ = std::fs::remove_file(&count);
+        let out = bash(&format!(
+            "set -o pipefail; seq 100000 | pk-pool exec -u -j 2 -- \
+             sh -c '{trap}echo $0 >> {}; echo $0' 2>err | head -1; echo status=$?; \
+             grep '^pk-pool' err",
+            count.display()
+        ))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{trap}: {text}");
+        assert_eq!(lines[1], "status=141", "{trap}: no pk-pool line on stderr");
+        let ran = std::fs::read_to_string(&count).unwrap().lines().count();
+        assert!(ran < 100, "{trap}: {ran} jobs ran after the reader left");
+    }
+}

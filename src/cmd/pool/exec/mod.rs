@@ -94,9 +94,11 @@ Exit status (xargs'): 0 every job succeeded; 123 one or more failed;
 124 stopped by --halt (or no host left); 125 a command was killed by a
 signal (a timeout too); 126 a command could not be run; 127 a command was
 not found (of several kinds of failure, the highest of 127, 126, 125,
-123); 128+N stopped by signal N; 2 a bad flag or value; 65 bad input (an
-item with a NUL byte without -0, an item over 4 MiB); 66 an -a FILE does
-not exist; 71 a system call failed.
+123); 128+N stopped by signal N; 141 the reader of stdout went away
+(quietly: no new job, the running ones stopped; with -u too, where the
+jobs find it out); 2 a bad flag or value; 65 bad input (an item with a
+NUL byte without -0, an item over 4 MiB); 66 an -a FILE does not exist;
+71 a system call failed.
 
 Examples:
   printf '%s\\n' a.txt b.txt | pk-pool exec -j 2 -- wc -c {}

@@ -441,6 +441,19 @@ pub fn write_out(stream: u8, bytes: &[u8]) -> WResult<()> {
     })
 }
 
+/// Whether our stdout is a pipe or socket whose reader has gone (poll(2)
+/// reports POLLERR on it): with `-u` the jobs write there themselves, and
+/// this is how pk-pool learns that their reader left.
+pub fn stdout_broken() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
+}
+
 /// write(2) all of `buf` to `fd`, retrying EINTR and short writes, and
 /// waiting with poll(2) on EAGAIN.
 pub fn write_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {

@@ -671,10 +671,21 @@ impl Sched {
             cap,
             received,
             sent,
-            stopped,
+            mut stopped,
             ..
         } = a;
         let failed = how != How::Exited(0);
+        // With -u a job writes to our stdout itself: one that failed
+        // because the reader has gone (SIGPIPE, or EPIPE) ends the run as
+        // our own failed write does, quietly.
+        if failed
+            && self.cfg.mode == Mode::Ungroup
+            && !self.stdout_closed
+            && super::output::stdout_broken()
+        {
+            self.written(Err(WriteError::Closed))?;
+            stopped = true;
+        }
         let command_bytes = shell_bytes(&argv);
         let command = String::from_utf8_lossy(&command_bytes);
         let host_name = self.hosts[h].name.clone();
