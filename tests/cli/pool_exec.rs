@@ -837,3 +837,41 @@ fn ungrouped_jobs_stop_quietly_when_the_reader_goes() {
         assert!(ran < 100, "{trap}: {ran} jobs ran after the reader left");
     }
 }
+
+#[test]
+fn a_jobs_background_process_never_writes_into_a_later_jobs_output() {
+    // Job 1 leaves a background process that prints after job 1 has ended,
+    // while job 2 runs. Its line belongs to no job that is still printing:
+    // it is lost, as in parallel (whose files are per job too), and never
+    // shows up as job 2's output.
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late");
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ $1 = 1 ]; then (trap '' PIPE; sleep 0.3; echo late; touch {0}) & echo one; \
+             else while [ ! -e {0} ]; do sleep 0.01; done; echo two; fi\n",
+            late.display()
+        ),
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    for mode in [&[][..], &["-k"], &["--line-buffer", "-k"]] {
+        let _ = std::fs::remove_file(&late);
+        let mut args = vec!["-j", "1"];
+        args.extend(mode);
+        args.extend(["--", "sh", script]);
+        let out = exec(&args, "1\n2\n");
+        assert_success(&out);
+        assert_eq!(stdout(&out), "one\ntwo\n", "{mode:?}");
+    }
+    if have_parallel() {
+        let _ = std::fs::remove_file(&late);
+        let theirs = sh(
+            &format!("printf '1\\n2\\n' | parallel --will-cite -j 1 sh {script}"),
+            0,
+        );
+        assert_eq!(theirs, "one\ntwo\n");
+    }
+}

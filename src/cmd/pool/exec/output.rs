@@ -3,8 +3,10 @@
 //! - Grouped (default, GNU parallel's `--group`): a job's stdout and
 //!   stderr go to two unlinked files of its own (`O_TMPFILE` in
 //!   `$TMPDIR`), and are copied whole to ours when it ends, so two jobs'
-//!   lines never mix. The files are reused, truncated, by later jobs: a
-//!   job that prints nothing costs two fstat(2) calls.
+//!   lines never mix. Each job gets new files, never a finished job's: a
+//!   background process a job left behind may still hold them, and what
+//!   it prints later must not pass for another job's output (it is lost,
+//!   as in parallel).
 //! - `--line-buffer`: pipes; every complete line is written as soon as it
 //!   is read, whole, in one write(2).
 //! - `-u/--ungroup`: the jobs write to our stdout and stderr directly.
@@ -77,7 +79,6 @@ pub struct Output {
     pub mode: Mode,
     keep_order: bool,
     tmpdir: PathBuf,
-    free: Vec<Files>,
     /// With keep-order: the next sequence number to print.
     next: u64,
     held: BTreeMap<u64, Held>,
@@ -111,7 +112,6 @@ impl Output {
             tmpdir: std::env::var_os("TMPDIR")
                 .filter(|d| !d.is_empty())
                 .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
-            free: Vec::new(),
             next: 1,
             held: BTreeMap::new(),
             spill: None,
@@ -137,9 +137,6 @@ impl Output {
     }
 
     fn files(&mut self) -> Result<Files> {
-        if let Some(f) = self.free.pop() {
-            return Ok(f);
-        }
         Ok(Files([tmpfile(&self.tmpdir)?, tmpfile(&self.tmpdir)?]))
     }
 
@@ -182,7 +179,6 @@ impl Output {
             if let Some(files) = held.take() {
                 self.copy_file(&files.0[0], 1)?;
                 self.copy_file(&files.0[1], 2)?;
-                self.recycle(files)?;
             }
         }
         Ok(())
@@ -209,7 +205,9 @@ impl Output {
                 } else {
                     self.hold(seq, &files)?
                 };
-                self.recycle(files)?;
+                // Closed, never given to another job: a process this one
+                // left behind may still write to them.
+                drop(files);
                 got
             }
             Capture::Line {
@@ -234,13 +232,8 @@ impl Output {
 
     /// A failed attempt that will run again: its output is dropped.
     pub fn discard(&mut self, cap: Capture) -> Result<()> {
-        match cap {
-            Capture::Files(files)
-            | Capture::Line {
-                held: Some(files), ..
-            } => self.recycle(files),
-            _ => Ok(()),
-        }
+        drop(cap);
+        Ok(())
     }
 
     /// The end of the run: whatever is still held goes out, in order.
@@ -322,20 +315,6 @@ impl Output {
             let n = n.min((len - done) as usize);
             write_out(stream, &self.buf[..n])?;
             done += n as u64;
-        }
-        Ok(())
-    }
-
-    fn recycle(&mut self, files: Files) -> Result<()> {
-        for f in &files.0 {
-            if size(f)? > 0 {
-                f.set_len(0)
-                    .map_err(|e| Error::io("ftruncate", "output file", &e))?;
-            }
-        }
-        // Keep a handful for the next jobs; more would only hold descriptors.
-        if self.free.len() < 64 {
-            self.free.push(files);
         }
         Ok(())
     }
