@@ -875,3 +875,71 @@ fn a_jobs_background_process_never_writes_into_a_later_jobs_output() {
         assert_eq!(theirs, "one\ntwo\n");
     }
 }
+
+#[test]
+fn a_signal_stops_the_run_while_the_reader_is_not_reading() {
+    // Job 1 prints more than a pipe holds and ends; job 2 runs on. Our
+    // reader never reads, so pk-pool waits to write job 1's output. A
+    // SIGTERM then must still stop job 2 and end the run, not wait for a
+    // reader that may never come (`| less` left on its first page).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "if [ $0 = 1 ]; then head -c 1000000 /dev/zero; touch {d}/printed; \
+         else echo $$ > {d}/pid; exec sleep 60; fi"
+    );
+    let mut child = pk_std("pool")
+        .args([
+            "exec",
+            "-j",
+            "2",
+            "--kill-after",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"1\n2\n").unwrap();
+    let _never_read = child.stdout.take().unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let pid: i32 = loop {
+        let pid = std::fs::read_to_string(dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        if let (Some(pid), true) = (pid, dir.path().join("printed").exists()) {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the jobs did not run");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // Time to copy job 1's output into the full pipe.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let me = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("SIGTERM did not stop pk-pool while its stdout was full");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert_gone(pid);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("pk-pool: stopped by SIGTERM: 1 running job ended"),
+        "{err}"
+    );
+}

@@ -61,7 +61,9 @@ Commands get /dev/null as stdin and run in a process group of their own.
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
 after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
-ended, no new job started`.
+ended, no new job started`. This holds while pk-pool waits for a reader
+that does not read (`| less`): output that reader does not take within
+--kill-after of the signal is dropped.
 
 --halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;

@@ -14,14 +14,24 @@
 //!   ones ahead of it has its output copied into one spill file and
 //!   printed when its turn comes; with `--line-buffer`, the oldest job
 //!   streams its lines and the others are held until they are oldest.
+//!
+//! Our own writes to a pipe, socket or terminal wait for the reader, but
+//! never past a stop signal: [`Sink`] polls the reader together with a
+//! signalfd of SIGINT, SIGTERM and SIGHUP, so a run whose reader stopped
+//! reading (`| less` left on its first page) still stops its jobs at once.
+//! After such a signal, output the reader does not take within a moment
+//! (or by the end of the kill-after grace) is dropped.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 
 use crate::error::{Error, Result};
 
@@ -85,6 +95,8 @@ pub struct Output {
     spill: Option<File>,
     spill_len: u64,
     buf: Vec<u8>,
+    /// Our stdout and stderr.
+    pub sink: Sink,
 }
 
 /// Why writing our own output failed.
@@ -117,6 +129,7 @@ impl Output {
             spill: None,
             spill_len: 0,
             buf: Vec::new(),
+            sink: Sink::default(),
         }
     }
 
@@ -156,15 +169,15 @@ impl Output {
                 };
                 let (lines, rest) = bytes.split_at(last_nl + 1);
                 if partial[i].is_empty() {
-                    write_out(stream, lines)?;
+                    self.sink.write(stream, lines)?;
                 } else {
                     partial[i].extend_from_slice(lines);
                     let whole = std::mem::take(&mut partial[i]);
-                    write_out(stream, &whole)?;
+                    self.sink.write(stream, &whole)?;
                 }
                 partial[i].extend_from_slice(rest);
             }
-            Capture::Direct => write_out(stream, bytes)?,
+            Capture::Direct => self.sink.write(stream, bytes)?,
         }
         Ok(())
     }
@@ -216,7 +229,7 @@ impl Output {
             } => {
                 for (i, p) in partial.iter().enumerate() {
                     if !p.is_empty() {
-                        write_out(i as u8 + 1, p)?;
+                        self.sink.write(i as u8 + 1, p)?;
                     }
                 }
                 0
@@ -313,7 +326,7 @@ impl Output {
                 break;
             }
             let n = n.min((len - done) as usize);
-            write_out(stream, &self.buf[..n])?;
+            self.sink.write(stream, &self.buf[..n])?;
             done += n as u64;
         }
         Ok(())
@@ -395,6 +408,169 @@ fn fastrand_u64() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (t ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)).rotate_left(17)
+}
+
+/// How long, once a stop signal is pending (or the grace after one has
+/// passed), a write waits for the reader to take more.
+const STALL: Duration = Duration::from_millis(100);
+
+/// What a write that waits on the reader may take at once: PIPE_BUF, which
+/// a pipe that polls writable always has room for, so the write never
+/// blocks where poll(2) cannot see a signal.
+const GATED_CHUNK: usize = libc::PIPE_BUF;
+
+/// Our stdout and stderr as the job output reaches them (see the module
+/// documentation).
+#[derive(Debug, Default)]
+pub struct Sink {
+    /// Readable while INT, TERM or HUP is pending.
+    stop: Option<SignalFd>,
+    /// After the first stop signal: when the reader's time is up.
+    give_up_at: Option<Instant>,
+    /// Per stream (stdout, stderr): whether a write may wait on a reader
+    /// (a pipe, a socket, a terminal); learnt at the first write.
+    may_block: [Option<bool>; 2],
+    /// Per stream: the reader did not take the output in time; the rest
+    /// of it is dropped.
+    dropped: [bool; 2],
+}
+
+/// Why a write that waits on the reader stopped.
+enum Gated {
+    /// A stop signal (or the end of the grace), and the reader not reading.
+    GaveUp,
+    Errno(Errno),
+}
+
+impl Sink {
+    /// Watch these stop signals (already blocked, read by the caller's
+    /// own signalfd) while waiting on a reader.
+    pub fn watch(&mut self, signals: &[Signal]) -> Result<()> {
+        let mut set = nix::sys::signal::SigSet::empty();
+        for &s in signals {
+            set.add(s);
+        }
+        let flags =
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC;
+        self.stop = Some(
+            SignalFd::with_flags(&set, flags).map_err(|e| Error::sys("signalfd", "output", e))?,
+        );
+        Ok(())
+    }
+
+    /// A stop signal has been handled: from `at` on, output the reader
+    /// does not take is dropped.
+    pub fn give_up_at(&mut self, at: Option<Instant>) {
+        self.give_up_at = at;
+    }
+
+    /// Write all of `bytes` to our stdout (1) or stderr (2); EPIPE is
+    /// [`WriteError::Closed`].
+    pub fn write(&mut self, stream: u8, bytes: &[u8]) -> WResult<()> {
+        let i = usize::from(stream == 2);
+        if self.dropped[i] {
+            return Ok(());
+        }
+        let (out, err) = (std::io::stdout(), std::io::stderr());
+        let fd = if stream == 2 {
+            err.as_fd()
+        } else {
+            out.as_fd()
+        };
+        let may_block = *self.may_block[i].get_or_insert_with(|| {
+            use nix::sys::stat::SFlag;
+            nix::sys::stat::fstat(fd).is_ok_and(|st| {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK || kind == SFlag::S_IFCHR
+            })
+        });
+        let r = if stream == 1 && crate::sys::proc::stdout_closed_at_start() {
+            // Closed when we started: the runtime's stand-in /dev/null is
+            // not a place to send output to.
+            Err(Gated::Errno(Errno::EBADF))
+        } else if may_block && self.stop.is_some() {
+            write_gated(
+                fd,
+                bytes,
+                self.stop.as_ref().map(AsFd::as_fd),
+                self.give_up_at,
+            )
+        } else {
+            write_fd(fd, bytes).map_err(Gated::Errno)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(Gated::GaveUp) => {
+                self.dropped[i] = true;
+                Ok(())
+            }
+            Err(Gated::Errno(Errno::EPIPE)) => Err(WriteError::Closed),
+            Err(Gated::Errno(e)) => Err(WriteError::Other(Error::sys(
+                "write",
+                if stream == 2 { "stderr" } else { "stdout" },
+                e,
+            ))),
+        }
+    }
+}
+
+/// Write all of `buf` to `fd` (which may block), `GATED_CHUNK` bytes at a
+/// time once poll(2) says there is room, and give up when the reader
+/// takes nothing for [`STALL`] while `stop` is readable or after
+/// `give_up_at`.
+fn write_gated(
+    fd: BorrowedFd<'_>,
+    mut buf: &[u8],
+    stop: Option<BorrowedFd<'_>>,
+    give_up_at: Option<Instant>,
+) -> std::result::Result<(), Gated> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let stall = PollTimeout::try_from(STALL).unwrap_or(PollTimeout::MAX);
+    while !buf.is_empty() {
+        let late = give_up_at.is_some_and(|t| Instant::now() >= t);
+        let mut fds = vec![PollFd::new(fd, PollFlags::POLLOUT)];
+        if let (Some(stop), false) = (stop, late) {
+            fds.push(PollFd::new(stop, PollFlags::POLLIN));
+        }
+        let timeout = if late {
+            stall
+        } else {
+            crate::process::poll_timeout(give_up_at)
+        };
+        let ready = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Gated::Errno(e)),
+        };
+        let writable = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let stopped = fds
+            .get(1)
+            .is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+        drop(fds);
+        if !writable {
+            if late && ready == 0 {
+                return Err(Gated::GaveUp);
+            }
+            if !stopped {
+                // The grace has just run out: look again, in a hurry.
+                continue;
+            }
+            // A stop signal is pending: the reader gets a moment more.
+            let mut one = [PollFd::new(fd, PollFlags::POLLOUT)];
+            match poll(&mut one, stall) {
+                Ok(0) => return Err(Gated::GaveUp),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Gated::Errno(e)),
+            }
+        }
+        match nix::unistd::write(fd, &buf[..buf.len().min(GATED_CHUNK)]) {
+            Ok(0) => return Err(Gated::Errno(Errno::EIO)),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => return Err(Gated::Errno(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Write all of `bytes` to our stdout (1) or stderr (2): EINTR and short

@@ -204,7 +204,11 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         .map(|h| h.slots.or(cfg.jobs).unwrap_or(cpus))
         .sum::<usize>();
     let local = Local::new(cfg.timeout, cfg.kill_after, local_slots)?;
-    let output = Output::new(cfg.mode, cfg.keep_order);
+    let mut output = Output::new(cfg.mode, cfg.keep_order);
+    // A write that waits on our reader still sees these.
+    output
+        .sink
+        .watch(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let mut hosts = Vec::new();
     for spec in &cfg.hosts {
         let slots = spec.slots.or(cfg.jobs);
@@ -798,6 +802,7 @@ impl Sched {
     fn on_stop_signal(&mut self, sig: Signal) -> Result<()> {
         if self.stop_signal.is_some() {
             // A second signal: no more grace.
+            self.output.sink.give_up_at(Some(Instant::now()));
             self.local.stop_all(Duration::ZERO)?;
             for &g in self.local.stopped_groups() {
                 local::signal_group(g, Signal::SIGKILL)?;
@@ -806,6 +811,10 @@ impl Sched {
             return Ok(());
         }
         self.stop_signal = Some(sig);
+        // Output our reader does not take by the end of the grace is dropped.
+        self.output
+            .sink
+            .give_up_at(Instant::now().checked_add(self.cfg.kill_after));
         self.stop(self.cfg.kill_after)
     }
 
