@@ -943,3 +943,42 @@ fn a_signal_stops_the_run_while_the_reader_is_not_reading() {
         "{err}"
     );
 }
+
+#[test]
+fn line_buffer_keeps_a_long_line_whole_without_holding_it_in_memory() {
+    // 50 MB without a newline, under a 60 MB address-space limit: the line
+    // is gathered in a file, not in memory.
+    let out = bash(
+        "ulimit -v 60000; echo x | pk-pool exec -j 1 --line-buffer -- \
+         sh -c 'head -c 50000000 /dev/zero; echo; echo next' | wc -c",
+    )
+    .output()
+    .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "50000006");
+    // A long line that comes in pieces while another job prints short
+    // lines is still written whole, never cut by them.
+    let out = exec(
+        &[
+            "-j",
+            "2",
+            "--line-buffer",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do if [ $0 = A ]; then head -c 100000 /dev/zero | tr '\\0' A; \
+             else echo B; fi; sleep 0.2; done; echo",
+        ],
+        "A\nB\n",
+    );
+    assert_success(&out);
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 5, "{:?}", &text[..text.len().min(200)]);
+    assert_eq!(
+        [lines[0], lines[2], lines[3], lines[4]],
+        ["", "B", "B", "B"]
+    );
+    assert_eq!(lines[1], "A".repeat(300_000));
+}

@@ -53,7 +53,8 @@ N arguments, a {} inside other text the items joined by spaces.
 Output: by default each job's stdout and stderr are kept in files of its
 own and written whole when it ends, so lines of two jobs never mix
 (parallel's --group); --line-buffer writes each complete line as soon as
-it comes; -u writes straight through (xargs). -k prints in input order.
+it comes, whole (one past 64 KiB is gathered in a temp file, not in
+memory); -u writes straight through (xargs). -k prints in input order.
 
 Commands get /dev/null as stdin and run in a process group of their own.
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL

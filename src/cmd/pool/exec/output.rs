@@ -8,7 +8,8 @@
 //!   it prints later must not pass for another job's output (it is lost,
 //!   as in parallel).
 //! - `--line-buffer`: pipes; every complete line is written as soon as it
-//!   is read, whole, in one write(2).
+//!   is read, whole. A line is gathered in memory up to [`LONG_LINE`]
+//!   bytes, then in a file of its own.
 //! - `-u/--ungroup`: the jobs write to our stdout and stderr directly.
 //! - `-k/--keep-order`: output in input order. A job that ends before the
 //!   ones ahead of it has its output copied into one spill file and
@@ -68,11 +69,19 @@ pub enum Capture {
     /// `--keep-order`, files holding its output until it is the oldest.
     Line {
         partial: [Vec<u8>; 2],
+        /// Per stream, a begun line longer than [`LONG_LINE`]: gathered in
+        /// a file instead of memory (`partial` is empty then).
+        long: [Option<File>; 2],
         held: Option<Files>,
     },
     /// Straight through.
     Direct,
 }
+
+/// The longest begun line `--line-buffer` holds in memory per stream of a
+/// job; a longer one is gathered in a file, so memory stays bounded and
+/// the line still comes out whole.
+pub const LONG_LINE: usize = 64 * 1024;
 
 /// Stdout bytes of a finished job (the joblog's Receive).
 pub type Received = u64;
@@ -139,6 +148,7 @@ impl Output {
             Mode::Group => Capture::Files(self.files()?),
             Mode::Line => Capture::Line {
                 partial: [Vec::new(), Vec::new()],
+                long: [None, None],
                 held: if self.keep_order && seq != self.next {
                     Some(self.files()?)
                 } else {
@@ -161,21 +171,42 @@ impl Output {
             Capture::Files(f) | Capture::Line { held: Some(f), .. } => append(&f.0[i], bytes)?,
             Capture::Line {
                 partial,
+                long,
                 held: None,
             } => {
-                let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else {
-                    partial[i].extend_from_slice(bytes);
-                    return Ok(());
+                let (lines, rest) = match bytes.iter().rposition(|&b| b == b'\n') {
+                    Some(last_nl) => bytes.split_at(last_nl + 1),
+                    None => (&[][..], bytes),
                 };
-                let (lines, rest) = bytes.split_at(last_nl + 1);
-                if partial[i].is_empty() {
+                if lines.is_empty() {
+                    // No line ends here.
+                } else if let Some(f) = long[i].take() {
+                    // The long line ends here: out whole, then the lines after it.
+                    let first = lines.iter().position(|&b| b == b'\n').unwrap_or(0);
+                    append(&f, &lines[..=first])?;
+                    self.copy_file(&f, stream)?;
+                    if first + 1 < lines.len() {
+                        self.sink.write(stream, &lines[first + 1..])?;
+                    }
+                } else if partial[i].is_empty() {
                     self.sink.write(stream, lines)?;
                 } else {
                     partial[i].extend_from_slice(lines);
                     let whole = std::mem::take(&mut partial[i]);
                     self.sink.write(stream, &whole)?;
                 }
-                partial[i].extend_from_slice(rest);
+                // What follows the last newline begins the next line.
+                if let Some(f) = &long[i] {
+                    append(f, rest)?;
+                } else if partial[i].len() + rest.len() > LONG_LINE {
+                    let f = tmpfile(&self.tmpdir)?;
+                    append(&f, &partial[i])?;
+                    append(&f, rest)?;
+                    partial[i] = Vec::new();
+                    long[i] = Some(f);
+                } else {
+                    partial[i].extend_from_slice(rest);
+                }
             }
             Capture::Direct => self.sink.write(stream, bytes)?,
         }
@@ -225,9 +256,13 @@ impl Output {
             }
             Capture::Line {
                 partial,
+                long,
                 held: None,
             } => {
-                for (i, p) in partial.iter().enumerate() {
+                for (i, (p, l)) in partial.iter().zip(long).enumerate() {
+                    if let Some(f) = l {
+                        self.copy_file(&f, i as u8 + 1)?;
+                    }
                     if !p.is_empty() {
                         self.sink.write(i as u8 + 1, p)?;
                     }
