@@ -620,7 +620,6 @@ fn bad_input() {
     for args in [
         &["exec"][..],
         &["exec", "echo"],
-        &["exec", "-j", "0", "--", "echo"],
         &["exec", "-j", "1025", "--", "echo"],
         &["exec", "-n", "0", "--", "echo"],
         &["exec", "-d", "ab", "--", "echo"],
@@ -981,4 +980,52 @@ fn line_buffer_keeps_a_long_line_whole_without_holding_it_in_memory() {
         ["", "B", "B", "B"]
     );
     assert_eq!(lines[1], "A".repeat(300_000));
+}
+
+#[test]
+fn j_0_runs_as_many_at_once_as_xargs_p_0() {
+    // Five jobs that each wait until all five have started: they finish
+    // only if all run at once (a smaller -j would time out).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let barrier = format!(
+        "touch {d}/$0.$1; while [ $(ls {d} | grep -c \"^$0\\.\") -lt 5 ]; do sleep 0.01; done; echo $1"
+    );
+    for (tool, cmd) in [
+        ("xargs", "xargs -P 0 -n 1"),
+        ("ours", "pk-pool exec -j 0 --timeout 20s --"),
+    ] {
+        let out = sh(&format!("seq 5 | {cmd} sh -c '{barrier}' {tool}-item"), 0);
+        assert_eq!(sorted(&out), ["1", "2", "3", "4", "5"], "{tool}");
+    }
+}
+
+#[test]
+fn more_slots_than_file_descriptors_allow_run_fewer_at_once() {
+    // With `ulimit -n 64` there are not descriptors for 100 jobs' output
+    // files: pk-pool says so once and runs as many as fit, where it ran out
+    // of descriptors half-way through and stopped.
+    let out =
+        bash("ulimit -n 64; seq 100 | pk-pool exec -j 100 -- sh -c 'sleep 0.05; echo $0' | wc -l")
+            .output()
+            .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "100");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pk-pool: 100 jobs at once here: only enough file descriptors for ")
+            && err.trim_end().ends_with(" (ulimit -n 64)"),
+        "{err}"
+    );
+    // The same for --line-buffer (pipes) and -j 0.
+    for mode in ["--line-buffer -j 100", "-j 0"] {
+        let out = bash(&format!(
+            "ulimit -n 64; seq 100 | pk-pool exec {mode} -- sh -c 'sleep 0.05; echo $0' | wc -l"
+        ))
+        .output()
+        .unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out).trim(), "100", "{mode}");
+    }
 }

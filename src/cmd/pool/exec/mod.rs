@@ -72,6 +72,11 @@ that does not read (`| less`): output that reader does not take within
 up to N more times (parallel's --retries N means N tries in all), on
 another host where there is one.
 
+-j 0 runs as many jobs at once as the file descriptors allow (up to
+1024; on an ssh host, its CPU count). A -j larger than `ulimit -n`
+leaves room for runs fewer at once, with one line saying so: each
+running job holds a few descriptors (its output files or pipes).
+
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
 worker` once per host (--ssh CMD, --remote-cmd PATH) with your ssh
@@ -114,8 +119,9 @@ Examples:
 #[derive(Debug, ClapArgs)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
-    /// Jobs at once per host (1-1024; default: the CPU count).
-    #[arg(short = 'j', long, visible_short_alias = 'P', visible_alias = "max-procs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Jobs at once per host (1-1024; 0: as many as fit, as xargs -P 0;
+    /// default: the CPU count).
+    #[arg(short = 'j', long, visible_short_alias = 'P', visible_alias = "max-procs", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub jobs: Option<u32>,
     /// Items are separated by NUL bytes (find -print0).
     #[arg(short = '0', long, conflicts_with = "delimiter")]
@@ -269,8 +275,11 @@ pub fn run(a: ExecArgs) -> Result<u8> {
     let input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
     let jobs = a.jobs.map(|j| j as usize);
     if a.dry_run {
-        let slots =
-            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let slots = match jobs {
+            Some(0) => scheduler::MAX_SLOTS,
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         return scheduler::dry_run(&template, input, slots);
     }
     let ssh: Vec<String> = a.ssh.split_ascii_whitespace().map(String::from).collect();

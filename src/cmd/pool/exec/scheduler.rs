@@ -186,6 +186,79 @@ struct Sched {
     buf: Vec<u8>,
 }
 
+/// The most jobs at once on one host.
+pub const MAX_SLOTS: usize = 1024;
+
+/// The slots of each local host (`None` for ssh hosts): what `-j` or
+/// `N/:` asks (0: as many as fit, up to [`MAX_SLOTS`]), or the CPU count,
+/// and no more than the file descriptors allow. Each running job holds a
+/// few (its output files or pipes, and while it starts, the descriptors
+/// handed to it): past `ulimit -n` a run would fail half-way, so it runs
+/// fewer at once and says so.
+fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
+    let want: Vec<Option<usize>> = cfg
+        .hosts
+        .iter()
+        .map(|h| {
+            h.is_local()
+                .then(|| match h.slots.or(cfg.jobs).unwrap_or(cpus) {
+                    0 => MAX_SLOTS,
+                    n => n,
+                })
+        })
+        .collect();
+    let asked: usize = want.iter().flatten().sum();
+    let (room, limit) = fd_room(cfg);
+    if asked <= room {
+        return want;
+    }
+    let as_many = cfg.jobs == Some(0) && cfg.hosts.iter().all(|h| h.slots.is_none());
+    if !as_many {
+        say(&format_args!(
+            "{asked} jobs at once here: only enough file descriptors for {} (ulimit -n {limit})",
+            room.max(1)
+        ));
+    }
+    let mut left = room.max(1);
+    want.into_iter()
+        .map(|w| {
+            w.map(|n| {
+                let n = n.min(left).max(1);
+                left = left.saturating_sub(n);
+                n
+            })
+        })
+        .collect()
+}
+
+/// How many local jobs the file descriptors leave room for, and the
+/// limit (`ulimit -n`).
+fn fd_room(cfg: &Config) -> (usize, u64) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
+    // Ours: two signalfds, /dev/null, the spawners' wake pipe and their
+    // starts in progress (an exec-status pipe each), the spill file, a
+    // pipe pair per ssh host and the output files of the jobs an ssh host
+    // was given slots for.
+    let remote = cfg.hosts.iter().filter(|h| !h.is_local());
+    let reserve = 8
+        + 2 * super::local::MAX_SPAWNERS
+        + remote.map(|h| 2 + 4 * h.slots.unwrap_or(0)).sum::<usize>();
+    // A job's: its two output files (grouped) or pipes, two more files
+    // for a long line or -k's holding (--line-buffer), and the three
+    // descriptors a start hands over.
+    let per_job = match cfg.mode {
+        Mode::Group => 5,
+        Mode::Line => 7,
+        Mode::Ungroup => 3,
+    };
+    let free = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open + reserve);
+    (free / per_job, limit)
+}
+
 /// Run the jobs `input` yields under `cfg`; the exit status.
 pub fn run(cfg: Config, input: Input) -> Result<u8> {
     // Blocked before any child exists, so no SIGCHLD and no stop signal
@@ -197,21 +270,17 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         Signal::SIGHUP,
     ])?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let local_slots = cfg
-        .hosts
-        .iter()
-        .filter(|h| h.is_local())
-        .map(|h| h.slots.or(cfg.jobs).unwrap_or(cpus))
-        .sum::<usize>();
-    let local = Local::new(cfg.timeout, cfg.kill_after, local_slots)?;
+    let slots = local_slots(&cfg, cpus);
+    let local = Local::new(cfg.timeout, cfg.kill_after, slots.iter().flatten().sum())?;
     let mut output = Output::new(cfg.mode, cfg.keep_order);
     // A write that waits on our reader still sees these.
     output
         .sink
         .watch(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let mut hosts = Vec::new();
-    for spec in &cfg.hosts {
-        let slots = spec.slots.or(cfg.jobs);
+    for (spec, local_slots) in cfg.hosts.iter().zip(slots) {
+        // -j 0 on an ssh host: its CPU count.
+        let slots = local_slots.or(spec.slots.or(cfg.jobs).filter(|&n| n > 0));
         let kind = if spec.is_local() {
             Kind::Local
         } else {
