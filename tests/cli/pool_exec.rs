@@ -1029,3 +1029,70 @@ fn more_slots_than_file_descriptors_allow_run_fewer_at_once() {
         assert_eq!(stdout(&out).trim(), "100", "{mode}");
     }
 }
+
+#[test]
+fn a_sigkilled_pk_pool_takes_the_whole_of_each_job_along() {
+    // Each job ignores SIGTERM and has a child in the background: neither
+    // goes with a death signal alone (and both outlast the test's wait). pk-pool gets SIGKILL, no chance to
+    // stop anything itself, and still nothing of its jobs survives it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        &format!("trap '' TERM; sleep 300 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; wait"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    {
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n").unwrap();
+    }
+    let read_pid = |name: String| -> i32 {
+        let f = dir.path().join(name);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(p) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return p;
+            }
+            assert!(std::time::Instant::now() < deadline, "{f:?} never came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let mut pids: Vec<i32> = (1..=2)
+        .flat_map(|i| [read_pid(format!("pid.{i}")), read_pid(format!("child.{i}"))])
+        .collect();
+    // pk-pool's other children (its guard) must end too, and are reaped here.
+    pids.extend(children_of(run.child.id() as i32));
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in pids {
+        assert_gone(pid);
+    }
+}
+
+/// The pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s[s.rfind(')').map_or(0, |i| i + 2)..]
+                    .split_whitespace()
+                    .nth(1)
+                    == Some(&parent.to_string())
+            })
+        })
+        .collect()
+}

@@ -8,7 +8,9 @@
 //! - [`output`]: grouped, line-buffered or direct output, in order or not;
 //! - [`scheduler`]: the loop, retries, `--halt`, signals, exit status;
 //! - [`ssh`], [`wire`], [`worker`](mod@worker): hosts over ssh and `pk-pool worker`;
-//! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`.
+//! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`;
+//! - [`guard`](mod@guard): `pk-pool guard`, which ends the jobs of a
+//!   SIGKILLed pk-pool.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::error::Error;
 
+mod guard;
 mod input;
 mod joblog;
 mod local;
@@ -31,6 +34,7 @@ mod template;
 mod wire;
 mod worker;
 
+pub use guard::{GuardArgs, run as guard};
 pub use worker::{WorkerArgs, run as worker};
 
 /// `pk-pool exec --help`'s text after the options: the contract.
@@ -64,7 +68,10 @@ after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
 ended, no new job started`. This holds while pk-pool waits for a reader
 that does not read (`| less`): output that reader does not take within
---kill-after of the signal is dropped.
+--kill-after of the signal is dropped. Even a SIGKILL of pk-pool leaves
+no job behind: a small `pk-pool guard` process it starts then sends the
+running jobs' groups SIGTERM, and SIGKILL --kill-after later (xargs and
+parallel leave their jobs running).
 
 --halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
