@@ -392,3 +392,33 @@ fn a_signal_ends_the_remote_jobs_too() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_host_that_never_answers_does_not_hold_up_the_end() {
+    // An ssh that never connects (a black-holed host without
+    // ConnectTimeout): the jobs all run here, and then pk-pool ends,
+    // instead of waiting for that ssh to give up.
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nexec sleep 3600\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = pk("pool")
+        .args([
+            "exec",
+            "--ssh",
+            ssh.to_str().unwrap(),
+            "-S",
+            "blackhole,:",
+            "-k",
+        ])
+        .args(["--", "echo"])
+        .write_stdin("1\n2\n3\n")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-pool: ssh(blackhole): no worker answered before the jobs were done; not waited for\n"
+    );
+}

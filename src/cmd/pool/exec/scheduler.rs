@@ -1095,14 +1095,34 @@ impl Sched {
         if !no_more || !no_retry {
             return Ok(());
         }
+        let all_done = !(self.stopping || self.halted.is_some() || self.stdout_closed);
         for host in &mut self.hosts {
             if host.running > 0 {
                 continue;
             }
             if let Kind::Remote {
-                conn: Some(c), bye, ..
+                conn: Some(c),
+                bye,
+                ready,
+                ..
             } = &mut host.kind
             {
+                if !*ready && !host.gone {
+                    // Still connecting (a host that does not answer, with
+                    // no ConnectTimeout, takes minutes) and nothing left
+                    // for it: its ssh is ended, not waited for.
+                    if all_done {
+                        say(&format_args!(
+                            "ssh({}): no worker answered before the jobs were done; not waited for",
+                            host.name
+                        ));
+                    }
+                    host.gone = true;
+                    *bye = true;
+                    c.close();
+                    local::signal_group(c.ssh.pid(), Signal::SIGTERM)?;
+                    continue;
+                }
                 if !*bye {
                     *bye = true;
                     c.send(&Msg::Bye)?;
