@@ -1096,3 +1096,38 @@ fn children_of(parent: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+#[test]
+fn keep_order_runs_a_bounded_way_ahead_of_a_slow_first_job() {
+    // -k holds the output of every job that ends before job 1 (a record
+    // each, and their output in a spill file). Behind a job that never
+    // ends that would grow without bound: pk-pool runs at most 1024 jobs
+    // per slot ahead of the oldest, then waits for it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "if [ $0 = 1 ]; then while [ ! -e {d}/go ]; do sleep 0.01; done; \
+         else echo $0 >> {d}/ran; fi; echo $0"
+    );
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "-j", "2", "-k", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let mut stdin = run.child.stdin.take().unwrap();
+    let input: String = (1..=2100).map(|i| format!("{i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let ran = || std::fs::read_to_string(dir.path().join("ran")).map_or(0, |t| t.lines().count());
+    // Jobs 2 to 2048 run (2 slots × 1024 ahead of job 1), then no more.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while ran() < 2047 {
+        assert!(std::time::Instant::now() < deadline, "only {} ran", ran());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(ran(), 2047, "jobs ran too far ahead of job 1");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = run.rest();
+    assert_eq!(run.wait().code(), Some(0));
+    assert_eq!(out, input, "all of them, in order");
+}

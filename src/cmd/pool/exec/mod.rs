@@ -58,7 +58,10 @@ Output: by default each job's stdout and stderr are kept in files of its
 own and written whole when it ends, so lines of two jobs never mix
 (parallel's --group); --line-buffer writes each complete line as soon as
 it comes, whole (one past 64 KiB is gathered in a temp file, not in
-memory); -u writes straight through (xargs). -k prints in input order.
+memory); -u writes straight through (xargs). -k prints in input order:
+the output of a job that ends before an older one waits in a spill file,
+and at most 1024 jobs per slot start after the oldest one still running
+(behind a job that never ends, the rest wait instead of piling up).
 
 Commands get /dev/null as stdin and run in a process group of their own.
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL

@@ -189,6 +189,10 @@ struct Sched {
 /// The most jobs at once on one host.
 pub const MAX_SLOTS: usize = 1024;
 
+/// With `-k`, how many jobs per slot may start after the oldest one whose
+/// output is not out yet (their output waits for it).
+pub const AHEAD_PER_SLOT: u64 = 1024;
+
 /// The slots of each local host (`None` for ssh hosts): what `-j` or
 /// `N/:` asks (0: as many as fit, up to [`MAX_SLOTS`]), or the CPU count,
 /// and no more than the file descriptors allow. Each running job holds a
@@ -510,7 +514,7 @@ impl Sched {
                     self.retry.pop_front().expect("checked")
                 }
                 None => {
-                    if self.input_done || self.free_host(&[]).is_none() {
+                    if self.input_done || self.free_host(&[]).is_none() || self.too_far_ahead() {
                         return Ok(false);
                     }
                     match self.input.take() {
@@ -541,6 +545,24 @@ impl Sched {
                 .expect("a free slot was checked");
             self.launch(job, h)?;
         }
+    }
+
+    /// With `-k`, whether the next job would be too far ahead of the
+    /// oldest one not yet printed: each job in between is held (a record,
+    /// its output in the spill file), so behind a job that does not end
+    /// they would grow without bound. [`AHEAD_PER_SLOT`] per slot.
+    fn too_far_ahead(&self) -> bool {
+        if !self.cfg.keep_order {
+            return false;
+        }
+        let slots: usize = self
+            .hosts
+            .iter()
+            .filter(|h| !h.gone)
+            .map(|h| h.free.len() + h.running)
+            .sum();
+        let limit = AHEAD_PER_SLOT.saturating_mul(slots.max(1) as u64);
+        self.next_seq.saturating_sub(self.output.next_seq()) >= limit
     }
 
     fn connecting(&self, h: &Host) -> bool {
