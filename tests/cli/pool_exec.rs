@@ -1131,3 +1131,33 @@ fn keep_order_runs_a_bounded_way_ahead_of_a_slow_first_job() {
     assert_eq!(run.wait().code(), Some(0));
     assert_eq!(out, input, "all of them, in order");
 }
+
+#[test]
+fn n_items_that_would_not_fit_one_command_line_make_several_as_in_xargs() {
+    // 30 000 items of 100 bytes with -n 100000: 3 MB, more than one
+    // command line takes (E2BIG). xargs and parallel put fewer items in
+    // each command; so does pk-pool, and every item gets through.
+    let items = "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100";
+    let theirs = sh(&format!("{items} | xargs -n 100000 echo | wc -c"), 0);
+    let ours = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo | wc -c"),
+        0,
+    );
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.trim(), "3030000");
+    // A word that holds the items ({} in other text) is one argument,
+    // which Linux limits to 128 KiB: the groups fit that too.
+    let ours = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo x{{}}y | wc -c"),
+        0,
+    );
+    let commands = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo x{{}}y | wc -l"),
+        0,
+    );
+    let commands: usize = commands.trim().parse().unwrap();
+    assert_eq!(
+        ours.trim().parse::<usize>().unwrap(),
+        3_030_000 + 2 * commands
+    );
+}

@@ -52,7 +52,8 @@ Replacement strings (GNU parallel's): {} the item, {.} without extension,
 {/} basename, {//} dirname, {/.} basename without extension, {#} the job
 number, {%} the slot (1..N). Without any, the items are appended as
 arguments (xargs). -n N puts up to N items in one job: a lone {} becomes
-N arguments, a {} inside other text the items joined by spaces.
+N arguments, a {} inside other text the items joined by spaces. A job
+takes fewer when N would not fit in a command line (128 KiB, as xargs).
 
 Output: by default each job's stdout and stderr are kept in files of its
 own and written whole when it ends, so lines of two jobs never mix
@@ -284,7 +285,15 @@ pub fn run(a: ExecArgs) -> Result<u8> {
             .map(input::Source::file)
             .collect::<crate::error::Result<Vec<_>>>()?
     };
-    let input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
+    let mut input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
+    if a.max_args > 1 {
+        // xargs' default command-line size (-s), 128 KiB: within ARG_MAX,
+        // and within the 128 KiB Linux allows one argument, which the
+        // items are when {} stands inside other text.
+        input.max_bytes = (128 * 1024 - 2048usize)
+            .saturating_sub(template.fixed_len())
+            .max(1);
+    }
     let jobs = a.jobs.map(|j| j as usize);
     if a.dry_run {
         let slots = match jobs {

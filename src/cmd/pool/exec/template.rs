@@ -73,6 +73,25 @@ impl Template {
         Template { args, append }
     }
 
+    /// The bytes of the command line without its items: the literal text
+    /// and a NUL per argument.
+    pub fn fixed_len(&self) -> usize {
+        self.args
+            .iter()
+            .map(|pieces| {
+                1 + pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Lit(l) => l.len(),
+                        // A job number or slot: at most 20 digits.
+                        Piece::Seq | Piece::Slot => 20,
+                        Piece::Item(_) => 0,
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// The argv of job `seq` on slot `slot` with these items.
     pub fn render(&self, items: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
         let mut argv =
