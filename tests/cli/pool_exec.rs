@@ -1161,3 +1161,30 @@ fn n_items_that_would_not_fit_one_command_line_make_several_as_in_xargs() {
         3_030_000 + 2 * commands
     );
 }
+
+#[test]
+fn a_failed_jobs_line_shows_a_long_command_shortened() {
+    // -n 1000 of long items: the failure line names the command by its
+    // beginning, not by all its 128 KiB (the joblog keeps it whole).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let out = sh(
+        &format!(
+            "head -c 300000 /dev/zero | tr '\\0' x | fold -w 100 | \
+             pk-pool exec -n 1000 --joblog {} -- sh -c 'exit 3' sh 2>&1 >/dev/null | head -3",
+            log.display()
+        ),
+        0,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(line.len() < 300, "{} bytes: {}", line.len(), &line[..100]);
+        assert!(
+            line.starts_with("pk-pool: job ") && line.ends_with("...): exited, status=3"),
+            "{line}"
+        );
+    }
+    let joblog = std::fs::read_to_string(&log).unwrap();
+    assert!(joblog.lines().nth(1).unwrap().len() > 100_000);
+}

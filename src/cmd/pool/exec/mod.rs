@@ -103,6 +103,7 @@ stderr, one line each:
   pk-pool: job <SEQ> (<command>): timed out after <DUR>: killed by signal 15 (SIGTERM)
   pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
   pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
+A <command> longer than 200 bytes is shown by its first 200 and `...`.
 -t prints each command line on stderr before it runs; --dry-run prints
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE writes GNU parallel's

@@ -782,7 +782,8 @@ impl Sched {
             stopped = true;
         }
         let command_bytes = shell_bytes(&argv);
-        let command = String::from_utf8_lossy(&command_bytes);
+        let whole = String::from_utf8_lossy(&command_bytes);
+        let command = shortened(&whole);
         let host_name = self.hosts[h].name.clone();
         let retry = failed
             && !stopped
@@ -1279,6 +1280,22 @@ fn describe(
         ),
         _ => what,
     })
+}
+
+/// The longest command a job's stderr line shows whole.
+const SHOWN: usize = 200;
+
+/// A command line for a message: up to [`SHOWN`] bytes, then `...` (the
+/// joblog, -t and --dry-run show it whole).
+fn shortened(command: &str) -> std::borrow::Cow<'_, str> {
+    if command.len() <= SHOWN {
+        return command.into();
+    }
+    let mut end = SHOWN;
+    while !command.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &command[..end]).into()
 }
 
 fn on_host(name: &str) -> String {
