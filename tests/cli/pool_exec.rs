@@ -1188,3 +1188,45 @@ fn a_failed_jobs_line_shows_a_long_command_shortened() {
     let joblog = std::fs::read_to_string(&log).unwrap();
     assert!(joblog.lines().nth(1).unwrap().len() > 100_000);
 }
+
+#[test]
+fn a_job_that_uses_the_terminal_fails_instead_of_stopping_for_ever() {
+    // Jobs run in groups of their own, in the background of a terminal:
+    // one that reads /dev/tty (a password prompt), or writes to the
+    // terminal under `stty tostop` (-u), was stopped by SIGTTIN/SIGTTOU and
+    // pk-pool waited for it for ever. In a session of their own they have
+    // no controlling terminal: the read fails at once, the write goes
+    // through. script(1) gives the run a terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let inner = "stty tostop; echo x | pk-pool exec --no-progress -u -- echo hi; echo rc=$?; \
+                 echo y | pk-pool exec --no-progress -- sh -c 'read a < /dev/tty'; echo rc=$?";
+    // (timeout(1): a stopped job would hold script's output open, and the
+    // test would hang instead of failing.)
+    let out = bash(&format!(
+        "timeout -k 5 30 script -qec {} /dev/null < /dev/null | tr -d '\\r'",
+        shell_quote(inner)
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.get(..2), Some(&["hi x", "rc=0"][..]), "{text}");
+    assert!(
+        text.contains("/dev/tty: No such device or address"),
+        "{text}"
+    );
+    assert_eq!(lines.last(), Some(&"rc=123"), "{text}");
+}
+
+/// `s` in single quotes for a shell script.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}

@@ -1,7 +1,8 @@
 //! Jobs on this machine: each command started with
 //! [`Spawn`](crate::spawn::Spawn) (clone(`CLONE_VM|CLONE_VFORK`) + exec,
 //! so starting one costs the same however large pk-pool grows) as the
-//! leader of a process group of its own, with /dev/null as stdin.
+//! leader of a session and process group of its own (no controlling
+//! terminal), with /dev/null as stdin.
 //!
 //! Every signal goes to the whole group: a `sh -c` command's children end
 //! with it. A timeout sends SIGTERM and SIGCONT, then SIGKILL after the
@@ -309,7 +310,11 @@ impl Local {
         };
         let mut spawn = spawn
             .stdin(Stdin::Fd(stdin))
-            .process_group(true)
+            // A session of its own: its process group, and no controlling
+            // terminal, so a command that reads the terminal (or writes to
+            // it under `stty tostop`) fails instead of being stopped for
+            // ever in a background group.
+            .session(true)
             // pk-pool SIGKILLed takes its commands along (the rest of
             // each group is signalled on every orderly stop).
             .die_with_parent(Signal::SIGTERM);

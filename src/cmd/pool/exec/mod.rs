@@ -64,7 +64,10 @@ the output of a job that ends before an older one waits in a spill file,
 and at most 1024 jobs per slot start after the oldest one still running
 (behind a job that never ends, the rest wait instead of piling up).
 
-Commands get /dev/null as stdin and run in a process group of their own.
+Commands get /dev/null as stdin and run in a session and process group
+of their own, without a controlling terminal: one that would read the
+terminal (a password prompt) fails instead of stopping for ever, and -u
+output reaches a terminal even under `stty tostop`.
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
 --kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
