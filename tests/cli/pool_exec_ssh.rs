@@ -422,3 +422,43 @@ fn a_host_that_never_answers_does_not_hold_up_the_end() {
         "pk-pool: ssh(blackhole): no worker answered before the jobs were done; not waited for\n"
     );
 }
+
+#[test]
+fn an_ssh_that_would_prompt_fails_instead_of_stopping_for_ever() {
+    // An ssh that asks for a password reads /dev/tty: from a background
+    // process group it was stopped (SIGTTIN) and pk-pool waited for ever
+    // for that host. Without a controlling terminal the prompt fails, the
+    // host is reported and given up. script(1) gives the run a terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nread password < /dev/tty\nexit 255\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inner = format!(
+        "echo x | pk-pool exec --no-progress --ssh {} -S asks -- echo; echo rc=$?",
+        ssh.display()
+    );
+    // (timeout(1): a stopped ssh would hold script's output open.)
+    let out = bash(&format!(
+        "timeout -k 5 30 script -qec '{inner}' /dev/null < /dev/null | tr -d '\\r'"
+    ))
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("/dev/tty: No such device or address"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pk-pool: ssh(asks): no worker answered (ssh exited, status=255)"),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some("rc=124"), "{text}");
+}

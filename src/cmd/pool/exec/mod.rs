@@ -94,11 +94,12 @@ running job holds a few descriptors (its output files or pipes).
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
 worker` once per host (--ssh CMD, --remote-cmd PATH) with your ssh
-config, keys and ControlMaster settings; jobs and their output travel as
-frames over that one connection. A host that drops has its running jobs
-run again elsewhere while --retries allows, else they fail as `lost`. A
-host still connecting when every job is done is not waited for (its ssh
-gets SIGTERM, and one line says so).
+config, keys, agent and ControlMaster settings, but no terminal to
+prompt on (a password or host-key question fails at once); jobs and
+their output travel as frames over that one connection. A host that
+drops has its running jobs run again elsewhere while --retries allows,
+else they fail as `lost`. A host still connecting when every job is
+done is not waited for (its ssh gets SIGTERM, and one line says so).
 
 stderr, one line each:
   pk-pool: job <SEQ>[ on HOST] (<command>): exited, status=<N>
