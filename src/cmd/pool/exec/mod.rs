@@ -99,7 +99,9 @@ prompt on (a password or host-key question fails at once); jobs and
 their output travel as frames over that one connection. A host that
 drops has its running jobs run again elsewhere while --retries allows,
 else they fail as `lost`. A host still connecting when every job is
-done is not waited for (its ssh gets SIGTERM, and one line says so).
+done is not waited for (its ssh gets SIGTERM, and one line says so),
+nor, after a stop, one that has not ended its jobs within twice
+--kill-after and a second (a hung connection): its jobs count as lost.
 
 stderr, one line each:
   pk-pool: job <SEQ>[ on HOST] (<command>): exited, status=<N>

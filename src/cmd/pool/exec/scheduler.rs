@@ -181,6 +181,10 @@ struct Sched {
     stop_signal: Option<Signal>,
     stopping: bool,
     stop_kill_at: Option<Instant>,
+    /// After a stop: when ssh hosts that have not ended their jobs are
+    /// given up (their ssh gets TERM), and when their ssh gets KILL.
+    hosts_give_up_at: Option<Instant>,
+    hosts_kill_at: Option<Instant>,
     stdout_closed: bool,
     no_host_left: bool,
     buf: Vec<u8>,
@@ -329,6 +333,8 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         stop_signal: None,
         stopping: false,
         stop_kill_at: None,
+        hosts_give_up_at: None,
+        hosts_kill_at: None,
         stdout_closed: false,
         no_host_left: false,
         buf: Vec::new(),
@@ -422,10 +428,15 @@ impl Sched {
                     raw.push(conn.from.get_ref().as_fd());
                 }
             }
-            let deadline = [self.local.next_deadline(), self.stop_kill_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.local.next_deadline(),
+                self.stop_kill_at,
+                self.hosts_give_up_at,
+                self.hosts_kill_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let mut fds: Vec<PollFd<'_>> = raw
                 .iter()
                 .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
@@ -478,6 +489,7 @@ impl Sched {
                     local::signal_group(g, Signal::SIGKILL)?;
                 }
             }
+            self.give_up_hosts(now)?;
         }
         Ok(())
     }
@@ -895,6 +907,7 @@ impl Sched {
         if self.stop_signal.is_some() {
             // A second signal: no more grace.
             self.output.sink.give_up_at(Some(Instant::now()));
+            self.hosts_give_up_at = Some(Instant::now());
             self.local.stop_all(Duration::ZERO)?;
             for &g in self.local.stopped_groups() {
                 local::signal_group(g, Signal::SIGKILL)?;
@@ -918,12 +931,54 @@ impl Sched {
             a.stopped = true;
         }
         self.stop_kill_at = Instant::now().checked_add(grace);
+        // A worker ends its jobs within the grace of receiving `stop`, and
+        // the last results still have to travel: a host gets that twice,
+        // and a second more, before it is given up.
+        if self.hosts_give_up_at.is_none() {
+            self.hosts_give_up_at = grace
+                .checked_mul(2)
+                .and_then(|g| g.checked_add(Duration::from_secs(1)))
+                .and_then(|g| Instant::now().checked_add(g));
+        }
         for h in 0..self.hosts.len() {
             if let Kind::Remote {
                 conn: Some(conn), ..
             } = &mut self.hosts[h].kind
             {
                 conn.send(&Msg::Stop)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a stop, an ssh host that has not ended (a hung connection,
+    /// a worker that does not answer) is given up when its time is up:
+    /// its jobs are lost, its ssh gets SIGTERM (and SIGCONT), and SIGKILL
+    /// a grace later if it is still there.
+    fn give_up_hosts(&mut self, now: Instant) -> Result<()> {
+        if self.hosts_give_up_at.is_some_and(|t| now >= t) {
+            self.hosts_give_up_at = None;
+            for h in 0..self.hosts.len() {
+                let (running, gone) = (self.hosts[h].running, self.hosts[h].gone);
+                let Kind::Remote { conn: Some(c), .. } = &mut self.hosts[h].kind else {
+                    continue;
+                };
+                if running > 0 && !gone {
+                    self.host_dropped(h, "no answer to the stop in time".into())?;
+                } else {
+                    c.close();
+                    local::signal_group(c.ssh.pid(), Signal::SIGTERM)?;
+                    local::signal_group(c.ssh.pid(), Signal::SIGCONT)?;
+                }
+            }
+            self.hosts_kill_at = now.checked_add(self.cfg.kill_after);
+        }
+        if self.hosts_kill_at.is_some_and(|t| now >= t) {
+            self.hosts_kill_at = None;
+            for host in &self.hosts {
+                if let Kind::Remote { conn: Some(c), .. } = &host.kind {
+                    local::signal_group(c.ssh.pid(), Signal::SIGKILL)?;
+                }
             }
         }
         Ok(())
@@ -1052,7 +1107,9 @@ impl Sched {
             host.free.clear();
             if let Kind::Remote { conn: Some(c), .. } = &mut host.kind {
                 c.close();
-                let _ = c.ssh.signal(Signal::SIGTERM);
+                // (SIGCONT: a stopped ssh would keep the TERM pending.)
+                let _ = local::signal_group(c.ssh.pid(), Signal::SIGTERM);
+                let _ = local::signal_group(c.ssh.pid(), Signal::SIGCONT);
             }
         }
         let keys: Vec<u64> = self
