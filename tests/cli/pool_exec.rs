@@ -1230,3 +1230,13 @@ fn a_job_that_uses_the_terminal_fails_instead_of_stopping_for_ever() {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\"'\"'"))
 }
+
+#[test]
+fn keep_order_with_ungroup_runs_every_job() {
+    // -u writes straight through, so -k has nothing to hold: the jobs
+    // must all run, however many finish out of order.
+    let input: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+    let out = exec(&["-u", "-k", "-j", "2", "--", "echo"], &input);
+    assert_success(&out);
+    assert_eq!(sorted(&stdout(&out)), sorted(&input));
+}

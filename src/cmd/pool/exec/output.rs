@@ -269,7 +269,18 @@ impl Output {
                 }
                 0
             }
-            Capture::Direct => 0,
+            Capture::Direct => {
+                if !in_turn {
+                    // Nothing to hold, but its turn must still pass.
+                    self.held.insert(
+                        seq,
+                        Held {
+                            ranges: [(0, 0); 2],
+                        },
+                    );
+                }
+                0
+            }
         };
         if self.keep_order && in_turn {
             self.next = seq + 1;
@@ -295,17 +306,19 @@ impl Output {
                 break;
             }
             let (seq, held) = entry.remove_entry();
-            let Some(spill) = self.spill.take() else {
-                break;
-            };
-            let r = (|| -> WResult<()> {
-                for (i, &(at, len)) in held.ranges.iter().enumerate() {
-                    self.copy_range(&spill, at, len, i as u8 + 1)?;
-                }
-                Ok(())
-            })();
-            self.spill = Some(spill);
-            r?;
+            if held.ranges.iter().any(|&(_, len)| len > 0) {
+                let Some(spill) = self.spill.take() else {
+                    break;
+                };
+                let r = (|| -> WResult<()> {
+                    for (i, &(at, len)) in held.ranges.iter().enumerate() {
+                        self.copy_range(&spill, at, len, i as u8 + 1)?;
+                    }
+                    Ok(())
+                })();
+                self.spill = Some(spill);
+                r?;
+            }
             self.next = seq + 1;
         }
         if self.held.is_empty() && self.spill_len > 0 {
