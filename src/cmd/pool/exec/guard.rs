@@ -19,14 +19,16 @@
 //! The guard blocks the signals a terminal or a supervisor sends to a
 //! whole process group (INT, TERM, HUP, QUIT, the job-control stops), so
 //! it lives as long as its writer does; and it reads in batches, a read
-//! then a pause, so a run of many short jobs costs it a wake-up per
-//! pause, not per job.
+//! then a pause that only the end of the pipe cuts short, so a run of
+//! many short jobs costs it a wake-up per pause, not per job, and an
+//! orderly end is not held up.
 
 use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 use super::local;
@@ -93,7 +95,13 @@ fn read_groups() -> Result<HashSet<i32>> {
         }
         buf.copy_within(whole..have, 0);
         have -= whole;
-        std::thread::sleep(BATCH);
+        // The pause: poll(2) for no event at all still wakes at a hang-up,
+        // so the end of the pipe is seen at once and new messages are not.
+        let mut hup = [PollFd::new(stdin.as_fd(), PollFlags::empty())];
+        let _ = poll(
+            &mut hup,
+            PollTimeout::try_from(BATCH).unwrap_or(PollTimeout::MAX),
+        );
     }
 }
 
