@@ -87,9 +87,9 @@ up to N more times (parallel's --retries N means N tries in all), on
 another host where there is one.
 
 -j 0 runs as many jobs at once as the file descriptors allow (up to
-1024; on an ssh host, its CPU count). A -j larger than `ulimit -n`
-leaves room for runs fewer at once, with one line saying so: each
-running job holds a few descriptors (its output files or pipes).
+1024; on an ssh host, its CPU count). A -j that `ulimit -n` has no room
+for runs fewer at once, with one line saying so: each running job holds
+a few descriptors (its output files or pipes).
 
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
@@ -112,9 +112,9 @@ stderr, one line each:
 A <command> longer than 200 bytes is shown by its first 200 and `...`.
 -t prints each command line on stderr before it runs; --dry-run prints
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
-bytes as they are: sh runs the very same arguments). --joblog FILE writes GNU parallel's
-tab-separated joblog (Seq Host Starttime JobRuntime Send Receive Exitval
-Signal Command). --progress/--eta show counts on stderr (a redrawn line
+bytes as they are: sh runs the very same arguments). --joblog FILE
+writes GNU parallel's tab-separated joblog (Seq Host Starttime
+JobRuntime Send Receive Exitval Signal Command). --progress/--eta show counts on stderr (a redrawn line
 on a terminal, where they are on by default; --no-progress turns that
 off).
 
