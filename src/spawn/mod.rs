@@ -68,7 +68,7 @@ use crate::process::Child;
 use crate::status::Status;
 use crate::sys::spawn::fds::{self, SpawnFd};
 use crate::sys::spawn::{
-    ExecPlan, STAGE_CHDIR, STAGE_DEATH_SIGNAL, STAGE_DUP2, STAGE_EXEC, STAGE_SETPGID,
+    ExecPlan, STAGE_CHDIR, STAGE_DEATH_SIGNAL, STAGE_DUP2, STAGE_EXEC, STAGE_SETPGID, STAGE_SETSID,
 };
 
 mod running;
@@ -105,6 +105,7 @@ pub struct Spawn {
     cwd: Option<CString>,
     cwd_shown: String,
     new_group: bool,
+    new_session: bool,
     stdout_closed: bool,
     share_sysv_undo: bool,
     stdout_to: Option<OwnedFd>,
@@ -168,6 +169,7 @@ impl Spawn {
             cwd: None,
             cwd_shown: String::new(),
             new_group: false,
+            new_session: false,
             stdout_closed: false,
             share_sysv_undo: false,
             stdout_to: None,
@@ -269,6 +271,18 @@ impl Spawn {
     #[must_use]
     pub fn process_group(mut self, new: bool) -> Self {
         self.new_group = new;
+        self
+    }
+
+    /// Make the child the leader of a new session (setsid() in the child),
+    /// and so of a new process group, as [`Spawn::process_group`], with no
+    /// controlling terminal: opening /dev/tty fails (ENXIO) instead of
+    /// stopping the child with SIGTTIN, and its writes to a terminal are
+    /// never stopped by `stty tostop`. For commands run unattended.
+    #[must_use]
+    pub fn session(mut self, new: bool) -> Self {
+        self.new_session = new;
+        self.new_group |= new;
         self
     }
 
@@ -424,6 +438,7 @@ impl Spawn {
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));
         plan.new_group = self.new_group;
+        plan.new_session = self.new_session;
         plan.share_sysv_undo = self.share_sysv_undo;
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
@@ -440,6 +455,7 @@ impl Spawn {
                 STAGE_DUP2 => Error::sys("dup2", &name, errno),
                 STAGE_CHDIR => Error::sys("chdir", &self.cwd_shown, errno),
                 STAGE_SETPGID => Error::sys("setpgid", &name, errno),
+                STAGE_SETSID => Error::sys("setsid", &name, errno),
                 STAGE_DEATH_SIGNAL => Error::sys("prctl", "PR_SET_PDEATHSIG", errno),
                 _ => Error::sys("sigaction", &name, errno),
             });

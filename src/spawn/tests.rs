@@ -380,3 +380,23 @@ fn stdout_and_stderr_go_to_the_given_descriptors_and_try_wait_reaps() {
         .unwrap();
     assert_eq!(o.stdout, b"hi\n");
 }
+
+#[test]
+fn a_session_of_its_own_leads_its_group_and_has_no_terminal() {
+    // /proc/self/stat after the command name: state ppid pgrp session tty_nr.
+    let out = Spawn::new(["sh", "-c", "echo $$; cat /proc/$$/stat"])
+        .unwrap()
+        .session(true)
+        .capture(true)
+        .run()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (pid, stat) = text.split_once('\n').unwrap();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+    assert_eq!(
+        (fields[2], fields[3]),
+        (pid, pid),
+        "pgrp and session: {stat}"
+    );
+    assert_eq!(fields[4], "0", "no controlling terminal: {stat}");
+}

@@ -620,7 +620,6 @@ fn bad_input() {
     for args in [
         &["exec"][..],
         &["exec", "echo"],
-        &["exec", "-j", "0", "--", "echo"],
         &["exec", "-j", "1025", "--", "echo"],
         &["exec", "-n", "0", "--", "echo"],
         &["exec", "-d", "ab", "--", "echo"],
@@ -764,4 +763,495 @@ fn a_sigkilled_pk_pool_takes_its_commands_along() {
     for pid in pids {
         assert_gone(pid);
     }
+}
+
+#[test]
+fn dry_run_prints_the_very_bytes_a_shell_runs() {
+    // Items a shell treats specially, one with a newline, one not UTF-8.
+    let dir = tempfile::tempdir().unwrap();
+    let items = dir.path().join("items");
+    std::fs::write(
+        &items,
+        b"a b\0c'd\0e\nf\0\xff\xfe\0$(touch pwned)\0x=y\0~\0*\0-n\0\0a,b:c@d%e^f\0+g_h.i/j\0",
+    )
+    .unwrap();
+    let items = items.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["exec", "-0", "-k", "-j", "1", "-a", items];
+        args.extend(extra);
+        args.extend(["--", "printf", "[%s]\\n"]);
+        pk("pool").args(&args).output().unwrap()
+    };
+    let real = run(&[]);
+    let dry = run(&["--dry-run"]);
+    assert_success(&real);
+    assert_success(&dry);
+    // The printed lines, run by sh, pass the same arguments: byte for byte.
+    let replayed = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut sh| {
+            sh.stdin.take().unwrap().write_all(&dry.stdout)?;
+            sh.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        String::from_utf8_lossy(&real.stdout)
+    );
+    assert_eq!(replayed.stdout, real.stdout);
+    assert!(!dir.path().join("pwned").exists());
+    // -t shows the same lines on stderr.
+    let traced = run(&["-t"]);
+    assert_eq!(traced.stderr, dry.stdout);
+    if have_parallel() {
+        let theirs = bash(&format!(
+            "parallel --will-cite -0 -k -a {items} --dry-run echo"
+        ))
+        .output()
+        .unwrap();
+        let ours = pk("pool")
+            .args(["exec", "-0", "-a", items, "--dry-run", "--", "echo"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout)
+        );
+        assert_eq!(ours.stdout, theirs.stdout);
+    }
+}
+
+#[test]
+fn ungrouped_jobs_stop_quietly_when_the_reader_goes() {
+    // With -u the jobs write to our stdout themselves: once its reader has
+    // gone, each would die of SIGPIPE (or fail with EPIPE where SIGPIPE is
+    // ignored). pk-pool stops there, as it does when its own write fails,
+    // instead of running every item into the closed pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    for trap in ["", "trap '' PIPE; "] {
+        let _ = std::fs::remove_file(&count);
+        let out = bash(&format!(
+            "set -o pipefail; seq 100000 | pk-pool exec -u -j 2 -- \
+             sh -c '{trap}echo $0 >> {}; echo $0' 2>err | head -1; echo status=$?; \
+             grep '^pk-pool' err",
+            count.display()
+        ))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{trap}: {text}");
+        assert_eq!(lines[1], "status=141", "{trap}: no pk-pool line on stderr");
+        let ran = std::fs::read_to_string(&count).unwrap().lines().count();
+        assert!(ran < 100, "{trap}: {ran} jobs ran after the reader left");
+    }
+}
+
+#[test]
+fn a_jobs_background_process_never_writes_into_a_later_jobs_output() {
+    // Job 1 leaves a background process that prints after job 1 has ended,
+    // while job 2 runs. Its line belongs to no job that is still printing:
+    // it is lost, as in parallel (whose files are per job too), and never
+    // shows up as job 2's output.
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late");
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ $1 = 1 ]; then (trap '' PIPE; sleep 0.3; echo late; touch {0}) & echo one; \
+             else while [ ! -e {0} ]; do sleep 0.01; done; echo two; fi\n",
+            late.display()
+        ),
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    for mode in [&[][..], &["-k"], &["--line-buffer", "-k"]] {
+        let _ = std::fs::remove_file(&late);
+        let mut args = vec!["-j", "1"];
+        args.extend(mode);
+        args.extend(["--", "sh", script]);
+        let out = exec(&args, "1\n2\n");
+        assert_success(&out);
+        assert_eq!(stdout(&out), "one\ntwo\n", "{mode:?}");
+    }
+    if have_parallel() {
+        let _ = std::fs::remove_file(&late);
+        let theirs = sh(
+            &format!("printf '1\\n2\\n' | parallel --will-cite -j 1 sh {script}"),
+            0,
+        );
+        assert_eq!(theirs, "one\ntwo\n");
+    }
+}
+
+#[test]
+fn a_signal_stops_the_run_while_the_reader_is_not_reading() {
+    // Job 1 prints more than a pipe holds and ends; job 2 runs on. Our
+    // reader never reads, so pk-pool waits to write job 1's output. A
+    // SIGTERM then must still stop job 2 and end the run, not wait for a
+    // reader that may never come (`| less` left on its first page).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "if [ $0 = 1 ]; then head -c 1000000 /dev/zero; touch {d}/printed; \
+         else echo $$ > {d}/pid; exec sleep 60; fi"
+    );
+    let mut child = pk_std("pool")
+        .args([
+            "exec",
+            "-j",
+            "2",
+            "--kill-after",
+            "0.2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"1\n2\n").unwrap();
+    let _never_read = child.stdout.take().unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let pid: i32 = loop {
+        let pid = std::fs::read_to_string(dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        if let (Some(pid), true) = (pid, dir.path().join("printed").exists()) {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the jobs did not run");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // Time to copy job 1's output into the full pipe.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let me = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("SIGTERM did not stop pk-pool while its stdout was full");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(143));
+    assert_gone(pid);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("pk-pool: stopped by SIGTERM: 1 running job ended"),
+        "{err}"
+    );
+}
+
+#[test]
+fn line_buffer_keeps_a_long_line_whole_without_holding_it_in_memory() {
+    // 50 MB without a newline, under a 60 MB address-space limit: the line
+    // is gathered in a file, not in memory.
+    let out = bash(
+        "ulimit -v 60000; echo x | pk-pool exec -j 1 --line-buffer -- \
+         sh -c 'head -c 50000000 /dev/zero; echo; echo next' | wc -c",
+    )
+    .output()
+    .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "50000006");
+    // A long line that comes in pieces while another job prints short
+    // lines is still written whole, never cut by them.
+    let out = exec(
+        &[
+            "-j",
+            "2",
+            "--line-buffer",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do if [ $0 = A ]; then head -c 100000 /dev/zero | tr '\\0' A; \
+             else echo B; fi; sleep 0.2; done; echo",
+        ],
+        "A\nB\n",
+    );
+    assert_success(&out);
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 5, "{:?}", &text[..text.len().min(200)]);
+    assert_eq!(
+        [lines[0], lines[2], lines[3], lines[4]],
+        ["", "B", "B", "B"]
+    );
+    assert_eq!(lines[1], "A".repeat(300_000));
+}
+
+#[test]
+fn j_0_runs_as_many_at_once_as_xargs_p_0() {
+    // Five jobs that each wait until all five have started: they finish
+    // only if all run at once (a smaller -j would time out).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let barrier = format!(
+        "touch {d}/$0.$1; while [ $(ls {d} | grep -c \"^$0\\.\") -lt 5 ]; do sleep 0.01; done; echo $1"
+    );
+    for (tool, cmd) in [
+        ("xargs", "xargs -P 0 -n 1"),
+        ("ours", "pk-pool exec -j 0 --timeout 20s --"),
+    ] {
+        let out = sh(&format!("seq 5 | {cmd} sh -c '{barrier}' {tool}-item"), 0);
+        assert_eq!(sorted(&out), ["1", "2", "3", "4", "5"], "{tool}");
+    }
+}
+
+#[test]
+fn more_slots_than_file_descriptors_allow_run_fewer_at_once() {
+    // With `ulimit -n 64` there are not descriptors for 100 jobs' output
+    // files: pk-pool says so once and runs as many as fit, where it ran out
+    // of descriptors half-way through and stopped.
+    let out =
+        bash("ulimit -n 64; seq 100 | pk-pool exec -j 100 -- sh -c 'sleep 0.05; echo $0' | wc -l")
+            .output()
+            .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "100");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("pk-pool: 100 jobs at once here: only enough file descriptors for ")
+            && err.trim_end().ends_with(" (ulimit -n 64)"),
+        "{err}"
+    );
+    // The same for --line-buffer (pipes) and -j 0.
+    for mode in ["--line-buffer -j 100", "-j 0"] {
+        let out = bash(&format!(
+            "ulimit -n 64; seq 100 | pk-pool exec {mode} -- sh -c 'sleep 0.05; echo $0' | wc -l"
+        ))
+        .output()
+        .unwrap();
+        assert_success(&out);
+        assert_eq!(stdout(&out).trim(), "100", "{mode}");
+    }
+}
+
+#[test]
+fn a_sigkilled_pk_pool_takes_the_whole_of_each_job_along() {
+    // Each job ignores SIGTERM and has a child in the background: neither
+    // goes with a death signal alone (and both outlast the test's wait). pk-pool gets SIGKILL, no chance to
+    // stop anything itself, and still nothing of its jobs survives it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        &format!("trap '' TERM; sleep 300 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; wait"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    {
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(b"1\n2\n").unwrap();
+    }
+    let read_pid = |name: String| -> i32 {
+        let f = dir.path().join(name);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(p) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return p;
+            }
+            assert!(std::time::Instant::now() < deadline, "{f:?} never came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let mut pids: Vec<i32> = (1..=2)
+        .flat_map(|i| [read_pid(format!("pid.{i}")), read_pid(format!("child.{i}"))])
+        .collect();
+    // pk-pool's other children (its guard) must end too, and are reaped here.
+    pids.extend(children_of(run.child.id() as i32));
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in pids {
+        assert_gone(pid);
+    }
+}
+
+/// The pids whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s[s.rfind(')').map_or(0, |i| i + 2)..]
+                    .split_whitespace()
+                    .nth(1)
+                    == Some(&parent.to_string())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn keep_order_runs_a_bounded_way_ahead_of_a_slow_first_job() {
+    // -k holds the output of every job that ends before job 1 (a record
+    // each, and their output in a spill file). Behind a job that never
+    // ends that would grow without bound: pk-pool runs at most 1024 jobs
+    // per slot ahead of the oldest, then waits for it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "if [ $0 = 1 ]; then while [ ! -e {d}/go ]; do sleep 0.01; done; \
+         else echo $0 >> {d}/ran; fi; echo $0"
+    );
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "-j", "2", "-k", "--", "sh", "-c", &script])
+        .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let mut stdin = run.child.stdin.take().unwrap();
+    let input: String = (1..=2100).map(|i| format!("{i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let ran = || std::fs::read_to_string(dir.path().join("ran")).map_or(0, |t| t.lines().count());
+    // Jobs 2 to 2048 run (2 slots × 1024 ahead of job 1), then no more.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while ran() < 2047 {
+        assert!(std::time::Instant::now() < deadline, "only {} ran", ran());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(ran(), 2047, "jobs ran too far ahead of job 1");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = run.rest();
+    assert_eq!(run.wait().code(), Some(0));
+    assert_eq!(out, input, "all of them, in order");
+}
+
+#[test]
+fn n_items_that_would_not_fit_one_command_line_make_several_as_in_xargs() {
+    // 30 000 items of 100 bytes with -n 100000: 3 MB, more than one
+    // command line takes (E2BIG). xargs and parallel put fewer items in
+    // each command; so does pk-pool, and every item gets through.
+    let items = "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100";
+    let theirs = sh(&format!("{items} | xargs -n 100000 echo | wc -c"), 0);
+    let ours = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo | wc -c"),
+        0,
+    );
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.trim(), "3030000");
+    // A word that holds the items ({} in other text) is one argument,
+    // which Linux limits to 128 KiB: the groups fit that too.
+    let ours = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo x{{}}y | wc -c"),
+        0,
+    );
+    let commands = sh(
+        &format!("{items} | pk-pool exec -k -n 100000 -- echo x{{}}y | wc -l"),
+        0,
+    );
+    let commands: usize = commands.trim().parse().unwrap();
+    assert_eq!(
+        ours.trim().parse::<usize>().unwrap(),
+        3_030_000 + 2 * commands
+    );
+}
+
+#[test]
+fn a_failed_jobs_line_shows_a_long_command_shortened() {
+    // -n 1000 of long items: the failure line names the command by its
+    // beginning, not by all its 128 KiB (the joblog keeps it whole).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let out = sh(
+        &format!(
+            "head -c 300000 /dev/zero | tr '\\0' x | fold -w 100 | \
+             pk-pool exec -n 1000 --joblog {} -- sh -c 'exit 3' sh 2>&1 >/dev/null | head -3",
+            log.display()
+        ),
+        0,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(line.len() < 300, "{} bytes: {}", line.len(), &line[..100]);
+        assert!(
+            line.starts_with("pk-pool: job ") && line.ends_with("...): exited, status=3"),
+            "{line}"
+        );
+    }
+    let joblog = std::fs::read_to_string(&log).unwrap();
+    assert!(joblog.lines().nth(1).unwrap().len() > 100_000);
+}
+
+#[test]
+fn a_job_that_uses_the_terminal_fails_instead_of_stopping_for_ever() {
+    // Jobs run in groups of their own, in the background of a terminal:
+    // one that reads /dev/tty (a password prompt), or writes to the
+    // terminal under `stty tostop` (-u), was stopped by SIGTTIN/SIGTTOU and
+    // pk-pool waited for it for ever. In a session of their own they have
+    // no controlling terminal: the read fails at once, the write goes
+    // through. script(1) gives the run a terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let inner = "stty tostop; echo x | pk-pool exec --no-progress -u -- echo hi; echo rc=$?; \
+                 echo y | pk-pool exec --no-progress -- sh -c 'read a < /dev/tty'; echo rc=$?";
+    // (timeout(1): a stopped job would hold script's output open, and the
+    // test would hang instead of failing.)
+    let out = bash(&format!(
+        "timeout -k 5 30 script -qec {} /dev/null < /dev/null | tr -d '\\r'",
+        shell_quote(inner)
+    ))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.get(..2), Some(&["hi x", "rc=0"][..]), "{text}");
+    assert!(
+        text.contains("/dev/tty: No such device or address"),
+        "{text}"
+    );
+    assert_eq!(lines.last(), Some(&"rc=123"), "{text}");
+}
+
+/// `s` in single quotes for a shell script.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\"'\"'"))
+}
+
+#[test]
+fn keep_order_with_ungroup_runs_every_job() {
+    // -u writes straight through, so -k has nothing to hold: the jobs
+    // must all run, however many finish out of order.
+    let input: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+    let out = exec(&["-u", "-k", "-j", "2", "--", "echo"], &input);
+    assert_success(&out);
+    assert_eq!(sorted(&stdout(&out)), sorted(&input));
 }

@@ -392,3 +392,148 @@ fn a_signal_ends_the_remote_jobs_too() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_host_that_never_answers_does_not_hold_up_the_end() {
+    // An ssh that never connects (a black-holed host without
+    // ConnectTimeout): the jobs all run here, and then pk-pool ends,
+    // instead of waiting for that ssh to give up.
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nexec sleep 3600\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = pk("pool")
+        .args([
+            "exec",
+            "--ssh",
+            ssh.to_str().unwrap(),
+            "-S",
+            "blackhole,:",
+            "-k",
+        ])
+        .args(["--", "echo"])
+        .write_stdin("1\n2\n3\n")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-pool: ssh(blackhole): no worker answered before the jobs were done; not waited for\n"
+    );
+}
+
+#[test]
+fn an_ssh_that_would_prompt_fails_instead_of_stopping_for_ever() {
+    // An ssh that asks for a password reads /dev/tty: from a background
+    // process group it was stopped (SIGTTIN) and pk-pool waited for ever
+    // for that host. Without a controlling terminal the prompt fails, the
+    // host is reported and given up. script(1) gives the run a terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nread password < /dev/tty\nexit 255\n").unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let inner = format!(
+        "echo x | pk-pool exec --no-progress --ssh {} -S asks -- echo; echo rc=$?",
+        ssh.display()
+    );
+    // (timeout(1): a stopped ssh would hold script's output open.)
+    let out = bash(&format!(
+        "timeout -k 5 30 script -qec '{inner}' /dev/null < /dev/null | tr -d '\\r'"
+    ))
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("/dev/tty: No such device or address"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pk-pool: ssh(asks): no worker answered (ssh exited, status=255)"),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some("rc=124"), "{text}");
+}
+
+#[test]
+fn a_signal_ends_the_run_even_when_a_host_stops_answering() {
+    // The connection to a host hangs (its worker stopped, as a network
+    // partition looks): after a SIGTERM pk-pool sends it `stop` and waits
+    // for its jobs to end, but not for ever: past the grace the host is
+    // given up, its ssh ended, and the run ends 143. The "ssh" here runs
+    // the worker on this machine.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let ssh = dir.path().join("ssh");
+    std::fs::write(
+        &ssh,
+        format!("#!/bin/sh\nexec {} worker\n", bin("pk-pool").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = pk_std("pool")
+        .args([
+            "exec",
+            "--ssh",
+            ssh.to_str().unwrap(),
+            "-S",
+            "1/partitioned",
+        ])
+        .args(["--kill-after", "0.3", "--", "sh", "-c"])
+        .arg(format!("echo $$ > {d}/pid; exec sleep 60"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    let job: i32 = wait_for_file(&dir.path().join("pid"))
+        .trim()
+        .parse()
+        .unwrap();
+    let me = child.id() as i32;
+    let worker = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
+                .split_whitespace()
+                .nth(1)
+                .map(String::from);
+            ppid == Some(me.to_string())
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|w| w == b"worker"))
+        })
+        .expect("the worker, child of pk-pool");
+    let pid = |p: i32| nix::unistd::Pid::from_raw(p);
+    nix::sys::signal::kill(pid(worker), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(pid(me), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(pid(worker), nix::sys::signal::Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pk-pool waited for ever for a host that does not answer");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("pk-pool: ssh(partitioned): "), "{err}");
+    // The worker, woken by the TERM and CONT its ssh group got, ends its job.
+    assert_gone(worker);
+    assert_gone(job);
+}

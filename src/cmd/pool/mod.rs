@@ -86,6 +86,9 @@ pub enum Command {
     /// The remote side of `exec -S HOST`, started through ssh.
     #[command(hide = true)]
     Worker(exec::WorkerArgs),
+    /// Ends the jobs of a SIGKILLed `exec`, started by it.
+    #[command(hide = true)]
+    Guard(exec::GuardArgs),
     /// The lesson: apply_async of long tasks on Pool(4), "Waiting for all
     /// subprocesses done...", close, join, "All subprocesses done.".
     Demo(lesson::DemoArgs),
@@ -165,6 +168,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     match args.command {
         Command::Exec(a) => exec::run(a),
         Command::Worker(a) => exec::worker(a),
+        Command::Guard(a) => exec::guard(a),
         Command::Demo(a) => lesson::demo(a, out),
         Command::Calls(a) => lesson::calls(a, out),
         Command::Map {

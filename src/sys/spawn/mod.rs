@@ -54,6 +54,8 @@ pub const STAGE_SETPGID: i32 = 4;
 pub const STAGE_CHDIR: i32 = 5;
 /// PR_SET_PDEATHSIG failed, or the parent was already gone.
 pub const STAGE_DEATH_SIGNAL: i32 = 6;
+/// setsid() for a session of its own failed.
+pub const STAGE_SETSID: i32 = 7;
 
 /// Size of the child's stack. The child runs a few small frames of our own
 /// and libc's system call wrappers; 64 KiB leaves ample room, and a guard
@@ -88,6 +90,9 @@ pub struct ExecPlan {
     pub death_signal: Option<(c_int, libc::pid_t)>,
     /// Make the child the leader of a new process group (setpgid(0, 0)).
     pub new_group: bool,
+    /// Make the child the leader of a new session, without a controlling
+    /// terminal (setsid(); the new process group comes with it).
+    pub new_session: bool,
     /// Close descriptor 1 after the redirections (the shell's `>&-`).
     pub close_stdout: bool,
     /// Share this process's System V semaphore undo list with the child
@@ -153,6 +158,7 @@ impl ExecPlan {
             err_fd: -1,
             death_signal: None,
             new_group: false,
+            new_session: false,
             close_stdout: false,
             share_sysv_undo: false,
             max_signal: libc::SIGRTMAX(),
@@ -367,9 +373,20 @@ fn child(plan: &mut ExecPlan) -> ! {
     }
     // 3. A process group of its own, so the parent can signal the command
     //    and everything it starts at once.
-    // SAFETY: setpgid on plain integers.
-    if plan.new_group && unsafe { libc::setpgid(0, 0) } != 0 {
-        report(plan.err_fd, STAGE_SETPGID, Errno::last());
+    //    With a session of its own, the group comes with it, and no
+    //    controlling terminal: the child cannot be stopped by SIGTTIN or
+    //    SIGTTOU for using the caller's terminal from a background group.
+    if plan.new_session {
+        // SAFETY: setsid takes no arguments; the fresh child is no group
+        // leader, so it can start a session.
+        if unsafe { libc::setsid() } < 0 {
+            report(plan.err_fd, STAGE_SETSID, Errno::last());
+        }
+    } else if plan.new_group {
+        // SAFETY: setpgid on plain integers.
+        if unsafe { libc::setpgid(0, 0) } != 0 {
+            report(plan.err_fd, STAGE_SETPGID, Errno::last());
+        }
     }
     // 4. The working directory (relative candidates are then relative to it,
     //    as with `env -C DIR CMD`).

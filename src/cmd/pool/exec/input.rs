@@ -7,7 +7,9 @@
 //! to be readable, and the scheduler polls it beside its jobs.
 //!
 //! An empty item (an empty line) is a job with an empty argument, as in
-//! GNU parallel, unless `--skip-empty`. A last item without a separator
+//! GNU parallel, unless `--skip-empty`. With `-n`, a job takes fewer items
+//! when more would not fit in one command line ([`Input::max_bytes`]), as
+//! xargs and parallel do. A last item without a separator
 //! counts; the empty "item" after the last separator does not.
 
 use std::collections::VecDeque;
@@ -88,6 +90,13 @@ pub struct Input {
     at_eof: bool,
     /// Items gathered for the next job (`-n`).
     group: Vec<Vec<u8>>,
+    /// Their bytes, each item counting one more (its NUL).
+    group_bytes: usize,
+    /// The most bytes the items of one job may take, counted so; an item
+    /// that would take a group past it begins the next one.
+    pub max_bytes: usize,
+    /// An item read but left for the next group.
+    pending: Option<Vec<u8>>,
     /// Items read so far, for messages.
     count: u64,
     /// Bytes read so far.
@@ -107,6 +116,9 @@ impl Input {
             end: 0,
             at_eof: false,
             group: Vec::new(),
+            group_bytes: 0,
+            max_bytes: usize::MAX,
+            pending: None,
             count: 0,
             bytes: 0,
         }
@@ -154,24 +166,40 @@ impl Input {
     pub fn take(&mut self) -> Result<Take> {
         loop {
             if self.group.len() >= self.per_job {
-                return Ok(Take::Items(std::mem::take(&mut self.group)));
+                return Ok(Take::Items(self.take_group()));
             }
-            match self.next_item()? {
+            let item = match self.pending.take() {
+                Some(item) => Some(item),
+                None => self.next_item()?,
+            };
+            match item {
                 Some(item) => {
-                    if !(self.skip_empty && item.is_empty()) {
-                        self.group.push(item);
+                    if self.skip_empty && item.is_empty() {
+                        continue;
                     }
+                    let cost = item.len() + 1;
+                    if !self.group.is_empty() && self.group_bytes + cost > self.max_bytes {
+                        self.pending = Some(item);
+                        return Ok(Take::Items(self.take_group()));
+                    }
+                    self.group_bytes += cost;
+                    self.group.push(item);
                 }
                 None if self.sources.is_empty() => {
                     return Ok(if self.group.is_empty() {
                         Take::End
                     } else {
-                        Take::Items(std::mem::take(&mut self.group))
+                        Take::Items(self.take_group())
                     });
                 }
                 None => return Ok(Take::NeedRead),
             }
         }
+    }
+
+    fn take_group(&mut self) -> Vec<Vec<u8>> {
+        self.group_bytes = 0;
+        std::mem::take(&mut self.group)
     }
 
     /// One item from the buffer, or `None` when more must be read (or all
@@ -298,6 +326,28 @@ mod tests {
         assert_eq!(
             all(&mut i).unwrap(),
             [vec!["1", "2"], vec!["3", "4"], vec!["5"]]
+        );
+    }
+
+    #[test]
+    fn a_group_stops_before_it_outgrows_the_byte_budget() {
+        let mut i = Input::new(
+            vec![source(b"aaaa\nbb\ncc\nd\neeeeeeeeee\nf\n")],
+            b'\n',
+            false,
+            10,
+        );
+        i.max_bytes = 8;
+        // Each item costs its length and a NUL; a lone item that is too
+        // long still goes, alone.
+        assert_eq!(
+            all(&mut i).unwrap(),
+            [
+                vec!["aaaa", "bb"],
+                vec!["cc", "d"],
+                vec!["eeeeeeeeee"],
+                vec!["f"]
+            ]
         );
     }
 

@@ -40,7 +40,7 @@ pub struct Entry<'a> {
     pub receive: u64,
     pub how: How,
     pub timed_out: bool,
-    pub command: &'a str,
+    pub command: &'a [u8],
 }
 
 impl Joblog {
@@ -57,12 +57,12 @@ impl Joblog {
             .open(path)
             .map_err(|e| Error::io("open", &name, &e))?;
         let log = Joblog { file, name };
-        log.write(HEADER)?;
+        log.write(HEADER.as_bytes())?;
         Ok(log)
     }
 
-    fn write(&self, line: &str) -> Result<()> {
-        crate::pipe::write_all(self.file.as_fd(), line.as_bytes())
+    fn write(&self, line: &[u8]) -> Result<()> {
+        crate::pipe::write_all(self.file.as_fd(), line)
             .map_err(|e| Error::sys("write", &self.name, e))
     }
 
@@ -72,8 +72,8 @@ impl Joblog {
     }
 }
 
-/// The joblog line of `e`, newline included.
-pub fn line(e: &Entry<'_>) -> String {
+/// The joblog line of `e`, newline included; the command as its bytes.
+pub fn line(e: &Entry<'_>) -> Vec<u8> {
     let start = e
         .start
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -89,19 +89,22 @@ pub fn line(e: &Entry<'_>) -> String {
     };
     // The command on one line: a newline or tab in an argument would
     // break the format.
-    let command: String = e
-        .command
-        .chars()
-        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
-        .collect();
-    format!(
-        "{}\t{}\t{start:.3}\t{:10.3}\t{}\t{}\t{exitval}\t{signal}\t{command}\n",
+    let mut line = format!(
+        "{}\t{}\t{start:.3}\t{:10.3}\t{}\t{}\t{exitval}\t{signal}\t",
         e.seq,
         e.host,
         e.runtime.as_secs_f64(),
         e.send,
         e.receive
     )
+    .into_bytes();
+    line.extend(
+        e.command
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\t' { b' ' } else { b }),
+    );
+    line.push(b'\n');
+    line
 }
 
 #[cfg(test)]
@@ -119,22 +122,22 @@ mod tests {
             receive: 4,
             how: How::Exited(0),
             timed_out: false,
-            command: "echo err >&2; echo out",
+            command: b"echo err >&2; echo out",
         };
         assert_eq!(
             line(&e),
-            "3\t:\t1796018607.683\t     0.010\t0\t4\t0\t0\techo err >&2; echo out\n"
+            b"3\t:\t1796018607.683\t     0.010\t0\t4\t0\t0\techo err >&2; echo out\n"
         );
         let killed = Entry {
             how: How::Signaled(15),
             timed_out: true,
-            command: "a\tb\nc",
+            command: b"a\tb\nc\xff",
             ..e
         };
         assert!(
-            line(&killed).ends_with("\t-1\t15\ta b c\n"),
-            "{}",
-            line(&killed)
+            line(&killed).ends_with(b"\t-1\t15\ta b c\xff\n"),
+            "{:?}",
+            String::from_utf8_lossy(&line(&killed))
         );
     }
 }

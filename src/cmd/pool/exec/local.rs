@@ -1,11 +1,15 @@
 //! Jobs on this machine: each command started with
 //! [`Spawn`](crate::spawn::Spawn) (clone(`CLONE_VM|CLONE_VFORK`) + exec,
 //! so starting one costs the same however large pk-pool grows) as the
-//! leader of a process group of its own, with /dev/null as stdin.
+//! leader of a session and process group of its own (no controlling
+//! terminal), with /dev/null as stdin.
 //!
 //! Every signal goes to the whole group: a `sh -c` command's children end
 //! with it. A timeout sends SIGTERM and SIGCONT, then SIGKILL after the
-//! kill-after delay; stopping everything does the same to every job.
+//! kill-after delay; stopping everything does the same to every job. And
+//! should the process that runs them be SIGKILLed, its
+//! [guard](mod@super::guard) does the same to the groups of the jobs then
+//! running.
 //!
 //! Nothing here waits: the caller learns from SIGCHLD (a signalfd) that
 //! some child ended, finds which with `waitid(P_ALL, WNOWAIT)` and hands
@@ -90,7 +94,7 @@ struct Spawners {
 }
 
 impl Spawners {
-    fn new(n: usize) -> Result<Spawners> {
+    fn new(n: usize, guard: Option<Arc<OwnedFd>>) -> Result<Spawners> {
         let (jobs, queue) = mpsc::channel::<(u64, Spawn)>();
         let queue = Arc::new(Mutex::new(queue));
         let (tell, done) = mpsc::channel::<Started>();
@@ -104,6 +108,7 @@ impl Spawners {
             let queue = Arc::clone(&queue);
             let tell = tell.clone();
             let wake_w = Arc::clone(&wake_w);
+            let guard = guard.clone();
             let t = std::thread::Builder::new()
                 .name(format!("spawner-{i}"))
                 .spawn(move || {
@@ -112,6 +117,9 @@ impl Spawners {
                         let Ok((key, spawn)) = next else { return };
                         let at = Instant::now();
                         let started = spawn.start();
+                        if let (Ok(r), Some(g)) = (&started, &guard) {
+                            guard_note(g, r.pid().as_raw());
+                        }
                         if tell.send((key, at, started)).is_err() {
                             return;
                         }
@@ -163,6 +171,61 @@ pub struct Local {
     /// `None` with one slot: the loop starts programs itself (a handover
     /// to a thread would only add two wake-ups per job).
     spawners: Option<Spawners>,
+    /// The `pk-pool guard` that ends the running jobs' groups if we are
+    /// SIGKILLed; `None` where it could not start.
+    guard: Option<Guard>,
+}
+
+/// A started `pk-pool guard` (see [`mod@super::guard`]).
+#[derive(Debug)]
+struct Guard {
+    /// The write end of its stdin, shared with the spawner threads.
+    to: Arc<OwnedFd>,
+    process: Running,
+}
+
+impl Guard {
+    /// `pk-pool guard <kill-after ms>` from our own executable, its stdout
+    /// /dev/null (it must not hold our reader's pipe open), in our process
+    /// group.
+    fn start(kill_after: Duration, devnull: &OwnedFd) -> Option<Guard> {
+        let exe = std::env::current_exe().ok()?;
+        let (r, w) = crate::pipe::pipe().ok()?;
+        let ms = u64::try_from(kill_after.as_millis()).unwrap_or(u64::MAX);
+        let process = Spawn::new([exe.into_os_string(), "guard".into(), ms.to_string().into()])
+            .ok()?
+            .stdin(Stdin::Fd(r.into()))
+            .stdout_fd(devnull.try_clone().ok()?)
+            .start()
+            .ok()?;
+        Some(Guard {
+            to: Arc::new(w.into()),
+            process,
+        })
+    }
+}
+
+/// Tell the guard that group `pgid` runs (positive) or has ended
+/// (negative). A guard that has gone is no error: it only makes a
+/// SIGKILL of ours less tidy.
+fn guard_note(to: &OwnedFd, pgid: i32) {
+    let _ = crate::pipe::write_all(to.as_fd(), &pgid.to_le_bytes());
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The spawner threads hold the guard's pipe too: they go first.
+        self.spawners = None;
+        if let Some(mut g) = self.guard.take() {
+            let orderly = self.jobs.is_empty();
+            drop(g.to);
+            // It exits at once when no group is left; otherwise it ends
+            // them after the grace, on its own.
+            if orderly {
+                let _ = g.process.wait();
+            }
+        }
+    }
 }
 
 /// A job whose command did not start.
@@ -183,6 +246,8 @@ impl Local {
         let devnull = std::fs::File::open("/dev/null")
             .map_err(|e| Error::io("open", "/dev/null", &e))?
             .into();
+        let guard = Guard::start(kill_after, &devnull);
+        let to_guard = guard.as_ref().map(|g| Arc::clone(&g.to));
         Ok(Local {
             jobs: HashMap::new(),
             by_pid: HashMap::new(),
@@ -193,10 +258,11 @@ impl Local {
             stop_grace: None,
             stopped_groups: Vec::new(),
             spawners: if spawners > 1 {
-                Some(Spawners::new(spawners)?)
+                Some(Spawners::new(spawners, to_guard)?)
             } else {
                 None
             },
+            guard,
         })
     }
 
@@ -244,7 +310,11 @@ impl Local {
         };
         let mut spawn = spawn
             .stdin(Stdin::Fd(stdin))
-            .process_group(true)
+            // A session of its own: its process group, and no controlling
+            // terminal, so a command that reads the terminal (or writes to
+            // it under `stty tostop`) fails instead of being stopped for
+            // ever in a background group.
+            .session(true)
             // pk-pool SIGKILLed takes its commands along (the rest of
             // each group is signalled on every orderly stop).
             .die_with_parent(Signal::SIGTERM);
@@ -270,6 +340,9 @@ impl Local {
         let Some(spawners) = &self.spawners else {
             let at = Instant::now();
             let started = spawn.start();
+            if let (Ok(r), Some(g)) = (&started, &self.guard) {
+                guard_note(&g.to, r.pid().as_raw());
+            }
             return self.register(key, at, started, pipes);
         };
         let sent = spawners
@@ -367,6 +440,10 @@ impl Local {
             return Ok(None);
         };
         let job = self.jobs.get_mut(&key).expect("indexed job");
+        // Said while the leader is a zombie that still holds the number.
+        if let Some(g) = &self.guard {
+            guard_note(&g.to, -pid);
+        }
         let Some(status) = job.running.try_wait()? else {
             return Ok(None);
         };

@@ -8,7 +8,9 @@
 //! - [`output`]: grouped, line-buffered or direct output, in order or not;
 //! - [`scheduler`]: the loop, retries, `--halt`, signals, exit status;
 //! - [`ssh`], [`wire`], [`worker`](mod@worker): hosts over ssh and `pk-pool worker`;
-//! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`.
+//! - [`joblog`], [`progress`]: GNU parallel's joblog, `--progress`/`--eta`;
+//! - [`guard`](mod@guard): `pk-pool guard`, which ends the jobs of a
+//!   SIGKILLed pk-pool.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::error::Error;
 
+mod guard;
 mod input;
 mod joblog;
 mod local;
@@ -31,6 +34,7 @@ mod template;
 mod wire;
 mod worker;
 
+pub use guard::{GuardArgs, run as guard};
 pub use worker::{WorkerArgs, run as worker};
 
 /// `pk-pool exec --help`'s text after the options: the contract.
@@ -48,20 +52,33 @@ Replacement strings (GNU parallel's): {} the item, {.} without extension,
 {/} basename, {//} dirname, {/.} basename without extension, {#} the job
 number, {%} the slot (1..N). Without any, the items are appended as
 arguments (xargs). -n N puts up to N items in one job: a lone {} becomes
-N arguments, a {} inside other text the items joined by spaces.
+N arguments, a {} inside other text the items joined by spaces. A job
+takes fewer when N would not fit in a command line (128 KiB, as xargs).
 
 Output: by default each job's stdout and stderr are kept in files of its
 own and written whole when it ends, so lines of two jobs never mix
 (parallel's --group); --line-buffer writes each complete line as soon as
-it comes; -u writes straight through (xargs). -k prints in input order.
+it comes, whole (one past 64 KiB is gathered in a temp file, not in
+memory); -u writes straight through (xargs). -k prints in input order:
+the output of a job that ends before an older one waits in a spill file,
+and at most 1024 jobs per slot start after the oldest one still running
+(behind a job that never ends, the rest wait instead of piling up).
 
-Commands get /dev/null as stdin and run in a process group of their own.
+Commands get /dev/null as stdin and run in a session and process group
+of their own, without a controlling terminal: one that would read the
+terminal (a password prompt) fails instead of stopping for ever, and -u
+output reaches a terminal even under `stty tostop`.
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
 --kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
 after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
-ended, no new job started`.
+ended, no new job started`. This holds while pk-pool waits for a reader
+that does not read (`| less`): output that reader does not take within
+--kill-after of the signal is dropped. Even a SIGKILL of pk-pool leaves
+no job behind: a small `pk-pool guard` process it starts then sends the
+running jobs' groups SIGTERM, and SIGKILL --kill-after later (xargs and
+parallel leave their jobs running).
 
 --halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
@@ -69,12 +86,22 @@ ended, no new job started`.
 up to N more times (parallel's --retries N means N tries in all), on
 another host where there is one.
 
+-j 0 runs as many jobs at once as the file descriptors allow (up to
+1024; on an ssh host, its CPU count). A -j that `ulimit -n` has no room
+for runs fewer at once, with one line saying so: each running job holds
+a few descriptors (its output files or pipes).
+
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
 worker` once per host (--ssh CMD, --remote-cmd PATH) with your ssh
-config, keys and ControlMaster settings; jobs and their output travel as
-frames over that one connection. A host that drops has its running jobs
-run again elsewhere while --retries allows, else they fail as `lost`.
+config, keys, agent and ControlMaster settings, but no terminal to
+prompt on (a password or host-key question fails at once); jobs and
+their output travel as frames over that one connection. A host that
+drops has its running jobs run again elsewhere while --retries allows,
+else they fail as `lost`. A host still connecting when every job is
+done is not waited for (its ssh gets SIGTERM, and one line says so),
+nor, after a stop, one that has not ended its jobs within twice
+--kill-after and a second (a hung connection): its jobs count as lost.
 
 stderr, one line each:
   pk-pool: job <SEQ>[ on HOST] (<command>): exited, status=<N>
@@ -82,10 +109,12 @@ stderr, one line each:
   pk-pool: job <SEQ> (<command>): timed out after <DUR>: killed by signal 15 (SIGTERM)
   pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
   pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
+A <command> longer than 200 bytes is shown by its first 200 and `...`.
 -t prints each command line on stderr before it runs; --dry-run prints
-them on stdout and runs nothing. --joblog FILE writes GNU parallel's
-tab-separated joblog (Seq Host Starttime JobRuntime Send Receive Exitval
-Signal Command). --progress/--eta show counts on stderr (a redrawn line
+them on stdout and runs nothing (quoted for sh as parallel quotes them,
+bytes as they are: sh runs the very same arguments). --joblog FILE
+writes GNU parallel's tab-separated joblog (Seq Host Starttime
+JobRuntime Send Receive Exitval Signal Command). --progress/--eta show counts on stderr (a redrawn line
 on a terminal, where they are on by default; --no-progress turns that
 off).
 
@@ -93,9 +122,11 @@ Exit status (xargs'): 0 every job succeeded; 123 one or more failed;
 124 stopped by --halt (or no host left); 125 a command was killed by a
 signal (a timeout too); 126 a command could not be run; 127 a command was
 not found (of several kinds of failure, the highest of 127, 126, 125,
-123); 128+N stopped by signal N; 2 a bad flag or value; 65 bad input (an
-item with a NUL byte without -0, an item over 4 MiB); 66 an -a FILE does
-not exist; 71 a system call failed.
+123); 128+N stopped by signal N; 141 the reader of stdout went away
+(quietly: no new job, the running ones stopped; with -u too, where the
+jobs find it out); 2 a bad flag or value; 65 bad input (an item with a
+NUL byte without -0, an item over 4 MiB); 66 an -a FILE does not exist;
+71 a system call failed.
 
 Examples:
   printf '%s\\n' a.txt b.txt | pk-pool exec -j 2 -- wc -c {}
@@ -108,8 +139,9 @@ Examples:
 #[derive(Debug, ClapArgs)]
 #[command(after_help = AFTER_HELP)]
 pub struct ExecArgs {
-    /// Jobs at once per host (1-1024; default: the CPU count).
-    #[arg(short = 'j', long, visible_short_alias = 'P', visible_alias = "max-procs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Jobs at once per host (1-1024; 0: as many as fit, as xargs -P 0;
+    /// default: the CPU count).
+    #[arg(short = 'j', long, visible_short_alias = 'P', visible_alias = "max-procs", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub jobs: Option<u32>,
     /// Items are separated by NUL bytes (find -print0).
     #[arg(short = '0', long, conflicts_with = "delimiter")]
@@ -261,11 +293,22 @@ pub fn run(a: ExecArgs) -> Result<u8> {
             .map(input::Source::file)
             .collect::<crate::error::Result<Vec<_>>>()?
     };
-    let input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
+    let mut input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
+    if a.max_args > 1 {
+        // xargs' default command-line size (-s), 128 KiB: within ARG_MAX,
+        // and within the 128 KiB Linux allows one argument, which the
+        // items are when {} stands inside other text.
+        input.max_bytes = (128 * 1024 - 2048usize)
+            .saturating_sub(template.fixed_len())
+            .max(1);
+    }
     let jobs = a.jobs.map(|j| j as usize);
     if a.dry_run {
-        let slots =
-            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let slots = match jobs {
+            Some(0) => scheduler::MAX_SLOTS,
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         return scheduler::dry_run(&template, input, slots);
     }
     let ssh: Vec<String> = a.ssh.split_ascii_whitespace().map(String::from).collect();

@@ -3,23 +3,36 @@
 //! - Grouped (default, GNU parallel's `--group`): a job's stdout and
 //!   stderr go to two unlinked files of its own (`O_TMPFILE` in
 //!   `$TMPDIR`), and are copied whole to ours when it ends, so two jobs'
-//!   lines never mix. The files are reused, truncated, by later jobs: a
-//!   job that prints nothing costs two fstat(2) calls.
+//!   lines never mix. Each job gets new files, never a finished job's: a
+//!   background process a job left behind may still hold them, and what
+//!   it prints later must not pass for another job's output (it is lost,
+//!   as in parallel).
 //! - `--line-buffer`: pipes; every complete line is written as soon as it
-//!   is read, whole, in one write(2).
+//!   is read, whole. A line is gathered in memory up to [`LONG_LINE`]
+//!   bytes, then in a file of its own.
 //! - `-u/--ungroup`: the jobs write to our stdout and stderr directly.
 //! - `-k/--keep-order`: output in input order. A job that ends before the
 //!   ones ahead of it has its output copied into one spill file and
 //!   printed when its turn comes; with `--line-buffer`, the oldest job
 //!   streams its lines and the others are held until they are oldest.
+//!
+//! Our own writes to a pipe, socket or terminal wait for the reader, but
+//! never past a stop signal: [`Sink`] polls the reader together with a
+//! signalfd of SIGINT, SIGTERM and SIGHUP, so a run whose reader stopped
+//! reading (`| less` left on its first page) still stops its jobs at once.
+//! After such a signal, output the reader does not take within a moment
+//! (or by the end of the kill-after grace) is dropped.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 
 use crate::error::{Error, Result};
 
@@ -56,11 +69,19 @@ pub enum Capture {
     /// `--keep-order`, files holding its output until it is the oldest.
     Line {
         partial: [Vec<u8>; 2],
+        /// Per stream, a begun line longer than [`LONG_LINE`]: gathered in
+        /// a file instead of memory (`partial` is empty then).
+        long: [Option<File>; 2],
         held: Option<Files>,
     },
     /// Straight through.
     Direct,
 }
+
+/// The longest begun line `--line-buffer` holds in memory per stream of a
+/// job; a longer one is gathered in a file, so memory stays bounded and
+/// the line still comes out whole.
+pub const LONG_LINE: usize = 64 * 1024;
 
 /// Stdout bytes of a finished job (the joblog's Receive).
 pub type Received = u64;
@@ -77,13 +98,14 @@ pub struct Output {
     pub mode: Mode,
     keep_order: bool,
     tmpdir: PathBuf,
-    free: Vec<Files>,
     /// With keep-order: the next sequence number to print.
     next: u64,
     held: BTreeMap<u64, Held>,
     spill: Option<File>,
     spill_len: u64,
     buf: Vec<u8>,
+    /// Our stdout and stderr.
+    pub sink: Sink,
 }
 
 /// Why writing our own output failed.
@@ -111,12 +133,12 @@ impl Output {
             tmpdir: std::env::var_os("TMPDIR")
                 .filter(|d| !d.is_empty())
                 .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from),
-            free: Vec::new(),
             next: 1,
             held: BTreeMap::new(),
             spill: None,
             spill_len: 0,
             buf: Vec::new(),
+            sink: Sink::default(),
         }
     }
 
@@ -126,6 +148,7 @@ impl Output {
             Mode::Group => Capture::Files(self.files()?),
             Mode::Line => Capture::Line {
                 partial: [Vec::new(), Vec::new()],
+                long: [None, None],
                 held: if self.keep_order && seq != self.next {
                     Some(self.files()?)
                 } else {
@@ -137,9 +160,6 @@ impl Output {
     }
 
     fn files(&mut self) -> Result<Files> {
-        if let Some(f) = self.free.pop() {
-            return Ok(f);
-        }
         Ok(Files([tmpfile(&self.tmpdir)?, tmpfile(&self.tmpdir)?]))
     }
 
@@ -151,23 +171,44 @@ impl Output {
             Capture::Files(f) | Capture::Line { held: Some(f), .. } => append(&f.0[i], bytes)?,
             Capture::Line {
                 partial,
+                long,
                 held: None,
             } => {
-                let Some(last_nl) = bytes.iter().rposition(|&b| b == b'\n') else {
-                    partial[i].extend_from_slice(bytes);
-                    return Ok(());
+                let (lines, rest) = match bytes.iter().rposition(|&b| b == b'\n') {
+                    Some(last_nl) => bytes.split_at(last_nl + 1),
+                    None => (&[][..], bytes),
                 };
-                let (lines, rest) = bytes.split_at(last_nl + 1);
-                if partial[i].is_empty() {
-                    write_out(stream, lines)?;
+                if lines.is_empty() {
+                    // No line ends here.
+                } else if let Some(f) = long[i].take() {
+                    // The long line ends here: out whole, then the lines after it.
+                    let first = lines.iter().position(|&b| b == b'\n').unwrap_or(0);
+                    append(&f, &lines[..=first])?;
+                    self.copy_file(&f, stream)?;
+                    if first + 1 < lines.len() {
+                        self.sink.write(stream, &lines[first + 1..])?;
+                    }
+                } else if partial[i].is_empty() {
+                    self.sink.write(stream, lines)?;
                 } else {
                     partial[i].extend_from_slice(lines);
                     let whole = std::mem::take(&mut partial[i]);
-                    write_out(stream, &whole)?;
+                    self.sink.write(stream, &whole)?;
                 }
-                partial[i].extend_from_slice(rest);
+                // What follows the last newline begins the next line.
+                if let Some(f) = &long[i] {
+                    append(f, rest)?;
+                } else if partial[i].len() + rest.len() > LONG_LINE {
+                    let f = tmpfile(&self.tmpdir)?;
+                    append(&f, &partial[i])?;
+                    append(&f, rest)?;
+                    partial[i] = Vec::new();
+                    long[i] = Some(f);
+                } else {
+                    partial[i].extend_from_slice(rest);
+                }
             }
-            Capture::Direct => write_out(stream, bytes)?,
+            Capture::Direct => self.sink.write(stream, bytes)?,
         }
         Ok(())
     }
@@ -182,7 +223,6 @@ impl Output {
             if let Some(files) = held.take() {
                 self.copy_file(&files.0[0], 1)?;
                 self.copy_file(&files.0[1], 2)?;
-                self.recycle(files)?;
             }
         }
         Ok(())
@@ -209,21 +249,38 @@ impl Output {
                 } else {
                     self.hold(seq, &files)?
                 };
-                self.recycle(files)?;
+                // Closed, never given to another job: a process this one
+                // left behind may still write to them.
+                drop(files);
                 got
             }
             Capture::Line {
                 partial,
+                long,
                 held: None,
             } => {
-                for (i, p) in partial.iter().enumerate() {
+                for (i, (p, l)) in partial.iter().zip(long).enumerate() {
+                    if let Some(f) = l {
+                        self.copy_file(&f, i as u8 + 1)?;
+                    }
                     if !p.is_empty() {
-                        write_out(i as u8 + 1, p)?;
+                        self.sink.write(i as u8 + 1, p)?;
                     }
                 }
                 0
             }
-            Capture::Direct => 0,
+            Capture::Direct => {
+                if !in_turn {
+                    // Nothing to hold, but its turn must still pass.
+                    self.held.insert(
+                        seq,
+                        Held {
+                            ranges: [(0, 0); 2],
+                        },
+                    );
+                }
+                0
+            }
         };
         if self.keep_order && in_turn {
             self.next = seq + 1;
@@ -234,13 +291,8 @@ impl Output {
 
     /// A failed attempt that will run again: its output is dropped.
     pub fn discard(&mut self, cap: Capture) -> Result<()> {
-        match cap {
-            Capture::Files(files)
-            | Capture::Line {
-                held: Some(files), ..
-            } => self.recycle(files),
-            _ => Ok(()),
-        }
+        drop(cap);
+        Ok(())
     }
 
     /// The end of the run: whatever is still held goes out, in order.
@@ -254,17 +306,19 @@ impl Output {
                 break;
             }
             let (seq, held) = entry.remove_entry();
-            let Some(spill) = self.spill.take() else {
-                break;
-            };
-            let r = (|| -> WResult<()> {
-                for (i, &(at, len)) in held.ranges.iter().enumerate() {
-                    self.copy_range(&spill, at, len, i as u8 + 1)?;
-                }
-                Ok(())
-            })();
-            self.spill = Some(spill);
-            r?;
+            if held.ranges.iter().any(|&(_, len)| len > 0) {
+                let Some(spill) = self.spill.take() else {
+                    break;
+                };
+                let r = (|| -> WResult<()> {
+                    for (i, &(at, len)) in held.ranges.iter().enumerate() {
+                        self.copy_range(&spill, at, len, i as u8 + 1)?;
+                    }
+                    Ok(())
+                })();
+                self.spill = Some(spill);
+                r?;
+            }
             self.next = seq + 1;
         }
         if self.held.is_empty() && self.spill_len > 0 {
@@ -320,22 +374,8 @@ impl Output {
                 break;
             }
             let n = n.min((len - done) as usize);
-            write_out(stream, &self.buf[..n])?;
+            self.sink.write(stream, &self.buf[..n])?;
             done += n as u64;
-        }
-        Ok(())
-    }
-
-    fn recycle(&mut self, files: Files) -> Result<()> {
-        for f in &files.0 {
-            if size(f)? > 0 {
-                f.set_len(0)
-                    .map_err(|e| Error::io("ftruncate", "output file", &e))?;
-            }
-        }
-        // Keep a handful for the next jobs; more would only hold descriptors.
-        if self.free.len() < 64 {
-            self.free.push(files);
         }
         Ok(())
     }
@@ -418,6 +458,169 @@ fn fastrand_u64() -> u64 {
     (t ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)).rotate_left(17)
 }
 
+/// How long, once a stop signal is pending (or the grace after one has
+/// passed), a write waits for the reader to take more.
+const STALL: Duration = Duration::from_millis(100);
+
+/// What a write that waits on the reader may take at once: PIPE_BUF, which
+/// a pipe that polls writable always has room for, so the write never
+/// blocks where poll(2) cannot see a signal.
+const GATED_CHUNK: usize = libc::PIPE_BUF;
+
+/// Our stdout and stderr as the job output reaches them (see the module
+/// documentation).
+#[derive(Debug, Default)]
+pub struct Sink {
+    /// Readable while INT, TERM or HUP is pending.
+    stop: Option<SignalFd>,
+    /// After the first stop signal: when the reader's time is up.
+    give_up_at: Option<Instant>,
+    /// Per stream (stdout, stderr): whether a write may wait on a reader
+    /// (a pipe, a socket, a terminal); learnt at the first write.
+    may_block: [Option<bool>; 2],
+    /// Per stream: the reader did not take the output in time; the rest
+    /// of it is dropped.
+    dropped: [bool; 2],
+}
+
+/// Why a write that waits on the reader stopped.
+enum Gated {
+    /// A stop signal (or the end of the grace), and the reader not reading.
+    GaveUp,
+    Errno(Errno),
+}
+
+impl Sink {
+    /// Watch these stop signals (already blocked, read by the caller's
+    /// own signalfd) while waiting on a reader.
+    pub fn watch(&mut self, signals: &[Signal]) -> Result<()> {
+        let mut set = nix::sys::signal::SigSet::empty();
+        for &s in signals {
+            set.add(s);
+        }
+        let flags =
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC;
+        self.stop = Some(
+            SignalFd::with_flags(&set, flags).map_err(|e| Error::sys("signalfd", "output", e))?,
+        );
+        Ok(())
+    }
+
+    /// A stop signal has been handled: from `at` on, output the reader
+    /// does not take is dropped.
+    pub fn give_up_at(&mut self, at: Option<Instant>) {
+        self.give_up_at = at;
+    }
+
+    /// Write all of `bytes` to our stdout (1) or stderr (2); EPIPE is
+    /// [`WriteError::Closed`].
+    pub fn write(&mut self, stream: u8, bytes: &[u8]) -> WResult<()> {
+        let i = usize::from(stream == 2);
+        if self.dropped[i] {
+            return Ok(());
+        }
+        let (out, err) = (std::io::stdout(), std::io::stderr());
+        let fd = if stream == 2 {
+            err.as_fd()
+        } else {
+            out.as_fd()
+        };
+        let may_block = *self.may_block[i].get_or_insert_with(|| {
+            use nix::sys::stat::SFlag;
+            nix::sys::stat::fstat(fd).is_ok_and(|st| {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK || kind == SFlag::S_IFCHR
+            })
+        });
+        let r = if stream == 1 && crate::sys::proc::stdout_closed_at_start() {
+            // Closed when we started: the runtime's stand-in /dev/null is
+            // not a place to send output to.
+            Err(Gated::Errno(Errno::EBADF))
+        } else if may_block && self.stop.is_some() {
+            write_gated(
+                fd,
+                bytes,
+                self.stop.as_ref().map(AsFd::as_fd),
+                self.give_up_at,
+            )
+        } else {
+            write_fd(fd, bytes).map_err(Gated::Errno)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(Gated::GaveUp) => {
+                self.dropped[i] = true;
+                Ok(())
+            }
+            Err(Gated::Errno(Errno::EPIPE)) => Err(WriteError::Closed),
+            Err(Gated::Errno(e)) => Err(WriteError::Other(Error::sys(
+                "write",
+                if stream == 2 { "stderr" } else { "stdout" },
+                e,
+            ))),
+        }
+    }
+}
+
+/// Write all of `buf` to `fd` (which may block), `GATED_CHUNK` bytes at a
+/// time once poll(2) says there is room, and give up when the reader
+/// takes nothing for [`STALL`] while `stop` is readable or after
+/// `give_up_at`.
+fn write_gated(
+    fd: BorrowedFd<'_>,
+    mut buf: &[u8],
+    stop: Option<BorrowedFd<'_>>,
+    give_up_at: Option<Instant>,
+) -> std::result::Result<(), Gated> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let stall = PollTimeout::try_from(STALL).unwrap_or(PollTimeout::MAX);
+    while !buf.is_empty() {
+        let late = give_up_at.is_some_and(|t| Instant::now() >= t);
+        let mut fds = vec![PollFd::new(fd, PollFlags::POLLOUT)];
+        if let (Some(stop), false) = (stop, late) {
+            fds.push(PollFd::new(stop, PollFlags::POLLIN));
+        }
+        let timeout = if late {
+            stall
+        } else {
+            crate::process::poll_timeout(give_up_at)
+        };
+        let ready = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Gated::Errno(e)),
+        };
+        let writable = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let stopped = fds
+            .get(1)
+            .is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+        drop(fds);
+        if !writable {
+            if late && ready == 0 {
+                return Err(Gated::GaveUp);
+            }
+            if !stopped {
+                // The grace has just run out: look again, in a hurry.
+                continue;
+            }
+            // A stop signal is pending: the reader gets a moment more.
+            let mut one = [PollFd::new(fd, PollFlags::POLLOUT)];
+            match poll(&mut one, stall) {
+                Ok(0) => return Err(Gated::GaveUp),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Gated::Errno(e)),
+            }
+        }
+        match nix::unistd::write(fd, &buf[..buf.len().min(GATED_CHUNK)]) {
+            Ok(0) => return Err(Gated::Errno(Errno::EIO)),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => return Err(Gated::Errno(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Write all of `bytes` to our stdout (1) or stderr (2): EINTR and short
 /// writes retried, a non-blocking descriptor waited on, EPIPE reported as
 /// [`WriteError::Closed`].
@@ -439,6 +642,19 @@ pub fn write_out(stream: u8, bytes: &[u8]) -> WResult<()> {
             e,
         )),
     })
+}
+
+/// Whether our stdout is a pipe or socket whose reader has gone (poll(2)
+/// reports POLLERR on it): with `-u` the jobs write there themselves, and
+/// this is how pk-pool learns that their reader left.
+pub fn stdout_broken() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
 /// write(2) all of `buf` to `fd`, retrying EINTR and short writes, and

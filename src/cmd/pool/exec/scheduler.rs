@@ -24,7 +24,7 @@ use super::local::{self, Local, OutTo};
 use super::output::{Capture, Mode, Output, WriteError};
 use super::progress::{Counts, Progress};
 use super::ssh::{Conn, HostSpec};
-use super::template::{Template, shell_line};
+use super::template::{Template, shell_bytes};
 use super::wire::{self, How, Msg};
 use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
@@ -181,9 +181,90 @@ struct Sched {
     stop_signal: Option<Signal>,
     stopping: bool,
     stop_kill_at: Option<Instant>,
+    /// After a stop: when ssh hosts that have not ended their jobs are
+    /// given up (their ssh gets TERM), and when their ssh gets KILL.
+    hosts_give_up_at: Option<Instant>,
+    hosts_kill_at: Option<Instant>,
     stdout_closed: bool,
     no_host_left: bool,
     buf: Vec<u8>,
+}
+
+/// The most jobs at once on one host.
+pub const MAX_SLOTS: usize = 1024;
+
+/// With `-k`, how many jobs per slot may start after the oldest one whose
+/// output is not out yet (their output waits for it).
+pub const AHEAD_PER_SLOT: u64 = 1024;
+
+/// The slots of each local host (`None` for ssh hosts): what `-j` or
+/// `N/:` asks (0: as many as fit, up to [`MAX_SLOTS`]), or the CPU count,
+/// and no more than the file descriptors allow. Each running job holds a
+/// few (its output files or pipes, and while it starts, the descriptors
+/// handed to it): past `ulimit -n` a run would fail half-way, so it runs
+/// fewer at once and says so.
+fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
+    let want: Vec<Option<usize>> = cfg
+        .hosts
+        .iter()
+        .map(|h| {
+            h.is_local()
+                .then(|| match h.slots.or(cfg.jobs).unwrap_or(cpus) {
+                    0 => MAX_SLOTS,
+                    n => n,
+                })
+        })
+        .collect();
+    let asked: usize = want.iter().flatten().sum();
+    let (room, limit) = fd_room(cfg);
+    if asked <= room {
+        return want;
+    }
+    let as_many = cfg.jobs == Some(0) && cfg.hosts.iter().all(|h| h.slots.is_none());
+    if !as_many {
+        say(&format_args!(
+            "{asked} jobs at once here: only enough file descriptors for {} (ulimit -n {limit})",
+            room.max(1)
+        ));
+    }
+    let mut left = room.max(1);
+    want.into_iter()
+        .map(|w| {
+            w.map(|n| {
+                let n = n.min(left).max(1);
+                left = left.saturating_sub(n);
+                n
+            })
+        })
+        .collect()
+}
+
+/// How many local jobs the file descriptors leave room for, and the
+/// limit (`ulimit -n`).
+fn fd_room(cfg: &Config) -> (usize, u64) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
+    // Ours: two signalfds, /dev/null, the spawners' wake pipe and their
+    // starts in progress (an exec-status pipe each), the spill file, a
+    // pipe pair per ssh host and the output files of the jobs an ssh host
+    // was given slots for.
+    let remote = cfg.hosts.iter().filter(|h| !h.is_local());
+    let reserve = 8
+        + 2 * super::local::MAX_SPAWNERS
+        + remote.map(|h| 2 + 4 * h.slots.unwrap_or(0)).sum::<usize>();
+    // A job's: its two output files (grouped) or pipes, two more files
+    // for a long line or -k's holding (--line-buffer), and the three
+    // descriptors a start hands over.
+    let per_job = match cfg.mode {
+        Mode::Group => 5,
+        Mode::Line => 7,
+        Mode::Ungroup => 3,
+    };
+    let free = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open + reserve);
+    (free / per_job, limit)
 }
 
 /// Run the jobs `input` yields under `cfg`; the exit status.
@@ -197,17 +278,17 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         Signal::SIGHUP,
     ])?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let local_slots = cfg
-        .hosts
-        .iter()
-        .filter(|h| h.is_local())
-        .map(|h| h.slots.or(cfg.jobs).unwrap_or(cpus))
-        .sum::<usize>();
-    let local = Local::new(cfg.timeout, cfg.kill_after, local_slots)?;
-    let output = Output::new(cfg.mode, cfg.keep_order);
+    let slots = local_slots(&cfg, cpus);
+    let local = Local::new(cfg.timeout, cfg.kill_after, slots.iter().flatten().sum())?;
+    let mut output = Output::new(cfg.mode, cfg.keep_order);
+    // A write that waits on our reader still sees these.
+    output
+        .sink
+        .watch(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])?;
     let mut hosts = Vec::new();
-    for spec in &cfg.hosts {
-        let slots = spec.slots.or(cfg.jobs);
+    for (spec, local_slots) in cfg.hosts.iter().zip(slots) {
+        // -j 0 on an ssh host: its CPU count.
+        let slots = local_slots.or(spec.slots.or(cfg.jobs).filter(|&n| n > 0));
         let kind = if spec.is_local() {
             Kind::Local
         } else {
@@ -252,6 +333,8 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         stop_signal: None,
         stopping: false,
         stop_kill_at: None,
+        hosts_give_up_at: None,
+        hosts_kill_at: None,
         stdout_closed: false,
         no_host_left: false,
         buf: Vec::new(),
@@ -345,10 +428,15 @@ impl Sched {
                     raw.push(conn.from.get_ref().as_fd());
                 }
             }
-            let deadline = [self.local.next_deadline(), self.stop_kill_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = [
+                self.local.next_deadline(),
+                self.stop_kill_at,
+                self.hosts_give_up_at,
+                self.hosts_kill_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let mut fds: Vec<PollFd<'_>> = raw
                 .iter()
                 .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
@@ -401,6 +489,7 @@ impl Sched {
                     local::signal_group(g, Signal::SIGKILL)?;
                 }
             }
+            self.give_up_hosts(now)?;
         }
         Ok(())
     }
@@ -437,7 +526,7 @@ impl Sched {
                     self.retry.pop_front().expect("checked")
                 }
                 None => {
-                    if self.input_done || self.free_host(&[]).is_none() {
+                    if self.input_done || self.free_host(&[]).is_none() || self.too_far_ahead() {
                         return Ok(false);
                     }
                     match self.input.take() {
@@ -470,6 +559,24 @@ impl Sched {
         }
     }
 
+    /// With `-k`, whether the next job would be too far ahead of the
+    /// oldest one not yet printed: each job in between is held (a record,
+    /// its output in the spill file), so behind a job that does not end
+    /// they would grow without bound. [`AHEAD_PER_SLOT`] per slot.
+    fn too_far_ahead(&self) -> bool {
+        if !self.cfg.keep_order {
+            return false;
+        }
+        let slots: usize = self
+            .hosts
+            .iter()
+            .filter(|h| !h.gone)
+            .map(|h| h.free.len() + h.running)
+            .sum();
+        let limit = AHEAD_PER_SLOT.saturating_mul(slots.max(1) as u64);
+        self.next_seq.saturating_sub(self.output.next_seq()) >= limit
+    }
+
     fn connecting(&self, h: &Host) -> bool {
         !h.gone && matches!(h.kind, Kind::Remote { ready: false, .. })
     }
@@ -498,7 +605,7 @@ impl Sched {
         job.tries += 1;
         let argv = self.cfg.template.render(&job.items, job.seq, slot);
         if self.cfg.verbose {
-            say_raw(&shell_line(&argv));
+            say_raw(&shell_bytes(&argv));
         }
         let cap = self.output.capture(job.seq)?;
         let key = self.next_key;
@@ -671,11 +778,24 @@ impl Sched {
             cap,
             received,
             sent,
-            stopped,
+            mut stopped,
             ..
         } = a;
         let failed = how != How::Exited(0);
-        let command = shell_line(&argv);
+        // With -u a job writes to our stdout itself: one that failed
+        // because the reader has gone (SIGPIPE, or EPIPE) ends the run as
+        // our own failed write does, quietly.
+        if failed
+            && self.cfg.mode == Mode::Ungroup
+            && !self.stdout_closed
+            && super::output::stdout_broken()
+        {
+            self.written(Err(WriteError::Closed))?;
+            stopped = true;
+        }
+        let command_bytes = shell_bytes(&argv);
+        let whole = String::from_utf8_lossy(&command_bytes);
+        let command = shortened(&whole);
         let host_name = self.hosts[h].name.clone();
         let retry = failed
             && !stopped
@@ -705,7 +825,7 @@ impl Sched {
                 receive,
                 how,
                 timed_out,
-                command: &command,
+                command: &command_bytes,
             })?;
         }
         if retry {
@@ -786,6 +906,8 @@ impl Sched {
     fn on_stop_signal(&mut self, sig: Signal) -> Result<()> {
         if self.stop_signal.is_some() {
             // A second signal: no more grace.
+            self.output.sink.give_up_at(Some(Instant::now()));
+            self.hosts_give_up_at = Some(Instant::now());
             self.local.stop_all(Duration::ZERO)?;
             for &g in self.local.stopped_groups() {
                 local::signal_group(g, Signal::SIGKILL)?;
@@ -794,6 +916,10 @@ impl Sched {
             return Ok(());
         }
         self.stop_signal = Some(sig);
+        // Output our reader does not take by the end of the grace is dropped.
+        self.output
+            .sink
+            .give_up_at(Instant::now().checked_add(self.cfg.kill_after));
         self.stop(self.cfg.kill_after)
     }
 
@@ -805,12 +931,54 @@ impl Sched {
             a.stopped = true;
         }
         self.stop_kill_at = Instant::now().checked_add(grace);
+        // A worker ends its jobs within the grace of receiving `stop`, and
+        // the last results still have to travel: a host gets that twice,
+        // and a second more, before it is given up.
+        if self.hosts_give_up_at.is_none() {
+            self.hosts_give_up_at = grace
+                .checked_mul(2)
+                .and_then(|g| g.checked_add(Duration::from_secs(1)))
+                .and_then(|g| Instant::now().checked_add(g));
+        }
         for h in 0..self.hosts.len() {
             if let Kind::Remote {
                 conn: Some(conn), ..
             } = &mut self.hosts[h].kind
             {
                 conn.send(&Msg::Stop)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a stop, an ssh host that has not ended (a hung connection,
+    /// a worker that does not answer) is given up when its time is up:
+    /// its jobs are lost, its ssh gets SIGTERM (and SIGCONT), and SIGKILL
+    /// a grace later if it is still there.
+    fn give_up_hosts(&mut self, now: Instant) -> Result<()> {
+        if self.hosts_give_up_at.is_some_and(|t| now >= t) {
+            self.hosts_give_up_at = None;
+            for h in 0..self.hosts.len() {
+                let (running, gone) = (self.hosts[h].running, self.hosts[h].gone);
+                let Kind::Remote { conn: Some(c), .. } = &mut self.hosts[h].kind else {
+                    continue;
+                };
+                if running > 0 && !gone {
+                    self.host_dropped(h, "no answer to the stop in time".into())?;
+                } else {
+                    c.close();
+                    local::signal_group(c.ssh.pid(), Signal::SIGTERM)?;
+                    local::signal_group(c.ssh.pid(), Signal::SIGCONT)?;
+                }
+            }
+            self.hosts_kill_at = now.checked_add(self.cfg.kill_after);
+        }
+        if self.hosts_kill_at.is_some_and(|t| now >= t) {
+            self.hosts_kill_at = None;
+            for host in &self.hosts {
+                if let Kind::Remote { conn: Some(c), .. } = &host.kind {
+                    local::signal_group(c.ssh.pid(), Signal::SIGKILL)?;
+                }
             }
         }
         Ok(())
@@ -939,7 +1107,9 @@ impl Sched {
             host.free.clear();
             if let Kind::Remote { conn: Some(c), .. } = &mut host.kind {
                 c.close();
-                let _ = c.ssh.signal(Signal::SIGTERM);
+                // (SIGCONT: a stopped ssh would keep the TERM pending.)
+                let _ = local::signal_group(c.ssh.pid(), Signal::SIGTERM);
+                let _ = local::signal_group(c.ssh.pid(), Signal::SIGCONT);
             }
         }
         let keys: Vec<u64> = self
@@ -1005,14 +1175,34 @@ impl Sched {
         if !no_more || !no_retry {
             return Ok(());
         }
+        let all_done = !(self.stopping || self.halted.is_some() || self.stdout_closed);
         for host in &mut self.hosts {
             if host.running > 0 {
                 continue;
             }
             if let Kind::Remote {
-                conn: Some(c), bye, ..
+                conn: Some(c),
+                bye,
+                ready,
+                ..
             } = &mut host.kind
             {
+                if !*ready && !host.gone {
+                    // Still connecting (a host that does not answer, with
+                    // no ConnectTimeout, takes minutes) and nothing left
+                    // for it: its ssh is ended, not waited for.
+                    if all_done {
+                        say(&format_args!(
+                            "ssh({}): no worker answered before the jobs were done; not waited for",
+                            host.name
+                        ));
+                    }
+                    host.gone = true;
+                    *bye = true;
+                    c.close();
+                    local::signal_group(c.ssh.pid(), Signal::SIGTERM)?;
+                    continue;
+                }
                 if !*bye {
                     *bye = true;
                     c.send(&Msg::Bye)?;
@@ -1149,6 +1339,22 @@ fn describe(
     })
 }
 
+/// The longest command a job's stderr line shows whole.
+const SHOWN: usize = 200;
+
+/// A command line for a message: up to [`SHOWN`] bytes, then `...` (the
+/// joblog, -t and --dry-run show it whole).
+fn shortened(command: &str) -> std::borrow::Cow<'_, str> {
+    if command.len() <= SHOWN {
+        return command.into();
+    }
+    let mut end = SHOWN;
+    while !command.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &command[..end]).into()
+}
+
 fn on_host(name: &str) -> String {
     if name == ":" {
         String::new()
@@ -1167,11 +1373,11 @@ fn say(msg: &dyn std::fmt::Display) {
 }
 
 /// One line on stderr, as it is (`-t`).
-fn say_raw(line: &str) {
-    let mut l = String::with_capacity(line.len() + 1);
-    l.push_str(line);
-    l.push('\n');
-    let _ = super::output::write_fd(std::io::stderr().as_fd(), l.as_bytes());
+fn say_raw(line: &[u8]) {
+    let mut l = Vec::with_capacity(line.len() + 1);
+    l.extend_from_slice(line);
+    l.push(b'\n');
+    let _ = super::output::write_fd(std::io::stderr().as_fd(), &l);
 }
 
 /// `--dry-run`: print each job's command line in order; run nothing.
@@ -1181,9 +1387,9 @@ pub fn dry_run(template: &Template, mut input: Input, slots: usize) -> Result<u8
         match input.take()? {
             Take::Items(items) => {
                 let slot = ((seq - 1) % slots.max(1) as u64) as usize + 1;
-                let mut line = shell_line(&template.render(&items, seq, slot));
-                line.push('\n');
-                match super::output::write_out(1, line.as_bytes()) {
+                let mut line = shell_bytes(&template.render(&items, seq, slot));
+                line.push(b'\n');
+                match super::output::write_out(1, &line) {
                     Ok(()) => {}
                     Err(WriteError::Closed) => return Ok(exit::signal_code(libc::SIGPIPE)),
                     Err(WriteError::Other(e)) => return Err(e.into()),

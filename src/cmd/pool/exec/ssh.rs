@@ -1,7 +1,8 @@
 //! Hosts: `-S/--sshlogin [N/]host[,…]`, and the connection to each remote
 //! one: `ssh HOST exec pk-pool worker`, through the ssh the user has
 //! (`--ssh`, default `ssh`), so `~/.ssh/config`, keys, agents and
-//! ControlMaster apply as for any ssh command. One connection per host
+//! ControlMaster apply as for any ssh command (without a terminal: keys
+//! or an agent, no prompts). One connection per host
 //! carries all its slots: job frames go down ssh's stdin, output and
 //! results come back up its stdout ([`super::wire`]). ssh's own messages
 //! (a refused connection, a host key warning) reach our stderr.
@@ -85,9 +86,11 @@ impl Conn {
         let ssh = Spawn::new(&argv)?
             .stdin(Stdin::Fd(child_in.into()))
             .stdout_fd(child_out.into())
-            // ssh in a group of its own: a terminal's ^C reaches us, and we
-            // end the remote jobs before the connection.
-            .process_group(true)
+            // ssh in a session of its own: a terminal's ^C reaches us, and
+            // we end the remote jobs before the connection; and with no
+            // terminal to prompt on (a password, a host key), it fails at
+            // once instead of being stopped for ever in the background.
+            .session(true)
             .die_with_parent(nix::sys::signal::Signal::SIGTERM)
             .start()?;
         Ok(Conn {

@@ -73,6 +73,25 @@ impl Template {
         Template { args, append }
     }
 
+    /// The bytes of the command line without its items: the literal text
+    /// and a NUL per argument.
+    pub fn fixed_len(&self) -> usize {
+        self.args
+            .iter()
+            .map(|pieces| {
+                1 + pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Lit(l) => l.len(),
+                        // A job number or slot: at most 20 digits.
+                        Piece::Seq | Piece::Slot => 20,
+                        Piece::Item(_) => 0,
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// The argv of job `seq` on slot `slot` with these items.
     pub fn render(&self, items: &[Vec<u8>], seq: u64, slot: usize) -> Vec<Vec<u8>> {
         let mut argv =
@@ -191,35 +210,43 @@ fn dir(item: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `argv` as one shell command line: each argument quoted when it needs
-/// it (`'a b'`, `'c'"'"'d'`), as `--dry-run`, `-t` and the joblog show it.
-pub fn shell_line(argv: &[Vec<u8>]) -> String {
-    let mut line = String::new();
+/// `argv` as one shell command line, byte for byte: each argument quoted
+/// when it needs it (`'a b'`, `'c'"'"'d'`), as GNU parallel quotes them
+/// (only letters, digits and `_ . / + -` go bare). `--dry-run`, `-t` and
+/// the joblog show it; `sh` run on it passes the very same arguments,
+/// bytes that are not UTF-8 included.
+pub fn shell_bytes(argv: &[Vec<u8>]) -> Vec<u8> {
+    let mut line = Vec::new();
     for (n, a) in argv.iter().enumerate() {
         if n > 0 {
-            line.push(' ');
+            line.push(b' ');
         }
         quote_into(&mut line, a);
     }
     line
 }
 
-fn quote_into(line: &mut String, arg: &[u8]) {
-    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_-./,:+=@%^".contains(&b);
-    let text = String::from_utf8_lossy(arg);
+/// [`shell_bytes`] as text, for messages (bytes that are not UTF-8 shown
+/// as U+FFFD).
+pub fn shell_line(argv: &[Vec<u8>]) -> String {
+    String::from_utf8_lossy(&shell_bytes(argv)).into_owned()
+}
+
+fn quote_into(line: &mut Vec<u8>, arg: &[u8]) {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_./+-".contains(&b);
     if !arg.is_empty() && arg.iter().all(|&b| safe(b)) {
-        line.push_str(&text);
+        line.extend_from_slice(arg);
         return;
     }
-    line.push('\'');
-    for c in text.chars() {
-        if c == '\'' {
-            line.push_str("'\"'\"'");
+    line.push(b'\'');
+    for &b in arg {
+        if b == b'\'' {
+            line.extend_from_slice(b"'\"'\"'");
         } else {
-            line.push(c);
+            line.push(b);
         }
     }
-    line.push('\'');
+    line.push(b'\'');
 }
 
 #[cfg(test)]
@@ -300,10 +327,14 @@ mod tests {
 
     #[test]
     fn shell_lines_quote_what_needs_it() {
-        let argv: Vec<Vec<u8>> = ["echo", "a b", "c'd", "e", ""]
+        let argv: Vec<Vec<u8>> = ["echo", "a b", "c'd", "e", "", "x=y", "-n", "+a_b.c/d"]
             .iter()
             .map(|a| a.as_bytes().to_vec())
             .collect();
-        assert_eq!(shell_line(&argv), r#"echo 'a b' 'c'"'"'d' e ''"#);
+        assert_eq!(
+            shell_line(&argv),
+            r#"echo 'a b' 'c'"'"'d' e '' 'x=y' -n +a_b.c/d"#
+        );
+        assert_eq!(shell_bytes(&[b"a\xffb".to_vec()]), b"'a\xffb'");
     }
 }
