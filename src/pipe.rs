@@ -75,6 +75,27 @@ pub fn duplex() -> Result<(Duplex, Duplex)> {
     Ok((Duplex(a), Duplex(b)))
 }
 
+/// The buffer size of the pipe `fd` belongs to, in bytes (fcntl
+/// `F_GETPIPE_SZ`; 65 536 on a new Linux pipe).
+pub fn capacity(fd: BorrowedFd<'_>) -> nix::Result<usize> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map(|n| n as usize)
+}
+
+/// Ask the kernel for a pipe buffer of at least `bytes` (fcntl
+/// `F_SETPIPE_SZ`) and return the size it gave, a power-of-two number of
+/// pages. A larger buffer lets a writer run further ahead of its reader,
+/// so each side sleeps and wakes less often: one-way bandwidth between two
+/// processes rises by a quarter or more with 1 MiB instead of the default
+/// 64 KiB. An unprivileged process is held to `/proc/sys/fs/pipe-max-size`
+/// (1 MiB by default; EPERM above it) and to a per-user total (EPERM).
+///
+/// The library never resizes a pipe by itself: every pipe it makes keeps
+/// the kernel's default until this is called on it.
+pub fn set_capacity(fd: BorrowedFd<'_>, bytes: usize) -> nix::Result<usize> {
+    let want = i32::try_from(bytes).map_err(|_| Errno::EINVAL)?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want)).map(|n| n as usize)
+}
+
 // ---------------------------------------------------------------------------
 // Raw reads and writes on any descriptor.
 
@@ -365,6 +386,11 @@ fd_type!(Reader);
 
 impl Reader {
     read_methods!("pipe");
+
+    /// Set the pipe's buffer size: see [`set_capacity`].
+    pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
+        set_capacity(self.as_fd(), bytes).map_err(|e| Error::sys("fcntl", "F_SETPIPE_SZ", e))
+    }
 }
 
 /// The write end of a pipe. Dropping it closes the descriptor; once every
@@ -375,6 +401,11 @@ fd_type!(Writer);
 
 impl Writer {
     write_methods!("pipe");
+
+    /// Set the pipe's buffer size: see [`set_capacity`].
+    pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
+        set_capacity(self.as_fd(), bytes).map_err(|e| Error::sys("fcntl", "F_SETPIPE_SZ", e))
+    }
 }
 
 /// One end of a socket pair: it both sends and receives.
