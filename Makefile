@@ -4,7 +4,7 @@ RELEASE := target/release
 DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint fmt doc examples bench bench-quick run $(addprefix run-,$(DEMOS))
+.PHONY: help build test lint fmt doc examples bench bench-quick bench-plot bench-plot-quick run $(addprefix run-,$(DEMOS))
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ bench: build ## time every primitive: posixkit, Python and (if present) the C li
 
 bench-quick: build ## a smoke run of make bench, under a minute (figures not to quote)
 	bash scripts/bench.sh --quick
+
+bench-plot: build ## make bench, then each cost against the size of the work: one SVG per curve and index.html in target/bench-plots (BENCH_PLOTS=dir)
+	bash scripts/bench.sh --plot
+
+bench-plot-quick: build ## a smoke run of the curves alone (no table), into target/bench-plots
+	bash scripts/bench.sh --quick --curves-only
 
 run: build ## build, then run every primitive's demo in turn
 	@for m in $(DEMOS); do $(MAKE) --no-print-directory run-$$m || exit $$?; done

@@ -25,7 +25,7 @@ type Lines = Vec<(String, Vec<(f64, f64)>)>;
 /// (strings without escapes, plain numbers).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = &line[at..];
+    let rest = line[at..].trim_start();
     if let Some(s) = rest.strip_prefix('"') {
         s.split('"').next()
     } else {
@@ -316,6 +316,9 @@ mod tests {
         assert_eq!(field(l, "x"), Some("256.0"));
         assert_eq!(field(l, "y"), Some("812.5"));
         assert_eq!(field(l, "z"), None);
+        let spaced = r#"{"curve": "c", "series": "Python", "x": 1.5, "y": 2}"#;
+        assert_eq!(field(spaced, "series"), Some("Python"));
+        assert_eq!(field(spaced, "x"), Some("1.5"));
     }
 
     #[test]
