@@ -191,15 +191,30 @@ pub fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> nix::Result<()> {
         .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
         .ok_or(Errno::EMSGSIZE)?;
     let header = header(total)?;
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
-    slices.push(IoSlice::new(&header));
-    slices.extend(
-        parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| IoSlice::new(p)),
-    );
-    let mut rest = &mut slices[..];
+    // A frame of a few parts (the usual case: a pool's header and body)
+    // keeps its iovec array on the stack: no allocation per frame.
+    let mut stack = [IoSlice::new(&[]); 8];
+    let mut heap: Vec<IoSlice<'_>>;
+    let slices: &mut [IoSlice<'_>] = if parts.len() < stack.len() {
+        stack[0] = IoSlice::new(&header);
+        let mut n = 1;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            stack[n] = IoSlice::new(p);
+            n += 1;
+        }
+        &mut stack[..n]
+    } else {
+        heap = Vec::with_capacity(parts.len() + 1);
+        heap.push(IoSlice::new(&header));
+        heap.extend(
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| IoSlice::new(p)),
+        );
+        &mut heap[..]
+    };
+    let mut rest = slices;
     while !rest.is_empty() {
         let n = match nix::sys::uio::writev(fd, rest) {
             Err(Errno::EINTR) => continue,
