@@ -94,7 +94,7 @@ posixkit's series of one, and the peers pk-bench runs itself, as JSON points
   pipe_rtt_size     pipe round trip, µs, by message size (raw and framed)
   pipe_bw_size      pipe GB/s by write size, default buffer and 1 MiB (F_SETPIPE_SZ)
   exec_jobs         jobs/s of `pk-pool exec -j CPUS -- true`, `xargs -P CPUS -n 1 true`
-                    and GNU parallel (up to 10 000 jobs; skipped when not installed)
+                    and GNU parallel (up to 1 000 jobs; skipped when not installed)
                     by jobs (100 .. 100 000)
 --plot FILE --out DIR draws the points in FILE (from pk-bench --curve,
 bench/c/curves and bench/python/curves.py) as DIR/<curve>.svg and DIR/index.html.

@@ -98,8 +98,8 @@ fn cpus() -> usize {
 }
 
 /// Jobs per second of `argv` reading `jobs` input lines (1, 2, 3 …) on
-/// stdin, each line one run of `true`; the median of three runs below
-/// 10 000 jobs, one run above. The tool must exit 0.
+/// stdin, each line one run of `true`; the median of three runs up to
+/// 1 000 jobs, one run above. The tool must exit 0.
 fn lines_through(argv: &[String], jobs: f64, figure: &str) -> Result<Option<(f64, f64)>> {
     use std::io::{Seek, Write};
     let n = jobs as u64;
@@ -108,7 +108,7 @@ fn lines_through(argv: &[String], jobs: f64, figure: &str) -> Result<Option<(f64
     input
         .write_all(text.as_bytes())
         .map_err(|e| Error::io("write", "the input lines", &e))?;
-    let runs = if n < 10_000 { 3 } else { 1 };
+    let runs = if n <= 1_000 { 3 } else { 1 };
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         input
@@ -183,11 +183,11 @@ pub(super) fn exec_parallel_point(jobs: f64, _quick: bool) -> Result<Option<(f64
         note("skipped GNU parallel: not installed (apt-get install parallel)");
         return Ok(None);
     }
-    // GNU parallel starts a few hundred jobs a second: 100 000 would take
-    // minutes by itself.
-    if jobs > 10_000.0 {
+    // GNU parallel starts about a hundred jobs a second here: 10 000
+    // would take minutes by itself.
+    if jobs > 1_000.0 {
         note(&format!(
-            "skipped GNU parallel at {jobs} jobs: more than 10 000 take minutes"
+            "skipped GNU parallel at {jobs} jobs: more than 1 000 take minutes"
         ));
         return Ok(None);
     }
