@@ -166,14 +166,25 @@ pub(crate) fn encode_task<C: Codec>(
     Ok(count)
 }
 
+/// Bytes of items gathered on the stack before they are appended to a
+/// frame in one copy.
+pub(crate) const BLOCK: usize = 512;
+
 /// Append `args`, each `W` bytes long, to `frame`, back to back (room
-/// for them reserved already).
+/// for them reserved already). The items are written into a block on the
+/// stack and the block appended in one copy: appending item by item
+/// stores and reloads the vector's length through memory at each item, a
+/// chain of dependent loads that held this loop to about 2.5 ns an item
+/// (perf annotate of a warm map over 10 000 ints).
 #[inline(always)]
 fn append<C: Codec, const W: usize>(frame: &mut Vec<u8>, args: &[C::Item]) {
-    for a in args {
-        let mut item = [0u8; W];
-        C::put(a, &mut item);
-        frame.extend_from_slice(&item);
+    let mut block = [0u8; BLOCK];
+    for group in args.chunks(BLOCK / W) {
+        let n = group.len() * W;
+        for (dst, a) in block[..n].chunks_exact_mut(W).zip(group) {
+            C::put(a, dst);
+        }
+        frame.extend_from_slice(&block[..n]);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use super::frame::{RESULT_HEAD, TASK_HEAD, VARIABLE};
+use super::frame::{BLOCK, RESULT_HEAD, TASK_HEAD, VARIABLE};
 use super::registry::{Outcome, Registry, Runner};
 use super::wire::{Wire, read};
 use crate::pipe::{self, Reader, Writer};
@@ -58,30 +58,50 @@ where
             .get(TASK_HEAD..TASK_HEAD.checked_add(size).ok_or(())?)
             .ok_or(())?;
         let base = out.data.len();
-        // Each result appended (run() reserved the room) with no length
-        // per item; appended rather than written over a zero-filled area,
-        // which cost a memset of the whole batch first.
-        // Items done: read after a panic, so kept where the unwinding sees it.
+        // Results are appended (run() reserved the room) with no length
+        // per item, not written over a zero-filled area (a memset of the
+        // whole batch first). Small ones gather in a block on the stack
+        // that is appended in one copy: appending each result stores and
+        // reloads the vector's length through memory once an item, which
+        // held the loop to about 4 ns an item (perf annotate of a warm
+        // map over 10 000 ints).
+        // Items done, and the block: read after a panic, so kept where
+        // the unwinding sees them.
         let mut done = 0usize;
+        let mut block = [0u8; BLOCK];
+        let mut filled = 0usize;
         let data = &mut *out.data;
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for arg in args.chunks_exact(a_width) {
                 match self.call(arg) {
+                    // A value whose size is not its type's WIDTH breaks
+                    // the Wire contract: stop here, and the batch is
+                    // refused below.
+                    Ok(r) if r.size() != r_width => return Err(()),
+                    Ok(r) if r_width <= BLOCK => {
+                        if filled + r_width > BLOCK {
+                            data.extend_from_slice(&block[..filled]);
+                            filled = 0;
+                        }
+                        r.put(&mut block[filled..filled + r_width]);
+                        filled += r_width;
+                    }
                     Ok(r) => r.encode(data),
-                    Err(message) => return Some(message),
+                    Err(message) => return Ok(Some(message)),
                 }
                 done += 1;
             }
-            None
+            Ok(None)
         }));
+        out.data.extend_from_slice(&block[..filled]);
         // Each result is `r_width` bytes (the Wire contract); a type that
         // broke it would shift every later item: refuse the batch.
-        if out.data.len() != base + done * r_width {
+        if out.data.len() != base + done * r_width || matches!(run, Ok(Err(()))) {
             return Err(());
         }
         let failure = match run {
-            Ok(None) => None,
-            Ok(Some(message)) => Some(message.into_bytes()),
+            Ok(Err(())) | Ok(Ok(None)) => None,
+            Ok(Ok(Some(message))) => Some(message.into_bytes()),
             Err(panic) => Some(panic_bytes(&*panic)),
         };
         if done > 0 {
