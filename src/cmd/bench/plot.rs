@@ -33,9 +33,12 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     }
 }
 
+/// One series' measurements: its name, and x (as bits) → the ys at it.
+type Measured = (String, BTreeMap<u64, Vec<f64>>);
+
 /// Read the points: curve → series (in first-seen order) → x → ys.
-fn read_points(text: &str) -> BTreeMap<String, Vec<(String, BTreeMap<u64, Vec<f64>>)>> {
-    let mut all: BTreeMap<String, Vec<(String, BTreeMap<u64, Vec<f64>>)>> = BTreeMap::new();
+fn read_points(text: &str) -> BTreeMap<String, Vec<Measured>> {
+    let mut all: BTreeMap<String, Vec<Measured>> = BTreeMap::new();
     for line in text.lines() {
         let (Some(curve), Some(series), Some(x), Some(y)) = (
             field(line, "curve"),
