@@ -42,7 +42,7 @@ trap 'rm -rf "$work"' EXIT
 groups=(
   "fork_wait:fork_wait_us process_start_join_us"
   "pool:pool_map10k_warm_us"
-  "pipe:pipe_rtt_us pipe_rtt_framed_us pipe_bw_GBps pool_apply_async_rtt_us"
+  "pipe:pipe_rtt_us pipe_rtt_framed_us pipe_bw_GBps pipe_bw_vmsplice_GBps pool_apply_async_rtt_us"
   "sem:sem_pingpong_us"
   "shm_counter:shm_atomic_2p_ns_per_op shm_semlock_2p_ns_per_op"
   "queue:queue_msgs_per_s"

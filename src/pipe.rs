@@ -26,6 +26,11 @@
 //!   buffer), so processes that share a read end and take turns under a
 //!   lock each get whole frames.
 //!
+//! - [`PageWriter`] lends the writer's own pages to the pipe with
+//!   vmsplice(2) instead of copying into it (bulk data one way), and
+//!   [`set_capacity`] asks for a larger pipe buffer. The library uses
+//!   neither by itself.
+//!
 //! Every descriptor is `O_CLOEXEC`: a program started with exec does not
 //! inherit it. A forked child does, so each side closes (drops) the ends it
 //! does not use, or the reader never sees end of file.
@@ -38,6 +43,9 @@ use nix::fcntl::OFlag;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 
 use crate::error::{Error, Result};
+
+mod pages;
+pub use pages::PageWriter;
 
 /// The largest write a pipe performs atomically (POSIX `PIPE_BUF`; 4096 on Linux).
 pub const PIPE_BUF: usize = libc::PIPE_BUF;
@@ -84,10 +92,12 @@ pub fn capacity(fd: BorrowedFd<'_>) -> nix::Result<usize> {
 /// Ask the kernel for a pipe buffer of at least `bytes` (fcntl
 /// `F_SETPIPE_SZ`) and return the size it gave, a power-of-two number of
 /// pages. A larger buffer lets a writer run further ahead of its reader,
-/// so each side sleeps and wakes less often: one-way bandwidth between two
-/// processes rises by a quarter or more with 1 MiB instead of the default
-/// 64 KiB. An unprivileged process is held to `/proc/sys/fs/pipe-max-size`
-/// (1 MiB by default; EPERM above it) and to a per-user total (EPERM).
+/// so each side sleeps and wakes less often, but its pages no longer fit
+/// the CPU caches: whether bandwidth rises depends on the machine and the
+/// write size (`make bench-plot`, curve `pipe_bw_size`, draws both).
+/// [`PageWriter`] gains more: it saves a copy. An unprivileged process is held to
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default; EPERM above it) and to
+/// a per-user total (EPERM).
 ///
 /// The library never resizes a pipe by itself: every pipe it makes keeps
 /// the kernel's default until this is called on it.

@@ -53,6 +53,9 @@ Figures (unit; lower is better unless marked higher):
   pipe_rtt_us               1 byte there and back over two pipes (pipe::read/write)
   pipe_rtt_framed_us        the same as 1-byte frames: send + FrameReader::recv
   pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
+  pipe_bw_vmsplice_GBps     the same with the writer's 64 KiB buffers lent to the pipe by
+                            vmsplice(2) (pipe::PageWriter): one copy instead of two
+                            (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
   spawn_us                  Spawn::new([\"/bin/true\"]).run(), per run (clone(CLONE_VM|CLONE_VFORK)
@@ -92,7 +95,8 @@ posixkit's series of one, and the peers pk-bench runs itself, as JSON points
   queue_size        Queue, 1 producer and 1 consumer, msgs/s, by message size (8 B .. 64 KiB)
   ticket_buyers     purchases/s by buyers (1 .. 64); peer: flock(1) shell buyers
   pipe_rtt_size     pipe round trip, µs, by message size (raw and framed)
-  pipe_bw_size      pipe GB/s by write size, default buffer and 1 MiB (F_SETPIPE_SZ)
+  pipe_bw_size      pipe GB/s by write size: default buffer, 1 MiB (F_SETPIPE_SZ),
+                    and PageWriter (vmsplice)
   exec_jobs         jobs/s of `pk-pool exec -j CPUS -- true`, `xargs -P CPUS -n 1 true`
                     and GNU parallel (up to 1 000 jobs; skipped when not installed)
                     by jobs (100 .. 100 000)
@@ -196,6 +200,7 @@ const FIGURES: &[Figure] = &[
     fig("pipe_rtt_us", "us", pipe::pipe_rtt),
     fig("pipe_rtt_framed_us", "us", pipe::pipe_rtt_framed),
     fig("pipe_bw_GBps", "GB/s", pipe::pipe_bw),
+    fig("pipe_bw_vmsplice_GBps", "GB/s", pipe::pipe_bw_vmsplice),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
     fig("spawn_us", "us", spawn::spawn_small),

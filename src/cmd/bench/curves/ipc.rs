@@ -337,6 +337,23 @@ pub(super) fn pipe_bw_point(chunk: f64, quick: bool) -> Result<Option<(f64, f64)
     Ok(Some((chunk, pipe_bw(chunk as usize, None, quick)?)))
 }
 
+/// The same transfers with the writer's buffers lent to the pipe with
+/// vmsplice(2) ([`crate::pipe::PageWriter`]), default pipe buffer.
+pub(super) fn pipe_bw_vmsplice_point(chunk: f64, quick: bool) -> Result<Option<(f64, f64)>> {
+    let total = if quick { 32usize << 20 } else { 256 << 20 };
+    let mut rates = Vec::with_capacity(3);
+    for _ in 0..3 {
+        rates.push(crate::cmd::bench::pipe::vmsplice_bw(
+            chunk as usize,
+            total,
+            None,
+            "pipe_bw_size",
+        )?);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(Some((chunk, rates[1])))
+}
+
 pub(super) fn pipe_bw_big_point(chunk: f64, quick: bool) -> Result<Option<(f64, f64)>> {
     Ok(Some((
         chunk,

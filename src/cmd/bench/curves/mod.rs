@@ -17,6 +17,9 @@ use crate::cmd::Result;
 mod ipc;
 mod process;
 
+/// A point as a series measures it (see [`Series::point`]).
+pub(super) type Point = Result<Option<(f64, f64)>>;
+
 /// One line of a curve, measured by pk-bench.
 pub(super) struct Series {
     pub name: &'static str,
@@ -24,7 +27,7 @@ pub(super) struct Series {
     /// from the asked one where the work decides it (resident memory).
     /// `Ok(None)`: this series has no point there (a tool missing, a size
     /// it does not run at), with a message on stderr.
-    pub point: fn(x: f64, quick: bool) -> Result<Option<(f64, f64)>>,
+    pub point: fn(x: f64, quick: bool) -> Point,
 }
 
 /// A curve: what is drawn, and where to measure it.
@@ -205,6 +208,10 @@ pub(crate) const CURVES: &[Curve] = &[
             Series {
                 name: "posixkit, 1 MiB pipe buffer",
                 point: ipc::pipe_bw_big_point,
+            },
+            Series {
+                name: "posixkit PageWriter (vmsplice)",
+                point: ipc::pipe_bw_vmsplice_point,
             },
         ],
     },
