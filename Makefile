@@ -18,7 +18,7 @@ zshcompdir  = $(PREFIX)/share/zsh/site-functions
 fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
 
 .DEFAULT_GOAL := help
-.PHONY: help build test prereqs lint fmt doc readme examples bench bench-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
+.PHONY: help build test prereqs lint fmt doc readme examples bench bench-quick bench-plot bench-plot-quick install install-files uninstall run $(addprefix run-,$(DEMOS))
 # One target at a time, in the order given: `make run` builds once, then
 # runs the demos one after the other even under make -j.
 .NOTPARALLEL:
@@ -92,6 +92,12 @@ bench: build ## time every primitive: posixkit, Python and (if present) the C li
 
 bench-quick: build ## a smoke run of make bench, under a minute (figures not to quote)
 	bash scripts/bench.sh --quick
+
+bench-plot: build ## make bench, then each cost against the size of the work: one SVG per curve and index.html in target/bench-plots (BENCH_PLOTS=dir)
+	bash scripts/bench.sh --plot
+
+bench-plot-quick: build ## a smoke run of the curves alone (no table), into target/bench-plots
+	bash scripts/bench.sh --quick --curves-only
 
 run: build $(addprefix run-,$(DEMOS)) ## build once, then run every primitive's demo in turn
 

@@ -29,6 +29,7 @@ C_PEER = {
     "pipe_rtt_us": "pipe_rtt_us",
     "pipe_rtt_framed_us": "pipe_rtt_us",
     "pipe_bw_GBps": "pipe_bw_GBps",
+    "pipe_bw_vmsplice_GBps": "pipe_bw_GBps",
     "thread_create_join_us": "pthread_create_join_us",
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }

@@ -26,6 +26,11 @@
 //!   buffer), so processes that share a read end and take turns under a
 //!   lock each get whole frames.
 //!
+//! - [`PageWriter`] lends the writer's own pages to the pipe with
+//!   vmsplice(2) instead of copying into it (bulk data one way), and
+//!   [`set_capacity`] asks for a larger pipe buffer. The library uses
+//!   neither by itself.
+//!
 //! Every descriptor is `O_CLOEXEC`: a program started with exec does not
 //! inherit it. A forked child does, so each side closes (drops) the ends it
 //! does not use, or the reader never sees end of file.
@@ -38,6 +43,9 @@ use nix::fcntl::OFlag;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 
 use crate::error::{Error, Result};
+
+mod pages;
+pub use pages::PageWriter;
 
 /// The largest write a pipe performs atomically (POSIX `PIPE_BUF`; 4096 on Linux).
 pub const PIPE_BUF: usize = libc::PIPE_BUF;
@@ -73,6 +81,29 @@ pub fn duplex() -> Result<(Duplex, Duplex)> {
     )
     .map_err(|e| Error::sys("socketpair", "AF_UNIX, SOCK_STREAM", e))?;
     Ok((Duplex(a), Duplex(b)))
+}
+
+/// The buffer size of the pipe `fd` belongs to, in bytes (fcntl
+/// `F_GETPIPE_SZ`; 65 536 on a new Linux pipe).
+pub fn capacity(fd: BorrowedFd<'_>) -> nix::Result<usize> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map(|n| n as usize)
+}
+
+/// Ask the kernel for a pipe buffer of at least `bytes` (fcntl
+/// `F_SETPIPE_SZ`) and return the size it gave, a power-of-two number of
+/// pages. A larger buffer lets a writer run further ahead of its reader,
+/// so each side sleeps and wakes less often, but its pages no longer fit
+/// the CPU caches: whether bandwidth rises depends on the machine and the
+/// write size (`make bench-plot`, curve `pipe_bw_size`, draws both).
+/// [`PageWriter`] gains more: it saves a copy. An unprivileged process is held to
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default; EPERM above it) and to
+/// a per-user total (EPERM).
+///
+/// The library never resizes a pipe by itself: every pipe it makes keeps
+/// the kernel's default until this is called on it.
+pub fn set_capacity(fd: BorrowedFd<'_>, bytes: usize) -> nix::Result<usize> {
+    let want = i32::try_from(bytes).map_err(|_| Errno::EINVAL)?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want)).map(|n| n as usize)
 }
 
 // ---------------------------------------------------------------------------
@@ -170,15 +201,30 @@ pub fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> nix::Result<()> {
         .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
         .ok_or(Errno::EMSGSIZE)?;
     let header = header(total)?;
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
-    slices.push(IoSlice::new(&header));
-    slices.extend(
-        parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| IoSlice::new(p)),
-    );
-    let mut rest = &mut slices[..];
+    // A frame of a few parts (the usual case: a pool's header and body)
+    // keeps its iovec array on the stack: no allocation per frame.
+    let mut stack = [IoSlice::new(&[]); 8];
+    let mut heap: Vec<IoSlice<'_>>;
+    let slices: &mut [IoSlice<'_>] = if parts.len() < stack.len() {
+        stack[0] = IoSlice::new(&header);
+        let mut n = 1;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            stack[n] = IoSlice::new(p);
+            n += 1;
+        }
+        &mut stack[..n]
+    } else {
+        heap = Vec::with_capacity(parts.len() + 1);
+        heap.push(IoSlice::new(&header));
+        heap.extend(
+            parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| IoSlice::new(p)),
+        );
+        &mut heap[..]
+    };
+    let mut rest = slices;
     while !rest.is_empty() {
         let n = match nix::sys::uio::writev(fd, rest) {
             Err(Errno::EINTR) => continue,
@@ -377,6 +423,11 @@ fd_type!(Reader);
 
 impl Reader {
     read_methods!("pipe");
+
+    /// Set the pipe's buffer size: see [`set_capacity`].
+    pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
+        set_capacity(self.as_fd(), bytes).map_err(|e| Error::sys("fcntl", "F_SETPIPE_SZ", e))
+    }
 }
 
 /// The write end of a pipe. Dropping it closes the descriptor; once every
@@ -387,6 +438,11 @@ fd_type!(Writer);
 
 impl Writer {
     write_methods!("pipe");
+
+    /// Set the pipe's buffer size: see [`set_capacity`].
+    pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
+        set_capacity(self.as_fd(), bytes).map_err(|e| Error::sys("fcntl", "F_SETPIPE_SZ", e))
+    }
 }
 
 /// One end of a socket pair: it both sends and receives.

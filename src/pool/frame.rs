@@ -141,18 +141,20 @@ pub(crate) fn encode_task<C: Codec>(
     frame.extend_from_slice(&count.to_le_bytes());
     frame.extend_from_slice(&wire_width.to_le_bytes());
     if fixed {
-        frame.resize(TASK_HEAD + size, 0);
-        let body = &mut frame[TASK_HEAD..];
         // The usual widths get a loop of their own with the width known,
-        // which copies each item with one move instead of a call to memcpy.
+        // which copies each item with one move instead of a call to memcpy,
+        // and appends it: no zero-fill of the body first.
         match width {
             0 => {}
-            1 => pack::<C>(body, args, 1),
-            2 => pack::<C>(body, args, 2),
-            4 => pack::<C>(body, args, 4),
-            8 => pack::<C>(body, args, 8),
-            16 => pack::<C>(body, args, 16),
-            w => pack::<C>(body, args, w),
+            1 => append::<C, 1>(frame, args),
+            2 => append::<C, 2>(frame, args),
+            4 => append::<C, 4>(frame, args),
+            8 => append::<C, 8>(frame, args),
+            16 => append::<C, 16>(frame, args),
+            w => {
+                frame.resize(TASK_HEAD + size, 0);
+                pack::<C>(&mut frame[TASK_HEAD..], args, w);
+            }
         }
     } else {
         for a in args {
@@ -162,6 +164,28 @@ pub(crate) fn encode_task<C: Codec>(
         }
     }
     Ok(count)
+}
+
+/// Bytes of items gathered on the stack before they are appended to a
+/// frame in one copy.
+pub(crate) const BLOCK: usize = 512;
+
+/// Append `args`, each `W` bytes long, to `frame`, back to back (room
+/// for them reserved already). The items are written into a block on the
+/// stack and the block appended in one copy: appending item by item
+/// stores and reloads the vector's length through memory at each item, a
+/// chain of dependent loads that held this loop to about 2.5 ns an item
+/// (perf annotate of a warm map over 10 000 ints).
+#[inline(always)]
+fn append<C: Codec, const W: usize>(frame: &mut Vec<u8>, args: &[C::Item]) {
+    let mut block = [0u8; BLOCK];
+    for group in args.chunks(BLOCK / W) {
+        let n = group.len() * W;
+        for (dst, a) in block[..n].chunks_exact_mut(W).zip(group) {
+            C::put(a, dst);
+        }
+        frame.extend_from_slice(&block[..n]);
+    }
 }
 
 /// Write `args`, each `width` (not 0) bytes long, into `body`, back to

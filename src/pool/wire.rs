@@ -60,6 +60,12 @@ macro_rules! wire_numbers {
             fn get(bytes: &[u8]) -> Option<Self> {
                 Some(<$t>::from_le_bytes(bytes.try_into().ok()?))
             }
+            // Appended as they are: the default would zero-fill the bytes
+            // first (a call to memset per item).
+            #[inline]
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
         }
     )*};
 }

@@ -164,13 +164,14 @@ impl Builder {
         // Everything the child needs is built here, before fork: an
         // allocation in the child would copy the allocator's pages (a
         // copy-on-write fault each), which costs more than the fork itself.
-        let comm = std::ffi::CString::new(
-            name.bytes()
-                .take(15)
-                .filter(|&b| b != 0)
-                .collect::<Vec<u8>>(),
-        )
-        .ok();
+        // The OS name is on the stack, not in a CString: dropping one
+        // after the fork wrote to the heap three times (its first byte,
+        // the chunk, the allocator's cache), three pages copied in the
+        // parent at every start while the child lived.
+        let mut comm = [0u8; 16];
+        for (dst, b) in comm[..15].iter_mut().zip(name.bytes().filter(|&b| b != 0)) {
+            *dst = b;
+        }
         match fork(&name)? {
             (Fork::Child, _) => {
                 // Only a child that is to die with its parent checks its
@@ -179,7 +180,7 @@ impl Builder {
                     die_with(parent);
                 }
                 DAEMONIC.store(self.daemon, std::sync::atomic::Ordering::Relaxed);
-                if let Some(comm) = &comm {
+                if let Ok(comm) = std::ffi::CStr::from_bytes_until_nul(&comm) {
                     let _ = nix::sys::prctl::set_name(comm);
                 }
                 run_child(f)

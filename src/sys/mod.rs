@@ -9,6 +9,7 @@
 pub mod flock;
 #[cfg(feature = "cli")]
 pub mod mq;
+pub mod pipe;
 pub mod proc;
 pub mod sem;
 pub mod shm;

@@ -52,14 +52,28 @@ pub unsafe fn fork_unchecked() -> Result<Fork, Errno> {
 /// fork(2) for a caller that has just seen the process single-threaded
 /// ([`alone_in_thread_group`] returned `Ok(true)`, on this thread, with no
 /// thread started since).
+///
+/// With no other thread, no spawn can create or close a pipe end during
+/// the fork, so [`fork_unchecked`]'s gate is not taken: the parent writes
+/// nothing of ours after the fork, and the child writes only when a
+/// spawn's pipes are open (see `spawn::fds::child_alone`). Every page
+/// written on either side while both live is copied first; these writes
+/// cost two such copies per fork.
 pub(crate) fn fork_alone(_proof: Alone) -> Result<Fork, Errno> {
     // SAFETY: an `Alone` is only made by `alone_in_thread_group` when the
     // kernel said this thread group has one member, the calling thread; it
     // is not Send, so it is used on that thread, and a thread the caller
     // could start in between would have to be started by the caller
     // itself (the check and the fork are adjacent in every caller). No
-    // other thread can then hold a lock the child would need.
-    unsafe { fork_unchecked() }
+    // other thread can then hold a lock the child would need, nor change
+    // the record of a spawn's pipe ends while the fork copies it.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => Ok(Fork::Parent(child)),
+        ForkResult::Child => {
+            crate::sys::spawn::fds::child_alone();
+            Ok(Fork::Child)
+        }
+    }
 }
 
 /// Proof that [`alone_in_thread_group`] found the calling thread alone.

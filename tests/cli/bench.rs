@@ -110,3 +110,244 @@ fn bench_script_refuses_a_bad_round_count_before_running_anything() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Curves: pk-bench --list-curves / --curve / --plot, the C and Python peers,
+// and scripts/bench.sh --curves-only drawing them.
+
+/// A string field `"key":"value"` of a one-line JSON object.
+fn text_field<'a>(json: &'a str, key: &str) -> &'a str {
+    let at = json
+        .find(&format!("\"{key}\":\""))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    json[at + key.len() + 4..].split('"').next().unwrap()
+}
+
+/// The curves and their quick x values, from --list-curves --quick.
+fn quick_curves() -> Vec<(String, Vec<String>)> {
+    let out = pk("bench")
+        .args(["--list-curves", "--quick"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let mut w = l.split(' ').map(String::from);
+            (w.next().unwrap(), w.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn list_curves_names_each_curve_with_its_x_values_and_help_explains_them() {
+    let curves = quick_curves();
+    let names: Vec<&str> = curves.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "fork_rss",
+        "spawn_rss",
+        "pool_map_items",
+        "pool_map_workers",
+        "queue_clients",
+        "queue_size",
+        "ticket_buyers",
+        "pipe_rtt_size",
+        "pipe_bw_size",
+        "exec_jobs",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for (name, xs) in &curves {
+        assert!(!xs.is_empty(), "{name} has no x");
+        assert!(
+            xs.iter().all(|x| x.parse::<f64>().is_ok()),
+            "{name}: {xs:?}"
+        );
+    }
+    let full = stdout(&pk("bench").arg("--list-curves").output().unwrap());
+    assert!(full.contains("exec_jobs 100 1000 10000 100000\n"), "{full}");
+    assert_help("bench", &[], &names);
+}
+
+#[test]
+fn every_curve_checks_its_own_result_at_its_first_quick_point() {
+    // Each point verifies its work (items squared, messages once and in
+    // order per producer, every ticket sold once, echoes equal) and fails
+    // with exit 71 otherwise; no timing is asserted.
+    for (name, xs) in quick_curves() {
+        let out = pk("bench")
+            .args(["--curve", &name, "--at", &xs[0], "--quick"])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let text = stdout(&out);
+        assert!(!text.is_empty(), "{name}: no point");
+        for l in text.lines() {
+            assert_eq!(text_field(l, "curve"), name, "{l}");
+            assert!(!text_field(l, "series").is_empty(), "{l}");
+            assert!(number(l, "x") >= 0.0 && number(l, "y") > 0.0, "{l}");
+        }
+    }
+}
+
+#[test]
+fn curve_bad_input_is_a_one_line_usage_error() {
+    let table: &[&[&str]] = &[
+        &["--curve", "nope"],
+        &["--at", "5"],
+        &["--curve", "fork_rss", "--at", "x"],
+        &["--plot", "points.jsonl"],
+        &["--out", "dir"],
+        &["--note", "x"],
+    ];
+    assert_usage_table("bench", table);
+}
+
+#[test]
+fn plot_of_a_missing_points_file_fails_and_makes_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("plots");
+    let out = pk("bench")
+        .arg("--plot")
+        .arg(dir.path().join("none.jsonl"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "bench", 66);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn plot_draws_one_labelled_svg_per_curve_and_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let points = dir.path().join("points.jsonl");
+    std::fs::write(
+        &points,
+        concat!(
+            "running something ...\n",
+            "{\"curve\":\"fork_rss\",\"series\":\"posixkit fork\",\"x\":3.2,\"y\":150.5}\n",
+            "{\"curve\":\"fork_rss\",\"series\":\"posixkit fork\",\"x\":1027.2,\"y\":9000}\n",
+            "{\"curve\":\"fork_rss\",\"series\":\"C fork\",\"x\":1.5,\"y\":140}\n",
+            "{\"curve\":\"fork_rss\",\"series\":\"C fork\",\"x\":1025.5,\"y\":8800}\n",
+            "{\"curve\": \"fork_rss\", \"series\": \"Python os.fork\", \"x\": 15.5, \"y\": 1300}\n",
+            "{\"curve\":\"queue_clients\",\"series\":\"posixkit\",\"x\":1,\"y\":2000000}\n",
+            "{\"curve\":\"queue_clients\",\"series\":\"posixkit\",\"x\":2,\"y\":3000000}\n",
+            "{\"curve\":\"no_such_curve\",\"series\":\"x\",\"x\":1,\"y\":2}\n",
+        ),
+    )
+    .unwrap();
+    let plots = dir.path().join("plots");
+    let out = pk("bench")
+        .arg("--plot")
+        .arg(&points)
+        .arg("--out")
+        .arg(&plots)
+        .args(["--note", "a <test> run"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let svg = std::fs::read_to_string(plots.join("fork_rss.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+    for text in [
+        "fork + _exit + waitpid, by the parent&apos;s resident memory",
+        "parent resident memory (MiB)",
+        "µs per child (lower is better)",
+        "posixkit fork",
+        "C fork",
+        "Python os.fork",
+    ] {
+        let plain = text.replace("&apos;", "'");
+        assert!(
+            svg.contains(text) || svg.contains(&plain),
+            "{text:?} not in fork_rss.svg"
+        );
+    }
+    assert!(plots.join("queue_clients.svg").exists());
+    assert!(!plots.join("no_such_curve.svg").exists());
+    assert!(
+        !plots.join("pool_map_items.svg").exists(),
+        "no points, no SVG"
+    );
+    let index = std::fs::read_to_string(plots.join("index.html")).unwrap();
+    assert!(index.contains("<img src=\"fork_rss.svg\""), "{index}");
+    assert!(index.contains("<img src=\"queue_clients.svg\""), "{index}");
+    assert!(index.contains("a &lt;test&gt; run"), "{index}");
+    let listed = stdout(&out);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}
+
+#[test]
+fn the_c_and_python_peers_print_points_of_the_same_curves() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let cbin = dir.path().join("curves");
+    let built = bash(&format!(
+        "cc -O2 -pthread -o {} {root}/bench/c/curves.c",
+        cbin.display()
+    ))
+    .output()
+    .unwrap();
+    assert_success(&built);
+    for (curve, x) in [
+        ("pipe_rtt_size", "64"),
+        ("queue_clients", "2"),
+        ("ticket_buyers", "2"),
+    ] {
+        let c = bash(&format!("{} -q {curve} {x}", cbin.display()))
+            .output()
+            .unwrap();
+        assert_success(&c);
+        let py = bash(&format!(
+            "python3 {root}/bench/python/curves.py --quick {curve} {x}"
+        ))
+        .output()
+        .unwrap();
+        assert_success(&py);
+        for (who, text) in [("C", stdout(&c)), ("Python", stdout(&py))] {
+            assert_eq!(text.lines().count(), 1, "{who} {curve}: {text}");
+            let l = text.trim_end();
+            assert_eq!(text_field(l, "curve"), curve, "{l}");
+            assert!(text_field(l, "series").starts_with(who), "{l}");
+            assert!(number(l, "y") > 0.0, "{l}");
+        }
+    }
+    // A curve a peer has no series for prints nothing; a bad call is usage.
+    let none = bash(&format!("{} -q exec_jobs 100", cbin.display()))
+        .output()
+        .unwrap();
+    assert_success(&none);
+    assert!(none.stdout.is_empty());
+    let bad = bash(&format!("{} fork_rss", cbin.display()))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn bench_script_draws_the_curves_it_is_asked_for_with_c_and_python_beside_posixkit() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let plots = dir.path().join("plots");
+    let out = bash(&format!(
+        "BENCH_CURVES=pipe_rtt_size BENCH_PLOTS={} bash {root}/scripts/bench.sh --quick --curves-only",
+        plots.display()
+    ))
+    .timeout(std::time::Duration::from_secs(120))
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let svg = std::fs::read_to_string(plots.join("pipe_rtt_size.svg")).unwrap();
+    for series in ["posixkit", "posixkit framed", "C", "Python Connection"] {
+        assert!(
+            svg.contains(&format!("\n{series}\n</text>")),
+            "{series} not in the legend"
+        );
+    }
+    assert!(
+        !plots.join("fork_rss.svg").exists(),
+        "only the curve asked for"
+    );
+    let points = std::fs::read_to_string(plots.join("points.jsonl")).unwrap();
+    assert_eq!(points.lines().count(), 3 * 4, "{points}");
+}

@@ -15,12 +15,14 @@ use crate::cmd::{Failure, Result};
 use crate::error::Error;
 use crate::outln;
 
+mod curves;
 mod exec;
 mod forking;
 mod gil;
 mod ipc;
 mod named;
 mod pipe;
+mod plot;
 mod pool;
 mod spawn;
 mod thread;
@@ -52,6 +54,9 @@ Figures (unit; lower is better unless marked higher):
   pipe_rtt_us               1 byte there and back over two pipes (pipe::read/write)
   pipe_rtt_framed_us        the same as 1-byte frames: send + FrameReader::recv
   pipe_bw_GBps              1 GiB one way in 64 KiB write_all/read calls (higher is better)
+  pipe_bw_vmsplice_GBps     the same with the writer's 64 KiB buffers lent to the pipe by
+                            vmsplice(2) (pipe::PageWriter): one copy instead of two
+                            (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
   spawn_us                  Spawn::new([\"/bin/true\"]).run(), per run (clone(CLONE_VM|CLONE_VFORK)
@@ -97,6 +102,25 @@ Figures (unit; lower is better unless marked higher):
   The exec figures skip (a message on stderr) where a peer, sshd or
   /usr/bin/time is missing.
 
+Curves (--list-curves names them with their x values; --curve NAME runs
+posixkit's series of one, and the peers pk-bench runs itself, as JSON points
+{\"curve\":..,\"series\":..,\"x\":..,\"y\":..}, one per line):
+  fork_rss          fork+wait and Process start+join, µs, by the parent's resident MiB
+  spawn_rss         Spawn and std Command of /bin/true, µs, by the parent's resident MiB
+  pool_map_items    Pool(2).map(square), ns per item, by items (10 .. 1 000 000)
+  pool_map_workers  Pool(N).map(square) of 100 000 items, ns per item, by N (1 .. 2x cores)
+  queue_clients     Queue, N producers and N consumers, msgs/s, by N (1 .. 32)
+  queue_size        Queue, 1 producer and 1 consumer, msgs/s, by message size (8 B .. 64 KiB)
+  ticket_buyers     purchases/s by buyers (1 .. 64); peer: flock(1) shell buyers
+  pipe_rtt_size     pipe round trip, µs, by message size (raw and framed)
+  pipe_bw_size      pipe GB/s by write size: default buffer, 1 MiB (F_SETPIPE_SZ),
+                    and PageWriter (vmsplice)
+  exec_jobs         jobs/s of `pk-pool exec -j CPUS -- true`, `xargs -P CPUS -n 1 true`
+                    and GNU parallel (up to 1 000 jobs; skipped when not installed)
+                    by jobs (100 .. 100 000)
+--plot FILE --out DIR draws the points in FILE (from pk-bench --curve,
+bench/c/curves and bench/python/curves.py) as DIR/<curve>.svg and DIR/index.html.
+
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
 
@@ -126,6 +150,31 @@ pub struct Args {
     /// List the figure names and exit.
     #[arg(long)]
     pub list: bool,
+
+    /// List the curves, each with the x values it is measured at, and exit.
+    #[arg(long)]
+    pub list_curves: bool,
+
+    /// Measure posixkit's series of this curve (repeatable) and print its
+    /// points as JSON lines.
+    #[arg(long, value_name = "CURVE")]
+    pub curve: Vec<String>,
+
+    /// With --curve: measure only at this x (repeatable).
+    #[arg(long, value_name = "X", requires = "curve")]
+    pub at: Vec<f64>,
+
+    /// Draw the JSON points in FILE: one SVG per curve and an index.html, in --out.
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// With --plot: the directory for the SVGs and index.html.
+    #[arg(long, value_name = "DIR", requires = "plot")]
+    pub out: Option<std::path::PathBuf>,
+
+    /// With --plot: a line of text for the index page (the machine, the command).
+    #[arg(long, value_name = "TEXT", requires = "plot")]
+    pub note: Option<String>,
 }
 
 /// How much work one sample does: a base count scaled by --quick.
@@ -169,6 +218,7 @@ const FIGURES: &[Figure] = &[
     fig("pipe_rtt_us", "us", pipe::pipe_rtt),
     fig("pipe_rtt_framed_us", "us", pipe::pipe_rtt_framed),
     fig("pipe_bw_GBps", "GB/s", pipe::pipe_bw),
+    fig("pipe_bw_vmsplice_GBps", "GB/s", pipe::pipe_bw_vmsplice),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
     fig("spawn_us", "us", spawn::spawn_small),
@@ -226,6 +276,22 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             outln!(out, "{} {}", f.name, f.unit)?;
         }
         return Ok(exit::OK);
+    }
+    if args.list_curves {
+        for c in curves::CURVES {
+            let xs: Vec<String> = (c.xs)(args.quick).iter().map(|x| x.to_string()).collect();
+            outln!(out, "{} {}", c.name, xs.join(" "))?;
+        }
+        return Ok(exit::OK);
+    }
+    if let (Some(points), Some(dir)) = (&args.plot, &args.out) {
+        for f in plot::plot(points, dir, args.note.as_deref().unwrap_or(""))? {
+            outln!(out, "{}", dir.join(f).display())?;
+        }
+        return Ok(exit::OK);
+    }
+    if !args.curve.is_empty() {
+        return curves::run(&args.curve, &args.at, args.quick, out);
     }
     for name in &args.only {
         if !FIGURES.iter().any(|f| f.name == name) {

@@ -97,3 +97,83 @@ pub(super) fn pipe_bw(scale: Scale) -> Result<f64> {
     check(got == total, "pipe_bw", "short transfer")?;
     Ok(gbps)
 }
+
+/// 1 GiB one way through a pipe in 64 KiB buffers lent to the pipe with
+/// vmsplice(2) ([`crate::pipe::PageWriter`]); read(2) on the other side
+/// as in `pipe_bw`. GB per second.
+pub(super) fn pipe_bw_vmsplice(scale: Scale) -> Result<f64> {
+    const CHUNK: usize = 64 * 1024;
+    vmsplice_bw(CHUNK, scale.n(1 << 30) as usize, None, "pipe_bw_vmsplice")
+}
+
+/// GB per second of `total` bytes (rounded down to whole buffers) through
+/// a pipe (of `capacity` bytes, or the default) in buffers of `chunk`
+/// bytes lent with vmsplice(2) and read with read(2).
+///
+/// As the C limit's writer hands the same 64 KiB of bytes to write(2)
+/// again and again, the writer here fills a buffer only when it is new and
+/// hands over the bytes it holds. It stamps buffer i with i in its first
+/// 8 bytes; the reader checks every stamp that starts a buffer, so a
+/// buffer reused before it was read, which would carry a later stamp, fails
+/// the figure.
+pub(super) fn vmsplice_bw(
+    chunk: usize,
+    total: usize,
+    capacity: Option<usize>,
+    figure: &str,
+) -> Result<f64> {
+    const STAMP: usize = 8;
+    let chunk = chunk.max(STAMP);
+    let total = total / chunk * chunk;
+    let (r, w) = crate::pipe::pipe()?;
+    if let Some(bytes) = capacity {
+        w.set_capacity(bytes)?;
+    }
+    let mut rbuf = vec![0u8; chunk];
+    let mut writer = Builder::new().name("bench").start(|| {
+        let Ok(mut pages) = crate::pipe::PageWriter::new(w, chunk) else {
+            return 1;
+        };
+        for i in 0..(total / chunk) as u64 {
+            match pages.buffer() {
+                Ok(buf) => {
+                    if buf[STAMP] != b'y' {
+                        buf.fill(b'y');
+                    }
+                    buf[..STAMP].copy_from_slice(&i.to_le_bytes());
+                }
+                Err(_) => return 1,
+            }
+            if pages.commit(chunk).is_err() {
+                return 1;
+            }
+        }
+        0
+    })?;
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut wrong = false;
+    loop {
+        let k = r.read(&mut rbuf)?;
+        if k == 0 {
+            break;
+        }
+        // The buffers that start inside this read, stamp and all.
+        let mut at = got.div_ceil(chunk) * chunk;
+        while at + STAMP <= got + k {
+            let stamp = &rbuf[at - got..at - got + STAMP];
+            wrong |= stamp != ((at / chunk) as u64).to_le_bytes();
+            at += chunk;
+        }
+        got += k;
+    }
+    let gbps = got as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    join_ok(&mut writer, figure, "short transfer")?;
+    check(got == total, figure, "short transfer")?;
+    check(
+        !wrong,
+        figure,
+        "a buffer was overwritten before it was read",
+    )?;
+    Ok(gbps)
+}

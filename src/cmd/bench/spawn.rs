@@ -27,6 +27,12 @@ fn ballast(bytes: usize, figure: &str) -> Result<()> {
     } else {
         bytes
     };
+    hold(bytes, figure)
+}
+
+/// Make the process hold exactly `bytes` of touched heap (0: none), or
+/// decline when the machine lacks the memory.
+pub(super) fn hold(bytes: usize, figure: &str) -> Result<()> {
     let mut held = BALLAST.lock().unwrap_or_else(|p| p.into_inner());
     if held.len() == bytes {
         return Ok(());

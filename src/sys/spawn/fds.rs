@@ -33,6 +33,11 @@ static HIGH: AtomicUsize = AtomicUsize::new(0);
 /// The gate: held while a pipe end is created and recorded, or forgotten
 /// and closed, and across a fork.
 static LOCKED: AtomicBool = AtomicBool::new(false);
+/// How many [`SpawnFd`] values of this process generation are alive
+/// (changed under the gate). While it is 0 a forked child has nothing to
+/// close and no copy to disown, and writes nothing: every page a child or
+/// its parent writes after a fork is copied first (copy-on-write).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Which process generation a [`SpawnFd`] belongs to: a forked child closes
 /// the parent's pipe ends and counts one more, so the copies of the parent's
 /// `SpawnFd` values it holds no longer close anything when dropped.
@@ -114,6 +119,7 @@ impl Drop for SpawnFd {
     fn drop(&mut self) {
         let _gate = Gate::lock();
         if EPOCH.load(Ordering::Relaxed) == self.epoch {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
             forget(self.fd);
             // SAFETY: we own `fd` (see AsFd) and close it once; EINTR on
             // close still closes it on Linux, so it is not retried.
@@ -148,6 +154,7 @@ pub fn pipe(nonblock: bool) -> Result<(SpawnFd, SpawnFd), Errno> {
     for fd in ends {
         record(fd);
     }
+    LIVE.fetch_add(2, Ordering::Relaxed);
     drop(gate);
     Ok((
         SpawnFd { fd: ends[0], epoch },
@@ -188,20 +195,35 @@ impl ForkGate {
     /// copy of it). Only close(2) and atomics: sound in a child forked from
     /// a threaded process.
     pub fn child(mut self) {
-        let high = HIGH.load(Ordering::Relaxed).min(WORDS);
-        for (word, w) in OPEN.iter().enumerate().take(high) {
-            let mut bits = w.swap(0, Ordering::Relaxed);
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let fd = (word * 64 + bit) as RawFd;
-                // SAFETY: `fd` is a spawn's pipe end the parent recorded; in
-                // this child it is a copy that no code here uses (the
-                // parent's SpawnFd copies are disowned by the epoch below).
-                unsafe { libc::close(fd) };
-            }
-        }
-        EPOCH.fetch_add(1, Ordering::Relaxed);
+        child_alone();
         self.0 = None;
     }
+}
+
+/// The child's side of a fork made with no other thread in the parent
+/// (so no gate was needed: no thread could create or close a pipe end
+/// meanwhile): close every pipe end of a spawn in flight in the parent,
+/// and disown the copies of its [`SpawnFd`] values. With none alive, the
+/// usual case, this only reads: a write here would copy a page of this
+/// process (copy-on-write) at every fork. Only close(2) and atomics.
+pub fn child_alone() {
+    if LIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let high = HIGH.load(Ordering::Relaxed).min(WORDS);
+    for (word, w) in OPEN.iter().enumerate().take(high) {
+        let mut bits = w.swap(0, Ordering::Relaxed);
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let fd = (word * 64 + bit) as RawFd;
+            // SAFETY: `fd` is a spawn's pipe end the parent recorded; in
+            // this child it is a copy that no code here uses (the
+            // parent's SpawnFd copies are disowned by the epoch below).
+            unsafe { libc::close(fd) };
+        }
+    }
+    EPOCH.fetch_add(1, Ordering::Relaxed);
+    // The copies are the parent's, not this generation's.
+    LIVE.store(0, Ordering::Relaxed);
 }
