@@ -1,34 +1,5 @@
 //! [`PageWriter`]: a pipe writer that lends its own pages to the pipe
 //! with vmsplice(2) instead of copying bytes into it.
-//!
-//! write(2) on a pipe allocates kernel pages and copies every byte into
-//! them, and read(2) copies them out again: two copies and a page
-//! allocation per 4 KiB. vmsplice(2) puts references to the writer's
-//! pages in the pipe instead, so the reader's copy is the only one; one
-//! way between two processes that roughly doubles the bandwidth of a
-//! pipe (`pk-bench --only pipe_bw_vmsplice_GBps`, beside the C limit's
-//! write/read `pipe_bw_GBps`).
-//!
-//! The catch is that the pipe then holds the writer's memory, not a copy
-//! of it, until the reader has read it: bytes changed before that are the
-//! bytes the reader gets. A `PageWriter` therefore owns its buffers, hands
-//! one out ([`PageWriter::buffer`]) to be filled, lends it to the pipe on
-//! [`PageWriter::commit`], and hands it out again only once every byte of
-//! it has been read, which it learns from the pipe itself (ioctl
-//! FIONREAD: the bytes still unread; the pipe is first in, first out).
-//! It maps new buffers until they hold twice the pipe's capacity, and
-//! then reuses the ones read; it never holds more than the pipe's page
-//! count plus one (each buffer still in the pipe takes at least one of
-//! its slots, so with that many the oldest has been read), and never
-//! waits for the reader except where write(2) would (a full pipe).
-//!
-//! The reader must copy the bytes out: read(2), readv(2), or anything
-//! built on them. splice(2) and tee(2) *from* the pipe pass the page
-//! references on (to another pipe, a socket) instead of copying, and the
-//! bytes they forward would change when this writer reuses the buffer.
-//!
-//! The library uses it nowhere by itself: it is for a program that moves
-//! bulk data one way through a pipe it controls both ends of.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -50,7 +21,36 @@ fn page_size() -> usize {
 }
 
 /// A pipe writer that lends buffers it owns to the pipe with vmsplice(2)
-/// (see the [module documentation](self)).
+/// instead of copying bytes into it.
+///
+/// write(2) on a pipe allocates kernel pages and copies every byte into
+/// them, and read(2) copies them out again: two copies and a page
+/// allocation per 4 KiB. vmsplice(2) puts references to the writer's
+/// pages in the pipe instead, so the reader's copy is the only one; one
+/// way between two processes that roughly doubles the bandwidth of a
+/// pipe (`pk-bench --only pipe_bw_vmsplice_GBps`, beside the C limit's
+/// write/read `pipe_bw_GBps`).
+///
+/// The catch is that the pipe then holds the writer's memory, not a copy
+/// of it, until the reader has read it: bytes changed before that are the
+/// bytes the reader gets. A `PageWriter` therefore owns its buffers, hands
+/// one out ([`PageWriter::buffer`]) to be filled, lends it to the pipe on
+/// [`PageWriter::commit`], and hands it out again only once every byte of
+/// it has been read, which it learns from the pipe itself (ioctl
+/// FIONREAD: the bytes still unread; the pipe is first in, first out).
+/// It maps new buffers until they hold twice the pipe's capacity, and
+/// then reuses the ones read; it never holds more than the pipe's page
+/// count plus one (each buffer still in the pipe takes at least one of
+/// its slots, so with that many the oldest has been read), and never
+/// waits for the reader except where write(2) would (a full pipe).
+///
+/// The reader must copy the bytes out: read(2), readv(2), or anything
+/// built on them. splice(2) and tee(2) *from* the pipe pass the page
+/// references on (to another pipe, a socket) instead of copying, and the
+/// bytes they forward would change when this writer reuses the buffer.
+///
+/// The library uses it nowhere by itself: it is for a program that moves
+/// bulk data one way through a pipe it controls both ends of.
 ///
 /// ```no_run
 /// use posixkit::pipe::{self, PageWriter};
