@@ -34,6 +34,7 @@ for arg in "$@"; do
     *) echo "usage: scripts/bench.sh [--quick] [--plot] [--curves-only]" >&2; exit 2 ;;
   esac
 done
+case $rounds in '' | *[!0-9]* | 0) echo "bench.sh: BENCH_ROUNDS must be a positive integer" >&2; exit 2 ;; esac
 pk=$top/target/release/pk-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
