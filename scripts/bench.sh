@@ -15,6 +15,7 @@
 # after the other; then pk-bench --plot draws one SVG per curve and an
 # index.html into BENCH_PLOTS (default target/bench-plots). BENCH_CURVES
 # (names, space-separated) limits the curves; --curves-only skips the table.
+# PK_BENCH names the pk-bench to run (default target/release/pk-bench).
 #
 # The C baselines are looked for in $CBENCH, then ../shared/bench/c beside
 # this checkout, then beside the main checkout of a git worktree. Without
@@ -35,7 +36,12 @@ for arg in "$@"; do
   esac
 done
 case $rounds in '' | *[!0-9]* | 0) echo "bench.sh: BENCH_ROUNDS must be a positive integer" >&2; exit 2 ;; esac
-pk=$top/target/release/pk-bench
+# PK_BENCH: the pk-bench to run (the tests pass the one cargo built).
+pk=${PK_BENCH:-$top/target/release/pk-bench}
+if [ ! -x "$pk" ]; then
+  echo "bench.sh: $pk is not built: run make build first, or set PK_BENCH" >&2
+  exit 2
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

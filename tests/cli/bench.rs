@@ -109,6 +109,18 @@ fn bench_script_refuses_a_bad_round_count_before_running_anything() {
             "BENCH_ROUNDS={rounds:?}"
         );
     }
+    // A pk-bench that is not built is named in one line, not a bash error.
+    let out = bash(&format!(
+        "PK_BENCH=/nonexistent/pk-bench bash {script} --quick"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "bench.sh: /nonexistent/pk-bench is not built: run make build first, or set PK_BENCH\n"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -330,7 +342,8 @@ fn bench_script_draws_the_curves_it_is_asked_for_with_c_and_python_beside_posixk
     let dir = tempfile::tempdir().unwrap();
     let plots = dir.path().join("plots");
     let out = bash(&format!(
-        "BENCH_CURVES=pipe_rtt_size BENCH_PLOTS={} bash {root}/scripts/bench.sh --quick --curves-only",
+        "PK_BENCH={} BENCH_CURVES=pipe_rtt_size BENCH_PLOTS={} bash {root}/scripts/bench.sh --quick --curves-only",
+        env!("CARGO_BIN_EXE_pk-bench"),
         plots.display()
     ))
     .timeout(std::time::Duration::from_secs(120))
