@@ -6,8 +6,11 @@
 # These machines drift by the minute, so a ratio to C is only worth quoting
 # when both sides ran back to back: each C program runs right after
 # pk-bench timed the figures it is the limit for, and the whole alternation
-# is repeated BENCH_ROUNDS times (default 3; 1 with --quick). The table
-# gives the median over the rounds and the range of the per-round ratios.
+# is repeated BENCH_ROUNDS times (default 3; 1 with --quick). Each round
+# takes BENCH_REPS repetitions of every figure, posixkit and C alike
+# (default 5: the whole of make bench stays under 15 minutes on 2 cores).
+# The table gives the median over the rounds and the range of the
+# per-round ratios.
 #
 # --plot also measures the curves (`pk-bench --list-curves`): for each
 # point, posixkit (pk-bench --curve), the C limit (bench/c/curves.c, built
@@ -25,6 +28,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 quick=()
 rounds=${BENCH_ROUNDS:-3}
+reps=${BENCH_REPS:-5}
 plot=
 table=1
 for arg in "$@"; do
@@ -36,6 +40,7 @@ for arg in "$@"; do
   esac
 done
 case $rounds in '' | *[!0-9]* | 0) echo "bench.sh: BENCH_ROUNDS must be a positive integer" >&2; exit 2 ;; esac
+case $reps in '' | *[!0-9]* | 0 | [0-9][0-9][0-9]*) echo "bench.sh: BENCH_REPS must be 1 to 99" >&2; exit 2 ;; esac
 # PK_BENCH: the pk-bench to run (the tests pass the one cargo built).
 pk=${PK_BENCH:-$top/target/release/pk-bench}
 if [ ! -x "$pk" ]; then
@@ -44,6 +49,8 @@ if [ ! -x "$pk" ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+repflag=()
+if [ ${#quick[@]} -eq 0 ]; then repflag=(--reps "$reps"); fi
 
 # C program -> the pk-bench figures it is the limit for.
 groups=(
@@ -72,7 +79,11 @@ args=()
 if [ -z "$table" ]; then
   :
 elif [ -n "$have_c" ]; then
-  if [ ${#quick[@]} -gt 0 ]; then export REPS=1 BENCH_SCALE=0.05 TICKETS=2000; fi
+  if [ ${#quick[@]} -gt 0 ]; then
+    export REPS=1 BENCH_SCALE=0.05 TICKETS=2000
+  else
+    export REPS=$reps
+  fi
   export BENCH_DIR="$work"
   for r in $(seq "$rounds"); do
     echo "== round $r of $rounds: posixkit ${quick[*]:-}then the C limit, figure group by group" >&2
@@ -82,7 +93,7 @@ elif [ -n "$have_c" ]; then
       prog=${g%%:*}
       only=()
       for f in ${g#*:}; do only+=(--only "$f"); done
-      "$pk" --json "${quick[@]}" "${only[@]}" >> "$work/pk.$r.json"
+      "$pk" --json "${quick[@]}" "${repflag[@]}" "${only[@]}" >> "$work/pk.$r.json"
       if [ -x "$work/cbin/$prog" ]; then
         echo "running C $prog ..." >&2
         "$work/cbin/$prog" >> "$work/c.$r.txt"
@@ -97,7 +108,7 @@ elif [ -n "$have_c" ]; then
   if [ -n "$rest" ]; then
     only=()
     for f in $rest; do only+=(--only "$f"); done
-    "$pk" --json "${quick[@]}" "${only[@]}" >> "$work/pk.1.json"
+    "$pk" --json "${quick[@]}" "${repflag[@]}" "${only[@]}" >> "$work/pk.1.json"
   fi
 else
   echo "== posixkit (pk-bench ${quick[*]:-}); no C baselines (looked in \$CBENCH, ../shared/bench/c beside this checkout and beside the main one): the table has no C columns" >&2

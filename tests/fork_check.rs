@@ -48,6 +48,7 @@ fn main() {
     a_timeout_too_large_for_the_clock_waits_for_ever();
     a_typed_pool_end_to_end();
     a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool();
+    pool_values_are_every_result_or_the_first_error();
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     a_fork_keeps_no_pipe_of_a_running_spawn();
@@ -263,6 +264,57 @@ fn a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool() {
     // The other worker still works meanwhile.
     assert_eq!(pool.apply(double, 5).unwrap(), Ok(10));
     pool.terminate().unwrap();
+}
+
+fn pool_values_are_every_result_or_the_first_error() {
+    let mut registry = Registry::new();
+    let square = registry.task("square", |n: i64| {
+        n.checked_mul(n).ok_or(format!("{n} squared overflows"))
+    });
+    let shout = registry.task("shout", |s: String| s.to_uppercase());
+    let pair = registry.task("pair", |n: u32| {
+        if n == 5 {
+            let _ = process::die_of(posixkit::nix::sys::signal::Signal::SIGKILL);
+        }
+        n
+    });
+    let mut pool = Pool::new(2, registry).unwrap();
+
+    // Packed results, several chunks: all of them, in order, and the
+    // Vec is reused.
+    let args: Vec<i64> = (0..1000).collect();
+    let got = pool.map(square, &args, 64).unwrap();
+    let want: Vec<i64> = args.iter().map(|x| x * x).collect();
+    assert_eq!(got.values().unwrap(), want);
+    let mut out = vec![7; 3];
+    got.values_into(&mut out).unwrap();
+    assert_eq!(out, want);
+
+    // Item 700 fails (in the middle of its chunk): its error, and the
+    // 700 results before it.
+    let mut args = args;
+    args[700] = i64::MAX;
+    let got = pool.map(square, &args, 64).unwrap();
+    let e = got.values_into(&mut out).unwrap_err();
+    assert!(
+        matches!(&e, TaskError::Failed { index: 700, message, .. } if message.contains("overflows")),
+        "{e:?}"
+    );
+    assert_eq!(out, want[..700]);
+
+    // Results of several widths go the general way.
+    let words: Vec<String> = (0..20).map(|i| "ab".repeat(i % 3)).collect();
+    let got = pool.map(shout, &words, 3).unwrap();
+    let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+    assert_eq!(got.values().unwrap(), upper);
+
+    // Item 5's worker dies: its chunk (4 and 5) is lost; the first error
+    // is item 4's.
+    let got = pool.map(pair, &(0..8).collect::<Vec<u32>>(), 2).unwrap();
+    let e = got.values_into(&mut Vec::new()).unwrap_err();
+    assert!(matches!(e, TaskError::WorkerDied { index: 4, .. }), "{e:?}");
+    pool.close();
+    pool.join().unwrap();
 }
 
 /// A child that ends once the parent has closed its end of a pipe: the

@@ -123,6 +123,23 @@ fn bench_script_refuses_a_bad_round_count_before_running_anything() {
     );
 }
 
+#[test]
+fn bench_script_refuses_a_bad_repetition_count_before_running_anything() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.sh");
+    for reps in ["0", "x", "100", "5x"] {
+        let out = bash(&format!("BENCH_REPS='{reps}' bash {script}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "BENCH_REPS={reps:?}");
+        assert!(out.stdout.is_empty(), "BENCH_REPS={reps:?}: no table");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "bench.sh: BENCH_REPS must be 1 to 99\n",
+            "BENCH_REPS={reps:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Curves: pk-bench --list-curves / --curve / --plot, the C and Python peers,
 // and scripts/bench.sh --curves-only drawing them.

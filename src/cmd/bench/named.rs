@@ -180,10 +180,11 @@ pub(super) fn flock_n_true(scale: Scale) -> Result<f64> {
     r
 }
 
-/// `sem --fg --id X -j1 true` (GNU parallel's sem), per call.
+/// `sem --fg --id X -j1 true` (GNU parallel's sem), per call: 15 calls
+/// a repetition, as each takes about 150 ms.
 pub(super) fn gnu_sem_true(scale: Scale) -> Result<f64> {
     let id = format!("pk-bench-{}", std::process::id());
-    let n = Scale(scale.0 / 10.0);
+    let n = Scale(scale.0 / 20.0);
     let r = per_call(
         n,
         "gnu_sem_true",
