@@ -5,9 +5,14 @@ use std::os::unix::process::ExitStatusExt;
 
 use crate::common::*;
 
+/// `pk-sem ARGS`, run to its end (with the suite's timeout).
+fn sem(args: &[&str]) -> std::process::Output {
+    pk("sem").args(args).output().unwrap()
+}
+
 /// `pk-sem status`: (value, free, waiting).
 fn status(name: &str) -> (u32, u32, u32) {
-    let out = pk("sem").args(["status", "--name", name]).output().unwrap();
+    let out = sem(&["status", "--name", name]);
     assert_success(&out);
     let text = stdout(&out);
     let rest = text
@@ -56,7 +61,7 @@ fn unlink(name: &str) {
     let key = std::path::Path::new(&format!("/dev/shm/pk-sem.{}", &name[1..]))
         .exists()
         .then(|| sem_key(name));
-    let out = pk("sem").args(["unlink", "--name", name]).output().unwrap();
+    let out = sem(&["unlink", "--name", name]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(stdout(&out), format!("unlinked {name}\n"));
     if let Some(key) = key {
@@ -110,10 +115,7 @@ fn max_inside(result: &str) -> u32 {
 #[test]
 fn demo_five_workers_value_three() {
     let check = ShmCheck::start();
-    let out = pk("sem")
-        .args(["demo", "--workers", "5", "--value", "3", "--hold", "300ms"])
-        .output()
-        .unwrap();
+    let out = sem(&["demo", "--workers", "5", "--value", "3", "--hold", "300ms"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
@@ -138,39 +140,30 @@ fn twenty_workers_never_exceed_three() {
     // Asserted from the counter the workers keep in shared memory (raised
     // after sem_wait returns, lowered before sem_post), not from timing.
     for _ in 0..3 {
-        let out = pk("sem")
-            .args(["demo", "-n", "20", "-v", "3", "--hold", "5ms"])
-            .output()
-            .unwrap();
+        let out = sem(&["demo", "-n", "20", "-v", "3", "--hold", "5ms"]);
         assert_eq!(out.status.code(), Some(0));
         let result = check_demo(&stdout(&out), 20);
         assert!(max_inside(&result) <= 3, "{result}");
         assert!(result.ends_with(" final_value=3"), "{result}");
     }
     // Value 1 is a lock: one at a time.
-    let out = pk("sem")
-        .args(["demo", "-n", "8", "-v", "1", "--hold", "1ms", "-q"])
-        .output()
-        .unwrap();
+    let out = sem(&["demo", "-n", "8", "-v", "1", "--hold", "1ms", "-q"]);
     assert_eq!(stdout(&out), "max_inside=1 final_value=1\n");
 }
 
 #[test]
 fn timeline_draws_one_row_per_worker() {
-    let out = pk("sem")
-        .args([
-            "demo",
-            "-n",
-            "4",
-            "-v",
-            "2",
-            "--hold",
-            "20ms",
-            "--timeline",
-            "-q",
-        ])
-        .output()
-        .unwrap();
+    let out = sem(&[
+        "demo",
+        "-n",
+        "4",
+        "-v",
+        "2",
+        "--hold",
+        "20ms",
+        "--timeline",
+        "-q",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -300,20 +293,17 @@ fn timeout_declines_quietly_with_exit_1_or_the_conflict_code() {
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     }
     // With -v, one line on stderr.
-    let out = pk("sem")
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--timeout",
-            "0",
-            "-v",
-            "--",
-            "echo",
-            "ran",
-        ])
-        .output()
-        .unwrap();
+    let out = sem(&[
+        "run",
+        "--name",
+        &name,
+        "--timeout",
+        "0",
+        "-v",
+        "--",
+        "echo",
+        "ran",
+    ]);
     assert_one_line_error(&out, "sem", 1);
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no free slot"));
@@ -363,19 +353,16 @@ fn a_sigkilled_holder_keeps_its_slot_while_its_command_runs_then_gives_it_back()
     // The command still runs, so the slot is still taken: no second
     // command may start.
     assert_eq!(free(&name), 0);
-    let out = pk("sem")
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--timeout",
-            "0",
-            "--",
-            "echo",
-            "ran",
-        ])
-        .output()
-        .unwrap();
+    let out = sem(&[
+        "run",
+        "--name",
+        &name,
+        "--timeout",
+        "0",
+        "--",
+        "echo",
+        "ran",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     // The command ends (it was orphaned to this test process): the kernel
@@ -429,19 +416,16 @@ fn a_holder_killed_with_its_command_gives_the_slot_back_at_once() {
     nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_signal(&a.wait(), libc::SIGKILL);
     // One slot back, with no command of the killed holder left running.
-    let out = pk("sem")
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--timeout",
-            "30",
-            "--",
-            "echo",
-            "mine",
-        ])
-        .output()
-        .unwrap();
+    let out = sem(&[
+        "run",
+        "--name",
+        &name,
+        "--timeout",
+        "30",
+        "--",
+        "echo",
+        "mine",
+    ]);
     assert_success(&out);
     assert_eq!(stdout(&out), "mine\n");
     b.signal(nix::sys::signal::Signal::SIGTERM);
@@ -508,38 +492,21 @@ fn never_more_than_value_commands_while_holders_are_sigkilled() {
 fn a_value_that_differs_is_an_error_and_runs_nothing() {
     let mut check = ShmCheck::start();
     let name = check.name("mismatch");
-    assert_success(
-        &pk("sem")
-            .args(["run", "--name", &name, "--value", "2", "--", "true"])
-            .output()
-            .unwrap(),
-    );
-    let out = pk("sem")
-        .args(["run", "--name", &name, "--value", "3", "--", "echo", "ran"])
-        .output()
-        .unwrap();
+    assert_success(&sem(&[
+        "run", "--name", &name, "--value", "2", "--", "true",
+    ]));
+    let out = sem(&["run", "--name", &name, "--value", "3", "--", "echo", "ran"]);
     assert_usage(&out, "sem");
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--value") && err.contains("reset"), "{err}");
     // Without --value, the semaphore's own value; after reset, the new one.
-    assert_success(
-        &pk("sem")
-            .args(["run", "--name", &name, "--", "true"])
-            .output()
-            .unwrap(),
-    );
-    let out = pk("sem")
-        .args(["reset", "--name", &name, "--value", "3"])
-        .output()
-        .unwrap();
+    assert_success(&sem(&["run", "--name", &name, "--", "true"]));
+    let out = sem(&["reset", "--name", &name, "--value", "3"]);
     assert_eq!(stdout(&out), format!("reset {name}: value 2 -> 3\n"));
-    assert_success(
-        &pk("sem")
-            .args(["run", "--name", &name, "--value", "3", "--", "true"])
-            .output()
-            .unwrap(),
-    );
+    assert_success(&sem(&[
+        "run", "--name", &name, "--value", "3", "--", "true",
+    ]));
     assert_eq!(status(&name), (3, 3, 0));
     unlink(&name);
     check.finish();
@@ -550,7 +517,7 @@ fn missing_semaphores_are_exit_66() {
     let mut check = ShmCheck::start();
     let name = check.name("missing");
     for sub in ["status", "unlink"] {
-        let out = pk("sem").args([sub, "--name", &name]).output().unwrap();
+        let out = sem(&[sub, "--name", &name]);
         assert_one_line_error(&out, "sem", 66);
     }
     check.finish();
@@ -690,12 +657,7 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
     cases.push((old_format, 65));
     // Ours, but others may write the name file: 77.
     let open = check.name("open");
-    assert_success(
-        &pk("sem")
-            .args(["run", "--name", &open, "--", "true"])
-            .output()
-            .unwrap(),
-    );
+    assert_success(&sem(&["run", "--name", &open, "--", "true"]));
     std::fs::set_permissions(
         file(&open),
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
@@ -770,7 +732,7 @@ fn foreign_or_damaged_semaphores_are_refused_with_one_line() {
     }
     // Another user's objects stay; ours (damaged or not) go with unlink.
     for (n, code) in &cases {
-        let out = pk("sem").args(["unlink", "--name", n]).output().unwrap();
+        let out = sem(&["unlink", "--name", n]);
         if *code == 77 && !n.contains("-open-") {
             assert_one_line_error(&out, "sem", 77);
             std::fs::remove_file(file(n)).unwrap();
@@ -798,10 +760,7 @@ fn old_posix_semaphores_are_ignored_by_run_and_removed_by_unlink() {
     let old = format!("/dev/shm/sem.{}", &name[1..]);
     // A hostile old-form file does not stop or crash run and status.
     std::fs::write(&old, b"").unwrap();
-    let out = pk("sem")
-        .args(["run", "--name", &name, "--", "echo", "ran"])
-        .output()
-        .unwrap();
+    let out = sem(&["run", "--name", &name, "--", "echo", "ran"]);
     assert_success(&out);
     assert_eq!(stdout(&out), "ran\n");
     assert_eq!(status(&name), (1, 1, 0));
@@ -866,10 +825,7 @@ fn unlink_cleans_the_temporary_file_glibc_left_when_killed_while_creating() {
     }
     let _cleanup = Remove(left.clone());
     assert_eq!(left.len(), 1, "glibc's temporary file: {left:?}");
-    let out = pk("sem")
-        .args(["unlink", "--name", &name])
-        .output()
-        .unwrap();
+    let out = sem(&["unlink", "--name", &name]);
     assert_success(&out);
     assert!(!std::path::Path::new(&format!("/dev/shm/{}", left[0])).exists());
     assert!(!std::path::Path::new(&format!("/dev/shm/sem.{}", &name[1..])).exists());
@@ -927,12 +883,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         ("giving the slot back", "semtimedop", 3, true),
     ] {
         let name = check.name("step");
-        assert_success(
-            &pk("sem")
-                .args(["reset", "--name", &name, "--value", "1"])
-                .output()
-                .unwrap(),
-        );
+        assert_success(&sem(&["reset", "--name", &name, "--value", "1"]));
         let go = dir.path().join(format!("go-{call}-{when}"));
         let started = dir.path().join(format!("started-{call}-{when}"));
         // The last step needs the command to end while pk-sem still runs.
@@ -985,19 +936,16 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         if command_ran && when != 3 {
             // Still running, still holding the only slot.
             assert_eq!(free(&name), 0, "killed {step}: the command holds it");
-            let out = pk("sem")
-                .args([
-                    "run",
-                    "--name",
-                    &name,
-                    "--timeout",
-                    "0",
-                    "--",
-                    "echo",
-                    "ran",
-                ])
-                .output()
-                .unwrap();
+            let out = sem(&[
+                "run",
+                "--name",
+                &name,
+                "--timeout",
+                "0",
+                "--",
+                "echo",
+                "ran",
+            ]);
             assert_eq!(out.status.code(), Some(1), "killed {step}");
             std::fs::write(&go, b"").unwrap();
         }
