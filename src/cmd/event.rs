@@ -15,8 +15,8 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::outln;
 use crate::thread::{self, Barrier, Condition, Event};
+use crate::{note, outln};
 
 const AFTER_HELP: &str = "\
 Output (always in this order):
@@ -48,6 +48,12 @@ waits time out (--timeout):
   thread Thread-<i>: wait(timeout=<T>) failed: ... the barrier is broken
   barrier broken: <N-1> of <N> parties came                      (exit 1)
 
+--quiet (-q, before or after the demo's name) prints only the result
+lines: `got the password` or `timed out` (the handshake), `consumed=`
+(condition), and each `passed` or `failed` line and `barrier broken`
+(barrier); the `waiting`, `stored`, `put`, `got item`, `got None` and
+`arrived` lines go.
+
 Exit status: 0 when the waiter got the password (or the demo ran); 1 when
 a wait timed out; 2 for a bad flag; 71 when a thread cannot be started.
 
@@ -61,8 +67,7 @@ Examples:
 /// Two threads hand over a password with an Event: Python's threading.Event;
 /// then threading.Condition and threading.Barrier.
 #[derive(Debug, Parser)]
-#[command(name = "pk-event", version, after_help = AFTER_HELP,
-          args_conflicts_with_subcommands = true)]
+#[command(name = "pk-event", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// Another demo than the Event handshake (the default).
     #[command(subcommand)]
@@ -70,6 +75,10 @@ pub struct Args {
 
     #[command(flatten)]
     pub handshake: HandshakeArgs,
+
+    /// Print only the result lines (see below). Before or after the demo's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// The demos besides the handshake.
@@ -129,18 +138,36 @@ pub struct HandshakeArgs {
     #[arg(short = 't', long, value_name = "DURATION")]
     pub timeout: Option<DurationArg>,
 
-    /// How long the setter takes before it stores the password and sets the event.
-    #[arg(short = 'd', long, value_name = "DURATION", default_value = "0")]
-    pub delay: DurationArg,
+    /// How long the setter takes before it stores the password and sets
+    /// the event (default: 0).
+    #[arg(short = 'd', long, value_name = "DURATION")]
+    pub delay: Option<DurationArg>,
 
     /// Start no setter: the event is never set, so the wait times out.
     /// Needs --timeout.
     #[arg(long)]
     pub no_set: bool,
 
-    /// The password the setter hands over (1-256 characters, no control characters).
-    #[arg(short, long, value_name = "TEXT", default_value = "hunter2", value_parser = password)]
-    pub password: String,
+    /// The password the setter hands over (1-256 characters, no control
+    /// characters; default: hunter2).
+    #[arg(short, long, value_name = "TEXT", value_parser = password)]
+    pub password: Option<String>,
+}
+
+impl HandshakeArgs {
+    /// The first handshake flag given, if any: the other demos take none
+    /// (a global --quiet rules out clap's args_conflicts_with_subcommands,
+    /// so the check is here).
+    fn given(&self) -> Option<&'static str> {
+        [
+            (self.timeout.is_some(), "--timeout"),
+            (self.delay.is_some(), "--delay"),
+            (self.no_set, "--no-set"),
+            (self.password.is_some(), "--password"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 fn password(s: &str) -> std::result::Result<String, String> {
@@ -152,14 +179,27 @@ fn password(s: &str) -> std::result::Result<String, String> {
 
 /// Run the event lesson.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
+    let demo = match &args.demo {
+        None => None,
+        Some(Demo::Condition(_)) => Some("condition"),
+        Some(Demo::Barrier(_)) => Some("barrier"),
+    };
+    if let (Some(demo), Some(flag)) = (demo, args.handshake.given()) {
+        return Err(Error::invalid(
+            flag,
+            format!("is the Event handshake's; `{demo}` does not take it"),
+        )
+        .into());
+    }
     match args.demo {
-        None => handshake(args.handshake),
+        None => handshake(args.handshake, out),
         Some(Demo::Condition(a)) => condition(a, out),
         Some(Demo::Barrier(a)) => barrier(a, out),
     }
 }
 
-fn handshake(args: HandshakeArgs) -> Result<u8> {
+fn handshake(args: HandshakeArgs, out: &Out) -> Result<u8> {
     if args.no_set && args.timeout.is_none() {
         return Err(Error::invalid(
             "--no-set",
@@ -178,12 +218,12 @@ fn handshake(args: HandshakeArgs) -> Result<u8> {
             Arc::clone(&secret),
         );
         let timeout = args.timeout;
+        let mut out = out.like();
         thread::spawn("Waiter", move || -> Result<bool> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             // Set `waiting` even when the line cannot be written (stdout
             // closed), or the setter would wait for it for ever.
-            let said = outln!(out, "thread {me}: waiting for the password...");
+            let said = note!(out, "thread {me}: waiting for the password...");
             waiting.set();
             said?;
             let set = match timeout {
@@ -219,15 +259,16 @@ fn handshake(args: HandshakeArgs) -> Result<u8> {
             Arc::clone(&waiting),
             Arc::clone(&secret),
         );
-        let (delay, pw) = (args.delay, args.password);
+        let delay = args.delay.unwrap_or_default();
+        let pw = args.password.unwrap_or_else(|| "hunter2".into());
+        let mut out = out.like();
         let started = thread::spawn("Setter", move || -> Result<()> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             waiting.wait();
             std::thread::sleep(delay.0);
             *secret.lock().unwrap_or_else(PoisonError::into_inner) = Some(pw);
             // The line comes before set(): the waiter cannot print first.
-            let said = outln!(out, "thread {me}: password stored, event set");
+            let said = note!(out, "thread {me}: password stored, event set");
             // Set the event whatever happened to the line, or the waiter
             // would wait for ever.
             ev.set();
@@ -272,8 +313,8 @@ fn condition(args: ConditionArgs, out: &mut Out) -> Result<u8> {
     };
     for _ in 0..args.consumers {
         let items = Arc::clone(&items);
+        let mut out = out.like();
         consumers.push(thread::Builder::new().spawn(move || -> Result<u32> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             let mut got = 0;
             loop {
@@ -282,10 +323,10 @@ fn condition(args: ConditionArgs, out: &mut Out) -> Result<u8> {
                 match q.pop_front().flatten() {
                     Some(k) => {
                         got += 1;
-                        outln!(out, "consumer {me}: got item {k}")?;
+                        note!(out, "consumer {me}: got item {k}")?;
                     }
                     None => {
-                        outln!(out, "consumer {me}: got None, stops after {got} items")?;
+                        note!(out, "consumer {me}: got None, stops after {got} items")?;
                         return Ok(got);
                     }
                 }
@@ -296,14 +337,14 @@ fn condition(args: ConditionArgs, out: &mut Out) -> Result<u8> {
         {
             let mut q = items.lock();
             q.push_back(Some(k));
-            outln!(out, "producer: put item {k}, notify(1)")?;
+            note!(out, "producer: put item {k}, notify(1)")?;
             q.notify(1);
         }
         std::thread::sleep(interval);
     }
     {
         let _q = items.lock();
-        outln!(
+        note!(
             out,
             "producer: put None for each of {} consumers, notify_all()",
             args.consumers
@@ -357,14 +398,14 @@ fn barrier(args: BarrierArgs, out: &mut Out) -> Result<u8> {
     for i in 1..=come {
         let (b, arrived) = (Arc::clone(&barrier), Arc::clone(&arrived));
         let timeout = args.timeout;
+        let mut out = out.like();
         let started = thread::spawn(format!("Thread-{i}"), move || -> Result<bool> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             std::thread::sleep(stagger * (i - 1));
             {
                 let mut n = arrived.lock().unwrap_or_else(PoisonError::into_inner);
                 *n += 1;
-                let said = outln!(out, "thread {me}: arrived, {n} of {parties} at the barrier");
+                let said = note!(out, "thread {me}: arrived, {n} of {parties} at the barrier");
                 if said.is_err() {
                     // Nobody waits for a thread that cannot go on.
                     b.abort();

@@ -303,6 +303,15 @@ impl Out {
         self.quiet
     }
 
+    /// Another `Out` on fd 1, quiet when this one is: for a thread or a
+    /// forked child that prints lines of its own.
+    pub fn like(&self) -> Self {
+        Out {
+            line: String::new(),
+            quiet: self.quiet,
+        }
+    }
+
     /// Write one result line: formatted, a newline added, one write(2).
     /// EINTR and short writes are retried; a closed stdout is an error that
     /// [`main`] turns into a quiet exit.

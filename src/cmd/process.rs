@@ -68,6 +68,13 @@ parent is init (1), or the nearest subreaper.
 --die-with-parent starts the SIGKILL lesson's Daemon with die_with_parent
 as well: then it dies with its parent, daemon or not.
 
+--quiet (-q) prints only the result lines, the ones with an exitcode
+(`joined:`, `-> exitcode=`, `Daemon: exitcode=`) and what became of each
+child of a killed Parent (`... with its parent`, `terminated by
+pk-process`); the lines that narrate (`before start`, `started`, `hello
+from the child`, `Parent (pid ...) started`, `lives on`, `start()
+refused`, `Watcher ... and Dropper ... run`, `finished its work`) go.
+
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when a system call
 fails (fork, pipe).";
 
@@ -88,6 +95,10 @@ pub struct Args {
     /// well (PR_SET_PDEATHSIG): it dies with its parent instead of living on.
     #[arg(long)]
     pub die_with_parent: bool,
+
+    /// Print only the result lines (see below).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 fn parse_name(s: &str) -> std::result::Result<String, String> {
@@ -174,6 +185,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     // Children inherit dispositions: a parent started under `trap '' TERM`
     // would make terminate() a no-op. The lesson wants the default.
     crate::process::restore_default(Signal::SIGTERM)?;
+    out.set_quiet(args.quiet);
     basics(&args, out)?;
     terminate(out)?;
     kill(out)?;
@@ -192,12 +204,13 @@ fn basics(args: &Args, out: &mut Out) -> Result<()> {
         "{name}: before start: daemon=false is_alive=false exitcode=None"
     )?;
     let go = Ready::new()?;
+    let mut child_out = out.like();
     let mut p = start(Builder::new().name(name.clone()), || {
         // Wait for the parent's word, so is_alive is true when it asks.
         let mut b = [0u8; 4];
         let _ = go.read.read_full(&mut b);
         let _ = note!(
-            Out::stdout(),
+            child_out,
             "{} (pid {}): hello from the child, my parent is {}",
             name,
             process::getpid(),
@@ -332,6 +345,7 @@ fn parent_killed(out: &mut Out, name: &str, daemon: bool, die: bool) -> Result<(
         .name(name)
         .daemon(daemon)
         .die_with_parent(die);
+    let mut child_out = out.like();
     let mut parent = start(Builder::new().name("Parent"), || {
         // Inside Parent (single-threaded): start the child, report its pid,
         // wait to be killed.
@@ -340,7 +354,7 @@ fn parent_killed(out: &mut Out, name: &str, daemon: bool, die: bool) -> Result<(
                 return 1;
             }
             let _ = note!(
-                Out::stdout(),
+                child_out,
                 "{name} (pid {}): lives on after its parent was killed, parent now {}",
                 process::getpid(),
                 process::getppid()
@@ -399,17 +413,18 @@ fn parent_killed(out: &mut Out, name: &str, daemon: bool, die: bool) -> Result<(
 
 /// A daemon tries to start a child: refused, as Python's AssertionError.
 fn no_children_of_a_daemon(out: &mut Out) -> Result<()> {
+    let mut child_out = out.like();
     let mut d = start(Builder::new().name("Daemon").daemon(true), || {
         let me = process::getpid();
         match Builder::new().name("Grandchild").start(|| 0) {
             Err(e) if e.kind() == ErrorKind::DaemonicParent => {
-                let _ = note!(Out::stdout(), "Daemon (pid {me}): start() refused: {e}");
+                let _ = note!(child_out, "Daemon (pid {me}): start() refused: {e}");
                 1
             }
             Err(_) => 2,
             Ok(mut g) => {
                 let _ = g.join(None);
-                let _ = note!(Out::stdout(), "Daemon (pid {me}): started a child");
+                let _ = note!(child_out, "Daemon (pid {me}): started a child");
                 0
             }
         }
@@ -425,6 +440,7 @@ fn normal_exit(out: &mut Out) -> Result<()> {
         pause_forever()
     })?;
     let go = Ready::new()?;
+    let mut child_out = out.like();
     let dropper = start(Builder::new().name("Dropper"), || {
         if !go.heard(SURVIVOR_LIFE) {
             return 1;
@@ -432,7 +448,7 @@ fn normal_exit(out: &mut Out) -> Result<()> {
         // Work that is still going on when join_children() starts.
         std::thread::sleep(Duration::from_millis(100));
         let _ = note!(
-            Out::stdout(),
+            child_out,
             "Dropper (pid {}): finished its work",
             process::getpid()
         );

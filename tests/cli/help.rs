@@ -205,7 +205,9 @@ fn no_help_lists_a_subcommand_twice_or_cuts_a_shell_line() {
 }
 
 /// The binaries with subcommands whose output has lines `--quiet` drops.
-const QUIET: [&str; 7] = ["lock", "manager", "pipe", "queue", "sem", "shm", "ticket"];
+const QUIET: [&str; 11] = [
+    "coro", "event", "lock", "manager", "pipe", "pool", "queue", "sem", "shm", "threads", "ticket",
+];
 
 #[test]
 fn quiet_goes_before_or_after_the_subcommand() {

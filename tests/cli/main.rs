@@ -20,6 +20,7 @@ mod pool_exec_ssh;
 mod process;
 mod queue;
 mod queue_kill;
+mod quiet;
 mod readme;
 mod robust;
 mod sem;

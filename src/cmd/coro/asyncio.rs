@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{Log, say_after, threads_line};
 use crate::cmd::{Failure, Result};
 use crate::coro::{self, Consumer, GenState, Jitter, SendError, TaskQueue, Unit};
+use crate::note;
 
 pub(super) const GENERATOR_HELP: &str = "\
 The lesson's consumer generator (c = consumer(); produce(c)), written as a
@@ -23,6 +24,8 @@ Output (in this order; c.send(None) primes it and prints nothing):
   c.send(<N+1>) -> StopIteration
   consumer().send(1) -> TypeError: can't send non-None value to a just-started generator; state GEN_CREATED
   threads=1
+With --quiet only what the calls return: the `Consumer return`, `->` and
+threads=1 lines (`Producing` and `Consuming` go).
 
 Exit status: 0 when the demo ran; 2 for a bad flag.";
 
@@ -40,6 +43,7 @@ Output (in this order; say(1, hello) never prints):
   say(2, world): sleeping 2 units
   world at +<secs>s
   threads=1
+With --quiet only the `drop(fut)` line and threads=1.
 
 Exit status: 0 when the demo ran; 2 for a bad flag.";
 
@@ -53,6 +57,7 @@ Output (the Task lines of A, B and C interleave):
   Task <X>: factorial(<n>) = <f>
   gather(...) = [2, 6, 24] in <x> units (3 planned: the longest, not the sum 6)
   threads=1
+With --quiet only the gather(...) line and threads=1.
 
 Exit status: 0 when the demo ran; 2 for a bad flag.";
 
@@ -66,6 +71,7 @@ Output (in this order):
   wait_for(eternity(), timeout=1 unit): timeout! (eternity was cancelled at its await: 'yay!' never prints)
   wait_for(quick(), timeout=1 hour) = 42
   threads=1
+Every line is a result: --quiet prints them all.
 
 Exit status: 0 when the demo ran; 2 for a bad flag.";
 
@@ -84,7 +90,8 @@ Output:
   total expected sleep time: <secs> seconds
   threads=1
 join() returns only after the last task_done(): its line comes after
-every worker line.
+every worker line. With --quiet only the `queue.join() returned`,
+`cancelled`, `slept in parallel`, `total expected` and threads=1 lines.
 
 Exit status: 0 when the demo ran; 2 for a bad flag.";
 
@@ -95,7 +102,7 @@ Exit status: 0 when the demo ran; 2 for a bad flag.";
 pub(super) async fn generator(log: &Log, n: u64) -> Result<()> {
     let consumer = |log: Log| {
         Consumer::new(move |n| -> Result<String> {
-            say!(log, "[CONSUMER] Consuming {n}...")?;
+            note!(log, "[CONSUMER] Consuming {n}...")?;
             Ok("200 OK".to_string())
         })
     };
@@ -103,7 +110,7 @@ pub(super) async fn generator(log: &Log, n: u64) -> Result<()> {
     // c.send(None): run to the first yield.
     send(&mut c, None)?;
     for i in 1..=n {
-        say!(log, "[PRODUCER] Producing {i}...")?;
+        note!(log, "[PRODUCER] Producing {i}...")?;
         let r = send(&mut c, Some(i))?;
         say!(log, "[PRODUCER] Consumer return: {r}")?;
     }
@@ -147,7 +154,7 @@ where
 pub(super) async fn never_run(log: &Log, unit: Unit) -> Result<()> {
     let clock = coro::Clock::start();
     let fut = say_after(log.clone(), clock, unit, 1, "hello");
-    say!(
+    note!(
         log,
         "let fut = say(1, hello): a {} of {} bytes; nothing ran (Python: <coroutine object say at 0x...>)",
         std::any::type_name_of_val(&fut),
@@ -158,7 +165,7 @@ pub(super) async fn never_run(log: &Log, unit: Unit) -> Result<()> {
         log,
         "drop(fut): never polled, so say(1, hello) never ran (Python: RuntimeWarning: coroutine 'say' was never awaited; rustc: futures do nothing unless you `.await` or poll them)"
     )?;
-    say!(log, "say(2, world).await:")?;
+    note!(log, "say(2, world).await:")?;
     say_after(log.clone(), clock, unit, 2, "world").await?;
     threads_line(log).await
 }
@@ -170,14 +177,14 @@ pub(super) async fn never_run(log: &Log, unit: Unit) -> Result<()> {
 async fn factorial(log: Log, unit: Unit, name: &'static str, number: u64) -> Result<u64> {
     let mut f = 1u64;
     for i in 2..=number {
-        say!(
+        note!(
             log,
             "Task {name}: Compute factorial({number}), currently i={i}..."
         )?;
         tokio::time::sleep(unit.duration()).await;
         f *= i;
     }
-    say!(log, "Task {name}: factorial({number}) = {f}")?;
+    note!(log, "Task {name}: factorial({number}) = {f}")?;
     Ok(f)
 }
 
@@ -238,7 +245,7 @@ pub(super) async fn queue(log: &Log, unit: Unit, workers: u32, items: u32) -> Re
         q.try_put((k, d))
             .expect("an unbounded queue takes every item");
     }
-    say!(log, "queue: {items} items put, {workers} worker tasks")?;
+    note!(log, "queue: {items} items put, {workers} worker tasks")?;
     let clock = coro::Clock::start();
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -250,7 +257,7 @@ pub(super) async fn queue(log: &Log, unit: Unit, workers: u32, items: u32) -> Re
                 // Every item taken is marked done, or join would wait for
                 // ever; a line that cannot be written shows on main's next.
                 let _ = q.task_done();
-                let _ = say!(
+                let _ = note!(
                     log,
                     "worker-{w} has slept for {:.2} seconds (item {k})",
                     d.as_secs_f64()
@@ -273,7 +280,7 @@ pub(super) async fn queue(log: &Log, unit: Unit, workers: u32, items: u32) -> Re
         }
     }
     say!(log, "cancelled {cancelled} workers (task.cancel())")?;
-    say!(log, "====")?;
+    note!(log, "====")?;
     say!(
         log,
         "{workers} workers slept in parallel for {:.2} seconds",

@@ -18,11 +18,14 @@ use crate::cmd::exit;
 use crate::cmd::{Failure, Result};
 use crate::coro::{self, Clock, Jitter, Stock, Unit};
 use crate::error::{Error, ErrorKind};
+use crate::note;
 
 const AFTER_HELP: &str = "\
 Every demo runs all its tasks on one OS thread and ends with
   threads=1                  (the entries of /proc/self/task)
-`pk-coro <demo> --help` lists the demo's output lines.
+`pk-coro <demo> --help` lists the demo's output lines, and which of them
+are the results that --quiet (-q, before or after the demo's name)
+keeps; the lines that narrate each step go. threads=... is always kept.
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.
@@ -43,6 +46,7 @@ Output (strictly alternating, one pair per round):
   asker: question <i>
   answerer: answer <i>
   threads=1
+With --quiet only threads=1: the questions and answers narrate.
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.";
@@ -61,7 +65,8 @@ units, the longer of the two):
   concurrent: elapsed <secs>s = <x> units (2 planned)
   threads=1
 In the concurrent run both `say(...): sleeping` lines come before `hello`:
-both tasks wait at the same time.
+both tasks wait at the same time. With --quiet only the two `elapsed`
+lines and threads=1.
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.";
@@ -76,6 +81,7 @@ Without a lock exactly min(stock, tasks) tickets are sold: a task is never
 interrupted between the check and the sale, because no await lies between
 them. --yield-between puts an await there, and every buyer that checked
 before anyone bought buys too: the stock is oversold (left goes negative).
+With --quiet only the bought=... line and threads=1.
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.";
@@ -92,7 +98,9 @@ spawn_blocking, which runs the sleep on a pool thread):
   threads=1           (blocked, fix 1)
   threads=2 during spawn_blocking (the runtime thread + one pool thread)
 When blocked, `sleeper: woke` comes before every tick: no task ran while
-the only thread slept, and every tick is late.
+the only thread slept, and every tick is late. With --quiet only the
+`==` titles, the tick lines and threads=1 (the `started`, `sleeper:` and
+`threads=2 during` lines go).
 
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when the runtime
 cannot start.";
@@ -105,6 +113,11 @@ pub struct Args {
     /// The demo to run.
     #[command(subcommand)]
     pub demo: Demo,
+
+    /// Print only the result lines (see the demo's --help). Before or
+    /// after the demo's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// The demos.
@@ -212,11 +225,18 @@ pub enum Demo {
 pub(crate) struct Log(Rc<RefCell<Out>>);
 
 impl Log {
+    /// A result line (kept by --quiet).
     fn line(&self, args: fmt::Arguments<'_>) -> Result<()> {
         self.0.borrow_mut().line(args)
     }
+
+    /// A line that narrates (dropped by --quiet): `note!(log, ...)`.
+    fn note(&self, args: fmt::Arguments<'_>) -> Result<()> {
+        self.0.borrow_mut().note(args)
+    }
 }
 
+/// `say!(log, ...)`: a result line; `note!(log, ...)` narrates.
 macro_rules! say {
     ($log:expr, $($arg:tt)*) => { $log.line(format_args!($($arg)*)) };
 }
@@ -230,6 +250,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             return Err(Error::invalid("--max-delay", "must be at most 10s").into());
         }
     }
+    out.set_quiet(args.quiet);
     let (rt, local) = coro::runtime()?;
     let log = Log(Rc::new(RefCell::new(std::mem::take(out))));
     local.block_on(&rt, async move {
@@ -289,7 +310,7 @@ async fn ask_answer(log: &Log, rounds: u32) -> Result<()> {
     let alog = log.clone();
     let answerer = spawn_local(async move {
         while let Some(i) = q_rx.recv().await {
-            say!(alog, "answerer: answer {i}")?;
+            note!(alog, "answerer: answer {i}")?;
             if a_tx.send(i).await.is_err() {
                 break;
             }
@@ -297,7 +318,7 @@ async fn ask_answer(log: &Log, rounds: u32) -> Result<()> {
         Ok::<(), Failure>(())
     });
     for i in 1..=rounds {
-        say!(log, "asker: question {i}")?;
+        note!(log, "asker: question {i}")?;
         if q_tx.send(i).await.is_err() || a_rx.recv().await != Some(i) {
             break; // the answerer stopped: its error comes from join below
         }
@@ -316,26 +337,26 @@ pub(crate) async fn say_after(
     n: u32,
     word: &'static str,
 ) -> Result<()> {
-    say!(
+    note!(
         log,
         "say({n}, {word}): sleeping {n} unit{}",
         if n == 1 { "" } else { "s" }
     )?;
     tokio::time::sleep(unit.times(n)).await;
-    say!(log, "{word} at +{:.3}s", clock.elapsed().as_secs_f64())
+    note!(log, "{word} at +{:.3}s", clock.elapsed().as_secs_f64())
 }
 
 async fn timing(log: &Log, unit: Unit) -> Result<()> {
-    say!(
+    note!(
         log,
         "== sequential: await say(1, hello), then await say(2, world)"
     )?;
     let clock = Clock::start();
-    say!(log, "started at {} UTC", coro::time_of_day())?;
+    note!(log, "started at {} UTC", coro::time_of_day())?;
     say_after(log.clone(), clock, unit, 1, "hello").await?;
     say_after(log.clone(), clock, unit, 2, "world").await?;
     let seq = clock.elapsed();
-    say!(log, "finished at {} UTC", coro::time_of_day())?;
+    note!(log, "finished at {} UTC", coro::time_of_day())?;
     say!(
         log,
         "sequential: elapsed {:.3}s = {:.1} units (3 planned)",
@@ -343,18 +364,18 @@ async fn timing(log: &Log, unit: Unit) -> Result<()> {
         unit.count(seq)
     )?;
 
-    say!(
+    note!(
         log,
         "== concurrent: spawn say(1, hello) and say(2, world), then await both"
     )?;
     let clock = Clock::start();
-    say!(log, "started at {} UTC", coro::time_of_day())?;
+    note!(log, "started at {} UTC", coro::time_of_day())?;
     let t1 = spawn_local(say_after(log.clone(), clock, unit, 1, "hello"));
     let t2 = spawn_local(say_after(log.clone(), clock, unit, 2, "world"));
     join(t1, "say(1, hello)").await?;
     join(t2, "say(2, world)").await?;
     let conc = clock.elapsed();
-    say!(log, "finished at {} UTC", coro::time_of_day())?;
+    note!(log, "finished at {} UTC", coro::time_of_day())?;
     say!(
         log,
         "concurrent: elapsed {:.3}s = {:.1} units (2 planned)",
@@ -389,8 +410,8 @@ async fn buyer(
         stock.try_take()
     };
     match bought {
-        Some(left) => say!(log, "buyer {i}: bought a ticket, {left} left")?,
-        None => say!(log, "buyer {i}: sold out")?,
+        Some(left) => note!(log, "buyer {i}: bought a ticket, {left} left")?,
+        None => note!(log, "buyer {i}: sold out")?,
     }
     Ok(bought.is_some())
 }
@@ -435,7 +456,7 @@ enum Sleep {
 }
 
 async fn ticker(log: Log, clock: Clock, unit: Unit, ticks: u32) -> Result<()> {
-    say!(log, "ticker: started, a tick due every unit")?;
+    note!(log, "ticker: started, a tick due every unit")?;
     for k in 1..=ticks {
         let due = clock.origin() + unit.times(k);
         tokio::time::sleep_until(due.into()).await;
@@ -457,7 +478,7 @@ async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> 
     // The thread count seen while sleeping, for spawn_blocking.
     let during = match how {
         Sleep::Blocked => {
-            say!(
+            note!(
                 log,
                 "sleeper: std::thread::sleep on the runtime thread for {units} units"
             )?;
@@ -465,7 +486,7 @@ async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> 
             None
         }
         Sleep::Await => {
-            say!(
+            note!(
                 log,
                 "sleeper: tokio::time::sleep(..).await for {units} units"
             )?;
@@ -473,7 +494,7 @@ async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> 
             None
         }
         Sleep::SpawnBlocking => {
-            say!(
+            note!(
                 log,
                 "sleeper: spawn_blocking(std::thread::sleep).await for {units} units"
             )?;
@@ -484,13 +505,13 @@ async fn sleeper(log: Log, clock: Clock, unit: Unit, units: u32, how: Sleep) -> 
             Some(join(sleeper, "spawn_blocking").await?)
         }
     };
-    say!(
+    note!(
         log,
         "sleeper: woke at +{:.3}s",
         clock.elapsed().as_secs_f64()
     )?;
     match during {
-        Some(n) => say!(
+        Some(n) => note!(
             log,
             "threads={n} during spawn_blocking (the runtime thread + one pool thread)"
         ),

@@ -10,8 +10,8 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::outln;
 use crate::thread::{self, Barrier, Lock, RLock, Semaphore};
+use crate::{note, outln};
 
 /// Run `pk-lock deadlock`. Thread-1 takes A then B. Thread-2 takes B then
 /// A, or A then B with `ordered`. Without `ordered` both first take their
@@ -26,7 +26,7 @@ pub fn deadlock(timeout: DurationArg, ordered: bool, out: &mut Out) -> Result<u8
     let b = Arc::new(Lock::new());
     let met = Arc::new(Barrier::new(2));
     let tried = Arc::new(Barrier::new(2));
-    outln!(
+    note!(
         out,
         "Thread-1 takes lock A then lock B; Thread-2 takes {}",
         if ordered {
@@ -46,22 +46,22 @@ pub fn deadlock(timeout: DurationArg, ordered: bool, out: &mut Out) -> Result<u8
     let mut threads = Vec::new();
     for (i, ((first_name, first), (second_name, second))) in orders.into_iter().enumerate() {
         let (met_t, tried_t) = (Arc::clone(&met), Arc::clone(&tried));
+        let mut out = out.like();
         let started = thread::spawn(format!("Thread-{}", i + 1), move || -> Result<bool> {
             let (met, tried) = (met_t, tried_t);
-            let body = || -> Result<bool> {
-                let mut out = Out::stdout();
+            let mut body = || -> Result<bool> {
                 let me = thread::current_name();
                 if ordered {
                     // Start together; whoever takes A first makes the other wait.
                     met.wait()?;
                 }
                 let held = first.acquire();
-                outln!(out, "thread {me}: took lock {first_name}")?;
+                note!(out, "thread {me}: took lock {first_name}")?;
                 if !ordered {
                     // Both hold their first lock now.
                     met.wait()?;
                 }
-                outln!(out, "thread {me}: waiting for lock {second_name}...")?;
+                note!(out, "thread {me}: waiting for lock {second_name}...")?;
                 let got = if ordered {
                     Some(second.acquire())
                 } else {
@@ -69,9 +69,9 @@ pub fn deadlock(timeout: DurationArg, ordered: bool, out: &mut Out) -> Result<u8
                 };
                 let ok = got.is_some();
                 if ok {
-                    outln!(out, "thread {me}: took lock {second_name}; releasing both")?;
+                    note!(out, "thread {me}: took lock {second_name}; releasing both")?;
                 } else {
-                    outln!(
+                    note!(
                         out,
                         "thread {me}: gave up on lock {second_name} after {timeout}: the other thread holds it, waiting for lock {first_name}, which this thread holds"
                     )?;
@@ -183,8 +183,8 @@ pub fn semaphore(threads: u32, value: u32, hold: DurationArg, out: &mut Out) -> 
     let mut group = thread::Group::new();
     for i in 1..=threads {
         let (sem, in_use, most) = (Arc::clone(&sem), Arc::clone(&in_use), Arc::clone(&most));
+        let mut out = out.like();
         group.spawn(format!("Thread-{i}"), move |gate| -> Result<()> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             gate.wait();
             let permit = sem.permit();
@@ -192,14 +192,14 @@ pub fn semaphore(threads: u32, value: u32, hold: DurationArg, out: &mut Out) -> 
                 let mut n = in_use.lock().unwrap_or_else(PoisonError::into_inner);
                 *n += 1;
                 most.fetch_max(*n, SeqCst);
-                outln!(out, "thread {me}: acquired, {n} of {value} in use")?;
+                note!(out, "thread {me}: acquired, {n} of {value} in use")?;
             }
             std::thread::sleep(hold.0);
             {
                 let mut n = in_use.lock().unwrap_or_else(PoisonError::into_inner);
                 *n -= 1;
                 // Printed before the release, under the count's lock.
-                outln!(out, "thread {me}: releasing, {n} of {value} in use")?;
+                note!(out, "thread {me}: releasing, {n} of {value} in use")?;
             }
             drop(permit);
             Ok(())

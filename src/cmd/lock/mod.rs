@@ -42,8 +42,11 @@ Output of `invariant` (a writer does a+=1; b+=1, a checker compares):
   mismatch: a=<A> b=<B>       (at most --show of them; never with the lock)
   checks=<C> updates=<U> mismatches=<M>
 
---quiet drops the first line of `balance` and the per-thread lines of
-`tickets`. The demos start their threads together (all wait for one Event) so
+--quiet (-q) drops the first line of `balance` and the per-thread lines of
+`tickets`, `deadlock` and `semaphore`: what is left are the result lines
+(balance=, sold=, oversold, mismatch, checks=, the `deadlock:` or `no
+deadlock:` verdict, `most in use` and `release() once more`, and every
+line of `rlock`, each an outcome). The demos start their threads together (all wait for one Event) so
 they overlap.
 
 Output of `deadlock` (Thread-1 takes lock A then B, Thread-2 B then A;

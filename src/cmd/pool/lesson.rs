@@ -83,15 +83,16 @@ impl Turns {
     }
 }
 
-/// The lesson's `long_time_task(name)`: printed from the worker.
-/// Argument: (task, sleep in µs, reverse, tasks).
+/// The lesson's `long_time_task(name)`: printed from the worker, with
+/// `out` quiet when pk-pool is. Argument: (task, sleep in µs, reverse,
+/// tasks).
 fn long_time_task(
     turns: &Turns,
+    mut out: Out,
     (i, us, reverse, n): (u64, u64, bool, u64),
 ) -> std::result::Result<u64, String> {
-    let mut out = Out::stdout();
     let closed = |_| "stdout closed".to_string();
-    outln!(out, "Run task {i} ({})...", process::getpid()).map_err(closed)?;
+    note!(out, "Run task {i} ({})...", process::getpid()).map_err(closed)?;
     let start = Instant::now();
     std::thread::sleep(Duration::from_micros(us));
     if reverse {
@@ -112,8 +113,8 @@ fn long_time_task(
 /// The middle task of `--kill-a-worker`: it starts as the others do, then
 /// its worker dies as if killed from outside (the pool sees only a closed
 /// pipe).
-fn dies(i: u64) -> std::result::Result<u64, String> {
-    let _ = outln!(Out::stdout(), "Run task {i} ({})...", process::getpid());
+fn dies(mut out: Out, i: u64) -> std::result::Result<u64, String> {
+    let _ = note!(out, "Run task {i} ({})...", process::getpid());
     super::crash(i).map(|_| i)
 }
 
@@ -143,13 +144,20 @@ struct Tasks {
     check: Task<i64, i64>,
 }
 
-fn registry(turns: &Arc<Turns>) -> (Registry, Tasks) {
+/// The tasks; those that print narrate through an `Out` like `out`.
+fn registry(turns: &Arc<Turns>, out: &Out) -> (Registry, Tasks) {
     let mut r = Registry::new();
     let t1 = Arc::clone(turns);
     let t2 = Arc::clone(turns);
+    let quiet = out.is_quiet();
+    let like = move || {
+        let mut out = Out::stdout();
+        out.set_quiet(quiet);
+        out
+    };
     let tasks = Tasks {
-        long_time_task: r.task("long_time_task", move |a| long_time_task(&t1, a)),
-        dies: r.task("long_time_task", dies),
+        long_time_task: r.task("long_time_task", move |a| long_time_task(&t1, like(), a)),
+        dies: r.task("long_time_task", move |i| dies(like(), i)),
         square: r.task("square", super::square),
         add: r.task("add", |(a, b): (i64, i64)| a.wrapping_add(b)),
         nap: r.task("nap", move |a| nap(&t2, a)),
@@ -181,8 +189,8 @@ pub fn demo(args: DemoArgs, out: &mut Out) -> Result<u8> {
         .into());
     }
     let turns = Turns::new()?;
-    let (registry, t) = registry(&turns);
-    outln!(out, "Parent process {}.", process::getpid())?;
+    let (registry, t) = registry(&turns, out);
+    note!(out, "Parent process {}.", process::getpid())?;
     let mut pool = Pool::new(args.workers as usize, registry)?;
     let victim = args.kill_a_worker.then_some(u64::from(args.tasks / 2));
     let mut jitter = Jitter::from_os()?;
@@ -211,7 +219,7 @@ pub fn demo(args: DemoArgs, out: &mut Out) -> Result<u8> {
             pool.apply_async_with(t.long_time_task, arg, |_| {}, on_error)?;
         }
     }
-    outln!(out, "Waiting for all subprocesses done...")?;
+    note!(out, "Waiting for all subprocesses done...")?;
     pool.close();
     pool.join()?;
     super::report_events(out, &mut pool)?;
@@ -239,7 +247,7 @@ pub fn calls(args: CallsArgs, out: &mut Out) -> Result<u8> {
         return Err(Error::invalid("--task-time", "must be at most 10s").into());
     }
     let turns = Turns::new()?;
-    let (registry, t) = registry(&turns);
+    let (registry, t) = registry(&turns, out);
     let mut pool = Pool::new(args.workers as usize, registry)?;
 
     let v = pool.apply(t.square, 7)?;

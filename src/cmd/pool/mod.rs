@@ -64,6 +64,13 @@ pk-pool exec [-j N] [OPTIONS] -- CMD ARGS...   (xargs -P / GNU parallel; see
   pk-pool exec --help for its options, output and exit statuses)
   printf '%s\\n' a b c | pk-pool exec -j 2 -- echo item {}
 
+--quiet (-q, before or after the command's name) keeps the results: in
+`demo` the `Task <i> runs`, `task <i> lost` and `All subprocesses done.`
+lines (`Parent process`, `Waiting for`, `Run task` and the replaced
+worker's line go); in `calls` every line above (the closing `close +
+join` note goes); `map` prints only its result anyway; for `exec` see
+pk-pool exec --help.
+
 Exit status: 0 when the demo ran or every task succeeded; 1 when a map task
 failed; 2 for a bad flag or value; 71 when a system call fails.";
 
@@ -74,6 +81,12 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Print only the results (demo, calls), or no note of pk-pool's own
+    /// that is not a failure (exec; see below). Before or after the
+    /// command's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// pk-pool's subcommands.
@@ -165,8 +178,9 @@ fn pool_with_tasks(workers: u32) -> Result<(Pool, Tasks)> {
 
 /// Run pk-pool.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.command {
-        Command::Exec(a) => exec::run(a),
+        Command::Exec(a) => exec::run(a, args.quiet),
         Command::Worker(a) => exec::worker(a),
         Command::Guard(a) => exec::guard(a),
         Command::Demo(a) => lesson::demo(a, out),

@@ -10,10 +10,10 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::outln;
 use crate::process::{self, Builder};
 use crate::shm::SharedArray;
 use crate::thread;
+use crate::{note, outln};
 
 /// Why the three runs differ, in one sentence: printed by the demo, and
 /// in its help.
@@ -112,7 +112,7 @@ pub fn sequential(jobs: u64, steps: u64) -> (Vec<u64>, f64) {
 pub fn run(jobs: Option<u32>, steps: u64, out: &mut Out) -> Result<u8> {
     let cores = cores();
     let jobs = u64::from(jobs.unwrap_or_else(|| u32::try_from(cores.clamp(2, 64)).unwrap_or(2)));
-    outln!(
+    note!(
         out,
         "cores={cores} jobs={jobs} steps={steps} per job (CPU-bound: xorshift rounds, no I/O, no lock)"
     )?;
@@ -126,7 +126,7 @@ pub fn run(jobs: Option<u32>, steps: u64, out: &mut Out) -> Result<u8> {
     let pid = process::getpid();
     for (i, (name, tid, v)) in got.iter().enumerate() {
         check(*v, want[i], i)?;
-        outln!(
+        note!(
             out,
             "threads: job {} on thread {name} (pid {pid}, native_id {tid}) = {v:#018x}",
             i + 1
@@ -141,7 +141,7 @@ pub fn run(jobs: Option<u32>, steps: u64, out: &mut Out) -> Result<u8> {
     let (got, t_proc) = in_processes(jobs, steps)?;
     for (i, (child, v)) in got.iter().enumerate() {
         check(*v, want[i], i)?;
-        outln!(
+        note!(
             out,
             "processes: job {} in process {child} = {v:#018x}",
             i + 1
@@ -153,7 +153,7 @@ pub fn run(jobs: Option<u32>, steps: u64, out: &mut Out) -> Result<u8> {
         t_seq / t_proc,
         jobs.min(cores as u64)
     )?;
-    outln!(out, "why: {WHY}")?;
+    note!(out, "why: {WHY}")?;
     Ok(exit::OK)
 }
 

@@ -14,8 +14,8 @@ use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
 use crate::error::Error;
-use crate::outln;
 use crate::thread::{self, Event};
+use crate::{note, outln};
 
 mod gil;
 mod names;
@@ -92,6 +92,16 @@ turns on one core and only processes use every core; Rust threads have no
 such lock. `make bench` puts Python's threads and processes beside these
 (gil_threads_speedup_x, gil_procs_speedup_x).
 
+--quiet (-q, before or after the demo's name) prints only the result
+lines: loop's `>>> <n>` counts; daemon's `exit:` lines and the worker's
+`ended after` line; names' per-thread `current_thread().name=` and
+`ended, OS name` lines; timer's `hello, world` and `joined, function
+ran=` lines; queue's two last `main:` lines (q.join() returned,
+task_done once more); gil's three timing lines (`one thread:`, and the
+`threads:` and `processes:` totals with their speed-up). The other lines
+(who is running, started, is_alive, each worker's item, each job's
+value, cores=..., why: ...) go.
+
 Exit status: 0 when the demo ran; 2 for a bad flag; 71 when a thread or a
 process cannot be started.
 
@@ -113,6 +123,10 @@ pub struct Args {
     /// The demo to run (default: loop).
     #[command(subcommand)]
     pub demo: Option<Demo>,
+
+    /// Print only the result lines (see below). Before or after the demo's name.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 /// The demos.
@@ -237,6 +251,7 @@ pub fn thread_name(s: &str) -> std::result::Result<String, String> {
 
 /// Run the threads lesson.
 pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    out.set_quiet(args.quiet);
     match args.demo {
         None => run_loop(
             LoopArgs {
@@ -267,31 +282,32 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
 
 fn run_loop(args: LoopArgs, out: &mut Out) -> Result<u8> {
     let me = thread::current_name();
-    outln!(out, "thread {me} is running...")?;
+    note!(out, "thread {me} is running...")?;
     let LoopArgs {
         name,
         count,
         interval,
     } = args;
+    let mut tout = out.like();
     let t = thread::spawn(name, move || -> Result<()> {
-        let mut out = Out::stdout();
+        let out = &mut tout;
         let me = thread::current_name();
-        outln!(out, "thread {me} is running...")?;
+        note!(out, "thread {me} is running...")?;
         for n in 1..=count {
             outln!(out, "thread {me} >>> {n}")?;
             std::thread::sleep(interval.0);
         }
-        outln!(out, "thread {me} ended.")
+        note!(out, "thread {me} ended.")
     })?;
     t.join()??;
-    outln!(out, "thread {me} ended.")?;
+    note!(out, "thread {me} ended.")?;
     Ok(exit::OK)
 }
 
 fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
     let daemon = !args.no_daemon;
     let me = thread::current_name();
-    outln!(out, "thread {me} is running...")?;
+    note!(out, "thread {me} is running...")?;
 
     let started = Arc::new(Event::new());
     let main_ended = Arc::new(Event::new());
@@ -299,10 +315,10 @@ fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
     let worker = {
         let started = Arc::clone(&started);
         let main_ended = Arc::clone(&main_ended);
+        let mut out = out.like();
         move || -> Result<()> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
-            let said = outln!(out, "thread {me} started, daemon={}", py_bool(daemon));
+            let said = note!(out, "thread {me} started, daemon={}", py_bool(daemon));
             // Set it even when the line failed, or main would wait for ever.
             started.set();
             said?;
@@ -323,13 +339,13 @@ fn run_daemon(args: DaemonArgs, out: &mut Out) -> Result<u8> {
     // for a joined thread, waited for).
     let _release = SetOnDrop(&main_ended);
     started.wait();
-    outln!(
+    note!(
         out,
         "thread {} is_alive={}",
         t.name(),
         py_bool(t.is_alive())
     )?;
-    outln!(out, "thread {me} ended.")?;
+    note!(out, "thread {me} ended.")?;
 
     // What Python does at exit, spelled out.
     if daemon {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::exit;
-use crate::outln;
 use crate::thread::{self, Builder, Event};
+use crate::{note, outln};
 
 /// The threads' steps, so that the lines come in one order: each thread
 /// says hello when its turn comes, and ends when released.
@@ -66,8 +66,8 @@ pub fn run(rename: String, self_name: String, out: &mut Out) -> Result<u8> {
             Arc::clone(&s.release),
         );
         let self_name = self_name.clone();
+        let mut out = out.like();
         let t = Builder::new().spawn(move || -> Result<()> {
-            let mut out = Out::stdout();
             h.wait();
             let r = hello(&mut out);
             said.set();
@@ -76,7 +76,7 @@ pub fn run(rename: String, self_name: String, out: &mut Out) -> Result<u8> {
             let before = thread::current_name();
             if i == 2 {
                 thread::set_current_name(self_name.as_str())?;
-                outln!(
+                note!(
                     out,
                     "thread {before}: current_thread().name = '{self_name}' (renamed itself)"
                 )?;
@@ -92,7 +92,7 @@ pub fn run(rename: String, self_name: String, out: &mut Out) -> Result<u8> {
         steps.push(s);
     }
     let names: Vec<String> = threads.iter().map(|t| t.name()).collect();
-    outln!(
+    note!(
         out,
         "started {} without names (Python 3.11: Thread-N (target))",
         names.join(", ")
@@ -104,7 +104,7 @@ pub fn run(rename: String, self_name: String, out: &mut Out) -> Result<u8> {
     let t = &threads[1];
     let was = t.name();
     t.set_name(rename.as_str())?;
-    outln!(
+    note!(
         out,
         "main: {was} is running (is_alive={}); t.name = '{rename}'",
         super::py_bool(t.is_alive())

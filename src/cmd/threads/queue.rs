@@ -8,32 +8,32 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::outln;
 use crate::thread::{self, Builder, Queue, Timer};
+use crate::{note, outln};
 
 /// Run `pk-threads queue`: `workers` daemon threads take `items` items
 /// from one queue; main waits in `q.join()` until every item is done.
 pub fn run_queue(workers: u32, items: u32, work: DurationArg, out: &mut Out) -> Result<u8> {
     let q: Arc<Queue<u32>> = Arc::new(Queue::new(0));
-    outln!(
+    note!(
         out,
         "main: {workers} daemon worker threads, then q.put() of {items} items"
     )?;
     for _ in 0..workers {
         let q = Arc::clone(&q);
+        let mut out = out.like();
         // Daemons, as in Python's documentation: they wait in get() for
         // ever, and the process ends without them once main returns.
         Builder::new().daemon(true).spawn(move || -> Result<()> {
-            let mut out = Out::stdout();
             let me = thread::current_name();
             loop {
                 let item = q.get();
                 // A line that cannot be written (stdout closed) does not
                 // stop the work: main's join waits for every item, and
                 // main's own next line reports the closed stdout.
-                let _ = outln!(out, "worker {me}: working on item {item}");
+                let _ = note!(out, "worker {me}: working on item {item}");
                 std::thread::sleep(work.0);
-                let _ = outln!(out, "worker {me}: finished item {item}");
+                let _ = note!(out, "worker {me}: finished item {item}");
                 q.task_done()?;
             }
         })?;
@@ -69,7 +69,7 @@ pub fn run_timer(interval: DurationArg, out: &mut Out) -> Result<u8> {
     };
     let t = Timer::start(interval.0, hello)?;
     let name = t.name();
-    let said = outln!(out, "Timer({interval}, hello) started as {name}");
+    let said = note!(out, "Timer({interval}, hello) started as {name}");
     if said.is_err() {
         t.cancel();
     }
@@ -84,7 +84,7 @@ pub fn run_timer(interval: DurationArg, out: &mut Out) -> Result<u8> {
     let t = Timer::start(NEVER, hello)?;
     t.cancel();
     let name = t.name();
-    outln!(out, "Timer(1h, hello) started as {name}; cancel() at once")?;
+    note!(out, "Timer(1h, hello) started as {name}; cancel() at once")?;
     let fired = t.join()?;
     outln!(
         out,

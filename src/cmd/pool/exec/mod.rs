@@ -110,6 +110,12 @@ stderr, one line each:
   pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
   pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
 A <command> longer than 200 bytes is shown by its first 200 and `...`.
+-q (before or after `exec`; after `--` it is the command's) keeps the
+jobs' own output and every error and failure line (those above, --halt
+on failures, a lost ssh host, `stopped by`), and drops pk-pool's notes
+that are not failures: -t's command lines, --progress/--eta, the line
+saying a -j does not fit `ulimit -n`, `--halt now,success=N` stopping
+the running jobs, an ssh host not waited for once every job is done.
 -t prints each command line on stderr before it runs; --dry-run prints
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE
@@ -269,8 +275,8 @@ fn parse_halt(s: &str) -> std::result::Result<scheduler::Halt, String> {
     })
 }
 
-/// Run `pk-pool exec`.
-pub fn run(a: ExecArgs) -> Result<u8> {
+/// Run `pk-pool exec`; `quiet` is pk-pool's -q.
+pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
     use std::os::unix::ffi::OsStrExt;
     if a.command.iter().any(|c| c.as_bytes().contains(&0)) {
         return Err(Error::invalid("CMD", "an argument contains a NUL byte").into());
@@ -329,7 +335,7 @@ pub fn run(a: ExecArgs) -> Result<u8> {
     } else {
         output::Mode::Group
     };
-    let show = if a.no_progress {
+    let show = if a.no_progress || quiet {
         false
     } else if a.progress || a.eta {
         true
@@ -350,7 +356,8 @@ pub fn run(a: ExecArgs) -> Result<u8> {
         kill_after: a.kill_after.0,
         halt: a.halt,
         retries: a.retries,
-        verbose: a.verbose,
+        verbose: a.verbose && !quiet,
+        quiet,
         joblog,
         progress: progress::Progress::new(show, a.eta),
         hosts,

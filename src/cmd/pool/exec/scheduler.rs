@@ -87,6 +87,10 @@ pub struct Config {
     pub halt: Halt,
     pub retries: u32,
     pub verbose: bool,
+    /// `-q`: none of pk-pool's own notes that are not failures (the
+    /// descriptor-limit warning, `--halt now,success` stopping jobs, a
+    /// host not waited for once every job is done).
+    pub quiet: bool,
     pub joblog: Option<Joblog>,
     pub progress: Progress,
     pub hosts: Vec<HostSpec>,
@@ -221,7 +225,7 @@ fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
         return want;
     }
     let as_many = cfg.jobs == Some(0) && cfg.hosts.iter().all(|h| h.slots.is_none());
-    if !as_many {
+    if !as_many && !cfg.quiet {
         say(&format_args!(
             "{asked} jobs at once here: only enough file descriptors for {} (ulimit -n {limit})",
             room.max(1)
@@ -886,12 +890,14 @@ impl Sched {
         let running = self.attempts.len();
         let what = if halt.on_fail { "failed" } else { "succeeded" };
         if halt.when == HaltWhen::Now {
-            say(&format_args!(
-                "--halt {}: {n} job{} {what}; stopping {running} running job{}",
-                halt.text,
-                plural(n),
-                plural(running as u64)
-            ));
+            if halt.on_fail || !self.cfg.quiet {
+                say(&format_args!(
+                    "--halt {}: {n} job{} {what}; stopping {running} running job{}",
+                    halt.text,
+                    plural(n),
+                    plural(running as u64)
+                ));
+            }
             self.stop(self.cfg.kill_after)?;
         } else if halt.on_fail {
             say(&format_args!(
@@ -1191,7 +1197,7 @@ impl Sched {
                     // Still connecting (a host that does not answer, with
                     // no ConnectTimeout, takes minutes) and nothing left
                     // for it: its ssh is ended, not waited for.
-                    if all_done {
+                    if all_done && !self.cfg.quiet {
                         say(&format_args!(
                             "ssh({}): no worker answered before the jobs were done; not waited for",
                             host.name
