@@ -119,6 +119,10 @@ fn plot_err(what: &Path, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// Pixels on the right of each SVG for the legend: names up to about 30
+/// characters.
+const LEGEND_WIDTH: u32 = 250;
+
 /// Draw `curve`'s lines on `root` with the given axis ranges.
 fn draw<X, Y>(
     root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
@@ -126,7 +130,6 @@ fn draw<X, Y>(
     lines: &Lines,
     xr: X,
     yr: Y,
-    corner: SeriesLabelPosition,
 ) -> std::result::Result<(), Box<dyn std::error::Error>>
 where
     X: AsRangedCoord<Value = f64>,
@@ -135,7 +138,9 @@ where
     Y::CoordDescType: ValueFormatter<f64>,
 {
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(root)
+    let (width, _) = root.dim_in_pixel();
+    let (plot_area, legend) = root.split_horizontally(width - LEGEND_WIDTH);
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(curve.title, ("sans-serif", 18))
         .margin(16)
         .x_label_area_size(48)
@@ -144,7 +149,15 @@ where
     chart
         .configure_mesh()
         .x_desc(curve.x_label)
-        .y_desc(curve.y_label)
+        .y_desc(format!(
+            "{} ({} is better)",
+            curve.y_label,
+            if curve.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            }
+        ))
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| short(*v))
         .label_style(("sans-serif", 13))
@@ -152,7 +165,9 @@ where
         .light_line_style(RGBColor(240, 240, 240))
         .max_light_lines(4)
         .draw()?;
+    // The legend stands beside the plot, never over a measurement.
     let mut seen = [0usize; 4];
+    let mut row = 64;
     for (name, pts) in lines {
         let k = kind(name) as usize;
         let c = colour(name, seen[k]);
@@ -161,25 +176,23 @@ where
         let style = c.stroke_width(width);
         if k == 1 {
             // The C limit dashed, so it reads as a bound, not a contender.
-            chart
-                .draw_series(DashedLineSeries::new(pts.iter().copied(), 8, 5, style))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+            chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 8, 5, style))?;
+            for x in [6, 22] {
+                legend.draw(&PathElement::new(vec![(x, row), (x + 10, row)], style))?;
+            }
         } else {
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), style))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+            chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
+            legend.draw(&PathElement::new(vec![(6, row), (32, row)], style))?;
         }
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+        legend.draw(&Circle::new((19, row), 4, c.filled()))?;
+        legend.draw(&Text::new(
+            name.clone(),
+            (40, row - 8),
+            ("sans-serif", 14).into_font(),
+        ))?;
+        row += 24;
     }
-    chart
-        .configure_series_labels()
-        .position(corner)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -212,87 +225,6 @@ fn short(v: f64) -> String {
         format!("{n:.2}")
     };
     format!("{s}{unit}")
-}
-
-/// Where an axis value falls, 0 at `lo` to 1 at `hi`.
-fn unit(v: f64, (lo, hi): (f64, f64), log: bool) -> f64 {
-    if log {
-        (v / lo).ln() / (hi / lo).ln()
-    } else {
-        (v - lo) / (hi - lo)
-    }
-}
-
-/// The corner of the plot whose legend box covers the fewest points and
-/// line pieces, so the legend never hides a measurement; on a tie the
-/// corner away from where good figures go (lower left when higher is
-/// better, upper left when lower is).
-fn legend_corner(
-    lines: &Lines,
-    xs: (f64, f64, bool),
-    ys: (f64, f64, bool),
-    higher_is_better: bool,
-) -> SeriesLabelPosition {
-    // The box in plot units: labels of about 8 px a character and a 40 px
-    // swatch on a plot about 760 × 400 px, 20 px a line.
-    let longest = lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0) as f64;
-    let w = ((longest * 8.0 + 48.0) / 760.0).min(0.6) + 0.02;
-    let h = ((lines.len() as f64 * 20.0 + 16.0) / 400.0).min(0.8) + 0.02;
-    let at = |(x, y): (f64, f64)| (unit(x, (xs.0, xs.1), xs.2), unit(y, (ys.0, ys.1), ys.2));
-    // Every point, and 24 samples along each piece of line between them.
-    let mut samples = Vec::new();
-    for (_, pts) in lines {
-        for (i, &p) in pts.iter().enumerate() {
-            let a = at(p);
-            samples.push(a);
-            if let Some(&q) = pts.get(i + 1) {
-                let b = at(q);
-                for k in 1..24 {
-                    let t = f64::from(k) / 24.0;
-                    samples.push((a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t));
-                }
-            }
-        }
-    }
-    let preferred = if higher_is_better {
-        [
-            SeriesLabelPosition::LowerLeft,
-            SeriesLabelPosition::LowerRight,
-            SeriesLabelPosition::UpperLeft,
-            SeriesLabelPosition::UpperRight,
-        ]
-    } else {
-        [
-            SeriesLabelPosition::UpperLeft,
-            SeriesLabelPosition::UpperRight,
-            SeriesLabelPosition::LowerLeft,
-            SeriesLabelPosition::LowerRight,
-        ]
-    };
-    let covered = |c: &SeriesLabelPosition| {
-        let (left, low) = match c {
-            SeriesLabelPosition::LowerLeft => (true, true),
-            SeriesLabelPosition::LowerRight => (false, true),
-            SeriesLabelPosition::UpperLeft => (true, false),
-            _ => (false, false),
-        };
-        samples
-            .iter()
-            .filter(|&&(x, y)| {
-                let in_x = if left { x <= w } else { x >= 1.0 - w };
-                let in_y = if low { y <= h } else { y >= 1.0 - h };
-                in_x && in_y
-            })
-            .count()
-    };
-    // min_by_key keeps the first of equals: the preferred order.
-    let best = (0..preferred.len())
-        .min_by_key(|&i| covered(&preferred[i]))
-        .unwrap_or(0);
-    preferred
-        .into_iter()
-        .nth(best)
-        .unwrap_or(SeriesLabelPosition::UpperLeft)
 }
 
 /// A range around `lo..hi`: on a log axis from the power of ten below to
@@ -346,13 +278,7 @@ pub(super) fn plot(points: &Path, out: &Path, note: &str) -> Result<Vec<String>>
         let (y0, y1) = span(ylo, yhi.max(ylo * 1.01 + 1e-9), logy);
         let file = format!("{}.svg", curve.name);
         let path = out.join(&file);
-        let corner = legend_corner(
-            &lines,
-            (x0, x1, logx),
-            (y0, y1, logy),
-            curve.higher_is_better,
-        );
-        let root = SVGBackend::new(&path, (860, 520)).into_drawing_area();
+        let root = SVGBackend::new(&path, (860 + LEGEND_WIDTH, 520)).into_drawing_area();
         let drawn = match (logx, logy) {
             (true, true) => draw(
                 &root,
@@ -360,11 +286,10 @@ pub(super) fn plot(points: &Path, out: &Path, note: &str) -> Result<Vec<String>>
                 &lines,
                 (x0..x1).log_scale(),
                 (y0..y1).log_scale(),
-                corner,
             ),
-            (true, false) => draw(&root, curve, &lines, (x0..x1).log_scale(), y0..y1, corner),
-            (false, true) => draw(&root, curve, &lines, x0..x1, (y0..y1).log_scale(), corner),
-            (false, false) => draw(&root, curve, &lines, x0..x1, y0..y1, corner),
+            (true, false) => draw(&root, curve, &lines, (x0..x1).log_scale(), y0..y1),
+            (false, true) => draw(&root, curve, &lines, x0..x1, (y0..y1).log_scale()),
+            (false, false) => draw(&root, curve, &lines, x0..x1, y0..y1),
         };
         drawn.map_err(|e| plot_err(&path, e))?;
         drop(root);
@@ -423,23 +348,6 @@ mod tests {
         assert_eq!(c[0].0, "s");
         let mut ys = c[0].1[&2f64.to_bits()].clone();
         assert_eq!(median(&mut ys), 3.0);
-    }
-
-    #[test]
-    fn the_legend_goes_where_no_measurement_is() {
-        let line = |name: &str, pts: &[(f64, f64)]| (name.to_string(), pts.to_vec());
-        // A line low on the left: the legend of a higher-is-better plot
-        // leaves its usual lower-left corner for the lower right.
-        let lines = vec![
-            line("pk-pool exec", &[(100.0, 700.0), (1000.0, 980.0)]),
-            line("GNU parallel", &[(100.0, 19.0), (1000.0, 65.0)]),
-        ];
-        let c = legend_corner(&lines, (28.0, 1072.0, false), (15.0, 1200.0, true), true);
-        assert!(matches!(c, SeriesLabelPosition::LowerRight), "{c:?}");
-        // Nothing in the way: the preferred corner.
-        let flat = vec![line("posixkit", &[(1.0, 50.0), (10.0, 50.0)])];
-        let c = legend_corner(&flat, (0.0, 11.0, false), (0.0, 100.0, false), false);
-        assert!(matches!(c, SeriesLabelPosition::UpperLeft), "{c:?}");
     }
 
     #[test]

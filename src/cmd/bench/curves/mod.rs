@@ -36,7 +36,7 @@ pub(crate) struct Curve {
     pub title: &'static str,
     pub x_label: &'static str,
     pub y_label: &'static str,
-    /// Rates: a higher line is better.
+    /// Rates: a higher line is better (the y axis says which).
     pub higher_is_better: bool,
     /// The x values to measure at (full run, --quick run).
     pub xs: fn(quick: bool) -> Vec<f64>,
@@ -68,7 +68,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "fork_rss",
         title: "fork + _exit + waitpid, by the parent's resident memory",
         x_label: "parent resident memory (MiB)",
-        y_label: "µs per child (lower is better)",
+        y_label: "µs per child",
         higher_is_better: false,
         xs: xs!([0.0, 256.0, 1024.0, 4096.0], [0.0, 16.0, 64.0, 256.0]),
         series: &[
@@ -86,7 +86,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "spawn_rss",
         title: "start /bin/true and wait, by the parent's resident memory",
         x_label: "parent resident memory (MiB)",
-        y_label: "µs per run (lower is better)",
+        y_label: "µs per run",
         higher_is_better: false,
         xs: xs!([0.0, 256.0, 1024.0, 4096.0], [0.0, 16.0, 64.0, 256.0]),
         series: &[
@@ -104,7 +104,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "pool_map_items",
         title: "Pool(2).map(square) on warm workers, by the number of items",
         x_label: "items per map",
-        y_label: "ns per item (lower is better)",
+        y_label: "ns per item",
         higher_is_better: false,
         xs: xs!([10.0, 100.0, 1e3, 1e4, 1e5, 1e6], [10.0, 100.0, 1e3, 1e4]),
         series: &[Series {
@@ -116,7 +116,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "pool_map_workers",
         title: "Pool(N).map(square) of 100 000 items, by the number of workers",
         x_label: "worker processes",
-        y_label: "ns per item (lower is better)",
+        y_label: "ns per item",
         higher_is_better: false,
         xs: workers,
         series: &[Series {
@@ -128,7 +128,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "queue_clients",
         title: "bounded queue, N producer and N consumer processes, 16-byte messages",
         x_label: "producers (= consumers)",
-        y_label: "messages per second (higher is better)",
+        y_label: "messages per second",
         higher_is_better: true,
         xs: xs!([1.0, 2.0, 4.0, 8.0, 16.0, 32.0], [1.0, 2.0, 4.0]),
         series: &[Series {
@@ -140,7 +140,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "queue_size",
         title: "bounded queue, one producer and one consumer process, by message size",
         x_label: "message size (bytes)",
-        y_label: "messages per second (higher is better)",
+        y_label: "messages per second",
         higher_is_better: true,
         xs: xs!(
             [8.0, 64.0, 512.0, 4096.0, 16384.0, 65536.0],
@@ -155,7 +155,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "ticket_buyers",
         title: "ticket purchases from one flock(2)-locked file, by concurrent buyers",
         x_label: "buyer processes",
-        y_label: "purchases per second (higher is better)",
+        y_label: "purchases per second",
         higher_is_better: true,
         xs: xs!([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0], [1.0, 4.0, 16.0]),
         series: &[
@@ -173,7 +173,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "pipe_rtt_size",
         title: "pipe round trip between two processes, by message size",
         x_label: "message size (bytes)",
-        y_label: "µs per round trip (lower is better)",
+        y_label: "µs per round trip",
         higher_is_better: false,
         xs: xs!(
             [1.0, 64.0, 512.0, 4096.0, 16384.0, 65536.0],
@@ -194,7 +194,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "pipe_bw_size",
         title: "pipe bandwidth one way, by the size of each write",
         x_label: "bytes per write",
-        y_label: "GB/s (higher is better)",
+        y_label: "GB/s",
         higher_is_better: true,
         xs: xs!(
             [4096.0, 16384.0, 65536.0, 262144.0, 1048576.0],
@@ -219,7 +219,7 @@ pub(crate) const CURVES: &[Curve] = &[
         name: "exec_jobs",
         title: "running `true` once per input line on CPU-count workers, by jobs",
         x_label: "jobs (input lines)",
-        y_label: "jobs per second (higher is better)",
+        y_label: "jobs per second",
         higher_is_better: true,
         xs: xs!([100.0, 1e3, 1e4, 1e5], [100.0, 1e3]),
         series: &[
