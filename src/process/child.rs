@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-use super::{Pid, TakePidfd, checked_fork, kill, run_child};
+use super::{Pid, TakePidfd, checked_fork, kill};
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
 use crate::sys::proc::{Fork, Reaping};
@@ -236,7 +236,7 @@ pub fn wait_all(children: &mut [Child]) -> Result<Option<(Pid, Status)>> {
 ///
 /// [`Children::fork`] forks one (checked, as [`fork`](super::fork)) and keeps its
 /// [`Child`] in the parent; [`Children::start`] forks one that runs a
-/// closure for its whole life ([`run_child`]). [`Children::wait_all`] reaps
+/// closure for its whole life ([`run_child`](super::run_child)). [`Children::wait_all`] reaps
 /// every one, in order, whatever failed. A group dropped unreaped (an error
 /// path) kills and reaps its children, as each [`Child`] does.
 ///
@@ -282,12 +282,12 @@ impl Children {
     }
 
     /// Fork one child that runs `f` and exits with its code (101 if it
-    /// panics, see [`run_child`]); its pid, in the parent. `f` runs only
+    /// panics, see [`run_child`](super::run_child)); its pid, in the parent. `f` runs only
     /// in the child: anything it owns is dropped unused in the parent, so
     /// give it references to what the parent keeps.
     pub fn start(&mut self, what: impl std::fmt::Display, f: impl FnOnce() -> i32) -> Result<Pid> {
         match self.fork(what)? {
-            Fork::Child => run_child(f),
+            Fork::Child => super::run_fresh_child(f),
             Fork::Parent(pid) => Ok(pid),
         }
     }

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::registry::{self, Entry};
 use super::{
-    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, die_with, getpid, run_child,
+    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, getpid, run_fresh_child,
     wait_alone,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -156,11 +156,11 @@ impl Builder {
                 "daemonic processes are not allowed to have children",
             ));
         }
-        registry::reap_dropped();
+        let parent = getpid();
+        registry::reap_dropped(parent);
         let die_with_parent = self
             .die_with_parent
             .unwrap_or_else(children_die_with_parent);
-        let parent = getpid();
         // Everything the child needs is built here, before fork: an
         // allocation in the child would copy the allocator's pages (a
         // copy-on-write fault each), which costs more than the fork itself.
@@ -175,15 +175,21 @@ impl Builder {
         match fork(&name)? {
             (Fork::Child, _) => {
                 // Only a child that is to die with its parent checks its
-                // parent after arming PDEATHSIG.
-                if die_with_parent {
-                    die_with(parent);
+                // parent after arming PDEATHSIG. Everything the child does
+                // before `f` is in child_prologue: each function of the
+                // program's code the child runs costs it a page fault.
+                let watch = die_with_parent.then_some(parent.as_raw());
+                if !crate::sys::proc::child_prologue(watch, &comm) {
+                    let _ = super::die_of(Signal::SIGKILL);
+                    super::_exit(1);
                 }
-                DAEMONIC.store(self.daemon, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(comm) = std::ffi::CStr::from_bytes_until_nul(&comm) {
-                    let _ = nix::sys::prctl::set_name(comm);
+                // It was false here (a daemonic parent starts no child):
+                // written only to change it, since every page a child
+                // writes is copied first.
+                if self.daemon {
+                    DAEMONIC.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                run_child(f)
+                run_fresh_child(f)
             }
             (Fork::Parent(pid), pidfd) => {
                 // A pidfd makes signals and timed joins immune to pid reuse.
@@ -202,12 +208,13 @@ impl Builder {
                     None => Child::new(pid),
                 };
                 let entry = Arc::new(Entry::new(name, pid, self.daemon, child));
-                registry::register(&entry);
+                registry::register(&entry, parent);
                 Ok(Process {
                     entry,
                     die_with_parent,
                     kill_on_drop: self.kill_on_drop,
                     owner: parent,
+                    listed: true,
                 })
             }
         }
@@ -239,6 +246,8 @@ pub struct Process {
     kill_on_drop: bool,
     /// The process that started it: only there is it a child.
     owner: Pid,
+    /// Still in the registry (not yet reaped through this handle).
+    listed: bool,
 }
 
 impl Process {
@@ -268,7 +277,7 @@ impl Process {
     pub fn is_alive(&mut self) -> Result<bool> {
         let alive = self.entry.child().try_wait()?.is_none();
         if !alive {
-            registry::unregister(&self.entry);
+            self.unlist();
         }
         Ok(alive)
     }
@@ -280,9 +289,16 @@ impl Process {
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<Status>> {
         let r = self.entry.join(timeout);
         if let Ok(Some(_)) = r {
-            registry::unregister(&self.entry);
+            self.unlist();
         }
         r
+    }
+
+    /// Take it out of the registry, once reaped.
+    fn unlist(&mut self) {
+        if std::mem::take(&mut self.listed) {
+            registry::unregister(&self.entry, self.owner);
+        }
     }
 
     /// Python's `exitcode`: `None` while running (or not yet joined), N after
@@ -331,7 +347,7 @@ impl Drop for Process {
             child.settled()
         };
         if settled {
-            registry::unregister(&self.entry);
+            self.unlist();
         }
         // Otherwise it stays registered: join_children, or the next start
         // once it has ended, reaps it.

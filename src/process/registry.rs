@@ -83,10 +83,11 @@ fn owned() -> bool {
     OWNER.load(Ordering::Relaxed) == getpid().as_raw()
 }
 
-/// Add a just-started process. In a forked child, the first call drops the
-/// entries inherited from the parent, without a signal or a wait.
-pub(super) fn register(entry: &Arc<Entry>) {
-    let me = getpid().as_raw();
+/// Add a just-started process; `me` is this process's pid. In a forked
+/// child, the first call drops the entries inherited from the parent,
+/// without a signal or a wait.
+pub(super) fn register(entry: &Arc<Entry>, me: Pid) {
+    let me = me.as_raw();
     let mut live = live();
     if live.owner != me {
         for inherited in live.entries.drain(..) {
@@ -98,17 +99,18 @@ pub(super) fn register(entry: &Arc<Entry>) {
     live.entries.push(Arc::clone(entry));
 }
 
-/// Forget a process that has been reaped.
-pub(super) fn unregister(entry: &Arc<Entry>) {
-    if owned() {
+/// Forget a process that `owner` (this process: the caller knows) started
+/// and has reaped.
+pub(super) fn unregister(entry: &Arc<Entry>, owner: Pid) {
+    if OWNER.load(Ordering::Relaxed) == owner.as_raw() {
         live().entries.retain(|e| !Arc::ptr_eq(e, entry));
     }
 }
 
 /// Reap the children whose `Process` was dropped and that have ended
-/// (Python's `_cleanup`, run at each start).
-pub(super) fn reap_dropped() {
-    if !owned() {
+/// (Python's `_cleanup`, run at each start); `me` is this process's pid.
+pub(super) fn reap_dropped(me: Pid) {
+    if OWNER.load(Ordering::Relaxed) != me.as_raw() {
         return;
     }
     live().entries.retain(|e| {
@@ -119,6 +121,21 @@ pub(super) fn reap_dropped() {
         let mut child = e.child();
         !child.settled() && matches!(child.try_wait(), Ok(None))
     });
+}
+
+/// The registry's owner now: what a freshly forked child reads before its
+/// closure runs, to tell afterwards whether the closure started a
+/// `Process` ([`registry_changed_since`]).
+pub(super) fn owner_mark() -> i32 {
+    OWNER.load(Ordering::Relaxed)
+}
+
+/// Whether this process has registered a `Process` since `mark` was read
+/// in it. In a freshly forked child the mark is an ancestor's pid (or 0),
+/// never the child's own, and the first registration makes the owner the
+/// child: so an unchanged owner means nothing to join, and no getpid(2).
+pub(super) fn registry_changed_since(mark: i32) -> bool {
+    OWNER.load(Ordering::Relaxed) != mark
 }
 
 /// A child that [`join_children`] waited for.
