@@ -89,6 +89,7 @@ use crate::status::Status;
 
 mod fork;
 mod frame;
+mod inbox;
 mod pending;
 mod registry;
 mod results;
@@ -180,9 +181,11 @@ impl Pool {
         arg: A,
     ) -> Result<AsyncResult<T::Output>> {
         let (func, name) = task.resolve(&self.registry)?;
-        let id = self.sched.submit(name, 0, |frame, id| {
-            T::encode(frame, id, func, std::slice::from_ref(&arg))
-        })?;
+        let id = self
+            .sched
+            .submit_for(name, 0, <T::Output as Wire>::WIDTH, |frame, id| {
+                T::encode(frame, id, func, std::slice::from_ref(&arg))
+            })?;
         self.sched.dispatch()?;
         Ok(AsyncResult::new(id))
     }
@@ -261,6 +264,7 @@ impl Pool {
         let (func, name) = task.resolve(&self.registry)?;
         self.sched.map(
             name,
+            <T::Output as Wire>::WIDTH,
             args.len(),
             chunksize,
             T::raw(results),
@@ -363,9 +367,11 @@ impl Pool {
         let mut ids = Vec::with_capacity(args.len().div_ceil(chunk));
         for first in (0..args.len()).step_by(chunk) {
             let items = first..args.len().min(first + chunk);
-            match self.sched.submit(name, first, |frame, id| {
-                T::encode(frame, id, func, &args[items])
-            }) {
+            match self
+                .sched
+                .submit_for(name, first, <T::Output as Wire>::WIDTH, |frame, id| {
+                    T::encode(frame, id, func, &args[items])
+                }) {
                 Ok(id) => ids.push(id),
                 Err(e) => {
                     for id in ids {
