@@ -226,8 +226,7 @@ impl<B: Backend> Scheduler<B> {
         std::mem::take(&mut self.events)
     }
 
-    /// Queue one batch of task `task`, whose first item is item `first` of
-    /// the caller's arguments; `encode` writes its frame for the id given.
+    /// [`Scheduler::submit_for`] of a task of results of no known width.
     #[cfg(test)]
     pub(crate) fn submit(
         &mut self,
@@ -238,9 +237,11 @@ impl<B: Backend> Scheduler<B> {
         self.submit_for(task, first, None, encode)
     }
 
-    /// [`Scheduler::submit`] of a task whose results are `width` bytes
-    /// each when it has a fixed width: then the size of the batch's result
-    /// is known, and it is read in one call.
+    /// Queue one batch of task `task`, whose first item is item `first` of
+    /// the caller's arguments, and whose results are `width` bytes each
+    /// when they have a fixed width (then the size of the batch's result
+    /// is known, and it is read in one call); `encode` writes its frame
+    /// for the id given.
     pub(crate) fn submit_for(
         &mut self,
         task: &'static str,

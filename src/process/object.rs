@@ -109,7 +109,7 @@ impl Builder {
     }
 
     /// Fork a child that runs `f` and exits with the code `f` returns (a
-    /// panic in `f` exits 101, see [`run_child`]). The fork is
+    /// panic in `f` exits 101, see [`run_child`](super::run_child)). The fork is
     /// [`fork`](super::fork)'s: refused while other threads run. Refused,
     /// with an error of kind [`ErrorKind::DaemonicParent`], in a daemonic
     /// process (Python's `AssertionError: daemonic processes are not
