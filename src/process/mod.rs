@@ -220,6 +220,7 @@ pub fn run_child<F: FnOnce() -> i32>(f: F) -> ! {
 /// [`join_children`] to do, and it is not called (it would ask the kernel
 /// for the pid, and run code the child has not touched yet, a page fault
 /// per 64 KiB of it).
+#[inline(always)]
 pub(crate) fn run_fresh_child<F: FnOnce() -> i32>(f: F) -> ! {
     let mark = registry::owner_mark();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
