@@ -1,7 +1,8 @@
 //! The workers as forked processes: the [`Backend`] a [`super::Pool`]
 //! runs on. Each worker gets its own task pipe and result pipe; the parent
-//! waits on every result pipe at once with poll(2), and reaps exactly the
-//! pid of a worker that is gone (never `waitpid(-1)`).
+//! waits on every result pipe at once with poll(2) (or, with one worker
+//! busy and no deadline, in the read itself), and reaps exactly the pid of
+//! a worker that is gone (never `waitpid(-1)`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
