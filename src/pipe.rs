@@ -295,7 +295,7 @@ fn header(len: usize) -> nix::Result<[u8; HEADER]> {
 }
 
 /// A frame's payload length from its header, if within [`MAX_FRAME`].
-fn frame_len(header: [u8; HEADER]) -> std::result::Result<usize, RecvError> {
+pub(crate) fn frame_len(header: [u8; HEADER]) -> std::result::Result<usize, RecvError> {
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME {
         return Err(RecvError::Torn(format!(
@@ -306,14 +306,14 @@ fn frame_len(header: [u8; HEADER]) -> std::result::Result<usize, RecvError> {
 }
 
 /// End of file after `got` bytes of a frame header.
-fn torn_header(got: usize) -> RecvError {
+pub(crate) fn torn_header(got: usize) -> RecvError {
     RecvError::Torn(format!(
         "end of file inside a frame header ({got} of {HEADER} bytes)"
     ))
 }
 
 /// End of file after `got` bytes of a `len`-byte payload.
-fn torn_frame(got: usize, len: usize) -> RecvError {
+pub(crate) fn torn_frame(got: usize, len: usize) -> RecvError {
     RecvError::Torn(format!("end of file inside a frame ({got} of {len} bytes)"))
 }
 

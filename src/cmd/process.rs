@@ -342,7 +342,7 @@ fn parent_killed(out: &mut Out, name: &str, daemon: bool, die: bool) -> Result<(
     let go = Ready::new()?;
     let mut said = Ready::new()?;
     let child = Builder::new()
-        .name(name)
+        .name(name.to_owned())
         .daemon(daemon)
         .die_with_parent(die);
     let mut child_out = out.like();

@@ -1,7 +1,8 @@
 //! The workers as forked processes: the [`Backend`] a [`super::Pool`]
 //! runs on. Each worker gets its own task pipe and result pipe; the parent
-//! waits on every result pipe at once with poll(2), and reaps exactly the
-//! pid of a worker that is gone (never `waitpid(-1)`).
+//! waits on every result pipe at once with poll(2) (or, with one worker
+//! busy and no deadline, in the read itself), and reaps exactly the pid of
+//! a worker that is gone (never `waitpid(-1)`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::Signal;
 
+use super::inbox::Inbox;
 use super::registry::Registry;
 use super::scheduler::{Backend, Slot, Started};
 use super::worker::worker_main;
@@ -35,11 +37,16 @@ pub(crate) struct Forked {
 #[derive(Debug)]
 pub(crate) struct Ends {
     tasks: Writer,
-    /// Non-blocking in the parent: a frame is read as its pieces come, so
-    /// a worker that stops in the middle of one cannot hold up the pool.
+    /// Read once each time poll(2) says it has bytes, so a worker that
+    /// stops in the middle of a frame cannot hold up a wait with a
+    /// deadline; read until a frame is whole only by a wait with none
+    /// ([`Backend::recv_blocking`]).
     results: Reader,
-    partial: pipe::PartialFrame,
+    inbox: Inbox,
 }
+
+/// At most this many workers are polled from an array on the stack.
+const STACK_POLL: usize = 16;
 
 impl Backend for Forked {
     type Ends = Ends;
@@ -47,10 +54,6 @@ impl Backend for Forked {
     fn start(&mut self, others: &mut Vec<Slot<Ends>>) -> Result<Started<Ends>> {
         let (task_r, task_w) = pipe::pipe()?;
         let (result_r, result_w) = pipe::pipe()?;
-        // The parent's read end alone (the child closes it): the worker's
-        // write end is an open file description of its own, and blocks.
-        pipe::set_nonblocking(result_r.as_fd())
-            .map_err(|e| Error::sys("fcntl", "O_NONBLOCK", e))?;
         // The child never returns: worker_main ends in _exit.
         match (self.fork)("pool worker")? {
             Fork::Child => {
@@ -86,7 +89,7 @@ impl Backend for Forked {
                     ends: Ends {
                         tasks: task_w,
                         results: result_r,
-                        partial: pipe::PartialFrame::new(),
+                        inbox: Inbox::new(),
                     },
                     capacity,
                 })
@@ -104,15 +107,40 @@ impl Backend for Forked {
         deadline: Option<Instant>,
         ready: &mut Vec<usize>,
     ) -> Result<bool> {
-        let timeout = process::poll_timeout(deadline);
-        let mut fds: Vec<PollFd<'_>> = slots
-            .iter()
-            .map(|w| PollFd::new(w.ends.results.as_fd(), PollFlags::POLLIN))
-            .collect();
-        if let Some(fd) = &self.interrupt {
-            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        // Bytes read earlier wait in an inbox: take them before any wait.
+        ready.extend(
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.ends.inbox.has_buffered())
+                .map(|(i, _)| i),
+        );
+        if !ready.is_empty() {
+            return Ok(true);
         }
-        match poll(&mut fds, timeout) {
+        let timeout = process::poll_timeout(deadline);
+        let n = slots.len() + usize::from(self.interrupt.is_some());
+        let fd_of = |i: usize| match slots.get(i) {
+            Some(w) => w.ends.results.as_fd(),
+            None => self
+                .interrupt
+                .as_ref()
+                .map_or(slots[0].ends.results.as_fd(), |fd| fd.as_fd()),
+        };
+        // A pool of a few workers polls from the stack: no allocation
+        // per wait.
+        let mut stack: [PollFd<'_>; STACK_POLL];
+        let mut heap: Vec<PollFd<'_>>;
+        let fds: &mut [PollFd<'_>] = if n <= STACK_POLL {
+            stack = std::array::from_fn(|i| PollFd::new(fd_of(i.min(n - 1)), PollFlags::POLLIN));
+            &mut stack[..n]
+        } else {
+            heap = (0..n)
+                .map(|i| PollFd::new(fd_of(i), PollFlags::POLLIN))
+                .collect();
+            &mut heap
+        };
+        match poll(fds, timeout) {
             Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(Errno::EINTR) => return Ok(true),
@@ -131,9 +159,25 @@ impl Backend for Forked {
         Ok(true)
     }
 
-    fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>) -> Result<Piece> {
-        ends.partial
-            .read(ends.results.as_fd(), frame)
+    fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>, expect: usize) -> Result<Piece> {
+        ends.inbox
+            .read(ends.results.as_fd(), frame, expect)
+            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))
+    }
+
+    fn can_block(&self) -> bool {
+        // A wait that an interrupt descriptor may end is a poll(2).
+        self.interrupt.is_none()
+    }
+
+    fn recv_blocking(
+        &mut self,
+        ends: &mut Ends,
+        frame: &mut Vec<u8>,
+        expect: usize,
+    ) -> Result<Piece> {
+        ends.inbox
+            .read_blocking(ends.results.as_fd(), frame, expect)
             .map_err(|e| pipe::recv_error("pool worker's result pipe", e))
     }
 

@@ -46,20 +46,26 @@
 //!   second in its pipe, so it never waits for the parent between batches;
 //!   the second is sent only when both fit in the pipe's capacity
 //!   (F_GETPIPE_SZ), so parent and worker can never block on each other.
-//! - The parent waits with poll(2) on every worker's result pipe. A worker
-//!   that dies (killed, crashed) closes its result pipe: the pool reaps
+//! - The parent waits with poll(2) on every worker's result pipe; when
+//!   one worker alone has work and the wait has no deadline, the read of
+//!   its result pipe is the wait (one write and one read per
+//!   `apply_async` + `get`, as a C echo over pipes). A worker that dies
+//!   (killed, crashed) closes its result pipe: the pool reaps
 //!   exactly that pid, reports the batch it was running as
 //!   [`TaskError::WorkerDied`] with the decoded status, queues the batch
 //!   that had not started again, forks a replacement and goes on. Python's Pool hangs
 //!   in this case; this one cannot, because no result is awaited from a
 //!   worker that is gone.
-//! - Result pipes are non-blocking in the parent and read as bytes arrive
-//!   ([`crate::pipe::PartialFrame`]): a worker stopped in the middle of a
-//!   result frame holds up no `get` past its timeout, and memory grows with
-//!   the bytes that came, not with a frame's claimed length. A worker that
-//!   sends what is not a result frame for its batch (cut short, a length
-//!   over the limit, a table that does not add up) is killed and replaced;
-//!   its batch alone fails with [`TaskError::BadResult`].
+//! - A result frame is read in one call where the pipe holds it whole
+//!   (its length and the payload the batch should produce, together);
+//!   with a deadline, or several workers to watch, a result pipe is read
+//!   once each time poll(2) says it has bytes, so a worker stopped in the
+//!   middle of a result frame holds up no `get` past its timeout. Memory
+//!   grows with the bytes that came, not with a frame's claimed length. A
+//!   worker that sends what is not a result frame for its batch (cut
+//!   short, a length over the limit, a table that does not add up) is
+//!   killed and replaced; its batch alone fails with
+//!   [`TaskError::BadResult`].
 //! - A task that returns `Err` or panics fails alone
 //!   ([`TaskError::Failed`]); its worker lives on.
 //! - `close` then `join` lets the queued work finish, closes the task pipes
@@ -89,6 +95,7 @@ use crate::status::Status;
 
 mod fork;
 mod frame;
+mod inbox;
 mod pending;
 mod registry;
 mod results;
@@ -180,9 +187,11 @@ impl Pool {
         arg: A,
     ) -> Result<AsyncResult<T::Output>> {
         let (func, name) = task.resolve(&self.registry)?;
-        let id = self.sched.submit(name, 0, |frame, id| {
-            T::encode(frame, id, func, std::slice::from_ref(&arg))
-        })?;
+        let id = self
+            .sched
+            .submit_for(name, 0, <T::Output as Wire>::WIDTH, |frame, id| {
+                T::encode(frame, id, func, std::slice::from_ref(&arg))
+            })?;
         self.sched.dispatch()?;
         Ok(AsyncResult::new(id))
     }
@@ -261,6 +270,7 @@ impl Pool {
         let (func, name) = task.resolve(&self.registry)?;
         self.sched.map(
             name,
+            <T::Output as Wire>::WIDTH,
             args.len(),
             chunksize,
             T::raw(results),
@@ -363,9 +373,11 @@ impl Pool {
         let mut ids = Vec::with_capacity(args.len().div_ceil(chunk));
         for first in (0..args.len()).step_by(chunk) {
             let items = first..args.len().min(first + chunk);
-            match self.sched.submit(name, first, |frame, id| {
-                T::encode(frame, id, func, &args[items])
-            }) {
+            match self
+                .sched
+                .submit_for(name, first, <T::Output as Wire>::WIDTH, |frame, id| {
+                    T::encode(frame, id, func, &args[items])
+                }) {
                 Ok(id) => ids.push(id),
                 Err(e) => {
                     for id in ids {

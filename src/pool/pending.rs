@@ -25,6 +25,11 @@ mod sealed {
 #[derive(Debug)]
 pub struct Batches(pub(crate) Vec<Batch>);
 
+/// One batch, for a handle that waits for one (opaque outside the pool).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OneBatch(pub(crate) Batch);
+
 /// A handle [`Pool::get`] and [`Pool::ready`] take: an [`AsyncResult`]
 /// (one result) or a [`MapAsync`] (all the results of a `map_async`).
 pub trait Handle: sealed::Sealed {
@@ -36,6 +41,13 @@ pub trait Handle: sealed::Sealed {
     /// The output, from its batches in order.
     #[doc(hidden)]
     fn assemble(&self, batches: Batches) -> Self::Output;
+    /// The output of a handle of one batch, read from it in place (its
+    /// buffer is then kept for the next result); `None` to have it
+    /// [`Handle::assemble`]d.
+    #[doc(hidden)]
+    fn assemble_one(&self, _batch: &OneBatch) -> Option<Self::Output> {
+        None
+    }
 }
 
 impl<R> sealed::Sealed for AsyncResult<R> {}
@@ -47,6 +59,9 @@ impl<R: Wire> Handle for AsyncResult<R> {
     }
     fn assemble(&self, batches: Batches) -> Self::Output {
         batches.0[0].decode(0)
+    }
+    fn assemble_one(&self, batch: &OneBatch) -> Option<Self::Output> {
+        Some(batch.0.decode(0))
     }
 }
 
@@ -132,6 +147,17 @@ impl Pool {
             if !self.sched.progress(deadline)? {
                 return Ok(None);
             }
+        }
+        if let [id] = handle.ids() {
+            let one = OneBatch(self.sched.take_done(*id).expect("checked: done"));
+            if let Some(out) = handle.assemble_one(&one) {
+                // An apply_async result is one item, decoded: its frame's
+                // buffer serves the next result (no allocation per round
+                // trip).
+                self.sched.recycle(one.0.frame);
+                return Ok(Some(out));
+            }
+            return Ok(Some(handle.assemble(Batches(vec![one.0]))));
         }
         let batches = handle
             .ids()

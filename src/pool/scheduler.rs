@@ -47,7 +47,26 @@ pub(crate) trait Backend {
     /// partial), without blocking: [`Piece::Partial`] when the rest has not
     /// come yet, [`Piece::Eof`] when the worker is gone. An error means the
     /// bytes are not a frame (cut short, or a length over the limit).
-    fn recv(&mut self, ends: &mut Self::Ends, frame: &mut Vec<u8>) -> Result<Piece>;
+    /// `expect`: the payload bytes this result should have, a hint.
+    fn recv(&mut self, ends: &mut Self::Ends, frame: &mut Vec<u8>, expect: usize) -> Result<Piece>;
+
+    /// Whether [`Backend::recv_blocking`] may be used.
+    fn can_block(&self) -> bool {
+        false
+    }
+
+    /// [`Backend::recv`], waiting until the frame is whole or the worker is
+    /// gone: for a wait with no deadline on the one worker that has work,
+    /// which then costs no poll(2). [`Piece::Partial`] only when a signal
+    /// interrupted it.
+    fn recv_blocking(
+        &mut self,
+        ends: &mut Self::Ends,
+        frame: &mut Vec<u8>,
+        expect: usize,
+    ) -> Result<Piece> {
+        self.recv(ends, frame, expect)
+    }
 
     /// Wait for worker `pid` to end, and how it ended.
     fn reap(&mut self, pid: Pid) -> Result<Status>;
@@ -85,6 +104,9 @@ struct Job {
     task: &'static str,
     first: usize,
     count: u32,
+    /// The size its result frame's payload should have (a hint for the
+    /// read: a batch of fixed-width successes has exactly this size).
+    expect: usize,
     /// The encoded task frame.
     frame: Vec<u8>,
 }
@@ -102,7 +124,7 @@ pub(crate) struct Scheduler<B: Backend> {
     pub(crate) backend: B,
     workers: Vec<Slot<B::Ends>>,
     queue: VecDeque<Job>,
-    done: HashMap<u64, Batch>,
+    done: HashMap<u64, Batch, IdHash>,
     events: Vec<Event>,
     next_id: u64,
     closed: bool,
@@ -113,7 +135,31 @@ pub(crate) struct Scheduler<B: Backend> {
     /// What to do with a batch when it comes back, instead of keeping it
     /// for [`Scheduler::wait_for`]: a caller's callbacks, the queue of an
     /// `imap_unordered`, or nothing (a result no one will ask for).
-    callbacks: HashMap<u64, Callback>,
+    callbacks: HashMap<u64, Callback, IdHash>,
+}
+
+/// Batch ids are a counter that no one outside the pool chooses: a hash
+/// of them needs no defence against collisions picked on purpose, only
+/// to spread them (SipHash cost about a tenth of an apply_async round
+/// trip, in three lookups).
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+/// The hasher of [`IdHash`]: one multiplication (Fibonacci hashing).
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A batch's destination when it comes back (or is lost): called once,
@@ -142,13 +188,13 @@ impl<B: Backend> Scheduler<B> {
             backend,
             workers: Vec::with_capacity(workers),
             queue: VecDeque::new(),
-            done: HashMap::new(),
+            done: HashMap::default(),
             events: Vec::new(),
             next_id: 1,
             closed: false,
             spare: Vec::new(),
             ready: Vec::new(),
-            callbacks: HashMap::new(),
+            callbacks: HashMap::default(),
         };
         for _ in 0..workers {
             let w = s.start()?;
@@ -180,12 +226,27 @@ impl<B: Backend> Scheduler<B> {
         std::mem::take(&mut self.events)
     }
 
-    /// Queue one batch of task `task`, whose first item is item `first` of
-    /// the caller's arguments; `encode` writes its frame for the id given.
+    /// [`Scheduler::submit_for`] of a task of results of no known width.
+    #[cfg(test)]
     pub(crate) fn submit(
         &mut self,
         task: &'static str,
         first: usize,
+        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u32>,
+    ) -> Result<u64> {
+        self.submit_for(task, first, None, encode)
+    }
+
+    /// Queue one batch of task `task`, whose first item is item `first` of
+    /// the caller's arguments, and whose results are `width` bytes each
+    /// when they have a fixed width (then the size of the batch's result
+    /// is known, and it is read in one call); `encode` writes its frame
+    /// for the id given.
+    pub(crate) fn submit_for(
+        &mut self,
+        task: &'static str,
+        first: usize,
+        width: Option<usize>,
         encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u32>,
     ) -> Result<u64> {
         if self.closed {
@@ -206,6 +267,7 @@ impl<B: Backend> Scheduler<B> {
             task,
             first,
             count,
+            expect: expected_result(count, width),
             frame,
         });
         Ok(id)
@@ -236,6 +298,7 @@ impl<B: Backend> Scheduler<B> {
     pub(crate) fn map(
         &mut self,
         task: &'static str,
+        width: Option<usize>,
         n: usize,
         chunksize: usize,
         results: &mut MapResults,
@@ -249,7 +312,7 @@ impl<B: Backend> Scheduler<B> {
         let mut ids = Vec::with_capacity(n.div_ceil(chunk));
         for first in (0..n).step_by(chunk) {
             let items = first..n.min(first + chunk);
-            ids.push(self.submit(task, first, |frame, id| encode(frame, id, items))?);
+            ids.push(self.submit_for(task, first, width, |frame, id| encode(frame, id, items))?);
             // Hand each chunk out as soon as it is encoded, so the workers
             // start while the rest is encoded. Once the queue holds more
             // than this chunk, every worker is full: skip the scan.
@@ -351,7 +414,12 @@ impl<B: Backend> Scheduler<B> {
     /// Batch `id` is back (or lost): hand it to its callback, or keep it
     /// for [`Scheduler::wait_for`].
     fn finish(&mut self, id: u64, batch: Batch) {
-        match self.callbacks.remove(&id) {
+        let callback = if self.callbacks.is_empty() {
+            None
+        } else {
+            self.callbacks.remove(&id)
+        };
+        match callback {
             Some(Callback(f)) => f(batch),
             None => {
                 self.done.insert(id, batch);
@@ -448,6 +516,20 @@ impl<B: Backend> Scheduler<B> {
     /// false when the deadline passed with nothing done.
     fn pump(&mut self, deadline: Option<Instant>) -> Result<bool> {
         self.dispatch()?;
+        if deadline.is_none() && self.backend.can_block() {
+            if let Some(slot) = self.sole_busy() {
+                // Nothing but this worker's result can come: wait for it
+                // in the read itself, with no poll(2) first.
+                let mut frame = self.frame_for(slot);
+                let expect = self.workers[slot].busy.front().map_or(0, |j| j.expect);
+                let piece =
+                    self.backend
+                        .recv_blocking(&mut self.workers[slot].ends, &mut frame, expect);
+                self.take_piece(slot, piece, frame)?;
+                self.dispatch()?;
+                return Ok(true);
+            }
+        }
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
         let woke = self.backend.wait(&self.workers, deadline, &mut ready);
@@ -463,44 +545,78 @@ impl<B: Backend> Scheduler<B> {
         Ok(true)
     }
 
-    /// Read from the result ends of the `ready` slots: a complete frame
-    /// finishes its batch, a partial one waits in its slot for the rest
-    /// (the caller goes back to waiting, its deadline kept). A worker whose
-    /// pipe closed is replaced; one that sent what is not a result frame
-    /// for its batch is killed and replaced, and that batch alone fails.
+    /// Read once from the result end of each `ready` slot (see
+    /// [`Scheduler::take_piece`]).
     fn collect(&mut self, ready: &[usize]) -> Result<()> {
         for &slot in ready {
-            let mut frame = match self.workers[slot].partial.take() {
-                Some(f) => f,
-                None => self.spare.pop().unwrap_or_default(),
-            };
-            match self.backend.recv(&mut self.workers[slot].ends, &mut frame) {
-                Ok(Piece::Frame) => {
-                    let job = self.workers[slot].busy.pop_front();
-                    match parse_results(job.as_ref(), frame) {
-                        Ok((id, batch)) => {
-                            if let Some(j) = job {
-                                self.recycle(j.frame);
-                            }
-                            self.finish(id, batch);
+            let mut frame = self.frame_for(slot);
+            let expect = self.workers[slot].busy.front().map_or(0, |j| j.expect);
+            let piece = self
+                .backend
+                .recv(&mut self.workers[slot].ends, &mut frame, expect);
+            self.take_piece(slot, piece, frame)?;
+        }
+        Ok(())
+    }
+
+    /// The one worker with batches, when every other is idle and nothing
+    /// is queued.
+    fn sole_busy(&self) -> Option<usize> {
+        if !self.queue.is_empty() {
+            return None;
+        }
+        let mut busy = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.busy.is_empty());
+        match (busy.next(), busy.next()) {
+            (Some((slot, _)), None) => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// The buffer the next result of `slot` is read into: the frame it
+    /// began, or a spare one.
+    fn frame_for(&mut self, slot: usize) -> Vec<u8> {
+        match self.workers[slot].partial.take() {
+            Some(f) => f,
+            None => self.spare.pop().unwrap_or_default(),
+        }
+    }
+
+    /// What a read from `slot` gave: a whole frame finishes its batch, a
+    /// partial one waits in its slot for the rest (the caller goes back to
+    /// waiting, its deadline kept). A worker whose pipe closed is
+    /// replaced; one that sent what is not a result frame for its batch is
+    /// killed and replaced, and that batch alone fails.
+    fn take_piece(&mut self, slot: usize, piece: Result<Piece>, frame: Vec<u8>) -> Result<()> {
+        match piece {
+            Ok(Piece::Frame) => {
+                let job = self.workers[slot].busy.pop_front();
+                match parse_results(job.as_ref(), frame) {
+                    Ok((id, batch)) => {
+                        if let Some(j) = job {
+                            self.recycle(j.frame);
                         }
-                        Err(e) => {
-                            if let Some(j) = job {
-                                self.workers[slot].busy.push_front(j);
-                            }
-                            self.replace(slot, Some(e))?;
+                        self.finish(id, batch);
+                    }
+                    Err(e) => {
+                        if let Some(j) = job {
+                            self.workers[slot].busy.push_front(j);
                         }
+                        self.replace(slot, Some(e))?;
                     }
                 }
-                Ok(Piece::Partial) => self.workers[slot].partial = Some(frame),
-                Ok(Piece::Eof) => {
-                    self.recycle(frame);
-                    self.replace(slot, None)?;
-                }
-                Err(e) => {
-                    self.recycle(frame);
-                    self.replace(slot, Some(e))?;
-                }
+            }
+            Ok(Piece::Partial) => self.workers[slot].partial = Some(frame),
+            Ok(Piece::Eof) => {
+                self.recycle(frame);
+                self.replace(slot, None)?;
+            }
+            Err(e) => {
+                self.recycle(frame);
+                self.replace(slot, Some(e))?;
             }
         }
         Ok(())
@@ -558,6 +674,16 @@ impl<B: Backend> Scheduler<B> {
             new: self.workers[slot].pid,
         });
         Ok(())
+    }
+}
+
+/// The payload size of a result frame for `count` items of `width` bytes
+/// each, all successes; for results of no fixed width, a guess that reads
+/// what the pipe holds.
+fn expected_result(count: u32, width: Option<usize>) -> usize {
+    match width {
+        Some(w) => RESULT_HEAD.saturating_add((count as usize).saturating_mul(w)),
+        None => usize::MAX,
     }
 }
 

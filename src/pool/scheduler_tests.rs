@@ -136,7 +136,7 @@ impl Backend for Mock {
         Ok(true)
     }
 
-    fn recv(&mut self, ends: &mut MockEnds, frame: &mut Vec<u8>) -> Result<Piece> {
+    fn recv(&mut self, ends: &mut MockEnds, frame: &mut Vec<u8>, _expect: usize) -> Result<Piece> {
         self.counts.recvs += 1;
         match ends.fate {
             Fate::DiesAfter(n) if n == ends.answered => {
@@ -213,6 +213,7 @@ fn map(
     let mut results = MapResults::default();
     s.map(
         "square",
+        Some(8),
         args.len(),
         chunk,
         &mut results,

@@ -192,6 +192,11 @@ pub(crate) fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -
                 Err(_) => process::_exit(1),
             };
             let sent = run_batch(registry, input, &mut output, &mut table).is_ok_and(|()| {
+                if table.is_empty() {
+                    // Header and items are one buffer: a small frame is
+                    // one write(2), with no vector for the kernel to read.
+                    return results.send(&output).is_ok();
+                }
                 let (head, data) = output.split_at(RESULT_HEAD);
                 results.send_parts(&[head, &table, data]).is_ok()
             });

@@ -4,7 +4,7 @@
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-use super::{Pid, TakePidfd, checked_fork, kill, run_child};
+use super::{Pid, TakePidfd, checked_fork, kill};
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
 use crate::sys::proc::{Fork, Reaping};
@@ -130,17 +130,33 @@ impl Child {
     }
 
     fn reap(&mut self, nohang: bool) -> Result<Option<Status>> {
+        self.reap_with(None, nohang)
+    }
+
+    /// [`Child::try_wait`] (`nohang`) or one wait, through `pidfd` when
+    /// given (the child's pidfd, held by its owner instead of this
+    /// `Child`), else through this `Child`'s own.
+    pub(super) fn reap_with(
+        &mut self,
+        pidfd: Option<std::os::fd::BorrowedFd<'_>>,
+        nohang: bool,
+    ) -> Result<Option<Status>> {
+        use std::os::fd::AsFd;
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
         if self.lost {
             return Err(self.lost_error());
         }
+        let own = match pidfd {
+            Some(_) => None,
+            None => self.pidfd.clone(),
+        };
+        let pidfd = pidfd.or(own.as_deref().map(|fd| fd.as_fd()));
         loop {
-            use std::os::fd::AsFd;
-            let r = match self.pidfd.as_ref() {
+            let r = match pidfd {
                 Some(fd) => {
-                    match crate::sys::proc::waitid_raw(self.pid, Some(fd.as_fd()), nohang, false) {
+                    match crate::sys::proc::waitid_raw(self.pid, Some(fd), nohang, false) {
                         // No P_PIDFD (Linux before 5.4): wait by pid.
                         Err(Errno::EINVAL) => crate::sys::proc::waitpid_raw(self.pid, nohang),
                         r => r,
@@ -183,12 +199,21 @@ impl Child {
     /// unreaped child of this process. Does nothing once the child has been
     /// reaped, by this `Child` or by anyone else.
     pub fn signal(&self, sig: Signal) -> Result<()> {
+        self.signal_with(None, sig)
+    }
+
+    /// [`Child::signal`], through `pidfd` when given (see
+    /// [`Child::reap_with`]), else through this `Child`'s own.
+    pub(super) fn signal_with(
+        &self,
+        pidfd: Option<std::os::fd::BorrowedFd<'_>>,
+        sig: Signal,
+    ) -> Result<()> {
         if self.status.is_some() || self.lost {
             return Ok(());
         }
-        if let Some(fd) = &self.pidfd {
-            use std::os::fd::AsFd;
-            return match crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig) {
+        if let Some(fd) = pidfd.or_else(|| self.pidfd()) {
+            return match crate::sys::proc::pidfd_send_signal(fd, sig) {
                 // Reaped already: nothing to signal.
                 Ok(()) | Err(Errno::ESRCH) => Ok(()),
                 Err(e) => Err(Error::sys("pidfd_send_signal", self.pid, e)),
@@ -236,7 +261,7 @@ pub fn wait_all(children: &mut [Child]) -> Result<Option<(Pid, Status)>> {
 ///
 /// [`Children::fork`] forks one (checked, as [`fork`](super::fork)) and keeps its
 /// [`Child`] in the parent; [`Children::start`] forks one that runs a
-/// closure for its whole life ([`run_child`]). [`Children::wait_all`] reaps
+/// closure for its whole life ([`run_child`](super::run_child)). [`Children::wait_all`] reaps
 /// every one, in order, whatever failed. A group dropped unreaped (an error
 /// path) kills and reaps its children, as each [`Child`] does.
 ///
@@ -282,12 +307,12 @@ impl Children {
     }
 
     /// Fork one child that runs `f` and exits with its code (101 if it
-    /// panics, see [`run_child`]); its pid, in the parent. `f` runs only
+    /// panics, see [`run_child`](super::run_child)); its pid, in the parent. `f` runs only
     /// in the child: anything it owns is dropped unused in the parent, so
     /// give it references to what the parent keeps.
     pub fn start(&mut self, what: impl std::fmt::Display, f: impl FnOnce() -> i32) -> Result<Pid> {
         match self.fork(what)? {
-            Fork::Child => run_child(f),
+            Fork::Child => super::run_fresh_child(f),
             Fork::Parent(pid) => Ok(pid),
         }
     }

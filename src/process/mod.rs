@@ -215,6 +215,28 @@ pub fn run_child<F: FnOnce() -> i32>(f: F) -> ! {
     }
 }
 
+/// [`run_child`] for a child forked a moment ago, whose registry is its
+/// parent's copy: when `f` started no `Process`, there is nothing for
+/// [`join_children`] to do, and it is not called (it would ask the kernel
+/// for the pid, and run code the child has not touched yet, a page fault
+/// per 64 KiB of it).
+#[inline(always)]
+pub(crate) fn run_fresh_child<F: FnOnce() -> i32>(f: F) -> ! {
+    let mark = registry::owner_mark();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(code) => {
+            if registry::registry_changed_since(mark) {
+                let _ = join_children();
+            }
+            _exit(code)
+        }
+        Err(payload) => {
+            std::mem::forget(payload);
+            _exit(CHILD_PANICKED)
+        }
+    }
+}
+
 /// The exit code of a child whose closure panicked (Rust's own code for a
 /// panic in `main`).
 pub const CHILD_PANICKED: i32 = 101;

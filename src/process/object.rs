@@ -2,6 +2,7 @@
 //! that starts one: a name, `daemon` with Python's meaning, and
 //! `die_with_parent`, the stronger guarantee of PR_SET_PDEATHSIG.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use nix::sys::signal::Signal;
 
 use super::registry::{self, Entry};
 use super::{
-    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, die_with, getpid, run_child,
+    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, getpid, run_fresh_child,
     wait_alone,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -43,7 +44,7 @@ pub fn is_daemon() -> bool {
 /// process-wide setting; the `pk-*` binaries turn that on.
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
-    name: Option<String>,
+    name: Option<Cow<'static, str>>,
     daemon: bool,
     die_with_parent: Option<bool>,
     kill_on_drop: bool,
@@ -58,9 +59,10 @@ impl Builder {
     }
 
     /// The process's name; also set as its kernel name (first 15 bytes,
-    /// shown by `ps` and in /proc/PID/comm).
+    /// shown by `ps` and in /proc/PID/comm). A `&'static str` or a
+    /// `String`: a literal name costs no allocation.
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = Some(name.into());
         self
     }
@@ -109,7 +111,7 @@ impl Builder {
     }
 
     /// Fork a child that runs `f` and exits with the code `f` returns (a
-    /// panic in `f` exits 101, see [`run_child`]). The fork is
+    /// panic in `f` exits 101, see [`run_child`](super::run_child)). The fork is
     /// [`fork`](super::fork)'s: refused while other threads run. Refused,
     /// with an error of kind [`ErrorKind::DaemonicParent`], in a daemonic
     /// process (Python's `AssertionError: daemonic processes are not
@@ -143,10 +145,10 @@ impl Builder {
         fork: impl FnOnce(&str) -> Result<(Fork, Option<std::os::fd::OwnedFd>)>,
     ) -> Result<Process> {
         let name = self.name.unwrap_or_else(|| {
-            format!(
+            Cow::Owned(format!(
                 "Process-{}",
                 PROCESS_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            )
+            ))
         });
         if is_daemon() {
             return Err(Error::new(
@@ -156,11 +158,11 @@ impl Builder {
                 "daemonic processes are not allowed to have children",
             ));
         }
-        registry::reap_dropped();
+        let parent = getpid();
+        registry::reap_dropped(parent);
         let die_with_parent = self
             .die_with_parent
             .unwrap_or_else(children_die_with_parent);
-        let parent = getpid();
         // Everything the child needs is built here, before fork: an
         // allocation in the child would copy the allocator's pages (a
         // copy-on-write fault each), which costs more than the fork itself.
@@ -175,15 +177,21 @@ impl Builder {
         match fork(&name)? {
             (Fork::Child, _) => {
                 // Only a child that is to die with its parent checks its
-                // parent after arming PDEATHSIG.
-                if die_with_parent {
-                    die_with(parent);
+                // parent after arming PDEATHSIG. Everything the child does
+                // before `f` is in child_prologue: each function of the
+                // program's code the child runs costs it a page fault.
+                let watch = die_with_parent.then_some(parent.as_raw());
+                if !crate::sys::proc::child_prologue(watch, &comm) {
+                    let _ = super::die_of(Signal::SIGKILL);
+                    super::_exit(1);
                 }
-                DAEMONIC.store(self.daemon, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(comm) = std::ffi::CStr::from_bytes_until_nul(&comm) {
-                    let _ = nix::sys::prctl::set_name(comm);
+                // It was false here (a daemonic parent starts no child):
+                // written only to change it, since every page a child
+                // writes is copied first.
+                if self.daemon {
+                    DAEMONIC.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                run_child(f)
+                run_fresh_child(f)
             }
             (Fork::Parent(pid), pidfd) => {
                 // A pidfd makes signals and timed joins immune to pid reuse.
@@ -198,16 +206,17 @@ impl Builder {
                         .flatten()
                 });
                 let child = match pidfd {
-                    Some(fd) => Child::with_pidfd(pid, Some(fd)),
+                    Some(_) => Child::with_pidfd(pid, None),
                     None => Child::new(pid),
                 };
-                let entry = Arc::new(Entry::new(name, pid, self.daemon, child));
-                registry::register(&entry);
+                let entry = Entry::new(name, pid, self.daemon, pidfd, child);
+                let entry = registry::register(entry, parent);
                 Ok(Process {
-                    entry,
+                    entry: Some(entry),
                     die_with_parent,
                     kill_on_drop: self.kill_on_drop,
                     owner: parent,
+                    listed: true,
                 })
             }
         }
@@ -233,28 +242,37 @@ impl Builder {
 #[derive(Debug)]
 pub struct Process {
     /// Name, pid, daemon flag and the [`Child`], shared with the registry
-    /// that [`join_children`](super::join_children) walks.
-    entry: Arc<Entry>,
+    /// that [`join_children`](super::join_children) walks. Always there:
+    /// taken only by the drop, to keep for the next start.
+    entry: Option<Arc<Entry>>,
     die_with_parent: bool,
     kill_on_drop: bool,
     /// The process that started it: only there is it a child.
     owner: Pid,
+    /// Still in the registry (not yet reaped through this handle).
+    listed: bool,
 }
 
 impl Process {
+    fn entry(&self) -> &Arc<Entry> {
+        self.entry
+            .as_ref()
+            .expect("a Process has its entry until dropped")
+    }
+
     /// The name given at start (default `Process-N`).
     pub fn name(&self) -> &str {
-        &self.entry.name
+        &self.entry().name
     }
 
     /// The child's pid.
     pub fn pid(&self) -> Pid {
-        self.entry.pid
+        self.entry().pid
     }
 
     /// Whether it is a daemon in Python's sense (see [`Builder::daemon`]).
     pub fn daemon(&self) -> bool {
-        self.entry.daemon
+        self.entry().daemon
     }
 
     /// Whether it was started to die with its parent (see
@@ -266,9 +284,9 @@ impl Process {
     /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
     /// ended, as Python's `is_alive` does.
     pub fn is_alive(&mut self) -> Result<bool> {
-        let alive = self.entry.child().try_wait()?.is_none();
+        let alive = self.entry().try_wait()?.is_none();
         if !alive {
-            registry::unregister(&self.entry);
+            self.unlist();
         }
         Ok(alive)
     }
@@ -278,11 +296,18 @@ impl Process {
     /// poll(2) on a pidfd, so it never reaps any other child (without
     /// pidfds, before Linux 5.3, a waitid(2) on exactly this pid).
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<Status>> {
-        let r = self.entry.join(timeout);
+        let r = self.entry().join(timeout);
         if let Ok(Some(_)) = r {
-            registry::unregister(&self.entry);
+            self.unlist();
         }
         r
+    }
+
+    /// Take it out of the registry, once reaped.
+    fn unlist(&mut self) {
+        if std::mem::take(&mut self.listed) {
+            registry::unregister(self.entry(), self.owner);
+        }
     }
 
     /// Python's `exitcode`: `None` while running (or not yet joined), N after
@@ -293,7 +318,7 @@ impl Process {
 
     /// The decoded status once reaped.
     pub fn status(&self) -> Option<Status> {
-        self.entry.child().status()
+        self.entry().child().status()
     }
 
     /// Send SIGTERM (Python's `terminate`). Does nothing once reaped.
@@ -310,7 +335,7 @@ impl Process {
     /// pidfds are missing, checked as [`Child::signal`] does. Does nothing
     /// once the child has been reaped.
     pub fn signal(&self, sig: Signal) -> Result<()> {
-        self.entry.child().signal(sig)
+        self.entry().signal(sig)
     }
 }
 
@@ -319,19 +344,21 @@ impl Drop for Process {
         if getpid() != self.owner {
             // A copy in a forked child (dropped as a closure ends): not its
             // child to signal or to wait for.
-            self.entry.child().disown();
+            self.entry().child().disown();
             return;
         }
-        let settled = {
-            let mut child = self.entry.child();
-            if !child.settled() && self.kill_on_drop {
-                let _ = child.signal(Signal::SIGKILL);
-                let _ = child.wait();
+        let entry = self.entry();
+        if self.kill_on_drop && !entry.child().settled() {
+            let _ = entry.signal(Signal::SIGKILL);
+            let _ = entry.wait();
+        }
+        if entry.child().settled() {
+            self.unlist();
+            // Reaped and out of the registry: its entry serves the next
+            // start (see registry::recycle).
+            if let Some(entry) = self.entry.take() {
+                registry::recycle(entry, self.owner);
             }
-            child.settled()
-        };
-        if settled {
-            registry::unregister(&self.entry);
         }
         // Otherwise it stays registered: join_children, or the next start
         // once it has ended, reaps it.
@@ -342,19 +369,27 @@ impl Drop for Process {
 pub(super) fn wait_then_reap(entry: &Entry, timeout: Option<Duration>) -> Result<Option<Status>> {
     // A timeout too large for the clock waits for ever.
     let timeout = timeout.filter(|&t| deadline_after(t).is_some());
-    let pidfd = {
+    let shared = {
         let child = entry.child();
         if let Some(s) = child.status() {
             return Ok(Some(s));
         }
-        child.pidfd_shared()
+        // Only a Child that took its own pidfd (Child::new) shares one;
+        // the entry's is borrowed, the entry being held.
+        match entry.pidfd() {
+            Some(_) => None,
+            None => child.pidfd_shared(),
+        }
+    };
+    let pidfd = {
+        use std::os::fd::AsFd;
+        entry.pidfd().or(shared.as_deref().map(|fd| fd.as_fd()))
     };
     // The waits below hold no lock on the Child, so terminate() or
     // join_children() from another thread reach it meanwhile.
     match (pidfd, timeout) {
         (Some(fd), t) => {
-            use std::os::fd::AsFd;
-            if !super::pidfd_wait(fd.as_fd(), t.unwrap_or(Duration::MAX))? {
+            if !super::pidfd_wait(fd, t.unwrap_or(Duration::MAX))? {
                 return Ok(None);
             }
         }
@@ -362,7 +397,7 @@ pub(super) fn wait_then_reap(entry: &Entry, timeout: Option<Duration>) -> Result
             // No pidfd: poll WNOHANG with a short sleep until the deadline.
             let deadline = deadline_after(t).expect("filtered above");
             loop {
-                if let Some(s) = entry.child().try_wait()? {
+                if let Some(s) = entry.try_wait()? {
                     return Ok(Some(s));
                 }
                 if std::time::Instant::now() >= deadline {
@@ -379,5 +414,5 @@ pub(super) fn wait_then_reap(entry: &Entry, timeout: Option<Duration>) -> Result
             {}
         }
     }
-    entry.child().wait().map(Some)
+    entry.wait().map(Some)
 }

@@ -59,6 +59,7 @@ pub unsafe fn fork_unchecked() -> Result<Fork, Errno> {
 /// spawn's pipes are open (see `spawn::fds::child_alone`). Every page
 /// written on either side while both live is copied first; these writes
 /// cost two such copies per fork.
+#[inline(always)]
 pub(crate) fn fork_alone(_proof: Alone) -> Result<Fork, Errno> {
     // SAFETY: an `Alone` is only made by `alone_in_thread_group` when the
     // kernel said this thread group has one member, the calling thread; it
@@ -108,6 +109,7 @@ pub(crate) fn alone_by_count(threads: usize) -> Option<Alone> {
 
 /// `_exit(2)`: end the process now, without running atexit handlers or
 /// flushing stdio buffers (the parent's copies, in a forked child).
+#[inline(always)]
 pub fn _exit(code: i32) -> ! {
     // SAFETY: _exit takes a plain int, touches no memory of ours and never
     // returns; it is async-signal-safe, so it is sound in a forked child.
@@ -185,6 +187,7 @@ pub fn pidfd_send_signal(pidfd: std::os::fd::BorrowedFd<'_>, sig: Signal) -> Res
 /// too early for the request to fire. True when the signal is armed and
 /// the parent is alive. Two system calls and nothing else, so it is safe
 /// in a forked child before exec.
+#[inline(always)]
 pub fn arm_death_signal(sig: libc::c_int, parent: libc::pid_t) -> bool {
     // SAFETY: prctl and getppid take and return plain integers and touch no
     // memory of ours.
@@ -192,6 +195,50 @@ pub fn arm_death_signal(sig: libc::c_int, parent: libc::pid_t) -> bool {
         libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) == 0
             && libc::getppid() == parent
     }
+}
+
+/// The first steps of a child forked to run a `Process`, in one place:
+/// arm SIGKILL for when `parent` dies (when given, as
+/// [`arm_death_signal`]), then set the kernel name to `comm` (PR_SET_NAME;
+/// NUL-terminated, at most 15 bytes before the NUL; an empty name is left
+/// alone). False when `parent` is already gone: the caller dies.
+///
+/// A forked child does not share the parent's page-table entries for the
+/// program's code: each 64 KiB of code it runs costs it a page fault
+/// (a few microseconds on a virtual machine, as much as the calls
+/// themselves), instead of the four helpers spread over the binary and
+/// the C library that did this before. Only system calls and reads of
+/// `comm`: safe in a child of a threaded parent before exec.
+///
+/// Inlined into its caller, with the fork before it, and every call made
+/// through syscall(3): the child then runs its caller's code and one
+/// function of the C library before `f`.
+#[inline(always)]
+pub(crate) fn child_prologue(parent: Option<libc::pid_t>, comm: &[u8; 16]) -> bool {
+    if let Some(parent) = parent {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take and return
+        // plain integers and touch no memory of ours.
+        let armed = unsafe {
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL,
+                0,
+                0,
+                0,
+            ) == 0
+                && libc::syscall(libc::SYS_getppid) == libc::c_long::from(parent)
+        };
+        if !armed {
+            return false;
+        }
+    }
+    if comm[0] != 0 && comm[15] == 0 {
+        // SAFETY: `comm` is a NUL-terminated string (its last byte is 0)
+        // that outlives the call; PR_SET_NAME reads at most 16 bytes.
+        unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NAME, comm.as_ptr(), 0, 0, 0) };
+    }
+    true
 }
 
 /// Set `sig` to SIG_IGN.
@@ -266,6 +313,7 @@ pub(crate) enum TakePidfd {
 /// kernel cannot reap); both are put back on each side of the fork before
 /// it returns. A child that ends in that instant stays a zombie until a
 /// wait reaps it, with its status.
+#[inline(always)]
 pub(crate) fn fork_alone_pidfd(
     proof: Alone,
     take: TakePidfd,

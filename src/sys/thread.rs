@@ -10,50 +10,130 @@
 //! and `std::thread::current()` gives it an unnamed handle. A stack
 //! overflow on it ends the process with SIGSEGV rather than std's message.
 
+use std::cell::Cell;
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::errno::Errno;
-
-/// The body a new thread runs.
-pub type Main = Box<dyn FnOnce() + Send + 'static>;
 
 /// A thread started by [`spawn`]: joined by [`RawThread::join`], detached
 /// when dropped unjoined.
 #[derive(Debug)]
 pub struct RawThread {
     id: libc::pthread_t,
+    /// The [`Start`] block the thread was given (its `F` erased).
+    start: *mut Header,
+    /// Frees `start` (the `Box<Start<F>>` it is), once nobody uses it.
+    free: unsafe fn(*mut Header),
 }
 
-/// Start a thread running `main`, with glibc's default attributes (the
-/// stack size comes from `ulimit -s`, as in C). `main` must not unwind:
-/// a panic that escapes it is caught and dropped here, because unwinding
-/// out of the thread's `extern "C"` entry point would abort the process.
+// SAFETY: a RawThread is a pthread_t and a pointer to a block that only
+// the started thread and this handle touch, through the atomic state
+// (the handle frees it after a join, or when the thread has finished);
+// moving the handle to another thread changes none of that. `F` itself
+// is Send (spawn requires it).
+unsafe impl Send for RawThread {}
+
+// SAFETY: through `&RawThread` only the pthread_t is read (its id, and
+// pthread_setname_np, which may be called from any thread); the block is
+// touched only by `join` and `drop`, which take the handle whole.
+unsafe impl Sync for RawThread {}
+
+/// What a thread has been given, behind its body: the state that decides
+/// who frees the block. First field of every [`Start`] (`repr(C)`), so a
+/// pointer to one is a pointer to the other.
+#[derive(Debug)]
+#[repr(C)]
+struct Header {
+    state: AtomicU8,
+}
+
+/// The thread runs; its handle holds it.
+const RUNNING: u8 = 0;
+/// The thread has taken its body out and run it: it no longer touches the
+/// block.
+const FINISHED: u8 = 1;
+/// The handle was dropped without a join: the thread frees the block.
+const DETACHED: u8 = 2;
+
+#[repr(C)]
+struct Start<F> {
+    header: Header,
+    body: ManuallyDrop<F>,
+}
+
+/// Start a thread running `f`, with glibc's default attributes (the
+/// stack size comes from `ulimit -s`, as in C). A panic that escapes `f`
+/// is caught and dropped here, because unwinding out of the thread's
+/// `extern "C"` entry point would abort the process.
+///
+/// The thread itself neither allocates nor frees (the block that carries
+/// `f` is freed by the handle, after the join), so glibc never sets up a
+/// malloc cache and an arena for a thread whose body does not allocate
+/// either: what C's `pthread_create` of a function that returns costs.
 ///
 /// Errors: pthread_create's, typically EAGAIN (too many threads).
-pub fn spawn(main: Main) -> Result<RawThread, Errno> {
-    let arg: *mut Main = Box::into_raw(Box::new(main));
+pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> Result<RawThread, Errno> {
+    let start: *mut Start<F> = Box::into_raw(Box::new(Start {
+        header: Header {
+            state: AtomicU8::new(RUNNING),
+        },
+        body: ManuallyDrop::new(f),
+    }));
     let mut id: libc::pthread_t = 0;
     // SAFETY: `id` is a valid place for the new thread's id; a null
-    // attribute pointer asks for the defaults; `entry` has the signature
-    // pthread_create expects and takes ownership of `arg`, a pointer from
-    // Box::into_raw that nothing else uses once the thread has started.
-    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), entry, arg.cast()) };
+    // attribute pointer asks for the defaults; `entry::<F>` has the
+    // signature pthread_create expects and is given `start`, a live block
+    // whose body it alone takes (see `entry`).
+    let rc = unsafe { libc::pthread_create(&mut id, std::ptr::null(), entry::<F>, start.cast()) };
     if rc != 0 {
-        // SAFETY: no thread was started, so `arg` is still ours alone; it
-        // came from Box::into_raw above and is freed exactly once, here.
-        drop(unsafe { Box::from_raw(arg) });
+        // SAFETY: no thread was started, so the block is ours alone, from
+        // Box::into_raw above, its body never taken: drop both, once.
+        unsafe {
+            let mut block = Box::from_raw(start);
+            ManuallyDrop::drop(&mut block.body);
+        }
         return Err(Errno::from_raw(rc));
     }
-    Ok(RawThread { id })
+    Ok(RawThread {
+        id,
+        start: start.cast(),
+        free: free_start::<F>,
+    })
 }
 
-extern "C" fn entry(arg: *mut c_void) -> *mut c_void {
-    // SAFETY: `arg` is the pointer spawn made with Box::into_raw and handed
-    // to this thread alone; it is turned back into a Box exactly once.
-    let main = unsafe { Box::from_raw(arg.cast::<Main>()) };
+/// Free a [`Start`] block whose body was taken.
+///
+/// # Safety
+///
+/// `start` came from `Box::into_raw` of a `Start<F>` in [`spawn`], its
+/// body has been taken by the thread, and nothing uses the block any more.
+unsafe fn free_start<F>(start: *mut Header) {
+    // SAFETY: the caller's contract; the body is ManuallyDrop, so only the
+    // block's memory is freed.
+    drop(unsafe { Box::from_raw(start.cast::<Start<F>>()) });
+}
+
+extern "C" fn entry<F: FnOnce()>(arg: *mut c_void) -> *mut c_void {
+    let start = arg.cast::<Start<F>>();
+    // SAFETY: `arg` is the block spawn made for this thread; it stays
+    // allocated until this thread marks it FINISHED (the handle frees it
+    // only after that, or after a join); the body is taken exactly once,
+    // here, and the handle never reads it.
+    let body = unsafe { ManuallyDrop::take(&mut (*start).body) };
     // Unwinding out of an extern "C" function aborts: stop a panic here.
-    let _ = catch_unwind(AssertUnwindSafe(main));
+    let _ = catch_unwind(AssertUnwindSafe(body));
+    // SAFETY: the block is still allocated (see above); after this swap
+    // the thread touches it only to free it, when the handle let go first.
+    let handle_gone = unsafe { (*start).header.state.swap(FINISHED, Ordering::AcqRel) } == DETACHED;
+    if handle_gone {
+        // SAFETY: the handle was dropped (DETACHED) before this swap, so
+        // nothing else uses the block, and the body was taken above.
+        unsafe { free_start::<F>(start.cast()) };
+    }
     std::ptr::null_mut()
 }
 
@@ -71,9 +151,56 @@ impl RawThread {
         if rc != 0 {
             return Err(Errno::from_raw(rc));
         }
+        // SAFETY: the thread has ended, so it took its body and no longer
+        // touches the block; this handle is forgotten below and never
+        // frees it again.
+        unsafe { (self.free)(self.start) };
         // Joined: nothing left to detach.
         std::mem::forget(self);
         Ok(())
+    }
+}
+
+/// A thread-local slot holding one `Arc<T>` that needs no destructor when
+/// the thread ends: a `thread_local!` of a type with `Drop` registers one
+/// on its first use, and that registration allocates in the new thread
+/// (glibc's list node, std's list), which then sets up a malloc cache and
+/// an arena of its own. Whoever fills the slot empties it before the
+/// thread ends ([`ArcSlot::replace`] with `None`); an `Arc` left in it is
+/// leaked, never freed twice.
+#[derive(Debug)]
+pub(crate) struct ArcSlot<T>(Cell<*const T>);
+
+impl<T> ArcSlot<T> {
+    /// An empty slot.
+    pub(crate) const fn new() -> Self {
+        ArcSlot(Cell::new(std::ptr::null()))
+    }
+
+    /// Put `value` in the slot and give back what was there.
+    pub(crate) fn replace(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+        let new = value.map_or(std::ptr::null(), Arc::into_raw);
+        let old = self.0.replace(new);
+        // SAFETY: the slot holds null or a pointer from Arc::into_raw that
+        // owns one strong count (the only values ever stored); that count
+        // moves to the Arc returned, and the slot no longer holds it.
+        (!old.is_null()).then(|| unsafe { Arc::from_raw(old) })
+    }
+
+    /// A clone of the `Arc` in the slot.
+    pub(crate) fn get(&self) -> Option<Arc<T>> {
+        let p = self.0.get();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from Arc::into_raw and the slot owns one strong
+        // count, so the allocation is alive; the slot is not Sync, so no
+        // other thread can empty it meanwhile, and nothing runs between
+        // these two calls. The count added is the returned Arc's.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Some(Arc::from_raw(p))
+        }
     }
 }
 
@@ -125,5 +252,14 @@ impl Drop for RawThread {
         // SAFETY: `id` names a thread this handle started, not joined (a
         // joined handle is forgotten) and not yet detached: Drop runs once.
         unsafe { libc::pthread_detach(self.id) };
+        // SAFETY: the block is allocated until both sides are done with it:
+        // the thread frees it only after seeing DETACHED, which only this
+        // swap writes.
+        let state = unsafe { &(*self.start).state };
+        if state.swap(DETACHED, Ordering::AcqRel) == FINISHED {
+            // SAFETY: the thread has finished with the block (FINISHED) and
+            // will not free it (it saw no DETACHED); this runs once.
+            unsafe { (self.free)(self.start) };
+        }
     }
 }

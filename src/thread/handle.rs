@@ -12,12 +12,28 @@ use std::time::Duration;
 
 use super::Event;
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::thread::RawThread;
+use crate::sys::thread::{ArcSlot, RawThread};
 
 thread_local! {
-    /// The name of the calling thread, when it has one of ours: set by the
-    /// thread [`spawn`] starts, or by [`super::set_current_name`].
-    pub(super) static CURRENT: RefCell<Option<Arc<NameCell>>> = const { RefCell::new(None) };
+    /// The name of a thread [`spawn`] started, from its start to its end.
+    /// A slot with no destructor: a thread of ours that allocates nothing
+    /// never makes glibc set up an arena for it (see [`ArcSlot`]).
+    static OURS: ArcSlot<NameCell> = const { ArcSlot::new() };
+    /// The name [`super::set_current_name`] gave a thread started some
+    /// other way (the main thread, a std thread), freed when it ends.
+    static OTHER: RefCell<Option<Arc<NameCell>>> = const { RefCell::new(None) };
+}
+
+/// The calling thread's name cell, when it has one: set by the thread
+/// [`spawn`] starts, or by [`super::set_current_name`].
+pub(super) fn current_cell() -> Option<Arc<NameCell>> {
+    OURS.with(ArcSlot::get)
+        .or_else(|| OTHER.with(|c| c.borrow().clone()))
+}
+
+/// Give a thread not started by [`spawn`] the name cell `cell`.
+pub(super) fn set_other_cell(cell: Arc<NameCell>) {
+    OTHER.with(|c| *c.borrow_mut() = Some(cell));
 }
 
 /// Python's counter behind `Thread-1`, `Thread-2`, …: one per process,
@@ -85,10 +101,15 @@ impl NameCell {
 }
 
 /// The calling thread's OS name (prctl PR_SET_NAME; the kernel keeps 15
-/// bytes). Best effort: a failure changes nothing else.
+/// bytes, cut at a NUL byte). Best effort: a failure changes nothing else.
+/// Built on the stack: a thread of ours allocates nothing of its own.
 fn set_own_os_name(name: &str) {
-    if let Ok(c) = std::ffi::CString::new(name.as_bytes()) {
-        let _ = nix::sys::prctl::set_name(&c);
+    let mut buf = [0u8; 16];
+    for (dst, &b) in buf[..15].iter_mut().zip(name.as_bytes()) {
+        *dst = b;
+    }
+    if let Ok(c) = std::ffi::CStr::from_bytes_until_nul(&buf) {
+        let _ = nix::sys::prctl::set_name(c);
     }
 }
 
@@ -210,6 +231,9 @@ struct EndGuard<T> {
 
 impl<T> Drop for EndGuard<T> {
     fn drop(&mut self) {
+        // The slot's Arc is another count of `name`: dropping it here
+        // frees nothing (the guard holds one).
+        drop(OURS.with(|s| s.replace(None)));
         self.name.mark(false);
         self.shared.done.set();
     }
@@ -238,17 +262,17 @@ where
         shared: Arc::clone(&shared),
         name: Arc::clone(&cell),
     };
-    let main = Box::new(move || {
+    let main = move || {
         let guard = guard;
         guard.name.mark(true);
-        CURRENT.with(|c| *c.borrow_mut() = Some(Arc::clone(&guard.name)));
+        OURS.with(|s| s.replace(Some(Arc::clone(&guard.name))));
         let result = catch_unwind(AssertUnwindSafe(f));
         *guard
             .shared
             .outcome
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(result);
-    });
+    };
     let handle =
         crate::sys::thread::spawn(main).map_err(|e| Error::sys("pthread_create", cell.get(), e))?;
     Ok(Thread {

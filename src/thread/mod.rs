@@ -126,8 +126,8 @@ pub fn is_main_thread() -> bool {
 /// since, by [`Thread::set_name`] or [`set_current_name`]) for ours, and
 /// `Thread-<tid>` for a thread started some other way.
 pub fn current_name() -> String {
-    if let Some(name) = handle::CURRENT.with(|c| c.borrow().as_ref().map(|n| n.get())) {
-        return name;
+    if let Some(cell) = handle::current_cell() {
+        return cell.get();
     }
     if is_main_thread() {
         return MAIN_THREAD.to_string();
@@ -145,18 +145,15 @@ pub fn current_name() -> String {
 pub fn set_current_name(name: impl Into<String>) -> Result<()> {
     let name = name.into();
     handle::check_name(&name)?;
-    handle::CURRENT.with(|c| {
-        let mut c = c.borrow_mut();
-        match c.as_ref() {
-            Some(cell) => cell.set_own(name),
-            None => {
-                // A thread not started by spawn, or the main thread.
-                let cell = handle::NameCell::new(String::new());
-                cell.set_own(name);
-                *c = Some(cell);
-            }
+    match handle::current_cell() {
+        Some(cell) => cell.set_own(name),
+        None => {
+            // A thread not started by spawn, or the main thread.
+            let cell = handle::NameCell::new(String::new());
+            cell.set_own(name);
+            handle::set_other_cell(cell);
         }
-    });
+    }
     Ok(())
 }
 

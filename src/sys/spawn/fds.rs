@@ -206,6 +206,7 @@ impl ForkGate {
 /// and disown the copies of its [`SpawnFd`] values. With none alive, the
 /// usual case, this only reads: a write here would copy a page of this
 /// process (copy-on-write) at every fork. Only close(2) and atomics.
+#[inline(always)]
 pub fn child_alone() {
     if LIVE.load(Ordering::Relaxed) == 0 {
         return;
