@@ -1255,3 +1255,111 @@ fn keep_order_with_ungroup_runs_every_job() {
     assert_success(&out);
     assert_eq!(sorted(&stdout(&out)), sorted(&input));
 }
+
+#[test]
+fn grouped_output_of_big_jobs_comes_out_whole_and_in_order() {
+    // Each job prints 300 000 bytes to stdout and 200 000 to stderr, more
+    // than a pipe and than a job keeps in memory, in many writes while the
+    // other jobs print too: each job's output comes out whole, in one
+    // piece, and with -k in input order.
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.sh");
+    std::fs::write(
+        &job,
+        "i=0; while [ $i -lt 3000 ]; do printf '%099d\\n' $1; printf '%065d\\n' $1 >&2; i=$((i+1)); done\n",
+    )
+    .unwrap();
+    for keep in [false, true] {
+        let err = dir.path().join("err");
+        let k = if keep { "-k" } else { "" };
+        let out = bash(&format!(
+            "seq 6 | pk-pool exec -j 3 {k} -- sh {} 2>{}",
+            job.display(),
+            err.display()
+        ))
+        .output()
+        .unwrap();
+        assert_success(&out);
+        let check = |text: &str, width: usize, what: &str| {
+            let mut order = Vec::new();
+            for line in text.lines() {
+                assert_eq!(line.len(), width, "{what}: a torn line");
+                let n: u32 = line.parse().unwrap();
+                if order.last() != Some(&n) {
+                    assert!(!order.contains(&n), "{what}: job {n}'s output in pieces");
+                    order.push(n);
+                }
+            }
+            assert_eq!(text.lines().count(), 6 * 3000, "{what}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [1, 2, 3, 4, 5, 6], "{what}");
+            if keep {
+                assert_eq!(order, sorted, "{what}: -k");
+            }
+        };
+        check(&stdout(&out), 99, &format!("stdout {k}"));
+        check(
+            &std::fs::read_to_string(&err).unwrap(),
+            65,
+            &format!("stderr {k}"),
+        );
+    }
+}
+
+#[test]
+fn a_quiet_job_needs_no_temporary_file() {
+    // Grouped output is kept in memory while it is small: jobs that print
+    // little run even where $TMPDIR cannot take a file; a job whose output
+    // outgrows memory needs one, and says why it has none.
+    let out = bash("seq 3 | TMPDIR=/nonexistent pk-pool exec -k -j 2 -- echo")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    let out = bash("echo x | TMPDIR=/nonexistent pk-pool exec -- head -c 1000000 /dev/zero")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(66));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pk-pool: open(/nonexistent (O_TMPFILE)): No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_jobs_background_process_may_write_on_after_the_job_ended() {
+    // Job 1 leaves a process behind that writes more than a pipe holds
+    // after job 1 has ended. Its output is dropped, but its writes succeed
+    // (no EPIPE, no full pipe to block on) while pk-pool runs, as they
+    // would into an output file of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ $1 = 1 ]; then (trap '' PIPE; sleep 0.2; \
+             if head -c 300000 /dev/zero; then touch {d}/ok; else touch {d}/failed; fi) & echo one; \
+             else while [ ! -e {d}/ok ] && [ ! -e {d}/failed ]; do sleep 0.01; done; echo two; fi\n"
+        ),
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    for mode in [&[][..], &["-k"], &["--line-buffer"]] {
+        for f in ["ok", "failed"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let mut args = vec!["-j", "1"];
+        args.extend(mode);
+        args.extend(["--", "sh", script]);
+        let out = exec(&args, "1\n2\n");
+        assert_success(&out);
+        assert_eq!(stdout(&out), "one\ntwo\n", "{mode:?}");
+        assert!(
+            dir.path().join("ok").exists(),
+            "{mode:?}: its writes failed"
+        );
+    }
+}

@@ -46,11 +46,13 @@ use crate::status::Status;
 pub enum OutTo {
     /// Ours.
     Inherit,
-    /// This descriptor (a file of its own).
-    Fd(OwnedFd),
     /// A new pipe, read by the caller ([`Local::pipes`]).
     Pipe,
 }
+
+/// The key [`Local::pipes`] gives the pipes of ended jobs that a process
+/// they left behind still holds (see [`Local::linger`]).
+pub const LINGERING: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Job {
@@ -168,6 +170,8 @@ pub struct Local {
     stop_grace: Option<Duration>,
     /// The groups of every job stopped so far.
     stopped_groups: Vec<Pid>,
+    /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
+    lingering: Vec<OwnedFd>,
     /// `None` with one slot: the loop starts programs itself (a handover
     /// to a thread would only add two wake-ups per job).
     spawners: Option<Spawners>,
@@ -257,6 +261,7 @@ impl Local {
             kill_after,
             stop_grace: None,
             stopped_groups: Vec::new(),
+            lingering: Vec::new(),
             spawners: if spawners > 1 {
                 Some(Spawners::new(spawners, to_guard)?)
             } else {
@@ -320,9 +325,8 @@ impl Local {
             .die_with_parent(Signal::SIGTERM);
         let mut pipes = [None, None];
         for (i, to) in [out, err].into_iter().enumerate() {
-            let fd = match to {
+            let fd: OwnedFd = match to {
                 OutTo::Inherit => continue,
-                OutTo::Fd(fd) => fd,
                 OutTo::Pipe => {
                     let (r, w) = crate::pipe::pipe()?;
                     let r = OwnedFd::from(r);
@@ -459,20 +463,47 @@ impl Local {
         }))
     }
 
-    /// The open pipes of running jobs: (key, stream 1 or 2, descriptor).
+    /// The open pipes of running jobs: (key, stream 1 or 2, descriptor);
+    /// and the lingering ones, as ([`LINGERING`], 0, descriptor).
     pub fn pipes(&self) -> impl Iterator<Item = (u64, u8, BorrowedFd<'_>)> {
-        self.jobs.iter().flat_map(|(&key, j)| {
-            j.pipes
-                .iter()
-                .enumerate()
-                .filter_map(move |(i, p)| p.as_ref().map(|p| (key, i as u8 + 1, p.as_fd())))
-        })
+        self.jobs
+            .iter()
+            .flat_map(|(&key, j)| {
+                j.pipes
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, p)| p.as_ref().map(|p| (key, i as u8 + 1, p.as_fd())))
+            })
+            .chain(self.lingering.iter().map(|p| (LINGERING, 0, p.as_fd())))
+    }
+
+    /// Keep reading, and dropping, an ended job's pipe that a process it
+    /// left behind still holds open: that process writes on (its output
+    /// goes nowhere, as an ended job's output file would take it) instead
+    /// of getting EPIPE or blocking on a full pipe, until it closes the
+    /// pipe or this run ends.
+    pub fn linger(&mut self, fd: OwnedFd) {
+        self.lingering.push(fd);
     }
 
     /// Read what job `key`'s pipe `stream` holds into `buf` (cleared
-    /// first); at end of file the pipe is closed.
+    /// first); at end of file the pipe is closed. For [`LINGERING`], every
+    /// lingering pipe is read and what it holds dropped.
     pub fn read_pipe(&mut self, key: u64, stream: u8, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
+        if key == LINGERING {
+            let mut open = Vec::with_capacity(self.lingering.len());
+            for fd in std::mem::take(&mut self.lingering) {
+                let eof = drain(&fd, buf);
+                buf.clear();
+                // A read error ends it too: there is nothing to keep.
+                if matches!(eof, Ok(false)) {
+                    open.push(fd);
+                }
+            }
+            self.lingering = open;
+            return Ok(());
+        }
         let Some(job) = self.jobs.get_mut(&key) else {
             return Ok(());
         };
@@ -576,39 +607,42 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// The size of one read from a job's pipe (a whole pipe's worth).
+const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Where a read lands before it is appended to the caller's buffer:
+    /// zeroed once, not before every read (most reads, at the end of a
+    /// quiet job, find nothing).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
+}
+
 /// One read(2) from a non-blocking `fd`, appended to `buf`; false at end
 /// of file. EAGAIN and EINTR read nothing.
 pub fn read_some(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<bool> {
-    let at = buf.len();
-    buf.resize(at + 64 * 1024, 0);
-    let r = nix::unistd::read(fd, &mut buf[at..]);
-    match r {
-        Ok(0) => {
-            buf.truncate(at);
-            Ok(false)
-        }
+    SCRATCH.with_borrow_mut(|chunk| match nix::unistd::read(fd, chunk) {
+        Ok(0) => Ok(false),
         Ok(n) => {
-            buf.truncate(at + n);
+            buf.extend_from_slice(&chunk[..n]);
             Ok(true)
         }
-        Err(Errno::EAGAIN | Errno::EINTR) => {
-            buf.truncate(at);
-            Ok(true)
-        }
-        Err(e) => {
-            buf.truncate(at);
-            Err(Error::sys("read", "job pipe", e))
-        }
-    }
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(true),
+        Err(e) => Err(Error::sys("read", "job pipe", e)),
+    })
 }
 
 /// Everything still in an ended job's pipe, without waiting for a writer
-/// that lingers (a background grandchild): appended to `buf`.
-pub fn drain(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<()> {
+/// that lingers (a background grandchild): appended to `buf`. True at end
+/// of file; false while some writer holds the pipe open (then
+/// [`Local::linger`]).
+pub fn drain(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool> {
     loop {
         let before = buf.len();
-        if !read_some(fd.as_fd(), buf)? || buf.len() == before {
-            return Ok(());
+        if !read_some(fd.as_fd(), buf)? {
+            return Ok(true);
+        }
+        if buf.len() == before {
+            return Ok(false);
         }
     }
 }

@@ -253,12 +253,11 @@ fn fd_room(cfg: &Config) -> (usize, u64) {
     let reserve = 8
         + 2 * super::local::MAX_SPAWNERS
         + remote.map(|h| 2 + 4 * h.slots.unwrap_or(0)).sum::<usize>();
-    // A job's: its two output files (grouped) or pipes, two more files
-    // for a long line or -k's holding (--line-buffer), and the three
-    // descriptors a start hands over.
+    // A job's: its two pipes, two files for output past what memory
+    // keeps (or a long line), and the three descriptors a start hands
+    // over.
     let per_job = match cfg.mode {
-        Mode::Group => 5,
-        Mode::Line => 7,
+        Mode::Group | Mode::Line => 7,
         Mode::Ungroup => 3,
     };
     let free = usize::try_from(limit)
@@ -607,15 +606,11 @@ impl Sched {
         if self.cfg.verbose {
             say_raw(&shell_bytes(&argv));
         }
-        let cap = self.output.capture(job.seq)?;
+        let cap = self.output.capture(job.seq);
         let key = self.next_key;
         self.next_key += 1;
         let (out, err) = match &cap {
-            Capture::Files(f) => {
-                let [o, e] = f.for_child()?;
-                (OutTo::Fd(o), OutTo::Fd(e))
-            }
-            Capture::Line { .. } => (OutTo::Pipe, OutTo::Pipe),
+            Capture::Group(_) | Capture::Line { .. } => (OutTo::Pipe, OutTo::Pipe),
             Capture::Direct => (OutTo::Inherit, OutTo::Inherit),
         };
         let mut attempt = Attempt {
@@ -697,9 +692,12 @@ impl Sched {
             if let Some(fd) = p.take() {
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.clear();
-                local::drain(&fd, &mut buf)?;
+                let eof = local::drain(&fd, &mut buf)?;
                 self.data(e.key, i as u8 + 1, &buf)?;
                 self.buf = buf;
+                if !eof {
+                    self.local.linger(fd);
+                }
             }
         }
         let how = how_of(e.status);
@@ -793,10 +791,13 @@ impl Sched {
             self.written(Err(WriteError::Closed))?;
             stopped = true;
         }
-        let command_bytes = shell_bytes(&argv);
-        let whole = String::from_utf8_lossy(&command_bytes);
-        let command = shortened(&whole);
-        let host_name = self.hosts[h].name.clone();
+        // Spelt out only where it is shown: a failure's line, the joblog.
+        let command_bytes = if failed || self.cfg.joblog.is_some() {
+            shell_bytes(&argv)
+        } else {
+            Vec::new()
+        };
+        let command = || shortened(&String::from_utf8_lossy(&command_bytes)).into_owned();
         let retry = failed
             && !stopped
             && !self.stopping
@@ -818,7 +819,7 @@ impl Sched {
         if let Some(log) = &self.cfg.joblog {
             log.record(&Entry {
                 seq: job.seq,
-                host: &host_name,
+                host: &self.hosts[h].name,
                 start,
                 runtime,
                 send: sent,
@@ -831,9 +832,10 @@ impl Sched {
         if retry {
             if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
                 say(&format_args!(
-                    "job {}{} ({command}): {m}; trying again ({} of {})",
+                    "job {}{} ({}): {m}; trying again ({} of {})",
                     job.seq,
-                    on_host(&host_name),
+                    on_host(&self.hosts[h].name),
+                    command(),
                     job.tries + 1,
                     self.cfg.retries + 1
                 ));
@@ -850,9 +852,10 @@ impl Sched {
             self.worst = self.worst.max(rank(how, timed_out));
             if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
                 say(&format_args!(
-                    "job {}{} ({command}): {m}",
+                    "job {}{} ({}): {m}",
                     job.seq,
-                    on_host(&host_name)
+                    on_host(&self.hosts[h].name),
+                    command()
                 ));
             }
         } else {

@@ -274,7 +274,9 @@ impl Worker {
                     for (i, p) in e.pipes.iter_mut().enumerate() {
                         if let Some(fd) = p.take() {
                             let mut buf = Vec::new();
-                            local::drain(&fd, &mut buf)?;
+                            if !local::drain(&fd, &mut buf)? {
+                                self.local.linger(fd);
+                            }
                             if !buf.is_empty() {
                                 self.send(&Msg::Output {
                                     id: e.key,
