@@ -596,14 +596,11 @@ pub fn group_alive(pgid: Pid) -> bool {
     nix::sys::signal::killpg(pgid, None).is_ok()
 }
 
+/// O_NONBLOCK on a fresh pipe end of ours, in one call: it has no other
+/// status flag to keep (F_SETFL leaves the access mode alone).
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("fcntl", "pipe", e))?;
-    fcntl(
-        fd,
-        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| Error::sys("fcntl", "pipe", e))?;
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Error::sys("fcntl", "pipe", e))?;
     Ok(())
 }
 

@@ -197,7 +197,9 @@ impl Output {
         } else {
             let mem = std::mem::take(&mut k.mem);
             self.in_memory -= mem.len().min(self.in_memory);
-            self.sink.write(stream, &mem)?;
+            if !mem.is_empty() {
+                self.sink.write(stream, &mem)?;
+            }
             mem.len() as u64
         };
         Ok(n)
