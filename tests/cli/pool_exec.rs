@@ -685,7 +685,11 @@ fn help_documents_the_contract() {
             "-S",
             "123 one or more failed",
             "pk-pool: <F> of <M> jobs failed",
-            "empty line is a job with an empty",
+            "line is a job with an empty argument",
+            "stopped by signal 19 (SIGSTOP); continued",
+            "SIGTSTP (^Z, or kill -TSTP) stops",
+            "input (-a FILE, stdin) is refused",
+            "left, as with xargs -r and parallel",
         ],
     );
 }
@@ -1361,5 +1365,215 @@ fn a_jobs_background_process_may_write_on_after_the_job_ended() {
             dir.path().join("ok").exists(),
             "{mode:?}: its writes failed"
         );
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Wait until every one of `pids` is stopped (`stopped`) or not.
+fn wait_state(pids: &[i32], stopped: bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let states: Vec<Option<char>> = pids.iter().map(|&p| proc_state(p)).collect();
+        if states.iter().all(|s| (*s == Some('T')) == stopped) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want stopped={stopped}: {pids:?} are {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The pid written into `file`, once it is there.
+fn pid_in(file: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(p) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never came",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_tstp_stops_the_jobs_with_pk_pool_and_a_cont_continues_them() {
+    // ^Z reaches the terminal's foreground group, pk-pool's, and not the
+    // jobs in their sessions of their own: pk-pool stops each job's whole
+    // group, then itself; continued, it continues them (what a shell user
+    // of xargs, whose jobs share its group, expects of ^Z and fg).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script =
+        format!("sleep 60 & echo $! > {d}/$1.child; echo $$ > {d}/$1.pid; wait; echo done $1");
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.2",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n")
+        .unwrap();
+    let jobs: Vec<i32> = ["1.pid", "1.child", "2.pid", "2.child"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let me = run.child.id() as i32;
+    wait_state(&jobs, false);
+    for _ in 0..2 {
+        run.signal(nix::sys::signal::Signal::SIGTSTP);
+        wait_state(&[me], true);
+        wait_state(&jobs, true);
+        run.signal(nix::sys::signal::Signal::SIGCONT);
+        wait_state(&[me], false);
+        wait_state(&jobs, false);
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(run.wait().code(), Some(143));
+    for pid in jobs {
+        assert_gone(pid);
+    }
+}
+
+#[test]
+fn a_job_that_stops_itself_is_continued_not_waited_for_for_ever() {
+    // It has no terminal and no shell to continue it: pk-pool does, and
+    // says so once. (xargs and parallel wait for it for ever.)
+    let out = exec(
+        &[
+            "--",
+            "sh",
+            "-c",
+            "kill -STOP $$; kill -STOP $$; echo after $0",
+        ],
+        "1\n",
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out), "after 1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-pool: job 1 (sh -c 'kill -STOP $$; kill -STOP $$; echo after $0' 1): \
+         stopped by signal 19 (SIGSTOP); continued\n"
+    );
+}
+
+#[test]
+fn a_joblog_that_is_also_the_input_is_refused_and_left_alone() {
+    // Emptying the joblog would empty the items: a usage error, the file
+    // as it was, nothing run. Under another name (a hard link) and as
+    // stdin too.
+    let dir = tempfile::tempdir().unwrap();
+    let items = dir.path().join("items");
+    let link = dir.path().join("link");
+    std::fs::write(&items, "a\nb\n").unwrap();
+    std::fs::hard_link(&items, &link).unwrap();
+    let (i, l) = (items.to_str().unwrap(), link.to_str().unwrap());
+    for (args, stdin) in [
+        (vec!["-a", i, "--joblog", i], false),
+        (vec!["-a", "/dev/null", "-a", i, "--joblog", l], false),
+        (vec!["--joblog", l], true),
+    ] {
+        // With stdin: the file itself (`< items`), not its bytes in a pipe.
+        let out = bash(&format!(
+            "pk-pool exec {} -- echo {}",
+            args.join(" "),
+            if stdin {
+                format!("<{i}")
+            } else {
+                String::new()
+            }
+        ))
+        .output()
+        .unwrap();
+        assert_usage(&out, "pool");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is also the input"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            std::fs::read_to_string(&items).unwrap(),
+            "a\nb\n",
+            "{args:?}"
+        );
+    }
+    // Another file is fine, and emptied first.
+    let log = dir.path().join("log");
+    std::fs::write(&log, "old\n".repeat(100)).unwrap();
+    let out = exec(
+        &["-a", i, "--joblog", log.to_str().unwrap(), "--", "true"],
+        "",
+    );
+    assert_success(&out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("Seq\t") && !text.contains("old"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel() {
+    // Every host fails at once (an ssh that cannot start, one that exits):
+    // with no items there is nothing to run, so nothing failed. With items,
+    // 124 as before.
+    for ssh in ["/nonexistent/ssh", "false"] {
+        for input in ["", "\n\n"] {
+            let out = pk("pool")
+                .args([
+                    "exec",
+                    "--skip-empty",
+                    "-S",
+                    "1/somehost",
+                    "--ssh",
+                    ssh,
+                    "--",
+                    "echo",
+                ])
+                .write_stdin(input)
+                .output()
+                .unwrap();
+            assert_success(&out);
+            assert!(out.stdout.is_empty());
+        }
+        let out = exec(&["-S", "1/somehost", "--ssh", ssh, "--", "echo"], "x\n");
+        assert_eq!(out.status.code(), Some(124), "{ssh}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("pk-pool: no host left to run jobs on"),
+            "{ssh}"
+        );
+    }
+    let theirs = bash("xargs -r echo </dev/null").output().unwrap();
+    assert_success(&theirs);
+    if have_parallel() {
+        let theirs = bash("parallel --will-cite -S 1/somehost --ssh false echo </dev/null")
+            .output()
+            .unwrap();
+        assert_success(&theirs);
     }
 }

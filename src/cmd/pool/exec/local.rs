@@ -437,6 +437,56 @@ impl Local {
         self.by_pid.contains_key(&pid)
     }
 
+    /// The key of job `pid`.
+    pub fn key_of(&self, pid: i32) -> Option<u64> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// Wait until every job handed to a spawner is started (or has failed
+    /// to start: those are returned, as job outcomes), so that every
+    /// running job is known. A start takes no longer than an exec.
+    pub fn settle(&mut self) -> Result<Vec<NotStarted>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut failed = Vec::new();
+        loop {
+            failed.extend(self.collect()?);
+            let Some(wake) = self.wake_fd().filter(|_| self.starting()) else {
+                return Ok(failed);
+            };
+            let mut fds = [PollFd::new(wake, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u8)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("poll", "spawner threads", e)),
+            }
+        }
+    }
+
+    /// Send `sig` to every job's process group (SIGSTOP, SIGCONT).
+    pub fn signal_all(&self, sig: Signal) -> Result<()> {
+        for j in self.jobs.values() {
+            signal_group(j.pgid, sig)?;
+        }
+        Ok(())
+    }
+
+    /// Every job's deadlines move `by` later: the time the run was stopped
+    /// counts against no job's --timeout or kill-after delay.
+    pub fn postpone(&mut self, by: Duration) {
+        for j in self.jobs.values_mut() {
+            for t in [&mut j.deadline, &mut j.kill_at] {
+                *t = t.and_then(|t| t.checked_add(by));
+            }
+        }
+    }
+
+    /// Continue job `pid`'s process group (SIGCONT), which has stopped.
+    pub fn continue_job(&self, pid: i32) -> Result<()> {
+        match self.by_pid.get(&pid).and_then(|k| self.jobs.get(k)) {
+            Some(j) => signal_group(j.pgid, Signal::SIGCONT),
+            None => Ok(()),
+        }
+    }
+
     /// Reap job `pid` (waitid said it ended); `None` if it is not ours or
     /// has not ended after all.
     pub fn reaped(&mut self, pid: i32) -> Result<Option<Ended>> {
@@ -589,6 +639,16 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(Error::sys("killpg", pgid, e)),
     }
+}
+
+/// Read child `pid`'s report that it stopped (waitid without WNOWAIT), so
+/// that the next `waitid(P_ALL, WNOWAIT)` names another child. It stays
+/// stopped; a child gone meanwhile is no error.
+pub fn consume_stop(pid: Pid) {
+    let _ = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(pid),
+        nix::sys::wait::WaitPidFlag::WSTOPPED | nix::sys::wait::WaitPidFlag::WNOHANG,
+    );
 }
 
 /// Whether process group `pgid` still has a member.

@@ -3,11 +3,12 @@
 //! their output, applies timeouts, `--halt`, `--retries` and signals, and
 //! decides the exit status.
 //!
-//! One thread, one poll(2): a signalfd (SIGCHLD, and the INT/TERM/HUP
-//! that stop the run), the input while a job is waiting for items, the
-//! pipes of `--line-buffer` jobs, and each ssh connection. A SIGCHLD
-//! wakes it; `waitid(P_ALL, WNOWAIT)` names a child that ended without
-//! reaping it, and the handle that owns that child reaps it.
+//! One thread, one poll(2): a signalfd (SIGCHLD, SIGTSTP, and the
+//! INT/TERM/HUP that stop the run), the input while a job is waiting for
+//! items, the pipes of the jobs (but with `-u`), and each ssh connection.
+//! A SIGCHLD wakes it; `waitid(P_ALL, WNOWAIT)` names a child that ended
+//! (or stopped) without reaping it, and the handle that owns that child
+//! reaps it.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
@@ -116,6 +117,8 @@ struct Attempt {
     sent: u64,
     /// Ended by a stop of ours (a signal, `--halt now`), not failed.
     stopped: bool,
+    /// Its stopping (SIGSTOP ...) has been reported.
+    stop_said: bool,
 }
 
 #[derive(Debug)]
@@ -200,7 +203,7 @@ pub const AHEAD_PER_SLOT: u64 = 1024;
 /// The slots of each local host (`None` for ssh hosts): what `-j` or
 /// `N/:` asks (0: as many as fit, up to [`MAX_SLOTS`]), or the CPU count,
 /// and no more than the file descriptors allow. Each running job holds a
-/// few (its output files or pipes, and while it starts, the descriptors
+/// few (its pipes and files for big output, and while it starts, the descriptors
 /// handed to it): past `ulimit -n` a run would fail half-way, so it runs
 /// fewer at once and says so.
 fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
@@ -270,11 +273,14 @@ fn fd_room(cfg: &Config) -> (usize, u64) {
 pub fn run(cfg: Config, input: Input) -> Result<u8> {
     // Blocked before any child exists, so no SIGCHLD and no stop signal
     // is lost between a start and the first poll.
+    // SIGTSTP (^Z) too: the jobs, in sessions of their own, do not get
+    // the terminal's, so pk-pool stops them before it stops itself.
     let relay = SignalRelay::new(&[
         Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
+        Signal::SIGTSTP,
     ])?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = local_slots(&cfg, cpus);
@@ -456,10 +462,10 @@ impl Sched {
                 match w {
                     Who::Signals => {
                         while let Some(got) = relay.take()? {
-                            if got.signal == Signal::SIGCHLD {
-                                self.reap()?;
-                            } else {
-                                self.on_stop_signal(got.signal)?;
+                            match got.signal {
+                                Signal::SIGCHLD => self.reap()?,
+                                Signal::SIGTSTP => self.suspend()?,
+                                sig => self.on_stop_signal(sig)?,
                             }
                         }
                     }
@@ -507,6 +513,17 @@ impl Sched {
                 return Ok(false);
             }
             if !self.hosts.iter().any(|h| h.usable() || self.connecting(h)) {
+                if self.retry.is_empty() && !self.input_done && !self.no_host_left {
+                    // Whether there is anything to run at all: with no
+                    // input, nothing runs and all is well (as with xargs
+                    // -r and parallel), host or no host.
+                    match self.input.take() {
+                        Ok(Take::NeedRead) => return Ok(true),
+                        Ok(Take::End) => self.input_done = true,
+                        Ok(Take::Items(_)) => {}
+                        Err(e) => self.input_failed(e),
+                    }
+                }
                 if !(self.input_done && self.retry.is_empty()) {
                     if !self.no_host_left {
                         say(&"no host left to run jobs on");
@@ -623,6 +640,7 @@ impl Sched {
             received: 0,
             sent: 0,
             stopped: false,
+            stop_said: false,
         };
         match &mut self.hosts[h].kind {
             Kind::Local => {
@@ -651,12 +669,15 @@ impl Sched {
         Ok(())
     }
 
-    /// Reap every child that has ended.
+    /// Reap every child that has ended; continue every job that stopped.
     fn reap(&mut self) -> Result<()> {
         loop {
             let ws = match nix::sys::wait::waitid(
                 Id::All,
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+                WaitPidFlag::WEXITED
+                    | WaitPidFlag::WSTOPPED
+                    | WaitPidFlag::WNOHANG
+                    | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
                 Err(Errno::EINTR) => continue,
@@ -665,6 +686,17 @@ impl Sched {
             };
             let Some(pid) = ws.pid() else { return Ok(()) };
             let raw = pid.as_raw();
+            if let WaitStatus::Stopped(_, sig) = ws {
+                if !self.local.owns(raw) && self.local.starting() {
+                    // Maybe a job not registered yet: once it is.
+                    return Ok(());
+                }
+                local::consume_stop(pid);
+                if let Some(key) = self.local.key_of(raw) {
+                    self.job_stopped(key, raw, sig)?;
+                }
+                continue;
+            }
             if self.local.owns(raw) {
                 match self.local.reaped(raw)? {
                     Some(e) => self.local_ended(e)?,
@@ -685,6 +717,50 @@ impl Sched {
                 }
             }
         }
+    }
+
+    /// Job `key` (pid `pid`) stopped, by `sig`. It runs without a terminal
+    /// and with no shell to continue it, so nothing else ever would: it is
+    /// continued at once, with a line the first time. (Pausing the run is
+    /// stopping pk-pool, which stops the jobs and continues them with it.)
+    fn job_stopped(&mut self, key: u64, pid: i32, sig: Signal) -> Result<()> {
+        self.local.continue_job(pid)?;
+        let Some(a) = self.attempts.get_mut(&key) else {
+            return Ok(());
+        };
+        if !std::mem::replace(&mut a.stop_said, true) {
+            let command = shell_bytes(&a.argv);
+            say(&format_args!(
+                "job {}{} ({}): stopped by signal {} ({}); continued",
+                a.job.seq,
+                on_host(&self.hosts[a.host].name),
+                shortened(&String::from_utf8_lossy(&command)),
+                sig as i32,
+                sig.as_str()
+            ));
+        }
+        Ok(())
+    }
+
+    /// SIGTSTP (^Z, or kill -TSTP): every job's group gets SIGSTOP, then
+    /// pk-pool stops itself with SIGTSTP (its shell sees it stopped, as
+    /// with xargs); once continued (fg, bg, SIGCONT), it continues the
+    /// jobs, their deadlines moved by the time spent stopped. Jobs on ssh
+    /// hosts run on meanwhile.
+    fn suspend(&mut self) -> Result<()> {
+        // Jobs being started are known first, so each is stopped.
+        for not in self.local.settle()? {
+            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+        }
+        self.local.signal_all(Signal::SIGSTOP)?;
+        let at = Instant::now();
+        let stopped = stop_self(Signal::SIGTSTP);
+        let paused = at.elapsed();
+        self.local.postpone(paused);
+        self.stop_kill_at = self.stop_kill_at.and_then(|t| t.checked_add(paused));
+        let continued = self.local.signal_all(Signal::SIGCONT);
+        stopped?;
+        Ok(continued?)
     }
 
     fn local_ended(&mut self, mut e: local::Ended) -> Result<()> {
@@ -1368,6 +1444,23 @@ fn on_host(name: &str) -> String {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// Stop this process with `sig` (SIGTSTP), as its default action does,
+/// though the loop blocks it to read it from a signalfd: unblocked in this
+/// thread and raised, it stops every thread; raise returns once the
+/// process is continued. (In an orphaned process group the kernel drops
+/// it, and this returns at once.)
+fn stop_self(sig: Signal) -> Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut set = SigSet::empty();
+    set.add(sig);
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
+        .map_err(|e| Error::sys("pthread_sigmask", "SIG_UNBLOCK", e))?;
+    let raised = nix::sys::signal::raise(sig).map_err(|e| Error::sys("raise", sig.as_str(), e));
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::sys("pthread_sigmask", "SIG_BLOCK", e))?;
+    Ok(raised?)
 }
 
 /// One `pk-pool: ...` line on stderr.
