@@ -59,6 +59,8 @@ struct Job {
     running: Running,
     pgid: Pid,
     pipes: [Option<OwnedFd>; 2],
+    /// Per pipe: made larger for a job that prints much ([`Local::splice_pipe`]).
+    grown: [bool; 2],
     started: Instant,
     deadline: Option<Instant>,
     kill_at: Option<Instant>,
@@ -172,6 +174,8 @@ pub struct Local {
     stopped_groups: Vec<Pid>,
     /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
     lingering: Vec<OwnedFd>,
+    /// splice(2) did not take our output files (EINVAL): read and write.
+    no_splice: bool,
     /// `None` with one slot: the loop starts programs itself (a handover
     /// to a thread would only add two wake-ups per job).
     spawners: Option<Spawners>,
@@ -262,6 +266,7 @@ impl Local {
             stop_grace: None,
             stopped_groups: Vec::new(),
             lingering: Vec::new(),
+            no_splice: false,
             spawners: if spawners > 1 {
                 Some(Spawners::new(spawners, to_guard)?)
             } else {
@@ -416,6 +421,7 @@ impl Local {
             running,
             pgid: pid,
             pipes,
+            grown: [false; 2],
             started: at,
             deadline: self.timeout.and_then(|t| at.checked_add(t)),
             kill_at: None,
@@ -566,6 +572,51 @@ impl Local {
         Ok(())
     }
 
+    /// Move what job `key`'s pipe `stream` holds into `to` (a file of its
+    /// own, written at its position) without copying it through our
+    /// memory: splice(2), up to [`SPLICE_CHUNK`] bytes. The first time,
+    /// the pipe is made that large, so a job that prints much wakes the
+    /// loop once a MiB, not once a 64 KiB. `Some(bytes moved)`; at end of
+    /// file the pipe is closed; `None` where splice cannot write to `to`
+    /// (then [`Local::read_pipe`]).
+    pub fn splice_pipe(
+        &mut self,
+        key: u64,
+        stream: u8,
+        to: BorrowedFd<'_>,
+    ) -> Result<Option<usize>> {
+        use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+        if self.no_splice {
+            return Ok(None);
+        }
+        let i = usize::from(stream == 2);
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return Ok(Some(0));
+        };
+        let Some(fd) = &job.pipes[i] else {
+            return Ok(Some(0));
+        };
+        if !std::mem::replace(&mut job.grown[i], true) {
+            // Past the pipe size limit (pipe-max-size, a user's pipe
+            // pages) it stays as it is, which is no error.
+            let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(SPLICE_CHUNK as libc::c_int));
+        }
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        match splice(fd, None, to, None, SPLICE_CHUNK, flags) {
+            Ok(0) => {
+                job.pipes[i] = None;
+                Ok(Some(0))
+            }
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(Some(0)),
+            Err(Errno::EINVAL) => {
+                self.no_splice = true;
+                Ok(None)
+            }
+            Err(e) => Err(Error::sys("splice", "job pipe", e)),
+        }
+    }
+
     /// The soonest timeout or kill-after deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.jobs
@@ -666,6 +717,10 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
 
 /// The size of one read from a job's pipe (a whole pipe's worth).
 const CHUNK: usize = 64 * 1024;
+
+/// The most one splice moves from a job's pipe to its file, and the size
+/// that pipe is given then.
+pub const SPLICE_CHUNK: usize = 1 << 20;
 
 thread_local! {
     /// Where a read lands before it is appended to the caller's buffer:

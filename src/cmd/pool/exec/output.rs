@@ -176,7 +176,9 @@ impl Output {
                 self.in_memory += bytes.len();
                 return Ok(());
             }
-            let f = tmpfile(&self.tmpdir)?;
+            // Only ever written at its end: by write(2) here, splice(2)
+            // in the loop.
+            let f = tmpfile(&self.tmpdir, false)?;
             append(&f, &k.mem)?;
             self.forget(k);
             k.file = Some(f);
@@ -203,6 +205,19 @@ impl Output {
             mem.len() as u64
         };
         Ok(n)
+    }
+
+    /// The file where what job `cap` writes to `stream` goes now, if its
+    /// output has grown past memory (grouped output): the loop may splice
+    /// its pipe straight into it.
+    pub fn file_of<'a>(&self, cap: &'a Capture, stream: u8) -> Option<BorrowedFd<'a>> {
+        match cap {
+            Capture::Group(kept) => kept[usize::from(stream == 2)]
+                .file
+                .as_ref()
+                .map(AsFd::as_fd),
+            _ => None,
+        }
     }
 
     /// Bytes a job wrote to `stream` (1 or 2), read from its pipe or
@@ -246,7 +261,7 @@ impl Output {
                 if let Some(f) = &long[i] {
                     append(f, rest)?;
                 } else if partial[i].len() + rest.len() > LONG_LINE {
-                    let f = tmpfile(&self.tmpdir)?;
+                    let f = tmpfile(&self.tmpdir, true)?;
                     append(&f, &partial[i])?;
                     append(&f, rest)?;
                     partial[i] = Vec::new();
@@ -437,7 +452,9 @@ impl Output {
     /// The spill file, made at its first use.
     fn spill(&mut self) -> Result<&File> {
         if self.spill.is_none() {
-            self.spill = Some(tmpfile(&self.tmpdir)?);
+            // Emptied with ftruncate and written again: O_APPEND writes
+            // at its new end.
+            self.spill = Some(tmpfile(&self.tmpdir, true)?);
         }
         Ok(self.spill.as_ref().expect("made above"))
     }
@@ -489,13 +506,17 @@ fn append(f: &File, bytes: &[u8]) -> Result<()> {
     crate::pipe::write_all(f.as_fd(), bytes).map_err(|e| Error::sys("write", "output file", e))
 }
 
-/// An unlinked file in `dir`, read-write, `O_APPEND`, close-on-exec:
-/// `O_TMPFILE` where the file system has it, else a named file removed
-/// at once.
-pub fn tmpfile(dir: &PathBuf) -> Result<File> {
+/// An unlinked file in `dir`, read-write, close-on-exec, `O_APPEND` if
+/// `append` (splice(2) refuses to write to such a file; one that is only
+/// ever written at its end needs no O_APPEND): `O_TMPFILE` where the file
+/// system has it, else a named file removed at once.
+pub fn tmpfile(dir: &PathBuf, append: bool) -> Result<File> {
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode as Perm;
-    let flags = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+    let mut flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    if append {
+        flags |= OFlag::O_APPEND;
+    }
     match open(
         dir,
         flags | OFlag::O_TMPFILE,
