@@ -30,10 +30,10 @@
 //!    dup2(2)s the pipes onto 0, 1 and 2, and execve(2)s each candidate path
 //!    in turn. Only async-signal-safe calls happen in between, so this is
 //!    sound even when the caller has threads. (Details: `src/sys/spawn`.)
-//! 3. If every exec fails, the child writes the errno to a pipe whose write
-//!    end is `O_CLOEXEC`, and `_exit`s. When clone returns, the child has
-//!    exec'd or exited, so the parent reads that pipe without waiting: an
-//!    error of kind [`ErrorKind::CommandNotFound`] (a shell's 127) or
+//! 3. If every exec fails, the child writes the errno into an atomic of
+//!    the plan it shares with the parent, and `_exit`s. When clone returns, the
+//!    child has exec'd or exited, so the parent reads it at once: an error
+//!    of kind [`ErrorKind::CommandNotFound`] (a shell's 127) or
 //!    [`ErrorKind::CommandNotExecutable`] (126), or nothing.
 //! 4. The parent writes the input and reads stdout and stderr in one poll(2)
 //!    loop, so a child that fills one pipe while we wait on another never
@@ -383,7 +383,6 @@ impl Spawn {
 
         // Every descriptor the child gets, with the parent's other end.
         let pipe = |nonblock| fds::pipe(nonblock).map_err(|e| Error::sys("pipe2", &name, e));
-        let (err_r, err_w) = pipe(true)?;
         let (child_in, input) = match self.stdin {
             Stdin::Inherit => (None, None),
             Stdin::Null => {
@@ -433,7 +432,6 @@ impl Spawn {
             raw(&child_err, &err_to),
         ];
         plan.close_stdout = self.stdout_closed && child_out.is_none() && out_to.is_none();
-        plan.err_fd = err_w.as_raw_fd();
         plan.death_signal = self
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));
@@ -442,11 +440,12 @@ impl Spawn {
         plan.share_sysv_undo = self.share_sysv_undo;
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
+        let report = plan.report();
         // The child's ends are the child's now: closing ours is what lets
         // each side see end of file.
-        drop((child_in, child_out, child_err, out_to, err_to, err_w, plan));
+        drop((child_in, child_out, child_err, out_to, err_to, plan));
 
-        if let Some((stage, errno)) = read_report(&err_r)? {
+        if let Some((stage, errno)) = report {
             child.wait()?;
             return Err(match stage {
                 STAGE_EXEC => {
@@ -478,27 +477,6 @@ impl ChildEnd {
             ChildEnd::Pipe(p) => p.as_raw_fd(),
             ChildEnd::Fd(f) => f.as_raw_fd(),
         }
-    }
-}
-
-/// The child's report on the exec-status pipe, if it wrote one: by the time
-/// clone returns it has exec'd (nothing there) or exited (the report is).
-fn read_report(err_r: &SpawnFd) -> Result<Option<(i32, Errno)>> {
-    let mut report = [0u8; 8];
-    loop {
-        return match nix::unistd::read(err_r.as_fd(), &mut report) {
-            Ok(8) => {
-                let [a, b, c, d, e, f, g, h] = report;
-                let stage = i32::from_ne_bytes([a, b, c, d]);
-                Ok(Some((
-                    stage,
-                    Errno::from_raw(i32::from_ne_bytes([e, f, g, h])),
-                )))
-            }
-            Ok(_) | Err(Errno::EAGAIN) => Ok(None),
-            Err(Errno::EINTR) => continue,
-            Err(e) => Err(Error::sys("read", "exec status pipe", e)),
-        };
     }
 }
 

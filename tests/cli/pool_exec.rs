@@ -685,7 +685,11 @@ fn help_documents_the_contract() {
             "-S",
             "123 one or more failed",
             "pk-pool: <F> of <M> jobs failed",
-            "empty line is a job with an empty",
+            "line is a job with an empty argument",
+            "stopped by signal 19 (SIGSTOP); continued",
+            "SIGTSTP (^Z, or kill -TSTP) stops",
+            "input (-a FILE, stdin) is refused",
+            "left, as with xargs -r and parallel",
         ],
     );
 }
@@ -1254,4 +1258,322 @@ fn keep_order_with_ungroup_runs_every_job() {
     let out = exec(&["-u", "-k", "-j", "2", "--", "echo"], &input);
     assert_success(&out);
     assert_eq!(sorted(&stdout(&out)), sorted(&input));
+}
+
+#[test]
+fn grouped_output_of_big_jobs_comes_out_whole_and_in_order() {
+    // Each job prints 300 000 bytes to stdout and 200 000 to stderr, more
+    // than a pipe and than a job keeps in memory, in many writes while the
+    // other jobs print too: each job's output comes out whole, in one
+    // piece, and with -k in input order.
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.sh");
+    std::fs::write(
+        &job,
+        "i=0; while [ $i -lt 3000 ]; do printf '%099d\\n' $1; printf '%065d\\n' $1 >&2; i=$((i+1)); done\n",
+    )
+    .unwrap();
+    for keep in [false, true] {
+        let err = dir.path().join("err");
+        let k = if keep { "-k" } else { "" };
+        let out = bash(&format!(
+            "seq 6 | pk-pool exec -j 3 {k} -- sh {} 2>{}",
+            job.display(),
+            err.display()
+        ))
+        .output()
+        .unwrap();
+        assert_success(&out);
+        let check = |text: &str, width: usize, what: &str| {
+            let mut order = Vec::new();
+            for line in text.lines() {
+                assert_eq!(line.len(), width, "{what}: a torn line");
+                let n: u32 = line.parse().unwrap();
+                if order.last() != Some(&n) {
+                    assert!(!order.contains(&n), "{what}: job {n}'s output in pieces");
+                    order.push(n);
+                }
+            }
+            assert_eq!(text.lines().count(), 6 * 3000, "{what}");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [1, 2, 3, 4, 5, 6], "{what}");
+            if keep {
+                assert_eq!(order, sorted, "{what}: -k");
+            }
+        };
+        check(&stdout(&out), 99, &format!("stdout {k}"));
+        check(
+            &std::fs::read_to_string(&err).unwrap(),
+            65,
+            &format!("stderr {k}"),
+        );
+    }
+}
+
+#[test]
+fn a_quiet_job_needs_no_temporary_file() {
+    // Grouped output is kept in memory while it is small: jobs that print
+    // little run even where $TMPDIR cannot take a file; a job whose output
+    // outgrows memory needs one, and says why it has none.
+    let out = bash("seq 3 | TMPDIR=/nonexistent pk-pool exec -k -j 2 -- echo")
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "1\n2\n3\n");
+    let out = bash("echo x | TMPDIR=/nonexistent pk-pool exec -- head -c 1000000 /dev/zero")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(66));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pk-pool: open(/nonexistent (O_TMPFILE)): No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_jobs_background_process_may_write_on_after_the_job_ended() {
+    // Job 1 leaves a process behind that writes more than a pipe holds
+    // after job 1 has ended. Its output is dropped, but its writes succeed
+    // (no EPIPE, no full pipe to block on) while pk-pool runs, as they
+    // would into an output file of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = dir.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "if [ $1 = 1 ]; then (trap '' PIPE; sleep 0.2; \
+             if head -c 300000 /dev/zero; then touch {d}/ok; else touch {d}/failed; fi) & echo one; \
+             else while [ ! -e {d}/ok ] && [ ! -e {d}/failed ]; do sleep 0.01; done; echo two; fi\n"
+        ),
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    for mode in [&[][..], &["-k"], &["--line-buffer"]] {
+        for f in ["ok", "failed"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let mut args = vec!["-j", "1"];
+        args.extend(mode);
+        args.extend(["--", "sh", script]);
+        let out = exec(&args, "1\n2\n");
+        assert_success(&out);
+        assert_eq!(stdout(&out), "one\ntwo\n", "{mode:?}");
+        assert!(
+            dir.path().join("ok").exists(),
+            "{mode:?}: its writes failed"
+        );
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Wait until every one of `pids` is stopped (`stopped`) or not.
+fn wait_state(pids: &[i32], stopped: bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let states: Vec<Option<char>> = pids.iter().map(|&p| proc_state(p)).collect();
+        if states.iter().all(|s| (*s == Some('T')) == stopped) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want stopped={stopped}: {pids:?} are {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The pid written into `file`, once it is there.
+fn pid_in(file: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(p) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never came",
+            file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_tstp_stops_the_jobs_with_pk_pool_and_a_cont_continues_them() {
+    // ^Z reaches the terminal's foreground group, pk-pool's, and not the
+    // jobs in their sessions of their own: pk-pool stops each job's whole
+    // group, then itself; continued, it continues them (what a shell user
+    // of xargs, whose jobs share its group, expects of ^Z and fg).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script =
+        format!("sleep 60 & echo $! > {d}/$1.child; echo $$ > {d}/$1.pid; wait; echo done $1");
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.2",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n")
+        .unwrap();
+    let jobs: Vec<i32> = ["1.pid", "1.child", "2.pid", "2.child"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let me = run.child.id() as i32;
+    wait_state(&jobs, false);
+    for _ in 0..2 {
+        run.signal(nix::sys::signal::Signal::SIGTSTP);
+        wait_state(&[me], true);
+        wait_state(&jobs, true);
+        run.signal(nix::sys::signal::Signal::SIGCONT);
+        wait_state(&[me], false);
+        wait_state(&jobs, false);
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(run.wait().code(), Some(143));
+    for pid in jobs {
+        assert_gone(pid);
+    }
+}
+
+#[test]
+fn a_job_that_stops_itself_is_continued_not_waited_for_for_ever() {
+    // It has no terminal and no shell to continue it: pk-pool does, and
+    // says so once. (xargs and parallel wait for it for ever.)
+    let out = exec(
+        &[
+            "--",
+            "sh",
+            "-c",
+            "kill -STOP $$; kill -STOP $$; echo after $0",
+        ],
+        "1\n",
+    );
+    assert_success(&out);
+    assert_eq!(stdout(&out), "after 1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-pool: job 1 (sh -c 'kill -STOP $$; kill -STOP $$; echo after $0' 1): \
+         stopped by signal 19 (SIGSTOP); continued\n"
+    );
+}
+
+#[test]
+fn a_joblog_that_is_also_the_input_is_refused_and_left_alone() {
+    // Emptying the joblog would empty the items: a usage error, the file
+    // as it was, nothing run. Under another name (a hard link) and as
+    // stdin too.
+    let dir = tempfile::tempdir().unwrap();
+    let items = dir.path().join("items");
+    let link = dir.path().join("link");
+    std::fs::write(&items, "a\nb\n").unwrap();
+    std::fs::hard_link(&items, &link).unwrap();
+    let (i, l) = (items.to_str().unwrap(), link.to_str().unwrap());
+    for (args, stdin) in [
+        (vec!["-a", i, "--joblog", i], false),
+        (vec!["-a", "/dev/null", "-a", i, "--joblog", l], false),
+        (vec!["--joblog", l], true),
+    ] {
+        // With stdin: the file itself (`< items`), not its bytes in a pipe.
+        let out = bash(&format!(
+            "pk-pool exec {} -- echo {}",
+            args.join(" "),
+            if stdin {
+                format!("<{i}")
+            } else {
+                String::new()
+            }
+        ))
+        .output()
+        .unwrap();
+        assert_usage(&out, "pool");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is also the input"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            std::fs::read_to_string(&items).unwrap(),
+            "a\nb\n",
+            "{args:?}"
+        );
+    }
+    // Another file is fine, and emptied first.
+    let log = dir.path().join("log");
+    std::fs::write(&log, "old\n".repeat(100)).unwrap();
+    let out = exec(
+        &["-a", i, "--joblog", log.to_str().unwrap(), "--", "true"],
+        "",
+    );
+    assert_success(&out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("Seq\t") && !text.contains("old"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel() {
+    // Every host fails at once (an ssh that cannot start, one that exits):
+    // with no items there is nothing to run, so nothing failed. With items,
+    // 124 as before.
+    for ssh in ["/nonexistent/ssh", "false"] {
+        for input in ["", "\n\n"] {
+            let out = pk("pool")
+                .args([
+                    "exec",
+                    "--skip-empty",
+                    "-S",
+                    "1/somehost",
+                    "--ssh",
+                    ssh,
+                    "--",
+                    "echo",
+                ])
+                .write_stdin(input)
+                .output()
+                .unwrap();
+            assert_success(&out);
+            assert!(out.stdout.is_empty());
+        }
+        let out = exec(&["-S", "1/somehost", "--ssh", ssh, "--", "echo"], "x\n");
+        assert_eq!(out.status.code(), Some(124), "{ssh}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("pk-pool: no host left to run jobs on"),
+            "{ssh}"
+        );
+    }
+    let theirs = bash("xargs -r echo </dev/null").output().unwrap();
+    assert_success(&theirs);
+    if have_parallel() {
+        let theirs = bash("parallel --will-cite -S 1/somehost --ssh false echo </dev/null")
+            .output()
+            .unwrap();
+        assert_success(&theirs);
+    }
 }

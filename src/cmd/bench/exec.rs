@@ -133,8 +133,11 @@ fn children_cpu_us() -> Result<f64> {
 
 /// What pk-pool adds per job, in CPU time: the CPU of `pk-pool exec -j 1
 /// -- /bin/true` (itself and its commands) minus the CPU of as many
-/// `/bin/true` run by a bare `Spawn::run`, per job. CPU time rather than
-/// wall time, so that other work on the machine does not count.
+/// `/bin/true ITEM` run by a bare `Spawn::run`, per job. CPU time rather
+/// than wall time, so that other work on the machine does not count. The
+/// bare runs get the same argument as the jobs: `true` with one argument
+/// loads the locale (to answer `--help`), which costs more than pk-pool
+/// itself and is no part of what pk-pool adds.
 pub(super) fn exec_overhead_j1(s: Scale) -> Result<f64> {
     let figure = "exec_overhead_j1_us";
     let n = count(s, 2_000);
@@ -143,8 +146,8 @@ pub(super) fn exec_overhead_j1(s: Scale) -> Result<f64> {
     let c0 = children_cpu_us()?;
     per_line(&[&pk, "exec", "-j", "1", "--", "/bin/true"], n, figure)?;
     let c1 = children_cpu_us()?;
-    for _ in 0..n {
-        let out = crate::spawn::Spawn::new(["/bin/true"])?
+    for i in 1..=n {
+        let out = crate::spawn::Spawn::new(["/bin/true", &i.to_string()])?
             .stdin(crate::spawn::Stdin::Null)
             .run()?;
         check(out.status.success(), figure, "/bin/true failed")?;

@@ -88,7 +88,8 @@ Figures (unit; lower is better unless marked higher):
   exec_xargs_true_j2_us     the peer: xargs -P 2 -n 1 true, same input
   exec_parallel_true_j2_us  the peer: parallel -j 2 true (1 000 lines), per job
   exec_overhead_j1_us       CPU time pk-pool adds per job: pk-pool exec -j 1 -- /bin/true
-                            (itself and its commands) minus as many Spawn::run of /bin/true
+                            (itself and its commands) minus as many Spawn::run of
+                            /bin/true ITEM (the same argument: true loads its locale then)
   exec_1m_lines_maxrss_KiB  peak RSS (GNU time %M) of pk-pool exec -j 2 -n 1000 -- true
                             over 1 000 000 lines
   exec_xargs_1m_lines_maxrss_KiB, exec_parallel_1m_lines_maxrss_KiB

@@ -26,16 +26,18 @@
 //!   ignored), and only *then* empties its signal mask, just before exec. A
 //!   signal that arrives in between finds the default action, never a
 //!   handler of ours.
-//! - A failure is reported on a close-on-exec pipe: `[stage, errno]`, then
-//!   `_exit(127)`. Since the parent only resumes once the child has exec'd
-//!   or exited, the report is already in the pipe (or will never come) when
-//!   clone returns: the parent reads it without blocking, and never waits
-//!   for end of file, which a copy of the pipe in some other child could
-//!   delay for ever (see [`fds`]).
+//! - A failure is reported in the plan itself (`[stage, errno]` in an
+//!   atomic), then `_exit(127)`, as glibc's posix_spawn reports into
+//!   memory it shares with its child. Since the parent only
+//!   resumes once the child has exec'd or exited, the report is there (or
+//!   will never come) when clone returns: no pipe to make, read and close
+//!   for every start, and none that a copy in some other child could hold
+//!   open (see [`fds`]).
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::os::fd::RawFd;
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -81,9 +83,9 @@ pub struct ExecPlan {
     /// The descriptors to put on 0, 1 and 2 (`None`: inherit). Each must be
     /// 3 or above, so that no dup2 overwrites another source.
     pub redirect: [Option<RawFd>; 3],
-    /// The close-on-exec pipe's write end: the child writes `[stage, errno]`
-    /// (two native-endian i32) there if it cannot exec.
-    pub err_fd: RawFd,
+    /// Where the child writes `stage << 32 | errno` if it cannot exec (0:
+    /// nothing to report). Read with [`ExecPlan::report`].
+    report: AtomicU64,
     /// A signal the child gets when the thread that started it dies
     /// (PR_SET_PDEATHSIG), with the pid of the parent, checked again after
     /// arming so a parent that died first is not missed.
@@ -155,13 +157,23 @@ impl ExecPlan {
             sh_argv,
             cwd,
             redirect: [None; 3],
-            err_fd: -1,
+            report: AtomicU64::new(0),
             death_signal: None,
             new_group: false,
             new_session: false,
             close_stdout: false,
             share_sysv_undo: false,
             max_signal: libc::SIGRTMAX(),
+        }
+    }
+
+    /// What the child reported after [`spawn`] returned: the stage that
+    /// failed and its errno, or `None` when it exec'd (or was killed
+    /// before it could do either).
+    pub fn report(&self) -> Option<(i32, Errno)> {
+        match self.report.load(Ordering::Acquire) {
+            0 => None,
+            r => Some(((r >> 32) as i32, Errno::from_raw(r as u32 as i32))),
         }
     }
 }
@@ -246,16 +258,16 @@ impl Drop for AllBlocked {
 
 /// Start the program: clone(`CLONE_VM | CLONE_VFORK`) onto a fresh stack;
 /// the child prepares itself (see [`child`]) and execs. Returns the child's
-/// pid once the child has exec'd or exited (check `plan.err_fd`'s pipe to
-/// tell which). If the child cannot exec, it writes `[stage, errno]` to
-/// `plan.err_fd` and ends with `_exit(127)`.
+/// pid once the child has exec'd or exited ([`ExecPlan::report`] tells
+/// which). If the child cannot exec, it writes `[stage, errno]` into the
+/// plan and ends with `_exit(127)`.
 ///
 /// Sound from any thread: the child touches only the plan and its own
 /// stack, and calls only async-signal-safe functions. (It runs with the
 /// calling thread's thread-local storage, there being no CLONE_SETTLS, so
 /// a failed call in the child writes that thread's `errno`; the parent
 /// reads `errno` after clone only when clone itself failed, and the child
-/// reports its own errors through `plan.err_fd`.)
+/// reports its own errors through the plan.)
 pub fn spawn(plan: &mut ExecPlan) -> Result<Pid, Errno> {
     STACK.with(|cached| {
         // A spawn from inside a spawn on this thread (a signal handler)
@@ -360,7 +372,7 @@ fn child(plan: &mut ExecPlan) -> ! {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut())
             };
             if r != 0 {
-                report(plan.err_fd, STAGE_SIGNALS, Errno::last());
+                report(&plan.report, STAGE_SIGNALS, Errno::last());
             }
         }
     }
@@ -368,7 +380,7 @@ fn child(plan: &mut ExecPlan) -> ! {
     if let Some((sig, parent)) = plan.death_signal {
         if !super::proc::arm_death_signal(sig, parent) {
             // The parent is gone already (or prctl refused the signal).
-            report(plan.err_fd, STAGE_DEATH_SIGNAL, Errno::ESRCH);
+            report(&plan.report, STAGE_DEATH_SIGNAL, Errno::ESRCH);
         }
     }
     // 3. A process group of its own, so the parent can signal the command
@@ -380,12 +392,12 @@ fn child(plan: &mut ExecPlan) -> ! {
         // SAFETY: setsid takes no arguments; the fresh child is no group
         // leader, so it can start a session.
         if unsafe { libc::setsid() } < 0 {
-            report(plan.err_fd, STAGE_SETSID, Errno::last());
+            report(&plan.report, STAGE_SETSID, Errno::last());
         }
     } else if plan.new_group {
         // SAFETY: setpgid on plain integers.
         if unsafe { libc::setpgid(0, 0) } != 0 {
-            report(plan.err_fd, STAGE_SETPGID, Errno::last());
+            report(&plan.report, STAGE_SETPGID, Errno::last());
         }
     }
     // 4. The working directory (relative candidates are then relative to it,
@@ -393,7 +405,7 @@ fn child(plan: &mut ExecPlan) -> ! {
     if let Some(dir) = &plan.cwd {
         // SAFETY: `dir` is a NUL-terminated string the plan owns.
         if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
-            report(plan.err_fd, STAGE_CHDIR, Errno::last());
+            report(&plan.report, STAGE_CHDIR, Errno::last());
         }
     }
     // 5. The redirections.
@@ -407,7 +419,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
             let e = Errno::last();
             if e != Errno::EINTR {
-                report(plan.err_fd, STAGE_DUP2, e);
+                report(&plan.report, STAGE_DUP2, e);
             }
         }
     }
@@ -425,7 +437,7 @@ fn child(plan: &mut ExecPlan) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
     };
     if r != 0 {
-        report(plan.err_fd, STAGE_SIGNALS, Errno::last());
+        report(&plan.report, STAGE_SIGNALS, Errno::last());
     }
     // 7. execve each candidate, as execvp's PATH search does.
     let mut eacces = false;
@@ -447,7 +459,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             // points at the candidate path, which lives as long as the plan.
             unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp_at_exec) };
             e = Errno::last();
-            report(plan.err_fd, STAGE_EXEC, e);
+            report(&plan.report, STAGE_EXEC, e);
         }
         match e {
             Errno::EACCES => eacces = true,
@@ -459,7 +471,7 @@ fn child(plan: &mut ExecPlan) -> ! {
         }
     }
     report(
-        plan.err_fd,
+        &plan.report,
         STAGE_EXEC,
         if eacces && last == Errno::ENOENT {
             Errno::EACCES
@@ -469,19 +481,13 @@ fn child(plan: &mut ExecPlan) -> ! {
     )
 }
 
-/// Tell the parent why the child could not exec, then `_exit(127)`.
-fn report(fd: RawFd, stage: i32, errno: Errno) -> ! {
-    let s = stage.to_ne_bytes();
-    let e = (errno as i32).to_ne_bytes();
-    let msg = [s[0], s[1], s[2], s[3], e[0], e[1], e[2], e[3]];
-    loop {
-        // SAFETY: `msg` is a valid 8-byte buffer; 8 bytes is below PIPE_BUF,
-        // so the write is all-or-nothing.
-        let r = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
-        if r != -1 || Errno::last() != Errno::EINTR {
-            break;
-        }
-    }
+/// Tell the parent why the child could not exec, then `_exit(127)`. The
+/// store is a plain atomic store into memory the parent reads only after
+/// this child has exited (it is suspended until then): no lock, no call.
+fn report(to: &AtomicU64, stage: i32, errno: Errno) -> ! {
+    let r = (u64::from(stage as u32) << 32) | u64::from(errno as i32 as u32);
+    // A stage is never 0, so neither is the report.
+    to.store(r, Ordering::Release);
     crate::sys::proc::_exit(127)
 }
 

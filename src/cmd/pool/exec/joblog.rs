@@ -29,6 +29,30 @@ pub struct Joblog {
     name: String,
 }
 
+/// A regular file the items are read from, known by its device and inode
+/// (see [`Joblog::create`]).
+#[derive(Debug)]
+pub struct InputFile {
+    pub name: String,
+    pub dev: libc::dev_t,
+    pub ino: libc::ino_t,
+}
+
+impl InputFile {
+    /// `fd`, if it is a regular file (a pipe or a terminal cannot be
+    /// emptied by a joblog).
+    pub fn of(name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Option<InputFile> {
+        use nix::sys::stat::SFlag;
+        let st = nix::sys::stat::fstat(fd).ok()?;
+        let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+        regular.then(|| InputFile {
+            name: name.to_string(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
 /// One finished job, as the joblog records it.
 #[derive(Debug)]
 pub struct Entry<'a> {
@@ -45,17 +69,35 @@ pub struct Entry<'a> {
 
 impl Joblog {
     /// Create (or empty) `path` and write the header. The file gets the
-    /// permissions a shell's `> FILE` gives (0666 less the umask).
-    pub fn create(path: &Path) -> Result<Joblog> {
+    /// permissions a shell's `> FILE` gives (0666 less the umask). A file
+    /// that is one of the `inputs` (the same file, under any name) is left
+    /// as it is, and the answer is a usage error: emptying it would lose
+    /// the items.
+    pub fn create(path: &Path, inputs: &[InputFile]) -> Result<Joblog> {
         use std::os::unix::fs::OpenOptionsExt;
         let name = path.display().to_string();
+        // Not O_TRUNC: it is emptied only once it is known not to be an input.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| Error::io("open", &name, &e))?;
+        let st = nix::sys::stat::fstat(file.as_fd()).map_err(|e| Error::sys("fstat", &name, e))?;
+        if let Some(input) = inputs
+            .iter()
+            .find(|i| i.dev == st.st_dev && i.ino == st.st_ino)
+        {
+            return Err(Error::invalid(
+                "--joblog",
+                format!(
+                    "{name} is also the input ({}): writing the joblog would empty it",
+                    input.name
+                ),
+            ));
+        }
+        file.set_len(0)
+            .map_err(|e| Error::io("ftruncate", &name, &e))?;
         let log = Joblog { file, name };
         log.write(HEADER.as_bytes())?;
         Ok(log)

@@ -46,17 +46,21 @@ use crate::status::Status;
 pub enum OutTo {
     /// Ours.
     Inherit,
-    /// This descriptor (a file of its own).
-    Fd(OwnedFd),
     /// A new pipe, read by the caller ([`Local::pipes`]).
     Pipe,
 }
+
+/// The key [`Local::pipes`] gives the pipes of ended jobs that a process
+/// they left behind still holds (see [`Local::linger`]).
+pub const LINGERING: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Job {
     running: Running,
     pgid: Pid,
     pipes: [Option<OwnedFd>; 2],
+    /// Per pipe: made larger for a job that prints much ([`Local::splice_pipe`]).
+    grown: [bool; 2],
     started: Instant,
     deadline: Option<Instant>,
     kill_at: Option<Instant>,
@@ -168,6 +172,10 @@ pub struct Local {
     stop_grace: Option<Duration>,
     /// The groups of every job stopped so far.
     stopped_groups: Vec<Pid>,
+    /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
+    lingering: Vec<OwnedFd>,
+    /// splice(2) did not take our output files (EINVAL): read and write.
+    no_splice: bool,
     /// `None` with one slot: the loop starts programs itself (a handover
     /// to a thread would only add two wake-ups per job).
     spawners: Option<Spawners>,
@@ -257,6 +265,8 @@ impl Local {
             kill_after,
             stop_grace: None,
             stopped_groups: Vec::new(),
+            lingering: Vec::new(),
+            no_splice: false,
             spawners: if spawners > 1 {
                 Some(Spawners::new(spawners, to_guard)?)
             } else {
@@ -320,9 +330,8 @@ impl Local {
             .die_with_parent(Signal::SIGTERM);
         let mut pipes = [None, None];
         for (i, to) in [out, err].into_iter().enumerate() {
-            let fd = match to {
+            let fd: OwnedFd = match to {
                 OutTo::Inherit => continue,
-                OutTo::Fd(fd) => fd,
                 OutTo::Pipe => {
                     let (r, w) = crate::pipe::pipe()?;
                     let r = OwnedFd::from(r);
@@ -412,6 +421,7 @@ impl Local {
             running,
             pgid: pid,
             pipes,
+            grown: [false; 2],
             started: at,
             deadline: self.timeout.and_then(|t| at.checked_add(t)),
             kill_at: None,
@@ -431,6 +441,56 @@ impl Local {
     /// Whether `pid` is one of our jobs.
     pub fn owns(&self, pid: i32) -> bool {
         self.by_pid.contains_key(&pid)
+    }
+
+    /// The key of job `pid`.
+    pub fn key_of(&self, pid: i32) -> Option<u64> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// Wait until every job handed to a spawner is started (or has failed
+    /// to start: those are returned, as job outcomes), so that every
+    /// running job is known. A start takes no longer than an exec.
+    pub fn settle(&mut self) -> Result<Vec<NotStarted>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut failed = Vec::new();
+        loop {
+            failed.extend(self.collect()?);
+            let Some(wake) = self.wake_fd().filter(|_| self.starting()) else {
+                return Ok(failed);
+            };
+            let mut fds = [PollFd::new(wake, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(100u8)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("poll", "spawner threads", e)),
+            }
+        }
+    }
+
+    /// Send `sig` to every job's process group (SIGSTOP, SIGCONT).
+    pub fn signal_all(&self, sig: Signal) -> Result<()> {
+        for j in self.jobs.values() {
+            signal_group(j.pgid, sig)?;
+        }
+        Ok(())
+    }
+
+    /// Every job's deadlines move `by` later: the time the run was stopped
+    /// counts against no job's --timeout or kill-after delay.
+    pub fn postpone(&mut self, by: Duration) {
+        for j in self.jobs.values_mut() {
+            for t in [&mut j.deadline, &mut j.kill_at] {
+                *t = t.and_then(|t| t.checked_add(by));
+            }
+        }
+    }
+
+    /// Continue job `pid`'s process group (SIGCONT), which has stopped.
+    pub fn continue_job(&self, pid: i32) -> Result<()> {
+        match self.by_pid.get(&pid).and_then(|k| self.jobs.get(k)) {
+            Some(j) => signal_group(j.pgid, Signal::SIGCONT),
+            None => Ok(()),
+        }
     }
 
     /// Reap job `pid` (waitid said it ended); `None` if it is not ours or
@@ -459,20 +519,47 @@ impl Local {
         }))
     }
 
-    /// The open pipes of running jobs: (key, stream 1 or 2, descriptor).
+    /// The open pipes of running jobs: (key, stream 1 or 2, descriptor);
+    /// and the lingering ones, as ([`LINGERING`], 0, descriptor).
     pub fn pipes(&self) -> impl Iterator<Item = (u64, u8, BorrowedFd<'_>)> {
-        self.jobs.iter().flat_map(|(&key, j)| {
-            j.pipes
-                .iter()
-                .enumerate()
-                .filter_map(move |(i, p)| p.as_ref().map(|p| (key, i as u8 + 1, p.as_fd())))
-        })
+        self.jobs
+            .iter()
+            .flat_map(|(&key, j)| {
+                j.pipes
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(i, p)| p.as_ref().map(|p| (key, i as u8 + 1, p.as_fd())))
+            })
+            .chain(self.lingering.iter().map(|p| (LINGERING, 0, p.as_fd())))
+    }
+
+    /// Keep reading, and dropping, an ended job's pipe that a process it
+    /// left behind still holds open: that process writes on (its output
+    /// goes nowhere, as an ended job's output file would take it) instead
+    /// of getting EPIPE or blocking on a full pipe, until it closes the
+    /// pipe or this run ends.
+    pub fn linger(&mut self, fd: OwnedFd) {
+        self.lingering.push(fd);
     }
 
     /// Read what job `key`'s pipe `stream` holds into `buf` (cleared
-    /// first); at end of file the pipe is closed.
+    /// first); at end of file the pipe is closed. For [`LINGERING`], every
+    /// lingering pipe is read and what it holds dropped.
     pub fn read_pipe(&mut self, key: u64, stream: u8, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
+        if key == LINGERING {
+            let mut open = Vec::with_capacity(self.lingering.len());
+            for fd in std::mem::take(&mut self.lingering) {
+                let eof = drain(&fd, buf);
+                buf.clear();
+                // A read error ends it too: there is nothing to keep.
+                if matches!(eof, Ok(false)) {
+                    open.push(fd);
+                }
+            }
+            self.lingering = open;
+            return Ok(());
+        }
         let Some(job) = self.jobs.get_mut(&key) else {
             return Ok(());
         };
@@ -483,6 +570,51 @@ impl Local {
             }
         }
         Ok(())
+    }
+
+    /// Move what job `key`'s pipe `stream` holds into `to` (a file of its
+    /// own, written at its position) without copying it through our
+    /// memory: splice(2), up to [`SPLICE_CHUNK`] bytes. The first time,
+    /// the pipe is made that large, so a job that prints much wakes the
+    /// loop once a MiB, not once a 64 KiB. `Some(bytes moved)`; at end of
+    /// file the pipe is closed; `None` where splice cannot write to `to`
+    /// (then [`Local::read_pipe`]).
+    pub fn splice_pipe(
+        &mut self,
+        key: u64,
+        stream: u8,
+        to: BorrowedFd<'_>,
+    ) -> Result<Option<usize>> {
+        use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+        if self.no_splice {
+            return Ok(None);
+        }
+        let i = usize::from(stream == 2);
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return Ok(Some(0));
+        };
+        let Some(fd) = &job.pipes[i] else {
+            return Ok(Some(0));
+        };
+        if !std::mem::replace(&mut job.grown[i], true) {
+            // Past the pipe size limit (pipe-max-size, a user's pipe
+            // pages) it stays as it is, which is no error.
+            let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(SPLICE_CHUNK as libc::c_int));
+        }
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        match splice(fd, None, to, None, SPLICE_CHUNK, flags) {
+            Ok(0) => {
+                job.pipes[i] = None;
+                Ok(Some(0))
+            }
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(Some(0)),
+            Err(Errno::EINVAL) => {
+                self.no_splice = true;
+                Ok(None)
+            }
+            Err(e) => Err(Error::sys("splice", "job pipe", e)),
+        }
     }
 
     /// The soonest timeout or kill-after deadline.
@@ -560,55 +692,69 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
     }
 }
 
+/// Read child `pid`'s report that it stopped (waitid without WNOWAIT), so
+/// that the next `waitid(P_ALL, WNOWAIT)` names another child. It stays
+/// stopped; a child gone meanwhile is no error.
+pub fn consume_stop(pid: Pid) {
+    let _ = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(pid),
+        nix::sys::wait::WaitPidFlag::WSTOPPED | nix::sys::wait::WaitPidFlag::WNOHANG,
+    );
+}
+
 /// Whether process group `pgid` still has a member.
 pub fn group_alive(pgid: Pid) -> bool {
     nix::sys::signal::killpg(pgid, None).is_ok()
 }
 
+/// O_NONBLOCK on a fresh pipe end of ours, in one call: it has no other
+/// status flag to keep (F_SETFL leaves the access mode alone).
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("fcntl", "pipe", e))?;
-    fcntl(
-        fd,
-        FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| Error::sys("fcntl", "pipe", e))?;
+    fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Error::sys("fcntl", "pipe", e))?;
     Ok(())
+}
+
+/// The size of one read from a job's pipe (a whole pipe's worth).
+const CHUNK: usize = 64 * 1024;
+
+/// The most one splice moves from a job's pipe to its file, and the size
+/// that pipe is given then.
+pub const SPLICE_CHUNK: usize = 1 << 20;
+
+thread_local! {
+    /// Where a read lands before it is appended to the caller's buffer:
+    /// zeroed once, not before every read (most reads, at the end of a
+    /// quiet job, find nothing).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; CHUNK]);
 }
 
 /// One read(2) from a non-blocking `fd`, appended to `buf`; false at end
 /// of file. EAGAIN and EINTR read nothing.
 pub fn read_some(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> Result<bool> {
-    let at = buf.len();
-    buf.resize(at + 64 * 1024, 0);
-    let r = nix::unistd::read(fd, &mut buf[at..]);
-    match r {
-        Ok(0) => {
-            buf.truncate(at);
-            Ok(false)
-        }
+    SCRATCH.with_borrow_mut(|chunk| match nix::unistd::read(fd, chunk) {
+        Ok(0) => Ok(false),
         Ok(n) => {
-            buf.truncate(at + n);
+            buf.extend_from_slice(&chunk[..n]);
             Ok(true)
         }
-        Err(Errno::EAGAIN | Errno::EINTR) => {
-            buf.truncate(at);
-            Ok(true)
-        }
-        Err(e) => {
-            buf.truncate(at);
-            Err(Error::sys("read", "job pipe", e))
-        }
-    }
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(true),
+        Err(e) => Err(Error::sys("read", "job pipe", e)),
+    })
 }
 
 /// Everything still in an ended job's pipe, without waiting for a writer
-/// that lingers (a background grandchild): appended to `buf`.
-pub fn drain(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<()> {
+/// that lingers (a background grandchild): appended to `buf`. True at end
+/// of file; false while some writer holds the pipe open (then
+/// [`Local::linger`]).
+pub fn drain(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool> {
     loop {
         let before = buf.len();
-        if !read_some(fd.as_fd(), buf)? || buf.len() == before {
-            return Ok(());
+        if !read_some(fd.as_fd(), buf)? {
+            return Ok(true);
+        }
+        if buf.len() == before {
+            return Ok(false);
         }
     }
 }

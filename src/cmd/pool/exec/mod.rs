@@ -42,11 +42,13 @@ pub const AFTER_HELP: &str = "\
 Items: one per input line (the whole line, blanks and quotes included, as
 GNU parallel reads them; xargs splits at blanks unless -d '\\n'), or
 NUL-separated (-0), or separated by one byte (-d). Items come from stdin,
-or from each -a FILE in turn (`-a -` is stdin in its turn). An empty line is a job with an empty
-argument, as in GNU parallel (--skip-empty drops it). No input: nothing
-runs (xargs without -r would run CMD once). The first command starts as
-soon as the first item is read, and input is read only as slots free up,
-so memory stays the same for ten million lines.
+or from each -a FILE in turn (`-a -` is stdin in its turn). An empty
+line is a job with an empty argument, as in GNU parallel (--skip-empty
+drops it). No input: nothing runs, and the status is 0 even with no host
+left, as with xargs -r and parallel (xargs without -r runs CMD once).
+The first command starts as soon as the first item is read, and input is
+read only as slots free up, so memory stays the same for ten million
+lines.
 
 Replacement strings (GNU parallel's): {} the item, {.} without extension,
 {/} basename, {//} dirname, {/.} basename without extension, {#} the job
@@ -55,19 +57,27 @@ arguments (xargs). -n N puts up to N items in one job: a lone {} becomes
 N arguments, a {} inside other text the items joined by spaces. A job
 takes fewer when N would not fit in a command line (128 KiB, as xargs).
 
-Output: by default each job's stdout and stderr are kept in files of its
-own and written whole when it ends, so lines of two jobs never mix
-(parallel's --group); --line-buffer writes each complete line as soon as
-it comes, whole (one past 64 KiB is gathered in a temp file, not in
-memory); -u writes straight through (xargs). -k prints in input order:
-the output of a job that ends before an older one waits in a spill file,
-and at most 1024 jobs per slot start after the oldest one still running
-(behind a job that never ends, the rest wait instead of piling up).
+Output: by default each job's stdout and stderr are kept (in memory up
+to 64 KiB each, past that in files of its own in $TMPDIR) and written
+whole when it ends, so lines of two jobs never mix (parallel's --group).
+What a process left behind by a job writes after the job has ended is
+dropped (its writes succeed while pk-pool runs). --line-buffer writes
+each complete line as soon as it comes, whole (one past 64 KiB is
+gathered in a temp file, not in memory); -u writes straight through
+(xargs). -k prints in input order: the output of a job that ends before
+an older one waits (in memory while small, else in a spill file), and at
+most 1024 jobs per slot start after the oldest one still running (behind
+a job that never ends, the rest wait instead of piling up).
 
 Commands get /dev/null as stdin and run in a session and process group
 of their own, without a controlling terminal: one that would read the
 terminal (a password prompt) fails instead of stopping for ever, and -u
-output reaches a terminal even under `stty tostop`.
+output reaches a terminal even under `stty tostop`. A job that stops
+(SIGSTOP: it has no terminal, nor a shell to continue it) is continued
+at once, with one line on stderr. SIGTSTP (^Z, or kill -TSTP) stops
+every job's group, then pk-pool itself; continued (fg, bg, SIGCONT),
+pk-pool continues them, and the time stopped counts against no
+--timeout (jobs on ssh hosts run on meanwhile).
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
 --kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
@@ -89,7 +99,7 @@ another host where there is one.
 -j 0 runs as many jobs at once as the file descriptors allow (up to
 1024; on an ssh host, its CPU count). A -j that `ulimit -n` has no room
 for runs fewer at once, with one line saying so: each running job holds
-a few descriptors (its output files or pipes).
+a few descriptors (its pipes, and files for big output).
 
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
@@ -108,6 +118,7 @@ stderr, one line each:
   pk-pool: job <SEQ> (<command>): killed by signal <N> (<NAME>)
   pk-pool: job <SEQ> (<command>): timed out after <DUR>: killed by signal 15 (SIGTERM)
   pk-pool: job <SEQ> (<command>): execvp(<CMD>): No such file or directory
+  pk-pool: job <SEQ> (<command>): stopped by signal 19 (SIGSTOP); continued
   pk-pool: <F> of <M> jobs failed                     (at the end, when any did)
 A <command> longer than 200 bytes is shown by its first 200 and `...`.
 -q (before or after `exec`; after `--` it is the command's) keeps the
@@ -120,9 +131,10 @@ the running jobs, an ssh host not waited for once every job is done.
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE
 writes GNU parallel's tab-separated joblog (Seq Host Starttime
-JobRuntime Send Receive Exitval Signal Command). --progress/--eta show counts on stderr (a redrawn line
-on a terminal, where they are on by default; --no-progress turns that
-off).
+JobRuntime Send Receive Exitval Signal Command); a FILE that is also an
+input (-a FILE, stdin) is refused (status 2) and left as it is.
+--progress/--eta show counts on stderr (a redrawn line on a terminal,
+where they are on by default; --no-progress turns that off).
 
 Exit status (xargs'): 0 every job succeeded; 123 one or more failed;
 124 stopped by --halt (or no host left); 125 a command was killed by a
@@ -277,6 +289,7 @@ fn parse_halt(s: &str) -> std::result::Result<scheduler::Halt, String> {
 
 /// Run `pk-pool exec`; `quiet` is pk-pool's -q.
 pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
+    use std::os::fd::AsFd;
     use std::os::unix::ffi::OsStrExt;
     if a.command.iter().any(|c| c.as_bytes().contains(&0)) {
         return Err(Error::invalid("CMD", "an argument contains a NUL byte").into());
@@ -299,6 +312,11 @@ pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
             .map(input::Source::file)
             .collect::<crate::error::Result<Vec<_>>>()?
     };
+    // The regular files among them, which --joblog must not empty.
+    let input_files: Vec<joblog::InputFile> = sources
+        .iter()
+        .filter_map(|s| joblog::InputFile::of(&s.name, s.fd.as_fd()))
+        .collect();
     let mut input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
     if a.max_args > 1 {
         // xargs' default command-line size (-s), 128 KiB: within ARG_MAX,
@@ -346,7 +364,7 @@ pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
     let joblog = a
         .joblog
         .as_deref()
-        .map(joblog::Joblog::create)
+        .map(|path| joblog::Joblog::create(path, &input_files))
         .transpose()?;
     let cfg = scheduler::Config {
         template,

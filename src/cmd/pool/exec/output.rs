@@ -1,20 +1,24 @@
 //! Where each job's output goes, and when it reaches ours.
 //!
 //! - Grouped (default, GNU parallel's `--group`): a job's stdout and
-//!   stderr go to two unlinked files of its own (`O_TMPFILE` in
-//!   `$TMPDIR`), and are copied whole to ours when it ends, so two jobs'
-//!   lines never mix. Each job gets new files, never a finished job's: a
-//!   background process a job left behind may still hold them, and what
-//!   it prints later must not pass for another job's output (it is lost,
-//!   as in parallel).
-//! - `--line-buffer`: pipes; every complete line is written as soon as it
-//!   is read, whole. A line is gathered in memory up to [`LONG_LINE`]
-//!   bytes, then in a file of its own.
+//!   stderr are pipes that the run reads as the job writes. What comes is
+//!   kept ([`Kept`]) in memory up to [`KEEP_IN_MEMORY`] bytes per stream
+//!   (and [`MEMORY_BUDGET`] for all jobs), past that in an unlinked file of
+//!   its own (`O_TMPFILE` in `$TMPDIR`), and copied whole to ours when the
+//!   job ends, so two jobs' lines never mix. A job that prints nothing
+//!   costs no file, and a file is never given to a later job: a
+//!   background process a job left behind writes into the pipe of the job
+//!   that started it, which is read and dropped once that job has ended
+//!   (its output is lost, as in parallel, never passed off as another
+//!   job's).
+//! - `--line-buffer`: pipes too; every complete line is written as soon
+//!   as it is read, whole. A line is gathered in memory up to
+//!   [`LONG_LINE`] bytes, then in a file of its own.
 //! - `-u/--ungroup`: the jobs write to our stdout and stderr directly.
 //! - `-k/--keep-order`: output in input order. A job that ends before the
 //!   ones ahead of it has its output copied into one spill file and
 //!   printed when its turn comes; with `--line-buffer`, the oldest job
-//!   streams its lines and the others are held until they are oldest.
+//!   streams its lines and the others are kept until they are oldest.
 //!
 //! Our own writes to a pipe, socket or terminal wait for the reader, but
 //! never past a stop signal: [`Sink`] polls the reader together with a
@@ -25,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,35 +48,35 @@ pub enum Mode {
     Ungroup,
 }
 
-/// A job's two files (stdout, stderr), opened `O_APPEND`.
-#[derive(Debug)]
-pub struct Files([File; 2]);
-
-impl Files {
-    /// The descriptors a local job writes to (copies).
-    pub fn for_child(&self) -> Result<[OwnedFd; 2]> {
-        let dup = |f: &File| {
-            f.as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("dup", "output file", &e))
-        };
-        Ok([dup(&self.0[0])?, dup(&self.0[1])?])
-    }
+/// One stream of a job's output, kept until it can be printed: in memory
+/// while it is small, in an unlinked file of its own past
+/// [`KEEP_IN_MEMORY`] (or once the run holds [`MEMORY_BUDGET`] in memory).
+#[derive(Debug, Default)]
+pub struct Kept {
+    mem: Vec<u8>,
+    file: Option<File>,
 }
+
+/// The most bytes of one stream of one job kept in memory.
+pub const KEEP_IN_MEMORY: usize = 64 * 1024;
+
+/// The most bytes of job output kept in memory by a run, all jobs
+/// together; past it, more goes to files.
+pub const MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 
 /// Where one running job's output is going.
 #[derive(Debug)]
 pub enum Capture {
-    /// Grouped: its files.
-    Files(Files),
+    /// Grouped: stdout and stderr, kept until the job ends.
+    Group([Kept; 2]),
     /// Line-buffered: the line each stream has begun, and, with
-    /// `--keep-order`, files holding its output until it is the oldest.
+    /// `--keep-order`, its output kept until it is the oldest.
     Line {
         partial: [Vec<u8>; 2],
         /// Per stream, a begun line longer than [`LONG_LINE`]: gathered in
         /// a file instead of memory (`partial` is empty then).
         long: [Option<File>; 2],
-        held: Option<Files>,
+        held: Option<[Kept; 2]>,
     },
     /// Straight through.
     Direct,
@@ -87,9 +91,11 @@ pub const LONG_LINE: usize = 64 * 1024;
 pub type Received = u64;
 
 #[derive(Debug)]
-struct Held {
+enum Held {
+    /// Stdout and stderr in memory (counted in `in_memory`).
+    Mem([Vec<u8>; 2]),
     /// (offset, length) in the spill file, stdout then stderr.
-    ranges: [(u64, u64); 2],
+    Spilled([(u64, u64); 2]),
 }
 
 /// The output side of a run.
@@ -103,6 +109,8 @@ pub struct Output {
     held: BTreeMap<u64, Held>,
     spill: Option<File>,
     spill_len: u64,
+    /// Bytes of [`Kept`] output in memory, all jobs together.
+    in_memory: usize,
     buf: Vec<u8>,
     /// Our stdout and stderr.
     pub sink: Sink,
@@ -137,30 +145,79 @@ impl Output {
             held: BTreeMap::new(),
             spill: None,
             spill_len: 0,
+            in_memory: 0,
             buf: Vec::new(),
             sink: Sink::default(),
         }
     }
 
-    /// The capture for a job about to start.
-    pub fn capture(&mut self, seq: u64) -> Result<Capture> {
-        Ok(match self.mode {
-            Mode::Group => Capture::Files(self.files()?),
+    /// The capture for a job about to start (no file yet: files are made
+    /// when output grows).
+    pub fn capture(&self, seq: u64) -> Capture {
+        match self.mode {
+            Mode::Group => Capture::Group(Default::default()),
             Mode::Line => Capture::Line {
                 partial: [Vec::new(), Vec::new()],
                 long: [None, None],
-                held: if self.keep_order && seq != self.next {
-                    Some(self.files()?)
-                } else {
-                    None
-                },
+                held: (self.keep_order && seq != self.next).then(Default::default),
             },
             Mode::Ungroup => Capture::Direct,
-        })
+        }
     }
 
-    fn files(&mut self) -> Result<Files> {
-        Ok(Files([tmpfile(&self.tmpdir)?, tmpfile(&self.tmpdir)?]))
+    /// Keep `bytes` at the end of `k`: in memory, or in its file once it
+    /// has grown past what memory holds.
+    fn keep(&mut self, k: &mut Kept, bytes: &[u8]) -> Result<()> {
+        if k.file.is_none() {
+            let fits = k.mem.len() + bytes.len() <= KEEP_IN_MEMORY
+                && self.in_memory + bytes.len() <= MEMORY_BUDGET;
+            if fits {
+                k.mem.extend_from_slice(bytes);
+                self.in_memory += bytes.len();
+                return Ok(());
+            }
+            // Only ever written at its end: by write(2) here, splice(2)
+            // in the loop.
+            let f = tmpfile(&self.tmpdir, false)?;
+            append(&f, &k.mem)?;
+            self.forget(k);
+            k.file = Some(f);
+        }
+        append(k.file.as_ref().expect("made above"), bytes)
+    }
+
+    /// `k`'s memory is given up (printed, moved, dropped).
+    fn forget(&mut self, k: &mut Kept) {
+        self.in_memory -= k.mem.len().min(self.in_memory);
+        k.mem = Vec::new();
+    }
+
+    /// Write what `k` holds to stream 1 or 2, and empty it; its length.
+    fn print_kept(&mut self, k: &mut Kept, stream: u8) -> WResult<u64> {
+        let n = if let Some(f) = k.file.take() {
+            self.copy_file(&f, stream)?
+        } else {
+            let mem = std::mem::take(&mut k.mem);
+            self.in_memory -= mem.len().min(self.in_memory);
+            if !mem.is_empty() {
+                self.sink.write(stream, &mem)?;
+            }
+            mem.len() as u64
+        };
+        Ok(n)
+    }
+
+    /// The file where what job `cap` writes to `stream` goes now, if its
+    /// output has grown past memory (grouped output): the loop may splice
+    /// its pipe straight into it.
+    pub fn file_of<'a>(&self, cap: &'a Capture, stream: u8) -> Option<BorrowedFd<'a>> {
+        match cap {
+            Capture::Group(kept) => kept[usize::from(stream == 2)]
+                .file
+                .as_ref()
+                .map(AsFd::as_fd),
+            _ => None,
+        }
     }
 
     /// Bytes a job wrote to `stream` (1 or 2), read from its pipe or
@@ -168,7 +225,12 @@ impl Output {
     pub fn data(&mut self, cap: &mut Capture, stream: u8, bytes: &[u8]) -> WResult<()> {
         let i = usize::from(stream == 2);
         match cap {
-            Capture::Files(f) | Capture::Line { held: Some(f), .. } => append(&f.0[i], bytes)?,
+            Capture::Group(kept)
+            | Capture::Line {
+                held: Some(kept), ..
+            } => {
+                self.keep(&mut kept[i], bytes)?;
+            }
             Capture::Line {
                 partial,
                 long,
@@ -199,7 +261,7 @@ impl Output {
                 if let Some(f) = &long[i] {
                     append(f, rest)?;
                 } else if partial[i].len() + rest.len() > LONG_LINE {
-                    let f = tmpfile(&self.tmpdir)?;
+                    let f = tmpfile(&self.tmpdir, true)?;
                     append(&f, &partial[i])?;
                     append(&f, rest)?;
                     partial[i] = Vec::new();
@@ -220,9 +282,9 @@ impl Output {
         // printed too: the pipe continues that line, and no other job
         // prints while this one is the oldest.
         if let Capture::Line { held, .. } = cap {
-            if let Some(files) = held.take() {
-                self.copy_file(&files.0[0], 1)?;
-                self.copy_file(&files.0[1], 2)?;
+            if let Some(mut kept) = held.take() {
+                self.print_kept(&mut kept[0], 1)?;
+                self.print_kept(&mut kept[1], 2)?;
             }
         }
         Ok(())
@@ -238,21 +300,18 @@ impl Output {
     pub fn finish(&mut self, seq: u64, cap: Capture) -> WResult<Received> {
         let in_turn = !self.keep_order || seq == self.next;
         let received = match cap {
-            Capture::Files(files)
+            Capture::Group(mut kept)
             | Capture::Line {
-                held: Some(files), ..
+                held: Some(mut kept),
+                ..
             } => {
-                let got = if in_turn {
-                    let out = self.copy_file(&files.0[0], 1)?;
-                    self.copy_file(&files.0[1], 2)?;
+                if in_turn {
+                    let out = self.print_kept(&mut kept[0], 1)?;
+                    self.print_kept(&mut kept[1], 2)?;
                     out
                 } else {
-                    self.hold(seq, &files)?
-                };
-                // Closed, never given to another job: a process this one
-                // left behind may still write to them.
-                drop(files);
-                got
+                    self.hold(seq, &mut kept)?
+                }
             }
             Capture::Line {
                 partial,
@@ -272,12 +331,7 @@ impl Output {
             Capture::Direct => {
                 if !in_turn {
                     // Nothing to hold, but its turn must still pass.
-                    self.held.insert(
-                        seq,
-                        Held {
-                            ranges: [(0, 0); 2],
-                        },
-                    );
+                    self.held.insert(seq, Held::Mem(Default::default()));
                 }
                 0
             }
@@ -291,7 +345,16 @@ impl Output {
 
     /// A failed attempt that will run again: its output is dropped.
     pub fn discard(&mut self, cap: Capture) -> Result<()> {
-        drop(cap);
+        if let Capture::Group(mut kept)
+        | Capture::Line {
+            held: Some(mut kept),
+            ..
+        } = cap
+        {
+            for k in &mut kept {
+                self.forget(k);
+            }
+        }
         Ok(())
     }
 
@@ -306,18 +369,29 @@ impl Output {
                 break;
             }
             let (seq, held) = entry.remove_entry();
-            if held.ranges.iter().any(|&(_, len)| len > 0) {
-                let Some(spill) = self.spill.take() else {
-                    break;
-                };
-                let r = (|| -> WResult<()> {
-                    for (i, &(at, len)) in held.ranges.iter().enumerate() {
-                        self.copy_range(&spill, at, len, i as u8 + 1)?;
+            match held {
+                Held::Mem(mem) => {
+                    for (i, m) in mem.iter().enumerate() {
+                        self.in_memory -= m.len().min(self.in_memory);
+                        if !m.is_empty() {
+                            self.sink.write(i as u8 + 1, m)?;
+                        }
                     }
-                    Ok(())
-                })();
-                self.spill = Some(spill);
-                r?;
+                }
+                Held::Spilled(ranges) if ranges.iter().any(|&(_, len)| len > 0) => {
+                    let Some(spill) = self.spill.take() else {
+                        break;
+                    };
+                    let r = (|| -> WResult<()> {
+                        for (i, &(at, len)) in ranges.iter().enumerate() {
+                            self.copy_range(&spill, at, len, i as u8 + 1)?;
+                        }
+                        Ok(())
+                    })();
+                    self.spill = Some(spill);
+                    r?;
+                }
+                Held::Spilled(_) => {}
             }
             self.next = seq + 1;
         }
@@ -331,30 +405,58 @@ impl Output {
         Ok(())
     }
 
-    /// Copy a finished job's files to the end of the spill file.
-    fn hold(&mut self, seq: u64, files: &Files) -> WResult<Received> {
-        if self.spill.is_none() {
-            self.spill = Some(tmpfile(&self.tmpdir)?);
+    /// Keep a finished job's output until its turn: where it is, when it
+    /// is all in memory, else at the end of the spill file.
+    fn hold(&mut self, seq: u64, kept: &mut [Kept; 2]) -> WResult<Received> {
+        if kept.iter().all(|k| k.file.is_none()) {
+            let mem = kept.each_mut().map(|k| std::mem::take(&mut k.mem));
+            let out = mem[0].len() as u64;
+            self.held.insert(seq, Held::Mem(mem));
+            return Ok(out);
         }
         let mut ranges = [(0, 0); 2];
-        for (i, f) in files.0.iter().enumerate() {
-            let len = size(f)?;
+        for (i, k) in kept.iter_mut().enumerate() {
             let at = self.spill_len;
-            let mut done = 0;
-            while done < len {
-                let n = read_at(f, &mut self.buf, done)?;
-                if n == 0 {
-                    break;
+            let done = match k.file.take() {
+                None if k.mem.is_empty() => 0,
+                None => {
+                    let mem = std::mem::take(&mut k.mem);
+                    self.in_memory -= mem.len().min(self.in_memory);
+                    append(self.spill()?, &mem)?;
+                    mem.len() as u64
                 }
-                let spill = self.spill.as_ref().expect("made above");
-                append(spill, &self.buf[..n])?;
-                done += n as u64;
-            }
+                Some(f) => {
+                    let len = size(&f)?;
+                    let mut done = 0;
+                    while done < len {
+                        let n = read_at(&f, &mut self.buf, done)?;
+                        if n == 0 {
+                            break;
+                        }
+                        let buf = std::mem::take(&mut self.buf);
+                        let r = self.spill().and_then(|s| append(s, &buf[..n]));
+                        self.buf = buf;
+                        r?;
+                        done += n as u64;
+                    }
+                    done
+                }
+            };
             self.spill_len += done;
             ranges[i] = (at, done);
         }
-        self.held.insert(seq, Held { ranges });
+        self.held.insert(seq, Held::Spilled(ranges));
         Ok(ranges[0].1)
+    }
+
+    /// The spill file, made at its first use.
+    fn spill(&mut self) -> Result<&File> {
+        if self.spill.is_none() {
+            // Emptied with ftruncate and written again: O_APPEND writes
+            // at its new end.
+            self.spill = Some(tmpfile(&self.tmpdir, true)?);
+        }
+        Ok(self.spill.as_ref().expect("made above"))
     }
 
     /// Write a file's whole content to stream 1 or 2; its length.
@@ -404,13 +506,17 @@ fn append(f: &File, bytes: &[u8]) -> Result<()> {
     crate::pipe::write_all(f.as_fd(), bytes).map_err(|e| Error::sys("write", "output file", e))
 }
 
-/// An unlinked file in `dir`, read-write, `O_APPEND`, close-on-exec:
-/// `O_TMPFILE` where the file system has it, else a named file removed
-/// at once.
-pub fn tmpfile(dir: &PathBuf) -> Result<File> {
+/// An unlinked file in `dir`, read-write, close-on-exec, `O_APPEND` if
+/// `append` (splice(2) refuses to write to such a file; one that is only
+/// ever written at its end needs no O_APPEND): `O_TMPFILE` where the file
+/// system has it, else a named file removed at once.
+pub fn tmpfile(dir: &PathBuf, append: bool) -> Result<File> {
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode as Perm;
-    let flags = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+    let mut flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    if append {
+        flags |= OFlag::O_APPEND;
+    }
     match open(
         dir,
         flags | OFlag::O_TMPFILE,

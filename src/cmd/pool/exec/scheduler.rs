@@ -3,11 +3,12 @@
 //! their output, applies timeouts, `--halt`, `--retries` and signals, and
 //! decides the exit status.
 //!
-//! One thread, one poll(2): a signalfd (SIGCHLD, and the INT/TERM/HUP
-//! that stop the run), the input while a job is waiting for items, the
-//! pipes of `--line-buffer` jobs, and each ssh connection. A SIGCHLD
-//! wakes it; `waitid(P_ALL, WNOWAIT)` names a child that ended without
-//! reaping it, and the handle that owns that child reaps it.
+//! One thread, one poll(2): a signalfd (SIGCHLD, SIGTSTP, and the
+//! INT/TERM/HUP that stop the run), the input while a job is waiting for
+//! items, the pipes of the jobs (but with `-u`), and each ssh connection.
+//! A SIGCHLD wakes it; `waitid(P_ALL, WNOWAIT)` names a child that ended
+//! (or stopped) without reaping it, and the handle that owns that child
+//! reaps it.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd;
@@ -120,6 +121,8 @@ struct Attempt {
     sent: u64,
     /// Ended by a stop of ours (a signal, `--halt now`), not failed.
     stopped: bool,
+    /// Its stopping (SIGSTOP ...) has been reported.
+    stop_said: bool,
 }
 
 #[derive(Debug)]
@@ -204,7 +207,7 @@ pub const AHEAD_PER_SLOT: u64 = 1024;
 /// The slots of each local host (`None` for ssh hosts): what `-j` or
 /// `N/:` asks (0: as many as fit, up to [`MAX_SLOTS`]), or the CPU count,
 /// and no more than the file descriptors allow. Each running job holds a
-/// few (its output files or pipes, and while it starts, the descriptors
+/// few (its pipes and files for big output, and while it starts, the descriptors
 /// handed to it): past `ulimit -n` a run would fail half-way, so it runs
 /// fewer at once and says so.
 fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
@@ -257,12 +260,11 @@ fn fd_room(cfg: &Config) -> (usize, u64) {
     let reserve = 8
         + 2 * super::local::MAX_SPAWNERS
         + remote.map(|h| 2 + 4 * h.slots.unwrap_or(0)).sum::<usize>();
-    // A job's: its two output files (grouped) or pipes, two more files
-    // for a long line or -k's holding (--line-buffer), and the three
-    // descriptors a start hands over.
+    // A job's: its two pipes, two files for output past what memory
+    // keeps (or a long line), and the three descriptors a start hands
+    // over.
     let per_job = match cfg.mode {
-        Mode::Group => 5,
-        Mode::Line => 7,
+        Mode::Group | Mode::Line => 7,
         Mode::Ungroup => 3,
     };
     let free = usize::try_from(limit)
@@ -275,11 +277,14 @@ fn fd_room(cfg: &Config) -> (usize, u64) {
 pub fn run(cfg: Config, input: Input) -> Result<u8> {
     // Blocked before any child exists, so no SIGCHLD and no stop signal
     // is lost between a start and the first poll.
+    // SIGTSTP (^Z) too: the jobs, in sessions of their own, do not get
+    // the terminal's, so pk-pool stops them before it stops itself.
     let relay = SignalRelay::new(&[
         Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
+        Signal::SIGTSTP,
     ])?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = local_slots(&cfg, cpus);
@@ -461,10 +466,10 @@ impl Sched {
                 match w {
                     Who::Signals => {
                         while let Some(got) = relay.take()? {
-                            if got.signal == Signal::SIGCHLD {
-                                self.reap()?;
-                            } else {
-                                self.on_stop_signal(got.signal)?;
+                            match got.signal {
+                                Signal::SIGCHLD => self.reap()?,
+                                Signal::SIGTSTP => self.suspend()?,
+                                sig => self.on_stop_signal(sig)?,
                             }
                         }
                     }
@@ -512,6 +517,17 @@ impl Sched {
                 return Ok(false);
             }
             if !self.hosts.iter().any(|h| h.usable() || self.connecting(h)) {
+                if self.retry.is_empty() && !self.input_done && !self.no_host_left {
+                    // Whether there is anything to run at all: with no
+                    // input, nothing runs and all is well (as with xargs
+                    // -r and parallel), host or no host.
+                    match self.input.take() {
+                        Ok(Take::NeedRead) => return Ok(true),
+                        Ok(Take::End) => self.input_done = true,
+                        Ok(Take::Items(_)) => {}
+                        Err(e) => self.input_failed(e),
+                    }
+                }
                 if !(self.input_done && self.retry.is_empty()) {
                     if !self.no_host_left {
                         say(&"no host left to run jobs on");
@@ -611,15 +627,11 @@ impl Sched {
         if self.cfg.verbose {
             say_raw(&shell_bytes(&argv));
         }
-        let cap = self.output.capture(job.seq)?;
+        let cap = self.output.capture(job.seq);
         let key = self.next_key;
         self.next_key += 1;
         let (out, err) = match &cap {
-            Capture::Files(f) => {
-                let [o, e] = f.for_child()?;
-                (OutTo::Fd(o), OutTo::Fd(e))
-            }
-            Capture::Line { .. } => (OutTo::Pipe, OutTo::Pipe),
+            Capture::Group(_) | Capture::Line { .. } => (OutTo::Pipe, OutTo::Pipe),
             Capture::Direct => (OutTo::Inherit, OutTo::Inherit),
         };
         let mut attempt = Attempt {
@@ -632,6 +644,7 @@ impl Sched {
             received: 0,
             sent: 0,
             stopped: false,
+            stop_said: false,
         };
         match &mut self.hosts[h].kind {
             Kind::Local => {
@@ -660,12 +673,15 @@ impl Sched {
         Ok(())
     }
 
-    /// Reap every child that has ended.
+    /// Reap every child that has ended; continue every job that stopped.
     fn reap(&mut self) -> Result<()> {
         loop {
             let ws = match nix::sys::wait::waitid(
                 Id::All,
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+                WaitPidFlag::WEXITED
+                    | WaitPidFlag::WSTOPPED
+                    | WaitPidFlag::WNOHANG
+                    | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
                 Err(Errno::EINTR) => continue,
@@ -674,6 +690,17 @@ impl Sched {
             };
             let Some(pid) = ws.pid() else { return Ok(()) };
             let raw = pid.as_raw();
+            if let WaitStatus::Stopped(_, sig) = ws {
+                if !self.local.owns(raw) && self.local.starting() {
+                    // Maybe a job not registered yet: once it is.
+                    return Ok(());
+                }
+                local::consume_stop(pid);
+                if let Some(key) = self.local.key_of(raw) {
+                    self.job_stopped(key, raw, sig)?;
+                }
+                continue;
+            }
             if self.local.owns(raw) {
                 match self.local.reaped(raw)? {
                     Some(e) => self.local_ended(e)?,
@@ -696,14 +723,61 @@ impl Sched {
         }
     }
 
+    /// Job `key` (pid `pid`) stopped, by `sig`. It runs without a terminal
+    /// and with no shell to continue it, so nothing else ever would: it is
+    /// continued at once, with a line the first time. (Pausing the run is
+    /// stopping pk-pool, which stops the jobs and continues them with it.)
+    fn job_stopped(&mut self, key: u64, pid: i32, sig: Signal) -> Result<()> {
+        self.local.continue_job(pid)?;
+        let Some(a) = self.attempts.get_mut(&key) else {
+            return Ok(());
+        };
+        if !std::mem::replace(&mut a.stop_said, true) {
+            let command = shell_bytes(&a.argv);
+            say(&format_args!(
+                "job {}{} ({}): stopped by signal {} ({}); continued",
+                a.job.seq,
+                on_host(&self.hosts[a.host].name),
+                shortened(&String::from_utf8_lossy(&command)),
+                sig as i32,
+                sig.as_str()
+            ));
+        }
+        Ok(())
+    }
+
+    /// SIGTSTP (^Z, or kill -TSTP): every job's group gets SIGSTOP, then
+    /// pk-pool stops itself with SIGTSTP (its shell sees it stopped, as
+    /// with xargs); once continued (fg, bg, SIGCONT), it continues the
+    /// jobs, their deadlines moved by the time spent stopped. Jobs on ssh
+    /// hosts run on meanwhile.
+    fn suspend(&mut self) -> Result<()> {
+        // Jobs being started are known first, so each is stopped.
+        for not in self.local.settle()? {
+            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+        }
+        self.local.signal_all(Signal::SIGSTOP)?;
+        let at = Instant::now();
+        let stopped = stop_self(Signal::SIGTSTP);
+        let paused = at.elapsed();
+        self.local.postpone(paused);
+        self.stop_kill_at = self.stop_kill_at.and_then(|t| t.checked_add(paused));
+        let continued = self.local.signal_all(Signal::SIGCONT);
+        stopped?;
+        Ok(continued?)
+    }
+
     fn local_ended(&mut self, mut e: local::Ended) -> Result<()> {
         for (i, p) in e.pipes.iter_mut().enumerate() {
             if let Some(fd) = p.take() {
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.clear();
-                local::drain(&fd, &mut buf)?;
+                let eof = local::drain(&fd, &mut buf)?;
                 self.data(e.key, i as u8 + 1, &buf)?;
                 self.buf = buf;
+                if !eof {
+                    self.local.linger(fd);
+                }
             }
         }
         let how = how_of(e.status);
@@ -716,6 +790,16 @@ impl Sched {
     }
 
     fn on_pipe(&mut self, key: u64, stream: u8) -> Result<()> {
+        if let Some(a) = self.attempts.get_mut(&key) {
+            if let Some(to) = self.output.file_of(&a.cap, stream) {
+                if let Some(n) = self.local.splice_pipe(key, stream, to)? {
+                    if stream == 1 {
+                        a.received += n as u64;
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let r = self.local.read_pipe(key, stream, &mut buf);
         if r.is_ok() {
@@ -797,10 +881,13 @@ impl Sched {
             self.written(Err(WriteError::Closed))?;
             stopped = true;
         }
-        let command_bytes = shell_bytes(&argv);
-        let whole = String::from_utf8_lossy(&command_bytes);
-        let command = shortened(&whole);
-        let host_name = self.hosts[h].name.clone();
+        // Spelt out only where it is shown: a failure's line, the joblog.
+        let command_bytes = if failed || self.cfg.joblog.is_some() {
+            shell_bytes(&argv)
+        } else {
+            Vec::new()
+        };
+        let command = || shortened(&String::from_utf8_lossy(&command_bytes)).into_owned();
         let retry = failed
             && !stopped
             && !self.stopping
@@ -822,7 +909,7 @@ impl Sched {
         if let Some(log) = &self.cfg.joblog {
             log.record(&Entry {
                 seq: job.seq,
-                host: &host_name,
+                host: &self.hosts[h].name,
                 start,
                 runtime,
                 send: sent,
@@ -835,9 +922,10 @@ impl Sched {
         if retry {
             if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
                 say(&format_args!(
-                    "job {}{} ({command}): {m}; trying again ({} of {})",
+                    "job {}{} ({}): {m}; trying again ({} of {})",
                     job.seq,
-                    on_host(&host_name),
+                    on_host(&self.hosts[h].name),
+                    command(),
                     job.tries + 1,
                     self.cfg.retries + 1
                 ));
@@ -854,9 +942,10 @@ impl Sched {
             self.worst = self.worst.max(rank(how, timed_out));
             if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
                 say(&format_args!(
-                    "job {}{} ({command}): {m}",
+                    "job {}{} ({}): {m}",
                     job.seq,
-                    on_host(&host_name)
+                    on_host(&self.hosts[h].name),
+                    command()
                 ));
             }
         } else {
@@ -1371,6 +1460,23 @@ fn on_host(name: &str) -> String {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// Stop this process with `sig` (SIGTSTP), as its default action does,
+/// though the loop blocks it to read it from a signalfd: unblocked in this
+/// thread and raised, it stops every thread; raise returns once the
+/// process is continued. (In an orphaned process group the kernel drops
+/// it, and this returns at once.)
+fn stop_self(sig: Signal) -> Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut set = SigSet::empty();
+    set.add(sig);
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
+        .map_err(|e| Error::sys("pthread_sigmask", "SIG_UNBLOCK", e))?;
+    let raised = nix::sys::signal::raise(sig).map_err(|e| Error::sys("raise", sig.as_str(), e));
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::sys("pthread_sigmask", "SIG_BLOCK", e))?;
+    Ok(raised?)
 }
 
 /// One `pk-pool: ...` line on stderr.

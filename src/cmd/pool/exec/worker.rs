@@ -261,7 +261,10 @@ impl Worker {
         loop {
             let ws = match nix::sys::wait::waitid(
                 Id::All,
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+                WaitPidFlag::WEXITED
+                    | WaitPidFlag::WSTOPPED
+                    | WaitPidFlag::WNOHANG
+                    | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
                 Err(Errno::EINTR) => continue,
@@ -269,12 +272,24 @@ impl Worker {
                 Ok(ws) => ws,
             };
             let Some(pid) = ws.pid() else { return Ok(()) };
+            if let WaitStatus::Stopped(..) = ws {
+                // A job that stopped is continued, as pk-pool exec does
+                // on its own machine (one not registered yet: once it is).
+                if !self.local.owns(pid.as_raw()) && self.local.starting() {
+                    return Ok(());
+                }
+                local::consume_stop(pid);
+                self.local.continue_job(pid.as_raw())?;
+                continue;
+            }
             match self.local.reaped(pid.as_raw())? {
                 Some(mut e) => {
                     for (i, p) in e.pipes.iter_mut().enumerate() {
                         if let Some(fd) = p.take() {
                             let mut buf = Vec::new();
-                            local::drain(&fd, &mut buf)?;
+                            if !local::drain(&fd, &mut buf)? {
+                                self.local.linger(fd);
+                            }
                             if !buf.is_empty() {
                                 self.send(&Msg::Output {
                                     id: e.key,
