@@ -108,6 +108,7 @@ pub struct Spawn {
     new_session: bool,
     stdout_closed: bool,
     share_sysv_undo: bool,
+    announce_to: Option<std::sync::Arc<OwnedFd>>,
     stdout_to: Option<OwnedFd>,
     stderr_to: Option<OwnedFd>,
     timeout: Option<Timeout>,
@@ -172,6 +173,7 @@ impl Spawn {
             new_session: false,
             stdout_closed: false,
             share_sysv_undo: false,
+            announce_to: None,
             stdout_to: None,
             stderr_to: None,
             timeout: None,
@@ -283,6 +285,19 @@ impl Spawn {
     pub fn session(mut self, new: bool) -> Self {
         self.new_session = new;
         self.new_group |= new;
+        self
+    }
+
+    /// Have the child write its pid (4 bytes, little-endian) to `pipe` as
+    /// soon as it is the leader of its group or session and before it
+    /// runs anything of the command's, and minus its pid if it then
+    /// cannot exec: a supervisor that must end every group if this process
+    /// dies (`pk-pool exec`'s guard) learns of each group before the group
+    /// can start anything, with no window after [`Spawn::start`] returns.
+    /// Meant with [`Spawn::process_group`] or [`Spawn::session`].
+    #[must_use]
+    pub fn announce_pid_to(mut self, pipe: std::sync::Arc<OwnedFd>) -> Self {
+        self.announce_to = Some(pipe);
         self
     }
 
@@ -438,6 +453,7 @@ impl Spawn {
         plan.new_group = self.new_group;
         plan.new_session = self.new_session;
         plan.share_sysv_undo = self.share_sysv_undo;
+        plan.announce = self.announce_to.as_ref().map(|fd| fd.as_raw_fd());
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
         let report = plan.report();

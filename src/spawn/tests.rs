@@ -400,3 +400,41 @@ fn a_session_of_its_own_leads_its_group_and_has_no_terminal() {
     );
     assert_eq!(fields[4], "0", "no controlling terminal: {stat}");
 }
+
+#[test]
+fn a_child_announces_its_group_before_it_runs_and_takes_it_back_if_it_cannot() {
+    use std::sync::Arc;
+    let (r, w) = crate::pipe::pipe().unwrap();
+    let w = Arc::new(OwnedFd::from(w));
+    let r = OwnedFd::from(r);
+    let read_i32 = || {
+        let mut b = [0u8; 4];
+        assert_eq!(nix::unistd::read(&r, &mut b).unwrap(), 4);
+        i32::from_le_bytes(b)
+    };
+    // The pid is in the pipe by the time start returns (the child wrote
+    // it before exec, and start returns only once the child has exec'd).
+    let mut first = Spawn::new(["sh", "-c", "echo $$"])
+        .unwrap()
+        .session(true)
+        .announce_pid_to(Arc::clone(&w))
+        .capture(true)
+        .start()
+        .unwrap();
+    let pid = first.pid().as_raw();
+    assert_eq!(read_i32(), pid);
+    assert!(first.wait().unwrap().success());
+    let (stdout, _) = first.take_output();
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), pid.to_string());
+    // A command that cannot exec: its pid, then minus its pid.
+    let e = Spawn::new(["/nonexistent/prog"])
+        .unwrap()
+        .session(true)
+        .announce_pid_to(Arc::clone(&w))
+        .start()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CommandNotFound);
+    let announced = read_i32();
+    assert!(announced > 0);
+    assert_eq!(read_i32(), -announced);
+}

@@ -95,6 +95,11 @@ pub struct ExecPlan {
     /// Make the child the leader of a new session, without a controlling
     /// terminal (setsid(); the new process group comes with it).
     pub new_session: bool,
+    /// A pipe the child writes its own pid to (4 bytes, little-endian)
+    /// once it leads its group, before it runs anything of the command's;
+    /// and minus its pid if it then cannot exec. A supervisor reading it
+    /// knows every group before the group can do anything.
+    pub announce: Option<RawFd>,
     /// Close descriptor 1 after the redirections (the shell's `>&-`).
     pub close_stdout: bool,
     /// Share this process's System V semaphore undo list with the child
@@ -161,6 +166,7 @@ impl ExecPlan {
             death_signal: None,
             new_group: false,
             new_session: false,
+            announce: None,
             close_stdout: false,
             share_sysv_undo: false,
             max_signal: libc::SIGRTMAX(),
@@ -372,7 +378,7 @@ fn child(plan: &mut ExecPlan) -> ! {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut())
             };
             if r != 0 {
-                report(&plan.report, STAGE_SIGNALS, Errno::last());
+                report(plan, STAGE_SIGNALS, Errno::last());
             }
         }
     }
@@ -380,7 +386,7 @@ fn child(plan: &mut ExecPlan) -> ! {
     if let Some((sig, parent)) = plan.death_signal {
         if !super::proc::arm_death_signal(sig, parent) {
             // The parent is gone already (or prctl refused the signal).
-            report(&plan.report, STAGE_DEATH_SIGNAL, Errno::ESRCH);
+            report(plan, STAGE_DEATH_SIGNAL, Errno::ESRCH);
         }
     }
     // 3. A process group of its own, so the parent can signal the command
@@ -392,20 +398,23 @@ fn child(plan: &mut ExecPlan) -> ! {
         // SAFETY: setsid takes no arguments; the fresh child is no group
         // leader, so it can start a session.
         if unsafe { libc::setsid() } < 0 {
-            report(&plan.report, STAGE_SETSID, Errno::last());
+            report(plan, STAGE_SETSID, Errno::last());
         }
     } else if plan.new_group {
         // SAFETY: setpgid on plain integers.
         if unsafe { libc::setpgid(0, 0) } != 0 {
-            report(&plan.report, STAGE_SETPGID, Errno::last());
+            report(plan, STAGE_SETPGID, Errno::last());
         }
+    }
+    if let Some(fd) = plan.announce {
+        announce(fd, own_pid());
     }
     // 4. The working directory (relative candidates are then relative to it,
     //    as with `env -C DIR CMD`).
     if let Some(dir) = &plan.cwd {
         // SAFETY: `dir` is a NUL-terminated string the plan owns.
         if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
-            report(&plan.report, STAGE_CHDIR, Errno::last());
+            report(plan, STAGE_CHDIR, Errno::last());
         }
     }
     // 5. The redirections.
@@ -419,7 +428,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
             let e = Errno::last();
             if e != Errno::EINTR {
-                report(&plan.report, STAGE_DUP2, e);
+                report(plan, STAGE_DUP2, e);
             }
         }
     }
@@ -437,7 +446,7 @@ fn child(plan: &mut ExecPlan) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
     };
     if r != 0 {
-        report(&plan.report, STAGE_SIGNALS, Errno::last());
+        report(plan, STAGE_SIGNALS, Errno::last());
     }
     // 7. execve each candidate, as execvp's PATH search does.
     let mut eacces = false;
@@ -459,7 +468,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             // points at the candidate path, which lives as long as the plan.
             unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp_at_exec) };
             e = Errno::last();
-            report(&plan.report, STAGE_EXEC, e);
+            report(plan, STAGE_EXEC, e);
         }
         match e {
             Errno::EACCES => eacces = true,
@@ -471,7 +480,7 @@ fn child(plan: &mut ExecPlan) -> ! {
         }
     }
     report(
-        &plan.report,
+        plan,
         STAGE_EXEC,
         if eacces && last == Errno::ENOENT {
             Errno::EACCES
@@ -484,11 +493,36 @@ fn child(plan: &mut ExecPlan) -> ! {
 /// Tell the parent why the child could not exec, then `_exit(127)`. The
 /// store is a plain atomic store into memory the parent reads only after
 /// this child has exited (it is suspended until then): no lock, no call.
-fn report(to: &AtomicU64, stage: i32, errno: Errno) -> ! {
+fn report(plan: &ExecPlan, stage: i32, errno: Errno) -> ! {
     let r = (u64::from(stage as u32) << 32) | u64::from(errno as i32 as u32);
     // A stage is never 0, so neither is the report.
-    to.store(r, Ordering::Release);
+    plan.report.store(r, Ordering::Release);
+    if let Some(fd) = plan.announce {
+        // Its group ends here: take back what was announced (a pid that
+        // was not announced yet is simply not there to take back).
+        announce(fd, -own_pid());
+    }
     crate::sys::proc::_exit(127)
+}
+
+/// The child's own pid, from the kernel (there is no cache to trust in a
+/// child that shares its parent's memory).
+fn own_pid() -> i32 {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// Write `pid` to `fd` as 4 little-endian bytes, all or nothing (below
+/// PIPE_BUF), again on EINTR; a reader that has gone is no error.
+fn announce(fd: RawFd, pid: i32) {
+    let b = pid.to_le_bytes();
+    loop {
+        // SAFETY: `b` is a valid 4-byte buffer for the whole call.
+        let r = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if r != -1 || Errno::last() != Errno::EINTR {
+            return;
+        }
+    }
 }
 
 /// A close-on-exec duplicate of `fd` numbered 3 or above

@@ -98,7 +98,7 @@ struct Spawners {
 }
 
 impl Spawners {
-    fn new(n: usize, guard: Option<Arc<OwnedFd>>) -> Result<Spawners> {
+    fn new(n: usize) -> Result<Spawners> {
         let (jobs, queue) = mpsc::channel::<(u64, Spawn)>();
         let queue = Arc::new(Mutex::new(queue));
         let (tell, done) = mpsc::channel::<Started>();
@@ -112,7 +112,6 @@ impl Spawners {
             let queue = Arc::clone(&queue);
             let tell = tell.clone();
             let wake_w = Arc::clone(&wake_w);
-            let guard = guard.clone();
             let t = std::thread::Builder::new()
                 .name(format!("spawner-{i}"))
                 .spawn(move || {
@@ -121,9 +120,6 @@ impl Spawners {
                         let Ok((key, spawn)) = next else { return };
                         let at = Instant::now();
                         let started = spawn.start();
-                        if let (Ok(r), Some(g)) = (&started, &guard) {
-                            guard_note(g, r.pid().as_raw());
-                        }
                         if tell.send((key, at, started)).is_err() {
                             return;
                         }
@@ -222,7 +218,8 @@ fn guard_note(to: &OwnedFd, pgid: i32) {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        // The spawner threads hold the guard's pipe too: they go first.
+        // Jobs queued for the spawner threads hold the guard's pipe too:
+        // they go first.
         self.spawners = None;
         if let Some(mut g) = self.guard.take() {
             let orderly = self.jobs.is_empty();
@@ -255,7 +252,6 @@ impl Local {
             .map_err(|e| Error::io("open", "/dev/null", &e))?
             .into();
         let guard = Guard::start(kill_after, &devnull);
-        let to_guard = guard.as_ref().map(|g| Arc::clone(&g.to));
         Ok(Local {
             jobs: HashMap::new(),
             by_pid: HashMap::new(),
@@ -268,7 +264,7 @@ impl Local {
             lingering: Vec::new(),
             no_splice: false,
             spawners: if spawners > 1 {
-                Some(Spawners::new(spawners, to_guard)?)
+                Some(Spawners::new(spawners)?)
             } else {
                 None
             },
@@ -328,6 +324,12 @@ impl Local {
             // pk-pool SIGKILLed takes its commands along (the rest of
             // each group is signalled on every orderly stop).
             .die_with_parent(Signal::SIGTERM);
+        if let Some(g) = &self.guard {
+            // The job tells the guard its group itself, before it runs
+            // anything: a SIGKILL of ours right after it starts cannot
+            // leave a group the guard never heard of.
+            spawn = spawn.announce_pid_to(Arc::clone(&g.to));
+        }
         let mut pipes = [None, None];
         for (i, to) in [out, err].into_iter().enumerate() {
             let fd: OwnedFd = match to {
@@ -349,9 +351,6 @@ impl Local {
         let Some(spawners) = &self.spawners else {
             let at = Instant::now();
             let started = spawn.start();
-            if let (Ok(r), Some(g)) = (&started, &self.guard) {
-                guard_note(&g.to, r.pid().as_raw());
-            }
             return self.register(key, at, started, pipes);
         };
         let sent = spawners
