@@ -28,6 +28,9 @@
 //!   returns does the same for its own children; a daemon may not start
 //!   children; `kill_on_drop` kills; a forked child never touches the
 //!   `Process`es it inherited.
+//! - A start after a reaped `Process` was dropped reuses its entry: the
+//!   new one has its own name, pid and status, a handle still held keeps
+//!   its own, and a dropped, unreaped one is still joined at the end.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -59,6 +62,7 @@ fn main() {
     a_daemon_may_not_start_children();
     kill_on_drop_kills_and_reaps();
     a_forked_child_leaves_its_parents_processes_alone();
+    a_recycled_entry_is_the_new_process_alone();
     println!("fork_check: ok");
 }
 
@@ -750,4 +754,41 @@ fn a_forked_child_leaves_its_parents_processes_alone() {
     assert_eq!(sleeper.exitcode(), None);
     sleeper.join(None).unwrap();
     assert_eq!(sleeper.exitcode(), Some(-9));
+}
+
+fn a_recycled_entry_is_the_new_process_alone() {
+    // Reaped and dropped: its entry is kept for the next start.
+    let mut first = Builder::new().name("first").start(|| 3).unwrap();
+    assert_eq!(first.join(None).unwrap(), Some(Status::Exited(3)));
+    let first_pid = first.pid();
+    drop(first);
+    // Reaped and held: its entry is its own.
+    let mut held = Builder::new().name("held".to_string()).start(|| 4).unwrap();
+    assert_eq!(held.join(None).unwrap(), Some(Status::Exited(4)));
+    let (r, w) = posixkit::pipe::pipe().unwrap();
+    let mut next = Builder::new()
+        .name("next")
+        .start(move || {
+            let mut b = [0u8; 1];
+            let _ = r.read_full(&mut b);
+            5
+        })
+        .unwrap();
+    assert_eq!(next.name(), "next");
+    assert_ne!(next.pid(), first_pid);
+    assert_eq!(next.exitcode(), None, "no status of the entry's last child");
+    assert!(next.is_alive().unwrap());
+    w.write_all(b"x").unwrap();
+    assert_eq!(next.join(None).unwrap(), Some(Status::Exited(5)));
+    assert_eq!((held.name(), held.exitcode()), ("held", Some(4)));
+    // Dropped before it was reaped: join_children still finds it, after
+    // the entry of `next` went back to the spare.
+    drop(next);
+    let late = Builder::new().name("late").start(|| 6).unwrap();
+    let late_pid = late.pid();
+    drop(late);
+    let joined = process::join_children().unwrap();
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!((joined[0].name.as_str(), joined[0].pid), ("late", late_pid));
+    assert_eq!(joined[0].status, Status::Exited(6));
 }

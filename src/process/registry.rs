@@ -355,3 +355,52 @@ pub fn join_children() -> Result<Vec<Joined>> {
         None => Ok(joined),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry for a made-up pid, disowned: nothing is ever signalled
+    /// or waited for.
+    fn entry(pid: i32) -> Arc<Entry> {
+        let mut child = Child::with_pidfd(Pid::from_raw(pid), None);
+        child.disown();
+        Arc::new(Entry::new(
+            Cow::Borrowed("t"),
+            Pid::from_raw(pid),
+            false,
+            None,
+            child,
+        ))
+    }
+
+    fn pids(entries: &Entries) -> Vec<i32> {
+        entries.to_vec().iter().map(|e| e.pid.as_raw()).collect()
+    }
+
+    #[test]
+    fn entries_keep_the_order_of_starts_past_the_inline_slots() {
+        let mut entries = Entries::new();
+        for pid in 1..=7 {
+            entries.push(entry(pid));
+        }
+        assert_eq!(pids(&entries), [1, 2, 3, 4, 5, 6, 7]);
+        entries.retain(|e| ![2, 5].contains(&e.pid.as_raw()));
+        assert_eq!(pids(&entries), [1, 3, 4, 6, 7]);
+        assert!(
+            entries.more.len() <= 1,
+            "the oldest moved up into the slots"
+        );
+        // A later start comes after every earlier one, whichever slot is free.
+        entries.push(entry(8));
+        entries.push(entry(9));
+        assert_eq!(pids(&entries), [1, 3, 4, 6, 7, 8, 9]);
+        entries.retain(|e| e.pid.as_raw() > 6);
+        assert_eq!(pids(&entries), [7, 8, 9]);
+        assert!(entries.more.is_empty());
+        entries.push(entry(10));
+        let all: Vec<i32> = entries.take_all().iter().map(|e| e.pid.as_raw()).collect();
+        assert_eq!(all, [7, 8, 9, 10]);
+        assert!(pids(&entries).is_empty());
+    }
+}
