@@ -353,7 +353,10 @@ fn write_all_stdout(buf: &[u8]) -> Result<()> {
 /// descriptor left non-blocking by whoever shares it (EAGAIN on a full
 /// pipe or terminal) is waited on with poll(2) until it is writable again,
 /// so output is never cut short because a reader is slow.
-fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
+pub(crate) fn write_all_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut buf: &[u8],
+) -> std::result::Result<(), Errno> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     while !buf.is_empty() {
         match nix::unistd::write(fd, buf) {

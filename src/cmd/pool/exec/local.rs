@@ -691,6 +691,27 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
     }
 }
 
+/// The next child that has ended or stopped, left waitable (WNOWAIT) so
+/// the job it belongs to can be reaped through its own handle; `None`
+/// when none has.
+pub fn next_waitable() -> Result<Option<nix::sys::wait::WaitStatus>> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+    loop {
+        return match nix::sys::wait::waitid(
+            Id::All,
+            WaitPidFlag::WEXITED
+                | WaitPidFlag::WSTOPPED
+                | WaitPidFlag::WNOHANG
+                | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => Ok(None),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => Err(Error::sys("waitid", "P_ALL", e)),
+            Ok(ws) => Ok(Some(ws)),
+        };
+    }
+}
+
 /// Read child `pid`'s report that it stopped (waitid without WNOWAIT), so
 /// that the next `waitid(P_ALL, WNOWAIT)` names another child. It stays
 /// stopped; a child gone meanwhile is no error.

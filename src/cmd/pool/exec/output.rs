@@ -763,24 +763,6 @@ pub fn stdout_broken() -> bool {
             .is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
-/// write(2) all of `buf` to `fd`, retrying EINTR and short writes, and
-/// waiting with poll(2) on EAGAIN.
-pub fn write_fd(fd: BorrowedFd<'_>, mut buf: &[u8]) -> std::result::Result<(), Errno> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(0) => return Err(Errno::EIO),
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => {
-                let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) | Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
+/// write(2) all of `buf` to `fd` (EINTR, short writes and EAGAIN
+/// handled): the binaries' one writer, [`crate::cmd::write_all_fd`].
+pub(crate) use crate::cmd::write_all_fd as write_fd;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 
 use super::local::{self, Local, OutTo};
 use super::wire::{self, Done, How, Msg};
@@ -259,17 +259,8 @@ impl Worker {
 
     fn reap(&mut self) -> Result<()> {
         loop {
-            let ws = match nix::sys::wait::waitid(
-                Id::All,
-                WaitPidFlag::WEXITED
-                    | WaitPidFlag::WSTOPPED
-                    | WaitPidFlag::WNOHANG
-                    | WaitPidFlag::WNOWAIT,
-            ) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::sys("waitid", "P_ALL", e).into()),
-                Ok(ws) => ws,
+            let Some(ws) = super::local::next_waitable()? else {
+                return Ok(());
             };
             let Some(pid) = ws.pid() else { return Ok(()) };
             if let WaitStatus::Stopped(..) = ws {
