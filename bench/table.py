@@ -32,6 +32,12 @@ C_PEER = {
     "pipe_bw_vmsplice_GBps": "pipe_bw_GBps",
     "thread_create_join_us": "pthread_create_join_us",
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
+    "thread_lock_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
+}
+# posixkit figure -> the Python peer figure, where the names differ
+PY_PEER = {
+    # threading.Lock is the peer of both std's Mutex and thread::Lock.
+    "thread_lock_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }
 HIGHER_IS_BETTER = ("per_s", "GBps", "speedup_x")
 # Starting /bin/true from parents of several sizes: (row label, posixkit
@@ -117,7 +123,7 @@ def main():
         d = min(runs, key=lambda d: abs(d["median"] - v))
         spread = (d["max"] - d["min"]) / d["median"] * 100 if d["median"] else 0.0
         higher = name.endswith(HIGHER_IS_BETTER)
-        p = py.get(name, {}).get("median")
+        p = py.get(PY_PEER.get(name, name), {}).get("median")
         speed = None if p is None or not v or not p else (v / p if higher else p / v)
         row = f"| {name} | {runs[0]['unit']} | {fmt(v)} | ±{spread:.0f}% | {fmt(p)} | {fmt(speed) + '×' if speed else '—'} |"
         if have_c:

@@ -120,7 +120,7 @@ pub(crate) fn wait_on(
     deadline: Deadline,
     stop: &dyn Fn() -> bool,
 ) -> Result<Waited> {
-    if deadline != Deadline::Now && spin_take(sem) {
+    if deadline != Deadline::Now && spin_until(|| sem.try_wait().is_ok()) {
         return Ok(Waited::Acquired);
     }
     loop {
@@ -153,17 +153,18 @@ pub(crate) fn wait_on(
 /// increment).
 const SPINS: u32 = 16;
 
-/// Take a count by spinning, only where another CPU can give it back
-/// meanwhile (on one CPU the holder cannot run while we spin). Each look
-/// is `sem_trywait`: a plain load while the value is 0, so spinners do not
-/// steal the cache line from the holder.
+/// Spin until `take()` succeeds, [`SPINS`] looks at most, and only where
+/// another CPU can hand the thing over meanwhile (on one CPU its holder
+/// cannot run while we spin). For a semaphore each look is `sem_trywait`:
+/// a plain load while the value is 0, so spinners do not take the cache
+/// line from the holder. [`crate::thread::Lock`] spins the same way.
 #[inline]
-fn spin_take(sem: &Sem) -> bool {
+pub(crate) fn spin_until(mut take: impl FnMut() -> bool) -> bool {
     if !other_cpus() {
         return false;
     }
     for i in 0..SPINS {
-        if sem.try_wait().is_ok() {
+        if take() {
             return true;
         }
         for _ in 0..1u32 << i.min(6) {

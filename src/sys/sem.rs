@@ -343,8 +343,9 @@ impl RobustMutex {
     }
 }
 
-/// The futex(2) calls on a 32-bit word of shared memory (never
-/// FUTEX_PRIVATE: the waiters and wakers are other processes).
+/// The futex(2) calls on a 32-bit word: of shared memory (not
+/// FUTEX_PRIVATE: the waiters and wakers are other processes), or, through
+/// the `_private` pair, of one process's threads.
 pub mod futex {
     use std::sync::atomic::AtomicU32;
 
@@ -356,6 +357,53 @@ pub mod futex {
     /// woken (or spuriously), EAGAIN when the word already differed,
     /// ETIMEDOUT, EINTR.
     pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<TimeSpec>) -> Result<(), Errno> {
+        wait_op(word, expected, deadline, libc::FUTEX_WAIT_BITSET)
+    }
+
+    /// [`wait`] on a word only the threads of this process use
+    /// (FUTEX_PRIVATE_FLAG: the kernel keys it by address alone). Its
+    /// wakers must use [`wake_private`].
+    pub fn wait_private(
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<TimeSpec>,
+    ) -> Result<(), Errno> {
+        wait_op(
+            word,
+            expected,
+            deadline,
+            libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
+        )
+    }
+
+    /// Wake up to `n` threads of this process sleeping in
+    /// [`wait_private`] on `word`. Returns how many were woken.
+    pub fn wake_private(word: &AtomicU32, n: u32) -> Result<usize, Errno> {
+        let n = n.min(i32::MAX as u32);
+        // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE only uses its
+        // address as the key of the waiters to wake; the other arguments
+        // are unused by this operation.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                n,
+            )
+        };
+        if r == -1 {
+            Err(Errno::last())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    fn wait_op(
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<TimeSpec>,
+        op: libc::c_int,
+    ) -> Result<(), Errno> {
         let ts: Option<libc::timespec> = deadline.map(|d| *d.as_ref());
         let tsp = ts
             .as_ref()
@@ -367,7 +415,7 @@ pub mod futex {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                libc::FUTEX_WAIT_BITSET,
+                op,
                 expected,
                 tsp,
                 std::ptr::null::<u32>(),

@@ -11,14 +11,23 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wait_until;
 use crate::process::deadline_after;
+use crate::sys::sem::futex;
 
-/// Python's `threading.Lock`, with `acquire(timeout=…)`: a flag under a
-/// `Mutex` and a `Condvar`. Released when its [`LockGuard`] is dropped.
+/// Python's `threading.Lock`, with `acquire(timeout=…)`: one 32-bit word
+/// taken with a compare-and-swap, and slept on with futex(2) only when it
+/// stays taken. Released when its [`LockGuard`] is dropped, by whichever
+/// thread holds the guard.
+///
+/// A lock that is taken is first looked at again a few times with a
+/// growing pause (a few microseconds, only where another CPU can release
+/// it meanwhile), then slept on; a release wakes one sleeper, and makes a
+/// system call only when someone sleeps.
 ///
 /// ```
 /// use posixkit::thread::Lock;
@@ -33,9 +42,15 @@ use crate::process::deadline_after;
 /// ```
 #[derive(Debug, Default)]
 pub struct Lock {
-    held: Mutex<bool>,
-    cond: Condvar,
+    /// [`FREE`], [`HELD`], or [`SLEEPERS`] (held, and someone may sleep on
+    /// it: the release must wake one).
+    state: AtomicU32,
 }
+
+const FREE: u32 = 0;
+const HELD: u32 = 1;
+const SLEEPERS: u32 = 2;
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// A held [`Lock`]; dropping it releases the lock.
 #[must_use = "the lock is released as soon as the guard is dropped"]
@@ -48,23 +63,27 @@ impl Lock {
     /// An unlocked lock.
     pub const fn new() -> Lock {
         Lock {
-            held: Mutex::new(false),
-            cond: Condvar::new(),
+            state: AtomicU32::new(FREE),
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, bool> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Take the lock, waiting as long as it takes: `acquire()`.
     pub fn acquire(&self) -> LockGuard<'_> {
-        self.take(None).expect("no deadline")
+        match self.try_acquire() {
+            Some(g) => g,
+            None => self.take(None).expect("no deadline"),
+        }
     }
 
     /// Take the lock, waiting at most `timeout`: `acquire(timeout=t)`.
     /// `None` when the time ran out (Python's `False`).
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<LockGuard<'_>> {
+        if let Some(g) = self.try_acquire() {
+            return Some(g);
+        }
+        if timeout.is_zero() {
+            return None;
+        }
         match deadline_after(timeout) {
             Some(d) => self.take(Some(d)),
             None => Some(self.acquire()),
@@ -73,28 +92,66 @@ impl Lock {
 
     /// Take the lock only if it is free: `acquire(blocking=False)`.
     pub fn try_acquire(&self) -> Option<LockGuard<'_>> {
-        self.take(Some(std::time::Instant::now()))
+        self.state
+            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| LockGuard { lock: self })
     }
 
-    fn take(&self, deadline: Option<std::time::Instant>) -> Option<LockGuard<'_>> {
-        let (mut held, free) = wait_until(&self.cond, self.state(), deadline, |h| !*h);
-        if !free {
-            return None;
+    /// The slow path: spin a little, then sleep on the word until it is
+    /// released or `deadline` passes.
+    #[cold]
+    fn take(&self, deadline: Option<Instant>) -> Option<LockGuard<'_>> {
+        let free = || {
+            self.state.load(Ordering::Relaxed) == FREE
+                && self
+                    .state
+                    .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        };
+        if crate::sem::spin_until(free) {
+            return Some(LockGuard { lock: self });
         }
-        *held = true;
-        Some(LockGuard { lock: self })
+        loop {
+            // Taken as SLEEPERS: we cannot tell whether another sleeper
+            // remains, so our own release must wake one.
+            if self.state.swap(SLEEPERS, Ordering::Acquire) == FREE {
+                return Some(LockGuard { lock: self });
+            }
+            let at = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    // An hour at most per sleep (the loop checks the
+                    // deadline itself); a clock that cannot be read (it
+                    // always can) makes the sleep return at once.
+                    match crate::sem::Deadline::after(Some(left.min(HOUR))) {
+                        Ok(crate::sem::Deadline::At(t)) => Some(t),
+                        _ => Some(nix::sys::time::TimeSpec::new(0, 0)),
+                    }
+                }
+            };
+            // EAGAIN (already released), EINTR, a wake-up or ETIMEDOUT:
+            // all go round and look again; the deadline is checked above.
+            let _ = futex::wait_private(&self.state, SLEEPERS, at);
+        }
     }
 
     /// Whether some thread holds it: `locked()`.
     pub fn locked(&self) -> bool {
-        *self.state()
+        self.state.load(Ordering::Relaxed) != FREE
     }
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        *self.lock.state() = false;
-        self.lock.cond.notify_one();
+        if self.lock.state.swap(FREE, Ordering::Release) == SLEEPERS {
+            // Cannot fail on a live, aligned word of ours.
+            let _ = futex::wake_private(&self.lock.state, 1);
+        }
     }
 }
 
@@ -412,6 +469,57 @@ mod tests {
         }
         group.join().unwrap();
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_lock_loses_no_update_when_its_takers_spin_and_sleep() {
+        // Short holds (taken mostly by spinning) and, every 1000th time,
+        // a long one (the others sleep on the word and must be woken).
+        use std::sync::atomic::AtomicU64;
+        let lock = Arc::new(Lock::new());
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut group = Group::new();
+        for i in 0..4 {
+            let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
+            group
+                .spawn(format!("L-{i}"), move |gate| {
+                    gate.wait();
+                    for n in 0..20_000 {
+                        let _g = lock.acquire();
+                        let v = counter.load(Ordering::Relaxed);
+                        if n % 1000 == 0 {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        counter.store(v + 1, Ordering::Relaxed);
+                    }
+                })
+                .unwrap();
+        }
+        group.join().unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), 80_000);
+        assert!(!lock.locked());
+    }
+
+    #[test]
+    fn a_guard_released_by_another_thread_wakes_a_sleeper() {
+        // threading.Lock may be released by a thread that did not take it.
+        let lock = Arc::new(Lock::new());
+        let guard = lock.acquire();
+        let waiter = {
+            let lock = Arc::clone(&lock);
+            std::thread::spawn(move || {
+                // Held for the whole spin: this sleeps on the word.
+                let timed_out = lock.acquire_timeout(Duration::from_millis(20)).is_none();
+                let _g = lock.acquire();
+                timed_out
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        std::thread::scope(|s| {
+            s.spawn(move || drop(guard));
+        });
+        assert!(waiter.join().unwrap(), "the timed acquire did not time out");
+        assert!(!lock.locked());
     }
 
     #[test]

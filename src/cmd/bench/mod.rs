@@ -59,6 +59,7 @@ Figures (unit; lower is better unless marked higher):
                             (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
   thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
+  thread_lock_2t_ns_per_op  the same under one thread::Lock (threading.Lock)
   spawn_us                  Spawn::new([\"/bin/true\"]).run(), per run (clone(CLONE_VM|CLONE_VFORK)
                             + exec + wait)
   spawn_std_us              the peer: std::process::Command::new(\"/bin/true\").status()
@@ -222,6 +223,7 @@ const FIGURES: &[Figure] = &[
     fig("pipe_bw_vmsplice_GBps", "GB/s", pipe::pipe_bw_vmsplice),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
+    fig("thread_lock_2t_ns_per_op", "ns", thread::thread_lock_2t),
     fig("spawn_us", "us", spawn::spawn_small),
     fig("spawn_std_us", "us", spawn::spawn_std_small),
     fig("spawn_256MiB_us", "us", spawn::spawn_256m),

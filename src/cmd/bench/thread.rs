@@ -41,3 +41,34 @@ pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
     check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
     Ok(ns)
 }
+
+/// Two threads incrementing one counter under a [`crate::thread::Lock`]
+/// (a relaxed load and store inside it, so a lock that let both in would
+/// lose updates), per increment.
+pub(super) fn thread_lock_2t(scale: Scale) -> Result<f64> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let per = scale.n(5_000_000);
+    let lock = Arc::new(crate::thread::Lock::new());
+    let counter = Arc::new(AtomicU64::new(0));
+    // Thread creation is part of the figure, as in the C baseline.
+    let t0 = Instant::now();
+    let mut group = crate::thread::Group::new();
+    for _ in 0..2 {
+        let (lock, c) = (Arc::clone(&lock), Arc::clone(&counter));
+        group.spawn("bench", move |_| {
+            for _ in 0..per {
+                let _held = lock.acquire();
+                c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+        })?;
+    }
+    group.join()?;
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64;
+    check(
+        counter.load(Ordering::Relaxed) == 2 * per,
+        "thread_lock_2t",
+        "lost updates",
+    )?;
+    Ok(ns)
+}
