@@ -1,6 +1,7 @@
 //! The synchronisation calls nix does not wrap, as thin libc calls: POSIX
 //! semaphores (sem_overview(7)), robust process-shared pthread mutexes and
-//! futex(2) words in shared memory (for [`crate::queue`]). (System V
+//! futex(2) words, in shared memory (for [`crate::queue`]) or private to
+//! one process (for [`crate::thread::Lock`]). (System V
 //! semaphores are in [`crate::sys::sysv`].) Each function makes one call
 //! (or one short fixed sequence) and returns its errno; retrying on EINTR
 //! is the caller's decision.

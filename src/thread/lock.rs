@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::wait_until;
 use crate::process::deadline_after;
 use crate::sys::sem::futex;
+use nix::errno::Errno;
 
 /// Python's `threading.Lock`, with `acquire(timeout=…)`: one 32-bit word
 /// taken with a compare-and-swap, and slept on with futex(2) only when it
@@ -25,9 +26,14 @@ use crate::sys::sem::futex;
 /// thread holds the guard.
 ///
 /// A lock that is taken is first looked at again a few times with a
-/// growing pause (a few microseconds, only where another CPU can release
-/// it meanwhile), then slept on; a release wakes one sleeper, and makes a
-/// system call only when someone sleeps.
+/// growing pause (about 10 µs, only where this process may run on more
+/// than one CPU), then slept on; a release wakes one sleeper, and makes a
+/// system call only when a thread may be asleep on it.
+///
+/// # Panics
+/// A wait panics if futex(2) fails other than by being woken, interrupted
+/// or timed out (only a seccomp filter that refuses futex can do that),
+/// rather than spin on the CPU for ever.
 ///
 /// ```
 /// use posixkit::thread::Lock;
@@ -113,17 +119,14 @@ impl Lock {
             return Some(LockGuard { lock: self });
         }
         loop {
-            // Taken as SLEEPERS: we cannot tell whether another sleeper
-            // remains, so our own release must wake one.
-            if self.state.swap(SLEEPERS, Ordering::Acquire) == FREE {
-                return Some(LockGuard { lock: self });
-            }
             let at = match deadline {
                 None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return None;
+                        // One last look that marks no sleeper: nobody
+                        // will sleep here.
+                        return free().then(|| LockGuard { lock: self });
                     }
                     // An hour at most per sleep (the loop checks the
                     // deadline itself); a clock that cannot be read (it
@@ -134,9 +137,19 @@ impl Lock {
                     }
                 }
             };
-            // EAGAIN (already released), EINTR, a wake-up or ETIMEDOUT:
-            // all go round and look again; the deadline is checked above.
-            let _ = futex::wait_private(&self.state, SLEEPERS, at);
+            // Taken as SLEEPERS: we cannot tell whether another sleeper
+            // remains, so our own release must wake one.
+            if self.state.swap(SLEEPERS, Ordering::Acquire) == FREE {
+                return Some(LockGuard { lock: self });
+            }
+            match futex::wait_private(&self.state, SLEEPERS, at) {
+                // Woken, released before we slept, a signal, or the
+                // sleep's end: look again (the deadline is checked above).
+                Ok(()) | Err(Errno::EAGAIN | Errno::EINTR | Errno::ETIMEDOUT) => {}
+                // Any other error (a futex(2) that a seccomp filter
+                // refuses, say) would turn every wait into a busy loop.
+                Err(e) => panic!("futex(FUTEX_WAIT_BITSET) on a thread::Lock failed: {e}"),
+            }
         }
     }
 
@@ -503,23 +516,49 @@ mod tests {
     #[test]
     fn a_guard_released_by_another_thread_wakes_a_sleeper() {
         // threading.Lock may be released by a thread that did not take it.
+        // The waiter makes a plain acquire(): it must have slept on the
+        // word (100 ms is far past the spin) and been woken by the release.
         let lock = Arc::new(Lock::new());
         let guard = lock.acquire();
+        let (tx, rx) = std::sync::mpsc::channel();
         let waiter = {
             let lock = Arc::clone(&lock);
             std::thread::spawn(move || {
-                // Held for the whole spin: this sleeps on the word.
-                let timed_out = lock.acquire_timeout(Duration::from_millis(20)).is_none();
-                let _g = lock.acquire();
-                timed_out
+                let t0 = std::time::Instant::now();
+                drop(lock.acquire());
+                tx.send(t0.elapsed()).unwrap();
             })
         };
         std::thread::sleep(Duration::from_millis(100));
         std::thread::scope(|s| {
             s.spawn(move || drop(guard));
         });
-        assert!(waiter.join().unwrap(), "the timed acquire did not time out");
+        let waited = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the sleeper was never woken");
+        assert!(
+            waited >= Duration::from_millis(90),
+            "took the lock while held: {waited:?}"
+        );
+        waiter.join().unwrap();
         assert!(!lock.locked());
+    }
+
+    #[test]
+    fn a_timed_acquire_gives_up_on_time_and_leaves_the_lock_usable() {
+        let lock = Arc::new(Lock::new());
+        let guard = lock.acquire();
+        let t0 = std::time::Instant::now();
+        assert!(lock.acquire_timeout(Duration::from_millis(30)).is_none());
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(30),
+            "gave up early: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(20), "gave up late: {waited:?}");
+        drop(guard);
+        assert!(!lock.locked());
+        assert!(lock.try_acquire().is_some());
     }
 
     #[test]
