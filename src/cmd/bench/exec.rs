@@ -370,8 +370,8 @@ pub(super) fn parallel_ssh2(s: Scale) -> Result<f64> {
     }
     let sshd = Sshd::start(figure)?;
     let ssh = format!("ssh -F {}", sshd.config());
-    // One ssh per job: a twentieth of the jobs.
-    let n = count(s, 100);
+    // One ssh per job, about 4 a second: 40 jobs give a steady rate.
+    let n = count(s, 40);
     let us = per_line(
         &[
             "parallel",

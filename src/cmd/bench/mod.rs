@@ -100,7 +100,7 @@ Figures (unit; lower is better unless marked higher):
   exec_ssh2_jobs_per_s      pk-pool exec -S 2/127.0.0.1 -- true over a private sshd
                             (higher is better)
   exec_parallel_ssh2_jobs_per_s
-                            the peer: parallel -S 2/127.0.0.1 true (100 lines)
+                            the peer: parallel -S 2/127.0.0.1 true (40 lines)
   The exec figures skip (a message on stderr) where a peer, sshd or
   /usr/bin/time is missing.
 
