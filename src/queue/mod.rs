@@ -389,7 +389,7 @@ impl Queue {
                 return Ok(true);
             }
             self.unlock(&self.put_lock, "queue put lock")?;
-            if !self.wait_until_moved(TAIL, tail, head, deadline)? {
+            if !self.wait_until_moved(TAIL, tail, deadline)? {
                 return Ok(false);
             }
         }
@@ -397,15 +397,9 @@ impl Queue {
 
     /// Wait until the counter at `off` (TAIL for a producer, HEAD for a
     /// consumer) is no longer `seen`, or the deadline passes (`false`).
-    /// `other` is the caller's own side's counter as it last saw it, for
-    /// the check under the other lock.
-    fn wait_until_moved(
-        &self,
-        off: usize,
-        seen: u32,
-        other: u32,
-        deadline: Deadline,
-    ) -> Result<bool> {
+    /// `seen` is the value the caller found the queue full (or empty) at:
+    /// while the counter still holds it, the queue still is.
+    fn wait_until_moved(&self, off: usize, seen: u32, deadline: Deadline) -> Result<bool> {
         if deadline == Deadline::Now {
             return Ok(false);
         }
@@ -429,13 +423,14 @@ impl Queue {
         };
         self.lock(lock, what)?;
         let now = word.load(Ordering::Relaxed);
-        let still = if off == TAIL {
-            // A producer: still full?
-            other.wrapping_sub(now) >= self.capacity
-        } else {
-            // A consumer: still empty?
-            now == other
-        };
+        // Still full (or empty) exactly when the counter has not moved.
+        // Not `head - tail >= capacity` from the head the producer saw:
+        // while it was off the CPU, consumers may have taken past that
+        // head, the difference wraps, the queue looks full for ever, and
+        // the producer sleeps on a counter nobody will move again (seen
+        // under load: four producers, two consumers, all asleep on an
+        // empty queue).
+        let still = now == seen;
         if still {
             self.counter(waiting).store(1, Ordering::Relaxed);
         }
@@ -497,7 +492,7 @@ impl Queue {
                 return Ok(true);
             }
             self.unlock(&self.get_lock, "queue get lock")?;
-            if !self.wait_until_moved(HEAD, head, tail, deadline)? {
+            if !self.wait_until_moved(HEAD, head, deadline)? {
                 return Ok(false);
             }
         }
