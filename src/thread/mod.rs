@@ -30,8 +30,9 @@
 //!
 //! ## The synchronisation objects and Python's
 //!
-//! Each object is one `Mutex` and one or more `Condvar`s, written the way
-//! CPython's `threading.py` builds them on its one lock primitive. Every
+//! Each object but [`Lock`] is one `Mutex` and one or more `Condvar`s,
+//! written the way CPython's `threading.py` builds them on its one lock
+//! primitive; [`Lock`] is that primitive, one futex word. Every
 //! wait with a timeout measures it on the monotonic clock and absorbs
 //! spurious wakeups; a timeout too large for the clock waits for ever.
 //! Where Python raises, these return a typed [`Error`]: a [`Queue`]'s
