@@ -10,6 +10,12 @@ fn sem(args: &[&str]) -> std::process::Output {
     pk("sem").args(args).output().unwrap()
 }
 
+/// `pk-sem run --name NAME --timeout 0 -- echo ran`: exit 1 while the
+/// only slot is taken.
+fn run_if_free(name: &str) -> std::process::Output {
+    sem(&["run", "--name", name, "--timeout", "0", "--", "echo", "ran"])
+}
+
 /// `pk-sem status`: (value, free, waiting).
 fn status(name: &str) -> (u32, u32, u32) {
     let out = sem(&["status", "--name", name]);
@@ -353,16 +359,7 @@ fn a_sigkilled_holder_keeps_its_slot_while_its_command_runs_then_gives_it_back()
     // The command still runs, so the slot is still taken: no second
     // command may start.
     assert_eq!(free(&name), 0);
-    let out = sem(&[
-        "run",
-        "--name",
-        &name,
-        "--timeout",
-        "0",
-        "--",
-        "echo",
-        "ran",
-    ]);
+    let out = run_if_free(&name);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     // The command ends (it was orphaned to this test process): the kernel
@@ -936,16 +933,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         if command_ran && when != 3 {
             // Still running, still holding the only slot.
             assert_eq!(free(&name), 0, "killed {step}: the command holds it");
-            let out = sem(&[
-                "run",
-                "--name",
-                &name,
-                "--timeout",
-                "0",
-                "--",
-                "echo",
-                "ran",
-            ]);
+            let out = run_if_free(&name);
             assert_eq!(out.status.code(), Some(1), "killed {step}");
             std::fs::write(&go, b"").unwrap();
         }
