@@ -16,28 +16,35 @@ pub(super) fn thread_create_join(scale: Scale) -> Result<f64> {
     Ok(us_per(t0, n))
 }
 
-/// Two threads incrementing one counter under a Mutex, per increment.
-pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
-    use std::sync::{Arc, Mutex};
-    let per = scale.n(5_000_000);
-    let counter = Arc::new(Mutex::new(0u64));
-    // No wait at the gate: thread creation is part of the figure, as in
-    // the C baseline.
+/// Two threads each calling `add` `per` times; nanoseconds per call.
+/// Thread creation is part of the figure (no wait at a gate), as in the C
+/// baseline.
+fn two_threads<F: Fn() + Send + Sync + 'static>(per: u64, add: F) -> Result<f64> {
+    let add = std::sync::Arc::new(add);
     let t0 = Instant::now();
     let mut group = crate::thread::Group::new();
     for _ in 0..2 {
-        let c = Arc::clone(&counter);
+        let add = std::sync::Arc::clone(&add);
         group.spawn("bench", move |_| {
             for _ in 0..per {
-                *c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                add();
             }
         })?;
     }
     group.join()?;
-    let ns = t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64;
-    let total = *counter
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64)
+}
+
+/// Two threads incrementing one counter under a Mutex, per increment.
+pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
+    use std::sync::{Arc, Mutex, PoisonError};
+    let per = scale.n(5_000_000);
+    let counter = Arc::new(Mutex::new(0u64));
+    let c = Arc::clone(&counter);
+    let ns = two_threads(per, move || {
+        *c.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    })?;
+    let total = *counter.lock().unwrap_or_else(PoisonError::into_inner);
     check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
     Ok(ns)
 }
@@ -49,22 +56,13 @@ pub(super) fn thread_lock_2t(scale: Scale) -> Result<f64> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let per = scale.n(5_000_000);
-    let lock = Arc::new(crate::thread::Lock::new());
+    let lock = crate::thread::Lock::new();
     let counter = Arc::new(AtomicU64::new(0));
-    // Thread creation is part of the figure, as in the C baseline.
-    let t0 = Instant::now();
-    let mut group = crate::thread::Group::new();
-    for _ in 0..2 {
-        let (lock, c) = (Arc::clone(&lock), Arc::clone(&counter));
-        group.spawn("bench", move |_| {
-            for _ in 0..per {
-                let _held = lock.acquire();
-                c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            }
-        })?;
-    }
-    group.join()?;
-    let ns = t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64;
+    let c = Arc::clone(&counter);
+    let ns = two_threads(per, move || {
+        let _held = lock.acquire();
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    })?;
     check(
         counter.load(Ordering::Relaxed) == 2 * per,
         "thread_lock_2t",
