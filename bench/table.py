@@ -32,11 +32,14 @@ C_PEER = {
     "pipe_bw_vmsplice_GBps": "pipe_bw_GBps",
     "thread_create_join_us": "pthread_create_join_us",
     "thread_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
+    "thread_std_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
     "thread_lock_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }
 # posixkit figure -> the Python peer figure, where the names differ
 PY_PEER = {
-    # threading.Lock is the peer of both std's Mutex and thread::Lock.
+    # threading.Lock is the peer of thread::Mutex, std's Mutex and
+    # thread::Lock.
+    "thread_std_mutex_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
     "thread_lock_2t_ns_per_op": "thread_mutex_2t_ns_per_op",
 }
 HIGHER_IS_BETTER = ("per_s", "GBps", "speedup_x")

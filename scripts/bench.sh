@@ -61,7 +61,7 @@ groups=(
   "shm_counter:shm_atomic_2p_ns_per_op shm_semlock_2p_ns_per_op"
   "queue:queue_msgs_per_s"
   "filelock:flock_lock_unlock_ns ticket_flock_K4_per_s"
-  "threads:thread_create_join_us thread_mutex_2t_ns_per_op thread_lock_2t_ns_per_op"
+  "threads:thread_create_join_us thread_mutex_2t_ns_per_op thread_std_mutex_2t_ns_per_op thread_lock_2t_ns_per_op"
 )
 
 cdir=

@@ -6,6 +6,7 @@
 //! `# Safety` section. Everything above this module is safe Rust.
 #![allow(unsafe_code)]
 
+pub(crate) mod cell;
 pub mod flock;
 #[cfg(feature = "cli")]
 pub mod mq;

@@ -3,11 +3,11 @@
 //! [`Condition`] (a lock with waits and notifications, here around the
 //! data it guards).
 //!
-//! `std::sync::Mutex` is the lock to use for data, and is what
-//! [`Condition`] holds. [`Lock`] and [`RLock`] exist for what a `Mutex`
-//! cannot do: give up after a timeout (which is how a demo detects a
-//! deadlock instead of hanging in it), and be taken again by the thread
-//! that holds it.
+//! For data, use [`Mutex`](super::Mutex) (a [`Lock`] with the data behind
+//! it) or `std::sync::Mutex`, which is what [`Condition`] holds. [`Lock`]
+//! and [`RLock`] exist for what a `std::sync::Mutex` cannot do: give up
+//! after a timeout (which is how a demo detects a deadlock instead of
+//! hanging in it), and be taken again by the thread that holds it.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -156,6 +156,13 @@ impl Lock {
     /// Whether some thread holds it: `locked()`.
     pub fn locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != FREE
+    }
+}
+
+impl LockGuard<'_> {
+    /// The lock this guard holds.
+    pub(crate) fn lock(&self) -> &Lock {
+        self.lock
     }
 }
 

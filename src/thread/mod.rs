@@ -3,6 +3,7 @@
 //! the current thread's name (the main thread is `MainThread`) and ident,
 //! `is_alive`, join with a timeout, daemon and joined threads, and the
 //! module's synchronisation objects: [`Lock`] and [`RLock`] with timeouts,
+//! a [`Mutex`] for data built on [`Lock`] (with `lock_timeout`),
 //! [`Condition`], [`Semaphore`] (bounded or not), [`Barrier`], [`Event`],
 //! [`Timer`], a [`Queue`] with `task_done`/`join`, and thread-local
 //! values.
@@ -30,9 +31,10 @@
 //!
 //! ## The synchronisation objects and Python's
 //!
-//! Each object but [`Lock`] is one `Mutex` and one or more `Condvar`s,
-//! written the way CPython's `threading.py` builds them on its one lock
-//! primitive; [`Lock`] is that primitive, one futex word. Every
+//! Each object but [`Lock`] and [`Mutex`] is one `std::sync::Mutex` and
+//! one or more `Condvar`s, written the way CPython's `threading.py` builds
+//! them on its one lock primitive; [`Lock`] is that primitive, one futex
+//! word, and [`Mutex`] puts data behind it. Every
 //! wait with a timeout measures it on the monotonic clock and absorbs
 //! spurious wakeups; a timeout too large for the clock waits for ever.
 //! Where Python raises, these return a typed [`Error`]: a [`Queue`]'s
@@ -46,7 +48,7 @@
 //! does not poison it: the state behind each is plain counters and flags,
 //! valid at every instant, as in Python.
 
-use std::sync::{Condvar, MutexGuard, PoisonError};
+use std::sync::{Condvar, PoisonError};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -56,6 +58,7 @@ mod event;
 mod group;
 mod handle;
 mod lock;
+mod mutex;
 mod queue;
 mod semaphore;
 mod timer;
@@ -65,6 +68,7 @@ pub use event::{Event, StopFlag};
 pub use group::{Gate, Group};
 pub use handle::{Builder, Thread, next_name, spawn, spawn_daemon};
 pub use lock::{Condition, ConditionGuard, Lock, LockGuard, RLock, RLockGuard};
+pub use mutex::{Mutex, MutexGuard};
 pub use queue::Queue;
 pub use semaphore::{Permit, Semaphore};
 pub use timer::Timer;
@@ -76,10 +80,10 @@ pub use timer::Timer;
 /// state here is plain fields written whole.
 pub(crate) fn wait_until<'a, T>(
     cond: &Condvar,
-    mut guard: MutexGuard<'a, T>,
+    mut guard: std::sync::MutexGuard<'a, T>,
     deadline: Option<Instant>,
     mut ready: impl FnMut(&mut T) -> bool,
-) -> (MutexGuard<'a, T>, bool) {
+) -> (std::sync::MutexGuard<'a, T>, bool) {
     loop {
         if ready(&mut guard) {
             return (guard, true);

@@ -58,7 +58,9 @@ Figures (unit; lower is better unless marked higher):
                             vmsplice(2) (pipe::PageWriter): one copy instead of two
                             (higher is better)
   thread_create_join_us     thread::spawn (a named thread) + join, per thread
-  thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one std Mutex
+  thread_mutex_2t_ns_per_op two threads adding 1 to a counter under one thread::Mutex
+  thread_std_mutex_2t_ns_per_op
+                            the same under one std::sync::Mutex (the peer)
   thread_lock_2t_ns_per_op  the same under one thread::Lock (threading.Lock)
   spawn_us                  Spawn::new([\"/bin/true\"]).run(), per run (clone(CLONE_VM|CLONE_VFORK)
                             + exec + wait)
@@ -223,6 +225,11 @@ const FIGURES: &[Figure] = &[
     fig("pipe_bw_vmsplice_GBps", "GB/s", pipe::pipe_bw_vmsplice),
     fig("thread_create_join_us", "us", thread::thread_create_join),
     fig("thread_mutex_2t_ns_per_op", "ns", thread::thread_mutex_2t),
+    fig(
+        "thread_std_mutex_2t_ns_per_op",
+        "ns",
+        thread::thread_std_mutex_2t,
+    ),
     fig("thread_lock_2t_ns_per_op", "ns", thread::thread_lock_2t),
     fig("spawn_us", "us", spawn::spawn_small),
     fig("spawn_std_us", "us", spawn::spawn_std_small),

@@ -35,8 +35,23 @@ fn two_threads<F: Fn() + Send + Sync + 'static>(per: u64, add: F) -> Result<f64>
     Ok(t0.elapsed().as_secs_f64() * 1e9 / (2 * per) as f64)
 }
 
-/// Two threads incrementing one counter under a Mutex, per increment.
+/// Two threads incrementing one counter under one
+/// [`crate::thread::Mutex`], per increment.
 pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
+    use std::sync::Arc;
+    let per = scale.n(5_000_000);
+    let counter = Arc::new(crate::thread::Mutex::new(0u64));
+    let c = Arc::clone(&counter);
+    let ns = two_threads(per, move || {
+        *c.lock() += 1;
+    })?;
+    let total = *counter.lock();
+    check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
+    Ok(ns)
+}
+
+/// The same under one `std::sync::Mutex`, the peer Rust programs use.
+pub(super) fn thread_std_mutex_2t(scale: Scale) -> Result<f64> {
     use std::sync::{Arc, Mutex, PoisonError};
     let per = scale.n(5_000_000);
     let counter = Arc::new(Mutex::new(0u64));
@@ -45,7 +60,7 @@ pub(super) fn thread_mutex_2t(scale: Scale) -> Result<f64> {
         *c.lock().unwrap_or_else(PoisonError::into_inner) += 1;
     })?;
     let total = *counter.lock().unwrap_or_else(PoisonError::into_inner);
-    check(total == 2 * per, "thread_mutex_2t", "lost updates")?;
+    check(total == 2 * per, "thread_std_mutex_2t", "lost updates")?;
     Ok(ns)
 }
 

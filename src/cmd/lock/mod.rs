@@ -4,7 +4,7 @@
 //! writer holds the lock. Then the deadlock of two locks taken in opposite
 //! orders (seen through timeouts), RLock, and BoundedSemaphore.
 //!
-//! Without `--no-lock` every shared value sits in a `std::sync::Mutex`.
+//! Without `--no-lock` every shared value sits in a `thread::Mutex`.
 //! With it, the values are atomics updated by a separate load and store
 //! (Relaxed): each access is atomic, so there is no data race in the
 //! language's sense and no undefined behaviour, but the read-modify-write
@@ -13,8 +13,8 @@
 //! Python. `--yield` calls sched_yield(2) between the load and the store,
 //! which makes the window wide enough to hit every run, on any machine.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +22,7 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::duration::DurationArg;
 use crate::cmd::exit;
-use crate::thread::{self, Group};
+use crate::thread::{self, Group, Mutex};
 use crate::{note, outln};
 
 mod deadlock;
@@ -378,7 +378,7 @@ fn balance(args: BalanceArgs, out: &mut Out) -> Result<u8> {
                     unlocked.add(-n, &mut window);
                 } else {
                     // Python: with lock: balance = balance + n; balance = balance - n
-                    let mut b = locked.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut b = locked.lock();
                     *b += n;
                     window.open();
                     *b -= n;
@@ -392,7 +392,7 @@ fn balance(args: BalanceArgs, out: &mut Out) -> Result<u8> {
     let b = if race.no_lock {
         unlocked.0.load(Relaxed)
     } else {
-        *locked.lock().unwrap_or_else(PoisonError::into_inner)
+        *locked.lock()
     };
     outln!(out, "balance={b}")?;
     Ok(exit::OK)
@@ -436,7 +436,7 @@ fn tickets(args: TicketsArgs, out: &mut Out) -> Result<u8> {
                     None
                 }
             } else {
-                let mut left = locked.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut left = locked.lock();
                 if *left > 0 {
                     let was = *left;
                     pause();
@@ -507,7 +507,7 @@ fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
                     window.open();
                     b.store(b.load(Relaxed) + 1, Relaxed);
                 } else {
-                    let mut g = locked.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut g = locked.lock();
                     g.0 += 1;
                     window.open();
                     g.1 += 1;
@@ -530,7 +530,7 @@ fn invariant(args: InvariantArgs, out: &mut Out) -> Result<u8> {
                     let x = a.load(Relaxed);
                     (x, b.load(Relaxed))
                 } else {
-                    *locked.lock().unwrap_or_else(PoisonError::into_inner)
+                    *locked.lock()
                 };
                 checks += 1;
                 if x != y {
