@@ -150,7 +150,42 @@ def main():
             f"Each round ran the C program right after the posixkit figures it bounds; "
             f"median of {len(rounds)} round(s), range of the per-round ratios in brackets."
         )
+    shape_table(rounds)
     spawn_table(py, rounds)
+
+
+# The C fork_wait run again with the shared libraries pk-bench maps and it
+# does not (LD_PRELOAD, see scripts/bench.sh): its figure under this name.
+SAME_LIBS = "fork_wait_same_libs_us"
+
+
+def shape_table(rounds):
+    """fork_wait and Process start+join against the C fork from a process
+    mapping the same shared libraries: fork copies every mapping, so a
+    parent's shape sets much of its cost."""
+    rows = []
+    for name in ("fork_wait_us", "process_start_join_us"):
+        pairs = [(pk[name]["median"], c[SAME_LIBS]) for pk, c in rounds
+                 if name in pk and c.get(SAME_LIBS)]
+        if pairs:
+            ratios = sorted(a / b for a, b in pairs)
+            rows.append((name, statistics.median(a for a, _ in pairs),
+                         statistics.median(b for _, b in pairs), ratios))
+    if not rows:
+        return
+    print()
+    print("Forking from a parent of the same shape: the C limit above is a small C program")
+    print("that maps libc alone; here the same program also maps the shared libraries")
+    print("pk-bench maps and it does not (LD_PRELOAD: Rust's unwinder libgcc_s, and libm),")
+    print("a handful of mappings each that every fork copies and every exit tears down:")
+    print()
+    print("| figure | posixkit | C, same libraries | posixkit ÷ C |")
+    print("|---|---|---|---|")
+    for name, v, c, ratios in rows:
+        ratio = fmt(statistics.median(ratios)) + "×"
+        if len(ratios) > 1:
+            ratio += f" ({fmt(ratios[0])}–{fmt(ratios[-1])})"
+        print(f"| {name} | {fmt(v)} | {fmt(c)} | {ratio} |")
 
 
 def spawn_table(py, rounds):

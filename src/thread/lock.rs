@@ -119,14 +119,22 @@ impl Lock {
             return Some(LockGuard { lock: self });
         }
         loop {
+            // Taken as SLEEPERS: we cannot tell whether another sleeper
+            // remains, so our own release must wake one. Done before the
+            // deadline is checked: a release may have woken this waiter
+            // rather than another one asleep here, and that wake-up must
+            // not be lost when this waiter gives up. Either it takes the
+            // lock as SLEEPERS (its release wakes the next), or it leaves
+            // the word at SLEEPERS under the holder (whose release does).
+            if self.state.swap(SLEEPERS, Ordering::Acquire) == FREE {
+                return Some(LockGuard { lock: self });
+            }
             let at = match deadline {
                 None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        // One last look that marks no sleeper: nobody
-                        // will sleep here.
-                        return free().then(|| LockGuard { lock: self });
+                        return None;
                     }
                     // An hour at most per sleep (the loop checks the
                     // deadline itself); a clock that cannot be read (it
@@ -137,11 +145,6 @@ impl Lock {
                     }
                 }
             };
-            // Taken as SLEEPERS: we cannot tell whether another sleeper
-            // remains, so our own release must wake one.
-            if self.state.swap(SLEEPERS, Ordering::Acquire) == FREE {
-                return Some(LockGuard { lock: self });
-            }
             match futex::wait_private(&self.state, SLEEPERS, at) {
                 // Woken, released before we slept, a signal, or the
                 // sleep's end: look again (the deadline is checked above).
@@ -566,6 +569,51 @@ mod tests {
         drop(guard);
         assert!(!lock.locked());
         assert!(lock.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_timed_waiter_that_gives_up_does_not_strand_a_plain_one() {
+        // B waits with a deadline, A without; the holder lets go around
+        // B's deadline, so the release may wake B just as B gives up. A
+        // must still get the lock: a timed waiter that took the wake-up
+        // and then took the lock, or left, without handing it on, left A
+        // asleep on a free lock for ever (58 rounds in 68 before the fix).
+        let lock = Arc::new(Lock::new());
+        let patience = std::time::Duration::from_millis(3);
+        for round in 0..40u32 {
+            let held = lock.acquire();
+            let (started_tx, started) = std::sync::mpsc::channel();
+            let b = {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    started_tx.send(Instant::now()).unwrap();
+                    lock.acquire_timeout(patience).is_some()
+                })
+            };
+            let b_started = started.recv().unwrap();
+            // B is past its spin and asleep before A comes.
+            std::thread::sleep(std::time::Duration::from_micros(500));
+            let (got_tx, got) = std::sync::mpsc::channel();
+            let a = {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    drop(lock.acquire());
+                    got_tx.send(()).unwrap();
+                })
+            };
+            // Release from 40 µs before to 120 µs after B's deadline.
+            let when = b_started + patience - std::time::Duration::from_micros(40)
+                + std::time::Duration::from_micros(u64::from(round % 17) * 10);
+            while Instant::now() < when {
+                std::hint::spin_loop();
+            }
+            drop(held);
+            b.join().unwrap();
+            got.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("round {round}: A was never woken"));
+            a.join().unwrap();
+            assert!(!lock.locked());
+        }
     }
 
     #[test]

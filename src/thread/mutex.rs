@@ -29,7 +29,23 @@ use crate::sys::cell::LockedCell;
 /// it (as with Python's locks, and `parking_lot`). Like std's, it is not
 /// reentrant: a thread that locks it twice waits for itself (use
 /// [`lock_timeout`](Mutex::lock_timeout) to find out instead of hanging).
-/// A guard may be sent to another thread and dropped there.
+/// A guard may be sent to another thread and dropped there. Not
+/// `RefUnwindSafe` (std's is, through poisoning): to use one inside
+/// `catch_unwind`, wrap it in `AssertUnwindSafe`.
+///
+/// A `Mutex` is shared between threads when its value may be sent between
+/// them (`T: Send`), as std's is; a value that may not, may not be locked
+/// from two threads:
+///
+/// ```compile_fail
+/// fn shared<T: Sync>() {}
+/// shared::<posixkit::thread::Mutex<std::rc::Rc<u8>>>();
+/// ```
+///
+/// ```compile_fail
+/// fn sent<T: Send>() {}
+/// sent::<posixkit::thread::Mutex<std::rc::Rc<u8>>>();
+/// ```
 ///
 /// ```
 /// use posixkit::thread::Mutex;
@@ -48,12 +64,20 @@ pub struct Mutex<T: ?Sized> {
 }
 
 /// A locked [`Mutex`]: dereference it for the value; dropping it unlocks.
-/// Shared between threads only when `T` is `Sync` (the marker), since each
-/// sharer reads the value:
+///
+/// Unlike std's, a guard may be sent to another thread (when `T` is
+/// `Send`) and dropped there: a [`Lock`](super::Lock) has no owner thread.
+/// It is shared between threads only when `T` is both `Send` and `Sync`,
+/// since each sharer reads the value:
 ///
 /// ```compile_fail
 /// fn shared<T: Sync>() {}
 /// shared::<posixkit::thread::MutexGuard<'static, std::cell::Cell<u8>>>();
+/// ```
+///
+/// ```compile_fail
+/// fn sent<T: Send>() {}
+/// sent::<posixkit::thread::MutexGuard<'static, std::rc::Rc<u8>>>();
 /// ```
 #[must_use = "the mutex is unlocked as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
@@ -176,9 +200,11 @@ mod tests {
     fn send<T: Send>() {}
 
     #[test]
-    fn auto_traits_follow_std() {
-        // A Mutex of a Send value is shared between threads; a guard is
-        // sent (and dropped) anywhere, and shared only for a Sync value.
+    fn auto_traits() {
+        // Compiled, not run: a Mutex of a Send value is shared between
+        // threads; a guard is sent (and dropped) anywhere, and shared for
+        // a Send + Sync value (the compile_fail examples on the types
+        // check the refusals).
         send_and_sync::<Mutex<std::cell::Cell<u8>>>();
         send::<MutexGuard<'static, std::cell::Cell<u8>>>();
         send_and_sync::<MutexGuard<'static, Vec<u8>>>();
@@ -203,8 +229,8 @@ mod tests {
                 let m = Arc::clone(&m);
                 std::thread::spawn(move || {
                     for _ in 0..per {
-                        // A read, a yield point, then a write: two holders
-                        // at once would lose updates.
+                        // A read, then a write: two holders at once would
+                        // lose updates.
                         let mut g = m.lock();
                         let v = *g;
                         std::hint::black_box(&v);
