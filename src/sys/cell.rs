@@ -1,5 +1,5 @@
 //! [`LockedCell`]: a value that only the holder of one
-//! [`Lock`](crate::thread::Lock) may reach, the storage of
+//! [`Lock`] may reach, the storage of
 //! [`thread::Mutex`](crate::thread::Mutex).
 
 use std::cell::UnsafeCell;
