@@ -29,8 +29,13 @@ help: ## list the targets
 build: ## build the library and every pk-* binary (release)
 	$(CARGO) build --release --locked --bins
 
+# A suite started as a background job of a non-interactive shell (`make
+# test &` in a script) inherits SIGINT and SIGQUIT ignored, and the tests
+# of ^C need them at their default action: env(1) puts them back.
+DEFAULT_SIGNALS := $(shell env --default-signal=INT true 2>/dev/null && echo env --default-signal=INT,QUIT)
+
 test: prereqs lint doc ## lint, the API docs (warnings are errors), then the whole test suite
-	$(CARGO) test --locked
+	$(DEFAULT_SIGNALS) $(CARGO) test --locked
 	$(CARGO) test --locked --lib --no-default-features
 	bash scripts/check-lib-deps.sh
 	$(MAKE) --no-print-directory examples

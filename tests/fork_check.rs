@@ -63,6 +63,7 @@ fn main() {
     kill_on_drop_kills_and_reaps();
     a_forked_child_leaves_its_parents_processes_alone();
     a_recycled_entry_is_the_new_process_alone();
+    a_spawn_resets_only_the_ignored_signals_it_is_asked_to();
     println!("fork_check: ok");
 }
 
@@ -791,4 +792,53 @@ fn a_recycled_entry_is_the_new_process_alone() {
     assert_eq!(joined.len(), 1, "{joined:?}");
     assert_eq!((joined[0].name.as_str(), joined[0].pid), ("late", late_pid));
     assert_eq!(joined[0].status, Status::Exited(6));
+}
+
+/// Ignored signals stay ignored in a spawned program (nohup's contract),
+/// except those asked for with `default_signal` and a timeout's signal.
+/// This harness has one thread, so changing dispositions races nothing.
+fn a_spawn_resets_only_the_ignored_signals_it_is_asked_to() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    use posixkit::spawn::Timeout;
+    for sig in [Signal::SIGUSR1, Signal::SIGUSR2] {
+        // SAFETY: SIG_IGN runs no code; this process has one thread.
+        unsafe { signal(sig, SigHandler::SigIgn) }.unwrap();
+    }
+    // USR2 still ignored, USR1 reset: it dies of USR1, not with 3.
+    let out = Spawn::new(["sh", "-c", "kill -USR2 $$; kill -USR1 $$; exit 3"])
+        .unwrap()
+        .default_signal(Signal::SIGUSR1)
+        .run()
+        .unwrap();
+    assert_eq!(
+        out.status,
+        Status::Signaled {
+            signal: libc::SIGUSR1,
+            core_dumped: false
+        }
+    );
+    // Neither reset: it lives through both and exits 3.
+    let out = Spawn::new(["sh", "-c", "kill -USR2 $$; kill -USR1 $$; exit 3"])
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(out.status, Status::Exited(3));
+    // A timeout's signal is reset without being asked: USR2 ends it.
+    let out = Spawn::new(["sh", "-c", "kill -USR1 $$; sleep 30"])
+        .unwrap()
+        .timeout(Timeout::new(Duration::from_millis(200)).signal(Signal::SIGUSR2))
+        .run()
+        .unwrap();
+    assert!(out.timed_out);
+    assert_eq!(
+        out.status,
+        Status::Signaled {
+            signal: libc::SIGUSR2,
+            core_dumped: false
+        }
+    );
+    for sig in [Signal::SIGUSR1, Signal::SIGUSR2] {
+        // SAFETY: SIG_DFL runs no code; this process has one thread.
+        unsafe { signal(sig, SigHandler::SigDfl) }.unwrap();
+    }
 }

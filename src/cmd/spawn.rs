@@ -66,10 +66,13 @@ Environment, as env(1): --clear-env first, then each --unset, then each
 --env in order. PATH lookup uses the command's PATH (after --env), and a
 relative CMD is relative to --cwd.
 
-The child empties its signal mask only after every caught signal and
-SIGPIPE are back to their default action (Rust programs ignore SIGPIPE,
-and exec keeps ignored signals ignored; other ignored signals stay
-ignored, as nohup wants); between clone and exec it makes only
+The child empties its signal mask only after every caught signal,
+SIGPIPE and the --timeout signal are back to their default action (Rust
+programs ignore SIGPIPE, and exec keeps ignored signals ignored; a
+command that inherited its timeout signal ignored, as a background job
+inherits SIGINT, would outlive the timeout). Other ignored signals stay
+ignored, as nohup wants, and are not passed on; timeout(1) also resets
+INT, QUIT, HUP and TERM. Between clone and exec the child makes only
 async-signal-safe calls.
 
 Exit status: the command's own (N, or 128+N when signal N killed it);
@@ -247,6 +250,13 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             _ => t,
         }
     });
+
+    // The signal sent at the timeout reaches the command at its default
+    // action even when pk-spawn was started with it ignored (a background
+    // job's SIGINT), as with timeout(1): else the command outlives it.
+    if timeout.is_some() {
+        spawn = spawn.default_signal(args.signal.map_or(Signal::SIGTERM, |s| s.0));
+    }
 
     // Block the relayed signals before the command exists, so none is
     // lost (or kills us) between the start and the first wait.

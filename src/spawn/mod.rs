@@ -100,6 +100,9 @@ pub struct Spawn {
     stdin: Stdin,
     capture: bool,
     death_signal: Option<Signal>,
+    /// Signals the child gets at their default action even if ignored
+    /// here (bit `n - 1` for signal `n`).
+    default_signals: u64,
     env_clear: bool,
     env: Vec<(OsString, Option<OsString>)>,
     cwd: Option<CString>,
@@ -165,6 +168,7 @@ impl Spawn {
             stdin: Stdin::Inherit,
             capture: false,
             death_signal: None,
+            default_signals: 0,
             env_clear: false,
             env: Vec::new(),
             cwd: None,
@@ -343,8 +347,9 @@ impl Spawn {
     /// applies it and reports it in [`Output::timed_out`] / [`Output::killed`].
     #[must_use]
     pub fn timeout(mut self, timeout: Timeout) -> Self {
+        let sent = timeout.sent();
         self.timeout = Some(timeout);
-        self
+        self.default_signal(sent)
     }
 
     /// Send `sig` to the program when the thread that started it dies
@@ -353,6 +358,19 @@ impl Spawn {
     #[must_use]
     pub fn die_with_parent(mut self, sig: Signal) -> Self {
         self.death_signal = Some(sig);
+        self
+    }
+
+    /// Start the program with `sig` at its default action even if this
+    /// process ignores it (env(1)'s `--default-signal`). Caught signals are
+    /// always reset, as exec does; an ignored one otherwise stays ignored
+    /// in the program, as `nohup` and a shell's background jobs intend.
+    /// The signal of a [`Spawn::timeout`] is reset this way without being
+    /// asked: a program that inherited it ignored would outlive its
+    /// timeout.
+    #[must_use]
+    pub fn default_signal(mut self, sig: Signal) -> Self {
+        self.default_signals |= 1u64 << (sig as u32 - 1);
         self
     }
 
@@ -450,6 +468,7 @@ impl Spawn {
         plan.death_signal = self
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));
+        plan.default_signals = self.default_signals;
         plan.new_group = self.new_group;
         plan.new_session = self.new_session;
         plan.share_sysv_undo = self.share_sysv_undo;

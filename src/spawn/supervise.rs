@@ -46,6 +46,11 @@ impl Timeout {
         }
     }
 
+    /// The signal sent when the time runs out.
+    pub(crate) fn sent(&self) -> Signal {
+        self.signal
+    }
+
     /// No deadline; only the kill-after applies, to signals a
     /// [`SignalRelay`] passes on (timeout(1)'s `-k K 0`).
     pub fn never() -> Timeout {

@@ -447,6 +447,41 @@ fn both(timeout_args: &[&str], pk_args: &[&str]) -> (i32, i32) {
     (shell_code(t.wait()), shell_code(p.wait()))
 }
 
+/// A command that inherited the timeout signal ignored (a background
+/// job's SIGINT) still gets it at its default action and ends, as under
+/// timeout(1); other ignored signals stay ignored (nohup's contract).
+#[test]
+fn an_inherited_ignored_timeout_signal_still_ends_the_command() {
+    let run = |prog: std::path::PathBuf, args: &[&str]| {
+        let mut c = std::process::Command::new("env");
+        c.arg("--ignore-signal=INT")
+            .arg("--ignore-signal=USR1")
+            .arg(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        shell_code(Running::start(c, true).wait())
+    };
+    // The command checks that USR1 is still ignored, then sleeps: only
+    // the INT sent at 0.2 s can end it before 30 s (130 with
+    // --preserve-status); 138 would say USR1 was reset, and 7 that the
+    // INT never came.
+    let cmd = ["sh", "-c", "kill -USR1 $$ && sleep 30; exit 7"];
+    let t: Vec<&str> = ["--preserve-status", "-s", "INT", "0.2"]
+        .iter()
+        .chain(&cmd)
+        .copied()
+        .collect();
+    assert_eq!(run("timeout".into(), &t), 130, "timeout(1) itself");
+    let p: Vec<&str> = ["--preserve-status", "--signal", "INT", "-t", "0.2", "--"]
+        .iter()
+        .chain(&cmd)
+        .copied()
+        .collect();
+    assert_eq!(run(bin("pk-spawn"), &p), 130);
+}
+
 #[test]
 fn timeout_flags_end_as_timeout_1_does() {
     const IGNORES_TERM: &[&str] = &["sh", "-c", "trap '' TERM; sleep 30"];

@@ -106,6 +106,10 @@ pub struct ExecPlan {
     /// (CLONE_SYSVSEM): SEM_UNDO adjustments are applied only when both
     /// have exited.
     pub share_sysv_undo: bool,
+    /// Signals the child sets to their default action even when they are
+    /// ignored here: bit `n - 1` for signal `n` (env(1)'s
+    /// `--default-signal`).
+    pub default_signals: u64,
     /// The highest signal number, for the disposition reset.
     max_signal: c_int,
 }
@@ -169,6 +173,7 @@ impl ExecPlan {
             announce: None,
             close_stdout: false,
             share_sysv_undo: false,
+            default_signals: 0,
             max_signal: libc::SIGRTMAX(),
         }
     }
@@ -351,11 +356,12 @@ extern "C" fn child_entry(arg: *mut c_void) -> c_int {
 /// empty signal mask, then execve of each candidate. Never returns; never
 /// panics (no indexing, no allocation, no formatting).
 fn child(plan: &mut ExecPlan) -> ! {
-    // 1. Every caught signal (and SIGPIPE) back to its default action,
-    //    while all signals are still blocked. Ignored signals stay ignored,
-    //    as across any exec (nohup relies on it). glibc refuses its own two
-    //    internal signals with EINVAL: they stay as they are, and no one
-    //    sends them to this new thread id.
+    // 1. Every caught signal (and SIGPIPE, and each of `default_signals`)
+    //    back to its default action, while all signals are still blocked.
+    //    Other ignored signals stay ignored, as across any exec (nohup
+    //    relies on it). glibc refuses its own two internal signals with
+    //    EINVAL: they stay as they are, and no one sends them to this new
+    //    thread id.
     for sig in 1..=plan.max_signal {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
@@ -368,7 +374,8 @@ fn child(plan: &mut ExecPlan) -> ! {
         };
         let Some(old) = got else { continue };
         let caught = old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != libc::SIG_DFL;
-        if caught || sig == libc::SIGPIPE {
+        let asked = (1..=64).contains(&sig) && plan.default_signals & (1u64 << (sig - 1)) != 0;
+        if caught || asked || sig == libc::SIGPIPE {
             // SAFETY: `dfl` is a zeroed sigaction with SIG_DFL and an empty
             // mask; installing SIG_DFL runs no code of ours in signal context.
             let r = unsafe {
