@@ -579,7 +579,7 @@ mod tests {
         // and then took the lock, or left, without handing it on, left A
         // asleep on a free lock for ever (58 rounds in 68 before the fix).
         let lock = Arc::new(Lock::new());
-        let patience = std::time::Duration::from_millis(3);
+        let patience = Duration::from_millis(3);
         for round in 0..40u32 {
             let held = lock.acquire();
             let (started_tx, started) = std::sync::mpsc::channel();
@@ -592,7 +592,7 @@ mod tests {
             };
             let b_started = started.recv().unwrap();
             // B is past its spin and asleep before A comes.
-            std::thread::sleep(std::time::Duration::from_micros(500));
+            std::thread::sleep(Duration::from_micros(500));
             let (got_tx, got) = std::sync::mpsc::channel();
             let a = {
                 let lock = Arc::clone(&lock);
@@ -602,14 +602,14 @@ mod tests {
                 })
             };
             // Release from 40 µs before to 120 µs after B's deadline.
-            let when = b_started + patience - std::time::Duration::from_micros(40)
-                + std::time::Duration::from_micros(u64::from(round % 17) * 10);
+            let when = b_started + patience - Duration::from_micros(40)
+                + Duration::from_micros(u64::from(round % 17) * 10);
             while Instant::now() < when {
                 std::hint::spin_loop();
             }
             drop(held);
             b.join().unwrap();
-            got.recv_timeout(std::time::Duration::from_secs(10))
+            got.recv_timeout(Duration::from_secs(10))
                 .unwrap_or_else(|_| panic!("round {round}: A was never woken"));
             a.join().unwrap();
             assert!(!lock.locked());
