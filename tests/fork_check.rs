@@ -824,7 +824,7 @@ fn a_spawn_resets_only_the_ignored_signals_it_is_asked_to() {
         .unwrap();
     assert_eq!(out.status, Status::Exited(3));
     // A timeout's signal is reset without being asked: USR2 ends it.
-    let out = Spawn::new(["sh", "-c", "kill -USR1 $$; sleep 30"])
+    let out = Spawn::new(["sh", "-c", "kill -USR1 $$; exec sleep 30"])
         .unwrap()
         .timeout(Timeout::new(Duration::from_millis(200)).signal(Signal::SIGUSR2))
         .run()
@@ -837,6 +837,15 @@ fn a_spawn_resets_only_the_ignored_signals_it_is_asked_to() {
             core_dumped: false
         }
     );
+    // A timeout set twice: only the signal it ends with is reset; USR1,
+    // the first one's, stays ignored (it exits 3).
+    let out = Spawn::new(["sh", "-c", "kill -USR1 $$; exit 3"])
+        .unwrap()
+        .timeout(Timeout::new(Duration::from_secs(60)).signal(Signal::SIGUSR1))
+        .timeout(Timeout::new(Duration::from_secs(60)).signal(Signal::SIGUSR2))
+        .run()
+        .unwrap();
+    assert_eq!(out.status, Status::Exited(3));
     for sig in [Signal::SIGUSR1, Signal::SIGUSR2] {
         // SAFETY: SIG_DFL runs no code; this process has one thread.
         unsafe { signal(sig, SigHandler::SigDfl) }.unwrap();

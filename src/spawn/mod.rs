@@ -347,9 +347,8 @@ impl Spawn {
     /// applies it and reports it in [`Output::timed_out`] / [`Output::killed`].
     #[must_use]
     pub fn timeout(mut self, timeout: Timeout) -> Self {
-        let sent = timeout.sent();
         self.timeout = Some(timeout);
-        self.default_signal(sent)
+        self
     }
 
     /// Send `sig` to the program when the thread that started it dies
@@ -365,9 +364,10 @@ impl Spawn {
     /// process ignores it (env(1)'s `--default-signal`). Caught signals are
     /// always reset, as exec does; an ignored one otherwise stays ignored
     /// in the program, as `nohup` and a shell's background jobs intend.
-    /// The signal of a [`Spawn::timeout`] is reset this way without being
-    /// asked: a program that inherited it ignored would outlive its
-    /// timeout.
+    /// [`Spawn::run`] resets the signal of its [`Spawn::timeout`] this way
+    /// without being asked: a program that inherited it ignored would
+    /// outlive its timeout. Ask for it yourself when a [`Supervisor`] of
+    /// your own applies the timeout.
     #[must_use]
     pub fn default_signal(mut self, sig: Signal) -> Self {
         self.default_signals |= 1u64 << (sig as u32 - 1);
@@ -385,7 +385,11 @@ impl Spawn {
     /// [`ErrorKind::CommandNotExecutable`] (see [`exec_failure_kind`]); the
     /// child is reaped either way.
     pub fn run(mut self) -> Result<Output> {
-        let mut supervisor = Supervisor::new(self.timeout.take());
+        let timeout = self.timeout.take();
+        if let Some(t) = &timeout {
+            self = self.default_signal(t.sent());
+        }
+        let mut supervisor = Supervisor::new(timeout);
         let mut running = self.start()?;
         let status = loop {
             if let Step::Exited(status) = supervisor.step(&mut running, None)? {
@@ -404,7 +408,9 @@ impl Spawn {
 
     /// Start the program and return at once, once it has exec'd: drive it
     /// with [`Running::wait_event`] or a [`Supervisor`]. The timeout set
-    /// with [`Spawn::timeout`] is [`Spawn::run`]'s; give a `Supervisor` yours.
+    /// with [`Spawn::timeout`] is [`Spawn::run`]'s; give a `Supervisor`
+    /// yours, and start the program with [`Spawn::default_signal`] of its
+    /// signal.
     pub fn start(self) -> Result<Running> {
         if let Some(e) = self.invalid {
             return Err(e);

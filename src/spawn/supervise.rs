@@ -100,7 +100,14 @@ pub enum Step {
 /// // A wrapper: TERM and INT sent to us go to the command.
 /// let mut relay = SignalRelay::new(&[Signal::SIGTERM, Signal::SIGINT]).unwrap();
 /// let mut sup = Supervisor::new(Some(Timeout::new(Duration::from_secs(10))));
-/// let mut child = Spawn::new(["make"]).unwrap().process_group(true).start().unwrap();
+/// // SIGTERM at its default action in make, even if we were started with
+/// // it ignored: else make would outlive the timeout.
+/// let mut child = Spawn::new(["make"])
+///     .unwrap()
+///     .process_group(true)
+///     .default_signal(Signal::SIGTERM)
+///     .start()
+///     .unwrap();
 /// let status = loop {
 ///     match sup.step(&mut child, Some(&mut relay)).unwrap() {
 ///         Step::Exited(status) => break status,
@@ -119,6 +126,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start the clock for `timeout` (`None`: no timeout, no kill-after).
+    /// Start the program with [`Spawn::default_signal`] of the timeout's
+    /// signal (see [`Spawn::start`]), or one that inherited it ignored
+    /// outlives the timeout.
     pub fn new(timeout: Option<Timeout>) -> Supervisor {
         Supervisor {
             signal_at: timeout.and_then(|t| t.after).and_then(deadline_after),

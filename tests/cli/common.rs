@@ -28,6 +28,22 @@ pub fn pk(name: &str) -> Command {
     cmd
 }
 
+/// [`pk_std`], through `env --default-signal=INT,QUIT,HUP,TERM` (which
+/// execs it: the pid is the binary's): for the tests of those signals,
+/// which need them at their default action in pk-<name> even when the
+/// suite was started with them ignored, as a background job of a script
+/// ignores INT and QUIT.
+pub fn pk_std_default_signals(name: &str) -> std::process::Command {
+    become_subreaper();
+    let mut cmd = std::process::Command::new("env");
+    cmd.arg("--default-signal=INT,QUIT,HUP,TERM")
+        .arg(bin(&format!("pk-{name}")))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .env(TAG, new_tag());
+    cmd
+}
+
 /// A std Command for `pk-<name>` in its own process group with stdin from
 /// /dev/null, for tests that read output as it comes.
 pub fn pk_std(name: &str) -> std::process::Command {

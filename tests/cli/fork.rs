@@ -279,7 +279,7 @@ fn closed_stdout_exits_quietly() {
 #[test]
 fn ctrl_c_on_the_process_group_ends_parent_and_children() {
     // Like Ctrl-C at a terminal: SIGINT goes to the whole foreground group.
-    let mut cmd = pk_std("fork");
+    let mut cmd = pk_std_default_signals("fork");
     cmd.args(["--children", "3", "--sleep", "60"]);
     let mut run = Running::start(cmd, true);
     let mut pids = Vec::new();

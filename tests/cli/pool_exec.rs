@@ -537,7 +537,7 @@ fn a_signal_stops_everything_and_no_command_survives() {
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGHUP,
     ] {
-        let mut cmd = pk_std("pool");
+        let mut cmd = pk_std_default_signals("pool");
         cmd.args([
             "exec",
             "-j",

@@ -617,7 +617,7 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
                 c.arg("60").stdin(Stdio::null());
                 c
             } else {
-                let mut c = pk_std("spawn");
+                let mut c = pk_std_default_signals("spawn");
                 c.arg("--");
                 c
             };
