@@ -126,8 +126,8 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start the clock for `timeout` (`None`: no timeout, no kill-after).
-    /// Start the program with [`Spawn::default_signal`] of the timeout's
-    /// signal (see [`Spawn::start`]), or one that inherited it ignored
+    /// Start the program with [`Spawn::default_signal`](super::Spawn::default_signal) of the timeout's
+    /// signal (see [`Spawn::start`](super::Spawn::start)), or one that inherited it ignored
     /// outlives the timeout.
     pub fn new(timeout: Option<Timeout>) -> Supervisor {
         Supervisor {
