@@ -126,9 +126,12 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start the clock for `timeout` (`None`: no timeout, no kill-after).
-    /// Start the program with [`Spawn::default_signal`](super::Spawn::default_signal) of the timeout's
-    /// signal (see [`Spawn::start`](super::Spawn::start)), or one that inherited it ignored
-    /// outlives the timeout.
+    /// Start the program with [`default_signal`] of the timeout's signal
+    /// (see [`Spawn::start`]), or one that inherited it ignored outlives
+    /// the timeout.
+    ///
+    /// [`default_signal`]: super::Spawn::default_signal
+    /// [`Spawn::start`]: super::Spawn::start
     pub fn new(timeout: Option<Timeout>) -> Supervisor {
         Supervisor {
             signal_at: timeout.and_then(|t| t.after).and_then(deadline_after),
