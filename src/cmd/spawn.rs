@@ -254,8 +254,8 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     // The signal sent at the timeout reaches the command at its default
     // action even when pk-spawn was started with it ignored (a background
     // job's SIGINT), as with timeout(1): else the command outlives it.
-    if timeout.is_some() {
-        spawn = spawn.default_signal(args.signal.map_or(Signal::SIGTERM, |s| s.0));
+    if let Some(t) = &timeout {
+        spawn = spawn.default_signal(t.sent());
     }
 
     // Block the relayed signals before the command exists, so none is
