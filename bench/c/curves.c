@@ -198,13 +198,17 @@ static void send_chunk(struct map *m, int w, long *next, long chunk) {
 }
 
 /* map(square) of n items in chunks of ceil(n / (4 W)), as Python's
- * Pool.map makes them; two chunks in flight per worker. */
+ * Pool.map makes them; two chunks in flight per worker when both fit in
+ * its task pipe (64 KiB), else one: with a second chunk that does not
+ * fit, the parent blocks writing it while the worker blocks writing a
+ * result the parent is not reading. */
 static void pool_map(struct map *m) {
     int w = m->p->w;
     long chunk = (m->n + 4L * w - 1) / (4L * w), next = 0, remaining = m->n;
+    int depth = 2 * (chunk + 2) * 8 <= 65536 ? 2 : 1;
     int outstanding[MAXW] = {0};
     for (int i = 0; i < w; i++)
-        while (outstanding[i] < 2 && next < m->n) { send_chunk(m, i, &next, chunk); outstanding[i]++; }
+        while (outstanding[i] < depth && next < m->n) { send_chunk(m, i, &next, chunk); outstanding[i]++; }
     struct pollfd pf[MAXW];
     while (remaining > 0) {
         for (int i = 0; i < w; i++) pf[i] = (struct pollfd){.fd = m->p->res[i], .events = POLLIN};
