@@ -16,6 +16,13 @@
 //! - A worker that writes a bad result frame (a length over the limit) is
 //!   killed and replaced, its task alone failing with bad data; one that
 //!   stops in the middle of a frame keeps no `get` past its timeout.
+//! - Batches of 4 KiB to 1 MiB cross through the worker's arena, not the
+//!   pipes (the worker's and the parent's read(2) byte counts show it),
+//!   with every result right, larger ones through the pipe; a worker that
+//!   dies in the middle of an arena batch loses that batch alone and its
+//!   replacement works; a worker that sends a forged note (a slot its
+//!   batch did not use, no such slot, more than an area) is killed and
+//!   replaced, that task alone failing with bad data.
 //! - With SIGCHLD ignored, a child's wait reports its status lost (ECHILD),
 //!   without hanging and without signalling anyone; and a `Child` whose pid
 //!   the kernel has reaped and handed to another process never signals
@@ -52,6 +59,8 @@ fn main() {
     a_typed_pool_end_to_end();
     a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool();
     pool_values_are_every_result_or_the_first_error();
+    large_batches_cross_the_arena_not_the_pipes();
+    a_forged_arena_note_costs_one_worker_not_the_pool();
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     a_fork_keeps_no_pipe_of_a_running_spawn();
@@ -269,6 +278,113 @@ fn a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool() {
     // The other worker still works meanwhile.
     assert_eq!(pool.apply(double, 5).unwrap(), Ok(10));
     pool.terminate().unwrap();
+}
+
+/// Bytes this process has read with read(2) and its kin, from
+/// /proc/self/io.
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn large_batches_cross_the_arena_not_the_pipes() {
+    let mut registry = Registry::new();
+    let square = registry.task("square", |n: u64| {
+        if n == 4_321 {
+            let _ = process::die_of(posixkit::nix::sys::signal::Signal::SIGKILL);
+        }
+        n.wrapping_mul(n)
+    });
+    let read = registry.task("read", |_: u64| bytes_read());
+    let mut pool = Pool::new(1, registry).unwrap();
+    let before = pool.apply(read, 0).unwrap().unwrap();
+    // 40 batches of 1 000 items: 8 KiB of arguments and of results each.
+    let args: Vec<u64> = (10_000..50_000).collect();
+    let parent = bytes_read();
+    let got = pool.map(square, &args, 1_000).unwrap().values().unwrap();
+    let parent = bytes_read() - parent;
+    let worker = pool.apply(read, 0).unwrap().unwrap() - before;
+    assert!(got.iter().zip(&args).all(|(r, x)| *r == x * x));
+    // Through the pipes that would be 320 KiB each way; through the arena
+    // each batch is a 16-byte note (plus /proc/self/io itself, read twice).
+    assert!(worker < 8 * 1024, "the worker read {worker} bytes");
+    assert!(parent < 8 * 1024, "the parent read {parent} bytes");
+
+    // Batches over an area (1 MiB) go through the pipe, and still come back.
+    let big: Vec<u64> = (10_000..310_000).collect();
+    let got = pool.map(square, &big, 150_000).unwrap().values().unwrap();
+    assert!(got.iter().zip(&big).all(|(r, x)| *r == x * x));
+
+    // The worker dies in the middle of the batch of items 4 000..5 000:
+    // that batch alone is lost, and the new worker's arena works.
+    let args: Vec<u64> = (0..20_000).collect();
+    let got = pool.map(square, &args, 1_000).unwrap().to_vec();
+    for (i, r) in got.iter().enumerate() {
+        if (4_000..5_000).contains(&i) {
+            assert!(
+                matches!(r, Err(TaskError::WorkerDied { index, .. }) if *index == i),
+                "item {i}: {r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(args[i] * args[i]), "item {i}");
+        }
+    }
+    assert_eq!(pool.take_events().len(), 1, "one worker replaced");
+    let args: Vec<u64> = (10_000..30_000).collect();
+    let got = pool.map(square, &args, 1_000).unwrap().values().unwrap();
+    assert!(got.iter().zip(&args).all(|(r, x)| *r == x * x));
+    pool.close();
+    let statuses = pool.join().unwrap();
+    assert!(statuses.iter().all(|(_, s)| s.success()), "{statuses:?}");
+}
+
+fn a_forged_arena_note_costs_one_worker_not_the_pool() {
+    use std::io::Write;
+    // A note frame: length 12, then "PKar", a slot, a length.
+    fn note(slot: u32, len: u32) -> Vec<u8> {
+        let mut f = 12u32.to_le_bytes().to_vec();
+        f.extend_from_slice(b"PKar");
+        f.extend_from_slice(&slot.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f
+    }
+    let mut registry = Registry::new();
+    let double = registry.task("double", |n: u64| 2 * n);
+    // Its batch is small, so it went through the pipe: slot 0 is not its.
+    let forge = registry.task("forge", |kind: u64| {
+        let frame = match kind {
+            0 => note(0, 16),
+            1 => note(9, 16),
+            _ => note(0, (1 << 20) + 1),
+        };
+        my_result_pipe().write_all(&frame).unwrap();
+        kind
+    });
+    let mut pool = Pool::new(2, registry).unwrap();
+    for (kind, why) in [
+        (0, "a slot its batch did not use"),
+        (1, "names no slot"),
+        (2, "over an area"),
+    ] {
+        match pool.apply(forge, kind).unwrap() {
+            Err(e @ TaskError::BadResult { .. }) => {
+                assert_eq!(e.kind(), ErrorKind::BadData);
+                assert!(e.to_string().contains(why), "{e}");
+                assert!(e.to_string().contains("SIGKILL"), "{e}");
+            }
+            other => panic!("forge {kind}: {other:?}"),
+        }
+        assert_eq!(pool.take_events().len(), 1, "its worker replaced");
+        let args: Vec<u64> = (0..4_000).collect();
+        let got = pool.map(double, &args, 1_000).unwrap().values().unwrap();
+        assert!(got.iter().zip(&args).all(|(r, x)| *r == 2 * x));
+    }
+    pool.close();
+    pool.join().unwrap();
 }
 
 fn pool_values_are_every_result_or_the_first_error() {

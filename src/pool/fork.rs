@@ -4,6 +4,7 @@
 //! busy and no deadline, in the read itself), and reaps exactly the pid of
 //! a worker that is gone (never `waitpid(-1)`).
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::signal::Signal;
 
+use super::arena::{self, Arenas, Side};
 use super::inbox::Inbox;
 use super::registry::Registry;
 use super::scheduler::{Backend, Slot, Started};
@@ -31,6 +33,8 @@ pub(crate) struct Forked {
     pub(crate) fork: fn(&str) -> Result<Fork>,
     /// Readable when waiting should stop (see [`super::Pool::interrupt_on`]).
     pub(crate) interrupt: Option<OwnedFd>,
+    /// The workers' arenas ([`arena`]), mapped before the first fork.
+    pub(crate) arenas: Option<Arenas>,
 }
 
 /// A worker's pipe ends, as the parent holds them.
@@ -43,6 +47,12 @@ pub(crate) struct Ends {
     /// ([`Backend::recv_blocking`]).
     results: Reader,
     inbox: Inbox,
+    /// The arena that carries the bytes of its large frames ([`arena`]);
+    /// `None`: every frame goes through the pipes.
+    arena: Option<usize>,
+    /// The arena slot of each batch sent and not yet answered, oldest
+    /// first (`None`: it went through the pipe whole).
+    flight: VecDeque<Option<usize>>,
 }
 
 /// At most this many workers are polled from an array on the stack.
@@ -54,8 +64,13 @@ impl Backend for Forked {
     fn start(&mut self, others: &mut Vec<Slot<Ends>>) -> Result<Started<Ends>> {
         let (task_r, task_w) = pipe::pipe()?;
         let (result_r, result_w) = pipe::pipe()?;
+        let arena = self.arenas.as_mut().and_then(Arenas::claim);
+        let forked = (self.fork)("pool worker");
+        if let (Err(_), Some(a), Some(arenas)) = (&forked, arena, self.arenas.as_mut()) {
+            arenas.unclaim(a);
+        }
         // The child never returns: worker_main ends in _exit.
-        match (self.fork)("pool worker")? {
+        match forked? {
             Fork::Child => {
                 drop(task_w);
                 drop(result_r);
@@ -74,9 +89,13 @@ impl Backend for Forked {
                 ] {
                     let _ = process::restore_default(sig);
                 }
-                worker_main(&self.registry, task_r, result_w)
+                let arena = arena.and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
+                worker_main(&self.registry, task_r, result_w, arena)
             }
             Fork::Parent(pid) => {
+                if let (Some(a), Some(arenas)) = (arena, self.arenas.as_mut()) {
+                    arenas.hold(pid, a);
+                }
                 // Linux shrinks new pipes to one page when a user holds too
                 // many pipe pages, so ask instead of assuming 64 KiB.
                 let capacity =
@@ -90,6 +109,8 @@ impl Backend for Forked {
                         tasks: task_w,
                         results: result_r,
                         inbox: Inbox::new(),
+                        arena,
+                        flight: VecDeque::with_capacity(arena::SLOTS),
                     },
                     capacity,
                 })
@@ -98,7 +119,32 @@ impl Backend for Forked {
     }
 
     fn send(&mut self, ends: &mut Ends, frame: &[u8]) -> Result<()> {
-        ends.tasks.send(frame)
+        // A large frame goes through a slot that no unanswered batch uses.
+        let slot = (frame.len() >= arena::MIN && ends.arena.is_some())
+            .then(|| (0..arena::SLOTS).find(|k| !ends.flight.contains(&Some(*k))))
+            .flatten();
+        let arena = ends
+            .arena
+            .and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
+        let note = slot
+            .zip(arena)
+            .and_then(|(k, arena)| arena.put(k, Side::Task, &[frame]));
+        match note {
+            Some(note) => ends.tasks.send(&note)?,
+            None => ends.tasks.send(frame)?,
+        }
+        ends.flight.push_back(note.and(slot));
+        Ok(())
+    }
+
+    fn pipe_bytes(&self, ends: &Ends, len: usize) -> usize {
+        // With fewer than DEPTH batches out, a slot is free: a frame the
+        // arena carries puts only its note in the pipe.
+        if ends.arena.is_some() && (arena::MIN..=arena::AREA).contains(&len) {
+            arena::NOTE + pipe::HEADER
+        } else {
+            len + pipe::HEADER
+        }
     }
 
     fn wait(
@@ -160,9 +206,12 @@ impl Backend for Forked {
     }
 
     fn recv(&mut self, ends: &mut Ends, frame: &mut Vec<u8>, expect: usize) -> Result<Piece> {
-        ends.inbox
+        let expect = ends.expect(expect);
+        let piece = ends
+            .inbox
             .read(ends.results.as_fd(), frame, expect)
-            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))
+            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))?;
+        self.arrived(ends, piece, frame)
     }
 
     fn can_block(&self) -> bool {
@@ -176,16 +225,73 @@ impl Backend for Forked {
         frame: &mut Vec<u8>,
         expect: usize,
     ) -> Result<Piece> {
-        ends.inbox
+        let expect = ends.expect(expect);
+        let piece = ends
+            .inbox
             .read_blocking(ends.results.as_fd(), frame, expect)
-            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))
+            .map_err(|e| pipe::recv_error("pool worker's result pipe", e))?;
+        self.arrived(ends, piece, frame)
+    }
+
+    fn prepare(&mut self, workers: usize) -> Result<()> {
+        self.arenas = Some(Arenas::new(workers)?);
+        Ok(())
     }
 
     fn reap(&mut self, pid: Pid) -> Result<Status> {
-        process::waitpid(pid)
+        let status = process::waitpid(pid)?;
+        // Gone for good: its arena may go to a new worker.
+        if let Some(arenas) = self.arenas.as_mut() {
+            arenas.release(pid);
+        }
+        Ok(status)
     }
 
     fn kill(&mut self, pid: Pid) {
         let _ = process::kill(pid, Signal::SIGKILL);
+    }
+}
+
+impl Ends {
+    /// The payload to ask for in the read of the next result: a note's,
+    /// when its batch went through the arena and a result of the size the
+    /// parent expects would come back the same way.
+    fn expect(&self, expect: usize) -> usize {
+        match self.flight.front() {
+            Some(Some(_)) if expect <= arena::AREA => arena::NOTE,
+            _ => expect,
+        }
+    }
+}
+
+impl Forked {
+    /// A piece read from the result pipe: a whole frame answers the oldest
+    /// batch sent, and a note is replaced by the frame it names, copied
+    /// out of that batch's slot.
+    fn arrived(&self, ends: &mut Ends, piece: Piece, frame: &mut Vec<u8>) -> Result<Piece> {
+        if piece != Piece::Frame {
+            return Ok(piece);
+        }
+        let slot = ends.flight.pop_front().flatten();
+        match arena::note(frame) {
+            None => {}
+            Some(Err(why)) => return Err(arena::bad_note(why)),
+            Some(Ok(note)) => {
+                let arena = ends
+                    .arena
+                    .and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
+                match arena {
+                    Some(arena) if slot == Some(note.slot) => {
+                        arena.take(note, Side::Result, frame);
+                    }
+                    _ => {
+                        return Err(arena::bad_note(
+                            "an arena note names a slot its batch did not use",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(piece)
     }
 }

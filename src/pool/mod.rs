@@ -46,6 +46,17 @@
 //!   second in its pipe, so it never waits for the parent between batches;
 //!   the second is sent only when both fit in the pipe's capacity
 //!   (F_GETPIPE_SZ), so parent and worker can never block on each other.
+//! - Frames of 4 KiB to 1 MiB (a chunk of `map` over numbers, say) do not
+//!   cross the pipes: the pool maps one memfd (MAP_SHARED, unnamed) before
+//!   it forks, gives each worker an arena in it, and a frame is copied
+//!   into a slot of the arena while the pipe carries a 16-byte note of
+//!   where it is. The pipe copies cost the kernel a page allocation and
+//!   two copies per 4 KiB; this costs one copy in user space at each end.
+//!   The pipe is still the only signal (end of file, the order of
+//!   results), a slot is reused only once its batch's result is read, and
+//!   an arena goes to a new worker only once its old one is reaped. A note
+//!   that names a slot its batch did not use is a bad result like any
+//!   other. Smaller and larger frames go through the pipe whole.
 //! - The parent waits with poll(2) on every worker's result pipe; when
 //!   one worker alone has work and the wait has no deadline, the read of
 //!   its result pipe is the wait (one write and one read per
@@ -85,7 +96,8 @@
 //! value is bytes), `frame` (the task and result frames, inside
 //! [`crate::pipe`]'s frames), `worker` (the worker's loop), `scheduler`
 //! (dispatch, dead workers, results: tested with mocks, no fork),
-//! `fork` (the workers as forked processes), `results`.
+//! `fork` (the workers as forked processes), `arena` (the shared memory
+//! that carries large frames), `results`.
 
 use std::sync::Arc;
 
@@ -93,6 +105,7 @@ use crate::error::Result;
 use crate::process::{self, Fork, Pid};
 use crate::status::Status;
 
+mod arena;
 mod fork;
 mod frame;
 mod inbox;
@@ -149,6 +162,7 @@ impl Pool {
             registry: Arc::clone(&registry),
             fork,
             interrupt: None,
+            arenas: None,
         };
         Ok(Pool {
             registry,

@@ -24,12 +24,28 @@ pub(crate) trait Backend {
     /// A live worker's ends (its task and result pipes).
     type Ends;
 
+    /// Get ready to start `workers` workers (called once, before the
+    /// first [`Backend::start`]).
+    fn prepare(&mut self, workers: usize) -> Result<()> {
+        let _ = workers;
+        Ok(())
+    }
+
     /// Start a worker. `others` are the other workers' slots: a forked
     /// child closes their ends before it starts working.
     fn start(&mut self, others: &mut Vec<Slot<Self::Ends>>) -> Result<Started<Self::Ends>>;
 
     /// Send a task frame; an error with EPIPE means the worker is gone.
     fn send(&mut self, ends: &mut Self::Ends, frame: &[u8]) -> Result<()>;
+
+    /// The bytes a task frame of `len` bytes takes in the task pipe of the
+    /// worker at `ends` when it is sent while that worker holds fewer than
+    /// [`DEPTH`] batches: the whole frame and its length prefix, unless the
+    /// backend carries its bytes some other way.
+    fn pipe_bytes(&self, ends: &Self::Ends, len: usize) -> usize {
+        let _ = ends;
+        len + pipe::HEADER
+    }
 
     /// Wait until `deadline` (`None`: for ever) for result ends to become
     /// readable (or closed), and put their slot numbers in `ready`.
@@ -113,7 +129,7 @@ struct Job {
 
 /// Batches a worker may hold at once: the next is already in its pipe when
 /// it finishes one, so it never waits for the parent.
-const DEPTH: usize = 2;
+pub(crate) const DEPTH: usize = 2;
 
 /// Frame buffers a pool keeps for reuse.
 const SPARE_BUFFERS: usize = 64;
@@ -184,6 +200,8 @@ impl<B: Backend> Scheduler<B> {
         if !(1..=1024).contains(&workers) {
             return Err(Error::invalid("workers", "a pool has 1-1024 workers"));
         }
+        let mut backend = backend;
+        backend.prepare(workers)?;
         let mut s = Scheduler {
             backend,
             workers: Vec::with_capacity(workers),
@@ -475,9 +493,11 @@ impl<B: Backend> Scheduler<B> {
     }
 
     /// Give queued batches to workers: one to each idle worker, then a
-    /// second to a busy one when both frames fit in its task pipe at once.
-    /// That bound keeps the parent from ever blocking on a full task pipe
-    /// while the worker blocks on a full result pipe.
+    /// second to a busy one when both frames fit in its task pipe at once
+    /// (as [`Backend::pipe_bytes`] counts them: a frame that crosses
+    /// through the worker's arena puts only a note in the pipe). That
+    /// bound keeps the parent from ever blocking on a full task pipe while
+    /// the worker blocks on a full result pipe.
     pub(crate) fn dispatch(&mut self) -> Result<()> {
         for depth in 0..DEPTH {
             for slot in 0..self.workers.len() {
@@ -489,10 +509,12 @@ impl<B: Backend> Scheduler<B> {
                 let in_flight = w
                     .busy
                     .iter()
-                    .map(|j| j.frame.len() + pipe::HEADER)
+                    .map(|j| self.backend.pipe_bytes(&w.ends, j.frame.len()))
                     .sum::<usize>();
                 if w.busy.len() != depth
-                    || (depth > 0 && in_flight + next.frame.len() + pipe::HEADER > w.capacity)
+                    || (depth > 0
+                        && in_flight + self.backend.pipe_bytes(&w.ends, next.frame.len())
+                            > w.capacity)
                 {
                     continue;
                 }

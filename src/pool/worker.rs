@@ -5,6 +5,7 @@
 
 use std::marker::PhantomData;
 
+use super::arena::{self, Arena, Side};
 use super::frame::{BLOCK, RESULT_HEAD, TASK_HEAD, VARIABLE};
 use super::registry::{Outcome, Registry, Runner};
 use super::wire::{Wire, read};
@@ -172,7 +173,12 @@ fn decode<A: Wire>(arg: &[u8]) -> std::result::Result<A, String> {
 
 /// The worker's loop: read a task frame, run each item, send the results;
 /// exit 0 at end of file, 1 if the parent is gone.
-pub(crate) fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -> ! {
+pub(crate) fn worker_main(
+    registry: &Registry,
+    tasks: Reader,
+    results: Writer,
+    arena: Option<Arena<'_>>,
+) -> ! {
     // A task's panic is its own failure, reported to the parent: keep the
     // binary's panic hook (which calls it a bug) quiet in workers.
     std::panic::set_hook(Box::new(|_| {}));
@@ -185,13 +191,37 @@ pub(crate) fn worker_main(registry: &Registry, tasks: Reader, results: Writer) -
         let mut tasks = pipe::FrameReader::new(tasks);
         let mut output = Vec::new();
         let mut table = Vec::new();
+        let mut from_arena = Vec::new();
         loop {
             let input = match tasks.recv() {
                 Ok(Some(input)) => input,
                 Ok(None) => process::_exit(0),
                 Err(_) => process::_exit(1),
             };
+            // A note: the frame is in the task area of its slot, and the
+            // result may go back through the result area of the same one.
+            let (input, slot) = match (arena::note(input), arena) {
+                (None, _) => (input, None),
+                (Some(Ok(note)), Some(arena)) => {
+                    arena.take(note, Side::Task, &mut from_arena);
+                    (&from_arena[..], Some(note.slot))
+                }
+                // A note it cannot follow: the parent broke the protocol.
+                (Some(_), _) => process::_exit(1),
+            };
             let sent = run_batch(registry, input, &mut output, &mut table).is_ok_and(|()| {
+                let parts: [&[u8]; 3] = if table.is_empty() {
+                    [&output, &[], &[]]
+                } else {
+                    let (head, data) = output.split_at(RESULT_HEAD);
+                    [head, &table, data]
+                };
+                let note = slot
+                    .zip(arena)
+                    .and_then(|(k, arena)| arena.put(k, Side::Result, &parts));
+                if let Some(note) = note {
+                    return results.send(&note).is_ok();
+                }
                 if table.is_empty() {
                     // Header and items are one buffer: a small frame is
                     // one write(2), with no vector for the kernel to read.
