@@ -19,8 +19,9 @@
 //! - Batches of 4 KiB to 1 MiB cross through the worker's arena, not the
 //!   pipes (the worker's and the parent's read(2) byte counts show it),
 //!   with every result right, larger ones through the pipe; a worker that
-//!   dies in the middle of an arena batch loses that batch alone and its
-//!   replacement works; a worker that sends a forged note (a slot its
+//!   dies in the middle of an arena batch loses that batch alone, and its
+//!   replacement, then the replacement's, cross their own arenas (the
+//!   spare, then the one freed when the dead worker was reaped); a worker that sends a forged note (a slot its
 //!   batch did not use, no such slot, more than an area) is killed and
 //!   replaced, that task alone failing with bad data.
 //! - With SIGCHLD ignored, a child's wait reports its status lost (ECHILD),
@@ -301,42 +302,59 @@ fn large_batches_cross_the_arena_not_the_pipes() {
     });
     let read = registry.task("read", |_: u64| bytes_read());
     let mut pool = Pool::new(1, registry).unwrap();
-    let before = pool.apply(read, 0).unwrap().unwrap();
+    // Bytes the worker and the parent read through the pipes while they
+    // map `args` in chunks of `chunk`; every result checked.
+    let map = |pool: &mut Pool, args: &[u64], chunk: usize| {
+        let worker = pool.apply(read, 0).unwrap().unwrap();
+        let parent = bytes_read();
+        let got = pool.map(square, args, chunk).unwrap().values().unwrap();
+        let parent = bytes_read() - parent;
+        let worker = pool.apply(read, 0).unwrap().unwrap() - worker;
+        assert!(got.iter().zip(args).all(|(r, x)| *r == x * x));
+        (worker, parent)
+    };
     // 40 batches of 1 000 items: 8 KiB of arguments and of results each.
-    let args: Vec<u64> = (10_000..50_000).collect();
-    let parent = bytes_read();
-    let got = pool.map(square, &args, 1_000).unwrap().values().unwrap();
-    let parent = bytes_read() - parent;
-    let worker = pool.apply(read, 0).unwrap().unwrap() - before;
-    assert!(got.iter().zip(&args).all(|(r, x)| *r == x * x));
     // Through the pipes that would be 320 KiB each way; through the arena
-    // each batch is a 16-byte note (plus /proc/self/io itself, read twice).
+    // each batch is a 16-byte note (plus /proc/self/io itself).
+    let small: Vec<u64> = (10_000..50_000).collect();
+    let (worker, parent) = map(&mut pool, &small, 1_000);
     assert!(worker < 8 * 1024, "the worker read {worker} bytes");
     assert!(parent < 8 * 1024, "the parent read {parent} bytes");
 
     // Batches over an area (1 MiB) go through the pipe, and still come back.
     let big: Vec<u64> = (10_000..310_000).collect();
-    let got = pool.map(square, &big, 150_000).unwrap().values().unwrap();
-    assert!(got.iter().zip(&big).all(|(r, x)| *r == x * x));
+    let (worker, parent) = map(&mut pool, &big, 150_000);
+    assert!(worker > 2_400_000, "the worker read {worker} bytes");
+    assert!(parent > 2_400_000, "the parent read {parent} bytes");
 
     // The worker dies in the middle of the batch of items 4 000..5 000:
-    // that batch alone is lost, and the new worker's arena works.
+    // that batch alone is lost. Twice: the first replacement takes the
+    // spare arena, the second the arena of the first dead worker, freed
+    // when it was reaped; each one's batches cross its arena.
     let args: Vec<u64> = (0..20_000).collect();
-    let got = pool.map(square, &args, 1_000).unwrap().to_vec();
-    for (i, r) in got.iter().enumerate() {
-        if (4_000..5_000).contains(&i) {
-            assert!(
-                matches!(r, Err(TaskError::WorkerDied { index, .. }) if *index == i),
-                "item {i}: {r:?}"
-            );
-        } else {
-            assert_eq!(r, &Ok(args[i] * args[i]), "item {i}");
+    for round in 0..2 {
+        let got = pool.map(square, &args, 1_000).unwrap().to_vec();
+        for (i, r) in got.iter().enumerate() {
+            if (4_000..5_000).contains(&i) {
+                assert!(
+                    matches!(r, Err(TaskError::WorkerDied { index, .. }) if *index == i),
+                    "item {i}: {r:?}"
+                );
+            } else {
+                assert_eq!(r, &Ok(args[i] * args[i]), "item {i}");
+            }
         }
+        assert_eq!(pool.take_events().len(), 1, "one worker replaced");
+        let (worker, parent) = map(&mut pool, &small, 1_000);
+        assert!(
+            worker < 8 * 1024,
+            "round {round}: the worker read {worker} bytes"
+        );
+        assert!(
+            parent < 8 * 1024,
+            "round {round}: the parent read {parent} bytes"
+        );
     }
-    assert_eq!(pool.take_events().len(), 1, "one worker replaced");
-    let args: Vec<u64> = (10_000..30_000).collect();
-    let got = pool.map(square, &args, 1_000).unwrap().values().unwrap();
-    assert!(got.iter().zip(&args).all(|(r, x)| *r == x * x));
     pool.close();
     let statuses = pool.join().unwrap();
     assert!(statuses.iter().all(|(_, s)| s.success()), "{statuses:?}");

@@ -1,5 +1,6 @@
 //! A worker's arena: shared memory that carries the bytes of its large
-//! frames, so that the pipes carry only a 12-byte note of where they are.
+//! frames, so that the pipes carry only a 12-byte note of where they are
+//! (16 bytes in the pipe, with the frame's length prefix).
 //!
 //! Through a pipe, a frame of 10 KiB costs the writer a copy into pages
 //! the kernel allocates and charges for it, and the reader a copy out and
@@ -12,26 +13,48 @@
 //! its first worker, and cuts it into arenas, one per worker and a spare:
 //! every worker inherits the one mapping, so a pool of 1 024 workers adds
 //! one mapping to each fork, not 1 024 to unmap. A worker's arena is
-//! [`SLOTS`] slots, each a task area and a result area of [`AREA`] bytes;
-//! the memory is allocated as it is first touched. An arena goes back to
-//! the free list only once its worker is reaped, so a replacement never
-//! shares one with a worker that may still run: the spare is what the
-//! replacement takes while the worker it replaces is being reaped. The parent copies a task frame of at least [`MIN`] bytes into
-//! the task area of a slot none of the worker's unanswered batches uses,
-//! and sends the note `magic, slot, length`. The worker copies it out,
-//! runs it, and when its result frame fits, copies it into the result area
-//! of the same slot and sends a note back. The parent copies that out
-//! before it sends the worker anything more, and the slot is free again
-//! once that result is read: so no area is ever written while the other
-//! side still reads it. Everything else (small frames, frames too large
-//! for an area, a batch sent while every slot is taken) goes through the
-//! pipe whole, as before.
+//! [`SLOTS`] slots, each a task area and a result area of [`AREA`] bytes.
+//! When the mapping cannot be made (an address-space limit: a pool of
+//! 1 024 workers reserves 4 GiB), the pool runs on the pipes alone.
 //!
-//! The pipe stays the only signal: end of file still means the worker is
-//! gone, and a worker killed while it writes its result area never sent
-//! the note, so the parent never reads what it left there. A note that
-//! names a slot its batch did not use, or a length over an area, is a bad
+//! The protocol, for one worker:
+//! - The parent copies a task frame of at least [`MIN`] bytes into the
+//!   task area of a slot that none of the worker's unanswered batches
+//!   uses (there is always one: a worker holds at most [`SLOTS`]
+//!   batches, and a second is only sent while it holds one), and sends
+//!   the note `magic, slot, length`.
+//! - The worker copies the frame out before it runs it. When its result
+//!   frame fits an area, it copies it into the result area of the same
+//!   slot and sends a note back; otherwise the result goes through the
+//!   pipe whole.
+//! - The parent copies the result out as soon as the note is read, and
+//!   only then counts the slot free: so no area is written while the
+//!   other side may still read it.
+//! - Everything else (small frames, frames over an area) goes through the
+//!   pipe whole, as before.
+//!
+//! The pipe stays the only signal, and its write and read order the
+//! copies: the writer's relaxed stores come before its write(2), the
+//! reader's loads after its read(2) of the note, and the kernel's pipe
+//! lock orders the two calls. End of file still means the worker is gone;
+//! a worker killed while it writes its result area never sent the note,
+//! so the parent never reads what it left there. A note that names a
+//! slot its batch did not use, no slot, or more than an area is a bad
 //! result like any other malformed frame.
+//!
+//! An arena goes back to the free list only once its worker is reaped, so
+//! a replacement never shares one with a worker that may still run: the
+//! spare is what the replacement takes while the worker it replaces is
+//! reaped. A worker whose reaping fails (its status lost to an ignored
+//! SIGCHLD) keeps its arena held; the replacement after it then runs on
+//! the pipes.
+//!
+//! Memory: pages are allocated as a frame first touches them, and stay
+//! until the pool is dropped. A pool that moved chunks of 1 MiB holds up
+//! to 4 MiB of shared memory per worker from then on, beside the frame
+//! buffers each side already keeps for reuse (the same order of size).
+//! Every worker maps every other worker's arena too; only code with
+//! memory-corrupting `unsafe` could reach them.
 
 use crate::error::{Error, Result};
 use crate::process::Pid;
@@ -77,7 +100,7 @@ pub(crate) struct Arenas {
 impl Arenas {
     /// Arenas for a pool of `workers` and one replacement.
     pub(crate) fn new(workers: usize) -> Result<Arenas> {
-        let count = workers + 1;
+        let count = workers.saturating_add(1);
         let len = count
             .checked_mul(ARENA)
             .ok_or_else(|| Error::invalid("workers", "too many for their arenas"))?;

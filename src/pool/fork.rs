@@ -234,7 +234,9 @@ impl Backend for Forked {
     }
 
     fn prepare(&mut self, workers: usize) -> Result<()> {
-        self.arenas = Some(Arenas::new(workers)?);
+        // No arenas (an address-space limit, no memfd): the pipes alone,
+        // as a pool worked before it had them.
+        self.arenas = Arenas::new(workers).ok();
         Ok(())
     }
 

@@ -49,14 +49,17 @@
 //! - Frames of 4 KiB to 1 MiB (a chunk of `map` over numbers, say) do not
 //!   cross the pipes: the pool maps one memfd (MAP_SHARED, unnamed) before
 //!   it forks, gives each worker an arena in it, and a frame is copied
-//!   into a slot of the arena while the pipe carries a 16-byte note of
+//!   into a slot of the arena while the pipe carries a 12-byte note of
 //!   where it is. The pipe copies cost the kernel a page allocation and
 //!   two copies per 4 KiB; this costs one copy in user space at each end.
 //!   The pipe is still the only signal (end of file, the order of
 //!   results), a slot is reused only once its batch's result is read, and
 //!   an arena goes to a new worker only once its old one is reaped. A note
 //!   that names a slot its batch did not use is a bad result like any
-//!   other. Smaller and larger frames go through the pipe whole.
+//!   other. Smaller and larger frames go through the pipe whole, and so
+//!   does everything when the mapping cannot be made (an address-space
+//!   limit). Pages of an arena stay allocated once touched, until the
+//!   pool is dropped: up to 4 MiB per worker after chunks of 1 MiB.
 //! - The parent waits with poll(2) on every worker's result pipe; when
 //!   one worker alone has work and the wait has no deadline, the read of
 //!   its result pipe is the wait (one write and one read per

@@ -68,6 +68,9 @@ struct Mock {
     /// When not empty, the slots whose results come back, one per wait, in
     /// this order: tasks that finish out of order, certainly.
     order: VecDeque<usize>,
+    /// When set, the bytes any frame puts in a task pipe: a backend that
+    /// carries frames' bytes some other way (as the arenas do).
+    note: Option<usize>,
 }
 
 const KILLED: Status = Status::Signaled {
@@ -92,6 +95,10 @@ impl Backend for Mock {
             },
             capacity: self.capacity,
         })
+    }
+
+    fn pipe_bytes(&self, _ends: &MockEnds, len: usize) -> usize {
+        self.note.unwrap_or(len + crate::pipe::HEADER)
     }
 
     fn send(&mut self, ends: &mut MockEnds, frame: &[u8]) -> Result<()> {
@@ -201,6 +208,7 @@ fn pool_with(workers: usize, fates: &[Fate], capacity: usize) -> Result<Schedule
         ended: HashMap::new(),
         counts: Counts::default(),
         order: VecDeque::new(),
+        note: None,
     };
     Scheduler::new(mock, workers)
 }
@@ -342,6 +350,14 @@ fn a_second_batch_goes_out_only_when_both_fit_in_the_pipe() {
         let mut s = pool_with(2, &[], capacity).unwrap();
         assert_eq!(map(&mut s, &args, 10).len(), 40);
         assert_eq!(s.backend.counts.peak, peak, "capacity {capacity}");
+    }
+    // A backend that puts only a 16-byte note in the pipe for each frame:
+    // the same frames go out two at a time in a pipe of 32 bytes, not 31.
+    for (capacity, peak) in [(31, 1), (32, 2)] {
+        let mut s = pool_with(2, &[], capacity).unwrap();
+        s.backend.note = Some(16);
+        assert_eq!(map(&mut s, &args, 10).len(), 40);
+        assert_eq!(s.backend.counts.peak, peak, "capacity {capacity}, notes");
     }
 }
 

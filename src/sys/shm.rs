@@ -254,8 +254,8 @@ impl Mapping {
         );
         assert!(off % 8 == 0, "offset {off} misaligned");
         // SAFETY: [off, off + 8n) lies inside the mapping (checked above),
-        // which starts on a page boundary, so the address is aligned for
-        // AtomicU64; the memory stays mapped for the lifetime of `&self`,
+        // one allocation of at most isize::MAX bytes, which starts on a
+        // page boundary, so the address is aligned for AtomicU64; the memory stays mapped for the lifetime of `&self`,
         // which bounds the slice; atomics are interior-mutable, so other
         // processes writing the same bytes is their intended use; any bit
         // pattern is a valid AtomicU64.

@@ -346,3 +346,21 @@ fn help_documents_the_output() {
         ],
     );
 }
+
+#[test]
+fn a_pool_whose_arenas_cannot_be_mapped_runs_on_the_pipes() {
+    // 256 workers reserve 1 GiB of address space for their arenas; under
+    // a limit of 1 GB the pool runs without them, and 2 000 items in
+    // chunks of 1 000 (8 KiB frames) come back through the pipes.
+    let out = bash(
+        "set -o pipefail; ulimit -v 1000000; pk-pool map -w 256 --range 2000 --chunksize 1000 | md5sum; \
+         pk-pool map -w 2 --range 2000 --chunksize 1000 | md5sum",
+    )
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let sums: Vec<&str> = text.lines().collect();
+    assert_eq!(sums.len(), 2, "{text}");
+    assert_eq!(sums[0], sums[1], "the same squares both ways");
+}
