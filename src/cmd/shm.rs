@@ -73,9 +73,9 @@ Exit status: 0 when done (a demo ran: lost updates are the lesson, not an
 error); 1 when `cas` found another value; 2 for a bad flag, or an offset
 or length outside the segment or a misaligned cell; 65 when the segment
 is not usable (empty, not a regular file, truncated under us); 66 when it
-does not exist; 71 when a system call fails (ENOSPC at create, EEXIST when
-the name is taken) or a demo child fails; 77 when it belongs to another
-user or others may write it.
+does not exist; 71 when a system call fails (ENOSPC at create, EFBIG for a
+size past `ulimit -f`, EEXIST when the name is taken) or a demo child
+fails; 77 when it belongs to another user or others may write it.
 
 Examples:
   pk-shm bytes --text Hello

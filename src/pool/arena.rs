@@ -15,7 +15,8 @@
 //! one mapping to each fork, not 1 024 to unmap. A worker's arena is
 //! [`SLOTS`] slots, each a task area and a result area of [`AREA`] bytes.
 //! When the mapping cannot be made (an address-space limit: a pool of
-//! 1 024 workers reserves 4 GiB), the pool runs on the pipes alone.
+//! 1 024 workers reserves 4 GiB; a file-size limit, `ulimit -f`, under
+//! the memfd's size), the pool runs on the pipes alone.
 //!
 //! The protocol, for one worker:
 //! - The parent copies a task frame of at least [`MIN`] bytes into the

@@ -44,6 +44,7 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 
+use nix::errno::Errno;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
 use crate::error::{Context, Error, Result};
@@ -88,8 +89,25 @@ pub(crate) fn valid_name(name: &str) -> Result<CString> {
     check_name(name).map_err(|why| Error::invalid("name", why))
 }
 
+/// Refuse to size a file of `what` to `len` bytes past the process's
+/// file-size limit (`ulimit -f`), with EFBIG: the kernel answers an
+/// ftruncate(2) or posix_fallocate(3) past it with SIGXFSZ as well, whose
+/// default action kills the process.
+pub(crate) fn within_file_size_limit(len: u64, call: &'static str, what: &str) -> Result<()> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_FSIZE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY && len > soft => Err(Error::sys(
+            call,
+            format_args!("{what}: {len} bytes, over the file-size limit of {soft} (ulimit -f)"),
+            Errno::EFBIG,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A fresh anonymous memfd of `len` bytes (zero-filled), close-on-exec.
 fn memfd(len: usize) -> Result<File> {
+    within_file_size_limit(len as u64, "ftruncate", "posixkit-shm")?;
     let fd: OwnedFd =
         memfd_create(c"posixkit-shm", MFdFlags::MFD_CLOEXEC).ctx("memfd_create", "posixkit-shm")?;
     let file = File::from(fd);

@@ -131,6 +131,7 @@ fn prepare(
 ) -> Result<File> {
     nix::sys::stat::fchmod(&fd, rw_0600()).ctx("fchmod", name)?;
     if len > 0 {
+        super::within_file_size_limit(len as u64, "posix_fallocate", name)?;
         nix::fcntl::posix_fallocate(&fd, 0, len).map_err(|e| match e {
             Errno::ENOSPC => Error::new(
                 ErrorKind::Os,

@@ -364,3 +364,21 @@ fn a_pool_whose_arenas_cannot_be_mapped_runs_on_the_pipes() {
     assert_eq!(sums.len(), 2, "{text}");
     assert_eq!(sums[0], sums[1], "the same squares both ways");
 }
+
+#[test]
+fn a_pool_under_a_small_file_size_limit_runs_on_the_pipes() {
+    // The arenas are a memfd of 4 MiB per worker: sizing it past
+    // `ulimit -f` would raise SIGXFSZ (status 153). The pool runs without
+    // them instead, its 8 KiB chunks through the pipes.
+    let out = bash(
+        "set -o pipefail; (ulimit -f 1000; pk-pool map -w 2 --range 2000 --chunksize 1000) | md5sum; \
+         pk-pool map -w 2 --range 2000 --chunksize 1000 | md5sum",
+    )
+    .output()
+    .unwrap();
+    assert_success(&out);
+    let text = stdout(&out);
+    let sums: Vec<&str> = text.lines().collect();
+    assert_eq!(sums.len(), 2, "{text}");
+    assert_eq!(sums[0], sums[1], "the same squares both ways");
+}

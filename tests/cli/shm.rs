@@ -645,3 +645,36 @@ fn a_create_whose_mmap_fails_leaves_no_segment_behind() {
     );
     check.finish();
 }
+
+#[test]
+fn a_create_over_the_file_size_limit_is_an_error_not_sigxfsz() {
+    // posix_fallocate past `ulimit -f` raises SIGXFSZ, which would kill
+    // pk-shm (status 153 from the shell): it is refused first, with one
+    // line and nothing left in /dev/shm.
+    let mut check = ShmCheck::start();
+    let name = check.name("fsize");
+    let mut words: Vec<String> = ["prlimit", "--fsize=10240"].map(String::from).to_vec();
+    words.extend([
+        bin("pk-shm").display().to_string(),
+        "create".into(),
+        name.clone(),
+        "--size".into(),
+        "100000".into(),
+    ]);
+    let out = command(&words).output().unwrap();
+    assert_one_line_error(&out, "shm", 71);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("over the file-size limit") && err.contains("File too large"),
+        "{err}"
+    );
+    check.finish();
+    // The anonymous array of `bytes` is far under the limit: it works.
+    let words: Vec<String> = ["prlimit", "--fsize=10240"]
+        .map(String::from)
+        .into_iter()
+        .chain([bin("pk-shm").display().to_string(), "bytes".into()])
+        .collect();
+    let out = command(&words).output().unwrap();
+    assert_success(&out);
+}
