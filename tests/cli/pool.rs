@@ -347,15 +347,14 @@ fn help_documents_the_output() {
     );
 }
 
-#[test]
-fn a_pool_whose_arenas_cannot_be_mapped_runs_on_the_pipes() {
-    // 256 workers reserve 1 GiB of address space for their arenas; under
-    // a limit of 1 GB the pool runs without them, and 2 000 items in
-    // chunks of 1 000 (8 KiB frames) come back through the pipes.
-    let out = bash(
-        "set -o pipefail; ulimit -v 1000000; pk-pool map -w 256 --range 2000 --chunksize 1000 | md5sum; \
-         pk-pool map -w 2 --range 2000 --chunksize 1000 | md5sum",
-    )
+/// The squares of 0..2 000 in chunks of 1 000 (8 KiB frames) from a pool
+/// of `workers` started under `limit` (a shell `ulimit`), against those of
+/// a pool of 2 started without it: the same, and neither pool dies.
+fn same_squares_under(limit: &str, workers: u32) {
+    let map = "pk-pool map --range 2000 --chunksize 1000";
+    let out = bash(&format!(
+        "set -o pipefail; ({limit}; {map} -w {workers}) | md5sum; {map} -w 2 | md5sum"
+    ))
     .output()
     .unwrap();
     assert_success(&out);
@@ -366,19 +365,17 @@ fn a_pool_whose_arenas_cannot_be_mapped_runs_on_the_pipes() {
 }
 
 #[test]
+fn a_pool_whose_arenas_cannot_be_mapped_runs_on_the_pipes() {
+    // 256 workers reserve 1 GiB of address space for their arenas; under
+    // a limit of 1 GB the pool runs without them, its chunks through the
+    // pipes.
+    same_squares_under("ulimit -v 1000000", 256);
+}
+
+#[test]
 fn a_pool_under_a_small_file_size_limit_runs_on_the_pipes() {
     // The arenas are a memfd of 4 MiB per worker: sizing it past
     // `ulimit -f` would raise SIGXFSZ (status 153). The pool runs without
-    // them instead, its 8 KiB chunks through the pipes.
-    let out = bash(
-        "set -o pipefail; (ulimit -f 1000; pk-pool map -w 2 --range 2000 --chunksize 1000) | md5sum; \
-         pk-pool map -w 2 --range 2000 --chunksize 1000 | md5sum",
-    )
-    .output()
-    .unwrap();
-    assert_success(&out);
-    let text = stdout(&out);
-    let sums: Vec<&str> = text.lines().collect();
-    assert_eq!(sums.len(), 2, "{text}");
-    assert_eq!(sums[0], sums[1], "the same squares both ways");
+    // them instead, its chunks through the pipes.
+    same_squares_under("ulimit -f 1000", 2);
 }

@@ -623,21 +623,21 @@ fn a_full_dev_shm_fails_at_create_with_enospc_and_leaves_nothing() {
     );
 }
 
+/// pk-shm with `args`, under prlimit(1)'s `limit` (`--as=BYTES` …).
+fn shm_under(limit: &str, args: &[&str]) -> std::process::Output {
+    let mut words = vec!["prlimit".to_string(), limit.to_string()];
+    words.push(bin("pk-shm").display().to_string());
+    words.extend(args.iter().map(|a| a.to_string()));
+    command(&words).output().unwrap()
+}
+
 #[test]
 fn a_create_whose_mmap_fails_leaves_no_segment_behind() {
     // Under an address-space limit the 300 MB segment is allocated in
     // /dev/shm (tmpfs pages are not address space) but cannot be mapped.
     let mut check = ShmCheck::start();
     let name = check.name("nomap");
-    let mut words: Vec<String> = ["prlimit", "--as=200000000"].map(String::from).to_vec();
-    words.extend([
-        bin("pk-shm").display().to_string(),
-        "create".into(),
-        name.clone(),
-        "--size".into(),
-        "300000000".into(),
-    ]);
-    let out = command(&words).output().unwrap();
+    let out = shm_under("--as=200000000", &["create", &name, "--size", "300000000"]);
     assert_one_line_error(&out, "shm", 71);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("mmap"),
@@ -653,15 +653,7 @@ fn a_create_over_the_file_size_limit_is_an_error_not_sigxfsz() {
     // line and nothing left in /dev/shm.
     let mut check = ShmCheck::start();
     let name = check.name("fsize");
-    let mut words: Vec<String> = ["prlimit", "--fsize=10240"].map(String::from).to_vec();
-    words.extend([
-        bin("pk-shm").display().to_string(),
-        "create".into(),
-        name.clone(),
-        "--size".into(),
-        "100000".into(),
-    ]);
-    let out = command(&words).output().unwrap();
+    let out = shm_under("--fsize=10240", &["create", &name, "--size", "100000"]);
     assert_one_line_error(&out, "shm", 71);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -670,11 +662,6 @@ fn a_create_over_the_file_size_limit_is_an_error_not_sigxfsz() {
     );
     check.finish();
     // The anonymous array of `bytes` is far under the limit: it works.
-    let words: Vec<String> = ["prlimit", "--fsize=10240"]
-        .map(String::from)
-        .into_iter()
-        .chain([bin("pk-shm").display().to_string(), "bytes".into()])
-        .collect();
-    let out = command(&words).output().unwrap();
+    let out = shm_under("--fsize=10240", &["bytes"]);
     assert_success(&out);
 }
