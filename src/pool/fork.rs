@@ -89,8 +89,7 @@ impl Backend for Forked {
                 ] {
                     let _ = process::restore_default(sig);
                 }
-                let arena = arena.and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
-                worker_main(&self.registry, task_r, result_w, arena)
+                worker_main(&self.registry, task_r, result_w, self.arena(arena))
             }
             Fork::Parent(pid) => {
                 if let (Some(a), Some(arenas)) = (arena, self.arenas.as_mut()) {
@@ -123,11 +122,8 @@ impl Backend for Forked {
         let slot = (frame.len() >= arena::MIN && ends.arena.is_some())
             .then(|| (0..arena::SLOTS).find(|k| !ends.flight.contains(&Some(*k))))
             .flatten();
-        let arena = ends
-            .arena
-            .and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
         let note = slot
-            .zip(arena)
+            .zip(self.arena(ends.arena))
             .and_then(|(k, arena)| arena.put(k, Side::Task, &[frame]));
         match note {
             Some(note) => ends.tasks.send(&note)?,
@@ -267,6 +263,11 @@ impl Ends {
 }
 
 impl Forked {
+    /// Arena `index` of this pool, when a worker has one.
+    fn arena(&self, index: Option<usize>) -> Option<arena::Arena<'_>> {
+        Some(self.arenas.as_ref()?.arena(index?))
+    }
+
     /// A piece read from the result pipe: a whole frame answers the oldest
     /// batch sent, and a note is replaced by the frame it names, copied
     /// out of that batch's slot.
@@ -278,21 +279,16 @@ impl Forked {
         match arena::note(frame) {
             None => {}
             Some(Err(why)) => return Err(arena::bad_note(why)),
-            Some(Ok(note)) => {
-                let arena = ends
-                    .arena
-                    .and_then(|a| Some(self.arenas.as_ref()?.arena(a)));
-                match arena {
-                    Some(arena) if slot == Some(note.slot) => {
-                        arena.take(note, Side::Result, frame);
-                    }
-                    _ => {
-                        return Err(arena::bad_note(
-                            "an arena note names a slot its batch did not use",
-                        ));
-                    }
+            Some(Ok(note)) => match self.arena(ends.arena) {
+                Some(arena) if slot == Some(note.slot) => {
+                    arena.take(note, Side::Result, frame);
                 }
-            }
+                _ => {
+                    return Err(arena::bad_note(
+                        "an arena note names a slot its batch did not use",
+                    ));
+                }
+            },
         }
         Ok(piece)
     }
