@@ -58,8 +58,9 @@
 //!   that names a slot its batch did not use is a bad result like any
 //!   other. Smaller and larger frames go through the pipe whole, and so
 //!   does everything when the mapping cannot be made (an address-space
-//!   limit, or a file-size limit under the memfd's size). Pages of an arena stay allocated once touched, until the
-//!   pool is dropped: up to 4 MiB per worker after chunks of 1 MiB.
+//!   limit, or a file-size limit under the memfd's size). Pages of an
+//!   arena stay allocated once touched, until the pool is dropped: up to
+//!   4 MiB per worker after chunks of 1 MiB.
 //! - The parent waits with poll(2) on every worker's result pipe; when
 //!   one worker alone has work and the wait has no deadline, the read of
 //!   its result pipe is the wait (one write and one read per

@@ -26,8 +26,7 @@ pub(crate) trait Backend {
 
     /// Get ready to start `workers` workers (called once, before the
     /// first [`Backend::start`]).
-    fn prepare(&mut self, workers: usize) -> Result<()> {
-        let _ = workers;
+    fn prepare(&mut self, _workers: usize) -> Result<()> {
         Ok(())
     }
 
@@ -42,8 +41,7 @@ pub(crate) trait Backend {
     /// worker at `ends` when it is sent while that worker holds fewer than
     /// [`DEPTH`] batches: the whole frame and its length prefix, unless the
     /// backend carries its bytes some other way.
-    fn pipe_bytes(&self, ends: &Self::Ends, len: usize) -> usize {
-        let _ = ends;
+    fn pipe_bytes(&self, _ends: &Self::Ends, len: usize) -> usize {
         len + pipe::HEADER
     }
 

@@ -199,7 +199,15 @@ impl Mapping {
     /// lies inside the mapping and is aligned for `T`. Panics otherwise:
     /// callers compute offsets from their own layout, so a failure is a bug.
     fn at<T>(&self, off: usize) -> *mut T {
-        let size = std::mem::size_of::<T>();
+        self.at_n::<T>(off, 1)
+    }
+
+    /// [`Mapping::at`] for `n` consecutive `T`s: the address of the first,
+    /// after one check that all of them lie inside the mapping.
+    fn at_n<T>(&self, off: usize, n: usize) -> *mut T {
+        let size = std::mem::size_of::<T>()
+            .checked_mul(n)
+            .expect("a size inside the mapping");
         assert!(
             off.checked_add(size).is_some_and(|end| end <= self.len),
             "offset {off}+{size} outside a mapping of {} bytes",
@@ -246,22 +254,14 @@ impl Mapping {
         if n == 0 {
             return &[];
         }
-        let bytes = n.checked_mul(8).expect("a copy inside the mapping");
-        assert!(
-            off.checked_add(bytes).is_some_and(|end| end <= self.len),
-            "cells {off}+{bytes} outside a mapping of {} bytes",
-            self.len
-        );
-        assert!(off % 8 == 0, "offset {off} misaligned");
-        // SAFETY: [off, off + 8n) lies inside the mapping (checked above),
-        // one allocation of at most isize::MAX bytes, which starts on a
-        // page boundary, so the address is aligned for AtomicU64; the memory stays mapped for the lifetime of `&self`,
+        let first = self.at_n::<atomic::AtomicU64>(off, n);
+        // SAFETY: `at_n` checked that the n cells lie inside the mapping
+        // (one allocation of at most isize::MAX bytes) and are aligned for
+        // AtomicU64; the memory stays mapped for the lifetime of `&self`,
         // which bounds the slice; atomics are interior-mutable, so other
         // processes writing the same bytes is their intended use; any bit
         // pattern is a valid AtomicU64.
-        unsafe {
-            std::slice::from_raw_parts(self.ptr.as_ptr().add(off).cast::<atomic::AtomicU64>(), n)
-        }
+        unsafe { std::slice::from_raw_parts(first, n) }
     }
 
     /// Copy `src` into the mapping at byte offset `off`, with relaxed
