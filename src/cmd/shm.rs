@@ -296,9 +296,17 @@ fn named(cmd: Cmd, out: &mut Out) -> Result<u8> {
                 )
                 .into());
             }
-            let mut buf = vec![0u8; len as usize];
-            seg.read(offset, &mut buf)?;
-            out.bytes(&buf)?;
+            // In pieces: a segment may be far larger than the memory this
+            // process may allocate (a sparse 64 GiB file, `ulimit -v`).
+            let mut buf = vec![0u8; len.min(READ_PIECE) as usize];
+            let end = offset + len;
+            let mut at = offset;
+            while at < end {
+                let n = (end - at).min(READ_PIECE) as usize;
+                seg.read(at, &mut buf[..n])?;
+                out.bytes(&buf[..n])?;
+                at += n as u64;
+            }
             Ok(exit::OK)
         }
         Cmd::Write { name, offset, data } => {
@@ -352,6 +360,9 @@ fn named(cmd: Cmd, out: &mut Out) -> Result<u8> {
 
 /// All of stdin, refused (before anything is written) when it holds more
 /// than the `room` bytes left in the segment after `offset`.
+/// How many bytes `read` copies out and prints at a time.
+const READ_PIECE: u64 = 1 << 20;
+
 fn read_stdin(room: u64, name: &str, offset: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::io::stdin()

@@ -665,3 +665,34 @@ fn a_create_over_the_file_size_limit_is_an_error_not_sigxfsz() {
     let out = shm_under("--fsize=10240", &["bytes"]);
     assert_success(&out);
 }
+
+#[test]
+fn a_read_larger_than_the_memory_allowed_is_streamed() {
+    // The whole of a 64 MiB segment under a 120 MB address-space limit:
+    // the mapping fits, a second copy of it in one buffer would not (the
+    // allocation failed and pk-shm aborted with a backtrace, status 134).
+    let mut check = ShmCheck::start();
+    let name = check.name("stream");
+    assert_success(
+        &pk("shm")
+            .args(["create", &name, "--size", "67108864"])
+            .output()
+            .unwrap(),
+    );
+    assert_success(
+        &pk("shm")
+            .args(["write", &name, "--offset", "67108860", "tail"])
+            .output()
+            .unwrap(),
+    );
+    let script = format!(
+        "prlimit --as=120000000 {} read {name} | tail -c 4; echo \" ${{PIPESTATUS[0]}}\"",
+        bin("pk-shm").display()
+    );
+    let out = command(&["bash".into(), "-c".into(), script])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "tail 0\n", "{out:?}");
+    assert_success(&pk("shm").args(["unlink", &name]).output().unwrap());
+    check.finish();
+}
