@@ -69,7 +69,8 @@ terminate() on each consumer, blocked in get() (SIGTERM, exitcode -15),
 as the lesson's pr.terminate() does. --quiet keeps only the result lines.
 
 Named queues: a NAME is /name (one leading slash, no other, 1-251 bytes
-after it) and lives in /dev/shm/name, mode 0600, until `unlink`; any
+after it) and lives in /dev/shm/name, mode 0600, until `unlink` (which
+removes only a queue, never another kind of file); any
 number of producers and consumers, each its own process, may use it at
 once. Every message is delivered at most once and, unless its consumer is
 killed holding it, exactly once; messages from one producer come out in
@@ -91,7 +92,8 @@ Exit status: 0 when done (a demo ran and every item arrived exactly once);
 bad flag, or create's flags differing from an existing queue's with
 --exist-ok; 65 when a message is larger than the queue's --max-size (the
 messages before it were put), a demo item was lost, duplicated or damaged,
-or the file is not a queue; 66 when the queue does not exist; 71 when a
+or the file is not a queue (or one whose counters do not add up, or of
+an older format: unlink it and create it again); 66 when the queue does not exist; 71 when a
 system call fails (EEXIST: the name is taken), or a demo child fails; 77
 when the queue belongs to another user or others may write it; 141 when
 stdout closed early. Either way, a `get` whose output cannot be written
@@ -159,7 +161,8 @@ pub struct Create {
     /// The queue: /name.
     #[arg(value_name = "NAME", value_parser = name)]
     pub name: String,
-    /// How many messages it holds (1-16777216).
+    /// How many messages it holds (1-16777216). The ring has K rounded up
+    /// to a power of two slots of max-size + 4 bytes, at most 1 GiB.
     #[arg(short = 'k', long, value_name = "K", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=queue::MAX_CAPACITY as i64))]
     pub capacity: u32,
@@ -188,7 +191,8 @@ pub struct Put {
     /// Stdin holds messages separated by NUL bytes.
     #[arg(short = '0', long = "null")]
     pub null: bool,
-    /// Give up when the queue stays full this long (0: do not wait).
+    /// Give up when the queue stays full this long for one message (each
+    /// message waits anew; 0: do not wait).
     #[arg(long, value_name = "DUR")]
     pub timeout: Option<DurationArg>,
     /// Say on stderr why nothing more was put (a full queue).
@@ -373,7 +377,10 @@ fn next_message(
 
 fn put(p: Put) -> Result<u8> {
     let q = Queue::open(&p.name)?;
-    let deadline = Deadline::after(p.timeout.map(|t| t.0))?;
+    // Each message waits up to --timeout for room, counted from when it is
+    // ready to go: a stream (`tail -f log | pk-queue put --lines`) may run
+    // for hours, and only a queue that stays full that long ends it.
+    let deadline = || Deadline::after(p.timeout.map(|t| t.0));
     let full = || {
         if p.verbose {
             crate::cmd::eprintln_one(
@@ -397,7 +404,7 @@ fn put(p: Put) -> Result<u8> {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         while let Some(msg) = next_message(&mut input, delim, q.max_message(), &p.name)? {
-            if !put_one(&q, &msg, deadline, &p.name)? {
+            if !put_one(&q, &msg, deadline()?, &p.name)? {
                 return full();
             }
             if delim.is_none() {
@@ -407,7 +414,7 @@ fn put(p: Put) -> Result<u8> {
         return Ok(exit::OK);
     }
     for m in &p.messages {
-        if !put_one(&q, m.as_bytes(), deadline, &p.name)? {
+        if !put_one(&q, m.as_bytes(), deadline()?, &p.name)? {
             return full();
         }
     }

@@ -67,10 +67,21 @@
 //! A named queue is a file in `/dev/shm` (mode 0600), created whole or not
 //! at all and opened only when it is ours (see [`crate::shm`]): a header
 //! page (magic, version, sizes, the two mutexes), a page of counters, then
-//! the ring of `capacity` slots of `4 + max_message` bytes rounded up to 8
-//! (a slot is the message length, u32, then its bytes). A file whose header
-//! does not match is refused ([`crate::ErrorKind::BadData`]). If another
-//! process truncates it, calls fail with BadData instead of SIGBUS.
+//! the ring of [`slots`]`(capacity)` slots of `4 + max_message` bytes
+//! rounded up to 8 (a slot is the message length, u32, then its bytes). A
+//! file whose header or counters do not match is refused
+//! ([`crate::ErrorKind::BadData`]). If another process truncates it, calls
+//! fail with BadData instead of SIGBUS, and a call asleep on it wakes within
+//! a second to say so.
+//!
+//! ## The ring is a power of two
+//!
+//! Message `n` (counting from 0 since the queue was made, modulo 2^32)
+//! lives in slot `n mod slots`. The counters wrap at 2^32, so that slot
+//! index runs on without a jump across the wrap only when `slots` divides
+//! 2^32: the ring has `capacity` rounded up to a power of two slots, and
+//! `capacity` alone decides when the queue is full. A capacity of 100 takes
+//! 128 slots of memory; a power of two takes exactly its own.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -85,6 +96,8 @@ use crate::sys::sem::futex;
 use crate::sys::sem::{Locked, RobustMutex};
 use crate::sys::shm::{Mapping, map_shared_len};
 
+/// The longest single sleep of a wait (see [`Queue::wait_until_moved`]).
+const SLICE: Duration = Duration::from_secs(1);
 /// How many times a wait checks the counter, spinning, before it yields.
 const SPINS: u32 = 100;
 /// How many times it then yields the CPU (sched_yield) and checks before
@@ -114,7 +127,9 @@ pub const RING: usize = 2 * PAGE;
 const LEN: usize = 4; // each slot starts with the message length, u32
 
 const MAGIC_BYTES: [u8; 8] = *b"pkqueue\0";
-const FORMAT: u32 = 1;
+/// Format 2: the ring has [`slots`] slots (format 1 had `capacity`, which
+/// lost and duplicated messages when the counters wrapped).
+const FORMAT: u32 = 2;
 
 /// The largest capacity (the 32-bit counters wrap safely far above it).
 pub const MAX_CAPACITY: usize = 1 << 24;
@@ -128,6 +143,22 @@ pub fn stride(max_message: usize) -> usize {
     (LEN + max_message).next_multiple_of(8)
 }
 
+/// How many slots the ring of a queue of `capacity` has: `capacity`
+/// rounded up to a power of two (see the module docs).
+pub fn slots(capacity: usize) -> usize {
+    capacity.next_power_of_two()
+}
+
+/// The largest capacity whose ring of messages up to `max_message` bytes
+/// fits [`MAX_RING_BYTES`] (at most [`MAX_CAPACITY`]).
+pub fn max_capacity(max_message: usize) -> usize {
+    let fit = MAX_RING_BYTES / stride(max_message);
+    // The largest power of two not above `fit`: every capacity up to it
+    // rounds up to a ring that fits.
+    let pow = if fit == 0 { 0 } else { 1 << fit.ilog2() };
+    pow.min(MAX_CAPACITY)
+}
+
 /// A bounded MPMC queue of byte messages in shared memory.
 #[derive(Debug)]
 pub struct Queue {
@@ -136,6 +167,8 @@ pub struct Queue {
     // After the mutexes, which point into it: unmapped last.
     map: Mapping,
     capacity: u32,
+    /// Slots in the ring, less one: a message's slot is its number masked.
+    mask: u32,
     max_message: usize,
     stride: usize,
     name: Option<String>,
@@ -159,14 +192,18 @@ fn check_sizes(capacity: usize, max_message: usize) -> Result<usize> {
             format!("{max_message} is more than the limit of {MAX_MESSAGE_SIZE}"),
         ));
     }
-    capacity
+    slots(capacity)
         .checked_mul(stride(max_message))
         .filter(|&b| b <= MAX_RING_BYTES)
         .map(|ring| RING + ring)
         .ok_or_else(|| {
             Error::invalid(
                 "capacity",
-                format!("{capacity} slots of {max_message} bytes exceed {MAX_RING_BYTES} bytes"),
+                format!(
+                    "{capacity} messages of {max_message} bytes take a ring over {MAX_RING_BYTES} \
+                     bytes (at most {} at this size)",
+                    max_capacity(max_message)
+                ),
             )
         })
 }
@@ -225,8 +262,14 @@ impl Queue {
         let size = usize::try_from(size).map_err(|_| bad(format!("{size} bytes is too large")))?;
         let map = Mapping::new_guarded(map_shared_len(&file, size).ctx("mmap", name)?);
         let magic = map.atomic::<AtomicU64>(MAGIC).load(Ordering::Acquire);
-        if magic != u64::from_ne_bytes(MAGIC_BYTES) || map.read::<u32>(VERSION) != FORMAT {
-            return Err(bad("not a queue (no pkqueue header of format 1)".into()));
+        if magic != u64::from_ne_bytes(MAGIC_BYTES) {
+            return Err(bad("not a queue (no pkqueue header)".into()));
+        }
+        let format = map.read::<u32>(VERSION);
+        if format != FORMAT {
+            return Err(bad(format!(
+                "a queue of format {format}, not {FORMAT}: unlink it and create it again"
+            )));
         }
         let capacity = map.read::<u64>(CAPACITY);
         let max = map.read::<u64>(MAX_MESSAGE);
@@ -259,6 +302,14 @@ impl Queue {
                 ));
             }
         }
+        // head - tail is how many messages it holds: never more than its
+        // capacity (a queue's own calls keep it so, whoever dies when).
+        let (head, tail) = (map.read::<u32>(HEAD), map.read::<u32>(TAIL));
+        if u64::from(head.wrapping_sub(tail)) > capacity {
+            return Err(bad(format!(
+                "counters (put {head}, taken {tail}) that say it holds more than its capacity"
+            )));
+        }
         Ok(Self::attach(map, Some(name)))
     }
 
@@ -269,6 +320,7 @@ impl Queue {
             put_lock: RobustMutex::attach(&map, PUT_LOCK),
             get_lock: RobustMutex::attach(&map, GET_LOCK),
             capacity,
+            mask: (slots(capacity as usize) - 1) as u32,
             max_message,
             stride: stride(max_message),
             seen_tail: AtomicU32::new(map.read::<u32>(TAIL)),
@@ -336,7 +388,7 @@ impl Queue {
     }
 
     fn slot(&self, n: u32) -> usize {
-        RING + (n % self.capacity) as usize * self.stride
+        RING + (n & self.mask) as usize * self.stride
     }
 
     /// Publish a new value of the counter at `off` (one more than now): a
@@ -438,15 +490,25 @@ impl Queue {
         if !still {
             return Ok(true);
         }
-        let at = match deadline {
-            Deadline::At(t) => Some(t),
-            _ => None,
+        // Sleep a second at most: a process that truncates the file wakes
+        // no one (the counter's page is gone), so a sleeper looks again
+        // each second, and the caller's loop finds the truncation.
+        let (at, sliced) = match (deadline, Deadline::after(Some(SLICE))?) {
+            (Deadline::At(t), Deadline::At(slice)) if t <= slice => (Some(t), false),
+            (_, Deadline::At(slice)) => (Some(slice), true),
+            (Deadline::At(t), _) => (Some(t), false),
+            _ => (None, false),
         };
         match futex::wait(word, now, at) {
             Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(true),
+            // The slice is over: the caller checks the file and looks again.
+            Err(Errno::ETIMEDOUT) if sliced => Ok(true),
             // One more look after the deadline: the caller's own check.
             Err(Errno::ETIMEDOUT) => Ok(word.load(Ordering::Acquire) != now),
-            Err(e) => Err(Error::sys("futex", self.what(), e)),
+            Err(e) => {
+                self.intact()?;
+                Err(Error::sys("futex", self.what(), e))
+            }
         }
     }
 
@@ -558,8 +620,22 @@ impl Queue {
 }
 
 /// Remove the named queue `name` from `/dev/shm`. Processes that have it
-/// open keep using it.
+/// open keep using it. A file under that name that holds bytes but is not
+/// a queue (no `pkqueue` header: a shared-memory segment, another
+/// program's file) is left alone, with [`crate::ErrorKind::BadData`]; an
+/// empty one (a queue truncated to nothing) is removed.
 pub fn unlink(name: &str) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (file, size) = object::open("", name)?;
+    let mut magic = [0u8; 8];
+    let queue = size == 0 || (file.read_exact_at(&mut magic, 0).is_ok() && magic == MAGIC_BYTES);
+    if !queue {
+        return Err(Error::data(
+            "shm_unlink",
+            name,
+            "not a queue (no pkqueue header): refusing to remove it",
+        ));
+    }
     object::unlink("", name)
 }
 
@@ -640,5 +716,53 @@ mod tests {
             assert_eq!(q.get().unwrap(), [i, i]);
         }
         assert!(q.empty().unwrap());
+    }
+
+    #[test]
+    fn a_full_queue_of_any_capacity_comes_out_whole_across_the_wrap() {
+        // Capacities that do not divide 2^32: with a slot of `n % capacity`
+        // the slot index jumped at the wrap, and one message was lost and
+        // another came out twice.
+        for capacity in [3usize, 5, 100, 1000] {
+            let q = Queue::new(capacity, 8).unwrap();
+            let start = u32::MAX - capacity as u32 / 2;
+            q.counter(HEAD).store(start, Ordering::Relaxed);
+            q.counter(TAIL).store(start, Ordering::Relaxed);
+            let q = Queue::attach(q.map, None);
+            for round in 0..3u32 {
+                for i in 0..capacity as u32 {
+                    assert!(q.try_put(&(round * 10_000 + i).to_le_bytes()).unwrap());
+                }
+                assert!(!q.try_put(b"over").unwrap(), "capacity {capacity} is full");
+                for i in 0..capacity as u32 {
+                    let got = q.try_get().unwrap().expect("a message");
+                    assert_eq!(
+                        got,
+                        (round * 10_000 + i).to_le_bytes(),
+                        "capacity {capacity}"
+                    );
+                }
+                assert!(q.empty().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn the_ring_is_a_power_of_two_and_its_limit_is_exact() {
+        assert_eq!(slots(1), 1);
+        assert_eq!(slots(100), 128);
+        assert_eq!(slots(MAX_CAPACITY), MAX_CAPACITY);
+        for size in [0, 8, 4096, MAX_MESSAGE_SIZE] {
+            let most = max_capacity(size);
+            assert!(check_sizes(most, size).is_ok(), "{most} × {size}");
+            if most < MAX_CAPACITY {
+                assert!(
+                    check_sizes(most + 1, size).is_err(),
+                    "{} × {size}",
+                    most + 1
+                );
+            }
+        }
+        assert_eq!(max_capacity(MAX_MESSAGE_SIZE), 512);
     }
 }

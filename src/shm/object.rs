@@ -180,6 +180,7 @@ pub(crate) fn open(prefix: &str, name: &str) -> Result<(File, u64)> {
     )
     .map_err(|e| match e {
         Errno::ELOOP => Error::data(call(prefix), name, "a symbolic link: refusing to follow it"),
+        Errno::EISDIR => Error::data(call(prefix), name, "not a regular file (a directory)"),
         e => Error::sys(call(prefix), name, e),
     })?;
     let file = File::from(fd);

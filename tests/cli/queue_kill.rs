@@ -178,7 +178,8 @@ fn page(q: &Q, off: usize, prot: &str) -> Env {
 }
 
 fn slot(n: usize) -> usize {
-    RING + (n % CAP) * STRIDE
+    // The ring has CAP rounded up to a power of two slots.
+    RING + (n % CAP.next_power_of_two()) * STRIDE
 }
 
 /// The first page boundary inside message `n`'s bytes: a fault there is

@@ -55,7 +55,7 @@ fn queue_run(k: usize, size: usize, total: u64) -> Result<f64> {
     use std::sync::atomic::Ordering;
     let per = (total / k as u64).max(1);
     let size = size.max(16);
-    let slots = (crate::queue::MAX_RING_BYTES / crate::queue::stride(size)).min(1024);
+    let slots = crate::queue::max_capacity(size).min(1024);
     let q = crate::queue::Queue::new(slots, size)?;
     let sum = SharedValue::<u64>::new(0)?;
     let gate = crate::sem::Semaphore::new(0)?;
