@@ -85,7 +85,9 @@ Output: `get` prints each message followed by a newline (with -0, a NUL);
 `stat` prints `name=<NAME> capacity=<K> max_size=<B> qsize=<Q>`; create,
 put and unlink print nothing. A full queue (put) or an empty one (get)
 that stays so past --timeout ends the command with exit 1 and prints
-nothing (one line on stderr with -v), as `flock -n` does.
+nothing (one line on stderr with -v), as `flock -n` does; so does a lock
+that another process (a stopped one) holds past --timeout and at least
+1s, with one line on stderr that says so.
 
 Exit status: 0 when done (a demo ran and every item arrived exactly once);
 1 when the queue stayed full (put) or empty (get) past --timeout; 2 for a

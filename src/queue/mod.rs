@@ -96,6 +96,9 @@ use crate::sys::sem::futex;
 use crate::sys::sem::{Locked, RobustMutex};
 use crate::sys::shm::{Mapping, map_shared_len};
 
+/// The least time a call with a deadline waits for a lock another process
+/// holds (see [`Queue::lock`]).
+const LOCK_GRACE: Duration = Duration::from_secs(1);
 /// The longest single sleep of a wait (see [`Queue::wait_until_moved`]).
 const SLICE: Duration = Duration::from_secs(1);
 /// How many times a wait checks the counter, spinning, before it yields.
@@ -370,14 +373,39 @@ impl Queue {
         self.map.atomic(off)
     }
 
-    fn lock(&self, m: &RobustMutex, what: &str) -> Result<()> {
-        match m.lock() {
+    /// Take lock `m`, waiting until `deadline`, but never less than
+    /// [`LOCK_GRACE`]: a lock is held for the time of a copy (longer only
+    /// when its holder is preempted), so one that stays held that long has
+    /// a holder that is stopped (^Z, a debugger, a frozen cgroup) or stuck,
+    /// and the caller's timeout ends the wait: an error of kind
+    /// [`crate::ErrorKind::TimedOut`]. Without a deadline it waits for ever.
+    fn lock(&self, m: &RobustMutex, what: &str, deadline: Deadline) -> Result<()> {
+        let grace = match Deadline::after(Some(LOCK_GRACE))? {
+            Deadline::At(t) => Some(t),
+            _ => None,
+        };
+        let until = match deadline {
+            Deadline::Never => None,
+            Deadline::Now => grace,
+            Deadline::At(t) => Some(grace.map_or(t, |g| g.max(t))),
+        };
+        let locked = match until {
+            None => m.lock(),
+            Some(t) => m.lock_until(&t),
+        };
+        match locked {
             Ok(Locked::Clean) => Ok(()),
             // The last holder died holding it. Its one change to the state
             // (a counter store) is atomic, so there is nothing to undo.
             Ok(Locked::OwnerDied) => m
                 .consistent()
                 .map_err(|e| Error::sys("pthread_mutex_consistent", what, e)),
+            Err(Errno::ETIMEDOUT) => Err(Error::new(
+                crate::ErrorKind::TimedOut,
+                "lock",
+                self.what(),
+                format!("another process held the {what} past the timeout (is it stopped?)"),
+            )),
             Err(e) => Err(Error::sys("pthread_mutex_lock", what, e)),
         }
     }
@@ -423,7 +451,7 @@ impl Queue {
         }
         loop {
             self.intact()?;
-            self.lock(&self.put_lock, "queue put lock")?;
+            self.lock(&self.put_lock, "queue put lock", deadline)?;
             let head = self.counter(HEAD).load(Ordering::Relaxed);
             let mut tail = self.seen_tail.load(Ordering::Relaxed);
             if head.wrapping_sub(tail) >= self.capacity {
@@ -473,7 +501,7 @@ impl Queue {
         } else {
             (&self.put_lock, "queue put lock", GET_WAITING)
         };
-        self.lock(lock, what)?;
+        self.lock(lock, what, deadline)?;
         let now = word.load(Ordering::Relaxed);
         // Still full (or empty) exactly when the counter has not moved.
         // Not `head - tail >= capacity` from the head the producer saw:
@@ -532,7 +560,7 @@ impl Queue {
     pub fn get_into_until(&self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<bool> {
         loop {
             self.intact()?;
-            self.lock(&self.get_lock, "queue get lock")?;
+            self.lock(&self.get_lock, "queue get lock", deadline)?;
             let tail = self.counter(TAIL).load(Ordering::Relaxed);
             let mut head = self.seen_head.load(Ordering::Relaxed);
             // A stale view of head may even lie behind tail (other
@@ -593,12 +621,14 @@ impl Queue {
     /// cannot deadlock; no other path holds both).
     pub fn qsize(&self) -> Result<usize> {
         self.intact()?;
-        self.lock(&self.put_lock, "queue put lock")?;
-        let r = self.lock(&self.get_lock, "queue get lock").map(|()| {
-            let head = self.counter(HEAD).load(Ordering::Relaxed);
-            let tail = self.counter(TAIL).load(Ordering::Relaxed);
-            head.wrapping_sub(tail) as usize
-        });
+        self.lock(&self.put_lock, "queue put lock", Deadline::Never)?;
+        let r = self
+            .lock(&self.get_lock, "queue get lock", Deadline::Never)
+            .map(|()| {
+                let head = self.counter(HEAD).load(Ordering::Relaxed);
+                let tail = self.counter(TAIL).load(Ordering::Relaxed);
+                head.wrapping_sub(tail) as usize
+            });
         if r.is_ok() {
             self.unlock(&self.get_lock, "queue get lock")?;
         }

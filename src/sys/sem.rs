@@ -239,6 +239,15 @@ pub fn peek_caught() -> i32 {
 #[derive(Debug)]
 pub struct RobustMutex(NonNull<libc::pthread_mutex_t>);
 
+// glibc 2.30 and later; the libc crate does not declare it yet.
+unsafe extern "C" {
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
 // SAFETY: a process-shared mutex is designed for use from many threads and
 // processes; the pointer is only passed to pthread_mutex_* calls.
 unsafe impl Send for RobustMutex {}
@@ -297,6 +306,18 @@ impl RobustMutex {
         // SAFETY: `self.0` is a mutex in live shared memory (the type's
         // invariant).
         match unsafe { libc::pthread_mutex_lock(self.0.as_ptr()) } {
+            0 => Ok(Locked::Clean),
+            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+
+    /// pthread_mutex_clocklock on CLOCK_MONOTONIC: [`RobustMutex::lock`],
+    /// giving up with ETIMEDOUT at `deadline` (a CLOCK_MONOTONIC time).
+    pub fn lock_until(&self, deadline: &nix::sys::time::TimeSpec) -> Result<Locked, Errno> {
+        let at: &libc::timespec = deadline.as_ref();
+        // SAFETY: as for lock; `at` is a valid timespec for the call.
+        match unsafe { pthread_mutex_clocklock(self.0.as_ptr(), libc::CLOCK_MONOTONIC, at) } {
             0 => Ok(Locked::Clean),
             libc::EOWNERDEAD => Ok(Locked::OwnerDied),
             e => Err(Errno::from_raw(e)),

@@ -2,13 +2,14 @@
    tests/cli/queue_kill.rs. Configured by environment variables:
      PKSHIM_FN     lock | unlock | futex_wait | futex_wake | write1
      PKSHIM_N      which call of that function (1 = the first)
-     PKSHIM_AT     before | after | protect
+     PKSHIM_AT     before | after | protect | stop
      PKSHIM_FILE   (protect) the mapped file, e.g. /dev/shm/NAME
      PKSHIM_OFF, PKSHIM_LEN  (protect) the byte range of that mapping
      PKSHIM_PROT   (protect) ro | none
    "protect" makes the range read-only (or inaccessible) right after the
    Nth call returns; the next access to it faults, and the fault handler
-   sends SIGKILL: the process dies at that very instruction. */
+   sends SIGKILL: the process dies at that very instruction. "stop" sends
+   the process SIGSTOP right after the Nth call returns, as ^Z would. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
@@ -63,6 +64,7 @@ static void step(int hit, int before) {
     if (!strcmp(at, "before") && before) die();
     if (!strcmp(at, "after") && !before) die();
     if (!strcmp(at, "protect") && !before) protect();
+    if (!strcmp(at, "stop") && !before) syscall(SYS_kill, getpid(), SIGSTOP);
 }
 
 int pthread_mutex_lock(pthread_mutex_t *m) {

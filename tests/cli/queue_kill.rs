@@ -656,3 +656,49 @@ fn a_storm_of_random_sigkills_loses_duplicates_and_strands_nothing() {
     assert_success(&pk("queue").args(["unlink", &name]).output().unwrap());
     check.finish();
 }
+
+#[test]
+fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
+    // A producer stopped (as ^Z stops it) right after it took the put
+    // lock: calls with a timeout end with one line and exit 1 instead of
+    // waiting for it for ever; killed, it leaves the queue whole.
+    if no_shim() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let q = Q::new(&mut check);
+    let mut cmd = pk_std("queue");
+    cmd.env("LD_PRELOAD", shim().unwrap())
+        .args(["put", &q.name, "held"])
+        .envs(at("lock", 1, "stop"));
+    let mut holder = cmd.spawn().unwrap();
+    let stat = format!("/proc/{}/stat", holder.id());
+    let deadline = Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit(") ")
+        .next()
+        .is_some_and(|s| s.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "the holder never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for args in [
+        vec!["put", q.name.as_str(), "x", "--timeout", "0.3"],
+        vec!["put", q.name.as_str(), "x", "--timeout", "0"],
+        // Empty: a get goes to sleep under the put lock's flag.
+        vec!["get", q.name.as_str(), "--timeout", "0.3"],
+    ] {
+        let out = pk("queue").args(&args).output().unwrap();
+        assert_one_line_error(&out, "queue", 1);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("stopped"),
+            "{args:?}: {out:?}"
+        );
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    q.assert_whole();
+    q.unlink();
+    check.finish();
+}
