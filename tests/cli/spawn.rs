@@ -543,6 +543,14 @@ fn timeout_flags_end_as_timeout_1_does() {
         (&["10"], &["-t", "10"], &["sh", "-c", "exit 7"], 7),
         (&["10"], &["-t", "10"], &["sh", "-c", "kill -TERM $$"], 143),
         (&["0"], &["-t", "0"], &["sleep", "0.1"], 0),
+        // A positive duration under 1 ns is 1 ns, not 0 ("no timeout").
+        (&["0.0000000001"], &["-t", "0.0000000001"], SLEEPS, 124),
+        (
+            &["-k", "0.0000000001", "0.1"],
+            &["-k", "0.0000000001", "-t", "0.1"],
+            IGNORES_TERM,
+            137,
+        ),
     ];
     for &(t_opts, pk_opts, cmd, want) in cases {
         let t_args: Vec<&str> = t_opts.iter().chain(cmd).copied().collect();
