@@ -1,4 +1,5 @@
-//! Durations written the way people type them: `2`, `1.5s`, `250ms`, `1m`.
+//! Durations written the way people type them: `2`, `1.5s`, `250ms`, `1m`,
+//! `2d`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,9 +9,11 @@ use std::time::Duration;
 pub const MAX: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A duration from a command line: a non-negative decimal number with an
-/// optional unit `ns`, `us`, `ms`, `s` (the default), `m` or `h`, at most
-/// one day. A positive duration never becomes zero: one shorter than a
-/// nanosecond is one nanosecond.
+/// optional unit `ns`, `us`, `ms`, `s` (the default), `m`, `h` or `d`
+/// (days), at most one day. A positive duration never becomes zero: one
+/// shorter than a nanosecond is one nanosecond. [`unbounded`] parses one
+/// of any length, for a flag whose code handles a deadline the clock
+/// cannot hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct DurationArg(pub Duration);
 
@@ -28,7 +31,7 @@ impl fmt::Display for DurationArg {
     }
 }
 
-/// Parse `2`, `1.5s`, `250ms`, `10us`, `1m`, `1h`, at most one day
+/// Parse `2`, `1.5s`, `250ms`, `10us`, `1m`, `1h`, `1d`, at most one day
 /// ([`MAX`]). See [`DurationArg`].
 pub fn parse(s: &str) -> Result<Duration, String> {
     let d = parse_any(s)?;
@@ -38,12 +41,20 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A [`DurationArg`] of any length, as timeout(1) takes: one too long for
+/// [`Duration`] is [`Duration::MAX`]. For a clap `value_parser` of a flag
+/// whose deadline code treats a duration the clock cannot hold as forever
+/// (`process::deadline_after`).
+pub fn unbounded(s: &str) -> Result<DurationArg, String> {
+    parse_any(s).map(DurationArg)
+}
+
 /// The number and unit of `s`, with no upper limit (saturating at
 /// [`Duration::MAX`]); a positive value shorter than 1 ns is 1 ns, so that
 /// it never reads as zero ("none" for a timeout).
 fn parse_any(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let bad = || format!("'{t}' is not a duration (try 2, 1.5s, 250ms or 1m)");
+    let bad = || format!("'{t}' is not a duration (try 2, 1.5s, 250ms, 1m or 1d)");
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
@@ -55,6 +66,7 @@ fn parse_any(s: &str) -> Result<Duration, String> {
         "ns" => 1e-9,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86400.0,
         _ => return Err(bad()),
     };
     if num.is_empty() || num == "." {
@@ -86,6 +98,9 @@ mod tests {
         assert_eq!(parse("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
         assert_eq!(parse("24h"), Ok(MAX));
+        assert_eq!(parse("1d"), Ok(MAX));
+        assert_eq!(parse("0.5d"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse("0d"), Ok(Duration::ZERO));
     }
 
     #[test]
@@ -103,9 +118,25 @@ mod tests {
     }
 
     #[test]
+    fn unbounded_takes_any_length() {
+        let u = |s: &str| unbounded(s).map(|d| d.0);
+        assert_eq!(u("25h"), Ok(Duration::from_secs(25 * 3600)));
+        assert_eq!(u("400d"), Ok(Duration::from_secs(400 * 86400)));
+        assert_eq!(
+            u("1e400"),
+            Err("'1e400' is not a duration (try 2, 1.5s, 250ms, 1m or 1d)".into())
+        );
+        assert_eq!(u("99999999999999999999999d"), Ok(Duration::MAX));
+        assert_eq!(u(&"9".repeat(400)), Ok(Duration::MAX));
+        assert_eq!(u("0.0000000001"), Ok(Duration::from_nanos(1)));
+        assert!(parse("25h").is_err());
+        assert!(parse("2d").is_err());
+    }
+
+    #[test]
     fn rejects_garbage() {
         for s in [
-            "", "-1", "abc", "1x", "1..2", ".", "s", "25h", "1e400", "nan", "inf",
+            "", "-1", "abc", "1x", "1..2", ".", "s", "25h", "1e400", "nan", "inf", "1dd", "d",
         ] {
             assert!(parse(s).is_err(), "{s:?}");
         }

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 
 use crate::cmd::Out;
 use crate::cmd::Result;
-use crate::cmd::duration::DurationArg;
+use crate::cmd::duration::{self, DurationArg};
 use crate::cmd::exit;
 use crate::error::Error;
 use crate::spawn::{SignalRelay, Spawn, Stdin, Step, Supervisor, Timeout};
@@ -49,6 +49,11 @@ subprocess.call/run give returncode N, or -N for signal N (as
 Process.exitcode and pk-process do), and raise TimeoutExpired,
 FileNotFoundError or PermissionError instead of a status. The -v report
 gives both.
+
+Durations (--timeout, --kill-after): a decimal number with an optional
+unit ns, us, ms, s (the default), m, h or d (days), of any length (one
+too long for the clock never runs out); a positive one shorter than 1 ns
+counts as 1 ns, never as 0.
 
 Timeout, as timeout(1): after --timeout DUR (0: none) the signal goes to
 the command's process group (the command runs in a group of its own),
@@ -119,12 +124,12 @@ pub struct Args {
     #[arg(short, long)]
     pub capture: bool,
 
-    /// Send --signal after DUR (2, 1.5s, 250ms, 1m; 0: no timeout); exit 124.
-    #[arg(short, long, value_name = "DUR")]
+    /// Send --signal after DUR (2, 1.5s, 250ms, 1m, 1d; 0: no timeout); exit 124.
+    #[arg(short, long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
 
     /// Send SIGKILL if the command still runs DUR after the signal; exit 137.
-    #[arg(short = 'k', long, value_name = "DUR", requires = "timeout")]
+    #[arg(short = 'k', long, value_name = "DUR", requires = "timeout", value_parser = duration::unbounded)]
     pub kill_after: Option<DurationArg>,
 
     /// The signal sent when the time is up (TERM, INT, KILL, 9 ...).

@@ -342,7 +342,8 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus", "true"],
         &["--timeout", "abc", "true"],
         &["--timeout", "-1", "true"],
-        &["--timeout", "25h", "true"],
+        &["--timeout", "1dd", "true"],
+        &["--timeout", "1e400", "true"],
         &["--kill-after", "1", "true"],
         &["--signal", "TERM", "true"],
         &["--timeout", "1", "--signal", "BOGUS", "true"],
@@ -1112,4 +1113,21 @@ fn the_status_script_names_both_conventions() {
          data.txt (no x bit) -> $?=126: found but not executable (Python: PermissionError)\n\
          sleep 30 -> $?=124: timed out (pk-spawn --timeout 2) (Python: TimeoutExpired)\n"
     );
+}
+
+#[test]
+fn durations_take_days_and_have_no_upper_limit() {
+    // timeout(1) takes any length and a `d` suffix; so does pk-spawn.
+    for dur in ["25h", "2d", "0.5d", "400d", "99999999999999999999999d"] {
+        let (t, p) = both(
+            &["-k", dur, dur, "sh", "-c", "exit 4"],
+            &["-k", dur, "-t", dur, "--", "sh", "-c", "exit 4"],
+        );
+        assert_eq!((t, p), (4, 4), "{dur}");
+    }
+    let out = pk("spawn")
+        .args(["-v", "-t", "1d", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
 }
