@@ -67,6 +67,10 @@ way (and start the --kill-after clock); pk-spawn waits for the command and
 exits with its status. A terminal's ^C that already reached the command
 in its group is not sent twice.
 
+A stdin, stdout or stderr that was closed when pk-spawn started (`<&-`,
+`>&-`, `2>&-`) is closed for the command too, as under timeout(1); it
+is not replaced by /dev/null.
+
 Environment, as env(1): --clear-env first, then each --unset, then each
 --env in order. PATH lookup uses the command's PATH (after --env), and a
 relative CMD is relative to --cwd.
@@ -227,9 +231,12 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     let mut spawn = Spawn::new(&args.cmd)?
         .stdin(stdin)
         .capture(args.capture)
-        // A stdout closed when pk-spawn started (`>&-`) is closed for the
-        // command too: the runtime's stand-in /dev/null is not passed on.
+        // A stdin, stdout or stderr closed when pk-spawn started (`<&-`,
+        // `>&-`, `2>&-`) is closed for the command too: the runtime's
+        // stand-in /dev/null is not passed on.
+        .stdin_closed(crate::sys::proc::stdin_closed_at_start())
         .stdout_closed(crate::sys::proc::stdout_closed_at_start())
+        .stderr_closed(crate::sys::proc::stderr_closed_at_start())
         .process_group(own_group);
     if args.clear_env {
         spawn = spawn.env_clear();

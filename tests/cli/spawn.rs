@@ -1131,3 +1131,31 @@ fn durations_take_days_and_have_no_upper_limit() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn closed_stdin_and_stderr_stay_closed_for_the_command() {
+    // As timeout(1): a descriptor closed for the wrapper is closed for
+    // the command, not /dev/null. The shell reports a failed write to
+    // stderr with status 2; a closed stdin reads as such in /proc.
+    let probe = "echo x >&2; echo write=$?; \
+                 if [ -e /proc/$$/fd/0 ]; then echo stdin=open; else echo stdin=closed; fi";
+    let run = |wrapper: &str| {
+        let out = bash(&format!("{wrapper} sh -c '{probe}' <&- 2>&-"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{wrapper}");
+        stdout(&out)
+    };
+    let direct = run("");
+    assert_eq!(direct, "write=2\nstdin=closed\n", "the shell itself");
+    assert_eq!(run("timeout 10"), direct, "timeout(1)");
+    assert_eq!(run("pk-spawn --"), direct);
+    assert_eq!(run("pk-spawn -t 10 --"), direct);
+    // Open ones are passed on as they are.
+    let out = bash(&format!(
+        "pk-spawn -- sh -c '{probe}' </dev/null 2>/dev/null"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(stdout(&out), "write=0\nstdin=open\n");
+}

@@ -102,6 +102,10 @@ pub struct ExecPlan {
     pub announce: Option<RawFd>,
     /// Close descriptor 1 after the redirections (the shell's `>&-`).
     pub close_stdout: bool,
+    /// Close descriptor 0 after the redirections (the shell's `<&-`).
+    pub close_stdin: bool,
+    /// Close descriptor 2 after the redirections (the shell's `2>&-`).
+    pub close_stderr: bool,
     /// Share this process's System V semaphore undo list with the child
     /// (CLONE_SYSVSEM): SEM_UNDO adjustments are applied only when both
     /// have exited.
@@ -172,6 +176,8 @@ impl ExecPlan {
             new_session: false,
             announce: None,
             close_stdout: false,
+            close_stdin: false,
+            close_stderr: false,
             share_sysv_undo: false,
             default_signals: 0,
             max_signal: libc::SIGRTMAX(),
@@ -439,10 +445,16 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
         }
     }
-    if plan.close_stdout {
-        // SAFETY: close on a plain integer; async-signal-safe. EBADF (not
-        // open) is as good as closed.
-        unsafe { libc::close(libc::STDOUT_FILENO) };
+    for (close, fd) in [
+        (plan.close_stdin, libc::STDIN_FILENO),
+        (plan.close_stdout, libc::STDOUT_FILENO),
+        (plan.close_stderr, libc::STDERR_FILENO),
+    ] {
+        if close {
+            // SAFETY: close on a plain integer; async-signal-safe. EBADF
+            // (not open) is as good as closed.
+            unsafe { libc::close(fd) };
+        }
     }
     // 6. Only now, with no handler of ours left, unblock every signal.
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
