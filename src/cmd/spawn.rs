@@ -90,8 +90,9 @@ with --preserve-status); 137 when SIGKILL was sent (--kill-after or
 --signal KILL); 127 when the command is not found, 126 when it is found
 but cannot be executed (with one line: pk-spawn: execvp(CMD): <reason>);
 2 for a bad flag or a missing CMD; 66 when --input-file or --cwd does
-not exist, 77 when it cannot be read or entered; 71 when a system call
-(pipe2, clone, poll, read) failed. Unlike timeout(1), pk-spawn exits
+not exist or is not what it must be (--input-file a directory, --cwd not
+a directory), 77 when it cannot be read or entered; 71 when a system
+call (pipe2, clone, poll, read) failed. Unlike timeout(1), pk-spawn exits
 with 128+N rather than killing itself with signal N: `$?` is the same.
 
 Examples:
@@ -291,7 +292,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             ));
             return Ok(code);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(cwd_failure(e).into()),
     };
     let pid = running.pid();
     let target = if own_group { "process group" } else { "child" };
@@ -369,17 +370,40 @@ fn show(d: Option<DurationArg>) -> String {
     d.map_or_else(String::new, |d| d.to_string())
 }
 
-/// Open --input-file for the command to read: `open(F)` errors keep their
-/// errno (66 missing, 77 not readable); a directory is refused.
+/// Open --input-file for the command to read: 66 for a path that names
+/// no file to read (see [`no_input`]), 77 when it cannot be read.
 fn open_input(path: &std::path::Path) -> Result<std::os::fd::OwnedFd> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path.display(), &e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| no_input(Error::io("open", path.display(), &e)))?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io("fstat", path.display(), &e))?;
     if meta.is_dir() {
-        return Err(Error::sys("open", path.display(), nix::errno::Errno::EISDIR).into());
+        let e = Error::sys("open", path.display(), nix::errno::Errno::EISDIR);
+        return Err(no_input(e).into());
     }
     Ok(file.into())
+}
+
+/// A --cwd that cannot be entered: 66 for a path that names no directory
+/// (see [`no_input`]), 77 for a permission. Other errors as they are.
+fn cwd_failure(e: Error) -> Error {
+    if e.call() == "chdir" { no_input(e) } else { e }
+}
+
+/// The exit-code table's 66 ("an input file does not exist") for a path
+/// that names nothing usable: missing (ENOENT), a component or the
+/// directory not a directory (ENOTDIR), a directory given as a file
+/// (EISDIR), a symlink loop or a name too long. EACCES stays 77, and
+/// other errors (EMFILE, EIO ...) keep their kind.
+fn no_input(e: Error) -> Error {
+    use nix::errno::Errno;
+    match e.errno() {
+        Some(
+            Errno::ENOENT | Errno::ENOTDIR | Errno::EISDIR | Errno::ELOOP | Errno::ENAMETOOLONG,
+        ) => e.with_kind(crate::ErrorKind::NotFound),
+        _ => e,
+    }
 }
 
 /// Whether pk-spawn runs in the foreground process group of its

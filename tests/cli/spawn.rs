@@ -369,11 +369,21 @@ fn missing_or_unusable_input_files_and_directories() {
         String::from_utf8_lossy(&out.stderr),
         "pk-spawn: open(/nonexistent/in): No such file or directory\n"
     );
+    // A directory is no input file: 66, as the table says.
     let out = pk("spawn")
         .args(["--input-file", "/", "cat"])
         .output()
         .unwrap();
-    assert_one_line_error(&out, "spawn", 71);
+    assert_one_line_error(&out, "spawn", 66);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: open(/): Is a directory\n"
+    );
+    let out = pk("spawn")
+        .args(["--input-file", "/etc/hostname/x", "cat"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "spawn", 66);
     let out = pk("spawn")
         .args(["--cwd", "/nonexistent/dir", "true"])
         .output()
@@ -383,12 +393,16 @@ fn missing_or_unusable_input_files_and_directories() {
         String::from_utf8_lossy(&out.stderr),
         "pk-spawn: chdir(/nonexistent/dir): No such file or directory\n"
     );
-    // Not a directory: a system call's failure.
+    // Not a directory: no directory to run in, 66 as well.
     let out = pk("spawn")
         .args(["--cwd", "/etc/hostname", "true"])
         .output()
         .unwrap();
-    assert_one_line_error(&out, "spawn", 71);
+    assert_one_line_error(&out, "spawn", 66);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: chdir(/etc/hostname): Not a directory\n"
+    );
 }
 
 #[test]
