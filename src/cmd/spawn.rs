@@ -28,7 +28,16 @@ poll(2) loop drains (Popen.communicate), and are printed afterwards on
 stdout, stdout first:
   stdout: <line>                  (one per line the command wrote)
   stderr: <line>
-A last line without a newline gets one.
+A last line without a newline gets one. Without a signal from pk-spawn,
+the pipes are read until end of file, as Popen.communicate does (a
+background process of the command that holds them open is waited for).
+Once pk-spawn has sent the command a signal (the timeout's, the
+kill-after SIGKILL, one passed on) and the command has ended, the pipes
+are read for at most 0.1 s more, then closed: a process that left the
+command's process group (setsid) and holds them does not keep pk-spawn
+waiting. (Python's subprocess.run(timeout=) reads nothing after the
+timeout: it kills the child, waits for it and raises TimeoutExpired with
+the output read so far.)
 
 -v/--verbose reports on stderr, one line each:
   pk-spawn: timed out after <DUR>: sent <SIG> to <TARGET> <PID>

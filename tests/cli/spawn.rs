@@ -1173,3 +1173,43 @@ fn closed_stdin_and_stderr_stay_closed_for_the_command() {
     .unwrap();
     assert_eq!(stdout(&out), "write=0\nstdin=open\n");
 }
+
+#[test]
+fn after_a_timeout_an_escaped_holder_of_the_pipes_is_not_waited_for() {
+    // The command's background process leaves its group (setsid), so the
+    // timeout does not reach it, and holds the capture pipes. Once the
+    // command is killed and reaped, pk-spawn reads for a moment and ends:
+    // the escaped sleep is still running when pk-spawn has exited.
+    let out = pk("spawn")
+        .args(["-c", "-t", "0.3", "--", "sh", "-c"])
+        .arg("setsid sleep 30 & echo $!; echo err >&2; sleep 30")
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    let text = stdout(&out);
+    let pid: i32 = pid_after(text.lines().next().unwrap_or(""), "stdout: ")
+        .unwrap_or_else(|| panic!("no pid in {text:?}"));
+    assert!(text.ends_with("stderr: err\n"), "{text:?}");
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'));
+    assert!(
+        alive,
+        "the escaped sleep ended first: pk-spawn waited for it"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    assert_gone(pid);
+    // Without a signal from pk-spawn, output is read to its end, as
+    // Popen.communicate does: the background writer is waited for.
+    let out = pk("spawn")
+        .args([
+            "-c",
+            "--",
+            "sh",
+            "-c",
+            "(sleep 0.3; echo late) & echo early",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "stdout: early\nstdout: late\n");
+}
