@@ -69,6 +69,7 @@ use crate::status::Status;
 use crate::sys::spawn::fds::{self, SpawnFd};
 use crate::sys::spawn::{
     ExecPlan, STAGE_CHDIR, STAGE_DEATH_SIGNAL, STAGE_DUP2, STAGE_EXEC, STAGE_SETPGID, STAGE_SETSID,
+    STAGE_TCSETPGRP,
 };
 
 mod running;
@@ -110,8 +111,11 @@ pub struct Spawn {
     new_group: bool,
     new_session: bool,
     stdout_closed: bool,
+    stdin_closed: bool,
+    stderr_closed: bool,
     share_sysv_undo: bool,
     announce_to: Option<std::sync::Arc<OwnedFd>>,
+    terminal: Option<std::sync::Arc<OwnedFd>>,
     stdout_to: Option<OwnedFd>,
     stderr_to: Option<OwnedFd>,
     timeout: Option<Timeout>,
@@ -176,8 +180,11 @@ impl Spawn {
             new_group: false,
             new_session: false,
             stdout_closed: false,
+            stdin_closed: false,
+            stderr_closed: false,
             share_sysv_undo: false,
             announce_to: None,
+            terminal: None,
             stdout_to: None,
             stderr_to: None,
             timeout: None,
@@ -271,9 +278,10 @@ impl Spawn {
     /// Make the child the leader of a new process group (setpgid(0, 0) in
     /// the child): [`Running::signal`] and the [`Timeout`] then signal the
     /// whole group, so a shell script's own children end with it. The
-    /// group is not the terminal's foreground group: a child that reads
-    /// from the terminal stops (SIGTTIN). Default: the caller's group, and
-    /// signals go to the child alone.
+    /// group is not the terminal's foreground group (unless
+    /// [`Spawn::terminal_foreground`]): a child that reads from the
+    /// terminal stops (SIGTTIN). Default: the caller's group, and signals
+    /// go to the child alone.
     #[must_use]
     pub fn process_group(mut self, new: bool) -> Self {
         self.new_group = new;
@@ -305,6 +313,19 @@ impl Spawn {
         self
     }
 
+    /// Make the child's new process group ([`Spawn::process_group`]) the
+    /// foreground group of terminal `tty`, as a job-control shell does for
+    /// a foreground job: tcsetpgrp(3) in the child, before exec and with
+    /// every signal blocked, so the program never runs a moment in the
+    /// background and can read and set up the terminal. The caller gives
+    /// the terminal back (tcsetpgrp with SIGTTOU blocked) once the program
+    /// has ended, and after a failed start too.
+    #[must_use]
+    pub fn terminal_foreground(mut self, tty: std::sync::Arc<OwnedFd>) -> Self {
+        self.terminal = Some(tty);
+        self
+    }
+
     /// Send the child's stdout to `fd` (a file, the write end of a pipe: the
     /// shell's `> file`) instead of ours. Ignored with [`Spawn::capture`].
     /// The child gets its own copy; dropping the `Spawn` or starting it
@@ -330,6 +351,24 @@ impl Spawn {
     #[must_use]
     pub fn stdout_closed(mut self, closed: bool) -> Self {
         self.stdout_closed = closed;
+        self
+    }
+
+    /// Start the program with descriptor 0 closed, as a shell's `<&-`
+    /// does, when its stdin is [`Stdin::Inherit`] (ignored otherwise); as
+    /// [`Spawn::stdout_closed`], for a wrapper whose own stdin was closed.
+    #[must_use]
+    pub fn stdin_closed(mut self, closed: bool) -> Self {
+        self.stdin_closed = closed;
+        self
+    }
+
+    /// Start the program with descriptor 2 closed, as a shell's `2>&-`
+    /// does (ignored with [`Spawn::capture`] or [`Spawn::stderr_fd`]); as
+    /// [`Spawn::stdout_closed`], for a wrapper whose own stderr was closed.
+    #[must_use]
+    pub fn stderr_closed(mut self, closed: bool) -> Self {
+        self.stderr_closed = closed;
         self
     }
 
@@ -471,6 +510,8 @@ impl Spawn {
             raw(&child_err, &err_to),
         ];
         plan.close_stdout = self.stdout_closed && child_out.is_none() && out_to.is_none();
+        plan.close_stdin = self.stdin_closed && child_in.is_none();
+        plan.close_stderr = self.stderr_closed && child_err.is_none() && err_to.is_none();
         plan.death_signal = self
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));
@@ -479,6 +520,7 @@ impl Spawn {
         plan.new_session = self.new_session;
         plan.share_sysv_undo = self.share_sysv_undo;
         plan.announce = self.announce_to.as_ref().map(|fd| fd.as_raw_fd());
+        plan.terminal = self.terminal.as_ref().map(|fd| fd.as_raw_fd());
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
         let report = plan.report();
@@ -496,6 +538,7 @@ impl Spawn {
                 STAGE_CHDIR => Error::sys("chdir", &self.cwd_shown, errno),
                 STAGE_SETPGID => Error::sys("setpgid", &name, errno),
                 STAGE_SETSID => Error::sys("setsid", &name, errno),
+                STAGE_TCSETPGRP => Error::sys("tcsetpgrp", "/dev/tty", errno),
                 STAGE_DEATH_SIGNAL => Error::sys("prctl", "PR_SET_PDEATHSIG", errno),
                 _ => Error::sys("sigaction", &name, errno),
             });

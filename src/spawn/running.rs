@@ -46,6 +46,11 @@ pub struct Running {
     input: Option<(SpawnFd, Vec<u8>, usize)>,
     outputs: [Option<SpawnFd>; 2],
     collected: [Vec<u8>; 2],
+    /// How long the pipes are still read once the child has been reaped
+    /// (`None`: until end of file).
+    linger: Option<Duration>,
+    /// When the child was first seen reaped with a pipe still open.
+    reaped_at: Option<Instant>,
 }
 
 /// One descriptor in the poll set.
@@ -74,6 +79,8 @@ impl Running {
             input: input.map(|(w, bytes)| (w, bytes, 0)),
             outputs,
             collected: [Vec::new(), Vec::new()],
+            linger: None,
+            reaped_at: None,
         }
     }
 
@@ -118,6 +125,28 @@ impl Running {
         }
     }
 
+    /// The signal that stopped the child, if it has stopped since the last
+    /// call (waitid with `WSTOPPED | WNOHANG`: the stop is reported once,
+    /// and the child is never reaped here). `None` while it runs, and once
+    /// it has ended.
+    pub fn stopped(&mut self) -> Result<Option<Signal>> {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        if self.child.status().is_some() {
+            return Ok(None);
+        }
+        loop {
+            return match waitid(
+                Id::Pid(self.pid()),
+                WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(WaitStatus::Stopped(_, sig)) => Ok(Some(sig)),
+                Ok(_) | Err(Errno::ECHILD) => Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => Err(Error::sys("waitid", self.pid(), e)),
+            };
+        }
+    }
+
     /// Reap the child if it has ended, without blocking (waitpid with
     /// `WNOHANG`); `None` while it runs. Its pipes are left as they are:
     /// for a caller that watches many children at once (SIGCHLD, pidfds)
@@ -143,7 +172,8 @@ impl Running {
     ///
     /// Output still flowing after the child ended (a background grandchild
     /// holding the pipe) is drained until end of file, as
-    /// `Popen.communicate` does; [`Running::abandon_output`] stops that.
+    /// `Popen.communicate` does; [`Running::abandon_output`] stops that,
+    /// and so does [`Running::linger_after_exit`] after its grace.
     pub fn wait_event(
         &mut self,
         deadline: Option<Instant>,
@@ -156,6 +186,14 @@ impl Running {
                 if !pipes_open {
                     return Ok(Event::Exited(status));
                 }
+                let reaped_at = *self.reaped_at.get_or_insert_with(Instant::now);
+                if self
+                    .linger
+                    .is_some_and(|grace| Instant::now() >= reaped_at + grace)
+                {
+                    self.abandon_output();
+                    return Ok(Event::Exited(status));
+                }
             }
             let alive = self.child.status().is_none();
             // Nothing to watch but the child, and no reason to stop early:
@@ -165,7 +203,8 @@ impl Running {
             }
             // While pipes are open and nothing else is watched, their end of
             // file says when to look at the child.
-            let watch_child = alive && (!pipes_open || deadline.is_some() || wake.is_some());
+            let watch_child = alive
+                && (!pipes_open || deadline.is_some() || wake.is_some() || self.linger.is_some());
             if watch_child {
                 self.open_pidfd();
             }
@@ -196,6 +235,15 @@ impl Running {
                 Some(deadline.map_or(look, |d| d.min(look)))
             } else {
                 deadline
+            };
+            // Once reaped, a lingering read ends at its grace.
+            let give_up = self
+                .reaped_at
+                .zip(self.linger)
+                .map(|(at, grace)| at + grace);
+            let wait_until = match (wait_until, give_up) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
             let n = match poll(&mut fds, crate::process::poll_timeout(wait_until)) {
                 Ok(n) => n,
@@ -233,6 +281,17 @@ impl Running {
                 return Ok(Event::Deadline);
             }
         }
+    }
+
+    /// Once the child has been reaped, read its pipes for at most `grace`
+    /// more, then drop them as [`Running::abandon_output`] does: output
+    /// already in the pipes is kept, and a grandchild that left the
+    /// child's process group but holds a pipe open does not keep
+    /// [`Running::wait_event`] waiting. Python's `subprocess.run(timeout=)`
+    /// does not read at all after the timeout: it kills the child, waits
+    /// for it, and raises with the output read so far.
+    pub fn linger_after_exit(&mut self, grace: Duration) {
+        self.linger = Some(grace);
     }
 
     /// Close the input and output pipes: whatever is still unwritten or

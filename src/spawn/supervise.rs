@@ -14,6 +14,12 @@ use crate::error::{Error, Result};
 use crate::process::deadline_after;
 use crate::status::Status;
 
+/// Once the program was signalled (the timeout, a kill-after, a signal
+/// passed on) and has been reaped, how long its pipes are still read: a
+/// grandchild that escaped its process group and holds them open does
+/// not keep the wrapper waiting.
+const AFTER_SIGNAL_GRACE: Duration = Duration::from_millis(100);
+
 /// When and how to end a program that runs too long, timeout(1)'s way:
 /// after `after`, send `signal` (default SIGTERM, then SIGCONT so a stopped
 /// program can act on it); if it still runs `kill_after` later, SIGKILL.
@@ -87,6 +93,11 @@ pub enum Step {
     Killed,
     /// This signal reached us and was passed on to the program.
     Relayed(Signal),
+    /// The program was stopped by this signal (SIGTSTP, SIGTTIN, SIGTTOU,
+    /// SIGSTOP). Reported only when the [`SignalRelay`] takes SIGCHLD,
+    /// which is never passed on: a wrapper that handed the program a
+    /// terminal stops itself in turn, as a job-control shell expects.
+    Stopped(Signal),
 }
 
 /// Drives a [`Running`] program to its end under a [`Timeout`], passing on
@@ -159,11 +170,20 @@ impl Supervisor {
     /// A signal the terminal sent to its whole foreground group is not
     /// passed on to a program that shares our process group: it has had it.
     /// When the program has ended but a pipe it shared is still open past a
-    /// deadline, the output is abandoned and the step returns `Exited`.
+    /// deadline, the output is abandoned and the step returns `Exited`;
+    /// once a signal was sent to it (the timeout's, SIGKILL, one passed
+    /// on), the pipes are read for at most 0.1 s after it was reaped (see
+    /// [`Running::linger_after_exit`]).
     pub fn step(&mut self, r: &mut Running, mut relay: Option<&mut SignalRelay>) -> Result<Step> {
         loop {
             if let Some(relay) = relay.as_deref_mut() {
                 while let Some(got) = relay.take()? {
+                    if got.signal == Signal::SIGCHLD {
+                        match r.stopped()? {
+                            Some(sig) => return Ok(Step::Stopped(sig)),
+                            None => continue,
+                        }
+                    }
                     if got.from_kernel && r.process_group().is_none() {
                         continue;
                     }
@@ -189,6 +209,7 @@ impl Supervisor {
             if self.kill_at.is_some_and(|t| now >= t) {
                 self.kill_at = None;
                 r.signal(Signal::SIGKILL)?;
+                r.linger_after_exit(AFTER_SIGNAL_GRACE);
                 self.killed = true;
                 return Ok(Step::Killed);
             }
@@ -213,6 +234,7 @@ impl Supervisor {
 
     fn send(&mut self, r: &mut Running, sig: Signal) -> Result<()> {
         r.signal(sig)?;
+        r.linger_after_exit(AFTER_SIGNAL_GRACE);
         if sig == Signal::SIGKILL {
             self.killed = true;
             self.kill_at = None;

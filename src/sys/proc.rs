@@ -417,16 +417,27 @@ pub(crate) fn waitid_raw(
 static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// Whether descriptors 0 and 2 were closed when the program started.
+#[cfg(feature = "cli")]
+static STDIN_CLOSED_AT_START: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+#[cfg(feature = "cli")]
+static STDERR_CLOSED_AT_START: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Runs before `main` (and so before the Rust runtime, which reopens a
-/// closed descriptor 0, 1 or 2 on /dev/null before `main`): note whether
-/// descriptor 1 was closed. One fcntl(2) and an atomic store: nothing here
-/// needs the runtime.
+/// closed descriptor 0, 1 or 2 on /dev/null before `main`): note which of
+/// descriptors 0, 1 and 2 were closed. Three fcntl(2) calls and atomic
+/// stores: nothing here needs the runtime.
 #[cfg(feature = "cli")]
 extern "C" fn note_closed_stdout() {
     // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
-    // descriptor table only; it fails (EBADF) when 1 is not open.
-    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
-    STDOUT_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+    // descriptor table only; it fails (EBADF) when the descriptor is not open.
+    let closed = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    STDIN_CLOSED_AT_START.store(closed(libc::STDIN_FILENO), relaxed);
+    STDOUT_CLOSED_AT_START.store(closed(libc::STDOUT_FILENO), relaxed);
+    STDERR_CLOSED_AT_START.store(closed(libc::STDERR_FILENO), relaxed);
 }
 
 /// The C library calls every function in `.init_array` before `main`.
@@ -444,4 +455,20 @@ pub fn stdout_closed_at_start() -> bool {
     // every binary that asks.
     let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
     STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether descriptor 0 was closed when the program started (`pk-x <&-`):
+/// the descriptor 0 the program has now is the runtime's /dev/null.
+#[cfg(feature = "cli")]
+pub fn stdin_closed_at_start() -> bool {
+    let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
+    STDIN_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether descriptor 2 was closed when the program started (`pk-x 2>&-`):
+/// the descriptor 2 the program has now is the runtime's /dev/null.
+#[cfg(feature = "cli")]
+pub fn stderr_closed_at_start() -> bool {
+    let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
+    STDERR_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -26,5 +26,6 @@ mod robust;
 mod sem;
 mod shm;
 mod spawn;
+mod spawn_tty;
 mod threads;
 mod ticket;

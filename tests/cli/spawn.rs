@@ -342,7 +342,8 @@ fn bad_input_is_a_one_line_usage_error() {
         &["--bogus", "true"],
         &["--timeout", "abc", "true"],
         &["--timeout", "-1", "true"],
-        &["--timeout", "25h", "true"],
+        &["--timeout", "1dd", "true"],
+        &["--timeout", "1e400", "true"],
         &["--kill-after", "1", "true"],
         &["--signal", "TERM", "true"],
         &["--timeout", "1", "--signal", "BOGUS", "true"],
@@ -368,11 +369,21 @@ fn missing_or_unusable_input_files_and_directories() {
         String::from_utf8_lossy(&out.stderr),
         "pk-spawn: open(/nonexistent/in): No such file or directory\n"
     );
+    // A directory is no input file: 66, as the table says.
     let out = pk("spawn")
         .args(["--input-file", "/", "cat"])
         .output()
         .unwrap();
-    assert_one_line_error(&out, "spawn", 71);
+    assert_one_line_error(&out, "spawn", 66);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: open(/): Is a directory\n"
+    );
+    let out = pk("spawn")
+        .args(["--input-file", "/etc/hostname/x", "cat"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "spawn", 66);
     let out = pk("spawn")
         .args(["--cwd", "/nonexistent/dir", "true"])
         .output()
@@ -382,12 +393,16 @@ fn missing_or_unusable_input_files_and_directories() {
         String::from_utf8_lossy(&out.stderr),
         "pk-spawn: chdir(/nonexistent/dir): No such file or directory\n"
     );
-    // Not a directory: a system call's failure.
+    // Not a directory: no directory to run in, 66 as well.
     let out = pk("spawn")
         .args(["--cwd", "/etc/hostname", "true"])
         .output()
         .unwrap();
-    assert_one_line_error(&out, "spawn", 71);
+    assert_one_line_error(&out, "spawn", 66);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: chdir(/etc/hostname): Not a directory\n"
+    );
 }
 
 #[test]
@@ -543,6 +558,14 @@ fn timeout_flags_end_as_timeout_1_does() {
         (&["10"], &["-t", "10"], &["sh", "-c", "exit 7"], 7),
         (&["10"], &["-t", "10"], &["sh", "-c", "kill -TERM $$"], 143),
         (&["0"], &["-t", "0"], &["sleep", "0.1"], 0),
+        // A positive duration under 1 ns is 1 ns, not 0 ("no timeout").
+        (&["0.0000000001"], &["-t", "0.0000000001"], SLEEPS, 124),
+        (
+            &["-k", "0.0000000001", "0.1"],
+            &["-k", "0.0000000001", "-t", "0.1"],
+            IGNORES_TERM,
+            137,
+        ),
     ];
     for &(t_opts, pk_opts, cmd, want) in cases {
         let t_args: Vec<&str> = t_opts.iter().chain(cmd).copied().collect();
@@ -1104,4 +1127,89 @@ fn the_status_script_names_both_conventions() {
          data.txt (no x bit) -> $?=126: found but not executable (Python: PermissionError)\n\
          sleep 30 -> $?=124: timed out (pk-spawn --timeout 2) (Python: TimeoutExpired)\n"
     );
+}
+
+#[test]
+fn durations_take_days_and_have_no_upper_limit() {
+    // timeout(1) takes any length and a `d` suffix; so does pk-spawn.
+    for dur in ["25h", "2d", "0.5d", "400d", "99999999999999999999999d"] {
+        let (t, p) = both(
+            &["-k", dur, dur, "sh", "-c", "exit 4"],
+            &["-k", dur, "-t", dur, "--", "sh", "-c", "exit 4"],
+        );
+        assert_eq!((t, p), (4, 4), "{dur}");
+    }
+    let out = pk("spawn")
+        .args(["-v", "-t", "1d", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn closed_stdin_and_stderr_stay_closed_for_the_command() {
+    // As timeout(1): a descriptor closed for the wrapper is closed for
+    // the command, not /dev/null. The shell reports a failed write to
+    // stderr with status 2; a closed stdin reads as such in /proc.
+    let probe = "echo x >&2; echo write=$?; \
+                 if [ -e /proc/$$/fd/0 ]; then echo stdin=open; else echo stdin=closed; fi";
+    let run = |wrapper: &str| {
+        let out = bash(&format!("{wrapper} sh -c '{probe}' <&- 2>&-"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{wrapper}");
+        stdout(&out)
+    };
+    let direct = run("");
+    assert_eq!(direct, "write=2\nstdin=closed\n", "the shell itself");
+    assert_eq!(run("timeout 10"), direct, "timeout(1)");
+    assert_eq!(run("pk-spawn --"), direct);
+    assert_eq!(run("pk-spawn -t 10 --"), direct);
+    // Open ones are passed on as they are.
+    let out = bash(&format!(
+        "pk-spawn -- sh -c '{probe}' </dev/null 2>/dev/null"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(stdout(&out), "write=0\nstdin=open\n");
+}
+
+#[test]
+fn after_a_timeout_an_escaped_holder_of_the_pipes_is_not_waited_for() {
+    // The command's background process leaves its group (setsid), so the
+    // timeout does not reach it, and holds the capture pipes. Once the
+    // command is killed and reaped, pk-spawn reads for a moment and ends:
+    // the escaped sleep is still running when pk-spawn has exited.
+    let out = pk("spawn")
+        .args(["-c", "-t", "0.3", "--", "sh", "-c"])
+        .arg("setsid sleep 30 & echo $!; echo err >&2; sleep 30")
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    let text = stdout(&out);
+    let pid: i32 = pid_after(text.lines().next().unwrap_or(""), "stdout: ")
+        .unwrap_or_else(|| panic!("no pid in {text:?}"));
+    assert!(text.ends_with("stderr: err\n"), "{text:?}");
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'));
+    assert!(
+        alive,
+        "the escaped sleep ended first: pk-spawn waited for it"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    assert_gone(pid);
+    // Without a signal from pk-spawn, output is read to its end, as
+    // Popen.communicate does: the background writer is waited for.
+    let out = pk("spawn")
+        .args([
+            "-c",
+            "--",
+            "sh",
+            "-c",
+            "(sleep 0.3; echo late) & echo early",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "stdout: early\nstdout: late\n");
 }
