@@ -74,6 +74,10 @@ fn main() {
     a_forked_child_leaves_its_parents_processes_alone();
     a_recycled_entry_is_the_new_process_alone();
     a_spawn_resets_only_the_ignored_signals_it_is_asked_to();
+    a_pool_joins_while_a_later_child_holds_its_pipes();
+    a_forked_childs_copy_of_a_pool_leaves_the_workers_alone();
+    a_handle_of_another_pool_is_refused();
+    a_pool_is_refused_while_sigchld_is_ignored();
     println!("fork_check: ok");
 }
 
@@ -587,6 +591,39 @@ fn pid_reuse_in_namespace() -> i32 {
     // (Gone already, killed and reaped by the drop: ESRCH.)
     let sent = kill(process::Pid::from_raw(sleep.id() as i32), Signal::SIGTERM);
     match sleep.wait().map(|s| s.signal()) {
+        _ if sent.is_err() => return 2,
+        Ok(Some(15)) => {}
+        _ => return 2,
+    }
+    // The same for a spawned program, whose handle signals by pid when it
+    // holds no pidfd.
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let running = Spawn::new(["true"]).unwrap().start().unwrap();
+    let first = running.pid();
+    while kill(first, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    process::restore_default(Signal::SIGCHLD).unwrap();
+    if std::fs::write(
+        "/proc/sys/kernel/ns_last_pid",
+        (first.as_raw() - 1).to_string(),
+    )
+    .is_err()
+    {
+        return SKIP;
+    }
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    if sleep.id() as i32 != first.as_raw() {
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+        return SKIP;
+    }
+    drop(running);
+    let sent = kill(process::Pid::from_raw(sleep.id() as i32), Signal::SIGTERM);
+    match sleep.wait().map(|s| s.signal()) {
         _ if sent.is_err() => 2,
         Ok(Some(15)) => 0,
         _ => 2,
@@ -984,4 +1021,105 @@ fn a_spawn_resets_only_the_ignored_signals_it_is_asked_to() {
         // SAFETY: SIG_DFL runs no code; this process has one thread.
         unsafe { signal(sig, SigHandler::SigDfl) }.unwrap();
     }
+}
+
+fn square_registry() -> (Registry, posixkit::pool::Task<i64, i64>) {
+    let mut registry = Registry::new();
+    let square = registry.task("square", |n: i64| n * n);
+    (registry, square)
+}
+
+/// A child forked after the pool (a Process here; another pool's worker
+/// is the same) inherits the task pipes' write ends: end of file alone
+/// would keep the workers, and join, waiting until that child ends.
+fn a_pool_joins_while_a_later_child_holds_its_pipes() {
+    let (registry, square) = square_registry();
+    let mut pool = Pool::new(2, registry).unwrap();
+    let (other_registry, _) = square_registry();
+    let mut other = Pool::new(1, other_registry).unwrap();
+    let mut holder = Builder::new()
+        .start(|| {
+            std::thread::sleep(Duration::from_secs(600));
+            0
+        })
+        .unwrap();
+    assert_eq!(
+        pool.map(square, &[1, 2, 3], 1).unwrap().values().unwrap(),
+        [1, 4, 9]
+    );
+    pool.close();
+    let statuses = pool.join().unwrap();
+    assert!(
+        statuses.iter().all(|(_, s)| *s == Status::Exited(0)),
+        "{statuses:?}"
+    );
+    // join came back while the holder still runs.
+    assert_eq!(holder.join(Some(Duration::ZERO)).unwrap(), None);
+    other.close();
+    other.join().unwrap();
+    holder.kill().unwrap();
+    holder.join(None).unwrap();
+}
+
+/// A forked child's copy of a pool shares the workers' pipes: using it is
+/// an error, and dropping it (a panic, an early return) leaves the
+/// parent's workers alone.
+fn a_forked_childs_copy_of_a_pool_leaves_the_workers_alone() {
+    let (registry, square) = square_registry();
+    let mut pool = Pool::new(2, registry).unwrap();
+    match process::fork().unwrap() {
+        Fork::Child => {
+            let refused = matches!(
+                pool.apply(square, 3),
+                Err(e) if e.kind() == ErrorKind::InvalidInput && e.to_string().contains("cannot use its copy")
+            );
+            drop(pool);
+            process::_exit(if refused { 0 } else { 1 });
+        }
+        Fork::Parent(pid) => {
+            assert_eq!(process::waitpid(pid).unwrap(), Status::Exited(0));
+        }
+    }
+    assert_eq!(
+        pool.map(square, &[1, 2, 3], 1).unwrap().values().unwrap(),
+        [1, 4, 9]
+    );
+    assert!(pool.take_events().is_empty(), "no worker was replaced");
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// Handles carry ids unique among all the pools of the process: another
+/// pool's handle names none of this pool's batches.
+fn a_handle_of_another_pool_is_refused() {
+    let (ra, square_a) = square_registry();
+    let (rb, square_b) = square_registry();
+    let mut a = Pool::new(1, ra).unwrap();
+    let mut b = Pool::new(1, rb).unwrap();
+    let ha = a.apply_async(square_a, 7).unwrap();
+    let hb = b.apply_async(square_b, 8).unwrap();
+    let e = b.get(&ha, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    let args: Vec<i64> = (0..100).collect();
+    let ma = a.map_async(square_a, &args, 100).unwrap();
+    assert!(b.get(&ma, None).is_err());
+    // Each pool's own results are still there.
+    assert_eq!(b.get(&hb, None).unwrap(), Some(Ok(64)));
+    assert_eq!(a.get(&ha, None).unwrap(), Some(Ok(49)));
+    let r = a.get(&ma, None).unwrap().unwrap();
+    assert_eq!(r.get(50), Ok(2500));
+    for mut p in [a, b] {
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+fn a_pool_is_refused_while_sigchld_is_ignored() {
+    use nix::sys::signal::Signal;
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let (registry, _) = square_registry();
+    let e = Pool::new(1, registry).unwrap_err();
+    process::restore_default(Signal::SIGCHLD).unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("SIGCHLD"), "{e}");
 }

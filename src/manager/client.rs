@@ -102,7 +102,7 @@ impl Client {
     /// `timeout`.
     pub fn connect(addr: &str, key: &Key, pid: u32, timeout: Duration) -> Result<Client> {
         let mut stream = dial(addr, timeout)?;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::process::later(Instant::now(), timeout);
         let server = addr.to_string();
         stream
             .set_write_timeout(Some(timeout))
@@ -360,7 +360,8 @@ impl Conn {
     /// was itself stopped does not blame the server for its own silence).
     fn heartbeat(&mut self) -> Result<()> {
         self.send(&Msg::Heartbeat)?;
-        let by = (self.heard + self.lease).max(Instant::now() + self.lease / 2);
+        let by = crate::process::later(self.heard, self.lease)
+            .max(crate::process::later(Instant::now(), self.lease / 2));
         match self.recv(Some(by))? {
             Msg::Wait => Ok(()),
             other => Err(unexpected(&self.server, &other, "wait")),
@@ -411,7 +412,7 @@ impl Beat {
     fn run(&self, every: Duration, mut beat: impl FnMut() -> Result<()>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let deadline = Instant::now() + every;
+            let deadline = crate::process::later(Instant::now(), every);
             while !st.stop && Instant::now() < deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 st = self

@@ -334,7 +334,7 @@ fn authenticated(sh: &Shared, id: u64) {
 }
 
 fn serve_connection(sh: &Shared, mut stream: TcpStream, addr: String, id: u64) {
-    let deadline = Instant::now() + sh.cfg.handshake;
+    let deadline = crate::process::later(Instant::now(), sh.cfg.handshake);
     let _ = stream.set_write_timeout(Some(sh.cfg.handshake));
     if sh.cfg.python {
         let end = serve_python(sh, &mut stream, &addr, deadline, id);
@@ -626,11 +626,11 @@ fn keepalive_tick<'a>(
     lease: Duration,
 ) -> impl FnMut() -> Result<()> + 'a {
     let every = lease / 3;
-    let mut next = Instant::now() + every;
+    let mut next = crate::process::later(Instant::now(), every);
     move || {
         python::server::peer_alive(stream, addr)?;
         if Instant::now() >= next {
-            next = Instant::now() + every;
+            next = crate::process::later(Instant::now(), every);
             let payload = send.seal(&Msg::Wait.encode());
             let mut w: &TcpStream = stream;
             write_payload(&mut w, addr, &payload)?;

@@ -41,3 +41,27 @@ fn python_connections_are_capped_like_workers() {
     }
     PyClient::connect(&addr, &key, timeout).unwrap();
 }
+
+#[test]
+fn timeouts_and_leases_of_any_length_mean_for_ever_not_a_panic() {
+    // Duration::MAX handshake and lease on the server, Duration::MAX
+    // timeouts on both clients: `Instant + Duration::MAX` panicked.
+    let key = Key::new(b"k".to_vec(), "test").unwrap();
+    for python in [false, true] {
+        let cfg = Config {
+            python,
+            handshake: Duration::MAX,
+            lease: Duration::MAX,
+            ..Config::default()
+        };
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let (server, _events) = Server::bind(addr, key.clone(), Mode::Lesson(1), cfg).unwrap();
+        server.start().unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        if python {
+            PyClient::connect(&addr, &key, Duration::MAX).unwrap();
+        } else {
+            crate::manager::client::Client::connect(&addr, &key, 1, Duration::MAX).unwrap();
+        }
+    }
+}

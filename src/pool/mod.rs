@@ -151,6 +151,11 @@ impl Pool {
     /// those forks is [`process::fork`]'s, refused with
     /// [`ErrorKind::ThreadsRunning`](crate::ErrorKind::ThreadsRunning) while
     /// other threads run. [`Pool::new_unchecked`] skips the check.
+    /// Refused too, with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput),
+    /// while SIGCHLD is ignored (the kernel would reap the workers).
+    ///
+    /// The pool belongs to this process: a forked child's copy refuses
+    /// every call, and its drop leaves the workers alone.
     pub fn new(workers: usize, registry: Registry) -> Result<Pool> {
         Pool::with_fork(workers, registry, |what| process::fork_named(what))
     }
@@ -161,6 +166,19 @@ impl Pool {
         registry: Registry,
         fork: fn(&str) -> Result<Fork>,
     ) -> Result<Pool> {
+        // With SIGCHLD ignored the kernel reaps a worker as it ends: its
+        // status is lost (a dead worker could not be told from a busy
+        // one), and its pid may name another process by the time the pool
+        // would signal it.
+        if crate::sys::proc::sigchld_reaping() == Ok(crate::sys::proc::Reaping::Kernel) {
+            return Err(crate::Error::new(
+                crate::ErrorKind::InvalidInput,
+                "Pool::new",
+                "SIGCHLD",
+                "SIGCHLD is ignored (or SA_NOCLDWAIT is set), so the kernel would reap the \
+                 workers itself: restore its default action first",
+            ));
+        }
         let registry = Arc::new(registry);
         let backend = Forked {
             registry: Arc::clone(&registry),
@@ -430,7 +448,10 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        if self.sched.has_workers() {
+        if !self.sched.is_owner() {
+            // A forked child's copy: the workers are its parent's.
+            self.sched.disown();
+        } else if self.sched.has_workers() {
             let _ = self.sched.terminate();
         }
     }

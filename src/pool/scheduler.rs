@@ -82,6 +82,12 @@ pub(crate) trait Backend {
         self.recv(ends, frame, expect)
     }
 
+    /// Tell an idle worker to exit, before its ends are closed. End of
+    /// file alone is not enough when other processes forked from this one
+    /// hold a copy of its task pipe. Best effort: a worker already gone
+    /// is reaped all the same.
+    fn stop(&mut self, _ends: &mut Self::Ends) {}
+
     /// Wait for worker `pid` to end, and how it ended.
     fn reap(&mut self, pid: Pid) -> Result<Status>;
 
@@ -125,6 +131,9 @@ struct Job {
     frame: Vec<u8>,
 }
 
+/// The id of the next batch of any pool of this process.
+static NEXT_BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Batches a worker may hold at once: the next is already in its pipe when
 /// it finishes one, so it never waits for the parent.
 pub(crate) const DEPTH: usize = 2;
@@ -140,7 +149,8 @@ pub(crate) struct Scheduler<B: Backend> {
     queue: VecDeque<Job>,
     done: HashMap<u64, Batch, IdHash>,
     events: Vec<Event>,
-    next_id: u64,
+    /// The process that made the pool: a forked copy is not its owner.
+    owner: Pid,
     closed: bool,
     /// Frame buffers to reuse (see [`Scheduler::recycle`]).
     spare: Vec<Vec<u8>>,
@@ -206,7 +216,7 @@ impl<B: Backend> Scheduler<B> {
             queue: VecDeque::new(),
             done: HashMap::default(),
             events: Vec::new(),
-            next_id: 1,
+            owner: nix::unistd::getpid(),
             closed: false,
             spare: Vec::new(),
             ready: Vec::new(),
@@ -265,10 +275,26 @@ impl<B: Backend> Scheduler<B> {
         width: Option<usize>,
         encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u32>,
     ) -> Result<u64> {
+        self.owned("apply")?;
+        self.queue_batch("apply", task, first, width, encode)
+    }
+
+    /// [`Scheduler::submit_for`] in the pool's own process; `call` names
+    /// the caller's call in an error.
+    fn queue_batch(
+        &mut self,
+        call: &'static str,
+        task: &'static str,
+        first: usize,
+        width: Option<usize>,
+        encode: impl FnOnce(&mut Vec<u8>, u64) -> Result<u32>,
+    ) -> Result<u64> {
         if self.closed {
-            return Err(Error::invalid("apply", "the pool is closed"));
+            return Err(Error::invalid(call, "the pool is closed"));
         }
-        let id = self.next_id;
+        // Unique among all the pools of this process, so that a handle
+        // given to the wrong pool names no batch of it.
+        let id = NEXT_BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut frame = self.spare.pop().unwrap_or_default();
         let count = match encode(&mut frame, id) {
             Ok(count) => count,
@@ -277,7 +303,6 @@ impl<B: Backend> Scheduler<B> {
                 return Err(e);
             }
         };
-        self.next_id += 1;
         self.queue.push_back(Job {
             id,
             task,
@@ -292,6 +317,7 @@ impl<B: Backend> Scheduler<B> {
     /// The batch `id`, waiting for it until `deadline`; `Ok(None)` when the
     /// deadline passed first (the batch stays pending).
     pub(crate) fn wait_for(&mut self, id: u64, deadline: Option<Instant>) -> Result<Option<Batch>> {
+        self.owned("get")?;
         loop {
             if let Some(batch) = self.done.remove(&id) {
                 return Ok(Some(batch));
@@ -320,6 +346,7 @@ impl<B: Backend> Scheduler<B> {
         results: &mut MapResults,
         mut encode: impl FnMut(&mut Vec<u8>, u64, Range<usize>) -> Result<u32>,
     ) -> Result<()> {
+        self.owned("map")?;
         for b in results.batches.drain(..) {
             self.recycle(b.frame);
         }
@@ -328,7 +355,9 @@ impl<B: Backend> Scheduler<B> {
         let mut ids = Vec::with_capacity(n.div_ceil(chunk));
         for first in (0..n).step_by(chunk) {
             let items = first..n.min(first + chunk);
-            ids.push(self.submit_for(task, first, width, |frame, id| encode(frame, id, items))?);
+            ids.push(self.queue_batch("map", task, first, width, |frame, id| {
+                encode(frame, id, items)
+            })?);
             // Hand each chunk out as soon as it is encoded, so the workers
             // start while the rest is encoded. Once the queue holds more
             // than this chunk, every worker is full: skip the scan.
@@ -368,6 +397,7 @@ impl<B: Backend> Scheduler<B> {
     /// After [`Scheduler::close`]: wait for every queued batch, then let
     /// each worker exit and reap it.
     pub(crate) fn join(&mut self) -> Result<Vec<(Pid, Status)>> {
+        self.owned("join")?;
         if !self.closed {
             return Err(Error::invalid(
                 "join",
@@ -377,11 +407,17 @@ impl<B: Backend> Scheduler<B> {
         while !self.queue.is_empty() || self.workers.iter().any(|w| !w.busy.is_empty()) {
             self.pump(None)?;
         }
-        // Close every task pipe first (end of file: each worker's loop ends
-        // with _exit(0)), then reap them all, even past an error.
+        // Tell every worker to stop and close its task pipe (end of file
+        // ends its loop as well, with _exit(0)), then reap them all, even
+        // past an error. The stop comes first: a child this process forked
+        // later (a Process, another pool's worker) holds a copy of the
+        // task pipe, and the end of file would wait for that child to end.
         let pids: Vec<Pid> = std::mem::take(&mut self.workers)
             .into_iter()
-            .map(|w| w.pid)
+            .map(|mut w| {
+                self.backend.stop(&mut w.ends);
+                w.pid
+            })
             .collect();
         let mut statuses = Vec::with_capacity(pids.len());
         let mut first_error = None;
@@ -398,6 +434,7 @@ impl<B: Backend> Scheduler<B> {
 
     /// Kill every worker and reap it; batches not finished are cancelled.
     pub(crate) fn terminate(&mut self) -> Result<()> {
+        self.owned("terminate")?;
         self.closed = true;
         let mut first_error = None;
         for w in std::mem::take(&mut self.workers) {
@@ -487,7 +524,41 @@ impl<B: Backend> Scheduler<B> {
     /// until `deadline` (`None`: until something comes back; only call it
     /// with work pending). False when the deadline passed first.
     pub(crate) fn progress(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        self.owned("get")?;
         self.pump(deadline)
+    }
+
+    /// `Ok` in the process that made the pool. A forked child's copy of
+    /// the pool shares its workers' pipes: using it would mix its frames
+    /// with the parent's, and read the parent's results.
+    fn owned(&self, call: &'static str) -> Result<()> {
+        let me = nix::unistd::getpid();
+        if me == self.owner {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::ErrorKind::InvalidInput,
+            call,
+            "pool",
+            format!(
+                "this pool belongs to process {}: process {me}, forked from it, cannot use its copy",
+                self.owner
+            ),
+        ))
+    }
+
+    /// Whether this is the process that made the pool.
+    pub(crate) fn is_owner(&self) -> bool {
+        nix::unistd::getpid() == self.owner
+    }
+
+    /// Forget the workers without signalling or waiting for them: what a
+    /// forked child's copy of the pool does when dropped (they are its
+    /// parent's). Their pipe ends in this process are closed.
+    pub(crate) fn disown(&mut self) {
+        self.workers.clear();
+        self.queue.clear();
+        self.closed = true;
     }
 
     /// Give queued batches to workers: one to each idle worker, then a

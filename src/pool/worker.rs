@@ -194,8 +194,11 @@ pub(crate) fn worker_main(
         let mut from_arena = Vec::new();
         loop {
             let input = match tasks.recv() {
+                // An empty frame is the pool's join: stop, as at end of
+                // file (which a copy of the task pipe in another process
+                // the parent forked would hold off).
+                Ok(Some([])) | Ok(None) => process::_exit(0),
                 Ok(Some(input)) => input,
-                Ok(None) => process::_exit(0),
                 Err(_) => process::_exit(1),
             };
             // A note: the frame is in the task area of its slot, and the

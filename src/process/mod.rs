@@ -313,6 +313,18 @@ pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::
     std::time::Instant::now().checked_add(timeout)
 }
 
+/// `at` plus `d`, or a century past `at` when the sum lies beyond what the
+/// clock can represent: for code that needs an instant, where a duration
+/// near [`Duration::MAX`](std::time::Duration::MAX) means "for ever",
+/// never a panic.
+#[cfg(feature = "manager")]
+pub(crate) fn later(at: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
+}
+
 /// The poll(2) timeout that ends at `deadline` (`None`: wait forever),
 /// rounded up to whole milliseconds so a sub-millisecond remainder still
 /// waits instead of spinning.

@@ -141,15 +141,19 @@ pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 /// The largest ring, in bytes.
 pub const MAX_RING_BYTES: usize = 1 << 30;
 
-/// The byte size of one slot for messages of up to `max_message` bytes.
+/// The byte size of one slot for messages of up to `max_message` bytes
+/// (`usize::MAX` for sizes no memory could hold).
 pub fn stride(max_message: usize) -> usize {
-    (LEN + max_message).next_multiple_of(8)
+    (LEN.saturating_add(max_message))
+        .checked_next_multiple_of(8)
+        .unwrap_or(usize::MAX)
 }
 
 /// How many slots the ring of a queue of `capacity` has: `capacity`
-/// rounded up to a power of two (see the module docs).
+/// rounded up to a power of two (see the module docs; `usize::MAX` past
+/// the largest power of two).
 pub fn slots(capacity: usize) -> usize {
-    capacity.next_power_of_two()
+    capacity.checked_next_power_of_two().unwrap_or(usize::MAX)
 }
 
 /// The largest capacity whose ring of messages up to `max_message` bytes
@@ -794,5 +798,9 @@ mod tests {
             }
         }
         assert_eq!(max_capacity(MAX_MESSAGE_SIZE), 512);
+        // Sizes past any memory saturate instead of overflowing.
+        assert_eq!(slots(usize::MAX), usize::MAX);
+        assert_eq!(stride(usize::MAX), usize::MAX);
+        assert_eq!(max_capacity(usize::MAX), 0);
     }
 }

@@ -115,9 +115,20 @@ impl Running {
             return Ok(());
         }
         let r = match (self.group, &self.pidfd) {
-            (Some(pgid), _) => nix::sys::signal::killpg(pgid, sig),
+            (Some(pgid), _) => {
+                // The group's id stays reserved while its leader is a child
+                // of ours not yet reaped. Once something else reaped it
+                // (SIGCHLD ignored), the id may name a stranger's group.
+                if let Err(Errno::ECHILD) =
+                    crate::sys::proc::waitid_raw(self.pid(), None, true, true)
+                {
+                    return Ok(());
+                }
+                nix::sys::signal::killpg(pgid, sig)
+            }
             (None, Some(fd)) => crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig),
-            (None, None) => nix::sys::signal::kill(self.pid(), sig),
+            // By pid only once it is checked to be a child of ours.
+            (None, None) => return self.child.signal(sig),
         };
         match r {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),

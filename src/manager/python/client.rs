@@ -119,7 +119,7 @@ impl Drop for PyClient {
 /// makes one: answer the server's challenge, then challenge it.
 fn open(addr: &str, key: &Key, timeout: Duration) -> Result<TcpStream> {
     let mut s = dial(addr, timeout)?;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::process::later(Instant::now(), timeout);
     answer_challenge(&mut s, addr, key, Some(deadline))?;
     if !deliver_challenge(&mut s, addr, key, Some(deadline))? {
         return Err(Error::new(
