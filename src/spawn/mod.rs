@@ -110,6 +110,8 @@ pub struct Spawn {
     new_group: bool,
     new_session: bool,
     stdout_closed: bool,
+    stdin_closed: bool,
+    stderr_closed: bool,
     share_sysv_undo: bool,
     announce_to: Option<std::sync::Arc<OwnedFd>>,
     stdout_to: Option<OwnedFd>,
@@ -176,6 +178,8 @@ impl Spawn {
             new_group: false,
             new_session: false,
             stdout_closed: false,
+            stdin_closed: false,
+            stderr_closed: false,
             share_sysv_undo: false,
             announce_to: None,
             stdout_to: None,
@@ -333,6 +337,24 @@ impl Spawn {
         self
     }
 
+    /// Start the program with descriptor 0 closed, as a shell's `<&-`
+    /// does (ignored unless stdin is [`Stdin::Inherit`]); as
+    /// [`Spawn::stdout_closed`].
+    #[must_use]
+    pub fn stdin_closed(mut self, closed: bool) -> Self {
+        self.stdin_closed = closed;
+        self
+    }
+
+    /// Start the program with descriptor 2 closed, as a shell's `2>&-`
+    /// does (ignored with [`Spawn::capture`] or [`Spawn::stderr_fd`]); as
+    /// [`Spawn::stdout_closed`].
+    #[must_use]
+    pub fn stderr_closed(mut self, closed: bool) -> Self {
+        self.stderr_closed = closed;
+        self
+    }
+
     /// Let the child share this process's System V semaphore undo list
     /// (clone's CLONE_SYSVSEM): a count taken with SEM_UNDO, such as a
     /// [`RobustSemaphore`](crate::sem::robust::RobustSemaphore) slot, is
@@ -470,7 +492,10 @@ impl Spawn {
             raw(&child_out, &out_to),
             raw(&child_err, &err_to),
         ];
-        plan.close_stdout = self.stdout_closed && child_out.is_none() && out_to.is_none();
+        plan.close = [self.stdin_closed, self.stdout_closed, self.stderr_closed];
+        for (close, to) in plan.close.iter_mut().zip(plan.redirect) {
+            *close &= to.is_none();
+        }
         plan.death_signal = self
             .death_signal
             .map(|sig| (sig as libc::c_int, nix::unistd::getpid().as_raw()));

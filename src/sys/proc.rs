@@ -412,21 +412,26 @@ pub(crate) fn waitid_raw(
     Ok(Some(raw))
 }
 
-/// Whether descriptor 1 was closed when the program started.
+/// Which of descriptors 0, 1, 2 were closed when the program started: bit
+/// `fd`.
 #[cfg(feature = "cli")]
-static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+static STDIO_CLOSED_AT_START: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Runs before `main` (and so before the Rust runtime, which reopens a
-/// closed descriptor 0, 1 or 2 on /dev/null before `main`): note whether
-/// descriptor 1 was closed. One fcntl(2) and an atomic store: nothing here
+/// closed descriptor 0, 1 or 2 on /dev/null before `main`): note which of
+/// them were closed. Three fcntl(2) calls and an atomic store: nothing here
 /// needs the runtime.
 #[cfg(feature = "cli")]
 extern "C" fn note_closed_stdout() {
-    // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
-    // descriptor table only; it fails (EBADF) when 1 is not open.
-    let closed = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } == -1;
-    STDOUT_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
+    let mut closed = 0u8;
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
+        // descriptor table only; it fails (EBADF) when `fd` is not open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            closed |= 1 << fd;
+        }
+    }
+    STDIO_CLOSED_AT_START.store(closed, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The C library calls every function in `.init_array` before `main`.
@@ -440,8 +445,17 @@ static NOTE_CLOSED_STDOUT: extern "C" fn() = note_closed_stdout;
 /// output written there would be lost without a word.
 #[cfg(feature = "cli")]
 pub fn stdout_closed_at_start() -> bool {
+    closed_at_start(libc::STDOUT_FILENO)
+}
+
+/// Whether descriptor `fd` (0, 1 or 2) was closed when the program started
+/// (`pk-x <&-`, `>&-`, `2>&-`): the one it has now is the runtime's
+/// /dev/null. Any other `fd`: `false`.
+#[cfg(feature = "cli")]
+pub fn closed_at_start(fd: std::os::fd::RawFd) -> bool {
     // Naming the table entry keeps this object, and with it the entry, in
     // every binary that asks.
     let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
-    STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+    (0..3).contains(&fd)
+        && STDIO_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }

@@ -100,8 +100,9 @@ pub struct ExecPlan {
     /// and minus its pid if it then cannot exec. A supervisor reading it
     /// knows every group before the group can do anything.
     pub announce: Option<RawFd>,
-    /// Close descriptor 1 after the redirections (the shell's `>&-`).
-    pub close_stdout: bool,
+    /// Close descriptors 0, 1, 2 after the redirections (the shell's
+    /// `<&-`, `>&-`, `2>&-`).
+    pub close: [bool; 3],
     /// Share this process's System V semaphore undo list with the child
     /// (CLONE_SYSVSEM): SEM_UNDO adjustments are applied only when both
     /// have exited.
@@ -171,7 +172,7 @@ impl ExecPlan {
             new_group: false,
             new_session: false,
             announce: None,
-            close_stdout: false,
+            close: [false; 3],
             share_sysv_undo: false,
             default_signals: 0,
             max_signal: libc::SIGRTMAX(),
@@ -439,10 +440,12 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
         }
     }
-    if plan.close_stdout {
-        // SAFETY: close on a plain integer; async-signal-safe. EBADF (not
-        // open) is as good as closed.
-        unsafe { libc::close(libc::STDOUT_FILENO) };
+    for (fd, close) in (0..).zip(plan.close) {
+        if close {
+            // SAFETY: close on a plain integer; async-signal-safe. EBADF
+            // (not open) is as good as closed.
+            unsafe { libc::close(fd) };
+        }
     }
     // 6. Only now, with no handler of ours left, unblock every signal.
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before
