@@ -94,7 +94,7 @@ Examples:
   pk-spawn -v -- false; echo $?                   # 1";
 
 /// The signals pk-spawn passes on to the command.
-const RELAYED: [Signal; 4] = [
+pub(crate) const RELAYED: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -373,7 +373,7 @@ fn open_input(path: &std::path::Path) -> Result<std::os::fd::OwnedFd> {
 /// Whether pk-spawn runs in the foreground process group of its
 /// controlling terminal (typed at an interactive shell's prompt): then the
 /// command must stay in that group to read from or set up the terminal.
-fn on_terminal_foreground() -> bool {
+pub(crate) fn on_terminal_foreground() -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(tty) = std::fs::OpenOptions::new()
         .read(true)
