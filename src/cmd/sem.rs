@@ -69,11 +69,11 @@ sem_open leaves linked to it when it is killed while creating
 
 Signals: TERM, INT, HUP and QUIT sent to `run` are passed on to the
 command (each followed by CONT), once: in the foreground of a terminal
-the command shares pk-sem's process group, so that it can use the
+the command shares the process group of pk-sem, so that it can use the
 terminal, and a ^C or hang-up the terminal sent to the whole group is not
 sent again; anywhere else the command leads a process group of its own,
-and a signal sent to pk-sem's group (kill -INT -PGID, timeout(1)) reaches
-it through pk-sem alone, passed on to its whole group. Signals ignored
+and a signal sent to the group of pk-sem (kill -INT -PGID, timeout(1))
+reaches it through pk-sem alone, passed on to its whole group. Signals ignored
 when pk-sem starts stay ignored and are not passed on. Before a slot is
 taken they end pk-sem at once. A stdin, stdout or stderr closed when
 pk-sem starts (<&-, >&-, 2>&-) is closed for the command too, as it
@@ -103,12 +103,12 @@ from the existing semaphore's.
 
 The slot heals: if pk-sem is killed (even with SIGKILL), the slot stays
 taken while CMD runs and comes back when CMD ends; if both are killed, at
-once. TERM, INT, HUP and QUIT are passed on to CMD once (off a terminal's
-foreground CMD leads a process group of its own, so a SIGKILL sent to
-pk-sem's group does not reach it: it keeps the slot until it ends). CMD
-and its arguments are passed on as bytes. If the semaphore is unlinked
-while pk-sem waits, pk-sem waits on the name as it is then (made anew if
-gone) within the same --timeout, and runs CMD.";
+once. TERM, INT, HUP and QUIT are passed on to CMD once (off the
+foreground of a terminal CMD leads a process group of its own, so a
+SIGKILL sent to the group of pk-sem does not reach it: it keeps the slot
+until it ends). CMD and its arguments are passed on as bytes. If the
+semaphore is unlinked while pk-sem waits, pk-sem waits on the name as it
+is then (made anew if gone) within the same --timeout, and runs CMD.";
 
 /// Counting semaphores: a worker demo, and a self-healing named semaphore for shell commands.
 #[derive(Debug, Parser)]
