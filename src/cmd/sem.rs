@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 
 use crate::cmd::Out;
 use crate::cmd::Result;
@@ -19,6 +18,7 @@ use crate::process::{self, Child, Children, Pid};
 use crate::sem::robust::{self, RobustSemaphore, Taken};
 use crate::sem::{Deadline, NamedSemaphore, Semaphore, VALUE_MAX};
 use crate::shm::SharedArray;
+use crate::spawn::{Running, SignalRelay, Step, Supervisor};
 use crate::status::Status;
 use crate::{note, outln};
 
@@ -54,14 +54,30 @@ random key of its System V semaphore (`ipcs -s`); the name comes first and
 any user of it completes a set a killed creator left unmade, so no set is
 ever left without a name. Only a name file and a semaphore that are yours
 and mode 0600 are used: another user's is refused (exit 77), a damaged one
-too (exit 65).
+too (exit 65), as is anything but a regular file under that name.
+`unlink` removes the set, then the name, while no one is opening it.
+Holders keep running, outside the count of a semaphore made anew under
+the name (as holders of a removed flock(1) lock file). Waiters wake
+and start over on the name as it is then, as a `run` started at that
+moment would: they make it anew (with their --value, default 1) if it is
+gone, and run their command when a slot of it is free.
 Earlier versions kept a named semaphore as a POSIX semaphore,
 /dev/shm/sem.<name>; this one neither reads nor uses those. `pk-sem
 unlink --name /NAME` removes one of yours, with the temporary file glibc's
 sem_open leaves linked to it when it is killed while creating
-(/dev/shm/sem.XXXXXX). Other signals (TERM, INT, HUP, QUIT) sent to
-`run` are passed on to the command; before a slot is taken they end
-pk-sem at once.
+(/dev/shm/sem.XXXXXX).
+
+Signals: TERM, INT, HUP and QUIT sent to `run` are passed on to the
+command (each followed by CONT), once: in the foreground of a terminal
+the command shares the process group of pk-sem, so that it can use the
+terminal, and a ^C or hang-up the terminal sent to the whole group is not
+sent again; anywhere else the command leads a process group of its own,
+and a signal sent to the group of pk-sem (kill -INT -PGID, timeout(1))
+reaches it through pk-sem alone, passed on to its whole group. Signals ignored
+when pk-sem starts stay ignored and are not passed on. Before a slot is
+taken they end pk-sem at once. A stdin, stdout or stderr closed when
+pk-sem starts (<&-, >&-, 2>&-) is closed for the command too, as it
+would be without pk-sem (flock(1) does the same with stdout and stderr).
 
 Exit status: `run` exits with the command's status (its exit code, or
 128+N when signal N killed it; 127 when it is not found, 126 when it
@@ -87,7 +103,12 @@ from the existing semaphore's.
 
 The slot heals: if pk-sem is killed (even with SIGKILL), the slot stays
 taken while CMD runs and comes back when CMD ends; if both are killed, at
-once. TERM, INT, HUP and QUIT are passed on to CMD.";
+once. TERM, INT, HUP and QUIT are passed on to CMD once (off the
+foreground of a terminal CMD leads a process group of its own, so a
+SIGKILL sent to the group of pk-sem does not reach it: it keeps the slot
+until it ends). CMD and its arguments are passed on as bytes. If the
+semaphore is unlinked while pk-sem waits, pk-sem waits on the name as it
+is then (made anew if gone) within the same --timeout, and runs CMD.";
 
 /// Counting semaphores: a worker demo, and a self-healing named semaphore for shell commands.
 #[derive(Debug, Parser)]
@@ -127,7 +148,8 @@ pub enum Cmd {
         #[arg(long, value_name = "N", value_parser = robust_value)]
         value: u32,
     },
-    /// Remove the named semaphore. Holders keep running.
+    /// Remove the named semaphore. Holders keep running; waiters start over
+    /// on the name as it is then (see below).
     Unlink {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
@@ -177,9 +199,10 @@ pub struct Run {
     /// Say on stderr that no slot was free (otherwise silent, as flock -n).
     #[arg(short, long)]
     pub verbose: bool,
-    /// The command and its arguments (after --).
+    /// The command and its arguments (after --), passed on as bytes (any
+    /// file name, UTF-8 or not).
     #[arg(required = true, trailing_var_arg = true, num_args = 1.., value_name = "CMD")]
-    pub command: Vec<String>,
+    pub command: Vec<std::ffi::OsString>,
 }
 
 fn name(s: &str) -> std::result::Result<String, String> {
@@ -383,10 +406,77 @@ fn timeline(pids: &[Pid], times: &SharedArray<u64>, out: &mut Out) -> Result<()>
 
 /// `pk-sem run`: take a slot, run the command, give the slot back.
 fn run_cmd(r: Run) -> Result<u8> {
-    // A stdout closed when pk-sem started (`>&-`) is closed for the
-    // command too, as in pk-spawn.
+    // A stdin, stdout or stderr closed when pk-sem started (`<&-`, `>&-`,
+    // `2>&-`) is closed for the command too, as it would be without us:
+    // not the runtime's stand-in /dev/null.
     let program = crate::spawn::Spawn::new(&r.command)?
-        .stdout_closed(crate::sys::proc::stdout_closed_at_start());
+        .stdin_closed(crate::sys::proc::stdin_closed_at_start())
+        .stdout_closed(crate::sys::proc::stdout_closed_at_start())
+        .stderr_closed(crate::sys::proc::stderr_closed_at_start())
+        // In the foreground of a terminal the command shares our process
+        // group, to use the terminal (pk-sem never signals it but to pass
+        // a signal on); otherwise it leads a group of its own, so that a
+        // signal sent to our group reaches it once, through us, and not a
+        // second time directly.
+        .process_group(!crate::cmd::spawn::on_terminal_foreground());
+    // While we wait, TERM, INT, HUP and QUIT keep their default action: a
+    // pk-sem killed before or just after taking the slot gets it undone by
+    // the kernel, and has started nothing.
+    let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
+    let sem = loop {
+        let sem = open_for_run(&r)?;
+        match sem.acquire_until(deadline)? {
+            Taken::Yes => break sem,
+            // Unlinked while we waited: wait on what the name is now (made
+            // anew if it is gone), as a run started now would, within the
+            // same --timeout. A waiter still runs its command, as a waiter
+            // of flock(1) on a removed lock file still gets the lock.
+            Taken::Removed => continue,
+            Taken::TimedOut => {
+                if r.verbose {
+                    let why = match r.timeout {
+                        Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
+                        _ => "no free slot".to_string(),
+                    };
+                    crate::cmd::eprintln_one("pk-sem", &Error::data("semop", &r.name, why));
+                }
+                return Ok(r.conflict_exit_code);
+            }
+        }
+    };
+
+    // From here on the signals are blocked and read from a signalfd, so
+    // none is lost between checks: each is passed on to the command as
+    // pk-spawn does it (Supervisor::step; a terminal's ^C that already
+    // reached a command in our group is not sent twice), and the slot is
+    // given back once the command ends. The command starts with an empty
+    // mask and default handlers (Spawn).
+    let mut relay = match SignalRelay::new(&crate::cmd::spawn::RELAYED) {
+        Ok(relay) => relay,
+        Err(e) => {
+            let _ = sem.release();
+            return Err(e.into());
+        }
+    };
+    // The command shares our undo: the slot stays taken while it runs,
+    // even if we are killed.
+    let mut child = match robust::spawn_holding(program) {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = sem.release();
+            return Err(e.into());
+        }
+    };
+    let status = wait_relaying(&mut child, &mut relay)?;
+    drop(relay);
+    // Only a command that has ended gives its slot back: should the wait
+    // fail, the slot stays taken until the command ends (shared undo).
+    sem.release()?;
+    Ok(status.shell_code())
+}
+
+/// Open (or create) `run`'s semaphore, checking its --value.
+fn open_for_run(r: &Run) -> Result<RobustSemaphore> {
     let (sem, created) = RobustSemaphore::open_or_create(&r.name, r.value.unwrap_or(1))?;
     if let Some(want) = r.value {
         let has = sem.value()?;
@@ -401,67 +491,15 @@ fn run_cmd(r: Run) -> Result<u8> {
             .into());
         }
     }
-
-    // While we wait, TERM, INT, HUP and QUIT keep their default action: a
-    // pk-sem killed before or just after taking the slot gets it undone by
-    // the kernel, and has started nothing.
-    let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
-    if sem.acquire_until(deadline)? == Taken::TimedOut {
-        if r.verbose {
-            let why = match r.timeout {
-                Some(t) if !t.0.is_zero() => format!("no free slot within {t}"),
-                _ => "no free slot".to_string(),
-            };
-            crate::cmd::eprintln_one("pk-sem", &Error::data("semop", &r.name, why));
-        }
-        return Ok(r.conflict_exit_code);
-    }
-
-    // From here on the signals (and SIGCHLD) are blocked and taken with
-    // sigwait, so none is lost between checks: each is passed on to the
-    // command, and the slot is given back once the command ends.
-    let sigs = [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ];
-    let mut mask = SigSet::empty();
-    for s in sigs {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
-    // The command starts with an empty mask and default handlers (Spawn).
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .map_err(|e| Error::sys("sigprocmask", "SIG_BLOCK", e))?;
-
-    // The command shares our undo: the slot stays taken while it runs,
-    // even if we are killed.
-    let mut child = match robust::spawn_holding(program) {
-        Ok(child) => child,
-        Err(e) => {
-            let _ = sem.release();
-            return Err(e.into());
-        }
-    };
-    let status = wait_forwarding(&mut child, &mask);
-    sem.release()?;
-    Ok(status?.shell_code())
+    Ok(sem)
 }
 
-/// Wait for the command, passing on each signal in `mask` (blocked by the
-/// caller) that reaches pk-sem; SIGCHLD only wakes the loop.
-fn wait_forwarding(child: &mut crate::spawn::Running, mask: &SigSet) -> Result<Status> {
+/// Wait for the command, passing on each signal that reaches `relay`.
+fn wait_relaying(child: &mut Running, relay: &mut SignalRelay) -> Result<Status> {
+    let mut supervisor = Supervisor::new(None);
     loop {
-        if let Some(status) = child.try_wait()? {
+        if let Step::Exited(status) = supervisor.step(child, Some(relay))? {
             return Ok(status);
-        }
-        // A SIGCHLD sent after try_wait stays pending, so this returns.
-        let sig = mask
-            .wait()
-            .map_err(|e| Error::sys("sigwait", "pk-sem", e))?;
-        if sig != Signal::SIGCHLD {
-            let _ = child.signal(sig);
         }
     }
 }

@@ -135,7 +135,7 @@ Examples:
   pk-spawn -v -- false; echo $?                   # 1";
 
 /// The signals pk-spawn passes on to the command.
-const RELAYED: [Signal; 4] = [
+pub(crate) const RELAYED: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -577,6 +577,23 @@ impl Drop for Terminal {
     fn drop(&mut self) {
         self.take_back();
     }
+}
+
+/// Whether this process runs in the foreground process group of its
+/// controlling terminal (typed at an interactive shell's prompt). pk-sem
+/// then keeps its command in that group, to use the terminal; pk-spawn
+/// lends the terminal to its command's own group instead
+/// ([`Terminal::in_foreground`]).
+pub(crate) fn on_terminal_foreground() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+    else {
+        return false;
+    };
+    nix::unistd::tcgetpgrp(&tty).is_ok_and(|p| p == nix::unistd::getpgrp())
 }
 
 /// Append each line of `bytes` to `text` with `prefix` in front; a last line

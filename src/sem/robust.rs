@@ -39,10 +39,41 @@
 //! else learns the key. `value=` is the value the set is made with, should
 //! it ever have to be made again (after `ipcrm`).
 //!
+//! ## Removal
+//!
+//! [`RobustSemaphore::unlink`] may run at any moment, beside any number of
+//! creators, openers, waiters and holders. The name file is the lock
+//! that orders them (flock(2), released by the kernel when its holder
+//! dies): every open holds a shared lock on it from before its semget
+//! (which may create the set) until the set is filled in and checked, and
+//! an unlink holds an exclusive one while it removes the set, then the
+//! name. Each side checks, once it has the lock, that the file it locked
+//! is still the one under the name ([`ErrorKind::NotFound`] otherwise).
+//! Every interleaving then ends in one of these:
+//!
+//! - open, then unlink: the unlink waits until the open has its set; the
+//!   set is then removed under the opener, whose next wait or take ends
+//!   with [`Taken::Removed`] (a holder's [`RobustSemaphore::release`]
+//!   finds nothing to give back, which is not an error).
+//! - unlink, then open (of a name file opened before it was removed): the
+//!   open gets the lock after the unlink, finds the file unnamed and
+//!   fails with NotFound *before* its semget, so no set is ever made
+//!   again from the key of a removed name.
+//! - create, then unlink before the creator's open: that open fails with
+//!   NotFound, and [`RobustSemaphore::open_or_create`] starts over.
+//! - two unlinks: the second finds the file unnamed: NotFound.
+//! - killed at any instant: a lock dies with its holder; an unlink killed
+//!   between removing the set and the name leaves a name without a set,
+//!   which its next user makes whole. Never a set without a name.
+//!
+//! Only pk-sem's own calls take the lock: removing the name file by hand
+//! (`rm`) skips the set, which `ipcrm -S <key>` then removes.
+//!
 //! Limits: the value is at most [`VALUE_MAX`] (SEMVMX, 32767). System V
 //! objects belong to the IPC namespace: processes in different IPC
 //! namespaces that share `/dev/shm` cannot share these semaphores.
 
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
@@ -53,6 +84,7 @@ use nix::time::{ClockId, clock_gettime};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::sem::Deadline;
 use crate::shm::object;
+use crate::sys::flock;
 use crate::sys::sysv::{self, Op};
 
 /// The largest value: SEMVMX, the most a System V semaphore holds.
@@ -137,6 +169,10 @@ pub enum Taken {
     Yes,
     /// The deadline passed first.
     TimedOut,
+    /// The semaphore was removed ([`RobustSemaphore::unlink`]) before a
+    /// slot was free: open the name again (it may be a new semaphore, or
+    /// none) to wait on what it names now.
+    Removed,
 }
 
 /// A named counting semaphore whose slots come back when their holder
@@ -162,16 +198,24 @@ impl RobustSemaphore {
     }
 
     /// Open the existing semaphore `name` (checked: see the [module](self)),
-    /// making its set if it is missing or not yet filled in.
+    /// making its set if it is missing or not yet filled in. Under a shared
+    /// lock of the name file, so that no [`RobustSemaphore::unlink`] runs
+    /// meanwhile (see [Removal](self#removal)).
     pub fn open(name: &str) -> Result<RobustSemaphore> {
-        let (file, size) = object::open(PREFIX, name)?;
+        let (file, size) = name_file(name)?;
+        lock_name(&file, name, flock::Op::Shared)?;
+        Self::attach(&file, size, name)
+    }
+
+    /// The semaphore whose name file `file` (`size` bytes, locked by the
+    /// caller) is: its set made if missing, filled in if new, checked.
+    fn attach(file: &File, size: u64, name: &str) -> Result<RobustSemaphore> {
         let bad = |why: String| Error::data("open", name, why);
         if size > 64 {
             return Err(bad(format!("{size} bytes: not a pk-sem name file")));
         }
         let mut text = String::new();
-        (&file)
-            .take(64)
+        file.take(64)
             .read_to_string(&mut text)
             .map_err(|_| bad("not a pk-sem name file (not text)".into()))?;
         let (key, value) = parse(&text).ok_or_else(|| {
@@ -279,26 +323,40 @@ impl RobustSemaphore {
             match Self::create(name, value) {
                 Ok(s) => return Ok((s, true)),
                 // Created by someone else between our two calls: open it.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                // Or ours removed by an unlink before we could open it:
+                // start over.
+                Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Remove `name`: its name file and its set. Waiters fail (EIDRM);
-    /// holders keep running. [`ErrorKind::NotFound`] if there is no such
-    /// name; a damaged name file of ours is removed too, and another
-    /// user's is refused.
+    /// Remove `name`: its set, then its name file, under an exclusive lock
+    /// of the name file (see [Removal](self#removal)). Holders keep
+    /// running; waiters wake with [`Taken::Removed`].
+    /// [`ErrorKind::NotFound`] if there is no such name; a damaged name
+    /// file of ours is removed too, and another user's is refused.
     pub fn unlink(name: &str) -> Result<()> {
-        match Self::open(name) {
+        let (file, size) = match name_file(name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::BadData => return remove_damaged(name, e),
+            Err(e) => return Err(e),
+        };
+        lock_name(&file, name, flock::Op::Exclusive)?;
+        match Self::attach(&file, size, name) {
             Ok(s) => {
-                object::unlink(PREFIX, name)?;
+                // The set first: killed between the two, we leave a name
+                // without a set, which its next user completes; never a
+                // set without a name.
                 match sysv::remove(s.id) {
-                    Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => Ok(()),
-                    Err(e) => Err(Error::sys("semctl", name, e)),
+                    Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => {}
+                    Err(e) => return Err(Error::sys("semctl", name, e)),
                 }
+                object::unlink(PREFIX, name)
             }
-            Err(e) if e.kind() == ErrorKind::BadData => object::unlink(PREFIX, name),
+            Err(e) if e.kind() == ErrorKind::BadData => remove_damaged(name, e),
             Err(e) => Err(e),
         }
     }
@@ -359,6 +417,8 @@ impl RobustSemaphore {
             };
             match r {
                 Ok(()) => return Ok(Taken::Yes),
+                // Unlinked before or while we waited.
+                Err(Errno::EIDRM | Errno::EINVAL) => return Ok(Taken::Removed),
                 Err(Errno::EAGAIN) => {
                     if let Deadline::At(t) = deadline {
                         // semtimedop's timeout ran out; a deadline not yet
@@ -446,6 +506,50 @@ impl RobustSemaphore {
             }
         }
     }
+}
+
+/// The name file of `name`, open and checked ([`object::open`]); a
+/// directory in its place is [`ErrorKind::BadData`], as any other
+/// non-file.
+fn name_file(name: &str) -> Result<(File, u64)> {
+    object::open(PREFIX, name).map_err(|e| match e.errno() {
+        Some(Errno::EISDIR) => Error::data("open", name, "not a regular file (a directory)"),
+        _ => e,
+    })
+}
+
+/// Lock the name file `file` (flock(2) `op`, waiting; EINTR retried), then
+/// check that it is still the name's: [`ErrorKind::NotFound`] if an
+/// unlink removed it before we had the lock.
+fn lock_name(file: &File, name: &str, op: flock::Op) -> Result<()> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        match flock::flock(file.as_fd(), op, false) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("flock", name, e)),
+        }
+    }
+    let held = file.metadata().ctx("fstat", name)?;
+    let named = std::fs::symlink_metadata(object::path(PREFIX, name)?)
+        .is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+    if held.nlink() == 0 || !named {
+        return Err(Error::sys("open", name, Errno::ENOENT));
+    }
+    Ok(())
+}
+
+/// Remove the damaged name file of `name` (refused with `why`): a
+/// directory is not ours to remove, and stays refused with `why`.
+fn remove_damaged(name: &str, why: Error) -> Result<()> {
+    object::unlink(PREFIX, name).map_err(|e| {
+        if e.errno() == Some(Errno::EISDIR) {
+            why
+        } else {
+            e
+        }
+    })
 }
 
 /// Start `program` sharing this process's undo list:

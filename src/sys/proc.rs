@@ -412,32 +412,26 @@ pub(crate) fn waitid_raw(
     Ok(Some(raw))
 }
 
-/// Whether descriptor 1 was closed when the program started.
+/// Which of descriptors 0, 1, 2 were closed when the program started: bit
+/// `fd`.
 #[cfg(feature = "cli")]
-static STDOUT_CLOSED_AT_START: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Whether descriptors 0 and 2 were closed when the program started.
-#[cfg(feature = "cli")]
-static STDIN_CLOSED_AT_START: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-#[cfg(feature = "cli")]
-static STDERR_CLOSED_AT_START: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+static STDIO_CLOSED_AT_START: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Runs before `main` (and so before the Rust runtime, which reopens a
 /// closed descriptor 0, 1 or 2 on /dev/null before `main`): note which of
-/// descriptors 0, 1 and 2 were closed. Three fcntl(2) calls and atomic
-/// stores: nothing here needs the runtime.
+/// descriptors 0, 1 and 2 were closed. Three fcntl(2) calls and an atomic
+/// store: nothing here needs the runtime.
 #[cfg(feature = "cli")]
 extern "C" fn note_closed_stdout() {
-    // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
-    // descriptor table only; it fails (EBADF) when the descriptor is not open.
-    let closed = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
-    let relaxed = std::sync::atomic::Ordering::Relaxed;
-    STDIN_CLOSED_AT_START.store(closed(libc::STDIN_FILENO), relaxed);
-    STDOUT_CLOSED_AT_START.store(closed(libc::STDOUT_FILENO), relaxed);
-    STDERR_CLOSED_AT_START.store(closed(libc::STDERR_FILENO), relaxed);
+    let mut bits = 0u8;
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) takes a descriptor number and reads the
+        // descriptor table only; it fails (EBADF) when `fd` is not open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            bits |= 1 << fd;
+        }
+    }
+    STDIO_CLOSED_AT_START.store(bits, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The C library calls every function in `.init_array` before `main`.
@@ -446,29 +440,34 @@ extern "C" fn note_closed_stdout() {
 #[unsafe(link_section = ".init_array")]
 static NOTE_CLOSED_STDOUT: extern "C" fn() = note_closed_stdout;
 
-/// Whether descriptor 1 was closed when the program started (`pk-x >&-`):
-/// the descriptor 1 the program has now is the runtime's /dev/null, and
-/// output written there would be lost without a word.
+/// Whether descriptor `fd` (0, 1 or 2) was closed when the program started
+/// (`pk-x <&-`, `>&-`, `2>&-`): the one it has now is the runtime's
+/// /dev/null. Any other `fd`: `false`.
 #[cfg(feature = "cli")]
-pub fn stdout_closed_at_start() -> bool {
+pub fn closed_at_start(fd: std::os::fd::RawFd) -> bool {
     // Naming the table entry keeps this object, and with it the entry, in
     // every binary that asks.
     let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
-    STDOUT_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+    (0..3).contains(&fd)
+        && STDIO_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }
 
-/// Whether descriptor 0 was closed when the program started (`pk-x <&-`):
-/// the descriptor 0 the program has now is the runtime's /dev/null.
+/// Whether descriptor 1 was closed when the program started (`pk-x >&-`):
+/// output written to the runtime's /dev/null there would be lost without
+/// a word.
+#[cfg(feature = "cli")]
+pub fn stdout_closed_at_start() -> bool {
+    closed_at_start(libc::STDOUT_FILENO)
+}
+
+/// Whether descriptor 0 was closed when the program started (`pk-x <&-`).
 #[cfg(feature = "cli")]
 pub fn stdin_closed_at_start() -> bool {
-    let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
-    STDIN_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+    closed_at_start(libc::STDIN_FILENO)
 }
 
-/// Whether descriptor 2 was closed when the program started (`pk-x 2>&-`):
-/// the descriptor 2 the program has now is the runtime's /dev/null.
+/// Whether descriptor 2 was closed when the program started (`pk-x 2>&-`).
 #[cfg(feature = "cli")]
 pub fn stderr_closed_at_start() -> bool {
-    let _ = std::hint::black_box(&NOTE_CLOSED_STDOUT);
-    STDERR_CLOSED_AT_START.load(std::sync::atomic::Ordering::Relaxed)
+    closed_at_start(libc::STDERR_FILENO)
 }

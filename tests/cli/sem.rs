@@ -381,7 +381,8 @@ fn a_sigkilled_holder_keeps_its_slot_while_its_command_runs_then_gives_it_back()
 fn a_holder_killed_with_its_command_gives_the_slot_back_at_once() {
     let mut check = ShmCheck::start();
     let name = check.name("killall");
-    // Holder and command share a process group and die together.
+    // Holder and command die together: pk-sem's group, then the command's
+    // (off a terminal it leads a group of its own).
     let mut cmd = pk_std("sem");
     cmd.args([
         "run",
@@ -392,10 +393,11 @@ fn a_holder_killed_with_its_command_gives_the_slot_back_at_once() {
         "--",
         "sh",
         "-c",
-        "echo in; exec sleep 60",
+        "echo in $$; exec sleep 60",
     ]);
     let mut a = Running::start(cmd, false);
-    a.wait_for(|l| l == "in");
+    let seen = a.wait_for(|l| l.starts_with("in "));
+    let sleeper = pid_after(seen.last().unwrap(), "in ").unwrap();
     let mut cmd = pk_std("sem");
     cmd.args([
         "run",
@@ -411,7 +413,10 @@ fn a_holder_killed_with_its_command_gives_the_slot_back_at_once() {
     assert_eq!(free(&name), 0);
     let pgid = nix::unistd::Pid::from_raw(-(a.child.id() as i32));
     nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let group = nix::unistd::Pid::from_raw(-sleeper);
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_signal(&a.wait(), libc::SIGKILL);
+    assert_gone(sleeper);
     // One slot back, with no command of the killed holder left running.
     let out = sem(&[
         "run",
@@ -868,6 +873,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
     let mut check = ShmCheck::start();
     let dir = tempfile::tempdir().unwrap();
     for (step, call, when, command_ran) in [
+        ("locking the name file to open it", "flock", 1, false),
         (
             "opening (the fill-in-if-empty step)",
             "semtimedop",
@@ -876,7 +882,8 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         ),
         ("taking the slot", "semtimedop", 2, false),
         ("starting the command", "clone", 1, false),
-        ("waiting for the command", "rt_sigtimedwait", 1, true),
+        // (poll 1 is the runtime's look at descriptors 0-2, at start.)
+        ("waiting for the command", "poll", 2, true),
         ("giving the slot back", "semtimedop", 3, true),
     ] {
         let name = check.name("step");
@@ -1010,6 +1017,389 @@ fn a_creator_killed_at_every_step_leaves_nothing_or_a_name_the_next_user_complet
             assert_eq!(sysv_id(key), None, "killed {step}: no set yet");
         }
         assert_eq!(status(&name), (3, 3, 0), "killed {step}: made whole");
+        unlink(&name);
+    }
+    check.finish();
+}
+
+#[test]
+fn a_directory_in_place_of_the_name_file_is_damaged_exit_65() {
+    let mut check = ShmCheck::start();
+    let name = check.name("dir");
+    let dir = format!("/dev/shm/pk-sem.{}", &name[1..]);
+    std::fs::create_dir(&dir).unwrap();
+    for args in [
+        vec!["run", "--name", name.as_str(), "--", "echo", "ran"],
+        vec!["status", "--name", name.as_str()],
+        vec!["reset", "--name", name.as_str(), "--value", "2"],
+        vec!["unlink", "--name", name.as_str()],
+    ] {
+        let out = sem(&args);
+        assert_one_line_error(&out, "sem", 65);
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a regular file (a directory)"),
+            "{out:?}"
+        );
+    }
+    assert!(std::path::Path::new(&dir).is_dir());
+    std::fs::remove_dir(&dir).unwrap();
+    check.finish();
+}
+
+#[test]
+fn run_passes_arguments_that_are_not_utf8_as_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut check = ShmCheck::start();
+    let name = check.name("bytes");
+    let arg = std::ffi::OsStr::from_bytes(b"caf\xe9.wav");
+    let out = pk("sem")
+        .args(["run", "--name", &name, "--", "printf", "%s\\n"])
+        .arg(arg)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(out.stdout, b"caf\xe9.wav\n");
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn run_keeps_a_closed_stdin_stdout_or_stderr_closed_as_flock_does() {
+    let mut check = ShmCheck::start();
+    let name = check.name("closed");
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("lock");
+    // The command says on descriptor 3 which of 0, 1, 2 it has open.
+    let probe = "sh -c 's=; for fd in 0 1 2; do \
+                   if [ -e /proc/$$/fd/$fd ]; then s=\"$s $fd:open\"; else s=\"$s $fd:closed\"; fi; \
+                 done; echo $s >&3'";
+    for (redir, want) in [
+        ("", "0:open 1:open 2:open"),
+        ("<&-", "0:closed 1:open 2:open"),
+        (">&-", "0:open 1:closed 2:open"),
+        ("2>&-", "0:open 1:open 2:closed"),
+    ] {
+        let run = |wrapper: &str| {
+            let out = bash(&format!("{wrapper} {probe} </dev/null 3>&1 {redir}"))
+                .output()
+                .unwrap();
+            assert_success(&out);
+            stdout(&out)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // `</dev/null` first, so that `<&-` closes what the test gave.
+        let ours = run(&format!("pk-sem run --name {name} --"));
+        assert_eq!(ours, want, "pk-sem with {redir:?}");
+        assert_eq!(ours, run(""), "pk-sem and no wrapper with {redir:?}");
+    }
+    // flock(1) opens its lock file (read-only) on the lowest free
+    // descriptor, so its command finds the lock file where the closed one
+    // was: a write there fails as it does on a closed descriptor.
+    for (redir, write) in [(">&-", "echo x"), ("2>&-", "echo x >&2")] {
+        let run = |wrapper: &str| {
+            let script =
+                format!("{wrapper} sh -c '{write}; echo rc=$? >&3' </dev/null 3>&1 {redir}");
+            let out = bash(&script).output().unwrap();
+            assert_success(&out);
+            stdout(&out)
+        };
+        // (The status of the failed write may differ: EBADF here, a
+        // read-only file there.)
+        let ours = run(&format!("pk-sem run --name {name} --"));
+        assert_ne!(ours, "rc=0\n", "pk-sem with {redir:?}");
+        let theirs = run(&format!("flock {}", lock.display()));
+        assert_ne!(theirs, "rc=0\n", "flock(1) with {redir:?}");
+    }
+    unlink(&name);
+    check.finish();
+}
+
+/// A command that counts the SIGINTs it gets, for the tests of how many
+/// reach it: it appends to the file argv[1] `ready <its parent's pid>`,
+/// `int` for each SIGINT, `ints=<N>` on SIGQUIT (and starts counting
+/// again), `bye` on SIGTERM, when it exits 0. QUIT is the marker of the end
+/// of a round because it is numbered after INT: pk-sem reads pending
+/// signals lowest first, so an INT it would pass on reaches the command
+/// before the QUIT that follows it.
+const COUNT_INTS: &str = r#"
+import os, signal, sys
+log = open(sys.argv[1], "a", buffering=1)
+n = 0
+def on_int(s, f):
+    global n
+    n += 1
+    log.write("int\n")
+def on_quit(s, f):
+    global n
+    log.write(f"ints={n}\n")
+    n = 0
+def on_term(s, f):
+    log.write("bye\n")
+    sys.exit(0)
+signal.signal(signal.SIGINT, on_int)
+signal.signal(signal.SIGQUIT, on_quit)
+signal.signal(signal.SIGTERM, on_term)
+log.write(f"ready {os.getppid()}\n")
+while True:
+    signal.pause()
+"#;
+
+/// The lines of `log` once one satisfies `pred` (polled; the suite's
+/// timeout).
+fn log_until(log: &std::path::Path, pred: impl Fn(&[&str]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if pred(&lines) {
+            return lines.iter().map(|l| l.to_string()).collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "{text:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_sigint_sent_to_the_group_of_run_reaches_the_command_once() {
+    // `kill -INT -PGID` of pk-sem's group (a script's job, timeout(1)):
+    // the command gets one SIGINT, not that one and pk-sem's copy.
+    let mut check = ShmCheck::start();
+    let name = check.name("grpint");
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, log) = (dir.path().join("count.py"), dir.path().join("log"));
+    std::fs::write(&prog, COUNT_INTS).unwrap();
+    let mut cmd = pk_std_default_signals("sem");
+    cmd.args(["run", "--name", &name, "--", "python3"])
+        .arg(&prog)
+        .arg(&log);
+    let mut run = Running::start(cmd, true);
+    log_until(&log, |l| l.iter().any(|l| l.starts_with("ready ")));
+    let group = nix::unistd::Pid::from_raw(-(run.child.id() as i32));
+    for round in 1..=3 {
+        nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
+        log_until(&log, |l| l.iter().filter(|l| **l == "int").count() >= round);
+        run.signal(nix::sys::signal::Signal::SIGQUIT);
+        let lines = log_until(&log, |l| {
+            l.iter().filter(|l| l.starts_with("ints=")).count() >= round
+        });
+        let counts: Vec<&String> = lines.iter().filter(|l| l.starts_with("ints=")).collect();
+        assert_eq!(counts.last().unwrap().as_str(), "ints=1", "{lines:?}");
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(run.wait().code(), Some(0));
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_terminal_ctrl_c_reaches_the_command_once() {
+    // ^C typed at a terminal (script(1) gives the run one): the kernel
+    // sends SIGINT to pk-sem and to the command, in the same foreground
+    // group; pk-sem must not send the command a second one.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("ctrlc");
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, log) = (dir.path().join("count.py"), dir.path().join("log"));
+    std::fs::write(&prog, COUNT_INTS).unwrap();
+    let log = log.display().to_string();
+    // The feeder types ^C into script's terminal, three rounds, then ends
+    // the command; it waits on the log between steps.
+    let script = format!(
+        "log={log}; pid() {{ sed -n 's/^ready //p' $log; }}; \
+         ( until grep -q '^ready ' $log 2>/dev/null; do sleep 0.02; done; \
+           for r in 1 2 3; do \
+             printf '\\003'; \
+             until [ $(grep -c '^int$' $log) -ge $r ]; do sleep 0.02; done; \
+             kill -QUIT $(pid); \
+             until [ $(grep -c '^ints=' $log) -ge $r ]; do sleep 0.02; done; \
+           done; \
+           kill -TERM $(pid); \
+           until grep -q '^bye' $log; do sleep 0.02; done ) \
+         | timeout -k 5 30 script -qec 'pk-sem run --name {name} -- python3 {prog} {log}; echo rc=$?' /dev/null \
+         | grep -o 'rc=[0-9]*'",
+        prog = prog.display()
+    );
+    let out = bash(&script).output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "rc=0\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let counts: Vec<&str> = text.lines().filter(|l| l.starts_with("ints=")).collect();
+    assert_eq!(counts, ["ints=1"; 3], "{text}");
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_waiter_runs_its_command_when_the_semaphore_is_unlinked_under_it() {
+    // As a waiter of flock(1) on a removed lock file still gets its lock:
+    // the waiter wakes, takes a slot of the name as it is now (made anew)
+    // and runs its command; the holder keeps running.
+    let mut check = ShmCheck::start();
+    let name = check.name("unlinkwait");
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let mut holder = hold(
+        &name,
+        &format!(
+            "echo holding; while [ ! -e {} ]; do sleep 0.02; done; echo held",
+            go.display()
+        ),
+    );
+    holder.wait_for(|l| l == "holding");
+    let mut cmd = pk_std("sem");
+    cmd.args(["run", "--name", &name, "--", "echo", "waited"]);
+    let mut waiter = Running::start(cmd, false);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while status(&name).2 != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = sem(&["unlink", "--name", &name]);
+    assert_success(&out);
+    assert_eq!(waiter.wait_for(|_| true), ["waited"]);
+    assert_eq!(waiter.wait().code(), Some(0));
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(holder.wait_for(|_| true), ["held"]);
+    assert_eq!(holder.wait().code(), Some(0));
+    // The waiter made the name anew; its slot is back.
+    assert_eq!(status(&name), (1, 1, 0));
+    unlink(&name);
+    check.finish();
+}
+
+/// The ids of the System V sets that carry `name`'s tag (the FNV-1a hash
+/// of its bytes, 1-32767, in semaphore 2 of a pk-sem set), wherever their
+/// name file is.
+fn sets_tagged(name: &str) -> Vec<i64> {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let tag = (h % 32767 + 1).to_string();
+    let table = std::fs::read_to_string("/proc/sysvipc/sem").unwrap();
+    let mut found = Vec::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(3) != Some(&"3") {
+            continue;
+        }
+        let id: i64 = f[1].parse().unwrap();
+        // `ipcs -s -i ID`: a table `semnum value ncount zcount pid`.
+        let Ok(out) = std::process::Command::new("ipcs")
+            .args(["-s", "-i", &id.to_string()])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value_of_2 = text
+            .lines()
+            .skip_while(|l| !l.starts_with("semnum"))
+            .skip(1)
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("2")).then(|| w.next().unwrap_or("").to_string())
+            });
+        if value_of_2.as_deref() == Some(tag.as_str()) {
+            found.push(id);
+        }
+    }
+    found
+}
+
+#[test]
+fn runs_racing_unlinks_all_run_and_leave_no_set_behind() {
+    // Two loops of runs beside a loop of unlinks, then a last unlink:
+    // every run runs its command (exit 0), every unlink finds the name or
+    // says it is gone (66), and no System V set is left without a name.
+    if std::process::Command::new("ipcs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: ipcs (util-linux) is not installed");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("race");
+    assert_eq!(sets_tagged(&name), Vec::<i64>::new());
+    let script = format!(
+        "runs() {{ for i in $(seq 150); do pk-sem run --name {name} -- true 2>&1 || echo \"run: exit $?\"; done; }}; \
+         unlinks() {{ for i in $(seq 150); do pk-sem unlink --name {name} >/dev/null 2>&1; c=$?; \
+                      case $c in 0|66) ;; *) echo \"unlink: exit $c\";; esac; done; }}; \
+         runs & runs & unlinks & wait; \
+         pk-sem unlink --name {name} >/dev/null 2>&1; c=$?; \
+         case $c in 0|66) ;; *) echo \"last unlink: exit $c\";; esac"
+    );
+    let out = bash(&script).output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&out), "", "every run and unlink as expected");
+    assert!(!std::path::Path::new(&format!("/dev/shm/pk-sem.{}", &name[1..])).exists());
+    let left = sets_tagged(&name);
+    for id in &left {
+        let _ = std::process::Command::new("ipcrm")
+            .args(["-s", &id.to_string()])
+            .status();
+    }
+    assert_eq!(left, Vec::<i64>::new(), "System V sets left without a name");
+    check.finish();
+}
+
+#[test]
+fn an_unlink_killed_at_every_step_leaves_a_whole_semaphore_or_a_name_to_complete() {
+    // strace kills `pk-sem unlink` at the entry of each step: taking the
+    // lock, removing the set (semctl 4: IPC_STAT, two GETVALs, IPC_RMID),
+    // removing the name. Whatever it left, a run then runs, and an unlink
+    // removes the name and its set: never a set without a name.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    for (step, call, when, set_left) in [
+        ("locking the name file", "flock", 1, true),
+        ("removing the set", "semctl", 4, true),
+        ("removing the name", "unlink", 1, false),
+    ] {
+        let name = check.name("unlinkstep");
+        assert_success(&sem(&["reset", "--name", &name, "--value", "1"]));
+        let key = sem_key(&name);
+        let words: Vec<String> = vec![
+            "strace".into(),
+            "-qq".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-e".into(),
+            format!("trace={call}"),
+            "-e".into(),
+            format!("inject={call}:signal=SIGKILL:when={when}"),
+            bin("pk-sem").display().to_string(),
+            "unlink".into(),
+            "--name".into(),
+            name.clone(),
+        ];
+        let out = command(&words).output().unwrap();
+        assert_signal(&out.status, libc::SIGKILL);
+        assert_eq!(sem_key(&name), key, "killed {step}: the name stays");
+        assert_eq!(sysv_id(key).is_some(), set_left, "killed {step}");
+        let out = run_if_free(&name);
+        assert_success(&out);
+        assert_eq!(stdout(&out), "ran\n", "killed {step}");
+        assert_eq!(status(&name), (1, 1, 0), "killed {step}");
         unlink(&name);
     }
     check.finish();
