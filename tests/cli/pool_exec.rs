@@ -1577,3 +1577,124 @@ fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel()
         assert_success(&theirs);
     }
 }
+
+#[test]
+fn a_sigkill_of_pk_pools_whole_group_takes_the_jobs_along() {
+    // `timeout -s KILL`, `kill -9 %1`: the SIGKILL goes to pk-pool's whole
+    // process group. Its guard, in a session of its own, is not in that
+    // group: it outlives the kill, ends every job's group (a leader that
+    // ignores SIGTERM, a child in the background) and exits.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        &format!("trap '' TERM; sleep 300 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; wait"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n")
+        .unwrap();
+    let jobs: Vec<i32> = ["pid.1", "child.1", "pid.2", "child.2"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let me = run.child.id() as i32;
+    let guard: Vec<i32> = children_of(me)
+        .into_iter()
+        .filter(|p| !jobs.contains(p))
+        .collect();
+    assert_eq!(guard.len(), 1, "pk-pool's guard: {guard:?}");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(me),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in jobs.into_iter().chain(guard) {
+        assert_gone(pid);
+    }
+}
+
+#[test]
+fn the_terminals_tstp_and_int_leave_the_guard_to_its_work_and_end_it_with_the_run() {
+    // Under a terminal, ^Z and ^C go to the foreground group, pk-pool's:
+    // not to its guard, in a session of its own, which neither stops nor
+    // is left behind once the run ends. script(1) gives the run a
+    // terminal; what this test writes to it is what the keys send.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // (set -m: the run in a foreground group of its own, as an
+    // interactive shell runs it, which ^Z stops and `fg` continues.)
+    let inner = format!(
+        "set -m; seq 2 | pk-pool exec --no-progress -j 2 --kill-after 0.3 -- sh -c \
+         'sleep 60 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; echo $PPID > {d}/pk; wait'; \
+         echo rc=$?; read line; fg; echo rc=$?"
+    );
+    // (env(1): ^C must work though the suite may run with SIGINT ignored.)
+    let mut script = std::process::Command::new("env");
+    script
+        .args(["--default-signal=INT,QUIT", "timeout", "-k", "5", "30"])
+        .args(["script", "-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/bash")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin("pk-pool").parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut run = Running::start(script, true);
+    let jobs: Vec<i32> = ["pid.1", "child.1", "pid.2", "child.2"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let pk_pool = pid_in(&dir.path().join("pk"));
+    let guard: Vec<i32> = children_of(pk_pool)
+        .into_iter()
+        .filter(|p| !jobs.contains(p))
+        .collect();
+    assert_eq!(guard.len(), 1, "pk-pool's guard: {guard:?}");
+    let mut keys = run.child.stdin.take().unwrap();
+    keys.write_all(b"\x1a").unwrap();
+    run.wait_for(|l| l.starts_with("rc="));
+    wait_state(&[pk_pool], true);
+    wait_state(&jobs, true);
+    assert_ne!(proc_state(guard[0]), Some('T'), "the guard stopped");
+    // A line for `read`, then `fg` continues pk-pool, which continues its jobs.
+    keys.write_all(b"\n").unwrap();
+    wait_state(&jobs, false);
+    keys.write_all(b"\x03").unwrap();
+    let said = run.wait_for(|l| l.trim() == "rc=130");
+    assert!(
+        said.iter().any(|l| l.contains("stopped by SIGINT")),
+        "{said:?}"
+    );
+    drop(keys);
+    run.wait();
+    for pid in jobs.into_iter().chain(guard) {
+        assert_gone(pid);
+    }
+}

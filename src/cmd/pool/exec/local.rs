@@ -190,8 +190,12 @@ struct Guard {
 
 impl Guard {
     /// `pk-pool guard <kill-after ms>` from our own executable, its stdout
-    /// /dev/null (it must not hold our reader's pipe open), in our process
-    /// group.
+    /// /dev/null (it must not hold our reader's pipe open), in a session
+    /// of its own: a signal to our process group (`kill -9 -PGID`,
+    /// `timeout -s KILL`, a shell's `kill -9 %1`) or from our terminal
+    /// (^C, ^Z, a hang-up) does not reach it, so it outlives a SIGKILL of
+    /// the whole group and ends the jobs then. The end of its stdin is
+    /// all it waits for: it exits when we do.
     fn start(kill_after: Duration, devnull: &OwnedFd) -> Option<Guard> {
         let exe = std::env::current_exe().ok()?;
         let (r, w) = crate::pipe::pipe().ok()?;
@@ -200,6 +204,7 @@ impl Guard {
             .ok()?
             .stdin(Stdin::Fd(r.into()))
             .stdout_fd(devnull.try_clone().ok()?)
+            .session(true)
             .start()
             .ok()?;
         Some(Guard {

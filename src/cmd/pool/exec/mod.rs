@@ -85,10 +85,12 @@ after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
 ended, no new job started`. This holds while pk-pool waits for a reader
 that does not read (`| less`): output that reader does not take within
---kill-after of the signal is dropped. Even a SIGKILL of pk-pool leaves
-no job behind: a small `pk-pool guard` process it starts then sends the
-running jobs' groups SIGTERM, and SIGKILL --kill-after later (xargs and
-parallel leave their jobs running).
+--kill-after of the signal is dropped. Even a SIGKILL of pk-pool (or of
+its whole process group: `kill -9 %1`, `timeout -s KILL`) leaves no job
+behind: a small `pk-pool guard` process it starts, in a session of its
+own that such signals and the terminal's ^C and ^Z do not reach, then
+sends the running jobs' groups SIGTERM, and SIGKILL --kill-after later,
+and exits (xargs and parallel leave their jobs running).
 
 --halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
