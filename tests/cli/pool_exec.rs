@@ -1698,3 +1698,51 @@ fn the_terminals_tstp_and_int_leave_the_guard_to_its_work_and_end_it_with_the_ru
         assert_gone(pid);
     }
 }
+
+#[test]
+fn a_timeout_kills_what_is_left_of_the_group_after_the_command_has_ended() {
+    // The command ends at SIGTERM; the child it started in the background
+    // ignores SIGTERM: SIGKILL --kill-after later takes it, and pk-pool
+    // does not exit before (it exited at the timeout, the child ran on).
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 300) & echo $! > {}; wait",
+        pidfile.display()
+    );
+    let out = exec(
+        &[
+            "--timeout",
+            "0.3",
+            "--kill-after",
+            "0.3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        "x\n",
+    );
+    let pid = pid_in(&pidfile);
+    let ended = |pid: i32| matches!(proc_state(pid), None | Some('Z'));
+    // (SIGKILL is sent before pk-pool exits; its delivery may take a moment.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ended(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ran_on = !ended(pid);
+    if ran_on {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_gone(pid);
+    assert!(!ran_on, "the job's child {pid} outlived its --kill-after");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("): timed out after 300ms: killed by signal 15 (SIGTERM)\n"),
+        "{err}"
+    );
+}

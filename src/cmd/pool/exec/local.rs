@@ -6,7 +6,8 @@
 //!
 //! Every signal goes to the whole group: a `sh -c` command's children end
 //! with it. A timeout sends SIGTERM and SIGCONT, then SIGKILL after the
-//! kill-after delay; stopping everything does the same to every job. And
+//! kill-after delay (to what is left of the group even when the leader
+//! has ended by then); stopping everything does the same to every job. And
 //! should the process that runs them be SIGKILLed, its
 //! [guard](mod@super::guard) does the same to the groups of the jobs then
 //! running.
@@ -168,6 +169,10 @@ pub struct Local {
     stop_grace: Option<Duration>,
     /// The groups of every job stopped so far.
     stopped_groups: Vec<Pid>,
+    /// The groups of timed-out jobs whose leader ended before their
+    /// SIGKILL was due, while others of the group live on: they still
+    /// get it then (see [`Local::end_leftovers`]).
+    leftovers: Vec<(Pid, Option<Instant>)>,
     /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
     lingering: Vec<OwnedFd>,
     /// splice(2) did not take our output files (EINVAL): read and write.
@@ -226,8 +231,9 @@ impl Drop for Local {
         // Jobs queued for the spawner threads hold the guard's pipe too:
         // they go first.
         self.spawners = None;
+        let _ = self.end_leftovers();
         if let Some(mut g) = self.guard.take() {
-            let orderly = self.jobs.is_empty();
+            let orderly = self.jobs.is_empty() && self.leftovers.is_empty();
             drop(g.to);
             // It exits at once when no group is left; otherwise it ends
             // them after the grace, on its own.
@@ -266,6 +272,7 @@ impl Local {
             kill_after,
             stop_grace: None,
             stopped_groups: Vec::new(),
+            leftovers: Vec::new(),
             lingering: Vec::new(),
             no_splice: false,
             spawners: if spawners > 1 {
@@ -487,6 +494,9 @@ impl Local {
                 *t = t.and_then(|t| t.checked_add(by));
             }
         }
+        for (_, t) in &mut self.leftovers {
+            *t = t.and_then(|t| t.checked_add(by));
+        }
     }
 
     /// Continue job `pid`'s process group (SIGCONT), which has stopped.
@@ -513,6 +523,15 @@ impl Local {
         };
         self.by_pid.remove(&pid);
         let mut job = self.jobs.remove(&key).expect("indexed job");
+        if job.timed_out && !job.stopped && job.kill_at.is_some() && group_alive(job.pgid) {
+            // Its group lives on without it (a child in the background
+            // that ignores SIGTERM): the SIGKILL is still due. The group
+            // holds the number now, and the guard hears of it again.
+            self.leftovers.push((job.pgid, job.kill_at));
+            if let Some(g) = &self.guard {
+                guard_note(&g.to, job.pgid.as_raw());
+            }
+        }
         Ok(Some(Ended {
             key,
             status,
@@ -626,14 +645,56 @@ impl Local {
         self.jobs
             .values()
             .flat_map(|j| [j.deadline, j.kill_at])
+            .chain(self.leftovers.iter().map(|&(_, t)| t))
             .flatten()
             .min()
+    }
+
+    /// SIGKILL to the groups of [`Local::leftovers`] whose time has come
+    /// (by `now`); those gone already are forgotten. A group that is
+    /// the group of a job of ours now (its number used again) is left
+    /// alone.
+    fn kill_leftovers(&mut self, now: Option<Instant>) -> Result<()> {
+        let mut keep = Vec::with_capacity(self.leftovers.len());
+        for (g, at) in std::mem::take(&mut self.leftovers) {
+            let due = match now {
+                Some(now) => at.is_some_and(|t| now >= t),
+                None => true,
+            };
+            let alive = !self.by_pid.contains_key(&g.as_raw()) && group_alive(g);
+            if alive && !due {
+                keep.push((g, at));
+                continue;
+            }
+            if alive {
+                signal_group(g, Signal::SIGKILL)?;
+            }
+            if let Some(guard) = &self.guard {
+                guard_note(&guard.to, -g.as_raw());
+            }
+        }
+        self.leftovers = keep;
+        Ok(())
+    }
+
+    /// Wait until the group of each timed-out job that outlived its
+    /// leader has ended, or SIGKILL it when its kill-after delay is up:
+    /// for the end of a run, which leaves nothing behind.
+    pub fn end_leftovers(&mut self) -> Result<()> {
+        while !self.leftovers.is_empty() {
+            self.kill_leftovers(Some(Instant::now()))?;
+            if !self.leftovers.is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// Act on the deadlines that have passed: SIGTERM (+ SIGCONT) to a
     /// job that ran out of time, SIGKILL to one still there after the
     /// kill-after delay. Returns the keys that just timed out.
     pub fn fire(&mut self, now: Instant) -> Result<Vec<u64>> {
+        self.kill_leftovers(Some(now))?;
         let mut timed_out = Vec::new();
         for (&key, j) in &mut self.jobs {
             if j.kill_at.is_some_and(|t| now >= t) {
@@ -654,6 +715,13 @@ impl Local {
     /// `grace` (sooner if already due). With `grace` zero, SIGKILL at once.
     pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
         self.stop_grace = Some(self.stop_grace.map_or(grace, |g| g.min(grace)));
+        if grace.is_zero() {
+            self.kill_leftovers(None)?;
+        } else if let Some(at) = Instant::now().checked_add(grace) {
+            for (_, t) in &mut self.leftovers {
+                *t = Some(t.map_or(at, |t| t.min(at)));
+            }
+        }
         for j in self.jobs.values_mut() {
             if !j.stopped {
                 self.stopped_groups.push(j.pgid);

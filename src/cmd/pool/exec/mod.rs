@@ -79,7 +79,8 @@ every job's group, then pk-pool itself; continued (fg, bg, SIGCONT),
 pk-pool continues them, and the time stopped counts against no
 --timeout (jobs on ssh hosts run on meanwhile).
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
---kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
+--kill-after later (default 2s), to what is left of the group even when
+the command itself has ended (pk-pool waits for that before it exits). SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
 after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
