@@ -1746,3 +1746,37 @@ fn a_timeout_kills_what_is_left_of_the_group_after_the_command_has_ended() {
         "{err}"
     );
 }
+
+#[test]
+fn jobs_that_leave_processes_behind_do_not_exhaust_the_descriptors() {
+    // Each job leaves a sleep holding its stdout and stderr pipes. Kept
+    // open without a bound, those pipes took every descriptor under
+    // `ulimit -n 128` and the run stopped half-way (pipe2: EMFILE, 71):
+    // the oldest give way instead, and every job runs, as with xargs -P.
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let out = bash(&format!(
+        "ulimit -n 128; seq 150 | pk-pool exec -j 4 -- sh -c 'sleep 4 & echo $! >> {}; echo $0' \
+         | sort -n | tr '\\n' ' '; echo rc=${{PIPESTATUS[1]}}",
+        pids.display()
+    ))
+    .output()
+    .unwrap();
+    for pid in std::fs::read_to_string(&pids).unwrap_or_default().lines() {
+        if let Ok(p) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            assert_gone(p);
+        }
+    }
+    let all: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+    assert_eq!(
+        stdout(&out),
+        format!("{} rc=0\n", all.join(" ")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

@@ -27,7 +27,7 @@
 //! The loop hands them a ready `Spawn`, goes on polling, and collects
 //! each started job from a channel when [`Local::wake_fd`] is readable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -173,8 +173,11 @@ pub struct Local {
     /// SIGKILL was due, while others of the group live on: they still
     /// get it then (see [`Local::end_leftovers`]).
     leftovers: Vec<(Pid, Option<Instant>)>,
-    /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
-    lingering: Vec<OwnedFd>,
+    /// Pipes of ended jobs still open at the other end (see
+    /// [`Local::linger`]), oldest first.
+    lingering: VecDeque<OwnedFd>,
+    /// The most of them kept open ([`Local::set_linger_max`]).
+    linger_max: usize,
     /// splice(2) did not take our output files (EINVAL): read and write.
     no_splice: bool,
     /// `None` with one slot: the loop starts programs itself (a handover
@@ -273,7 +276,8 @@ impl Local {
             stop_grace: None,
             stopped_groups: Vec::new(),
             leftovers: Vec::new(),
-            lingering: Vec::new(),
+            lingering: VecDeque::new(),
+            linger_max: usize::MAX,
             no_splice: false,
             spawners: if spawners > 1 {
                 Some(Spawners::new(spawners)?)
@@ -347,7 +351,18 @@ impl Local {
             let fd: OwnedFd = match to {
                 OutTo::Inherit => continue,
                 OutTo::Pipe => {
-                    let (r, w) = crate::pipe::pipe()?;
+                    let (r, w) = match crate::pipe::pipe() {
+                        // Lingering pipes took the descriptors this job
+                        // needs: the oldest few give way.
+                        Err(e)
+                            if e.errno() == Some(Errno::EMFILE) && !self.lingering.is_empty() =>
+                        {
+                            let keep = self.lingering.len().saturating_sub(LINGER_GIVE_UP);
+                            self.lingering.drain(..self.lingering.len() - keep);
+                            crate::pipe::pipe()?
+                        }
+                        r => r?,
+                    };
                     let r = OwnedFd::from(r);
                     set_nonblocking(&r)?;
                     pipes[i] = Some(r);
@@ -560,9 +575,26 @@ impl Local {
     /// left behind still holds open: that process writes on (its output
     /// goes nowhere, as an ended job's output file would take it) instead
     /// of getting EPIPE or blocking on a full pipe, until it closes the
-    /// pipe or this run ends.
+    /// pipe or this run ends, or until the pipes kept so outnumber
+    /// [`Local::set_linger_max`]: then the oldest is closed (its writer's
+    /// next write gets SIGPIPE, as after the run), so that jobs left
+    /// running in the background by many jobs cannot take every
+    /// descriptor the run needs. (A pipe the next job cannot get for want
+    /// of descriptors closes a few more, oldest first.)
     pub fn linger(&mut self, fd: OwnedFd) {
-        self.lingering.push(fd);
+        self.lingering.push_back(fd);
+        while self.lingering.len() > self.linger_max {
+            self.lingering.pop_front();
+        }
+    }
+
+    /// The most pipes [`Local::linger`] keeps open at once (by default,
+    /// no limit but the descriptors).
+    pub fn set_linger_max(&mut self, n: usize) {
+        self.linger_max = n;
+        while self.lingering.len() > n {
+            self.lingering.pop_front();
+        }
     }
 
     /// Read what job `key`'s pipe `stream` holds into `buf` (cleared
@@ -571,13 +603,13 @@ impl Local {
     pub fn read_pipe(&mut self, key: u64, stream: u8, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
         if key == LINGERING {
-            let mut open = Vec::with_capacity(self.lingering.len());
+            let mut open = VecDeque::with_capacity(self.lingering.len());
             for fd in std::mem::take(&mut self.lingering) {
                 let eof = drain(&fd, buf);
                 buf.clear();
                 // A read error ends it too: there is nothing to keep.
                 if matches!(eof, Ok(false)) {
-                    open.push(fd);
+                    open.push_back(fd);
                 }
             }
             self.lingering = open;
@@ -807,6 +839,10 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Error::sys("fcntl", "pipe", e))?;
     Ok(())
 }
+
+/// How many lingering pipes give way when a job's pipe cannot be made
+/// for want of descriptors (EMFILE).
+const LINGER_GIVE_UP: usize = 16;
 
 /// The size of one read from a job's pipe (a whole pipe's worth).
 const CHUNK: usize = 64 * 1024;

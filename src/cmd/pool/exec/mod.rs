@@ -61,7 +61,11 @@ Output: by default each job's stdout and stderr are kept (in memory up
 to 64 KiB each, past that in files of its own in $TMPDIR) and written
 whole when it ends, so lines of two jobs never mix (parallel's --group).
 What a process left behind by a job writes after the job has ended is
-dropped (its writes succeed while pk-pool runs). --line-buffer writes
+dropped (its writes succeed while pk-pool runs, as into GNU parallel's
+spent output files; xargs captures nothing and passes it on). Should
+such processes hold more pipes than `ulimit -n` leaves room for beside
+the running jobs, the oldest pipes are closed: a later write of theirs
+gets SIGPIPE (EPIPE), as after pk-pool's end, and every job still runs. --line-buffer writes
 each complete line as soon as it comes, whole (one past 64 KiB is
 gathered in a temp file, not in memory); -u writes straight through
 (xargs). -k prints in input order: the output of a job that ends before
