@@ -655,6 +655,29 @@ fn bad_input() {
     assert_one_line_error(&out, "pool", 66);
     let out = exec(&["-a", "/", "--", "echo"], "");
     assert_eq!(out.status.code(), Some(71), "{out:?}");
+    // Files of pk-pool's own that cannot be made are failed system calls
+    // (71), not a missing input (66).
+    let out = exec(&["--joblog", "/nonexistent/log", "--", "echo"], "x\n");
+    assert_one_line_error(&out, "pool", 71);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let out = pk("pool")
+        .args(["exec", "--", "head", "-c", "200000", "/dev/zero"])
+        .env("TMPDIR", "/nonexistent")
+        .write_stdin("1\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("pk-pool: open(/nonexistent"),
+        "{out:?}"
+    );
+    // An empty -d is said to be empty.
+    let out = exec(&["-d", "", "--", "echo"], "x\n");
+    assert_usage(&out, "pool");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the delimiter is empty"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -1324,7 +1347,7 @@ fn a_quiet_job_needs_no_temporary_file() {
     let out = bash("echo x | TMPDIR=/nonexistent pk-pool exec -- head -c 1000000 /dev/zero")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(66));
+    assert_eq!(out.status.code(), Some(71));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("pk-pool: open(/nonexistent (O_TMPFILE)): No such file or directory"),

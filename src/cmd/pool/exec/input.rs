@@ -244,6 +244,7 @@ pub fn parse_delimiter(s: &str) -> std::result::Result<u8, String> {
     let b = s.as_bytes();
     let bad = || format!("'{s}' is not one byte nor an escape such as \\n, \\0, \\x1f, \\037");
     match b {
+        [] => Err("the delimiter is empty: give one byte (\\0 for NUL)".to_string()),
         [c] => Ok(*c),
         [b'\\', rest @ ..] => match rest {
             [b'n'] => Ok(b'\n'),

@@ -151,7 +151,7 @@ not found (of several kinds of failure, the highest of 127, 126, 125,
 (quietly: no new job, the running ones stopped; with -u too, where the
 jobs find it out); 2 a bad flag or value; 65 bad input (an item with a
 NUL byte without -0, an item over 4 MiB); 66 an -a FILE does not exist;
-71 a system call failed.
+71 a system call failed (a missing $TMPDIR or --joblog directory too).
 
 Examples:
   printf '%s\\n' a.txt b.txt | pk-pool exec -j 2 -- wc -c {}
