@@ -1803,3 +1803,62 @@ fn jobs_that_leave_processes_behind_do_not_exhaust_the_descriptors() {
     );
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+#[test]
+fn n_items_fit_a_command_line_with_its_environment_and_every_copy_of_the_item() {
+    // What execve(2) counts: each argument and its pointer, each copy of
+    // the items (18 lone {} here), and the environment; and each argument
+    // within 128 KiB. Jobs failed with E2BIG (126) where xargs sizes
+    // around all of it; now every item gets through (the sum of the
+    // counts is the number of items).
+    let sum = "awk '{ s += $1 } END { print s }'";
+    let braces = ["{}"; 18].join(" ");
+    let out = sh(
+        &format!(
+            "seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $(($# / 18))' x {braces} | {sum}; \
+             echo rc=${{PIPESTATUS[1]}}"
+        ),
+        0,
+    );
+    assert_eq!(out, "100000\nrc=0\n", "18 copies of the items");
+    // 15 variables of 120 000 bytes: 1.8 MB of a 2 MiB execve limit.
+    let out = sh(
+        &format!(
+            "big=$(head -c 120000 /dev/zero | tr '\\0' v); for i in $(seq 15); do export V$i=$big; done; \
+             seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $#' x | {sum}; echo rc=${{PIPESTATUS[1]}}; \
+             seq 100000 | xargs -n 100000 sh -c 'echo $#' x | {sum}"
+        ),
+        0,
+    );
+    assert_eq!(
+        out, "100000\nrc=0\n100000\n",
+        "a large environment, as xargs"
+    );
+    // A small stack limit makes a small execve limit (a quarter of it):
+    // the pointers count.
+    let out = sh(
+        &format!(
+            "ulimit -s 1024; seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $#' x | {sum}; \
+             echo rc=${{PIPESTATUS[1]}}"
+        ),
+        0,
+    );
+    assert_eq!(out, "100000\nrc=0\n", "ulimit -s 1024");
+    // An item that can never fit (here twice in one argument: 140 000
+    // bytes, past the 128 KiB an argument may have) is bad input: one
+    // line, 65, after the items before it ran and before any after it.
+    let out = bash(
+        "(echo a; head -c 70000 /dev/zero | tr '\\0' x; echo; echo b) \
+         | pk-pool exec -j 1 -- echo 'a{}b{}'",
+    )
+    .output()
+    .unwrap();
+    assert_one_line_error(&out, "pool", 65);
+    assert_eq!(stdout(&out), "aaba\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "pk-pool: read(stdin): item 2 (70000 bytes) does not fit in a command line"
+        ),
+        "{out:?}"
+    );
+}
