@@ -655,6 +655,29 @@ fn bad_input() {
     assert_one_line_error(&out, "pool", 66);
     let out = exec(&["-a", "/", "--", "echo"], "");
     assert_eq!(out.status.code(), Some(71), "{out:?}");
+    // Files of pk-pool's own that cannot be made are failed system calls
+    // (71), not a missing input (66).
+    let out = exec(&["--joblog", "/nonexistent/log", "--", "echo"], "x\n");
+    assert_one_line_error(&out, "pool", 71);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let out = pk("pool")
+        .args(["exec", "--", "head", "-c", "200000", "/dev/zero"])
+        .env("TMPDIR", "/nonexistent")
+        .write_stdin("1\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("pk-pool: open(/nonexistent"),
+        "{out:?}"
+    );
+    // An empty -d is said to be empty.
+    let out = exec(&["-d", "", "--", "echo"], "x\n");
+    assert_usage(&out, "pool");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the delimiter is empty"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -1324,7 +1347,7 @@ fn a_quiet_job_needs_no_temporary_file() {
     let out = bash("echo x | TMPDIR=/nonexistent pk-pool exec -- head -c 1000000 /dev/zero")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(66));
+    assert_eq!(out.status.code(), Some(71));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("pk-pool: open(/nonexistent (O_TMPFILE)): No such file or directory"),
@@ -1576,4 +1599,266 @@ fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel()
             .unwrap();
         assert_success(&theirs);
     }
+}
+
+#[test]
+fn a_sigkill_of_pk_pools_whole_group_takes_the_jobs_along() {
+    // `timeout -s KILL`, `kill -9 %1`: the SIGKILL goes to pk-pool's whole
+    // process group. Its guard, in a session of its own, is not in that
+    // group: it outlives the kill, ends every job's group (a leader that
+    // ignores SIGTERM, a child in the background) and exits.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        "0.3",
+        "--",
+        "sh",
+        "-c",
+        &format!("trap '' TERM; sleep 300 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; wait"),
+    ])
+    .stdin(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n")
+        .unwrap();
+    let jobs: Vec<i32> = ["pid.1", "child.1", "pid.2", "child.2"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let me = run.child.id() as i32;
+    let guard: Vec<i32> = children_of(me)
+        .into_iter()
+        .filter(|p| !jobs.contains(p))
+        .collect();
+    assert_eq!(guard.len(), 1, "pk-pool's guard: {guard:?}");
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(me),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in jobs.into_iter().chain(guard) {
+        assert_gone(pid);
+    }
+}
+
+#[test]
+fn the_terminals_tstp_and_int_leave_the_guard_to_its_work_and_end_it_with_the_run() {
+    // Under a terminal, ^Z and ^C go to the foreground group, pk-pool's:
+    // not to its guard, in a session of its own, which neither stops nor
+    // is left behind once the run ends. script(1) gives the run a
+    // terminal; what this test writes to it is what the keys send.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    // (set -m: the run in a foreground group of its own, as an
+    // interactive shell runs it, which ^Z stops and `fg` continues.)
+    let inner = format!(
+        "set -m; seq 2 | pk-pool exec --no-progress -j 2 --kill-after 0.3 -- sh -c \
+         'sleep 60 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; echo $PPID > {d}/pk; wait'; \
+         echo rc=$?; read line; fg; echo rc=$?"
+    );
+    // (env(1): ^C must work though the suite may run with SIGINT ignored.)
+    let mut script = std::process::Command::new("env");
+    script
+        .args(["--default-signal=INT,QUIT", "timeout", "-k", "5", "30"])
+        .args(["script", "-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/bash")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin("pk-pool").parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut run = Running::start(script, true);
+    let jobs: Vec<i32> = ["pid.1", "child.1", "pid.2", "child.2"]
+        .iter()
+        .map(|f| pid_in(&dir.path().join(f)))
+        .collect();
+    let pk_pool = pid_in(&dir.path().join("pk"));
+    let guard: Vec<i32> = children_of(pk_pool)
+        .into_iter()
+        .filter(|p| !jobs.contains(p))
+        .collect();
+    assert_eq!(guard.len(), 1, "pk-pool's guard: {guard:?}");
+    let mut keys = run.child.stdin.take().unwrap();
+    keys.write_all(b"\x1a").unwrap();
+    run.wait_for(|l| l.starts_with("rc="));
+    wait_state(&[pk_pool], true);
+    wait_state(&jobs, true);
+    assert_ne!(proc_state(guard[0]), Some('T'), "the guard stopped");
+    // A line for `read`, then `fg` continues pk-pool, which continues its jobs.
+    keys.write_all(b"\n").unwrap();
+    wait_state(&jobs, false);
+    keys.write_all(b"\x03").unwrap();
+    let said = run.wait_for(|l| l.trim() == "rc=130");
+    assert!(
+        said.iter().any(|l| l.contains("stopped by SIGINT")),
+        "{said:?}"
+    );
+    drop(keys);
+    run.wait();
+    for pid in jobs.into_iter().chain(guard) {
+        assert_gone(pid);
+    }
+}
+
+#[test]
+fn a_timeout_kills_what_is_left_of_the_group_after_the_command_has_ended() {
+    // The command ends at SIGTERM; the child it started in the background
+    // ignores SIGTERM: SIGKILL --kill-after later takes it, and pk-pool
+    // does not exit before (it exited at the timeout, the child ran on).
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 300) & echo $! > {}; wait",
+        pidfile.display()
+    );
+    let out = exec(
+        &[
+            "--timeout",
+            "0.3",
+            "--kill-after",
+            "0.3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        "x\n",
+    );
+    let pid = pid_in(&pidfile);
+    let ended = |pid: i32| matches!(proc_state(pid), None | Some('Z'));
+    // (SIGKILL is sent before pk-pool exits; its delivery may take a moment.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ended(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ran_on = !ended(pid);
+    if ran_on {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_gone(pid);
+    assert!(!ran_on, "the job's child {pid} outlived its --kill-after");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("): timed out after 300ms: killed by signal 15 (SIGTERM)\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn jobs_that_leave_processes_behind_do_not_exhaust_the_descriptors() {
+    // Each job leaves a sleep holding its stdout and stderr pipes. Kept
+    // open without a bound, those pipes took every descriptor under
+    // `ulimit -n 128` and the run stopped half-way (pipe2: EMFILE, 71):
+    // the oldest give way instead, and every job runs, as with xargs -P.
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let out = bash(&format!(
+        "ulimit -n 128; seq 150 | pk-pool exec -j 4 -- sh -c 'sleep 4 & echo $! >> {}; echo $0' \
+         | sort -n | tr '\\n' ' '; echo rc=${{PIPESTATUS[1]}}",
+        pids.display()
+    ))
+    .output()
+    .unwrap();
+    for pid in std::fs::read_to_string(&pids).unwrap_or_default().lines() {
+        if let Ok(p) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            assert_gone(p);
+        }
+    }
+    let all: Vec<String> = (1..=150).map(|i| i.to_string()).collect();
+    assert_eq!(
+        stdout(&out),
+        format!("{} rc=0\n", all.join(" ")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
+fn n_items_fit_a_command_line_with_its_environment_and_every_copy_of_the_item() {
+    // What execve(2) counts: each argument and its pointer, each copy of
+    // the items (18 lone {} here), and the environment; and each argument
+    // within 128 KiB. Jobs failed with E2BIG (126) where xargs sizes
+    // around all of it; now every item gets through (the sum of the
+    // counts is the number of items).
+    let sum = "awk '{ s += $1 } END { print s }'";
+    let braces = ["{}"; 18].join(" ");
+    let out = sh(
+        &format!(
+            "seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $(($# / 18))' x {braces} | {sum}; \
+             echo rc=${{PIPESTATUS[1]}}"
+        ),
+        0,
+    );
+    assert_eq!(out, "100000\nrc=0\n", "18 copies of the items");
+    // 15 variables of 120 000 bytes: 1.8 MB of a 2 MiB execve limit.
+    let out = sh(
+        &format!(
+            "big=$(head -c 120000 /dev/zero | tr '\\0' v); for i in $(seq 15); do export V$i=$big; done; \
+             seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $#' x | {sum}; echo rc=${{PIPESTATUS[1]}}; \
+             seq 100000 | xargs -n 100000 sh -c 'echo $#' x | {sum}"
+        ),
+        0,
+    );
+    assert_eq!(
+        out, "100000\nrc=0\n100000\n",
+        "a large environment, as xargs"
+    );
+    // A small stack limit makes a small execve limit (a quarter of it):
+    // the pointers count.
+    let out = sh(
+        &format!(
+            "ulimit -s 1024; seq 100000 | pk-pool exec -n 100000 -- sh -c 'echo $#' x | {sum}; \
+             echo rc=${{PIPESTATUS[1]}}"
+        ),
+        0,
+    );
+    assert_eq!(out, "100000\nrc=0\n", "ulimit -s 1024");
+    // An item that can never fit (here twice in one argument: 140 000
+    // bytes, past the 128 KiB an argument may have) is bad input: one
+    // line, 65, after the items before it ran and before any after it.
+    let out = bash(
+        "(echo a; head -c 70000 /dev/zero | tr '\\0' x; echo; echo b) \
+         | pk-pool exec -j 1 -- echo 'a{}b{}'",
+    )
+    .output()
+    .unwrap();
+    assert_one_line_error(&out, "pool", 65);
+    assert_eq!(stdout(&out), "aaba\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "pk-pool: read(stdin): item 2 (70000 bytes) does not fit in a command line"
+        ),
+        "{out:?}"
+    );
 }

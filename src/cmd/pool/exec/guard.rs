@@ -16,9 +16,12 @@
 //! still listed gets SIGTERM and SIGCONT, then SIGKILL after the
 //! kill-after delay given as the argument.
 //!
-//! The guard blocks the signals a terminal or a supervisor sends to a
-//! whole process group (INT, TERM, HUP, QUIT, the job-control stops), so
-//! it lives as long as its writer does; and it reads in batches, a read
+//! The guard runs in a session of its own, so that a signal sent to
+//! pk-pool's whole process group (a SIGKILL from `timeout -s KILL` or a
+//! shell's `kill -9 %1`) or by its terminal (^C, ^Z, a hang-up) never
+//! reaches it; it also blocks the signals a supervisor may send a group
+//! (INT, TERM, HUP, QUIT, the job-control stops), so it lives as long as
+//! its writer does; and it reads in batches, a read
 //! then a pause that only the end of the pipe cuts short, so a run of
 //! many short jobs costs it a wake-up per pause, not per job, and an
 //! orderly end is not held up.

@@ -8,8 +8,9 @@
 //!
 //! An empty item (an empty line) is a job with an empty argument, as in
 //! GNU parallel, unless `--skip-empty`. With `-n`, a job takes fewer items
-//! when more would not fit in one command line ([`Input::max_bytes`]), as
-//! xargs and parallel do. A last item without a separator
+//! when more would not fit in one command line ([`Input::limits`]), as
+//! xargs and parallel do; an item that would not fit even alone is an
+//! error, as an item over [`MAX_ITEM`] is. A last item without a separator
 //! counts; the empty "item" after the last separator does not.
 
 use std::collections::VecDeque;
@@ -18,7 +19,70 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+use super::template::Shape;
 use crate::error::{Error, Result};
+
+/// The most bytes one argument may take, its NUL included (Linux's
+/// MAX_ARG_STRLEN, 32 pages).
+pub const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// What each argument costs execve(2) beside its text: its pointer.
+pub const POINTER: usize = std::mem::size_of::<usize>();
+
+/// How much room the items of one job have on its command line.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Where the items go in the command.
+    pub shape: Shape,
+    /// The most bytes of argument text (NULs included) the items of a job
+    /// of several items may take: xargs' 128 KiB less the fixed text.
+    pub group_text: usize,
+    /// The most bytes the items may add to what execve(2) counts against
+    /// its limit (their text and a pointer per argument they become):
+    /// that limit less the environment and the fixed arguments.
+    pub exec_room: usize,
+}
+
+/// The weight of the items gathered for one job.
+#[derive(Debug, Default, Clone, Copy)]
+struct Weight {
+    /// Argument text, NULs included.
+    text: usize,
+    /// Text and pointers, as execve(2) counts them.
+    exec: usize,
+    /// Each item once, with its separator (a space or a NUL).
+    once: usize,
+}
+
+impl Limits {
+    /// The weight of `group` with one more item of `len` bytes.
+    fn with(&self, group: Weight, len: usize) -> Weight {
+        // {//} of an item without a slash is `.`: never more than this.
+        let once = len.max(1) + 1;
+        let copies = self.shape.lone + self.shape.embedded.iter().map(|e| e.1).sum::<usize>();
+        let text = once.saturating_mul(copies);
+        Weight {
+            text: group.text.saturating_add(text),
+            exec: group
+                .exec
+                .saturating_add(text)
+                .saturating_add(POINTER.saturating_mul(self.shape.lone)),
+            once: group.once.saturating_add(once),
+        }
+    }
+
+    /// Whether a job whose items weigh `w` (the last of them `len` bytes
+    /// long) can be run at all: within execve's limit, each argument
+    /// within MAX_ARG_STRLEN.
+    fn runs(&self, w: Weight, len: usize) -> bool {
+        w.exec <= self.exec_room
+            && (self.shape.lone == 0 || len.max(1) < MAX_ARG_STRLEN)
+            && self.shape.embedded.iter().all(|&(own, times)| {
+                // Its text, and the items joined by spaces, `times` times.
+                own.saturating_add(times.saturating_mul(w.once - 1)) <= MAX_ARG_STRLEN
+            })
+    }
+}
 
 /// The longest item accepted. Linux refuses a single argument longer than
 /// 128 KiB (MAX_ARG_STRLEN) anyway; this only bounds the buffer.
@@ -90,11 +154,11 @@ pub struct Input {
     at_eof: bool,
     /// Items gathered for the next job (`-n`).
     group: Vec<Vec<u8>>,
-    /// Their bytes, each item counting one more (its NUL).
-    group_bytes: usize,
-    /// The most bytes the items of one job may take, counted so; an item
-    /// that would take a group past it begins the next one.
-    pub max_bytes: usize,
+    /// Their weight on the command line.
+    weight: Weight,
+    /// The room the items of one job have; an item that would take a
+    /// group past it begins the next one. `None`: no limit.
+    pub limits: Option<Limits>,
     /// An item read but left for the next group.
     pending: Option<Vec<u8>>,
     /// Items read so far, for messages.
@@ -116,8 +180,8 @@ impl Input {
             end: 0,
             at_eof: false,
             group: Vec::new(),
-            group_bytes: 0,
-            max_bytes: usize::MAX,
+            weight: Weight::default(),
+            limits: None,
             pending: None,
             count: 0,
             bytes: 0,
@@ -177,12 +241,29 @@ impl Input {
                     if self.skip_empty && item.is_empty() {
                         continue;
                     }
-                    let cost = item.len() + 1;
-                    if !self.group.is_empty() && self.group_bytes + cost > self.max_bytes {
-                        self.pending = Some(item);
-                        return Ok(Take::Items(self.take_group()));
+                    if let Some(l) = &self.limits {
+                        let w = l.with(self.weight, item.len());
+                        if !self.group.is_empty()
+                            && (!l.runs(w, item.len()) || w.text > l.group_text)
+                        {
+                            self.pending = Some(item);
+                            return Ok(Take::Items(self.take_group()));
+                        }
+                        if !l.runs(w, item.len()) {
+                            let name = self.sources.front().map_or("input", |s| &s.name);
+                            return Err(Error::data(
+                                "read",
+                                name,
+                                format!(
+                                    "item {} ({} bytes) does not fit in a command line \
+                                     (E2BIG: the command, its environment and the item are too long)",
+                                    self.count,
+                                    item.len()
+                                ),
+                            ));
+                        }
+                        self.weight = w;
                     }
-                    self.group_bytes += cost;
                     self.group.push(item);
                 }
                 None if self.sources.is_empty() => {
@@ -198,7 +279,7 @@ impl Input {
     }
 
     fn take_group(&mut self) -> Vec<Vec<u8>> {
-        self.group_bytes = 0;
+        self.weight = Weight::default();
         std::mem::take(&mut self.group)
     }
 
@@ -244,6 +325,7 @@ pub fn parse_delimiter(s: &str) -> std::result::Result<u8, String> {
     let b = s.as_bytes();
     let bad = || format!("'{s}' is not one byte nor an escape such as \\n, \\0, \\x1f, \\037");
     match b {
+        [] => Err("the delimiter is empty: give one byte (\\0 for NUL)".to_string()),
         [c] => Ok(*c),
         [b'\\', rest @ ..] => match rest {
             [b'n'] => Ok(b'\n'),
@@ -337,7 +419,16 @@ mod tests {
             false,
             10,
         );
-        i.max_bytes = 8;
+        i.limits = Some(Limits {
+            shape: Shape {
+                fixed_bytes: 0,
+                fixed_args: 0,
+                lone: 1,
+                embedded: Vec::new(),
+            },
+            group_text: 8,
+            exec_room: usize::MAX,
+        });
         // Each item costs its length and a NUL; a lone item that is too
         // long still goes, alone.
         assert_eq!(
@@ -349,6 +440,54 @@ mod tests {
                 vec!["f"]
             ]
         );
+    }
+
+    #[test]
+    fn every_copy_of_the_items_and_each_pointer_count() {
+        // Two lone {} and an argument with {} twice: an item of 2 bytes
+        // is 4 copies of 3 bytes (with its NUL or space) and 2 pointers.
+        let mut i = Input::new(vec![source(b"ab\ncd\nef\n")], b'\n', false, 10);
+        i.limits = Some(Limits {
+            shape: Shape {
+                fixed_bytes: 3,
+                fixed_args: 1,
+                lone: 2,
+                embedded: vec![(3, 2)],
+            },
+            group_text: usize::MAX,
+            exec_room: 2 * (12 + 2 * POINTER),
+        });
+        assert_eq!(all(&mut i).unwrap(), [vec!["ab", "cd"], vec!["ef"]]);
+    }
+
+    #[test]
+    fn an_item_that_fits_no_command_line_is_bad_input_after_the_ones_before() {
+        // {} three times in one argument: 3 × 50 000 bytes, past
+        // MAX_ARG_STRLEN (and the input within a pipe's 64 KiB).
+        let mut data = b"a\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 50_000));
+        data.extend(b"\nb\n");
+        let mut i = Input::new(vec![source(&data)], b'\n', false, 1);
+        i.limits = Some(Limits {
+            shape: Shape {
+                fixed_bytes: 3,
+                fixed_args: 1,
+                lone: 0,
+                embedded: vec![(3, 3)],
+            },
+            group_text: usize::MAX,
+            exec_room: usize::MAX,
+        });
+        let mut next = || loop {
+            match i.take() {
+                Ok(Take::NeedRead) => i.fill().unwrap(),
+                other => return other,
+            }
+        };
+        assert_eq!(next().unwrap(), Take::Items(vec![b"a".to_vec()]));
+        let e = next().unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::BadData, "{e}");
+        assert!(e.to_string().contains("item 2 (50000 bytes)"), "{e}");
     }
 
     #[test]

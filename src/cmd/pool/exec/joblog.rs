@@ -82,7 +82,7 @@ impl Joblog {
             .create(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
-            .map_err(|e| Error::io("open", &name, &e))?;
+            .map_err(|e| super::output::failed_call(Error::io("open", &name, &e)))?;
         let st = nix::sys::stat::fstat(file.as_fd()).map_err(|e| Error::sys("fstat", &name, e))?;
         if let Some(input) = inputs
             .iter()

@@ -6,7 +6,8 @@
 //!
 //! Every signal goes to the whole group: a `sh -c` command's children end
 //! with it. A timeout sends SIGTERM and SIGCONT, then SIGKILL after the
-//! kill-after delay; stopping everything does the same to every job. And
+//! kill-after delay (to what is left of the group even when the leader
+//! has ended by then); stopping everything does the same to every job. And
 //! should the process that runs them be SIGKILLed, its
 //! [guard](mod@super::guard) does the same to the groups of the jobs then
 //! running.
@@ -26,7 +27,7 @@
 //! The loop hands them a ready `Spawn`, goes on polling, and collects
 //! each started job from a channel when [`Local::wake_fd`] is readable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -168,8 +169,15 @@ pub struct Local {
     stop_grace: Option<Duration>,
     /// The groups of every job stopped so far.
     stopped_groups: Vec<Pid>,
-    /// Pipes of ended jobs still open at the other end (see [`Local::linger`]).
-    lingering: Vec<OwnedFd>,
+    /// The groups of timed-out jobs whose leader ended before their
+    /// SIGKILL was due, while others of the group live on: they still
+    /// get it then (see [`Local::end_leftovers`]).
+    leftovers: Vec<(Pid, Option<Instant>)>,
+    /// Pipes of ended jobs still open at the other end (see
+    /// [`Local::linger`]), oldest first.
+    lingering: VecDeque<OwnedFd>,
+    /// The most of them kept open ([`Local::set_linger_max`]).
+    linger_max: usize,
     /// splice(2) did not take our output files (EINVAL): read and write.
     no_splice: bool,
     /// `None` with one slot: the loop starts programs itself (a handover
@@ -190,8 +198,12 @@ struct Guard {
 
 impl Guard {
     /// `pk-pool guard <kill-after ms>` from our own executable, its stdout
-    /// /dev/null (it must not hold our reader's pipe open), in our process
-    /// group.
+    /// /dev/null (it must not hold our reader's pipe open), in a session
+    /// of its own: a signal to our process group (`kill -9 -PGID`,
+    /// `timeout -s KILL`, a shell's `kill -9 %1`) or from our terminal
+    /// (^C, ^Z, a hang-up) does not reach it, so it outlives a SIGKILL of
+    /// the whole group and ends the jobs then. The end of its stdin is
+    /// all it waits for: it exits when we do.
     fn start(kill_after: Duration, devnull: &OwnedFd) -> Option<Guard> {
         let exe = std::env::current_exe().ok()?;
         let (r, w) = crate::pipe::pipe().ok()?;
@@ -200,6 +212,7 @@ impl Guard {
             .ok()?
             .stdin(Stdin::Fd(r.into()))
             .stdout_fd(devnull.try_clone().ok()?)
+            .session(true)
             .start()
             .ok()?;
         Some(Guard {
@@ -221,8 +234,9 @@ impl Drop for Local {
         // Jobs queued for the spawner threads hold the guard's pipe too:
         // they go first.
         self.spawners = None;
+        let _ = self.end_leftovers();
         if let Some(mut g) = self.guard.take() {
-            let orderly = self.jobs.is_empty();
+            let orderly = self.jobs.is_empty() && self.leftovers.is_empty();
             drop(g.to);
             // It exits at once when no group is left; otherwise it ends
             // them after the grace, on its own.
@@ -261,7 +275,9 @@ impl Local {
             kill_after,
             stop_grace: None,
             stopped_groups: Vec::new(),
-            lingering: Vec::new(),
+            leftovers: Vec::new(),
+            lingering: VecDeque::new(),
+            linger_max: usize::MAX,
             no_splice: false,
             spawners: if spawners > 1 {
                 Some(Spawners::new(spawners)?)
@@ -335,7 +351,18 @@ impl Local {
             let fd: OwnedFd = match to {
                 OutTo::Inherit => continue,
                 OutTo::Pipe => {
-                    let (r, w) = crate::pipe::pipe()?;
+                    let (r, w) = match crate::pipe::pipe() {
+                        // Lingering pipes took the descriptors this job
+                        // needs: the oldest few give way.
+                        Err(e)
+                            if e.errno() == Some(Errno::EMFILE) && !self.lingering.is_empty() =>
+                        {
+                            let keep = self.lingering.len().saturating_sub(LINGER_GIVE_UP);
+                            self.lingering.drain(..self.lingering.len() - keep);
+                            crate::pipe::pipe()?
+                        }
+                        r => r?,
+                    };
                     let r = OwnedFd::from(r);
                     set_nonblocking(&r)?;
                     pipes[i] = Some(r);
@@ -482,6 +509,9 @@ impl Local {
                 *t = t.and_then(|t| t.checked_add(by));
             }
         }
+        for (_, t) in &mut self.leftovers {
+            *t = t.and_then(|t| t.checked_add(by));
+        }
     }
 
     /// Continue job `pid`'s process group (SIGCONT), which has stopped.
@@ -508,6 +538,15 @@ impl Local {
         };
         self.by_pid.remove(&pid);
         let mut job = self.jobs.remove(&key).expect("indexed job");
+        if job.timed_out && !job.stopped && job.kill_at.is_some() && group_alive(job.pgid) {
+            // Its group lives on without it (a child in the background
+            // that ignores SIGTERM): the SIGKILL is still due. The group
+            // holds the number now, and the guard hears of it again.
+            self.leftovers.push((job.pgid, job.kill_at));
+            if let Some(g) = &self.guard {
+                guard_note(&g.to, job.pgid.as_raw());
+            }
+        }
         Ok(Some(Ended {
             key,
             status,
@@ -536,9 +575,26 @@ impl Local {
     /// left behind still holds open: that process writes on (its output
     /// goes nowhere, as an ended job's output file would take it) instead
     /// of getting EPIPE or blocking on a full pipe, until it closes the
-    /// pipe or this run ends.
+    /// pipe or this run ends, or until the pipes kept so outnumber
+    /// [`Local::set_linger_max`]: then the oldest is closed (its writer's
+    /// next write gets SIGPIPE, as after the run), so that jobs left
+    /// running in the background by many jobs cannot take every
+    /// descriptor the run needs. (A pipe the next job cannot get for want
+    /// of descriptors closes a few more, oldest first.)
     pub fn linger(&mut self, fd: OwnedFd) {
-        self.lingering.push(fd);
+        self.lingering.push_back(fd);
+        while self.lingering.len() > self.linger_max {
+            self.lingering.pop_front();
+        }
+    }
+
+    /// The most pipes [`Local::linger`] keeps open at once (by default,
+    /// no limit but the descriptors).
+    pub fn set_linger_max(&mut self, n: usize) {
+        self.linger_max = n;
+        while self.lingering.len() > n {
+            self.lingering.pop_front();
+        }
     }
 
     /// Read what job `key`'s pipe `stream` holds into `buf` (cleared
@@ -547,13 +603,13 @@ impl Local {
     pub fn read_pipe(&mut self, key: u64, stream: u8, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
         if key == LINGERING {
-            let mut open = Vec::with_capacity(self.lingering.len());
+            let mut open = VecDeque::with_capacity(self.lingering.len());
             for fd in std::mem::take(&mut self.lingering) {
                 let eof = drain(&fd, buf);
                 buf.clear();
                 // A read error ends it too: there is nothing to keep.
                 if matches!(eof, Ok(false)) {
-                    open.push(fd);
+                    open.push_back(fd);
                 }
             }
             self.lingering = open;
@@ -621,14 +677,56 @@ impl Local {
         self.jobs
             .values()
             .flat_map(|j| [j.deadline, j.kill_at])
+            .chain(self.leftovers.iter().map(|&(_, t)| t))
             .flatten()
             .min()
+    }
+
+    /// SIGKILL to the groups of [`Local::leftovers`] whose time has come
+    /// (by `now`); those gone already are forgotten. A group that is
+    /// the group of a job of ours now (its number used again) is left
+    /// alone.
+    fn kill_leftovers(&mut self, now: Option<Instant>) -> Result<()> {
+        let mut keep = Vec::with_capacity(self.leftovers.len());
+        for (g, at) in std::mem::take(&mut self.leftovers) {
+            let due = match now {
+                Some(now) => at.is_some_and(|t| now >= t),
+                None => true,
+            };
+            let alive = !self.by_pid.contains_key(&g.as_raw()) && group_alive(g);
+            if alive && !due {
+                keep.push((g, at));
+                continue;
+            }
+            if alive {
+                signal_group(g, Signal::SIGKILL)?;
+            }
+            if let Some(guard) = &self.guard {
+                guard_note(&guard.to, -g.as_raw());
+            }
+        }
+        self.leftovers = keep;
+        Ok(())
+    }
+
+    /// Wait until the group of each timed-out job that outlived its
+    /// leader has ended, or SIGKILL it when its kill-after delay is up:
+    /// for the end of a run, which leaves nothing behind.
+    pub fn end_leftovers(&mut self) -> Result<()> {
+        while !self.leftovers.is_empty() {
+            self.kill_leftovers(Some(Instant::now()))?;
+            if !self.leftovers.is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// Act on the deadlines that have passed: SIGTERM (+ SIGCONT) to a
     /// job that ran out of time, SIGKILL to one still there after the
     /// kill-after delay. Returns the keys that just timed out.
     pub fn fire(&mut self, now: Instant) -> Result<Vec<u64>> {
+        self.kill_leftovers(Some(now))?;
         let mut timed_out = Vec::new();
         for (&key, j) in &mut self.jobs {
             if j.kill_at.is_some_and(|t| now >= t) {
@@ -649,6 +747,13 @@ impl Local {
     /// `grace` (sooner if already due). With `grace` zero, SIGKILL at once.
     pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
         self.stop_grace = Some(self.stop_grace.map_or(grace, |g| g.min(grace)));
+        if grace.is_zero() {
+            self.kill_leftovers(None)?;
+        } else if let Some(at) = Instant::now().checked_add(grace) {
+            for (_, t) in &mut self.leftovers {
+                *t = Some(t.map_or(at, |t| t.min(at)));
+            }
+        }
         for j in self.jobs.values_mut() {
             if !j.stopped {
                 self.stopped_groups.push(j.pgid);
@@ -734,6 +839,10 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Error::sys("fcntl", "pipe", e))?;
     Ok(())
 }
+
+/// How many lingering pipes give way when a job's pipe cannot be made
+/// for want of descriptors (EMFILE).
+const LINGER_GIVE_UP: usize = 16;
 
 /// The size of one read from a job's pipe (a whole pipe's worth).
 const CHUNK: usize = 64 * 1024;

@@ -55,13 +55,21 @@ Replacement strings (GNU parallel's): {} the item, {.} without extension,
 number, {%} the slot (1..N). Without any, the items are appended as
 arguments (xargs). -n N puts up to N items in one job: a lone {} becomes
 N arguments, a {} inside other text the items joined by spaces. A job
-takes fewer when N would not fit in a command line (128 KiB, as xargs).
+takes fewer when N would not fit in a command line: 128 KiB of
+arguments (as xargs), and what execve(2) allows beside the environment
+(a quarter of `ulimit -s`), each copy of the items (every {}) and each
+argument's pointer counted, each argument under 128 KiB. An item that
+does not fit even alone ends the run as bad input (65).
 
 Output: by default each job's stdout and stderr are kept (in memory up
 to 64 KiB each, past that in files of its own in $TMPDIR) and written
 whole when it ends, so lines of two jobs never mix (parallel's --group).
 What a process left behind by a job writes after the job has ended is
-dropped (its writes succeed while pk-pool runs). --line-buffer writes
+dropped (its writes succeed while pk-pool runs, as into GNU parallel's
+spent output files; xargs captures nothing and passes it on). Should
+such processes hold more pipes than `ulimit -n` leaves room for beside
+the running jobs, the oldest pipes are closed: a later write of theirs
+gets SIGPIPE (EPIPE), as after pk-pool's end, and every job still runs. --line-buffer writes
 each complete line as soon as it comes, whole (one past 64 KiB is
 gathered in a temp file, not in memory); -u writes straight through
 (xargs). -k prints in input order: the output of a job that ends before
@@ -79,16 +87,19 @@ every job's group, then pk-pool itself; continued (fg, bg, SIGCONT),
 pk-pool continues them, and the time stopped counts against no
 --timeout (jobs on ssh hosts run on meanwhile).
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
---kill-after later (default 2s). SIGINT, SIGTERM or SIGHUP stop pk-pool:
+--kill-after later (default 2s), to what is left of the group even when
+the command itself has ended (pk-pool waits for that before it exits). SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
 after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
 ended, no new job started`. This holds while pk-pool waits for a reader
 that does not read (`| less`): output that reader does not take within
---kill-after of the signal is dropped. Even a SIGKILL of pk-pool leaves
-no job behind: a small `pk-pool guard` process it starts then sends the
-running jobs' groups SIGTERM, and SIGKILL --kill-after later (xargs and
-parallel leave their jobs running).
+--kill-after of the signal is dropped. Even a SIGKILL of pk-pool (or of
+its whole process group: `kill -9 %1`, `timeout -s KILL`) leaves no job
+behind: a small `pk-pool guard` process it starts, in a session of its
+own that such signals and the terminal's ^C and ^Z do not reach, then
+sends the running jobs' groups SIGTERM, and SIGKILL --kill-after later,
+and exits (xargs and parallel leave their jobs running).
 
 --halt never|soon,fail=N|now,fail=N|soon,success=N|now,success=N (or 0,
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
@@ -143,8 +154,9 @@ not found (of several kinds of failure, the highest of 127, 126, 125,
 123); 128+N stopped by signal N; 141 the reader of stdout went away
 (quietly: no new job, the running ones stopped; with -u too, where the
 jobs find it out); 2 a bad flag or value; 65 bad input (an item with a
-NUL byte without -0, an item over 4 MiB); 66 an -a FILE does not exist;
-71 a system call failed.
+NUL byte without -0, an item over 4 MiB or too long for a command
+line); 66 an -a FILE does not exist;
+71 a system call failed (a missing $TMPDIR or --joblog directory too).
 
 Examples:
   printf '%s\\n' a.txt b.txt | pk-pool exec -j 2 -- wc -c {}
@@ -287,6 +299,37 @@ fn parse_halt(s: &str) -> std::result::Result<scheduler::Halt, String> {
     })
 }
 
+/// The room the items of a job have on its command line: xargs' default
+/// size (-s), 128 KiB of argument text, for a job of several items; and
+/// for any job, what execve(2) takes: the text of the arguments and of
+/// the environment (the jobs get ours) and a pointer to each, within a
+/// quarter of the stack limit (at least 128 KiB, at most 6 MiB, as Linux
+/// counts), less 2 KiB as xargs keeps and a path's length for the
+/// program's file name, which the kernel copies too.
+fn limits(shape: template::Shape) -> input::Limits {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    use std::os::unix::ffi::OsStrExt;
+    let stack = getrlimit(Resource::RLIMIT_STACK).map_or(8 << 20, |(soft, _)| soft);
+    let kernel = if stack == RLIM_INFINITY {
+        6 << 20
+    } else {
+        usize::try_from(stack / 4)
+            .unwrap_or(usize::MAX)
+            .min(6 << 20)
+    }
+    .max(128 * 1024);
+    let environment: usize = std::env::vars_os()
+        .map(|(k, v)| k.as_bytes().len() + v.as_bytes().len() + 2 + input::POINTER)
+        .sum();
+    let fixed = shape.fixed_bytes + input::POINTER * shape.fixed_args;
+    let slack = 2048 + libc::PATH_MAX as usize;
+    input::Limits {
+        group_text: (128 * 1024 - 2048usize).saturating_sub(shape.fixed_bytes),
+        exec_room: kernel.saturating_sub(environment + fixed + slack),
+        shape,
+    }
+}
+
 /// Run `pk-pool exec`; `quiet` is pk-pool's -q.
 pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
     use std::os::fd::AsFd;
@@ -318,14 +361,7 @@ pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
         .filter_map(|s| joblog::InputFile::of(&s.name, s.fd.as_fd()))
         .collect();
     let mut input = input::Input::new(sources, sep, a.skip_empty, a.max_args as usize);
-    if a.max_args > 1 {
-        // xargs' default command-line size (-s), 128 KiB: within ARG_MAX,
-        // and within the 128 KiB Linux allows one argument, which the
-        // items are when {} stands inside other text.
-        input.max_bytes = (128 * 1024 - 2048usize)
-            .saturating_sub(template.fixed_len())
-            .max(1);
-    }
+    input.limits = Some(limits(template.shape()));
     let jobs = a.jobs.map(|j| j as usize);
     if a.dry_run {
         let slots = match jobs {

@@ -525,11 +525,11 @@ pub fn tmpfile(dir: &PathBuf, append: bool) -> Result<File> {
         Ok(fd) => return Ok(File::from(fd)),
         Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {}
         Err(e) => {
-            return Err(Error::sys(
+            return Err(failed_call(Error::sys(
                 "open",
                 format!("{} (O_TMPFILE)", dir.display()),
                 e,
-            ));
+            )));
         }
     }
     for _ in 0..100 {
@@ -548,10 +548,21 @@ pub fn tmpfile(dir: &PathBuf, append: bool) -> Result<File> {
                 return Ok(File::from(fd));
             }
             Err(Errno::EEXIST) => continue,
-            Err(e) => return Err(Error::sys("open", path.display(), e)),
+            Err(e) => return Err(failed_call(Error::sys("open", path.display(), e))),
         }
     }
     Err(Error::sys("open", dir.display(), Errno::EEXIST))
+}
+
+/// A file of pk-pool's own that cannot be made (a missing `$TMPDIR`, a
+/// `--joblog` in a missing directory) is a failed system call (71), not
+/// a missing input (66, which is for `-a FILE`).
+pub fn failed_call(e: Error) -> Error {
+    if e.is_not_found() {
+        e.with_kind(crate::error::ErrorKind::Os)
+    } else {
+        e
+    }
 }
 
 /// A name-picking number: the clock's nanoseconds mixed with a counter.

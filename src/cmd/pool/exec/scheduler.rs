@@ -249,6 +249,21 @@ fn local_slots(cfg: &Config, cpus: usize) -> Vec<Option<usize>> {
 /// How many local jobs the file descriptors leave room for, and the
 /// limit (`ulimit -n`).
 fn fd_room(cfg: &Config) -> (usize, u64) {
+    let (free, per_job, limit) = fd_free(cfg);
+    (free / per_job, limit)
+}
+
+/// How many pipes of ended jobs, held open by what those jobs left
+/// running in the background, may stay open beside `slots` running
+/// local jobs: what the descriptors leave (at least a few).
+fn linger_room(cfg: &Config, slots: usize) -> usize {
+    let (free, per_job, _) = fd_free(cfg);
+    free.saturating_sub(slots.saturating_mul(per_job)).max(4)
+}
+
+/// The descriptors free for local jobs, how many one takes, and the
+/// limit (`ulimit -n`).
+fn fd_free(cfg: &Config) -> (usize, usize, u64) {
     use nix::sys::resource::{Resource, getrlimit};
     let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
@@ -270,7 +285,7 @@ fn fd_room(cfg: &Config) -> (usize, u64) {
     let free = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(open + reserve);
-    (free / per_job, limit)
+    (free, per_job, limit)
 }
 
 /// Run the jobs `input` yields under `cfg`; the exit status.
@@ -288,7 +303,10 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
     ])?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = local_slots(&cfg, cpus);
-    let local = Local::new(cfg.timeout, cfg.kill_after, slots.iter().flatten().sum())?;
+    let local_total: usize = slots.iter().flatten().sum();
+    let linger_max = linger_room(&cfg, local_total);
+    let mut local = Local::new(cfg.timeout, cfg.kill_after, local_total)?;
+    local.set_linger_max(linger_max);
     let mut output = Output::new(cfg.mode, cfg.keep_order);
     // A write that waits on our reader still sees these.
     output

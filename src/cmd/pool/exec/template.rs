@@ -37,6 +37,23 @@ enum Piece {
     Slot,
 }
 
+/// How the items of a job weigh on its command line ([`Template::shape`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    /// The bytes of the arguments that are not items themselves: their
+    /// text and a NUL each.
+    pub fixed_bytes: usize,
+    /// How many such arguments.
+    pub fixed_args: usize,
+    /// The arguments each item becomes: one per lone item string (an
+    /// argument that is just `{}`, or `{.}`...), or one when the items
+    /// are appended.
+    pub lone: usize,
+    /// For each argument that holds the items inside other text: its
+    /// own bytes (NUL included) and how many times the items appear in it.
+    pub embedded: Vec<(usize, usize)>,
+}
+
 /// A parsed command template.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -73,23 +90,40 @@ impl Template {
         Template { args, append }
     }
 
-    /// The bytes of the command line without its items: the literal text
-    /// and a NUL per argument.
-    pub fn fixed_len(&self) -> usize {
-        self.args
-            .iter()
-            .map(|pieces| {
-                1 + pieces
-                    .iter()
-                    .map(|p| match p {
-                        Piece::Lit(l) => l.len(),
-                        // A job number or slot: at most 20 digits.
-                        Piece::Seq | Piece::Slot => 20,
-                        Piece::Item(_) => 0,
-                    })
-                    .sum::<usize>()
-            })
-            .sum()
+    /// How the items of a job weigh on its command line.
+    pub fn shape(&self) -> Shape {
+        let mut shape = Shape {
+            fixed_bytes: 0,
+            fixed_args: 0,
+            lone: usize::from(self.append),
+            embedded: Vec::new(),
+        };
+        for pieces in &self.args {
+            if let [Piece::Item(_)] = pieces.as_slice() {
+                shape.lone += 1;
+                continue;
+            }
+            // The argument's own text and its NUL.
+            let lit = 1 + pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Lit(l) => l.len(),
+                    // A job number or slot: at most 20 digits.
+                    Piece::Seq | Piece::Slot => 20,
+                    Piece::Item(_) => 0,
+                })
+                .sum::<usize>();
+            let occurrences = pieces
+                .iter()
+                .filter(|p| matches!(p, Piece::Item(_)))
+                .count();
+            shape.fixed_bytes += lit;
+            shape.fixed_args += 1;
+            if occurrences > 0 {
+                shape.embedded.push((lit, occurrences));
+            }
+        }
+        shape
     }
 
     /// The argv of job `seq` on slot `slot` with these items.
