@@ -49,7 +49,6 @@ the output read so far.)
   pk-spawn: exit status 124: child <PID> ... (Python: TimeoutExpired; returncode -<N>)
   pk-spawn: exit status 127: command not found (Python: FileNotFoundError)
   pk-spawn: exit status 126: command not executable (Python: PermissionError)
-  pk-spawn: the command stopped (<SIG>): stopping pk-spawn too
 <TARGET> is `process group` (the command and everything it started) or
 `child` (the command alone, with --foreground).
 Two conventions for one status: pk-spawn's exit status is the shell's
@@ -66,37 +65,16 @@ too long for the clock never runs out); a positive one shorter than 1 ns
 counts as 1 ns, never as 0.
 
 Timeout, as timeout(1): after --timeout DUR (0: none) the signal goes to
-the command's process group (the command runs in a group of its own, so
-whatever it started gets the signal too), followed by SIGCONT; with
---kill-after K, SIGKILL follows K later if it still runs. With
---foreground the command stays in pk-spawn's process group and signals go
-to the command alone.
-
-Terminal: when pk-spawn runs in the foreground of its terminal (typed at
-a shell's prompt, or in a script run from there) and neither its stdin
-nor its stdout is a pipe, the command's group is made the terminal's
-foreground group before the command runs (tcsetpgrp, as a job-control
-shell does), so it reads and sets up the terminal without being stopped
-(SIGTTIN, SIGTTOU). In a pipeline (`pk-spawn -- make | less`) the other
-commands share pk-spawn's group and keep the terminal: the command runs
-in a background group, as under timeout(1), and --foreground is for a
-command that must read the terminal there. When the command has ended, or
-could not start, pk-spawn gives the terminal back to its own group, on
-every way out but its own SIGKILL: then a shell with job control takes
-the terminal back itself when pk-spawn's job ends (a script without
-`set -m` does not). The terminal's ^C and ^\\ go to the command's group
-only, and so reach the command once (a hang-up may reach it twice: from
-the terminal, and passed on by pk-spawn when the shell sends it SIGHUP
-in turn). ^Z stops the command's group;
-pk-spawn then takes the terminal back and stops itself with the same
-signal, so the shell sees its job stopped; `fg` continues pk-spawn, which
-hands the terminal to the command's group again and continues it (`bg`
-continues it without the terminal).
+the command's process group (the command runs in a group of its own),
+followed by SIGCONT; with --kill-after K, SIGKILL follows K later if it
+still runs. With --foreground, or when pk-spawn itself runs in the
+foreground of a terminal, the command stays in pk-spawn's process group so
+it can use the terminal, and signals go to the command alone.
 
 Signals: TERM, INT, HUP and QUIT sent to pk-spawn are passed on the same
 way (and start the --kill-after clock); pk-spawn waits for the command and
-exits with its status. With --foreground, a terminal's ^C that reached
-the command and pk-spawn in their shared group is not sent twice.
+exits with its status. A terminal's ^C that already reached the command
+in its group is not sent twice.
 
 A stdin, stdout or stderr that was closed when pk-spawn started (`<&-`,
 `>&-`, `2>&-`) is closed for the command too, as under timeout(1); it
@@ -176,8 +154,8 @@ pub struct Args {
     #[arg(long)]
     pub preserve_status: bool,
 
-    /// Keep the command in pk-spawn's process group; signals go to the
-    /// command alone (timeout(1)'s --foreground).
+    /// Keep the command in pk-spawn's process group (it can use the
+    /// terminal); signals go to the command alone.
     #[arg(long)]
     pub foreground: bool,
 
@@ -259,15 +237,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         (None, Some(path)) => Stdin::Fd(open_input(path)?),
         (None, None) => Stdin::Inherit,
     };
-    let own_group = !args.foreground;
-    // In a terminal's foreground, the command's group takes the terminal
-    // for as long as it runs; dropping `terminal` gives it back, on every
-    // way out of this function.
-    let mut terminal = if own_group {
-        Terminal::in_foreground()
-    } else {
-        None
-    };
+    let own_group = !(args.foreground || on_terminal_foreground());
     let mut spawn = Spawn::new(&args.cmd)?
         .stdin(stdin)
         .capture(args.capture)
@@ -289,10 +259,6 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     }
     if let Some(dir) = &args.cwd {
         spawn = spawn.cwd(dir);
-    }
-    if let Some(t) = &mut terminal {
-        spawn = spawn.terminal_foreground(t.tty.clone());
-        t.given = true;
     }
     let timeout = args.timeout.map(|d| {
         let t = if d.0.is_zero() {
@@ -316,13 +282,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
 
     // Block the relayed signals before the command exists, so none is
     // lost (or kills us) between the start and the first wait.
-    // With the terminal handed over, SIGCHLD too: it says when ^Z has
-    // stopped the command (it is never passed on).
-    let mut watched = RELAYED.to_vec();
-    if terminal.is_some() {
-        watched.push(Signal::SIGCHLD);
-    }
-    let mut relay = SignalRelay::new(&watched)?;
+    let mut relay = SignalRelay::new(&RELAYED)?;
     let mut supervisor = Supervisor::new(timeout);
     let say = |line: std::fmt::Arguments<'_>| {
         if verbose {
@@ -344,9 +304,6 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         Err(e) => return Err(cwd_failure(e).into()),
     };
     let pid = running.pid();
-    if let Some(t) = &mut terminal {
-        t.command = Some(pid);
-    }
     let target = if own_group { "process group" } else { "child" };
     let status = loop {
         match supervisor.step(&mut running, Some(&mut relay))? {
@@ -361,18 +318,8 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 show(args.kill_after)
             )),
             Step::Relayed(sig) => say(format_args!("passed {} on to {target} {pid}", sig.as_str())),
-            Step::Stopped(sig) => {
-                if let Some(t) = &mut terminal {
-                    say(format_args!(
-                        "the command stopped ({}): stopping pk-spawn too",
-                        sig.as_str()
-                    ));
-                    t.suspend(sig, &mut running)?;
-                }
-            }
         }
     };
-    drop(terminal);
     drop(relay);
 
     if args.capture {
@@ -468,115 +415,19 @@ fn no_input(e: Error) -> Error {
     }
 }
 
-/// The controlling terminal while pk-spawn runs in its foreground, lent to
-/// the command's process group; dropped, it gives the terminal back.
-struct Terminal {
-    tty: std::sync::Arc<std::os::fd::OwnedFd>,
-    /// pk-spawn's own process group, the foreground one at the start.
-    ours: nix::unistd::Pid,
-    /// The command's process group, once started.
-    command: Option<nix::unistd::Pid>,
-    /// The terminal was handed to the command's group and not taken back.
-    given: bool,
-}
-
-impl Terminal {
-    /// The controlling terminal, if pk-spawn's process group is its
-    /// foreground group (typed at a shell's prompt) and pk-spawn is not
-    /// part of a pipeline: with its stdin or stdout a pipe or a socket,
-    /// the other processes of the pipeline share pk-spawn's group, and
-    /// taking the terminal from them would stop one that uses it (`less`
-    /// in `pk-spawn -- make | less`) with SIGTTIN.
-    fn in_foreground() -> Option<Terminal> {
-        use std::os::fd::AsFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        fn piped(fd: impl AsFd) -> bool {
-            nix::sys::stat::fstat(fd)
-                .is_ok_and(|st| matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK))
-        }
-        if piped(std::io::stdin()) || piped(std::io::stdout()) {
-            return None;
-        }
-        let tty = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOCTTY)
-            .open("/dev/tty")
-            .ok()?;
-        let ours = nix::unistd::getpgrp();
-        if nix::unistd::tcgetpgrp(&tty).ok()? != ours {
-            return None;
-        }
-        Some(Terminal {
-            tty: std::sync::Arc::new(tty.into()),
-            ours,
-            command: None,
-            given: false,
-        })
-    }
-
-    fn foreground(&self) -> Option<nix::unistd::Pid> {
-        nix::unistd::tcgetpgrp(&*self.tty).ok()
-    }
-
-    /// tcsetpgrp with SIGTTOU blocked: from a group that is not the
-    /// foreground one, the call would otherwise stop pk-spawn.
-    fn set_foreground(&self, pgrp: nix::unistd::Pid) -> nix::Result<()> {
-        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
-        let mut ttou = SigSet::empty();
-        ttou.add(Signal::SIGTTOU);
-        let mut old = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
-        let r = nix::unistd::tcsetpgrp(&*self.tty, pgrp);
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-        r
-    }
-
-    /// Give the terminal back to pk-spawn's group if it was lent and is
-    /// still the command's (or belongs to a group that no longer exists):
-    /// a terminal the user's shell took meanwhile is left alone.
-    fn take_back(&mut self) {
-        if !std::mem::take(&mut self.given) {
-            return;
-        }
-        let Some(fg) = self.foreground() else { return };
-        let gone = |g| nix::sys::signal::killpg(g, None) == Err(nix::errno::Errno::ESRCH);
-        if fg != self.ours && (Some(fg) == self.command || gone(fg)) {
-            let _ = self.set_foreground(self.ours);
-        }
-    }
-
-    /// The command was stopped by `sig` (^Z): take the terminal back and
-    /// stop pk-spawn with the same signal, so the shell sees its job
-    /// stopped and takes the terminal; once continued, hand the terminal
-    /// to the command's group again if pk-spawn is in the foreground
-    /// (`fg`, not `bg`), and continue the command.
-    fn suspend(&mut self, sig: Signal, running: &mut crate::spawn::Running) -> Result<()> {
-        self.take_back();
-        let stop = match sig {
-            Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
-                if !crate::sys::spawn::is_ignored(sig as libc::c_int) =>
-            {
-                sig
-            }
-            _ => Signal::SIGSTOP,
-        };
-        nix::sys::signal::kill(nix::unistd::getpid(), stop)
-            .map_err(|e| Error::sys("kill", "pk-spawn", e))?;
-        // Here once continued.
-        if let Some(command) = self.command {
-            if self.foreground() == Some(self.ours) && self.set_foreground(command).is_ok() {
-                self.given = true;
-            }
-        }
-        running.signal(Signal::SIGCONT)?;
-        Ok(())
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        self.take_back();
-    }
+/// Whether pk-spawn runs in the foreground process group of its
+/// controlling terminal (typed at an interactive shell's prompt): then the
+/// command must stay in that group to read from or set up the terminal.
+fn on_terminal_foreground() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open("/dev/tty")
+    else {
+        return false;
+    };
+    nix::unistd::tcgetpgrp(&tty).is_ok_and(|p| p == nix::unistd::getpgrp())
 }
 
 /// Whether this process runs in the foreground process group of its

@@ -69,7 +69,6 @@ use crate::status::Status;
 use crate::sys::spawn::fds::{self, SpawnFd};
 use crate::sys::spawn::{
     ExecPlan, STAGE_CHDIR, STAGE_DEATH_SIGNAL, STAGE_DUP2, STAGE_EXEC, STAGE_SETPGID, STAGE_SETSID,
-    STAGE_TCSETPGRP,
 };
 
 mod running;
@@ -115,7 +114,6 @@ pub struct Spawn {
     stderr_closed: bool,
     share_sysv_undo: bool,
     announce_to: Option<std::sync::Arc<OwnedFd>>,
-    terminal: Option<std::sync::Arc<OwnedFd>>,
     stdout_to: Option<OwnedFd>,
     stderr_to: Option<OwnedFd>,
     timeout: Option<Timeout>,
@@ -184,7 +182,6 @@ impl Spawn {
             stderr_closed: false,
             share_sysv_undo: false,
             announce_to: None,
-            terminal: None,
             stdout_to: None,
             stderr_to: None,
             timeout: None,
@@ -278,10 +275,9 @@ impl Spawn {
     /// Make the child the leader of a new process group (setpgid(0, 0) in
     /// the child): [`Running::signal`] and the [`Timeout`] then signal the
     /// whole group, so a shell script's own children end with it. The
-    /// group is not the terminal's foreground group (unless
-    /// [`Spawn::terminal_foreground`]): a child that reads from the
-    /// terminal stops (SIGTTIN). Default: the caller's group, and signals
-    /// go to the child alone.
+    /// group is not the terminal's foreground group: a child that reads
+    /// from the terminal stops (SIGTTIN). Default: the caller's group, and
+    /// signals go to the child alone.
     #[must_use]
     pub fn process_group(mut self, new: bool) -> Self {
         self.new_group = new;
@@ -310,19 +306,6 @@ impl Spawn {
     #[must_use]
     pub fn announce_pid_to(mut self, pipe: std::sync::Arc<OwnedFd>) -> Self {
         self.announce_to = Some(pipe);
-        self
-    }
-
-    /// Make the child's new process group ([`Spawn::process_group`]) the
-    /// foreground group of terminal `tty`, as a job-control shell does for
-    /// a foreground job: tcsetpgrp(3) in the child, before exec and with
-    /// every signal blocked, so the program never runs a moment in the
-    /// background and can read and set up the terminal. The caller gives
-    /// the terminal back (tcsetpgrp with SIGTTOU blocked) once the program
-    /// has ended, and after a failed start too.
-    #[must_use]
-    pub fn terminal_foreground(mut self, tty: std::sync::Arc<OwnedFd>) -> Self {
-        self.terminal = Some(tty);
         self
     }
 
@@ -520,7 +503,6 @@ impl Spawn {
         plan.new_session = self.new_session;
         plan.share_sysv_undo = self.share_sysv_undo;
         plan.announce = self.announce_to.as_ref().map(|fd| fd.as_raw_fd());
-        plan.terminal = self.terminal.as_ref().map(|fd| fd.as_raw_fd());
         let pid = crate::sys::spawn::spawn(&mut plan).map_err(|e| Error::sys("clone", &name, e))?;
         let mut child = Child::new(pid);
         let report = plan.report();
@@ -538,7 +520,6 @@ impl Spawn {
                 STAGE_CHDIR => Error::sys("chdir", &self.cwd_shown, errno),
                 STAGE_SETPGID => Error::sys("setpgid", &name, errno),
                 STAGE_SETSID => Error::sys("setsid", &name, errno),
-                STAGE_TCSETPGRP => Error::sys("tcsetpgrp", "/dev/tty", errno),
                 STAGE_DEATH_SIGNAL => Error::sys("prctl", "PR_SET_PDEATHSIG", errno),
                 _ => Error::sys("sigaction", &name, errno),
             });

@@ -136,28 +136,6 @@ impl Running {
         }
     }
 
-    /// The signal that stopped the child, if it has stopped since the last
-    /// call (waitid with `WSTOPPED | WNOHANG`: the stop is reported once,
-    /// and the child is never reaped here). `None` while it runs, and once
-    /// it has ended.
-    pub fn stopped(&mut self) -> Result<Option<Signal>> {
-        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-        if self.child.status().is_some() {
-            return Ok(None);
-        }
-        loop {
-            return match waitid(
-                Id::Pid(self.pid()),
-                WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG,
-            ) {
-                Ok(WaitStatus::Stopped(_, sig)) => Ok(Some(sig)),
-                Ok(_) | Err(Errno::ECHILD) => Ok(None),
-                Err(Errno::EINTR) => continue,
-                Err(e) => Err(Error::sys("waitid", self.pid(), e)),
-            };
-        }
-    }
-
     /// Reap the child if it has ended, without blocking (waitpid with
     /// `WNOHANG`); `None` while it runs. Its pipes are left as they are:
     /// for a caller that watches many children at once (SIGCHLD, pidfds)

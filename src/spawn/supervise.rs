@@ -93,11 +93,6 @@ pub enum Step {
     Killed,
     /// This signal reached us and was passed on to the program.
     Relayed(Signal),
-    /// The program was stopped by this signal (SIGTSTP, SIGTTIN, SIGTTOU,
-    /// SIGSTOP). Reported only when the [`SignalRelay`] takes SIGCHLD,
-    /// which is never passed on: a wrapper that handed the program a
-    /// terminal stops itself in turn, as a job-control shell expects.
-    Stopped(Signal),
 }
 
 /// Drives a [`Running`] program to its end under a [`Timeout`], passing on
@@ -178,12 +173,6 @@ impl Supervisor {
         loop {
             if let Some(relay) = relay.as_deref_mut() {
                 while let Some(got) = relay.take()? {
-                    if got.signal == Signal::SIGCHLD {
-                        match r.stopped()? {
-                            Some(sig) => return Ok(Step::Stopped(sig)),
-                            None => continue,
-                        }
-                    }
                     if got.from_kernel && r.process_group().is_none() {
                         continue;
                     }

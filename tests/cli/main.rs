@@ -26,6 +26,5 @@ mod robust;
 mod sem;
 mod shm;
 mod spawn;
-mod spawn_tty;
 mod threads;
 mod ticket;

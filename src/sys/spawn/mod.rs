@@ -58,8 +58,6 @@ pub const STAGE_CHDIR: i32 = 5;
 pub const STAGE_DEATH_SIGNAL: i32 = 6;
 /// setsid() for a session of its own failed.
 pub const STAGE_SETSID: i32 = 7;
-/// tcsetpgrp() to make the new group the terminal's foreground failed.
-pub const STAGE_TCSETPGRP: i32 = 8;
 
 /// Size of the child's stack. The child runs a few small frames of our own
 /// and libc's system call wrappers; 64 KiB leaves ample room, and a guard
@@ -104,9 +102,6 @@ pub struct ExecPlan {
     pub announce: Option<RawFd>,
     /// Close descriptor 1 after the redirections (the shell's `>&-`).
     pub close_stdout: bool,
-    /// A terminal whose foreground process group the child's new group
-    /// becomes (tcsetpgrp), with [`ExecPlan::new_group`], before exec.
-    pub terminal: Option<RawFd>,
     /// Close descriptor 0 after the redirections (the shell's `<&-`).
     pub close_stdin: bool,
     /// Close descriptor 2 after the redirections (the shell's `2>&-`).
@@ -181,7 +176,6 @@ impl ExecPlan {
             new_session: false,
             announce: None,
             close_stdout: false,
-            terminal: None,
             close_stdin: false,
             close_stderr: false,
             share_sysv_undo: false,
@@ -423,17 +417,6 @@ fn child(plan: &mut ExecPlan) -> ! {
         // SAFETY: setpgid on plain integers.
         if unsafe { libc::setpgid(0, 0) } != 0 {
             report(plan, STAGE_SETPGID, Errno::last());
-        }
-    }
-    // The terminal's foreground goes to the new group now, while every
-    // signal is still blocked: tcsetpgrp from a group that is not the
-    // foreground raises SIGTTOU unless SIGTTOU is blocked, and the command
-    // must not run a single instruction in the background (a read of the
-    // terminal there stops it with SIGTTIN).
-    if let (Some(tty), true, false) = (plan.terminal, plan.new_group, plan.new_session) {
-        // SAFETY: tcsetpgrp (an ioctl) on plain integers; async-signal-safe.
-        if unsafe { libc::tcsetpgrp(tty, own_pid()) } != 0 {
-            report(plan, STAGE_TCSETPGRP, Errno::last());
         }
     }
     if let Some(fd) = plan.announce {
