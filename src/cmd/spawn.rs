@@ -69,7 +69,9 @@ the command's process group (the command runs in a group of its own),
 followed by SIGCONT; with --kill-after K, SIGKILL follows K later if it
 still runs. With --foreground, or when pk-spawn itself runs in the
 foreground of a terminal, the command stays in pk-spawn's process group so
-it can use the terminal, and signals go to the command alone.
+it can use the terminal, and signals go to the command alone: processes it
+started are then not signalled (timeout(1) signals its group, and stops a
+command that reads the terminal unless given --foreground).
 
 Signals: TERM, INT, HUP and QUIT sent to pk-spawn are passed on the same
 way (and start the --kill-after clock); pk-spawn waits for the command and
@@ -415,26 +417,10 @@ fn no_input(e: Error) -> Error {
     }
 }
 
-/// Whether pk-spawn runs in the foreground process group of its
-/// controlling terminal (typed at an interactive shell's prompt): then the
-/// command must stay in that group to read from or set up the terminal.
-fn on_terminal_foreground() -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(tty) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open("/dev/tty")
-    else {
-        return false;
-    };
-    nix::unistd::tcgetpgrp(&tty).is_ok_and(|p| p == nix::unistd::getpgrp())
-}
-
 /// Whether this process runs in the foreground process group of its
-/// controlling terminal (typed at an interactive shell's prompt). pk-sem
-/// then keeps its command in that group, to use the terminal; pk-spawn
-/// lends the terminal to its command's own group instead
-/// ([`Terminal::in_foreground`]).
+/// controlling terminal (typed at an interactive shell's prompt): then the
+/// command must stay in that group to read from or set up the terminal
+/// (pk-spawn and pk-sem run both keep it there).
 pub(crate) fn on_terminal_foreground() -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(tty) = std::fs::OpenOptions::new()
