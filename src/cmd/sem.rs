@@ -86,7 +86,8 @@ printing nothing (one line on stderr with -v), as `flock -n` does.
 Everywhere: 0 when done, 2 for a bad flag or name or a --value that
 differs from the semaphore's, 65 when the name file or its semaphore is
 damaged or not a pk-sem semaphore, 66 when the named semaphore does not
-exist (status, unlink), 71 when a system call fails, 77 when it belongs
+exist (status, unlink), or an unlink removed it while status or reset
+used it, 71 when a system call fails, 77 when it belongs
 to another user or others may change it.
 
 Examples:

@@ -370,21 +370,36 @@ impl RobustSemaphore {
         Error::sys(call, &self.name, e)
     }
 
+    /// A semctl(2) or set_value's semop(2) error: EINVAL or EIDRM on a set this handle opened means
+    /// an unlink removed it since ([`ErrorKind::NotFound`], as if the open
+    /// had come a moment later); anything else as it is.
+    fn ctl(&self, call: &'static str, e: Errno) -> Error {
+        match e {
+            Errno::EINVAL | Errno::EIDRM => Error::new(
+                ErrorKind::NotFound,
+                call,
+                &self.name,
+                "the semaphore was removed (pk-sem unlink) meanwhile",
+            ),
+            e => self.sys(call, e),
+        }
+    }
+
     /// How many slots it has.
     pub fn value(&self) -> Result<u32> {
-        let v = sysv::get_val(self.id, VALUE.into()).map_err(|e| self.sys("semctl", e))?;
+        let v = sysv::get_val(self.id, VALUE.into()).map_err(|e| self.ctl("semctl", e))?;
         Ok(v as u32)
     }
 
     /// How many slots are free now.
     pub fn free(&self) -> Result<u32> {
-        let v = sysv::get_val(self.id, FREE.into()).map_err(|e| self.sys("semctl", e))?;
+        let v = sysv::get_val(self.id, FREE.into()).map_err(|e| self.ctl("semctl", e))?;
         Ok(v as u32)
     }
 
     /// How many processes wait for a slot now.
     pub fn waiting(&self) -> Result<u32> {
-        let v = sysv::get_ncnt(self.id, FREE.into()).map_err(|e| self.sys("semctl", e))?;
+        let v = sysv::get_ncnt(self.id, FREE.into()).map_err(|e| self.ctl("semctl", e))?;
         Ok(v as u32)
     }
 
@@ -502,7 +517,7 @@ impl RobustSemaphore {
                 }
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(self.sys("semop", e)),
+                Err(e) => return Err(self.ctl("semop", e)),
             }
         }
     }
@@ -585,6 +600,25 @@ mod tests {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    #[test]
+    fn a_handle_whose_set_was_unlinked_says_not_found() {
+        let name = unique();
+        let s = RobustSemaphore::create(&name, 2).unwrap();
+        RobustSemaphore::unlink(&name).unwrap();
+        for e in [
+            s.value().unwrap_err(),
+            s.free().unwrap_err(),
+            s.waiting().unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("removed"), "{e}");
+        }
+        assert_eq!(
+            s.set_value(3, Deadline::Now).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]
