@@ -82,7 +82,9 @@ would be without pk-sem (flock(1) does the same with stdout and stderr).
 Exit status: `run` exits with the command's status (its exit code, or
 128+N when signal N killed it; 127 when it is not found, 126 when it
 cannot be executed); 1 (or -E N) when --timeout ran out with no free slot,
-printing nothing (one line on stderr with -v), as `flock -n` does.
+printing nothing (one line on stderr with -v), as `flock -n` does; 1 too,
+with one line, when another process (a stopped one) held the name file's
+lock past --timeout and at least 1s.
 Everywhere: 0 when done, 2 for a bad flag or name or a --value that
 differs from the semaphore's, 65 when the name file or its semaphore is
 damaged or not a pk-sem semaphore, 66 when the named semaphore does not
@@ -425,7 +427,7 @@ fn run_cmd(r: Run) -> Result<u8> {
     // the kernel, and has started nothing.
     let deadline = Deadline::after(r.timeout.map(|t| t.0))?;
     let sem = loop {
-        let sem = open_for_run(&r)?;
+        let sem = open_for_run(&r, deadline)?;
         match sem.acquire_until(deadline)? {
             Taken::Yes => break sem,
             // Unlinked while we waited: wait on what the name is now (made
@@ -477,8 +479,9 @@ fn run_cmd(r: Run) -> Result<u8> {
 }
 
 /// Open (or create) `run`'s semaphore, checking its --value.
-fn open_for_run(r: &Run) -> Result<RobustSemaphore> {
-    let (sem, created) = RobustSemaphore::open_or_create(&r.name, r.value.unwrap_or(1))?;
+fn open_for_run(r: &Run, deadline: Deadline) -> Result<RobustSemaphore> {
+    let (sem, created) =
+        RobustSemaphore::open_or_create_until(&r.name, r.value.unwrap_or(1), deadline)?;
     if let Some(want) = r.value {
         let has = sem.value()?;
         if !created && has != want {

@@ -187,6 +187,10 @@ impl RobustSemaphore {
     /// Create `name` with `value` slots (1 to [`VALUE_MAX`]), all free.
     /// [`ErrorKind::AlreadyExists`] if the name is taken.
     pub fn create(name: &str, value: u32) -> Result<RobustSemaphore> {
+        Self::create_until(name, value, Deadline::Never)
+    }
+
+    fn create_until(name: &str, value: u32, deadline: Deadline) -> Result<RobustSemaphore> {
         check_value(value)?;
         object::path(PREFIX, name)?;
         let key = fresh_key(name)?;
@@ -194,7 +198,7 @@ impl RobustSemaphore {
         object::create(PREFIX, name, text.len() as u64, |file| {
             file.write_all_at(text.as_bytes(), 0).ctx("write", name)
         })?;
-        Self::open(name)
+        Self::open_until(name, deadline)
     }
 
     /// Open the existing semaphore `name` (checked: see the [module](self)),
@@ -202,8 +206,16 @@ impl RobustSemaphore {
     /// lock of the name file, so that no [`RobustSemaphore::unlink`] runs
     /// meanwhile (see [Removal](self#removal)).
     pub fn open(name: &str) -> Result<RobustSemaphore> {
+        Self::open_until(name, Deadline::Never)
+    }
+
+    /// [`RobustSemaphore::open`], waiting for the name file's lock until
+    /// `deadline` (but at least a second): the lock is held for a few
+    /// system calls, so one held longer has a holder that is stopped (^Z,
+    /// a debugger), and the wait ends with [`ErrorKind::TimedOut`].
+    pub fn open_until(name: &str, deadline: Deadline) -> Result<RobustSemaphore> {
         let (file, size) = name_file(name)?;
-        lock_name(&file, name, flock::Op::Shared)?;
+        lock_name_until(&file, name, flock::Op::Shared, deadline)?;
         Self::attach(&file, size, name)
     }
 
@@ -314,13 +326,23 @@ impl RobustSemaphore {
     /// Open `name`, or create it with `value` slots if it does not exist;
     /// `true` when this call created it.
     pub fn open_or_create(name: &str, value: u32) -> Result<(RobustSemaphore, bool)> {
+        Self::open_or_create_until(name, value, Deadline::Never)
+    }
+
+    /// [`RobustSemaphore::open_or_create`], waiting for the name file's
+    /// lock as [`RobustSemaphore::open_until`] does.
+    pub fn open_or_create_until(
+        name: &str,
+        value: u32,
+        deadline: Deadline,
+    ) -> Result<(RobustSemaphore, bool)> {
         loop {
-            match Self::open(name) {
+            match Self::open_until(name, deadline) {
                 Ok(s) => return Ok((s, false)),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            match Self::create(name, value) {
+            match Self::create_until(name, value, deadline) {
                 Ok(s) => return Ok((s, true)),
                 // Created by someone else between our two calls: open it.
                 // Or ours removed by an unlink before we could open it:
@@ -523,6 +545,9 @@ impl RobustSemaphore {
     }
 }
 
+/// The least time a call with a deadline waits for the name file's lock.
+const LOCK_GRACE: Duration = Duration::from_secs(1);
+
 /// The name file of `name`, open and checked ([`object::open`]); a
 /// directory in its place is [`ErrorKind::BadData`], as any other
 /// non-file.
@@ -537,12 +562,47 @@ fn name_file(name: &str) -> Result<(File, u64)> {
 /// check that it is still the name's: [`ErrorKind::NotFound`] if an
 /// unlink removed it before we had the lock.
 fn lock_name(file: &File, name: &str, op: flock::Op) -> Result<()> {
+    lock_name_until(file, name, op, Deadline::Never)
+}
+
+/// [`lock_name`], giving up at `deadline` but not before a second has
+/// passed: [`ErrorKind::TimedOut`] when the lock stays held that long.
+/// Without a deadline, flock(2) waits; with one, a non-blocking flock is
+/// tried again every few milliseconds.
+fn lock_name_until(file: &File, name: &str, op: flock::Op, deadline: Deadline) -> Result<()> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
+    let give_up = match deadline {
+        Deadline::Never => None,
+        Deadline::Now => Some(std::time::Instant::now() + LOCK_GRACE),
+        Deadline::At(t) => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map_err(|e| Error::sys("clock_gettime", name, e))?;
+            let left = if t > now {
+                Duration::from(t - now)
+            } else {
+                Duration::ZERO
+            };
+            Some(std::time::Instant::now() + left.max(LOCK_GRACE).min(Duration::from_secs(1 << 32)))
+        }
+    };
+    let mut pause = Duration::from_millis(1);
     loop {
-        match flock::flock(file.as_fd(), op, false) {
+        match flock::flock(file.as_fd(), op, give_up.is_some()) {
             Ok(()) => break,
             Err(Errno::EINTR) => continue,
+            Err(Errno::EWOULDBLOCK) if give_up.is_some_and(|g| std::time::Instant::now() < g) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(Errno::EWOULDBLOCK) => {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    "flock",
+                    name,
+                    "another process held the name's lock past the timeout (is it stopped?)",
+                ));
+            }
             Err(e) => return Err(Error::sys("flock", name, e)),
         }
     }

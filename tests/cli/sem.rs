@@ -1404,3 +1404,45 @@ fn an_unlink_killed_at_every_step_leaves_a_whole_semaphore_or_a_name_to_complete
     }
     check.finish();
 }
+
+#[test]
+fn a_name_lock_held_past_the_timeout_ends_the_run_with_one_line() {
+    // flock(1) holds the name file's lock as a stopped pk-sem would (one
+    // stopped in the middle of an unlink): a run with a timeout gives up
+    // instead of waiting for it for ever, and runs once it is let go.
+    let mut check = ShmCheck::start();
+    let name = check.name("lockheld");
+    assert_eq!(run_if_free(&name).status.code(), Some(0));
+    let file = format!("/dev/shm/pk-sem.{}", &name[1..]);
+    // One process holds it (flock(1) on the shell's descriptor 9), so
+    // killing that process lets it go.
+    let mut holder = std::process::Command::new("sh");
+    holder.args([
+        "-c",
+        &format!("exec 9<{file}; flock -x 9; echo held; exec sleep 60"),
+    ]);
+    let mut holder = Running::start(holder, false);
+    holder.wait_for(|l| l == "held");
+    for timeout in ["0", "0.2"] {
+        let out = sem(&[
+            "run",
+            "--name",
+            &name,
+            "--timeout",
+            timeout,
+            "--",
+            "echo",
+            "ran",
+        ]);
+        assert_one_line_error(&out, "sem", 1);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("stopped"),
+            "{out:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    drop(holder);
+    assert_eq!(stdout(&run_if_free(&name)), "ran\n");
+    unlink(&name);
+    check.finish();
+}
