@@ -557,8 +557,7 @@ const SKIP: i32 = 77;
 /// reused pid's process was left alone, 2 when it was killed, 77 when the
 /// pid could not be reused (1, unshare's own failure, is a skip too).
 fn pid_reuse_in_namespace() -> i32 {
-    use nix::sys::signal::{Signal, kill};
-    use std::os::unix::process::ExitStatusExt;
+    use nix::sys::signal::Signal;
     process::ignore(Signal::SIGCHLD).unwrap();
     let mut group = Children::new();
     // It ends after the fork has returned, so the kernel reaps it.
@@ -567,13 +566,34 @@ fn pid_reuse_in_namespace() -> i32 {
     let pidfd = group.get(0).unwrap().pidfd().expect("a pidfd");
     let mut fds = [nix::poll::PollFd::new(pidfd, nix::poll::PollFlags::POLLIN)];
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+    // The drop of the reaped child's handle must signal nobody.
+    let first_left_alone = on_reused_pid(first, || drop(group));
+    if first_left_alone != 0 {
+        return first_left_alone;
+    }
+    // The same for a spawned program, whose handle signals by pid when it
+    // holds no pidfd.
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let running = Spawn::new(["true"]).unwrap().start().unwrap();
+    let pid = running.pid();
+    on_reused_pid(pid, || drop(running))
+}
+
+/// In [`pid_reuse_in_namespace`], once `pid` has ended with SIGCHLD
+/// ignored: wait until the kernel has freed it, start `sleep` on the very
+/// same pid, run `then` (the drop of the handle of the process that had
+/// it), and check that the sleep was left alone. 0 when it was, 2 when it
+/// was killed, [`SKIP`] when the pid could not be reused.
+fn on_reused_pid(pid: process::Pid, then: impl FnOnce()) -> i32 {
+    use nix::sys::signal::{Signal, kill};
+    use std::os::unix::process::ExitStatusExt;
     // The pidfd says "ended" a moment before the kernel frees the pid.
-    while kill(first, None).is_ok() {
+    while kill(pid, None).is_ok() {
         std::thread::sleep(Duration::from_millis(1));
     }
     process::restore_default(Signal::SIGCHLD).unwrap();
     // The next pid handed out in this namespace is the reaped child's.
-    let last = first.as_raw() - 1;
+    let last = pid.as_raw() - 1;
     if std::fs::write("/proc/sys/kernel/ns_last_pid", last.to_string()).is_err() {
         return SKIP;
     }
@@ -581,47 +601,13 @@ fn pid_reuse_in_namespace() -> i32 {
         .arg("60")
         .spawn()
         .unwrap();
-    if sleep.id() as i32 != first.as_raw() {
+    if sleep.id() as i32 != pid.as_raw() {
         let _ = sleep.kill();
         let _ = sleep.wait();
         return SKIP;
     }
-    // The drop of the reaped child's handle: it must signal nobody.
-    drop(group);
-    // (Gone already, killed and reaped by the drop: ESRCH.)
-    let sent = kill(process::Pid::from_raw(sleep.id() as i32), Signal::SIGTERM);
-    match sleep.wait().map(|s| s.signal()) {
-        _ if sent.is_err() => return 2,
-        Ok(Some(15)) => {}
-        _ => return 2,
-    }
-    // The same for a spawned program, whose handle signals by pid when it
-    // holds no pidfd.
-    process::ignore(Signal::SIGCHLD).unwrap();
-    let running = Spawn::new(["true"]).unwrap().start().unwrap();
-    let first = running.pid();
-    while kill(first, None).is_ok() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    process::restore_default(Signal::SIGCHLD).unwrap();
-    if std::fs::write(
-        "/proc/sys/kernel/ns_last_pid",
-        (first.as_raw() - 1).to_string(),
-    )
-    .is_err()
-    {
-        return SKIP;
-    }
-    let mut sleep = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
-    if sleep.id() as i32 != first.as_raw() {
-        let _ = sleep.kill();
-        let _ = sleep.wait();
-        return SKIP;
-    }
-    drop(running);
+    then();
+    // (Gone already, killed and reaped by `then`: ESRCH.)
     let sent = kill(process::Pid::from_raw(sleep.id() as i32), Signal::SIGTERM);
     match sleep.wait().map(|s| s.signal()) {
         _ if sent.is_err() => 2,

@@ -558,3 +558,16 @@ fn leftovers_finds_a_real_orphan() {
         "killed and reaped by the first call"
     );
 }
+
+/// True (with a note) when script(1), which gives a test a terminal, is
+/// not installed: the caller skips.
+pub fn no_script() -> bool {
+    let missing = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("skipped: script(1) (util-linux) is not installed");
+    }
+    missing
+}

@@ -1075,10 +1075,26 @@ fn more_slots_than_file_descriptors_allow_run_fewer_at_once() {
 #[test]
 fn a_sigkilled_pk_pool_takes_the_whole_of_each_job_along() {
     // Each job ignores SIGTERM and has a child in the background: neither
-    // goes with a death signal alone (and both outlast the test's wait). pk-pool gets SIGKILL, no chance to
-    // stop anything itself, and still nothing of its jobs survives it.
+    // goes with a death signal alone (and both outlast the test's wait).
+    // pk-pool gets SIGKILL, no chance to stop anything itself, and still
+    // nothing of its jobs survives it.
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
+    let (mut run, mut pids) = two_stubborn_jobs(dir.path());
+    // pk-pool's other children (its guard) must end too, and are reaped here.
+    pids.extend(children_of(run.child.id() as i32));
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&run.wait(), libc::SIGKILL);
+    for pid in pids {
+        assert_gone(pid);
+    }
+}
+
+/// `pk-pool exec -j 2 --kill-after 0.3` (in a process group of its own)
+/// running two jobs that ignore SIGTERM, each with a child in the
+/// background; returns it with the pids of both jobs and both children,
+/// once all four have written them into `dir`.
+fn two_stubborn_jobs(dir: &std::path::Path) -> (Running, Vec<i32>) {
+    let d = dir.display();
     let mut cmd = pk_std("pool");
     cmd.args([
         "exec",
@@ -1093,34 +1109,17 @@ fn a_sigkilled_pk_pool_takes_the_whole_of_each_job_along() {
     ])
     .stdin(Stdio::piped());
     let mut run = Running::start(cmd, true);
-    {
-        let mut stdin = run.child.stdin.take().unwrap();
-        stdin.write_all(b"1\n2\n").unwrap();
-    }
-    let read_pid = |name: String| -> i32 {
-        let f = dir.path().join(name);
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Some(p) = std::fs::read_to_string(&f)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-            {
-                return p;
-            }
-            assert!(std::time::Instant::now() < deadline, "{f:?} never came");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    };
-    let mut pids: Vec<i32> = (1..=2)
-        .flat_map(|i| [read_pid(format!("pid.{i}")), read_pid(format!("child.{i}"))])
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n")
+        .unwrap();
+    let jobs = ["pid.1", "child.1", "pid.2", "child.2"]
+        .iter()
+        .map(|f| pid_in(&dir.join(f)))
         .collect();
-    // pk-pool's other children (its guard) must end too, and are reaped here.
-    pids.extend(children_of(run.child.id() as i32));
-    run.signal(nix::sys::signal::Signal::SIGKILL);
-    assert_signal(&run.wait(), libc::SIGKILL);
-    for pid in pids {
-        assert_gone(pid);
-    }
+    (run, jobs)
 }
 
 /// The pids whose parent is `parent`.
@@ -1239,12 +1238,7 @@ fn a_job_that_uses_the_terminal_fails_instead_of_stopping_for_ever() {
     // pk-pool waited for it for ever. In a session of their own they have
     // no controlling terminal: the read fails at once, the write goes
     // through. script(1) gives the run a terminal.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: script(1) (util-linux) is not installed");
+    if no_script() {
         return;
     }
     let inner = "stty tostop; echo x | pk-pool exec --no-progress -u -- echo hi; echo rc=$?; \
@@ -1608,31 +1602,7 @@ fn a_sigkill_of_pk_pools_whole_group_takes_the_jobs_along() {
     // group: it outlives the kill, ends every job's group (a leader that
     // ignores SIGTERM, a child in the background) and exits.
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let mut cmd = pk_std("pool");
-    cmd.args([
-        "exec",
-        "-j",
-        "2",
-        "--kill-after",
-        "0.3",
-        "--",
-        "sh",
-        "-c",
-        &format!("trap '' TERM; sleep 300 & echo $! > {d}/child.$0; echo $$ > {d}/pid.$0; wait"),
-    ])
-    .stdin(Stdio::piped());
-    let mut run = Running::start(cmd, true);
-    run.child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"1\n2\n")
-        .unwrap();
-    let jobs: Vec<i32> = ["pid.1", "child.1", "pid.2", "child.2"]
-        .iter()
-        .map(|f| pid_in(&dir.path().join(f)))
-        .collect();
+    let (mut run, jobs) = two_stubborn_jobs(dir.path());
     let me = run.child.id() as i32;
     let guard: Vec<i32> = children_of(me)
         .into_iter()
@@ -1656,12 +1626,7 @@ fn the_terminals_tstp_and_int_leave_the_guard_to_its_work_and_end_it_with_the_ru
     // not to its guard, in a session of its own, which neither stops nor
     // is left behind once the run ends. script(1) gives the run a
     // terminal; what this test writes to it is what the keys send.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: script(1) (util-linux) is not installed");
+    if no_script() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -429,12 +429,7 @@ fn an_ssh_that_would_prompt_fails_instead_of_stopping_for_ever() {
     // process group it was stopped (SIGTTIN) and pk-pool waited for ever
     // for that host. Without a controlling terminal the prompt fails, the
     // host is reported and given up. script(1) gives the run a terminal.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: script(1) (util-linux) is not installed");
+    if no_script() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

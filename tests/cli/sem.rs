@@ -10,6 +10,24 @@ fn sem(args: &[&str]) -> std::process::Output {
     pk("sem").args(args).output().unwrap()
 }
 
+/// `pk-sem ARGS` under strace, killed (SIGKILL) at the entry of the
+/// `when`th call of `call`; its output (strace ends as its tracee did).
+fn sem_killed_at(call: &str, when: u32, args: &[String]) -> std::process::Output {
+    let mut words: Vec<String> = vec![
+        "strace".into(),
+        "-qq".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-e".into(),
+        format!("trace={call}"),
+        "-e".into(),
+        format!("inject={call}:signal=SIGKILL:when={when}"),
+        bin("pk-sem").display().to_string(),
+    ];
+    words.extend(args.iter().cloned());
+    command(&words).output().unwrap()
+}
+
 /// `pk-sem run --name NAME --timeout 0 -- echo ran`: exit 1 while the
 /// only slot is taken.
 fn run_if_free(name: &str) -> std::process::Output {
@@ -902,26 +920,8 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
             "exec >/dev/null 2>&1; echo $$ > {}; {wait}",
             started.display()
         );
-        let words: Vec<String> = [
-            "strace".to_string(),
-            "-qq".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            "-e".into(),
-            format!("trace={call}"),
-            "-e".into(),
-            format!("inject={call}:signal=SIGKILL:when={when}"),
-            bin("pk-sem").display().to_string(),
-            "run".into(),
-            "--name".into(),
-            name.clone(),
-            "--".into(),
-            "sh".into(),
-            "-c".into(),
-            script,
-        ]
-        .to_vec();
-        let out = command(&words).output().unwrap();
+        let args = ["run", "--name", &name, "--", "sh", "-c", &script].map(String::from);
+        let out = sem_killed_at(call, when, &args);
         assert_signal(&out.status, libc::SIGKILL);
         if command_ran {
             // Started before pk-sem died; it may not have run its first
@@ -979,28 +979,8 @@ fn a_creator_killed_at_every_step_leaves_nothing_or_a_name_the_next_user_complet
         ("filling the set in", "semtimedop", 1, true),
     ] {
         let name = check.name("create");
-        let words: Vec<String> = [
-            "strace",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            &format!("trace={call}"),
-            "-e",
-            &format!("inject={call}:signal=SIGKILL:when={when}"),
-            &bin("pk-sem").display().to_string(),
-            "run",
-            "--name",
-            &name,
-            "--value",
-            "3",
-            "--",
-            "echo",
-            "ran",
-        ]
-        .map(String::from)
-        .to_vec();
-        let out = command(&words).output().unwrap();
+        let args = ["run", "--name", &name, "--value", "3", "--", "echo", "ran"].map(String::from);
+        let out = sem_killed_at(call, when, &args);
         assert_signal(&out.status, libc::SIGKILL);
         assert!(out.stdout.is_empty(), "killed {step}: nothing ran");
         let file = format!("/dev/shm/pk-sem.{}", &name[1..]);
@@ -1199,12 +1179,7 @@ fn a_terminal_ctrl_c_reaches_the_command_once() {
     // ^C typed at a terminal (script(1) gives the run one): the kernel
     // sends SIGINT to pk-sem and to the command, in the same foreground
     // group; pk-sem must not send the command a second one.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: script(1) (util-linux) is not installed");
+    if no_script() {
         return;
     }
     let mut check = ShmCheck::start();
@@ -1378,21 +1353,11 @@ fn an_unlink_killed_at_every_step_leaves_a_whole_semaphore_or_a_name_to_complete
         let name = check.name("unlinkstep");
         assert_success(&sem(&["reset", "--name", &name, "--value", "1"]));
         let key = sem_key(&name);
-        let words: Vec<String> = vec![
-            "strace".into(),
-            "-qq".into(),
-            "-o".into(),
-            "/dev/null".into(),
-            "-e".into(),
-            format!("trace={call}"),
-            "-e".into(),
-            format!("inject={call}:signal=SIGKILL:when={when}"),
-            bin("pk-sem").display().to_string(),
-            "unlink".into(),
-            "--name".into(),
-            name.clone(),
-        ];
-        let out = command(&words).output().unwrap();
+        let out = sem_killed_at(
+            call,
+            when,
+            &["unlink".into(), "--name".into(), name.clone()],
+        );
         assert_signal(&out.status, libc::SIGKILL);
         assert_eq!(sem_key(&name), key, "killed {step}: the name stays");
         assert_eq!(sysv_id(key).is_some(), set_left, "killed {step}");
