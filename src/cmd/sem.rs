@@ -44,7 +44,8 @@ the slot stays taken while pk-sem or its command runs, as a command run
 by flock(1) keeps the lock, and comes back the moment both are gone, even
 when pk-sem was killed with SIGKILL or by the OOM killer. (Processes the
 command leaves running in the background do not hold it.) At no instant
-do more than <value> commands run. Waiters sleep in the kernel until a
+do more than <value> commands hold one semaphore (an `unlink` starts a
+new one under the name: see below). Waiters sleep in the kernel until a
 slot comes back; no polling, no reset needed.
 The value is fixed when the semaphore is created (--value, default 1); a
 --value that differs from an existing semaphore's is an error (exit 2):
