@@ -96,9 +96,6 @@ use crate::sys::sem::futex;
 use crate::sys::sem::{Locked, RobustMutex};
 use crate::sys::shm::{Mapping, map_shared_len};
 
-/// The least time a call with a deadline waits for a lock another process
-/// holds (see [`Queue::lock`]).
-const LOCK_GRACE: Duration = Duration::from_secs(1);
 /// The longest single sleep of a wait (see [`Queue::wait_until_moved`]).
 const SLICE: Duration = Duration::from_secs(1);
 /// How many times a wait checks the counter, spinning, before it yields.
@@ -378,22 +375,13 @@ impl Queue {
     }
 
     /// Take lock `m`, waiting until `deadline`, but never less than
-    /// [`LOCK_GRACE`]: a lock is held for the time of a copy (longer only
+    /// [`crate::sem::LOCK_GRACE`]: a lock is held for the time of a copy (longer only
     /// when its holder is preempted), so one that stays held that long has
     /// a holder that is stopped (^Z, a debugger, a frozen cgroup) or stuck,
     /// and the caller's timeout ends the wait: an error of kind
     /// [`crate::ErrorKind::TimedOut`]. Without a deadline it waits for ever.
     fn lock(&self, m: &RobustMutex, what: &str, deadline: Deadline) -> Result<()> {
-        let grace = match Deadline::after(Some(LOCK_GRACE))? {
-            Deadline::At(t) => Some(t),
-            _ => None,
-        };
-        let until = match deadline {
-            Deadline::Never => None,
-            Deadline::Now => grace,
-            Deadline::At(t) => Some(grace.map_or(t, |g| g.max(t))),
-        };
-        let locked = match until {
+        let locked = match deadline.for_lock()? {
             None => m.lock(),
             Some(t) => m.lock_until(&t),
         };

@@ -97,6 +97,29 @@ impl Deadline {
     }
 }
 
+/// The least time a wait with a deadline gives a lock that another
+/// process holds for a few system calls (a queue's mutex, a pk-sem name
+/// file's flock): one held longer has a holder that is stopped (^Z, a
+/// debugger, a frozen cgroup), or one preempted on a loaded machine.
+pub(crate) const LOCK_GRACE: Duration = Duration::from_secs(1);
+
+impl Deadline {
+    /// When a wait for such a lock gives up: this deadline, but never
+    /// sooner than [`LOCK_GRACE`] from now; `None` (for ever) for
+    /// [`Deadline::Never`].
+    pub(crate) fn for_lock(self) -> Result<Option<TimeSpec>> {
+        let grace = match Deadline::after(Some(LOCK_GRACE))? {
+            Deadline::At(t) => Some(t),
+            _ => None,
+        };
+        Ok(match self {
+            Deadline::Never => None,
+            Deadline::Now => grace,
+            Deadline::At(t) => Some(grace.map_or(t, |g| g.max(t))),
+        })
+    }
+}
+
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {

@@ -214,7 +214,7 @@ impl RobustSemaphore {
     /// system calls, so one held longer has a holder that is stopped (^Z,
     /// a debugger), and the wait ends with [`ErrorKind::TimedOut`].
     pub fn open_until(name: &str, deadline: Deadline) -> Result<RobustSemaphore> {
-        let (file, size) = name_file(name)?;
+        let (file, size) = object::open(PREFIX, name)?;
         lock_name_until(&file, name, flock::Op::Shared, deadline)?;
         Self::attach(&file, size, name)
     }
@@ -361,7 +361,7 @@ impl RobustSemaphore {
     /// [`ErrorKind::NotFound`] if there is no such name; a damaged name
     /// file of ours is removed too, and another user's is refused.
     pub fn unlink(name: &str) -> Result<()> {
-        let (file, size) = match name_file(name) {
+        let (file, size) = match object::open(PREFIX, name) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::BadData => return remove_damaged(name, e),
             Err(e) => return Err(e),
@@ -545,19 +545,6 @@ impl RobustSemaphore {
     }
 }
 
-/// The least time a call with a deadline waits for the name file's lock.
-const LOCK_GRACE: Duration = Duration::from_secs(1);
-
-/// The name file of `name`, open and checked ([`object::open`]); a
-/// directory in its place is [`ErrorKind::BadData`], as any other
-/// non-file.
-fn name_file(name: &str) -> Result<(File, u64)> {
-    object::open(PREFIX, name).map_err(|e| match e.errno() {
-        Some(Errno::EISDIR) => Error::data("open", name, "not a regular file (a directory)"),
-        _ => e,
-    })
-}
-
 /// Lock the name file `file` (flock(2) `op`, waiting; EINTR retried), then
 /// check that it is still the name's: [`ErrorKind::NotFound`] if an
 /// unlink removed it before we had the lock.
@@ -572,26 +559,16 @@ fn lock_name(file: &File, name: &str, op: flock::Op) -> Result<()> {
 fn lock_name_until(file: &File, name: &str, op: flock::Op, deadline: Deadline) -> Result<()> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let give_up = match deadline {
-        Deadline::Never => None,
-        Deadline::Now => Some(std::time::Instant::now() + LOCK_GRACE),
-        Deadline::At(t) => {
-            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                .map_err(|e| Error::sys("clock_gettime", name, e))?;
-            let left = if t > now {
-                Duration::from(t - now)
-            } else {
-                Duration::ZERO
-            };
-            Some(std::time::Instant::now() + left.max(LOCK_GRACE).min(Duration::from_secs(1 << 32)))
-        }
+    let give_up = deadline.for_lock()?;
+    let before = |t: nix::sys::time::TimeSpec| {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).is_ok_and(|now| now < t)
     };
     let mut pause = Duration::from_millis(1);
     loop {
         match flock::flock(file.as_fd(), op, give_up.is_some()) {
             Ok(()) => break,
             Err(Errno::EINTR) => continue,
-            Err(Errno::EWOULDBLOCK) if give_up.is_some_and(|g| std::time::Instant::now() < g) => {
+            Err(Errno::EWOULDBLOCK) if give_up.is_some_and(before) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
