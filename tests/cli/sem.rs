@@ -1189,7 +1189,11 @@ fn a_terminal_ctrl_c_reaches_the_command_once() {
     std::fs::write(&prog, COUNT_INTS).unwrap();
     let log = log.display().to_string();
     // The feeder types ^C into script's terminal, three rounds, then ends
-    // the command; it waits on the log between steps.
+    // the command; it waits on the log between steps. script(1) runs the
+    // line with $SHELL, which sits in the same foreground group and gets
+    // every ^C too: bash waits for its child and goes on when the child
+    // survives, dash (/bin/sh where SHELL is unset) exits 130 at once, so
+    // the line is run by this very bash whatever the caller's SHELL.
     let script = format!(
         "log={log}; pid() {{ sed -n 's/^ready //p' $log; }}; \
          ( until grep -q '^ready ' $log 2>/dev/null; do sleep 0.02; done; \
@@ -1201,7 +1205,7 @@ fn a_terminal_ctrl_c_reaches_the_command_once() {
            done; \
            kill -TERM $(pid); \
            until grep -q '^bye' $log; do sleep 0.02; done ) \
-         | timeout -k 5 30 script -qec 'pk-sem run --name {name} -- python3 {prog} {log}; echo rc=$?' /dev/null \
+         | SHELL=$BASH timeout -k 5 30 script -qec 'pk-sem run --name {name} -- python3 {prog} {log}; echo rc=$?' /dev/null \
          | grep -o 'rc=[0-9]*'",
         prog = prog.display()
     );
