@@ -306,10 +306,7 @@ impl Queue {
                 ));
             }
         }
-        // head - tail is how many messages it holds: never more than its
-        // capacity (a queue's own calls keep it so, whoever dies when).
-        let (head, tail) = (map.read::<u32>(HEAD), map.read::<u32>(TAIL));
-        if u64::from(head.wrapping_sub(tail)) > capacity {
+        if let Some((head, tail)) = overfull(&map, capacity) {
             return Err(bad(format!(
                 "counters (put {head}, taken {tail}) that say it holds more than its capacity"
             )));
@@ -641,6 +638,30 @@ impl Queue {
     }
 }
 
+/// The counters of a queue that says it holds more than `capacity`
+/// messages (a damaged file); `None` for a sound one.
+///
+/// head - tail is how many messages it holds, and a queue's own calls
+/// keep it at most the capacity at every instant, whoever dies when. But
+/// the two counters cannot be read at one instant without the locks, and
+/// others may be putting and taking meanwhile: a tail read after the head
+/// may already be past it. So the tail is read on both sides of the head;
+/// when it did not move, it was the tail at the instant the head was
+/// read. A tail that moves on every try belongs to a queue in use, which
+/// is not judged.
+fn overfull(map: &Mapping, capacity: u64) -> Option<(u32, u32)> {
+    let counter = |off| map.atomic::<AtomicU32>(off);
+    for _ in 0..64 {
+        let tail = counter(TAIL).load(Ordering::Acquire);
+        let head = counter(HEAD).load(Ordering::Acquire);
+        if counter(TAIL).load(Ordering::Acquire) == tail {
+            return (u64::from(head.wrapping_sub(tail)) > capacity).then_some((head, tail));
+        }
+        std::hint::spin_loop();
+    }
+    None
+}
+
 /// Remove the named queue `name` from `/dev/shm`. Processes that have it
 /// open keep using it. A file under that name that holds bytes but is not
 /// a queue (no `pkqueue` header: a shared-memory segment, another
@@ -790,5 +811,43 @@ mod tests {
         assert_eq!(slots(usize::MAX), usize::MAX);
         assert_eq!(stride(usize::MAX), usize::MAX);
         assert_eq!(max_capacity(usize::MAX), 0);
+    }
+
+    #[test]
+    fn opening_a_queue_in_use_never_finds_it_damaged() {
+        // open() checks that head - tail is at most the capacity. Read one
+        // counter after the other while others put and take, the two
+        // values come from different moments: a tail read after the head
+        // may already be past it, and a sound queue looked damaged (a
+        // `pk-queue get` exited 65 in a storm of puts and gets).
+        let name = format!("/pk-test-open-race-{}", std::process::id());
+        let q = std::sync::Arc::new(Queue::create(&name, 2, 8).unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let movers: Vec<_> = (0..2)
+            .map(|_| {
+                let (q, stop) = (q.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        q.put(b"m").unwrap();
+                        q.get().unwrap();
+                    }
+                })
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        let mut bad = None;
+        let mut opens = 0;
+        while t0.elapsed() < Duration::from_millis(1500) && bad.is_none() {
+            if let Err(e) = Queue::open(&name) {
+                bad = Some(e.to_string());
+            }
+            opens += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for m in movers {
+            m.join().unwrap();
+        }
+        unlink(&name).unwrap();
+        assert_eq!(bad, None, "after {opens} opens");
     }
 }

@@ -440,6 +440,10 @@ struct Op {
     put: Vec<String>,
     status: ExitStatus,
     stdout: String,
+    /// What it said on stderr: the reason, when it failed (read only
+    /// through Debug, in a failed assertion's message).
+    #[allow(dead_code)]
+    stderr: String,
 }
 
 #[test]
@@ -506,7 +510,7 @@ fn a_storm_of_random_sigkills_loses_duplicates_and_strands_nothing() {
                 let child = cmd
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
+                    .stderr(Stdio::piped())
                     .spawn()
                     .unwrap();
                 let pid = child.id() as i32;
@@ -538,10 +542,13 @@ fn a_storm_of_random_sigkills_loses_duplicates_and_strands_nothing() {
                 let status = child.wait().unwrap();
                 let mut text = String::new();
                 std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
                 ops.push(Op {
                     put: msg,
                     status,
                     stdout: text,
+                    stderr: err,
                 });
             }
             ops
