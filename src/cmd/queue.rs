@@ -16,7 +16,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::cmd::Out;
 use crate::cmd::Result;
-use crate::cmd::duration::DurationArg;
+use crate::cmd::duration::{self, DurationArg};
 use crate::cmd::exit;
 use crate::error::{Context, Error, ErrorKind};
 use crate::process::{self, Builder, Child, Children, Fork};
@@ -194,8 +194,9 @@ pub struct Put {
     #[arg(short = '0', long = "null")]
     pub null: bool,
     /// Give up when the queue stays full this long for one message (each
-    /// message waits anew; 0: do not wait).
-    #[arg(long, value_name = "DUR")]
+    /// message waits anew; 0: do not wait; 2, 1.5s, 250ms, 1m, 1h, 2d, any
+    /// length).
+    #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
     /// Say on stderr why nothing more was put (a full queue).
     #[arg(short, long)]
@@ -212,9 +213,10 @@ pub struct Get {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub count: u64,
-    /// Give up when the queue stays empty this long (0: do not wait); one
-    /// deadline for all N messages.
-    #[arg(long, value_name = "DUR")]
+    /// Give up when the queue stays empty this long (0: do not wait; 2,
+    /// 1.5s, 250ms, 1m, 1h, 2d, any length); one deadline for all N
+    /// messages.
+    #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
     /// End each message with a NUL byte instead of a newline.
     #[arg(short = '0', long = "null")]

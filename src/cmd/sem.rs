@@ -11,7 +11,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::cmd::Out;
 use crate::cmd::Result;
-use crate::cmd::duration::DurationArg;
+use crate::cmd::duration::{self, DurationArg};
 use crate::cmd::exit;
 use crate::error::{Error, ErrorKind};
 use crate::process::{self, Child, Children, Pid};
@@ -189,8 +189,9 @@ pub struct Run {
     /// semaphore is created with (default 1); an existing one must have it.
     #[arg(long, value_name = "N", value_parser = robust_value)]
     pub value: Option<u32>,
-    /// Give up when no slot is free within DUR (0: do not wait at all).
-    #[arg(long, value_name = "DUR")]
+    /// Give up when no slot is free within DUR (0: do not wait at all; 2,
+    /// 1.5s, 250ms, 1m, 1h, 2d, any length).
+    #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
     /// Exit with N instead of 1 when --timeout runs out (0-255).
     #[arg(

@@ -109,6 +109,32 @@ fn put_work_and_get_run_a_command_per_task() {
         String::from_utf8_lossy(&empty.stderr).contains("timed out after 0 of 1"),
         "{empty:?}"
     );
+    // A timeout of days, or one past what the clock holds, is a wait like
+    // any other (no 24 h limit): the get waits for the put.
+    for long in ["400d", "99999999999999999999999d"] {
+        let mut cmd = mgr(&[]);
+        cmd.args([
+            "get",
+            "--connect",
+            &addr,
+            "--queue",
+            "results",
+            "--timeout",
+            long,
+        ]);
+        let mut getter = Running::start(cmd, false);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_success(&pkm(&[
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "results",
+            long,
+        ]));
+        assert_eq!(getter.wait_for(|l| l == long), [long]);
+        assert_eq!(getter.wait().code(), Some(0), "--timeout {long}");
+    }
     server.signal(nix::sys::signal::Signal::SIGTERM);
     server.wait();
 }

@@ -458,6 +458,17 @@ fn a_get_waits_for_a_put_from_another_shell() {
     let out = q(&["get", &name, "--timeout", "200ms"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(t0.elapsed() >= std::time::Duration::from_millis(200));
+    // A timeout of days, or one past what the clock holds, is a wait like
+    // any other (no 24 h limit): the gets wait for their puts.
+    for long in ["400d", "99999999999999999999999d"] {
+        let mut cmd = pk_std("queue");
+        cmd.args(["get", &name, "--timeout", long]);
+        let mut getter = Running::start(cmd, false);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_success(&q(&["put", &name, long]));
+        assert_eq!(getter.wait_for(|l| l == long), [long]);
+        assert_eq!(getter.wait().code(), Some(0), "--timeout {long}");
+    }
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }

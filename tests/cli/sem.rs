@@ -344,9 +344,33 @@ fn timeout_declines_quietly_with_exit_1_or_the_conflict_code() {
         "the holder still holds the only slot"
     );
 
+    // A waiter with a timeout of days, or one past what the clock holds,
+    // waits like any other (no 24 h limit) and runs once the slot is free.
+    let waiters: Vec<Running> = ["400d", "99999999999999999999999d"]
+        .iter()
+        .map(|long| {
+            let mut cmd = pk_std("sem");
+            cmd.args([
+                "run",
+                "--name",
+                &name,
+                "--timeout",
+                long,
+                "--",
+                "echo",
+                "ran",
+            ]);
+            Running::start(cmd, false)
+        })
+        .collect();
+
     // SIGTERM to the holder is passed on to its command; the slot comes back.
     holder.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(holder.wait().code(), Some(143));
+    for mut w in waiters {
+        assert_eq!(w.wait_for(|l| l == "ran"), ["ran"]);
+        assert_eq!(w.wait().code(), Some(0));
+    }
     assert_eq!(free(&name), 1);
     unlink(&name);
     check.finish();

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{ConnectArgs, KeyArgs};
 use crate::cmd::Out;
 use crate::cmd::Result;
-use crate::cmd::duration::DurationArg;
+use crate::cmd::duration::{self, DurationArg};
 use crate::cmd::exit;
 use crate::error::{Error, ErrorKind};
 use crate::manager::client::{Client, Got, Put};
@@ -46,8 +46,9 @@ pub struct PutArgs {
     /// Close the queue after the messages.
     #[arg(long)]
     close: bool,
-    /// Wait at most DURATION in all for room in a full queue.
-    #[arg(long, value_name = "DURATION")]
+    /// Wait at most DURATION in all for room in a full queue (2, 1.5s,
+    /// 250ms, 1m, 1h, 2d, any length).
+    #[arg(long, value_name = "DURATION", value_parser = duration::unbounded)]
     timeout: Option<DurationArg>,
     /// The messages; `-` (or none) reads lines from stdin.
     #[arg(value_name = "MSG")]
@@ -68,8 +69,9 @@ pub struct GetArgs {
     #[arg(short = 'n', value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     count: u32,
-    /// Wait at most DURATION in all.
-    #[arg(long, value_name = "DURATION")]
+    /// Wait at most DURATION in all (2, 1.5s, 250ms, 1m, 1h, 2d, any
+    /// length).
+    #[arg(long, value_name = "DURATION", value_parser = duration::unbounded)]
     timeout: Option<DurationArg>,
     /// End each message with a NUL instead of a newline.
     #[arg(short = '0', long)]
