@@ -143,7 +143,8 @@ pub enum Cmd {
         name: String,
     },
     /// Set the named semaphore's value to N (creating it if missing). Fewer
-    /// slots wait for enough holders to finish.
+    /// slots wait for enough holders to finish. Of resets at the same time,
+    /// the last to finish sets the value.
     Reset {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
@@ -241,11 +242,10 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         Cmd::Run(r) => run_cmd(r),
         Cmd::Status { name } => {
             let sem = RobustSemaphore::open(&name)?;
+            let (value, free) = sem.value_and_free()?;
             outln!(
                 out,
-                "name={name} value={} free={} waiting={}",
-                sem.value()?,
-                sem.free()?,
+                "name={name} value={value} free={free} waiting={}",
                 sem.waiting()?
             )?;
             Ok(exit::OK)
@@ -257,7 +257,8 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             } else {
                 sem.set_value(value, Deadline::Never)?.unwrap_or(value)
             };
-            outln!(out, "reset {name}: value {old} -> {}", sem.value()?)?;
+            // What this call set: a reset made after it is its own.
+            outln!(out, "reset {name}: value {old} -> {value}")?;
             Ok(exit::OK)
         }
         Cmd::Unlink { name } => {

@@ -419,6 +419,19 @@ impl RobustSemaphore {
         Ok(v as u32)
     }
 
+    /// The value and the free slots, as one reset left them: the free
+    /// count is read between two reads of the same value (a reset moves
+    /// both at once), so `free <= value` always holds in what it returns.
+    pub fn value_and_free(&self) -> Result<(u32, u32)> {
+        loop {
+            let value = self.value()?;
+            let free = self.free()?;
+            if self.value()? == value {
+                return Ok((value, free));
+            }
+        }
+    }
+
     /// How many processes wait for a slot now.
     pub fn waiting(&self) -> Result<u32> {
         let v = sysv::get_ncnt(self.id, FREE.into()).map_err(|e| self.ctl("semctl", e))?;
@@ -493,6 +506,12 @@ impl RobustSemaphore {
     /// More slots are free at once; fewer wait until enough holders have
     /// given theirs back (the free count and the value drop together, in
     /// one atomic operation), until `deadline`: `None` when it passed.
+    ///
+    /// The change is a compare-and-set: it applies only while the value
+    /// is still the one it was computed from, so two resets at once end at
+    /// the value of the one that came last, never at the sum of their
+    /// changes (which could pass through 0, go past the value asked for,
+    /// or wait for ever for slots that do not exist).
     pub fn set_value(&self, value: u32, deadline: Deadline) -> Result<Option<u32>> {
         check_value(value)?;
         loop {
@@ -500,21 +519,36 @@ impl RobustSemaphore {
             if old == value {
                 return Ok(Some(old));
             }
-            // Both counts move by the same delta in one operation, so the
-            // slots held stay held; a shrink waits for free slots.
+            // One semop, atomic: VALUE goes from exactly `old` (take `old`,
+            // then find zero, neither waiting) to `value`, and FREE moves
+            // by the same delta, so the slots held stay held; a shrink
+            // waits for free slots. While it waits, a change of VALUE by
+            // someone else fails it with EAGAIN, and it starts over.
             let delta = (value as i32 - old as i32) as i16;
             let ops = [
+                Op {
+                    num: VALUE,
+                    delta: -(old as i16),
+                    undo: false,
+                    nowait: true,
+                },
+                Op {
+                    num: VALUE,
+                    delta: 0,
+                    undo: false,
+                    nowait: true,
+                },
+                Op {
+                    num: VALUE,
+                    delta: value as i16,
+                    undo: false,
+                    nowait: true,
+                },
                 Op {
                     num: FREE,
                     delta,
                     undo: false,
                     nowait: deadline == Deadline::Now,
-                },
-                Op {
-                    num: VALUE,
-                    delta,
-                    undo: false,
-                    nowait: true,
                 },
             ];
             let timeout = match deadline {
@@ -529,16 +563,14 @@ impl RobustSemaphore {
                 _ => None,
             };
             match sysv::op(self.id, &ops, timeout) {
-                Ok(()) => {
-                    // Someone else changed the value at the same moment:
-                    // ours went on top of theirs. Correct to `value`.
-                    if self.value()? != value {
-                        continue;
-                    }
-                    return Ok(Some(old));
-                }
-                Err(Errno::EAGAIN) => return Ok(None),
-                Err(Errno::EINTR) => continue,
+                Ok(()) => return Ok(Some(old)),
+                // The value moved under us (another reset): start over from
+                // what it is now. Otherwise the time ran out (or, with
+                // Deadline::Now, the slots to take back are held).
+                Err(Errno::EAGAIN) if self.value()? != old => continue,
+                Err(Errno::EAGAIN) if deadline == Deadline::Now => return Ok(None),
+                // The loop's own check of the deadline ends it.
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
                 Err(e) => return Err(self.ctl("semop", e)),
             }
         }
