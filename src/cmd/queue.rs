@@ -18,7 +18,7 @@ use crate::cmd::Out;
 use crate::cmd::Result;
 use crate::cmd::duration::{self, DurationArg};
 use crate::cmd::exit;
-use crate::error::{Context, Error, ErrorKind};
+use crate::error::{Context, Error};
 use crate::process::{self, Builder, Child, Children, Fork};
 use crate::queue::{self, Queue};
 use crate::sem::Deadline;
@@ -305,10 +305,15 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
 
 fn create(c: Create) -> Result<u8> {
     let (k, b) = (c.capacity as usize, c.max_size as usize);
-    match Queue::create(&c.name, k, b) {
-        Ok(_) => Ok(exit::OK),
-        Err(e) if c.exist_ok && e.kind() == ErrorKind::AlreadyExists => {
-            let q = Queue::open(&c.name)?;
+    if !c.exist_ok {
+        Queue::create(&c.name, k, b)?;
+        return Ok(exit::OK);
+    }
+    // An unlink between finding the name taken and opening it is not
+    // "not found": open_or_create tries again.
+    match Queue::open_or_create(&c.name, k, b) {
+        Ok((_, true)) => Ok(exit::OK),
+        Ok((q, false)) => {
             if (q.capacity(), q.max_message()) != (k, b) {
                 return Err(Error::invalid(
                     "--exist-ok",

@@ -255,6 +255,33 @@ impl Queue {
         Ok(Self::attach(map, Some(name)))
     }
 
+    /// Open the named queue `name`, or create it with `capacity` and
+    /// `max_message` if there is none; `true` when this call created it.
+    /// A name that another process unlinks between the two (or creates
+    /// between them) is tried again, so the call never fails because the
+    /// name came or went under it. An existing queue keeps its own sizes:
+    /// compare [`Queue::capacity`] and [`Queue::max_message`].
+    pub fn open_or_create(
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<(Queue, bool)> {
+        loop {
+            match Queue::create(name, capacity, max_message) {
+                Ok(q) => return Ok((q, true)),
+                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            match Queue::open(name) {
+                Ok(q) => return Ok((q, false)),
+                // Unlinked since: each turn of the loop means another
+                // process created or removed the name meanwhile.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Open the existing named queue `name`: ours (owner, mode), and a
     /// header that matches its size, or [`crate::ErrorKind::BadData`].
     pub fn open(name: &str) -> Result<Queue> {

@@ -441,6 +441,56 @@ fn named_queue_put_get_stat_unlink() {
 }
 
 #[test]
+fn create_exist_ok_beside_an_unlink_still_leaves_a_queue() {
+    // `create --exist-ok` finds the name taken (its link fails), then
+    // opens it; an unlink in between made the create exit 66 "not
+    // found". strace holds it just after the failed link while the
+    // unlink runs.
+    if strace_missing() {
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("existok");
+    assert_success(&q(&["create", &name, "-k", "4"]));
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", "20", "strace", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=linkat",
+            "-e",
+            "inject=linkat:delay_exit=500000",
+        ])
+        .arg(bin("pk-queue"))
+        .args(["create", &name, "-k", "4", "--exist-ok"]);
+    let mut create = Running::start(cmd, false);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .contains("linkat(")
+    {
+        assert!(std::time::Instant::now() < deadline, "create never linked");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_success(&q(&["unlink", &name]));
+    assert_eq!(create.wait().code(), Some(0));
+    // The create then made the queue anew (a second link), unless the
+    // unlink came only after its open (a machine too loaded to unlink
+    // within the half second): then it found the old one.
+    let links = std::fs::read_to_string(&trace)
+        .unwrap()
+        .matches("linkat(")
+        .count();
+    if links == 2 {
+        assert_success(&q(&["put", &name, "x"]));
+        assert_success(&q(&["unlink", &name]));
+    }
+    check.finish();
+}
+
+#[test]
 fn a_get_waits_for_a_put_from_another_shell() {
     let mut check = ShmCheck::start();
     let name = check.name("wait");
