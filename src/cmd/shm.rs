@@ -64,7 +64,12 @@ owned by you and writable by no other user is opened. A cell is a signed
 64-bit integer in the machine's byte order (little-endian on x86-64 and
 arm64: Python's struct format '<q'), at an --offset that is a multiple
 of 8; add wraps around. If another process truncates the segment, the
-access fails with one line and exit 65, never a crash (SIGBUS).
+access fails with one line and exit 65, never a crash (SIGBUS). A segment
+found empty (0 bytes) is looked at again for 100 ms before it is used:
+Python's SharedMemory(create=True) and C programs make a segment with
+shm_open and size it with ftruncate only after, so an empty one may still
+be being created; once sized, it is used at its size. Still empty after
+100 ms, it counts as not there yet: one line, exit 66.
 Output: `read` the bytes as they are; `add` the new value; `get` the
 value; `cas` the value found before (swapped or not); create, write,
 set and unlink print nothing.
@@ -72,10 +77,11 @@ set and unlink print nothing.
 Exit status: 0 when done (a demo ran: lost updates are the lesson, not an
 error); 1 when `cas` found another value; 2 for a bad flag, or an offset
 or length outside the segment or a misaligned cell; 65 when the segment
-is not usable (empty, not a regular file, truncated under us); 66 when it
-does not exist; 71 when a system call fails (ENOSPC at create, EFBIG for a
-size past `ulimit -f`, EEXIST when the name is taken) or a demo child
-fails; 77 when it belongs to another user or others may write it.
+is not usable (not a regular file, truncated under us); 66 when it does
+not exist, or is still empty after 100 ms (not sized yet); 71 when a
+system call fails (ENOSPC at create, EFBIG for a size past `ulimit -f`,
+EEXIST when the name is taken) or a demo child fails; 77 when it belongs
+to another user or others may write it.
 
 Examples:
   pk-shm bytes --text Hello

@@ -34,7 +34,11 @@
 //! use) and the typed [`SharedArray::create`] / [`SharedArray::open`].
 //! Both create the object whole or not at all, allocate it with
 //! `posix_fallocate`, and open only objects that are ours (owner, mode,
-//! regular file); see the `object` module. A named mapping is guarded
+//! regular file); see the `object` module. An object found empty is
+//! looked at again for 100 ms, since Python's `SharedMemory(create=True)`
+//! and C programs size a new object with `ftruncate` only after
+//! `shm_open` made it; still empty then, it is
+//! [`ErrorKind::NotFound`](crate::ErrorKind::NotFound). A named mapping is guarded
 //! against SIGBUS: if another process truncates the object, an access to
 //! the lost pages reads zeroes instead of killing the process, and the
 //! owner can tell ([`Segment::check`], [`SharedArray::truncated`]).
@@ -180,9 +184,13 @@ impl<T: Pod> SharedArray<T> {
 
     /// Open the existing named object `name` (ours: owned by us, writable by
     /// no other user, a regular file); its
-    /// length is its size in bytes divided by the size of `T`.
+    /// length is its size in bytes divided by the size of `T`. An empty
+    /// object is waited for as [`Segment::open`] does (100 ms, for a
+    /// creator between `shm_open` and `ftruncate`), then
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
     pub fn open(name: &str) -> Result<Self> {
         let (file, size) = object::open("", name)?;
+        let size = object::sized(&file, name, size)?;
         let len = usize::try_from(size).unwrap_or(0) / std::mem::size_of::<T>();
         if len == 0 {
             return Err(Error::data(

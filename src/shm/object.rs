@@ -22,7 +22,8 @@
 //!   effective user, that no other user may write. Anything else is refused
 //!   with [`ErrorKind::PermissionDenied`] (another user's object) or
 //!   [`ErrorKind::BadData`] (not a regular file, a symbolic link), never
-//!   used.
+//!   used. [`sized`] then waits a little for an empty object that its
+//!   creator has not sized yet.
 //!
 //! `shm_open(3)` is `open("/dev/shm/NAME")` with `O_NOFOLLOW | O_CLOEXEC` in
 //! glibc, so objects made here are the same objects Python's
@@ -218,6 +219,47 @@ pub(crate) fn check_ours(file: &File, name: &str, call: &'static str) -> Result<
         ));
     }
     Ok(meta.len())
+}
+
+/// How long [`sized`] keeps looking at an empty object: ample for a
+/// creator between its `shm_open(O_CREAT | O_EXCL)` and its `ftruncate`,
+/// two system calls apart.
+pub(crate) const SIZE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The size of the just opened `file` (`size` bytes at [`open`]), waiting
+/// for it when it is empty. A creator that makes an object the POSIX way,
+/// `shm_open(O_CREAT | O_EXCL)` and then `ftruncate` (Python's
+/// `SharedMemory(create=True)`, C programs), shows an empty object in
+/// between: an empty one is looked at again (fstat, with pauses growing
+/// from 250 µs to 10 ms) for [`SIZE_GRACE`]. Still empty then, it is
+/// [`ErrorKind::NotFound`]: not there yet as an object of any size, rather
+/// than damaged.
+pub(crate) fn sized(file: &File, name: &str, size: u64) -> Result<u64> {
+    if size > 0 {
+        return Ok(size);
+    }
+    let deadline = std::time::Instant::now() + SIZE_GRACE;
+    let mut pause = std::time::Duration::from_micros(250);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        std::thread::sleep(pause.min(left));
+        let now = size_now(file, name)?;
+        if now > 0 {
+            return Ok(now);
+        }
+        if left <= pause {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "shm_open",
+                name,
+                format!(
+                    "empty (0 bytes) for {} ms: not sized yet (it may still be being created)",
+                    SIZE_GRACE.as_millis()
+                ),
+            ));
+        }
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The current size of an open object, for the check before an access.

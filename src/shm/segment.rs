@@ -74,11 +74,17 @@ impl Segment {
 
     /// Open the existing segment `name`: it must be ours (see
     /// the checks of the [module](super)) and not empty.
+    ///
+    /// A segment found empty may be one that another process is still
+    /// creating: Python's `SharedMemory(create=True)` and C programs call
+    /// `shm_open(O_CREAT | O_EXCL)` and only then `ftruncate`. So an empty
+    /// segment is looked at again (fstat, polling) for 100 ms, and used at
+    /// the size it has once sized. Still empty after that, it is
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) (not yet a
+    /// segment of any size), not damaged.
     pub fn open(name: &str) -> Result<Segment> {
         let (file, size) = object::open("", name)?;
-        if size == 0 {
-            return Err(Error::data("shm_open", name, "an empty segment (0 bytes)"));
-        }
+        let size = object::sized(&file, name, size)?;
         Self::map(file, name, size)
     }
 
@@ -316,7 +322,9 @@ mod tests {
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, b"").unwrap();
-        assert_eq!(Segment::open(&name).unwrap_err().kind(), ErrorKind::BadData);
+        let e = Segment::open(&name).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("being created"), "{e}");
         std::fs::remove_file(&path).unwrap();
     }
 }

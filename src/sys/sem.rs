@@ -15,12 +15,13 @@ use nix::sys::time::TimeSpec;
 use crate::sys::shm::Mapping;
 
 /// The address of a live `sem_t`: one that `sem_init` initialised inside a
-/// shared [`Mapping`], or that `sem_open` returned.
+/// shared [`Mapping`] (in this process, or in another one that maps the
+/// same named file).
 ///
 /// Invariant (kept by every holder in this crate): the memory stays mapped
-/// for as long as the `Sem` is used — [`crate::sem::Semaphore`] and
-/// [`crate::queue::Queue`] hold the `Mapping` next to it, and
-/// [`crate::sem::NamedSemaphore`] holds an [`OpenSem`], closed only on drop.
+/// for as long as the `Sem` is used — [`crate::sem::Semaphore`],
+/// [`crate::sem::NamedSemaphore`] and [`crate::queue::Queue`] hold the
+/// `Mapping` next to it, declared after it so that it is unmapped last.
 #[derive(Debug)]
 pub struct Sem(NonNull<libc::sem_t>);
 
@@ -47,38 +48,15 @@ impl Sem {
         Ok(Sem(p))
     }
 
-    /// sem_open(3): open the named semaphore, creating it with `mode` and
-    /// `value` when `create` is given (O_CREAT | O_EXCL: it must not exist).
-    pub fn open(name: &CStr, create: Option<(u32, u32)>) -> Result<OpenSem, Errno> {
-        let p = match create {
-            Some((mode, value)) => {
-                let flags = libc::O_CREAT | libc::O_EXCL;
-                // SAFETY: `name` is a NUL-terminated string that outlives
-                // the call; with O_CREAT sem_open reads exactly two more
-                // variadic arguments, a mode_t (promoted to unsigned int)
-                // and an unsigned int value, which we pass.
-                unsafe {
-                    libc::sem_open(
-                        name.as_ptr(),
-                        flags,
-                        mode as libc::c_uint,
-                        value as libc::c_uint,
-                    )
-                }
-            }
-            // SAFETY: `name` is NUL-terminated and outlives the call;
-            // without O_CREAT no variadic argument is read.
-            None => unsafe { libc::sem_open(name.as_ptr(), 0) },
-        };
-        if p == libc::SEM_FAILED {
-            return Err(Errno::last());
-        }
-        let p = NonNull::new(p).ok_or(Errno::EINVAL)?;
-        // The C library mapped the named file: guard that mapping against
-        // another process truncating the file (see `shm::guard`).
-        let guard =
-            super::shm::guard::register(p.as_ptr() as usize, std::mem::size_of::<libc::sem_t>());
-        Ok(OpenSem(Sem(p), guard))
+    /// The semaphore that `sem_init` (with pshared=1) already made at byte
+    /// offset `off` of `map`, in this process or in another one that maps
+    /// the same file: a named semaphore's file made by
+    /// [`crate::sem::NamedSemaphore::create`] or by the C library's
+    /// `sem_open(O_CREAT)`, which lays out the same `sem_t`. The caller
+    /// checks the bytes first (a garbage `sem_t` makes glibc's futex calls
+    /// fail); the `sem_t` is never moved (it lives in the mapping).
+    pub fn attach(map: &Mapping, off: usize) -> Sem {
+        Sem(map.sem_addr(off))
     }
 
     /// sem_wait(3), once (EINTR is returned, not retried).
@@ -146,29 +124,6 @@ impl Sem {
         // SAFETY: `self.0` is a live sem_t; `v` is a writable int.
         Errno::result(unsafe { libc::sem_getvalue(self.0.as_ptr(), &mut v) })?;
         Ok(v)
-    }
-}
-
-/// A semaphore from sem_open: sem_close(3) on drop, exactly once, after
-/// which nobody can reach the pointer (the `Sem` is owned here). Its
-/// mapping is registered with the SIGBUS guard while it is open.
-#[derive(Debug)]
-pub struct OpenSem(Sem, &'static super::shm::guard::Entry);
-
-impl std::ops::Deref for OpenSem {
-    type Target = Sem;
-    fn deref(&self) -> &Sem {
-        &self.0
-    }
-}
-
-impl Drop for OpenSem {
-    fn drop(&mut self) {
-        super::shm::guard::unregister(self.1);
-        // SAFETY: the pointer came from sem_open and is closed only here,
-        // once; `self` is being dropped, so no borrow of the inner Sem
-        // (a SemGuard borrows its owner) can outlive the close.
-        unsafe { libc::sem_close((self.0).0.as_ptr()) };
     }
 }
 
