@@ -1736,6 +1736,25 @@ fn a_timeout_kills_what_is_left_of_the_group_after_the_command_has_ended() {
 }
 
 #[test]
+fn a_timed_out_group_that_died_with_its_command_is_not_waited_for() {
+    // SIGTERM ends the shell and the sleep it forked; the sleep, orphaned,
+    // stays a zombie (still in the group) until its reaper waits for it.
+    // pk-pool reaps its jobs' orphans itself (a subreaper): without that,
+    // under a reaper that takes its time (a container's init, or this
+    // test process), the group looked alive and the run waited out the
+    // whole --kill-after (60 s here, so the outer timeout's 124).
+    let out = bash(
+        "echo 10 | timeout -k 5 20 pk-pool exec --timeout 0.3 --kill-after 60 \
+           -- sh -c 'sleep {}; :'",
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timed out after 300ms"), "{err}");
+}
+
+#[test]
 fn jobs_that_leave_processes_behind_do_not_exhaust_the_descriptors() {
     // Each job leaves a sleep holding its stdout and stderr pipes. Kept
     // open without a bound, those pipes took every descriptor under

@@ -538,7 +538,13 @@ impl Local {
         };
         self.by_pid.remove(&pid);
         let mut job = self.jobs.remove(&key).expect("indexed job");
-        if job.timed_out && !job.stopped && job.kill_at.is_some() && group_alive(job.pgid) {
+        let timed_out = job.timed_out && !job.stopped && job.kill_at.is_some();
+        if timed_out {
+            // Its orphans that ended already are ours to reap, and would
+            // keep the group alive as zombies.
+            reap_group(job.pgid);
+        }
+        if timed_out && group_alive(job.pgid) {
             // Its group lives on without it (a child in the background
             // that ignores SIGTERM): the SIGKILL is still due. The group
             // holds the number now, and the guard hears of it again.
@@ -693,7 +699,14 @@ impl Local {
                 Some(now) => at.is_some_and(|t| now >= t),
                 None => true,
             };
-            let alive = !self.by_pid.contains_key(&g.as_raw()) && group_alive(g);
+            let ours = self.by_pid.contains_key(&g.as_raw());
+            if !ours {
+                // Its members that are our children (orphans we reap as
+                // the subreaper) and have ended: a zombie keeps a group
+                // alive.
+                reap_group(g);
+            }
+            let alive = !ours && group_alive(g);
             if alive && !due {
                 keep.push((g, at));
                 continue;
@@ -825,6 +838,16 @@ pub fn consume_stop(pid: Pid) {
         nix::sys::wait::Id::Pid(pid),
         nix::sys::wait::WaitPidFlag::WSTOPPED | nix::sys::wait::WaitPidFlag::WNOHANG,
     );
+}
+
+/// Reap every child of ours in process group `pgid` that has ended.
+fn reap_group(pgid: Pid) {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    while let Ok(ws) = waitid(Id::PGid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        if ws == WaitStatus::StillAlive {
+            break;
+        }
+    }
 }
 
 /// Whether process group `pgid` still has a member.

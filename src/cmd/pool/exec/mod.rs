@@ -88,7 +88,14 @@ pk-pool continues them, and the time stopped counts against no
 --timeout (jobs on ssh hosts run on meanwhile).
 --timeout DUR sends SIGTERM (and SIGCONT) to the job's group, then SIGKILL
 --kill-after later (default 2s), to what is left of the group even when
-the command itself has ended (pk-pool waits for that before it exits). SIGINT, SIGTERM or SIGHUP stop pk-pool:
+the command itself has ended (pk-pool waits for that before it exits).
+pk-pool is the subreaper of its jobs (PR_SET_CHILD_SUBREAPER): a process
+a job leaves behind becomes pk-pool's child while pk-pool runs, and is
+reaped by it as it ends, so a group whose members have all died counts
+as ended at once, whatever init does with zombies.
+While pk-pool's own stdout is a reader that stops reading (`| less` left
+on a page), time limits wait with it: an overdue job is ended once that
+reader takes the output pk-pool is writing. SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
 after --kill-after (at once on a second signal), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs

@@ -288,6 +288,19 @@ fn fd_free(cfg: &Config) -> (usize, usize, u64) {
     (free, per_job, limit)
 }
 
+/// Make this process the reaper of its jobs' orphans (PR_SET_CHILD_SUBREAPER):
+/// a job's children whose parent died come to us, and we reap them as
+/// they end (the unknown-child arm of the reaping loop). Without it they
+/// go to init, or to the nearest subreaper, which may take its time (a
+/// container's init, a test harness): a zombie still belongs to its
+/// process group, and the group of a timed-out job counts as alive until
+/// its last member is reaped, so the run waited out --kill-after for a
+/// group of zombies.
+pub fn become_subreaper() -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::sys("prctl", "PR_SET_CHILD_SUBREAPER", e).into())
+}
+
 /// Run the jobs `input` yields under `cfg`; the exit status.
 pub fn run(cfg: Config, input: Input) -> Result<u8> {
     // Blocked before any child exists, so no SIGCHLD and no stop signal
@@ -301,6 +314,7 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         Signal::SIGHUP,
         Signal::SIGTSTP,
     ])?;
+    become_subreaper()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = local_slots(&cfg, cpus);
     let local_total: usize = slots.iter().flatten().sum();

@@ -47,6 +47,7 @@ pub fn run(_: WorkerArgs) -> Result<u8> {
         Signal::SIGTERM,
         Signal::SIGHUP,
     ])?;
+    super::scheduler::become_subreaper()?;
     let from = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
