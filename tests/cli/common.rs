@@ -571,3 +571,25 @@ pub fn no_script() -> bool {
     }
     missing
 }
+
+/// Wait (up to [`TIMEOUT`]) until the strace output file `trace` names
+/// system call `call` `n` times: with `delay_enter`/`delay_exit`, strace
+/// writes a call's entry before it holds the tracee there, so the
+/// tracee is then parked at (or just after) that call.
+pub fn wait_for_traced(trace: &std::path::Path, call: &str, n: usize) {
+    let needle = format!("{call}(");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .matches(&needle)
+        .count()
+        < n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{call} was not called {n} times: {}",
+            std::fs::read_to_string(trace).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

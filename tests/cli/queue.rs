@@ -466,14 +466,7 @@ fn create_exist_ok_beside_an_unlink_still_leaves_a_queue() {
         .arg(bin("pk-queue"))
         .args(["create", &name, "-k", "4", "--exist-ok"]);
     let mut create = Running::start(cmd, false);
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while !std::fs::read_to_string(&trace)
-        .unwrap_or_default()
-        .contains("linkat(")
-    {
-        assert!(std::time::Instant::now() < deadline, "create never linked");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_traced(&trace, "linkat", 1);
     assert_success(&q(&["unlink", &name]));
     assert_eq!(create.wait().code(), Some(0));
     // The create then made the queue anew (a second link), unless the

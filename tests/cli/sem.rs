@@ -596,19 +596,7 @@ fn two_resets_at_once_end_at_one_of_their_values() {
     }
     for (i, (name, trace, _)) in parked.iter().enumerate() {
         // Parked: strace has written the second call's entry.
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::fs::read_to_string(trace)
-            .unwrap_or_default()
-            .matches("semtimedop(")
-            .count()
-            < 2
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "reset A never got to its semop"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_traced(trace, "semtimedop", 2);
         let b = cases[i].2;
         let out = sem(&["reset", "--name", name, "--value", &b.to_string()]);
         assert_success(&out);
