@@ -94,6 +94,33 @@ fn ms(d: Option<Duration>) -> u32 {
     })
 }
 
+/// A wait of any length, sent as the wire's u32 milliseconds (about 49
+/// days at most): `wait` counted from now, and for each request the time
+/// left and whether [`ms`] had to cut it (a server that answers empty or
+/// full then is asked again).
+struct Wait {
+    /// `None`: no limit (none given, or one the clock cannot hold).
+    until: Option<Instant>,
+}
+
+impl Wait {
+    fn new(wait: Option<Duration>) -> Wait {
+        Wait {
+            until: wait.and_then(|w| Instant::now().checked_add(w)),
+        }
+    }
+
+    /// The milliseconds to send now, and whether they are less than
+    /// the time left.
+    fn next(&self) -> (u32, bool) {
+        let left = self
+            .until
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let cut = left.is_some_and(|l| l.as_millis() >= u128::from(FOREVER - 1));
+        (ms(left), cut)
+    }
+}
+
 impl Client {
     /// Connect to `addr`, check the server's proof of the key, prove ours,
     /// and wait for the welcome. A server that cannot prove the key, or
@@ -192,14 +219,19 @@ impl Client {
     /// Take the next item of `queue`, waiting up to `wait` (`None`: until
     /// one comes or the queue is closed and drained).
     pub fn get(&mut self, queue: &str, wait: Option<Duration>) -> Result<Got> {
-        match self.request(&Msg::Get {
-            queue: queue.to_string(),
-            wait_ms: ms(wait),
-        })? {
-            Msg::Item { id, body } => Ok(Got::Item { id, body }),
-            Msg::Empty => Ok(Got::Empty),
-            Msg::Done => Ok(Got::Done),
-            other => Err(unexpected(&self.server, &other, "item, empty or done")),
+        let wait = Wait::new(wait);
+        loop {
+            let (wait_ms, cut) = wait.next();
+            match self.request(&Msg::Get {
+                queue: queue.to_string(),
+                wait_ms,
+            })? {
+                Msg::Item { id, body } => return Ok(Got::Item { id, body }),
+                Msg::Empty if cut => continue,
+                Msg::Empty => return Ok(Got::Empty),
+                Msg::Done => return Ok(Got::Done),
+                other => return Err(unexpected(&self.server, &other, "item, empty or done")),
+            }
         }
     }
 
@@ -222,13 +254,21 @@ impl Client {
                 ),
             ));
         }
-        let answer = self.request(&Msg::Put {
-            queue: queue.to_string(),
-            settles: settles.unwrap_or(0),
-            wait_ms: ms(wait),
-            body: body.to_vec(),
-        })?;
-        self.put_answer(answer)
+        let wait = Wait::new(wait);
+        loop {
+            let (wait_ms, cut) = wait.next();
+            let answer = self.request(&Msg::Put {
+                queue: queue.to_string(),
+                settles: settles.unwrap_or(0),
+                wait_ms,
+                body: body.to_vec(),
+            })?;
+            match self.put_answer(answer)? {
+                // Full: nothing was put or settled; ask again.
+                Put::Full if cut => continue,
+                done => return Ok(done),
+            }
+        }
     }
 
     fn put_answer(&self, answer: Msg) -> Result<Put> {
@@ -468,5 +508,24 @@ impl Heartbeats {
 impl Drop for Heartbeats {
     fn drop(&mut self) {
         self.beat.set(|b| b.busy = false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_past_the_wire_limit_is_sent_in_parts_and_asked_again() {
+        let day = Duration::from_secs(86_400);
+        // 400 days: the wire takes about 49.7 at most; the rest is asked
+        // for again once the server answers empty or full.
+        assert_eq!(Wait::new(Some(400 * day)).next(), (FOREVER - 1, true));
+        let (sent, cut) = Wait::new(Some(Duration::from_secs(1))).next();
+        assert!(sent <= 1000 && !cut, "{sent} {cut}");
+        assert_eq!(Wait::new(Some(Duration::ZERO)).next(), (0, false));
+        // No limit, or one the clock cannot hold: the wire's "for ever".
+        assert_eq!(Wait::new(None).next(), (FOREVER, false));
+        assert_eq!(Wait::new(Some(Duration::MAX)).next(), (FOREVER, false));
     }
 }
