@@ -266,20 +266,10 @@ impl Queue {
         capacity: usize,
         max_message: usize,
     ) -> Result<(Queue, bool)> {
-        loop {
-            match Queue::create(name, capacity, max_message) {
-                Ok(q) => return Ok((q, true)),
-                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            match Queue::open(name) {
-                Ok(q) => return Ok((q, false)),
-                // Unlinked since: each turn of the loop means another
-                // process created or removed the name meanwhile.
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        object::open_or_create(
+            || Queue::create(name, capacity, max_message),
+            || Queue::open(name),
+        )
     }
 
     /// Open the existing named queue `name`: ours (owner, mode), and a

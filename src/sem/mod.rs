@@ -44,7 +44,7 @@ use nix::errno::Errno;
 use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, clock_gettime};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 pub mod robust;
 use crate::error::Context;
@@ -488,20 +488,7 @@ impl NamedSemaphore {
     /// succeeds: created here, or opened (found between a create and an
     /// unlink).
     pub fn open_or_create(name: &str, value: u32) -> Result<(NamedSemaphore, bool)> {
-        loop {
-            match Self::create(name, value) {
-                Ok(s) => return Ok((s, true)),
-                // Taken: open it.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            match Self::open(name) {
-                Ok(s) => return Ok((s, false)),
-                // Unlinked between our two calls: try creating again.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        object::open_or_create(|| Self::create(name, value), || Self::open(name))
     }
 
     /// Remove `name`; processes that have it open keep using it.

@@ -267,6 +267,30 @@ pub(crate) fn size_now(file: &File, name: &str) -> Result<u64> {
     Ok(file.metadata().ctx("fstat", name)?.len())
 }
 
+/// Make a named object with `create`, or, when the name is taken, open
+/// the one there with `open`; `true` when this call made it. A name that
+/// another process unlinks between the two (or creates between them) is
+/// tried again, so the caller never fails because the name came or went
+/// under it: each turn of the loop means another process changed the
+/// name meanwhile.
+pub(crate) fn open_or_create<T>(
+    mut create: impl FnMut() -> Result<T>,
+    mut open: impl FnMut() -> Result<T>,
+) -> Result<(T, bool)> {
+    loop {
+        match create() {
+            Ok(t) => return Ok((t, true)),
+            Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match open() {
+            Ok(t) => return Ok((t, false)),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Remove the name `name` (file `prefix` + name). Processes that have the
 /// object open or mapped keep it.
 pub(crate) fn unlink(prefix: &str, name: &str) -> Result<()> {
