@@ -9,7 +9,8 @@
 //! - A child whose closure panics with a payload whose own `drop` panics
 //!   ends with 101, and never returns into this code.
 //! - `Process::join` and `Pool::get` with a timeout near `Duration::MAX`
-//!   wait for the result instead of panicking.
+//!   wait for the result instead of panicking; with 30 days, longer than
+//!   one poll(2) takes, a poll that returns 0 early is no timeout.
 //! - A typed pool on real workers: strings and tuples in and out, an item
 //!   whose worker dies reported alone, a handle from another registry
 //!   refused.
@@ -50,13 +51,18 @@ use posixkit::spawn::Spawn;
 use posixkit::status::Status;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some(PID_REUSE_ARG) {
-        std::process::exit(pid_reuse_in_namespace());
+    match std::env::args().nth(1).as_deref() {
+        Some(PID_REUSE_ARG) => std::process::exit(pid_reuse_in_namespace()),
+        Some(LONG_WAIT_ARG) => std::process::exit(long_waits(
+            std::env::args().nth(2).as_deref() == Some("pool"),
+        )),
+        _ => {}
     }
     fork_right_after_join();
     every_entry_point_refuses_while_a_thread_runs();
     a_panicking_payload_ends_the_child_with_101();
     a_timeout_too_large_for_the_clock_waits_for_ever();
+    a_wait_past_what_one_poll_takes_is_no_timeout();
     a_typed_pool_end_to_end();
     a_bad_or_unfinished_result_frame_costs_one_worker_not_the_pool();
     pool_values_are_every_result_or_the_first_error();
@@ -168,6 +174,74 @@ fn a_timeout_too_large_for_the_clock_waits_for_ever() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// `Process::join` and `Pool::get` with 30 days, in a process of its own
+/// (run under strace by the check below): 0 when each waited for its
+/// result, 1 when one said "timed out".
+fn long_waits(pool: bool) -> i32 {
+    let month = Duration::from_secs(30 * 86_400);
+    if !pool {
+        let mut p = Builder::new()
+            .start(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                4
+            })
+            .unwrap();
+        return match p.join(Some(month)).unwrap() {
+            Some(Status::Exited(4)) => 0,
+            other => {
+                eprintln!("join(30 days): {other:?}");
+                1
+            }
+        };
+    }
+    let mut registry = Registry::new();
+    let slow = registry.task("slow", |n: u64| {
+        std::thread::sleep(Duration::from_millis(300));
+        2 * n
+    });
+    let mut pool = Pool::new(1, registry).unwrap();
+    let h = pool.apply_async(slow, 21).unwrap();
+    let r = pool.get(&h, Some(month)).unwrap();
+    pool.close();
+    pool.join().unwrap();
+    if r == Some(Ok(42)) {
+        0
+    } else {
+        eprintln!("get(30 days): {r:?}");
+        1
+    }
+}
+
+fn a_wait_past_what_one_poll_takes_is_no_timeout() {
+    // poll(2) waits at most i32::MAX ms (24.8 days): a 30-day wait is cut
+    // to that, and its poll returns 0 before the deadline. strace makes
+    // the wait's poll return 0 at once, as the kernel would after 24.8
+    // days (the second poll: the first is the Rust runtime's look at fds
+    // 0 to 2 as it starts). join and get took that 0 for their deadline and said "timed
+    // out" while the child or task still ran.
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("fork_check: skipped the long waits: strace is not installed");
+        return;
+    }
+    let me = std::env::current_exe().unwrap();
+    for which in ["join", "pool"] {
+        let out = std::process::Command::new("timeout")
+            .args(["-s", "KILL", "30", "strace", "-qq", "-o", "/dev/null"])
+            .args(["-e", "trace=poll", "-e", "inject=poll:retval=0:when=2"])
+            .arg(&me)
+            .args([LONG_WAIT_ARG, which])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{which} with 30 days: {out:?}");
+    }
+}
+
+const LONG_WAIT_ARG: &str = "--long-waits";
 
 fn a_typed_pool_end_to_end() {
     let mut registry = Registry::new();

@@ -183,9 +183,11 @@ impl Backend for Forked {
             &mut heap
         };
         match poll(fds, timeout) {
-            Ok(0) => return Ok(false),
+            Ok(0) if process::deadline_passed(deadline) => return Ok(false),
+            // A wait past what one poll takes (24.8 days), cut short: the
+            // caller waits again for the rest, as after a signal.
+            Ok(0) | Err(Errno::EINTR) => return Ok(true),
             Ok(_) => {}
-            Err(Errno::EINTR) => return Ok(true),
             Err(e) => return Err(Error::sys("poll", "pool workers", e)),
         }
         let woke = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());

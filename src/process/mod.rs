@@ -327,7 +327,9 @@ pub(crate) fn later(at: std::time::Instant, d: std::time::Duration) -> std::time
 
 /// The poll(2) timeout that ends at `deadline` (`None`: wait forever),
 /// rounded up to whole milliseconds so a sub-millisecond remainder still
-/// waits instead of spinning.
+/// waits instead of spinning. poll takes at most `i32::MAX` ms (24.8
+/// days): a longer wait is cut to that, so a poll that returns 0 means
+/// the deadline passed only when [`deadline_passed`] says so.
 pub(crate) fn poll_timeout(deadline: Option<std::time::Instant>) -> nix::poll::PollTimeout {
     use nix::poll::PollTimeout;
     match deadline {
@@ -340,6 +342,12 @@ pub(crate) fn poll_timeout(deadline: Option<std::time::Instant>) -> nix::poll::P
     }
 }
 
+/// Whether `deadline` has come (`None`: never): what a poll(2) that
+/// returned 0 must ask before it reads as a timeout (see [`poll_timeout`]).
+pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
+    deadline.is_some_and(|d| std::time::Instant::now() >= d)
+}
+
 /// Wait until `pidfd`'s process has ended or `timeout` has passed; true when
 /// it has ended. EINTR is retried with the time that is left.
 fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> Result<bool> {
@@ -349,9 +357,10 @@ fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) 
         let wait = poll_timeout(deadline);
         let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
         match poll(&mut fds, wait) {
-            Ok(0) => return Ok(false),
+            Ok(0) if deadline_passed(deadline) => return Ok(false),
+            // A wait past what one poll takes, cut short: the rest.
+            Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => return Ok(true),
-            Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("poll", "pidfd", e)),
         }
     }
