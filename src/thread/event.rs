@@ -7,8 +7,12 @@ use std::time::{Duration, Instant};
 
 /// `threading.Event`: a flag that threads wait on, on a `Mutex` and a
 /// `Condvar`. `set` wakes every waiter; the flag stays set until `clear`.
-/// The mutex also counts the waiters, so `set` with nobody waiting (every
-/// thread's end sets one) makes no futex wake-up call.
+/// A waiter that a `set` woke returns true even when a `clear` came
+/// before it ran again (`set(); clear()` wakes every waiter, as in
+/// Python, whose `wait` returns what its condition's wait said): each
+/// `set` counts a generation, and a waiter looks for a new one as well as
+/// for the flag. The mutex also counts the waiters, so `set` with nobody
+/// waiting (every thread's end sets one) makes no futex wake-up call.
 #[derive(Debug, Default)]
 pub struct Event {
     state: Mutex<EventState>,
@@ -18,6 +22,9 @@ pub struct Event {
 #[derive(Debug, Default)]
 struct EventState {
     set: bool,
+    /// How many times `set` was called (wrapping): a waiter that sees it
+    /// move was woken by a `set`, whatever the flag is now.
+    sets: u64,
     /// Threads blocked in `cond.wait`.
     waiters: usize,
 }
@@ -38,6 +45,7 @@ impl Event {
     pub fn set(&self) {
         let mut state = self.lock();
         state.set = true;
+        state.sets = state.sets.wrapping_add(1);
         if state.waiters > 0 {
             self.cond.notify_all();
         }
@@ -53,10 +61,13 @@ impl Event {
         self.lock().set
     }
 
-    /// Block until the flag is set. Spurious wakeups are absorbed.
+    /// Block until the flag is set (or a [`Event::set`] came, even one a
+    /// [`Event::clear`] undid before this thread ran). Spurious wakeups
+    /// are absorbed.
     pub fn wait(&self) {
         let mut state = self.lock();
-        while !state.set {
+        let sets = state.sets;
+        while !state.set && state.sets == sets {
             state.waiters += 1;
             state = self
                 .cond
@@ -66,8 +77,9 @@ impl Event {
         }
     }
 
-    /// Block until the flag is set or `timeout` has passed on the monotonic
-    /// clock; return the flag (false: timed out). Python's `wait(timeout)`.
+    /// Block until the flag is set (or a [`Event::set`] came, even one a
+    /// [`Event::clear`] undid) or `timeout` has passed on the monotonic
+    /// clock; false when it timed out. Python's `wait(timeout)`.
     /// Spurious wakeups are absorbed: the wait resumes for the time left. A
     /// timeout too large for the clock waits without limit.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
@@ -76,7 +88,8 @@ impl Event {
             return true;
         };
         let mut state = self.lock();
-        while !state.set {
+        let sets = state.sets;
+        while !state.set && state.sets == sets {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -145,6 +158,65 @@ mod tests {
         let t = spawn("Waiter", move || e2.wait_timeout(Duration::from_secs(60))).unwrap();
         e.set();
         assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn a_set_undone_by_a_clear_still_wakes_the_waiters() {
+        // set() then clear() before the woken waiter runs again: Python's
+        // wait returns True; a waiter that looked only at the flag went
+        // back to sleep (for ever, or until its timeout: false).
+        let e = Arc::new(Event::new());
+        let (woke, woken) = std::sync::mpsc::channel();
+        let waiters: Vec<_> = (0..2)
+            .map(|i| {
+                let (e, woke) = (Arc::clone(&e), woke.clone());
+                spawn(format!("Waiter{i}"), move || {
+                    let got = if i == 0 {
+                        e.wait();
+                        true
+                    } else {
+                        e.wait_timeout(Duration::from_secs(60))
+                    };
+                    let _ = woke.send(i);
+                    got
+                })
+                .unwrap()
+            })
+            .collect();
+        while e.lock().waiters < 2 {
+            std::thread::yield_now();
+        }
+        {
+            // set() and clear() with no room between them for a waiter.
+            let mut st = e.lock();
+            st.set = true;
+            st.sets = st.sets.wrapping_add(1);
+            e.cond.notify_all();
+            st.set = false;
+        }
+        // Both come back within the suite's patience; a waiter that went
+        // back to sleep is let go by a set that stays, and fails below.
+        let mut back = 0;
+        while back < 2 && woken.recv_timeout(Duration::from_secs(10)).is_ok() {
+            back += 1;
+        }
+        if back < 2 {
+            e.set();
+        }
+        assert_eq!(back, 2, "a waiter slept through the set");
+        for t in waiters {
+            assert!(t.join().unwrap());
+        }
+        // Through the API too: a pulse wakes a waiter.
+        let e2 = Arc::clone(&e);
+        let t = spawn("Pulsed", move || e2.wait_timeout(Duration::from_secs(60))).unwrap();
+        while e.lock().waiters < 1 {
+            std::thread::yield_now();
+        }
+        e.set();
+        e.clear();
+        assert!(t.join().unwrap());
+        assert!(!e.is_set());
     }
 
     #[test]
