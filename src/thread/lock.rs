@@ -11,7 +11,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -326,6 +326,25 @@ impl Drop for RLockGuard<'_> {
 pub struct Condition<T> {
     data: Mutex<T>,
     cond: Condvar,
+    /// Threads inside a wait, counted under `data`'s lock: `notify(n)`
+    /// wakes at most that many, not `n` (one call per thread woken, not
+    /// per `n`: `notify(usize::MAX)` is `notify_all`).
+    waiters: AtomicUsize,
+}
+
+/// `notify(n)` for `cond`, whose waiters `waiters` counts: `notify_one`
+/// for each of the first `n`, or `notify_all` when `n` covers them all.
+fn notify_some(cond: &Condvar, waiters: &AtomicUsize, n: usize) {
+    let w = waiters.load(Ordering::Relaxed);
+    if n >= w {
+        if w > 0 {
+            cond.notify_all();
+        }
+    } else {
+        for _ in 0..n {
+            cond.notify_one();
+        }
+    }
 }
 
 /// The held lock of a [`Condition`]: the data (through `Deref`), and the
@@ -336,6 +355,7 @@ pub struct ConditionGuard<'a, T> {
     /// Always `Some` except inside a wait.
     guard: Option<MutexGuard<'a, T>>,
     cond: &'a Condvar,
+    waiters: &'a AtomicUsize,
 }
 
 impl<T> Condition<T> {
@@ -344,6 +364,7 @@ impl<T> Condition<T> {
         Condition {
             data: Mutex::new(value),
             cond: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         }
     }
 
@@ -352,15 +373,16 @@ impl<T> Condition<T> {
         ConditionGuard {
             guard: Some(self.data.lock().unwrap_or_else(PoisonError::into_inner)),
             cond: &self.cond,
+            waiters: &self.waiters,
         }
     }
 
     /// Wake up to `n` waiting threads: `notify(n)`. Python requires the
-    /// lock to be held; here it may be, or not.
+    /// lock to be held; here it may be, or not (without it, a thread just
+    /// beginning its wait may be missed, as in any condition variable).
+    /// It costs one call per thread woken, whatever `n`.
     pub fn notify(&self, n: usize) {
-        for _ in 0..n {
-            self.cond.notify_one();
-        }
+        notify_some(&self.cond, &self.waiters, n);
     }
 
     /// Wake every waiting thread: `notify_all()`.
@@ -383,17 +405,22 @@ impl<T> ConditionGuard<'_, T> {
     /// [`ConditionGuard::wait_for`].
     pub fn wait(&mut self) {
         let g = self.guard.take().expect("held outside a wait");
-        self.guard = Some(self.cond.wait(g).unwrap_or_else(PoisonError::into_inner));
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let g = self.cond.wait(g).unwrap_or_else(PoisonError::into_inner);
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.guard = Some(g);
     }
 
     /// [`ConditionGuard::wait`] for at most `timeout`: `wait(timeout)`.
     /// False when the time ran out.
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
         let g = self.guard.take().expect("held outside a wait");
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let (g, t) = self
             .cond
             .wait_timeout(g, timeout)
             .unwrap_or_else(PoisonError::into_inner);
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
         self.guard = Some(g);
         !t.timed_out()
     }
@@ -417,16 +444,19 @@ impl<T> ConditionGuard<'_, T> {
         deadline: Option<std::time::Instant>,
     ) -> bool {
         let g = self.guard.take().expect("held outside a wait");
+        // Counted for the whole wait, its checks of the predicate too
+        // (a notify then wakes this thread once more than needed).
+        self.waiters.fetch_add(1, Ordering::Relaxed);
         let (g, ok) = wait_until(self.cond, g, deadline, |t| ready(t));
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
         self.guard = Some(g);
         ok
     }
 
-    /// Wake up to `n` waiting threads: `notify(n)`.
+    /// Wake up to `n` waiting threads: `notify(n)`; one call per thread
+    /// woken, whatever `n`.
     pub fn notify(&self, n: usize) {
-        for _ in 0..n {
-            self.cond.notify_one();
-        }
+        notify_some(self.cond, self.waiters, n);
     }
 
     /// Wake every waiting thread: `notify_all()`.
@@ -681,6 +711,50 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert_eq!(all, (1..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn notify_costs_the_threads_woken_not_n() {
+        // notify(n) made n futex calls, waiters or not: notify(usize::MAX)
+        // never returned (Python's takes microseconds).
+        let c = std::sync::Arc::new(Condition::new(0u32));
+        let (done, finished) = std::sync::mpsc::channel();
+        {
+            let c = std::sync::Arc::clone(&c);
+            std::thread::spawn(move || {
+                c.notify(usize::MAX);
+                c.lock().notify(usize::MAX);
+                let _ = done.send(());
+            });
+        }
+        assert!(
+            finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "notify(usize::MAX) did not return"
+        );
+        // And it still wakes them: two waiters, notify(5) wakes both.
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    let mut g = c.lock();
+                    *g += 1;
+                    g.wait_for(|n| *n >= 100);
+                })
+            })
+            .collect();
+        loop {
+            let mut g = c.lock();
+            if *g == 2 && c.waiters.load(Ordering::Relaxed) == 2 {
+                *g = 100;
+                g.notify(5);
+                break;
+            }
+            drop(g);
+            std::thread::yield_now();
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
     }
 
     #[test]
