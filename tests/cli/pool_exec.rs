@@ -1596,6 +1596,29 @@ fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel()
 }
 
 #[test]
+fn after_a_sigkill_the_guard_holds_no_pipe_of_the_caller() {
+    // The guard, which ends the jobs --kill-after after pk-pool's SIGKILL,
+    // had pk-pool's stderr: `2>&1 | cat` then saw its end of file only
+    // when the guard was done (11 s here, so the outer timeout's 124).
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let out = bash(&format!(
+        "echo x | timeout 6 bash -c \"timeout -s KILL 1 pk-pool exec --kill-after 10 \
+           -- sh -c 'trap \\\"\\\" TERM; echo \\$\\$ > {}; exec sleep 60' 2>&1 | cat\"",
+        pidfile.display()
+    ))
+    .output()
+    .unwrap();
+    let job = pid_in(&pidfile);
+    // The guard ends it 10 s later; no need to wait for that here.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(job),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
 fn a_sigkill_of_pk_pools_whole_group_takes_the_jobs_along() {
     // `timeout -s KILL`, `kill -9 %1`: the SIGKILL goes to pk-pool's whole
     // process group. Its guard, in a session of its own, is not in that

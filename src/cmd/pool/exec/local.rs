@@ -198,7 +198,9 @@ struct Guard {
 
 impl Guard {
     /// `pk-pool guard <kill-after ms>` from our own executable, its stdout
-    /// /dev/null (it must not hold our reader's pipe open), in a session
+    /// and stderr /dev/null (it must not hold our reader's pipe open: after
+    /// a SIGKILL of ours, `2>&1 | cat` would see its end of file only when
+    /// the guard is done, --kill-after later; it prints nothing), in a session
     /// of its own: a signal to our process group (`kill -9 -PGID`,
     /// `timeout -s KILL`, a shell's `kill -9 %1`) or from our terminal
     /// (^C, ^Z, a hang-up) does not reach it, so it outlives a SIGKILL of
@@ -212,6 +214,7 @@ impl Guard {
             .ok()?
             .stdin(Stdin::Fd(r.into()))
             .stdout_fd(devnull.try_clone().ok()?)
+            .stderr_fd(devnull.try_clone().ok()?)
             .session(true)
             .start()
             .ok()?;
