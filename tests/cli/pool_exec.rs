@@ -1596,6 +1596,36 @@ fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel()
 }
 
 #[test]
+fn timeouts_of_any_length_are_taken() {
+    // --timeout and --kill-after of days, or past what the clock holds,
+    // as GNU parallel's --timeout takes (they were refused past 24 h).
+    for long in ["400d", "99999999999999999999999d"] {
+        let out = exec(
+            &["--timeout", long, "--kill-after", long, "--", "echo"],
+            "a\nb\n",
+        );
+        assert_success(&out);
+        assert_eq!(stdout(&out), "a\nb\n", "{long}");
+    }
+    // A kill-after past the clock: a job that ignores SIGTERM is never
+    // killed, and ends on its own.
+    let out = exec(
+        &[
+            "--timeout",
+            "0.2",
+            "--kill-after",
+            "99999999999999999999999d",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 0.6; echo {}",
+        ],
+        "done\n",
+    );
+    assert_eq!(stdout(&out), "done\n", "{out:?}");
+}
+
+#[test]
 fn after_a_sigkill_the_guard_holds_no_pipe_of_the_caller() {
     // The guard, which ends the jobs --kill-after after pk-pool's SIGKILL,
     // had pk-pool's stderr: `2>&1 | cat` then saw its end of file only

@@ -19,7 +19,7 @@ use clap::Args as ClapArgs;
 use nix::sys::signal::Signal;
 
 use crate::cmd::Result;
-use crate::cmd::duration::DurationArg;
+use crate::cmd::duration::{self, DurationArg};
 use crate::error::Error;
 
 mod guard;
@@ -208,11 +208,13 @@ pub struct ExecArgs {
     /// Print the output in input order.
     #[arg(short = 'k', long)]
     pub keep_order: bool,
-    /// End a job that runs longer than DUR (TERM, then KILL after --kill-after).
-    #[arg(long, value_name = "DUR")]
+    /// End a job that runs longer than DUR (TERM, then KILL after
+    /// --kill-after; 2, 1.5s, 250ms, 1m, 1h, 2d, any length).
+    #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
-    /// From SIGTERM to SIGKILL, for --timeout and when stopping.
-    #[arg(long, value_name = "DUR", default_value = "2s")]
+    /// From SIGTERM to SIGKILL, for --timeout and when stopping (any
+    /// length).
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = duration::unbounded)]
     pub kill_after: DurationArg,
     /// Stop early after failures or successes (see below).
     #[arg(long, value_name = "WHEN", value_parser = parse_halt, default_value = "never")]

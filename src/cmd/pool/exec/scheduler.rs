@@ -392,9 +392,12 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
 
 impl Sched {
     fn connect(&mut self) -> Result<()> {
+        // Milliseconds on the wire, saturated: a duration past u64 of
+        // them is as good as for ever at the other end too.
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let hello = super::ssh::hello(
-            self.cfg.timeout.map_or(0, |t| t.as_millis().max(1) as u64),
-            self.cfg.kill_after.as_millis() as u64,
+            self.cfg.timeout.map_or(0, |t| ms(t).max(1)),
+            ms(self.cfg.kill_after),
         );
         for h in 0..self.hosts.len() {
             if matches!(self.hosts[h].kind, Kind::Local) {
