@@ -1608,7 +1608,9 @@ fn timeouts_of_any_length_are_taken() {
         assert_eq!(stdout(&out), "a\nb\n", "{long}");
     }
     // A kill-after past the clock: a job that ignores SIGTERM is never
-    // killed, and ends on its own.
+    // killed, and ends on its own; its --timeout caught it all the same,
+    // so it failed (as GNU parallel and timeout(1) count it), though it
+    // exited 0.
     let out = exec(
         &[
             "--timeout",
@@ -1623,6 +1625,11 @@ fn timeouts_of_any_length_are_taken() {
         "done\n",
     );
     assert_eq!(stdout(&out), "done\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timed out after 200ms: exited, status=0"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -895,7 +895,10 @@ impl Sched {
             mut stopped,
             ..
         } = a;
-        let failed = how != How::Exited(0);
+        // A job its --timeout caught failed, however it ended: one that
+        // survived the SIGTERM and exited 0 before the SIGKILL too, as
+        // GNU parallel (and timeout(1), whose status is then 124) count it.
+        let failed = how != How::Exited(0) || timed_out;
         // With -u a job writes to our stdout itself: one that failed
         // because the reader has gone (SIGPIPE, or EPIPE) ends the run as
         // our own failed write does, quietly.
