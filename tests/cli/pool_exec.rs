@@ -1601,7 +1601,7 @@ fn timeouts_of_any_length_are_taken() {
     // as GNU parallel's --timeout takes (they were refused past 24 h).
     for long in ["400d", "99999999999999999999999d"] {
         let out = exec(
-            &["--timeout", long, "--kill-after", long, "--", "echo"],
+            &["-k", "--timeout", long, "--kill-after", long, "--", "echo"],
             "a\nb\n",
         );
         assert_success(&out);
