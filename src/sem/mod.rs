@@ -82,22 +82,50 @@ impl Deadline {
             Some(d) => {
                 let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
                     .map_err(|e| Error::sys("clock_gettime", "CLOCK_MONOTONIC", e))?;
-                // Added field by field: nix's `+` goes through i64
-                // nanoseconds, which overflow after 292 years.
-                let mut nsec = now.tv_nsec() + i64::from(d.subsec_nanos());
-                let carry = nsec / 1_000_000_000;
-                nsec %= 1_000_000_000;
-                let sec = i64::try_from(d.as_secs())
-                    .ok()
-                    .and_then(|s| now.tv_sec().checked_add(s))
-                    .and_then(|s| s.checked_add(carry));
-                match sec {
-                    Some(sec) => Deadline::At(TimeSpec::new(sec, nsec)),
+                match timespec_after(now, d) {
+                    Some(t) => Deadline::At(t),
                     None => Deadline::Never,
                 }
             }
         })
     }
+}
+
+/// `t` plus `d`, field by field; `None` past what a `timespec` holds.
+/// nix's `+` and `-` on `TimeSpec` go through i64 nanoseconds, which
+/// overflow (a panic in a debug build, a wrapped value in a release one)
+/// past 292 years: a `--timeout 200000d` reaches them.
+pub(crate) fn timespec_after(t: TimeSpec, d: Duration) -> Option<TimeSpec> {
+    let mut nsec = t.tv_nsec() + i64::from(d.subsec_nanos());
+    let carry = nsec / 1_000_000_000;
+    nsec %= 1_000_000_000;
+    let sec = i64::try_from(d.as_secs())
+        .ok()
+        .and_then(|s| t.tv_sec().checked_add(s))
+        .and_then(|s| s.checked_add(carry))?;
+    Some(TimeSpec::new(sec, nsec))
+}
+
+/// The time from `now` until `t`, field by field (see [`timespec_after`]);
+/// zero once `t` has passed.
+pub(crate) fn timespec_until(t: TimeSpec, now: TimeSpec) -> Duration {
+    if t <= now {
+        return Duration::ZERO;
+    }
+    // Both normalised (0 <= tv_nsec < 1e9) and t > now: the seconds differ
+    // by at least 0 after the borrow, and fit a u64 whatever their signs.
+    let (mut sec, mut nsec) = (
+        i128::from(t.tv_sec()) - i128::from(now.tv_sec()),
+        t.tv_nsec() - now.tv_nsec(),
+    );
+    if nsec < 0 {
+        nsec += 1_000_000_000;
+        sec -= 1;
+    }
+    Duration::new(
+        u64::try_from(sec).unwrap_or(0),
+        u32::try_from(nsec).unwrap_or(0),
+    )
 }
 
 /// The least time a wait with a deadline gives a lock that another
@@ -576,6 +604,47 @@ mod tests {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    #[test]
+    fn deadlines_centuries_away_neither_overflow_nor_wrap() {
+        let day = Duration::from_secs(86_400);
+        for d in [
+            Duration::from_millis(1500),
+            day * 400,
+            day * 200_000,
+            day * 2_000_000,
+        ] {
+            let Deadline::At(t) = Deadline::after(Some(d)).unwrap() else {
+                panic!("{d:?} fits a timespec");
+            };
+            let now = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap();
+            let left = timespec_until(t, now);
+            assert!(
+                left <= d && left + Duration::from_secs(5) > d,
+                "{d:?}: {left:?}"
+            );
+        }
+        let edge = TimeSpec::new(i64::MAX, 999_999_999);
+        let low = TimeSpec::new(i64::MIN + 1, 0);
+        assert_eq!(
+            timespec_until(edge, low),
+            Duration::new(u64::MAX - 1, 999_999_999)
+        );
+        assert_eq!(timespec_until(low, edge), Duration::ZERO);
+        assert_eq!(
+            timespec_until(TimeSpec::new(5, 100), TimeSpec::new(4, 999_999_999)),
+            Duration::from_nanos(101)
+        );
+        assert_eq!(timespec_after(edge, Duration::from_nanos(1)), None);
+        assert_eq!(
+            timespec_after(TimeSpec::new(1, 999_999_999), Duration::from_nanos(2)),
+            Some(TimeSpec::new(2, 1))
+        );
+        assert_eq!(
+            Deadline::after(Some(Duration::MAX)).unwrap(),
+            Deadline::Never
+        );
     }
 
     #[test]

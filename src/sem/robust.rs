@@ -462,7 +462,7 @@ impl RobustSemaphore {
                     if now >= t {
                         sysv::op(self.id, &[op(true)], None)
                     } else {
-                        let left = Duration::from(t - now);
+                        let left = super::timespec_until(t, now);
                         sysv::op(self.id, &[op(false)], Some(left))
                     }
                 }
@@ -560,7 +560,7 @@ impl RobustSemaphore {
                     if now >= t {
                         return Ok(None);
                     }
-                    Some(Duration::from(t - now))
+                    Some(super::timespec_until(t, now))
                 }
                 _ => None,
             };

@@ -100,12 +100,13 @@ impl Sem {
     pub fn wait_until(&self, deadline: TimeSpec) -> Result<(), Errno> {
         use nix::time::{ClockId, clock_gettime};
         let now = clock_gettime(ClockId::CLOCK_MONOTONIC)?;
-        let left = if deadline > now {
-            deadline - now
-        } else {
-            TimeSpec::new(0, 0)
+        let left = crate::sem::timespec_until(deadline, now);
+        let Some(abs) = crate::sem::timespec_after(clock_gettime(ClockId::CLOCK_REALTIME)?, left)
+        else {
+            // Past what a timespec holds: wait without a deadline.
+            // SAFETY: `self.0` is a live sem_t.
+            return Errno::result(unsafe { libc::sem_wait(self.0.as_ptr()) }).map(drop);
         };
-        let abs = clock_gettime(ClockId::CLOCK_REALTIME)? + left;
         let ts: libc::timespec = *abs.as_ref();
         // SAFETY: `self.0` is a live sem_t; `ts` is valid for the call.
         Errno::result(unsafe { libc::sem_timedwait(self.0.as_ptr(), &ts) }).map(drop)

@@ -346,7 +346,7 @@ fn timeout_declines_quietly_with_exit_1_or_the_conflict_code() {
 
     // A waiter with a timeout of days, or one past what the clock holds,
     // waits like any other (no 24 h limit) and runs once the slot is free.
-    let waiters: Vec<Running> = ["400d", "99999999999999999999999d"]
+    let waiters: Vec<Running> = ["400d", "200000d", "99999999999999999999999d"]
         .iter()
         .map(|long| {
             let mut cmd = pk_std("sem");
