@@ -1610,9 +1610,13 @@ fn timeouts_of_any_length_are_taken() {
     // A kill-after past the clock: a job that ignores SIGTERM is never
     // killed, and ends on its own; its --timeout caught it all the same,
     // so it failed (as GNU parallel and timeout(1) count it), though it
-    // exited 0.
+    // exited 0; its joblog line says so (Exitval -1).
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
     let out = exec(
         &[
+            "--joblog",
+            log.to_str().unwrap(),
             "--timeout",
             "0.2",
             "--kill-after",
@@ -1630,6 +1634,57 @@ fn timeouts_of_any_length_are_taken() {
         String::from_utf8_lossy(&out.stderr).contains("timed out after 200ms: exited, status=0"),
         "{out:?}"
     );
+    let log = std::fs::read_to_string(&log).unwrap();
+    let fields: Vec<&str> = log.lines().nth(1).unwrap().split('\t').collect();
+    assert_eq!(fields[6..8], ["-1", "0"], "{log}");
+}
+
+#[test]
+fn a_job_that_ended_in_time_while_the_output_was_stuck_did_not_time_out() {
+    // Job 1 fills pk-pool's stdout, whose reader waits: pk-pool is stuck
+    // in a write while job 2 ends (exit 0) well inside its --timeout, and
+    // the time is up before pk-pool runs its loop again. Job 2 ended in
+    // time: it succeeded, runs once in spite of --retries, and the joblog
+    // says so. It used to count as timed out, failed, and ran again.
+    // (Job 1, still writing when the time is up, is caught and run again.)
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let job = format!(
+        "if [ \"$1\" = 1 ]; then yes xxxxxxxxxxxxxxx | head -c 2000000; \
+         else echo run >> {d}/runs; sleep 0.3; touch {d}/ended; fi"
+    );
+    std::fs::write(dir.path().join("job"), job).unwrap();
+    // The reader starts only after job 2 has ended and its time is up.
+    let out = bash(&format!(
+        "printf '1\\n2\\n' | pk-pool exec -j 2 --line-buffer --timeout 2 \
+         --kill-after 0.1 --retries 1 --joblog {d}/log -- sh {d}/job \
+         | {{ until [ -e {d}/ended ]; do sleep 0.05; done; sleep 2.5; cat >/dev/null; }}; \
+         echo \"status ${{PIPESTATUS[1]}}\""
+    ))
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Job 1 was still writing when the time was up: caught, and run
+    // again (with a reader by then, it succeeds).
+    assert!(
+        err.starts_with("pk-pool: job 1 (sh ") && err.contains(" timed out after 2s: "),
+        "{err}"
+    );
+    assert!(!err.contains("job 2 "), "{err}");
+    assert_eq!(stdout(&out), "status 0\n", "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs")).unwrap(),
+        "run\n",
+        "{err}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    let job2: Vec<&str> = log
+        .lines()
+        .find(|l| l.starts_with("2\t"))
+        .expect("job 2 in the joblog")
+        .split('\t')
+        .collect();
+    assert_eq!(job2[6..8], ["0", "0"], "{log}");
 }
 
 #[test]

@@ -124,6 +124,9 @@ pub fn line(e: &Entry<'_>) -> Vec<u8> {
     let (exitval, signal) = match e.how {
         How::Signaled(s) if e.timed_out => (-1, s),
         How::Signaled(s) => (0, s),
+        // Caught by its --timeout, it failed however it ended (it may have
+        // survived the SIGTERM and exited 0): -1, as for one killed.
+        How::Exited(_) if e.timed_out => (-1, 0),
         How::Exited(c) => (i32::from(c), 0),
         How::CannotRun => (126, 0),
         How::NotFound => (127, 0),
@@ -181,5 +184,16 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&line(&killed))
         );
+        // Caught by its --timeout, it survived the SIGTERM and exited 0:
+        // it failed all the same, and the joblog says so.
+        let survived = Entry {
+            how: How::Exited(0),
+            timed_out: true,
+            ..e
+        };
+        assert!(line(&survived).ends_with(
+            b"	-1	0	echo err >&2; echo out
+"
+        ));
     }
 }

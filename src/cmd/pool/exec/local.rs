@@ -738,6 +738,17 @@ impl Local {
         Ok(())
     }
 
+    /// Whether some job's --timeout has passed at `now`. The caller reaps
+    /// its ended children before [`Local::fire`]: a job that ended while
+    /// the loop was busy elsewhere (a write to a slow stdout) ended in
+    /// time, as timeout(1) counts only a command still running when the
+    /// time is up.
+    pub fn timeout_due(&self, now: Instant) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.deadline.is_some_and(|t| now >= t))
+    }
+
     /// Act on the deadlines that have passed: SIGTERM (+ SIGCONT) to a
     /// job that ran out of time, SIGKILL to one still there after the
     /// kill-after delay. Returns the keys that just timed out.

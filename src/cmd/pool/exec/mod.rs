@@ -149,7 +149,8 @@ the running jobs, an ssh host not waited for once every job is done.
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE
 writes GNU parallel's tab-separated joblog (Seq Host Starttime
-JobRuntime Send Receive Exitval Signal Command); a FILE that is also an
+JobRuntime Send Receive Exitval Signal Command; Exitval is -1 for a job
+its --timeout caught); a FILE that is also an
 input (-a FILE, stdin) is refused (status 2) and left as it is.
 --progress/--eta show counts on stderr (a redrawn line on a terminal,
 where they are on by default; --no-progress turns that off).

@@ -524,8 +524,13 @@ impl Sched {
                     Who::Host(h) => self.on_host(h)?,
                 }
             }
-            // SIGCHLD may have arrived while we handled other things.
+            // SIGCHLD may have arrived while we handled other things: a job
+            // that ended before its time was up is reaped first, so that
+            // its --timeout does not catch it.
             let now = Instant::now();
+            if self.local.timeout_due(now) {
+                self.reap()?;
+            }
             self.local.fire(now)?;
             if self.stop_kill_at.is_some_and(|t| now >= t) {
                 self.stop_kill_at = None;

@@ -215,7 +215,13 @@ impl Worker {
                     }
                 }
             }
-            self.local.fire(std::time::Instant::now())?;
+            // Reaped first: a job that ended before its time was up is not
+            // caught by its --timeout (the master's loop does the same).
+            let now = std::time::Instant::now();
+            if self.local.timeout_due(now) {
+                self.reap()?;
+            }
+            self.local.fire(now)?;
         }
     }
 
