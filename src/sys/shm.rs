@@ -622,12 +622,24 @@ fn split_words(off: usize, len: usize) -> (usize, usize, usize) {
 mod tests {
     use super::*;
 
-    fn mapping(len: usize) -> Mapping {
+    fn memfd(len: usize) -> File {
         let fd =
             nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
         let file = File::from(fd);
         file.set_len(len as u64).unwrap();
-        Mapping::new(map_shared(&file).unwrap())
+        file
+    }
+
+    fn mapping(len: usize) -> Mapping {
+        Mapping::new(map_shared(&memfd(len)).unwrap())
+    }
+
+    /// A guarded mapping of a memfd of `len` bytes, and the memfd, for a
+    /// test to truncate.
+    fn guarded(len: usize) -> (File, Mapping) {
+        let file = memfd(len);
+        let m = Mapping::new_guarded(map_shared(&file).unwrap());
+        (file, m)
     }
 
     #[test]
@@ -649,11 +661,7 @@ mod tests {
 
     #[test]
     fn a_truncated_guarded_mapping_reads_zeroes_instead_of_dying() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        let file = File::from(fd);
-        file.set_len(3 * 4096).unwrap();
-        let m = Mapping::new_guarded(map_shared(&file).unwrap());
+        let (file, m) = guarded(3 * 4096);
         m.write::<u64>(2 * 4096, 7);
         assert_eq!(m.read::<u64>(2 * 4096), 7);
         assert!(!m.truncated());
@@ -697,11 +705,7 @@ mod tests {
 
     #[test]
     fn a_long_copy_over_a_truncation_resumes_after_the_sigbus() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        let file = File::from(fd);
-        file.set_len(3 * 4096).unwrap();
-        let m = Mapping::new_guarded(map_shared(&file).unwrap());
+        let (file, m) = guarded(3 * 4096);
         let ones = vec![1u8; 3 * 4096];
         m.write_bytes(0, &ones);
         file.set_len(4096).unwrap();
