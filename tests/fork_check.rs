@@ -44,6 +44,10 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
+use nix::errno::Errno::ECHILD;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 use posixkit::ErrorKind;
 use posixkit::pool::{Pool, Registry, TaskError};
 use posixkit::process::{self, Builder, Children, Fork};
@@ -70,6 +74,7 @@ fn main() {
     a_forged_arena_note_costs_one_worker_not_the_pool();
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
+    a_child_of_a_negative_pid_signals_no_process_group();
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
     a_dropped_process_is_waited_for_not_killed();
@@ -593,6 +598,29 @@ fn an_ignored_sigchld_loses_statuses_and_signals_nobody() {
     );
 }
 
+/// A `Child` made from a pid of 0 or less names no child: kill(2) would
+/// take it for a process group (or every process), so its signal is an
+/// error and reaches nobody, and its wait (its drop's too) is an error
+/// that reaps nothing. Here -G, G being the group of a sleep that must die
+/// of this test's SIGKILL, not of the SIGTERM, and be reaped by it.
+fn a_child_of_a_negative_pid_signals_no_process_group() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let mut sleep = std::process::Command::new("sleep")
+        .arg("60")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = Pid::from_raw(-(sleep.id() as i32));
+    let mut child = process::Child::new(group);
+    let err = child.signal(Signal::SIGTERM).unwrap_err();
+    assert_eq!(err.errno(), Some(nix::errno::Errno::EINVAL), "{err}");
+    let err = child.try_wait().unwrap_err();
+    assert_eq!(err.errno(), Some(nix::errno::Errno::EINVAL), "{err}");
+    drop(child);
+    sleep.kill().unwrap();
+    assert_eq!(sleep.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
 /// In a new pid namespace (so that pids are handed out in order, and this
 /// test alone hands them out): fork a child with SIGCHLD ignored, let the
 /// kernel reap it, start `sleep` on the very same pid, then drop the
@@ -972,15 +1000,28 @@ fn a_forked_child_leaves_its_parents_processes_alone() {
             let own = Builder::new().start(|| 5).map(drop);
             let joined = process::join_children().unwrap_or_default();
             let statuses: Vec<Status> = joined.iter().map(|j| j.status).collect();
-            match (inherited, own, statuses.as_slice()) {
-                (Ok(0), Ok(()), [Status::Exited(5)]) => 0,
+            // Our copy of `sleeper` names our sibling: a kill does
+            // nothing, a join or is_alive is ECHILD at once.
+            let killed = sleeper.kill();
+            let waited = sleeper
+                .join(Some(Duration::from_millis(100)))
+                .err()
+                .and_then(|e| e.errno())
+                == Some(ECHILD)
+                && sleeper.is_alive().err().and_then(|e| e.errno()) == Some(ECHILD);
+            match (inherited, own, statuses.as_slice(), killed, waited) {
+                (Ok(0), Ok(()), [Status::Exited(5)], Ok(()), true) => 0,
                 _ => 1,
             }
         })
         .unwrap();
     assert_eq!(check.join(None).unwrap(), Some(Status::Exited(0)));
-    // The child's drop of its copy of `sleeper` (in the closure's
-    // captures, had there been one) and its exit left it running.
+    // The child's kill, and drop of its copy of `sleeper` (in the
+    // closure's captures) and its exit left it running.
+    assert_eq!(
+        sleeper.join(Some(Duration::from_millis(200))).unwrap(),
+        None
+    );
     assert!(sleeper.is_alive().unwrap());
     sleeper.kill().unwrap();
     assert_eq!(sleeper.exitcode(), None);

@@ -21,9 +21,9 @@ use crate::sys::proc::{Fork, Reaping};
 /// besides this `Child` may reap it (SIGCHLD ignored or handled, see
 /// "When SIGCHLD is ignored" in the [module documentation](super)) it holds
 /// a pidfd and signals and waits through it; otherwise the child stays a
-/// zombie holding its pid until this `Child` reaps it, and a signal by pid
-/// is sent only after checking that the pid is still an unreaped child of
-/// this process. A child reaped by someone else (ECHILD) is never
+/// zombie holding its pid until this `Child` reaps it. Either way a signal
+/// is sent only after checking that the child is still an unreaped child
+/// of this process. A child reaped by someone else (ECHILD) is never
 /// signalled again.
 #[derive(Debug)]
 pub struct Child {
@@ -42,6 +42,10 @@ impl Child {
     /// and keeps it only if `pid` is still an unreaped child of this
     /// process (a child already reaped is taken as lost). [`Children`]
     /// does better: it takes the pidfd in the same instant as the fork.
+    /// A pid of 0 or less names no child (kill(2) and waitpid(2) would take
+    /// it for a process group, or for every process): such a `Child` never
+    /// signals or reaps anything, and its signals and waits fail with
+    /// EINVAL.
     pub fn new(pid: Pid) -> Self {
         let mut child = Child {
             pid,
@@ -148,6 +152,11 @@ impl Child {
         if self.lost {
             return Err(self.lost_error());
         }
+        if self.pid.as_raw() <= 0 {
+            // waitpid(2) would take it for a process group (or any child)
+            // and reap a child that is not this one.
+            return Err(Error::sys("waitpid", self.pid, Errno::EINVAL));
+        }
         let own = match pidfd {
             Some(_) => None,
             None => self.pidfd.clone(),
@@ -194,10 +203,12 @@ impl Child {
         self.status
     }
 
-    /// Send `sig` to the child, and to no other process: through its pidfd
-    /// if it holds one, else by pid once the pid is checked to be still an
-    /// unreaped child of this process. Does nothing once the child has been
-    /// reaped, by this `Child` or by anyone else.
+    /// Send `sig` to the child, and to no other process: once it is checked
+    /// to be still an unreaped child of this process, through its pidfd if
+    /// it holds one, else by pid. Does nothing once the child has been
+    /// reaped, by this `Child` or by anyone else, or in a copy of this
+    /// `Child` that a forked process inherited (the child is its sibling);
+    /// an error for a pid of 0 or less, which names no child.
     pub fn signal(&self, sig: Signal) -> Result<()> {
         self.signal_with(None, sig)
     }
@@ -212,17 +223,24 @@ impl Child {
         if self.status.is_some() || self.lost {
             return Ok(());
         }
-        if let Some(fd) = pidfd.or_else(|| self.pidfd()) {
-            return match crate::sys::proc::pidfd_send_signal(fd, sig) {
+        let pidfd = pidfd.or_else(|| self.pidfd());
+        // Only an unreaped child of this process is signalled, pidfd or
+        // not: a copy of this Child that a forked process inherited holds
+        // its sibling's pidfd, and a pid of 0 or less names no child but
+        // a process group, or every process kill(2) can reach.
+        match crate::sys::proc::waitid_raw(self.pid, pidfd, true, true) {
+            Ok(_) => {}
+            // Not (or no longer) a child of ours: its pid may name a stranger.
+            Err(Errno::ECHILD) => return Ok(()),
+            Err(e) => return Err(Error::sys("waitid", self.pid, e)),
+        }
+        match pidfd {
+            Some(fd) => match crate::sys::proc::pidfd_send_signal(fd, sig) {
                 // Reaped already: nothing to signal.
                 Ok(()) | Err(Errno::ESRCH) => Ok(()),
                 Err(e) => Err(Error::sys("pidfd_send_signal", self.pid, e)),
-            };
-        }
-        match crate::sys::proc::waitid_raw(self.pid, None, true, true) {
-            // Not (or no longer) a child of ours: its pid may name a stranger.
-            Err(Errno::ECHILD) => Ok(()),
-            _ => kill(self.pid, sig),
+            },
+            None => kill(self.pid, sig),
         }
     }
 }

@@ -231,7 +231,8 @@ impl Builder {
 /// [`join_children`](super::join_children) — the end of a normal exit —
 /// waits for it, or terminates it if it is a daemon; the next
 /// [`Builder::start`] reaps it if it has ended. A `Process` that a forked
-/// child inherited is never signalled or waited for by that child.
+/// child inherited is never signalled or waited for by that child: there
+/// its signals do nothing, and `join` and `is_alive` fail with ECHILD.
 ///
 /// ```no_run
 /// use posixkit::process::Builder;
@@ -284,6 +285,7 @@ impl Process {
     /// Whether it still runs. Reaps it (exactly this pid, WNOHANG) if it has
     /// ended, as Python's `is_alive` does.
     pub fn is_alive(&mut self) -> Result<bool> {
+        self.owned("is_alive")?;
         let alive = self.entry().try_wait()?.is_none();
         if !alive {
             self.unlist();
@@ -296,11 +298,23 @@ impl Process {
     /// poll(2) on a pidfd, so it never reaps any other child (without
     /// pidfds, before Linux 5.3, a waitid(2) on exactly this pid).
     pub fn join(&mut self, timeout: Option<Duration>) -> Result<Option<Status>> {
+        self.owned("join")?;
         let r = self.entry().join(timeout);
         if let Ok(Some(_)) = r {
             self.unlist();
         }
         r
+    }
+
+    /// ECHILD for `call` in a process that inherited this handle through a
+    /// fork: the child is its sibling (or itself), not its child, and a
+    /// wait on it would wait for its end only to fail.
+    fn owned(&self, call: &'static str) -> Result<()> {
+        if getpid() == self.owner {
+            Ok(())
+        } else {
+            Err(Error::sys(call, self.pid(), nix::errno::Errno::ECHILD))
+        }
     }
 
     /// Take it out of the registry, once reaped.
@@ -333,7 +347,8 @@ impl Process {
 
     /// Send `sig` through the pidfd (immune to pid reuse), or by pid where
     /// pidfds are missing, checked as [`Child::signal`] does. Does nothing
-    /// once the child has been reaped.
+    /// once the child has been reaped, or in a process that inherited this
+    /// handle through a fork.
     pub fn signal(&self, sig: Signal) -> Result<()> {
         self.entry().signal(sig)
     }
