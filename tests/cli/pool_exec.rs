@@ -598,6 +598,54 @@ fn a_signal_stops_everything_and_no_command_survives() {
 }
 
 #[test]
+fn a_stop_does_not_wait_out_the_kill_after_for_dead_grandchildren() {
+    // Each job's shell has a child (the sleep): the stop's SIGTERM ends
+    // both, and the sleep, an orphan, comes to pk-pool as a zombie. Its
+    // group is dead: pk-pool ends at once, not an hour later (the
+    // kill-after). It waited in most runs, on its own zombies.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!("echo $$ > {d}/job.$0; sleep 60; echo $0");
+    for round in 0..3 {
+        let mut cmd = pk_std_default_signals("pool");
+        cmd.args([
+            "exec",
+            "-j",
+            "2",
+            "--kill-after",
+            "1h",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::piped());
+        let mut run = Running::start(cmd, true);
+        {
+            let mut stdin = run.child.stdin.take().unwrap();
+            stdin.write_all(b"1\n2\n3\n").unwrap();
+        }
+        for i in 1..=2 {
+            let f = dir.path().join(format!("job.{i}"));
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while std::fs::read_to_string(&f).map_or(true, |t| !t.ends_with('\n')) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "job {i} did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        run.signal(nix::sys::signal::Signal::SIGTERM);
+        // Within the test's timeout (a minute), not the hour.
+        assert_eq!(run.wait().code(), Some(143), "round {round}");
+        for i in 1..=3 {
+            let _ = std::fs::remove_file(dir.path().join(format!("job.{i}")));
+        }
+    }
+}
+
+#[test]
 fn a_closed_stdout_stops_quietly() {
     let out = bash("seq 100000 | pk-pool exec -j 2 -k -- echo | head -1")
         .output()

@@ -869,6 +869,15 @@ pub fn group_alive(pgid: Pid) -> bool {
     nix::sys::signal::killpg(pgid, None).is_ok()
 }
 
+/// [`group_alive`] once the group's members that are our own ended
+/// children are reaped: a job's orphans come to us (the subreaper), and
+/// as zombies they still count for kill(2), so a group of the dead would
+/// seem to live until its kill-after delay ran out.
+pub fn group_alive_after_reaping(pgid: Pid) -> bool {
+    reap_group(pgid);
+    group_alive(pgid)
+}
+
 /// O_NONBLOCK on a fresh pipe end of ours, in one call: it has no other
 /// status flag to keep (F_SETFL leaves the access mode alone).
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {

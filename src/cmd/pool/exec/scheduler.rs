@@ -1369,7 +1369,7 @@ impl Sched {
             let kill_at = self.stop_kill_at.unwrap_or_else(Instant::now);
             let mut groups = self.local.stopped_groups().to_vec();
             loop {
-                groups.retain(|&g| local::group_alive(g));
+                groups.retain(|&g| local::group_alive_after_reaping(g));
                 if groups.is_empty() {
                     break;
                 }
