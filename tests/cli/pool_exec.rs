@@ -1603,6 +1603,62 @@ fn a_joblog_that_is_also_the_input_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_joblog_goes_to_any_file_stdout_or_the_end_of_a_file_as_parallels() {
+    // /dev/null, a pipe (bash's >(…)) and a FIFO are written, not emptied
+    // (ftruncate failed with EINVAL there: status 71 before any job ran).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = bash(&format!(
+        "mkfifo {d}/fifo; (timeout 20 cat {d}/fifo > {d}/from-fifo 2>/dev/null &); \
+         seq 2 | pk-pool exec -k --joblog /dev/null -- echo && \
+         seq 2 | pk-pool exec -k --joblog >(cat > {d}/from-pipe) -- echo && \
+         seq 2 | pk-pool exec -k --joblog {d}/fifo -- echo; \
+         echo status $?"
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(stdout(&out), "1\n2\n1\n2\n1\n2\nstatus 0\n", "{out:?}");
+    for f in ["from-pipe", "from-fifo"] {
+        let path = dir.path().join(f);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let text = loop {
+            let t = std::fs::read_to_string(&path).unwrap_or_default();
+            if t.lines().count() == 3 || std::time::Instant::now() > deadline {
+                break t;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(
+            text.starts_with("Seq\t") && text.lines().count() == 3,
+            "{f}: {text}"
+        );
+    }
+    // `-` is stdout, beside the jobs' output.
+    let out = exec(&["-j", "1", "--joblog", "-", "--", "echo"], "a\n");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("Seq\t") && lines[1] == "a", "{text}");
+    assert!(
+        lines[2].starts_with("1\t:\t") && lines[2].ends_with("\techo a"),
+        "{text}"
+    );
+    assert!(!std::path::Path::new("-").exists());
+    // +FILE appends: one header, the lines of both runs.
+    let log = dir.path().join("log");
+    let plus = format!("+{}", log.display());
+    for item in ["x\n", "y\n"] {
+        assert_success(&exec(&["--joblog", &plus, "--", "true"], item));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("Seq\t").count(), 1, "{text}");
+    assert!(
+        text.contains("\ttrue x\n") && text.ends_with("\ttrue y\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn no_input_and_no_host_left_runs_nothing_and_succeeds_as_xargs_r_and_parallel() {
     // Every host fails at once (an ssh that cannot start, one that exits):
     // with no items there is nothing to run, so nothing failed. With items,

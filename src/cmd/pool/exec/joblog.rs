@@ -68,21 +68,41 @@ pub struct Entry<'a> {
 }
 
 impl Joblog {
-    /// Create (or empty) `path` and write the header. The file gets the
-    /// permissions a shell's `> FILE` gives (0666 less the umask). A file
-    /// that is one of the `inputs` (the same file, under any name) is left
-    /// as it is, and the answer is a usage error: emptying it would lose
-    /// the items.
+    /// Open the joblog `path` names, as GNU parallel does: `-` is standard
+    /// output, `+FILE` appends to FILE (the header only where it is
+    /// empty), and any other FILE is created or emptied. The file gets the
+    /// permissions a shell's `> FILE` gives (0666 less the umask); only a
+    /// regular file is emptied: /dev/null, a FIFO or a `>(…)` pipe is just
+    /// written. A file that is one of the `inputs` (the same file, under
+    /// any name) is left as it is, and the answer is a usage error:
+    /// writing the joblog into it would empty it, or grow the items while
+    /// they are read.
     pub fn create(path: &Path, inputs: &[InputFile]) -> Result<Joblog> {
+        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::OpenOptionsExt;
+        let bytes = path.as_os_str().as_bytes();
+        let (path, append) = match bytes.strip_prefix(b"+") {
+            Some(rest) if !rest.is_empty() => (Path::new(std::ffi::OsStr::from_bytes(rest)), true),
+            _ => (path, false),
+        };
         let name = path.display().to_string();
-        // Not O_TRUNC: it is emptied only once it is known not to be an input.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| super::output::failed_call(Error::io("open", &name, &e)))?;
+        let file = if bytes == b"-" {
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("dup", "standard output", &e))?;
+            File::from(fd)
+        } else {
+            // Not O_TRUNC: it is emptied only once it is known not to be an
+            // input.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .append(append)
+                .create(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| super::output::failed_call(Error::io("open", &name, &e)))?
+        };
         let st = nix::sys::stat::fstat(file.as_fd()).map_err(|e| Error::sys("fstat", &name, e))?;
         if let Some(input) = inputs
             .iter()
@@ -91,15 +111,27 @@ impl Joblog {
             return Err(Error::invalid(
                 "--joblog",
                 format!(
-                    "{name} is also the input ({}): writing the joblog would empty it",
-                    input.name
+                    "{name} is also the input ({}): writing the joblog into it would {}",
+                    input.name,
+                    if append {
+                        "grow the items as they are read"
+                    } else {
+                        "empty it"
+                    }
                 ),
             ));
         }
-        file.set_len(0)
-            .map_err(|e| Error::io("ftruncate", &name, &e))?;
+        use nix::sys::stat::SFlag;
+        let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
         let log = Joblog { file, name };
-        log.write(HEADER.as_bytes())?;
+        if regular && bytes != b"-" && !append {
+            log.file
+                .set_len(0)
+                .map_err(|e| Error::io("ftruncate", &log.name, &e))?;
+        }
+        if !(append && regular && st.st_size > 0) {
+            log.write(HEADER.as_bytes())?;
+        }
         Ok(log)
     }
 

@@ -150,7 +150,8 @@ them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE
 writes GNU parallel's tab-separated joblog (Seq Host Starttime
 JobRuntime Send Receive Exitval Signal Command; Exitval is -1 for a job
-its --timeout caught); a FILE that is also an
+its --timeout caught); - is stdout, +FILE appends (as parallel's); a
+FILE that is also an
 input (-a FILE, stdin) is refused (status 2) and left as it is.
 --progress/--eta show counts on stderr (a redrawn line on a terminal,
 where they are on by default; --no-progress turns that off).
@@ -229,7 +230,7 @@ pub struct ExecArgs {
     /// Print each command on stderr before running it.
     #[arg(short = 't', long)]
     pub verbose: bool,
-    /// Write GNU parallel's joblog to FILE.
+    /// Write GNU parallel's joblog to FILE (- for stdout, +FILE to append).
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
     /// Show progress on stderr.
