@@ -169,7 +169,7 @@ impl Arena<'_> {
         }
         let mut at = self.offset(slot, side);
         for p in parts {
-            self.map.write_bytes(at, p);
+            self.map.write_bulk(at, p);
             at += p.len();
         }
         let mut note = [0u8; NOTE];
@@ -187,7 +187,7 @@ impl Arena<'_> {
             out.resize(note.len, 0);
         }
         out.truncate(note.len);
-        self.map.read_bytes(self.offset(note.slot, side), out);
+        self.map.read_bulk(self.offset(note.slot, side), out);
     }
 }
 

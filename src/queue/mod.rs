@@ -467,7 +467,7 @@ impl Queue {
             if head.wrapping_sub(tail) < self.capacity {
                 let off = self.slot(head);
                 self.map.write::<u32>(off, msg.len() as u32);
-                self.map.write_bytes(off + LEN, msg);
+                self.map.write_bulk(off + LEN, msg);
                 let r = self.publish(HEAD, GET_WAITING, head);
                 self.unlock(&self.put_lock, "queue put lock")?;
                 r?;
@@ -580,7 +580,7 @@ impl Queue {
                 let len = (self.map.read::<u32>(off) as usize).min(self.max_message);
                 buf.clear();
                 buf.resize(len, 0);
-                self.map.read_bytes(off + LEN, buf);
+                self.map.read_bulk(off + LEN, buf);
                 let r = self.publish(TAIL, PUT_WAITING, tail);
                 self.unlock(&self.get_lock, "queue get lock")?;
                 r?;

@@ -17,7 +17,10 @@
 //! they cost nothing, and every access is race-free by construction. The
 //! one place they cost something is a long copy, which the compiler will
 //! not turn into vector moves of atomics: on x86-64 a copy of 256 bytes or
-//! more is one `rep movsb` instead (see [`string_copy`]).
+//! more of a message or a frame (`read_bulk`, `write_bulk`) is one `rep
+//! movsb` instead (see [`string_copy`]); byte copies that must not tear
+//! an 8-byte word another process stores (`read_bytes`, `write_bytes`)
+//! keep the word loop.
 
 use std::fs::File;
 use std::io;
@@ -268,21 +271,15 @@ impl Mapping {
     }
 
     /// Copy `src` into the mapping at byte offset `off`, with relaxed
-    /// atomic stores (8 bytes at a time where aligned; one string copy
-    /// from 256 bytes on x86-64): race-free whatever another process does
-    /// to the same bytes meanwhile. Callers that need
-    /// the copy whole to a reader order it with a lock or a release store.
+    /// atomic stores, 8 bytes at a time where aligned: race-free whatever
+    /// another process does to the same bytes meanwhile, and no aligned
+    /// 8-byte word is ever torn for an atomic load of it (a counter in a
+    /// segment). Callers that need the copy whole to a reader order it
+    /// with a lock or a release store. [`Mapping::write_bulk`] is faster
+    /// for data that nobody reads while it is written.
     pub fn write_bytes(&self, off: usize, src: &[u8]) {
         let end = off.checked_add(src.len());
         assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
-        if src.len() >= STRING_COPY {
-            // SAFETY: the destination range lies inside the mapping
-            // (asserted above), which stays mapped while `&self` lives;
-            // `src` is a live slice of `src.len()` bytes in this process's
-            // private memory, so the two ranges cannot overlap.
-            unsafe { string_copy(self.ptr.as_ptr().add(off), src.as_ptr(), src.len()) };
-            return;
-        }
         let (head, words, tail) = split_words(off, src.len());
         let mut at = off;
         for &b in &src[..head] {
@@ -307,20 +304,13 @@ impl Mapping {
     }
 
     /// Copy `dst.len()` bytes out of the mapping from byte offset `off`,
-    /// with relaxed atomic loads (8 bytes at a time where aligned; one
-    /// string copy from 256 bytes on x86-64).
+    /// with relaxed atomic loads, 8 bytes at a time where aligned: an
+    /// aligned 8-byte word that another process stores meanwhile is read
+    /// whole, old or new, never half of each. [`Mapping::read_bulk`] is
+    /// faster for data that nobody writes while it is read.
     pub fn read_bytes(&self, off: usize, dst: &mut [u8]) {
         let end = off.checked_add(dst.len());
         assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
-        if dst.len() >= STRING_COPY {
-            // SAFETY: the source range lies inside the mapping (asserted
-            // above), which stays mapped while `&self` lives; `dst` is an
-            // exclusive slice of `dst.len()` bytes of private memory, so
-            // the two ranges cannot overlap and nothing else reads `dst`
-            // meanwhile.
-            unsafe { string_copy(dst.as_mut_ptr(), self.ptr.as_ptr().add(off), dst.len()) };
-            return;
-        }
         let (head, words, tail) = split_words(off, dst.len());
         let len = dst.len();
         let mut at = off;
@@ -340,6 +330,43 @@ impl Mapping {
             *b = self.read::<u8>(at);
             at += 1;
         }
+    }
+
+    /// [`Mapping::write_bytes`] for a message or a frame that no other
+    /// process reads until a lock, a release store or a system call after
+    /// this copy publishes it: race-free all the same, but from 256 bytes
+    /// on x86-64 one string copy (see [`string_copy`]) at memcpy speed, its
+    /// atomicity per byte only, so a concurrent atomic load of an 8-byte
+    /// word may see it torn.
+    pub fn write_bulk(&self, off: usize, src: &[u8]) {
+        let end = off.checked_add(src.len());
+        assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
+        if src.len() < STRING_COPY {
+            return self.write_bytes(off, src);
+        }
+        // SAFETY: the destination range lies inside the mapping (asserted
+        // above), which stays mapped while `&self` lives; `src` is a live
+        // slice of `src.len()` bytes in this process's private memory, so
+        // the two ranges cannot overlap.
+        unsafe { string_copy(self.ptr.as_ptr().add(off), src.as_ptr(), src.len()) };
+    }
+
+    /// [`Mapping::read_bytes`] for a message or a frame that no other
+    /// process writes while it is read (a lock, or a slot the protocol
+    /// gives to this reader): from 256 bytes on x86-64 one string copy at
+    /// memcpy speed, atomic per byte only, so a word stored meanwhile may
+    /// be read torn.
+    pub fn read_bulk(&self, off: usize, dst: &mut [u8]) {
+        let end = off.checked_add(dst.len());
+        assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
+        if dst.len() < STRING_COPY {
+            return self.read_bytes(off, dst);
+        }
+        // SAFETY: the source range lies inside the mapping (asserted
+        // above), which stays mapped while `&self` lives; `dst` is an
+        // exclusive slice of `dst.len()` bytes of private memory, so the
+        // two ranges cannot overlap and nothing else reads `dst` meanwhile.
+        unsafe { string_copy(dst.as_mut_ptr(), self.ptr.as_ptr().add(off), dst.len()) };
     }
 
     /// The address of a `T` at byte offset `off` (bounds and alignment
@@ -553,8 +580,8 @@ pub mod guard {
     }
 }
 
-/// From this many bytes, [`Mapping::write_bytes`] and
-/// [`Mapping::read_bytes`] copy with [`string_copy`] where there is one;
+/// From this many bytes, [`Mapping::write_bulk`] and
+/// [`Mapping::read_bulk`] copy with [`string_copy`] where there is one;
 /// below it, the start-up of a string instruction costs more than the
 /// loop of relaxed moves.
 const STRING_COPY: usize = if cfg!(target_arch = "x86_64") {
@@ -568,8 +595,10 @@ const STRING_COPY: usize = if cfg!(target_arch = "x86_64") {
 /// aligned access is), that the compiler cannot see into. That is what a
 /// loop of relaxed atomic byte moves does in Rust's memory model, so a
 /// process writing the same shared bytes meanwhile is no data race, only
-/// a torn copy, as with the loop; but where the compiler keeps an atomic
-/// loop to one 8-byte move at a time, the processor runs the string
+/// a torn copy, torn down to the byte (where the 8-byte loop tears no
+/// aligned word: hence only for bulk data that a lock or a system call
+/// hands over whole); but where the compiler keeps an atomic loop to one
+/// 8-byte move at a time, the processor runs the string
 /// instruction at the speed of memcpy (fast-string microcode, ERMS/FSRM):
 /// 10 KB, a pool chunk of 1 250 ints, in about 100 ns instead of 360
 /// (`/proc/cpuinfo` with erms and fsrm, AMD EPYC). Its stores may be seen
@@ -684,35 +713,87 @@ mod tests {
     fn long_copies_round_trip_at_odd_offsets_on_either_side_of_the_string_copy() {
         let m = mapping(4 * 4096);
         let src: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8 + 1).collect();
-        for len in [255, 256, 257, 4095, 4097, 9000] {
-            for off in [0, 1, 7, 8, 4093] {
-                m.write_bytes(off, &src[..len]);
-                let mut back = vec![0u8; len + 2];
-                m.read_bytes(off, &mut back[1..=len]);
-                assert_eq!(back[0], 0, "nothing before the copy");
-                assert_eq!(back[len + 1], 0, "nothing after the copy");
-                assert_eq!(back[1..=len], src[..len], "off {off} len {len}");
-                if off > 0 {
-                    m.write::<u8>(off - 1, 0xee);
-                }
-                m.write_bytes(off, &src[..len]);
-                if off > 0 {
-                    assert_eq!(m.read::<u8>(off - 1), 0xee, "the byte before is kept");
+        type Write = fn(&Mapping, usize, &[u8]);
+        type Read = fn(&Mapping, usize, &mut [u8]);
+        let ways: [(Write, Read); 2] = [
+            (Mapping::write_bytes, Mapping::read_bytes),
+            (Mapping::write_bulk, Mapping::read_bulk),
+        ];
+        for (write, read) in ways {
+            for len in [255, 256, 257, 4095, 4097, 9000] {
+                for off in [0, 1, 7, 8, 4093] {
+                    m.write_bytes(off, &vec![0u8; len]);
+                    write(&m, off, &src[..len]);
+                    let mut back = vec![0u8; len + 2];
+                    read(&m, off, &mut back[1..=len]);
+                    assert_eq!(back[0], 0, "nothing before the copy");
+                    assert_eq!(back[len + 1], 0, "nothing after the copy");
+                    assert_eq!(back[1..=len], src[..len], "off {off} len {len}");
+                    if off > 0 {
+                        m.write::<u8>(off - 1, 0xee);
+                    }
+                    write(&m, off, &src[..len]);
+                    if off > 0 {
+                        assert_eq!(m.read::<u8>(off - 1), 0xee, "the byte before is kept");
+                    }
                 }
             }
         }
     }
 
     #[test]
+    fn a_byte_read_never_tears_an_aligned_word_stored_meanwhile() {
+        // A segment's counters are 8-byte cells that other processes store
+        // atomically while a script reads a block of them as bytes: every
+        // whole cell read must be a value some store wrote. A string copy
+        // tore them (per byte), at every offset not a multiple of 8.
+        let m = std::sync::Arc::new(mapping(4096));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flips = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = {
+            let (m, done, flips) = (m.clone(), done.clone(), flips.clone());
+            std::thread::spawn(move || {
+                let mut v = 0u64;
+                while !done.load(Relaxed) {
+                    v = !v;
+                    for cell in (8..600).step_by(8) {
+                        m.write::<u64>(cell, v);
+                    }
+                    flips.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        let mut torn = Vec::new();
+        // As many reads as it takes to overlap 20 000 rounds of stores.
+        let mut i = 0;
+        while i < 20_000 || flips.load(Relaxed) < 20_000 {
+            i += 1;
+            let off = 1 + i % 7;
+            let mut buf = [0u8; 508];
+            m.read_bytes(off, &mut buf);
+            for cell in (8..off + 508 - 8).step_by(8).filter(|&c| c >= off) {
+                let at = cell - off;
+                let word = u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap());
+                if word != 0 && word != u64::MAX {
+                    torn.push((off, cell, word));
+                }
+            }
+        }
+        done.store(true, Relaxed);
+        writer.join().unwrap();
+        assert!(torn.is_empty(), "{} torn, first {:x?}", torn.len(), torn[0]);
+    }
+
+    #[test]
     fn a_long_copy_over_a_truncation_resumes_after_the_sigbus() {
         let (file, m) = guarded(3 * 4096);
         let ones = vec![1u8; 3 * 4096];
-        m.write_bytes(0, &ones);
+        m.write_bulk(0, &ones);
         file.set_len(4096).unwrap();
         // One copy that starts on the page that is left and runs into the
         // ones cut off: the fault comes in the middle of the instruction.
         let mut back = vec![9u8; 2 * 4096];
-        m.read_bytes(2048, &mut back);
+        m.read_bulk(2048, &mut back);
         assert!(m.truncated());
         // What was copied before the fault stays; the rest is the private
         // zeroes that replaced the mapping.
@@ -722,8 +803,8 @@ mod tests {
             back[cut..].iter().all(|&b| b == 0),
             "zeroes from the cut on"
         );
-        m.write_bytes(100, &ones[..8000]);
-        m.read_bytes(0, &mut back);
+        m.write_bulk(100, &ones[..8000]);
+        m.read_bulk(0, &mut back);
         assert_eq!(back[99], 0);
         assert!(back[100..8100].iter().all(|&b| b == 1));
     }
