@@ -71,11 +71,13 @@ impl Status {
         }
     }
 
-    /// Python's `Process.exitcode`: N for an exit, -N for a signal.
+    /// Python's `Process.exitcode`: N for an exit, -N for a signal (a
+    /// hand-made signal number of `i32::MIN`, which no status decodes to,
+    /// gives `i32::MIN`).
     pub fn exitcode(&self) -> i32 {
         match *self {
             Status::Exited(code) => i32::from(code),
-            Status::Signaled { signal, .. } | Status::Stopped(signal) => -signal,
+            Status::Signaled { signal, .. } | Status::Stopped(signal) => signal.wrapping_neg(),
             Status::Continued => 0,
         }
     }
@@ -157,6 +159,12 @@ mod tests {
     // terminating signal in bits 0..6, the core flag in bit 7, 0x7f for stop.
     fn exited(code: i32) -> i32 {
         code << 8
+    }
+
+    #[test]
+    fn exitcode_of_any_hand_made_signal_number_is_no_overflow() {
+        assert_eq!(Status::Stopped(i32::MIN).exitcode(), i32::MIN);
+        assert_eq!(Status::Stopped(19).exitcode(), -19);
     }
 
     #[test]

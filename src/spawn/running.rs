@@ -178,7 +178,9 @@ impl Running {
                 let reaped_at = *self.reaped_at.get_or_insert_with(Instant::now);
                 if self
                     .linger
-                    .is_some_and(|grace| Instant::now() >= reaped_at + grace)
+                    // A grace too long for the clock never runs out.
+                    .and_then(|grace| reaped_at.checked_add(grace))
+                    .is_some_and(|end| Instant::now() >= end)
                 {
                     self.abandon_output();
                     return Ok(Event::Exited(status));
@@ -229,7 +231,7 @@ impl Running {
             let give_up = self
                 .reaped_at
                 .zip(self.linger)
-                .map(|(at, grace)| at + grace);
+                .and_then(|(at, grace)| at.checked_add(grace));
             let wait_until = match (wait_until, give_up) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -278,7 +280,9 @@ impl Running {
     /// child's process group but holds a pipe open does not keep
     /// [`Running::wait_event`] waiting. Python's `subprocess.run(timeout=)`
     /// does not read at all after the timeout: it kills the child, waits
-    /// for it, and raises with the output read so far.
+    /// for it, and raises with the output read so far. A `grace` too long
+    /// for the clock ([`Duration::MAX`]) reads for as long as the pipes
+    /// stay open.
     pub fn linger_after_exit(&mut self, grace: Duration) {
         self.linger = Some(grace);
     }

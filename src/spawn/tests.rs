@@ -438,3 +438,18 @@ fn a_child_announces_its_group_before_it_runs_and_takes_it_back_if_it_cannot() {
     assert!(announced > 0);
     assert_eq!(read_i32(), -announced);
 }
+
+#[test]
+fn a_linger_too_long_for_the_clock_reads_on_instead_of_panicking() {
+    // The child exits at once; its background sleep keeps stdout open. A
+    // grace of Duration::MAX overflowed the Instant it was added to.
+    let mut r = Spawn::new(["sh", "-c", "sleep 2 & echo out; exit 0"])
+        .unwrap()
+        .capture(true)
+        .start()
+        .unwrap();
+    r.linger_after_exit(std::time::Duration::MAX);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    assert_eq!(r.wait_event(Some(deadline), None).unwrap(), Event::Deadline);
+    r.abandon_output();
+}
