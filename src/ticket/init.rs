@@ -96,11 +96,7 @@ impl TicketFile {
         let Some((tmp_name, fd)) = tmp else {
             return Err(Error::sys("open", &name, Errno::EEXIST));
         };
-        let file = TicketFile {
-            fd,
-            name: name.clone(),
-            durable,
-        };
+        let file = TicketFile::from_parts(fd, name.clone(), durable);
         let remove_tmp = || {
             let _ = nix::unistd::unlinkat(
                 &dir,

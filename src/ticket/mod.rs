@@ -196,11 +196,33 @@ enum Access {
 
 /// An open ticket file. See the [module documentation](self) for the file
 /// format, the locking and the write strategy.
+///
+/// A flock(2) lock belongs to the open file, not to a thread: a second
+/// flock through the same descriptor succeeds at once and converts the
+/// lock, and its unlock ends the first holder's too. So each handle also
+/// has a lock of its own that every purchase, count and
+/// [`TicketFile::lock_exclusive`] takes first: threads sharing one handle
+/// take turns, as processes do, and a thread that asks again while a
+/// [`Locked`] or [`Pending`] of its own is alive gets an error (EDEADLK)
+/// instead of giving its lock up unseen.
 #[derive(Debug)]
 pub struct TicketFile {
     fd: OwnedFd,
     name: String,
     durable: bool,
+    /// Held while this handle holds the flock.
+    turn: crate::thread::Lock,
+    /// The thread holding `turn` (see [`this_thread`]), or 0.
+    holder: std::sync::atomic::AtomicUsize,
+}
+
+/// A number that tells the running thread from every other live one
+/// without a system call: the address of a thread-local (never 0).
+fn this_thread() -> usize {
+    thread_local! {
+        static ME: u8 = const { 0 };
+    }
+    ME.with(|me| std::ptr::from_ref(me) as usize)
 }
 
 /// Holds a flock lock on a ticket file; releases it (LOCK_UN) on drop.
@@ -208,6 +230,9 @@ pub struct TicketFile {
 #[derive(Debug)]
 pub struct Locked<'a> {
     fd: BorrowedFd<'a>,
+    holder: &'a std::sync::atomic::AtomicUsize,
+    /// Released after the flock (fields drop after `drop` ran).
+    _turn: crate::thread::LockGuard<'a>,
 }
 
 impl Drop for Locked<'_> {
@@ -215,6 +240,7 @@ impl Drop for Locked<'_> {
         // An unlock can fail only for a bad descriptor, which a borrowed
         // OwnedFd is not; closing the descriptor would release it anyway.
         let _ = flock::flock(self.fd, Op::Unlock, false);
+        self.holder.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -271,11 +297,7 @@ impl TicketFile {
             };
             return Err(Error::data("open", &name, what));
         }
-        Ok(TicketFile {
-            fd,
-            name,
-            durable: false,
-        })
+        Ok(TicketFile::from_parts(fd, name, false))
     }
 
     /// The path as given, for messages.
@@ -469,31 +491,78 @@ impl TicketFile {
     }
 
     /// Take the lock; `None` when `wait` gave up. EINTR is retried.
+    fn from_parts(fd: OwnedFd, name: String, durable: bool) -> TicketFile {
+        TicketFile {
+            fd,
+            name,
+            durable,
+            turn: crate::thread::Lock::new(),
+            holder: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// This handle's own lock (see [`TicketFile`]), then the flock.
     fn lock(&self, op: Op, wait: Wait) -> Result<Option<Locked<'_>>> {
-        let fd = self.fd.as_fd();
+        use std::sync::atomic::Ordering::Relaxed;
+        let me = this_thread();
+        if self.holder.load(Relaxed) == me {
+            // A Locked or Pending of this thread is alive: a second flock
+            // would convert it, and its unlock end it.
+            return Err(Error::sys(
+                "flock",
+                format_args!("{}, held through this handle by this thread", self.name),
+                Errno::EDEADLK,
+            ));
+        }
+        // A deadline beyond what Instant can hold is no deadline.
         let deadline = match wait {
-            Wait::Block => loop {
-                match flock::flock(fd, op, false) {
-                    Ok(()) => return Ok(Some(Locked { fd })),
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(Error::sys("flock", &self.name, e)),
-                }
-            },
+            Wait::Block => None,
             Wait::NoWait => Some(Instant::now()),
-            // A deadline beyond what Instant can hold is no deadline.
             Wait::Timeout(d) => Instant::now().checked_add(d),
         };
+        let turn = match deadline {
+            None => self.turn.acquire(),
+            Some(end) => match self
+                .turn
+                .acquire_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Some(t) => t,
+                None => return Ok(None),
+            },
+        };
+        self.holder.store(me, Relaxed);
+        let locked = |turn| Locked {
+            fd: self.fd.as_fd(),
+            holder: &self.holder,
+            _turn: turn,
+        };
+        // Given up (or failed) below: the turn goes with the closure's
+        // argument, and the holder is cleared here.
+        let give_up = |r| {
+            self.holder.store(0, Relaxed);
+            r
+        };
+        let fd = self.fd.as_fd();
+        if deadline.is_none() {
+            return loop {
+                match flock::flock(fd, op, false) {
+                    Ok(()) => break Ok(Some(locked(turn))),
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => break give_up(Err(Error::sys("flock", &self.name, e))),
+                }
+            };
+        }
         let mut backoff = FIRST_BACKOFF;
         loop {
             match flock::flock(fd, op, true) {
-                Ok(()) => return Ok(Some(Locked { fd })),
+                Ok(()) => return Ok(Some(locked(turn))),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EWOULDBLOCK) => {}
-                Err(e) => return Err(Error::sys("flock", &self.name, e)),
+                Err(e) => return give_up(Err(Error::sys("flock", &self.name, e))),
             }
             let now = Instant::now();
             let nap = match deadline {
-                Some(end) if now >= end => return Ok(None),
+                Some(end) if now >= end => return give_up(Ok(None)),
                 Some(end) => backoff.min(end - now),
                 None => backoff,
             };
@@ -752,6 +821,71 @@ mod tests {
         let shop = TicketFile::init(&path, 3).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
         assert_eq!(shop.count().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_handle_that_holds_its_lock_refuses_to_lock_again_instead_of_giving_it_up() {
+        // A flock through the same descriptor converts the lock, and its
+        // unlock ended the pending sale's: another buyer then sold the
+        // same ticket again once the sale was undone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("product");
+        let shop = TicketFile::init(&path, 5).unwrap();
+        let other = TicketFile::open(&path).unwrap();
+        let Some(Purchase::Pending(sale)) = shop.buy_pending(Wait::Block, &mut || {}).unwrap()
+        else {
+            panic!("a pending sale");
+        };
+        assert!(other.try_buy().unwrap().is_none(), "the lock is held");
+        for e in [
+            shop.count().unwrap_err(),
+            shop.try_buy().unwrap_err(),
+            shop.lock_exclusive().unwrap_err(),
+        ] {
+            assert_eq!(e.errno(), Some(Errno::EDEADLK), "{e}");
+        }
+        assert!(other.try_buy().unwrap().is_none(), "still held");
+        sale.undo().unwrap();
+        assert_eq!(other.count().unwrap(), 5);
+        // The same with a Locked guard; after it, the handle locks again.
+        let held = shop.lock_exclusive().unwrap();
+        assert_eq!(shop.buy().unwrap_err().errno(), Some(Errno::EDEADLK));
+        assert!(other.try_buy().unwrap().is_none());
+        drop(held);
+        assert_eq!(
+            shop.buy().unwrap(),
+            Sale::Bought(Ticket { number: 5, left: 4 })
+        );
+    }
+
+    #[test]
+    fn threads_sharing_one_handle_take_turns() {
+        // The flock alone let every thread of one handle "hold" it at once:
+        // with a pause inside the sale, they sold the same tickets.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("product");
+        let shop = TicketFile::init(&path, 40).unwrap();
+        let sold = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        let sale = shop
+                            .buy_paused(Wait::Block, &mut || {
+                                std::thread::sleep(Duration::from_micros(200))
+                            })
+                            .unwrap();
+                        if let Some(Sale::Bought(t)) = sale {
+                            sold.lock().unwrap().push(t.number);
+                        }
+                    }
+                });
+            }
+        });
+        let mut sold = sold.into_inner().unwrap();
+        sold.sort_unstable();
+        assert_eq!(sold, (1..=40).collect::<Vec<u64>>());
+        assert_eq!(shop.count().unwrap(), 0);
     }
 
     #[test]
