@@ -181,6 +181,9 @@ pub enum Taken {
 pub struct RobustSemaphore {
     id: i32,
     name: String,
+    /// Slots taken through this handle and not given back: a release
+    /// beyond them would add a free slot that no holder gave up.
+    held: std::sync::atomic::AtomicU32,
 }
 
 impl RobustSemaphore {
@@ -320,6 +323,7 @@ impl RobustSemaphore {
         Ok(RobustSemaphore {
             id,
             name: name.to_string(),
+            held: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -424,14 +428,24 @@ impl RobustSemaphore {
     /// both at once), and read again when it is over the value (resets
     /// there and back between the reads: 1 to 5 to 1), so `free <= value`
     /// always holds in what it returns.
+    ///
+    /// A free count that stays over the value (a set that another program
+    /// changed by hand with semop) is an error of bad data after 10 000
+    /// reads, not a spin for ever.
     pub fn value_and_free(&self) -> Result<(u32, u32)> {
-        loop {
+        for _ in 0..10_000 {
             let value = self.value()?;
             let free = self.free()?;
             if self.value()? == value && free <= value {
                 return Ok((value, free));
             }
         }
+        let (value, free) = (self.value()?, self.free()?);
+        Err(Error::data(
+            "semctl",
+            &self.name,
+            format!("{free} free slots of {value}: more free than there are"),
+        ))
     }
 
     /// How many processes wait for a slot now.
@@ -468,7 +482,10 @@ impl RobustSemaphore {
                 }
             };
             match r {
-                Ok(()) => return Ok(Taken::Yes),
+                Ok(()) => {
+                    self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(Taken::Yes);
+                }
                 // Unlinked before or while we waited.
                 Err(Errno::EIDRM | Errno::EINVAL) => return Ok(Taken::Removed),
                 Err(Errno::EAGAIN) => {
@@ -490,8 +507,26 @@ impl RobustSemaphore {
     }
 
     /// Give back a slot taken with [`RobustSemaphore::acquire_until`] (and
-    /// cancel its undo). A set removed meanwhile is not an error.
+    /// cancel its undo). A set removed meanwhile is not an error. A release
+    /// with no slot taken through this handle is refused
+    /// ([`ErrorKind::InvalidInput`], nothing changes): it would add a free
+    /// slot no holder gave up, and let one more holder in everywhere for
+    /// as long as this process lives.
     pub fn release(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self
+            .held
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(Error::invalid(
+                "release(RobustSemaphore)",
+                format!(
+                    "no slot of {} taken through this handle to give back",
+                    self.name
+                ),
+            ));
+        }
         let op = Op {
             num: FREE,
             delta: 1,
@@ -746,6 +781,13 @@ mod tests {
         assert_eq!(o.free().unwrap(), 1);
         s.release().unwrap();
         assert_eq!(o.free().unwrap(), 2);
+        // One release too many, or one through a handle that took nothing:
+        // refused, nothing changes (it used to free a third slot of two,
+        // and value_and_free then spun for ever).
+        for h in [&s, &o] {
+            assert_eq!(h.release().unwrap_err().kind(), ErrorKind::InvalidInput);
+        }
+        assert_eq!(o.value_and_free().unwrap(), (2, 2));
         assert_eq!(
             RobustSemaphore::create(&name, 1).unwrap_err().kind(),
             ErrorKind::AlreadyExists
