@@ -75,7 +75,9 @@ terminal, and a ^C or hang-up the terminal sent to the whole group is not
 sent again; anywhere else the command leads a process group of its own,
 and a signal sent to the group of pk-sem (kill -INT -PGID, timeout(1))
 reaches it through pk-sem alone, passed on to its whole group. Signals ignored
-when pk-sem starts stay ignored and are not passed on. Before a slot is
+when pk-sem starts stay ignored and are not passed on, but for SIGPIPE,
+which the command gets at its default action (as from pk-spawn: a Rust
+program cannot tell an inherited ignored SIGPIPE from its own). Before a slot is
 taken they end pk-sem at once. A stdin, stdout or stderr closed when
 pk-sem starts (<&-, >&-, 2>&-) is closed for the command too, as it
 would be without pk-sem (flock(1) does the same with stdout and stderr).
