@@ -75,6 +75,7 @@ fn main() {
     an_ignored_sigchld_loses_statuses_and_signals_nobody();
     a_reaped_childs_pid_reused_by_another_process_is_never_signalled();
     a_child_of_a_negative_pid_signals_no_process_group();
+    a_forked_copy_of_a_robust_semaphore_gives_back_nothing();
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
     a_dropped_process_is_waited_for_not_killed();
@@ -596,6 +597,33 @@ fn an_ignored_sigchld_loses_statuses_and_signals_nobody() {
         group.wait_all().unwrap().map(|(_, s)| s),
         Some(Status::Exited(6))
     );
+}
+
+/// A `RobustSemaphore` handle copied into a forked child holds none of
+/// its parent's slots (the kernel copies no undo to a child): the child's
+/// release is refused and changes nothing, so a semaphore of 1 still lets
+/// no one else in. The copy used to say it held the parent's slot.
+fn a_forked_copy_of_a_robust_semaphore_gives_back_nothing() {
+    use posixkit::sem::{Deadline, RobustSemaphore, robust::Taken};
+    let name = format!("/pk-fork-check-{}", std::process::id());
+    let s = RobustSemaphore::create(&name, 1).unwrap();
+    assert_eq!(s.acquire_until(Deadline::Never).unwrap(), Taken::Yes);
+    match process::fork().unwrap() {
+        Fork::Child => {
+            let refused = s
+                .release()
+                .is_err_and(|e| e.kind() == ErrorKind::InvalidInput);
+            let other = RobustSemaphore::open(&name).unwrap();
+            let kept_out = other.acquire_until(Deadline::Now).unwrap() == Taken::TimedOut;
+            process::_exit(if refused && kept_out { 0 } else { 1 });
+        }
+        Fork::Parent(pid) => {
+            assert_eq!(process::waitpid(pid).unwrap(), Status::Exited(0));
+        }
+    }
+    s.release().unwrap();
+    assert_eq!(s.value_and_free().unwrap(), (1, 1));
+    RobustSemaphore::unlink(&name).unwrap();
 }
 
 /// A `Child` made from a pid of 0 or less names no child: kill(2) would

@@ -228,7 +228,19 @@ impl Child {
         // not: a copy of this Child that a forked process inherited holds
         // its sibling's pidfd, and a pid of 0 or less names no child but
         // a process group, or every process kill(2) can reach.
-        match crate::sys::proc::waitid_raw(self.pid, pidfd, true, true) {
+        if self.pid.as_raw() <= 0 {
+            return Err(Error::sys("kill", self.pid, Errno::EINVAL));
+        }
+        let check = match crate::sys::proc::waitid_raw(self.pid, pidfd, true, true) {
+            // No P_PIDFD (Linux 5.3 has pidfds, not waitid on them): ask by
+            // pid whether it is a child of ours; the signal still goes
+            // through the pidfd, which names this process alone.
+            Err(Errno::EINVAL) if pidfd.is_some() => {
+                crate::sys::proc::waitid_raw(self.pid, None, true, true)
+            }
+            r => r,
+        };
+        match check {
             Ok(_) => {}
             // Not (or no longer) a child of ours: its pid may name a stranger.
             Err(Errno::ECHILD) => return Ok(()),

@@ -181,9 +181,12 @@ pub enum Taken {
 pub struct RobustSemaphore {
     id: i32,
     name: String,
-    /// Slots taken through this handle and not given back: a release
-    /// beyond them would add a free slot that no holder gave up.
-    held: std::sync::atomic::AtomicU32,
+    /// Slots taken through this handle and not given back, by which
+    /// process: the pid in the high 32 bits, the count in the low. A
+    /// release beyond them would add a free slot that no holder gave up;
+    /// a forked child's copy counts none (the kernel does not copy a
+    /// process's undo to its children: the parent's slots are not its).
+    held: std::sync::atomic::AtomicU64,
 }
 
 impl RobustSemaphore {
@@ -323,7 +326,7 @@ impl RobustSemaphore {
         Ok(RobustSemaphore {
             id,
             name: name.to_string(),
-            held: std::sync::atomic::AtomicU32::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -483,7 +486,7 @@ impl RobustSemaphore {
             };
             match r {
                 Ok(()) => {
-                    self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.count_held(1);
                     return Ok(Taken::Yes);
                 }
                 // Unlinked before or while we waited.
@@ -513,12 +516,7 @@ impl RobustSemaphore {
     /// slot no holder gave up, and let one more holder in everywhere for
     /// as long as this process lives.
     pub fn release(&self) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self
-            .held
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_err()
-        {
+        if !self.count_held(-1) {
             return Err(Error::invalid(
                 "release(RobustSemaphore)",
                 format!(
@@ -535,8 +533,35 @@ impl RobustSemaphore {
         };
         match sysv::op(self.id, &[op], None) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::EIDRM) => Ok(()),
-            Err(e) => Err(self.sys("semop", e)),
+            Err(e) => {
+                // Still held: it may be given back again.
+                self.count_held(1);
+                Err(self.sys("semop", e))
+            }
         }
+    }
+
+    /// Add `delta` (+1 or -1) to the slots this process holds through this
+    /// handle; false (and nothing changed) for -1 when it holds none. A
+    /// count another process left (this handle copied by a fork) is none.
+    fn count_held(&self, delta: i8) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let me = u64::from(std::process::id());
+        self.held
+            .fetch_update(Relaxed, Relaxed, |word| {
+                let mine = if word >> 32 == me {
+                    word & 0xffff_ffff
+                } else {
+                    0
+                };
+                let n = if delta > 0 {
+                    mine.checked_add(1).filter(|&n| n <= 0xffff_ffff)?
+                } else {
+                    mine.checked_sub(1)?
+                };
+                Some(me << 32 | n)
+            })
+            .is_ok()
     }
 
     /// Change the number of slots to `value`, returning the old value.
