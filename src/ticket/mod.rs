@@ -204,7 +204,9 @@ enum Access {
 /// [`TicketFile::lock_exclusive`] takes first: threads sharing one handle
 /// take turns, as processes do, and a thread that asks again while a
 /// [`Locked`] or [`Pending`] of its own is alive gets an error (EDEADLK)
-/// instead of giving its lock up unseen.
+/// instead of giving its lock up unseen. A [`Locked`] or [`Pending`] stays
+/// on the thread that took it. Open a handle in each process: a copy a
+/// fork made while the handle was locked keeps that lock taken for good.
 #[derive(Debug)]
 pub struct TicketFile {
     fd: OwnedFd,
@@ -226,13 +228,23 @@ fn this_thread() -> usize {
 }
 
 /// Holds a flock lock on a ticket file; releases it (LOCK_UN) on drop.
-/// Get one from [`TicketFile::lock_exclusive`].
+/// Get one from [`TicketFile::lock_exclusive`]. It stays on the thread
+/// that took it (not `Send`, as a `MutexGuard`): the handle knows its
+/// holder by thread, and a guard moved to another thread would leave a
+/// stale holder behind.
+///
+/// ```compile_fail
+/// fn on_another_thread<T: Send>(_: T) {}
+/// let shop = posixkit::ticket::TicketFile::open("product").unwrap();
+/// on_another_thread(shop.lock_exclusive().unwrap()); // Locked is not Send
+/// ```
 #[derive(Debug)]
 pub struct Locked<'a> {
     fd: BorrowedFd<'a>,
     holder: &'a std::sync::atomic::AtomicUsize,
     /// Released after the flock (fields drop after `drop` ran).
     _turn: crate::thread::LockGuard<'a>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for Locked<'_> {
@@ -535,6 +547,7 @@ impl TicketFile {
             fd: self.fd.as_fd(),
             holder: &self.holder,
             _turn: turn,
+            _not_send: std::marker::PhantomData,
         };
         // Given up (or failed) below: the turn goes with the closure's
         // argument, and the holder is cleared here.
