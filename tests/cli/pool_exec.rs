@@ -1644,6 +1644,17 @@ fn a_joblog_goes_to_any_file_stdout_or_the_end_of_a_file_as_parallels() {
         "{text}"
     );
     assert!(!std::path::Path::new("-").exists());
+    // A `-` joblog whose reader goes away ends the run as a closed stdout
+    // does (141, quietly), not as a failed write (71).
+    for _ in 0..3 {
+        let out = bash(
+            "(printf '0\\n1\\n1\\n' | pk-pool exec --joblog - -j 3 -- sh -c 'sleep $0; echo $0'; \
+             echo rc=$? >&2) | head -c 1 >/dev/null",
+        )
+        .output()
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "rc=141\n", "{out:?}");
+    }
     // +FILE appends: one header, the lines of both runs.
     let log = dir.path().join("log");
     let plus = format!("+{}", log.display());

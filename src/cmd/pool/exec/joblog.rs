@@ -27,6 +27,8 @@ pub const HEADER: &str =
 pub struct Joblog {
     file: File,
     name: String,
+    /// `--joblog -`: a copy of standard output.
+    stdout: bool,
 }
 
 /// A regular file the items are read from, known by its device and inode
@@ -123,7 +125,11 @@ impl Joblog {
         }
         use nix::sys::stat::SFlag;
         let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-        let log = Joblog { file, name };
+        let log = Joblog {
+            file,
+            name,
+            stdout: bytes == b"-",
+        };
         if regular && bytes != b"-" && !append {
             log.file
                 .set_len(0)
@@ -138,6 +144,11 @@ impl Joblog {
     fn write(&self, line: &[u8]) -> Result<()> {
         crate::pipe::write_all(self.file.as_fd(), line)
             .map_err(|e| Error::sys("write", &self.name, e))
+    }
+
+    /// Whether this is `--joblog -`, standard output.
+    pub fn is_stdout(&self) -> bool {
+        self.stdout
     }
 
     /// Append `e`'s line.

@@ -941,7 +941,7 @@ impl Sched {
             }
         };
         if let Some(log) = &self.cfg.joblog {
-            log.record(&Entry {
+            let r = log.record(&Entry {
                 seq: job.seq,
                 host: &self.hosts[h].name,
                 start,
@@ -951,7 +951,15 @@ impl Sched {
                 how,
                 timed_out,
                 command: &command_bytes,
-            })?;
+            });
+            match r {
+                // `--joblog -` whose reader went away: stdout is closed,
+                // as when a job's output finds it so.
+                Err(e) if log.is_stdout() && e.errno() == Some(nix::errno::Errno::EPIPE) => {
+                    self.written(Err(WriteError::Closed))?
+                }
+                r => r?,
+            }
         }
         if retry {
             if let Some(m) = describe(&how, timed_out, self.cfg.timeout, message.as_deref()) {
