@@ -593,3 +593,21 @@ pub fn wait_for_traced(trace: &std::path::Path, call: &str, n: usize) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Wait (at most [`TIMEOUT`]) until the file at `path` holds at least one
+/// whole line; `what` names it in the failure.
+pub fn wait_for_line_in(path: &std::path::Path, what: &str) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path) {
+            if t.ends_with('\n') {
+                return t;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: no line in {path:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

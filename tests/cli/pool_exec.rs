@@ -524,6 +524,29 @@ fn progress_off_a_terminal_ends_with_one_count_line() {
     assert!(out.stderr.is_empty());
 }
 
+/// `pk-pool exec -j 2 --kill-after KILL_AFTER -- sh -c SCRIPT` in a
+/// group of its own, default signal actions, stderr piped, fed `items`.
+fn exec_sh_j2(kill_after: &str, script: &str, items: &[u8]) -> Running {
+    let mut cmd = pk_std_default_signals("pool");
+    cmd.args([
+        "exec",
+        "-j",
+        "2",
+        "--kill-after",
+        kill_after,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let mut stdin = run.child.stdin.take().unwrap();
+    stdin.write_all(items).unwrap();
+    run
+}
+
 #[test]
 fn a_signal_stops_everything_and_no_command_survives() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,25 +560,7 @@ fn a_signal_stops_everything_and_no_command_survives() {
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGHUP,
     ] {
-        let mut cmd = pk_std_default_signals("pool");
-        cmd.args([
-            "exec",
-            "-j",
-            "2",
-            "--kill-after",
-            "0.2",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut run = Running::start(cmd, true);
-        {
-            let mut stdin = run.child.stdin.take().unwrap();
-            stdin.write_all(b"1\n2\n3\n4\n").unwrap();
-        }
+        let mut run = exec_sh_j2("0.2", &script, b"1\n2\n3\n4\n");
         // Grouped output: the `started` lines come out only at the end, so
         // wait for the children's pid files instead.
         let pids: Vec<i32> = (1..=2)
@@ -607,34 +612,9 @@ fn a_stop_does_not_wait_out_the_kill_after_for_dead_grandchildren() {
     let d = dir.path().display();
     let script = format!("echo $$ > {d}/job.$0; sleep 60; echo $0");
     for round in 0..3 {
-        let mut cmd = pk_std_default_signals("pool");
-        cmd.args([
-            "exec",
-            "-j",
-            "2",
-            "--kill-after",
-            "1h",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped());
-        let mut run = Running::start(cmd, true);
-        {
-            let mut stdin = run.child.stdin.take().unwrap();
-            stdin.write_all(b"1\n2\n3\n").unwrap();
-        }
+        let mut run = exec_sh_j2("1h", &script, b"1\n2\n3\n");
         for i in 1..=2 {
-            let f = dir.path().join(format!("job.{i}"));
-            let deadline = std::time::Instant::now() + TIMEOUT;
-            while std::fs::read_to_string(&f).map_or(true, |t| !t.ends_with('\n')) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "job {i} did not start"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            wait_for_line_in(&dir.path().join(format!("job.{i}")), "a job");
         }
         run.signal(nix::sys::signal::Signal::SIGTERM);
         // Within the test's timeout (a minute), not the hour.

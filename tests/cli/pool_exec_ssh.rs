@@ -157,23 +157,6 @@ fn workers() -> Vec<i32> {
         .collect()
 }
 
-fn wait_for_file(path: &Path) -> String {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Ok(t) = std::fs::read_to_string(path) {
-            if t.ends_with('\n') {
-                return t;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} never came",
-            path.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn jobs_run_on_the_ssh_host_and_the_joblog_names_it() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -291,7 +274,12 @@ fn drop_the_host(sshd: &Sshd, retries: &str) -> (std::process::ExitStatus, Strin
             // The remote job is the one whose parent is the worker.
             let remote = started
                 .iter()
-                .map(|p| wait_for_file(p).trim().parse::<i32>().unwrap())
+                .map(|p| {
+                    wait_for_line_in(p, "a job pid")
+                        .trim()
+                        .parse::<i32>()
+                        .unwrap()
+                })
                 .find(|pid| {
                     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
                         let rest = &s[s.rfind(')').unwrap() + 2..];
@@ -375,7 +363,7 @@ fn a_signal_ends_the_remote_jobs_too() {
     }
     let pids: Vec<i32> = (1..=2)
         .map(|i| {
-            wait_for_file(&sshd.dir().join(format!("pid.{i}")))
+            wait_for_line_in(&sshd.dir().join(format!("pid.{i}")), "a job pid")
                 .trim()
                 .parse()
                 .unwrap()
@@ -489,7 +477,7 @@ fn a_signal_ends_the_run_even_when_a_host_stops_answering() {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"x\n").unwrap();
-    let job: i32 = wait_for_file(&dir.path().join("pid"))
+    let job: i32 = wait_for_line_in(&dir.path().join("pid"), "the job pid")
         .trim()
         .parse()
         .unwrap();

@@ -1028,14 +1028,7 @@ fn a_holder_killed_at_every_step_of_run_never_strands_a_slot() {
         if command_ran {
             // Started before pk-sem died; it may not have run its first
             // line yet.
-            let deadline = std::time::Instant::now() + TIMEOUT;
-            while std::fs::read_to_string(&started).map_or(true, |t| !t.ends_with('\n')) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "killed {step}: no command"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            wait_for_line_in(&started, &format!("killed {step}: no command"));
         } else {
             assert!(!started.exists(), "killed {step}: a command ran");
         }
