@@ -549,14 +549,14 @@ impl TicketFile {
             _turn: turn,
             _not_send: std::marker::PhantomData,
         };
-        // Given up (or failed) below: the turn goes with the closure's
-        // argument, and the holder is cleared here.
+        // Given up or failed below: the holder is cleared here, and the
+        // turn is released as `lock` returns.
         let give_up = |r| {
             self.holder.store(0, Relaxed);
             r
         };
         let fd = self.fd.as_fd();
-        if deadline.is_none() {
+        let Some(end) = deadline else {
             return loop {
                 match flock::flock(fd, op, false) {
                     Ok(()) => break Ok(Some(locked(turn))),
@@ -564,7 +564,7 @@ impl TicketFile {
                     Err(e) => break give_up(Err(Error::sys("flock", &self.name, e))),
                 }
             };
-        }
+        };
         let mut backoff = FIRST_BACKOFF;
         loop {
             match flock::flock(fd, op, true) {
@@ -574,12 +574,10 @@ impl TicketFile {
                 Err(e) => return give_up(Err(Error::sys("flock", &self.name, e))),
             }
             let now = Instant::now();
-            let nap = match deadline {
-                Some(end) if now >= end => return give_up(Ok(None)),
-                Some(end) => backoff.min(end - now),
-                None => backoff,
-            };
-            std::thread::sleep(nap);
+            if now >= end {
+                return give_up(Ok(None));
+            }
+            std::thread::sleep(backoff.min(end - now));
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
