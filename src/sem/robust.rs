@@ -186,6 +186,9 @@ pub struct RobustSemaphore {
     /// release beyond them would add a free slot that no holder gave up;
     /// a forked child's copy counts none (the kernel does not copy a
     /// process's undo to its children: the parent's slots are not its).
+    /// Processes are told apart by pid: a descendant that inherits the
+    /// copy and is later given the very pid of the taker, dead by then, is
+    /// not told apart.
     held: std::sync::atomic::AtomicU64,
 }
 

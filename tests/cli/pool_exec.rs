@@ -1635,6 +1635,37 @@ fn a_joblog_goes_to_any_file_stdout_or_the_end_of_a_file_as_parallels() {
         .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stderr), "rc=141\n", "{out:?}");
     }
+    // And one whose reader had gone before the header (a pipe with no
+    // read end left): 141 too, quietly, nothing run.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let ran = dir.path().join("ran");
+    let mut cmd = pk_std("pool");
+    cmd.args([
+        "exec",
+        "--joblog",
+        "-",
+        "--",
+        "touch",
+        ran.to_str().unwrap(),
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::from(write_end))
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"a\n").unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "pk-pool did not end");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!((status.code(), err.as_str()), (Some(141), ""));
+    assert!(!ran.exists());
     // +FILE appends: one header, the lines of both runs.
     let log = dir.path().join("log");
     let plus = format!("+{}", log.display());

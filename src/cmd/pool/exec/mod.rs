@@ -408,11 +408,23 @@ pub fn run(a: ExecArgs, quiet: bool) -> Result<u8> {
         use std::io::IsTerminal;
         std::io::stderr().is_terminal()
     };
-    let joblog = a
+    let joblog = match a
         .joblog
         .as_deref()
         .map(|path| joblog::Joblog::create(path, &input_files))
-        .transpose()?;
+        .transpose()
+    {
+        Ok(log) => log,
+        // `--joblog -` and nobody reads stdout any more: the header found
+        // it closed, as a job's first output would; end as then, quietly.
+        Err(e)
+            if a.joblog.as_deref() == Some(std::path::Path::new("-"))
+                && e.errno() == Some(nix::errno::Errno::EPIPE) =>
+        {
+            return Ok(crate::cmd::exit::signal_code(libc::SIGPIPE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let cfg = scheduler::Config {
         template,
         mode,
