@@ -83,12 +83,13 @@ impl Joblog {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::OpenOptionsExt;
         let bytes = path.as_os_str().as_bytes();
+        let stdout = bytes == b"-";
         let (path, append) = match bytes.strip_prefix(b"+") {
             Some(rest) if !rest.is_empty() => (Path::new(std::ffi::OsStr::from_bytes(rest)), true),
             _ => (path, false),
         };
         let name = path.display().to_string();
-        let file = if bytes == b"-" {
+        let file = if stdout {
             let fd = std::io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
@@ -125,12 +126,8 @@ impl Joblog {
         }
         use nix::sys::stat::SFlag;
         let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-        let log = Joblog {
-            file,
-            name,
-            stdout: bytes == b"-",
-        };
-        if regular && bytes != b"-" && !append {
+        let log = Joblog { file, name, stdout };
+        if regular && !stdout && !append {
             log.file
                 .set_len(0)
                 .map_err(|e| Error::io("ftruncate", &log.name, &e))?;

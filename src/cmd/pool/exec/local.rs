@@ -541,13 +541,13 @@ impl Local {
         };
         self.by_pid.remove(&pid);
         let mut job = self.jobs.remove(&key).expect("indexed job");
-        let timed_out = job.timed_out && !job.stopped && job.kill_at.is_some();
-        if timed_out {
-            // Its orphans that ended already are ours to reap, and would
-            // keep the group alive as zombies.
-            reap_group(job.pgid);
-        }
-        if timed_out && group_alive(job.pgid) {
+        // Its orphans that ended already are ours to reap, and would keep
+        // the group alive as zombies.
+        if job.timed_out
+            && !job.stopped
+            && job.kill_at.is_some()
+            && group_alive_after_reaping(job.pgid)
+        {
             // Its group lives on without it (a child in the background
             // that ignores SIGTERM): the SIGKILL is still due. The group
             // holds the number now, and the guard hears of it again.
@@ -702,14 +702,9 @@ impl Local {
                 Some(now) => at.is_some_and(|t| now >= t),
                 None => true,
             };
-            let ours = self.by_pid.contains_key(&g.as_raw());
-            if !ours {
-                // Its members that are our children (orphans we reap as
-                // the subreaper) and have ended: a zombie keeps a group
-                // alive.
-                reap_group(g);
-            }
-            let alive = !ours && group_alive(g);
+            // Its members that are our children (orphans we reap as the
+            // subreaper) and have ended: a zombie keeps a group alive.
+            let alive = !self.by_pid.contains_key(&g.as_raw()) && group_alive_after_reaping(g);
             if alive && !due {
                 keep.push((g, at));
                 continue;
@@ -854,16 +849,6 @@ pub fn consume_stop(pid: Pid) {
     );
 }
 
-/// Reap every child of ours in process group `pgid` that has ended.
-fn reap_group(pgid: Pid) {
-    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-    while let Ok(ws) = waitid(Id::PGid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
-        if ws == WaitStatus::StillAlive {
-            break;
-        }
-    }
-}
-
 /// Whether process group `pgid` still has a member.
 pub fn group_alive(pgid: Pid) -> bool {
     nix::sys::signal::killpg(pgid, None).is_ok()
@@ -874,7 +859,12 @@ pub fn group_alive(pgid: Pid) -> bool {
 /// as zombies they still count for kill(2), so a group of the dead would
 /// seem to live until its kill-after delay ran out.
 pub fn group_alive_after_reaping(pgid: Pid) -> bool {
-    reap_group(pgid);
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    while let Ok(ws) = waitid(Id::PGid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        if ws == WaitStatus::StillAlive {
+            break;
+        }
+    }
     group_alive(pgid)
 }
 
