@@ -339,11 +339,11 @@ impl Mapping {
     /// atomicity per byte only, so a concurrent atomic load of an 8-byte
     /// word may see it torn.
     pub fn write_bulk(&self, off: usize, src: &[u8]) {
-        let end = off.checked_add(src.len());
-        assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
         if src.len() < STRING_COPY {
             return self.write_bytes(off, src);
         }
+        let end = off.checked_add(src.len());
+        assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
         // SAFETY: the destination range lies inside the mapping (asserted
         // above), which stays mapped while `&self` lives; `src` is a live
         // slice of `src.len()` bytes in this process's private memory, so
@@ -357,11 +357,11 @@ impl Mapping {
     /// memcpy speed, atomic per byte only, so a word stored meanwhile may
     /// be read torn.
     pub fn read_bulk(&self, off: usize, dst: &mut [u8]) {
-        let end = off.checked_add(dst.len());
-        assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
         if dst.len() < STRING_COPY {
             return self.read_bytes(off, dst);
         }
+        let end = off.checked_add(dst.len());
+        assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
         // SAFETY: the source range lies inside the mapping (asserted
         // above), which stays mapped while `&self` lives; `dst` is an
         // exclusive slice of `dst.len()` bytes of private memory, so the
