@@ -3,14 +3,14 @@ CARGO   ?= cargo
 RELEASE := target/release
 DEMOS   := fork spawn pipe queue shm sem ticket threads lock event local process pool coro manager
 
-# make install: where, and what. pk-bench stays out: it is the engine of
+# make install: where, and what. pk-bench and pk-bench-plot stay out: they are the engine of
 # `make bench`, whose table also needs bench/python and scripts/bench.sh
 # from this tree, and it measures posixkit rather than serving scripts.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 INSTALL ?= install
 STRIP   ?= strip
-TOOLS   := $(filter-out pk-bench,$(basename $(notdir $(wildcard src/bin/pk-*.rs))))
+TOOLS   := $(filter-out pk-bench pk-bench-plot,$(basename $(notdir $(wildcard src/bin/pk-*.rs))))
 bindir      = $(PREFIX)/bin
 man1dir     = $(PREFIX)/share/man/man1
 bashcompdir = $(PREFIX)/share/bash-completion/completions

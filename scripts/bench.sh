@@ -15,10 +15,11 @@
 # --plot also measures the curves (`pk-bench --list-curves`): for each
 # point, posixkit (pk-bench --curve), the C limit (bench/c/curves.c, built
 # with cc when there is one) and Python (bench/python/curves.py) run one
-# after the other; then pk-bench --plot draws one SVG per curve and an
+# after the other; then pk-bench-plot draws one SVG per curve and an
 # index.html into BENCH_PLOTS (default target/bench-plots). BENCH_CURVES
 # (names, space-separated) limits the curves; --curves-only skips the table.
-# PK_BENCH names the pk-bench to run (default target/release/pk-bench).
+# PK_BENCH names the pk-bench to run (default target/release/pk-bench);
+# the pk-bench-plot beside it draws.
 #
 # The C baselines are looked for in $CBENCH, then ../shared/bench/c beside
 # this checkout, then beside the main checkout of a git worktree. Without
@@ -213,7 +214,7 @@ if [ -n "$plot" ]; then
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   note="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load $load at the end; scripts/bench.sh ${*} took $(( $(date +%s) - started )) s for the curves; $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)."
   echo "== drawing the curves into $out" >&2
-  "$pk" --plot "$points" --out "$out" --note "$note" >&2
+  "$(dirname "$pk")/pk-bench-plot" "$points" --out "$out" --note "$note" >&2
   cp "$points" "$out/points.jsonl"
   echo "curves: $out/index.html ($note)" >&2
 fi

@@ -225,6 +225,7 @@ fn curve_bad_input_is_a_one_line_usage_error() {
         &["--curve", "nope"],
         &["--at", "5"],
         &["--curve", "fork_rss", "--at", "x"],
+        // Drawing is pk-bench-plot's.
         &["--plot", "points.jsonl"],
         &["--out", "dir"],
         &["--note", "x"],
@@ -233,17 +234,46 @@ fn curve_bad_input_is_a_one_line_usage_error() {
 }
 
 #[test]
+fn plot_bad_input_is_a_one_line_usage_error() {
+    let table: &[&[&str]] = &[
+        &[],
+        &["points.jsonl"],
+        &["--out", "dir"],
+        &["points.jsonl", "--out"],
+        &["points.jsonl", "--out", "dir", "--note"],
+        &["points.jsonl", "--out", "dir", "--nope"],
+        &["a.jsonl", "b.jsonl", "--out", "dir"],
+    ];
+    assert_usage_table("bench-plot", table);
+}
+
+#[test]
+fn pk_bench_maps_no_plotting_library() {
+    // Every library mapped into pk-bench is copied by each fork it times:
+    // libm, which only the plotting code needs, stays in pk-bench-plot.
+    let needed = |bin: &str| {
+        let out = bash(&format!("ldd {bin}")).output().unwrap();
+        assert_success(&out);
+        stdout(&out)
+    };
+    let bench = needed(env!("CARGO_BIN_EXE_pk-bench"));
+    assert!(bench.contains("libc.so"), "{bench}");
+    assert!(!bench.contains("libm.so"), "{bench}");
+    let plot = needed(env!("CARGO_BIN_EXE_pk-bench-plot"));
+    assert!(plot.contains("libm.so"), "{plot}");
+}
+
+#[test]
 fn plot_of_a_missing_points_file_fails_and_makes_no_directory() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("plots");
-    let out = pk("bench")
-        .arg("--plot")
+    let out = pk("bench-plot")
         .arg(dir.path().join("none.jsonl"))
         .arg("--out")
         .arg(&out_dir)
         .output()
         .unwrap();
-    assert_one_line_error(&out, "bench", 66);
+    assert_one_line_error(&out, "bench-plot", 66);
     assert!(!out_dir.exists());
 }
 
@@ -267,8 +297,7 @@ fn plot_draws_one_labelled_svg_per_curve_and_an_index() {
     )
     .unwrap();
     let plots = dir.path().join("plots");
-    let out = pk("bench")
-        .arg("--plot")
+    let out = pk("bench-plot")
         .arg(&points)
         .arg("--out")
         .arg(&plots)

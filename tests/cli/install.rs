@@ -1,5 +1,5 @@
 //! `make install` into a temporary DESTDIR, as a packager runs it: every
-//! pk-* binary (pk-bench aside) runs from there and is stripped, the man
+//! pk-* binary (pk-bench and pk-bench-plot aside) runs from there and is stripped, the man
 //! pages format without a warning and `man` finds them by name, the bash
 //! completions load, and `make uninstall` leaves no file behind. The
 //! binaries are the ones cargo built for this test run (`make
@@ -15,14 +15,15 @@ use crate::common::{TIMEOUT, bin, pk};
 
 const PREFIX: &str = "usr/local";
 
-/// The binaries `make install` installs: every `src/bin/pk-*.rs` but pk-bench.
+/// The binaries `make install` installs: every `src/bin/pk-*.rs` but
+/// pk-bench and pk-bench-plot.
 fn tools() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin");
     let mut tools: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter_map(|n| n.strip_suffix(".rs").map(str::to_string))
-        .filter(|n| n.starts_with("pk-") && n != "pk-bench")
+        .filter(|n| n.starts_with("pk-") && n != "pk-bench" && n != "pk-bench-plot")
         .collect();
     tools.sort();
     assert!(tools.len() >= 10, "{tools:?}");
@@ -106,7 +107,7 @@ fn make_install_puts_binaries_man_pages_and_completions_in_place_and_uninstall_r
     let want: Vec<PathBuf> = tools().iter().map(|t| root.join("bin").join(t)).collect();
     assert_eq!(
         installed, want,
-        "every pk-* binary but pk-bench, nothing else"
+        "every pk-* binary but pk-bench and pk-bench-plot, nothing else"
     );
     Command::new(root.join("bin/pk-fork"))
         .arg("--version")
@@ -254,6 +255,7 @@ fn uninstall_removes_only_what_install_put_there() {
     let mine = [
         root.join("bin/other-tool"),
         root.join("bin/pk-bench"),
+        root.join("bin/pk-bench-plot"),
         root.join("share/man/man1/other.1"),
         root.join("share/zsh/site-functions/_other"),
     ];

@@ -1,6 +1,7 @@
 //! `-q/--quiet` means one thing on every binary: the lines that narrate
 //! go, the result lines stay. One table runs every `pk-*` binary but
-//! pk-bench (the engine of `make bench`, which has no narration to drop),
+//! pk-bench and pk-bench-plot (the engine of `make bench`, which have no
+//! narration to drop),
 //! and every subcommand, three times: as it is, with `-q` before the
 //! subcommand's name, and with `-q` after it.
 //!
@@ -355,7 +356,7 @@ fn quiet_keeps_the_results_before_or_after_the_subcommand() {
 fn the_table_covers_every_binary_and_subcommand() {
     let mut missing = Vec::new();
     for h in help::all() {
-        if h.bin == "bench" {
+        if h.bin == "bench" || h.bin == "bench-plot" {
             continue;
         }
         let has_subs = help::all()

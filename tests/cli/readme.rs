@@ -54,8 +54,12 @@ fn readme_holds_every_help_as_the_binaries_print_it() {
     let mut readme = std::fs::read_to_string(&path).unwrap();
     let update = std::env::var_os("PK_UPDATE_README").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
-    // pk-bench is documented under Performance, by make bench.
-    for bin in help::binaries().into_iter().filter(|b| b != "bench") {
+    // pk-bench and pk-bench-plot are documented under Performance, by make
+    // bench.
+    for bin in help::binaries()
+        .into_iter()
+        .filter(|b| b != "bench" && b != "bench-plot")
+    {
         let helps: Vec<&Help> = help::all().iter().filter(|h| h.bin == bin).collect();
         let want = block(&bin, &helps);
         let range = section(&readme, &bin)

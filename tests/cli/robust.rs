@@ -25,6 +25,14 @@ fn runs(dir: &Path) -> Vec<Run> {
     std::fs::write(&key, "k\n").unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let key = key.display().to_string();
+    let points = dir.join("points.jsonl");
+    std::fs::write(
+        &points,
+        "{\"curve\":\"fork_rss\",\"series\":\"C fork\",\"x\":1,\"y\":2}\n",
+    )
+    .unwrap();
+    let points = points.display().to_string();
+    let plots = dir.join("plots").display().to_string();
     let run = |name, args: &[&str], forks| Run {
         name,
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -67,13 +75,29 @@ fn runs(dir: &Path) -> Vec<Run> {
             false,
         ),
         run("bench", &["--list"], false),
+        run("bench-plot", &[&points, "--out", &plots], false),
     ]
 }
 
 /// Every binary's name, for the checks that only need `--help`.
-const ALL: [&str; 16] = [
-    "fork", "spawn", "pipe", "queue", "shm", "sem", "ticket", "threads", "lock", "event", "local",
-    "process", "pool", "coro", "manager", "bench",
+const ALL: [&str; 17] = [
+    "fork",
+    "spawn",
+    "pipe",
+    "queue",
+    "shm",
+    "sem",
+    "ticket",
+    "threads",
+    "lock",
+    "event",
+    "local",
+    "process",
+    "pool",
+    "coro",
+    "manager",
+    "bench",
+    "bench-plot",
 ];
 
 /// Run `pk-<name> args` through `sh -c 'exec pk-<name> "$@" REDIRECT'`.

@@ -22,7 +22,7 @@ mod gil;
 mod ipc;
 mod named;
 mod pipe;
-mod plot;
+pub mod plot;
 mod pool;
 mod spawn;
 mod thread;
@@ -122,8 +122,9 @@ posixkit's series of one, and the peers pk-bench runs itself, as JSON points
   exec_jobs         jobs/s of `pk-pool exec -j CPUS -- true`, `xargs -P CPUS -n 1 true`
                     and GNU parallel (up to 1 000 jobs; skipped when not installed)
                     by jobs (100 .. 100 000)
---plot FILE --out DIR draws the points in FILE (from pk-bench --curve,
-bench/c/curves and bench/python/curves.py) as DIR/<curve>.svg and DIR/index.html.
+pk-bench-plot draws such points as one SVG per curve: a binary of its own, so
+that the plotting library (and the libm it needs) is not mapped into the
+process whose forks pk-bench times.
 
 --quick: 1 warm-up, 3 reps, a tenth of the work and a sixteenth of the spawn
 figures' parent sizes: a smoke run, not a figure to quote.
@@ -167,18 +168,6 @@ pub struct Args {
     /// With --curve: measure only at this x (repeatable).
     #[arg(long, value_name = "X", requires = "curve")]
     pub at: Vec<f64>,
-
-    /// Draw the JSON points in FILE: one SVG per curve and an index.html, in --out.
-    #[arg(long, value_name = "FILE", requires = "out")]
-    pub plot: Option<std::path::PathBuf>,
-
-    /// With --plot: the directory for the SVGs and index.html.
-    #[arg(long, value_name = "DIR", requires = "plot")]
-    pub out: Option<std::path::PathBuf>,
-
-    /// With --plot: a line of text for the index page (the machine, the command).
-    #[arg(long, value_name = "TEXT", requires = "plot")]
-    pub note: Option<String>,
 }
 
 /// How much work one sample does: a base count scaled by --quick.
@@ -291,12 +280,6 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         for c in curves::CURVES {
             let xs: Vec<String> = (c.xs)(args.quick).iter().map(|x| x.to_string()).collect();
             outln!(out, "{} {}", c.name, xs.join(" "))?;
-        }
-        return Ok(exit::OK);
-    }
-    if let (Some(points), Some(dir)) = (&args.plot, &args.out) {
-        for f in plot::plot(points, dir, args.note.as_deref().unwrap_or(""))? {
-            outln!(out, "{}", dir.join(f).display())?;
         }
         return Ok(exit::OK);
     }

@@ -1,6 +1,10 @@
-//! `pk-bench --plot POINTS --out DIR`: one SVG per curve (plotters' SVG
+//! `pk-bench-plot POINTS --out DIR`: one SVG per curve (plotters' SVG
 //! backend: plain text, no system libraries, no fonts embedded) and an
 //! `index.html` that shows them all.
+//!
+//! A binary of its own: plotters needs libm, and a library mapped into
+//! pk-bench is one more set of mappings that every fork it times copies
+//! and every exit tears down (about 7 µs a fork on a 2-core VM).
 //!
 //! POINTS holds JSON lines as `pk-bench --curve`, `bench/c/curves` and
 //! `bench/python/curves.py` print them:
@@ -14,9 +18,54 @@ use std::path::Path;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
+use clap::Parser;
+
 use super::curves::{CURVES, Curve};
-use crate::cmd::Result;
+use crate::cmd::{Out, Result, exit};
 use crate::error::Error;
+use crate::outln;
+
+const AFTER_HELP: &str = "\
+POINTS holds JSON lines as pk-bench --curve, bench/c/curves and
+bench/python/curves.py print them, one point each:
+  {\"curve\":\"fork_rss\",\"series\":\"posixkit fork\",\"x\":256.0,\"y\":812.5}
+Other lines are ignored; a series measured several times at one x is drawn
+through the median. Each curve pk-bench --list-curves names that has points
+becomes DIR/<curve>.svg (log axes where the values span 20x or more);
+DIR/index.html shows them all. The paths written are printed, one a line.
+make bench-plot runs it after measuring the curves.
+
+POINTS is read before DIR is made: a POINTS that cannot be read leaves no
+DIR behind.
+
+Exit status: 0 when drawn; 2 for a bad flag; 66 when POINTS (or the
+directory DIR would go in) does not exist; 77 when permission is denied;
+71 for any other failed read or write.";
+
+/// Draw benchmark curves as SVGs: one per curve, and an index.html.
+#[derive(Debug, Parser)]
+#[command(name = "pk-bench-plot", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// The JSON points to draw.
+    #[arg(value_name = "POINTS")]
+    pub points: std::path::PathBuf,
+
+    /// The directory for the SVGs and index.html (made if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+
+    /// A line of text for the index page (the machine, the command).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+/// pk-bench-plot: draw the points, print the paths written.
+pub fn run(args: Args, out: &mut Out) -> Result<u8> {
+    for f in plot(&args.points, &args.out, args.note.as_deref().unwrap_or(""))? {
+        outln!(out, "{}", args.out.join(f).display())?;
+    }
+    Ok(exit::OK)
+}
 
 /// Points of one curve: series name → (x, y) in x order.
 type Lines = Vec<(String, Vec<(f64, f64)>)>;
@@ -240,7 +289,7 @@ fn span(lo: f64, hi: f64, log: bool) -> (f64, f64) {
 }
 
 /// Write one SVG per curve with points and `index.html`; returns the files.
-pub(super) fn plot(points: &Path, out: &Path, note: &str) -> Result<Vec<String>> {
+fn plot(points: &Path, out: &Path, note: &str) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(points).map_err(|e| Error::io("read", points.display(), &e))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io("mkdir", out.display(), &e))?;
