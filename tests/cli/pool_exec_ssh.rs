@@ -520,3 +520,47 @@ fn a_signal_ends_the_run_even_when_a_host_stops_answering() {
     assert_gone(worker);
     assert_gone(job);
 }
+
+#[test]
+fn a_remote_job_that_ended_in_time_while_the_output_was_stuck_did_not_time_out() {
+    // The ssh worker's side of pool_exec's
+    // a_job_that_ended_in_time_while_the_output_was_stuck_did_not_time_out.
+    // Job 1 writes more than ssh and the sockets hold, and pk-pool's reader
+    // waits: the remote worker is stuck writing job 1's output while job 2
+    // ends (exit 0) well inside its --timeout, and the time is up before
+    // the worker's loop runs again. Job 2 ended in time: it runs once, in
+    // spite of --retries, and succeeds.
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(sshd) = Sshd::start() else { return };
+    let d = sshd.dir().display().to_string();
+    let job = format!(
+        "if [ \"$1\" = 1 ]; then yes xxxxxxxxxxxxxxx | head -c 40000000; \
+         else echo run >> {d}/runs; sleep 0.3; touch {d}/ended; fi"
+    );
+    std::fs::write(sshd.dir().join("job"), job).unwrap();
+    let ssh = sshd.args();
+    // The reader starts only after job 2 has ended and its time is up.
+    let out = bash(&format!(
+        "printf '1\\n2\\n' | pk-pool exec --ssh '{}' --remote-cmd {} -S 2/127.0.0.1 \
+         --line-buffer --timeout 2 --kill-after 0.1 --retries 1 -- sh {d}/job \
+         | {{ until [ -e {d}/ended ]; do sleep 0.05; done; sleep 2.5; cat >/dev/null; }}; \
+         echo \"status ${{PIPESTATUS[1]}}\"",
+        ssh[1], ssh[3]
+    ))
+    .timeout(std::time::Duration::from_secs(60))
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Job 1 was still writing when the time was up: caught, and run again.
+    assert!(
+        err.starts_with("pk-pool: job 1 on 127.0.0.1 (sh ") && err.contains(" timed out after 2s"),
+        "{err}"
+    );
+    assert!(!err.contains("job 2 "), "{err}");
+    assert_eq!(stdout(&out), "status 0\n", "{err}");
+    assert_eq!(
+        std::fs::read_to_string(sshd.dir().join("runs")).unwrap(),
+        "run\n",
+        "{err}"
+    );
+}
