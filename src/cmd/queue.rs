@@ -76,8 +76,9 @@ once. Every message is delivered at most once and, unless its consumer is
 killed holding it, exactly once; messages from one producer come out in
 the order it put them. A producer or consumer killed at any instant
 (SIGKILL, the OOM killer) loses no other process's message and leaves
-nothing locked: the locks are robust mutexes and the queue's state is two
-counters, each moved by one atomic store.
+nothing locked: a lock names its holder (pid and start time), a waiter
+takes over the lock of one that died (within 20ms), and the queue's state
+is two counters, each moved by one atomic store.
 `get` is at-most-once: a message is the consumer's once it is taken; a
 `get` killed after taking it and before printing it has lost it, one
 killed before taking it has taken nothing.

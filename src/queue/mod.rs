@@ -17,10 +17,11 @@
 //!      copy ring[tail] out; publish tail+1; unlock(get)
 //! ```
 //!
-//! - The two locks are robust, process-shared pthread mutexes: when a
-//!   holder dies, the kernel (through the dead thread's robust futex list)
-//!   hands the lock to the next caller with EOWNERDEAD instead of leaving it
-//!   locked for good.
+//! - The two locks are words of the shared memory that name their holder
+//!   (pid and start time): a waiter that finds the holder dead (gone, a
+//!   zombie, or its pid reused) takes the lock over instead of waiting for
+//!   good (see `lock.rs`; no pointer is kept in the shared memory, so no
+//!   process that writes the file can make another write elsewhere).
 //! - All the state is two 32-bit counters, `head` (messages ever put) and
 //!   `tail` (messages ever taken), each changed by one atomic store under
 //!   its lock. Nothing else needs repair after a death: a producer killed
@@ -66,13 +67,16 @@
 //!
 //! A named queue is a file in `/dev/shm` (mode 0600), created whole or not
 //! at all and opened only when it is ours (see [`crate::shm`]): a header
-//! page (magic, version, sizes, the two mutexes), a page of counters, then
+//! page (magic, version, sizes, the pid namespace it was made in, the two
+//! locks), a page of counters, then
 //! the ring of [`slots`]`(capacity)` slots of `4 + max_message` bytes
 //! rounded up to 8 (a slot is the message length, u32, then its bytes). A
 //! file whose header or counters do not match is refused
 //! ([`crate::ErrorKind::BadData`]). If another process truncates it, calls
 //! fail with BadData instead of SIGBUS, and a call asleep on it wakes within
-//! a second to say so.
+//! a second to say so. A queue made in another pid namespace (a container
+//! that shares this `/dev/shm`) is refused: its locks name holders by pids
+//! this process cannot check.
 //!
 //! ## The ring is a power of two
 //!
@@ -93,8 +97,10 @@ use crate::sem::Deadline;
 use crate::shm::anon_shared;
 use crate::shm::object;
 use crate::sys::sem::futex;
-use crate::sys::sem::{Locked, RobustMutex};
 use crate::sys::shm::{Mapping, map_shared_len};
+
+mod lock;
+use lock::Locked;
 
 /// The longest single sleep of a wait (see [`Queue::wait_until_moved`]).
 const SLICE: Duration = Duration::from_secs(1);
@@ -115,8 +121,9 @@ const CAPACITY: usize = 16; // u64
 const MAX_MESSAGE: usize = 24; // u64
 const STRIDE: usize = 32; // u64
 const SIZE: usize = 40; // u64: the whole object, bytes
-const PUT_LOCK: usize = 64; // pthread_mutex_t: producers (head)
-const GET_LOCK: usize = 128; // pthread_mutex_t: consumers (tail)
+const PIDNS: usize = 48; // u64: the pid namespace it was made in (0: unknown)
+const PUT_LOCK: usize = 64; // u64 lock word: producers (head)
+const GET_LOCK: usize = 128; // u64 lock word: consumers (tail)
 // The counters page: the producers' line, then the consumers' line.
 const HEAD: usize = PAGE; // u32: messages ever put (wrapping); futex
 const GET_WAITING: usize = PAGE + 4; // u32: a consumer sleeps on HEAD
@@ -127,9 +134,10 @@ pub const RING: usize = 2 * PAGE;
 const LEN: usize = 4; // each slot starts with the message length, u32
 
 const MAGIC_BYTES: [u8; 8] = *b"pkqueue\0";
-/// Format 2: the ring has [`slots`] slots (format 1 had `capacity`, which
+/// Format 3: the locks are lock words (format 2 had robust pthread
+/// mutexes); the ring has [`slots`] slots (format 1 had `capacity`, which
 /// lost and duplicated messages when the counters wrapped).
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// The largest capacity (the 32-bit counters wrap safely far above it).
 pub const MAX_CAPACITY: usize = 1 << 24;
@@ -166,9 +174,6 @@ pub fn max_capacity(max_message: usize) -> usize {
 /// A bounded MPMC queue of byte messages in shared memory.
 #[derive(Debug)]
 pub struct Queue {
-    put_lock: RobustMutex,
-    get_lock: RobustMutex,
-    // After the mutexes, which point into it: unmapped last.
     map: Mapping,
     capacity: u32,
     /// Slots in the ring, less one: a message's slot is its number masked.
@@ -219,9 +224,7 @@ fn init(map: &Mapping, capacity: usize, max_message: usize, size: usize) -> Resu
     map.write::<u64>(MAX_MESSAGE, max_message as u64);
     map.write::<u64>(STRIDE, stride(max_message) as u64);
     map.write::<u64>(SIZE, size as u64);
-    for (off, what) in [(PUT_LOCK, "queue put lock"), (GET_LOCK, "queue get lock")] {
-        RobustMutex::init(map, off).map_err(|e| Error::sys("pthread_mutex_init", what, e))?;
-    }
+    map.write::<u64>(PIDNS, pid_namespace());
     // The magic last: an object with a magic is a complete queue.
     map.atomic::<AtomicU64>(MAGIC)
         .store(u64::from_ne_bytes(MAGIC_BYTES), Ordering::Release);
@@ -308,19 +311,19 @@ impl Queue {
                 "a header (capacity {capacity}, max size {max}) that does not match its {size} bytes"
             )));
         };
-        let template = RobustMutex::template();
+        let (made_in, here) = (map.read::<u64>(PIDNS), pid_namespace());
+        if made_in != 0 && here != 0 && made_in != here {
+            return Err(bad(
+                "made in another pid namespace: the holders of its locks cannot be checked from here"
+                    .into(),
+            ));
+        }
         for off in [PUT_LOCK, GET_LOCK] {
-            // The bytes a fresh mutex of ours has set must be there.
-            let mut got = [0u8; 32];
-            map.read_bytes(off, &mut got);
-            let mismatch = template
-                .iter()
-                .zip(got)
-                .any(|(&want, have)| want != 0 && have != want);
-            if mismatch {
-                return Err(bad(
-                    "a lock that is not a robust process-shared mutex".into()
-                ));
+            let word = map.atomic::<AtomicU64>(off).load(Ordering::Relaxed);
+            if !lock::plausible(word) {
+                return Err(bad(format!(
+                    "a lock word ({word:#x}) that is not a queue's"
+                )));
             }
         }
         if let Some((head, tail)) = overfull(&map, capacity) {
@@ -335,8 +338,6 @@ impl Queue {
         let capacity = map.read::<u64>(CAPACITY) as u32;
         let max_message = map.read::<u64>(MAX_MESSAGE) as usize;
         Queue {
-            put_lock: RobustMutex::attach(&map, PUT_LOCK),
-            get_lock: RobustMutex::attach(&map, GET_LOCK),
             capacity,
             mask: (slots(capacity as usize) - 1) as u32,
             max_message,
@@ -394,31 +395,20 @@ impl Queue {
     /// a holder that is stopped (^Z, a debugger, a frozen cgroup) or stuck,
     /// and the caller's timeout ends the wait: an error of kind
     /// [`crate::ErrorKind::TimedOut`]. Without a deadline it waits for ever.
-    fn lock(&self, m: &RobustMutex, what: &str, deadline: Deadline) -> Result<()> {
-        let locked = match deadline.for_lock()? {
-            None => m.lock(),
-            Some(t) => m.lock_until(&t),
-        };
-        match locked {
-            Ok(Locked::Clean) => Ok(()),
+    fn lock(&self, off: usize, what: &str, deadline: Deadline) -> Result<Held<'_>> {
+        let word = self.map.atomic::<AtomicU64>(off);
+        match lock::lock(word, deadline.for_lock()?) {
             // The last holder died holding it. Its one change to the state
             // (a counter store) is atomic, so there is nothing to undo.
-            Ok(Locked::OwnerDied) => m
-                .consistent()
-                .map_err(|e| Error::sys("pthread_mutex_consistent", what, e)),
+            Ok(Locked::Clean | Locked::OwnerDied) => Ok(Held(word)),
             Err(Errno::ETIMEDOUT) => Err(Error::new(
                 crate::ErrorKind::TimedOut,
                 "lock",
                 self.what(),
                 format!("another process held the {what} past the timeout (is it stopped?)"),
             )),
-            Err(e) => Err(Error::sys("pthread_mutex_lock", what, e)),
+            Err(e) => Err(Error::sys("futex", what, e)),
         }
-    }
-
-    fn unlock(&self, m: &RobustMutex, what: &str) -> Result<()> {
-        m.unlock()
-            .map_err(|e| Error::sys("pthread_mutex_unlock", what, e))
     }
 
     fn slot(&self, n: u32) -> usize {
@@ -457,7 +447,7 @@ impl Queue {
         }
         loop {
             self.intact()?;
-            self.lock(&self.put_lock, "queue put lock", deadline)?;
+            let held = self.lock(PUT_LOCK, "queue put lock", deadline)?;
             let head = self.counter(HEAD).load(Ordering::Relaxed);
             let mut tail = self.seen_tail.load(Ordering::Relaxed);
             if head.wrapping_sub(tail) >= self.capacity {
@@ -469,12 +459,12 @@ impl Queue {
                 self.map.write::<u32>(off, msg.len() as u32);
                 self.map.write_bulk(off + LEN, msg);
                 let r = self.publish(HEAD, GET_WAITING, head);
-                self.unlock(&self.put_lock, "queue put lock")?;
+                drop(held);
                 r?;
                 self.intact()?;
                 return Ok(true);
             }
-            self.unlock(&self.put_lock, "queue put lock")?;
+            drop(held);
             if !self.wait_until_moved(TAIL, tail, deadline)? {
                 return Ok(false);
             }
@@ -503,11 +493,11 @@ impl Queue {
         // Raise the flag under the lock of the side that moves the counter,
         // so its next publish sees the flag or we see its publish.
         let (lock, what, waiting) = if off == TAIL {
-            (&self.get_lock, "queue get lock", PUT_WAITING)
+            (GET_LOCK, "queue get lock", PUT_WAITING)
         } else {
-            (&self.put_lock, "queue put lock", GET_WAITING)
+            (PUT_LOCK, "queue put lock", GET_WAITING)
         };
-        self.lock(lock, what, deadline)?;
+        let held = self.lock(lock, what, deadline)?;
         let now = word.load(Ordering::Relaxed);
         // Still full (or empty) exactly when the counter has not moved.
         // Not `head - tail >= capacity` from the head the producer saw:
@@ -520,7 +510,7 @@ impl Queue {
         if still {
             self.counter(waiting).store(1, Ordering::Relaxed);
         }
-        self.unlock(lock, what)?;
+        drop(held);
         if !still {
             return Ok(true);
         }
@@ -566,7 +556,7 @@ impl Queue {
     pub fn get_into_until(&self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<bool> {
         loop {
             self.intact()?;
-            self.lock(&self.get_lock, "queue get lock", deadline)?;
+            let held = self.lock(GET_LOCK, "queue get lock", deadline)?;
             let tail = self.counter(TAIL).load(Ordering::Relaxed);
             let mut head = self.seen_head.load(Ordering::Relaxed);
             // A stale view of head may even lie behind tail (other
@@ -582,12 +572,12 @@ impl Queue {
                 buf.resize(len, 0);
                 self.map.read_bulk(off + LEN, buf);
                 let r = self.publish(TAIL, PUT_WAITING, tail);
-                self.unlock(&self.get_lock, "queue get lock")?;
+                drop(held);
                 r?;
                 self.intact()?;
                 return Ok(true);
             }
-            self.unlock(&self.get_lock, "queue get lock")?;
+            drop(held);
             if !self.wait_until_moved(HEAD, head, deadline)? {
                 return Ok(false);
             }
@@ -627,19 +617,13 @@ impl Queue {
     /// cannot deadlock; no other path holds both).
     pub fn qsize(&self) -> Result<usize> {
         self.intact()?;
-        self.lock(&self.put_lock, "queue put lock", Deadline::Never)?;
-        let r = self
-            .lock(&self.get_lock, "queue get lock", Deadline::Never)
-            .map(|()| {
-                let head = self.counter(HEAD).load(Ordering::Relaxed);
-                let tail = self.counter(TAIL).load(Ordering::Relaxed);
-                head.wrapping_sub(tail) as usize
-            });
-        if r.is_ok() {
-            self.unlock(&self.get_lock, "queue get lock")?;
-        }
-        self.unlock(&self.put_lock, "queue put lock")?;
-        let n = r?;
+        let n = {
+            let _put = self.lock(PUT_LOCK, "queue put lock", Deadline::Never)?;
+            let _get = self.lock(GET_LOCK, "queue get lock", Deadline::Never)?;
+            let head = self.counter(HEAD).load(Ordering::Relaxed);
+            let tail = self.counter(TAIL).load(Ordering::Relaxed);
+            head.wrapping_sub(tail) as usize
+        };
         self.intact()?;
         Ok(n)
     }
@@ -653,6 +637,23 @@ impl Queue {
     pub fn full(&self) -> Result<bool> {
         Ok(self.qsize()? == self.capacity())
     }
+}
+
+/// A lock of the queue, held: given back when dropped, on every path out
+/// of the code that holds it (an error, a panic).
+struct Held<'a>(&'a AtomicU64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock::unlock(self.0);
+    }
+}
+
+/// This process's pid namespace (the inode of /proc/self/ns/pid); 0 where
+/// it cannot be told.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 /// The counters of a queue that says it holds more than `capacity`

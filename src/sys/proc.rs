@@ -471,3 +471,42 @@ pub fn stdin_closed_at_start() -> bool {
 pub fn stderr_closed_at_start() -> bool {
     closed_at_start(libc::STDERR_FILENO)
 }
+
+/// A word of this process's private memory that every fork hands to the
+/// child as zero (MADV_WIPEONFORK, Linux 4.14), whoever forks and however
+/// (`fork`, `_Fork`, a raw clone): a per-process cache that tells a fresh
+/// child without a getpid(2). `None` where the kernel lacks the advice.
+pub(crate) fn fork_wiped_word() -> Option<&'static std::sync::atomic::AtomicU64> {
+    static PAGE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let addr = (*PAGE.get_or_init(|| {
+        // SAFETY: a new private anonymous mapping of one page, at an
+        // address the kernel picks: it overlaps nothing of ours.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: `p` is the page just mapped, which nothing else uses;
+        // on failure it is unmapped before anything could refer to it.
+        unsafe {
+            if libc::madvise(p, 4096, libc::MADV_WIPEONFORK) != 0 {
+                libc::munmap(p, 4096);
+                return None;
+            }
+        }
+        Some(p as usize)
+    }))?;
+    // SAFETY: `addr` is page-aligned, mapped read-write and never unmapped
+    // (it lives as long as the process), zero-filled when mapped and in
+    // each forked child; any bit pattern is a valid AtomicU64, and this
+    // process's threads reach it only through this atomic.
+    Some(unsafe { &*(addr as *const std::sync::atomic::AtomicU64) })
+}

@@ -183,149 +183,11 @@ pub fn peek_caught() -> i32 {
     CAUGHT.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// A robust, process-shared `pthread_mutex_t` inside a shared [`Mapping`]:
-/// when the process holding it dies (SIGKILL at any instant), the kernel
-/// marks it (FUTEX_OWNER_DIED, through the dead thread's robust list) and
-/// the next `lock` returns [`Locked::OwnerDied`] with the mutex held, so
-/// the new owner can repair what the dead one left half-done and call
-/// [`RobustMutex::consistent`].
-///
-/// Invariant: the memory stays mapped while the `RobustMutex` is used (its
-/// holder keeps the `Mapping` next to it, as for [`Sem`]).
-#[derive(Debug)]
-pub struct RobustMutex(NonNull<libc::pthread_mutex_t>);
-
-// glibc 2.30 and later; the libc crate does not declare it yet.
-unsafe extern "C" {
-    fn pthread_mutex_clocklock(
-        mutex: *mut libc::pthread_mutex_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
-
-// SAFETY: a process-shared mutex is designed for use from many threads and
-// processes; the pointer is only passed to pthread_mutex_* calls.
-unsafe impl Send for RobustMutex {}
-// SAFETY: as for Send.
-unsafe impl Sync for RobustMutex {}
-
-/// How a [`RobustMutex::lock`] went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locked {
-    /// Taken from a live owner (or free).
-    Clean,
-    /// Taken, but its last owner died holding it: repair, then call
-    /// [`RobustMutex::consistent`] before unlocking.
-    OwnerDied,
-}
-
-impl RobustMutex {
-    /// pthread_mutex_init at byte offset `off` of `map`, PTHREAD_PROCESS_SHARED
-    /// and PTHREAD_MUTEX_ROBUST. Nobody may use this memory yet.
-    pub fn init(map: &Mapping, off: usize) -> Result<RobustMutex, Errno> {
-        let p = map.ptr_at::<libc::pthread_mutex_t>(off);
-        // SAFETY: `attr` is initialised by pthread_mutexattr_init before it
-        // is read and destroyed after use; `p` points at aligned, writable
-        // bytes of the live mapping of the size of a pthread_mutex_t, which
-        // no one uses yet (the caller lays the memory out).
-        unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            let mut r = libc::pthread_mutexattr_init(&mut attr);
-            if r == 0 {
-                r = libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            }
-            if r == 0 {
-                r = libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            }
-            if r == 0 {
-                r = libc::pthread_mutex_init(p.as_ptr(), &attr);
-            }
-            libc::pthread_mutexattr_destroy(&mut attr);
-            if r != 0 {
-                return Err(Errno::from_raw(r));
-            }
-        }
-        Ok(RobustMutex(p))
-    }
-
-    /// A mutex that [`RobustMutex::init`] made at byte offset `off` of
-    /// `map`, in this process or another one that shares the memory.
-    pub fn attach(map: &Mapping, off: usize) -> RobustMutex {
-        RobustMutex(map.ptr_at::<libc::pthread_mutex_t>(off))
-    }
-
-    /// pthread_mutex_lock. ENOTRECOVERABLE when an owner that found it
-    /// dead unlocked it without [`RobustMutex::consistent`] (posixkit
-    /// never does).
-    pub fn lock(&self) -> Result<Locked, Errno> {
-        // SAFETY: `self.0` is a mutex in live shared memory (the type's
-        // invariant).
-        match unsafe { libc::pthread_mutex_lock(self.0.as_ptr()) } {
-            0 => Ok(Locked::Clean),
-            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
-            e => Err(Errno::from_raw(e)),
-        }
-    }
-
-    /// pthread_mutex_clocklock on CLOCK_MONOTONIC: [`RobustMutex::lock`],
-    /// giving up with ETIMEDOUT at `deadline` (a CLOCK_MONOTONIC time).
-    pub fn lock_until(&self, deadline: &nix::sys::time::TimeSpec) -> Result<Locked, Errno> {
-        let at: &libc::timespec = deadline.as_ref();
-        // SAFETY: as for lock; `at` is a valid timespec for the call.
-        match unsafe { pthread_mutex_clocklock(self.0.as_ptr(), libc::CLOCK_MONOTONIC, at) } {
-            0 => Ok(Locked::Clean),
-            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
-            e => Err(Errno::from_raw(e)),
-        }
-    }
-
-    /// pthread_mutex_consistent: the state it guards has been repaired.
-    pub fn consistent(&self) -> Result<(), Errno> {
-        // SAFETY: as for lock; called by the owner after OwnerDied.
-        match unsafe { libc::pthread_mutex_consistent(self.0.as_ptr()) } {
-            0 => Ok(()),
-            e => Err(Errno::from_raw(e)),
-        }
-    }
-
-    /// pthread_mutex_unlock, by the thread that locked it.
-    pub fn unlock(&self) -> Result<(), Errno> {
-        // SAFETY: as for lock.
-        match unsafe { libc::pthread_mutex_unlock(self.0.as_ptr()) } {
-            0 => Ok(()),
-            e => Err(Errno::from_raw(e)),
-        }
-    }
-
-    /// The first 32 bytes of an initialised, unlocked mutex of this kind,
-    /// as this C library lays it out: what a freshly created object must
-    /// hold, for comparing with one that claims to be ours.
-    pub fn template() -> [u8; 32] {
-        // SAFETY: as in `init`, on a local zeroed mutex that nothing else
-        // sees; it is unlocked and never used after the copy.
-        unsafe {
-            let mut m: libc::pthread_mutex_t = std::mem::zeroed();
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            libc::pthread_mutexattr_init(&mut attr);
-            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            libc::pthread_mutex_init(&mut m, &attr);
-            libc::pthread_mutexattr_destroy(&mut attr);
-            let bytes: [u8; std::mem::size_of::<libc::pthread_mutex_t>()] = std::mem::transmute(m);
-            let mut out = [0u8; 32];
-            let n = out.len().min(bytes.len());
-            out[..n].copy_from_slice(&bytes[..n]);
-            out
-        }
-    }
-}
-
 /// The futex(2) calls on a 32-bit word: of shared memory (not
 /// FUTEX_PRIVATE: the waiters and wakers are other processes), or, through
 /// the `_private` pair, of one process's threads.
 pub mod futex {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
 
     use nix::errno::Errno;
     use nix::sys::time::TimeSpec;
@@ -366,6 +228,46 @@ pub mod futex {
                 libc::SYS_futex,
                 word.as_ptr(),
                 libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                n,
+            )
+        };
+        if r == -1 {
+            Err(Errno::last())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    /// The 32-bit half of `word` that holds its low bits, as futex(2)
+    /// compares and keys it.
+    fn low_half(word: &AtomicU64) -> &AtomicU32 {
+        let at = if cfg!(target_endian = "little") { 0 } else { 1 };
+        // SAFETY: an AtomicU64 is 8 bytes aligned to 8, so each of its two
+        // halves is an aligned u32 that lives as long as `word`. The half
+        // is only handed to the kernel (futex compares and keys by it),
+        // never loaded or stored through from Rust.
+        unsafe { &*word.as_ptr().cast::<AtomicU32>().add(at) }
+    }
+
+    /// [`wait`] on the low 32 bits of a 64-bit word of shared memory:
+    /// sleep while they equal `expected`.
+    pub fn wait_low(
+        word: &AtomicU64,
+        expected: u32,
+        deadline: Option<TimeSpec>,
+    ) -> Result<(), Errno> {
+        wait_op(low_half(word), expected, deadline, libc::FUTEX_WAIT_BITSET)
+    }
+
+    /// Wake up to `n` sleepers in [`wait_low`] on `word`, of any process.
+    pub fn wake_low(word: &AtomicU64, n: u32) -> Result<usize, Errno> {
+        let n = n.min(i32::MAX as u32);
+        // SAFETY: as in wake_private, on a shared word (no private flag).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                low_half(word).as_ptr(),
+                libc::FUTEX_WAKE,
                 n,
             )
         };

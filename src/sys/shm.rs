@@ -369,13 +369,6 @@ impl Mapping {
         unsafe { string_copy(dst.as_mut_ptr(), self.ptr.as_ptr().add(off), dst.len()) };
     }
 
-    /// The address of a `T` at byte offset `off` (bounds and alignment
-    /// checked), for the C objects [`crate::sys::sem`] keeps in shared
-    /// memory (pthread mutexes).
-    pub(crate) fn ptr_at<T>(&self, off: usize) -> NonNull<T> {
-        NonNull::new(self.at::<T>(off)).expect("non-null inside a mapping")
-    }
-
     /// The address of a `sem_t` at byte offset `off` (bounds and alignment
     /// checked), for [`crate::sys::sem`].
     pub(crate) fn sem_addr(&self, off: usize) -> NonNull<libc::sem_t> {

@@ -179,7 +179,7 @@ fn help_documents_flags_and_output_lines() {
             "unlink",
             "at-most-once",
             "SIGKILL",
-            "robust mutexes",
+            "names its holder",
             "name=<NAME> capacity=<K> max_size=<B> qsize=<Q>",
             "flock -n",
             "65",
@@ -639,6 +639,21 @@ fn foreign_or_damaged_queue_files_are_refused_with_one_line() {
     bytes[16] ^= 0xff; // the capacity no longer matches the size
     std::fs::write(path(&hurt), &bytes).unwrap();
     cases.push((hurt, 65));
+    // A lock word that names no pid; a queue of the older format (robust
+    // pthread mutexes; bytes 12..16 are padding); one made in another pid
+    // namespace.
+    for (tag, at, value) in [
+        ("lockword", 64, u64::MAX),
+        ("format2", 8, 2),
+        ("pidns", 48, 1),
+    ] {
+        let n = check.name(tag);
+        assert_success(&q(&["create", &n, "-k", "4"]));
+        let mut bytes = queue_bytes(&n);
+        bytes[at..at + 8].copy_from_slice(&value.to_ne_bytes());
+        std::fs::write(path(&n), &bytes).unwrap();
+        cases.push((n, 65));
+    }
     if is_root() {
         for (tag, script) in [
             ("foreign-empty", ": > {p}"),
@@ -712,6 +727,37 @@ fn a_queue_truncated_under_a_consumer_fails_cleanly() {
     std::io::Read::read_to_string(&mut getter.child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("truncated"), "{err}");
     // What is left is empty: unlink removes it.
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
+fn a_lock_left_by_a_dead_holder_is_taken_over() {
+    // The put lock names a process that is gone (a pid that ended, as a
+    // producer SIGKILLed inside the lock leaves it), and the bytes after it
+    // are garbage (where a robust pthread mutex kept its list pointers): a
+    // put and a stat go through, and nothing else changes.
+    let mut check = ShmCheck::start();
+    let name = check.name("dead");
+    assert_success(&q(&["create", &name, "-k", "4", "--max-size", "8"]));
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = u64::from(gone.id());
+    gone.wait().unwrap();
+    let path = format!("/dev/shm/{}", &name[1..]);
+    let mut bytes = queue_bytes(&name);
+    bytes[64..72].copy_from_slice(&(pid | 1 << 31).to_ne_bytes());
+    bytes[72..128].fill(0xa5);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_success(&q(&["put", &name, "x", "--timeout", "5"]));
+    let out = q(&["stat", &name]);
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("name={name} capacity=4 max_size=8 qsize=1\n")
+    );
+    let after = queue_bytes(&name);
+    assert_eq!(&after[64..72], &[0; 8], "the lock was given back");
+    assert_eq!(&after[72..128], &bytes[72..128]);
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }

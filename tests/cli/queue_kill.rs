@@ -163,15 +163,23 @@ fn at(fun: &str, n: u32, when: &str) -> Env {
     ]
 }
 
+/// Kill at the `n`th lock (`fun` "lock") or unlock ("unlock") of the
+/// queue's lock words, `when` "before" or "after" it (or "stop" after it).
+fn locks(q: &Q, fun: &str, n: u32, when: &str) -> Env {
+    let mut env = at(fun, n, when);
+    env.push(("PKSHIM_FILE", q.file.clone()));
+    env
+}
+
 /// Kill when the page holding byte `off` of the queue's file is first
-/// touched (written with `ro`, touched at all with `none`) after the first
-/// lock is taken.
+/// touched (written with `ro`, touched at all with `none`) after the file
+/// is mapped: the put and get paths touch the ring and the counters only
+/// once they hold their lock, and then only to read until they write.
 fn page(q: &Q, off: usize, prot: &str) -> Env {
-    let mut env = at("lock", 1, "protect");
+    let mut env = at("page", 1, "protect");
     env.extend([
         ("PKSHIM_FILE", q.file.clone()),
         ("PKSHIM_OFF", (off / PAGE * PAGE).to_string()),
-        ("PKSHIM_LEN", PAGE.to_string()),
         ("PKSHIM_PROT", prot.to_string()),
     ]);
     env
@@ -203,12 +211,12 @@ fn a_producer_killed_at_every_step_puts_whole_or_nothing() {
     let steps: Vec<(&str, Step, bool)> = vec![
         (
             "before the lock",
-            Box::new(|_| at("lock", 1, "before")),
+            Box::new(|q| locks(q, "lock", 1, "before")),
             false,
         ),
         (
             "holding the lock",
-            Box::new(|_| at("lock", 1, "after")),
+            Box::new(|q| locks(q, "lock", 1, "after")),
             false,
         ),
         (
@@ -228,10 +236,14 @@ fn a_producer_killed_at_every_step_puts_whole_or_nothing() {
         ),
         (
             "after publishing, before unlock",
-            Box::new(|_| at("unlock", 1, "before")),
+            Box::new(|q| locks(q, "unlock", 1, "before")),
             true,
         ),
-        ("after unlock", Box::new(|_| at("unlock", 1, "after")), true),
+        (
+            "after unlock",
+            Box::new(|q| locks(q, "unlock", 1, "after")),
+            true,
+        ),
     ];
     for (what, env, put) in &steps {
         let q = Q::new(&mut check);
@@ -260,13 +272,13 @@ fn a_consumer_killed_at_every_step_takes_whole_or_nothing() {
     let steps: Vec<(&str, Step, bool, bool)> = vec![
         (
             "before the lock",
-            Box::new(|_| at("lock", 1, "before")),
+            Box::new(|q| locks(q, "lock", 1, "before")),
             false,
             false,
         ),
         (
             "holding the lock",
-            Box::new(|_| at("lock", 1, "after")),
+            Box::new(|q| locks(q, "lock", 1, "after")),
             false,
             false,
         ),
@@ -290,13 +302,13 @@ fn a_consumer_killed_at_every_step_takes_whole_or_nothing() {
         ),
         (
             "after taking, before unlock",
-            Box::new(|_| at("unlock", 1, "before")),
+            Box::new(|q| locks(q, "unlock", 1, "before")),
             true,
             false,
         ),
         (
             "after unlock",
-            Box::new(|_| at("unlock", 1, "after")),
+            Box::new(|q| locks(q, "unlock", 1, "after")),
             true,
             false,
         ),
@@ -677,7 +689,7 @@ fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
     let mut cmd = pk_std("queue");
     cmd.env("LD_PRELOAD", shim().unwrap())
         .args(["put", &q.name, "held"])
-        .envs(at("lock", 1, "stop"));
+        .envs(locks(&q, "lock", 1, "stop"));
     let mut holder = cmd.spawn().unwrap();
     let stat = format!("/proc/{}/stat", holder.id());
     let deadline = Instant::now() + TIMEOUT;
