@@ -450,6 +450,9 @@ impl Queue {
             let held = self.lock(PUT_LOCK, "queue put lock", deadline)?;
             let head = self.counter(HEAD).load(Ordering::Relaxed);
             let mut tail = self.seen_tail.load(Ordering::Relaxed);
+            // A stale tail only makes the queue look fuller (the real one
+            // is further on), so a view that shows room is a true one,
+            // unless it is some 2^32 messages old.
             if head.wrapping_sub(tail) >= self.capacity {
                 tail = self.counter(TAIL).load(Ordering::Acquire);
                 self.seen_tail.store(tail, Ordering::Relaxed);
@@ -560,8 +563,12 @@ impl Queue {
             let tail = self.counter(TAIL).load(Ordering::Relaxed);
             let mut head = self.seen_head.load(Ordering::Relaxed);
             // A stale view of head may even lie behind tail (other
-            // consumers moved on): anything but "ahead" is re-read.
-            if head.wrapping_sub(tail) as i32 <= 0 {
+            // consumers moved on), by any amount: only a head ahead by at
+            // most the capacity (as a true one always is) is trusted, the
+            // rest re-read. ("Ahead" alone, as a signed difference, took
+            // a head 2^31 messages old for 2^31 messages to take.)
+            let ahead = head.wrapping_sub(tail);
+            if ahead == 0 || ahead > self.capacity {
                 head = self.counter(HEAD).load(Ordering::Acquire);
                 self.seen_head.store(head, Ordering::Relaxed);
             }

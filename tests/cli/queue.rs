@@ -798,6 +798,41 @@ fn messages_cross_the_counters_wrap_whole_and_in_order() {
 }
 
 #[test]
+fn a_consumer_away_while_billions_of_messages_passed_takes_no_stale_one() {
+    // A get asleep on an empty queue, its view of the head from before
+    // others put and took 2^31 + 100 messages (here: the counters are set
+    // so). Its old head lies 2^31 - 100 "ahead" of the tail, modulo 2^32:
+    // it used to take that for messages, print the stale bytes of four
+    // slots and leave counters that made the queue unusable.
+    let mut check = ShmCheck::start();
+    let name = check.name("stale");
+    assert_success(&q(&["create", &name, "-k", "4", "--max-size", "16"]));
+    assert_success(&q(&["put", &name, "old-1", "old-2", "old-3"]));
+    assert_eq!(
+        stdout(&q(&["get", &name, "-n", "3"])),
+        "old-1\nold-2\nold-3\n"
+    );
+    let mut cmd = pk_std("queue");
+    cmd.args(["get", &name, "-n", "2", "--timeout", "20"]);
+    let mut getter = Running::start(cmd, false);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let moved = 3 + (1u32 << 31) + 100;
+    set_counters(&name, moved, moved);
+    // It wakes within a second, finds the queue still empty, sleeps on.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_success(&q(&["put", &name, "new-1", "new-2"]));
+    assert_eq!(getter.wait_for(|_| true), ["new-1"]);
+    assert_eq!(getter.wait_for(|_| true), ["new-2"]);
+    assert_eq!(getter.wait().code(), Some(0));
+    assert_eq!(
+        stdout(&q(&["stat", &name])),
+        format!("name={name} capacity=4 max_size=16 qsize=0\n")
+    );
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
 fn counters_that_do_not_add_up_are_refused_untouched() {
     let mut check = ShmCheck::start();
     let path = |n: &str| format!("/dev/shm/{}", &n[1..]);
