@@ -497,7 +497,14 @@ pub mod guard {
 
     extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
-        let addr = unsafe { (*info).si_addr() } as usize;
+        let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+        // Only a fault the kernel raised (BUS_ADRERR: a page past the end
+        // of the file) says the object shrank. A SIGBUS some process sent
+        // (kill, sigqueue: a code of 0 or less, an address it chose) is
+        // passed on, never taken for a truncation.
+        if code <= 0 || code >= libc::SI_KERNEL {
+            return chain(sig, info, ctx);
+        }
         let mut e = HEAD.load(Ordering::Acquire);
         while !e.is_null() {
             // SAFETY: entries are never freed.
@@ -505,24 +512,35 @@ pub mod guard {
             let start = entry.start.load(Ordering::Acquire);
             let len = entry.len.load(Ordering::Relaxed);
             if start != 0 && addr >= start && addr - start < len {
-                // SAFETY: [start, start+len) is a live mapping of ours
-                // (registered, not yet unregistered: the owner is touching
-                // it); replacing it with anonymous pages of the same size
-                // keeps every address valid, and nothing in this process
-                // holds a Rust reference to its bytes (only atomics).
-                let p = unsafe {
-                    libc::mmap(
-                        start as *mut libc::c_void,
-                        len,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                        -1,
-                        0,
-                    )
-                };
-                if p != libc::MAP_FAILED {
-                    entry.hit.store(true, Ordering::Release);
-                    return;
+                // The whole mapping, without reserving swap for it (a
+                // mapping larger than memory and swap is refused
+                // otherwise); if even that is refused, the faulting page
+                // alone (each later fault on the rest comes here again).
+                let page = addr & !4095;
+                for (at, n) in [(start, len), (page, 4096)] {
+                    // SAFETY: [at, at+n) lies inside [start, start+len), a
+                    // live mapping of ours (registered, not yet
+                    // unregistered: the owner is touching it); replacing it
+                    // with anonymous pages of the same size keeps every
+                    // address valid, and nothing in this process holds a
+                    // Rust reference to its bytes (only atomics).
+                    let p = unsafe {
+                        libc::mmap(
+                            at as *mut libc::c_void,
+                            n,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE
+                                | libc::MAP_ANONYMOUS
+                                | libc::MAP_FIXED
+                                | libc::MAP_NORESERVE,
+                            -1,
+                            0,
+                        )
+                    };
+                    if p != libc::MAP_FAILED {
+                        entry.hit.store(true, Ordering::Release);
+                        return;
+                    }
                 }
                 break;
             }
@@ -533,12 +551,17 @@ pub mod guard {
 
     /// Hand the signal to the action that was there before ours.
     fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
+        let sent = unsafe { (*info).si_code } <= 0;
         let Some(prev) = PREVIOUS.get() else {
-            return default(sig);
+            return default(sig, sent);
         };
         let h = prev.sa_sigaction;
+        if h == libc::SIG_IGN && sent {
+            return;
+        }
         if h == libc::SIG_DFL || h == libc::SIG_IGN {
-            return default(sig);
+            return default(sig, sent);
         }
         if prev.sa_flags & libc::SA_SIGINFO != 0 {
             // SAFETY: the previous handler was installed with SA_SIGINFO,
@@ -556,19 +579,41 @@ pub mod guard {
             let f = unsafe { std::mem::transmute::<usize, extern "C" fn(libc::c_int)>(h) };
             f(sig)
         }
+        // A handler that treats every SIGBUS as a fault (Rust's own, for
+        // stack overflows, does) puts the default action back and returns,
+        // counting on the instruction to fault again: a sent signal would
+        // vanish. Raised once more, it ends the process as it should.
+        if sent {
+            // SAFETY: sigaction only reads the current action into `now`
+            // (zeroed C data); raise is async-signal-safe.
+            unsafe {
+                let mut now: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut now) == 0
+                    && now.sa_sigaction == libc::SIG_DFL
+                {
+                    libc::raise(sig);
+                }
+            }
+        }
     }
 
     /// Put the default action back and return: the faulting instruction
     /// runs again and the kernel ends the process with SIGBUS, as it
-    /// would have without the guard.
-    fn default(sig: libc::c_int) {
+    /// would have without the guard. A signal another process `sent` has
+    /// no instruction to run again: it is raised once more, and ends the
+    /// process as soon as the handler returns.
+    fn default(sig: libc::c_int, sent: bool) {
         // SAFETY: installing SIG_DFL runs no code; the struct is zeroed C
-        // data.
+        // data; raise is async-signal-safe (the signal stays blocked until
+        // the handler returns).
         unsafe {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = libc::SIG_DFL;
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(sig, &act, std::ptr::null_mut());
+            if sent {
+                libc::raise(sig);
+            }
         }
     }
 }
@@ -700,6 +745,18 @@ mod tests {
         let again = Mapping::new_guarded(map_shared(&file).unwrap());
         assert!(!again.truncated());
         assert_eq!(again.read::<u64>(0), 0, "the object never saw the write");
+    }
+
+    #[test]
+    fn a_truncated_mapping_larger_than_memory_reads_zeroes_instead_of_dying() {
+        // A sparse object of 1 TiB (Python's SharedMemory makes them so):
+        // the zero pages that replace its mapping cannot be backed by
+        // memory and swap, and used to be refused (ENOMEM), which let the
+        // SIGBUS end the process.
+        let (file, m) = guarded(1 << 40);
+        file.set_len(4096).unwrap();
+        assert_eq!(m.read::<u64>(1 << 39), 0, "a SIGBUS, caught");
+        assert!(m.truncated());
     }
 
     #[test]

@@ -701,6 +701,58 @@ fn foreign_or_damaged_queue_files_are_refused_with_one_line() {
 }
 
 #[test]
+fn a_sigbus_sent_by_a_process_is_not_taken_for_a_truncation() {
+    // Another process sends SIGBUS with an address inside the queue's
+    // mapping (rt_sigqueueinfo lets it choose one): that is a signal, not
+    // a fault, and it ends the process as SIGBUS does. It used to be taken
+    // for a truncation: the mapping was cut off from the queue, and the
+    // queue, whole, was reported truncated (65).
+    let mut check = ShmCheck::start();
+    let name = check.name("spoof");
+    assert_success(&q(&["create", &name, "-k", "4", "--max-size", "8"]));
+    let mut cmd = pk_std("queue");
+    cmd.args(["get", &name, "--timeout", "20"]);
+    let mut getter = Running::start(cmd, false);
+    let pid = getter.child.id();
+    let file = format!("/dev/shm/{}", &name[1..]);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let start = loop {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        if let Some(l) = maps.lines().find(|l| l.ends_with(&file)) {
+            break usize::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "never mapped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // siginfo_t: signo, errno, code, then (at 16) the fault address.
+    let mut info = [0u64; 16];
+    info[0] = libc::SIGBUS as u64;
+    info[1] = (libc::SI_QUEUE as u32) as u64;
+    info[2] = start as u64;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigqueueinfo,
+            pid as libc::pid_t,
+            libc::SIGBUS,
+            info.as_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let st = getter.wait();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGBUS),
+        "{st:?}"
+    );
+    // The queue is whole.
+    assert_success(&q(&["put", &name, "x"]));
+    assert_eq!(stdout(&q(&["get", &name])), "x\n");
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
+
+#[test]
 fn a_queue_truncated_under_a_consumer_fails_cleanly() {
     let mut check = ShmCheck::start();
     let name = check.name("trunc");
