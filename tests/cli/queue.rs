@@ -730,6 +730,8 @@ fn a_sigbus_sent_by_a_process_is_not_taken_for_a_truncation() {
     info[0] = libc::SIGBUS as u64;
     info[1] = (libc::SI_QUEUE as u32) as u64;
     info[2] = start as u64;
+    // SAFETY: rt_sigqueueinfo reads the 128-byte siginfo_t at `info`,
+    // which lives on this stack for the call; it touches no other memory.
     let r = unsafe {
         libc::syscall(
             libc::SYS_rt_sigqueueinfo,
