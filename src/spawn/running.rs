@@ -236,8 +236,8 @@ impl Running {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let n = match poll(&mut fds, crate::process::poll_timeout(wait_until)) {
-                Ok(n) => n,
+            match poll(&mut fds, crate::process::poll_timeout(wait_until)) {
+                Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("poll", &self.name, e)),
             };
@@ -268,7 +268,14 @@ impl Running {
             if woken {
                 return Ok(Event::Woken);
             }
-            if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            // Checked whatever poll returned: pipes that always have data
+            // (a child writing faster than it is read) would otherwise keep
+            // the deadline from ever being seen. A child that has ended
+            // and closed its pipes meanwhile is reported as ended, above.
+            let done = self.child.status().is_some()
+                && self.input.is_none()
+                && self.outputs.iter().all(Option::is_none);
+            if !done && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Event::Deadline);
             }
         }

@@ -453,3 +453,43 @@ fn a_linger_too_long_for_the_clock_reads_on_instead_of_panicking() {
     assert_eq!(r.wait_event(Some(deadline), None).unwrap(), Event::Deadline);
     r.abandon_output();
 }
+
+#[test]
+fn a_deadline_that_has_passed_is_seen_while_output_is_waiting() {
+    // Pipes that always have data kept a passed deadline from being seen:
+    // it was checked only when poll found nothing (pk-spawn -c -t 0.2 fired
+    // after seconds behind a fast writer, or never while memory grew).
+    // Here the child fills a 1 MiB pipe (16 reads of 64 KiB) and waits;
+    // the deadline has passed when the wait starts, so it ends after one
+    // read, not after the pipe ran dry.
+    let script = "import fcntl, os, time\n\
+                  fcntl.fcntl(1, 1031, 1 << 20)\n\
+                  os.write(1, b'x' * (1 << 20))\n\
+                  open(os.environ['READY'], 'w').close()\n\
+                  time.sleep(30)\n";
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut r = Spawn::new(["python3", "-c", script])
+        .unwrap()
+        .env("READY", &ready)
+        .capture(true)
+        .start()
+        .unwrap();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the writer never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ev = r.wait_event(Some(std::time::Instant::now()), None).unwrap();
+    assert_eq!(ev, Event::Deadline);
+    let (out, _) = r.take_output();
+    assert!(
+        out.len() <= 64 * 1024,
+        "read {} bytes past the deadline",
+        out.len()
+    );
+    r.abandon_output();
+}
