@@ -181,6 +181,10 @@ pub struct Queue {
     max_message: usize,
     stride: usize,
     name: Option<String>,
+    /// A named queue's file, for the size check of a waiter that wakes
+    /// from a slice (a truncation that spares the pages it touches raises
+    /// no SIGBUS for it to notice).
+    file: Option<std::fs::File>,
     // What this process last saw of the other side's counter: a lower
     // bound (the counters only grow), so deciding "full" or "empty" from it
     // is re-checked against the real counter before it counts.
@@ -239,7 +243,7 @@ impl Queue {
         let size = check_sizes(capacity, max_message)?;
         let map = anon_shared(size)?;
         init(&map, capacity, max_message, size)?;
-        Ok(Self::attach(map, None))
+        Ok(Self::attach(map, None, None))
     }
 
     /// Create the named queue `name` (`/jobs`) in `/dev/shm`, mode 0600,
@@ -251,11 +255,11 @@ impl Queue {
         object::create("", name, size as u64, |file| {
             let map = Mapping::new_guarded(map_shared_len(file, size).ctx("mmap", name)?);
             init(&map, capacity, max_message, size)?;
-            made = Some(map);
+            made = Some((map, file.try_clone().ctx("dup", name)?));
             Ok(())
         })?;
-        let map = made.expect("init ran");
-        Ok(Self::attach(map, Some(name)))
+        let (map, file) = made.expect("init ran");
+        Ok(Self::attach(map, Some(name), Some(file)))
     }
 
     /// Open the named queue `name`, or create it with `capacity` and
@@ -331,10 +335,10 @@ impl Queue {
                 "counters (put {head}, taken {tail}) that say it holds more than its capacity"
             )));
         }
-        Ok(Self::attach(map, Some(name)))
+        Ok(Self::attach(map, Some(name), Some(file)))
     }
 
-    fn attach(map: Mapping, name: Option<&str>) -> Queue {
+    fn attach(map: Mapping, name: Option<&str>, file: Option<std::fs::File>) -> Queue {
         let capacity = map.read::<u64>(CAPACITY) as u32;
         let max_message = map.read::<u64>(MAX_MESSAGE) as usize;
         Queue {
@@ -346,6 +350,7 @@ impl Queue {
             seen_head: AtomicU32::new(map.read::<u32>(HEAD)),
             map,
             name: name.map(str::to_string),
+            file,
         }
     }
 
@@ -383,6 +388,16 @@ impl Queue {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the named queue's file is now smaller than its mapping
+    /// (truncated by another process, perhaps sparing the pages this
+    /// process touches). One fstat(2): asked only where a wait wakes up.
+    fn shrunk(&self) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() < self.map.len() as u64)
     }
 
     fn counter(&self, off: usize) -> &AtomicU32 {
@@ -528,7 +543,14 @@ impl Queue {
         };
         match futex::wait(word, now, at) {
             Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(true),
-            // The slice is over: the caller checks the file and looks again.
+            // The slice is over: the caller checks the file and looks
+            // again. A truncation that left the pages a sleeper touches
+            // raised no SIGBUS: the file's size tells.
+            Err(Errno::ETIMEDOUT) if sliced && self.shrunk() => Err(Error::data(
+                "queue",
+                self.what(),
+                "its file was truncated by another process",
+            )),
             Err(Errno::ETIMEDOUT) if sliced => Ok(true),
             // One more look after the deadline: the caller's own check.
             Err(Errno::ETIMEDOUT) => Ok(word.load(Ordering::Acquire) != now),

@@ -816,6 +816,42 @@ fn a_lock_left_by_a_dead_holder_is_taken_over() {
     check.finish();
 }
 
+#[test]
+fn a_truncation_that_spares_the_sleepers_pages_is_found_too() {
+    // Cut to its first two pages (header and counters): a get asleep on
+    // the empty queue, and a put asleep on a full one, touch nothing else,
+    // so no SIGBUS tells them. They used to sleep on for ever; the file's
+    // size, looked at as each one-second slice ends, tells them now.
+    let mut check = ShmCheck::start();
+    for (tag, fill, args) in [("get", "", vec!["get"]), ("put", "1 2", vec!["put", "x"])] {
+        let name = check.name(tag);
+        assert_success(&q(&["create", &name, "-k", "2", "--max-size", "300"]));
+        if !fill.is_empty() {
+            assert_success(&q(&["put", &name, "1", "2"]));
+        }
+        let mut cmd = pk_std("queue");
+        cmd.arg(args[0])
+            .arg(&name)
+            .args(&args[1..])
+            .stderr(std::process::Stdio::piped());
+        let mut sleeper = Running::start(cmd, false);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", &name[1..]))
+            .unwrap()
+            .set_len(8192)
+            .unwrap();
+        let st = sleeper.wait();
+        assert_eq!(st.code(), Some(65), "{tag}: {st:?}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut sleeper.child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::remove_file(format!("/dev/shm/{}", &name[1..])).unwrap();
+    }
+    check.finish();
+}
+
 /// Store `head` and `tail` into a named queue's counters, as a queue that
 /// has moved that many messages would hold them.
 fn set_counters(name: &str, head: u32, tail: u32) {
