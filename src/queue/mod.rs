@@ -797,7 +797,7 @@ mod tests {
         let q = Queue::new(4, 8).unwrap();
         q.counter(HEAD).store(u32::MAX - 2, Ordering::Relaxed);
         q.counter(TAIL).store(u32::MAX - 2, Ordering::Relaxed);
-        let q = Queue::attach(q.map, None);
+        let q = Queue::attach(q.map, None, None);
         for i in 0..20u8 {
             q.put(&[i]).unwrap();
             q.put(&[i, i]).unwrap();
