@@ -818,7 +818,7 @@ mod tests {
             let start = u32::MAX - capacity as u32 / 2;
             q.counter(HEAD).store(start, Ordering::Relaxed);
             q.counter(TAIL).store(start, Ordering::Relaxed);
-            let q = Queue::attach(q.map, None);
+            let q = Queue::attach(q.map, None, None);
             for round in 0..3u32 {
                 for i in 0..capacity as u32 {
                     assert!(q.try_put(&(round * 10_000 + i).to_le_bytes()).unwrap());
