@@ -29,6 +29,8 @@
 //!   without hanging and without signalling anyone; and a `Child` whose pid
 //!   the kernel has reaped and handed to another process never signals
 //!   that process (tested in a pid namespace of its own, as root).
+//! - A forked copy of a running spawn refuses to wait (its pipe ends were
+//!   closed in the child; their numbers may name the child's own files).
 //! - A child forked while a spawn's pipes are open (held by this thread,
 //!   or by another thread in the middle of its run) keeps no copy of them,
 //!   so the spawn finishes while that unrelated child still sleeps.
@@ -78,6 +80,7 @@ fn main() {
     a_forked_copy_of_a_robust_semaphore_gives_back_nothing();
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
+    a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes();
     a_dropped_process_is_waited_for_not_killed();
     join_children_terminates_daemons_and_joins_the_rest();
     a_process_that_returns_ends_its_daemons_and_waits_for_the_rest();
@@ -804,6 +807,45 @@ fn a_fork_keeps_no_pipe_of_a_running_spawn() {
     assert_eq!(running.take_output().0, b"through cat\n");
     sleeper.kill().unwrap();
     sleeper.join(None).unwrap();
+}
+
+fn a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes() {
+    // The fork closed the child's copies of the spawn's pipe ends; the
+    // numbers go to the next files the child opens. A wait through the
+    // inherited Running used to feed the spawn's input into such a file.
+    let mut running = Spawn::new(["sleep", "2"])
+        .unwrap()
+        .input(b"SPAWN-INPUT".repeat(1000))
+        .capture(true)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    match process::fork().unwrap() {
+        Fork::Child => {
+            let files: Vec<std::fs::File> = (0..3)
+                .map(|i| std::fs::File::create(dir.path().join(format!("f{i}"))).unwrap())
+                .collect();
+            let refused = running
+                .wait_event(
+                    Some(std::time::Instant::now() + Duration::from_millis(300)),
+                    None,
+                )
+                .is_err();
+            let clean = (0..3).all(|i| {
+                std::fs::metadata(dir.path().join(format!("f{i}"))).is_ok_and(|m| m.len() == 0)
+            });
+            drop(files);
+            std::mem::forget(running);
+            process::_exit(if refused && clean { 0 } else { 1 });
+        }
+        Fork::Parent(pid) => {
+            let st = process::waitpid(pid).unwrap();
+            assert_eq!(st, Status::Exited(0), "the copy wrote or waited");
+        }
+    }
+    running.signal(Signal::SIGKILL).unwrap();
+    running.abandon_output();
+    let _ = running.wait();
 }
 
 fn a_fork_from_another_thread_keeps_no_pipe_of_its_spawn() {

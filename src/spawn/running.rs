@@ -168,6 +168,18 @@ impl Running {
         deadline: Option<Instant>,
         wake: Option<BorrowedFd<'_>>,
     ) -> Result<Event> {
+        // A copy inherited through a fork: the library closed its pipe
+        // ends in that child, and their numbers may name other files now.
+        let stale = self.input.as_ref().is_some_and(|(w, _, _)| !w.current())
+            || self.outputs.iter().flatten().any(|r| !r.current());
+        if stale {
+            return Err(Error::new(
+                crate::ErrorKind::Os,
+                "wait",
+                &self.name,
+                "its pipes belong to the process that started it, not to this forked copy",
+            ));
+        }
         let mut chunk = Vec::new();
         loop {
             let pipes_open = self.input.is_some() || self.outputs.iter().any(Option::is_some);

@@ -99,6 +99,15 @@ pub struct SpawnFd {
     epoch: u64,
 }
 
+impl SpawnFd {
+    /// Whether this is the process that opened it (not a forked child,
+    /// where the library has closed its copy of the descriptor and the
+    /// number may name another file by now).
+    pub fn current(&self) -> bool {
+        EPOCH.load(Ordering::Relaxed) == self.epoch
+    }
+}
+
 impl AsRawFd for SpawnFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd
@@ -110,7 +119,8 @@ impl AsFd for SpawnFd {
         // SAFETY: `fd` is open for as long as `self` lives: only our Drop
         // closes it (a forked child's copy is closed by ForkGate in that
         // child, whose copy of `self` then has a stale epoch and is never
-        // used for I/O by the library).
+        // used for I/O by the library: `Running::wait_event`, its one
+        // place of I/O, refuses to run on a copy that is not `current`).
         unsafe { BorrowedFd::borrow_raw(self.fd) }
     }
 }
