@@ -1,6 +1,6 @@
 //! The queue's two locks: a 64-bit word of the shared memory each, taken
 //! by compare-and-swap and slept on with futex(2), that names its holder
-//! (its pid and when that process started) so that a waiter can tell a
+//! (a thread id and when that thread started) so that a waiter can tell a
 //! dead holder from a slow one and take the lock over.
 //!
 //! A robust pthread mutex would have the kernel hand the lock on at the
@@ -11,19 +11,28 @@
 //! could make every queue user write where it chose. Here no code follows
 //! anything read from the shared memory: the word holds numbers only.
 //!
-//! The word: bits 0–30 the holder's pid (0 when free), bit 31 set while
+//! The word: bits 0–21 the holder's thread id (0 when free), bit 30 set
+//! when the holder's pid namespace is not the queue's, bit 31 set while
 //! someone may sleep on it (the unlock then wakes one), bits 32–63 the low
-//! 32 bits of the holder's start time (`/proc/PID/stat` field 22; 0 where
-//! /proc is missing). A waiter sleeps at most [`CHECK`] at a time; after
-//! each such sleep it looks at the holder: a pid that is gone, a zombie, or
-//! a pid now used by a process that started at another time (the pid was
-//! reused) is a dead holder, whose lock the waiter takes over by
-//! compare-and-swap ([`Locked::OwnerDied`]). A holder that is alive but
-//! stopped is waited for, up to the caller's deadline.
+//! 32 bits of the thread's start time (`/proc/TID/stat` field 22, less the
+//! time namespace's boottime offset; 0 where /proc does not show this
+//! process). A waiter sleeps at most [`CHECK`] at a time; after each such
+//! sleep it asks whether the holder has *certainly* died: its thread id
+//! names no thread (kill(2) says ESRCH), or a zombie, or a thread that
+//! started at another time (the id was reused). Anything it cannot tell
+//! (hidepid, no descriptor left, a /proc of another namespace, a holder of
+//! another pid namespace) counts as alive. A dead holder's lock is taken
+//! over by compare-and-swap ([`Locked::OwnerDied`]); a live one, even
+//! stopped, is waited for, up to the caller's deadline.
 //!
-//! Pids are those of the pid namespace the queue was made in: a queue
-//! refuses to be opened from another one (see the module's `open`).
+//! Left: a holder whose process is replaced by exec(2) from another thread
+//! while it holds the lock is still a live thread if it was the leader
+//! (the kernel gives the exec'ing thread the leader's id and start time):
+//! the lock is held until that program ends. The queue holds its locks
+//! only for a copy, so this needs an exec racing a put or get of the same
+//! process.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -34,10 +43,13 @@ use crate::sys::sem::futex;
 
 /// Set while a waiter may sleep on the word.
 const CONTENDED: u64 = 1 << 31;
-/// The holder's pid.
-const PID: u64 = CONTENDED - 1;
-/// The largest pid Linux hands out (PID_MAX_LIMIT on 64-bit).
-pub(super) const PID_MAX: u64 = 1 << 22;
+/// Set by a holder whose pid namespace is not the queue's: its thread id
+/// means nothing to the others, who never take its lock over.
+const FOREIGN: u64 = 1 << 30;
+/// The holder's thread id (Linux hands out ids below 2^22).
+const TID: u64 = (1 << 22) - 1;
+/// The bits between the thread id and the flags, always clear.
+const UNUSED: u64 = FOREIGN - 1 - TID;
 /// How long a waiter sleeps before it looks whether the holder lives.
 const CHECK: Duration = Duration::from_millis(20);
 /// How many times a lock spins on a held word before it sleeps.
@@ -52,43 +64,121 @@ pub(super) enum Locked {
     OwnerDied,
 }
 
-/// Whether `word` holds what a lock word may hold (a pid in range).
+/// Whether `word` holds what a lock word may hold.
 pub(super) fn plausible(word: u64) -> bool {
-    word & PID <= PID_MAX
+    word & UNUSED == 0
 }
 
-/// This process as a holder: its pid and start time, computed once per
-/// process (a forked child finds the cache wiped and computes its own).
-fn me() -> u64 {
+/// This thread as a lock holder, and what it needs to judge others.
+#[derive(Clone, Copy)]
+struct Me {
+    /// The process this was worked out in (a forked child's copy of the
+    /// thread's cache names its parent: worked out again).
+    pid: u32,
+    /// Thread id, and start time (normalised) in the high half.
+    word: u64,
+    /// The pid namespace (0: unknown).
+    pidns: u64,
+    /// Whether /proc shows this process's own pid namespace, so that
+    /// /proc/TID is the thread a word names.
+    own_proc: bool,
+    /// The boottime offset of this time namespace, in clock ticks: what
+    /// /proc adds to every start time this process reads.
+    boot_offset: u64,
+}
+
+thread_local! {
+    static ME: Cell<Option<Me>> = const { Cell::new(None) };
+}
+
+/// This process's pid, cached in a page every fork wipes (so a child,
+/// forked by any means, finds 0 and asks); getpid(2) where there is none.
+fn process_id() -> u32 {
     match crate::sys::proc::fork_wiped_word() {
-        Some(cache) => match cache.load(Ordering::Relaxed) {
+        Some(cache) => match cache.load(Ordering::Relaxed) as u32 {
             0 => {
-                let me = identify(std::process::id());
-                cache.store(me, Ordering::Relaxed);
-                me
+                let pid = std::process::id();
+                cache.store(u64::from(pid), Ordering::Relaxed);
+                pid
             }
-            me => me,
+            pid => pid,
         },
-        None => identify(std::process::id()),
+        None => std::process::id(),
     }
 }
 
-/// The word that names process `pid` as the holder.
-fn identify(pid: u32) -> u64 {
-    let start = proc_stat(pid).map_or(0, |s| s.start);
-    u64::from(pid) | (u64::from(start) << 32)
+/// Make sure the fork-wiped page exists before any lock is taken (its
+/// set-up is the one moment a fork from another thread could catch).
+pub(super) fn prepare() {
+    let _ = crate::sys::proc::fork_wiped_word();
 }
 
-/// What /proc/PID/stat says of a process.
+fn me() -> Me {
+    let pid = process_id();
+    ME.with(|c| match c.get() {
+        Some(me) if me.pid == pid => me,
+        _ => {
+            let me = identify(pid);
+            c.set(Some(me));
+            me
+        }
+    })
+}
+
+fn identify(pid: u32) -> Me {
+    use std::os::unix::fs::MetadataExt;
+    let tid = nix::unistd::gettid().as_raw() as u32;
+    let own_proc =
+        std::fs::read_link("/proc/self").is_ok_and(|l| l.as_os_str() == pid.to_string().as_str());
+    let boot_offset = if own_proc { boot_offset() } else { 0 };
+    let start = if own_proc {
+        proc_stat("thread-self").map_or(0, |s| s.start.wrapping_sub(boot_offset) as u32)
+    } else {
+        0
+    };
+    // The namespace link is the process's own even when /proc is the
+    // mount of an outer namespace (unshare --pid without --mount-proc).
+    let pidns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+    Me {
+        pid,
+        word: u64::from(tid) | (u64::from(start) << 32),
+        pidns,
+        own_proc,
+        boot_offset,
+    }
+}
+
+/// The boottime offset of this process's time namespace, in clock ticks
+/// (/proc/self/timens_offsets; 0 without time namespaces).
+fn boot_offset() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
+        return 0;
+    };
+    let tick: i64 = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |t| t.max(1));
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            (f.next()? == "boottime").then_some(())?;
+            let secs: i64 = f.next()?.parse().ok()?;
+            let nsecs: i64 = f.next()?.parse().ok()?;
+            Some(secs * tick + nsecs * tick / 1_000_000_000)
+        })
+        .map_or(0, |t| t as u64)
+}
+
+/// What /proc/ID/stat says of a process or thread.
 struct Stat {
     /// A zombie (`Z`) or dead (`X`, `x`).
     ended: bool,
-    /// Its start time, low 32 bits.
-    start: u32,
+    /// Its start time in clock ticks since boot, as this process sees it.
+    start: u64,
 }
 
-fn proc_stat(pid: u32) -> std::io::Result<Stat> {
-    let text = std::fs::read(format!("/proc/{pid}/stat"))?;
+fn proc_stat(id: &str) -> std::io::Result<Stat> {
+    let text = std::fs::read(format!("/proc/{id}/stat"))?;
     // The command name may hold anything, spaces and ')' included: the
     // fields start after the last ')'.
     let bad = || std::io::Error::from(std::io::ErrorKind::InvalidData);
@@ -103,33 +193,44 @@ fn proc_stat(pid: u32) -> std::io::Result<Stat> {
         .ok_or_else(bad)?;
     Ok(Stat {
         ended: matches!(state, "Z" | "X" | "x"),
-        start: start as u32,
+        start,
     })
 }
 
-/// Whether the holder `word` names is still alive.
-fn holder_alive(word: u64) -> bool {
-    let pid = (word & PID) as u32;
-    let start = (word >> 32) as u32;
-    match proc_stat(pid) {
-        Ok(s) if s.ended => {
-            // A zombie leader whose other threads still run is alive.
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("Threads:"))
-                    .and_then(|n| n.trim().parse::<u32>().ok())
-                    .is_some_and(|n| n > 1)
-            })
-        }
-        Ok(s) => start == 0 || s.start == start,
-        // No /proc here (or none of it readable): signal 0 says whether
-        // the pid exists at all.
-        Err(_) if std::fs::metadata("/proc/self/stat").is_err() => {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
-                != Err(Errno::ESRCH)
-        }
-        Err(_) => false,
+/// Whether the holder `word` names has certainly died: only a definite
+/// answer counts, anything this process cannot tell (another user's
+/// process behind hidepid, no descriptor left, a /proc of another
+/// namespace) is a live holder.
+fn holder_dead(word: u64, me: &Me) -> bool {
+    let tid = (word & TID) as i32;
+    if tid == 0 {
+        return true;
     }
+    // The thread id in this process's pid namespace: signal 0 says
+    // whether it exists at all (any thread's id, not only a leader's).
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(tid), None) {
+        Err(Errno::ESRCH) => return true,
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    if !me.own_proc {
+        return false;
+    }
+    let Ok(s) = proc_stat(&tid.to_string()) else {
+        return false;
+    };
+    if s.ended {
+        // A zombie leader whose other threads still run is alive.
+        let threads = std::fs::read_to_string(format!("/proc/{tid}/status")).map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+        return matches!(threads, Ok(Some(n)) if n <= 1);
+    }
+    // Another start time: the id was handed to a new thread.
+    let start = (word >> 32) as u32;
+    start != 0 && s.start.wrapping_sub(me.boot_offset) as u32 != start
 }
 
 fn now() -> TimeSpec {
@@ -137,19 +238,32 @@ fn now() -> TimeSpec {
         .expect("CLOCK_MONOTONIC is always there")
 }
 
-/// Take the lock `word`, waiting until `deadline` (CLOCK_MONOTONIC; for
-/// ever with `None`): ETIMEDOUT when it passed with the lock still held by
-/// a live process. A thread that takes a lock it already holds waits for
-/// ever (until its deadline): the queue never does.
-pub(super) fn lock(word: &AtomicU64, deadline: Option<TimeSpec>) -> Result<Locked, Errno> {
+/// A lock held: what [`unlock`] needs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Token(u64);
+
+/// Take the lock `word` of a queue made in pid namespace `pidns` (0:
+/// unknown), waiting until `deadline` (CLOCK_MONOTONIC; for ever with
+/// `None`): ETIMEDOUT when it passed with the lock still held by a live
+/// process. A thread that takes a lock it already holds waits for ever
+/// (until its deadline): the queue never does.
+pub(super) fn lock(
+    word: &AtomicU64,
+    pidns: u64,
+    deadline: Option<TimeSpec>,
+) -> Result<(Locked, Token), Errno> {
     let me = me();
+    // A process of another pid namespace can judge no holder, and no
+    // holder can judge it.
+    let foreign = pidns != 0 && me.pidns != 0 && pidns != me.pidns;
+    let mine = if foreign { me.word | FOREIGN } else { me.word };
     for _ in 0..SPINS {
         if word.load(Ordering::Relaxed) == 0
             && word
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            return Ok(Locked::Clean);
+            return Ok((Locked::Clean, Token(mine)));
         }
         std::hint::spin_loop();
     }
@@ -159,22 +273,24 @@ pub(super) fn lock(word: &AtomicU64, deadline: Option<TimeSpec>) -> Result<Locke
         if held == 0 {
             // Taken marked: others may sleep, and the unlock wakes them.
             if word
-                .compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, mine | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Ok(Locked::Clean);
+                return Ok((Locked::Clean, Token(mine | CONTENDED)));
             }
             continue;
         }
         let t = now();
         if check.is_none_or(|c| t >= c) {
             check = crate::sem::timespec_after(t, CHECK);
-            if !holder_alive(held)
+            if !foreign
+                && held & FOREIGN == 0
+                && holder_dead(held, &me)
                 && word
-                    .compare_exchange(held, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(held, mine | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return Ok(Locked::OwnerDied);
+                return Ok((Locked::OwnerDied, Token(mine | CONTENDED)));
             }
         }
         if deadline.is_some_and(|d| t >= d) {
@@ -198,9 +314,21 @@ pub(super) fn lock(word: &AtomicU64, deadline: Option<TimeSpec>) -> Result<Locke
     }
 }
 
-/// Give the lock `word` back (by its holder), waking one sleeper if any.
-pub(super) fn unlock(word: &AtomicU64) {
-    if word.swap(0, Ordering::Release) & CONTENDED != 0 {
+/// Give the lock `word` back, taken as `token`, waking one sleeper if
+/// any. A lock that no longer names this holder (another process judged
+/// it dead and took it over) is left alone.
+pub(super) fn unlock(word: &AtomicU64, token: Token) {
+    let mut held = word.load(Ordering::Relaxed);
+    loop {
+        if held & !CONTENDED != token.0 & !CONTENDED {
+            return;
+        }
+        match word.compare_exchange_weak(held, 0, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => held = now,
+        }
+    }
+    if held & CONTENDED != 0 {
         // Nothing to do about a failed wake: a sleeper looks again within
         // CHECK anyway.
         let _ = futex::wake_low(word, 1);
@@ -212,16 +340,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_process_is_alive_and_a_reused_or_gone_pid_is_not() {
+    fn this_thread_is_alive_and_a_reused_or_gone_id_is_dead() {
         let me = me();
-        assert_eq!(me & PID, u64::from(std::process::id()));
-        assert!(holder_alive(me));
-        if me >> 32 != 0 {
-            // The same pid, started at another time: a reused pid.
-            assert!(!holder_alive(me ^ (1 << 32)));
+        assert_eq!(me.word & TID, nix::unistd::gettid().as_raw() as u64);
+        assert!(!holder_dead(me.word, &me));
+        if me.word >> 32 != 0 {
+            // The same id, started at another time: a reused id.
+            assert!(holder_dead(me.word ^ (1 << 32), &me));
         }
-        // A pid above the limit names no process.
-        assert!(!holder_alive(PID_MAX + 1));
+        // Another thread of this process, alive, then gone.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(me_word()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let other = rx.recv().unwrap();
+        assert!(!holder_dead(other, &me));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !holder_dead(other, &me) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a joined thread lives on"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn me_word() -> u64 {
+        me().word
     }
 
     #[test]
@@ -234,34 +383,41 @@ mod tests {
             nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
         )
         .unwrap();
-        assert!(!holder_alive(identify(pid)));
+        assert!(holder_dead(u64::from(pid), &me()));
         child.wait().unwrap();
     }
 
     #[test]
-    fn a_dead_holders_lock_is_taken_over() {
+    fn a_dead_holders_lock_is_taken_over_and_a_live_ones_is_not() {
         let word = AtomicU64::new(0);
-        assert_eq!(lock(&word, None), Ok(Locked::Clean));
-        unlock(&word);
+        let (how, token) = lock(&word, 0, None).unwrap();
+        assert_eq!(how, Locked::Clean);
+        unlock(&word, token);
         assert_eq!(word.load(Ordering::Relaxed), 0);
-        // Held by a pid that names no process.
-        word.store(PID_MAX, Ordering::Relaxed);
-        assert_eq!(lock(&word, None), Ok(Locked::OwnerDied));
-        assert_eq!(
-            word.load(Ordering::Relaxed) & PID,
-            u64::from(std::process::id())
-        );
-        unlock(&word);
+        // Held by an id that names no thread (above the largest pid).
+        word.store(TID, Ordering::Relaxed);
+        let (how, token) = lock(&word, 0, None).unwrap();
+        assert_eq!(how, Locked::OwnerDied);
+        assert_eq!(word.load(Ordering::Relaxed) & TID, me().word & TID);
+        unlock(&word, token);
+        // Held by this very thread: waited for until the deadline.
+        let (_, token) = lock(&word, 0, None).unwrap();
+        let deadline = crate::sem::timespec_after(now(), Duration::from_millis(60));
+        assert_eq!(lock(&word, 0, deadline).unwrap_err(), Errno::ETIMEDOUT);
+        // The sleeper marked it: the unlock wakes whoever sleeps.
+        assert_ne!(word.load(Ordering::Relaxed) & CONTENDED, 0);
+        unlock(&word, token);
+        assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn a_live_holder_is_waited_for_until_the_deadline() {
-        let word = AtomicU64::new(0);
-        assert_eq!(lock(&word, None), Ok(Locked::Clean));
+    fn a_foreign_holder_is_never_judged_and_an_unlock_of_a_lock_taken_over_does_nothing() {
+        let word = AtomicU64::new(TID | FOREIGN);
         let deadline = crate::sem::timespec_after(now(), Duration::from_millis(60));
-        assert_eq!(lock(&word, deadline), Err(Errno::ETIMEDOUT));
-        // The sleeper marked it: the unlock wakes whoever sleeps.
-        assert_ne!(word.load(Ordering::Relaxed) & CONTENDED, 0);
-        unlock(&word);
+        assert_eq!(lock(&word, 0, deadline).unwrap_err(), Errno::ETIMEDOUT);
+        // A token of a holder whose lock another took over.
+        word.store(12345, Ordering::Relaxed);
+        unlock(&word, Token(777));
+        assert_eq!(word.load(Ordering::Relaxed), 12345);
     }
 }

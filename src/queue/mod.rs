@@ -181,6 +181,8 @@ pub struct Queue {
     max_message: usize,
     stride: usize,
     name: Option<String>,
+    /// The pid namespace it was made in (0: unknown), as its header says.
+    pidns: u64,
     /// A named queue's file, for the size check of a waiter that wakes
     /// from a slice (a truncation that spares the pages it touches raises
     /// no SIGBUS for it to notice).
@@ -341,6 +343,8 @@ impl Queue {
     fn attach(map: Mapping, name: Option<&str>, file: Option<std::fs::File>) -> Queue {
         let capacity = map.read::<u64>(CAPACITY) as u32;
         let max_message = map.read::<u64>(MAX_MESSAGE) as usize;
+        let pidns = map.read::<u64>(PIDNS);
+        lock::prepare();
         Queue {
             capacity,
             mask: (slots(capacity as usize) - 1) as u32,
@@ -350,6 +354,7 @@ impl Queue {
             seen_head: AtomicU32::new(map.read::<u32>(HEAD)),
             map,
             name: name.map(str::to_string),
+            pidns,
             file,
         }
     }
@@ -412,10 +417,10 @@ impl Queue {
     /// [`crate::ErrorKind::TimedOut`]. Without a deadline it waits for ever.
     fn lock(&self, off: usize, what: &str, deadline: Deadline) -> Result<Held<'_>> {
         let word = self.map.atomic::<AtomicU64>(off);
-        match lock::lock(word, deadline.for_lock()?) {
+        match lock::lock(word, self.pidns, deadline.for_lock()?) {
             // The last holder died holding it. Its one change to the state
             // (a counter store) is atomic, so there is nothing to undo.
-            Ok(Locked::Clean | Locked::OwnerDied) => Ok(Held(word)),
+            Ok((Locked::Clean | Locked::OwnerDied, token)) => Ok(Held(word, token)),
             Err(Errno::ETIMEDOUT) => Err(Error::new(
                 crate::ErrorKind::TimedOut,
                 "lock",
@@ -670,11 +675,11 @@ impl Queue {
 
 /// A lock of the queue, held: given back when dropped, on every path out
 /// of the code that holds it (an error, a panic).
-struct Held<'a>(&'a AtomicU64);
+struct Held<'a>(&'a AtomicU64, lock::Token);
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        lock::unlock(self.0);
+        lock::unlock(self.0, self.1);
     }
 }
 

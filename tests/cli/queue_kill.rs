@@ -721,3 +721,59 @@ fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
     q.unlink();
     check.finish();
 }
+
+#[test]
+fn a_stopped_holder_in_a_time_namespace_is_not_taken_for_dead() {
+    // /proc shows a start time shifted by the reader's boottime offset: a
+    // holder in a time namespace of its own, read from outside, seemed to
+    // have started at another time (its thread id reused), and its lock
+    // was taken over while it held it (two holders at once, messages
+    // lost). Start times are now compared without the offsets.
+    if no_shim() || !is_root() {
+        eprintln!("skipped: needs the shim and root (unshare -T)");
+        return;
+    }
+    let probe = std::process::Command::new("unshare")
+        .args(["-T", "--boottime", "100000", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: unshare -T does not work here");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let q = Q::new(&mut check);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-T", "--boottime", "100000"])
+        .arg(bin("pk-queue"))
+        .args(["put", &q.name, "held"])
+        .env("LD_PRELOAD", shim().unwrap())
+        .envs(locks(&q, "lock", 1, "stop"));
+    let mut holder = cmd.spawn().unwrap();
+    // unshare execs pk-queue in the same process.
+    let stat = format!("/proc/{}/stat", holder.id());
+    let deadline = Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit(") ")
+        .next()
+        .is_some_and(|s| s.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "the holder never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = pk("queue")
+        .args(["put", &q.name, "x", "--timeout", "0.3"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "queue", 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder.id() as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(q.drain(), ["held"]);
+    q.assert_whole();
+    q.unlink();
+    check.finish();
+}
