@@ -88,7 +88,8 @@ put and unlink print nothing. A full queue (put) or an empty one (get)
 that stays so past --timeout ends the command with exit 1 and prints
 nothing (one line on stderr with -v), as `flock -n` does; so does a lock
 that another process (a stopped one) holds past --timeout and at least
-1s, with one line on stderr that says so.
+1s, with one line on stderr that says so; `stat` waits 1s for such a lock,
+then ends the same way.
 
 Exit status: 0 when done (a demo ran and every item arrived exactly once);
 1 when the queue stayed full (put) or empty (get) past --timeout; 2 for a
@@ -293,7 +294,9 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 "name={name} capacity={} max_size={} qsize={}",
                 q.capacity(),
                 q.max_message(),
-                q.qsize()?
+                // A stopped lock holder ends stat after the lock grace,
+                // as it ends a put with --timeout 0.
+                q.qsize_until(crate::sem::Deadline::Now)?
             )?;
             Ok(exit::OK)
         }

@@ -650,10 +650,18 @@ impl Queue {
     /// read while holding both locks (always put lock first, so two callers
     /// cannot deadlock; no other path holds both).
     pub fn qsize(&self) -> Result<usize> {
+        self.qsize_until(Deadline::Never)
+    }
+
+    /// [`Queue::qsize`], giving up on a lock still held at `deadline` (and
+    /// never sooner than [`crate::sem::LOCK_GRACE`]): a holder that is
+    /// stopped (^Z, a debugger) ends it with [`crate::ErrorKind::TimedOut`]
+    /// instead of a wait for ever.
+    pub fn qsize_until(&self, deadline: Deadline) -> Result<usize> {
         self.intact()?;
         let n = {
-            let _put = self.lock(PUT_LOCK, "queue put lock", Deadline::Never)?;
-            let _get = self.lock(GET_LOCK, "queue get lock", Deadline::Never)?;
+            let _put = self.lock(PUT_LOCK, "queue put lock", deadline)?;
+            let _get = self.lock(GET_LOCK, "queue get lock", deadline)?;
             let head = self.counter(HEAD).load(Ordering::Relaxed);
             let tail = self.counter(TAIL).load(Ordering::Relaxed);
             head.wrapping_sub(tail) as usize

@@ -707,6 +707,8 @@ fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
         vec!["put", q.name.as_str(), "x", "--timeout", "0"],
         // Empty: a get goes to sleep under the put lock's flag.
         vec!["get", q.name.as_str(), "--timeout", "0.3"],
+        // stat takes both locks: it used to wait for ever.
+        vec!["stat", q.name.as_str()],
     ] {
         let out = pk("queue").args(&args).output().unwrap();
         assert_one_line_error(&out, "queue", 1);
