@@ -188,6 +188,16 @@ fn finish(name: &str, result: Result<u8>) -> ExitCode {
 }
 
 /// Print `name: msg` as one line on stderr, in one write.
+/// Stdin, to be read as input: EBADF when descriptor 0 was closed when
+/// the program started (`pk-x <&-`), as `cat <&-` fails. The Rust runtime
+/// puts /dev/null there, which would read as empty input instead.
+pub(crate) fn stdin_for_input() -> std::result::Result<std::io::Stdin, Error> {
+    if crate::sys::proc::stdin_closed_at_start() {
+        return Err(Error::sys("read", "stdin", nix::errno::Errno::EBADF));
+    }
+    Ok(std::io::stdin())
+}
+
 pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
     let line = format!("{name}: {msg}\n");
     let _ = write_all_fd(io::stderr().as_fd(), line.as_bytes());

@@ -414,7 +414,7 @@ fn put(p: Put) -> Result<u8> {
         if p.messages.len() > 1 {
             return Err(Error::invalid("MSG", "`-` reads stdin and comes alone").into());
         }
-        let stdin = std::io::stdin();
+        let stdin = crate::cmd::stdin_for_input()?;
         let mut input = stdin.lock();
         while let Some(msg) = next_message(&mut input, delim, q.max_message(), &p.name)? {
             if !put_one(&q, &msg, deadline()?, &p.name)? {

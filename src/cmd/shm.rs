@@ -371,7 +371,7 @@ const READ_PIECE: u64 = 1 << 20;
 
 fn read_stdin(room: u64, name: &str, offset: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    std::io::stdin()
+    crate::cmd::stdin_for_input()?
         .lock()
         .take(room.saturating_add(1))
         .read_to_end(&mut buf)

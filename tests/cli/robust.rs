@@ -686,3 +686,42 @@ fn pk_spawn_passes_a_commands_write_error_through() {
         );
     }
 }
+
+#[test]
+fn a_closed_stdin_is_an_error_where_stdin_is_input() {
+    // The Rust runtime puts /dev/null on a descriptor 0 that was closed at
+    // start, which read as empty input: `pk-queue put - <&-` put an empty
+    // message (the demo's stop sentinel). Now EBADF, as `cat <&-`.
+    let mut check = ShmCheck::start();
+    let q = check.name("stdin");
+    let s = check.name("stdin-seg");
+    assert_success(&pk("queue").args(["create", &q]).output().unwrap());
+    assert_success(
+        &pk("shm")
+            .args(["create", &s, "--size", "64"])
+            .output()
+            .unwrap(),
+    );
+    for (name, args) in [
+        ("queue", vec!["put", q.as_str(), "-"]),
+        ("queue", vec!["put", q.as_str(), "--lines"]),
+        ("shm", vec!["write", s.as_str()]),
+        ("pool", vec!["exec", "--", "echo"]),
+        ("manager", vec!["serve", "--authkey-file", "-"]),
+    ] {
+        let words: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = with_stdout(name, &words, "<&-");
+        assert_one_line_error(&out, name, 71);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("read(stdin): Bad file descriptor"),
+            "{name} {args:?}: {out:?}"
+        );
+    }
+    let stat = pk("queue").args(["stat", &q]).output().unwrap();
+    assert!(stdout(&stat).ends_with("qsize=0\n"), "{stat:?}");
+    let read = pk("shm").args(["read", &s, "--len", "4"]).output().unwrap();
+    assert_success(&read);
+    assert_success(&pk("queue").args(["unlink", &q]).output().unwrap());
+    assert_success(&pk("shm").args(["unlink", &s]).output().unwrap());
+    check.finish();
+}

@@ -97,7 +97,7 @@ fn key_from_stdin() -> Result<Key> {
     use std::io::Read;
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let fd = std::io::stdin()
+    let fd = crate::cmd::stdin_for_input()?
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Error::io("dup", "stdin", &e))?;

@@ -125,7 +125,7 @@ pub(super) fn put(a: PutArgs, _out: &mut Out) -> Result<u8> {
         .into()
     };
     if from_stdin {
-        for line in std::io::stdin().lock().split(b'\n') {
+        for line in crate::cmd::stdin_for_input()?.lock().split(b'\n') {
             let line = line.map_err(|e| Error::io("read", "stdin", &e))?;
             if !one(&mut c, &line)? {
                 return Err(full());

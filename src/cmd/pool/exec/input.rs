@@ -102,7 +102,7 @@ pub struct Source {
 impl Source {
     /// Our stdin (a duplicate, so that the commands' /dev/null is unaffected).
     pub fn stdin() -> Result<Source> {
-        let fd = std::io::stdin()
+        let fd = crate::cmd::stdin_for_input()?
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io("dup", "stdin", &e))?;
