@@ -1213,3 +1213,22 @@ fn after_a_timeout_an_escaped_holder_of_the_pipes_is_not_waited_for() {
         .unwrap();
     assert_eq!(stdout(&out), "stdout: early\nstdout: late\n");
 }
+
+#[test]
+fn a_slash_path_through_a_file_says_not_a_directory() {
+    // execvp gives execve's own error for a path with a slash; the search
+    // loop took ENOTDIR for "try the next candidate" and reported ENOENT.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "echo x\n").unwrap();
+    let out = pk("spawn")
+        .arg("-v")
+        .arg("--")
+        .arg(file.join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Not a directory"), "{err}");
+    assert!(err.contains("NotADirectoryError"), "{err}");
+}

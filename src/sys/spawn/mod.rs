@@ -491,22 +491,18 @@ fn child(plan: &mut ExecPlan) -> ! {
         }
         match e {
             Errno::EACCES => eacces = true,
-            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {}
+            // The next candidate; the last one's error stands if none is
+            // left (a path with a slash is the only candidate: its
+            // ENOTDIR is the answer, as execvp gives it).
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE | Errno::ENODEV | Errno::ETIMEDOUT => {
+                last = e;
+            }
             other => {
-                last = other;
-                break;
+                report(plan, STAGE_EXEC, other);
             }
         }
     }
-    report(
-        plan,
-        STAGE_EXEC,
-        if eacces && last == Errno::ENOENT {
-            Errno::EACCES
-        } else {
-            last
-        },
-    )
+    report(plan, STAGE_EXEC, if eacces { Errno::EACCES } else { last })
 }
 
 /// Tell the parent why the child could not exec, then `_exit(127)`. The
