@@ -29,6 +29,8 @@
 //!   without hanging and without signalling anyone; and a `Child` whose pid
 //!   the kernel has reaped and handed to another process never signals
 //!   that process (tested in a pid namespace of its own, as root).
+//! - A forked copy of a thread handle joins no thread of the child (glibc
+//!   recycles the finished thread's descriptor there).
 //! - A forked copy of a running spawn refuses to wait (its pipe ends were
 //!   closed in the child; their numbers may name the child's own files).
 //! - A child forked while a spawn's pipes are open (held by this thread,
@@ -81,6 +83,7 @@ fn main() {
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
     a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes();
+    a_forked_copy_of_a_thread_handle_joins_no_thread_of_the_child();
     a_dropped_process_is_waited_for_not_killed();
     join_children_terminates_daemons_and_joins_the_rest();
     a_process_that_returns_ends_its_daemons_and_waits_for_the_rest();
@@ -846,6 +849,40 @@ fn a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes() {
     running.signal(Signal::SIGKILL).unwrap();
     running.abandon_output();
     let _ = running.wait();
+}
+
+fn a_forked_copy_of_a_thread_handle_joins_no_thread_of_the_child() {
+    // T1 has finished but is not joined when the process forks. In the
+    // child glibc recycles T1's descriptor for the child's next thread,
+    // T2: the copy of T1's handle joined T2 (waiting for it, reaping it),
+    // and T2's own handle then joined a freed descriptor.
+    let t1 = posixkit::thread::spawn("T1", || 1).unwrap();
+    while t1.is_alive() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    match process::fork().unwrap() {
+        Fork::Child => {
+            let t2 = posixkit::thread::spawn("T2", || {
+                std::thread::sleep(Duration::from_millis(300));
+                2
+            })
+            .unwrap();
+            let refused = t1.join().is_err();
+            let t2_alive = t2.is_alive();
+            let t2_joined = t2.join().ok() == Some(2);
+            process::_exit(if refused && t2_alive && t2_joined {
+                0
+            } else {
+                1
+            });
+        }
+        Fork::Parent(pid) => {
+            let st = process::waitpid(pid).unwrap();
+            assert_eq!(st, Status::Exited(0), "the copy joined the child's thread");
+        }
+    }
+    assert_eq!(t1.join().unwrap(), 1);
 }
 
 fn a_fork_from_another_thread_keeps_no_pipe_of_its_spawn() {

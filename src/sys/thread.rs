@@ -28,6 +28,11 @@ pub struct RawThread {
     start: *mut Header,
     /// Frees `start` (the `Box<Start<F>>` it is), once nobody uses it.
     free: unsafe fn(*mut Header),
+    /// The process that started it. A forked child holds a copy of the
+    /// handle but not the thread: there glibc has recycled the thread's
+    /// descriptor (and stack) for the child's next thread, so the copy
+    /// must never reach pthread_join, _detach or _setname_np.
+    owner: u32,
 }
 
 // SAFETY: a RawThread is a pthread_t and a pointer to a block that only
@@ -102,6 +107,7 @@ pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> Result<RawThread, Errno> {
         id,
         start: start.cast(),
         free: free_start::<F>,
+        owner: std::process::id(),
     })
 }
 
@@ -143,6 +149,12 @@ impl RawThread {
     /// handle is dropped and so detaches the thread, which then frees its
     /// stack when it ends.
     pub fn join(self) -> Result<(), Errno> {
+        if !self.owned() {
+            // Not this process's thread: no such thread here. The copy
+            // is let go without a call on the descriptor.
+            std::mem::forget(self);
+            return Err(Errno::ESRCH);
+        }
         // SAFETY: `id` names a thread this handle started and has neither
         // joined nor detached (join takes the handle by value, and a
         // joined handle is forgotten, never dropped); a null result
@@ -211,6 +223,9 @@ impl RawThread {
     /// that has already ended is not renamed (glibc then names no task:
     /// ENOENT).
     pub fn set_os_name(&self, name: &[u8]) -> Result<(), Errno> {
+        if !self.owned() {
+            return Err(Errno::ESRCH);
+        }
         let mut buf = [0u8; 16];
         let name = name.split(|&b| b == 0).next().unwrap_or_default();
         let n = name.len().min(15);
@@ -226,6 +241,11 @@ impl RawThread {
         } else {
             Err(Errno::from_raw(rc))
         }
+    }
+
+    /// Whether this process started the thread (see [`RawThread::owner`]).
+    fn owned(&self) -> bool {
+        std::process::id() == self.owner
     }
 
     /// The thread's pthread_t, as a number: what [`current_id`] returns on
@@ -249,6 +269,10 @@ impl Drop for RawThread {
     /// An unjoined thread is detached: it runs on, and its resources are
     /// freed when it ends.
     fn drop(&mut self) {
+        if !self.owned() {
+            // A forked child's copy: the thread is not here (see `owner`).
+            return;
+        }
         // SAFETY: `id` names a thread this handle started, not joined (a
         // joined handle is forgotten) and not yet detached: Drop runs once.
         unsafe { libc::pthread_detach(self.id) };
