@@ -72,9 +72,9 @@ pub(super) fn plausible(word: u64) -> bool {
 /// This thread as a lock holder, and what it needs to judge others.
 #[derive(Clone, Copy)]
 struct Me {
-    /// The process this was worked out in (a forked child's copy of the
-    /// thread's cache names its parent: worked out again).
-    pid: u32,
+    /// The generation this was worked out in (a forked child's copy of
+    /// the thread's cache is of its parent's: worked out again).
+    generation: u64,
     /// Thread id, and start time (normalised) in the high half.
     word: u64,
     /// The pid namespace (0: unknown).
@@ -82,6 +82,9 @@ struct Me {
     /// Whether /proc shows this process's own pid namespace, so that
     /// /proc/TID is the thread a word names.
     own_proc: bool,
+    /// Whether start times read here can be normalised (the boottime
+    /// offset is known): only then is another start time a reused id.
+    judge_start: bool,
     /// The boottime offset of this time namespace, in clock ticks: what
     /// /proc adds to every start time this process reads.
     boot_offset: u64,
@@ -91,19 +94,30 @@ thread_local! {
     static ME: Cell<Option<Me>> = const { Cell::new(None) };
 }
 
-/// This process's pid, cached in a page every fork wipes (so a child,
-/// forked by any means, finds 0 and asks); getpid(2) where there is none.
-fn process_id() -> u32 {
+/// The generations of identities handed out in this process (and, copied,
+/// in its forked children, which each start a new one).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// This process's generation, kept in a page every fork wipes: a child,
+/// forked by any means, finds 0 and starts a new one, so no thread's cached
+/// identity (its copy is the forking thread's) outlives the fork, even when
+/// the child has its parent's pid (pid 1 of a new pid namespace). Where the
+/// kernel has no such page: the pid, with its pid namespace's inode.
+fn generation() -> u64 {
     match crate::sys::proc::fork_wiped_word() {
-        Some(cache) => match cache.load(Ordering::Relaxed) as u32 {
+        Some(cache) => match cache.load(Ordering::Relaxed) {
             0 => {
-                let pid = std::process::id();
-                cache.store(u64::from(pid), Ordering::Relaxed);
-                pid
+                let g = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+                cache.store(g, Ordering::Relaxed);
+                g
             }
-            pid => pid,
+            g => g,
         },
-        None => std::process::id(),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+            u64::from(std::process::id()) ^ ns.rotate_left(32)
+        }
     }
 }
 
@@ -114,59 +128,91 @@ pub(super) fn prepare() {
 }
 
 fn me() -> Me {
-    let pid = process_id();
+    let generation = generation();
     ME.with(|c| match c.get() {
-        Some(me) if me.pid == pid => me,
+        Some(me) if me.generation == generation => me,
         _ => {
-            let me = identify(pid);
-            c.set(Some(me));
+            let (me, complete) = identify(generation);
+            // An identity worked out without some of /proc (no descriptor
+            // left, say) is used once and worked out again next time.
+            if complete {
+                c.set(Some(me));
+            }
             me
         }
     })
 }
 
-fn identify(pid: u32) -> Me {
+/// This thread's identity, and whether every part of it could be read.
+fn identify(generation: u64) -> (Me, bool) {
     use std::os::unix::fs::MetadataExt;
     let tid = nix::unistd::gettid().as_raw() as u32;
+    let pid = std::process::id();
     let own_proc =
         std::fs::read_link("/proc/self").is_ok_and(|l| l.as_os_str() == pid.to_string().as_str());
-    let boot_offset = if own_proc { boot_offset() } else { 0 };
-    let start = if own_proc {
-        proc_stat("thread-self").map_or(0, |s| s.start.wrapping_sub(boot_offset) as u32)
-    } else {
-        0
+    let offset = if own_proc { boot_offset() } else { None };
+    let start = match offset {
+        Some(off) => proc_stat("thread-self")
+            .ok()
+            .and_then(|s| s.start.checked_sub(off))
+            .map(|s| s as u32),
+        None => None,
     };
     // The namespace link is the process's own even when /proc is the
     // mount of an outer namespace (unshare --pid without --mount-proc).
     let pidns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
-    Me {
-        pid,
-        word: u64::from(tid) | (u64::from(start) << 32),
+    let me = Me {
+        generation,
+        word: u64::from(tid) | (u64::from(start.unwrap_or(0)) << 32),
         pidns,
         own_proc,
-        boot_offset,
-    }
+        // Start times are compared only where this process's own can be
+        // read and normalised.
+        judge_start: start.is_some(),
+        boot_offset: offset.unwrap_or(0),
+    };
+    let complete = !own_proc || (start.is_some() && pidns != 0);
+    (me, complete)
 }
 
 /// The boottime offset of this process's time namespace, in clock ticks
-/// (/proc/self/timens_offsets; 0 without time namespaces).
-fn boot_offset() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
-        return 0;
+/// (/proc/self/timens_offsets; 0 without time namespaces); `None` when it
+/// cannot be told: unreadable, not a whole number of ticks, negative (a
+/// start time before it wraps), or a process that made a time namespace
+/// for its children (the file then shows theirs, not its own).
+fn boot_offset() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    if let (Some(own), Some(children)) = (
+        ino("/proc/self/ns/time"),
+        ino("/proc/self/ns/time_for_children"),
+    ) {
+        if own != children {
+            return None;
+        }
+    }
+    let text = match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(t) => t,
+        // No time namespaces in this kernel: no offset.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(0),
+        Err(_) => return None,
     };
     let tick: i64 = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .map_or(100, |t| t.max(1));
-    text.lines()
-        .find_map(|l| {
-            let mut f = l.split_ascii_whitespace();
-            (f.next()? == "boottime").then_some(())?;
-            let secs: i64 = f.next()?.parse().ok()?;
-            let nsecs: i64 = f.next()?.parse().ok()?;
-            Some(secs * tick + nsecs * tick / 1_000_000_000)
-        })
-        .map_or(0, |t| t as u64)
+    let (secs, nsecs) = text.lines().find_map(|l| {
+        let mut f = l.split_ascii_whitespace();
+        (f.next()? == "boottime").then_some(())?;
+        let secs: i64 = f.next()?.parse().ok()?;
+        let nsecs: i64 = f.next()?.parse().ok()?;
+        Some((secs, nsecs))
+    })?;
+    let ns_per_tick = 1_000_000_000 / tick;
+    if secs < 0 || nsecs % ns_per_tick != 0 {
+        return None;
+    }
+    u64::try_from(secs * tick + nsecs / ns_per_tick).ok()
 }
 
 /// What /proc/ID/stat says of a process or thread.
@@ -228,9 +274,19 @@ fn holder_dead(word: u64, me: &Me) -> bool {
         });
         return matches!(threads, Ok(Some(n)) if n <= 1);
     }
-    // Another start time: the id was handed to a new thread.
+    if !me.judge_start {
+        return false;
+    }
+    // Another start time: the id was handed to a new thread. Only a
+    // difference of two ticks or more counts (a holder's own reading and
+    // ours may round apart by one), and only a start time this process
+    // can normalise (see `identify`).
     let start = (word >> 32) as u32;
-    start != 0 && s.start.wrapping_sub(me.boot_offset) as u32 != start
+    let Some(seen) = s.start.checked_sub(me.boot_offset) else {
+        return false;
+    };
+    let diff = (seen as u32).wrapping_sub(start) as i32;
+    start != 0 && diff.unsigned_abs() >= 2
 }
 
 fn now() -> TimeSpec {
@@ -254,8 +310,9 @@ pub(super) fn lock(
 ) -> Result<(Locked, Token), Errno> {
     let me = me();
     // A process of another pid namespace can judge no holder, and no
-    // holder can judge it.
-    let foreign = pidns != 0 && me.pidns != 0 && pidns != me.pidns;
+    // holder can judge it; a namespace that cannot be told (no /proc on
+    // either side) counts as another.
+    let foreign = pidns == 0 || me.pidns == 0 || pidns != me.pidns;
     let mine = if foreign { me.word | FOREIGN } else { me.word };
     for _ in 0..SPINS {
         if word.load(Ordering::Relaxed) == 0
@@ -345,8 +402,10 @@ mod tests {
         assert_eq!(me.word & TID, nix::unistd::gettid().as_raw() as u64);
         assert!(!holder_dead(me.word, &me));
         if me.word >> 32 != 0 {
-            // The same id, started at another time: a reused id.
-            assert!(holder_dead(me.word ^ (1 << 32), &me));
+            // The same id, started two ticks apart: a reused id.
+            assert!(holder_dead(me.word ^ (1 << 33), &me));
+            // One tick apart is rounding, not another thread.
+            assert!(!holder_dead(me.word ^ (1 << 32), &me));
         }
         // Another thread of this process, alive, then gone.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -390,20 +449,23 @@ mod tests {
     #[test]
     fn a_dead_holders_lock_is_taken_over_and_a_live_ones_is_not() {
         let word = AtomicU64::new(0);
-        let (how, token) = lock(&word, 0, None).unwrap();
+        let (how, token) = lock(&word, me().pidns, None).unwrap();
         assert_eq!(how, Locked::Clean);
         unlock(&word, token);
         assert_eq!(word.load(Ordering::Relaxed), 0);
         // Held by an id that names no thread (above the largest pid).
         word.store(TID, Ordering::Relaxed);
-        let (how, token) = lock(&word, 0, None).unwrap();
+        let (how, token) = lock(&word, me().pidns, None).unwrap();
         assert_eq!(how, Locked::OwnerDied);
         assert_eq!(word.load(Ordering::Relaxed) & TID, me().word & TID);
         unlock(&word, token);
         // Held by this very thread: waited for until the deadline.
-        let (_, token) = lock(&word, 0, None).unwrap();
+        let (_, token) = lock(&word, me().pidns, None).unwrap();
         let deadline = crate::sem::timespec_after(now(), Duration::from_millis(60));
-        assert_eq!(lock(&word, 0, deadline).unwrap_err(), Errno::ETIMEDOUT);
+        assert_eq!(
+            lock(&word, me().pidns, deadline).unwrap_err(),
+            Errno::ETIMEDOUT
+        );
         // The sleeper marked it: the unlock wakes whoever sleeps.
         assert_ne!(word.load(Ordering::Relaxed) & CONTENDED, 0);
         unlock(&word, token);
@@ -414,7 +476,10 @@ mod tests {
     fn a_foreign_holder_is_never_judged_and_an_unlock_of_a_lock_taken_over_does_nothing() {
         let word = AtomicU64::new(TID | FOREIGN);
         let deadline = crate::sem::timespec_after(now(), Duration::from_millis(60));
-        assert_eq!(lock(&word, 0, deadline).unwrap_err(), Errno::ETIMEDOUT);
+        assert_eq!(
+            lock(&word, me().pidns, deadline).unwrap_err(),
+            Errno::ETIMEDOUT
+        );
         // A token of a holder whose lock another took over.
         word.store(12345, Ordering::Relaxed);
         unlock(&word, Token(777));

@@ -18,10 +18,14 @@
 //! ```
 //!
 //! - The two locks are words of the shared memory that name their holder
-//!   (pid and start time): a waiter that finds the holder dead (gone, a
-//!   zombie, or its pid reused) takes the lock over instead of waiting for
-//!   good (see `lock.rs`; no pointer is kept in the shared memory, so no
-//!   process that writes the file can make another write elsewhere).
+//!   (thread id and start time): a waiter that finds the holder certainly
+//!   dead (gone, a zombie, or its id reused) takes the lock over instead of
+//!   waiting for good (see `lock.rs`; no pointer is kept in the shared
+//!   memory, so no process that writes the file can make another write
+//!   elsewhere). Where death cannot be told — a holder or a waiter in
+//!   another pid namespace than the queue's, or without /proc — the lock
+//!   is waited for: a holder that dies there leaves it held, and the calls
+//!   with a timeout end with TimedOut.
 //! - All the state is two 32-bit counters, `head` (messages ever put) and
 //!   `tail` (messages ever taken), each changed by one atomic store under
 //!   its lock. Nothing else needs repair after a death: a producer killed

@@ -477,8 +477,14 @@ pub fn stderr_closed_at_start() -> bool {
 /// (`fork`, `_Fork`, a raw clone): a per-process cache that tells a fresh
 /// child without a getpid(2). `None` where the kernel lacks the advice.
 pub(crate) fn fork_wiped_word() -> Option<&'static std::sync::atomic::AtomicU64> {
-    static PAGE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let addr = (*PAGE.get_or_init(|| {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // 0: not made yet; 1: the kernel refused it; else the page's address.
+    // A plain word, not a OnceLock: a fork from another thread in the
+    // middle of the set-up copies no "being set up" state for the child
+    // to wait on for ever.
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let mut addr = PAGE.load(Ordering::Acquire);
+    if addr == 0 {
         // SAFETY: a new private anonymous mapping of one page, at an
         // address the kernel picks: it overlaps nothing of ours.
         let p = unsafe {
@@ -491,19 +497,31 @@ pub(crate) fn fork_wiped_word() -> Option<&'static std::sync::atomic::AtomicU64>
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        // SAFETY: `p` is the page just mapped, which nothing else uses;
-        // on failure it is unmapped before anything could refer to it.
-        unsafe {
-            if libc::madvise(p, 4096, libc::MADV_WIPEONFORK) != 0 {
-                libc::munmap(p, 4096);
-                return None;
+        let made = if p == libc::MAP_FAILED {
+            1
+        // SAFETY: `p` is the page just mapped, which nothing else uses.
+        } else if unsafe { libc::madvise(p, 4096, libc::MADV_WIPEONFORK) } != 0 {
+            // SAFETY: as above; nothing refers to it yet.
+            unsafe { libc::munmap(p, 4096) };
+            1
+        } else {
+            p as usize
+        };
+        addr = match PAGE.compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => made,
+            Err(other) => {
+                if made > 1 {
+                    // Another thread's page won; ours was never handed out.
+                    // SAFETY: `made` is the page this call mapped, unused.
+                    unsafe { libc::munmap(made as *mut libc::c_void, 4096) };
+                }
+                other
             }
-        }
-        Some(p as usize)
-    }))?;
+        };
+    }
+    if addr == 1 {
+        return None;
+    }
     // SAFETY: `addr` is page-aligned, mapped read-write and never unmapped
     // (it lives as long as the process), zero-filled when mapped and in
     // each forked child; any bit pattern is a valid AtomicU64, and this
