@@ -676,6 +676,22 @@ fn a_storm_of_random_sigkills_loses_duplicates_and_strands_nothing() {
     check.finish();
 }
 
+/// Wait until process `pid` is stopped (state T), as the shim's "stop"
+/// leaves it.
+fn wait_stopped(pid: u32) {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + TIMEOUT;
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit(") ")
+        .next()
+        .is_some_and(|s| s.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "the holder never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
     // A producer stopped (as ^Z stops it) right after it took the put
@@ -691,17 +707,7 @@ fn a_stopped_lock_holder_does_not_outlast_a_timeout() {
         .args(["put", &q.name, "held"])
         .envs(locks(&q, "lock", 1, "stop"));
     let mut holder = cmd.spawn().unwrap();
-    let stat = format!("/proc/{}/stat", holder.id());
-    let deadline = Instant::now() + TIMEOUT;
-    while !std::fs::read_to_string(&stat)
-        .unwrap()
-        .rsplit(") ")
-        .next()
-        .is_some_and(|s| s.starts_with('T'))
-    {
-        assert!(Instant::now() < deadline, "the holder never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_stopped(holder.id());
     for args in [
         vec!["put", q.name.as_str(), "x", "--timeout", "0.3"],
         vec!["put", q.name.as_str(), "x", "--timeout", "0"],
@@ -752,17 +758,7 @@ fn a_stopped_holder_in_a_time_namespace_is_not_taken_for_dead() {
         .envs(locks(&q, "lock", 1, "stop"));
     let mut holder = cmd.spawn().unwrap();
     // unshare execs pk-queue in the same process.
-    let stat = format!("/proc/{}/stat", holder.id());
-    let deadline = Instant::now() + TIMEOUT;
-    while !std::fs::read_to_string(&stat)
-        .unwrap()
-        .rsplit(") ")
-        .next()
-        .is_some_and(|s| s.starts_with('T'))
-    {
-        assert!(Instant::now() < deadline, "the holder never stopped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_stopped(holder.id());
     let out = pk("queue")
         .args(["put", &q.name, "x", "--timeout", "0.3"])
         .output()
