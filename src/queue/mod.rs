@@ -658,7 +658,7 @@ impl Queue {
     }
 
     /// [`Queue::qsize`], giving up on a lock still held at `deadline` (and
-    /// never sooner than [`crate::sem::LOCK_GRACE`]): a holder that is
+    /// never sooner than the lock grace, 1 s): a holder that is
     /// stopped (^Z, a debugger) ends it with [`crate::ErrorKind::TimedOut`]
     /// instead of a wait for ever.
     pub fn qsize_until(&self, deadline: Deadline) -> Result<usize> {

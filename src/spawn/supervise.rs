@@ -176,6 +176,14 @@ impl Supervisor {
                     if got.from_kernel && r.process_group().is_none() {
                         continue;
                     }
+                    if r.status().is_some() {
+                        // The program has ended; only its pipes, held by
+                        // something it left behind, were being read. There
+                        // is no one to pass the signal on to (its group id
+                        // may be free by now): it ends the reading.
+                        r.abandon_output();
+                        continue;
+                    }
                     self.relay(r, got.signal)?;
                     return Ok(Step::Relayed(got.signal));
                 }

@@ -1232,3 +1232,36 @@ fn a_slash_path_through_a_file_says_not_a_directory() {
     assert!(err.contains("Not a directory"), "{err}");
     assert!(err.contains("NotADirectoryError"), "{err}");
 }
+
+#[test]
+fn a_signal_after_the_command_ended_ends_the_reading_and_claims_no_relay() {
+    // The command has ended; a background child of it holds the pipes.
+    // A SIGTERM then has no one to go to: it used to print "passed
+    // SIGTERM on to process group N" though nothing was sent. Now it ends
+    // the reading at once, and pk-spawn exits with the command's status.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = bash(&format!(
+        "pk-spawn -v -c -- sh -c 'sleep 30 & echo x; touch {d}/ended' 2>{d}/err & p=$!; \
+         until [ -e {d}/ended ]; do sleep 0.05; done; sleep 0.3; \
+         s=$(date +%s); kill -TERM $p; wait $p; echo \"rc=$? in $(( $(date +%s) - s ))s\""
+    ))
+    .timeout(std::time::Duration::from_secs(60))
+    .output()
+    .unwrap();
+    let err = std::fs::read_to_string(dir.path().join("err")).unwrap();
+    let text = stdout(&out);
+    // The captured line comes first on stdout, then the shell's.
+    let rc = text
+        .lines()
+        .find(|l| l.starts_with("rc="))
+        .unwrap_or_default();
+    assert!(rc.starts_with("rc=0 in "), "{text}{err}");
+    let secs: u64 = rc["rc=0 in ".len()..]
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(secs < 10, "{err}");
+    assert!(!err.contains("passed SIGTERM"), "{err}");
+    assert!(err.contains("exit status 0"), "{err}");
+}
