@@ -76,7 +76,9 @@ command that reads the terminal unless given --foreground).
 Signals: TERM, INT, HUP and QUIT sent to pk-spawn are passed on the same
 way (and start the --kill-after clock); pk-spawn waits for the command and
 exits with its status. A terminal's ^C that already reached the command
-in its group is not sent twice.
+in its group is not sent twice. If pk-spawn itself dies (SIGKILL, the OOM
+killer), the command is sent SIGKILL (PR_SET_PDEATHSIG): nothing is left
+running untimed.
 
 A stdin, stdout or stderr that was closed when pk-spawn started (`<&-`,
 `>&-`, `2>&-`) is closed for the command too, as under timeout(1); it
@@ -249,7 +251,11 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
         .stdin_closed(crate::sys::proc::stdin_closed_at_start())
         .stdout_closed(crate::sys::proc::stdout_closed_at_start())
         .stderr_closed(crate::sys::proc::stderr_closed_at_start())
-        .process_group(own_group);
+        .process_group(own_group)
+        // A pk-spawn that dies (SIGKILL, the OOM killer) takes the
+        // command along: nothing would time it out any more, and it runs
+        // in a group of its own, which a kill of pk-spawn's group misses.
+        .die_with_parent(nix::sys::signal::Signal::SIGKILL);
     if args.clear_env {
         spawn = spawn.env_clear();
     }

@@ -1265,3 +1265,23 @@ fn a_signal_after_the_command_ended_ends_the_reading_and_claims_no_relay() {
     assert!(!err.contains("passed SIGTERM"), "{err}");
     assert!(err.contains("exit status 0"), "{err}");
 }
+
+#[test]
+fn a_sigkilled_pk_spawn_takes_its_command_along() {
+    // The command runs in a group of its own: a SIGKILL of pk-spawn (or of
+    // pk-spawn's group) used to leave it running, untimed, for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = bash(&format!(
+        "pk-spawn -t 600 -- sh -c 'echo $$ > {d}/pid; exec sleep 60' & p=$!; \
+         until [ -s {d}/pid ]; do sleep 0.05; done; c=$(cat {d}/pid); kill -KILL $p; \
+         for i in $(seq 200); do \
+           s=$(cut -d' ' -f3 /proc/$c/stat 2>/dev/null || echo gone); \
+           case $s in Z|X|gone) echo ended; exit 0;; esac; sleep 0.05; \
+         done; echo \"still $s\"; kill -KILL $c"
+    ))
+    .timeout(std::time::Duration::from_secs(60))
+    .output()
+    .unwrap();
+    assert_eq!(stdout(&out), "ended\n", "{out:?}");
+}
