@@ -929,7 +929,11 @@ fn strace_shows_only_safe_calls_and_handlers_reset_before_the_mask() {
                 "dup2",
                 "dup3",
                 "set_robust_list",
-                "gettid"
+                "gettid",
+                // pk-spawn's command dies with it: PR_SET_PDEATHSIG, then
+                // a check that the parent is still the one it was.
+                "prctl",
+                "getppid"
             ]
             .contains(call),
             "{call} between clone and exec: {names:?}"
