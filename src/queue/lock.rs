@@ -113,11 +113,7 @@ fn generation() -> u64 {
             }
             g => g,
         },
-        None => {
-            use std::os::unix::fs::MetadataExt;
-            let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
-            u64::from(std::process::id()) ^ ns.rotate_left(32)
-        }
+        None => u64::from(std::process::id()) ^ pid_namespace().rotate_left(32),
     }
 }
 
@@ -145,7 +141,6 @@ fn me() -> Me {
 
 /// This thread's identity, and whether every part of it could be read.
 fn identify(generation: u64) -> (Me, bool) {
-    use std::os::unix::fs::MetadataExt;
     let tid = nix::unistd::gettid().as_raw() as u32;
     let pid = std::process::id();
     let own_proc =
@@ -158,9 +153,7 @@ fn identify(generation: u64) -> (Me, bool) {
             .map(|s| s as u32),
         None => None,
     };
-    // The namespace link is the process's own even when /proc is the
-    // mount of an outer namespace (unshare --pid without --mount-proc).
-    let pidns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+    let pidns = pid_namespace();
     let me = Me {
         generation,
         word: u64::from(tid) | (u64::from(start.unwrap_or(0)) << 32),
@@ -173,6 +166,14 @@ fn identify(generation: u64) -> (Me, bool) {
     };
     let complete = !own_proc || (start.is_some() && pidns != 0);
     (me, complete)
+}
+
+/// This process's pid namespace (the inode of /proc/self/ns/pid); 0 where
+/// it cannot be told. The link is the process's own even when /proc is
+/// the mount of an outer namespace (unshare --pid without --mount-proc).
+pub(super) fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 /// The boottime offset of this process's time namespace, in clock ticks

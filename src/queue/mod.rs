@@ -234,7 +234,7 @@ fn init(map: &Mapping, capacity: usize, max_message: usize, size: usize) -> Resu
     map.write::<u64>(MAX_MESSAGE, max_message as u64);
     map.write::<u64>(STRIDE, stride(max_message) as u64);
     map.write::<u64>(SIZE, size as u64);
-    map.write::<u64>(PIDNS, pid_namespace());
+    map.write::<u64>(PIDNS, lock::pid_namespace());
     // The magic last: an object with a magic is a complete queue.
     map.atomic::<AtomicU64>(MAGIC)
         .store(u64::from_ne_bytes(MAGIC_BYTES), Ordering::Release);
@@ -321,7 +321,7 @@ impl Queue {
                 "a header (capacity {capacity}, max size {max}) that does not match its {size} bytes"
             )));
         };
-        let (made_in, here) = (map.read::<u64>(PIDNS), pid_namespace());
+        let (made_in, here) = (map.read::<u64>(PIDNS), lock::pid_namespace());
         if made_in != 0 && here != 0 && made_in != here {
             return Err(bad(
                 "made in another pid namespace: the holders of its locks cannot be checked from here"
@@ -390,13 +390,17 @@ impl Queue {
 
     fn intact(&self) -> Result<()> {
         if self.map.truncated() {
-            return Err(Error::data(
-                "queue",
-                self.what(),
-                "its file was truncated by another process",
-            ));
+            return Err(self.truncated_error());
         }
         Ok(())
+    }
+
+    fn truncated_error(&self) -> Error {
+        Error::data(
+            "queue",
+            self.what(),
+            "its file was truncated by another process",
+        )
     }
 
     /// Whether the named queue's file is now smaller than its mapping
@@ -555,11 +559,7 @@ impl Queue {
             // The slice is over: the caller checks the file and looks
             // again. A truncation that left the pages a sleeper touches
             // raised no SIGBUS: the file's size tells.
-            Err(Errno::ETIMEDOUT) if sliced && self.shrunk() => Err(Error::data(
-                "queue",
-                self.what(),
-                "its file was truncated by another process",
-            )),
+            Err(Errno::ETIMEDOUT) if sliced && self.shrunk() => Err(self.truncated_error()),
             Err(Errno::ETIMEDOUT) if sliced => Ok(true),
             // One more look after the deadline: the caller's own check.
             Err(Errno::ETIMEDOUT) => Ok(word.load(Ordering::Acquire) != now),
@@ -693,13 +693,6 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         lock::unlock(self.0, self.1);
     }
-}
-
-/// This process's pid namespace (the inode of /proc/self/ns/pid); 0 where
-/// it cannot be told.
-fn pid_namespace() -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 /// The counters of a queue that says it holds more than `capacity`

@@ -182,7 +182,7 @@ impl Running {
         }
         let mut chunk = Vec::new();
         loop {
-            let pipes_open = self.input.is_some() || self.outputs.iter().any(Option::is_some);
+            let pipes_open = self.pipes_open();
             if let Some(status) = self.child.status() {
                 if !pipes_open {
                     return Ok(Event::Exited(status));
@@ -284,13 +284,16 @@ impl Running {
             // (a child writing faster than it is read) would otherwise keep
             // the deadline from ever being seen. A child that has ended
             // and closed its pipes meanwhile is reported as ended, above.
-            let done = self.child.status().is_some()
-                && self.input.is_none()
-                && self.outputs.iter().all(Option::is_none);
+            let done = self.child.status().is_some() && !self.pipes_open();
             if !done && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Event::Deadline);
             }
         }
+    }
+
+    /// Whether a pipe to or from the child is still open here.
+    fn pipes_open(&self) -> bool {
+        self.input.is_some() || self.outputs.iter().any(Option::is_some)
     }
 
     /// Once the child has been reaped, read its pipes for at most `grace`

@@ -128,7 +128,7 @@ impl AsFd for SpawnFd {
 impl Drop for SpawnFd {
     fn drop(&mut self) {
         let _gate = Gate::lock();
-        if EPOCH.load(Ordering::Relaxed) == self.epoch {
+        if self.current() {
             LIVE.fetch_sub(1, Ordering::Relaxed);
             forget(self.fd);
             // SAFETY: we own `fd` (see AsFd) and close it once; EINTR on
