@@ -56,7 +56,7 @@ pub enum ErrorKind {
     /// A value given to the call can never work: a bad name, a size out of
     /// range, an unknown task (EINVAL from our own checks).
     InvalidInput,
-    /// A program to run was not found (exec ENOENT/ENOTDIR).
+    /// A program to run was not found (exec ENOENT).
     CommandNotFound,
     /// A program to run exists but could not be executed (exec EACCES,
     /// ENOEXEC …).

@@ -73,10 +73,14 @@ it can use the terminal, and signals go to the command alone: processes it
 started are then not signalled (timeout(1) signals its group, and stops a
 command that reads the terminal unless given --foreground).
 
-Signals: TERM, INT, HUP and QUIT sent to pk-spawn are passed on the same
-way (and start the --kill-after clock); pk-spawn waits for the command and
-exits with its status. A terminal's ^C that already reached the command
-in its group is not sent twice. If pk-spawn itself dies (SIGKILL, the OOM
+Signals: TERM, INT, HUP, QUIT, ALRM and the --signal one sent to
+pk-spawn are passed on the same way (and start the --kill-after clock);
+pk-spawn waits for the command and exits with its status. With
+--timeout, SIGALRM instead means \"the time is up now\", as for
+timeout(1): the timeout's signal goes out at once (or the SIGKILL, once
+the --kill-after clock runs). A terminal's ^C that already reached the
+command in its group is not sent twice; a terminal's hang-up that reached
+pk-spawn as session leader went to it alone, and is passed on. If pk-spawn itself dies (SIGKILL, the OOM
 killer), the command is sent SIGKILL (PR_SET_PDEATHSIG): nothing is left
 running untimed.
 
@@ -105,8 +109,12 @@ but cannot be executed (with one line: pk-spawn: execvp(CMD): <reason>);
 2 for a bad flag or a missing CMD; 66 when --input-file or --cwd does
 not exist or is not what it must be (--input-file a directory, --cwd not
 a directory), 77 when it cannot be read or entered; 71 when a system
-call (pipe2, clone, poll, read) failed. Unlike timeout(1), pk-spawn exits
-with 128+N rather than killing itself with signal N: `$?` is the same.
+call (pipe2, clone, poll, read) failed. When the command was killed by
+signal N and not by the timeout, pk-spawn then kills itself with signal N
+(core dumps off), as timeout(1) does: `$?` is 128+N all the same, and a
+shell that got the same ^C stops its loop or script, as it would after
+the command itself (an exit status of 130 would read as \"the command
+handled the ^C\").
 
 Examples:
   pk-spawn -- ls -l /tmp                          # subprocess.call
@@ -289,8 +297,20 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     }
 
     // Block the relayed signals before the command exists, so none is
-    // lost (or kills us) between the start and the first wait.
-    let mut relay = SignalRelay::new(&RELAYED)?;
+    // lost (or kills us) between the start and the first wait. As for
+    // timeout(1), SIGALRM means "the time is up now", and the --signal
+    // one is passed on too.
+    let mut relayed = RELAYED.to_vec();
+    relayed.push(Signal::SIGALRM);
+    if let Some(sig) = timeout.map(|t| t.sent()) {
+        if crate::process::default_action_terminates(sig)
+            && sig != Signal::SIGKILL
+            && !relayed.contains(&sig)
+        {
+            relayed.push(sig);
+        }
+    }
+    let mut relay = SignalRelay::new(&relayed)?;
     let mut supervisor = Supervisor::new(timeout);
     let say = |line: std::fmt::Arguments<'_>| {
         if verbose {
@@ -359,7 +379,35 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     say(format_args!(
         "exit status {code}: child {pid} {status} (Python: {python})"
     ));
+    if let Some(n) = status.signal() {
+        if !supervisor.timed_out() && !supervisor.killed() {
+            // Returns only for a signal that cannot end us: then 128+N.
+            end_as_signalled(n);
+        }
+    }
     Ok(code)
+}
+
+/// End pk-spawn by signal `n`, the signal that killed the command, as
+/// timeout(1) does: `$?` reads 128+N either way, but a shell that got
+/// the same ^C while waiting stops its loop or script only when its child
+/// died of SIGINT (an exit status of 130 reads as "the command handled
+/// it", and the loop goes on). Core dumps are turned off first: the core
+/// was the command's to dump. Returns when the signal cannot end the
+/// process (a real-time signal, one whose default is to ignore).
+fn end_as_signalled(n: i32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok(sig) = Signal::try_from(n) else {
+        return;
+    };
+    if !crate::process::default_action_terminates(sig) {
+        return;
+    }
+    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
+    if setrlimit(Resource::RLIMIT_CORE, 0, hard).is_err() {
+        return;
+    }
+    let _ = crate::process::die_of(sig);
 }
 
 /// For a command that could not be started: what happened, and the
@@ -368,10 +416,10 @@ fn python_exception(e: &Error) -> Option<(&'static str, &'static str)> {
     use crate::ErrorKind;
     use nix::errno::Errno;
     match (e.kind(), e.errno()) {
-        (ErrorKind::CommandNotFound, Some(Errno::ENOTDIR)) => {
-            Some(("not found", "NotADirectoryError"))
-        }
         (ErrorKind::CommandNotFound, _) => Some(("not found", "FileNotFoundError")),
+        (ErrorKind::CommandNotExecutable, Some(Errno::ENOTDIR)) => {
+            Some(("not executable", "NotADirectoryError"))
+        }
         (ErrorKind::CommandNotExecutable, Some(Errno::EACCES | Errno::EPERM)) => {
             Some(("not executable", "PermissionError"))
         }

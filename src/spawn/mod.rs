@@ -135,13 +135,14 @@ pub struct Output {
     pub killed: bool,
 }
 
-/// The kind of an exec that failed with `errno`, as a shell tells them
-/// apart: [`ErrorKind::CommandNotFound`] when the program is not there (the
-/// shell's 127), [`ErrorKind::CommandNotExecutable`] when it is but cannot
-/// run (126).
+/// The kind of an exec that failed with `errno`, as timeout(1), env(1)
+/// and xargs tell them apart: [`ErrorKind::CommandNotFound`] when the
+/// program is not there, ENOENT (their 127), and
+/// [`ErrorKind::CommandNotExecutable`] for every other error (126),
+/// ENOTDIR (`./file/x`) among them, as bash gives it too.
 pub fn exec_failure_kind(errno: Errno) -> ErrorKind {
     match errno {
-        Errno::ENOENT | Errno::ENOTDIR => ErrorKind::CommandNotFound,
+        Errno::ENOENT => ErrorKind::CommandNotFound,
         _ => ErrorKind::CommandNotExecutable,
     }
 }

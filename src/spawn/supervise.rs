@@ -164,6 +164,12 @@ impl Supervisor {
     ///
     /// A signal the terminal sent to its whole foreground group is not
     /// passed on to a program that shares our process group: it has had it.
+    /// A hang-up the kernel sent to us as session leader is passed on: it
+    /// went to the leader alone. With a timeout, a SIGALRM that reaches
+    /// the relay means "the time is up now", as for timeout(1): the
+    /// kill-after SIGKILL if its clock runs, else the timeout's signal
+    /// ([`Step::Killed`] or [`Step::TimedOut`]); without one it is passed
+    /// on like any other.
     /// When the program has ended but a pipe it shared is still open past a
     /// deadline, the output is abandoned and the step returns `Exited`;
     /// once a signal was sent to it (the timeout's, SIGKILL, one passed
@@ -173,7 +179,7 @@ impl Supervisor {
         loop {
             if let Some(relay) = relay.as_deref_mut() {
                 while let Some(got) = relay.take()? {
-                    if got.from_kernel && r.process_group().is_none() {
+                    if got.from_kernel && r.process_group().is_none() && !to_us_alone(got.signal) {
                         continue;
                     }
                     if r.status().is_some() {
@@ -183,6 +189,9 @@ impl Supervisor {
                         // may be free by now): it ends the reading.
                         r.abandon_output();
                         continue;
+                    }
+                    if got.signal == Signal::SIGALRM && self.timeout.is_some() {
+                        return self.time_is_up(r);
                     }
                     self.relay(r, got.signal)?;
                     return Ok(Step::Relayed(got.signal));
@@ -221,6 +230,25 @@ impl Supervisor {
         }
     }
 
+    /// A SIGALRM that reached the relay, with a timeout: timeout(1)'s
+    /// "the time is up now". The next step comes at once: SIGKILL when
+    /// the kill-after clock runs, else the timeout's signal (again, if it
+    /// was sent already).
+    fn time_is_up(&mut self, r: &mut Running) -> Result<Step> {
+        if self.kill_at.is_some() {
+            self.kill_at = None;
+            r.signal(Signal::SIGKILL)?;
+            r.linger_after_exit(AFTER_SIGNAL_GRACE);
+            self.killed = true;
+            return Ok(Step::Killed);
+        }
+        let sig = self.timeout.map_or(Signal::SIGTERM, |t| t.signal);
+        self.signal_at = None;
+        self.timed_out = true;
+        self.send(r, sig)?;
+        Ok(Step::TimedOut(sig))
+    }
+
     /// Pass `sig` on to the program as a wrapper does (then SIGCONT, and the
     /// kill-after clock starts if the timeout has one and it is not running
     /// yet). For callers with a signal source of their own;
@@ -248,6 +276,14 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Whether the kernel sends `sig` to this process alone rather than to
+/// its whole process group: a terminal's hang-up goes to the session
+/// leader only (its foreground group hears of it when the leader exits),
+/// so a program that shares our group has not had it.
+fn to_us_alone(sig: Signal) -> bool {
+    sig == Signal::SIGHUP && nix::unistd::getsid(None).is_ok_and(|s| s == nix::unistd::getpid())
 }
 
 /// A signal that reached a [`SignalRelay`].

@@ -24,7 +24,7 @@ fn exec_failures_are_not_found_or_not_executable() {
     assert_eq!(exec_failure_kind(Errno::ENOENT), ErrorKind::CommandNotFound);
     assert_eq!(
         exec_failure_kind(Errno::ENOTDIR),
-        ErrorKind::CommandNotFound
+        ErrorKind::CommandNotExecutable
     );
     assert_eq!(
         exec_failure_kind(Errno::EACCES),

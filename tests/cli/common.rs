@@ -57,7 +57,7 @@ pub fn pk_std(name: &str) -> std::process::Command {
 
 /// The environment variable that marks every process a test starts, and
 /// everything those processes fork or exec, with a tag of that test.
-const TAG: &str = "PK_TEST_TAG";
+pub const TAG: &str = "PK_TEST_TAG";
 
 thread_local! {
     /// The tags of the commands started by the test running on this thread
@@ -101,16 +101,21 @@ fn started_by_this_test(pid: i32) -> bool {
     })
 }
 
+/// PATH with the directory of the built binaries first.
+pub fn path_with_binaries() -> String {
+    let dir = bin("pk-fork").parent().expect("binary dir").to_path_buf();
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// A bash command with the built binaries first on PATH, as a user's script
 /// would run them.
 pub fn bash(script: &str) -> Command {
     become_subreaper();
-    let dir = bin("pk-fork").parent().expect("binary dir").to_path_buf();
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_binaries();
     let mut std_cmd = std::process::Command::new("bash");
     std_cmd
         .arg("-c")

@@ -285,11 +285,11 @@ fn exit_statuses_follow_xargs() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain");
     std::fs::write(&plain, "not a program").unwrap();
-    sh(&format!("echo x | xargs {}", plain.display()), 126);
-    sh(
-        &format!("echo x | pk-pool exec -- {}", plain.display()),
-        126,
-    );
+    // A path through a plain file (ENOTDIR) is there but cannot run: 126.
+    for cmd in [plain.clone(), plain.join("x")] {
+        sh(&format!("echo x | xargs {}", cmd.display()), 126);
+        sh(&format!("echo x | pk-pool exec -- {}", cmd.display()), 126);
+    }
     // One line per failed job, and the summary.
     let out = exec(&["-j", "1", "--", "sh", "-c", "exit $0"], "0\n5\n3\n");
     assert_eq!(out.status.code(), Some(123));

@@ -96,7 +96,9 @@ fn a_signal_is_128_plus_n() {
         .args(["-v", "--", "sh", "-c", "kill -KILL $$"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(137));
+    // pk-spawn dies of the same signal, as timeout(1) does: `$?` is 137.
+    assert_eq!(shell_code(out.status), 137);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
     assert!(out.stdout.is_empty());
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -114,7 +116,7 @@ fn signal_dispositions_are_what_env_gives_but_sigpipe() {
         .args(["--", "sh", "-c", "kill -PIPE $$; exit 9"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE));
     // Another ignored signal stays ignored (nohup), the mask is empty: the
     // same as env(1), which changes neither, started by the same shell.
     let out = bash(
@@ -443,7 +445,7 @@ fn help_documents_flags_output_and_statuses() {
             "126",
             "128+N",
             "SIGPIPE",
-            "TERM, INT, HUP and QUIT",
+            "TERM, INT, HUP, QUIT, ALRM and the --signal one",
         ],
     );
 }
@@ -655,8 +657,8 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
         assert_eq!(results[1], results[0], "{name}");
         assert_eq!(results[1], (vec![format!("got {name}")], 5), "{name}");
     }
-    // A command that does not handle it dies of it; pk-spawn exits 128+N
-    // (timeout(1) kills itself with the signal: the same `$?`).
+    // A command that does not handle it dies of it, and so does the
+    // wrapper, with the same signal: `$?` is 128+N.
     let mut results = Vec::new();
     for wrapper in ["timeout", "pk-spawn"] {
         let mut cmd = if wrapper == "timeout" {
@@ -675,10 +677,82 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
         let mut r = Running::start(cmd, true);
         r.wait_for(|l| l == "ready");
         r.signal(Signal::SIGHUP);
-        results.push(shell_code(r.wait()));
+        results.push(r.wait().signal());
         assert_only_shell_notes(&mut r, wrapper);
     }
-    assert_eq!(results, [129, 129]);
+    assert_eq!(results, [Some(libc::SIGHUP); 2]);
+}
+
+/// Run `script` under bash in a session of its own, with `wrapper` in
+/// place of `$W`, until the wrapped command has written `up` to `$M`;
+/// then send SIGINT to bash's whole process group, as a terminal's ^C
+/// does. Returns how bash ended and what it printed.
+fn interrupt_a_script(wrapper: &str, script: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("up");
+    let mut cmd = std::process::Command::new("env");
+    cmd.args(["--default-signal=INT", "setsid", "bash", "-c", script])
+        .env("W", wrapper)
+        .env("M", &marker)
+        .env("PATH", path_with_binaries())
+        .env(TAG, new_tag())
+        .stdin(Stdio::null());
+    let mut r = Running::start(cmd, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(r.child.id() as i32);
+    nix::sys::signal::killpg(group, Signal::SIGINT).unwrap();
+    let status = r.wait();
+    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    (status, r.rest())
+}
+
+#[test]
+fn a_caught_interrupt_ends_the_calling_script_as_with_timeout_1() {
+    // ^C reaches bash and the wrapper; the command dies of SIGINT. bash
+    // ends its loop only if its child died of SIGINT too: pk-spawn used to
+    // exit 130, which reads as "the command handled the ^C", and the loop
+    // went on.
+    let script = "for i in 1 2 3; do $W sh -c 'echo up > \"$M\"; exec sleep 10'; \
+                  echo \"after $i: $?\"; done; echo done";
+    for wrapper in ["timeout --foreground 60", "pk-spawn --"] {
+        let (status, out) = interrupt_a_script(wrapper, script);
+        assert_eq!(status.signal(), Some(libc::SIGINT), "{wrapper}: {out}");
+        assert_eq!(out, "", "{wrapper}");
+    }
+}
+
+#[test]
+fn sigalrm_is_time_up_now_and_the_timeout_signal_is_passed_on() {
+    // timeout(1): SIGALRM sent to it ends the time at once (124), and
+    // the --signal one is passed on like TERM. pk-spawn died of both.
+    let script = "trap 'echo got USR1; exit 5' USR1; echo ready; \
+                  while :; do sleep 0.05; done";
+    for (sig, want) in [(Signal::SIGALRM, 124), (Signal::SIGUSR1, 5)] {
+        let mut results = Vec::new();
+        for wrapper in ["timeout", "pk-spawn"] {
+            let mut cmd = if wrapper == "timeout" {
+                let mut c = std::process::Command::new("timeout");
+                c.args(["-s", "USR1", "60"]).stdin(Stdio::null());
+                c
+            } else {
+                let mut c = pk_std("spawn");
+                c.args(["-s", "USR1", "-t", "60", "--"]);
+                c
+            };
+            cmd.args(["sh", "-c", script]).stderr(Stdio::null());
+            let mut r = Running::start(cmd, true);
+            r.wait_for(|l| l == "ready");
+            r.signal(sig);
+            let code = shell_code(r.wait());
+            results.push((code, r.rest()));
+        }
+        assert_eq!(results[1], results[0], "{sig}");
+        assert_eq!(results[1], (want, "got USR1\n".to_string()), "{sig}");
+    }
 }
 
 /// The wrapper said nothing on stderr: the only lines there are the
@@ -830,7 +904,7 @@ fn strace_spawn(extra: &[&str], args: &[&str]) -> Option<(Option<i32>, String, i
         .filter_map(pid_of)
         .find(|&p| p != parent)
         .expect("a child in the trace");
-    Some((out.status.code(), trace, parent, child))
+    Some((Some(shell_code(out.status)), trace, parent, child))
 }
 
 /// What `pid` did on this trace line (the line without its pid column,
@@ -1081,7 +1155,7 @@ fn the_verbose_report_gives_the_shell_s_status_and_python_s_beside_it() {
             .args(cmd)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(code), "{cmd:?}");
+        assert_eq!(shell_code(out.status), code, "{cmd:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or_default();
         assert!(
@@ -1231,7 +1305,9 @@ fn a_slash_path_through_a_file_says_not_a_directory() {
         .arg(file.join("x"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(127));
+    // 126, as timeout(1), env(1), xargs and bash give it: the path is
+    // there, it is just not a directory.
+    assert_eq!(out.status.code(), Some(126));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Not a directory"), "{err}");
     assert!(err.contains("NotADirectoryError"), "{err}");
@@ -1288,4 +1364,68 @@ fn a_sigkilled_pk_spawn_takes_its_command_along() {
     .output()
     .unwrap();
     assert_eq!(stdout(&out), "ended\n", "{out:?}");
+}
+
+/// In a new session on a new terminal (python3's pty.fork: the wrapper is
+/// its session leader and in its foreground group), start `wrapper` with a
+/// command that traps SIGHUP, then close the terminal. Returns the
+/// wrapper's `$?` (or `hung`) and what the trap wrote.
+fn hang_up_on(wrapper: &[String]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("mark");
+    let script = r#"
+import os, pty, sys, time
+mark, argv = sys.argv[1], sys.argv[2:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+deadline = time.time() + 30
+while not os.path.exists(mark + ".up") and time.time() < deadline:
+    time.sleep(0.01)
+os.close(fd)
+deadline = time.time() + 10
+while time.time() < deadline:
+    p, st = os.waitpid(pid, os.WNOHANG)
+    if p:
+        print(os.waitstatus_to_exitcode(st) % 256)
+        sys.exit(0)
+    time.sleep(0.01)
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+print("hung")
+"#;
+    let command = "trap 'echo got HUP >> \"$0\"; exit 3' HUP; echo > \"$0.up\"; \
+                   while :; do sleep 0.05; done";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&mark)
+        .args(wrapper)
+        .args(["sh", "-c", command])
+        .arg(&mark)
+        .env(TAG, new_tag())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let got = std::fs::read_to_string(&mark).unwrap_or_default();
+    (stdout(&out), got)
+}
+
+#[test]
+fn a_terminal_hang_up_reaches_the_command_of_a_session_leader() {
+    // The kernel sends a terminal's hang-up to the session leader alone;
+    // its foreground group hears only when the leader exits. pk-spawn
+    // took the SIGHUP for one its group had had, and waited for ever.
+    let python = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import pty")
+        .output();
+    if !python.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with pty is not installed");
+        return;
+    }
+    let timeout = hang_up_on(&["timeout".into(), "60".into()]);
+    let pk = hang_up_on(&[bin("pk-spawn").display().to_string(), "--".into()]);
+    assert_eq!(pk, timeout);
+    assert_eq!(pk, ("3\n".to_string(), "got HUP\n".to_string()));
 }
