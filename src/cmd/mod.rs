@@ -187,7 +187,28 @@ fn finish(name: &str, result: Result<u8>) -> ExitCode {
     }
 }
 
-/// Print `name: msg` as one line on stderr, in one write.
+/// End this process by signal `n`, the signal that killed the command it
+/// wrapped (pk-spawn, pk-sem run), as timeout(1) does: `$?` reads 128+N
+/// either way, but a shell that got the same ^C while waiting stops its
+/// loop or script only when its child died of SIGINT (an exit status of 130 reads as "the command handled
+/// it", and the loop goes on). Core dumps are turned off first: the core
+/// was the command's to dump. Returns when the signal cannot end the
+/// process (a real-time signal, one whose default is to ignore).
+pub(crate) fn end_as_signalled(n: i32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok(sig) = nix::sys::signal::Signal::try_from(n) else {
+        return;
+    };
+    if !crate::process::default_action_terminates(sig) {
+        return;
+    }
+    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
+    if setrlimit(Resource::RLIMIT_CORE, 0, hard).is_err() {
+        return;
+    }
+    let _ = crate::process::die_of(sig);
+}
+
 /// Stdin, to be read as input: EBADF when descriptor 0 was closed when
 /// the program started (`pk-x <&-`), as `cat <&-` fails. The Rust runtime
 /// puts /dev/null there, which would read as empty input instead.
@@ -198,6 +219,7 @@ pub(crate) fn stdin_for_input() -> std::result::Result<std::io::Stdin, Error> {
     Ok(std::io::stdin())
 }
 
+/// Print `name: msg` as one line on stderr, in one write.
 pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
     let line = format!("{name}: {msg}\n");
     let _ = write_all_fd(io::stderr().as_fd(), line.as_bytes());

@@ -83,8 +83,9 @@ pk-sem starts (<&-, >&-, 2>&-) is closed for the command too, as it
 would be without pk-sem (flock(1) does the same with stdout and stderr).
 
 Exit status: `run` exits with the command's status (its exit code, or
-128+N when signal N killed it; 127 when it is not found, 126 when it
-cannot be executed); 1 (or -E N) when --timeout ran out with no free slot,
+128+N when signal N killed it, by dying of signal N itself once the slot
+is given back, as timeout(1) does, so that a script interrupted by ^C
+stops; 127 when it is not found, 126 when it cannot be executed); 1 (or -E N) when --timeout ran out with no free slot,
 printing nothing (one line on stderr with -v), as `flock -n` does; 1 too,
 with one line, when another process (a stopped one) held the name file's
 lock past --timeout and at least 1s.
@@ -102,8 +103,9 @@ Examples:
   pk-sem status --name /enc";
 
 const RUN_AFTER_HELP: &str = "\
-Exit status: CMD's own (its code, or 128+N when signal N killed it; 127 not
-found, 126 not executable); 1, or -E N, when --timeout ran out (nothing is
+Exit status: CMD's own (its code, or 128+N when signal N killed it: pk-sem
+then dies of signal N, as timeout(1) does; 127 not found, 126 not
+executable); 1, or -E N, when --timeout ran out (nothing is
 printed but with -v); 2 for a bad flag or name, or a --value that differs
 from the existing semaphore's.
 
@@ -480,6 +482,11 @@ fn run_cmd(r: Run) -> Result<u8> {
     // Only a command that has ended gives its slot back: should the wait
     // fail, the slot stays taken until the command ends (shared undo).
     sem.release()?;
+    if let Some(n) = status.signal() {
+        // Slot given back: die of the command's signal, as timeout(1)
+        // does, so that a shell that got the same ^C stops its script.
+        crate::cmd::end_as_signalled(n);
+    }
     Ok(status.shell_code())
 }
 

@@ -346,6 +346,10 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
                 show(args.kill_after)
             )),
             Step::Relayed(sig) => say(format_args!("passed {} on to {target} {pid}", sig.as_str())),
+            Step::Refused(sig) => say(format_args!(
+                "could not pass {} on to {target} {pid}: it runs as another user (EPERM)",
+                sig.as_str()
+            )),
         }
     };
     drop(relay);
@@ -382,32 +386,10 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     if let Some(n) = status.signal() {
         if !supervisor.timed_out() && !supervisor.killed() {
             // Returns only for a signal that cannot end us: then 128+N.
-            end_as_signalled(n);
+            crate::cmd::end_as_signalled(n);
         }
     }
     Ok(code)
-}
-
-/// End pk-spawn by signal `n`, the signal that killed the command, as
-/// timeout(1) does: `$?` reads 128+N either way, but a shell that got
-/// the same ^C while waiting stops its loop or script only when its child
-/// died of SIGINT (an exit status of 130 reads as "the command handled
-/// it", and the loop goes on). Core dumps are turned off first: the core
-/// was the command's to dump. Returns when the signal cannot end the
-/// process (a real-time signal, one whose default is to ignore).
-fn end_as_signalled(n: i32) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok(sig) = Signal::try_from(n) else {
-        return;
-    };
-    if !crate::process::default_action_terminates(sig) {
-        return;
-    }
-    let hard = getrlimit(Resource::RLIMIT_CORE).map_or(0, |(_, hard)| hard);
-    if setrlimit(Resource::RLIMIT_CORE, 0, hard).is_err() {
-        return;
-    }
-    let _ = crate::process::die_of(sig);
 }
 
 /// For a command that could not be started: what happened, and the

@@ -93,6 +93,10 @@ pub enum Step {
     Killed,
     /// This signal reached us and was passed on to the program.
     Relayed(Signal),
+    /// This signal reached us but could not be passed on: the program now
+    /// runs as another user (kill(2) gave EPERM). It is still waited for,
+    /// as timeout(1) does.
+    Refused(Signal),
 }
 
 /// Drives a [`Running`] program to its end under a [`Timeout`], passing on
@@ -193,8 +197,11 @@ impl Supervisor {
                     if got.signal == Signal::SIGALRM && self.timeout.is_some() {
                         return self.time_is_up(r);
                     }
-                    self.relay(r, got.signal)?;
-                    return Ok(Step::Relayed(got.signal));
+                    return Ok(if self.send(r, got.signal)? {
+                        Step::Relayed(got.signal)
+                    } else {
+                        Step::Refused(got.signal)
+                    });
                 }
             }
             let next = match (self.signal_at, self.kill_at) {
@@ -214,7 +221,7 @@ impl Supervisor {
             }
             if self.kill_at.is_some_and(|t| now >= t) {
                 self.kill_at = None;
-                r.signal(Signal::SIGKILL)?;
+                permitted(r.signal(Signal::SIGKILL))?;
                 r.linger_after_exit(AFTER_SIGNAL_GRACE);
                 self.killed = true;
                 return Ok(Step::Killed);
@@ -237,7 +244,7 @@ impl Supervisor {
     fn time_is_up(&mut self, r: &mut Running) -> Result<Step> {
         if self.kill_at.is_some() {
             self.kill_at = None;
-            r.signal(Signal::SIGKILL)?;
+            permitted(r.signal(Signal::SIGKILL))?;
             r.linger_after_exit(AFTER_SIGNAL_GRACE);
             self.killed = true;
             return Ok(Step::Killed);
@@ -253,20 +260,23 @@ impl Supervisor {
     /// kill-after clock starts if the timeout has one and it is not running
     /// yet). For callers with a signal source of their own;
     /// [`Supervisor::step`] does it for a [`SignalRelay`].
-    pub fn relay(&mut self, r: &mut Running, sig: Signal) -> Result<()> {
+    /// A program that now runs as another user (a setuid one, sudo) may
+    /// refuse signals from us: that is no error (timeout(1) ignores it
+    /// too), and it is still waited for. Returns whether `sig` was sent.
+    pub fn relay(&mut self, r: &mut Running, sig: Signal) -> Result<bool> {
         self.send(r, sig)
     }
 
-    fn send(&mut self, r: &mut Running, sig: Signal) -> Result<()> {
-        r.signal(sig)?;
+    fn send(&mut self, r: &mut Running, sig: Signal) -> Result<bool> {
+        let sent = permitted(r.signal(sig))?;
         r.linger_after_exit(AFTER_SIGNAL_GRACE);
         if sig == Signal::SIGKILL {
             self.killed = true;
             self.kill_at = None;
-            return Ok(());
+            return Ok(sent);
         }
         if sig != Signal::SIGCONT {
-            r.signal(Signal::SIGCONT)?;
+            permitted(r.signal(Signal::SIGCONT))?;
         }
         if self.kill_at.is_none() && !self.killed {
             self.kill_at = self
@@ -274,7 +284,17 @@ impl Supervisor {
                 .and_then(|t| t.kill_after)
                 .and_then(deadline_after);
         }
-        Ok(())
+        Ok(sent)
+    }
+}
+
+/// A signal sent (true), or refused with EPERM (false): the program runs
+/// as another user now. Other errors stay errors.
+fn permitted(sent: Result<()>) -> Result<bool> {
+    match sent {
+        Ok(()) => Ok(true),
+        Err(e) if e.errno() == Some(Errno::EPERM) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

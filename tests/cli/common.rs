@@ -616,3 +616,30 @@ pub fn wait_for_line_in(path: &std::path::Path, what: &str) -> String {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Run `script` under bash in a session of its own, with `wrapper` in
+/// place of `$W`, until the wrapped command has written `up` to `$M`;
+/// then send SIGINT to bash's whole process group, as a terminal's ^C
+/// does. Returns how bash ended and what it printed.
+pub fn interrupt_a_script(wrapper: &str, script: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("up");
+    let mut cmd = std::process::Command::new("env");
+    cmd.args(["--default-signal=INT", "setsid", "bash", "-c", script])
+        .env("W", wrapper)
+        .env("M", &marker)
+        .env("PATH", path_with_binaries())
+        .env(TAG, new_tag())
+        .stdin(Stdio::null());
+    let mut r = Running::start(cmd, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(r.child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = r.wait();
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    (status, r.rest())
+}

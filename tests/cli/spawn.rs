@@ -683,33 +683,6 @@ fn signals_sent_to_pk_spawn_reach_the_command_as_with_timeout_1() {
     assert_eq!(results, [Some(libc::SIGHUP); 2]);
 }
 
-/// Run `script` under bash in a session of its own, with `wrapper` in
-/// place of `$W`, until the wrapped command has written `up` to `$M`;
-/// then send SIGINT to bash's whole process group, as a terminal's ^C
-/// does. Returns how bash ended and what it printed.
-fn interrupt_a_script(wrapper: &str, script: &str) -> (std::process::ExitStatus, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("up");
-    let mut cmd = std::process::Command::new("env");
-    cmd.args(["--default-signal=INT", "setsid", "bash", "-c", script])
-        .env("W", wrapper)
-        .env("M", &marker)
-        .env("PATH", path_with_binaries())
-        .env(TAG, new_tag())
-        .stdin(Stdio::null());
-    let mut r = Running::start(cmd, false);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let group = nix::unistd::Pid::from_raw(r.child.id() as i32);
-    nix::sys::signal::killpg(group, Signal::SIGINT).unwrap();
-    let status = r.wait();
-    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-    (status, r.rest())
-}
-
 #[test]
 fn a_caught_interrupt_ends_the_calling_script_as_with_timeout_1() {
     // ^C reaches bash and the wrapper; the command dies of SIGINT. bash
@@ -1428,4 +1401,84 @@ fn a_terminal_hang_up_reaches_the_command_of_a_session_leader() {
     let pk = hang_up_on(&[bin("pk-spawn").display().to_string(), "--".into()]);
     assert_eq!(pk, timeout);
     assert_eq!(pk, ("3\n".to_string(), "got HUP\n".to_string()));
+}
+
+/// A copy of a tiny C program, setuid root, that takes back root for real
+/// (setresuid(0, 0, 0)) and execs the rest of its arguments: a command
+/// that runs as another user than the wrapper started by `nobody`, which
+/// may then not signal it. `None` (with a note) unless root with gcc.
+pub fn root_again() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !is_root() {
+        eprintln!("skipped: not root (a setuid-root helper is needed)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.path().join("root_again.c");
+    let exe = dir.path().join("root_again");
+    std::fs::write(
+        &src,
+        "#define _GNU_SOURCE\n#include <unistd.h>\n\
+         int main(int c, char **v) { (void)c; if (setresuid(0, 0, 0)) return 98; \
+         execv(v[1], v + 1); return 99; }\n",
+    )
+    .unwrap();
+    match std::process::Command::new("gcc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("gcc failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => {
+            eprintln!("skipped: gcc is not installed");
+            return None;
+        }
+    }
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    Some((dir, exe))
+}
+
+#[test]
+fn a_signal_the_command_refuses_is_no_error_and_it_is_still_waited_for() {
+    // Started by nobody, the command is root again: kill(2) gives EPERM.
+    // pk-spawn used to end with 77 and try to SIGKILL it; timeout(1)
+    // ignores the refusal and waits, exiting with the command's status.
+    let Some((_dir, exe)) = root_again() else {
+        return;
+    };
+    let script = "echo ready; sleep 0.5; exit 4";
+    let mut results = Vec::new();
+    for wrapper in [
+        &["timeout", "60"][..],
+        &[bin("pk-spawn").to_str().unwrap(), "-v", "--"],
+    ] {
+        let mut cmd = std::process::Command::new(&as_nobody()[0]);
+        cmd.args(&as_nobody()[1..])
+            .args(wrapper)
+            .arg(&exe)
+            .args(["/bin/sh", "-c", script])
+            .env(TAG, new_tag())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut r = Running::start(cmd, true);
+        r.wait_for(|l| l == "ready");
+        // The wrapper, not setpriv: setpriv execs it, so the pid is its.
+        r.signal(Signal::SIGTERM);
+        let code = shell_code(r.wait());
+        let mut err = String::new();
+        std::io::Read::read_to_string(r.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        results.push((code, err));
+    }
+    assert_eq!(results[0].0, 4, "{results:?}");
+    assert_eq!(results[1].0, 4, "{results:?}");
+    assert!(
+        results[1]
+            .1
+            .contains("could not pass SIGTERM on to process group")
+            && results[1].1.contains("exit status 4"),
+        "{}",
+        results[1].1
+    );
 }
