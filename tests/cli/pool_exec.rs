@@ -2089,3 +2089,50 @@ fn n_items_fit_a_command_line_with_its_environment_and_every_copy_of_the_item() 
         "{out:?}"
     );
 }
+
+#[test]
+fn jobs_started_after_the_guard_died_still_run() {
+    // Each job tells the guard its group through a pipe, while SIGPIPE is
+    // at its default action and blocked: with the guard gone, that write
+    // left a SIGPIPE pending, which killed every later job the moment its
+    // mask emptied ("killed by signal 13") before it ran anything.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let job = format!(
+        "if [ $0 = 1 ]; then echo $PPID > {d}/pk; echo $$ > {d}/job; \
+         until [ -e {d}/go ]; do sleep 0.02; done; fi; echo $0"
+    );
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "--no-progress", "-j", "1", "--", "sh", "-c", &job])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n3\n4\n")
+        .unwrap();
+    let pk_pool = pid_in(&dir.path().join("pk"));
+    let job1 = pid_in(&dir.path().join("job"));
+    let guard: Vec<i32> = children_of(pk_pool)
+        .into_iter()
+        .filter(|&p| p != job1)
+        .collect();
+    assert_eq!(guard.len(), 1, "pk-pool's guard: {guard:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Dead (a zombie until pk-pool reaps it): the pipe has no reader.
+    while !matches!(proc_state(guard[0]), Some('Z') | None) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = run.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(run.rest(), "1\n2\n3\n4\n", "{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+}

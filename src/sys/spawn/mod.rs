@@ -534,8 +534,37 @@ fn announce(fd: RawFd, pid: i32) {
     loop {
         // SAFETY: `b` is a valid 4-byte buffer for the whole call.
         let r = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
-        if r != -1 || Errno::last() != Errno::EINTR {
+        if r != -1 {
             return;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EPIPE => {
+                // No one reads any more (the guard has gone): not our
+                // business. But the write raised SIGPIPE, at its default
+                // action by now and held pending by the blocked mask: it
+                // would kill the program the moment the mask empties.
+                // Setting SIG_IGN discards a pending signal; then back to
+                // SIG_DFL, as step 1 left it.
+                discard_pending_sigpipe();
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Drop a pending SIGPIPE (sigaction to SIG_IGN discards it), then put the
+/// default action back.
+fn discard_pending_sigpipe() {
+    for action in [libc::SIG_IGN, libc::SIG_DFL] {
+        // SAFETY: a zeroed sigaction with an empty mask and SIG_IGN or
+        // SIG_DFL as its action runs no code of ours in signal context.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = action;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGPIPE, &sa, std::ptr::null_mut());
         }
     }
 }
