@@ -3,6 +3,7 @@
 //! with one line, where parallel is not installed).
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use crate::common::*;
@@ -2135,4 +2136,210 @@ fn jobs_started_after_the_guard_died_still_run() {
     std::io::Read::read_to_string(run.child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(run.rest(), "1\n2\n3\n4\n", "{err}");
     assert_eq!(status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn jobs_that_lack_a_process_to_start_wait_for_a_running_one_to_end() {
+    // A limit on processes (ulimit -u, a container's pids.max) that lets
+    // one job run at a time: clone gives EAGAIN for the second. pk-pool
+    // ended the run there (71) and SIGKILLed the running jobs; now the job
+    // waits for the running one to end, as GNU parallel runs fewer at once.
+    // (A uid of its own, so that no other process counts against it.)
+    if !is_root() {
+        eprintln!("skipped: not root (a process limit for a uid of its own is needed)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, "0.2\n0.2\n0.2\n0.2\n").unwrap();
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // pk-pool's own tasks: its thread, one spawner thread per slot, the
+    // guard; 5 leaves room for one job.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=54321", "--regid=54321", "--clear-groups"])
+        .args(["bash", "-c", "ulimit -u 5 && exec \"$@\"", "-"])
+        .arg(bin("pk-pool"))
+        .args(["exec", "--no-progress", "-j", "2", "--joblog", "-", "-a"])
+        .arg(&input)
+        .args(["--", "sleep"])
+        .env(TAG, new_tag())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let log = stdout(&out);
+    let exitvals: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(6).unwrap_or("?"))
+        .collect();
+    assert_eq!(exitvals, ["0"; 4], "{log}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "pk-pool: clone(sleep): Resource temporarily unavailable: fewer jobs at once, each waiting for one to end"
+        ]
+    );
+}
+
+#[test]
+fn an_output_error_stops_the_running_jobs_as_a_signal_does() {
+    // Our stdout fails (a full disk): pk-pool ended at once and SIGKILLed
+    // the jobs still running, with no grace, no joblog line for them and
+    // no summary. Now they get SIGTERM, each is recorded, and pk-pool
+    // says what it stopped before it exits 71.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let log = dir.path().join("log");
+    let job = format!(
+        "if [ $0 = 1 ]; then until [ -e {d}/2 ] && [ -e {d}/3 ]; do sleep 0.01; done; echo one; \
+         else trap 'touch {d}/term.$0; exit 0' TERM; touch {d}/$0; sleep 30 & wait; fi"
+    );
+    let out = bash(&format!(
+        "seq 3 | pk-pool exec --no-progress -j 3 --joblog {} -- sh -c \"$0\" >/dev/full",
+        log.display()
+    ))
+    .arg(&job)
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "pk-pool: write(stdout): No space left on device",
+            "pk-pool: stopped by the error above: 2 running jobs ended, no new job started",
+        ]
+    );
+    assert!(dir.path().join("term.2").exists() && dir.path().join("term.3").exists());
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(lines, 4, "a header and a line per job");
+}
+
+#[test]
+fn a_stop_counts_the_jobs_it_ended_however_they_exit() {
+    // Jobs that exit 0 on SIGTERM were not counted: "0 running jobs ended".
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = pk_std("pool");
+    cmd.args(["exec", "--no-progress", "-j", "3", "-a", "/dev/stdin", "--"])
+        .args([
+            "sh",
+            "-c",
+            &format!("trap 'exit 0' TERM; touch {d}/$0; sleep 30 & wait"),
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    run.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"1\n2\n3\n4\n5\n")
+        .unwrap();
+    for i in 1..=3 {
+        let f = dir.path().join(i.to_string());
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !f.exists() {
+            assert!(std::time::Instant::now() < deadline, "job {i} never ran");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(run.wait().code(), Some(143));
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(
+        err,
+        "pk-pool: stopped by SIGTERM: 3 running jobs ended, no new job started\n"
+    );
+}
+
+#[test]
+fn a_retried_job_has_one_joblog_line_as_with_parallel() {
+    let ours = exec(
+        &[
+            "--retries",
+            "2",
+            "--joblog",
+            "-",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+        "1\n",
+    );
+    assert_eq!(ours.status.code(), Some(123));
+    let lines: Vec<String> = stdout(&ours).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1].split('\t').nth(6), Some("3"), "{lines:?}");
+    if have_parallel() {
+        let theirs = bash("echo 1 | parallel --retries 3 --joblog - sh -c \"'exit 3'\"")
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&theirs).lines().count(), 2, "{theirs:?}");
+    }
+}
+
+#[test]
+fn halt_soon_that_skipped_nothing_exits_with_the_failures_status() {
+    // The last job failed: nothing was left to skip, so the run was not
+    // stopped by --halt (124); it is an ordinary failure (123).
+    for (input, j, code) in [
+        ("0\n0\n1\n", "1", 123),
+        ("0\n0\n1\n", "3", 123),
+        ("0\n1\n0\n", "1", 124),
+    ] {
+        let out = exec(
+            &[
+                "-j",
+                j,
+                "--halt",
+                "soon,fail=1",
+                "--",
+                "sh",
+                "-c",
+                "exit $0",
+            ],
+            input,
+        );
+        assert_eq!(out.status.code(), Some(code), "{input:?} -j {j}");
+    }
+}
+
+#[test]
+fn on_a_terminal_our_lines_are_not_glued_to_the_status_line() {
+    // The status line is redrawn in place; a failure's line or the
+    // summary written over it without clearing it first ran on from its
+    // end: "pk-pool: 1 done, 2 running ...   pk-pool: job 1 (...)".
+    if no_script() {
+        return;
+    }
+    let inner = "seq 6 | pk-pool exec -j 2 -- sh -c 'sleep 0.1; exit $(($0 % 2))' >/dev/null";
+    let out = std::process::Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .env("PATH", path_with_binaries())
+        .env(TAG, new_tag())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut said = 0;
+    for line in text.split('\n') {
+        for (at, _) in line
+            .match_indices("pk-pool: job ")
+            .chain(line.match_indices("pk-pool: 3 of 6"))
+        {
+            said += 1;
+            let before = &line[..at];
+            assert!(
+                before.is_empty() || before.ends_with("\r\x1b[2K"),
+                "glued to {before:?} in {text:?}"
+            );
+        }
+    }
+    assert_eq!(said, 4, "three failures and the summary: {text:?}");
 }

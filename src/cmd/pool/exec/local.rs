@@ -256,6 +256,19 @@ pub struct NotStarted {
     pub key: u64,
     pub how: How,
     pub message: String,
+    /// It failed for want of a process, memory or descriptors (see
+    /// [`no_room`]): it may start once another job has ended.
+    pub no_room: bool,
+}
+
+/// Whether `e` says the system or a limit ran out of room for one more
+/// job (EAGAIN from clone under `ulimit -u` or a cgroup's pids.max,
+/// ENOMEM, EMFILE, ENFILE), rather than that this command cannot run.
+pub fn no_room(e: &Error) -> bool {
+    matches!(
+        e.errno(),
+        Some(Errno::EAGAIN | Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE)
+    )
 }
 
 impl Local {
@@ -318,6 +331,29 @@ impl Local {
         out: OutTo,
         err: OutTo,
     ) -> Result<Option<NotStarted>> {
+        match self.prepare(key, argv, out, err) {
+            Ok(Ok((spawn, pipes))) => self.launch(key, spawn, pipes),
+            Ok(Err(not)) => Ok(Some(not)),
+            Err(e) if no_room(&e) => Ok(Some(NotStarted {
+                key,
+                how: How::CannotRun,
+                message: e.to_string(),
+                no_room: true,
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The job's Spawn and the read ends of its pipes; a command line
+    /// that cannot be one (a NUL byte) is a job that did not start.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &mut self,
+        key: u64,
+        argv: &[Vec<u8>],
+        out: OutTo,
+        err: OutTo,
+    ) -> Result<std::result::Result<(Spawn, [Option<OwnedFd>; 2]), NotStarted>> {
         use std::os::unix::ffi::OsStrExt;
         let stdin = self
             .devnull
@@ -326,10 +362,11 @@ impl Local {
         let spawn = match Spawn::new(argv.iter().map(|a| std::ffi::OsStr::from_bytes(a))) {
             Ok(s) => s,
             Err(e) => {
-                return Ok(Some(NotStarted {
+                return Ok(Err(NotStarted {
                     key,
                     how: How::CannotRun,
                     message: e.to_string(),
+                    no_room: false,
                 }));
             }
         };
@@ -378,6 +415,16 @@ impl Local {
                 spawn.stderr_fd(fd)
             };
         }
+        Ok(Ok((spawn, pipes)))
+    }
+
+    /// Start `spawn` here or hand it to a spawner thread.
+    fn launch(
+        &mut self,
+        key: u64,
+        spawn: Spawn,
+        pipes: [Option<OwnedFd>; 2],
+    ) -> Result<Option<NotStarted>> {
         let Some(spawners) = &self.spawners else {
             let at = Instant::now();
             let started = spawn.start();
@@ -435,11 +482,13 @@ impl Local {
                 let how = match e.kind() {
                     ErrorKind::CommandNotFound => How::NotFound,
                     ErrorKind::CommandNotExecutable | ErrorKind::InvalidInput => How::CannotRun,
+                    _ if no_room(&e) => How::CannotRun,
                     _ => return Err(e),
                 };
                 return Ok(Some(NotStarted {
                     key,
                     how,
+                    no_room: no_room(&e),
                     message: e.to_string(),
                 }));
             }

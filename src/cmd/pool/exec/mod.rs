@@ -112,12 +112,22 @@ and exits (xargs and parallel leave their jobs running).
 1, 2 as in parallel): after N failed (or succeeded) jobs, start no more;
 `now` also stops the running ones. --retries N runs a failed job again,
 up to N more times (parallel's --retries N means N tries in all), on
-another host where there is one.
+another host where there is one; with --line-buffer or -u, the lines
+of a failed try are out already.
 
 -j 0 runs as many jobs at once as the file descriptors allow (up to
 1024; on an ssh host, its CPU count). A -j that `ulimit -n` has no room
 for runs fewer at once, with one line saying so: each running job holds
-a few descriptors (its pipes, and files for big output).
+a few descriptors (its pipes, and files for big output). A job that
+cannot start for want of a process, memory or descriptors (EAGAIN,
+ENOMEM, EMFILE: `ulimit -u`, a container's pids.max) waits, first in
+line, until a running job ends, and no new job starts meanwhile (one
+line says so, once): fewer run at once. With none of ours running, it
+tries again after 50 ms, 100 ms ... 1 s, and fails (126) after 20 tries.
+An error of pk-pool's own (its stdout cannot be written: a full disk)
+stops the run as a signal does: no new job, the running ones get
+SIGTERM, then SIGKILL after --kill-after, each is recorded, and one
+line says how many were ended; then status 71.
 
 Many hosts: -S [N/]HOST[,...] (repeatable; `:` is this machine, N its
 slots, else -j, else the host's CPU count) runs `ssh HOST exec pk-pool
@@ -150,14 +160,16 @@ them on stdout and runs nothing (quoted for sh as parallel quotes them,
 bytes as they are: sh runs the very same arguments). --joblog FILE
 writes GNU parallel's tab-separated joblog (Seq Host Starttime
 JobRuntime Send Receive Exitval Signal Command; Exitval is -1 for a job
-its --timeout caught); - is stdout, +FILE appends (as parallel's); a
+its --timeout caught; one line per job, for its last try, as parallel
+writes it); - is stdout, +FILE appends (as parallel's); a
 FILE that is also an
 input (-a FILE, stdin) is refused (status 2) and left as it is.
 --progress/--eta show counts on stderr (a redrawn line on a terminal,
 where they are on by default; --no-progress turns that off).
 
 Exit status (xargs'): 0 every job succeeded; 123 one or more failed;
-124 stopped by --halt (or no host left); 125 a command was killed by a
+124 stopped by --halt, leaving jobs not run or stopped (or no host
+left); 125 a command was killed by a
 signal (a timeout too); 126 a command could not be run; 127 a command was
 not found (of several kinds of failure, the highest of 127, 126, 125,
 123); 128+N stopped by signal N; 141 the reader of stdout went away

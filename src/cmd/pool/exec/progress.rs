@@ -9,7 +9,23 @@
 //! read as they are needed, so before that it is not shown); the ETA is
 //! the wall time per finished job so far times the jobs left.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The status line on the terminal, while one is drawn: every line
+/// pk-pool says goes out with it cleared, then redrawn ([`around`]), or
+/// it would be glued to the end of the status line.
+static SHOWN: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Run `f` (which writes to stderr) with the status line, if one is
+/// drawn, out of the way.
+pub fn around<R>(f: impl FnOnce() -> R) -> R {
+    let bar = SHOWN.lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
 
 /// The counts a status line shows.
 #[derive(Debug, Default, Clone, Copy)]
@@ -45,6 +61,9 @@ impl Progress {
                 indicatif::ProgressStyle::with_template("pk-pool: {msg}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
+            if let Ok(mut shown) = SHOWN.lock() {
+                *shown = Some(bar.clone());
+            }
             bar
         });
         Progress {
@@ -86,7 +105,13 @@ impl Progress {
     pub fn finish(&mut self, c: Counts) {
         let text = self.text(c);
         if let Some(bar) = self.bar.take() {
-            bar.finish_with_message(text);
+            if let Ok(mut shown) = SHOWN.lock() {
+                *shown = None;
+            }
+            // The last state as a line of its own: what follows on
+            // stderr (the summary) starts on a line of its own.
+            bar.finish_and_clear();
+            crate::cmd::eprintln_one("pk-pool", &text);
         } else if self.plain {
             crate::cmd::eprintln_one("pk-pool", &format_args!("progress: {text}"));
         }

@@ -194,8 +194,29 @@ struct Sched {
     hosts_kill_at: Option<Instant>,
     stdout_closed: bool,
     no_host_left: bool,
+    /// An error of our own ended the run (said when it happened): the
+    /// jobs still running were stopped as on a signal, and this is the
+    /// exit status.
+    fatal: Option<Failure>,
+    /// Writing our output failed (said once, through `fatal`): what
+    /// follows is dropped.
+    output_failed: bool,
+    /// A job could not start for want of room (a process, memory,
+    /// descriptors): no new one starts until a running job has ended.
+    held_back: bool,
+    said_no_room: bool,
+    /// With no job of ours running to wait for: when the held-back job
+    /// tries again, and how many times in a row it has (see
+    /// [`ROOM_WAITS`]).
+    room_retry_at: Option<Instant>,
+    room_waits: u32,
     buf: Vec<u8>,
 }
+
+/// How many times a job that lacks room to start, with no job of ours
+/// running, tries again (after 50 ms, 100 ms ... up to 1 s: about 15 s
+/// in all) before it fails: the room may be held by another program.
+const ROOM_WAITS: u32 = 20;
 
 /// The most jobs at once on one host.
 pub const MAX_SLOTS: usize = 1024;
@@ -378,11 +399,29 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         hosts_kill_at: None,
         stdout_closed: false,
         no_host_left: false,
+        fatal: None,
+        output_failed: false,
+        held_back: false,
+        said_no_room: false,
+        room_retry_at: None,
+        room_waits: 0,
         buf: Vec::new(),
     };
     s.connect()?;
-    let r = s.run_loop(relay);
-    // Whatever happened, no command outlives us.
+    let mut relay = relay;
+    let mut r = s.run_loop(&mut relay);
+    if let Err(e) = r {
+        // An error of our own (our output cannot be written, poll
+        // failed ...): no new job, and the running ones end as on a stop
+        // signal, TERM then KILL after --kill-after, each one recorded.
+        say(&e);
+        s.fatal = Some(e);
+        r = s
+            .stop(s.cfg.kill_after)
+            .and_then(|()| s.run_loop(&mut relay));
+    }
+    // A second error on the way: no more grace. Whatever happened, no
+    // command outlives us.
     if r.is_err() {
         let _ = s.local.stop_all(Duration::ZERO);
     }
@@ -432,7 +471,7 @@ impl Sched {
         }
     }
 
-    fn run_loop(&mut self, mut relay: SignalRelay) -> Result<()> {
+    fn run_loop(&mut self, relay: &mut SignalRelay) -> Result<()> {
         let mut want_input;
         loop {
             want_input = self.start_jobs()?;
@@ -477,6 +516,7 @@ impl Sched {
                 self.stop_kill_at,
                 self.hosts_give_up_at,
                 self.hosts_kill_at,
+                self.room_retry_at,
             ]
             .into_iter()
             .flatten()
@@ -510,7 +550,7 @@ impl Sched {
                     }
                     Who::Spawned => {
                         for not in self.local.collect()? {
-                            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+                            self.not_started(not)?;
                         }
                         // A child that ended before it was registered.
                         self.reap()?;
@@ -532,6 +572,10 @@ impl Sched {
                 self.reap()?;
             }
             self.local.fire(now)?;
+            if self.room_retry_at.is_some_and(|t| now >= t) {
+                self.room_retry_at = None;
+                self.held_back = false;
+            }
             if self.stop_kill_at.is_some_and(|t| now >= t) {
                 self.stop_kill_at = None;
                 for &g in self.local.stopped_groups() {
@@ -553,7 +597,7 @@ impl Sched {
     /// stopped because the input must be read first.
     fn start_jobs(&mut self) -> Result<bool> {
         loop {
-            if self.stopping || self.halted.is_some() || self.stdout_closed {
+            if self.stopping || self.halted.is_some() || self.stdout_closed || self.held_back {
                 return Ok(false);
             }
             if !self.hosts.iter().any(|h| h.usable() || self.connecting(h)) {
@@ -691,7 +735,7 @@ impl Sched {
                 let refused = self.local.start(key, &attempt.argv, out, err)?;
                 self.attempts.insert(key, attempt);
                 if let Some(not) = refused {
-                    self.ended(key, not.how, false, Duration::ZERO, Some(not.message))?;
+                    self.not_started(not)?;
                 }
             }
             Kind::Remote { conn, .. } => {
@@ -785,7 +829,7 @@ impl Sched {
     fn suspend(&mut self) -> Result<()> {
         // Jobs being started are known first, so each is stopped.
         for not in self.local.settle()? {
-            self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message))?;
+            self.not_started(not)?;
         }
         self.local.signal_all(Signal::SIGSTOP)?;
         let at = Instant::now();
@@ -868,8 +912,53 @@ impl Sched {
                 }
                 Ok(())
             }
-            Err(WriteError::Other(e)) => Err(e.into()),
+            // Said once (it ends the run, see `run`); what follows has
+            // nowhere to go.
+            Err(WriteError::Other(_)) if self.output_failed => Ok(()),
+            Err(WriteError::Other(e)) => {
+                self.output_failed = true;
+                Err(e.into())
+            }
         }
+    }
+
+    /// A job whose command did not start: a job that failed, or, when it
+    /// lacked room (see [`local::no_room`]), one that waits first in line
+    /// until another job has ended; meanwhile no new job starts (fewer at
+    /// once, as GNU parallel lowers its job count). With no other job of
+    /// ours running, it tries again after a while, and fails after
+    /// [`ROOM_WAITS`] tries.
+    fn not_started(&mut self, not: local::NotStarted) -> Result<()> {
+        let alone = self.attempts.len() < 2;
+        if !not.no_room || (alone && self.room_waits >= ROOM_WAITS) {
+            return self.ended(not.key, not.how, false, Duration::ZERO, Some(not.message));
+        }
+        if alone {
+            self.room_waits += 1;
+            let wait = Duration::from_millis(50).saturating_mul(self.room_waits);
+            self.room_retry_at = Instant::now().checked_add(wait.min(Duration::from_secs(1)));
+        }
+        let Some(a) = self.attempts.remove(&not.key) else {
+            return Ok(());
+        };
+        let host = &mut self.hosts[a.host];
+        host.running -= 1;
+        if !host.gone {
+            host.free.push(a.slot);
+        }
+        self.output.discard(a.cap)?;
+        if !self.said_no_room {
+            self.said_no_room = true;
+            say(&format_args!(
+                "{}: fewer jobs at once, each waiting for one to end",
+                not.message
+            ));
+        }
+        let mut job = a.job;
+        job.tries -= 1;
+        self.retry.push_front(job);
+        self.held_back = true;
+        Ok(())
     }
 
     /// An attempt ended: retry it, or record it for good.
@@ -884,6 +973,13 @@ impl Sched {
         let Some(a) = self.attempts.remove(&key) else {
             return Ok(());
         };
+        // A job held back for want of room may try again; one that ran
+        // shows there was room.
+        self.held_back = false;
+        self.room_retry_at = None;
+        if message.is_none() {
+            self.room_waits = 0;
+        }
         let host = &mut self.hosts[a.host];
         host.running -= 1;
         if !host.gone {
@@ -927,6 +1023,9 @@ impl Sched {
             && !self.stopping
             && self.halted.is_none()
             && job.tries <= self.cfg.retries;
+        // An error writing its output ends the run, once the job is
+        // recorded (the joblog, the counts).
+        let mut unwritten = Ok(());
         let receive = if retry {
             self.output.discard(cap)?;
             received
@@ -935,12 +1034,14 @@ impl Sched {
             match p.suspend(|| o.finish(job.seq, cap)) {
                 Ok(n) => received.max(n),
                 Err(e) => {
-                    self.written(Err(e))?;
+                    unwritten = self.written(Err(e));
                     received
                 }
             }
         };
-        if let Some(log) = &self.cfg.joblog {
+        // One line per job, for its last attempt, as GNU parallel writes
+        // it: a retried attempt is not logged.
+        if let (Some(log), false) = (&self.cfg.joblog, retry) {
             let r = log.record(&Entry {
                 seq: job.seq,
                 host: &self.hosts[h].name,
@@ -977,8 +1078,13 @@ impl Sched {
             return Ok(());
         }
         self.done += 1;
-        if stopped && failed {
+        if stopped {
+            // Ended by our stop, however it ended (one that exits 0 on
+            // SIGTERM too).
             self.stopped_jobs += 1;
+        }
+        if stopped && failed {
+            // Not a failure of its own.
         } else if failed {
             self.failed += 1;
             self.worst = self.worst.max(rank(how, timed_out));
@@ -1001,6 +1107,7 @@ impl Sched {
                 self.written(r)?;
             }
         }
+        unwritten?;
         self.check_halt()
     }
 
@@ -1397,6 +1504,17 @@ impl Sched {
         if self.failed > 0 {
             say(&format_args!("{} of {total} jobs failed", self.failed));
         }
+        if let Some(e) = self.fatal.take() {
+            // Said when it happened.
+            if self.stopped_jobs > 0 {
+                say(&format_args!(
+                    "stopped by the error above: {} running job{} ended, no new job started",
+                    self.stopped_jobs,
+                    plural(self.stopped_jobs)
+                ));
+            }
+            return Ok(e.code());
+        }
         if let Some(sig) = self.stop_signal {
             say(&format_args!(
                 "stopped by {}: {} running job{} ended, no new job started",
@@ -1410,13 +1528,45 @@ impl Sched {
             // Said when it happened.
             return Ok(crate::cmd::exit_code(e.kind()));
         }
-        if self.halted == Some(true) || self.no_host_left {
+        // --halt soon that skipped nothing (the failure that halted the
+        // run was the last job) stopped nothing: the failures' status.
+        let halted = self.halted == Some(true)
+            && (!self.retry.is_empty() || self.stopped_jobs > 0 || self.input_left());
+        if halted || self.no_host_left {
             return Ok(code::HALTED);
         }
         Ok(match self.worst {
             0 => exit::OK,
             r => from_rank(r),
         })
+    }
+}
+
+impl Sched {
+    /// Whether input is left that no job ran for, looked at without
+    /// waiting: an input still open with nothing to read yet counts.
+    fn input_left(&mut self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        if self.input_done {
+            return false;
+        }
+        loop {
+            match self.input.take() {
+                Ok(Take::Items(_)) | Err(_) => return true,
+                Ok(Take::End) => return false,
+                Ok(Take::NeedRead) => {
+                    let Some(fd) = self.input.fd() else {
+                        return true;
+                    };
+                    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                    if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+                        || self.input.fill().is_err()
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1523,7 +1673,7 @@ fn stop_self(sig: Signal) -> Result<()> {
 
 /// One `pk-pool: ...` line on stderr.
 fn say(msg: &dyn std::fmt::Display) {
-    crate::cmd::eprintln_one("pk-pool", msg);
+    super::progress::around(|| crate::cmd::eprintln_one("pk-pool", msg));
 }
 
 /// One line on stderr, as it is (`-t`).
@@ -1531,7 +1681,7 @@ fn say_raw(line: &[u8]) {
     let mut l = Vec::with_capacity(line.len() + 1);
     l.extend_from_slice(line);
     l.push(b'\n');
-    let _ = super::output::write_fd(std::io::stderr().as_fd(), &l);
+    let _ = super::progress::around(|| super::output::write_fd(std::io::stderr().as_fd(), &l));
 }
 
 /// `--dry-run`: print each job's command line in order; run nothing.
