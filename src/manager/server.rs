@@ -6,10 +6,14 @@
 //!   byte at a time gets no more time than one that sends nothing.
 //! - **A cap on the unauthenticated.** At most
 //!   [`Config::max_unauthenticated`] connections may be in their handshake
-//!   at once; a new one beyond that pushes out the *oldest*. A flood of
-//!   slow connections therefore keeps cycling while a real worker, whose
-//!   handshake takes a round trip or two, gets through. Authenticated
-//!   connections are never pushed out, and count against their own cap.
+//!   at once; a new one beyond that pushes out the *oldest*, once that one
+//!   has had [`EVICTION_GRACE`] (until then the new one waits in the
+//!   listen backlog). A flood of slow connections therefore keeps cycling
+//!   while a real worker, whose handshake takes a round trip or two, gets
+//!   through; and a burst of real clients (80 CPython threads connecting
+//!   at once, each with a connection of its own) is served, not pushed
+//!   out. Authenticated connections are never pushed out, and count
+//!   against their own cap.
 //! - **No spinning on EMFILE.** When accept(2) fails for lack of
 //!   descriptors the server drops its oldest unauthenticated connection
 //!   (freeing one) and waits, 10 ms doubling to 1 s, before accepting
@@ -94,7 +98,14 @@ struct Pending {
     id: u64,
     stream: TcpStream,
     addr: String,
+    since: Instant,
 }
+
+/// How long a connection in its handshake is safe from being pushed out
+/// by a newer one: time for a real client's round trips (a CPython one
+/// included) even on a loaded machine. A flood still cycles, at up to
+/// `max_unauthenticated` connections per grace.
+pub const EVICTION_GRACE: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Shared {
@@ -234,6 +245,12 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
             Ok(_) => {}
             Err(_) => return,
         }
+        if let Some(wait) = no_room_yet(&sh) {
+            // Every handshake slot is taken by one still in its grace:
+            // the new connection waits in the backlog, not them.
+            std::thread::sleep(wait);
+            continue;
+        }
         match listener.accept() {
             Ok((stream, addr)) => admit(&sh, stream, addr.to_string()),
             Err(e)
@@ -262,6 +279,18 @@ fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
             Err(_) => continue,
         }
     }
+}
+
+/// When every handshake slot is taken and the oldest is still within
+/// [`EVICTION_GRACE`]: how long to wait before looking again (at most
+/// 10 ms, so that a slot freed meanwhile is soon seen).
+fn no_room_yet(sh: &Shared) -> Option<Duration> {
+    let pending = sh.pending.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.len() < sh.cfg.max_unauthenticated {
+        return None;
+    }
+    let left = EVICTION_GRACE.checked_sub(pending.front()?.since.elapsed())?;
+    Some(left.clamp(Duration::from_millis(1), Duration::from_millis(10)))
 }
 
 /// Drop the oldest connection still in its handshake (its thread sees the
@@ -312,6 +341,7 @@ fn admit(sh: &Arc<Shared>, stream: TcpStream, addr: String) {
             id,
             stream: handle,
             addr: addr.clone(),
+            since: Instant::now(),
         });
     }
     let sh2 = Arc::clone(sh);

@@ -435,3 +435,46 @@ fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
         ]
     );
 }
+
+/// CPython clients in `threads` threads of one process, each making its
+/// first call on a queue proxy at the same moment (so each opens a
+/// connection of its own); prints `ok N` and the errors.
+const BURST: &str = r#"
+import sys, threading
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register('get_result_queue')
+host, port = sys.argv[1].rsplit(':', 1)
+m = M(address=(host, int(port)), authkey=sys.argv[2].encode()); m.connect()
+q = m.get_result_queue()
+n = int(sys.argv[3]); errors = []; ok = [0]; go = threading.Event()
+def call():
+    go.wait()
+    try:
+        q.qsize(); ok[0] += 1
+    except Exception as e:
+        errors.append(type(e).__name__)
+ts = [threading.Thread(target=call) for _ in range(n)]
+[t.start() for t in ts]; go.set(); [t.join() for t in ts]
+print("ok", ok[0], sorted(set(errors)))
+"#;
+
+#[test]
+fn a_burst_of_python_clients_is_served_not_pushed_out() {
+    // 80 connections in their handshake at once, more than the 64 the
+    // server lets in: each new one pushed out the oldest, a real client
+    // in the middle of its handshake (EOFError, BrokenPipeError).
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "1"]);
+    let out = run(python(BURST, &[&addr, KEY, "80"]));
+    assert_eq!(stdout(&out), "ok 80 []\n", "{out:?}");
+    let worker = run(python(LESSON_WORKER, &[&addr, KEY, "0"]));
+    assert_success(&worker);
+    let (lines, _) = finish(&mut server, 1);
+    assert!(
+        !lines.iter().any(|l| l.contains("too many unauthenticated")),
+        "{lines:#?}"
+    );
+}

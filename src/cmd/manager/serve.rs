@@ -99,7 +99,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     handshake_timeout: DurationArg,
     /// Connections allowed in their handshake at once; a new one beyond
-    /// that pushes out the oldest (1-10000).
+    /// that pushes out the oldest once it has had 100 ms, and waits until
+    /// then (1-10000).
     #[arg(long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_unauthenticated: u32,
