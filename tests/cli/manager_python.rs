@@ -409,8 +409,8 @@ fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
         return;
     }
     let script = SERVE_FOREVER_MASTER
-        .replace("for n in range(1, 11):", "for n in ['seven', 7]:")
-        .replace("for i in range(10):", "for i in range(2):");
+        .replace("for n in range(1, 11):", "for n in ['seven', 7, 2**64]:")
+        .replace("for i in range(10):", "for i in range(3):");
     let (mut m, addr) = master(&script, KEY);
     let mut cmd = assert_cmd::Command::from_std(mgr(&[
         "work",
@@ -423,14 +423,16 @@ fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
     let w = cmd.timeout(TIMEOUT).output().unwrap();
     assert_eq!(w.status.code(), Some(65), "{w:?}");
     let err = String::from_utf8_lossy(&w.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 2, "{err}");
     assert!(err.contains("the lesson's task is not an int"), "{err}");
+    assert!(err.contains("its square does not fit in 128 bits"), "{err}");
     let lines = m.wait_for(|l| l == "master exit.");
     assert_eq!(
         lines,
         [
             "Result: seven: not an int",
             "Result: 7 * 7 = 49",
+            "Result: 18446744073709551616: its square does not fit in 128 bits",
             "master exit."
         ]
     );

@@ -315,17 +315,29 @@ fn a_task_that_cannot_run_fails_alone_and_the_workers_live() {
     // One worker: the results come in the tasks' order.
     assert_eq!(get("2"), "65 a\\0b\n0 ok\nok\n");
     // Not a number for the lesson's square: that task alone fails.
-    put("seven\n7\n");
+    // A square past 128 bits is refused too, not wrapped round (2^64
+    // squared came out as 0).
+    put("seven\n7\n18446744073709551616\n-13043817825332782213\n");
     let w = pkm(&["work", "--connect", &addr, "--idle", "1s"]);
     assert_eq!(w.status.code(), Some(65), "{w:?}");
+    let err = String::from_utf8_lossy(&w.stderr);
     assert!(
-        String::from_utf8_lossy(&w.stderr)
-            .contains("task(seven): the lesson's task is not a number"),
+        err.contains("task(seven): the lesson's task is not a number")
+            && err.contains("task(18446744073709551616): its square does not fit in 128 bits")
+            && err.contains("task(-13043817825332782213): its square does not fit"),
         "{w:?}"
     );
-    let mut results: Vec<String> = get("2").lines().map(String::from).collect();
+    let mut results: Vec<String> = get("4").lines().map(String::from).collect();
     results.sort();
-    assert_eq!(results, ["7 * 7 = 49", "seven: not a number"]);
+    assert_eq!(
+        results,
+        [
+            "-13043817825332782213: its square does not fit in 128 bits",
+            "18446744073709551616: its square does not fit in 128 bits",
+            "7 * 7 = 49",
+            "seven: not a number"
+        ]
+    );
 }
 
 /// A worker whose server dies (SIGKILL) or stops (SIGSTOP) while its

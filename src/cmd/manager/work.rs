@@ -42,9 +42,10 @@ Output:
 With --quiet only the `done` and `failed` lines are printed.
 
 A task that cannot be run fails alone, and is not retried: one that is not
-a number for the lesson, or (CMD) holds a NUL byte, which no argument can
-carry (--stdin can). Its result says so: `<task>: not a number` (--python:
-`<task>: not an int`), or with CMD the status 65 (`65 <task>`, the NUL
+a number for the lesson, or whose square does not fit in 128 bits, or
+(CMD) holds a NUL byte, which no argument can carry (--stdin can). Its
+result says so: `<task>: not a number` (--python: `<task>: not an int`)
+or `<task>: its square does not fit in 128 bits`, or with CMD the status 65 (`65 <task>`, the NUL
 shown as \\0; --python: (task, 65, '')); the reason goes to stderr, and the
 worker takes the next task.
 
@@ -131,6 +132,23 @@ fn not_a_number(task: &str) -> Error {
     )
 }
 
+/// The lesson's task `n` whose square does not fit in 128 bits: refused,
+/// not wrapped round to a wrong number.
+fn too_big(n: impl std::fmt::Display) -> Error {
+    Error::data("task", n, format!("{TOO_BIG} (use -- CMD for other tasks)"))
+}
+
+const TOO_BIG: &str = "its square does not fit in 128 bits";
+
+/// A number, but past what i128 holds.
+fn too_long(e: &std::num::ParseIntError) -> bool {
+    use std::num::IntErrorKind;
+    matches!(
+        e.kind(),
+        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+    )
+}
+
 /// Wait `d`, or until the lease is lost; the reason if it was.
 fn pause(d: Duration, beat: Option<&Heartbeats>) -> Result<Option<Error>> {
     let Some(b) = beat else {
@@ -194,7 +212,11 @@ impl Job<'_> {
         if self.cmd.is_empty() {
             let text = String::from_utf8_lossy(task);
             return Ok(match text.trim().parse::<i128>() {
-                Ok(n) => Done::Square(n, n.wrapping_mul(n)),
+                Ok(n) => match n.checked_mul(n) {
+                    Some(v) => Done::Square(n, v),
+                    None => Done::Refused(too_big(n)),
+                },
+                Err(e) if too_long(&e) => Done::Refused(too_big(text.trim())),
                 Err(_) => Done::Refused(not_a_number(text.trim())),
             });
         }
@@ -315,7 +337,12 @@ pub(super) fn run(a: WorkArgs, out: &mut Out) -> Result<u8> {
             Done::Refused(e) => {
                 refused += 1;
                 let b = if a.cmd.is_empty() {
-                    format!("{}: not a number", shown.trim())
+                    let t = shown.trim();
+                    let why = match t.parse::<i128>() {
+                        Err(e) if !too_long(&e) => "not a number",
+                        _ => TOO_BIG,
+                    };
+                    format!("{t}: {why}")
                 } else {
                     let shown = shown.replace('\n', "\\n").replace('\0', "\\0");
                     format!("{} {shown}\n", exit::DATA)
@@ -427,11 +454,17 @@ fn work_python(
                 std::thread::sleep(d);
             }
             match task {
-                Value::Int(n) => {
+                Value::Int(n) if n.checked_mul(n).is_some() => {
                     done += 1;
-                    let v = n.wrapping_mul(n);
+                    let v = n * n;
                     outln!(out, "worker {me}: task {id} done: {n} * {n} = {v}")?;
                     Value::Str(format!("{n} * {n} = {v}"))
+                }
+                Value::Int(n) => {
+                    refused += 1;
+                    let why = too_big(n);
+                    task_failed(out, me, id, &why.to_string())?;
+                    Value::Str(format!("{n}: {TOO_BIG}"))
                 }
                 other => {
                     refused += 1;
