@@ -361,6 +361,21 @@ pub fn net_err(call: &'static str, peer: &str, e: &io::Error) -> Error {
     }
 }
 
+/// [`net_err`] for a read past a frame's header: there an end of file is
+/// no orderly close but a peer gone in the middle of a message (killed
+/// mid-reply), an error of its own.
+pub fn mid_message_err(call: &'static str, peer: &str, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return Error::new(
+            ErrorKind::Os,
+            call,
+            peer,
+            "the connection closed in the middle of a message",
+        );
+    }
+    net_err(call, peer, e)
+}
+
 /// Fill `buf` from `s`, giving up at `deadline` however the bytes trickle
 /// in: the socket's receive timeout is set to what is left before each
 /// read, so a peer sending one byte at a time cannot stretch the wait.
@@ -407,7 +422,7 @@ pub fn read_payload(
         ));
     }
     let mut body = vec![0u8; len as usize];
-    read(s, &mut body).map_err(|e| net_err("read", peer, &e))?;
+    read(s, &mut body).map_err(|e| mid_message_err("read", peer, &e))?;
     Ok(body)
 }
 
@@ -513,6 +528,24 @@ mod tests {
         assert!(check_name("tasks").is_ok());
         for bad in ["", "a b", "a/b", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_an_error_an_empty_stream_a_close() {
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for (sent, kind) in [
+            (&[][..], ErrorKind::PeerClosed),
+            (&[0, 0, 0, 9, 1, 2][..], ErrorKind::Os),
+        ] {
+            let mut w = TcpStream::connect(addr).unwrap();
+            let (mut r, _) = l.accept().unwrap();
+            w.write_all(sent).unwrap();
+            drop(w);
+            let e = read_payload(&mut r, "peer", MAX_FRAME, None).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
         }
     }
 }

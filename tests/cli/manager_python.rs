@@ -480,3 +480,48 @@ fn a_burst_of_python_clients_is_served_not_pushed_out() {
         "{lines:#?}"
     );
 }
+
+/// A CPython peer (multiprocessing.connection does its handshake) that
+/// answers the worker's first `get` with a cut message: the header and 5
+/// bytes of the body, then it dies.
+const DIES_MID_REPLY: &str = r#"
+import os, pickle, struct, sys, threading
+from multiprocessing.connection import Listener
+l = Listener(('127.0.0.1', 0), authkey=sys.argv[1].encode())
+print('address %s:%d' % l.address, flush=True)
+def serve(c):
+    while True:
+        try:
+            ident, meth, args, kw = c.recv()
+        except EOFError:
+            return
+        if meth == 'create':
+            c.send(('#RETURN', (args[0], ('get', 'put'))))
+        elif meth == 'get':
+            body = pickle.dumps(('#RETURN', 7))
+            os.write(c.fileno(), struct.pack('!i', len(body)) + body[:5])
+            os._exit(0)
+        else:
+            c.send(('#RETURN', None))
+while True:
+    threading.Thread(target=serve, args=(l.accept(),), daemon=True).start()
+"#;
+
+#[test]
+fn a_server_that_dies_mid_reply_is_a_dropped_connection_not_the_end() {
+    // The end of file inside a message was taken for an orderly close:
+    // "the server closed the connection", exit 0, as if all were done.
+    if python_missing() {
+        return;
+    }
+    let (mut m, addr) = master(DIES_MID_REPLY, KEY);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&["work", "--python", "--connect", &addr]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(w.status.code(), Some(71), "{w:?}");
+    assert!(
+        err.contains("the connection closed in the middle of a message"),
+        "{err}"
+    );
+    m.wait();
+}

@@ -29,7 +29,7 @@ use sha2::Sha256;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::auth::{Key, random};
-use crate::manager::wire::{net_err, read_exact_by};
+use crate::manager::wire::{mid_message_err, net_err, read_exact_by};
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
 const WELCOME: &[u8] = b"#WELCOME#";
@@ -52,10 +52,12 @@ pub fn recv(
     };
     let mut head = [0u8; 4];
     read(s, &mut head).map_err(|e| net_err("read", peer, &e))?;
+    // Past the header, an end of file is a peer gone mid-message.
+    let cut = |e: std::io::Error| mid_message_err("read", peer, &e);
     let len: i64 = match i32::from_be_bytes(head) {
         -1 => {
             let mut long = [0u8; 8];
-            read(s, &mut long).map_err(|e| net_err("read", peer, &e))?;
+            read(s, &mut long).map_err(cut)?;
             i64::try_from(u64::from_be_bytes(long)).unwrap_or(i64::MAX)
         }
         n => i64::from(n),
@@ -68,7 +70,7 @@ pub fn recv(
         ));
     }
     let mut body = vec![0u8; len as usize];
-    read(s, &mut body).map_err(|e| net_err("read", peer, &e))?;
+    read(s, &mut body).map_err(cut)?;
     Ok(body)
 }
 
