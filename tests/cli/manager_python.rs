@@ -525,3 +525,51 @@ fn a_server_that_dies_mid_reply_is_a_dropped_connection_not_the_end() {
     );
     m.wait();
 }
+
+/// A CPython client's bad calls on a queue proxy, each with the class of
+/// the exception it raised; the same script runs against a CPython
+/// server of queue.Queue for comparison (`serve` as its first argument).
+const BAD_CALLS: &str = r#"
+import queue, sys, threading
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+if sys.argv[1] == 'serve':
+    q = queue.Queue(maxsize=1000)  # bounded, as --capacity makes ours
+    M.register('get_result_queue', callable=lambda: q)
+    m = M(address=('127.0.0.1', 0), authkey=sys.argv[2].encode())
+    server = m.get_server()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = server.address
+else:
+    M.register('get_result_queue')
+    host, port = sys.argv[1].rsplit(':', 1)
+    address = (host, int(port))
+c = M(address=address, authkey=sys.argv[2].encode()); c.connect()
+q = c.get_result_queue()
+for call in [lambda: q.get(timeout=-1), lambda: q.put(), lambda: q.get(timeout='x'),
+             lambda: q.put(1, timeout=-1), lambda: q.get_nowait()]:
+    try:
+        call(); print('returned')
+    except Exception as e:
+        print(type(e).__name__)
+"#;
+
+#[test]
+fn a_bad_call_raises_the_exception_cpython_raises() {
+    // They came back as RemoteError with a traceback's text.
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&["--python", "--tasks", "1"]);
+    let ours = run(python(BAD_CALLS, &[&addr, KEY]));
+    let theirs = run(python(BAD_CALLS, &["serve", KEY]));
+    assert_success(&theirs);
+    assert_eq!(stdout(&ours), stdout(&theirs), "{ours:?}");
+    assert_eq!(
+        stdout(&ours),
+        "ValueError\nTypeError\nTypeError\nValueError\nEmpty\n"
+    );
+    let worker = run(python(LESSON_WORKER, &[&addr, KEY, "0"]));
+    assert_success(&worker);
+    finish(&mut server, 1);
+}

@@ -68,6 +68,13 @@ fn traceback(text: String) -> Vec<u8> {
     reply("#TRACEBACK", Value::Str(text))
 }
 
+/// The builtin exception `name(text)` that a queue method raised: CPython
+/// answers `('#ERROR', exception)`, and the client raises that very
+/// class (a `#TRACEBACK` would reach it as a RemoteError).
+fn raised(name: &str, text: String) -> Value {
+    Value::exception("builtins", name, vec![Value::Str(text)])
+}
+
 /// A request: (ident, method, args, kwds).
 /// A request's parts: (ident, method, args, kwds).
 type Request = (Value, String, Vec<Value>, Vec<(Value, Value)>);
@@ -204,7 +211,7 @@ fn arg(args: &[Value], kwds: &[(Value, Value)], pos: usize, name: &str) -> Optio
 fn wait_of(
     block: Option<Value>,
     timeout: Option<Value>,
-) -> std::result::Result<Option<Duration>, String> {
+) -> std::result::Result<Option<Duration>, Value> {
     if matches!(block, Some(Value::Bool(false)) | Some(Value::Int(0))) {
         return Ok(Some(Duration::ZERO));
     }
@@ -212,10 +219,18 @@ fn wait_of(
         None | Some(Value::None) => return Ok(None),
         Some(Value::Int(i)) => i as f64,
         Some(Value::Float(f)) => f,
-        Some(other) => return Err(format!("TypeError: timeout {other} is not a number")),
+        Some(other) => {
+            return Err(raised(
+                "TypeError",
+                format!("timeout {other} is not a number"),
+            ));
+        }
     };
     if secs.is_nan() || secs < 0.0 {
-        return Err("ValueError: 'timeout' must be a non-negative number".into());
+        return Err(raised(
+            "ValueError",
+            "'timeout' must be a non-negative number".into(),
+        ));
     }
     Ok(Some(
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
@@ -246,7 +261,7 @@ fn call(
             };
             let wait = match wait {
                 Ok(w) => w,
-                Err(why) => return Ok(traceback(why)),
+                Err(e) => return Ok(reply("#ERROR", e)),
             };
             let hold = if q == 0 {
                 Hold::LeaseAfterSettling
@@ -260,8 +275,12 @@ fn call(
         }
         "put" | "put_nowait" => {
             let Some(item) = arg(&args, &kwds, 0, "item") else {
-                return Ok(traceback(
-                    "TypeError: put() missing 1 required positional argument: 'item'".into(),
+                return Ok(reply(
+                    "#ERROR",
+                    raised(
+                        "TypeError",
+                        "put() missing 1 required positional argument: 'item'".into(),
+                    ),
                 ));
             };
             let wait = if method == "put_nowait" {
@@ -274,7 +293,7 @@ fn call(
             };
             let wait = match wait {
                 Ok(w) => w,
-                Err(why) => return Ok(traceback(why)),
+                Err(e) => return Ok(reply("#ERROR", e)),
             };
             match hub.put(conn, q, item, Settle::Oldest, wait, &mut tick)? {
                 Ok(Put::Ok | Put::Stale) => reply("#RETURN", Value::None),
