@@ -573,3 +573,49 @@ fn a_bad_call_raises_the_exception_cpython_raises() {
     assert_success(&worker);
     finish(&mut server, 1);
 }
+
+/// Client A takes task X and stays silent past the lease; client B (in a
+/// thread of its own, so with a connection of its own: proxies share one
+/// per thread) gets X and puts its result; then A puts a message. Prints
+/// what the results queue holds.
+const LATE_PUT: &str = r#"
+import queue, sys, threading
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register('get_task_queue'); M.register('get_result_queue')
+host, port = sys.argv[1].rsplit(':', 1)
+m = M(address=(host, int(port)), authkey=sys.argv[2].encode()); m.connect()
+t, r = m.get_task_queue(), m.get_result_queue()
+t.put('X'); t.get()
+def b():
+    print('B got', t.get(timeout=30), flush=True)
+    r.put('B: result for X')
+tb = threading.Thread(target=b); tb.start(); tb.join()
+print('A put', r.put('A: a message'), flush=True)
+held = []
+try:
+    while True:
+        held.append(r.get(timeout=0.5))
+except queue.Empty:
+    pass
+print(sorted(held))
+"#;
+
+#[test]
+fn a_put_after_the_lease_ran_out_is_stored_not_dropped() {
+    // A's put settled its oldest lease, which B had settled already: the
+    // put was dropped as a late result, while A's put() returned None.
+    if python_missing() {
+        return;
+    }
+    let (mut server, addr) = serve(&[
+        "--python", "--queue", "tasks", "--queue", "results", "--lease", "300ms",
+    ]);
+    let out = run(python(LATE_PUT, &[&addr, KEY]));
+    assert_eq!(
+        stdout(&out),
+        "B got X\nA put None\n['A: a message', 'B: result for X']\n",
+        "{out:?}"
+    );
+    server.wait_for(|l| l.starts_with("late put from ") && l.ends_with("stored all the same"));
+}

@@ -42,6 +42,7 @@ Output (one line per event):
   task <id> -> <addr> (pid <p>)
   result <id> from <addr> (pid <p>): <n> * <n> = <v>
   late result <id> from <addr> (pid <p>): already counted, dropped
+  late put from <addr> (python): its lease on task <id> had run out; stored all the same
   requeued task <id>: <addr> (pid <p>) left holding it
   lease expired: task <id> held by <addr> (pid <p>) silent for <lease>; requeued
   task <id> failed: its lease was lost <N> times (last held by <addr> (pid <p>)); failure result put on <queue>
@@ -260,6 +261,10 @@ fn report(out: &mut Out, ev: &Event, lease: Duration) -> Result<()> {
             r.value
         ),
         Event::Late(p, id) => note!(out, "late result {id} from {p}: already counted, dropped"),
+        Event::LateKept(p, id) => note!(
+            out,
+            "late put from {p}: its lease on task {id} had run out; stored all the same"
+        ),
         Event::Requeued(p, id) => note!(out, "requeued task {id}: {p} left holding it"),
         Event::Expired(p, id) => {
             note!(

@@ -380,7 +380,7 @@ impl Hub {
     ) -> Result<Result<Put, Refusal>> {
         let deadline = wait.and_then(crate::process::deadline_after);
         let mut st = self.lock();
-        let target = match settle {
+        let mut target = match settle {
             Settle::Nothing => None,
             Settle::Item(id) => Some(id),
             Settle::Oldest => st.conns.get(&conn).and_then(|c| c.leases.front().copied()),
@@ -401,6 +401,18 @@ impl Hub {
                 let settles = match target {
                     Some(id) => match st.items.get(&id) {
                         Some(e) => Some((id, e.queue)),
+                        None if settle == Settle::Oldest => {
+                            // A CPython client's put, which was never
+                            // told of leases: it is a put all the same,
+                            // and goes in (dropped, it would be lost
+                            // while the client heard it was put).
+                            Self::forget(&mut st, conn, id);
+                            if let Some(c) = st.conns.get(&conn) {
+                                self.emit(Event::LateKept(c.peer.clone(), id));
+                            }
+                            target = None;
+                            None
+                        }
                         None => {
                             // Settled already (by a worker that took it
                             // over when this one's lease ran out).

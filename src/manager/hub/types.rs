@@ -72,6 +72,10 @@ pub enum Event {
     Result(Outcome),
     /// A result for an item that was settled already: dropped.
     Late(Peer, u64),
+    /// A CPython client's put, made after its lease on item `id` had run
+    /// out and the item was settled by another: it settles nothing, but
+    /// is stored all the same (the client was told it was put).
+    LateKept(Peer, u64),
     /// A connection closed while it held an item: the item is back at the
     /// end of its queue.
     Requeued(Peer, u64),
