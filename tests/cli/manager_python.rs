@@ -619,3 +619,40 @@ fn a_put_after_the_lease_ran_out_is_stored_not_dropped() {
     );
     server.wait_for(|l| l.starts_with("late put from ") && l.ends_with("stored all the same"));
 }
+
+#[test]
+fn a_task_that_cannot_be_decoded_fails_alone_and_the_master_hears_of_it() {
+    // A set or an int past 128 bits is no pickle this worker decodes: it
+    // exited 65 at once, with the task gone from the master's queue and
+    // no result for it, so the master waited for ever and the tasks after
+    // it never ran.
+    if python_missing() {
+        return;
+    }
+    let script = SERVE_FOREVER_MASTER
+        .replace("for n in range(1, 11):", "for n in [{1, 2}, 2**130, 7]:")
+        .replace("for i in range(10):", "for i in range(3):");
+    let (mut m, addr) = master(&script, KEY);
+    let mut cmd = assert_cmd::Command::from_std(mgr(&[
+        "work",
+        "--python",
+        "--connect",
+        &addr,
+        "--idle",
+        "2s",
+    ]));
+    let w = cmd.timeout(TIMEOUT).output().unwrap();
+    assert_eq!(w.status.code(), Some(65), "{w:?}");
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let lines = m.wait_for(|l| l == "master exit.");
+    assert_eq!(
+        lines,
+        [
+            "Result: task 1: a task this worker cannot decode",
+            "Result: task 2: a task this worker cannot decode",
+            "Result: 7 * 7 = 49",
+            "master exit."
+        ]
+    );
+}

@@ -55,14 +55,16 @@ With --quiet only `listening on` and the final results are printed.
 lesson's worker (a BaseManager subclass registering get_task_queue and
 get_result_queue, connect() with authkey=..., get(timeout=...) and put())
 runs unmodified against it. A type id get_NAME_queue reaches queue NAME or
-NAMEs. Requests are decoded with a pickle subset (None, bool, int, float,
-str, bytes, tuple, list, dict, and the manager's Token and queue
-exceptions); any other pickle, GLOBAL os.system included, closes the
+NAMEs. Requests are decoded with a pickle subset (None, bool, int of at
+most 128 bits, float, str, bytes, tuple, list, dict, and the manager's
+Token and queue exceptions), each message at most 1 MiB; any other pickle, GLOBAL os.system included, closes the
 connection and nothing runs, as does a value nested more than 32 deep or a
 pickle whose memo references would make it more than 64 KiB plus 32 bytes
 per byte received. CPython's protocol has no MAC after its
 handshake: use it on a network you trust. An item a Python worker gets from
-the first queue is leased until its next put (or get).
+the first queue is leased until its next put (or get). Unlike
+queue.Queue's, task_done() counts nothing (an extra one raises nothing)
+and join() returns once the queue is empty and no item is out on lease.
 
 Exit status: 0 when all N results are in (queues: at --timeout); 1 when
 --timeout passed first (lesson); 2 for a bad flag or key; 66 when the key

@@ -53,7 +53,11 @@ worker takes the next task.
 get_server().serve_forever()) as the lesson's Python worker does: type ids
 get_task_queue / get_result_queue (from --queue tasks / --results results:
 get_NAME_queue, NAME without its final s), get(timeout=--idle), put(result).
-Answers are decoded with a pickle subset that never runs code.
+Answers are decoded with a pickle subset that never runs code (that of
+serve --python). A task outside it (a set, an int past 128 bits) fails
+alone: its result is `task <n>: a task this worker cannot decode` (with
+CMD: (None, 65, '')), so the master still gets one result per task; a
+message over 1 MiB ends the worker (65).
 
 Exit status: 0 when the server said the queue is closed and drained (the
 lesson: every result is in), or no task came for --idle, or (--python) the
@@ -435,6 +439,25 @@ fn work_python(
         };
         let task = match answer {
             Answer::Return(v) => v,
+            Answer::Undecodable(why) => {
+                // The task has left the master's queue, and no pickle of
+                // it can be made here: a failure result without it, so
+                // that the master still gets one result per task.
+                let id = done + refused + 1;
+                refused += 1;
+                task_failed(out, me, id, &why.to_string())?;
+                let failed = if a.cmd.is_empty() {
+                    Value::Str(format!("task {id}: {UNDECODABLE}"))
+                } else {
+                    Value::Tuple(vec![
+                        Value::None,
+                        Value::Int(exit::DATA.into()),
+                        Value::str(""),
+                    ])
+                };
+                put_result(&mut c, &results, failed, timeout, addr)?;
+                continue;
+            }
             Answer::Raised(e) if e.is_empty_exception() => break,
             Answer::Raised(e) => {
                 return Err(Error::new(
@@ -499,19 +522,32 @@ fn work_python(
                 Value::Str(String::from_utf8_lossy(&stdout).into_owned()),
             ])
         };
-        match c.call(&results, "put", vec![result], vec![], Some(timeout))? {
-            Answer::Return(_) => {}
-            Answer::Raised(e) => {
-                return Err(Error::new(
-                    ErrorKind::Other,
-                    "put",
-                    addr,
-                    format!("the server raised {e}"),
-                )
-                .into());
-            }
-        }
+        put_result(&mut c, &results, result, timeout, addr)?;
     }
     note!(out, "worker {me}: no more tasks, {done} done")?;
     Ok(if refused > 0 { exit::DATA } else { exit::OK })
+}
+
+/// What a task that cannot be decoded gets as its result (--python).
+const UNDECODABLE: &str = "a task this worker cannot decode";
+
+/// Put `result` on the CPython master's results queue.
+fn put_result(
+    c: &mut PyClient,
+    results: &str,
+    result: Value,
+    timeout: Duration,
+    addr: &str,
+) -> Result<()> {
+    match c.call(results, "put", vec![result], vec![], Some(timeout))? {
+        Answer::Return(_) => Ok(()),
+        Answer::Raised(e) => Err(Error::new(
+            ErrorKind::Other,
+            "put",
+            addr,
+            format!("the server raised {e}"),
+        )
+        .into()),
+        Answer::Undecodable(e) => Err(e.into()),
+    }
 }

@@ -21,6 +21,10 @@ pub enum Answer {
     Return(Value),
     /// `#ERROR`: the exception the method raised (`queue.Empty` …).
     Raised(Value),
+    /// An answer read whole (the connection is still in step) whose
+    /// pickle this subset does not take (a set, an int past 128 bits ...):
+    /// why.
+    Undecodable(Error),
 }
 
 /// A connection to a CPython manager server, with one long-lived
@@ -158,11 +162,15 @@ fn dispatch(
             addr,
             format!("the server raised {e}"),
         )),
+        Answer::Undecodable(e) => Err(e),
     }
 }
 
 fn answer(c: &mut TcpStream, addr: &str, deadline: Option<Instant>) -> Result<Answer> {
-    let v = loads(&recv(c, addr, MAX_BODY, deadline)?)?;
+    let v = match loads(&recv(c, addr, MAX_BODY, deadline)?) {
+        Ok(v) => v,
+        Err(e) => return Ok(Answer::Undecodable(e)),
+    };
     let Value::Tuple(t) = v else {
         return Err(Error::data(
             "read",
