@@ -220,8 +220,16 @@ pub(crate) fn stdin_for_input() -> std::result::Result<std::io::Stdin, Error> {
 }
 
 /// Print `name: msg` as one line on stderr, in one write.
+/// A newline or carriage return inside it (a name or a command given
+/// with one) is shown as `\n` or `\r`: the line stays one line.
 pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
-    let line = format!("{name}: {msg}\n");
+    let text = msg.to_string();
+    let text = if text.contains(['\n', '\r']) {
+        text.replace('\n', "\\n").replace('\r', "\\r")
+    } else {
+        text
+    };
+    let line = format!("{name}: {text}\n");
     let _ = write_all_fd(io::stderr().as_fd(), line.as_bytes());
 }
 

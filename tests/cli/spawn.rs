@@ -149,6 +149,13 @@ fn a_missing_command_is_127_with_one_line() {
         );
         assert!(out.stdout.is_empty());
     }
+    // A newline in the name is shown escaped: still one line.
+    let out = pk("spawn").args(["--", "no\nsuch"]).output().unwrap();
+    assert_one_line_error(&out, "spawn", 127);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pk-spawn: execvp(no\\nsuch): No such file or directory\n"
+    );
 }
 
 #[test]
@@ -689,7 +696,10 @@ fn a_caught_interrupt_ends_the_calling_script_as_with_timeout_1() {
     // ends its loop only if its child died of SIGINT too: pk-spawn used to
     // exit 130, which reads as "the command handled the ^C", and the loop
     // went on.
-    let script = "for i in 1 2 3; do $W sh -c 'echo up > \"$M\"; exec sleep 10'; \
+    // (The command waits for its parent to wait: timeout(1) dies of a
+    // signal that comes before its fork has returned.)
+    let script = "for i in 1 2 3; do $W sh -c 'until grep -q ^State:.S /proc/$PPID/status; \
+                  do sleep 0.01; done; echo up > \"$M\"; exec sleep 10'; \
                   echo \"after $i: $?\"; done; echo done";
     for wrapper in ["timeout --foreground 60", "pk-spawn --"] {
         let (status, out) = interrupt_a_script(wrapper, script);
@@ -702,8 +712,10 @@ fn a_caught_interrupt_ends_the_calling_script_as_with_timeout_1() {
 fn sigalrm_is_time_up_now_and_the_timeout_signal_is_passed_on() {
     // timeout(1): SIGALRM sent to it ends the time at once (124), and
     // the --signal one is passed on like TERM. pk-spawn died of both.
-    let script = "trap 'echo got USR1; exit 5' USR1; echo ready; \
-                  while :; do sleep 0.05; done";
+    let script = format!(
+        "trap 'echo got USR1; exit 5' USR1; {PARENT_WAITS}echo ready; \
+         while :; do sleep 0.05; done"
+    );
     for (sig, want) in [(Signal::SIGALRM, 124), (Signal::SIGUSR1, 5)] {
         let mut results = Vec::new();
         for wrapper in ["timeout", "pk-spawn"] {
@@ -716,7 +728,7 @@ fn sigalrm_is_time_up_now_and_the_timeout_signal_is_passed_on() {
                 c.args(["-s", "USR1", "-t", "60", "--"]);
                 c
             };
-            cmd.args(["sh", "-c", script]).stderr(Stdio::null());
+            cmd.args(["sh", "-c", &script]).stderr(Stdio::null());
             let mut r = Running::start(cmd, true);
             r.wait_for(|l| l == "ready");
             r.signal(sig);
@@ -1367,14 +1379,16 @@ os.kill(pid, 9)
 os.waitpid(pid, 0)
 print("hung")
 "#;
-    let command = "trap 'echo got HUP >> \"$0\"; exit 3' HUP; echo > \"$0.up\"; \
-                   while :; do sleep 0.05; done";
+    let command = format!(
+        "trap 'echo got HUP >> \"$0\"; exit 3' HUP; {PARENT_WAITS}echo > \"$0.up\"; \
+         while :; do sleep 0.05; done"
+    );
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
         .arg(&mark)
         .args(wrapper)
-        .args(["sh", "-c", command])
+        .args(["sh", "-c", &command])
         .arg(&mark)
         .env(TAG, new_tag())
         .stdin(Stdio::null())
@@ -1448,7 +1462,9 @@ fn a_signal_the_command_refuses_is_no_error_and_it_is_still_waited_for() {
     let Some((_dir, exe)) = root_again() else {
         return;
     };
-    let script = "echo ready; sleep 0.5; exit 4";
+    // (PARENT_WAITS: timeout(1) dies of a signal that comes before its
+    // fork has returned.)
+    let script = format!("{PARENT_WAITS}echo ready; sleep 0.5; exit 4");
     let mut results = Vec::new();
     for wrapper in [
         &["timeout", "60"][..],
@@ -1458,7 +1474,7 @@ fn a_signal_the_command_refuses_is_no_error_and_it_is_still_waited_for() {
         cmd.args(&as_nobody()[1..])
             .args(wrapper)
             .arg(&exe)
-            .args(["/bin/sh", "-c", script])
+            .args(["/bin/sh", "-c", &script])
             .env(TAG, new_tag())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
