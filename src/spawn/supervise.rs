@@ -221,9 +221,9 @@ impl Supervisor {
             }
             if self.kill_at.is_some_and(|t| now >= t) {
                 self.kill_at = None;
-                permitted(r.signal(Signal::SIGKILL))?;
+                // Refused (EPERM), it was not killed: its own status.
+                self.killed = permitted(r.signal(Signal::SIGKILL))?;
                 r.linger_after_exit(AFTER_SIGNAL_GRACE);
-                self.killed = true;
                 return Ok(Step::Killed);
             }
             if let (Some(t), Some(at)) = (self.timeout, self.signal_at) {
@@ -244,9 +244,8 @@ impl Supervisor {
     fn time_is_up(&mut self, r: &mut Running) -> Result<Step> {
         if self.kill_at.is_some() {
             self.kill_at = None;
-            permitted(r.signal(Signal::SIGKILL))?;
+            self.killed = permitted(r.signal(Signal::SIGKILL))?;
             r.linger_after_exit(AFTER_SIGNAL_GRACE);
-            self.killed = true;
             return Ok(Step::Killed);
         }
         let sig = self.timeout.map_or(Signal::SIGTERM, |t| t.signal);
@@ -271,7 +270,7 @@ impl Supervisor {
         let sent = permitted(r.signal(sig))?;
         r.linger_after_exit(AFTER_SIGNAL_GRACE);
         if sig == Signal::SIGKILL {
-            self.killed = true;
+            self.killed |= sent;
             self.kill_at = None;
             return Ok(sent);
         }
@@ -299,11 +298,14 @@ fn permitted(sent: Result<()>) -> Result<bool> {
 }
 
 /// Whether the kernel sends `sig` to this process alone rather than to
-/// its whole process group: a terminal's hang-up goes to the session
-/// leader only (its foreground group hears of it when the leader exits),
-/// so a program that shares our group has not had it.
+/// its whole process group, so that a program that shares our group has
+/// not had it: a terminal's hang-up goes to the session leader only (its
+/// foreground group hears of it when the leader exits), and an alarm(2)
+/// timer's SIGALRM to its process.
 fn to_us_alone(sig: Signal) -> bool {
-    sig == Signal::SIGHUP && nix::unistd::getsid(None).is_ok_and(|s| s == nix::unistd::getpid())
+    sig == Signal::SIGALRM
+        || (sig == Signal::SIGHUP
+            && nix::unistd::getsid(None).is_ok_and(|s| s == nix::unistd::getpid()))
 }
 
 /// A signal that reached a [`SignalRelay`].

@@ -2343,3 +2343,76 @@ fn on_a_terminal_our_lines_are_not_glued_to_the_status_line() {
     }
     assert_eq!(said, 4, "three failures and the summary: {text:?}");
 }
+
+#[test]
+fn jobs_that_ended_while_an_error_cut_reaping_short_are_still_reaped() {
+    // Both jobs end while pk-pool is stopped; continued, it reaps the
+    // first, whose output fails (a full disk), and the error ended the
+    // reaping: the second, its SIGCHLD taken, was never reaped, and the
+    // run waited for it for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args([
+        "-c",
+        &format!(
+            "exec pk-pool exec --no-progress -j 2 --kill-after 1s -- sh -c \
+             'touch {d}/$0; until [ -e {d}/go ]; do sleep 0.01; done; echo out $0; \
+             touch {d}/end.$0' < <(printf '1\\n2\\n') >/dev/full"
+        ),
+    ])
+    .env("PATH", path_with_binaries())
+    .env(TAG, new_tag())
+    .stderr(Stdio::piped());
+    let mut run = Running::start(cmd, true);
+    let pid = nix::unistd::Pid::from_raw(run.child.id() as i32);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    for f in ["1", "2"] {
+        while !dir.path().join(f).exists() {
+            assert!(std::time::Instant::now() < deadline, "job {f} never ran");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    for f in ["end.1", "end.2"] {
+        while !dir.path().join(f).exists() {
+            assert!(std::time::Instant::now() < deadline, "{f} never came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    // Both jobs have ended (zombies) before pk-pool runs again.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(run.wait().code(), Some(71));
+}
+
+#[test]
+fn a_joblog_that_cannot_be_written_stops_the_run_as_an_output_error_does() {
+    // The joblog hit the file size limit: the error went straight out,
+    // the next job's record raised it again as a second error, and the
+    // running jobs were SIGKILLed with no grace and no summary.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let log = dir.path().join("log");
+    std::fs::write(&log, "x".repeat(1000)).unwrap();
+    let job = format!("trap 'touch {d}/term.$0; exit 0' TERM; sleep $0 & wait");
+    let out = bash(&format!(
+        "trap '' XFSZ; ulimit -f 1; printf '0.1\\n30\\n30.1\\n' | \
+         pk-pool exec --no-progress -j 3 --joblog +{} -- sh -c \"$0\"",
+        log.display()
+    ))
+    .arg(&job)
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{err}");
+    assert_eq!(err.matches("File too large").count(), 1, "{err}");
+    assert!(
+        err.ends_with(
+            "pk-pool: stopped by the error above: 2 running jobs ended, no new job started\n"
+        ),
+        "{err}"
+    );
+    assert!(dir.path().join("term.30").exists() && dir.path().join("term.30.1").exists());
+}

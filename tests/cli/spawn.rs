@@ -1498,3 +1498,67 @@ fn a_signal_the_command_refuses_is_no_error_and_it_is_still_waited_for() {
         results[1].1
     );
 }
+
+#[test]
+fn an_alarm_the_kernel_sends_is_time_up_in_the_foreground_too() {
+    // alarm(2) left running across exec: its SIGALRM comes from the
+    // kernel, to the process alone. With --foreground pk-spawn took it
+    // for a signal its group (the command too) had had, and dropped it.
+    let alarm = "import os, signal, sys; signal.alarm(1); os.execvp(sys.argv[1], sys.argv[1:])";
+    let mut codes = Vec::new();
+    for wrapper in [
+        vec!["timeout".to_string(), "--foreground".into(), "30".into()],
+        vec![
+            bin("pk-spawn").display().to_string(),
+            "--foreground".into(),
+            "-t".into(),
+            "30".into(),
+            "--".into(),
+        ],
+    ] {
+        let out = std::process::Command::new("python3")
+            .args(["-c", alarm])
+            .args(&wrapper)
+            .args(["sleep", "20"])
+            .env(TAG, new_tag())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        codes.push(shell_code(out.status));
+    }
+    assert_eq!(codes, [124, 124]);
+}
+
+#[test]
+fn a_timeout_the_command_refuses_is_124_not_a_kill() {
+    // The timeout's SIGTERM and the kill-after SIGKILL both refused
+    // (EPERM): the command was never killed, so not 137.
+    let Some((_dir, exe)) = root_again() else {
+        return;
+    };
+    let mut codes = Vec::new();
+    for wrapper in [
+        &["timeout", "--foreground", "-k", "0.2", "0.2"][..],
+        &[
+            bin("pk-spawn").to_str().unwrap(),
+            "--foreground",
+            "-t",
+            "0.2",
+            "-k",
+            "0.2",
+            "--",
+        ],
+    ] {
+        let out = std::process::Command::new(&as_nobody()[0])
+            .args(&as_nobody()[1..])
+            .args(wrapper)
+            .arg(&exe)
+            .args(["/bin/sh", "-c", "sleep 1; exit 4"])
+            .env(TAG, new_tag())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        codes.push(shell_code(out.status));
+    }
+    assert_eq!(codes, [124, 124]);
+}

@@ -380,6 +380,8 @@ impl Hub {
     ) -> Result<Result<Put, Refusal>> {
         let deadline = wait.and_then(crate::process::deadline_after);
         let mut st = self.lock();
+        // A CPython client's put whose lease had run out (see below).
+        let mut late = None;
         let mut target = match settle {
             Settle::Nothing => None,
             Settle::Item(id) => Some(id),
@@ -407,9 +409,7 @@ impl Hub {
                             // and goes in (dropped, it would be lost
                             // while the client heard it was put).
                             Self::forget(&mut st, conn, id);
-                            if let Some(c) = st.conns.get(&conn) {
-                                self.emit(Event::LateKept(c.peer.clone(), id));
-                            }
+                            late = Some(id);
                             target = None;
                             None
                         }
@@ -435,6 +435,9 @@ impl Hub {
                         Self::settle(&mut st, id);
                     }
                     Self::push(&mut st, q, value);
+                    if let (Some(id), Some(c)) = (late, st.conns.get(&conn)) {
+                        self.emit(Event::LateKept(c.peer.clone(), id));
+                    }
                     self.changed.notify_all();
                     return Ok(Ok(Put::Ok));
                 }

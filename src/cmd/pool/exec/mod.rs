@@ -123,7 +123,8 @@ cannot start for want of a process, memory or descriptors (EAGAIN,
 ENOMEM, EMFILE: `ulimit -u`, a container's pids.max) waits, first in
 line, until a running job ends, and no new job starts meanwhile (one
 line says so, once): fewer run at once. With none of ours running, it
-tries again after 50 ms, 100 ms ... 1 s, and fails (126) after 20 tries.
+tries again after 50 ms, 100 ms ... 1 s, and fails (126) after 20 tries
+(so do later jobs that find no room, at once, until one has run).
 An error of pk-pool's own (its stdout cannot be written: a full disk)
 stops the run as a signal does: no new job, the running ones get
 SIGTERM, then SIGKILL after --kill-after, each is recorded, and one

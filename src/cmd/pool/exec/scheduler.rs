@@ -107,6 +107,9 @@ struct Job {
     items: Vec<Vec<u8>>,
     tries: u32,
     failed_on: Vec<usize>,
+    /// Its command line was printed (-t): a start held back for want of
+    /// room does not print it again.
+    shown: bool,
 }
 
 #[derive(Debug)]
@@ -416,8 +419,11 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         // signal, TERM then KILL after --kill-after, each one recorded.
         say(&e);
         s.fatal = Some(e);
+        // The error may have cut a reaping short: children that ended
+        // then, their SIGCHLD taken, are reaped before the loop waits.
         r = s
             .stop(s.cfg.kill_after)
+            .and_then(|()| s.reap())
             .and_then(|()| s.run_loop(&mut relay));
     }
     // A second error on the way: no more grace. Whatever happened, no
@@ -597,6 +603,11 @@ impl Sched {
     /// stopped because the input must be read first.
     fn start_jobs(&mut self) -> Result<bool> {
         loop {
+            if self.held_back && self.attempts.is_empty() && self.room_retry_at.is_none() {
+                // Whatever removed the last attempt (a host that dropped)
+                // freed what the held-back job waited for.
+                self.held_back = false;
+            }
             if self.stopping || self.halted.is_some() || self.stdout_closed || self.held_back {
                 return Ok(false);
             }
@@ -642,6 +653,7 @@ impl Sched {
                                 items,
                                 tries: 0,
                                 failed_on: Vec::new(),
+                                shown: false,
                             }
                         }
                         Ok(Take::NeedRead) => return Ok(true),
@@ -708,9 +720,10 @@ impl Sched {
         self.hosts[h].running += 1;
         job.tries += 1;
         let argv = self.cfg.template.render(&job.items, job.seq, slot);
-        if self.cfg.verbose {
+        if self.cfg.verbose && (!job.shown || job.tries > 1) {
             say_raw(&shell_bytes(&argv));
         }
+        job.shown = true;
         let cap = self.output.capture(job.seq);
         let key = self.next_key;
         self.next_key += 1;
@@ -1059,7 +1072,15 @@ impl Sched {
                 Err(e) if log.is_stdout() && e.errno() == Some(nix::errno::Errno::EPIPE) => {
                     self.written(Err(WriteError::Closed))?
                 }
-                r => r?,
+                // Like our output's: it ends the run once the job is
+                // counted, said once.
+                Err(e) => {
+                    let failed = self.written(Err(WriteError::Other(e)));
+                    if unwritten.is_ok() {
+                        unwritten = failed;
+                    }
+                }
+                Ok(()) => {}
             }
         }
         if retry {
