@@ -403,14 +403,14 @@ fn a_refused_result_hands_its_task_to_the_next_worker() {
     assert_eq!(closed.count(), 1, "{seen:#?} {lines:#?}");
 }
 
-#[test]
-fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
-    if python_missing() {
-        return;
-    }
+/// A CPython master (serve_forever) whose `n` tasks are the Python list
+/// `tasks`, of which `failing` fail, and one `work --python` run to its
+/// end against it: the worker's stderr (a line per failed task, exit 65)
+/// and the master's result lines.
+fn work_for_a_master_of(tasks: &str, n: usize, failing: usize) -> (String, Vec<String>) {
     let script = SERVE_FOREVER_MASTER
-        .replace("for n in range(1, 11):", "for n in ['seven', 7, 2**64]:")
-        .replace("for i in range(10):", "for i in range(3):");
+        .replace("for n in range(1, 11):", &format!("for n in {tasks}:"))
+        .replace("for i in range(10):", &format!("for i in range({n}):"));
     let (mut m, addr) = master(&script, KEY);
     let mut cmd = assert_cmd::Command::from_std(mgr(&[
         "work",
@@ -422,11 +422,19 @@ fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
     ]));
     let w = cmd.timeout(TIMEOUT).output().unwrap();
     assert_eq!(w.status.code(), Some(65), "{w:?}");
-    let err = String::from_utf8_lossy(&w.stderr);
-    assert_eq!(err.lines().count(), 2, "{err}");
+    let err = String::from_utf8_lossy(&w.stderr).into_owned();
+    assert_eq!(err.lines().count(), failing, "{err}");
+    (err, m.wait_for(|l| l == "master exit."))
+}
+
+#[test]
+fn a_task_that_is_not_an_int_fails_alone_for_a_python_master() {
+    if python_missing() {
+        return;
+    }
+    let (err, lines) = work_for_a_master_of("['seven', 7, 2**64]", 3, 2);
     assert!(err.contains("the lesson's task is not an int"), "{err}");
     assert!(err.contains("its square does not fit in 128 bits"), "{err}");
-    let lines = m.wait_for(|l| l == "master exit.");
     assert_eq!(
         lines,
         [
@@ -629,23 +637,7 @@ fn a_task_that_cannot_be_decoded_fails_alone_and_the_master_hears_of_it() {
     if python_missing() {
         return;
     }
-    let script = SERVE_FOREVER_MASTER
-        .replace("for n in range(1, 11):", "for n in [{1, 2}, 2**130, 7]:")
-        .replace("for i in range(10):", "for i in range(3):");
-    let (mut m, addr) = master(&script, KEY);
-    let mut cmd = assert_cmd::Command::from_std(mgr(&[
-        "work",
-        "--python",
-        "--connect",
-        &addr,
-        "--idle",
-        "2s",
-    ]));
-    let w = cmd.timeout(TIMEOUT).output().unwrap();
-    assert_eq!(w.status.code(), Some(65), "{w:?}");
-    let err = String::from_utf8_lossy(&w.stderr);
-    assert_eq!(err.lines().count(), 2, "{err}");
-    let lines = m.wait_for(|l| l == "master exit.");
+    let (_, lines) = work_for_a_master_of("[{1, 2}, 2**130, 7]", 3, 2);
     assert_eq!(
         lines,
         [

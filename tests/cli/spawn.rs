@@ -1505,28 +1505,41 @@ fn an_alarm_the_kernel_sends_is_time_up_in_the_foreground_too() {
     // kernel, to the process alone. With --foreground pk-spawn took it
     // for a signal its group (the command too) had had, and dropped it.
     let alarm = "import os, signal, sys; signal.alarm(1); os.execvp(sys.argv[1], sys.argv[1:])";
-    let mut codes = Vec::new();
-    for wrapper in [
-        vec!["timeout".to_string(), "--foreground".into(), "30".into()],
-        vec![
-            bin("pk-spawn").display().to_string(),
-            "--foreground".into(),
-            "-t".into(),
-            "30".into(),
-            "--".into(),
-        ],
-    ] {
-        let out = std::process::Command::new("python3")
-            .args(["-c", alarm])
-            .args(&wrapper)
-            .args(["sleep", "20"])
-            .env(TAG, new_tag())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        codes.push(shell_code(out.status));
-    }
+    let codes = statuses_under(
+        &["python3", "-c", alarm],
+        &["timeout", "--foreground", "30"],
+        &["--foreground", "-t", "30"],
+        &["sleep", "20"],
+    );
     assert_eq!(codes, [124, 124]);
+}
+
+/// `$?` of `before... timeout_args... command...` and of
+/// `before... pk-spawn pk_args... -- command...`.
+fn statuses_under(
+    before: &[&str],
+    timeout_args: &[&str],
+    pk_args: &[&str],
+    command: &[&str],
+) -> Vec<i32> {
+    let pk_spawn = bin("pk-spawn").display().to_string();
+    let mut pk = vec![pk_spawn.as_str()];
+    pk.extend_from_slice(pk_args);
+    pk.push("--");
+    [timeout_args, &pk[..]]
+        .iter()
+        .map(|wrapper| {
+            let out = std::process::Command::new(before[0])
+                .args(&before[1..])
+                .args(*wrapper)
+                .args(command)
+                .env(TAG, new_tag())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            shell_code(out.status)
+        })
+        .collect()
 }
 
 #[test]
@@ -1536,29 +1549,13 @@ fn a_timeout_the_command_refuses_is_124_not_a_kill() {
     let Some((_dir, exe)) = root_again() else {
         return;
     };
-    let mut codes = Vec::new();
-    for wrapper in [
-        &["timeout", "--foreground", "-k", "0.2", "0.2"][..],
-        &[
-            bin("pk-spawn").to_str().unwrap(),
-            "--foreground",
-            "-t",
-            "0.2",
-            "-k",
-            "0.2",
-            "--",
-        ],
-    ] {
-        let out = std::process::Command::new(&as_nobody()[0])
-            .args(&as_nobody()[1..])
-            .args(wrapper)
-            .arg(&exe)
-            .args(["/bin/sh", "-c", "sleep 1; exit 4"])
-            .env(TAG, new_tag())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        codes.push(shell_code(out.status));
-    }
+    let nobody = as_nobody();
+    let before: Vec<&str> = nobody.iter().map(String::as_str).collect();
+    let codes = statuses_under(
+        &before,
+        &["timeout", "--foreground", "-k", "0.2", "0.2"],
+        &["--foreground", "-t", "0.2", "-k", "0.2"],
+        &[exe.to_str().unwrap(), "/bin/sh", "-c", "sleep 1; exit 4"],
+    );
     assert_eq!(codes, [124, 124]);
 }
