@@ -632,14 +632,25 @@ pub fn interrupt_a_script(wrapper: &str, script: &str) -> (std::process::ExitSta
         .env(TAG, new_tag())
         .stdin(Stdio::null());
     let mut r = Running::start(cmd, false);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until_exists(&marker);
     let group = nix::unistd::Pid::from_raw(r.child.id() as i32);
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
     let status = r.wait();
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     (status, r.rest())
+}
+
+/// Wait (up to [`TIMEOUT`]) until `path` exists: a file a process writes
+/// to say it got somewhere.
+#[track_caller]
+pub fn wait_until_exists(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never came",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

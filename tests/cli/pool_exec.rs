@@ -2240,12 +2240,7 @@ fn a_stop_counts_the_jobs_it_ended_however_they_exit() {
         .write_all(b"1\n2\n3\n4\n5\n")
         .unwrap();
     for i in 1..=3 {
-        let f = dir.path().join(i.to_string());
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while !f.exists() {
-            assert!(std::time::Instant::now() < deadline, "job {i} never ran");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until_exists(&dir.path().join(i.to_string()));
     }
     run.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(run.wait().code(), Some(143));
@@ -2366,20 +2361,13 @@ fn jobs_that_ended_while_an_error_cut_reaping_short_are_still_reaped() {
     .stderr(Stdio::piped());
     let mut run = Running::start(cmd, true);
     let pid = nix::unistd::Pid::from_raw(run.child.id() as i32);
-    let deadline = std::time::Instant::now() + TIMEOUT;
     for f in ["1", "2"] {
-        while !dir.path().join(f).exists() {
-            assert!(std::time::Instant::now() < deadline, "job {f} never ran");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until_exists(&dir.path().join(f));
     }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     std::fs::write(dir.path().join("go"), "").unwrap();
     for f in ["end.1", "end.2"] {
-        while !dir.path().join(f).exists() {
-            assert!(std::time::Instant::now() < deadline, "{f} never came");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_until_exists(&dir.path().join(f));
     }
     // Both jobs have ended (zombies) before pk-pool runs again.
     std::thread::sleep(std::time::Duration::from_millis(200));

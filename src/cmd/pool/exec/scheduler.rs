@@ -331,7 +331,7 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
     // is lost between a start and the first poll.
     // SIGTSTP (^Z) too: the jobs, in sessions of their own, do not get
     // the terminal's, so pk-pool stops them before it stops itself.
-    let relay = SignalRelay::new(&[
+    let mut relay = SignalRelay::new(&[
         Signal::SIGCHLD,
         Signal::SIGINT,
         Signal::SIGTERM,
@@ -411,7 +411,6 @@ pub fn run(cfg: Config, input: Input) -> Result<u8> {
         buf: Vec::new(),
     };
     s.connect()?;
-    let mut relay = relay;
     let mut r = s.run_loop(&mut relay);
     if let Err(e) = r {
         // An error of our own (our output cannot be written, poll
