@@ -295,10 +295,12 @@ pub(crate) fn open_or_create<T>(
 /// object open or mapped keep it.
 pub(crate) fn unlink(prefix: &str, name: &str) -> Result<()> {
     let p = path(prefix, name)?;
+    // shm_unlink for what shm_open makes; a pk-sem name file is no POSIX
+    // semaphore, and glibc's sem_unlink is not what removes it.
     let call = if prefix.is_empty() {
         "shm_unlink"
     } else {
-        "sem_unlink"
+        "unlink"
     };
     nix::unistd::unlink(&p).ctx(call, name)
 }

@@ -1537,3 +1537,38 @@ fn an_interrupted_command_ends_the_calling_script_as_under_flock() {
     assert_success(&sem(&["unlink", "--name", &name]));
     check.finish();
 }
+
+#[test]
+fn an_unlink_the_system_refuses_names_unlink_not_sem_unlink() {
+    // Another user's symbolic link under the name, removed by a third
+    // user: the sticky /dev/shm refuses (EPERM). The error named glibc's
+    // sem_unlink, which a pk-sem name file is not removed with.
+    if !is_root() {
+        eprintln!("skipped: not root (two other users are needed)");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("link");
+    let path = format!("/dev/shm/pk-sem.{}", &name[1..]);
+    let mut words = as_nobody();
+    words.extend([
+        "ln".into(),
+        "-s".into(),
+        "/nonexistent".into(),
+        path.clone(),
+    ]);
+    assert_success(&command(&words).output().unwrap());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=54321", "--regid=54321", "--clear-groups"])
+        .arg(bin("pk-sem"))
+        .args(["unlink", "--name", &name])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_one_line_error(&out, "sem", 77);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!("pk-sem: unlink({name}): ")),
+        "{out:?}"
+    );
+    check.finish();
+}
