@@ -220,18 +220,11 @@ impl Supervisor {
                 continue;
             }
             if self.kill_at.is_some_and(|t| now >= t) {
-                self.kill_at = None;
-                // Refused (EPERM), it was not killed: its own status.
-                self.killed = permitted(r.signal(Signal::SIGKILL))?;
-                r.linger_after_exit(AFTER_SIGNAL_GRACE);
-                return Ok(Step::Killed);
+                return self.kill_now(r);
             }
             if let (Some(t), Some(at)) = (self.timeout, self.signal_at) {
                 if now >= at {
-                    self.signal_at = None;
-                    self.timed_out = true;
-                    self.send(r, t.signal)?;
-                    return Ok(Step::TimedOut(t.signal));
+                    return self.time_out_now(r, t.signal);
                 }
             }
         }
@@ -243,12 +236,23 @@ impl Supervisor {
     /// was sent already).
     fn time_is_up(&mut self, r: &mut Running) -> Result<Step> {
         if self.kill_at.is_some() {
-            self.kill_at = None;
-            self.killed = permitted(r.signal(Signal::SIGKILL))?;
-            r.linger_after_exit(AFTER_SIGNAL_GRACE);
-            return Ok(Step::Killed);
+            return self.kill_now(r);
         }
         let sig = self.timeout.map_or(Signal::SIGTERM, |t| t.signal);
+        self.time_out_now(r, sig)
+    }
+
+    /// The kill-after SIGKILL. Refused (EPERM), it killed nothing: the
+    /// program's own status stands.
+    fn kill_now(&mut self, r: &mut Running) -> Result<Step> {
+        self.kill_at = None;
+        self.killed = permitted(r.signal(Signal::SIGKILL))?;
+        r.linger_after_exit(AFTER_SIGNAL_GRACE);
+        Ok(Step::Killed)
+    }
+
+    /// The time ran out: send the timeout's signal `sig`.
+    fn time_out_now(&mut self, r: &mut Running, sig: Signal) -> Result<Step> {
         self.signal_at = None;
         self.timed_out = true;
         self.send(r, sig)?;

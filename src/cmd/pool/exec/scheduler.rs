@@ -151,6 +151,15 @@ struct Host {
 }
 
 impl Host {
+    /// An attempt on this host is over: its slot is free again, unless
+    /// the host is gone.
+    fn give_back(&mut self, slot: usize) {
+        self.running -= 1;
+        if !self.gone {
+            self.free.push(slot);
+        }
+    }
+
     fn usable(&self) -> bool {
         !self.gone
             && match &self.kind {
@@ -953,11 +962,7 @@ impl Sched {
         let Some(a) = self.attempts.remove(&not.key) else {
             return Ok(());
         };
-        let host = &mut self.hosts[a.host];
-        host.running -= 1;
-        if !host.gone {
-            host.free.push(a.slot);
-        }
+        self.hosts[a.host].give_back(a.slot);
         self.output.discard(a.cap)?;
         if !self.said_no_room {
             self.said_no_room = true;
@@ -992,11 +997,7 @@ impl Sched {
         if message.is_none() {
             self.room_waits = 0;
         }
-        let host = &mut self.hosts[a.host];
-        host.running -= 1;
-        if !host.gone {
-            host.free.push(a.slot);
-        }
+        self.hosts[a.host].give_back(a.slot);
         let Attempt {
             mut job,
             host: h,
