@@ -83,6 +83,7 @@ fn main() {
     a_fork_keeps_no_pipe_of_a_running_spawn();
     a_fork_from_another_thread_keeps_no_pipe_of_its_spawn();
     a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes();
+    a_forked_copy_of_a_running_spawn_signals_nothing_when_dropped();
     a_forked_copy_of_a_thread_handle_joins_no_thread_of_the_child();
     a_dropped_process_is_waited_for_not_killed();
     join_children_terminates_daemons_and_joins_the_rest();
@@ -712,7 +713,33 @@ fn pid_reuse_in_namespace() -> i32 {
     process::ignore(Signal::SIGCHLD).unwrap();
     let running = Spawn::new(["true"]).unwrap().start().unwrap();
     let pid = running.pid();
-    on_reused_pid(pid, || drop(running))
+    let spawn_left_alone = on_reused_pid(pid, || drop(running));
+    if spawn_left_alone != 0 {
+        return spawn_left_alone;
+    }
+    // A spawned program started while SIGCHLD was at its default (its
+    // `Child` then holds no pidfd), reaped by the kernel once SIGCHLD is
+    // ignored, its pid taken by another child of ours: a wait with a
+    // deadline must say the status is lost, not watch (nor reap) the new
+    // process until the deadline, and the drop must not signal it. A
+    // pidfd opened by pid at that wait would name the new process.
+    let mut running = Spawn::new(["sleep", "0.2"]).unwrap().start().unwrap();
+    process::ignore(Signal::SIGCHLD).unwrap();
+    let pid = running.pid();
+    let mut waited = None;
+    let late_left_alone = on_reused_pid(pid, || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        waited = Some(running.wait_event(Some(deadline), None));
+        drop(running);
+    });
+    match waited {
+        _ if late_left_alone != 0 => late_left_alone,
+        Some(Err(e)) if e.to_string().contains("its exit status is lost") => 0,
+        other => {
+            eprintln!("fork_check: a late pidfd watched the pid's new process: {other:?}");
+            3
+        }
+    }
 }
 
 /// In [`pid_reuse_in_namespace`], once `pid` has ended with SIGCHLD
@@ -727,6 +754,9 @@ fn on_reused_pid(pid: process::Pid, then: impl FnOnce()) -> i32 {
     while kill(pid, None).is_ok() {
         std::thread::sleep(Duration::from_millis(1));
     }
+    // And the number is free a moment after a lookup stops finding it
+    // (recent kernels free it outside the lock the lookup takes).
+    std::thread::sleep(Duration::from_millis(20));
     process::restore_default(Signal::SIGCHLD).unwrap();
     // The next pid handed out in this namespace is the reaped child's.
     let last = pid.as_raw() - 1;
@@ -849,6 +879,49 @@ fn a_forked_copy_of_a_running_spawn_does_no_io_on_its_closed_pipes() {
     running.signal(Signal::SIGKILL).unwrap();
     running.abandon_output();
     let _ = running.wait();
+}
+
+/// A forked child's copy of a running spawn, dropped there (the child
+/// ends its scope normally), leaves the program alone: it is the
+/// parent's. A wait with a deadline had opened the spawn's pidfd, and
+/// the copy's drop used to SIGKILL the program through it.
+fn a_forked_copy_of_a_running_spawn_signals_nothing_when_dropped() {
+    use std::time::Instant;
+    for group in [false, true] {
+        let mut running = Spawn::new(["sleep", "30"])
+            .unwrap()
+            .process_group(group)
+            .capture(true)
+            .start()
+            .unwrap();
+        let first = running
+            .wait_event(Some(Instant::now() + Duration::from_millis(20)), None)
+            .unwrap();
+        assert_eq!(first, posixkit::spawn::Event::Deadline);
+        match process::fork().unwrap() {
+            Fork::Child => {
+                drop(running);
+                process::_exit(0);
+            }
+            Fork::Parent(pid) => {
+                assert_eq!(process::waitpid(pid).unwrap(), Status::Exited(0));
+            }
+        }
+        // Still running: only this process's SIGTERM ends it.
+        let later = running
+            .wait_event(Some(Instant::now() + Duration::from_millis(300)), None)
+            .unwrap();
+        assert_eq!(later, posixkit::spawn::Event::Deadline, "group {group}");
+        running.signal(Signal::SIGTERM).unwrap();
+        assert_eq!(
+            running.wait().unwrap(),
+            Status::Signaled {
+                signal: Signal::SIGTERM as i32,
+                core_dumped: false
+            },
+            "group {group}"
+        );
+    }
 }
 
 fn a_forked_copy_of_a_thread_handle_joins_no_thread_of_the_child() {

@@ -140,7 +140,7 @@ impl Child {
     /// [`Child::try_wait`] (`nohang`) or one wait, through `pidfd` when
     /// given (the child's pidfd, held by its owner instead of this
     /// `Child`), else through this `Child`'s own.
-    pub(super) fn reap_with(
+    pub(crate) fn reap_with(
         &mut self,
         pidfd: Option<std::os::fd::BorrowedFd<'_>>,
         nohang: bool,
@@ -215,7 +215,7 @@ impl Child {
 
     /// [`Child::signal`], through `pidfd` when given (see
     /// [`Child::reap_with`]), else through this `Child`'s own.
-    pub(super) fn signal_with(
+    pub(crate) fn signal_with(
         &self,
         pidfd: Option<std::os::fd::BorrowedFd<'_>>,
         sig: Signal,

@@ -35,14 +35,19 @@ pub enum Event {
 /// A started program ([`Spawn::start`](super::Spawn::start)). Dropped
 /// before it has been reaped, it is killed (SIGKILL, to its whole process
 /// group when it has one) and reaped, so no error path leaves a stray
-/// process or a zombie.
+/// process or a zombie. Only the process that started it signals or
+/// reaps it: a copy that a forked process inherited, dropped there as
+/// the forked process ends its scope, leaves the program alone.
 #[derive(Debug)]
 pub struct Running {
     child: Child,
     name: String,
     group: Option<Pid>,
+    /// The child's pidfd, taken at the start (see [`take_pidfd`]): every
+    /// signal and wait goes through it. `None` without one (pidfd_open
+    /// failed: a kernel before 5.3, or no descriptor left), or once the
+    /// child has been reaped.
     pidfd: Option<OwnedFd>,
-    pidfd_tried: bool,
     input: Option<(SpawnFd, Vec<u8>, usize)>,
     outputs: [Option<SpawnFd>; 2],
     collected: [Vec<u8>; 2],
@@ -71,11 +76,10 @@ impl Running {
         outputs: [Option<SpawnFd>; 2],
     ) -> Running {
         Running {
+            pidfd: take_pidfd(&child),
             child,
             name,
             group,
-            pidfd: None,
-            pidfd_tried: false,
             input: input.map(|(w, bytes)| (w, bytes, 0)),
             outputs,
             collected: [Vec::new(), Vec::new()],
@@ -108,29 +112,31 @@ impl Running {
 
     /// Send `sig` to the child's process group (see
     /// [`Running::process_group`]), or to the child alone through its pidfd
-    /// (immune to pid reuse) or by pid. Does nothing once it has been
-    /// reaped; a group whose members are all gone is not an error.
+    /// (immune to pid reuse) or by pid. Only the process that started it
+    /// signals it: the child must still be an unreaped child of the
+    /// caller, so a copy inherited through a fork (dropped there, say)
+    /// signals nobody. Does nothing once it has been reaped, by this
+    /// `Running` or by anyone else; a group whose members are all gone is
+    /// not an error.
     pub fn signal(&mut self, sig: Signal) -> Result<()> {
         if self.child.status().is_some() {
             return Ok(());
         }
-        let r = match (self.group, &self.pidfd) {
-            (Some(pgid), _) => {
-                // The group's id stays reserved while its leader is a child
-                // of ours not yet reaped. Once something else reaped it
-                // (SIGCHLD ignored), the id may name a stranger's group.
-                if let Err(Errno::ECHILD) =
-                    crate::sys::proc::waitid_raw(self.pid(), None, true, true)
-                {
-                    return Ok(());
-                }
-                nix::sys::signal::killpg(pgid, sig)
-            }
-            (None, Some(fd)) => crate::sys::proc::pidfd_send_signal(fd.as_fd(), sig),
-            // By pid only once it is checked to be a child of ours.
-            (None, None) => return self.child.signal(sig),
+        let Some(pgid) = self.group else {
+            // The same check as for the group, made by the Child, through
+            // the pidfd when there is one.
+            return self
+                .child
+                .signal_with(self.pidfd.as_ref().map(AsFd::as_fd), sig);
         };
-        match r {
+        // The group's id stays reserved while its leader is a child of ours
+        // not yet reaped. Once something else reaped it (SIGCHLD ignored),
+        // the id may name a stranger's group; and in a forked copy the
+        // leader is no child of the caller's at all.
+        if let Err(Errno::ECHILD) = crate::sys::proc::waitid_raw(self.pid(), None, true, true) {
+            return Ok(());
+        }
+        match nix::sys::signal::killpg(pgid, sig) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(Error::sys("kill", self.pid(), e)),
         }
@@ -141,7 +147,15 @@ impl Running {
     /// for a caller that watches many children at once (SIGCHLD, pidfds)
     /// and started them without captured output.
     pub fn try_wait(&mut self) -> Result<Option<Status>> {
-        self.child.try_wait()
+        self.reap(true)
+    }
+
+    /// Reap the child through its pidfd when there is one, else by pid
+    /// (see [`Child::try_wait`] for the errors); with `nohang`, `None`
+    /// while it runs.
+    fn reap(&mut self, nohang: bool) -> Result<Option<Status>> {
+        let pidfd = self.pidfd.as_ref().map(AsFd::as_fd);
+        self.child.reap_with(pidfd, nohang)
     }
 
     /// Wait for the child to end and its output to reach end of file,
@@ -200,17 +214,18 @@ impl Running {
             }
             let alive = self.child.status().is_none();
             // Nothing to watch but the child, and no reason to stop early:
-            // a plain blocking waitpid.
+            // a plain blocking wait.
             if alive && !pipes_open && deadline.is_none() && wake.is_none() {
-                return Ok(Event::Exited(self.child.wait()?));
+                // Without WNOHANG a wait returns only with a status.
+                if let Some(status) = self.reap(false)? {
+                    return Ok(Event::Exited(status));
+                }
+                continue;
             }
             // While pipes are open and nothing else is watched, their end of
             // file says when to look at the child.
             let watch_child = alive
                 && (!pipes_open || deadline.is_some() || wake.is_some() || self.linger.is_some());
-            if watch_child {
-                self.open_pidfd();
-            }
 
             let mut fds = Vec::with_capacity(5);
             let mut who = Vec::with_capacity(5);
@@ -261,7 +276,7 @@ impl Running {
                 .collect();
             drop(fds);
             if no_pidfd {
-                self.child.try_wait()?;
+                self.reap(true)?;
             }
             let mut woken = false;
             for slot in ready {
@@ -269,7 +284,7 @@ impl Running {
                     Slot::Input => self.feed()?,
                     Slot::Output(i) => self.drain(i, &mut chunk)?,
                     Slot::Child => {
-                        self.child.try_wait()?;
+                        self.reap(true)?;
                     }
                     Slot::Wake => woken = true,
                 }
@@ -339,14 +354,6 @@ impl Running {
         &self.collected[0]
     }
 
-    /// A pidfd for the child, once: poll(2) can wait on it with a deadline.
-    fn open_pidfd(&mut self) {
-        if !self.pidfd_tried {
-            self.pidfd_tried = true;
-            self.pidfd = crate::sys::proc::pidfd_open(self.pid()).ok();
-        }
-    }
-
     /// Write the next piece of input, without blocking.
     fn feed(&mut self) -> Result<()> {
         let Some((w, bytes, pos)) = &mut self.input else {
@@ -386,11 +393,37 @@ impl Running {
     }
 }
 
+/// The pidfd of `child`, just started: the `Child`'s own when it holds one
+/// (SIGCHLD ignored or handled: taken before anything could reap the
+/// child), else one opened now, while SIGCHLD is at its default and the
+/// child stays ours until we reap it. Kept only once the process behind
+/// it is checked to be our unreaped child. Taken at the start, not when
+/// a wait first needs it: by then something else may have reaped the
+/// child (SIGCHLD ignored since), and its pid may name another process,
+/// perhaps another child of ours, that a pidfd opened by pid would name.
+fn take_pidfd(child: &Child) -> Option<OwnedFd> {
+    if let Some(fd) = child.pidfd() {
+        return fd.try_clone_to_owned().ok();
+    }
+    let pid = child.pid();
+    let fd = crate::sys::proc::pidfd_open(pid).ok()?;
+    let ours = match crate::sys::proc::waitid_raw(pid, Some(fd.as_fd()), true, true) {
+        // No P_PIDFD (Linux 5.3): the pid is still our unreaped child after
+        // the open, so the pidfd names that child.
+        Err(Errno::EINVAL) => crate::sys::proc::waitid_raw(pid, None, true, true),
+        r => r,
+    };
+    ours.is_ok().then_some(fd)
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if self.child.status().is_none() {
-            // The group first; the Child then kills the pid and reaps it.
+            // The group first, then the child reaped through its pidfd:
+            // the Child's own drop would wait by pid, which may be
+            // another process's by now. In a forked copy both do nothing.
             let _ = self.signal(Signal::SIGKILL);
+            let _ = self.reap(false);
         }
     }
 }

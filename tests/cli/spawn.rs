@@ -899,13 +899,39 @@ fn by(pid: i32, line: &str) -> Option<&str> {
     (first.parse() == Ok(pid)).then(|| rest.trim_start())
 }
 
-/// Whether the trace shows `parent` reaping exactly `child`.
+/// Whether the trace shows `parent` reaping exactly `child`: by its pid
+/// (wait4), or through a pidfd opened for it (waitid P_PIDFD, not a
+/// WNOWAIT look); and never any child at all.
 fn reaps(trace: &str, parent: i32, child: i32) -> bool {
-    trace
-        .lines()
-        .filter_map(|l| by(parent, l))
-        .any(|l| l.starts_with(&format!("wait4({child},")))
-        && !trace.contains("wait4(-1")
+    // strace splits a call that the child's lines interrupt,
+    // `pidfd_open(N, 0 <unfinished ...>` then `<... pidfd_open resumed>)
+    // = 4`: put the halves back together.
+    let mut calls: Vec<String> = Vec::new();
+    let mut head: Option<&str> = None;
+    for l in trace.lines().filter_map(|l| by(parent, l)) {
+        if let Some(h) = l.strip_suffix(" <unfinished ...>") {
+            head = Some(h);
+        } else if let Some((_, rest)) = l
+            .strip_prefix("<... ")
+            .and_then(|r| r.split_once(" resumed>"))
+        {
+            calls.push(format!("{}{rest}", head.take().unwrap_or_default()));
+        } else {
+            calls.push(l.to_string());
+        }
+    }
+    let pidfds: Vec<&str> = calls
+        .iter()
+        .filter(|l| l.starts_with(&format!("pidfd_open({child}, ")))
+        .filter_map(|l| l.rsplit_once("= ").map(|(_, fd)| fd.trim()))
+        .collect();
+    let reaped = calls.iter().any(|l| {
+        l.starts_with(&format!("wait4({child},"))
+            || pidfds.iter().any(|fd| {
+                l.starts_with(&format!("waitid(P_PIDFD, {fd}, ")) && !l.contains("WNOWAIT")
+            })
+    });
+    reaped && !trace.contains("wait4(-1") && !trace.contains("waitid(P_ALL")
 }
 
 #[test]
@@ -1058,7 +1084,12 @@ fn a_child_killed_at_any_step_before_exec_is_reported_and_reaped() {
     ] {
         let inject = format!("inject={call}:signal=SIGKILL:when={when}");
         let Some((code, trace, parent, child)) = strace_spawn(
-            &["-e", &format!("trace=execve,{call},wait4"), "-e", &inject],
+            &[
+                "-e",
+                &format!("trace=execve,{call},wait4,pidfd_open,waitid"),
+                "-e",
+                &inject,
+            ],
             &["-C", "/", "--capture", "--input", "x", "--", "cat"],
         ) else {
             return;
