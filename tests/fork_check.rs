@@ -97,6 +97,7 @@ fn main() {
     a_forked_childs_copy_of_a_pool_leaves_the_workers_alone();
     a_handle_of_another_pool_is_refused();
     a_pool_is_refused_while_sigchld_is_ignored();
+    a_pool_that_fails_to_start_leaves_no_worker_behind();
     println!("fork_check: ok");
 }
 
@@ -1403,4 +1404,41 @@ fn a_pool_is_refused_while_sigchld_is_ignored() {
     process::restore_default(Signal::SIGCHLD).unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(e.to_string().contains("SIGCHLD"), "{e}");
+}
+
+/// This process's children: pid and state (`Z` for a zombie), from /proc.
+fn my_children() -> Vec<(i32, char)> {
+    let me = std::process::id().to_string();
+    let mut children: Vec<(i32, char)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the command name in parentheses: state, then ppid.
+            let mut rest = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+            let state = rest.next()?.chars().next()?;
+            (rest.next()? == me).then_some((pid, state))
+        })
+        .collect();
+    children.sort_unstable();
+    children
+}
+
+/// A pool whose start fails part-way (no descriptor left for a later
+/// worker's pipes) kills and reaps the workers it had already forked:
+/// they used to stay as zombies for the life of the process.
+fn a_pool_that_fails_to_start_leaves_no_worker_behind() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let before = my_children();
+    let (registry, _) = square_registry();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // Room for a few workers' pipes, not for 32.
+    setrlimit(Resource::RLIMIT_NOFILE, open + 12, hard).unwrap();
+    let started = Pool::new(32, registry);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    let e = started.unwrap_err();
+    assert_eq!(e.errno(), Some(nix::errno::Errno::EMFILE), "{e}");
+    assert_eq!(my_children(), before, "workers left behind");
 }

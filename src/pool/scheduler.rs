@@ -223,8 +223,17 @@ impl<B: Backend> Scheduler<B> {
             callbacks: HashMap::default(),
         };
         for _ in 0..workers {
-            let w = s.start()?;
-            s.workers.push(w);
+            match s.start() {
+                Ok(w) => s.workers.push(w),
+                Err(e) => {
+                    // No pool is returned, so nothing else would ever kill
+                    // and reap the workers already started: they would
+                    // stay as zombies (or run on) for the life of this
+                    // process.
+                    let _ = s.terminate();
+                    return Err(e);
+                }
+            }
         }
         Ok(s)
     }
