@@ -9,9 +9,10 @@
 //! after a timeout (which is how a demo detects a deadlock instead of
 //! hanging in it), and be taken again by the thread that holds it.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -178,13 +179,25 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// This thread's identity for [`RLock`]: the address of a thread-local,
-/// distinct for every thread alive at once, and read without a system call.
-fn me() -> usize {
+/// This thread's identity for [`RLock`]: a number drawn once per thread
+/// from a process-wide counter, never 0 and never given to another thread
+/// of this process, and read without a system call. (The address of a
+/// thread-local is not one: glibc gives a joined thread's stack, and the
+/// thread-locals in it, to the next thread it starts, which then owned
+/// every RLock the dead thread had kept. A forked child's one thread is a
+/// copy of the thread that forked, and keeps its number, as it keeps the
+/// locks that thread held.)
+fn me() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        static ME: u8 = const { 0 };
+        static ME: Cell<u64> = const { Cell::new(0) };
     }
-    ME.with(|m| std::ptr::from_ref(m) as usize)
+    ME.with(|me| {
+        if me.get() == 0 {
+            me.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        me.get()
+    })
 }
 
 /// Python's `threading.RLock`: a lock the thread holding it may take
@@ -212,7 +225,7 @@ pub struct RLock {
 #[derive(Debug, Default)]
 struct Owner {
     /// [`me`] of the holder; 0 when free.
-    thread: usize,
+    thread: u64,
     /// How many times the holder has taken it.
     depth: usize,
 }
@@ -674,6 +687,33 @@ mod tests {
         started.wait();
         drop(a);
         assert_eq!(waiter.join().unwrap(), 1);
+        assert!(!lock.is_owned());
+    }
+
+    #[test]
+    fn an_rlock_kept_by_a_thread_that_ended_is_no_later_threads() {
+        // Python's RLock stays held for ever once its owner ends without
+        // releasing it. glibc gives a joined thread's stack, and so the
+        // addresses of its thread-locals, to the next thread it starts:
+        // ownership keyed on such an address passed to that thread.
+        let lock = Arc::new(RLock::new());
+        let l = Arc::clone(&lock);
+        spawn("Holder", move || std::mem::forget(l.acquire()))
+            .unwrap()
+            .join()
+            .unwrap();
+        for i in 0..8 {
+            let l = Arc::clone(&lock);
+            let later = spawn(format!("Later-{i}"), move || {
+                let owned = l.is_owned();
+                let taken = l
+                    .acquire_timeout(Duration::from_millis(1))
+                    .map(|g| g.depth());
+                (owned, taken)
+            })
+            .unwrap();
+            assert_eq!(later.join().unwrap(), (false, None), "thread {i}");
+        }
         assert!(!lock.is_owned());
     }
 
