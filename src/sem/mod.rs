@@ -22,6 +22,16 @@
 //! sleeps in `sem_wait`, so a count given back at once is taken without a
 //! futex sleep and wake-up.
 //!
+//! A named semaphore's file can be written by any process of its owner
+//! (`pk-shm`, Python's `SharedMemory("sem.NAME")`, `dd`): bytes that are
+//! no semaphore any more make glibc abort the process in its futex calls.
+//! So every call checks the `sem_t`'s words just before it hands them to
+//! glibc, and reports damaged ones as [`crate::ErrorKind::BadData`]. That
+//! narrows the danger, and cannot close it: bytes damaged between the
+//! check and the call, or while a wait sleeps inside glibc, still abort
+//! the process. A named semaphore trusts every process that can write its
+//! file, as any shared memory does.
+//!
 //! A process that dies while holding a count of these (SIGKILL) never
 //! gives it back: the kernel does not track POSIX semaphore owners. The
 //! count stays low until someone posts it back ([`NamedSemaphore::reset`])
@@ -166,15 +176,23 @@ pub enum Waited {
 const STOP_SLICE: Duration = Duration::from_millis(100);
 
 /// The one wait loop: EINTR retried against the same deadline unless
-/// `stop()` says otherwise.
+/// `stop()` says otherwise. `map` holds the `sem_t` (at its start), whose
+/// bytes are checked before every call ([`check_intact`]).
 #[inline]
 pub(crate) fn wait_on(
     sem: &Sem,
+    map: &Mapping,
     what: &str,
     deadline: Deadline,
     stop: &dyn Fn() -> bool,
 ) -> Result<Waited> {
+    let call = match deadline {
+        Deadline::Never => "sem_wait",
+        Deadline::Now => "sem_trywait",
+        Deadline::At(_) => "sem_clockwait",
+    };
     if deadline != Deadline::Now {
+        check_intact(map, call, what)?;
         if spin_until(|| sem.try_wait().is_ok()) {
             return Ok(Waited::Acquired);
         }
@@ -185,10 +203,11 @@ pub(crate) fn wait_on(
         }
     }
     loop {
-        let (call, r) = match deadline {
-            Deadline::Never => ("sem_wait", sem.wait()),
-            Deadline::Now => ("sem_trywait", sem.try_wait()),
-            Deadline::At(t) => ("sem_clockwait", sem.wait_until(t)),
+        check_intact(map, call, what)?;
+        let r = match deadline {
+            Deadline::Never => sem.wait(),
+            Deadline::Now => sem.try_wait(),
+            Deadline::At(t) => sem.wait_until(t),
         };
         match r {
             Ok(()) => return Ok(Waited::Acquired),
@@ -280,12 +299,17 @@ pub(crate) fn never() -> bool {
 #[must_use = "the count is released as soon as the guard is dropped"]
 pub struct SemGuard<'a> {
     sem: &'a Sem,
+    map: &'a Mapping,
 }
 
 impl Drop for SemGuard<'_> {
     fn drop(&mut self) {
-        // EOVERFLOW is impossible: we took this count ourselves.
-        let _ = self.sem.post();
+        // EOVERFLOW is impossible: we took this count ourselves. Bytes
+        // damaged meanwhile would make glibc abort: the count is then not
+        // given back (a drop cannot report why).
+        if intact(self.map).is_ok() {
+            let _ = self.sem.post();
+        }
     }
 }
 
@@ -293,13 +317,16 @@ macro_rules! sem_methods {
     () => {
         /// Take one count, blocking while the value is 0. EINTR is retried.
         pub fn wait(&self) -> Result<()> {
-            wait_on(&self.sem, self.what(), Deadline::Never, &never).map(drop)
+            wait_on(&self.sem, &self.map, self.what(), Deadline::Never, &never).map(drop)
         }
 
         /// Take one count if the value is above 0; `false` (without
         /// blocking) when it is 0.
         pub fn try_wait(&self) -> Result<bool> {
-            Ok(wait_on(&self.sem, self.what(), Deadline::Now, &never)? == Waited::Acquired)
+            Ok(
+                wait_on(&self.sem, &self.map, self.what(), Deadline::Now, &never)?
+                    == Waited::Acquired,
+            )
         }
 
         /// Take one count, waiting at most `timeout` (measured on
@@ -307,7 +334,7 @@ macro_rules! sem_methods {
         /// EINTR is retried against the same deadline.
         pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
             let d = Deadline::after(Some(timeout))?;
-            Ok(wait_on(&self.sem, self.what(), d, &never)? == Waited::Acquired)
+            Ok(wait_on(&self.sem, &self.map, self.what(), d, &never)? == Waited::Acquired)
         }
 
         /// Take one count before `deadline`. On EINTR, `stop()` decides:
@@ -329,7 +356,7 @@ macro_rules! sem_methods {
                     Deadline::At(t) if t > slice => (Deadline::At(slice), true),
                     other => (other, false),
                 };
-                match wait_on(&self.sem, self.what(), d, stop)? {
+                match wait_on(&self.sem, &self.map, self.what(), d, stop)? {
                     Waited::TimedOut if sliced => continue,
                     other => return Ok(other),
                 }
@@ -339,6 +366,7 @@ macro_rules! sem_methods {
         /// Give one count back (sem_post). Fails with EOVERFLOW at
         /// [`VALUE_MAX`].
         pub fn post(&self) -> Result<()> {
+            check_intact(&self.map, "sem_post", self.what())?;
             self.sem
                 .post()
                 .map_err(|e| Error::sys("sem_post", self.what(), e))
@@ -347,6 +375,7 @@ macro_rules! sem_methods {
         /// The current value (sem_getvalue): free counts; 0 while any
         /// process waits.
         pub fn value(&self) -> Result<u32> {
+            check_intact(&self.map, "sem_getvalue", self.what())?;
             let v = self
                 .sem
                 .value()
@@ -357,7 +386,10 @@ macro_rules! sem_methods {
         /// [`wait`](Self::wait), then a guard that posts on drop.
         pub fn acquire(&self) -> Result<SemGuard<'_>> {
             self.wait()?;
-            Ok(SemGuard { sem: &self.sem })
+            Ok(SemGuard {
+                sem: &self.sem,
+                map: &self.map,
+            })
         }
 
         /// [`wait_timeout`](Self::wait_timeout), then a guard; `None` when
@@ -365,33 +397,62 @@ macro_rules! sem_methods {
         pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<SemGuard<'_>>> {
             // `then`, not `then_some`: an eagerly built guard would post
             // on drop even when the wait failed.
-            Ok(self
-                .wait_timeout(timeout)?
-                .then(|| SemGuard { sem: &self.sem }))
+            Ok(self.wait_timeout(timeout)?.then(|| SemGuard {
+                sem: &self.sem,
+                map: &self.map,
+            }))
         }
 
         /// A guard for a count already taken (with `wait_or_stop`, say).
         pub fn guard_taken(&self) -> SemGuard<'_> {
-            SemGuard { sem: &self.sem }
+            SemGuard {
+                sem: &self.sem,
+                map: &self.map,
+            }
         }
     };
 }
 
 /// Whether the bytes read from a named semaphore's file hold a semaphore
-/// this C library can use. With glibc (64-bit): the value in the low 32
-/// bits of the first word at most SEM_VALUE_MAX, and the `private` word
-/// 128 (the futex flag glibc stores in every process-shared semaphore);
-/// another word there makes glibc's futex calls fail and abort the
-/// process.
+/// this C library can use (see [`check_sem_words`]).
 fn check_sem_bytes(bytes: &[u8]) -> std::result::Result<(), String> {
     if cfg!(all(target_env = "gnu", target_pointer_width = "64")) && bytes.len() >= 16 {
         let data = u64::from_ne_bytes(bytes[0..8].try_into().expect("8 bytes"));
         let private = i32::from_ne_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if private != 128 || (data & 0xffff_ffff) > u64::from(VALUE_MAX) {
-            return Err("not a valid process-shared semaphore (damaged or foreign bytes)".into());
-        }
+        return check_sem_words(data, private);
     }
     Ok(())
+}
+
+/// Whether a `sem_t` whose first word is `data` and whose `private` word
+/// is `private` is one glibc (64-bit) can use: the value in the low 32
+/// bits of `data` at most SEM_VALUE_MAX, and `private` 128 (the futex
+/// flag glibc stores in every process-shared semaphore). Another
+/// `private` word makes glibc's futex calls fail, and glibc then aborts
+/// the process ("The futex facility returned an unexpected error code").
+fn check_sem_words(data: u64, private: i32) -> std::result::Result<(), String> {
+    if private != 128 || (data & 0xffff_ffff) > u64::from(VALUE_MAX) {
+        return Err("not a valid process-shared semaphore (damaged or foreign bytes)".into());
+    }
+    Ok(())
+}
+
+/// [`check_sem_words`] of the `sem_t` at the start of `map`, read now
+/// (relaxed atomic loads: another process may be writing them). With a C
+/// library other than glibc (64-bit) nothing is checked.
+fn intact(map: &Mapping) -> std::result::Result<(), String> {
+    if cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
+        return check_sem_words(map.read::<u64>(0), map.read::<i32>(8));
+    }
+    Ok(())
+}
+
+/// [`intact`], as the error of `call` on `what` ([`crate::ErrorKind::BadData`]).
+/// Called right before each call that hands the `sem_t` to the C library:
+/// any process that can write a named semaphore's file can damage it at
+/// any time after [`NamedSemaphore::open`] checked it.
+fn check_intact(map: &Mapping, call: &'static str, what: &str) -> Result<()> {
+    intact(map).map_err(|why| Error::data(call, what, why))
 }
 
 fn check_value(value: u32) -> Result<()> {
@@ -413,7 +474,7 @@ fn check_value(value: u32) -> Result<()> {
 pub struct Semaphore {
     sem: Sem,
     // Declared after `sem`, which points into it: unmapped last.
-    _map: Mapping,
+    map: Mapping,
 }
 
 impl Semaphore {
@@ -422,7 +483,7 @@ impl Semaphore {
         check_value(value)?;
         let map = anon_shared(std::mem::size_of::<libc::sem_t>())?;
         let sem = Sem::init(&map, 0, value).map_err(|e| Error::sys("sem_init", value, e))?;
-        Ok(Semaphore { sem, _map: map })
+        Ok(Semaphore { sem, map })
     }
 
     fn what(&self) -> &str {
@@ -439,7 +500,7 @@ impl Semaphore {
 pub struct NamedSemaphore {
     sem: Sem,
     // Declared after `sem`, which points into it: unmapped last.
-    _map: Mapping,
+    map: Mapping,
     name: String,
 }
 
@@ -472,7 +533,7 @@ impl NamedSemaphore {
         let (sem, map) = made.expect("init ran");
         Ok(NamedSemaphore {
             sem,
-            _map: map,
+            map,
             name: name.to_string(),
         })
     }
@@ -484,7 +545,11 @@ impl NamedSemaphore {
     /// process-shared semaphore. Another user's object is
     /// [`crate::ErrorKind::PermissionDenied`]; an empty, short or garbage file is
     /// [`crate::ErrorKind::BadData`]: never a crash, never a count someone else
-    /// controls. The semaphore returned is the file checked, mapped from
+    /// controls. Bytes damaged later (the same user writes the file) are
+    /// [`crate::ErrorKind::BadData`] from the next call, which checks them
+    /// again; damage that lands between that check and glibc's use of the
+    /// bytes still makes glibc abort (see the [module documentation](self)).
+    /// The semaphore returned is the file checked, mapped from
     /// the same open file (the name is not looked up twice); it is the
     /// same semaphore that the C library's `sem_open` of the name (Python's
     /// `multiprocessing` locks, C programs) maps.
@@ -504,7 +569,7 @@ impl NamedSemaphore {
         let map = Mapping::new_guarded(map_shared_len(&file, SEM_T).ctx("mmap", name)?);
         Ok(NamedSemaphore {
             sem: Sem::attach(&map, 0),
-            _map: map,
+            map,
             name: name.to_string(),
         })
     }
@@ -891,6 +956,74 @@ mod tests {
     /// The other half of the test below: run in a process of its own,
     /// under strace, never on its own (it returns at once without its
     /// names).
+    /// Run by [`damaged_bytes_are_an_error_not_an_abort`] in a process of
+    /// its own: where the bytes reach glibc, it aborts the process.
+    #[test]
+    #[ignore = "run in a process of its own by damaged_bytes_are_an_error_not_an_abort"]
+    fn damaged_bytes_in_a_process_of_its_own() {
+        let Ok(name) = std::env::var("PK_TEST_DAMAGED_SEM") else {
+            return;
+        };
+        let sem = NamedSemaphore::create(&name, 1).unwrap();
+        // The file behind it, as pk-shm or any process of the same user
+        // can open and write it.
+        let file = crate::shm::Segment::open(&format!("/sem.{}", &name[1..])).unwrap();
+        let damaged = |what: &str, r: Result<()>| {
+            let e = r.expect_err(what);
+            assert_eq!(e.kind(), crate::ErrorKind::BadData, "{what}: {e}");
+        };
+        let guard = sem.acquire().unwrap();
+        // glibc's `private` word (offset 8) is 128 in every process-shared
+        // semaphore; with another word its futex calls fail, and glibc
+        // then aborts the process.
+        file.store(8, 0x7fff_ffff).unwrap();
+        damaged(
+            "wait",
+            sem.wait_timeout(Duration::from_millis(50)).map(drop),
+        );
+        damaged("try_wait", sem.try_wait().map(drop));
+        damaged("post", sem.post());
+        damaged("value", sem.value().map(drop));
+        damaged(
+            "wait_or_stop",
+            sem.wait_or_stop(Deadline::Never, &never).map(drop),
+        );
+        // A guard dropped meanwhile gives nothing back (it cannot say
+        // why): the count stays taken.
+        drop(guard);
+        file.store(8, 128).unwrap();
+        assert_eq!(sem.value().unwrap(), 0, "mended: the count still taken");
+        // A value above SEM_VALUE_MAX is damage too.
+        file.store(0, 0xffff_ffff).unwrap();
+        damaged("post over a bad value", sem.post());
+        file.store(0, 0).unwrap();
+        sem.post().unwrap();
+        assert!(sem.wait_timeout(Duration::from_millis(50)).unwrap());
+        NamedSemaphore::unlink(&name).unwrap();
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_an_abort() {
+        let name = unique();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sem::tests::damaged_bytes_in_a_process_of_its_own",
+            ])
+            .args(["--ignored", "--nocapture", "--test-threads=1", "-q"])
+            .env("PK_TEST_DAMAGED_SEM", &name)
+            .output()
+            .unwrap();
+        let _ = NamedSemaphore::unlink(&name);
+        assert!(
+            out.status.success(),
+            "{:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     #[ignore = "run under strace by create_keeps_its_own_semaphore_when_the_name_changes_at_once"]
     fn create_whose_link_returns_late() {

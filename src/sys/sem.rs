@@ -53,8 +53,9 @@ impl Sem {
     /// the same file: a named semaphore's file made by
     /// [`crate::sem::NamedSemaphore::create`] or by the C library's
     /// `sem_open(O_CREAT)`, which lays out the same `sem_t`. The caller
-    /// checks the bytes first (a garbage `sem_t` makes glibc's futex calls
-    /// fail); the `sem_t` is never moved (it lives in the mapping).
+    /// checks the bytes first, and again before each call (a garbage
+    /// `sem_t` makes glibc's futex calls fail, and glibc abort); the
+    /// `sem_t` is never moved (it lives in the mapping).
     pub fn attach(map: &Mapping, off: usize) -> Sem {
         Sem(map.sem_addr(off))
     }
