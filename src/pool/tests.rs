@@ -463,3 +463,69 @@ fn a_result_of_the_wrong_shape_is_a_failed_item_not_a_panic() {
         "task bytes[0] failed: a result of 3 bytes is not a u32"
     );
 }
+
+/// A result type of the caller's whose `get` does not give the same answer
+/// twice: the first `good` calls on this thread read a `u32`, later ones
+/// say no (this thread only: tests run side by side).
+#[derive(Debug, PartialEq)]
+struct Fickle(u32);
+
+thread_local! {
+    static FICKLE_GOOD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Wire for Fickle {
+    const WIDTH: Option<usize> = Some(4);
+    fn size(&self) -> usize {
+        4
+    }
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.0.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Option<Self> {
+        let good = FICKLE_GOOD.with(|g| g.replace(g.get().saturating_sub(1)));
+        (good > 0).then(|| Fickle(u32::from_le_bytes(bytes.try_into().unwrap())))
+    }
+}
+
+/// Results of `count` packed `Fickle`s, 10, 11, 12 …
+fn fickle_results(count: usize) -> Results<Fickle> {
+    let mut frame = vec![0u8; RESULT_HEAD];
+    for n in 0..count as u32 {
+        frame.extend_from_slice(&(10 + n).to_le_bytes());
+    }
+    let mut results = Results::default();
+    let raw = results.raw_mut();
+    raw.batches.push(Batch {
+        task: "fickle",
+        first: 0,
+        frame,
+        layout: frame::Layout::Fixed(4),
+        lost: None,
+        count,
+    });
+    raw.len = count;
+    results
+}
+
+#[test]
+fn values_ask_each_result_once_whatever_its_type_answers() {
+    // Every item reads the first time it is asked, not the second: the
+    // values are all there (they used to be asked twice, and a panic said
+    // the second answer had been "checked just above").
+    let results = fickle_results(5);
+    FICKLE_GOOD.with(|g| g.set(5));
+    let values = results.values().unwrap();
+    assert_eq!(values, (10..15).map(Fickle).collect::<Vec<_>>());
+    // Item 3 does not read: it is the error, and `out` holds the values
+    // before it, as values_into promises (the packed path used to return
+    // before it had appended any item of the batch).
+    FICKLE_GOOD.with(|g| g.set(3));
+    let mut out = vec![Fickle(99)];
+    let e = results.values_into(&mut out).unwrap_err();
+    assert!(
+        matches!(&e, TaskError::Failed { index: 3, message, .. } if message.contains("4 bytes is not a")),
+        "{e:?}"
+    );
+    assert_eq!(out, [Fickle(10), Fickle(11), Fickle(12)]);
+}
