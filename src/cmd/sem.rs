@@ -74,7 +74,10 @@ the command shares the process group of pk-sem, so that it can use the
 terminal, and a ^C or hang-up the terminal sent to the whole group is not
 sent again; anywhere else the command leads a process group of its own,
 and a signal sent to the group of pk-sem (kill -INT -PGID, timeout(1))
-reaches it through pk-sem alone, passed on to its whole group. Signals ignored
+reaches it through pk-sem alone, passed on to its whole group; the same
+signal sent again within 0.1 s by a process of pk-sem's own group
+(timeout(1) signals pk-sem, then its own group, pk-sem in it) is passed
+on once. Signals ignored
 when pk-sem starts stay ignored and are not passed on, but for SIGPIPE,
 which the command gets at its default action (as from pk-spawn: a Rust
 program cannot tell an inherited ignored SIGPIPE from its own). Before a slot is
@@ -111,7 +114,8 @@ from the existing semaphore's.
 
 The slot heals: if pk-sem is killed (even with SIGKILL), the slot stays
 taken while CMD runs and comes back when CMD ends; if both are killed, at
-once. TERM, INT, HUP and QUIT are passed on to CMD once (off the
+once. TERM, INT, HUP and QUIT are passed on to CMD once (a copy a process
+of pk-sem's group sends within 0.1 s is not passed on again; off the
 foreground of a terminal CMD leads a process group of its own, so a
 SIGKILL sent to the group of pk-sem does not reach it: it keeps the slot
 until it ends). CMD and its arguments are passed on as bytes. If the

@@ -80,7 +80,10 @@ pk-spawn waits for the command and exits with its status. With
 timeout(1): the timeout's signal goes out at once (or the SIGKILL, once
 the --kill-after clock runs). A terminal's ^C that already reached the
 command in its group is not sent twice; a terminal's hang-up that reached
-pk-spawn as session leader went to it alone, and is passed on. If pk-spawn itself dies (SIGKILL, the OOM
+pk-spawn as session leader went to it alone, and is passed on. A signal
+that a process of pk-spawn's own group sends again within 0.1 s is one
+signal, passed on once (timeout(1) around pk-spawn signals pk-spawn,
+then its own group, which holds pk-spawn too). If pk-spawn itself dies (SIGKILL, the OOM
 killer), the command is sent SIGKILL (PR_SET_PDEATHSIG): nothing is left
 running untimed.
 

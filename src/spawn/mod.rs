@@ -75,7 +75,7 @@ mod running;
 mod supervise;
 
 pub use running::{Event, Running};
-pub use supervise::{Relayed, SignalRelay, Step, Supervisor, Timeout};
+pub use supervise::{Relayed, SAME_SIGNAL_AGAIN, SignalRelay, Step, Supervisor, Timeout};
 
 /// Where the child's stdin comes from.
 #[derive(Debug, Default)]

@@ -326,18 +326,60 @@ pub struct Relayed {
 /// handler: the signals are blocked in the calling thread while the relay
 /// lives, and arrive as readable data that [`Supervisor::step`] polls with
 /// the program's pipes. Dropping the relay discards any that arrived and
-/// were not taken, then restores the thread's signal mask.
+/// were not taken, then unblocks the signals it blocked (those that were
+/// not blocked already when it was made). The relay cannot leave the
+/// thread that made it (it is not `Send`): the mask it changed is that
+/// thread's.
 ///
 /// The mask is the calling thread's: in a program with other threads,
 /// block the same signals in all of them (before starting them), or the
 /// kernel may deliver one to a thread that does not block it. A child
 /// started meanwhile gets an empty mask and default dispositions, whatever
 /// the relay blocks.
+///
+/// A signal that a process of our own process group sends again within
+/// [`SAME_SIGNAL_AGAIN`] of the one taken is a copy and is not returned:
+/// timeout(1) signals its child, then its whole process group, which
+/// holds the child too, and a wrapper that passed both on would signal
+/// its program twice (or take the copy for a second signal: "no more
+/// grace"). A sender outside our group, the terminal's signals (sent by
+/// the kernel) and the job-control ones (TSTP, CONT, ...) are always
+/// returned.
 #[derive(Debug)]
 pub struct SignalRelay {
     fd: SignalFd,
-    old: SigSet,
+    /// The signals this relay blocked that were not blocked before it:
+    /// the ones its drop unblocks.
+    ours: SigSet,
+    /// The mask is the calling thread's: the relay stays on that thread.
+    _thread: std::marker::PhantomData<*const ()>,
+    /// The last signal a process sent: its number, the sender, when.
+    last_sent: Option<(u32, u32, Instant)>,
 }
+
+/// Whether process `pid` is in our process group, so that a kill(2) of
+/// its own group (timeout(1)'s `kill(0, sig)`) reached us.
+fn in_our_group(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+        .is_ok_and(|g| g == nix::unistd::getpgrp())
+}
+
+/// Signals that stop, continue or tell of a change rather than end: each
+/// one sent is one event (^Z, then `fg`, then ^Z again), never a copy.
+fn is_job_control(sig: Signal) -> bool {
+    use Signal::*;
+    matches!(
+        sig,
+        SIGTSTP | SIGTTIN | SIGTTOU | SIGCONT | SIGSTOP | SIGCHLD | SIGWINCH | SIGURG
+    )
+}
+
+/// How soon after a signal the same signal from the same process is taken
+/// for a copy of it (see [`SignalRelay`]).
+pub const SAME_SIGNAL_AGAIN: Duration = Duration::from_millis(100);
 
 impl SignalRelay {
     /// Block `signals` in the calling thread and read them from a signalfd.
@@ -355,7 +397,18 @@ impl SignalRelay {
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
             .map_err(|e| Error::sys("pthread_sigmask", "SIG_BLOCK", e))?;
         match SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
-            Ok(fd) => Ok(SignalRelay { fd, old }),
+            Ok(fd) => {
+                let mut ours = SigSet::empty();
+                for s in set.iter().filter(|&s| !old.contains(s)) {
+                    ours.add(s);
+                }
+                Ok(SignalRelay {
+                    fd,
+                    ours,
+                    _thread: std::marker::PhantomData,
+                    last_sent: None,
+                })
+            }
             Err(e) => {
                 let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
                 Err(Error::sys("signalfd", "relay", e))
@@ -363,7 +416,8 @@ impl SignalRelay {
         }
     }
 
-    /// The next signal that arrived, if any (never blocks).
+    /// The next signal that arrived, if any (never blocks); not a copy
+    /// (see [`SignalRelay`]).
     pub fn take(&mut self) -> Result<Option<Relayed>> {
         loop {
             return match self.fd.read_signal() {
@@ -371,6 +425,12 @@ impl SignalRelay {
                     let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
                         continue;
                     };
+                    if info.ssi_code == libc::SI_USER
+                        && !is_job_control(signal)
+                        && self.is_copy(info.ssi_signo, info.ssi_pid)
+                    {
+                        continue;
+                    }
                     Ok(Some(Relayed {
                         signal,
                         from_kernel: info.ssi_code == libc::SI_KERNEL,
@@ -384,6 +444,26 @@ impl SignalRelay {
     }
 }
 
+impl SignalRelay {
+    /// Whether signal `signo` from process `pid` (kill(2)) copies the one
+    /// it sent last, close before, by a kill of our whole process group
+    /// (the sender is in it); remembers it otherwise.
+    fn is_copy(&mut self, signo: u32, pid: u32) -> bool {
+        let now = Instant::now();
+        if let Some((s, p, at)) = self.last_sent {
+            if s == signo
+                && p == pid
+                && now.duration_since(at) < SAME_SIGNAL_AGAIN
+                && in_our_group(pid)
+            {
+                return true;
+            }
+        }
+        self.last_sent = Some((signo, pid, now));
+        false
+    }
+}
+
 impl AsFd for SignalRelay {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -393,6 +473,9 @@ impl AsFd for SignalRelay {
 impl Drop for SignalRelay {
     fn drop(&mut self) {
         while let Ok(Some(_)) = self.fd.read_signal() {}
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+        // Only what this relay blocked: another relay made since (and
+        // still alive) keeps its signals blocked, whatever order the two
+        // are dropped in.
+        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.ours), None);
     }
 }

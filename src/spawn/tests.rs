@@ -493,3 +493,24 @@ fn a_deadline_that_has_passed_is_seen_while_output_is_waiting() {
     );
     r.abandon_output();
 }
+
+#[test]
+fn a_relay_dropped_first_leaves_a_later_relays_signals_blocked() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    // The mask is this test thread's own.
+    let blocked = || {
+        let mut now = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, None, Some(&mut now)).unwrap();
+        (now.contains(Signal::SIGUSR1), now.contains(Signal::SIGUSR2))
+    };
+    assert_eq!(blocked(), (false, false));
+    let first = SignalRelay::new(&[Signal::SIGUSR1]).unwrap();
+    let second = SignalRelay::new(&[Signal::SIGUSR2]).unwrap();
+    assert_eq!(blocked(), (true, true));
+    // Dropping the first restored the mask it found, which unblocked the
+    // second's SIGUSR2: one sent then killed the process.
+    drop(first);
+    assert_eq!(blocked(), (false, true));
+    drop(second);
+    assert_eq!(blocked(), (false, false));
+}

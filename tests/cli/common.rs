@@ -654,3 +654,77 @@ pub fn wait_until_exists(path: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Run `pk-<name> args` from a bash in its process group that does what
+/// timeout(1) does: once `up` exists, SIGTERM to pk-<name>, then, once
+/// `got` is not empty and `gap` later, SIGTERM to its own whole group,
+/// which holds pk-<name>. Returns pk-<name>'s status; `None` when `gap`
+/// is zero and the machine was too slow to send the second within 50 ms.
+pub fn signal_twice_as_timeout_does(
+    name: &str,
+    args: &[&std::ffi::OsStr],
+    up: &std::path::Path,
+    got: &std::path::Path,
+    gap: Duration,
+) -> Option<std::process::ExitStatus> {
+    // bash ignores TERM once pk-<name> runs (env gives it back its
+    // default action), and waits for the files with a deadline of its own.
+    let script = "env --default-signal=TERM \"$@\" & trap '' TERM; \
+        w() { until [ -s \"$1\" ] || [ -e \"$1\" -a \"$2\" = e ]; do \
+        [ $SECONDS -lt 50 ] || exit 9; sleep 0.001; done; }; \
+        w \"$UP\" e; kill -TERM $!; t0=${EPOCHREALTIME/./}; w \"$GOT\"; \
+        sleep \"$GAP\"; kill -TERM 0; t1=${EPOCHREALTIME/./}; \
+        wait $!; s=$?; echo $(( (t1 - t0) / 1000 )); exit $s";
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-c", script, "bash"])
+        .arg(bin(&format!("pk-{name}")))
+        .args(args)
+        .env("UP", up)
+        .env("GOT", got)
+        .env("GAP", format!("{:.3}", gap.as_secs_f64()))
+        .env(TAG, new_tag())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    become_subreaper();
+    let mut r = Running::start(cmd, true);
+    let status = r.wait();
+    let took_ms: u64 = r.rest().trim().parse().expect("the time between the kills");
+    (!gap.is_zero() || took_ms < 50).then_some(status)
+}
+
+/// [`signal_twice_as_timeout_does`] to wrapper `name` (`sem` for pk-sem)
+/// with `flags`, around a python3 command that counts the SIGTERMs it
+/// gets and then exits 0. Returns the wrapper's status and the count.
+pub fn terms_passed_on(
+    name: &str,
+    flags: &[&str],
+    gap: Duration,
+) -> Option<(std::process::ExitStatus, usize)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, got) = (dir.path().join("up"), dir.path().join("got"));
+    let counter = "import signal, sys, time\n\
+        got = open(sys.argv[2], 'a', buffering=1)\n\
+        signal.signal(signal.SIGTERM, lambda *a: got.write('term\\n'))\n\
+        open(sys.argv[1], 'w').close()\n\
+        end = time.monotonic() + 60\n\
+        while got.tell() == 0 and time.monotonic() < end: time.sleep(0.005)\n\
+        time.sleep(0.5)\n";
+    let mut args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+    args.extend(["--", "python3", "-c", counter].map(std::ffi::OsStr::new));
+    args.extend([up.as_os_str(), got.as_os_str()]);
+    let status = signal_twice_as_timeout_does(name, &args, &up, &got, gap)?;
+    let n = std::fs::read_to_string(&got).unwrap().lines().count();
+    Some((status, n))
+}
+
+/// A wrapper passes a SIGTERM sent twice at once (timeout(1) signals its
+/// child, then its group) on once, and one sent again 0.3 s later on
+/// again; the command ends 0 both times.
+pub fn assert_a_copy_is_passed_on_once(name: &str, flags: &[&str]) {
+    for (gap, want) in [(Duration::ZERO, 1), (Duration::from_millis(300), 2)] {
+        let got = (0..5).find_map(|_| terms_passed_on(name, flags, gap));
+        let (status, n) = got.expect("the machine was too slow five times");
+        assert_eq!(status.code(), Some(0), "pk-{name} {flags:?}, {gap:?}");
+        assert_eq!(n, want, "pk-{name} {flags:?}: SIGTERMs {gap:?} apart");
+    }
+}

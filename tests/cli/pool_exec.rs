@@ -2404,3 +2404,46 @@ fn a_joblog_that_cannot_be_written_stops_the_run_as_an_output_error_does() {
     );
     assert!(dir.path().join("term.30").exists() && dir.path().join("term.30.1").exists());
 }
+
+#[test]
+fn a_signal_timeout_sends_twice_is_one_stop_with_its_grace() {
+    // timeout(1) around pk-pool sends SIGTERM to pk-pool, then to its own
+    // group, which holds pk-pool too. The copy was a second signal: no
+    // grace, every job SIGKILLed in the middle of its cleanup. A second
+    // signal 0.3 s later still ends the grace at once (the kill-after is
+    // an hour: waiting it out would fail the test). The job's child says
+    // it is up once it no longer has the trap (sh resets it after the
+    // fork: a SIGTERM before that would run the trap in the child).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let items = dir.path().join("items");
+    std::fs::write(&items, "1\n").unwrap();
+    let script = format!(
+        "trap 'echo cleaning > {d}/log; sleep 1; echo cleaned >> {d}/log; exit 0' TERM; \
+         (echo up > {d}/up; exec sleep 60) & wait"
+    );
+    let (up, log) = (dir.path().join("up"), dir.path().join("log"));
+    let args = [
+        "exec",
+        "-a",
+        items.to_str().unwrap(),
+        "--kill-after",
+        "1h",
+        "--",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    args.extend(["sh", "-c", &script].map(std::ffi::OsStr::new));
+    for (gap, want) in [(0, "cleaning\ncleaned\n"), (300, "cleaning\n")] {
+        let gap = std::time::Duration::from_millis(gap);
+        let status = (0..5)
+            .find_map(|_| {
+                let _ = std::fs::remove_file(&up);
+                let _ = std::fs::remove_file(&log);
+                signal_twice_as_timeout_does("pool", &args, &up, &log, gap)
+            })
+            .expect("the machine was too slow five times");
+        assert_eq!(status.code(), Some(143));
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(log, want, "SIGTERMs {gap:?} apart");
+    }
+}

@@ -1590,3 +1590,11 @@ fn a_timeout_the_command_refuses_is_124_not_a_kill() {
     );
     assert_eq!(codes, [124, 124]);
 }
+
+#[test]
+fn a_signal_timeout_sends_twice_reaches_the_command_once() {
+    // timeout(1) around pk-spawn sends its SIGTERM to pk-spawn, then to
+    // its own group; the command, in a group of its own, got both copies
+    // through pk-spawn. A signal sent again 0.3 s later is passed on.
+    assert_a_copy_is_passed_on_once("spawn", &[]);
+}

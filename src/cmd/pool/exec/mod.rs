@@ -97,7 +97,9 @@ While pk-pool's own stdout is a reader that stops reading (`| less` left
 on a page), time limits wait with it: an overdue job is ended once that
 reader takes the output pk-pool is writing. SIGINT, SIGTERM or SIGHUP stop pk-pool:
 no new job starts, every running job's group gets SIGTERM, then SIGKILL
-after --kill-after (at once on a second signal), all are reaped, and
+after --kill-after (at once on a second signal; the same signal sent
+again within 0.1 s by a process of pk-pool's group, as timeout(1) sends
+it to pk-pool and then to its group, is one), all are reaped, and
 pk-pool exits 128+N with `pk-pool: stopped by SIG...: N running jobs
 ended, no new job started`. This holds while pk-pool waits for a reader
 that does not read (`| less`): output that reader does not take within
