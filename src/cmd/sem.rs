@@ -31,6 +31,11 @@ Output of `demo` (<pid> is a worker's process id):
   max_inside=<M> final_value=<K>   (the result line; M <= K always)
   With --timeline, a chart follows: one row per worker, '.' waiting,
   '#' holding the semaphore, over the demo's whole run.
+  An unnamed semaphore does not heal: for a worker killed while it held
+  a count (SIGKILL, the OOM killer) the parent posts it back, so the
+  others do not wait for ever, and says so:
+  <pid> killed by signal 9 (SIGKILL) while holding a count: the parent posted it back
+  The result line follows, then one error line; the exit status is 71.
 
 Output of `run`: only the command's own output. `status` prints
   name=<name> value=<V> free=<F> waiting=<W>
@@ -331,8 +336,8 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
     for _ in 0..n {
         gate.post()?;
     }
-    let failed = children.wait_all()?;
-    crate::cmd::fail_on_child(failed, "worker")?;
+    let failed = reap_workers(&mut children, &sem, &stats, &times, out)?;
+    // The result stands even when a worker died: its count was posted back.
     outln!(
         out,
         "max_inside={} final_value={}",
@@ -343,7 +348,62 @@ fn demo(d: Demo, out: &mut Out) -> Result<u8> {
         let pids: Vec<Pid> = children.iter().map(Child::pid).collect();
         timeline(&pids, &times, out)?;
     }
+    crate::cmd::fail_on_child(failed, "worker")?;
     Ok(exit::OK)
+}
+
+/// Reap the workers as they end, in any order. An unnamed semaphore does
+/// not heal: a worker killed while it held a count (SIGKILL, the OOM
+/// killer) would leave the others waiting for ever, so the parent posts
+/// the count back for it and says so. The first worker that failed, if
+/// any, is returned.
+fn reap_workers(
+    children: &mut Children,
+    sem: &Semaphore,
+    stats: &SharedArray<u64>,
+    times: &SharedArray<u64>,
+    out: &mut Out,
+) -> Result<Option<(Pid, Status)>> {
+    let mut failed = None;
+    let mut left: Vec<usize> = (0..children.len()).collect();
+    while !left.is_empty() {
+        let mut ended = Vec::new();
+        for (i, child) in children.iter_mut().enumerate() {
+            if left.contains(&i) {
+                if let Some(status) = child.try_wait()? {
+                    ended.push((i, child.pid(), status));
+                }
+            }
+        }
+        if ended.is_empty() {
+            // Up to 10 ms late: a demo, of a few workers.
+            let mut fds: Vec<_> = left
+                .iter()
+                .filter_map(|&i| children.get(i).and_then(Child::pidfd))
+                .map(|fd| nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN))
+                .collect();
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u8));
+            continue;
+        }
+        for (i, pid, status) in ended {
+            left.retain(|&j| j != i);
+            // Entered (the time is set just after the wait returns) and
+            // not left: it held a count when it died.
+            let held = times.get(3 * i + 1) != 0 && times.get(3 * i + 2) == 0;
+            if held && status.signal().is_some() {
+                stats.atomic(INSIDE).fetch_sub(1, Ordering::SeqCst);
+                sem.post()?;
+                note!(
+                    out,
+                    "{pid} {status} while holding a count: the parent posted it back"
+                )?;
+            }
+            if !status.success() && failed.is_none() {
+                failed = Some((pid, status));
+            }
+        }
+    }
+    Ok(failed)
 }
 
 fn since(start: Instant) -> u64 {
@@ -375,7 +435,7 @@ fn worker(
     // returned, decremented before the post.
     let inside = stats.atomic(INSIDE).fetch_add(1, Ordering::SeqCst) + 1;
     stats.atomic(MAX_INSIDE).fetch_max(inside, Ordering::SeqCst);
-    times.set(3 * i + 1, since(start));
+    times.set(3 * i + 1, since(start).max(1));
     let _ = note!(out, "{me} working");
     std::thread::sleep(hold);
     times.set(3 * i + 2, since(start));

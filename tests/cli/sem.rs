@@ -1586,3 +1586,30 @@ fn an_unlink_the_system_refuses_names_unlink_not_sem_unlink() {
     );
     check.finish();
 }
+
+#[test]
+fn a_demo_worker_killed_while_it_holds_the_count_does_not_hang_the_rest() {
+    // An unnamed semaphore does not heal: the count a SIGKILLed holder
+    // took was never posted, and the other workers waited for ever.
+    let mut cmd = pk_std("sem");
+    cmd.args(["demo", "--workers", "3", "--value", "1", "--hold", "1s"]);
+    let mut run = Running::start(cmd, true);
+    let seen = run.wait_for(|l| l.ends_with(" working"));
+    let holder = pid_after(seen.last().unwrap(), "").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = run.wait();
+    let rest = run.rest();
+    assert_eq!(status.code(), Some(71), "{rest}");
+    assert!(
+        rest.contains(&format!(
+            "{holder} killed by signal 9 (SIGKILL) while holding a count: the parent posted it back"
+        )),
+        "{rest}"
+    );
+    assert_eq!(rest.matches(" done\n").count(), 2, "{rest}");
+    assert!(rest.contains("max_inside=1 final_value=1"), "{rest}");
+}
