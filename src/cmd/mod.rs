@@ -382,11 +382,57 @@ fn write_all_stdout(buf: &[u8]) -> Result<()> {
     } else {
         write_all_fd(io::stdout().as_fd(), buf)
     };
-    result.map_err(|e| {
-        let mut failure = Failure::from(Error::sys("write", "stdout", e));
-        failure.closed_stdout = e == Errno::EPIPE;
-        failure
-    })
+    result.map_err(stdout_failure)
+}
+
+/// The failure of a write to stdout that failed with `e`: EPIPE is a
+/// reader gone, which [`main`] ends quietly.
+fn stdout_failure(e: Errno) -> Failure {
+    let mut failure = Failure::from(Error::sys("write", "stdout", e));
+    failure.closed_stdout = e == Errno::EPIPE;
+    failure
+}
+
+/// Fail as a write to stdout would, without writing: for a command about
+/// to change something whose result it must then print (take a message,
+/// change a cell), so that it changes nothing it cannot report. A stdout
+/// closed at start (`>&-`) fails with EBADF; a pipe or socket whose
+/// reader has gone (poll(2) says POLLERR or POLLHUP) with EPIPE, which
+/// [`main`] ends quietly (141). A reader that goes after this look still
+/// makes the write itself fail.
+pub(crate) fn stdout_writable() -> Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::stat::{SFlag, fstat};
+    use std::sync::OnceLock;
+    if crate::sys::proc::stdout_closed_at_start() {
+        return Err(stdout_failure(Errno::EBADF));
+    }
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    // Only a pipe or a socket tells of its reader; its type never changes.
+    static STREAM: OnceLock<bool> = OnceLock::new();
+    let stream = *STREAM.get_or_init(|| {
+        fstat(fd).is_ok_and(|st| {
+            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
+        })
+    });
+    if !stream {
+        return Ok(());
+    }
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => {
+            let gone = fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
+            if gone {
+                return Err(stdout_failure(Errno::EPIPE));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Write all of `buf` to `fd`: EINTR and short writes are retried, and a

@@ -81,7 +81,9 @@ takes over the lock of one that died (within 20ms), and the queue's state
 is two counters, each moved by one atomic store.
 `get` is at-most-once: a message is the consumer's once it is taken; a
 `get` killed after taking it and before printing it has lost it, one
-killed before taking it has taken nothing.
+killed before taking it has taken nothing. Before each take, `get` looks
+at its stdout: closed (`>&-`) or a pipe or socket whose reader has gone
+(`| head -1` after head exits), it takes nothing more.
 Output: `get` prints each message followed by a newline (with -0, a NUL);
 `stat` prints `name=<NAME> capacity=<K> max_size=<B> qsize=<Q>`; create,
 put and unlink print nothing. A full queue (put) or an empty one (get)
@@ -100,8 +102,9 @@ or the file is not a queue (or one whose counters do not add up, or of
 an older format: unlink it and create it again); 66 when the queue does not exist; 71 when a
 system call fails (EEXIST: the name is taken), or a demo child fails; 77
 when the queue belongs to another user or others may write it; 141 when
-stdout closed early. Either way, a `get` whose output cannot be written
-(141, or 71 for /dev/full) has lost the message in hand: at-most-once.
+stdout closed early (the messages not yet taken stay in the queue). A
+message taken and then not written (71 for /dev/full, or a reader gone
+between the look and the write) is lost: at-most-once.
 
 Examples:
   pk-queue basics
@@ -440,7 +443,10 @@ fn get(g: Get, out: &mut Out) -> Result<u8> {
     let end = if g.null { 0 } else { b'\n' };
     let mut buf = Vec::with_capacity(q.max_message() + 1);
     for got in 0..g.count {
-        if !q.get_into_until(&mut buf, deadline)? {
+        // Nothing is taken for a stdout that cannot be written (closed,
+        // its reader gone), looked at just before each take: the message
+        // stays for another consumer.
+        if !q.get_into_until_ready(&mut buf, deadline, crate::cmd::stdout_writable)? {
             if g.verbose {
                 crate::cmd::eprintln_one(
                     "pk-queue",

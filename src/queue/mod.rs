@@ -588,6 +588,22 @@ impl Queue {
     /// Take the oldest message into `buf` (replacing its contents) before
     /// `deadline`; `false` when it passed with the queue still empty.
     pub fn get_into_until(&self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<bool> {
+        self.get_into_until_ready(buf, deadline, || Ok::<(), Error>(()))
+    }
+
+    /// [`Queue::get_into_until`], asking `ready` just before a message is
+    /// taken (the message there, the get lock held): an `Err` from it ends
+    /// the call with nothing taken. For a consumer that must not take a
+    /// message it cannot pass on, whose check comes then, after any wait
+    /// for the message (`pk-queue get` looks whether its reader has gone).
+    /// Other consumers wait for the lock meanwhile: `ready` should be
+    /// quick.
+    pub fn get_into_until_ready<E: From<Error>>(
+        &self,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+        mut ready: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<bool, E> {
         loop {
             self.intact()?;
             let held = self.lock(GET_LOCK, "queue get lock", deadline)?;
@@ -604,6 +620,7 @@ impl Queue {
                 self.seen_head.store(head, Ordering::Relaxed);
             }
             if head != tail {
+                ready()?;
                 let off = self.slot(tail);
                 let len = (self.map.read::<u32>(off) as usize).min(self.max_message);
                 buf.clear();

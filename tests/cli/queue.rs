@@ -1019,3 +1019,66 @@ fn each_message_of_a_stream_waits_its_own_timeout() {
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }
+
+/// pk-queue with `args`, its stdout the write end of a pipe whose read
+/// end is already closed (under timeout(1): a hang fails).
+fn queue_into_a_readerless_pipe(args: &[&str]) -> std::process::Output {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60"])
+        .arg(bin("pk-queue"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(w))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_get_whose_output_is_gone_takes_nothing() {
+    // A get used to take a message first and find out at the write that
+    // no one would read it: `get >&-` and `get -n 5 | head -1` lost what
+    // they took after the reader had gone.
+    let mut check = ShmCheck::start();
+    let name = check.name("gone");
+    assert_success(&q(&["create", &name, "-k", "8", "--max-size", "16"]));
+    assert_success(&q(&["put", &name, "one", "two", "three"]));
+    // Closed at start: the write error, nothing taken.
+    let out = bash(&format!("pk-queue get {name} >&-")).output().unwrap();
+    assert_one_line_error(&out, "queue", 71);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Bad file descriptor"));
+    // A pipe whose reader has gone: a quiet 141, nothing taken.
+    let out = queue_into_a_readerless_pipe(&["get", &name, "-n", "3"]);
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(
+        stdout(&q(&["stat", &name])),
+        format!("name={name} capacity=8 max_size=16 qsize=3\n")
+    );
+    // A reader that leaves while the get waits for its next message: the
+    // message that then comes is left in the queue.
+    assert_eq!(stdout(&q(&["get", &name, "-n", "2"])), "one\ntwo\n");
+    let mut getter = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60"])
+        .arg(bin("pk-queue"))
+        .args(["get", &name, "-n", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(getter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line, "three\n");
+    drop(reader);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_success(&q(&["put", &name, "four"]));
+    let out = getter.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(stdout(&q(&["get", &name, "--timeout", "0"])), "four\n");
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
