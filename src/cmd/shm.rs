@@ -72,7 +72,9 @@ be being created; once sized, it is used at its size. Still empty after
 100 ms, it counts as not there yet: one line, exit 66.
 Output: `read` the bytes as they are; `add` the new value; `get` the
 value; `cas` the value found before (swapped or not); create, write,
-set and unlink print nothing.
+set and unlink print nothing. `add` and `cas` look at their stdout
+before they change the cell: closed (`>&-`) or a pipe whose reader has
+gone, they fail and change nothing.
 
 Exit status: 0 when done (a demo ran: lost updates are the lesson, not an
 error); 1 when `cas` found another value; 2 for a bad flag, or an offset
@@ -326,7 +328,11 @@ fn named(cmd: Cmd, out: &mut Out) -> Result<u8> {
             Ok(exit::OK)
         }
         Cmd::Add { name, offset, by } => {
-            let v = Segment::open(&name)?.add(offset, by)?;
+            let seg = Segment::open(&name)?;
+            // The new value must be printed: a stdout that cannot take it
+            // (closed, its reader gone) fails before the cell changes.
+            crate::cmd::stdout_writable()?;
+            let v = seg.add(offset, by)?;
             outln!(out, "{v}")?;
             Ok(exit::OK)
         }
@@ -349,7 +355,9 @@ fn named(cmd: Cmd, out: &mut Out) -> Result<u8> {
             expected,
             new,
         } => {
-            let r = Segment::open(&name)?.compare_exchange(offset, expected, new)?;
+            let seg = Segment::open(&name)?;
+            crate::cmd::stdout_writable()?;
+            let r = seg.compare_exchange(offset, expected, new)?;
             let (found, code) = match r {
                 Ok(v) => (v, exit::OK),
                 Err(v) => (v, exit::DECLINED),

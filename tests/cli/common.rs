@@ -728,3 +728,19 @@ pub fn assert_a_copy_is_passed_on_once(name: &str, flags: &[&str]) {
         assert_eq!(n, want, "pk-{name} {flags:?}: SIGTERMs {gap:?} apart");
     }
 }
+
+/// `pk-<name> ARGS` with its stdout the write end of a pipe whose read
+/// end is already closed, as a `| head -1` leaves it once head has
+/// exited (under timeout(1): a hang fails).
+pub fn into_a_readerless_pipe(name: &str, args: &[&str]) -> Output {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60"])
+        .arg(bin(&format!("pk-{name}")))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .output()
+        .unwrap()
+}

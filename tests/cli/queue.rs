@@ -1020,21 +1020,6 @@ fn each_message_of_a_stream_waits_its_own_timeout() {
     check.finish();
 }
 
-/// pk-queue with `args`, its stdout the write end of a pipe whose read
-/// end is already closed (under timeout(1): a hang fails).
-fn queue_into_a_readerless_pipe(args: &[&str]) -> std::process::Output {
-    let (r, w) = nix::unistd::pipe().unwrap();
-    drop(r);
-    std::process::Command::new("timeout")
-        .args(["-s", "KILL", "60"])
-        .arg(bin("pk-queue"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(w))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_get_whose_output_is_gone_takes_nothing() {
     // A get used to take a message first and find out at the write that
@@ -1049,7 +1034,7 @@ fn a_get_whose_output_is_gone_takes_nothing() {
     assert_one_line_error(&out, "queue", 71);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Bad file descriptor"));
     // A pipe whose reader has gone: a quiet 141, nothing taken.
-    let out = queue_into_a_readerless_pipe(&["get", &name, "-n", "3"]);
+    let out = into_a_readerless_pipe("queue", &["get", &name, "-n", "3"]);
     assert_eq!(out.status.code(), Some(141), "{out:?}");
     assert!(out.stderr.is_empty(), "{out:?}");
     assert_eq!(

@@ -855,3 +855,37 @@ fn a_segment_sized_within_the_grace_is_used() {
     assert!(hit, "no pk-shm run found the segment empty in ten tries");
     check.finish();
 }
+
+#[test]
+fn add_and_cas_change_nothing_when_stdout_cannot_take_the_value() {
+    // They used to change the cell and only then fail to print: the
+    // caller saw an error (71, or 141) for an update that was made.
+    let mut check = ShmCheck::start();
+    let name = check.name("noout");
+    assert_success(&seg(&["create", &name, "--size", "64"]));
+    for args in [
+        format!("add {name} --offset 8"),
+        format!("cas {name} --offset 8 0 5"),
+    ] {
+        let out = bash(&format!("pk-shm {args} >&-")).output().unwrap();
+        assert_one_line_error(&out, "shm", 71);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Bad file descriptor"));
+        let words: Vec<&str> = args.split(' ').collect();
+        let out = into_a_readerless_pipe("shm", &words);
+        assert_eq!(out.status.code(), Some(141), "{args}: {out:?}");
+        assert!(out.stderr.is_empty(), "{args}: {out:?}");
+        assert_eq!(
+            stdout(&seg(&["get", &name, "--offset", "8"])),
+            "0\n",
+            "{args}"
+        );
+    }
+    // set prints nothing: a closed stdout is no reason to fail it.
+    let out = bash(&format!("pk-shm set {name} --offset 8 7 >&-"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert_eq!(stdout(&seg(&["get", &name, "--offset", "8"])), "7\n");
+    assert_success(&seg(&["unlink", &name]));
+    check.finish();
+}
