@@ -64,7 +64,12 @@ owned by you and writable by no other user is opened. A cell is a signed
 64-bit integer in the machine's byte order (little-endian on x86-64 and
 arm64: Python's struct format '<q'), at an --offset that is a multiple
 of 8; add wraps around. If another process truncates the segment, the
-access fails with one line and exit 65, never a crash (SIGBUS). A segment
+access fails with one line and exit 65, never a crash (SIGBUS). A
+segment made sparse (Python's SharedMemory, C's ftruncate) gets its
+pages when they are first touched: `write`, `add`, `set` and `cas`
+allocate theirs first (fallocate), so on a full /dev/shm they fail with
+ENOSPC (71) and write nothing; a `read` or `get` that needs a page there
+fails with ENOSPC too, printing nothing of that piece. A segment
 found empty (0 bytes) is looked at again for 100 ms before it is used:
 Python's SharedMemory(create=True) and C programs make a segment with
 shm_open and size it with ftruncate only after, so an empty one may still
@@ -81,7 +86,8 @@ error); 1 when `cas` found another value; 2 for a bad flag, or an offset
 or length outside the segment or a misaligned cell; 65 when the segment
 is not usable (not a regular file, truncated under us); 66 when it does
 not exist, or is still empty after 100 ms (not sized yet); 71 when a
-system call fails (ENOSPC at create, EFBIG for a size past `ulimit -f`,
+system call fails (ENOSPC at create or, for a sparse segment, when a
+page cannot be allocated; EFBIG for a size past `ulimit -f`;
 EEXIST when the name is taken) or a demo child fails; 77 when it belongs
 to another user or others may write it.
 

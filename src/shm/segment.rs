@@ -24,7 +24,10 @@ pub const MAX_SEGMENT: u64 = 1 << 40;
 /// [`ErrorKind::BadData`](crate::ErrorKind::BadData) (the size is checked
 /// with fstat before each access, and an access that races with a
 /// truncation is caught by the mapping's SIGBUS guard, so the process
-/// never dies of it).
+/// never dies of it). A change allocates its pages first (a sparse
+/// segment gets them only then), so on a full `/dev/shm` it fails with
+/// ENOSPC ([`ErrorKind::Os`](crate::ErrorKind::Os)) before a byte is
+/// written; a read that needs a page there fails the same way.
 ///
 /// ```no_run
 /// use posixkit::shm::Segment;
@@ -125,6 +128,26 @@ impl Segment {
         self.map.truncated()
     }
 
+    /// The error of an access that the SIGBUS guard caught: a truncation
+    /// by another process, or, when the file still has its size and its
+    /// file system has no page left, a page that could not be allocated
+    /// (a sparse segment, as Python's SharedMemory makes them, on a full
+    /// /dev/shm: a fault there raises SIGBUS too).
+    fn caught(&self) -> Error {
+        let size = object::size_now(&self.file, &self.name).ok();
+        let full = nix::sys::statvfs::fstatvfs(&self.file)
+            .is_ok_and(|v| v.blocks() > 0 && v.blocks_available() == 0);
+        if full && size.is_some_and(|s| s >= self.len() as u64) {
+            return Error::new(
+                crate::ErrorKind::Os,
+                "shm",
+                &self.name,
+                "no room in /dev/shm for a page of it (No space left on device): reopen it",
+            );
+        }
+        self.cut(None)
+    }
+
     fn cut(&self, now: Option<u64>) -> Error {
         let why = match now {
             Some(now) => format!(
@@ -139,7 +162,7 @@ impl Segment {
     /// Fail if the object is now shorter than the mapping.
     pub fn check(&self) -> Result<()> {
         if self.map.truncated() {
-            return Err(self.cut(None));
+            return Err(self.caught());
         }
         let now = object::size_now(&self.file, &self.name)?;
         if now < self.len() as u64 {
@@ -150,9 +173,42 @@ impl Segment {
 
     fn after(&self) -> Result<()> {
         if self.map.truncated() {
-            return Err(self.cut(None));
+            return Err(self.caught());
         }
         Ok(())
+    }
+
+    /// Allocate the pages of `len` bytes at `at` before they are written:
+    /// a segment made sparse (ftruncate, as Python's SharedMemory and C
+    /// programs make one) gets its pages at the first write, and on a
+    /// full /dev/shm that write would die of SIGBUS half-way. fallocate(2)
+    /// fails with ENOSPC instead, before a byte is written. KEEP_SIZE: a
+    /// file that another process has just truncated is not grown back.
+    /// A file system without fallocate leaves the pages to the write.
+    fn allocate(&self, at: usize, len: usize) -> Result<()> {
+        use nix::errno::Errno;
+        use nix::fcntl::{FallocateFlags, fallocate};
+        if len == 0 {
+            return Ok(());
+        }
+        loop {
+            match fallocate(
+                &self.file,
+                FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                at as libc::off_t,
+                len as libc::off_t,
+            ) {
+                Ok(()) | Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::sys(
+                        "fallocate",
+                        format_args!("{}: {len} bytes at offset {at}", self.name),
+                        e,
+                    ));
+                }
+            }
+        }
     }
 
     fn range(&self, off: u64, len: u64) -> Result<usize> {
@@ -181,6 +237,13 @@ impl Segment {
         Ok(self.map.atomic(at))
     }
 
+    /// [`Segment::cell`] for a change: its page allocated first.
+    fn cell_to_change(&self, off: u64) -> Result<&AtomicI64> {
+        let cell = self.cell(off)?;
+        self.allocate(off as usize, 8)?;
+        Ok(cell)
+    }
+
     /// Copy `buf.len()` bytes out from byte `off`.
     pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         let at = self.range(off, buf.len() as u64)?;
@@ -195,6 +258,7 @@ impl Segment {
     pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         let at = self.range(off, data.len() as u64)?;
         self.check()?;
+        self.allocate(at, data.len())?;
         self.map.write_bytes(at, data);
         self.after()
     }
@@ -207,14 +271,14 @@ impl Segment {
 
     /// Store `v` in the cell at `off`.
     pub fn store(&self, off: u64, v: i64) -> Result<()> {
-        self.cell(off)?.store(v, Ordering::SeqCst);
+        self.cell_to_change(off)?.store(v, Ordering::SeqCst);
         self.after()
     }
 
     /// Add `by` to the cell at `off` atomically (wrapping); returns the new
     /// value. Many processes adding at once lose no update.
     pub fn add(&self, off: u64, by: i64) -> Result<i64> {
-        let old = self.cell(off)?.fetch_add(by, Ordering::SeqCst);
+        let old = self.cell_to_change(off)?.fetch_add(by, Ordering::SeqCst);
         self.after().map(|()| old.wrapping_add(by))
     }
 
@@ -222,9 +286,12 @@ impl Segment {
     /// `expected`. `Ok(Ok(expected))` when it swapped, `Ok(Err(found))`
     /// with the value found when it did not.
     pub fn compare_exchange(&self, off: u64, expected: i64, new: i64) -> Result<Result<i64, i64>> {
-        let r = self
-            .cell(off)?
-            .compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst);
+        let r = self.cell_to_change(off)?.compare_exchange(
+            expected,
+            new,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         self.after().map(|()| r)
     }
 }

@@ -626,6 +626,53 @@ fn a_full_dev_shm_fails_at_create_with_enospc_and_leaves_nothing() {
     );
 }
 
+#[test]
+fn a_sparse_segment_on_a_full_dev_shm_is_out_of_space_not_truncated() {
+    // Python's SharedMemory makes a segment with ftruncate: sparse, its
+    // pages allocated when first touched. On a full /dev/shm that touch
+    // raises SIGBUS, which was reported as a truncation (65) after part
+    // of a write had been made (here: up to the end of the page that
+    // already held an x). A private mount namespace with a 1 MiB
+    // tmpfs on /dev/shm, filled up (needs root; skipped otherwise).
+    let probe = bash("unshare -m true").output().unwrap();
+    if !is_root() || probe.status.code() != Some(0) {
+        eprintln!("skipped: cannot make a private /dev/shm here");
+        return;
+    }
+    let out = bash(
+        "unshare -m sh -c 'mount -t tmpfs -o size=1m tmpfs /dev/shm && \
+           truncate -s 4M /dev/shm/pk-sparse && \
+           pk-shm write /pk-sparse --offset 100000 x && \
+           { head -c 2M /dev/zero > /dev/shm/fill; } 2>/dev/null; \
+           for c in \"write /pk-sparse --offset 100000 $(printf %08192d 0)\" \
+                    \"add /pk-sparse --offset 3000000\" \
+                    \"set /pk-sparse --offset 3000000 5\" \
+                    \"cas /pk-sparse --offset 3000000 0 5\" \
+                    \"get /pk-sparse --offset 2097152\"; do \
+             pk-shm $c; echo status=$?; \
+           done; \
+           rm /dev/shm/fill; \
+           pk-shm read /pk-sparse --offset 100000 --len 8192 | tr -d \"\\000\" | wc -c; \
+           pk-shm get /pk-sparse --offset 3000000'",
+    )
+    .output()
+    .unwrap();
+    let text = stdout(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        text,
+        "status=71\n".repeat(5) + "1\n0\n",
+        "nothing written but the x of before: {text}{err}"
+    );
+    assert_eq!(err.lines().count(), 5, "{err}");
+    for line in err.lines() {
+        assert!(
+            line.starts_with("pk-shm: ") && line.contains("No space left on device"),
+            "{err}"
+        );
+    }
+}
+
 /// pk-shm with `args`, under prlimit(1)'s `limit` (`--as=BYTES` …).
 fn shm_under(limit: &str, args: &[&str]) -> std::process::Output {
     let mut words = vec!["prlimit".to_string(), limit.to_string()];
