@@ -91,7 +91,11 @@ that stays so past --timeout ends the command with exit 1 and prints
 nothing (one line on stderr with -v), as `flock -n` does; so does a lock
 that another process (a stopped one) holds past --timeout and at least
 1s, with one line on stderr that says so; `stat` waits 1s for such a lock,
-then ends the same way.
+then ends the same way. A `put` that stops on a full queue says with -v
+how many it put (`(2 of 5 put)`); reading stdin from a regular file, it
+leaves the file just after the last message put, so the rest can be put
+later: `(pk-queue put /jobs --lines --timeout 0; cat) < list` prints
+what was not put.
 
 Exit status: 0 when done (a demo ran and every item arrived exactly once);
 1 when the queue stayed full (put) or empty (get) past --timeout; 2 for a
@@ -203,7 +207,8 @@ pub struct Put {
     /// length).
     #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
     pub timeout: Option<DurationArg>,
-    /// Say on stderr why nothing more was put (a full queue).
+    /// Say on stderr why nothing more was put (a full queue), and how
+    /// many were.
     #[arg(short, long)]
     pub verbose: bool,
 }
@@ -357,13 +362,14 @@ fn put_one(q: &Queue, msg: &[u8], deadline: Deadline, name: &str) -> Result<bool
 }
 
 /// Read stdin up to `delim` (or all of it), at most `max` bytes; `None` at
-/// end of input. A longer message is an error before it is put.
+/// end of input. A longer message is an error before it is put. With the
+/// message, how many bytes of stdin it took (its delimiter included).
 fn next_message(
     input: &mut impl BufRead,
     delim: Option<u8>,
     max: usize,
     name: &str,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<(Vec<u8>, u64)>> {
     let mut msg = Vec::new();
     let mut limited = input.take(max as u64 + 1);
     let n = match delim {
@@ -377,7 +383,7 @@ fn next_message(
     if let Some(d) = delim {
         if msg.last() == Some(&d) {
             msg.pop();
-            return Ok(Some(msg));
+            return Ok(Some((msg, n as u64)));
         }
     }
     if msg.len() > max {
@@ -388,7 +394,19 @@ fn next_message(
         )
         .into());
     }
-    Ok(Some(msg))
+    Ok(Some((msg, n as u64)))
+}
+
+/// Where stdin stands now when it is a regular file, which can be put
+/// back there (`None` for a pipe, a terminal...).
+fn stdin_offset() -> Option<i64> {
+    use nix::sys::stat::{SFlag, fstat};
+    let stdin = std::io::stdin();
+    let st = fstat(&stdin).ok()?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return None;
+    }
+    nix::unistd::lseek(&stdin, 0, nix::unistd::Whence::SeekCur).ok()
 }
 
 fn put(p: Put) -> Result<u8> {
@@ -397,11 +415,14 @@ fn put(p: Put) -> Result<u8> {
     // ready to go: a stream (`tail -f log | pk-queue put --lines`) may run
     // for hours, and only a queue that stays full that long ends it.
     let deadline = || Deadline::after(p.timeout.map(|t| t.0));
-    let full = || {
+    // The queue stayed full: say how many went in (of how many, when
+    // they were given as arguments).
+    let full = |put: usize, of: Option<usize>| {
         if p.verbose {
+            let of = of.map(|n| format!(" of {n}")).unwrap_or_default();
             crate::cmd::eprintln_one(
                 "pk-queue",
-                &format_args!("put({}): the queue is full", p.name),
+                &format_args!("put({}): the queue is full ({put}{of} put)", p.name),
             );
         }
         Ok(exit::DECLINED)
@@ -418,20 +439,34 @@ fn put(p: Put) -> Result<u8> {
             return Err(Error::invalid("MSG", "`-` reads stdin and comes alone").into());
         }
         let stdin = crate::cmd::stdin_for_input()?;
+        let start = stdin_offset();
         let mut input = stdin.lock();
-        while let Some(msg) = next_message(&mut input, delim, q.max_message(), &p.name)? {
+        let (mut put, mut used) = (0, 0);
+        while let Some((msg, took)) = next_message(&mut input, delim, q.max_message(), &p.name)? {
             if !put_one(&q, &msg, deadline()?, &p.name)? {
-                return full();
+                // A regular file is left just after the last message put,
+                // for the caller to go on from (the read ran ahead).
+                if let Some(start) = start {
+                    nix::unistd::lseek(
+                        std::io::stdin(),
+                        start + used,
+                        nix::unistd::Whence::SeekSet,
+                    )
+                    .ctx("lseek", "stdin")?;
+                }
+                return full(put, None);
             }
+            put += 1;
+            used += took as i64;
             if delim.is_none() {
                 break;
             }
         }
         return Ok(exit::OK);
     }
-    for m in &p.messages {
+    for (put, m) in p.messages.iter().enumerate() {
         if !put_one(&q, m.as_bytes(), deadline()?, &p.name)? {
-            return full();
+            return full(put, Some(p.messages.len()));
         }
     }
     Ok(exit::OK)

@@ -1067,3 +1067,49 @@ fn a_get_whose_output_is_gone_takes_nothing() {
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }
+
+#[test]
+fn a_put_stopped_by_a_full_queue_says_how_many_and_leaves_the_rest() {
+    // `put --lines` read ahead of what it put and said only "the queue is
+    // full": a caller could neither tell how far it got nor go on from
+    // there.
+    let mut check = ShmCheck::start();
+    let name = check.name("rest");
+    assert_success(&q(&["create", &name, "-k", "3", "--max-size", "16"]));
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list");
+    std::fs::write(&list, "l1\nl2\nl3\nl4\nl5\n").unwrap();
+    let out = bash(&format!(
+        "(pk-queue put {name} --lines --timeout 0 -v; echo status=$?; cat) < {}",
+        list.display()
+    ))
+    .output()
+    .unwrap();
+    assert_eq!(stdout(&out), "status=1\nl4\nl5\n", "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("pk-queue: put({name}): the queue is full (3 put)\n")
+    );
+    assert_eq!(stdout(&q(&["get", &name, "-n", "3"])), "l1\nl2\nl3\n");
+    // Given as arguments: how many of how many.
+    let out = q(&[
+        "put",
+        &name,
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "--timeout",
+        "0",
+        "-v",
+    ]);
+    assert_one_line_error(&out, "queue", 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("pk-queue: put({name}): the queue is full (3 of 5 put)\n")
+    );
+    assert_eq!(stdout(&q(&["get", &name, "-n", "3"])), "a\nb\nc\n");
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
