@@ -1113,3 +1113,17 @@ fn a_put_stopped_by_a_full_queue_says_how_many_and_leaves_the_rest() {
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }
+
+#[test]
+fn unlink_removes_an_empty_file_and_the_help_says_so() {
+    // The help said unlink removes "only a queue, never another kind of
+    // file", while it removes an empty file too (what a truncation leaves
+    // of a queue, which no other command can use or remove).
+    let mut check = ShmCheck::start();
+    let name = check.name("empty");
+    std::fs::write(format!("/dev/shm/{}", &name[1..]), b"").unwrap();
+    assert_success(&q(&["unlink", &name]));
+    let help = assert_help("queue", &[], &["removes a queue, or an empty file"]);
+    assert!(!help.contains("never another kind of file"), "{help}");
+    check.finish();
+}
