@@ -97,3 +97,41 @@ fn readme_holds_every_help_as_the_binaries_print_it() {
         "README.md's --help text of {stale:?} differs from the binaries': run `make readme` and commit README.md"
     );
 }
+
+#[test]
+fn the_queue_prose_says_what_the_help_says() {
+    // The hand-written part of `## pk-queue` (before its --help block)
+    // described the locks of an older format (robust mutexes handed on
+    // with EOWNERDEAD) and said stat waits for a held lock, where the help
+    // says lock words name their holder and stat gives up after 1s.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let range = section(&readme, "queue").expect("a `## pk-queue` section");
+    let text = &readme[range];
+    let prose = &text[..text.find("<!-- help:pk-queue -->").unwrap_or(text.len())];
+    let help = help::all()
+        .iter()
+        .filter(|h| h.bin == "queue" && h.sub.is_none())
+        .map(|h| h.text.clone())
+        .collect::<String>();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("a lock names its holder"), "{help}");
+    assert!(help.contains("`stat` waits 1s for such a lock"), "{help}");
+    let prose = prose.split_whitespace().collect::<Vec<_>>().join(" ");
+    for stale in [
+        "EOWNERDEAD",
+        "robust process-shared mutexes",
+        "and for `stat`, it waits",
+    ] {
+        assert!(
+            !prose.contains(stale),
+            "README's pk-queue prose says {stale:?}"
+        );
+    }
+    for claim in ["name their holder", "`stat` waits 1 s"] {
+        assert!(
+            prose.contains(claim),
+            "README's pk-queue prose lacks {claim:?}"
+        );
+    }
+}
