@@ -282,9 +282,11 @@ impl<T: AtomicInt> SharedArray<T> {
 }
 
 /// Remove the named shared memory object `name` from `/dev/shm`. Processes
-/// that have it mapped keep their mapping.
+/// that have it mapped keep their mapping. Another user's object is
+/// refused ([`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied)),
+/// even for root, as opening it is.
 pub fn unlink(name: &str) -> Result<()> {
-    object::unlink("", name)
+    object::unlink_ours("", name)
 }
 
 /// One `T` in shared memory: `multiprocessing.Value` without its lock (use

@@ -195,18 +195,7 @@ pub(crate) fn check_ours(file: &File, name: &str, call: &'static str) -> Result<
     if !meta.file_type().is_file() {
         return Err(Error::data(call, name, "not a regular file"));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(Error::new(
-            ErrorKind::PermissionDenied,
-            call,
-            name,
-            format!(
-                "owned by uid {}, not by uid {me}: refusing another user's object",
-                meta.uid()
-            ),
-        ));
-    }
+    owned_by_me(&meta, name, call)?;
     if meta.mode() & 0o022 != 0 {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
@@ -219,6 +208,23 @@ pub(crate) fn check_ours(file: &File, name: &str, call: &'static str) -> Result<
         ));
     }
     Ok(meta.len())
+}
+
+/// [`ErrorKind::PermissionDenied`] for an object of another user.
+fn owned_by_me(meta: &std::fs::Metadata, name: &str, call: &'static str) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            call,
+            name,
+            format!(
+                "owned by uid {}, not by uid {me}: refusing another user's object",
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How long [`sized`] keeps looking at an empty object: ample for a
@@ -289,6 +295,21 @@ pub(crate) fn open_or_create<T>(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// [`unlink`], only for an object of ours (whatever its kind or mode):
+/// another user's is [`ErrorKind::PermissionDenied`], as every [`open`]
+/// of it is. Root could remove it, and every other command refuses it.
+pub(crate) fn unlink_ours(prefix: &str, name: &str) -> Result<()> {
+    let p = path(prefix, name)?;
+    let call = if prefix.is_empty() {
+        "shm_unlink"
+    } else {
+        "unlink"
+    };
+    let meta = std::fs::symlink_metadata(&p).ctx(call, name)?;
+    owned_by_me(&meta, name, call)?;
+    unlink(prefix, name)
 }
 
 /// Remove the name `name` (file `prefix` + name). Processes that have the

@@ -936,3 +936,35 @@ fn add_and_cas_change_nothing_when_stdout_cannot_take_the_value() {
     assert_success(&seg(&["unlink", &name]));
     check.finish();
 }
+
+#[test]
+fn unlink_refuses_another_users_segment_even_for_root() {
+    // Every other command refused it with 77, and so does pk-queue unlink;
+    // pk-shm unlink, run by root, removed it.
+    if !is_root() {
+        eprintln!("skipped: needs root to make another user's segment");
+        return;
+    }
+    let mut check = ShmCheck::start();
+    let name = check.name("theirs");
+    let mut words = as_nobody();
+    words.extend([
+        bin("pk-shm").display().to_string(),
+        "create".into(),
+        name.clone(),
+        "--size".into(),
+        "64".into(),
+    ]);
+    assert_success(&command(&words).output().unwrap());
+    let path = format!("/dev/shm/{}", &name[1..]);
+    let out = seg(&["unlink", &name]);
+    assert_one_line_error(&out, "shm", 77);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another user's"),
+        "{out:?}"
+    );
+    assert!(std::path::Path::new(&path).exists(), "it was removed");
+    assert_one_line_error(&seg(&["get", &name]), "shm", 77);
+    std::fs::remove_file(&path).unwrap();
+    check.finish();
+}
