@@ -182,6 +182,18 @@ pub(crate) fn open(prefix: &str, name: &str) -> Result<(File, u64)> {
     .map_err(|e| match e {
         Errno::ELOOP => Error::data(call(prefix), name, "a symbolic link: refusing to follow it"),
         Errno::EISDIR => Error::data(call(prefix), name, "not a regular file (a directory)"),
+        // open(2) gives ENXIO for a socket, and for a device with no
+        // driver: neither is an object, as a FIFO is not.
+        Errno::ENXIO => {
+            use std::os::unix::fs::FileTypeExt;
+            let socket = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_socket());
+            let what = if socket {
+                "a socket"
+            } else {
+                "No such device or address"
+            };
+            Error::data(call(prefix), name, format!("not a regular file ({what})"))
+        }
         e => Error::sys(call(prefix), name, e),
     })?;
     let file = File::from(fd);

@@ -973,6 +973,23 @@ fn unlink_removes_queues_and_leaves_other_files_alone() {
     }
     assert_one_line_error(&pk("shm").args(["get", &dir]).output().unwrap(), "shm", 65);
     std::fs::remove_dir(path(&dir)).unwrap();
+    // A Unix socket too (open(2) says ENXIO, which was a 71).
+    let socket = check.name("socket");
+    drop(std::os::unix::net::UnixListener::bind(path(&socket)).unwrap());
+    for args in [
+        vec!["unlink", socket.as_str()],
+        vec!["stat", socket.as_str()],
+        vec!["put", socket.as_str(), "x"],
+        vec!["get", socket.as_str(), "--timeout", "0"],
+    ] {
+        let out = q(&args);
+        assert_one_line_error(&out, "queue", 65);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a regular file (a socket)"),
+            "{out:?}"
+        );
+    }
+    std::fs::remove_file(path(&socket)).unwrap();
     // A queue of the older format is refused with what to do, and unlink
     // still removes it.
     let old = check.name("old");

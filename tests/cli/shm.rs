@@ -500,16 +500,20 @@ fn foreign_empty_or_odd_objects_are_refused_with_one_line() {
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .unwrap();
-    // A symbolic link and a FIFO: 65.
+    // A symbolic link, a FIFO and a socket: 65.
     let link = check.name("link");
     std::os::unix::fs::symlink("/etc/passwd", path(&link)).unwrap();
     let fifo = check.name("fifo");
     nix::unistd::mkfifo(path(&fifo).as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // A Unix socket: open(2) says ENXIO, which was a 71.
+    let socket = check.name("socket");
+    drop(std::os::unix::net::UnixListener::bind(path(&socket)).unwrap());
     let mut cases = vec![
         (empty.clone(), 66),
         (open.clone(), 77),
         (link.clone(), 65),
         (fifo.clone(), 65),
+        (socket.clone(), 65),
     ];
     // Another user's objects (made as nobody when we are root): 77 even
     // when they are a perfectly good segment left open to everyone.
