@@ -241,6 +241,64 @@ fn init(map: &Mapping, capacity: usize, max_message: usize, size: usize) -> Resu
     Ok(())
 }
 
+/// The fields of a queue's header page that say what the file is.
+struct Header {
+    magic: u64,
+    format: u32,
+    capacity: u64,
+    max_message: u64,
+    stride: u64,
+    size: u64,
+}
+
+impl Header {
+    /// The header in the first bytes of a queue's file.
+    fn parse(first: &[u8; PUT_LOCK]) -> Header {
+        let field = |off: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&first[off..off + 8]);
+            u64::from_ne_bytes(b)
+        };
+        let mut format = [0u8; 4];
+        format.copy_from_slice(&first[VERSION..VERSION + 4]);
+        Header {
+            magic: field(MAGIC),
+            format: u32::from_ne_bytes(format),
+            capacity: field(CAPACITY),
+            max_message: field(MAX_MESSAGE),
+            stride: field(STRIDE),
+            size: field(SIZE),
+        }
+    }
+
+    /// Why a file of `size` bytes with this header is not a queue.
+    fn check(&self, size: usize) -> std::result::Result<(), String> {
+        if self.magic != u64::from_ne_bytes(MAGIC_BYTES) {
+            return Err("not a queue (no pkqueue header)".into());
+        }
+        if self.format != FORMAT {
+            return Err(format!(
+                "a queue of format {}, not {FORMAT}: unlink it and create it again",
+                self.format
+            ));
+        }
+        let (capacity, max) = (self.capacity, self.max_message);
+        let ok = usize::try_from(capacity)
+            .ok()
+            .zip(usize::try_from(max).ok())
+            .and_then(|(c, m)| check_sizes(c, m).ok().map(|need| (m, need)))
+            .is_some_and(|(m, need)| {
+                need == size && self.size == size as u64 && self.stride == stride(m) as u64
+            });
+        if !ok {
+            return Err(format!(
+                "a header (capacity {capacity}, max size {max}) that does not match its {size} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Queue {
     /// A queue of `capacity` messages (1 to [`MAX_CAPACITY`]), each up to
     /// `max_message` bytes (0 to [`MAX_MESSAGE_SIZE`]), in a memfd mapping
@@ -294,33 +352,30 @@ impl Queue {
             return Err(bad(format!("{size} bytes is too small to be a queue")));
         }
         let size = usize::try_from(size).map_err(|_| bad(format!("{size} bytes is too large")))?;
+        // The header first, read with pread(2): a file that is not a
+        // queue of its size is refused before it is mapped, however large
+        // it is (a sparse petabyte failed the mmap with ENOMEM, 71).
+        let mut first = [0u8; PUT_LOCK];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut first, 0).map_err(|e| {
+            match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    bad("its file was truncated by another process".into())
+                }
+                _ => Error::io("read", name, &e),
+            }
+        })?;
+        Header::parse(&first).check(size).map_err(bad)?;
         let map = Mapping::new_guarded(map_shared_len(&file, size).ctx("mmap", name)?);
+        // Again as mapped (the file may have changed meanwhile), the magic
+        // first: a queue's other fields are stored before it.
         let magic = map.atomic::<AtomicU64>(MAGIC).load(Ordering::Acquire);
-        if magic != u64::from_ne_bytes(MAGIC_BYTES) {
-            return Err(bad("not a queue (no pkqueue header)".into()));
-        }
-        let format = map.read::<u32>(VERSION);
-        if format != FORMAT {
-            return Err(bad(format!(
-                "a queue of format {format}, not {FORMAT}: unlink it and create it again"
-            )));
-        }
-        let capacity = map.read::<u64>(CAPACITY);
-        let max = map.read::<u64>(MAX_MESSAGE);
-        let ok = usize::try_from(capacity)
-            .ok()
-            .zip(usize::try_from(max).ok())
-            .and_then(|(c, m)| check_sizes(c, m).ok().map(|need| (c, m, need)))
-            .filter(|&(_, m, need)| {
-                need == size
-                    && map.read::<u64>(SIZE) == size as u64
-                    && map.read::<u64>(STRIDE) == stride(m) as u64
-            });
-        if ok.is_none() {
-            return Err(bad(format!(
-                "a header (capacity {capacity}, max size {max}) that does not match its {size} bytes"
-            )));
+        map.read_bytes(0, &mut first);
+        let header = Header {
+            magic,
+            ..Header::parse(&first)
         };
+        header.check(size).map_err(bad)?;
+        let capacity = header.capacity;
         let (made_in, here) = (map.read::<u64>(PIDNS), lock::pid_namespace());
         if made_in != 0 && here != 0 && made_in != here {
             return Err(bad(

@@ -1144,3 +1144,40 @@ fn unlink_removes_an_empty_file_and_the_help_says_so() {
     assert!(!help.contains("never another kind of file"), "{help}");
     check.finish();
 }
+
+#[test]
+fn a_huge_file_under_the_name_is_not_a_queue() {
+    // A sparse petabyte: the whole file was mapped before its header was
+    // looked at, and the mmap failed (ENOMEM, 71). With a queue's header
+    // (a queue grown with truncate) it is no queue of its size either.
+    let mut check = ShmCheck::start();
+    let path = |n: &str| format!("/dev/shm/{}", &n[1..]);
+    let zeroes = check.name("huge");
+    let grown = check.name("grown");
+    assert_success(&q(&["create", &grown, "-k", "4"]));
+    for n in [&zeroes, &grown] {
+        let out = bash(&format!("truncate -s 1P {}", path(n)))
+            .output()
+            .unwrap();
+        assert_success(&out);
+    }
+    for (n, why) in [
+        (&zeroes, "not a queue"),
+        (&grown, "does not match its 1125899906842624 bytes"),
+    ] {
+        for args in [
+            vec!["stat", n.as_str()],
+            vec!["put", n.as_str(), "x"],
+            vec!["get", n.as_str(), "--timeout", "0"],
+        ] {
+            let out = q(&args);
+            assert_one_line_error(&out, "queue", 65);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(why),
+                "{out:?}"
+            );
+        }
+        std::fs::remove_file(path(n)).unwrap();
+    }
+    check.finish();
+}
