@@ -90,7 +90,8 @@ not exist, or is still empty after 100 ms (not sized yet); 71 when a
 system call fails (ENOSPC at create or, for a sparse segment, when a
 page cannot be allocated; EFBIG for a size past `ulimit -f`;
 EEXIST when the name is taken) or a demo child fails; 77 when it belongs
-to another user or others may write it.
+to another user or others may write it; 141 when stdout closed early
+(`pk-shm read /stats | head -c 10`).
 
 Examples:
   pk-shm bytes --text Hello

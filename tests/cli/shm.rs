@@ -229,6 +229,7 @@ fn help_documents_flags_and_output_lines() {
             "65",
             "66",
             "77",
+            "141 when stdout closed early",
         ],
     );
     assert_help("shm", &["create"], &["--size"]);
