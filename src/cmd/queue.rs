@@ -102,8 +102,9 @@ Exit status: 0 when done (a demo ran and every item arrived exactly once);
 bad flag, or create's flags differing from an existing queue's with
 --exist-ok; 65 when a message is larger than the queue's --max-size (the
 messages before it were put), a demo item was lost, duplicated or damaged,
-or the file is not a queue (or one whose counters do not add up, or of
-an older format: unlink it and create it again); 66 when the queue does not exist; 71 when a
+or the file is not a queue (or one whose counters do not add up, a get
+that finds a message longer than the limit, or of an older format:
+unlink it and create it again); 66 when the queue does not exist; 71 when a
 system call fails (EEXIST: the name is taken), or a demo child fails; 77
 when the queue belongs to another user or others may write it; 141 when
 stdout closed early (the messages not yet taken stay in the queue). A

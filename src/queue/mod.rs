@@ -675,9 +675,24 @@ impl Queue {
                 self.seen_head.store(head, Ordering::Relaxed);
             }
             if head != tail {
-                ready()?;
                 let off = self.slot(tail);
-                let len = (self.map.read::<u32>(off) as usize).min(self.max_message);
+                // A put never stores more than the limit: a longer one is
+                // a damaged file, not a message to cut down to size.
+                let len = self.map.read::<u32>(off) as usize;
+                if len > self.max_message {
+                    self.intact()?;
+                    return Err(Error::data(
+                        "queue",
+                        self.what(),
+                        format!(
+                            "message {tail} says it has {len} bytes, more than the limit of {}: \
+                             the queue is damaged (unlink it and create it again)",
+                            self.max_message
+                        ),
+                    )
+                    .into());
+                }
+                ready()?;
                 buf.clear();
                 buf.resize(len, 0);
                 self.map.read_bulk(off + LEN, buf);

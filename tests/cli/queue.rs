@@ -1181,3 +1181,34 @@ fn a_huge_file_under_the_name_is_not_a_queue() {
     }
     check.finish();
 }
+
+#[test]
+fn a_message_longer_than_the_limit_is_a_damaged_queue() {
+    // A slot whose length is above --max-size cannot come from a put: it
+    // was cut down to the limit and printed, with bytes that were never
+    // part of any message.
+    let mut check = ShmCheck::start();
+    let name = check.name("longslot");
+    assert_success(&q(&["create", &name, "-k", "4", "--max-size", "8"]));
+    assert_success(&q(&["put", &name, "abc"]));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", &name[1..]))
+            .unwrap();
+        // The first slot's length, at the start of the ring.
+        f.write_all_at(&100u32.to_ne_bytes(), 8192).unwrap();
+    }
+    let before = queue_bytes(&name);
+    let out = q(&["get", &name, "--timeout", "0"]);
+    assert_one_line_error(&out, "queue", 65);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("damaged"),
+        "{out:?}"
+    );
+    assert_eq!(queue_bytes(&name), before, "nothing was taken");
+    assert_success(&q(&["unlink", &name]));
+    check.finish();
+}
