@@ -234,7 +234,7 @@ pub(crate) fn eprintln_one(name: &str, msg: &dyn fmt::Display) {
 }
 
 fn report_clap(name: &str, e: &clap::Error) -> u8 {
-    use clap::error::ErrorKind;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return match write_all_stdout(e.render().to_string().as_bytes()) {
             Ok(()) => exit::OK,
@@ -248,6 +248,24 @@ fn report_clap(name: &str, e: &clap::Error) -> u8 {
     if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         eprintln_one(name, &"a subcommand is required (see --help)");
         return exit::USAGE;
+    }
+    // clap quotes a refused value as it is: one with a newline would be
+    // cut at it below. Shown escaped, its line stays whole.
+    if let (Some(ContextValue::String(value)), Some(ContextValue::String(arg))) = (
+        e.get(ContextKind::InvalidValue),
+        e.get(ContextKind::InvalidArg),
+    ) {
+        if value.contains(char::is_control) {
+            let why = std::error::Error::source(e).map_or(String::new(), |s| format!(": {s}"));
+            eprintln_one(
+                name,
+                &format_args!(
+                    "invalid value '{}' for '{arg}'{why} (see --help)",
+                    value.escape_debug()
+                ),
+            );
+            return exit::USAGE;
+        }
     }
     eprintln_one(
         name,

@@ -69,10 +69,11 @@ terminate() on each consumer, blocked in get() (SIGTERM, exitcode -15),
 as the lesson's pr.terminate() does. --quiet keeps only the result lines.
 
 Named queues: a NAME is /name (one leading slash, no other, 1-251 bytes
-after it) and lives in /dev/shm/name, mode 0600, until `unlink` (which
-removes a queue, or an empty file: what is left of a queue truncated to
-nothing; never a file that holds anything else); any number of producers and consumers, each its own process, may use it at
-once. Every message is delivered at most once and, unless its consumer is
+after it, no control character) and lives in /dev/shm/name, mode 0600,
+until `unlink` (which removes a queue, or an empty file: what is left of
+a queue truncated to nothing; never a file that holds anything else);
+any number of producers and consumers, each its own process, may use it
+at once. Every message is delivered at most once and, unless its consumer is
 killed holding it, exactly once; messages from one producer come out in
 the order it put them. A producer or consumer killed at any instant
 (SIGKILL, the OOM killer) loses no other process's message and leaves

@@ -55,10 +55,10 @@ slot comes back; no polling, no reset needed.
 The value is fixed when the semaphore is created (--value, default 1); a
 --value that differs from an existing semaphore's is an error (exit 2):
 change it with `reset`. Names: /name, one leading slash, no other, 1-248
-bytes after it. On disk: /dev/shm/pk-sem.<name>, mode 0600, holding the
-random key of its System V semaphore (`ipcs -s`); the name comes first and
-any user of it completes a set a killed creator left unmade, so no set is
-ever left without a name. Only a name file and a semaphore that are yours
+bytes after it, no control character. On disk: /dev/shm/pk-sem.<name>,
+mode 0600, holding the random key of its System V semaphore (`ipcs -s`);
+the name comes first and any user of it completes a set a killed creator
+left unmade, so no set is ever left without a name. Only a name file and a semaphore that are yours
 and mode 0600 are used: another user's is refused (exit 77), a damaged one
 too (exit 65), as is anything but a regular file under that name.
 `unlink` removes the set, then the name, while no one is opening it.

@@ -57,9 +57,9 @@ which is --sync lock.
 --quiet keeps only the result lines (value=..., expected=...).
 
 Named segments: a NAME is /name (one leading slash, no other, 1-251 bytes
-after it) and lives in /dev/shm/name, mode 0600, until `unlink`. `create`
-allocates every byte at once (posix_fallocate), so a full /dev/shm fails
-there and then; the segment appears whole or not at all. Only a segment
+after it, no control character) and lives in /dev/shm/name, mode 0600,
+until `unlink`. `create` allocates every byte at once (posix_fallocate),
+so a full /dev/shm fails there and then; the segment appears whole or not at all. Only a segment
 owned by you and writable by no other user is opened, and only one of
 yours is unlinked (root too is refused another user's). A cell is a
 signed 64-bit integer in the machine's byte order (little-endian on x86-64 and

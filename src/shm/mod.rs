@@ -65,8 +65,9 @@ pub use segment::{MAX_SEGMENT, Segment};
 pub const NAME_MAX: usize = 251;
 
 /// Check a POSIX IPC object name: `/name`, one leading slash and no other,
-/// 1 to [`NAME_MAX`] bytes after it, no NUL, not `.` or `..`. Returns the
-/// reason when it is refused.
+/// 1 to [`NAME_MAX`] bytes after it, no control character (a newline in
+/// a name would break every line that shows it: `pk-queue stat`, `ls`),
+/// not `.` or `..`. Returns the reason when it is refused.
 pub fn check_name(name: &str) -> std::result::Result<CString, String> {
     let Some(rest) = name.strip_prefix('/') else {
         return Err(format!("'{name}' must start with '/' (like /jobs)"));
@@ -77,6 +78,12 @@ pub fn check_name(name: &str) -> std::result::Result<CString, String> {
     if rest.contains('/') {
         return Err(format!(
             "'{name}' may hold only its leading '/' (like /jobs)"
+        ));
+    }
+    if let Some(c) = rest.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "a name may not contain a control character ({})",
+            c.escape_default()
         ));
     }
     if rest.len() > NAME_MAX {
@@ -358,7 +365,10 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_name("/jobs").is_ok());
-        for bad in ["jobs", "/a/b", "/", "", "/.", "/..", "//x", "/a\0b"] {
+        for bad in [
+            "jobs", "/a/b", "/", "", "/.", "/..", "//x", "/a\0b", "/a\nb", "/\t", "/x\u{7f}",
+            "/x\u{85}",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_name(&format!("/{}", "x".repeat(251))).is_ok());

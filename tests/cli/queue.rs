@@ -1212,3 +1212,43 @@ fn a_message_longer_than_the_limit_is_a_damaged_queue() {
     assert_success(&q(&["unlink", &name]));
     check.finish();
 }
+
+#[test]
+fn names_with_control_characters_are_refused() {
+    // A newline in a name was taken, and `stat` then printed its one
+    // line as two: `name=/a` and `b capacity=...`.
+    let check = ShmCheck::start();
+    for name in [
+        "/pk-ctl\na",
+        "/pk-ctl\ta",
+        "/pk-ctl\u{1b}[31ma",
+        "/pk-ctl\u{7f}",
+    ] {
+        let outs: Vec<_> = [
+            vec!["create", name],
+            vec!["put", name, "x"],
+            vec!["get", name, "--timeout", "0"],
+            vec!["stat", name],
+            vec!["unlink", name],
+        ]
+        .into_iter()
+        .map(|args| {
+            let out = q(&args);
+            (args, out)
+        })
+        .collect();
+        // Whatever was made goes before anything is asserted.
+        let path = format!("/dev/shm/{}", &name[1..]);
+        let made = std::path::Path::new(&path).exists();
+        let _ = std::fs::remove_file(&path);
+        for (args, out) in &outs {
+            assert_usage(out, "queue");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("control character"),
+                "{args:?}: {out:?}"
+            );
+        }
+        assert!(!made, "{name:?} was made");
+    }
+    check.finish();
+}

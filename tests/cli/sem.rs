@@ -664,6 +664,7 @@ fn bad_names_and_values_are_usage_errors() {
         vec!["reset", "--name", "/a/b", "--value", "1"],
         vec!["run", "--name", "jobs", "--", "true"],
         vec!["run", "--name", "/a/b", "--", "true"],
+        vec!["status", "--name", "/a\tb"],
         vec!["run", "--name", &long, "--", "true"],
         vec!["run", "--name", n, "--value", "0", "--", "true"],
         vec!["run", "--name", n, "--value", "-1", "--", "true"],
