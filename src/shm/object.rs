@@ -314,11 +314,7 @@ pub(crate) fn open_or_create<T>(
 /// of it is. Root could remove it, and every other command refuses it.
 pub(crate) fn unlink_ours(prefix: &str, name: &str) -> Result<()> {
     let p = path(prefix, name)?;
-    let call = if prefix.is_empty() {
-        "shm_unlink"
-    } else {
-        "unlink"
-    };
+    let call = unlink_call(prefix);
     let meta = std::fs::symlink_metadata(&p).ctx(call, name)?;
     owned_by_me(&meta, name, call)?;
     unlink(prefix, name)
@@ -328,12 +324,16 @@ pub(crate) fn unlink_ours(prefix: &str, name: &str) -> Result<()> {
 /// object open or mapped keep it.
 pub(crate) fn unlink(prefix: &str, name: &str) -> Result<()> {
     let p = path(prefix, name)?;
-    // shm_unlink for what shm_open makes; a pk-sem name file is no POSIX
-    // semaphore, and glibc's sem_unlink is not what removes it.
-    let call = if prefix.is_empty() {
+    nix::unistd::unlink(&p).ctx(unlink_call(prefix), name)
+}
+
+/// The call an error of unlinking names: shm_unlink for what shm_open
+/// makes; a pk-sem name file is no POSIX semaphore, and glibc's
+/// sem_unlink is not what removes it.
+fn unlink_call(prefix: &str) -> &'static str {
+    if prefix.is_empty() {
         "shm_unlink"
     } else {
         "unlink"
-    };
-    nix::unistd::unlink(&p).ctx(call, name)
+    }
 }
