@@ -239,19 +239,15 @@ impl Batch {
     #[inline]
     pub(crate) fn decode<R: Wire>(&self, i: usize) -> std::result::Result<R, TaskError> {
         let bytes = self.get(i)?;
-        R::get(bytes).ok_or_else(|| self.not_a::<R>(i, bytes.len()))
-    }
-
-    /// The error of item `i`, whose `len` bytes did not read as an `R`.
-    fn not_a<R>(&self, i: usize, len: usize) -> TaskError {
-        TaskError::Failed {
+        R::get(bytes).ok_or_else(|| TaskError::Failed {
             task: self.task.to_string(),
             index: self.first + i,
             message: format!(
-                "a result of {len} bytes is not a {}",
+                "a result of {} bytes is not a {}",
+                bytes.len(),
                 std::any::type_name::<R>()
             ),
-        }
+        })
     }
 }
 
@@ -396,15 +392,14 @@ impl<R: Wire> Results<R> {
                 (Layout::Fixed(w), None, Some(width)) if *w == width && width > 0 => {
                     let end = frame::RESULT_HEAD + b.count * width;
                     let items = b.frame[frame::RESULT_HEAD..end].chunks_exact(width);
-                    // Each item read once, straight into `out`: one length
-                    // update for the batch, not a push (and a length
-                    // stored to memory) per item. Once, because `R::get`
-                    // may be the caller's own, and nothing makes it give
-                    // the same answer when asked again.
-                    let read = crate::sys::vec::extend_until_none(out, items.map(R::get));
-                    if read < b.count {
-                        return Err(b.not_a::<R>(read, width));
+                    // Checked first, then appended through an iterator of
+                    // known length: one length update for the batch, not
+                    // a push (and a length stored to memory) per item.
+                    // For numbers the check compiles away.
+                    if let Some(i) = items.clone().position(|bytes| R::get(bytes).is_none()) {
+                        return b.decode::<R>(i).map(drop);
                     }
+                    out.extend(items.map(|bytes| R::get(bytes).expect("checked just above")));
                 }
                 _ => {
                     for i in 0..b.count {

@@ -1,10 +1,9 @@
 //! The only place with `unsafe`, fenced by the compiler: the crate root
 //! denies `unsafe_code` and this module alone allows it (as rustix fences
 //! its backends). One thin function per system call that nix does not wrap
-//! safely (and the odd piece safe Rust cannot express: [`cell`],
-//! [`mod@vec`]), each block with a `// SAFETY:` comment saying why it
-//! holds; a function whose caller must uphold something is an `unsafe fn`
-//! with a `# Safety` section. Everything above this module is safe Rust.
+//! safely, each block with a `// SAFETY:` comment saying why it holds; a
+//! function whose caller must uphold something is an `unsafe fn` with a
+//! `# Safety` section. Everything above this module is safe Rust.
 #![allow(unsafe_code)]
 
 pub(crate) mod cell;
@@ -19,4 +18,3 @@ pub mod spawn;
 pub mod sysv;
 pub mod thread;
 mod unchecked;
-pub(crate) mod vec;
