@@ -744,3 +744,25 @@ pub fn into_a_readerless_pipe(name: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Each of `calls` (pk-`tool` arguments naming the object `name`, which
+/// holds a control character) is a usage error that names the control
+/// character, and none of them made the object.
+pub fn assert_control_name_refused(tool: &str, name: &str, calls: &[&[&str]]) {
+    let outs: Vec<_> = calls
+        .iter()
+        .map(|args| (args, pk(tool).args(*args).output().unwrap()))
+        .collect();
+    // Whatever was made goes before anything is asserted.
+    let path = format!("/dev/shm/{}", &name[1..]);
+    let made = std::path::Path::new(&path).exists();
+    let _ = std::fs::remove_file(&path);
+    for (args, out) in &outs {
+        assert_usage(out, tool);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("control character"),
+            "{args:?}: {out:?}"
+        );
+    }
+    assert!(!made, "{name:?} was made");
+}

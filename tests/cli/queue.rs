@@ -1224,31 +1224,17 @@ fn names_with_control_characters_are_refused() {
         "/pk-ctl\u{1b}[31ma",
         "/pk-ctl\u{7f}",
     ] {
-        let outs: Vec<_> = [
-            vec!["create", name],
-            vec!["put", name, "x"],
-            vec!["get", name, "--timeout", "0"],
-            vec!["stat", name],
-            vec!["unlink", name],
-        ]
-        .into_iter()
-        .map(|args| {
-            let out = q(&args);
-            (args, out)
-        })
-        .collect();
-        // Whatever was made goes before anything is asserted.
-        let path = format!("/dev/shm/{}", &name[1..]);
-        let made = std::path::Path::new(&path).exists();
-        let _ = std::fs::remove_file(&path);
-        for (args, out) in &outs {
-            assert_usage(out, "queue");
-            assert!(
-                String::from_utf8_lossy(&out.stderr).contains("control character"),
-                "{args:?}: {out:?}"
-            );
-        }
-        assert!(!made, "{name:?} was made");
+        assert_control_name_refused(
+            "queue",
+            name,
+            &[
+                &["create", name],
+                &["put", name, "x"],
+                &["get", name, "--timeout", "0"],
+                &["stat", name],
+                &["unlink", name],
+            ],
+        );
     }
     check.finish();
 }

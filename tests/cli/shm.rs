@@ -978,29 +978,15 @@ fn unlink_refuses_another_users_segment_even_for_root() {
 fn names_with_control_characters_are_refused() {
     let check = ShmCheck::start();
     for name in ["/pk-ctl\nb", "/pk-ctl\rb"] {
-        let outs: Vec<_> = [
-            vec!["create", name, "--size", "8"],
-            vec!["get", name],
-            vec!["unlink", name],
-        ]
-        .into_iter()
-        .map(|args| {
-            let out = seg(&args);
-            (args, out)
-        })
-        .collect();
-        // Whatever was made goes before anything is asserted.
-        let path = format!("/dev/shm/{}", &name[1..]);
-        let made = std::path::Path::new(&path).exists();
-        let _ = std::fs::remove_file(&path);
-        for (args, out) in &outs {
-            assert_usage(out, "shm");
-            assert!(
-                String::from_utf8_lossy(&out.stderr).contains("control character"),
-                "{args:?}: {out:?}"
-            );
-        }
-        assert!(!made, "{name:?} was made");
+        assert_control_name_refused(
+            "shm",
+            name,
+            &[
+                &["create", name, "--size", "8"],
+                &["get", name],
+                &["unlink", name],
+            ],
+        );
     }
     check.finish();
 }
