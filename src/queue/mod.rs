@@ -193,7 +193,10 @@ pub struct Queue {
     file: Option<std::fs::File>,
     // What this process last saw of the other side's counter: a lower
     // bound (the counters only grow), so deciding "full" or "empty" from it
-    // is re-checked against the real counter before it counts.
+    // is re-checked against the real counter before it counts. Every
+    // value here came from an Acquire load of the counter (in `attach`, or
+    // under the lock of the side that reads it), so the slot bytes it
+    // vouches for are seen as the other side left them.
     seen_tail: AtomicU32,
     seen_head: AtomicU32,
 }
@@ -404,13 +407,21 @@ impl Queue {
         let max_message = map.read::<u64>(MAX_MESSAGE) as usize;
         let pidns = map.read::<u64>(PIDNS);
         lock::prepare();
+        // Acquire: a get trusts a head it has seen without loading it
+        // again and reads the messages below it; a put trusts a tail and
+        // overwrites the slots of the messages below it. Either view must
+        // order those reads or writes after what the other side did to
+        // the slots before the Release store of its counter: on arm64 a
+        // Relaxed load does not.
+        let seen = |off| map.atomic::<AtomicU32>(off).load(Ordering::Acquire);
+        let (seen_tail, seen_head) = (seen(TAIL), seen(HEAD));
         Queue {
             capacity,
             mask: (slots(capacity as usize) - 1) as u32,
             max_message,
             stride: stride(max_message),
-            seen_tail: AtomicU32::new(map.read::<u32>(TAIL)),
-            seen_head: AtomicU32::new(map.read::<u32>(HEAD)),
+            seen_tail: AtomicU32::new(seen_tail),
+            seen_head: AtomicU32::new(seen_head),
             map,
             name: name.map(str::to_string),
             pidns,
