@@ -397,7 +397,9 @@ impl Mapping {
 /// The handler only loads atomics, calls mmap(2) and sigaction(2) (plain
 /// system calls) and stores an atomic flag. The registry is a list of
 /// entries that are never freed (a dropped mapping's entry is reused), so
-/// the handler can walk it at any moment without a lock.
+/// the handler can walk it at any moment without a lock; a sequence word
+/// in each entry keeps it from pairing the start of one registration
+/// with the length of the next (see `Entry`).
 ///
 /// A program that installs its own SIGBUS handler after the first named
 /// mapping replaces the guard; it should chain to the previous handler as
@@ -405,16 +407,54 @@ impl Mapping {
 pub mod guard {
     use std::ptr;
     use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, fence};
 
     /// One registered mapping.
+    ///
+    /// Its start and length are two words that a reuse of the entry
+    /// changes one after the other, so they are read and written under
+    /// `seq`, a sequence lock: odd while the pair changes, moved on by 2
+    /// by each change. The handler takes a pair only when `seq` was even
+    /// and did not move while it read both words: then the two come from
+    /// one registration. An entry whose pair is changing, or changed
+    /// under the read, is never the faulting mapping's (a mapping is
+    /// registered before its owner touches it and unregistered after),
+    /// so the handler passes it over rather than wait.
     #[derive(Debug)]
     pub struct Entry {
         next: AtomicPtr<Entry>,
         used: AtomicBool,
+        seq: AtomicUsize,
         start: AtomicUsize,
         len: AtomicUsize,
         hit: AtomicBool,
+    }
+
+    impl Entry {
+        /// Set the pair: only by the thread that holds the entry (`used`
+        /// claimed by it), so there is one writer at a time.
+        fn set(&self, start: usize, len: usize) {
+            let seq = self.seq.load(Ordering::Relaxed);
+            self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            // The odd value is seen before either word of the new pair.
+            fence(Ordering::Release);
+            self.start.store(start, Ordering::Relaxed);
+            self.len.store(len, Ordering::Relaxed);
+            self.seq.store(seq.wrapping_add(2), Ordering::Release);
+        }
+
+        /// The pair, when it was read whole from one registration.
+        fn pair(&self) -> Option<(usize, usize)> {
+            let before = self.seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                return None;
+            }
+            let start = self.start.load(Ordering::Relaxed);
+            let len = self.len.load(Ordering::Relaxed);
+            // Both words are read before `seq` is looked at again.
+            fence(Ordering::Acquire);
+            (self.seq.load(Ordering::Relaxed) == before).then_some((start, len))
+        }
     }
 
     static HEAD: AtomicPtr<Entry> = AtomicPtr::new(ptr::null_mut());
@@ -435,8 +475,7 @@ pub mod guard {
                 .is_ok()
             {
                 entry.hit.store(false, Ordering::Relaxed);
-                entry.len.store(len, Ordering::Relaxed);
-                entry.start.store(start, Ordering::Release);
+                entry.set(start, len);
                 return entry;
             }
             e = entry.next.load(Ordering::Acquire);
@@ -444,6 +483,7 @@ pub mod guard {
         let entry: &'static Entry = Box::leak(Box::new(Entry {
             next: AtomicPtr::new(ptr::null_mut()),
             used: AtomicBool::new(true),
+            seq: AtomicUsize::new(0),
             start: AtomicUsize::new(start),
             len: AtomicUsize::new(len),
             hit: AtomicBool::new(false),
@@ -465,8 +505,7 @@ pub mod guard {
 
     /// Forget a mapping that is about to be unmapped.
     pub fn unregister(entry: &'static Entry) {
-        entry.start.store(0, Ordering::Release);
-        entry.len.store(0, Ordering::Relaxed);
+        entry.set(0, 0);
         entry.used.store(false, Ordering::Release);
     }
 
@@ -495,6 +534,23 @@ pub mod guard {
         });
     }
 
+    /// The registered mapping that holds `addr`: its entry, start and
+    /// length. Loads atomics only: called from the signal handler.
+    pub(super) fn find(addr: usize) -> Option<(&'static Entry, usize, usize)> {
+        let mut e = HEAD.load(Ordering::Acquire);
+        while !e.is_null() {
+            // SAFETY: entries are never freed.
+            let entry: &'static Entry = unsafe { &*e };
+            if let Some((start, len)) = entry.pair() {
+                if start != 0 && addr >= start && addr - start < len {
+                    return Some((entry, start, len));
+                }
+            }
+            e = entry.next.load(Ordering::Acquire);
+        }
+        None
+    }
+
     extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO.
         let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
@@ -505,46 +561,39 @@ pub mod guard {
         if code <= 0 || code >= libc::SI_KERNEL {
             return chain(sig, info, ctx);
         }
-        let mut e = HEAD.load(Ordering::Acquire);
-        while !e.is_null() {
-            // SAFETY: entries are never freed.
-            let entry = unsafe { &*e };
-            let start = entry.start.load(Ordering::Acquire);
-            let len = entry.len.load(Ordering::Relaxed);
-            if start != 0 && addr >= start && addr - start < len {
-                // The whole mapping, without reserving swap for it (a
-                // mapping larger than memory and swap is refused
-                // otherwise); if even that is refused, the faulting page
-                // alone (each later fault on the rest comes here again).
-                let page = addr & !4095;
-                for (at, n) in [(start, len), (page, 4096)] {
-                    // SAFETY: [at, at+n) lies inside [start, start+len), a
-                    // live mapping of ours (registered, not yet
-                    // unregistered: the owner is touching it); replacing it
-                    // with anonymous pages of the same size keeps every
-                    // address valid, and nothing in this process holds a
-                    // Rust reference to its bytes (only atomics).
-                    let p = unsafe {
-                        libc::mmap(
-                            at as *mut libc::c_void,
-                            n,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_PRIVATE
-                                | libc::MAP_ANONYMOUS
-                                | libc::MAP_FIXED
-                                | libc::MAP_NORESERVE,
-                            -1,
-                            0,
-                        )
-                    };
-                    if p != libc::MAP_FAILED {
-                        entry.hit.store(true, Ordering::Release);
-                        return;
-                    }
+        if let Some((entry, start, len)) = find(addr) {
+            // The whole mapping, without reserving swap for it (a
+            // mapping larger than memory and swap is refused
+            // otherwise); if even that is refused, the faulting page
+            // alone (each later fault on the rest comes here again).
+            let page = addr & !4095;
+            for (at, n) in [(start, len), (page, 4096)] {
+                // SAFETY: [at, at+n) lies inside [start, start+len), a
+                // live mapping of ours (registered, not yet
+                // unregistered: the owner is touching it; `find` took
+                // start and len from one registration, see `Entry`,
+                // never one's start with another's length); replacing it
+                // with anonymous pages of the same size keeps every
+                // address valid, and nothing in this process holds a
+                // Rust reference to its bytes (only atomics).
+                let p = unsafe {
+                    libc::mmap(
+                        at as *mut libc::c_void,
+                        n,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE
+                            | libc::MAP_ANONYMOUS
+                            | libc::MAP_FIXED
+                            | libc::MAP_NORESERVE,
+                        -1,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    entry.hit.store(true, Ordering::Release);
+                    return;
                 }
-                break;
             }
-            e = entry.next.load(Ordering::Acquire);
         }
         chain(sig, info, ctx);
     }
@@ -857,6 +906,54 @@ mod tests {
         m.read_bulk(0, &mut back);
         assert_eq!(back[99], 0);
         assert!(back[100..8100].iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn the_guard_never_pairs_one_mappings_start_with_anothers_length() {
+        // One thread registers and unregisters two ranges, A and B, again
+        // and again, in what is mostly one reused entry; another looks up
+        // an address that lies in neither range, only in [A's start, A's
+        // start + B's length). A lookup that read A's start and then, the
+        // entry reused meanwhile, B's length, found it: the SIGBUS handler
+        // would have mapped zero pages over memory of no mapping of ours.
+        // The ranges lie below 64 KiB (vm.mmap_min_addr), where no real
+        // mapping is, so a real fault meanwhile never matches them.
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        const A: (usize, usize) = (0x1000, 0x1000);
+        const B: (usize, usize) = (0x4000, 0x4000);
+        const ADDR: usize = 0x3000;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (stop, rounds) = (stop.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    for (start, len) in [A, B] {
+                        guard::unregister(guard::register(start, len));
+                    }
+                    rounds.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        let t0 = std::time::Instant::now();
+        let mut found = None;
+        let mut looks = 0u64;
+        while found.is_none()
+            && (t0.elapsed() < std::time::Duration::from_secs(1) || rounds.load(Relaxed) < 100_000)
+            && t0.elapsed() < std::time::Duration::from_secs(20)
+        {
+            found = guard::find(ADDR).map(|(_, start, len)| (start, len));
+            looks += 1;
+        }
+        stop.store(true, Relaxed);
+        writer.join().unwrap();
+        assert_eq!(
+            found,
+            None,
+            "a torn (start, length) after {looks} looks and {} rounds",
+            rounds.load(Relaxed)
+        );
     }
 
     #[test]
