@@ -20,7 +20,10 @@
 //! more of a message or a frame (`read_bulk`, `write_bulk`) is one `rep
 //! movsb` instead (see [`string_copy`]); byte copies that must not tear
 //! an 8-byte word another process stores (`read_bytes`, `write_bytes`)
-//! keep the word loop.
+//! keep the word loop, and reach the bytes at either end through their
+//! whole aligned words too: 8-byte cells (a segment's counters) and byte
+//! copies meet on the same bytes, and racing atomic accesses of
+//! different sizes are undefined behaviour in Rust's memory model.
 
 use std::fs::File;
 use std::io;
@@ -270,22 +273,70 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(first, n) }
     }
 
+    /// The aligned 8-byte word at byte offset `base` (a multiple of 8
+    /// inside the mapping), whole even where the mapping's length ends
+    /// inside it: for the bytes at either end of a byte copy.
+    fn word(&self, base: usize) -> &atomic::AtomicU64 {
+        assert!(
+            base % 8 == 0 && base < self.len,
+            "word {base} outside a mapping of {} bytes",
+            self.len
+        );
+        // SAFETY: `base` is 8-aligned (the mapping starts on a page
+        // boundary) and below `len`; the kernel maps whole pages and a
+        // page is a multiple of 8 bytes, so all 8 bytes of the word are
+        // mapped, for the lifetime of `&self`. Atomics are
+        // interior-mutable, so other processes writing these bytes is
+        // their intended use; any bit pattern is a valid AtomicU64.
+        unsafe { &*self.ptr.as_ptr().add(base).cast::<atomic::AtomicU64>() }
+    }
+
+    /// Store `bytes` at byte offset `at`, all within one aligned 8-byte
+    /// word: a compare-and-swap of the whole word that changes only those
+    /// bytes, so a store to the rest of the word meanwhile is kept.
+    fn splice(&self, at: usize, bytes: &[u8]) {
+        let base = at - at % 8;
+        let from = at - base;
+        let word = self.word(base);
+        let mut old = word.load(Relaxed);
+        loop {
+            let mut b = old.to_ne_bytes();
+            b[from..from + bytes.len()].copy_from_slice(bytes);
+            match word.compare_exchange_weak(old, u64::from_ne_bytes(b), Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Copy out the bytes at byte offset `at`, all within one aligned
+    /// 8-byte word: one load of the whole word.
+    fn peek(&self, at: usize, dst: &mut [u8]) {
+        let base = at - at % 8;
+        let from = at - base;
+        let b = self.word(base).load(Relaxed).to_ne_bytes();
+        dst.copy_from_slice(&b[from..from + dst.len()]);
+    }
+
     /// Copy `src` into the mapping at byte offset `off`, with relaxed
-    /// atomic stores, 8 bytes at a time where aligned: race-free whatever
-    /// another process does to the same bytes meanwhile, and no aligned
-    /// 8-byte word is ever torn for an atomic load of it (a counter in a
-    /// segment). Callers that need the copy whole to a reader order it
-    /// with a lock or a release store. [`Mapping::write_bulk`] is faster
-    /// for data that nobody reads while it is written.
+    /// 8-byte atomics only: whole aligned words stored, and the bytes
+    /// before the first and after the last one spliced into their words
+    /// ([`Mapping::splice`]). Race-free whatever another process does to
+    /// the same bytes meanwhile: no aligned 8-byte word is ever torn for
+    /// an atomic load of it (a counter in a segment), and no access here
+    /// is of another size than the cells' (racing atomic accesses of
+    /// different sizes to the same bytes are undefined behaviour in
+    /// Rust's memory model). Callers that need the copy whole to a reader
+    /// order it with a lock or a release store. [`Mapping::write_bulk`] is
+    /// faster for long data that nobody reads while it is written.
     pub fn write_bytes(&self, off: usize, src: &[u8]) {
         let end = off.checked_add(src.len());
         assert!(end.is_some_and(|e| e <= self.len), "write outside mapping");
         let (head, words, tail) = split_words(off, src.len());
-        let mut at = off;
-        for &b in &src[..head] {
-            self.write::<u8>(at, b);
-            at += 1;
+        if head > 0 {
+            self.splice(off, &src[..head]);
         }
+        let at = off + head;
         let cells = self.words(at, words);
         for (cell, chunk) in cells
             .iter()
@@ -296,28 +347,27 @@ impl Mapping {
                 Relaxed,
             );
         }
-        at += words * 8;
-        for &b in &src[src.len() - tail..] {
-            self.write::<u8>(at, b);
-            at += 1;
+        if tail > 0 {
+            self.splice(at + words * 8, &src[src.len() - tail..]);
         }
     }
 
     /// Copy `dst.len()` bytes out of the mapping from byte offset `off`,
-    /// with relaxed atomic loads, 8 bytes at a time where aligned: an
-    /// aligned 8-byte word that another process stores meanwhile is read
-    /// whole, old or new, never half of each. [`Mapping::read_bulk`] is
-    /// faster for data that nobody writes while it is read.
+    /// with relaxed 8-byte atomic loads only, of whole aligned words (the
+    /// first and the last may hold bytes outside the range): an aligned
+    /// 8-byte word that another process stores meanwhile is read whole,
+    /// old or new, never half of each, and never with an access of
+    /// another size than its own. [`Mapping::read_bulk`] is faster for
+    /// long data that nobody writes while it is read.
     pub fn read_bytes(&self, off: usize, dst: &mut [u8]) {
         let end = off.checked_add(dst.len());
         assert!(end.is_some_and(|e| e <= self.len), "read outside mapping");
         let (head, words, tail) = split_words(off, dst.len());
         let len = dst.len();
-        let mut at = off;
-        for b in &mut dst[..head] {
-            *b = self.read::<u8>(at);
-            at += 1;
+        if head > 0 {
+            self.peek(off, &mut dst[..head]);
         }
+        let at = off + head;
         let cells = self.words(at, words);
         for (cell, chunk) in cells
             .iter()
@@ -325,10 +375,8 @@ impl Mapping {
         {
             chunk.copy_from_slice(&cell.load(Relaxed).to_ne_bytes());
         }
-        at += words * 8;
-        for b in &mut dst[len - tail..] {
-            *b = self.read::<u8>(at);
-            at += 1;
+        if tail > 0 {
+            self.peek(at + words * 8, &mut dst[len - tail..]);
         }
     }
 
@@ -773,6 +821,35 @@ mod tests {
         assert_eq!(split_words(3, 2), (2, 0, 0));
         assert_eq!(split_words(3, 20), (5, 1, 7));
         assert_eq!(split_words(8, 16), (0, 2, 0));
+    }
+
+    #[test]
+    fn byte_copies_change_exactly_their_bytes_up_to_an_unaligned_end() {
+        // The bytes at either end of a copy go through their whole 8-byte
+        // word (a load, or a compare-and-swap of it): the other bytes of
+        // the word must come out as they were, at every offset and
+        // length, up to a mapping whose length ends inside a word.
+        let len = 61;
+        let m = mapping(len);
+        let background: Vec<u8> = (0..len).map(|i| 0xa0 ^ i as u8).collect();
+        let src: Vec<u8> = (0..len).map(|i| i as u8 + 1).collect();
+        for off in 0..=len {
+            for n in 0..=len - off {
+                m.write_bytes(0, &background);
+                m.write_bytes(off, &src[..n]);
+                let mut want = background.clone();
+                want[off..off + n].copy_from_slice(&src[..n]);
+                let mut all = vec![0u8; len];
+                m.read_bytes(0, &mut all);
+                assert_eq!(all, want, "off {off} len {n}");
+                let mut back = vec![0u8; n];
+                m.read_bytes(off, &mut back);
+                assert_eq!(back, src[..n], "off {off} len {n}");
+                for (i, &b) in want.iter().enumerate() {
+                    assert_eq!(m.read::<u8>(i), b, "byte {i}, off {off} len {n}");
+                }
+            }
+        }
     }
 
     #[test]
