@@ -526,6 +526,28 @@ impl Queue {
         Ok(())
     }
 
+    /// Copy `msg` and its length into the slot at `off`, the slot ours
+    /// (the put lock held, the slot not yet published). A short message
+    /// goes in with its length as whole 8-byte words, zero-padded to the
+    /// next word inside the slot: a byte copy that starts or ends inside
+    /// a word splices those bytes in with a compare-and-swap each, which
+    /// cost a tenth of the messages a second for 16-byte messages. A long
+    /// one takes the string copy, which a staging copy would only slow.
+    fn fill(&self, off: usize, msg: &[u8]) {
+        const SHORT: usize = 256;
+        if LEN + msg.len() <= SHORT {
+            let mut staged = [0u8; SHORT];
+            staged[..LEN].copy_from_slice(&(msg.len() as u32).to_ne_bytes());
+            staged[LEN..LEN + msg.len()].copy_from_slice(msg);
+            // Within the slot: its stride is LEN + max_message rounded up to 8.
+            let whole = (LEN + msg.len()).next_multiple_of(8);
+            self.map.write_bytes(off, &staged[..whole]);
+        } else {
+            self.map.write::<u32>(off, msg.len() as u32);
+            self.map.write_bulk(off + LEN, msg);
+        }
+    }
+
     /// Put `msg` before `deadline`; `false` when it passed with the queue
     /// still full.
     pub fn put_until(&self, msg: &[u8], deadline: Deadline) -> Result<bool> {
@@ -552,9 +574,7 @@ impl Queue {
                 self.seen_tail.store(tail, Ordering::Relaxed);
             }
             if head.wrapping_sub(tail) < self.capacity {
-                let off = self.slot(head);
-                self.map.write::<u32>(off, msg.len() as u32);
-                self.map.write_bulk(off + LEN, msg);
+                self.fill(self.slot(head), msg);
                 let r = self.publish(HEAD, GET_WAITING, head);
                 drop(held);
                 r?;
