@@ -53,7 +53,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use posixkit::ErrorKind;
-use posixkit::pool::{Pool, Registry, TaskError};
+use posixkit::pool::{Pool, Registry, TaskError, Wire};
 use posixkit::process::{self, Builder, Children, Fork};
 use posixkit::spawn::Spawn;
 use posixkit::status::Status;
@@ -497,12 +497,40 @@ fn a_forged_arena_note_costs_one_worker_not_the_pool() {
     pool.join().unwrap();
 }
 
+/// A result type of 8 bytes whose `get` refuses `u64::MAX`, and every
+/// second look at 3 (a `get` that is not deterministic is still safe code).
+#[derive(Debug, PartialEq)]
+struct Flaky(u64);
+
+impl Wire for Flaky {
+    const WIDTH: Option<usize> = Some(8);
+    fn size(&self) -> usize {
+        8
+    }
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(&self.0.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Option<Self> {
+        static LOOKS_AT_3: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = u64::from_le_bytes(bytes.try_into().ok()?);
+        let refused = n == u64::MAX
+            || (n == 3 && LOOKS_AT_3.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1);
+        (!refused).then_some(Flaky(n))
+    }
+}
+
+fn as_flaky(b: [u8; 8]) -> Flaky {
+    Flaky(u64::from_le_bytes(b))
+}
+
 fn pool_values_are_every_result_or_the_first_error() {
     let mut registry = Registry::new();
     let square = registry.task("square", |n: i64| {
         n.checked_mul(n).ok_or(format!("{n} squared overflows"))
     });
     let shout = registry.task("shout", |s: String| s.to_uppercase());
+    let flaky = registry.task("flaky", Flaky);
+    let as_flaky = registry.task("as_flaky", as_flaky);
     let pair = registry.task("pair", |n: u32| {
         if n == 5 {
             let _ = process::die_of(posixkit::nix::sys::signal::Signal::SIGKILL);
@@ -538,6 +566,24 @@ fn pool_values_are_every_result_or_the_first_error() {
     let got = pool.map(shout, &words, 3).unwrap();
     let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
     assert_eq!(got.values().unwrap(), upper);
+
+    // A type whose get is not the same every time (it says no to every
+    // second look at 3): values_into looks once per item, no panic.
+    let got = pool.map(flaky, &(0..8).collect::<Vec<u64>>(), 4).unwrap();
+    let mut flakes = Vec::new();
+    got.values_into(&mut flakes).unwrap();
+    assert_eq!(flakes, (0..8).map(Flaky).collect::<Vec<_>>());
+    // A fixed-width type that is not a value for every bytes: an item
+    // that is none fails alone, with the results before it kept.
+    let mut bytes: Vec<[u8; 8]> = (10..18u64).map(|n| n.to_le_bytes()).collect();
+    bytes[5] = [0xff; 8];
+    let got = pool.map(as_flaky, &bytes, 4).unwrap();
+    let e = got.values_into(&mut flakes).unwrap_err();
+    assert!(
+        matches!(&e, TaskError::Failed { index: 5, message, .. } if message.contains("not a")),
+        "{e:?}"
+    );
+    assert_eq!(flakes, (10..15).map(Flaky).collect::<Vec<_>>());
 
     // Item 5's worker dies: its chunk (4 and 5) is lost; the first error
     // is item 4's.

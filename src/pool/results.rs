@@ -239,7 +239,12 @@ impl Batch {
     #[inline]
     pub(crate) fn decode<R: Wire>(&self, i: usize) -> std::result::Result<R, TaskError> {
         let bytes = self.get(i)?;
-        R::get(bytes).ok_or_else(|| TaskError::Failed {
+        R::get(bytes).ok_or_else(|| self.not_a::<R>(i, bytes))
+    }
+
+    /// The error for item `i`, whose `bytes` are not an `R`.
+    pub(crate) fn not_a<R: Wire>(&self, i: usize, bytes: &[u8]) -> TaskError {
+        TaskError::Failed {
             task: self.task.to_string(),
             index: self.first + i,
             message: format!(
@@ -247,7 +252,7 @@ impl Batch {
                 bytes.len(),
                 std::any::type_name::<R>()
             ),
-        })
+        }
     }
 }
 
@@ -392,14 +397,22 @@ impl<R: Wire> Results<R> {
                 (Layout::Fixed(w), None, Some(width)) if *w == width && width > 0 => {
                     let end = frame::RESULT_HEAD + b.count * width;
                     let items = b.frame[frame::RESULT_HEAD..end].chunks_exact(width);
-                    // Checked first, then appended through an iterator of
-                    // known length: one length update for the batch, not
-                    // a push (and a length stored to memory) per item.
-                    // For numbers the check compiles away.
-                    if let Some(i) = items.clone().position(|bytes| R::get(bytes).is_none()) {
-                        return b.decode::<R>(i).map(drop);
+                    if R::ANY_BYTES {
+                        // Appended through an iterator of known length:
+                        // one length update for the batch, not a push
+                        // (and a length stored to memory) per item. For
+                        // numbers the `expect` compiles away.
+                        out.extend(items.map(|bytes| {
+                            R::get(bytes).expect("Wire::ANY_BYTES: every WIDTH bytes are a value")
+                        }));
+                    } else {
+                        for (i, bytes) in items.enumerate() {
+                            match R::get(bytes) {
+                                Some(v) => out.push(v),
+                                None => return Err(b.not_a::<R>(i, bytes)),
+                            }
+                        }
                     }
-                    out.extend(items.map(|bytes| R::get(bytes).expect("checked just above")));
                 }
                 _ => {
                     for i in 0..b.count {

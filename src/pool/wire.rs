@@ -26,6 +26,16 @@ pub trait Wire: Sized + Send + 'static {
     /// varies.
     const WIDTH: Option<usize>;
 
+    /// `true` when [`Wire::get`] makes a value of every slice of
+    /// [`Wire::WIDTH`] bytes, whatever they hold (the numbers, `[u8; N]`,
+    /// `()` and tuples of these): [`Results::values_into`] then copies a
+    /// batch of them out in one pass, with no check per item. `false`
+    /// (the default) is always correct; a type that claims `true` and then
+    /// returns `None` for some bytes makes `values_into` panic.
+    ///
+    /// [`Results::values_into`]: super::Results::values_into
+    const ANY_BYTES: bool = false;
+
     /// How many bytes this value takes on the wire.
     fn size(&self) -> usize;
 
@@ -48,6 +58,7 @@ macro_rules! wire_numbers {
     ($($t:ty),*) => {$(
         impl Wire for $t {
             const WIDTH: Option<usize> = Some(std::mem::size_of::<$t>());
+            const ANY_BYTES: bool = true;
             #[inline]
             fn size(&self) -> usize {
                 std::mem::size_of::<$t>()
@@ -95,6 +106,7 @@ impl Wire for bool {
 
 impl Wire for () {
     const WIDTH: Option<usize> = Some(0);
+    const ANY_BYTES: bool = true;
     #[inline]
     fn size(&self) -> usize {
         0
@@ -109,6 +121,7 @@ impl Wire for () {
 
 impl<const N: usize> Wire for [u8; N] {
     const WIDTH: Option<usize> = Some(N);
+    const ANY_BYTES: bool = true;
     #[inline]
     fn size(&self) -> usize {
         N
@@ -225,6 +238,8 @@ macro_rules! wire_tuples {
                 $(let w = both(w, $T::WIDTH);)+
                 w
             };
+            // Fixed-width parts, each a value whatever its bytes.
+            const ANY_BYTES: bool = Self::WIDTH.is_some() $(&& $T::ANY_BYTES)+;
             #[inline]
             fn size(&self) -> usize {
                 0usize $(.saturating_add(field_size(&self.$i)))+
