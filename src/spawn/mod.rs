@@ -548,15 +548,13 @@ impl ChildEnd {
 
 /// The child's environment, `NAME=value` strings, and its PATH: ours, or
 /// none after `clear`, with `changes` applied in order (a set replaces the
-/// variable where it stands, or appends it; `None` removes it). With no
-/// change at all, `None`: the child gets ours as it is, without a copy.
+/// variable where it stands, or appends it; `None` removes it). Always a
+/// copy, read through std's environment lock: a `set_var` on another
+/// thread (safe code in edition 2021) may reallocate `environ` itself.
 fn environment(
     clear: bool,
     changes: &[(OsString, Option<OsString>)],
-) -> (Option<Vec<CString>>, Option<OsString>) {
-    if !clear && changes.is_empty() {
-        return (None, std::env::var_os("PATH"));
-    }
+) -> (Vec<CString>, Option<OsString>) {
     let mut vars: Vec<(OsString, OsString)> = if clear {
         Vec::new()
     } else {
@@ -585,7 +583,7 @@ fn environment(
             CString::new(kv).ok()
         })
         .collect();
-    (Some(env), path)
+    (env, path)
 }
 
 /// The paths execvp(3) would try for `prog`, in order: `prog` itself when it

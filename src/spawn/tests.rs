@@ -147,6 +147,11 @@ fn environment_changes_apply_in_order_as_env_does() {
         env_of(base().env("A", "1").env_clear()),
         Vec::<String>::new()
     );
+    // With no change, ours as it is, in its order.
+    let mine: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .collect();
+    assert_eq!(env_of(base()), mine);
     // Without env_clear, ours is inherited minus what is removed.
     let ours = env_of(base().env_remove("PATH"));
     assert!(!ours.iter().any(|l| l.starts_with("PATH=")));

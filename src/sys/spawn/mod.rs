@@ -71,12 +71,12 @@ const STACK_SIZE: usize = 64 * 1024;
 pub struct ExecPlan {
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
-    /// The environment built for the child; `None`: ours, as it is at the
-    /// clone (`environ`).
-    envp: Option<Vec<*const c_char>>,
-    /// What the child passes to execve: `envp`, or `environ`, read by the
-    /// parent just before the clone.
-    envp_at_exec: *const *const c_char,
+    /// The environment built for the child, always a copy: `environ`
+    /// itself could be reallocated by a `setenv` on another thread while
+    /// the child's execve reads it (std's `set_var` is a safe function
+    /// for edition-2021 code, and std's lock around it is not ours to
+    /// take).
+    envp: Vec<*const c_char>,
     candidates: Vec<*const c_char>,
     sh_argv: Vec<*const c_char>,
     cwd: Option<CString>,
@@ -120,31 +120,20 @@ pub struct ExecPlan {
 
 const SH: &CStr = c"/bin/sh";
 
-unsafe extern "C" {
-    /// The process's environment, as execve wants it (glibc and musl both
-    /// export it).
-    static environ: *const *const c_char;
-}
-
 impl ExecPlan {
-    /// A plan to run `argv` with environment `env` (`NAME=value` strings;
-    /// `None`: this process's environment as it is at the clone), trying
+    /// A plan to run `argv` with environment `env` (`NAME=value` strings), trying
     /// each of `candidates` in turn as execvp would, in directory `cwd`
     /// (`None`: the parent's). Panics if `argv` is empty.
     pub fn new(
         argv: Vec<CString>,
-        env: Option<Vec<CString>>,
+        env: Vec<CString>,
         candidates: Vec<CString>,
         cwd: Option<CString>,
     ) -> ExecPlan {
         assert!(!argv.is_empty(), "argv holds at least the program");
         let n_args = argv.len();
-        let n_env = env.as_ref().map(Vec::len);
-        let strings: Vec<CString> = argv
-            .into_iter()
-            .chain(env.into_iter().flatten())
-            .chain(candidates)
-            .collect();
+        let n_env = env.len();
+        let strings: Vec<CString> = argv.into_iter().chain(env).chain(candidates).collect();
         let ptrs = |range: std::ops::Range<usize>| -> Vec<*const c_char> {
             strings[range]
                 .iter()
@@ -153,8 +142,8 @@ impl ExecPlan {
                 .collect()
         };
         let argv = ptrs(0..n_args);
-        let env_end = n_args + n_env.unwrap_or(0);
-        let envp = n_env.map(|_| ptrs(n_args..env_end));
+        let env_end = n_args + n_env;
+        let envp = ptrs(n_args..env_end);
         let mut candidates = ptrs(env_end..strings.len());
         candidates.pop(); // a list, not a NULL-terminated array
         // ["/bin/sh", <path>, argv[1..]..., NULL]; slot 1 is filled in by
@@ -165,7 +154,6 @@ impl ExecPlan {
             _strings: strings,
             argv,
             envp,
-            envp_at_exec: std::ptr::null(),
             candidates,
             sh_argv,
             cwd,
@@ -313,13 +301,6 @@ thread_local! {
 
 fn clone_onto(stack_top: *mut c_void, plan: &mut ExecPlan) -> Result<Pid, Errno> {
     let blocked = AllBlocked::new()?;
-    plan.envp_at_exec = match &plan.envp {
-        Some(envp) => envp.as_ptr(),
-        // SAFETY: reading the pointer itself. The array it points to is
-        // changed only by setenv/putenv, which Rust makes `unsafe` on the
-        // condition that no other thread uses the environment meanwhile.
-        None => unsafe { environ },
-    };
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     if plan.share_sysv_undo {
         flags |= libc::CLONE_SYSVSEM;
@@ -472,9 +453,9 @@ fn child(plan: &mut ExecPlan) -> ! {
     let mut last = Errno::ENOENT;
     for &path in &plan.candidates {
         // SAFETY: `path` and `argv` are a NUL-terminated string and a
-        // NULL-terminated array the plan owns, `envp_at_exec` the plan's
-        // array or `environ`; execve only reads them.
-        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp_at_exec) };
+        // NULL-terminated array the plan owns, as is `envp`; execve only
+        // reads them.
+        unsafe { libc::execve(path, plan.argv.as_ptr(), plan.envp.as_ptr()) };
         let mut e = Errno::last();
         if e == Errno::ENOEXEC {
             // Not a binary the kernel knows and no `#!`: run it with
@@ -485,7 +466,7 @@ fn child(plan: &mut ExecPlan) -> ! {
             }
             // SAFETY: as above; sh_argv is NULL-terminated and slot 1 now
             // points at the candidate path, which lives as long as the plan.
-            unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp_at_exec) };
+            unsafe { libc::execve(SH.as_ptr(), plan.sh_argv.as_ptr(), plan.envp.as_ptr()) };
             e = Errno::last();
             report(plan, STAGE_EXEC, e);
         }
