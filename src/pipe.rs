@@ -509,6 +509,12 @@ impl<E: AsFd> FrameReader<E> {
         self.end
     }
 
+    /// Whether every byte read so far has been returned: the next
+    /// [`FrameReader::recv`] reads from the descriptor.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.filled == self.start
+    }
+
     /// The next frame, `Ok(None)` at a clean end of file. EINTR is retried;
     /// end of file inside a frame is an [`Error::data`] (exit 65).
     pub fn recv(&mut self) -> Result<Option<&[u8]>> {

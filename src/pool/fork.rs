@@ -1,7 +1,8 @@
 //! The workers as forked processes: the [`Backend`] a [`super::Pool`]
 //! runs on. Each worker gets its own task pipe and result pipe; the parent
 //! waits on every result pipe at once with poll(2) (or, with one worker
-//! busy and no deadline, in the read itself), and reaps exactly the pid of
+//! busy and no deadline, in the read itself), after a short look that
+//! does not sleep ([`super::spin`]), and reaps exactly the pid of
 //! a worker that is gone (never `waitpid(-1)`).
 
 use std::collections::VecDeque;
@@ -17,6 +18,7 @@ use super::arena::{self, Arenas, Side};
 use super::inbox::Inbox;
 use super::registry::Registry;
 use super::scheduler::{Backend, Slot, Started};
+use super::spin;
 use super::worker::worker_main;
 use crate::error::{Error, Result};
 use crate::pipe::{self, Piece, Reader, Writer};
@@ -160,7 +162,6 @@ impl Backend for Forked {
         if !ready.is_empty() {
             return Ok(true);
         }
-        let timeout = process::poll_timeout(deadline);
         let n = slots.len() + usize::from(self.interrupt.is_some());
         let fd_of = |i: usize| match slots.get(i) {
             Some(w) => w.ends.results.as_fd(),
@@ -182,7 +183,12 @@ impl Backend for Forked {
                 .collect();
             &mut heap
         };
-        match poll(fds, timeout) {
+        let polled = match spin::ready(fds, deadline) {
+            Ok(true) => Ok(1),
+            Ok(false) => poll(fds, process::poll_timeout(deadline)),
+            Err(e) => Err(e),
+        };
+        match polled {
             Ok(0) if process::deadline_passed(deadline) => return Ok(false),
             // A wait past what one poll takes (24.8 days), cut short: the
             // caller waits again for the rest, as after a signal.
@@ -224,6 +230,11 @@ impl Backend for Forked {
         expect: usize,
     ) -> Result<Piece> {
         let expect = ends.expect(expect);
+        if !ends.inbox.has_buffered() {
+            // An error here is the read's to report.
+            let mut fds = [PollFd::new(ends.results.as_fd(), PollFlags::POLLIN)];
+            let _ = spin::ready(&mut fds, None);
+        }
         let piece = ends
             .inbox
             .read_blocking(ends.results.as_fd(), frame, expect)

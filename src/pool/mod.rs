@@ -117,6 +117,7 @@ mod pending;
 mod registry;
 mod results;
 mod scheduler;
+mod spin;
 mod wire;
 mod worker;
 

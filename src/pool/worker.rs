@@ -4,10 +4,14 @@
 //! when its arguments and results have fixed widths.
 
 use std::marker::PhantomData;
+use std::os::fd::AsFd;
+
+use nix::poll::{PollFd, PollFlags};
 
 use super::arena::{self, Arena, Side};
 use super::frame::{BLOCK, RESULT_HEAD, TASK_HEAD, VARIABLE};
 use super::registry::{Outcome, Registry, Runner};
+use super::spin;
 use super::wire::{Wire, read};
 use crate::pipe::{self, Reader, Writer};
 use crate::process;
@@ -193,6 +197,12 @@ pub(crate) fn worker_main(
         let mut table = Vec::new();
         let mut from_arena = Vec::new();
         loop {
+            if tasks.is_drained() {
+                // Look for the next batch a moment before sleeping on the
+                // pipe (see `spin`); an error is the read's to report.
+                let mut fds = [PollFd::new(tasks.get_ref().as_fd(), PollFlags::POLLIN)];
+                let _ = spin::ready(&mut fds, None);
+            }
             let input = match tasks.recv() {
                 // An empty frame is the pool's join: stop, as at end of
                 // file (which a copy of the task pipe in another process
