@@ -98,6 +98,7 @@ fn main() {
     a_handle_of_another_pool_is_refused();
     a_pool_is_refused_while_sigchld_is_ignored();
     a_pool_that_fails_to_start_leaves_no_worker_behind();
+    a_pool_wait_ends_when_its_interrupt_descriptor_is_readable();
     println!("fork_check: ok");
 }
 
@@ -1487,4 +1488,42 @@ fn a_pool_that_fails_to_start_leaves_no_worker_behind() {
     let e = started.unwrap_err();
     assert_eq!(e.errno(), Some(nix::errno::Errno::EMFILE), "{e}");
     assert_eq!(my_children(), before, "workers left behind");
+}
+
+fn a_pool_wait_ends_when_its_interrupt_descriptor_is_readable() {
+    // A get for a task that runs for a minute, on a pool told to stop
+    // waiting when a pipe is readable: a byte already there ends the wait
+    // at once (found by the look before sleeping), and one written by
+    // another thread while get sleeps ends it too. Both are Interrupted,
+    // and the handle is still good afterwards.
+    let mut registry = Registry::new();
+    let slow = registry.task("slow", |n: u64| {
+        std::thread::sleep(Duration::from_secs(60));
+        n
+    });
+    let mut pool = Pool::new(1, registry).unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let r2 = r.try_clone().unwrap();
+    pool.interrupt_on(r);
+    let h = pool.apply_async(slow, 1).unwrap();
+    nix::unistd::write(&w, b"x").unwrap();
+    let t0 = std::time::Instant::now();
+    let e = pool.get(&h, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e}");
+    // Drained: the next wait sleeps until the other thread writes.
+    nix::unistd::read(&r2, &mut [0u8; 1]).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        nix::unistd::write(&w, b"y").unwrap();
+    });
+    let e = pool.get(&h, Some(Duration::from_secs(30))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Interrupted, "{e}");
+    writer.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "interrupted waits took {:?}",
+        t0.elapsed()
+    );
+    pool.terminate().unwrap();
+    pool.join().unwrap();
 }
