@@ -150,7 +150,7 @@ pub(crate) struct Scheduler<B: Backend> {
     done: HashMap<u64, Batch, IdHash>,
     events: Vec<Event>,
     /// The process that made the pool: a forked copy is not its owner.
-    owner: Pid,
+    owner: crate::process::Owner,
     closed: bool,
     /// Frame buffers to reuse (see [`Scheduler::recycle`]).
     spare: Vec<Vec<u8>>,
@@ -216,7 +216,7 @@ impl<B: Backend> Scheduler<B> {
             queue: VecDeque::new(),
             done: HashMap::default(),
             events: Vec::new(),
-            owner: nix::unistd::getpid(),
+            owner: crate::process::Owner::me(),
             closed: false,
             spare: Vec::new(),
             ready: Vec::new(),
@@ -541,24 +541,24 @@ impl<B: Backend> Scheduler<B> {
     /// the pool shares its workers' pipes: using it would mix its frames
     /// with the parent's, and read the parent's results.
     fn owned(&self, call: &'static str) -> Result<()> {
-        let me = nix::unistd::getpid();
-        if me == self.owner {
+        if self.owner.is_me() {
             return Ok(());
         }
+        let me = nix::unistd::getpid();
         Err(Error::new(
             crate::ErrorKind::InvalidInput,
             call,
             "pool",
             format!(
                 "this pool belongs to process {}: process {me}, forked from it, cannot use its copy",
-                self.owner
+                self.owner.pid()
             ),
         ))
     }
 
     /// Whether this is the process that made the pool.
     pub(crate) fn is_owner(&self) -> bool {
-        nix::unistd::getpid() == self.owner
+        self.owner.is_me()
     }
 
     /// Forget the workers without signalling or waiting for them: what a

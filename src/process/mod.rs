@@ -71,9 +71,11 @@ pub use crate::sys::proc::{_exit, Fork, fork_unchecked};
 
 mod child;
 mod object;
+mod owner;
 mod registry;
 pub use child::{Child, Children, wait_all};
 pub use object::{Builder, Process, is_daemon};
+pub(crate) use owner::Owner;
 pub use registry::{Joined, join_children};
 
 /// fork(2), checked: the child gets `Fork::Child`, the parent the child's

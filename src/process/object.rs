@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::owner::Owner;
 use super::registry::{self, Entry};
 use super::{
-    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, getpid, run_fresh_child,
-    wait_alone,
+    Child, Pid, TakePidfd, children_die_with_parent, deadline_after, run_fresh_child, wait_alone,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::status::Status;
@@ -158,7 +158,8 @@ impl Builder {
                 "daemonic processes are not allowed to have children",
             ));
         }
-        let parent = getpid();
+        let owner = Owner::me();
+        let parent = owner.pid();
         registry::reap_dropped(parent);
         let die_with_parent = self
             .die_with_parent
@@ -215,7 +216,7 @@ impl Builder {
                     entry: Some(entry),
                     die_with_parent,
                     kill_on_drop: self.kill_on_drop,
-                    owner: parent,
+                    owner,
                     listed: true,
                 })
             }
@@ -249,7 +250,7 @@ pub struct Process {
     die_with_parent: bool,
     kill_on_drop: bool,
     /// The process that started it: only there is it a child.
-    owner: Pid,
+    owner: Owner,
     /// Still in the registry (not yet reaped through this handle).
     listed: bool,
 }
@@ -310,7 +311,7 @@ impl Process {
     /// fork: the child is its sibling (or itself), not its child, and a
     /// wait on it would wait for its end only to fail.
     fn owned(&self, call: &'static str) -> Result<()> {
-        if getpid() == self.owner {
+        if self.owner.is_me() {
             Ok(())
         } else {
             Err(Error::sys(call, self.pid(), nix::errno::Errno::ECHILD))
@@ -320,7 +321,7 @@ impl Process {
     /// Take it out of the registry, once reaped.
     fn unlist(&mut self) {
         if std::mem::take(&mut self.listed) {
-            registry::unregister(self.entry(), self.owner);
+            registry::unregister(self.entry(), self.owner.pid());
         }
     }
 
@@ -356,7 +357,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if getpid() != self.owner {
+        if !self.owner.is_me() {
             // A copy in a forked child (dropped as a closure ends): not its
             // child to signal or to wait for.
             self.entry().child().disown();
@@ -372,7 +373,7 @@ impl Drop for Process {
             // Reaped and out of the registry: its entry serves the next
             // start (see registry::recycle).
             if let Some(entry) = self.entry.take() {
-                registry::recycle(entry, self.owner);
+                registry::recycle(entry, self.owner.pid());
             }
         }
         // Otherwise it stays registered: join_children, or the next start
