@@ -42,6 +42,7 @@ the output read so far.)
 -v/--verbose reports on stderr, one line each:
   pk-spawn: timed out after <DUR>: sent <SIG> to <TARGET> <PID>
   pk-spawn: still running <DUR> after the signal: sent SIGKILL to <TARGET> <PID>
+  pk-spawn: got SIGALRM before the timeout of <DUR> ran out: the time is up now, as for timeout(1): sent <SIG> to <TARGET> <PID>
   pk-spawn: passed <SIG> on to <TARGET> <PID>
   pk-spawn: captured stdout=<N> bytes, stderr=<M> bytes
   pk-spawn: exit status <CODE>: child <PID> exited, status=<N> (Python: returncode <N>)
@@ -77,8 +78,11 @@ Signals: TERM, INT, HUP, QUIT, ALRM and the --signal one sent to
 pk-spawn are passed on the same way (and start the --kill-after clock);
 pk-spawn waits for the command and exits with its status. With
 --timeout, SIGALRM instead means \"the time is up now\", as for
-timeout(1): the timeout's signal goes out at once (or the SIGKILL, once
-the --kill-after clock runs). A terminal's ^C that already reached the
+timeout(1) (which uses SIGALRM for its own timer): the timeout's signal
+goes out at once (or the SIGKILL, once the --kill-after clock runs), and
+the exit status is 124 (or 137) as after the timeout. -v reports it as
+`got SIGALRM`, never as `timed out` (\"before the timeout ... ran out\"
+is left out when the timeout had already fired). A terminal's ^C that already reached the
 command in its group is not sent twice; a terminal's hang-up that reached
 pk-spawn as session leader went to it alone, and is passed on. A signal
 that a process of pk-spawn's own group sends again within 0.1 s is one
@@ -337,6 +341,7 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
     let pid = running.pid();
     let target = if own_group { "process group" } else { "child" };
     let status = loop {
+        let timed_out_before = supervisor.timed_out();
         match supervisor.step(&mut running, Some(&mut relay))? {
             Step::Exited(status) => break status,
             Step::TimedOut(sig) => say(format_args!(
@@ -347,6 +352,16 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             Step::Killed => say(format_args!(
                 "still running {} after the signal: sent SIGKILL to {target} {pid}",
                 show(args.kill_after)
+            )),
+            // Not "timed out": the timeout's own clock may not have run out.
+            Step::Alarmed(sig) => say(format_args!(
+                "got SIGALRM{}: the time is up now, as for timeout(1): sent {} to {target} {pid}",
+                if timed_out_before {
+                    String::new()
+                } else {
+                    format!(" before the timeout of {} ran out", show(args.timeout))
+                },
+                sig.as_str()
             )),
             Step::Relayed(sig) => say(format_args!("passed {} on to {target} {pid}", sig.as_str())),
             Step::Refused(sig) => say(format_args!(

@@ -91,6 +91,14 @@ pub enum Step {
     TimedOut(Signal),
     /// The program still ran after the kill-after delay: SIGKILL was sent.
     Killed,
+    /// A SIGALRM reached the relay (sent by another process, or an
+    /// alarm(2) timer) while there was a timeout: taken as "the time is up
+    /// now", as timeout(1) does, and this signal was sent: SIGKILL when the
+    /// kill-after clock ran, else the timeout's signal. It is not
+    /// [`Step::TimedOut`]: the timeout's own clock need not have run out.
+    /// [`Supervisor::timed_out`] is true from then on (or
+    /// [`Supervisor::killed`], for SIGKILL), as after a timeout.
+    Alarmed(Signal),
     /// This signal reached us and was passed on to the program.
     Relayed(Signal),
     /// This signal reached us but could not be passed on: the program now
@@ -172,7 +180,7 @@ impl Supervisor {
     /// went to the leader alone. With a timeout, a SIGALRM that reaches
     /// the relay means "the time is up now", as for timeout(1): the
     /// kill-after SIGKILL if its clock runs, else the timeout's signal
-    /// ([`Step::Killed`] or [`Step::TimedOut`]); without one it is passed
+    /// ([`Step::Alarmed`] with the signal sent); without one it is passed
     /// on like any other.
     /// When the program has ended but a pipe it shared is still open past a
     /// deadline, the output is abandoned and the step returns `Exited`;
@@ -236,10 +244,12 @@ impl Supervisor {
     /// was sent already).
     fn time_is_up(&mut self, r: &mut Running) -> Result<Step> {
         if self.kill_at.is_some() {
-            return self.kill_now(r);
+            self.kill_now(r)?;
+            return Ok(Step::Alarmed(Signal::SIGKILL));
         }
         let sig = self.timeout.map_or(Signal::SIGTERM, |t| t.signal);
-        self.time_out_now(r, sig)
+        self.time_out_now(r, sig)?;
+        Ok(Step::Alarmed(sig))
     }
 
     /// The kill-after SIGKILL. Refused (EPERM), it killed nothing: the

@@ -740,6 +740,70 @@ fn sigalrm_is_time_up_now_and_the_timeout_signal_is_passed_on() {
     }
 }
 
+#[test]
+fn verbose_says_an_outside_sigalrm_is_no_timeout() {
+    // A SIGALRM from outside, long before the timeout: still "the time
+    // is up now" (124, or 137 once the kill-after clock runs), as for
+    // timeout(1), but -v used to report "timed out after 1m", which
+    // had not happened.
+    for (flags, first, sent, want) in [
+        (&["-t", "60"][..], None, "SIGTERM", 124),
+        (
+            &["-t", "60", "-k", "60"],
+            Some(Signal::SIGTERM),
+            "SIGKILL",
+            137,
+        ),
+    ] {
+        // The command ignores the SIGTERM passed on before the SIGALRM.
+        let ignore = if first.is_some() {
+            "trap '' TERM; "
+        } else {
+            ""
+        };
+        let mut cmd = pk_std("spawn");
+        cmd.arg("-v")
+            .args(flags)
+            .args(["--", "sh", "-c"])
+            .arg(format!("{ignore}{PARENT_WAITS}echo ready; exec sleep 30"))
+            .stderr(Stdio::piped());
+        let mut r = Running::start(cmd, true);
+        let mut stderr = std::io::BufReader::new(r.child.stderr.take().unwrap());
+        r.wait_for(|l| l == "ready");
+        let mut err = String::new();
+        let mut lines_before = 0;
+        if let Some(sig) = first {
+            // The kill-after clock starts with a signal passed on; its
+            // report says it was (a signalfd gives the lower-numbered
+            // SIGALRM first when both are pending).
+            r.signal(sig);
+            std::io::BufRead::read_line(&mut stderr, &mut err).unwrap();
+            lines_before = 1;
+        }
+        r.signal(Signal::SIGALRM);
+        assert_eq!(shell_code(r.wait()), want, "{flags:?}: {err}");
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+        assert!(!err.contains("timed out"), "{flags:?}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), lines_before + 2, "{flags:?}: {err}");
+        let prefix = format!(
+            "pk-spawn: got SIGALRM before the timeout of 60s ran out: \
+             the time is up now, as for timeout(1): sent {sent} to process group "
+        );
+        if lines_before == 1 {
+            assert!(
+                lines[0].starts_with("pk-spawn: passed SIGTERM on to process group "),
+                "{err}"
+            );
+        }
+        assert!(lines[lines_before].starts_with(&prefix), "{flags:?}: {err}");
+        assert!(
+            lines[lines_before + 1].starts_with(&format!("pk-spawn: exit status {want}: child ")),
+            "{flags:?}: {err}"
+        );
+    }
+}
+
 /// The wrapper said nothing on stderr: the only lines there are the
 /// shell's notes that the signal, sent to the whole group, also killed
 /// its `sleep` (`Hangup`, `Terminated`, `Quit`).
