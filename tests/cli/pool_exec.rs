@@ -881,6 +881,60 @@ fn dry_run_prints_the_very_bytes_a_shell_runs() {
 }
 
 #[test]
+fn dry_run_quotes_a_command_name_that_is_a_reserved_word() {
+    // The items are the commands: programs on PATH named `if`, `a b`,
+    // `$(x)` and `'q'`. `if x` printed bare is the start of an if
+    // statement to a shell, not the program `if`.
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["if", "a b", "$(x)", "'q'", "then", "time"];
+    for name in names {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\nprintf '[%s]' \"${0##*/}\" \"$@\"; echo\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let input = names.join("\n") + "\n";
+    let run = |extra: &[&str]| {
+        pk("pool")
+            .args(["exec", "-k", "-j", "1"])
+            .args(extra)
+            .args(["--", "{}", "if", "a b"])
+            .env("PATH", &path)
+            .write_stdin(input.as_str())
+            .output()
+            .unwrap()
+    };
+    let real = run(&[]);
+    let dry = run(&["--dry-run"]);
+    assert_success(&real);
+    assert_success(&dry);
+    assert_eq!(
+        stdout(&dry),
+        "'if' if 'a b'\n'a b' if 'a b'\n'$(x)' if 'a b'\n\
+         ''\"'\"'q'\"'\"'' if 'a b'\n'then' if 'a b'\n'time' if 'a b'\n"
+    );
+    // Run by sh, the printed lines do what the jobs did.
+    let replayed = assert_cmd::Command::new("sh")
+        .env("PATH", &path)
+        .timeout(TIMEOUT)
+        .write_stdin(dry.stdout.clone())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&replayed), stdout(&real), "{replayed:?}");
+    assert_eq!(
+        stdout(&real),
+        "[if][if][a b]\n[a b][if][a b]\n[$(x)][if][a b]\n\
+         ['q'][if][a b]\n[then][if][a b]\n[time][if][a b]\n"
+    );
+    // -t shows the same lines on stderr.
+    assert_eq!(run(&["-t"]).stderr, dry.stdout);
+}
+
+#[test]
 fn ungrouped_jobs_stop_quietly_when_the_reader_goes() {
     // With -u the jobs write to our stdout themselves: once its reader has
     // gone, each would die of SIGPIPE (or fail with EPIPE where SIGPIPE is

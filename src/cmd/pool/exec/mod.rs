@@ -160,7 +160,8 @@ saying a -j does not fit `ulimit -n`, `--halt now,success=N` stopping
 the running jobs, an ssh host not waited for once every job is done.
 -t prints each command line on stderr before it runs; --dry-run prints
 them on stdout and runs nothing (quoted for sh as parallel quotes them,
-bytes as they are: sh runs the very same arguments). --joblog FILE
+bytes as they are: sh runs the very same arguments; a command name that
+a shell reserves, such as if, then or time, is quoted too: `'if' x`). --joblog FILE
 writes GNU parallel's tab-separated joblog (Seq Host Starttime
 JobRuntime Send Receive Exitval Signal Command; Exitval is -1 for a job
 its --timeout caught; one line per job, for its last try, as parallel

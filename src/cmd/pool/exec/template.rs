@@ -246,19 +246,58 @@ fn dir(item: &[u8]) -> Vec<u8> {
 
 /// `argv` as one shell command line, byte for byte: each argument quoted
 /// when it needs it (`'a b'`, `'c'"'"'d'`), as GNU parallel quotes them
-/// (only letters, digits and `_ . / + -` go bare). `--dry-run`, `-t` and
-/// the joblog show it; `sh` run on it passes the very same arguments,
-/// bytes that are not UTF-8 included.
+/// (only letters, digits and `_ . / + -` go bare), and a command name
+/// that is a shell's reserved word (`if`, `then`, `time` ...) quoted too,
+/// so that a shell runs it as a command (`'if' x`) rather than reading
+/// `if x` as the start of an if statement. `--dry-run`, `-t` and the
+/// joblog show it; `sh` run on it passes the very same arguments, bytes
+/// that are not UTF-8 included.
 pub fn shell_bytes(argv: &[Vec<u8>]) -> Vec<u8> {
     let mut line = Vec::new();
     for (n, a) in argv.iter().enumerate() {
         if n > 0 {
             line.push(b' ');
         }
-        quote_into(&mut line, a);
+        quote_into(&mut line, a, n == 0 && RESERVED.contains(&a.as_slice()));
     }
     line
 }
+
+/// The words that sh, bash, ksh or zsh reserve where a command name goes
+/// (those made of the characters that would go bare; `!`, `{`, `[[` ...
+/// are quoted anyway). A word here, quoted, is a plain command name in
+/// each of them.
+const RESERVED: [&[u8]; 29] = [
+    b"case",
+    b"coproc",
+    b"declare",
+    b"do",
+    b"done",
+    b"elif",
+    b"else",
+    b"end",
+    b"esac",
+    b"export",
+    b"fi",
+    b"float",
+    b"for",
+    b"foreach",
+    b"function",
+    b"if",
+    b"in",
+    b"integer",
+    b"local",
+    b"namespace",
+    b"nocorrect",
+    b"readonly",
+    b"repeat",
+    b"select",
+    b"then",
+    b"time",
+    b"typeset",
+    b"until",
+    b"while",
+];
 
 /// [`shell_bytes`] as text, for messages (bytes that are not UTF-8 shown
 /// as U+FFFD).
@@ -266,9 +305,10 @@ pub fn shell_line(argv: &[Vec<u8>]) -> String {
     String::from_utf8_lossy(&shell_bytes(argv)).into_owned()
 }
 
-fn quote_into(line: &mut Vec<u8>, arg: &[u8]) {
+/// Append `arg`, quoted if it needs it, or always with `force`.
+fn quote_into(line: &mut Vec<u8>, arg: &[u8], force: bool) {
     let safe = |b: u8| b.is_ascii_alphanumeric() || b"_./+-".contains(&b);
-    if !arg.is_empty() && arg.iter().all(|&b| safe(b)) {
+    if !force && !arg.is_empty() && arg.iter().all(|&b| safe(b)) {
         line.extend_from_slice(arg);
         return;
     }
@@ -370,5 +410,21 @@ mod tests {
             r#"echo 'a b' 'c'"'"'d' e '' 'x=y' -n +a_b.c/d"#
         );
         assert_eq!(shell_bytes(&[b"a\xffb".to_vec()]), b"'a\xffb'");
+    }
+
+    #[test]
+    fn a_reserved_word_is_quoted_where_a_command_name_goes() {
+        let line = |argv: &[&str]| {
+            shell_line(
+                &argv
+                    .iter()
+                    .map(|a| a.as_bytes().to_vec())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(line(&["if", "then", "fi"]), "'if' then fi");
+        assert_eq!(line(&["time", "x"]), "'time' x");
+        assert_eq!(line(&["echo", "if"]), "echo if");
+        assert_eq!(line(&["iff", "x"]), "iff x");
     }
 }
