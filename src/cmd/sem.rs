@@ -39,7 +39,8 @@ Output of `demo` (<pid> is a worker's process id):
 
 Output of `run`: only the command's own output. `status` prints
   name=<name> value=<V> free=<F> waiting=<W>
-`reset` prints `reset <name>: value <old> -> <new>`, `unlink` prints
+`reset` prints `reset <name>: value <old> -> <new>` (see `reset --help`
+for how a shrink waits, and its --timeout), `unlink` prints
 `unlinked <name>`.
 
 A named semaphore heals itself: a slot is taken with a System V
@@ -96,7 +97,8 @@ is given back, as timeout(1) does, so that a script interrupted by ^C
 stops; 127 when it is not found, 126 when it cannot be executed); 1 (or -E N) when --timeout ran out with no free slot,
 printing nothing (one line on stderr with -v), as `flock -n` does; 1 too,
 with one line, when another process (a stopped one) held the name file's
-lock past --timeout and at least 1s.
+lock past --timeout and at least 1s. `reset` exits 1, with one line, when
+its --timeout ran out before a shrink could be made (the value unchanged).
 Everywhere: 0 when done, 2 for a bad flag or name or a --value that
 differs from the semaphore's, 65 when the name file or its semaphore is
 damaged or not a pk-sem semaphore, 66 when the named semaphore does not
@@ -127,6 +129,26 @@ until it ends). CMD and its arguments are passed on as bytes. If the
 semaphore is unlinked while pk-sem waits, pk-sem waits on the name as it
 is then (made anew if gone) within the same --timeout, and runs CMD.";
 
+const RESET_AFTER_HELP: &str = "\
+Output: `reset <name>: value <old> -> <new>`.
+
+More slots are free at once. Fewer (a shrink by K) wait until K slots
+are not held: the reset takes the slots that holders give back one at a
+time, in turn with the runs waiting for one (first come, first served,
+for each slot: the kernel's queue), and keeps them until it has K; then
+the value drops, at once. A busy semaphore, where a run always waits,
+delays a shrink but cannot starve it. The reset does not take
+precedence: runs that queued before it took its next slot are served
+first (precedence would need a change of the semaphore's format). The
+slots it took are not free meanwhile, and come back if it is killed
+(SIGKILL too) or gives up.
+
+Exit status: 0 when the value is set; 1 when --timeout ran out first
+(the value is unchanged, the slots taken given back; one line on
+stderr); 1 too, with one line, when another process (a stopped one)
+held the name file's lock past --timeout and at least 1s; 2 for a bad
+flag, name or value; the others as for every command (pk-sem --help).";
+
 /// Counting semaphores: a worker demo, and a self-healing named semaphore for shell commands.
 #[derive(Debug, Parser)]
 #[command(name = "pk-sem", version, after_help = AFTER_HELP)]
@@ -156,8 +178,9 @@ pub enum Cmd {
         name: String,
     },
     /// Set the named semaphore's value to N (creating it if missing). Fewer
-    /// slots wait for enough holders to finish. Of resets at the same time,
-    /// the last to finish sets the value.
+    /// slots wait for enough holders to finish (see below). Of resets at
+    /// the same time, the last to finish sets the value.
+    #[command(after_help = RESET_AFTER_HELP)]
     Reset {
         /// The semaphore: /name.
         #[arg(long, value_name = "NAME", value_parser = name)]
@@ -165,6 +188,11 @@ pub enum Cmd {
         /// The value to set (1-32767).
         #[arg(long, value_name = "N", value_parser = robust_value)]
         value: u32,
+        /// Give up when a shrink cannot be made within DUR (0: do not wait
+        /// at all; 2, 1.5s, 250ms, 1m, 1h, 2d, any length): exit 1, the
+        /// value unchanged.
+        #[arg(long, value_name = "DUR", value_parser = duration::unbounded)]
+        timeout: Option<DurationArg>,
     },
     /// Remove the named semaphore. Holders keep running; waiters start over
     /// on the name as it is then (see below).
@@ -263,12 +291,31 @@ pub fn run(args: Args, out: &mut Out) -> Result<u8> {
             )?;
             Ok(exit::OK)
         }
-        Cmd::Reset { name, value } => {
-            let (sem, created) = RobustSemaphore::open_or_create(&name, value)?;
+        Cmd::Reset {
+            name,
+            value,
+            timeout,
+        } => {
+            let deadline = Deadline::after(timeout.map(|t| t.0))?;
+            let (sem, created) = RobustSemaphore::open_or_create_until(&name, value, deadline)?;
             let old = if created {
                 0
             } else {
-                sem.set_value(value, Deadline::Never)?.unwrap_or(value)
+                match sem.set_value(value, deadline)? {
+                    Some(old) => old,
+                    None => {
+                        let within = match timeout {
+                            Some(t) if !t.0.is_zero() => format!(" within {t}"),
+                            _ => String::new(),
+                        };
+                        let why = format!(
+                            "too few slots given back{within} to shrink to {value}: the value stays {}",
+                            sem.value()?
+                        );
+                        crate::cmd::eprintln_one("pk-sem", &Error::data("semop", &name, why));
+                        return Ok(exit::DECLINED);
+                    }
+                }
             };
             // What this call set: a reset made after it is its own.
             outln!(out, "reset {name}: value {old} -> {value}")?;

@@ -1614,3 +1614,148 @@ fn a_demo_worker_killed_while_it_holds_the_count_does_not_hang_the_rest() {
     assert_eq!(rest.matches(" done\n").count(), 2, "{rest}");
     assert!(rest.contains("max_inside=1 final_value=1"), "{rest}");
 }
+
+/// `pk-sem run --name NAME -- sh -c 'echo holding; exec sleep 60'`, once
+/// it holds its slot.
+fn holding(name: &str) -> Running {
+    let mut cmd = pk_std("sem");
+    cmd.args(["run", "--name", name, "--"])
+        .args(["sh", "-c", "echo holding; exec sleep 60"]);
+    let mut r = Running::start(cmd, false);
+    r.wait_for(|l| l == "holding");
+    r
+}
+
+/// End a [`holding`] run: SIGTERM, passed on to its command.
+fn let_go(mut r: Running) {
+    r.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_signal(&r.wait(), libc::SIGTERM);
+}
+
+/// Wait until `name` has `n` processes waiting for a slot.
+fn until_waiting(name: &str, n: u32) {
+    let t0 = std::time::Instant::now();
+    while status(name).2 < n {
+        assert!(t0.elapsed() < TIMEOUT, "never {n} waiting on {name}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn reset_timeout_gives_up_with_exit_1_and_the_value_unchanged() {
+    // A shrink waits for holders to finish: for ever, before --timeout.
+    let mut check = ShmCheck::start();
+    let name = check.name("resettimeout");
+    assert_success(&sem(&["reset", "--name", &name, "--value", "3"]));
+    let mut holders: Vec<Running> = (0..3).map(|_| holding(&name)).collect();
+    let_go(holders.pop().unwrap());
+    assert_eq!(status(&name), (3, 1, 0));
+    // 3 -> 1 needs two slots; one is free. Refused at once with 0, after
+    // the wait with a duration: exit 1, one line, nothing changed, and
+    // the slot the reset took meanwhile given back.
+    for t in ["0", "200ms", "0.3"] {
+        let out = sem(&["reset", "--name", &name, "--value", "1", "--timeout", t]);
+        assert_one_line_error(&out, "sem", 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("the value stays 3"), "{t}: {err}");
+        assert!(out.stdout.is_empty(), "{t}");
+        assert_eq!(status(&name), (3, 1, 0), "{t}");
+    }
+    // Bad durations are usage errors.
+    let out = sem(&[
+        "reset",
+        "--name",
+        &name,
+        "--value",
+        "1",
+        "--timeout",
+        "soon",
+    ]);
+    assert_usage(&out, "sem");
+    // Within the time: done once a holder finishes, and a growth never
+    // waits.
+    let mut cmd = pk_std("sem");
+    cmd.args(["reset", "--name", &name, "--value", "1", "--timeout", "1m"]);
+    let mut reset = Running::start(cmd, false);
+    until_waiting(&name, 1);
+    let_go(holders.pop().unwrap());
+    assert_eq!(
+        reset.wait_for(|l| l.starts_with("reset ")),
+        [format!("reset {name}: value 3 -> 1")]
+    );
+    assert_eq!(reset.wait().code(), Some(0));
+    assert_eq!(status(&name), (1, 0, 0));
+    let out = sem(&["reset", "--name", &name, "--value", "2", "--timeout", "0"]);
+    assert_eq!(stdout(&out), format!("reset {name}: value 1 -> 2\n"));
+    let_go(holders.pop().unwrap());
+    assert_eq!(status(&name), (2, 2, 0));
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_shrinking_reset_is_not_starved_by_runs_that_keep_coming() {
+    // Ten loops of runs on three slots: a run always waits, and takes
+    // each slot given back. A reset to 1 waited for two free slots at
+    // one instant, which never came while the runs did. Now it takes the
+    // slots in turn with the runs, and is done. (The loops stop on their
+    // own after 90 s should the test fail before it stops them.)
+    let mut check = ShmCheck::start();
+    let name = check.name("starve");
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    assert_success(&sem(&["reset", "--name", &name, "--value", "3"]));
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do \
+         (while [ ! -e '{stop}' ] && [ $SECONDS -lt 90 ]; do pk-sem run --name {name} -- sleep 0.1 || exit; done) & \
+         done; wait; echo stopped",
+        stop = stop.display()
+    );
+    let mut loops = std::process::Command::new("bash");
+    loops
+        .args(["-c", &script])
+        .env("PATH", path_with_binaries());
+    let mut loops = Running::start(loops, true);
+    until_waiting(&name, 3);
+    let mut cmd = pk_std("sem");
+    cmd.args(["reset", "--name", &name, "--value", "1"]);
+    let mut reset = Running::start(cmd, false);
+    let lines = reset.wait_for(|l| l.starts_with("reset "));
+    std::fs::write(&stop, "").unwrap();
+    assert_eq!(lines, [format!("reset {name}: value 3 -> 1")]);
+    assert_eq!(reset.wait().code(), Some(0));
+    assert_eq!(loops.wait_for(|l| l == "stopped"), ["stopped"]);
+    assert_eq!(loops.wait().code(), Some(0));
+    assert_eq!(status(&name), (1, 1, 0));
+    unlink(&name);
+    check.finish();
+}
+
+#[test]
+fn a_shrinking_reset_killed_while_it_waits_gives_its_slots_back() {
+    // The slots a waiting shrink took are SEM_UNDO: SIGKILL returns them.
+    let mut check = ShmCheck::start();
+    let name = check.name("resetkilled");
+    assert_success(&sem(&["reset", "--name", &name, "--value", "3"]));
+    let mut holders: Vec<Running> = (0..3).map(|_| holding(&name)).collect();
+    let mut cmd = pk_std("sem");
+    cmd.args(["reset", "--name", &name, "--value", "1"]);
+    let mut reset = Running::start(cmd, false);
+    until_waiting(&name, 1);
+    let_go(holders.pop().unwrap());
+    // The reset took the slot given back, and waits for a second.
+    let t0 = std::time::Instant::now();
+    while status(&name) != (3, 0, 1) {
+        assert!(t0.elapsed() < TIMEOUT, "{:?}", status(&name));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    reset.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_signal(&reset.wait(), libc::SIGKILL);
+    assert_eq!(status(&name), (3, 1, 0));
+    for h in holders {
+        let_go(h);
+    }
+    assert_eq!(status(&name), (3, 3, 0));
+    unlink(&name);
+    check.finish();
+}
