@@ -17,8 +17,9 @@
 //! several workers to watch) calls [`Inbox::read`] only after poll(2) said
 //! the end is readable: each call makes at most one read, which then
 //! returns at once. A caller with nothing else to wait for calls it until
-//! a frame is whole ([`Inbox::read_blocking`]), and so spends no poll(2)
-//! on a round trip: one write, one read, as C's echo does.
+//! a frame is whole ([`Inbox::read_blocking`]), and so sleeps in the read
+//! itself, not in a poll(2) (the pool looks at the end for a moment first,
+//! without sleeping: `pool::spin`).
 
 use std::io::IoSliceMut;
 use std::os::fd::BorrowedFd;

@@ -63,8 +63,11 @@
 //!   4 MiB per worker after chunks of 1 MiB.
 //! - The parent waits with poll(2) on every worker's result pipe; when
 //!   one worker alone has work and the wait has no deadline, the read of
-//!   its result pipe is the wait (one write and one read per
-//!   `apply_async` + `get`, as a C echo over pipes). A worker that dies
+//!   its result pipe is the wait. Either way it first looks for up to
+//!   50 µs without sleeping (poll(2) with a zero timeout and
+//!   sched_yield(2)), as a worker does before it sleeps on its task pipe:
+//!   a write to the pipe of a reader that is not asleep wakes no one,
+//!   which is most of a round trip's cost on a VM. A worker that dies
 //!   (killed, crashed) closes its result pipe: the pool reaps
 //!   exactly that pid, reports the batch it was running as
 //!   [`TaskError::WorkerDied`] with the decoded status, queues the batch

@@ -71,7 +71,8 @@ pub(crate) trait Backend {
 
     /// [`Backend::recv`], waiting until the frame is whole or the worker is
     /// gone: for a wait with no deadline on the one worker that has work,
-    /// which then costs no poll(2). [`Piece::Partial`] only when a signal
+    /// which then needs no poll(2) to sleep in, only a short look before
+    /// the read (see `pool::spin`). [`Piece::Partial`] only when a signal
     /// interrupted it.
     fn recv_blocking(
         &mut self,
@@ -619,7 +620,7 @@ impl<B: Backend> Scheduler<B> {
         if deadline.is_none() && self.backend.can_block() {
             if let Some(slot) = self.sole_busy() {
                 // Nothing but this worker's result can come: wait for it
-                // in the read itself, with no poll(2) first.
+                // in the read itself, after a short look (pool::spin).
                 let mut frame = self.frame_for(slot);
                 let expect = self.workers[slot].busy.front().map_or(0, |j| j.expect);
                 let piece =

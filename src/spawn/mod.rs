@@ -551,6 +551,11 @@ impl ChildEnd {
 /// variable where it stands, or appends it; `None` removes it). Always a
 /// copy, read through std's environment lock: a `set_var` on another
 /// thread (safe code in edition 2021) may reallocate `environ` itself.
+/// So the child never gets an entry std cannot read as `NAME=value`
+/// (none with no `=`, or with an empty name), which a program execve'd
+/// with such entries would otherwise pass on. The PATH searched is the
+/// first one, as getenv(3) and so execvp(3) take it, and the one the
+/// child's own lookups find; a set replaces that first one.
 fn environment(
     clear: bool,
     changes: &[(OsString, Option<OsString>)],
@@ -571,7 +576,6 @@ fn environment(
     }
     let path = vars
         .iter()
-        .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone());
     let env = vars

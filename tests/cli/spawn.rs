@@ -1662,3 +1662,41 @@ fn a_signal_timeout_sends_twice_reaches_the_command_once() {
     // through pk-spawn. A signal sent again 0.3 s later is passed on.
     assert_a_copy_is_passed_on_once("spawn", &[]);
 }
+
+#[test]
+fn a_command_is_searched_in_the_first_of_two_paths_as_execvp_does() {
+    // A process may be started with PATH twice in its environment (an
+    // execve with any array: python3's ctypes here). getenv(3), and so
+    // execvp(3), sh and std's Command, take the first; pk-spawn searched
+    // the last one, so it ran another program than the child's own PATH
+    // names.
+    let dir = tempfile::tempdir().unwrap();
+    for which in ["first", "second"] {
+        let d = dir.path().join(which);
+        std::fs::create_dir(&d).unwrap();
+        let prog = d.join("pk-probe-path");
+        std::fs::write(&prog, format!("#!/bin/sh\necho {which}\n")).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = r#"
+import ctypes, sys
+exe, first, second = (a.encode() for a in sys.argv[1:4])
+def array(items):
+    a = (ctypes.c_char_p * (len(items) + 1))(*items)
+    a[len(items)] = None
+    return a
+libc = ctypes.CDLL(None, use_errno=True)
+libc.execve(exe, array([exe, b"pk-probe-path"]),
+            array([b"PATH=" + first, b"PATH=" + second]))
+sys.exit("execve: errno %d" % ctypes.get_errno())
+"#;
+    let out = std::process::Command::new("timeout")
+        .args(["30", "python3", "-c", script])
+        .arg(bin("pk-spawn"))
+        .arg(dir.path().join("first"))
+        .arg(dir.path().join("second"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "first\n", "{out:?}");
+}
