@@ -75,6 +75,7 @@ pub mod queue;
 pub mod sem;
 pub mod shm;
 pub mod spawn;
+mod spin;
 pub mod status;
 mod sys;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! runs on. Each worker gets its own task pipe and result pipe; the parent
 //! waits on every result pipe at once with poll(2) (or, with one worker
 //! busy and no deadline, in the read itself), after a short look that
-//! does not sleep ([`super::spin`]), and reaps exactly the pid of
+//! does not sleep ([`crate::spin`]), and reaps exactly the pid of
 //! a worker that is gone (never `waitpid(-1)`).
 
 use std::collections::VecDeque;
@@ -18,11 +18,11 @@ use super::arena::{self, Arenas, Side};
 use super::inbox::Inbox;
 use super::registry::Registry;
 use super::scheduler::{Backend, Slot, Started};
-use super::spin;
 use super::worker::worker_main;
 use crate::error::{Error, Result};
 use crate::pipe::{self, Piece, Reader, Writer};
 use crate::process::{self, Fork, Pid};
+use crate::spin;
 use crate::status::Status;
 
 /// Workers forked from this process.
@@ -183,7 +183,7 @@ impl Backend for Forked {
                 .collect();
             &mut heap
         };
-        let polled = match spin::ready(fds, deadline) {
+        let polled = match spin::ready(fds, deadline, spin::POOL) {
             Ok(true) => Ok(1),
             Ok(false) => poll(fds, process::poll_timeout(deadline)),
             Err(e) => Err(e),
@@ -233,7 +233,7 @@ impl Backend for Forked {
         if !ends.inbox.has_buffered() {
             // An error here is the read's to report.
             let mut fds = [PollFd::new(ends.results.as_fd(), PollFlags::POLLIN)];
-            let _ = spin::ready(&mut fds, None);
+            let _ = spin::ready(&mut fds, None, spin::POOL);
         }
         let piece = ends
             .inbox

@@ -120,7 +120,6 @@ mod pending;
 mod registry;
 mod results;
 mod scheduler;
-mod spin;
 mod wire;
 mod worker;
 

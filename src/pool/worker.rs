@@ -11,10 +11,10 @@ use nix::poll::{PollFd, PollFlags};
 use super::arena::{self, Arena, Side};
 use super::frame::{BLOCK, RESULT_HEAD, TASK_HEAD, VARIABLE};
 use super::registry::{Outcome, Registry, Runner};
-use super::spin;
 use super::wire::{Wire, read};
 use crate::pipe::{self, Reader, Writer};
 use crate::process;
+use crate::spin;
 
 /// A typed task's batch loop, behind one dynamic call per batch.
 pub(crate) trait Batched: Send + Sync {
@@ -201,7 +201,7 @@ pub(crate) fn worker_main(
                 // Look for the next batch a moment before sleeping on the
                 // pipe (see `spin`); an error is the read's to report.
                 let mut fds = [PollFd::new(tasks.get_ref().as_fd(), PollFlags::POLLIN)];
-                let _ = spin::ready(&mut fds, None);
+                let _ = spin::ready(&mut fds, None, spin::POOL);
             }
             let input = match tasks.recv() {
                 // An empty frame is the pool's join: stop, as at end of
