@@ -61,6 +61,17 @@ use posixkit::status::Status;
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some(PID_REUSE_ARG) => std::process::exit(pid_reuse_in_namespace()),
+        Some(QUEUE_FIRST_ARG) => {
+            // A fresh process whose first use of the fork-wiped page is the
+            // queue lock's: then a pool, and a fork.
+            let name = format!("/pk-fork-check-{}", std::process::id());
+            let q = posixkit::queue::Queue::create(&name, 4, 16).unwrap();
+            q.put(b"x").unwrap();
+            assert_eq!(q.get().unwrap(), b"x");
+            posixkit::queue::unlink(&name).unwrap();
+            a_forked_childs_copy_of_a_pool_leaves_the_workers_alone();
+            std::process::exit(0);
+        }
         Some(LONG_WAIT_ARG) => std::process::exit(long_waits(
             std::env::args().nth(2).as_deref() == Some("pool"),
         )),
@@ -95,6 +106,7 @@ fn main() {
     a_spawn_resets_only_the_ignored_signals_it_is_asked_to();
     a_pool_joins_while_a_later_child_holds_its_pipes();
     a_forked_childs_copy_of_a_pool_leaves_the_workers_alone();
+    a_forked_copy_of_a_pool_is_refused_after_a_queue_lock_too();
     a_handle_of_another_pool_is_refused();
     a_pool_is_refused_while_sigchld_is_ignored();
     a_pool_that_fails_to_start_leaves_no_worker_behind();
@@ -1416,6 +1428,23 @@ fn a_forked_childs_copy_of_a_pool_leaves_the_workers_alone() {
     assert!(pool.take_events().is_empty(), "no worker was replaced");
     pool.close();
     pool.join().unwrap();
+}
+
+const QUEUE_FIRST_ARG: &str = "--queue-first";
+
+/// The queue lock and the pool's owner check keep their process's number
+/// in the same fork-wiped page. With two counters behind it, a child
+/// forked after the queue set the page took the number the pool had
+/// recorded, used the parent's workers and SIGKILLed them when its copy
+/// was dropped. Run in a fresh process, where the queue comes first.
+fn a_forked_copy_of_a_pool_is_refused_after_a_queue_lock_too() {
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "60"])
+        .arg(std::env::current_exe().unwrap())
+        .arg(QUEUE_FIRST_ARG)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "queue, then pool, then fork: {out:?}");
 }
 
 /// Handles carry ids unique among all the pools of the process: another

@@ -6,41 +6,20 @@
 //! while no pid is recycled: once the maker is gone, a descendant may get
 //! its pid. And getpid(2) is a system call on every use.
 //!
-//! So each process takes a *generation*: a number kept in a page that
-//! every fork hands to the child zeroed (MADV_WIPEONFORK), however it
+//! So each process takes a *generation*: a random number kept in a page
+//! that every fork hands to the child zeroed (MADV_WIPEONFORK), however it
 //! forks (`fork`, `_Fork`, a raw clone). A process that finds the page
-//! zero takes the next number of a counter it inherited, which is past
-//! every number its ancestors handed out before the fork, and keeps it
-//! there. A handle records its maker's generation; a copy of it in any
+//! zero draws its own and keeps it there (the queue lock's identities
+//! use the same number). A handle records its maker's generation; a copy of it in any
 //! descendant finds another one. Where the kernel lacks the advice
 //! (before Linux 4.14), the pid is compared instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use nix::unistd::Pid;
-
-/// Generations handed out in this process, and (copied) before it in its
-/// ancestors.
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// This process's generation, `None` where the kernel has no fork-wiped
 /// page. The same in every thread, and never one an ancestor had.
 pub(crate) fn generation() -> Option<u64> {
-    let page = crate::sys::proc::fork_wiped_word()?;
-    match page.load(Ordering::Relaxed) {
-        0 => {
-            let mine = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
-            // Two threads may get here at once: the first to store wins,
-            // and both go by what the page holds.
-            Some(
-                match page.compare_exchange(0, mine, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => mine,
-                    Err(theirs) => theirs,
-                },
-            )
-        }
-        g => Some(g),
-    }
+    crate::sys::proc::fork_generation()
 }
 
 /// The process a handle was made in.

@@ -94,27 +94,15 @@ thread_local! {
     static ME: Cell<Option<Me>> = const { Cell::new(None) };
 }
 
-/// The generations of identities handed out in this process (and, copied,
-/// in its forked children, which each start a new one).
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// This process's generation, kept in a page every fork wipes: a child,
-/// forked by any means, finds 0 and starts a new one, so no thread's cached
-/// identity (its copy is the forking thread's) outlives the fork, even when
-/// the child has its parent's pid (pid 1 of a new pid namespace). Where the
-/// kernel has no such page: the pid, with its pid namespace's inode.
+/// This process's generation (`sys::proc::fork_generation`, a number
+/// kept in a page every fork wipes): a child, forked by any means, draws
+/// a new one, so no thread's cached identity (its copy is the forking
+/// thread's) outlives the fork, even when the child has its parent's pid
+/// (pid 1 of a new pid namespace). Where the kernel has no such page: the
+/// pid, with its pid namespace's inode.
 fn generation() -> u64 {
-    match crate::sys::proc::fork_wiped_word() {
-        Some(cache) => match cache.load(Ordering::Relaxed) {
-            0 => {
-                let g = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-                cache.store(g, Ordering::Relaxed);
-                g
-            }
-            g => g,
-        },
-        None => u64::from(std::process::id()) ^ pid_namespace().rotate_left(32),
-    }
+    crate::sys::proc::fork_generation()
+        .unwrap_or_else(|| u64::from(std::process::id()) ^ pid_namespace().rotate_left(32))
 }
 
 /// Make sure the fork-wiped page exists before any lock is taken (its

@@ -528,3 +528,53 @@ pub(crate) fn fork_wiped_word() -> Option<&'static std::sync::atomic::AtomicU64>
     // process's threads reach it only through this atomic.
     Some(unsafe { &*(addr as *const std::sync::atomic::AtomicU64) })
 }
+
+/// This process's fork generation: a random nonzero number kept in the
+/// [`fork_wiped_word`] page, drawn by the first caller in each process.
+/// A process forked by any means finds the page zeroed and draws its own,
+/// so a number recorded in an ancestor (a handle's maker) is never this
+/// process's, save by a 2^-64 chance. Random rather than counted: two
+/// counters (or one copied into a child before an update reached it)
+/// could hand a child the number its parent holds. The one source for
+/// every user of the page. `None` where the kernel has no such page.
+pub(crate) fn fork_generation() -> Option<u64> {
+    use std::sync::atomic::Ordering;
+    let page = fork_wiped_word()?;
+    match page.load(Ordering::Acquire) {
+        0 => {
+            let mine = random_nonzero();
+            // Threads racing here: the first to store wins, and all go by
+            // what the page holds.
+            Some(
+                match page.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => mine,
+                    Err(theirs) => theirs,
+                },
+            )
+        }
+        g => Some(g),
+    }
+}
+
+/// 64 random bits, never zero: getrandom(2), or (where it fails) the pid
+/// and the monotonic clock's nanoseconds mixed.
+fn random_nonzero() -> u64 {
+    for _ in 0..8 {
+        let mut b = [0u8; 8];
+        // SAFETY: getrandom writes at most 8 bytes into `b`, which is 8
+        // bytes long and ours; flags 0 (the urandom source).
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n == 8 {
+            let v = u64::from_ne_bytes(b);
+            if v != 0 {
+                return v;
+            }
+        } else if n < 0 && Errno::last() != Errno::EINTR {
+            break;
+        }
+    }
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64).wrapping_mul(1_000_000_000) ^ t.tv_nsec() as u64
+    });
+    (u64::from(std::process::id()) << 32 ^ now.rotate_left(17)) | 1
+}
