@@ -133,21 +133,18 @@ const RESET_AFTER_HELP: &str = "\
 Output: `reset <name>: value <old> -> <new>`.
 
 More slots are free at once. Fewer (a shrink by K) wait until K slots
-are not held: the reset takes the slots that holders give back one at a
-time, in turn with the runs waiting for one (first come, first served,
-for each slot: the kernel's queue), and keeps them until it has K; then
-the value drops, at once. A busy semaphore, where a run always waits,
-delays a shrink but cannot starve it. The reset does not take
-precedence: runs that queued before it took its next slot are served
-first (precedence would need a change of the semaphore's format). The
-slots it took are not free meanwhile, and come back if it is killed
-(SIGKILL too) or gives up.
+are free at one instant, then the value and the free count drop
+together (the slots held stay held). On a busy semaphore, where a run
+always waits and takes each slot given back, that instant may never
+come: use --timeout. (Taking the slots one at a time as they come back
+would let two shrinks at once each hold part of what the other needs,
+and wedge the semaphore.)
 
 Exit status: 0 when the value is set; 1 when --timeout ran out first
-(the value is unchanged, the slots taken given back; one line on
-stderr); 1 too, with one line, when another process (a stopped one)
-held the name file's lock past --timeout and at least 1s; 2 for a bad
-flag, name or value; the others as for every command (pk-sem --help).";
+(the value is unchanged; one line on stderr); 1 too, with one line, when
+another process (a stopped one) held the name file's lock past --timeout
+and at least 1s; 2 for a bad flag, name or value; the others as for
+every command (pk-sem --help).";
 
 /// Counting semaphores: a worker demo, and a self-healing named semaphore for shell commands.
 #[derive(Debug, Parser)]

@@ -569,22 +569,8 @@ impl RobustSemaphore {
 
     /// Change the number of slots to `value`, returning the old value.
     /// More slots are free at once; fewer wait until enough holders have
-    /// given theirs back, until `deadline`: `None` when it passed (the
-    /// value is then unchanged). The free count and the value drop
-    /// together, in one atomic operation, so the slots held stay held.
-    ///
-    /// A shrink by K that cannot be made at once takes the slots it needs
-    /// one at a time as holders give them back, in turn with the
-    /// processes waiting in [`RobustSemaphore::acquire_until`] (the
-    /// kernel's queue: first come, first served, for each slot), and
-    /// keeps them (SEM_UNDO: the kernel gives them back should this
-    /// process die) until it has enough; then the value drops. So a busy
-    /// semaphore delays a shrink but cannot starve it, as it could a
-    /// shrink that waited for K free slots at one instant (a waiter always
-    /// took the first one). It does not take precedence over them either:
-    /// a waiter that queued before its next slot is served first (that
-    /// would take a change of the set's format). A shrink that runs out of
-    /// time gives the slots it took back.
+    /// given theirs back (the free count and the value drop together, in
+    /// one atomic operation), until `deadline`: `None` when it passed.
     ///
     /// The change is a compare-and-set: it applies only while the value
     /// is still the one it was computed from, so two resets at once end at
@@ -598,112 +584,62 @@ impl RobustSemaphore {
             if old == value {
                 return Ok(Some(old));
             }
-            match self.apply(old, value, 0) {
-                Ok(()) => return Ok(Some(old)),
-                // The value moved under us (another reset): start over from
-                // what it is now.
-                Err(Errno::EAGAIN) if self.value()? != old => continue,
-                // A shrink, and too few slots free now.
-                Err(Errno::EAGAIN) if deadline == Deadline::Now => return Ok(None),
-                Err(Errno::EAGAIN) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(self.ctl("semop", e)),
-            }
-            match self.shrink_in_turn(old, value, deadline)? {
-                Shrunk::Yes => return Ok(Some(old)),
-                Shrunk::Moved => continue,
-                Shrunk::TimedOut => return Ok(None),
-            }
-        }
-    }
-
-    /// The change from `old` to `value` in one semop, never waiting:
-    /// VALUE goes from exactly `old` (take `old`, then find zero) to
-    /// `value`, and FREE moves by the same delta. `reserved` slots this
-    /// process took for it (with SEM_UNDO) count as free, and their undo
-    /// is cancelled. EAGAIN when the value is not `old` any more, or when
-    /// a shrink finds too few slots free.
-    fn apply(&self, old: u32, value: u32, reserved: u16) -> std::result::Result<(), Errno> {
-        let op = |num, delta, undo| Op {
-            num,
-            delta,
-            undo,
-            nowait: true,
-        };
-        let mut ops = vec![
-            op(VALUE, -(old as i16), false),
-            op(VALUE, 0, false),
-            op(VALUE, value as i16, false),
-        ];
-        if reserved > 0 {
-            ops.push(op(FREE, reserved as i16, true));
-        }
-        ops.push(op(FREE, (value as i32 - old as i32) as i16, false));
-        sysv::op(self.id, &ops, None)
-    }
-
-    /// A shrink from `old` to `value` that could not be made at once:
-    /// take free slots one at a time, in turn with the other waiters,
-    /// until those taken and those free are enough, then apply it. The
-    /// slots taken are given back unless it applied.
-    fn shrink_in_turn(&self, old: u32, value: u32, deadline: Deadline) -> Result<Shrunk> {
-        let mut reserved: u16 = 0;
-        let outcome = loop {
-            match self.apply(old, value, reserved) {
-                Ok(()) => return Ok(Shrunk::Yes),
-                Err(Errno::EAGAIN) => match self.value() {
-                    Ok(v) if v != old => break Ok(Shrunk::Moved),
-                    Ok(_) => {}
-                    Err(e) => break Err(e),
+            // One semop, atomic: VALUE goes from exactly `old` (take `old`,
+            // then find zero, neither waiting) to `value`, and FREE moves
+            // by the same delta, so the slots held stay held; a shrink
+            // waits for free slots. While it waits, a change of VALUE by
+            // someone else fails it with EAGAIN, and it starts over.
+            let delta = (value as i32 - old as i32) as i16;
+            let ops = [
+                Op {
+                    num: VALUE,
+                    delta: -(old as i16),
+                    undo: false,
+                    nowait: true,
                 },
-                Err(Errno::EINTR) => continue,
-                Err(e) => break Err(self.ctl("semop", e)),
-            }
+                Op {
+                    num: VALUE,
+                    delta: 0,
+                    undo: false,
+                    nowait: true,
+                },
+                Op {
+                    num: VALUE,
+                    delta: value as i16,
+                    undo: false,
+                    nowait: true,
+                },
+                Op {
+                    num: FREE,
+                    delta,
+                    undo: false,
+                    nowait: deadline == Deadline::Now,
+                },
+            ];
             let timeout = match deadline {
-                Deadline::At(t) => match clock_gettime(ClockId::CLOCK_MONOTONIC) {
-                    Ok(now) if now >= t => break Ok(Shrunk::TimedOut),
-                    Ok(now) => Some(super::timespec_until(t, now)),
-                    Err(e) => break Err(self.sys("clock_gettime", e)),
-                },
+                Deadline::At(t) => {
+                    let now = clock_gettime(ClockId::CLOCK_MONOTONIC)
+                        .map_err(|e| self.sys("clock_gettime", e))?;
+                    if now >= t {
+                        return Ok(None);
+                    }
+                    Some(super::timespec_until(t, now))
+                }
                 _ => None,
             };
-            let take = Op {
-                num: FREE,
-                delta: -1,
-                undo: true,
-                nowait: false,
-            };
-            match sysv::op(self.id, &[take], timeout) {
-                Ok(()) => reserved += 1,
+            match sysv::op(self.id, &ops, timeout) {
+                Ok(()) => return Ok(Some(old)),
+                // The value moved under us (another reset): start over from
+                // what it is now. Otherwise the time ran out (or, with
+                // Deadline::Now, the slots to take back are held).
+                Err(Errno::EAGAIN) if self.value()? != old => continue,
+                Err(Errno::EAGAIN) if deadline == Deadline::Now => return Ok(None),
                 // The loop's own check of the deadline ends it.
-                Err(Errno::EAGAIN | Errno::EINTR) => continue,
-                Err(e) => break Err(self.ctl("semop", e)),
-            }
-        };
-        if reserved > 0 {
-            let give_back = Op {
-                num: FREE,
-                delta: reserved as i16,
-                undo: true,
-                nowait: true,
-            };
-            match sysv::op(self.id, &[give_back], None) {
-                Ok(()) | Err(Errno::EINVAL | Errno::EIDRM) => {}
-                Err(e) => return Err(self.sys("semop", e)),
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(self.ctl("semop", e)),
             }
         }
-        outcome
     }
-}
-
-/// How [`RobustSemaphore::shrink_in_turn`] ended.
-enum Shrunk {
-    /// The value is the one asked for.
-    Yes,
-    /// Another reset changed the value meanwhile: start over.
-    Moved,
-    /// The deadline passed first.
-    TimedOut,
 }
 
 /// Lock the name file `file` (flock(2) `op`, waiting; EINTR retried), then
