@@ -22,7 +22,9 @@
 
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollTimeout, poll};
+use std::os::fd::BorrowedFd;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// A pool's look, before a wait for a result or a batch.
 pub(crate) const POOL: Duration = Duration::from_micros(50);
@@ -51,4 +53,11 @@ pub(crate) fn ready(
         // Fails only where there is no scheduler to yield to.
         let _ = nix::sched::sched_yield();
     }
+}
+
+/// [`ready`] for one descriptor to become readable: true when it did
+/// within the look. An error counts as not yet: it is the wait's, which
+/// follows, to report.
+pub(crate) fn readable(fd: BorrowedFd<'_>, deadline: Option<Instant>, budget: Duration) -> bool {
+    ready(&mut [PollFd::new(fd, PollFlags::POLLIN)], deadline, budget).unwrap_or(false)
 }

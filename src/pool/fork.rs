@@ -231,9 +231,7 @@ impl Backend for Forked {
     ) -> Result<Piece> {
         let expect = ends.expect(expect);
         if !ends.inbox.has_buffered() {
-            // An error here is the read's to report.
-            let mut fds = [PollFd::new(ends.results.as_fd(), PollFlags::POLLIN)];
-            let _ = spin::ready(&mut fds, None, spin::POOL);
+            spin::readable(ends.results.as_fd(), None, spin::POOL);
         }
         let piece = ends
             .inbox

@@ -6,8 +6,6 @@
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 
-use nix::poll::{PollFd, PollFlags};
-
 use super::arena::{self, Arena, Side};
 use super::frame::{BLOCK, RESULT_HEAD, TASK_HEAD, VARIABLE};
 use super::registry::{Outcome, Registry, Runner};
@@ -199,9 +197,8 @@ pub(crate) fn worker_main(
         loop {
             if tasks.is_drained() {
                 // Look for the next batch a moment before sleeping on the
-                // pipe (see `spin`); an error is the read's to report.
-                let mut fds = [PollFd::new(tasks.get_ref().as_fd(), PollFlags::POLLIN)];
-                let _ = spin::ready(&mut fds, None, spin::POOL);
+                // pipe (see `spin`).
+                spin::readable(tasks.get_ref().as_fd(), None, spin::POOL);
             }
             let input = match tasks.recv() {
                 // An empty frame is the pool's join: stop, as at end of

@@ -355,9 +355,8 @@ pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
 fn pidfd_wait(pidfd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> Result<bool> {
     use nix::poll::{PollFd, PollFlags, poll};
     let deadline = deadline_after(timeout);
-    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-    // A look first (see `crate::spin`); an error is the poll's to report.
-    if let Ok(true) = crate::spin::ready(&mut fds, deadline, crate::spin::JOIN) {
+    // A look first (see `crate::spin`).
+    if crate::spin::readable(pidfd, deadline, crate::spin::JOIN) {
         return Ok(true);
     }
     loop {

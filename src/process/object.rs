@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
 
 use super::owner::Owner;
@@ -407,10 +406,8 @@ pub(super) fn wait_then_reap(entry: &Entry, timeout: Option<Duration>) -> Result
     match (pidfd, timeout) {
         (Some(fd), None) => {
             // A look first, before a sleep whose wake-up costs more than
-            // the child's exit often takes (see `crate::spin`). An error
-            // is the wait's to report.
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            let _ = crate::spin::ready(&mut fds, None, crate::spin::JOIN);
+            // the child's exit often takes (see `crate::spin`).
+            crate::spin::readable(fd, None, crate::spin::JOIN);
             // Wait for its end without reaping it (WNOWAIT), as below but
             // through the pidfd: a blocking waitid costs less than a poll
             // and then the waitid (about 2 µs a join). A kernel without
